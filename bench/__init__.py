@@ -1,0 +1,1 @@
+"""Benchmarks: each measures demandscope against a baseline taken in the same run."""

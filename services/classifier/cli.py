@@ -1,0 +1,260 @@
+"""`demandscope classifier ...`: train, evaluate, explain and version the text model."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import sklearn
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from sklearn.model_selection import train_test_split
+
+from services.classifier.model import store
+from services.classifier.model.evaluate import Evaluation, HeadScores, evaluate
+from services.classifier.model.examples import Example, read_examples_csv
+from services.classifier.model.text_model import TextModel
+from services.classifier.rules import RuleSet
+from services.classifier.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
+
+app = typer.Typer(
+    help="Train, evaluate and explain the demand classifier's text model.", no_args_is_help=True
+)
+console = Console()
+errors = Console(stderr=True)
+
+DEFAULT_MODEL_DIR = Path(".run/models")
+ModelDir = Annotated[Path, typer.Option("--model-dir", help="Directory of model versions.")]
+ExamplesCsv = Annotated[
+    Path,
+    typer.Option(
+        "--examples", exists=True, dir_okay=False, help="CSV: text,purpose,demand_type[,...]."
+    ),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=1)
+
+
+def _split(examples: list[Example], holdout: float) -> tuple[list[Example], list[Example]]:
+    if holdout <= 0:
+        return examples, []
+    purposes = Counter(e.purpose for e in examples)
+    test_rows = round(len(examples) * holdout)
+    # Stratify by purpose when every purpose can appear on both sides; small sets cannot.
+    can_stratify = min(purposes.values()) >= 2 and test_rows >= len(purposes)
+    train, test = train_test_split(
+        examples,
+        test_size=holdout,
+        random_state=0,
+        stratify=[e.purpose for e in examples] if can_stratify else None,
+    )
+    return list(train), list(test)
+
+
+def _scores_table(title: str, result: Evaluation) -> Table:
+    table = Table(title=title)
+    for column in ("head", "accuracy", "macro-F1", "rows", "most confused (true -> predicted: n)"):
+        table.add_column(column)
+    for name, scores in result.heads.items():
+        confused = "; ".join(f"{t} -> {p}: {n}" for t, p, n in scores.confused[:3])
+        table.add_row(
+            name, f"{scores.accuracy:.3f}", f"{scores.macro_f1:.3f}", str(scores.count), confused
+        )
+    return table
+
+
+def _summary(scores: HeadScores) -> dict[str, Any]:
+    return {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1, "count": scores.count}
+
+
+@app.command()
+def train(
+    examples: ExamplesCsv,
+    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+    taxonomy: Annotated[
+        Path | None,
+        typer.Option("--taxonomy", exists=True, dir_okay=False, help="Taxonomy YAML."),
+    ] = None,
+    holdout: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Share held out to report figures.")
+    ] = 0.2,
+) -> None:
+    """Train a new model version on labelled examples and make it current."""
+    try:
+        loaded = read_examples_csv(examples)
+        known = load_taxonomy(taxonomy) if taxonomy else None
+    except (ValueError, TaxonomyError) as exc:
+        raise _fail(str(exc)) from exc
+    rows = [e for e in loaded.examples if e.purpose and e.demand_type]
+    if len({e.purpose for e in rows}) < 1 or not rows:
+        raise _fail(f"{examples}: no rows with text, purpose and demand_type")
+    unused = len(loaded.examples) - len(rows)
+    chosen = known or Taxonomy.from_labels(e.purpose for e in rows if e.purpose)
+    outside = sorted({e.purpose for e in rows if e.purpose} - set(chosen.purpose_slugs))
+    if outside:
+        errors.print(
+            f"[yellow]warning:[/yellow] purposes not in the taxonomy: {', '.join(outside)}"
+        )
+
+    train_rows, test_rows = _split(rows, holdout)
+    started = time.perf_counter()
+    with Progress(console=errors, transient=True) as bar:
+        task = bar.add_task("training", total=1.0)
+        steps = 2 if test_rows else 1
+
+        def advance(offset: int) -> Any:
+            def report(step: str, fraction: float) -> None:
+                bar.update(task, completed=(offset + fraction) / steps, description=step)
+
+            return report
+
+        held_out: Evaluation | None = None
+        if test_rows:
+            candidate = TextModel.train(train_rows, known, advance(0))
+            held_out = evaluate(candidate, test_rows)
+        model = TextModel.train(rows, known, advance(steps - 1))  # the saved model sees every row
+    seconds = time.perf_counter() - started
+
+    metadata: dict[str, Any] = {
+        "examples": len(rows),
+        "skipped_rows": loaded.skipped_empty_text + unused,
+        "label_counts": model.label_counts,
+        "taxonomy_hash": chosen.content_hash(),
+        "taxonomy_given": known is not None,
+        "sklearn_version": sklearn.__version__,
+        "training_seconds": round(seconds, 2),
+        "evaluation": (
+            {"holdout": holdout, "rows": len(test_rows), **held_out.as_dict()} if held_out else None
+        ),
+    }
+    version = store.save(model, model_dir, metadata, now=datetime.now(UTC))
+    if held_out:
+        console.print(_scores_table(f"held out ({len(test_rows)} rows)", held_out))
+        console.print(f"throughput: {held_out.throughput_per_s or 0:,.0f} demands/s")
+    console.print(
+        f"trained on {len(rows)} examples in {seconds:.1f}s "
+        f"({loaded.skipped_empty_text + unused} rows skipped)"
+    )
+    console.print(f"new version: [bold]{version}[/bold] (current) in {model_dir}")
+
+
+@app.command(name="evaluate")
+def evaluate_command(
+    examples: ExamplesCsv,
+    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+) -> None:
+    """Score the current model on labelled examples it has not been trained on."""
+    try:
+        version, model = store.load_current(model_dir)
+        loaded = read_examples_csv(examples)
+    except (ValueError, store.ModelStoreError) as exc:
+        raise _fail(str(exc)) from exc
+    if not loaded.examples:
+        raise _fail(f"{examples}: no rows with text")
+    result = evaluate(model, loaded.examples)
+    if as_json:
+        document: dict[str, Any] = {
+            name: {**_summary(s), "confused": [list(c) for c in s.confused]}
+            for name, s in result.heads.items()
+        }
+        document |= {
+            "throughput_per_s": result.throughput_per_s,
+            "model_version": version,
+            "rows": len(loaded.examples),
+            "skipped_empty_text": loaded.skipped_empty_text,
+            "unseen_purposes": sorted(
+                {e.purpose for e in loaded.examples if e.purpose} - set(model.purposes)
+            ),
+        }
+        typer.echo(json.dumps(document))
+        return
+    console.print(_scores_table(f"model {version} on {examples}", result))
+    console.print(
+        f"{len(loaded.examples)} rows, {loaded.skipped_empty_text} skipped (empty text); "
+        f"throughput {result.throughput_per_s or 0:,.0f} demands/s"
+    )
+
+
+@app.command()
+def explain(
+    text: Annotated[str, typer.Argument(help="A demand, in the customer's words.")],
+    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+) -> None:
+    """Show the labels the model gives a text, how sure it is, and the words that drove it."""
+    try:
+        version, model = store.load_current(model_dir)
+    except store.ModelStoreError as exc:
+        raise _fail(str(exc)) from exc
+    explanation = model.explain(text)
+    prediction = explanation.prediction
+    labels = Table(title=f"model {version}")
+    for column in ("head", "label", "probability", "driven by"):
+        labels.add_column(column)
+    rows = [
+        ("purpose", prediction.purpose, prediction.purpose_probability),
+        ("demand_type", prediction.demand_type, prediction.demand_type_probability),
+        ("failure_kind", prediction.failure_kind or "-", prediction.failure_kind_probability),
+    ]
+    for head, label, probability in rows:
+        drivers = explanation.drivers.get(head, ())
+        driven = ", ".join(f"{d.feature} ({d.weight:.2f})" for d in drivers[:6])
+        labels.add_row(head, label, f"{probability:.2f}", driven)
+    console.print(labels)
+    if prediction.alternatives:
+        console.print(
+            "other purposes: "
+            + ", ".join(f"{p} ({probability:.2f})" for p, probability in prediction.alternatives)
+        )
+    rule = RuleSet.from_taxonomy(model.taxonomy).match(text)
+    if rule is not None:
+        console.print(f"a taxonomy rule overrides the model here (phrase {rule.phrase!r})")
+
+
+@app.command()
+def versions(model_dir: ModelDir = DEFAULT_MODEL_DIR) -> None:
+    """List the stored model versions; the current one is marked."""
+    stored = store.list_versions(model_dir)
+    if not stored:
+        console.print(f"no model versions in {model_dir}")
+        return
+    table = Table(title=str(model_dir))
+    for column in ("", "version", "examples", "purpose acc", "demand_type acc"):
+        table.add_column(column)
+    for entry in stored:
+        figures = entry.metadata.get("evaluation") or {}
+
+        def accuracy(head: str, figures: dict[str, Any] = figures) -> str:
+            value = (figures.get(head) or {}).get("accuracy")
+            return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+        table.add_row(
+            "*" if entry.is_current else "",
+            entry.version,
+            str(entry.metadata.get("examples", "-")),
+            accuracy("purpose"),
+            accuracy("demand_type"),
+        )
+    console.print(table)
+
+
+@app.command()
+def rollback(
+    to: Annotated[str, typer.Option("--to", help="The version to make current.")],
+    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+) -> None:
+    """Make an earlier model version current again."""
+    try:
+        store.rollback(model_dir, to)
+    except store.ModelStoreError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"current version is now [bold]{to}[/bold]")

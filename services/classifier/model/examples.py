@@ -1,0 +1,89 @@
+"""Labelled examples, and reading them from the CSV files people actually produce.
+
+Real exports are untidy: a byte-order mark, headers in other casing, extra columns, "Value" or
+"FAILURE", empty failure kinds, blank rows. Reading is lenient and counts what it had to skip.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.events.classification import DemandType
+
+_LABELLED_TYPES = {DemandType.VALUE.value, DemandType.FAILURE.value}
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    text: str
+    purpose: str | None
+    demand_type: str | None
+    failure_kind: str | None = None
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExamplesFile:
+    examples: list[Example]
+    skipped_empty_text: int = 0
+    unlabelled_demand_type: int = 0
+    columns: tuple[str, ...] = field(default=())
+
+
+def normalise_label(raw: str | None) -> str | None:
+    """Compare labels ignoring case and spacing: " Billing /  Pay" == "billing / pay"."""
+    if raw is None:
+        return None
+    label = re.sub(r"\s+", " ", raw).strip().lower()
+    return label or None
+
+
+def normalise_demand_type(raw: str | None) -> str | None:
+    label = normalise_label(raw)
+    return label if label in _LABELLED_TYPES else None
+
+
+def read_examples_csv(path: Path | str) -> ExamplesFile:
+    """Read examples with at least a ``text`` column; every label column is optional."""
+    path = Path(path)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None:
+            raise ValueError(f"{path}: empty file, expected a header with a 'text' column")
+        columns = {name.strip().lower(): name for name in reader.fieldnames if name}
+        if "text" not in columns:
+            raise ValueError(f"{path}: no 'text' column (found: {', '.join(columns) or 'none'})")
+        examples: list[Example] = []
+        skipped = unlabelled = 0
+        for row in reader:
+
+            def cell(name: str, row: dict[str, str | None] = row) -> str | None:
+                original = columns.get(name)
+                return row.get(original) if original is not None else None
+
+            text = (cell("text") or "").strip()
+            if not text:
+                skipped += 1
+                continue
+            demand_type = normalise_demand_type(cell("demand_type"))
+            if demand_type is None:
+                unlabelled += 1
+            failure_kind = normalise_label(cell("failure_kind"))
+            examples.append(
+                Example(
+                    text=text,
+                    purpose=normalise_label(cell("purpose")),
+                    demand_type=demand_type,
+                    failure_kind=failure_kind.replace(" ", "_") if failure_kind else None,
+                    channel=normalise_label(cell("channel")),
+                )
+            )
+    return ExamplesFile(
+        examples=examples,
+        skipped_empty_text=skipped,
+        unlabelled_demand_type=unlabelled,
+        columns=tuple(columns),
+    )

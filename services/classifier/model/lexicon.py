@@ -1,0 +1,264 @@
+"""Domain-independent cues of failure demand (and of plain requests), as model features.
+
+A model trained on one organisation's examples learns its purposes' words ("bill", "engineer").
+The way people chase, repeat themselves or say something went wrong is the same in a bank, a
+telco or a council, so these cue counts carry the value/failure signal to domains the training
+data never saw. An organisation's taxonomy can add phrases to each failure kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import sparse  # type: ignore[import-untyped]
+
+# Each cue group is a list of phrases matched as whole words in lowercased text, with
+# apostrophes optional ("didn't" also matches "didnt").
+CUE_GROUPS: dict[str, tuple[str, ...]] = {
+    "progress_chasing": (
+        "still",
+        "yet",
+        "where is",
+        "where's",
+        "where are",
+        "any update",
+        "an update",
+        "update on",
+        "chase",
+        "chasing",
+        "how long",
+        "how much longer",
+        "when will",
+        "when is",
+        "waiting",
+        "waited",
+        "weeks",
+        "days ago",
+        "months",
+        "no reply",
+        "no response",
+        "not heard",
+        "heard nothing",
+        "no news",
+        "nobody",
+        "no one",
+        "not arrived",
+        "hasn't arrived",
+        "haven't received",
+        "not received",
+        "overdue",
+        "follow up",
+        "following up",
+        "chased",
+        "status of",
+        "progress",
+    ),
+    "repeat": (
+        "again",
+        "third time",
+        "second time",
+        "fourth time",
+        "already",
+        "before",
+        "last time",
+        "every time",
+        "keep having to",
+        "told you",
+        "told them",
+        "explained",
+        "same problem",
+        "same issue",
+        "once more",
+        "yet again",
+        "multiple times",
+        "several times",
+        "so many times",
+        "rang",
+        "called",
+        "phoned",
+        "emailed",
+        "spoke to",
+        "last week",
+        "yesterday",
+    ),
+    "not_done": (
+        "didn't",
+        "did not",
+        "hasn't",
+        "has not",
+        "haven't",
+        "have not",
+        "wasn't",
+        "weren't",
+        "never",
+        "not been",
+        "no show",
+        "didn't turn up",
+        "didn't come",
+        "no-one came",
+        "forgot",
+        "missed",
+        "promised",
+        "supposed to",
+        "meant to",
+        "should have",
+        "should've",
+        "said you would",
+        "said they would",
+        "assured",
+        "was told",
+        "were told",
+        "still not",
+        "ignored",
+        "no call back",
+        "call back",
+    ),
+    "not_done_right": (
+        "wrong",
+        "incorrect",
+        "mistake",
+        "error",
+        "broken",
+        "not working",
+        "doesn't work",
+        "isn't working",
+        "stopped working",
+        "won't",
+        "can't",
+        "faulty",
+        "not fixed",
+        "double charged",
+        "charged twice",
+        "taken twice",
+        "overcharged",
+        "shouldn't",
+        "keeps",
+        "problem",
+        "issue",
+        "fault",
+        "failed",
+        "declined",
+        "missing",
+        "lost",
+        "damaged",
+    ),
+    "not_understood": (
+        "don't understand",
+        "do not understand",
+        "doesn't make sense",
+        "makes no sense",
+        "confusing",
+        "confused",
+        "unclear",
+        "what does this mean",
+        "what does it mean",
+        "no idea why",
+        "can't make sense",
+        "not sure why",
+        "why has",
+        "why have",
+        "why is",
+        "why was",
+        "why did",
+        "explain why",
+        "what is this",
+    ),
+    "complaint": (
+        "complaint",
+        "complain",
+        "unacceptable",
+        "ridiculous",
+        "disgusting",
+        "appalling",
+        "disgraceful",
+        "fed up",
+        "sick of",
+        "frustrated",
+        "frustrating",
+        "furious",
+        "angry",
+        "terrible",
+        "useless",
+        "awful",
+        "shocking",
+        "joke",
+        "escalate",
+        "manager",
+        "compensation",
+        "ombudsman",
+        "disappointed",
+        "poor service",
+    ),
+    "request": (
+        "i would like",
+        "i'd like",
+        "i want to",
+        "can i",
+        "could i",
+        "how do i",
+        "how can i",
+        "is it possible",
+        "i need to",
+        "please",
+        "set up",
+        "sign up",
+        "interested in",
+        "looking to",
+        "thinking of",
+        "can you tell me",
+        "what are",
+        "do you offer",
+        "new",
+        "add",
+        "open",
+        "apply",
+        "book",
+        "order",
+        "upgrade",
+        "quote",
+    ),
+}
+
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
+
+
+def _phrase_pattern(phrase: str) -> str:
+    words = phrase.lower().translate(_APOSTROPHES).split()
+    escaped = [re.escape(word).replace("'", "'?") for word in words]
+    return r"\s+".join(escaped)
+
+
+def compile_cues(phrases: Iterable[str]) -> re.Pattern[str]:
+    ordered = sorted({p for p in phrases if p.strip()}, key=len, reverse=True)
+    alternatives = "|".join(_phrase_pattern(p) for p in ordered)
+    return re.compile(rf"(?<![\w'])(?:{alternatives})(?![\w'])")
+
+
+class CueCounter:
+    """Counts each cue group's phrases in each text: a small, dense, domain-free feature block."""
+
+    def __init__(self, extra: Mapping[str, Sequence[str]] | None = None) -> None:
+        groups = {name: list(phrases) for name, phrases in CUE_GROUPS.items()}
+        for name, phrases in (extra or {}).items():
+            groups.setdefault(name, []).extend(phrases)
+        self.group_names: tuple[str, ...] = tuple(groups)
+        self._patterns = [compile_cues(groups[name]) for name in self.group_names]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f"cue:{name}" for name in self.group_names] + ["cue:any_failure", "cue:exclaim"]
+
+    def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        failure_groups = [i for i, n in enumerate(self.group_names) if n != "request"]
+        rows = np.zeros((len(texts), len(self.group_names) + 2), dtype=np.float32)
+        for row, text in enumerate(texts):
+            lowered = text.lower().translate(_APOSTROPHES)
+            for column, pattern in enumerate(self._patterns):
+                hits = len(pattern.findall(lowered))
+                if hits:
+                    rows[row, column] = np.log1p(hits)
+            rows[row, -2] = np.log1p(rows[row, failure_groups].sum())
+            rows[row, -1] = 1.0 if "!" in text or "?!" in text else 0.0
+        return sparse.csr_matrix(rows)

@@ -1,0 +1,133 @@
+"""`demandscope up`: the whole system on one machine, in the foreground, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+import typer
+
+from services.cli.kafka_commands import local_config
+from services.cli.local_kafka import LocalKafkaError
+from services.cli.local_kafka import start as start_kafka
+from services.cli.local_kafka import stop as stop_kafka
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    command: tuple[str, ...]
+    url: str
+
+
+def _parts() -> list[Part]:
+    from services.classifier.config import ClassifierSettings
+    from services.intake.config import IntakeSettings
+    from services.metrics.config import MetricsSettings
+
+    intake, classifier, metrics = IntakeSettings(), ClassifierSettings(), MetricsSettings()
+    module = (sys.executable, "-m", "services.cli.main")
+    return [
+        Part("intake", (*module, "intake", "serve"), f"http://{intake.host}:{intake.port}"),
+        Part(
+            "classifier",
+            (*module, "classifier", "serve"),
+            f"http://{classifier.host}:{classifier.port}",
+        ),
+        Part("metrics", (*module, "metrics", "serve"), f"http://{metrics.host}:{metrics.port}"),
+    ]
+
+
+async def _relay(name: str, stream: asyncio.StreamReader) -> None:
+    width = len("classifier")
+    while line := await stream.readline():
+        sys.stdout.write(f"{name:<{width}} | {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+async def _wait_ready(parts: list[Part], deadline: float) -> list[str]:
+    pending = {part.name: part for part in parts}
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while pending and time.monotonic() < deadline:
+            for name, part in list(pending.items()):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{part.url}/readyz")).status_code == 200:
+                        del pending[name]
+            await asyncio.sleep(0.3)
+    return list(pending)
+
+
+async def _run(parts: list[Part], ready_timeout: float) -> int:
+    started = time.monotonic()
+    processes: list[asyncio.subprocess.Process] = []
+    relays = []
+    for part in parts:
+        process = await asyncio.create_subprocess_exec(
+            *part.command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        processes.append(process)
+        assert process.stdout is not None
+        relays.append(asyncio.create_task(_relay(part.name, process.stdout)))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    not_ready = await _wait_ready(parts, time.monotonic() + ready_timeout)
+    if not_ready:
+        typer.secho(f"not ready after {ready_timeout:.0f}s: {', '.join(not_ready)}", fg="red")
+    else:
+        typer.secho(f"\ndemandscope is up in {time.monotonic() - started:.1f}s", fg="green")
+        for part in parts:
+            docs = " (API docs at /docs)" if part.name != "classifier" else ""
+            typer.echo(f"  {part.name:<10} {part.url}{docs}")
+        typer.echo("Press Ctrl-C to stop.\n")
+
+    exited = [asyncio.create_task(p.wait()) for p in processes]
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([*exited, stopper], return_when=asyncio.FIRST_COMPLETED)
+    for process in processes:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*exited), timeout=30)
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+    await asyncio.gather(*relays, return_exceptions=True)
+    stopper.cancel()
+    return 0 if stop.is_set() and not not_ready else 1
+
+
+def up(
+    keep_kafka: bool = typer.Option(False, help="Leave the broker running after Ctrl-C."),
+    ready_timeout: float = typer.Option(120.0, help="Seconds to wait for all parts to be ready."),
+) -> None:
+    """Start Kafka, create topics, migrate the database and run the three services."""
+    from services.cli.service_commands import metrics_migrate
+    from services.cli.topic_commands import create as create_topics
+
+    config = local_config()
+    typer.echo(f"starting Kafka on {config.host}:{config.port} ...")
+    try:
+        start_kafka(config)
+    except LocalKafkaError as error:
+        typer.secho(f"Kafka did not start: {error}", fg="red", err=True)
+        raise typer.Exit(1) from error
+    code = 1
+    try:
+        create_topics()
+        metrics_migrate(revision="head")
+        code = asyncio.run(_run(_parts(), ready_timeout))
+    finally:
+        if not keep_kafka:
+            typer.echo("stopping Kafka ...")
+            with contextlib.suppress(LocalKafkaError):
+                stop_kafka(config)
+    raise typer.Exit(code)

@@ -1,0 +1,1 @@
+"""Persistence of the metrics service: tables, engine, migrations."""

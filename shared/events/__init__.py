@@ -1,0 +1,46 @@
+"""Event contracts: one definition of each event, used by every service."""
+
+from shared.events.base import Event
+from shared.events.case import CaseEvent, CaseEventType
+from shared.events.classification import (
+    CausedBy,
+    ClassificationMethod,
+    DemandClassified,
+    DemandType,
+    FailureKind,
+)
+from shared.events.demand import Channel, DemandReceived
+from shared.events.labels import DemandLabelled
+from shared.events.purpose_metrics import (
+    Capability,
+    EndToEndPercentiles,
+    PurposeMetrics,
+    Signal,
+)
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    DemandReceived,
+    CaseEvent,
+    DemandClassified,
+    DemandLabelled,
+    PurposeMetrics,
+)
+
+__all__ = [
+    "ALL_EVENTS",
+    "Capability",
+    "CaseEvent",
+    "CaseEventType",
+    "CausedBy",
+    "Channel",
+    "ClassificationMethod",
+    "DemandClassified",
+    "DemandLabelled",
+    "DemandReceived",
+    "DemandType",
+    "EndToEndPercentiles",
+    "Event",
+    "FailureKind",
+    "PurposeMetrics",
+    "Signal",
+]

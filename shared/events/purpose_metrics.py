@@ -1,0 +1,73 @@
+"""The latest measures of one customer purpose, for subscribers of purpose.metrics."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.events.base import Event, Slug
+
+
+class EndToEndPercentiles(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    p50_seconds: float | None = None
+    p85_seconds: float | None = None
+    p95_seconds: float | None = None
+
+
+class Capability(BaseModel):
+    """An XmR chart's limits: what the system predictably delivers. Never a target."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    measure: str = Field(description="What is charted, e.g. 'end_to_end_seconds'.")
+    centre_line: float
+    lower_natural_process_limit: float
+    upper_natural_process_limit: float
+    upper_range_limit: float
+    baseline_from: AwareDatetime | None = None
+    baseline_to: AwareDatetime | None = None
+
+
+class Signal(BaseModel):
+    """A special-cause signal on a capability chart."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    measure: str
+    rule: str = Field(description="e.g. 'beyond_limit', 'run_of_8', 'two_of_three_beyond_2_sigma'")
+    at: AwareDatetime
+    value: float
+
+
+class PurposeMetrics(Event):
+    """Per purpose and window. Compacted topic keyed by purpose: the latest wins."""
+
+    CE_TYPE: ClassVar[str] = "org.demandscope.purpose.metrics.v1"
+
+    schema_version: Literal[1] = 1
+    purpose: Slug
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    volume: int = Field(ge=0)
+    value_count: int = Field(ge=0)
+    failure_count: int = Field(ge=0)
+    unknown_count: int = Field(ge=0, default=0)
+    failure_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
+    failure_by_kind: dict[str, int] = Field(default_factory=dict)
+    end_to_end: EndToEndPercentiles = Field(default_factory=EndToEndPercentiles)
+    cases_fulfilled: int = Field(ge=0, default=0)
+    open_cases: int = Field(ge=0, default=0)
+    contacts_per_case: float | None = None
+    one_stop_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    capability: list[Capability] = Field(default_factory=list)
+    signals: list[Signal] = Field(default_factory=list)
+    computed_at: AwareDatetime
+
+    def event_id(self) -> str:
+        return f"{self.purpose}@{self.computed_at.isoformat()}"
+
+    def partition_key(self) -> str:
+        return self.purpose

@@ -1,0 +1,1 @@
+"""The one Kafka runtime every service uses: settings, codec, producer, consumer runner."""

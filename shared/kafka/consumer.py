@@ -1,0 +1,400 @@
+"""The one consumer loop every service runs.
+
+Guarantees, in the order they matter:
+- no auto-commit: offsets are committed only after the handler has succeeded and its output
+  has been acknowledged (or, in transactional mode, atomically with that output);
+- a record that cannot be decoded, or that the handler rejects, goes to ``<topic>.dlq`` with
+  the reason and its original coordinates in headers, and the loop carries on;
+- a handler failure that may be transient (database down) is retried with backoff, from the
+  same records, without committing; a record that keeps failing on its own is dead-lettered;
+- a revoked partition is never committed by an instance that no longer owns it;
+- ``stop()`` (SIGTERM) finishes the batch in hand, commits it and leaves the group cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from shared.events import Event
+from shared.kafka.codec import DecodeError, Headers, OutboundRecord, decode
+from shared.kafka.producer import send_all
+from shared.kafka.runtime_metrics import ConsumerMetrics
+from shared.kafka.settings import KafkaSettings
+from shared.topics import dlq_name
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True)
+class Inbound(Generic[E]):
+    """A decoded record, with the coordinates needed to trace it back."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    event: E
+    headers: Headers
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """The handler's verdict that a record can never be processed, and why."""
+
+    message: Inbound[Any]
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    outbound: list[OutboundRecord] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    # Runs only once the batch is durably committed: in-memory state changes go here, so a
+    # retried or aborted batch never applies them twice.
+    after_commit: Callable[[], None] | None = None
+
+
+class BatchHandler(Protocol):
+    async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult: ...
+
+
+class PartitionListener(Protocol):
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None: ...
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None: ...
+
+
+class RetryableError(Exception):
+    """Raised by a handler for failures that are not the record's fault (a database outage):
+    the batch is retried until it succeeds or the consumer stops, never dead-lettered."""
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    group_id: str
+    client_id: str
+    source: str  # the CloudEvents source of dead letters
+    max_batch: int = 500
+    poll_timeout_ms: int = 500
+    max_attempts: int = 3  # per record, for unexpected errors, before it is dead-lettered
+    transactional: bool = False
+    from_beginning: bool = True
+    isolation_level: str = "read_committed"
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Wait for the batch in hand to commit: after this returns another instance owns them.
+        async with self._runner.processing:
+            if self._runner.partition_listener is not None:
+                await self._runner.partition_listener.on_revoked(set(revoked))
+            for tp in revoked:
+                self._runner.metrics.lag.remove(*self._runner.lag_labels(tp))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._runner.partition_listener is not None:
+            await self._runner.partition_listener.on_assigned(set(assigned))
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        *,
+        settings: KafkaSettings,
+        topics: Mapping[str, type[Event]],
+        handler: BatchHandler,
+        producer: AIOKafkaProducer,
+        options: RunnerOptions,
+        metrics: ConsumerMetrics,
+        partition_listener: PartitionListener | None = None,
+    ) -> None:
+        self._settings = settings
+        self._topics = dict(topics)
+        self._handler = handler
+        self._producer = producer
+        self.options = options
+        self.metrics = metrics
+        self.partition_listener = partition_listener
+        self.processing = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self.started = asyncio.Event()
+        self.last_poll_monotonic: float | None = None
+
+    def lag_labels(self, tp: TopicPartition) -> tuple[str, str, str]:
+        return (self.options.group_id, tp.topic, str(tp.partition))
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self._consumer
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **self._settings.client_options(),
+            group_id=self.options.group_id,
+            client_id=self.options.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if self.options.from_beginning else "latest",
+            isolation_level=self.options.isolation_level,
+            max_poll_records=self.options.max_batch,
+        )
+        consumer.subscribe(list(self._topics), listener=_Rebalance(self))
+        await consumer.start()
+        self._consumer = consumer
+        self.started.set()
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(
+                    timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_batch
+                )
+                self.last_poll_monotonic = time.monotonic()
+                if batches:
+                    async with self.processing:
+                        await self._process(consumer, batches)
+                await self._export_lag(consumer)
+        finally:
+            self._consumer = None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _export_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 1.0)
+            except (TimeoutError, KafkaError, AssertionError):
+                continue  # not fetched yet after an assignment: the next poll will tell
+            self.metrics.lag.labels(*self.lag_labels(tp)).set(max(0, highwater - position))
+
+    async def _process(
+        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, Sequence[Any]]
+    ) -> None:
+        started = time.perf_counter()
+        # Drop records of partitions revoked while we polled: we no longer own them.
+        owned = consumer.assignment()
+        batches = {tp: records for tp, records in batches.items() if tp in owned}
+        if not batches:
+            return
+        messages: list[Inbound[Any]] = []
+        dead: list[tuple[Any, str]] = []
+        for records in batches.values():
+            for record in records:
+                try:
+                    event = decode(self._topics[record.topic], record.value)
+                except DecodeError as error:
+                    dead.append((record, f"undecodable: {error}"))
+                    continue
+                messages.append(
+                    Inbound(
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        key=record.key,
+                        event=event,
+                        headers=list(record.headers or []),
+                        timestamp_ms=record.timestamp,
+                    )
+                )
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        result = await self._handle_with_retries(messages)
+        dead_letters = [self._dead_letter_from_record(r, reason) for r, reason in dead]
+        dead_letters += [self._dead_letter(rej.message, rej.reason) for rej in result.rejected]
+        try:
+            await self._commit(consumer, result.outbound + dead_letters, offsets)
+        except KafkaError as error:
+            # Nothing of this batch counts: rewind so that it is read and handled again.
+            log.warning("commit failed (%r); the batch will be processed again", error)
+            for tp, records in batches.items():
+                consumer.seek(tp, records[0].offset)
+            self.metrics.retries.labels(self.options.group_id).inc()
+            await asyncio.sleep(1.0)
+            return
+        if result.after_commit is not None:
+            result.after_commit()
+        for tp, records in batches.items():
+            self.metrics.consumed.labels(self.options.group_id, tp.topic).inc(len(records))
+        for record, reason in dead:
+            self.metrics.dead_lettered.labels(
+                self.options.group_id, record.topic, "undecodable"
+            ).inc()
+            log.warning(
+                "dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
+            )
+        for rej in result.rejected:
+            self.metrics.dead_lettered.labels(
+                self.options.group_id, rej.message.topic, "rejected"
+            ).inc()
+            log.warning(
+                "dead-lettered %s[%s]@%s: %s",
+                rej.message.topic,
+                rej.message.partition,
+                rej.message.offset,
+                rej.reason,
+            )
+        self.metrics.batch_seconds.labels(self.options.group_id).observe(
+            time.perf_counter() - started
+        )
+
+    async def _handle_with_retries(self, messages: list[Inbound[Any]]) -> BatchResult:
+        if not messages:
+            return BatchResult()
+        delay = 0.2
+        while True:
+            try:
+                return await self._handler(messages)
+            except RetryableError as error:
+                if self._stopping.is_set():
+                    raise
+                self.metrics.retries.labels(self.options.group_id).inc()
+                log.warning("batch failed (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception:
+                log.exception("batch of %d failed; isolating the failing records", len(messages))
+                return await self._handle_one_by_one(messages)
+
+    async def _handle_one_by_one(self, messages: list[Inbound[Any]]) -> BatchResult:
+        combined = BatchResult()
+        callbacks: list[Callable[[], None]] = []
+        for message in messages:
+            for attempt in range(1, self.options.max_attempts + 1):
+                try:
+                    result = await self._handler([message])
+                except RetryableError:
+                    raise
+                except Exception as error:
+                    if attempt == self.options.max_attempts:
+                        combined.rejected.append(
+                            Rejection(message, f"handler failed {attempt} times: {error!r}")
+                        )
+                    else:
+                        self.metrics.retries.labels(self.options.group_id).inc()
+                        await asyncio.sleep(0.1 * attempt)
+                    continue
+                combined.outbound += result.outbound
+                combined.rejected += result.rejected
+                if result.after_commit is not None:
+                    callbacks.append(result.after_commit)
+                break
+        if callbacks:
+
+            def run_callbacks() -> None:
+                for callback in callbacks:
+                    callback()
+
+            combined.after_commit = run_callbacks
+        return combined
+
+    async def _commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        records: list[OutboundRecord],
+        offsets: Mapping[TopicPartition, int],
+    ) -> None:
+        commit = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
+        if self.options.transactional:
+            async with self._producer.transaction():
+                await send_all(self._producer, records)
+                await self._producer.send_offsets_to_transaction(commit, self.options.group_id)
+        else:
+            await send_all(self._producer, records)
+            await consumer.commit(commit)
+
+    def _dead_letter(self, message: Inbound[Any], reason: str) -> OutboundRecord:
+        return dead_letter_record(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.event.model_dump_json().encode(),
+            headers=message.headers,
+            reason=reason,
+            group_id=self.options.group_id,
+        )
+
+    def _dead_letter_from_record(self, record: Any, reason: str) -> OutboundRecord:
+        return dead_letter_record(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=list(record.headers or []),
+            reason=reason,
+            group_id=self.options.group_id,
+        )
+
+
+def dead_letter_record(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers,
+    reason: str,
+    group_id: str,
+) -> OutboundRecord:
+    """The original record, untouched, with why and where it failed in ``dlq_*`` headers."""
+    extra: Headers = [
+        ("dlq_reason", reason[:4000].encode()),
+        ("dlq_original_topic", topic.encode()),
+        ("dlq_original_partition", str(partition).encode()),
+        ("dlq_original_offset", str(offset).encode()),
+        ("dlq_consumer_group", group_id.encode()),
+        ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
+    ]
+    return OutboundRecord(
+        topic=dlq_name(topic), key=key, value=value or b"", headers=list(headers) + extra
+    )
+
+
+async def run_until_stopped(
+    runner: ConsumerRunner, on_fatal: Callable[[BaseException], Awaitable[None]]
+) -> None:
+    """Run the consumer; report a crash instead of letting it die silently in a task."""
+    try:
+        await runner.run()
+    except asyncio.CancelledError:
+        raise
+    except BaseException as error:
+        log.exception("consumer %s stopped on an error", runner.options.group_id)
+        await on_fatal(error)
+
+
+__all__ = [
+    "BatchHandler",
+    "BatchResult",
+    "ConsumerRunner",
+    "Inbound",
+    "KafkaError",
+    "PartitionListener",
+    "Rejection",
+    "RetryableError",
+    "RunnerOptions",
+    "dead_letter_record",
+    "run_until_stopped",
+]

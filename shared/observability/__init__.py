@@ -1,0 +1,1 @@
+"""Logging and the ops endpoints (/healthz, /readyz, /metrics) every service exposes."""

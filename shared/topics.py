@@ -1,0 +1,90 @@
+"""Topic names, beside the events they carry, and what each topic needs from the cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from shared.events import (
+    CaseEvent,
+    DemandClassified,
+    DemandLabelled,
+    DemandReceived,
+    Event,
+    PurposeMetrics,
+)
+from shared.kafka.settings import KafkaSettings
+
+DLQ_SUFFIX = ".dlq"
+_DAY_MS = 24 * 60 * 60 * 1000
+
+
+class Topic(StrEnum):
+    DEMAND_RECEIVED = "demand.received"
+    DEMAND_CLASSIFIED = "demand.classified"
+    CASE_EVENTS = "case.events"
+    DEMAND_LABELS = "demand.labels"
+    PURPOSE_METRICS = "purpose.metrics"
+    # The classifier's per-customer context, compacted so a restart rebuilds it.
+    CLASSIFIER_CONTEXT = "classifier.context"
+
+
+EVENT_OF_TOPIC: dict[Topic, type[Event]] = {
+    Topic.DEMAND_RECEIVED: DemandReceived,
+    Topic.DEMAND_CLASSIFIED: DemandClassified,
+    Topic.CASE_EVENTS: CaseEvent,
+    Topic.DEMAND_LABELS: DemandLabelled,
+    Topic.PURPOSE_METRICS: PurposeMetrics,
+}
+
+# Topics that services consume, and so need a dead-letter topic beside them.
+CONSUMED_TOPICS: tuple[Topic, ...] = (
+    Topic.DEMAND_RECEIVED,
+    Topic.DEMAND_CLASSIFIED,
+    Topic.CASE_EVENTS,
+    Topic.DEMAND_LABELS,
+)
+
+
+def topic_name(settings: KafkaSettings, topic: Topic | str) -> str:
+    return f"{settings.topic_prefix}{topic}"
+
+
+def dlq_name(name: str) -> str:
+    return f"{name}{DLQ_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
+    """Every topic demandscope needs, with the partitions and policy each one wants."""
+    retention = {"cleanup.policy": "delete", "retention.ms": str(settings.retention_days * _DAY_MS)}
+    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+    dlq = {"cleanup.policy": "delete", "retention.ms": str(settings.dlq_retention_days * _DAY_MS)}
+    specs: list[TopicSpec] = []
+
+    def add(topic: Topic | str, config: dict[str, str], partitions: int | None = None) -> None:
+        specs.append(
+            TopicSpec(
+                name=topic_name(settings, topic),
+                partitions=partitions or settings.partitions,
+                replication_factor=settings.replication_factor,
+                config=config,
+            )
+        )
+
+    for topic in (Topic.DEMAND_RECEIVED, Topic.DEMAND_CLASSIFIED, Topic.CASE_EVENTS):
+        add(topic, retention)
+    # Labels are few and precious: they are the classifier's training data, so keep them.
+    add(Topic.DEMAND_LABELS, {"cleanup.policy": "delete", "retention.ms": "-1"})
+    add(Topic.PURPOSE_METRICS, compacted)
+    add(Topic.CLASSIFIER_CONTEXT, compacted)
+    for topic in CONSUMED_TOPICS:
+        add(dlq_name(str(topic)), dlq, partitions=1)
+    return specs

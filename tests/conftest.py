@@ -1,0 +1,234 @@
+"""Shared fixtures: a real local Kafka broker and a throwaway PostgreSQL cluster per session.
+
+* ``kafka_bootstrap`` - a broker of our own (services/cli/local_kafka.py) on free ports, data in
+  ``.run/test-kafka`` (wiped at session start), stopped at session end. Never port 9092, so it does
+  not collide with a ``make run`` broker.
+* ``postgres_url`` - a fresh cluster (services/cli/local_postgres.py), removed at session end.
+  If PostgreSQL cannot be obtained the tests are skipped loudly - or fail when ``CI=true``.
+* ``sqlite_url`` / ``database_url`` (parametrized over sqlite + postgresql).
+* ``topic_factory`` / ``unique_group`` - per-test isolation on the shared broker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from services.cli import local_kafka, local_postgres  # noqa: E402
+
+if TYPE_CHECKING:
+    from shared.kafka.settings import KafkaSettings
+
+TopicFactory = Callable[..., Awaitable[str]]
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _worker_suffix() -> str:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return f"-{worker}" if worker else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Kafka
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_config() -> Iterator[local_kafka.LocalKafkaConfig]:
+    """The running test broker's config (started on free ports, clean data, stopped at the end)."""
+    port, controller_port = _free_ports(2)
+    cfg = local_kafka.LocalKafkaConfig(
+        root=ROOT,
+        run_dir=ROOT / ".run" / f"test-kafka{_worker_suffix()}",
+        port=port,
+        controller_port=controller_port,
+        heap="512m",
+    )
+    try:
+        local_kafka.stop(cfg)  # a broker left over by a killed session
+        local_kafka.wipe(cfg)
+        local_kafka.start(cfg, timeout=120)
+    except local_kafka.LocalKafkaError as error:
+        pytest.fail(f"could not start the local Kafka broker: {error}", pytrace=False)
+    try:
+        yield cfg
+    finally:
+        try:
+            local_kafka.stop(cfg)
+        except local_kafka.LocalKafkaError as error:  # pragma: no cover - best effort
+            warnings.warn(f"could not stop the test Kafka broker: {error}", stacklevel=1)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_config: local_kafka.LocalKafkaConfig) -> str:
+    """``host:port`` of the session's real Kafka broker."""
+    return kafka_config.bootstrap
+
+
+@pytest.fixture
+def unique_group() -> str:
+    """A consumer group id nobody else uses."""
+    return f"test-group-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def topic_factory(kafka_bootstrap: str) -> TopicFactory:
+    """``await topic_factory(prefix="t", partitions=3, config={...})`` -> new unique topic name.
+
+    The broker is wiped every session, so topics are not deleted afterwards.
+    """
+
+    async def create(
+        prefix: str = "test",
+        partitions: int = 3,
+        config: dict[str, str] | None = None,
+    ) -> str:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            response = await admin.create_topics(
+                [NewTopic(name, partitions, 1, topic_configs=dict(config or {}))]
+            )
+        finally:
+            await admin.close()
+        errors = [(err[0], err[1]) for err in getattr(response, "topic_errors", []) if err[1] != 0]
+        if errors:
+            raise RuntimeError(f"creating topic {name} failed: {errors}")
+        return name
+
+    return create
+
+
+# ---------------------------------------------------------------------------------------------
+# databases
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL (postgresql+asyncpg) of a throwaway PostgreSQL database for the session."""
+    cfg = local_postgres.LocalPostgresConfig(
+        root=ROOT, run_dir=ROOT / ".run" / f"test-postgres{_worker_suffix()}"
+    )
+    try:
+        url = local_postgres.start(cfg)
+    except local_postgres.LocalPostgresError as error:
+        message = (
+            "\n" + "!" * 78 + "\n"
+            f"!!! PostgreSQL is NOT available, PostgreSQL tests are SKIPPED: {error}\n" + "!" * 78
+        )
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        warnings.warn(message, pytest.PytestWarning, stacklevel=1)
+        pytest.skip(message)
+    try:
+        yield url
+    finally:
+        local_postgres.stop(cfg)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """SQLAlchemy URL of a fresh SQLite file database (aiosqlite driver)."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> str:
+    """A new, empty database of its own on the session's PostgreSQL cluster."""
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        engine = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        await engine.dispose()
+
+    asyncio.run(create())
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Runs the test once on SQLite and once on PostgreSQL, each with an empty database."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("fresh_postgres_url"))
+
+
+# ---------------------------------------------------------------------------------------------
+# demandscope topics
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    """Settings whose topics (every demandscope topic, 2 partitions) belong to this test alone."""
+    from shared.kafka.admin import ensure_topics
+    from shared.kafka.settings import KafkaSettings
+    from shared.topics import topic_specs
+
+    settings = KafkaSettings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
+        partitions=2,
+    )
+    await ensure_topics(settings, topic_specs(settings))
+    return settings
+
+
+@pytest.fixture
+def private_kafka() -> Iterator[local_kafka.LocalKafkaConfig]:
+    """A broker for this test alone, for tests that stop and start it."""
+    port, controller_port = _free_ports(2)
+    cfg = local_kafka.LocalKafkaConfig(
+        root=ROOT,
+        run_dir=ROOT / ".run" / f"private-kafka-{uuid.uuid4().hex[:8]}",
+        port=port,
+        controller_port=controller_port,
+        heap="384m",
+    )
+    local_kafka.start(cfg, timeout=120)
+    try:
+        yield cfg
+    finally:
+        local_kafka.stop(cfg)
+        import shutil
+
+        shutil.rmtree(cfg.data_dir.parent, ignore_errors=True)

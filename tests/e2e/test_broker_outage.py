@@ -1,0 +1,72 @@
+"""Intake never says yes while the broker cannot acknowledge, and recovers on its own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from services.cli.local_kafka import LocalKafkaConfig, start, stop
+from services.intake.config import IntakeSettings
+from services.intake.main import create_app as create_intake
+from shared.kafka.admin import ensure_topics
+from shared.kafka.settings import KafkaSettings
+from shared.topics import topic_specs
+from tests.support.apps import running
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+def body(demand_id: str) -> dict[str, Any]:
+    return {
+        "id": demand_id,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "channel": "chat",
+        "source": "demo",
+        "customer_ref": "C-9",
+        "text": "Has my refund been sent yet?",
+    }
+
+
+async def test_intake_answers_503_while_the_broker_is_down_and_recovers_without_restart(
+    private_kafka: LocalKafkaConfig,
+) -> None:
+    kafka = KafkaSettings(
+        bootstrap_servers=f"{private_kafka.host}:{private_kafka.port}",
+        delivery_timeout_s=3.0,
+        request_timeout_ms=3000,
+        partitions=1,
+    )
+    await ensure_topics(kafka, topic_specs(kafka))
+    async with running(create_intake(IntakeSettings(kafka=kafka, retry_after_s=7))) as intake:
+        await wait_until(lambda: _status(intake, "/readyz"), accept=lambda s: s == 200)
+        assert (await intake.post("/v1/demands", json=body("before"))).status_code == 202
+
+        stop(private_kafka)
+        refused = await intake.post("/v1/demands", json=body("during"))
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "7"
+        assert refused.json()["title"] == "Broker unavailable"
+        assert (await intake.get("/readyz")).status_code == 503
+        assert (await intake.get("/healthz")).status_code == 200
+
+        start(private_kafka)
+        accepted = await wait_until(
+            lambda: _post_status(intake, "after"),
+            accept=lambda s: s == 202,
+            timeout=90,
+            interval=1.0,
+            what="intake accepting again after the broker came back",
+        )
+        assert accepted == 202
+        assert (await intake.get("/readyz")).status_code == 200
+
+
+async def _status(client: Any, path: str) -> int:
+    return int((await client.get(path)).status_code)
+
+
+async def _post_status(client: Any, demand_id: str) -> int:
+    return int((await client.post("/v1/demands", json=body(demand_id))).status_code)

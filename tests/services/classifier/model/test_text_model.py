@@ -1,0 +1,94 @@
+from services.classifier.model.examples import Example
+from services.classifier.model.lexicon import CueCounter
+from services.classifier.model.text_model import TextModel
+from services.classifier.taxonomy import FailureKindDefinition, PurposeDefinition, Taxonomy
+
+
+def test_round_trip_learns_purpose_and_demand_type(examples: list[Example]) -> None:
+    model = TextModel.train(examples)
+
+    predictions = model.predict_batch(
+        [
+            "I would like to set up a direct debit to pay my bill",
+            "still waiting for the engineer to fix my broadband, nobody came",
+        ]
+    )
+
+    assert predictions[0].purpose == "billing / pay my bill"
+    assert predictions[0].demand_type == "value"
+    assert predictions[1].purpose == "faults / broadband not working"
+    assert predictions[1].demand_type == "failure"
+    assert predictions[1].failure_kind is not None
+    assert 0.5 < predictions[1].demand_type_probability <= 1.0
+    assert len(predictions[0].alternatives) == 2
+    assert (
+        sum(p for _, p in predictions[0].alternatives)
+        < 1 - predictions[0].purpose_probability + 1e-6
+    )
+
+
+def test_training_reports_progress_and_counts_labels(examples: list[Example]) -> None:
+    steps: list[float] = []
+
+    model = TextModel.train(examples, progress=lambda _step, fraction: steps.append(fraction))
+
+    assert steps[-1] == 1.0
+    assert steps == sorted(steps)
+    assert model.label_counts["demand_type"] == {"value": 15, "failure": 15}
+    assert sum(model.label_counts["failure_kind"].values()) == 15
+
+
+def test_taxonomy_examples_teach_purposes_without_labelled_rows(examples: list[Example]) -> None:
+    taxonomy = Taxonomy(
+        purposes=(
+            *(PurposeDefinition(slug=p) for p in {e.purpose or "" for e in examples}),
+            PurposeDefinition(slug="pets", examples=("my dog needs a vet", "cat food delivery")),
+        )
+    )
+
+    model = TextModel.train(examples, taxonomy)
+
+    assert "pets" in model.purposes
+    assert model.predict("does my dog need a vet").purpose == "pets"
+
+
+def test_a_single_demand_type_still_predicts(examples: list[Example]) -> None:
+    values = [e for e in examples if e.demand_type == "value"]
+
+    prediction = TextModel.train(values).predict("anything at all")
+
+    assert (prediction.demand_type, prediction.demand_type_probability) == ("value", 1.0)
+    assert prediction.failure_kind is None
+
+
+def test_explain_names_the_words_behind_each_head(examples: list[Example]) -> None:
+    explanation = TextModel.train(examples).explain("still waiting for my final bill after moving")
+
+    assert explanation.prediction.demand_type == "failure"
+    demand_drivers = [d.feature for d in explanation.drivers["demand_type"]]
+    assert any("still" in name or "progress_chasing" in name for name in demand_drivers)
+    assert all(d.weight > 0 for d in explanation.drivers["purpose"])
+
+
+def test_cues_match_whole_words_and_taxonomy_phrases() -> None:
+    counter = CueCounter({"not_understood": ["gobbledegook"]})
+    names = counter.feature_names
+
+    row = counter.transform(["I still didnt get it, pure gobbledegook", "stillness"]).toarray()
+
+    assert row[0, names.index("cue:progress_chasing")] > 0
+    assert row[0, names.index("cue:not_done")] > 0  # "didnt" without the apostrophe
+    assert row[0, names.index("cue:not_understood")] > 0
+    assert row[1].sum() == 0
+
+
+def test_failure_kind_keywords_from_the_taxonomy_become_cues(examples: list[Example]) -> None:
+    taxonomy = Taxonomy(
+        purposes=tuple(PurposeDefinition(slug=p) for p in {e.purpose or "" for e in examples}),
+        failure_kinds=(FailureKindDefinition(slug="repeat", keywords=("umpteenth",)),),
+    )
+
+    model = TextModel.train(examples, taxonomy)
+
+    assert model.explain("umpteenth").drivers is not None
+    assert model.taxonomy is taxonomy

@@ -1,0 +1,100 @@
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from services.classifier.cli import app
+from services.classifier.model import store
+
+runner = CliRunner()
+
+
+def train(examples_csv: Path, model_dir: Path, *extra: str) -> str:
+    result = runner.invoke(
+        app, ["train", "--examples", str(examples_csv), "--model-dir", str(model_dir), *extra]
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_train_then_evaluate_json(examples_csv: Path, tmp_path: Path) -> None:
+    output = train(examples_csv, tmp_path / "models")
+
+    version = store.current_version(tmp_path / "models")
+    assert version is not None
+    assert version in output
+    assert "held out" in output
+    metadata = store.read_metadata(tmp_path / "models", version)
+    assert metadata["examples"] == 30
+    assert metadata["evaluation"]["rows"] == 6
+
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model-dir",
+            str(tmp_path / "models"),
+            "--examples",
+            str(examples_csv),
+            "--json",
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["purpose"]["accuracy"] > 0.9
+    assert document["demand_type"]["accuracy"] > 0.9
+    assert 0 < document["demand_type"]["macro_f1"] <= 1
+    assert document["throughput_per_s"] > 0
+
+
+def test_evaluate_survives_untidy_files(examples_csv: Path, tmp_path: Path) -> None:
+    train(examples_csv, tmp_path / "models", "--holdout", "0")
+    untidy = tmp_path / "untidy.csv"
+    untidy.write_text(
+        "\ufeffText,Purpose,Demand_Type,failure_kind,agent\n"
+        "I want to pay my bill by card,Billing / Pay my bill,Value,,ann\n"
+        "still waiting for my final bill after moving home,moving home,FAILURE,,bob\n"
+        "   ,moving home,value,,bob\n"
+        "where is my pension statement,pensions / statement,failure,progress_chasing,cy\n",
+        encoding="utf-8",
+    )
+
+    result = runner.invoke(
+        app,
+        ["evaluate", "--model-dir", str(tmp_path / "models"), "--examples", str(untidy), "--json"],
+    )
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["skipped_empty_text"] == 1
+    assert document["rows"] == 3
+    assert document["purpose"]["accuracy"] == 2 / 3  # the unseen purpose is an error
+    assert document["unseen_purposes"] == ["pensions / statement"]
+    assert document["demand_type"]["count"] == 3
+
+
+def test_versions_rollback_and_explain(examples_csv: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    train(examples_csv, models, "--holdout", "0")
+    first = store.current_version(models)
+    store.save(store.load_current(models)[1], models, {"examples": 1})
+    assert first is not None
+
+    listed = runner.invoke(app, ["versions", "--model-dir", str(models)])
+    rolled = runner.invoke(app, ["rollback", "--model-dir", str(models), "--to", first])
+    explained = runner.invoke(
+        app, ["explain", "still waiting for my refund", "--model-dir", str(models)]
+    )
+
+    assert first in listed.output
+    assert rolled.exit_code == 0
+    assert store.current_version(models) == first
+    assert explained.exit_code == 0
+    assert "demand_type" in explained.output
+
+
+def test_rollback_to_an_unknown_version_exits_non_zero(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["rollback", "--model-dir", str(tmp_path), "--to", "nope"])
+
+    assert result.exit_code == 1

@@ -1,0 +1,173 @@
+"""The one consumer runtime, on the real broker: commit after success, poison to the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import CollectorRegistry
+
+from shared.events import DemandReceived
+from shared.kafka.codec import encode, header
+from shared.kafka.consumer import (
+    BatchResult,
+    ConsumerRunner,
+    Inbound,
+    Rejection,
+    RetryableError,
+    RunnerOptions,
+)
+from shared.kafka.producer import create_producer
+from shared.kafka.runtime_metrics import ConsumerMetrics
+from shared.kafka.settings import KafkaSettings
+from shared.topics import Topic, dlq_name, topic_name
+from tests.support.kafka_io import produce_raw, read_records
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def demand(demand_id: str, text: str = "I want to pay my bill") -> DemandReceived:
+    now = datetime.now(UTC)
+    return DemandReceived(
+        id=demand_id,
+        occurred_at=now,
+        received_at=now,
+        channel="web",
+        source="test",
+        customer_ref="C-1",
+        text=text,
+    )
+
+
+class Recorder:
+    """A handler that records what it saw; rejects texts containing 'reject'."""
+
+    def __init__(self, transient_failures: int = 0) -> None:
+        self.seen: list[str] = []
+        self.transient_failures = transient_failures
+
+    async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
+        if self.transient_failures:
+            self.transient_failures -= 1
+            raise RetryableError("database unavailable (simulated)")
+        result = BatchResult()
+        for message in messages:
+            if "reject" in message.event.text:
+                result.rejected.append(Rejection(message, "handler refused it"))
+            else:
+                self.seen.append(message.event.id)
+        return result
+
+
+@pytest.fixture
+async def runner_factory(kafka_settings: KafkaSettings, unique_group: str) -> AsyncIterator[Any]:
+    started: list[tuple[ConsumerRunner, asyncio.Task[None], Any]] = []
+
+    async def start(handler: Recorder, registry: CollectorRegistry | None = None) -> ConsumerRunner:
+        producer = create_producer(kafka_settings, client_id="test")
+        await producer.start()
+        runner = ConsumerRunner(
+            settings=kafka_settings,
+            topics={topic_name(kafka_settings, Topic.DEMAND_RECEIVED): DemandReceived},
+            handler=handler,
+            producer=producer,
+            options=RunnerOptions(group_id=unique_group, client_id="test", source="test"),
+            metrics=ConsumerMetrics(registry or CollectorRegistry()),
+        )
+        task = asyncio.create_task(runner.run())
+        started.append((runner, task, producer))
+        return runner
+
+    yield start
+    for runner, task, producer in started:
+        runner.stop()
+        await asyncio.wait_for(task, 30)
+        await producer.stop()
+
+
+async def send(settings: KafkaSettings, event: DemandReceived) -> None:
+    record = encode(event, topic=topic_name(settings, Topic.DEMAND_RECEIVED), source="test")
+    await produce_raw(settings, record.topic, record.value, key=record.key, headers=record.headers)
+
+
+async def committed_offset(settings: KafkaSettings, group: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(**settings.client_options())
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
+
+
+async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_flows(
+    kafka_settings: KafkaSettings, runner_factory: Any, unique_group: str
+) -> None:
+    topic = topic_name(kafka_settings, Topic.DEMAND_RECEIVED)
+    registry = CollectorRegistry()
+    recorder = Recorder()
+    await runner_factory(recorder, registry)
+
+    await produce_raw(kafka_settings, topic, b"{not json", key=b"C-1")
+    await produce_raw(kafka_settings, topic, b'{"id": "x"}', key=b"C-1")
+    await send(kafka_settings, demand("d-reject", "please reject me"))
+    await send(kafka_settings, demand("d-good"))
+
+    await wait_until(lambda: _value(recorder.seen), accept=lambda s: s == ["d-good"], what="d-good")
+    dead = await read_records(kafka_settings, dlq_name(topic), count=3)
+    reasons = [header(r.headers, "dlq_reason") or "" for r in dead]
+    assert reasons[0].startswith("undecodable: ")
+    assert "Invalid JSON" in reasons[0]
+    assert "occurred_at: Field required" in reasons[1]
+    assert reasons[2] == "handler refused it"
+    assert dead[0].value == b"{not json"  # the original bytes, untouched
+    assert {header(r.headers, "dlq_original_topic") for r in dead} == {topic}
+    assert [header(r.headers, "dlq_original_offset") for r in dead] == ["0", "1", "2"]
+    assert header(dead[2].headers, "ce_id") == "d-reject"  # original headers kept
+    await wait_until(
+        lambda: committed_offset(kafka_settings, unique_group, topic),
+        accept=lambda n: n == 4,
+        what="offsets committed past all four records",
+    )
+    undecodable = registry.get_sample_value(
+        "demandscope_dead_letters_total",
+        {"group": unique_group, "topic": topic, "reason": "undecodable"},
+    )
+    assert undecodable == 2
+
+
+async def test_a_transient_failure_is_retried_not_dead_lettered(
+    kafka_settings: KafkaSettings, runner_factory: Any
+) -> None:
+    recorder = Recorder(transient_failures=2)
+    await runner_factory(recorder)
+    await send(kafka_settings, demand("d-1"))
+    await wait_until(lambda: _value(recorder.seen), accept=lambda s: s == ["d-1"], what="d-1")
+
+
+async def test_committed_records_are_not_processed_again_after_a_restart(
+    kafka_settings: KafkaSettings, runner_factory: Any
+) -> None:
+    first = Recorder()
+    runner = await runner_factory(first)
+    for n in range(5):
+        await send(kafka_settings, demand(f"d-{n}"))
+    await wait_until(lambda: _value(len(first.seen)), accept=lambda n: n == 5, what="5 seen")
+    runner.stop()
+    await wait_until(lambda: _value(runner.consumer is None), what="the first runner to leave")
+
+    second = Recorder()
+    await runner_factory(second)
+    await send(kafka_settings, demand("d-after"))
+    await wait_until(
+        lambda: _value(second.seen), accept=lambda s: s == ["d-after"], what="only the new one"
+    )
+
+
+async def _value(value: Any) -> Any:
+    return value
