@@ -16,10 +16,8 @@ app = typer.Typer(
 
 
 def _classifier_app() -> typer.Typer:
-    try:
-        from services.classifier.cli import app as classifier_app
-    except ImportError:  # the model tooling is optional at this stage of a checkout
-        classifier_app = typer.Typer()
+    from services.classifier.cli import app as classifier_app
+
     classifier_app.info.help = "Labels demands: value or failure, failure kind, purpose."
     classifier_app.command("serve")(classifier_serve)
     return classifier_app
