@@ -16,12 +16,14 @@ from rich.progress import Progress
 from rich.table import Table
 from sklearn.model_selection import train_test_split
 
+from services.classifier.config import SEED_EXAMPLES, TAXONOMY
 from services.classifier.model import store
 from services.classifier.model.evaluate import Evaluation, HeadScores, evaluate
 from services.classifier.model.examples import Example, read_examples_csv
 from services.classifier.model.text_model import TextModel
 from services.classifier.rules import RuleSet
 from services.classifier.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
+from services.classifier.training import TrainingSources, train_version
 
 app = typer.Typer(
     help="Train, evaluate and explain the demand classifier's text model.", no_args_is_help=True
@@ -258,3 +260,34 @@ def rollback(
     except store.ModelStoreError as exc:
         raise _fail(str(exc)) from exc
     console.print(f"current version is now [bold]{to}[/bold]")
+
+
+@app.command()
+def retrain(
+    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+    seed_examples: Annotated[
+        Path,
+        typer.Option("--seed-examples", exists=True, dir_okay=False, help="Seed examples CSV."),
+    ] = SEED_EXAMPLES,
+    taxonomy: Annotated[
+        Path | None,
+        typer.Option("--taxonomy", exists=True, dir_okay=False, help="Taxonomy YAML."),
+    ] = TAXONOMY,
+    label_weight: Annotated[
+        int, typer.Option(min=1, help="Each person's label counts as this many seed rows.")
+    ] = 5,
+) -> None:
+    """Train on the seed examples plus people's labels (kept in MODEL_DIR) and make it current.
+
+    A running classifier on the same model directory picks the new version up by itself.
+    """
+    with errors.status("training on seed examples and labels"):
+        trained = train_version(
+            model_dir,
+            TrainingSources(
+                seed_examples=seed_examples, taxonomy=taxonomy, label_weight=label_weight
+            ),
+            reason="command",
+        )
+    console.print(f"trained with {trained.labels} labels")
+    console.print(f"new version: [bold]{trained.version}[/bold] (current) in {model_dir}")

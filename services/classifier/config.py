@@ -10,6 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.kafka.settings import KafkaSettings
 
+SHIPPED_DATA = Path(__file__).parent / "data"
+SEED_EXAMPLES = SHIPPED_DATA / "seed_examples.csv"
+TAXONOMY = SHIPPED_DATA / "taxonomy.yaml"
+
 
 class ClassifierSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEMANDSCOPE_CLASSIFIER_", extra="ignore")
@@ -25,5 +29,47 @@ class ClassifierSettings(BaseSettings):
     )
     model_dir: Path = Field(default=Path(".run/models"), description="Versioned model files.")
     max_batch: int = Field(default=500, ge=1, description="Records per transaction at most.")
+    review_threshold: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Below this confidence a demand is marked needs_review.",
+    )
+    unknown_threshold: float = Field(
+        default=0.55,
+        ge=0.5,
+        le=1,
+        description="Below this value/failure probability the demand type is 'unknown'.",
+    )
+    context_window_days: float = Field(
+        default=30, gt=0, description="How long a customer's demands and cases are remembered."
+    )
+    repeat_window_days: float = Field(
+        default=14,
+        gt=0,
+        description="A demand for a purpose fulfilled this recently is a repeat (failure).",
+    )
+    max_demands_per_customer: int = Field(
+        default=50, ge=1, description="Context kept per customer at most (demands and cases)."
+    )
+    seed_examples: Path = Field(
+        default=SEED_EXAMPLES, description="Seed training examples (CSV) for a fresh model."
+    )
+    taxonomy: Path | None = Field(
+        default=TAXONOMY, description="The organisation's taxonomy YAML used when training."
+    )
+    label_weight: int = Field(
+        default=5, ge=1, description="Each person's label counts as this many seed examples."
+    )
+    retrain_interval_s: float = Field(
+        default=3600,
+        ge=0,
+        description="Retrain on seed + labels this often when new labels arrived (0: never).",
+    )
+    model_watch_interval_s: float = Field(
+        default=5,
+        ge=0,
+        description="How often to check CURRENT for a version retrained or rolled back elsewhere.",
+    )
     source_name: str = Field(default="demandscope-classifier", description="CloudEvents source.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -1,52 +1,213 @@
-"""Kafka entrypoint of the classifier: demands in, classifications out, in one transaction."""
+"""Kafka entrypoint of the classifier: one batch of demands, case events and labels in; the
+classifications and the touched customers' context out, in one transaction.
+
+The text model predicts the whole batch at once; then, in arrival order, each demand is
+judged against its customer's context, which the batch's own demands and case events keep
+up to date. Context changes reach memory only after the transaction commits.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.classifier.keyword_rules import RULESET_VERSION, judge_by_keywords
+from services.classifier.changelog import state_record
+from services.classifier.context import (
+    ContextOverlay,
+    ContextStore,
+    apply_case_event,
+    apply_label,
+    record_demand,
+)
+from services.classifier.judgement import Judgement, Thresholds, judge
+from services.classifier.label_store import LabelStore, SeenText
+from services.classifier.live_model import ModelInUse
 from services.classifier.metrics import ClassifierMetrics
-from shared.events import DemandClassified, DemandReceived
+from services.classifier.model.text_model import Prediction
+from shared.events import CaseEvent, DemandClassified, DemandLabelled, DemandReceived
 from shared.kafka.codec import encode
-from shared.kafka.consumer import BatchResult, Inbound
+from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableError
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    classified: str
+    context: str
 
 
 class ClassifyDemands:
-    def __init__(self, *, output_topic: str, source: str, metrics: ClassifierMetrics) -> None:
-        self._output_topic = output_topic
+    def __init__(
+        self,
+        *,
+        topics: Topics,
+        source: str,
+        model: Callable[[], ModelInUse],
+        context: ContextStore,
+        labels: LabelStore,
+        thresholds: Thresholds,
+        metrics: ClassifierMetrics,
+        context_ready: asyncio.Event | None = None,
+    ) -> None:
+        self._context_ready = context_ready
+        self._topics = topics
         self._source = source
+        self._model = model
+        self._context = context
+        self._labels = labels
+        self._thresholds = thresholds
         self._metrics = metrics
-        metrics.model.info({"version": RULESET_VERSION})
+        self._last_text_pruning = 0.0
 
     async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
+        if self._context_ready is not None:
+            await self._context_ready.wait()
         started = time.perf_counter()
-        now = datetime.now(UTC)
+        model = self._model()  # one version for the whole batch
+        ordered = sorted(messages, key=lambda m: m.timestamp_ms)  # stable: keeps partition order
+        demands = [m for m in ordered if isinstance(m.event, DemandReceived)]
+        predictions = _predict(model, demands)
+        overlay = self._context.overlay()
         result = BatchResult()
-        for message in messages:
-            demand: DemandReceived = message.event
-            judgement = judge_by_keywords(demand.text)
-            classified = DemandClassified(
-                demand=demand,
-                demand_type=judgement.demand_type,
-                failure_kind=judgement.failure_kind,
-                purpose=judgement.purpose,
-                confidence=judgement.confidence,
-                method=judgement.method,
-                model_version=RULESET_VERSION,
-                needs_review=judgement.needs_review,
-                classified_at=now,
-            )
-            result.outbound.append(
-                encode(classified, topic=self._output_topic, source=self._source)
-            )
-            self._metrics.classified.labels(
-                classified.demand_type.value, classified.purpose, classified.method.value
-            ).inc()
-            self._metrics.confidence.observe(classified.confidence)
-            if classified.needs_review:
-                self._metrics.needs_review.labels(classified.purpose).inc()
+        classified: list[DemandClassified] = []
+        labels: list[DemandLabelled] = []
+        classified_at = datetime.now(UTC)
+        for message in ordered:
+            event = message.event
+            try:
+                if isinstance(event, DemandReceived):
+                    prediction = predictions[id(message)]
+                    if isinstance(prediction, Exception):
+                        raise prediction
+                    classified.append(
+                        self._classify(message, prediction, model, overlay, classified_at)
+                    )
+                elif isinstance(event, CaseEvent):
+                    state = overlay.state(event.customer_ref, message.partition)
+                    apply_case_event(state, event)
+                    overlay.update(event.customer_ref, message.partition, state, classified_at)
+                elif isinstance(event, DemandLabelled):
+                    labels.append(event)
+                    self._relabel_context(event, overlay, classified_at)
+            except Exception as error:  # this record's fault: dead-letter it, keep the batch
+                result.rejected.append(Rejection(message, f"{type(error).__name__}: {error}"))
+        self._keep_for_learning(classified, labels, classified_at)
+        result.outbound = [
+            encode(c, topic=self._topics.classified, source=self._source) for c in classified
+        ]
+        result.outbound += [
+            state_record(self._topics.context, customer, state)
+            for customer, state in overlay.changed.items()
+        ]
+
+        def after_commit() -> None:
+            overlay.commit()
+            self._count(classified, classified_at)
+            self._metrics.labels_received.inc(len(labels))
+            self._metrics.customers_in_context.set(len(self._context))
+
+        result.after_commit = after_commit
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
+
+    def _classify(
+        self,
+        message: Inbound[Any],
+        prediction: Prediction,
+        model: ModelInUse,
+        overlay: ContextOverlay,
+        classified_at: datetime,
+    ) -> DemandClassified:
+        demand: DemandReceived = message.event
+        state = overlay.state(demand.customer_ref, message.partition)
+        judgement: Judgement = judge(
+            demand.text,
+            prediction,
+            state.as_context(),
+            rules=model.rules,
+            now=demand.occurred_at,
+            thresholds=self._thresholds,
+        )
+        classified = DemandClassified(
+            demand=demand,
+            demand_type=judgement.demand_type,
+            failure_kind=judgement.failure_kind,
+            purpose=judgement.purpose,
+            confidence=judgement.confidence,
+            method=judgement.method,
+            model_version=model.version,
+            needs_review=judgement.needs_review,
+            caused_by=judgement.caused_by,
+            classified_at=classified_at,
+        )
+        record_demand(
+            state,
+            demand_id=demand.id,
+            purpose=judgement.purpose,
+            occurred_at=demand.occurred_at,
+            case_ref=demand.case_ref,
+        )
+        overlay.update(demand.customer_ref, message.partition, state, classified_at)
+        return classified
+
+    def _relabel_context(
+        self, label: DemandLabelled, overlay: ContextOverlay, now: datetime
+    ) -> None:
+        customer = overlay.customer_of_demand(label.demand_id)
+        partition = overlay.partition_of(customer) if customer else None
+        if customer is None or partition is None:
+            return  # the customer lives on another instance, or has left the window
+        state = overlay.state(customer, partition)
+        if apply_label(state, demand_id=label.demand_id, purpose=label.purpose):
+            overlay.update(customer, partition, state, now)
+
+    def _keep_for_learning(
+        self, classified: list[DemandClassified], labels: list[DemandLabelled], now: datetime
+    ) -> None:
+        # Before the commit, and idempotent: a redelivered batch writes nothing new, and a
+        # crash after the commit cannot lose a label.
+        try:
+            self._labels.remember_texts(
+                [SeenText(c.demand.id, c.demand.text, now) for c in classified]
+            )
+            self._labels.add_labels(labels)
+            if time.monotonic() - self._last_text_pruning > 3600:
+                self._labels.forget_texts_before(now - self._context.window)
+                self._last_text_pruning = time.monotonic()
+        except sqlite3.Error as error:
+            raise RetryableError(f"label store: {error}") from error
+
+    def _count(self, classified: list[DemandClassified], now: datetime) -> None:
+        # Prometheus label look-ups cost more than the counting: aggregate the batch first.
+        by_labels = Counter((c.demand_type.value, c.purpose, c.method.value) for c in classified)
+        for labels, count in by_labels.items():
+            self._metrics.classified.labels(*labels).inc(count)
+        review = sum(c.needs_review for c in classified)
+        self._metrics.review.labels("true").inc(review)
+        self._metrics.review.labels("false").inc(len(classified) - review)
+        for c in classified:
+            self._metrics.confidence.observe(c.confidence)
+            delay = (now - c.demand.received_at) / timedelta(seconds=1)
+            self._metrics.delay_seconds.observe(max(0.0, delay))
+
+
+def _predict(model: ModelInUse, demands: list[Inbound[Any]]) -> dict[int, Prediction | Exception]:
+    """Predictions by message identity. If the batch fails, each demand is predicted alone
+    so that only the failing ones are rejected, within this one handler call: the runner's
+    one-by-one fallback would judge each demand against context without its batch-mates'."""
+    try:
+        batch = model.model.predict_batch([m.event.text for m in demands])
+        return {id(m): p for m, p in zip(demands, batch, strict=True)}
+    except Exception:
+        alone: dict[int, Prediction | Exception] = {}
+        for message in demands:
+            try:
+                alone[id(message)] = model.model.predict(message.event.text)
+            except Exception as error:
+                alone[id(message)] = error
+        return alone

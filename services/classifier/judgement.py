@@ -32,6 +32,8 @@ class RecentDemand:
     purpose: str
     occurred_at: datetime
     fulfilled_at: datetime | None = None
+    ref_kind: Literal["demand", "case"] = "demand"
+    """A fulfilled case known only from case events stands in as its own earlier "demand"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,7 @@ def _from_context(
             else FailureKind.REPEAT.value
         )
         return _ContextFinding(
-            kind or FailureKind.REPEAT.value, CausedBy(kind="demand", ref=latest.demand_id)
+            kind or FailureKind.REPEAT.value, CausedBy(kind=latest.ref_kind, ref=latest.demand_id)
         )
     return None
 

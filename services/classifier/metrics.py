@@ -1,22 +1,24 @@
-"""The classifier's Prometheus instruments, in one place."""
+"""The classifier's Prometheus instruments, in one place. Consumer lag is exported by the
+shared consumer runtime (``demandscope_consumer_lag``)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 
 class ClassifierMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.classified = Counter(
             "demandscope_classifier_classifications_total",
-            "Demands classified.",
+            "Demands classified, by demand type, purpose and the method that decided.",
             ["demand_type", "purpose", "method"],
             registry=registry,
         )
-        self.needs_review = Counter(
-            "demandscope_classifier_needs_review_total",
-            "Demands marked for a person to review.",
-            ["purpose"],
+        # The share for review is review{needs_review="true"} / sum(review).
+        self.review = Counter(
+            "demandscope_classifier_review_total",
+            "Demands classified, split by whether they were marked for a person to review.",
+            ["needs_review"],
             registry=registry,
         )
         self.confidence = Histogram(
@@ -31,6 +33,27 @@ class ClassifierMetrics:
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry,
         )
+        self.delay_seconds = Histogram(
+            "demandscope_classifier_delay_seconds",
+            "From intake's acceptance of a demand to its classification.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=registry,
+        )
         self.model = Info(
             "demandscope_classifier_model", "The live model version.", registry=registry
+        )
+        self.labels_received = Counter(
+            "demandscope_classifier_labels_total",
+            "People's labels received (confirmations and corrections).",
+            registry=registry,
+        )
+        self.model_swaps = Counter(
+            "demandscope_classifier_model_swaps_total",
+            "Times the live model was replaced (start, retrain, new CURRENT, rollback).",
+            registry=registry,
+        )
+        self.customers_in_context = Gauge(
+            "demandscope_classifier_context_customers",
+            "Customers whose recent context this instance holds.",
+            registry=registry,
         )

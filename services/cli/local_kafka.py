@@ -87,6 +87,9 @@ class LocalKafkaConfig:
         "-Djava.awt.headless=true",
     )
     extra_properties: dict[str, str] = field(default_factory=dict)
+    # Prometheus JMX exporter agent: when set, the broker serves its metrics on host:port/metrics.
+    # The agent jar comes from local_prometheus.fetch_jmx_exporter (jmx_exporter_jar below).
+    jmx_exporter_port: int | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
@@ -141,6 +144,14 @@ class LocalKafkaConfig:
     @property
     def stdout_file(self) -> Path:
         return self.run_path / "broker.out"
+
+    @property
+    def jmx_exporter_jar(self) -> Path:
+        return self.libs_path.parent / "jmx-exporter" / "jmx_prometheus_javaagent.jar"
+
+    @property
+    def jmx_exporter_config(self) -> Path:
+        return self.root / "deploy" / "kafka" / "jmx-exporter.yaml"
 
     @property
     def bootstrap(self) -> str:
@@ -452,8 +463,12 @@ def _java_cmd(cfg: LocalKafkaConfig, java: str, main: str, *args: str, heap: str
 
 
 def _new_cluster_id() -> str:
-    # Kafka's Uuid.toString(): url-safe base64 of 16 bytes without padding
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    # Kafka's Uuid.toString(): url-safe base64 of 16 bytes without padding. One that starts
+    # with '-' would be read by the storage tool as an option, so draw again.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _format_storage(cfg: LocalKafkaConfig, java: str) -> None:
@@ -584,6 +599,14 @@ def start(cfg: LocalKafkaConfig, timeout: float = 90) -> None:
     _format_storage(cfg, java)
 
     cmd = _java_cmd(cfg, java, KAFKA_MAIN_CLASS, str(cfg.properties_file), heap=cfg.heap)
+    if cfg.jmx_exporter_port is not None:
+        if not cfg.jmx_exporter_jar.is_file():
+            raise LocalKafkaError(
+                f"the JMX exporter agent is not at {cfg.jmx_exporter_jar}; fetch it with "
+                "services.cli.local_prometheus.fetch_jmx_exporter"
+            )
+        listen = f"{cfg.host}:{cfg.jmx_exporter_port}"
+        cmd.insert(1, f"-javaagent:{cfg.jmx_exporter_jar}={listen}:{cfg.jmx_exporter_config}")
     with open(cfg.stdout_file, "ab") as out:
         out.write(f"\n==== starting broker {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
         out.flush()

@@ -68,3 +68,35 @@ def metrics_migrate(
     settings = MetricsSettings()
     upgrade(settings.database_url, revision)
     typer.echo(f"metrics database at {settings.database_url} is at revision {revision}")
+
+
+@intake_app.command("migrate")
+def intake_migrate() -> None:
+    """Create or upgrade intake's idempotency ledger and the shared API-key database."""
+    from services.intake.config import IntakeSettings
+    from services.intake.db.migrate import upgrade_all
+
+    settings = IntakeSettings()
+    upgrade_all(settings.database_url, settings.auth.database_url)
+    typer.echo(f"intake ledger at {settings.database_url} and keys at {settings.auth.database_url}")
+
+
+def migrate_all() -> None:
+    """Run every database migration (intake ledger, API keys, metrics). Run before serving."""
+    intake_migrate()
+    metrics_migrate(revision="head")
+
+
+@metrics_app.command("rebuild")
+def metrics_rebuild(
+    changes_from: str | None = typer.Option(
+        None,
+        help="Database URL to copy the recorded changes to the system from (they are not "
+        "events, so the topics do not hold them).",
+    ),
+) -> None:
+    """Replay demand.classified, case.events and demand.labels from the beginning into an
+    empty, migrated metrics database (DEMANDSCOPE_METRICS_DATABASE_URL)."""
+    from services.metrics.cli import run_rebuild
+
+    run_rebuild(changes_from=changes_from)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 from services.classifier.config import ClassifierSettings
 from services.intake.config import IntakeSettings
 from services.metrics.config import MetricsSettings
+from shared.auth.settings import AuthSettings
 from shared.kafka.settings import KafkaSettings
 
 SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     KafkaSettings,
+    AuthSettings,
     IntakeSettings,
     ClassifierSettings,
     MetricsSettings,
@@ -20,11 +24,18 @@ START = "<!-- settings-table:start -->"
 END = "<!-- settings-table:end -->"
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def _default(model: type[BaseModel], name: str) -> str:
     field = model.model_fields[name]
     if field.default_factory is not None:
         return "(per instance)" if name == "transactional_id" else ""
-    return "" if field.default is None else f"`{field.default}`"
+    default = field.default
+    if isinstance(default, Path) and default.is_absolute() and default.is_relative_to(REPO_ROOT):
+        # Shipped files: say where they are in the checkout, not on this machine.
+        default = f"<checkout>/{default.relative_to(REPO_ROOT)}"
+    return "" if default is None else f"`{default}`"
 
 
 def settings_table() -> str:

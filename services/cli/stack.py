@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import typer
@@ -110,8 +111,10 @@ def up(
     ready_timeout: float = typer.Option(120.0, help="Seconds to wait for all parts to be ready."),
 ) -> None:
     """Start Kafka, create topics, migrate the database and run the three services."""
-    from services.cli.service_commands import metrics_migrate
+    from services.cli.service_commands import migrate_all
     from services.cli.topic_commands import create as create_topics
+    from services.intake.config import IntakeSettings
+    from services.intake.dev_key import ensure_dev_key
 
     config = local_config()
     typer.echo(f"starting Kafka on {config.host}:{config.port} ...")
@@ -123,7 +126,10 @@ def up(
     code = 1
     try:
         create_topics()
-        metrics_migrate(revision="head")
+        migrate_all()
+        key_file = Path(".run/api-key")
+        ensure_dev_key(IntakeSettings().auth.database_url, key_file)
+        typer.echo(f"development API key for source 'demo' is in {key_file}")
         code = asyncio.run(_run(_parts(), ready_timeout))
     finally:
         if not keep_kafka:

@@ -96,6 +96,25 @@ def parse_batch(body: bytes) -> list[CloudEvent]:
     return events
 
 
+def parse_batch_items(body: bytes) -> list[CloudEvent | CloudEventError]:
+    """A batch read item by item: one bad event is reported in its place, not fatal.
+
+    Intake answers a result per item, so one bad event does not sink its neighbours.
+    """
+    document = _load_json(body)
+    if not isinstance(document, list):
+        raise CloudEventError([Problem("body", "expected a JSON array")])
+    items: list[CloudEvent | CloudEventError] = []
+    for item in document:
+        if not isinstance(item, dict):
+            items.append(CloudEventError([Problem("body", "expected a JSON object")]))
+            continue
+        problems: list[Problem] = []
+        event = _event_from_object(item, "", problems)
+        items.append(event if event is not None else CloudEventError(problems))
+    return items
+
+
 def parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     """Attributes in ``ce-*`` headers, the data as the JSON body."""
     lowered = {name.lower(): value for name, value in headers.items()}

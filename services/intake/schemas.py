@@ -1,46 +1,124 @@
-"""What senders post. Intake stamps received_at and redaction on the way to DemandReceived."""
+"""What senders post and what intake answers. Intake stamps, checks and redacts on the way."""
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from typing import Literal
 
-from shared.events.base import Identifier, ShortText
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+
+from shared.events.base import Identifier, ShortText, Slug
+from shared.events.case import CaseEventType
+from shared.events.classification import DemandType
 from shared.events.demand import AttributeKey, AttributeValue, Channel, DemandText
+
+DEMAND_EXAMPLE: dict[str, JsonValue] = {
+    "id": "genesys-7f3a9c",
+    "occurred_at": "2026-11-20T09:14:00+00:00",
+    "channel": "phone",
+    "source": "demo",
+    "customer_ref": "C-104233",
+    "text": "The engineer was meant to come yesterday and nobody turned up.",
+    "team": "field-services",
+}
 
 
 class DemandSubmission(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [DEMAND_EXAMPLE]})
+
+    id: Identifier = Field(description="Your event id. A repeat is answered as a duplicate.")
+    occurred_at: AwareDatetime = Field(description="When the customer made the demand, with zone.")
+    channel: Channel
+    source: Identifier | None = Field(
+        default=None, description="Your system's name; must be your API key's source."
+    )
+    customer_ref: Identifier
+    case_ref: Identifier | None = None
+    text: DemandText = Field(description="The customer's words, verbatim (intake redacts).")
+    reason_code: ShortText | None = None
+    team: ShortText | None = None
+    attributes: dict[AttributeKey, AttributeValue] = Field(default_factory=dict, max_length=50)
+
+
+class CaseEventSubmission(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
             "examples": [
                 {
-                    "id": "genesys-7f3a9c",
-                    "occurred_at": "2026-11-20T09:14:00+00:00",
-                    "channel": "phone",
-                    "source": "demo",
+                    "id": "crm-case-5521-opened",
+                    "case_ref": "CASE-5521",
                     "customer_ref": "C-104233",
-                    "text": "The engineer was meant to come yesterday and nobody turned up.",
-                    "team": "field-services",
+                    "type": "opened",
+                    "occurred_at": "2026-11-20T09:15:00+00:00",
+                    "purpose": "repairs / fix my boiler",
                 }
             ]
         },
     )
 
     id: Identifier = Field(description="Your event id. A repeat is answered as a duplicate.")
-    occurred_at: AwareDatetime = Field(description="When the customer made the demand, with zone.")
-    channel: Channel
-    source: Identifier = Field(description="Your system's name.")
+    case_ref: Identifier
     customer_ref: Identifier
-    case_ref: Identifier | None = None
-    text: DemandText = Field(description="The customer's words.")
-    reason_code: ShortText | None = None
-    team: ShortText | None = None
-    attributes: dict[AttributeKey, AttributeValue] = Field(default_factory=dict, max_length=50)
+    type: CaseEventType
+    occurred_at: AwareDatetime
+    source: Identifier | None = Field(
+        default=None, description="Your system's name; must be your API key's source."
+    )
+    purpose: Slug | None = Field(default=None, description="The customer purpose, if known.")
+
+
+class LabelSubmission(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "review-88120",
+                    "demand_type": "failure",
+                    "failure_kind": "progress_chasing",
+                    "purpose": "repairs / fix my boiler",
+                    "labelled_by": "staff-4471",
+                }
+            ]
+        },
+    )
+
+    id: Identifier = Field(description="This label's own event id: the idempotency key.")
+    demand_type: DemandType
+    failure_kind: Slug | None = None
+    purpose: Slug
+    labelled_by: ShortText = Field(description="Who: a staff id, not a name.")
+    labelled_at: AwareDatetime | None = Field(
+        default=None, description="When; intake's clock if left out."
+    )
+    note: str | None = Field(default=None, max_length=2_000)
+    text: DemandText | None = Field(default=None, description="The demand's text, if at hand.")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Path of the faulty field, e.g. 'text' or 'attributes.x'.")
+    reason: str
 
 
 class Accepted(BaseModel):
     id: str
-    status: str = Field(description="'accepted' or 'duplicate'.")
+    status: Literal["accepted", "duplicate"] = Field(
+        description="'accepted' once the broker acknowledged it; 'duplicate' for a known id."
+    )
+
+
+class ItemResult(BaseModel):
+    index: int = Field(description="Position of the item in the request.")
+    id: str | None = Field(default=None, description="The item's event id, when it had one.")
+    status: Literal["accepted", "duplicate", "rejected"]
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[ItemResult]
 
 
 class Problem(BaseModel):
@@ -50,4 +128,4 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str | None = None
-    errors: list[dict[str, str]] = Field(default_factory=list)
+    errors: list[FieldError] = Field(default_factory=list)

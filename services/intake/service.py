@@ -1,55 +1,122 @@
-"""Accepting a demand: stamp it, check it, publish it, and only then say yes."""
+"""Accepting events: claim their ids, publish them, and only then say yes.
+
+The order is what makes a 202 trustworthy (docs/services/intake.md, "crash windows"):
+claim in the ledger, publish and wait for ``acks=all``, confirm in the ledger. A refusal
+by the broker releases the claims, so the sender's retry is published, not "duplicate".
+"""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
-from services.intake.metrics import IntakeMetrics
-from services.intake.schemas import DemandSubmission
-from shared.events import DemandReceived
-from shared.kafka.codec import encode
+from services.intake.cloudevents import EventKind
+from services.intake.db.repository import EventKey
+from services.intake.ledger import Claim, IdempotencyLedger, LedgerUnavailable
+from services.intake.metrics import NO_CHANNEL, IntakeMetrics
+from shared.events import CaseEvent, DemandLabelled, DemandReceived, Event
+from shared.kafka.codec import OutboundRecord, encode
 from shared.kafka.producer import ManagedProducer
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
 
+log = logging.getLogger(__name__)
 
-class InvalidDemand(ValueError):
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
+TOPIC_OF_KIND: dict[EventKind, Topic] = {
+    "demand": Topic.DEMAND_RECEIVED,
+    "case_event": Topic.CASE_EVENTS,
+    "label": Topic.DEMAND_LABELS,
+}
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    IN_FLIGHT = "in_flight"
+
+
+def kind_of(event: Event) -> EventKind:
+    if isinstance(event, DemandReceived):
+        return "demand"
+    if isinstance(event, CaseEvent):
+        return "case_event"
+    if isinstance(event, DemandLabelled):
+        return "label"
+    raise TypeError(f"intake does not publish {type(event).__name__}")
 
 
 @dataclass(frozen=True)
-class Publisher:
+class IntakeService:
     producer: ManagedProducer
+    ledger: IdempotencyLedger
     kafka: KafkaSettings
     source_name: str
     metrics: IntakeMetrics
 
-    async def publish_demand(self, demand: DemandReceived) -> None:
-        record = encode(
-            demand,
-            topic=topic_name(self.kafka, Topic.DEMAND_RECEIVED),
-            source=self.source_name,
-        )
+    async def ingest(self, events: Sequence[Event], *, key_source: str) -> list[Outcome]:
+        """One outcome per event, in order.
+
+        Raises BrokerUnavailable or LedgerUnavailable when nothing could be promised: the
+        caller answers 503 and the sender retries the whole request.
+        """
+        keys: list[EventKey] = [(kind_of(event), event.event_id()) for event in events]
+        claims = await self.ledger.claim(keys)
+        claimed = [
+            (key, event)
+            for key, event, claim in zip(keys, events, claims, strict=True)
+            if claim is Claim.CLAIMED
+        ]
+        if claimed:
+            await self._publish_claimed(claimed)
+        outcomes = [_OUTCOME_OF_CLAIM[claim] for claim in claims]
+        self._count(events, outcomes, key_source)
+        return outcomes
+
+    async def _publish_claimed(self, claimed: list[tuple[EventKey, Event]]) -> None:
+        keys = [key for key, _ in claimed]
+        records = [self._record(event) for _, event in claimed]
         started = time.perf_counter()
-        await self.producer.send_and_wait([record])
+        try:
+            await self.producer.send_and_wait(records)
+        except BaseException:
+            # Refused, timed out or cancelled (the client went away): let a retry publish.
+            # A record the broker took after all is then published twice, and consumers
+            # drop the repeat by id.
+            try:
+                await self.ledger.release(keys)
+            except LedgerUnavailable as error:
+                log.warning("could not release claims, retries wait for the lease: %s", error)
+            raise
         self.metrics.ack_seconds.observe(time.perf_counter() - started)
+        # Published and acknowledged: the 202 stands whatever happens to the confirmation.
+        # Should it fail (or intake die first), the claim expires after the lease and a
+        # late retry publishes a repeat that consumers drop by id.
+        self.ledger.confirm_soon(keys)
+
+    def _record(self, event: Event) -> OutboundRecord:
+        topic = topic_name(self.kafka, TOPIC_OF_KIND[kind_of(event)])
+        return encode(event, topic=topic, source=self.source_name)
+
+    def _count(self, events: Sequence[Event], outcomes: list[Outcome], source: str) -> None:
+        for event, outcome in zip(events, outcomes, strict=True):
+            kind = kind_of(event)
+            channel = event.channel.value if isinstance(event, DemandReceived) else NO_CHANNEL
+            if outcome is Outcome.ACCEPTED:
+                self.metrics.accepted.labels(kind, channel, source).inc()
+                if isinstance(event, DemandReceived):
+                    for redaction in event.redactions:
+                        self.metrics.redactions.labels(redaction).inc()
+            elif outcome is Outcome.DUPLICATE:
+                self.metrics.duplicates.labels(kind, channel, source).inc()
+            else:
+                self.metrics.rejected.labels(kind, source, "in_flight").inc()
 
 
-def to_demand(
-    submission: DemandSubmission, *, now: datetime, max_future_skew: timedelta
-) -> DemandReceived:
-    if submission.occurred_at > now + max_future_skew:
-        raise InvalidDemand(
-            "occurred_at", f"is in the future (more than {max_future_skew} ahead of intake's clock)"
-        )
-    if not submission.text.strip():
-        raise InvalidDemand("text", "is blank")
-    return DemandReceived(
-        **submission.model_dump(),
-        received_at=now.astimezone(UTC),
-    )
+_OUTCOME_OF_CLAIM = {
+    Claim.CLAIMED: Outcome.ACCEPTED,
+    Claim.DUPLICATE: Outcome.DUPLICATE,
+    Claim.IN_FLIGHT: Outcome.IN_FLIGHT,
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth.settings import AuthSettings
 from shared.kafka.settings import KafkaSettings
 
 
@@ -22,4 +23,21 @@ class MetricsSettings(BaseSettings):
     group_id: str = Field(default="demandscope-metrics", description="Kafka consumer group.")
     max_batch: int = Field(default=1000, ge=1, description="Records per database transaction.")
     source_name: str = Field(default="demandscope-metrics", description="CloudEvents source.")
+    baseline_points: int = Field(
+        default=20,
+        ge=2,
+        description="Values in an XmR baseline (cases for end-to-end time, days for volume).",
+    )
+    chart_points: int = Field(
+        default=100, ge=2, description="Most recent points shown on a capability chart."
+    )
+    publish_debounce_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Quiet time gathering changes before purpose.metrics is published.",
+    )
+    publish_window_days: int = Field(
+        default=28, ge=1, description="Trailing window of the figures published per purpose."
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)

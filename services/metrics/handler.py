@@ -1,36 +1,59 @@
-"""Kafka entrypoint of the metrics service: store each event once, then let offsets move."""
+"""Kafka entrypoint of the metrics service: apply each batch in one database transaction.
+
+The runner commits the batch's offsets only after this returns, i.e. after the database
+commit; a crash in between redelivers the batch, and the idempotent writes make that
+harmless. Instruments and the publisher hear of the batch only after the offsets commit
+(``after_commit``), so a retried batch is never counted twice.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics import repository
+from services.metrics.ingest import BatchOutcome, apply_events
 from services.metrics.metrics import MetricsServiceMetrics
 from shared.events import DemandClassified
 from shared.kafka.consumer import BatchResult, Inbound, RetryableError
 
 
-class StoreClassifiedDemands:
+class ApplyMetricsBatch:
     def __init__(
-        self, *, sessions: async_sessionmaker[AsyncSession], metrics: MetricsServiceMetrics
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        metrics: MetricsServiceMetrics,
+        on_changed: Callable[[set[str]], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._metrics = metrics
+        self._on_changed = on_changed
 
     async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
-        events: list[DemandClassified] = [m.event for m in messages]
+        events = [m.event for m in messages]
         try:
             async with self._sessions.begin() as session:
-                await repository.add_classified_demands(session, events)
+                outcome = await apply_events(session, events)
         except (OperationalError, DBAPIError, OSError) as error:
             # The database is away: not the records' fault, so retry rather than dead-letter.
             raise RetryableError(f"database unavailable: {error}") from error
+        return BatchResult(after_commit=lambda: self._committed(events, outcome))
+
+    def _committed(self, events: Sequence[Any], outcome: BatchOutcome) -> None:
         for event in events:
-            self._metrics.demands_stored.labels(
-                event.purpose, event.demand_type.value, event.demand.channel.value
-            ).inc()
-        return BatchResult()
+            if isinstance(event, DemandClassified):
+                self._metrics.demands_stored.labels(
+                    event.purpose,
+                    event.demand_type.value,
+                    event.demand.channel.value,
+                    event.failure_kind or "none",
+                ).inc()
+        for case in outcome.newly_fulfilled:
+            self._metrics.end_to_end.labels(case.purpose, case.channel).observe(
+                case.end_to_end_seconds
+            )
+        if self._on_changed is not None and outcome.purposes:
+            self._on_changed(outcome.purposes)

@@ -1,15 +1,84 @@
-"""The metrics service's Prometheus instruments, in one place."""
+"""The metrics service's Prometheus instruments, in one place.
+
+Labels stay bounded: purpose, channel, demand type, failure kind, chart measure and rule.
+Never a customer, a case or a demand.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.metrics.domain.buckets import END_TO_END_BUCKETS
+from shared.events import PurposeMetrics
+
+_MAX_REMEMBERED_SIGNALS = 100_000
 
 
 class MetricsServiceMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.demands_stored = Counter(
             "demandscope_metrics_demands_total",
-            "Classified demands consumed, by purpose and type (redeliveries included).",
-            ["purpose", "demand_type", "channel"],
+            "Classified demands consumed (redeliveries included: the stored figures are exact).",
+            ["purpose", "demand_type", "channel", "failure_kind"],
             registry=registry,
         )
+        self.end_to_end = Histogram(
+            "demandscope_metrics_end_to_end_seconds",
+            "End-to-end time of each case fulfilled, first demand to fulfilment, calendar time.",
+            ["purpose", "channel"],
+            buckets=END_TO_END_BUCKETS,
+            registry=registry,
+        )
+        self.failure_share = Gauge(
+            "demandscope_metrics_failure_demand_share",
+            "Failure / (value + failure) demand over the published window, per purpose.",
+            ["purpose"],
+            registry=registry,
+        )
+        self.open_cases = Gauge(
+            "demandscope_metrics_open_cases",
+            "Cases open now, per purpose.",
+            ["purpose"],
+            registry=registry,
+        )
+        self.capability_limit = Gauge(
+            "demandscope_metrics_capability_limit",
+            "XmR chart lines per purpose: centre, lower and upper natural process limits.",
+            ["purpose", "measure", "line"],
+            registry=registry,
+        )
+        self.signals = Counter(
+            "demandscope_metrics_special_cause_signals_total",
+            "Special-cause signals newly seen on a capability chart.",
+            ["purpose", "measure", "rule"],
+            registry=registry,
+        )
+        self.published = Counter(
+            "demandscope_metrics_purpose_metrics_published_total",
+            "PurposeMetrics events published to purpose.metrics.",
+            registry=registry,
+        )
+        self._seen_signals: set[tuple[str, str, str, str]] = set()
+
+    def record_purpose(self, figures: PurposeMetrics) -> None:
+        """Set the per-purpose gauges and count signals not seen before by this process."""
+        purpose = figures.purpose
+        if figures.failure_ratio is not None:
+            self.failure_share.labels(purpose).set(figures.failure_ratio)
+        self.open_cases.labels(purpose).set(figures.open_cases)
+        for chart in figures.capability:
+            lines = {
+                "centre": chart.centre_line,
+                "lower_natural_process_limit": chart.lower_natural_process_limit,
+                "upper_natural_process_limit": chart.upper_natural_process_limit,
+                "upper_range_limit": chart.upper_range_limit,
+            }
+            for line, value in lines.items():
+                self.capability_limit.labels(purpose, chart.measure, line).set(value)
+        for signal in figures.signals:
+            key = (purpose, signal.measure, signal.rule, signal.at.isoformat())
+            if key not in self._seen_signals:
+                if len(self._seen_signals) >= _MAX_REMEMBERED_SIGNALS:
+                    self._seen_signals.clear()  # bounded memory; a rare recount is harmless
+                self._seen_signals.add(key)
+                self.signals.labels(purpose, signal.measure, signal.rule).inc()

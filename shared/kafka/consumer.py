@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -94,6 +96,9 @@ class RunnerOptions:
     transactional: bool = False
     from_beginning: bool = True
     isolation_level: str = "read_committed"
+    # Range assignment gives partition p of every subscribed topic to one instance, so state
+    # keyed like the records (per customer) sees all of that key's topics.
+    co_partitioned: bool = False
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -157,6 +162,11 @@ class ConsumerRunner:
             auto_offset_reset="earliest" if self.options.from_beginning else "latest",
             isolation_level=self.options.isolation_level,
             max_poll_records=self.options.max_batch,
+            partition_assignment_strategy=(
+                (RangePartitionAssignor,)
+                if self.options.co_partitioned
+                else (RoundRobinPartitionAssignor,)
+            ),
         )
         consumer.subscribe(list(self._topics), listener=_Rebalance(self))
         await consumer.start()

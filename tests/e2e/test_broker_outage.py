@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.cli.local_kafka import LocalKafkaConfig, start, stop
 from services.intake.config import IntakeSettings
+from services.intake.db.migrate import upgrade as upgrade_intake
 from services.intake.main import create_app as create_intake
+from shared.auth.keys import Scope
+from shared.auth.migrate import upgrade as upgrade_auth
+from shared.auth.settings import AuthSettings
+from shared.auth.store import ApiKeyStore
 from shared.kafka.admin import ensure_topics
 from shared.kafka.settings import KafkaSettings
 from shared.topics import topic_specs
@@ -31,8 +38,15 @@ def body(demand_id: str) -> dict[str, Any]:
 
 
 async def test_intake_answers_503_while_the_broker_is_down_and_recovers_without_restart(
-    private_kafka: LocalKafkaConfig,
+    private_kafka: LocalKafkaConfig, tmp_path: Path
 ) -> None:
+    auth_url = f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}"
+    ledger_url = f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}"
+    await asyncio.to_thread(upgrade_auth, auth_url)
+    await asyncio.to_thread(upgrade_intake, ledger_url)
+    store = ApiKeyStore(auth_url)
+    api_key, _ = await store.create("demo", [Scope.DEMANDS_WRITE])
+    await store.close()
     kafka = KafkaSettings(
         bootstrap_servers=f"{private_kafka.host}:{private_kafka.port}",
         delivery_timeout_s=3.0,
@@ -40,7 +54,14 @@ async def test_intake_answers_503_while_the_broker_is_down_and_recovers_without_
         partitions=1,
     )
     await ensure_topics(kafka, topic_specs(kafka))
-    async with running(create_intake(IntakeSettings(kafka=kafka, retry_after_s=7))) as intake:
+    settings = IntakeSettings(
+        kafka=kafka,
+        retry_after_s=7,
+        database_url=ledger_url,
+        auth=AuthSettings(database_url=auth_url),
+    )
+    async with running(create_intake(settings)) as intake:
+        intake.headers["Authorization"] = f"Bearer {api_key}"
         await wait_until(lambda: _status(intake, "/readyz"), accept=lambda s: s == 200)
         assert (await intake.post("/v1/demands", json=body("before"))).status_code == 202
 

@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from services.classifier.config import ClassifierSettings
+from services.classifier.config import TAXONOMY, ClassifierSettings
 from services.classifier.main import create_app as create_classifier
+from services.classifier.taxonomy import load_taxonomy
 from services.intake.config import IntakeSettings
+from services.intake.db.migrate import upgrade as upgrade_intake
 from services.intake.main import create_app as create_intake
 from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
 from services.metrics.main import create_app as create_metrics
+from shared.auth.keys import Scope
+from shared.auth.migrate import upgrade as upgrade_auth
+from shared.auth.settings import AuthSettings
+from shared.auth.store import ApiKeyStore
 from shared.kafka.settings import KafkaSettings
 from tests.support.apps import running
 from tests.support.waiting import wait_until
@@ -44,13 +51,22 @@ def demand_body(index: int, text: str, customer: str) -> dict[str, Any]:
 
 
 async def test_demands_posted_over_http_are_classified_and_counted(
-    kafka_settings: KafkaSettings, database_url: str, unique_group: str
+    kafka_settings: KafkaSettings, database_url: str, unique_group: str, tmp_path: Path
 ) -> None:
     await asyncio.to_thread(upgrade, database_url)
+    auth_url = f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}"
+    ledger_url = f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}"
+    await asyncio.to_thread(upgrade_auth, auth_url)
+    await asyncio.to_thread(upgrade_intake, ledger_url)
+    store = ApiKeyStore(auth_url)
+    api_key, _ = await store.create("demo", [Scope.DEMANDS_WRITE, Scope.READ])
+    await store.close()
+    intake_settings = IntakeSettings(
+        kafka=kafka_settings, database_url=ledger_url, auth=AuthSettings(database_url=auth_url)
+    )
     async with AsyncExitStack() as stack:
-        intake = await stack.enter_async_context(
-            running(create_intake(IntakeSettings(kafka=kafka_settings)))
-        )
+        intake = await stack.enter_async_context(running(create_intake(intake_settings)))
+        intake.headers["Authorization"] = f"Bearer {api_key}"
         await stack.enter_async_context(
             running(
                 create_classifier(
@@ -58,6 +74,7 @@ async def test_demands_posted_over_http_are_classified_and_counted(
                         kafka=kafka_settings,
                         group_id=f"{unique_group}-classifier",
                         transactional_id=f"{unique_group}-tx",
+                        model_dir=tmp_path / "models",  # trained from the seed data at start
                     )
                 )
             )
@@ -69,10 +86,12 @@ async def test_demands_posted_over_http_are_classified_and_counted(
                         kafka=kafka_settings,
                         database_url=database_url,
                         group_id=f"{unique_group}-metrics",
+                        auth=AuthSettings(database_url=auth_url),
                     )
                 )
             )
         )
+        metrics.headers["Authorization"] = f"Bearer {api_key}"
         await wait_until(lambda: _ready(intake), what="intake ready")
         for index, (text, customer) in enumerate(DEMANDS):
             response = await intake.post("/v1/demands", json=demand_body(index, text, customer))
@@ -85,10 +104,12 @@ async def test_demands_posted_over_http_are_classified_and_counted(
             timeout=60,
             what="all demands counted by the metrics service",
         )
-        by_purpose = {row["purpose"]: row for row in purposes}
-        assert sum(r["failure"] for r in purposes) == 2  # "still waiting", "wrong again"
-        assert sum(r["value"] for r in purposes) == 3
-        assert by_purpose["billing"]["volume"] == 2
+        # The model's exact labels may change as it learns; what holds: every purpose is one
+        # of the taxonomy's, and every demand is value, failure or unknown.
+        taxonomy = set(load_taxonomy(TAXONOMY).purpose_slugs)
+        assert {row["purpose"] for row in purposes} <= taxonomy
+        assert sum(r["value"] + r["failure"] + r["unknown"] for r in purposes) == len(DEMANDS)
+        assert sum(r["failure"] for r in purposes) >= 1  # "still waiting", "wrong again"
         for row in purposes:
             assert row["volume"] == row["value"] + row["failure"] + row["unknown"]
         assert (await metrics.get("/readyz")).status_code == 200

@@ -7,7 +7,9 @@ Real exports are untidy: a byte-order mark, headers in other casing, extra colum
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,25 @@ def normalise_label(raw: str | None) -> str | None:
     return label or None
 
 
+_NOT_IN_SLUG = re.compile(r"[^a-z0-9_ /&'-]+")
+_MAX_SLUG = 120
+
+
+def slug_label(raw: str | None) -> str | None:
+    """A label as a Slug (``^[a-z0-9][a-z0-9_ /&'-]*$``) so any export's labels can be
+    purposes: "Card_Arrival" -> "card_arrival", "card arrival?" -> "card arrival",
+    "Café & Bar" -> "cafe & bar". A label with no usable character keeps a stable hash."""
+    label = normalise_label(raw)
+    if label is None:
+        return None
+    ascii_only = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode()
+    cleaned = re.sub(r"\s+", " ", _NOT_IN_SLUG.sub(" ", ascii_only)).strip()
+    cleaned = re.sub(r"^[^a-z0-9]+", "", cleaned)[:_MAX_SLUG].rstrip()
+    if not cleaned:
+        return "label-" + hashlib.sha256(label.encode()).hexdigest()[:10]
+    return cleaned
+
+
 def normalise_demand_type(raw: str | None) -> str | None:
     label = normalise_label(raw)
     return label if label in _LABELLED_TYPES else None
@@ -71,11 +92,11 @@ def read_examples_csv(path: Path | str) -> ExamplesFile:
             demand_type = normalise_demand_type(cell("demand_type"))
             if demand_type is None:
                 unlabelled += 1
-            failure_kind = normalise_label(cell("failure_kind"))
+            failure_kind = slug_label(cell("failure_kind"))
             examples.append(
                 Example(
                     text=text,
-                    purpose=normalise_label(cell("purpose")),
+                    purpose=slug_label(cell("purpose")),
                     demand_type=demand_type,
                     failure_kind=failure_kind.replace(" ", "_") if failure_kind else None,
                     channel=normalise_label(cell("channel")),

@@ -16,6 +16,7 @@ from scipy import sparse  # type: ignore[import-untyped]
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from services.classifier.model.char_ngrams import CachedCharNgrams
 from services.classifier.model.examples import Example
 from services.classifier.model.lexicon import CueCounter
 from services.classifier.taxonomy import Taxonomy
@@ -34,6 +35,9 @@ class ModelSettings:
     demand_type_c: float = 10.0
     failure_kind_c: float = 5.0
     alternatives: int = 3
+    # Character n-grams carry spelling variants and unseen words; their extraction is most of
+    # the prediction cost (pure Python in scikit-learn), so the range is a speed/accuracy knob.
+    char_ngram_range: tuple[int, int] = (2, 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +122,7 @@ class TextModel:
         )
         self._chars = TfidfVectorizer(
             analyzer="char_wb",
-            ngram_range=(2, 5),
+            ngram_range=self.settings.char_ngram_range,
             sublinear_tf=True,
             lowercase=True,
             min_df=2,
@@ -193,8 +197,20 @@ class TextModel:
     def purposes(self) -> tuple[str, ...]:
         return tuple(str(c) for c in self._purpose.classes)
 
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state.pop("_fast_chars", None)  # a cache: rebuilt on first use after loading
+        return state
+
+    def _char_features(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        fast: CachedCharNgrams | None = self.__dict__.get("_fast_chars")
+        if fast is None:
+            fast = CachedCharNgrams(self._chars)
+            self.__dict__["_fast_chars"] = fast
+        return fast.transform(texts)
+
     def _text_features(self, texts: Sequence[str]) -> sparse.csr_matrix:
-        blocks = [self._words.transform(texts), self._chars.transform(texts)]
+        blocks = [self._words.transform(texts), self._char_features(texts)]
         return sparse.hstack(blocks, format="csr", dtype=np.float32)
 
     def _with_cues(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, Index, MetaData, String
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Named constraints so Alembic migrations are stable across SQLite and PostgreSQL.
@@ -48,3 +48,103 @@ class Demand(Base):
         Index("ix_demands_purpose_type", "purpose", "demand_type"),
         Index("ix_demands_customer", "customer_ref", "occurred_at"),
     )
+
+
+class CaseEventRow(Base):
+    """One case event as received. The sender's event id is the key: idempotency."""
+
+    __tablename__ = "case_events"
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    case_ref: Mapped[str] = mapped_column(String(200))
+    customer_ref: Mapped[str] = mapped_column(String(200), index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    purpose: Mapped[str | None] = mapped_column(String(120))
+    source: Mapped[str | None] = mapped_column(String(200))
+
+
+class LabelRow(Base):
+    """A person's label of a demand, as received. Keyed by the label's own event id."""
+
+    __tablename__ = "demand_labels"
+
+    label_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    demand_id: Mapped[str] = mapped_column(String(200), index=True)
+    demand_type: Mapped[str] = mapped_column(String(16))
+    failure_kind: Mapped[str | None] = mapped_column(String(120))
+    purpose: Mapped[str] = mapped_column(String(120))
+    labelled_by: Mapped[str] = mapped_column(String(200))
+    labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DemandFactRow(Base):
+    """Derived: a demand as it counts now (latest label applied) and the case it joined.
+
+    Rewritten for a customer whenever anything about that customer arrives, from the
+    received rows above: a pure function of them, so redelivery and rebuild agree."""
+
+    __tablename__ = "demand_facts"
+
+    demand_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_ref: Mapped[str] = mapped_column(String(200), index=True)
+    case_id: Mapped[str] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(String(120))
+    demand_type: Mapped[str] = mapped_column(String(16))
+    failure_kind: Mapped[str | None] = mapped_column(String(120))
+    cause_purpose: Mapped[str | None] = mapped_column(String(120))
+    channel: Mapped[str] = mapped_column(String(32))
+    team: Mapped[str | None] = mapped_column(String(200))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    labelled: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (
+        Index("ix_demand_facts_purpose_occurred", "purpose", "occurred_at"),
+        # Covers the unfiltered purpose summary: counts by purpose and type from the index.
+        Index("ix_demand_facts_purpose_type", "purpose", "demand_type"),
+    )
+
+
+class CaseRow(Base):
+    """Derived: one case on the customer's clock (see domain/cases.py)."""
+
+    __tablename__ = "cases"
+
+    customer_ref: Mapped[str] = mapped_column(String(200), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    case_ref: Mapped[str | None] = mapped_column(String(200))
+    purpose: Mapped[str | None] = mapped_column(String(120))
+    status: Mapped[str] = mapped_column(String(16))
+    measured: Mapped[bool] = mapped_column(Boolean)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fulfilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_to_end_seconds: Mapped[float | None] = mapped_column(Float)
+    reopened: Mapped[int] = mapped_column(Integer)
+    contacts: Mapped[int] = mapped_column(Integer)
+    failure_contacts: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[str] = mapped_column(String(300))  # comma-separated, sorted
+    first_channel: Mapped[str | None] = mapped_column(String(32))
+    team: Mapped[str | None] = mapped_column(String(200))
+    one_stop: Mapped[bool] = mapped_column(Boolean)
+    last_activity_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # Covers the summary's case counts (fulfilled, contacts, one-stop, open) on its own.
+        Index("ix_cases_purpose_status", "purpose", "status", "measured", "contacts", "one_stop"),
+        Index("ix_cases_purpose_fulfilled", "purpose", "fulfilled_at"),
+        # Percentiles read the k-th end-to-end time of a purpose straight off this index.
+        Index("ix_cases_purpose_end_to_end", "purpose", "end_to_end_seconds"),
+        Index("ix_cases_case_id", "case_id"),
+    )
+
+
+class PurposeChangeRow(Base):
+    """A change to the system recorded by a person: the XmR baseline starts again here."""
+
+    __tablename__ = "purpose_changes"
+
+    change_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    purpose: Mapped[str] = mapped_column(String(120), index=True)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    note: Mapped[str] = mapped_column(String(2000))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

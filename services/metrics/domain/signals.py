@@ -1,9 +1,9 @@
 """Special-cause signals on an XmR chart (Western Electric zone rules, as Wheeler uses them).
 
-sigma = mR-bar / 1.128. "Beyond" is strict: a point on a line is not beyond it. A point on
-the centre line belongs to neither side. Each hit is flagged at the point that completes
-the rule, and only if that point is itself beyond the rule's line (Minitab's convention);
-a rule that still holds at the next point flags that point too.
+sigma = 2.66 x mR-bar / 3 (see xmr). "Beyond" is strict: a point on a line is not beyond
+it. A point on the centre line belongs to neither side. Each hit is flagged at the point
+that completes the rule, and only if that point is itself beyond the rule's line
+(Minitab's convention); a rule that still holds at the next point flags that point too.
 """
 
 from __future__ import annotations

@@ -2,14 +2,16 @@
 
 The limits describe what the system predictably delivers. They are never targets.
 
-Scaling factors for moving ranges of two successive values (n = 2):
+Scaling factors for moving ranges of two successive values (n = 2), as Wheeler publishes
+them (Understanding Variation, Making Sense of Data) and as the issue asks:
 
-- d2 = 1.128, so sigma = mR-bar / d2 and the natural process limits are the centre line
-  plus or minus 3 sigma = 3 / 1.128 x mR-bar. Wheeler prints this factor rounded as 2.66;
-  we keep the unrounded 3 / d2 (2.6596) so the limits agree with the NIST/SEMATECH
-  e-Handbook to its published four decimals and sit exactly on the 3-sigma line that the
-  zone rules in `signals` use.
-- D4 = 3.267 for the upper range limit (Wheeler prints 3.27 or 3.268).
+- 2.66 x mR-bar either side of the centre line gives the natural process limits
+  (3 / d2 = 3 / 1.128 = 2.6596, rounded the way practitioners compute it by hand);
+- 3.268 x mR-bar is the upper range limit (D4; Wheeler also prints it as 3.27).
+
+Using the published factors means a chart drawn by hand from our figures agrees with ours
+to the last digit. The zone rules' sigma is 2.66 x mR-bar / 3, so the 3-sigma line is the
+natural process limit itself.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from statistics import fmean
 
 from services.metrics.domain.signals import SignalHit, detect_signals
 
-D2 = 1.128
-NATURAL_PROCESS_LIMIT_FACTOR = 3 / D2
-UPPER_RANGE_LIMIT_FACTOR = 3.267
+NATURAL_PROCESS_LIMIT_FACTOR = 2.66
+UPPER_RANGE_LIMIT_FACTOR = 3.268
 MINIMUM_BASELINE_SIZE = 2
 
 
@@ -39,8 +40,9 @@ class XmrLimits:
 
     @property
     def sigma(self) -> float:
-        """Dispersion estimated from the moving ranges (mR-bar / d2), not the global std dev."""
-        return self.average_moving_range / D2
+        """Dispersion estimated from the moving ranges (2.66 / 3 x mR-bar, i.e. mR-bar / d2
+        with Wheeler's rounding), not the global standard deviation."""
+        return NATURAL_PROCESS_LIMIT_FACTOR * self.average_moving_range / 3
 
 
 @dataclass(frozen=True, slots=True)

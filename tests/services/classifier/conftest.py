@@ -77,3 +77,23 @@ def examples_csv(tmp_path: Path) -> Path:
         for e in small_examples():
             writer.writerow([e.text, e.purpose, e.demand_type, e.failure_kind or "", "phone"])
     return path
+
+
+@pytest.fixture(scope="session")
+def seed_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained once per session on the shipped seed data (a few seconds)."""
+    from services.classifier.training import TrainingSources, train_version
+
+    directory = tmp_path_factory.mktemp("seed-model")
+    train_version(directory, TrainingSources(), reason="test", with_evaluation=False)
+    return directory
+
+
+@pytest.fixture
+def model_dir(seed_model_dir: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the seed model directory (its own labels and versions)."""
+    import shutil
+
+    directory = tmp_path / "models"
+    shutil.copytree(seed_model_dir, directory)
+    return directory

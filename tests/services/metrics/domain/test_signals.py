@@ -9,16 +9,17 @@ from services.metrics.domain.signals import (
     SignalHit,
     detect_signals,
 )
-from services.metrics.domain.xmr import D2, XmrLimits
+from services.metrics.domain.xmr import NATURAL_PROCESS_LIMIT_FACTOR, XmrLimits
 
-# Hand-built limits with sigma = 1 exactly: centre 10, mR-bar = d2 = 1.128, so the natural
-# process limits are 10 +/- 3 and the upper range limit is 3.267 x 1.128 = 3.685.
+# Hand-built limits with sigma = 1: centre 10, mR-bar = 3 / 2.66 = 1.1278, so the natural
+# process limits are 10 +/- 3 and the upper range limit is 3.268 x 1.1278 = 3.686.
+AVERAGE_MOVING_RANGE = 3 / NATURAL_PROCESS_LIMIT_FACTOR
 LIMITS = XmrLimits(
     centre_line=10.0,
-    average_moving_range=D2,
+    average_moving_range=AVERAGE_MOVING_RANGE,
     lower_natural_process_limit=7.0,
     upper_natural_process_limit=13.0,
-    upper_range_limit=3.267 * D2,
+    upper_range_limit=3.268 * AVERAGE_MOVING_RANGE,
     baseline_size=20,
 )
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.intake.api_keys import (
+from shared.auth.keys import (
     ApiKeyRecord,
     Scope,
     generate_key,

@@ -1,0 +1,247 @@
+"""Classifier benchmark: demands per second through Kafka against a raw aiokafka
+consume-and-produce passthrough of the same messages, and training time for 10,000 examples.
+
+Run: `.venv/bin/python -m bench classifier` (needs Java for the broker). Starts its own
+broker on free ports under .run/bench-classifier and stops it. The Python side is pinned to
+one CPU, so "per second" means per second on one core. Both sides consume with
+read_committed and write output plus offsets in one transaction per batch; the passthrough
+does no decoding, no model and no context: it is the ceiling the runtime allows. Size:
+DEMANDSCOPE_BENCH_CLASSIFIER_DEMANDS (default 30 000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from services.classifier.config import SEED_EXAMPLES, ClassifierSettings
+from services.classifier.main import create_app
+from services.classifier.model.examples import Example, read_examples_csv
+from services.classifier.model.text_model import TextModel
+from services.classifier.training import TrainingSources, train_version
+from services.cli import local_kafka
+from shared.events import Channel, DemandReceived
+from shared.kafka.admin import ensure_topics
+from shared.kafka.codec import encode
+from shared.kafka.settings import KafkaSettings
+from shared.topics import Topic, TopicSpec, topic_name, topic_specs
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMANDS = int(os.environ.get("DEMANDSCOPE_BENCH_CLASSIFIER_DEMANDS", "30000"))
+CUSTOMERS = 5_000
+BATCH = 500
+TRAINING_ROWS = 10_000
+_FILLERS = ("hi", "hello", "please", "thanks", "urgent", "asap", "again", "today", "ok")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def perturbed(rows: list[Example], count: int, seed: int = 0) -> list[Example]:
+    """``count`` examples drawn from ``rows``, each with a word dropped, swapped or added."""
+    rng = random.Random(seed)
+    made = []
+    for _ in range(count):
+        row = rng.choice(rows)
+        words = row.text.split()
+        move = rng.random()
+        if move < 0.33 and len(words) > 3:
+            del words[rng.randrange(len(words))]
+        elif move < 0.66 and len(words) > 2:
+            i = rng.randrange(len(words) - 1)
+            words[i], words[i + 1] = words[i + 1], words[i]
+        else:
+            words.insert(rng.randrange(len(words) + 1), rng.choice(_FILLERS))
+        made.append(Example(" ".join(words), row.purpose, row.demand_type, row.failure_kind))
+    return made
+
+
+async def produce_demands(kafka: KafkaSettings, texts: list[str]) -> None:
+    producer = AIOKafkaProducer(**kafka.client_options(), acks="all", linger_ms=5)
+    await producer.start()
+    topic = topic_name(kafka, Topic.DEMAND_RECEIVED)
+    now = datetime.now(UTC)
+    try:
+        for i in range(DEMANDS):
+            record = encode(
+                DemandReceived(
+                    id=f"bench-{i}",
+                    occurred_at=now,
+                    received_at=now,
+                    channel=Channel.CHAT,
+                    source="bench",
+                    customer_ref=f"C{i % CUSTOMERS}",
+                    text=texts[i % len(texts)],
+                ),
+                topic=topic,
+                source="bench",
+            )
+            await producer.send(record.topic, value=record.value, key=record.key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def committed_total(kafka: KafkaSettings, group: str) -> int:
+    topic = topic_name(kafka, Topic.DEMAND_RECEIVED)
+    reader = AIOKafkaConsumer(**kafka.client_options(), group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(kafka.partitions)]
+        offsets = [await reader.committed(tp) for tp in partitions]
+        return sum(o or 0 for o in offsets)
+    finally:
+        await reader.stop()
+
+
+async def timed_until_done(
+    kafka: KafkaSettings, group: str, assigned: Callable[[], bool], work: Awaitable[None]
+) -> float:
+    """Seconds from the group's assignment until every demand's offset is committed."""
+    task = asyncio.ensure_future(work)
+    deadline = time.monotonic() + 300  # bounded: a stuck run fails instead of hanging
+    for _ in range(30_000):
+        if assigned():
+            break
+        await asyncio.sleep(0.01)
+    started = time.perf_counter()
+    while time.monotonic() < deadline:
+        if await committed_total(kafka, group) >= DEMANDS:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise TimeoutError(f"{group} did not commit {DEMANDS} demands in time")
+    elapsed = time.perf_counter() - started
+    task.cancel()
+    return elapsed
+
+
+async def passthrough(kafka: KafkaSettings) -> float:
+    """Consume, copy each value to an output topic, commit offsets: one transaction per batch."""
+    group = f"bench-passthrough-{uuid.uuid4().hex[:8]}"
+    out = topic_name(kafka, "bench.passthrough")
+    await ensure_topics(kafka, [TopicSpec(out, kafka.partitions, 1)])
+    consumer = AIOKafkaConsumer(
+        topic_name(kafka, Topic.DEMAND_RECEIVED),
+        **kafka.client_options(),
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=BATCH,
+    )
+    producer = AIOKafkaProducer(
+        **kafka.client_options(),
+        acks="all",
+        enable_idempotence=True,
+        transactional_id=group,
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    await consumer.start()
+
+    async def loop() -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=BATCH)
+            if not batches:
+                continue
+            async with producer.transaction():
+                futures = [
+                    await producer.send(out, value=r.value, key=r.key)
+                    for records in batches.values()
+                    for r in records
+                ]
+                await asyncio.gather(*futures)
+                await producer.send_offsets_to_transaction(
+                    {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items()},
+                    group,
+                )
+
+    try:
+        return await timed_until_done(kafka, group, lambda: bool(consumer.assignment()), loop())
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def classifier(kafka: KafkaSettings, model_dir: Path) -> float:
+    group = f"bench-classifier-{uuid.uuid4().hex[:8]}"
+    settings = ClassifierSettings(
+        kafka=kafka,
+        group_id=group,
+        transactional_id=f"{group}-tx",
+        model_dir=model_dir,
+        max_batch=BATCH,
+        retrain_interval_s=0,
+        model_watch_interval_s=0,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        consumer_service = app.state.consumer
+
+        def assigned() -> bool:
+            runner = consumer_service.runner
+            consumer = runner.consumer if runner is not None else None
+            return consumer is not None and bool(consumer.assignment())
+
+        return await timed_until_done(kafka, group, assigned, asyncio.sleep(0))
+
+
+def training_time(seed: list[Example]) -> float:
+    rows = perturbed(seed, TRAINING_ROWS)
+    started = time.perf_counter()
+    TextModel.train(rows)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+    port, controller = _free_port(), _free_port()
+    cfg = local_kafka.LocalKafkaConfig(
+        root=ROOT,
+        run_dir=ROOT / ".run" / "bench-classifier",
+        port=port,
+        controller_port=controller,
+        heap="512m",
+    )
+    seed = [e for e in read_examples_csv(SEED_EXAMPLES).examples if e.purpose and e.demand_type]
+    model_dir = Path(tempfile.mkdtemp(prefix="bench-classifier-", dir=ROOT / ".run"))
+    train_version(model_dir, TrainingSources(), reason="bench", with_evaluation=False)
+    local_kafka.stop(cfg)
+    local_kafka.wipe(cfg)
+    local_kafka.start(cfg, timeout=120)
+    try:
+        kafka = KafkaSettings(bootstrap_servers=cfg.bootstrap, topic_prefix="bench.", partitions=3)
+        asyncio.run(ensure_topics(kafka, topic_specs(kafka)))
+        asyncio.run(produce_demands(kafka, [e.text for e in seed]))
+        raw = DEMANDS / asyncio.run(passthrough(kafka))
+        ours = DEMANDS / asyncio.run(classifier(kafka, model_dir))
+    finally:
+        local_kafka.stop(cfg)
+        shutil.rmtree(model_dir, ignore_errors=True)
+    print(f"  {DEMANDS:,} demands through Kafka (read_committed, one transaction per batch):")
+    print(f"    raw aiokafka passthrough: {raw:,.0f} demands/s")
+    print(f"    classifier:               {ours:,.0f} demands/s  ({ours / raw:.2f}x passthrough)")
+    print(
+        f"    targets: >= 0.5x passthrough: {'met' if ours >= 0.5 * raw else 'NOT met'}; ", end=""
+    )
+    print(f">= 3,000 demands/s: {'met' if ours >= 3000 else 'NOT met'}")
+    seconds = training_time(seed)
+    print(f"  training on {TRAINING_ROWS:,} examples: {seconds:.1f}s")

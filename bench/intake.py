@@ -1,0 +1,384 @@
+"""Intake throughput against its two limits, measured in one run on the same machine.
+
+- Single events: requests/s of ``POST /v1/demands`` (auth, validation, redaction, ledger,
+  Kafka acks=all) against a bare FastAPI endpoint that only reads and parses the same JSON
+  (the HTTP limit). Target: at least 0.6.
+- Batches: events/s of ``POST /v1/demands:batch`` (500 per request) against a raw aiokafka
+  producer sending the same events with the same producer settings (the Kafka limit).
+  Target: at least 0.5.
+
+Both servers run as separate processes under the same uvicorn settings (one worker, uvloop,
+httptools, no access log). The load comes from a minimal keep-alive HTTP/1.1 client on raw
+asyncio streams: httpx would itself be the bottleneck against the bare endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+ROOT = Path(__file__).resolve().parents[1]
+LEDGER_VARIABLE = "DEMANDSCOPE_BENCH_LEDGER"  # "postgresql" or unset (SQLite, the default)
+SINGLE_REQUESTS = 4000
+SINGLE_CONCURRENCY = 128
+BATCH_SIZE = 500
+BATCH_REQUESTS = 40
+BATCH_CONCURRENCY = 4
+WARMUP = 300
+TEXT = "Where is my engineer? I was told Tuesday. Call me on 07700 900123 or jo@example.com"
+
+
+@dataclass(frozen=True)
+class Run:
+    count: int  # requests or events
+    seconds: float
+    latencies: list[float]
+    cpu_us: dict[str, float] = field(default_factory=dict)  # per request or event, by process
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+
+def demand(event_id: str) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "channel": "phone",
+        "source": "bench",
+        "customer_ref": f"C-{event_id[-4:]}",
+        "text": TEXT,
+    }
+
+
+def http_request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: bench", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def load(port: int, requests: list[bytes], concurrency: int, expect: int) -> Run:
+    """Sends every request over ``concurrency`` keep-alive connections; times each one."""
+    queue = list(reversed(requests))
+    latencies: list[float] = []
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while queue:
+                request = queue.pop()
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head.split(b" ", 2)[1])
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                if status != expect:
+                    raise RuntimeError(f"expected {expect}, got {status}: {body[:300]!r}")
+                latencies.append(time.perf_counter() - started)
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return Run(len(requests), time.perf_counter() - started, latencies)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process (all its threads); None where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def with_cpu(processes: dict[str, int], measuring: Any) -> Run:
+    """Runs ``measuring`` and adds each process's CPU per counted request or event."""
+    before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    run: Run = await measuring
+    used: dict[str, float] = {}
+    for name, pid in processes.items():
+        start, end = before[name], cpu_seconds(pid)
+        if start is not None and end is not None:
+            used[name] = (end - start) / run.count * 1e6
+    return replace(run, cpu_us=used)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    code = f"from bench.intake import serve; serve({kind!r}, {port})"
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env})
+
+
+def serve(kind: str, port: int) -> None:
+    """The server side, in its own process: the same uvicorn settings for both apps."""
+    import uvicorn
+
+    app = bare_app() if kind == "bare" else intake_app()
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+def bare_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/demands")
+    async def parse_only(request: Request) -> JSONResponse:
+        document = json.loads(await request.body())
+        return JSONResponse({"id": document["id"], "status": "accepted"}, status_code=202)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def intake_app() -> Any:
+    from services.intake.main import create_app
+
+    return create_app()
+
+
+async def wait_ready(port: int, path: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}{path}")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"server on {port} not ready")
+
+
+def encoded_events(kafka: Any, batches: list[list[dict[str, Any]]]) -> list[list[Any]]:
+    """The records intake would publish for these demands (redacted, stamped, JSON)."""
+    from services.intake.redaction import Redactor
+    from services.intake.validation import Admission, admit_demand
+    from shared.kafka.codec import encode
+    from shared.topics import Topic, topic_name
+
+    admission = Admission("bench", datetime.now(UTC), timedelta(seconds=300), Redactor())
+    topic = topic_name(kafka, Topic.DEMAND_RECEIVED)
+    return [
+        [encode(admit_demand(item, admission), topic=topic, source="bench") for item in batch]
+        for batch in batches
+    ]
+
+
+async def raw_producer_rate(kafka: Any, encoded: list[list[Any]]) -> Run:
+    """The Kafka limit: the same records sent by a bare producer with intake's settings."""
+    from shared.kafka.producer import create_producer, send_all
+
+    producer = create_producer(kafka, client_id="bench-raw")
+    await producer.start()
+    try:
+        await send_all(producer, encoded[0])  # warm-up: metadata and connections
+        queue = list(reversed(encoded[1:]))
+        latencies: list[float] = []
+
+        async def sender() -> None:
+            while queue:
+                batch = queue.pop()
+                started = time.perf_counter()
+                await send_all(producer, batch)
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(BATCH_CONCURRENCY)))
+        seconds = time.perf_counter() - started
+    finally:
+        await producer.stop()
+    return Run(sum(len(b) for b in encoded[1:]), seconds, latencies)
+
+
+async def _as_events(requests: Any) -> Run:
+    run: Run = await requests
+    return replace(run, count=run.count * BATCH_SIZE)
+
+
+def report(name: str, unit: str, run: Run) -> None:
+    cpu = ", ".join(f"{who} {us:,.0f}" for who, us in run.cpu_us.items())
+    print(
+        f"  {name:<34} {run.rate:>9,.0f} {unit}/s   p50 {run.percentile(0.5):7.1f} ms"
+        f"   p99 {run.percentile(0.99):7.1f} ms   CPU us/{unit}: {cpu}"
+    )
+
+
+async def measure(
+    kafka: Any, workdir: Path, database_url: str | None, broker_pid_file: Path
+) -> None:
+    from services.intake.db.migrate import upgrade_all
+    from shared.auth.keys import Scope
+    from shared.auth.store import ApiKeyStore
+
+    ledger_url = database_url or f"sqlite+aiosqlite:///{workdir / 'intake.db'}"
+    auth_url = database_url or f"sqlite+aiosqlite:///{workdir / 'auth.db'}"
+    print(f"ledger and keys on {ledger_url.split(':', 1)[0]}")
+    await asyncio.to_thread(upgrade_all, ledger_url, auth_url)
+    store = ApiKeyStore(auth_url)
+    key, _ = await store.create("bench", [Scope.DEMANDS_WRITE])
+    await store.close()
+    env = {
+        "DEMANDSCOPE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "DEMANDSCOPE_INTAKE_DATABASE_URL": ledger_url,
+        "DEMANDSCOPE_AUTH_DATABASE_URL": auth_url,
+        "DEMANDSCOPE_INTAKE_LOG_LEVEL": "WARNING",
+    }
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    bare_port, intake_port = free_port(), free_port()
+    servers = [start_server("bare", bare_port, env), start_server("intake", intake_port, env)]
+    try:
+        await wait_ready(bare_port, "/healthz")
+        await wait_ready(intake_port, "/readyz")
+        run_id = uuid.uuid4().hex[:6]
+
+        def singles(tag: str, count: int) -> list[bytes]:
+            return [
+                http_request(
+                    "/v1/demands", json.dumps(demand(f"{run_id}-{tag}-{n}")).encode(), headers
+                )
+                for n in range(count)
+            ]
+
+        for port in (bare_port, intake_port):
+            await load(port, singles(f"w{port}", WARMUP), SINGLE_CONCURRENCY, 202)
+        broker = int((await asyncio.to_thread(broker_pid_file.read_text)).strip())
+        bare = await with_cpu(
+            {"server": servers[0].pid, "broker": broker},
+            load(bare_port, singles("b", SINGLE_REQUESTS), SINGLE_CONCURRENCY, 202),
+        )
+        single = await with_cpu(
+            {"server": servers[1].pid, "broker": broker},
+            load(intake_port, singles("s", SINGLE_REQUESTS), SINGLE_CONCURRENCY, 202),
+        )
+
+        batches = [
+            [demand(f"{run_id}-k{b}-{n}") for n in range(BATCH_SIZE)]
+            for b in range(BATCH_REQUESTS + 1)
+        ]
+        records = encoded_events(kafka, batches)
+        raw = await with_cpu(
+            {"producer": os.getpid(), "broker": broker}, raw_producer_rate(kafka, records)
+        )
+        batch_requests = [
+            http_request("/v1/demands:batch", json.dumps(batch).encode(), headers)
+            for batch in batches
+        ]
+        await load(intake_port, batch_requests[:1], 1, 200)  # warm-up
+        batched = await with_cpu(
+            {"server": servers[1].pid, "broker": broker},
+            _as_events(load(intake_port, batch_requests[1:], BATCH_CONCURRENCY, 200)),
+        )
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=30)
+
+    print(f"single events ({SINGLE_REQUESTS} requests, {SINGLE_CONCURRENCY} connections):")
+    report("bare FastAPI, parse JSON only", "req", bare)
+    report("intake POST /v1/demands", "req", single)
+    print(f"batches ({BATCH_REQUESTS} x {BATCH_SIZE} events, {BATCH_CONCURRENCY} in flight):")
+    report("raw aiokafka producer (acks=all)", "ev", raw)
+    report("intake POST /v1/demands:batch", "ev", batched)
+    single_ratio, batch_ratio = single.rate / bare.rate, batched.rate / raw.rate
+    print(f"single-event ratio {single_ratio:.2f} (target >= 0.6)")
+    print(f"batch ratio        {batch_ratio:.2f} (target >= 0.5)")
+    print("(latencies are per request, measured by the client)")
+
+
+def _postgres_config() -> Any:
+    from services.cli import local_postgres
+
+    return local_postgres.LocalPostgresConfig(
+        root=ROOT, run_dir=ROOT / ".run" / f"bench-intake-pg-{uuid.uuid4().hex[:6]}"
+    )
+
+
+def _start_postgres(config: Any) -> str:
+    from services.cli import local_postgres
+
+    return str(local_postgres.start(config))
+
+
+def _stop_postgres(config: Any) -> None:
+    from services.cli import local_postgres
+
+    local_postgres.stop(config)
+    shutil.rmtree(config.run_dir, ignore_errors=True)
+
+
+async def main() -> None:
+    """DEMANDSCOPE_BENCH_LEDGER=postgresql keeps the ledger and keys in PostgreSQL."""
+    from services.cli import local_kafka
+    from shared.kafka.admin import ensure_topics
+    from shared.kafka.settings import KafkaSettings
+    from shared.topics import topic_specs
+
+    config = local_kafka.LocalKafkaConfig(
+        root=ROOT,
+        run_dir=ROOT / ".run" / f"bench-intake-{uuid.uuid4().hex[:6]}",
+        port=free_port(),
+        controller_port=free_port(),
+        heap="512m",
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="bench-intake-"))
+    try:
+        await asyncio.to_thread(local_kafka.start, config, 120)
+    except local_kafka.LocalKafkaError:
+        # local_kafka's random cluster id sometimes starts with "-", which kafka-storage
+        # reads as an option (reported to the lead): a fresh attempt draws a new id.
+        local_kafka.wipe(config)
+        await asyncio.to_thread(local_kafka.start, config, 120)
+    postgres = _postgres_config() if os.environ.get(LEDGER_VARIABLE) == "postgresql" else None
+    try:
+        kafka = KafkaSettings(bootstrap_servers=config.bootstrap, partitions=3)
+        await ensure_topics(kafka, topic_specs(kafka))
+        url = None if postgres is None else await asyncio.to_thread(_start_postgres, postgres)
+        await measure(kafka, workdir, url, config.pid_file)
+    finally:
+        if postgres is not None:
+            await asyncio.to_thread(_stop_postgres, postgres)
+        await asyncio.to_thread(local_kafka.stop, config)
+        shutil.rmtree(config.run_dir or "", ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)

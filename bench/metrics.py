@@ -1,0 +1,340 @@
+"""Metrics service benchmark: ingestion live and in a rebuild; the purpose summary over one
+million cases against PM4Py computing the same end-to-end percentiles from the event log.
+
+Run: `.venv/bin/python -m bench metrics` (needs Java for the broker and the `bench` extra
+for pm4py and pandas). Starts its own broker on free ports under .run/bench-metrics and
+stops it. Sizes can be lowered with DEMANDSCOPE_BENCH_METRICS_CASES (default 1 000 000)
+and DEMANDSCOPE_BENCH_METRICS_LIVE_CUSTOMERS (default 4 000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import sqlite3
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import func, select
+
+from services.cli import local_kafka
+from services.metrics.config import MetricsSettings
+from services.metrics.db.engine import create_engine, session_factory
+from services.metrics.db.migrate import upgrade
+from services.metrics.db.tables import Demand
+from services.metrics.measures import purpose_summaries
+from services.metrics.rebuild import rebuild
+from services.metrics.repository import Filters
+from shared.auth.migrate import upgrade as upgrade_auth
+from shared.auth.settings import AuthSettings
+from shared.events import (
+    CaseEvent,
+    CaseEventType,
+    Channel,
+    ClassificationMethod,
+    DemandClassified,
+    DemandReceived,
+    DemandType,
+    Event,
+)
+from shared.kafka.admin import ensure_topics
+from shared.kafka.codec import encode
+from shared.kafka.settings import KafkaSettings
+from shared.topics import Topic, topic_name, topic_specs
+
+ROOT = Path(__file__).resolve().parents[1]
+PURPOSES = ("repair", "billing", "move home", "complaint", "new connection", "payment plan")
+T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+CASES = int(os.environ.get("DEMANDSCOPE_BENCH_METRICS_CASES", "1000000"))
+LIVE_CUSTOMERS = int(os.environ.get("DEMANDSCOPE_BENCH_METRICS_LIVE_CUSTOMERS", "4000"))
+PM4PY_SMALL = 100_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- part 1: events per second, live and in a rebuild ---------------------------------------
+
+
+def live_events(customers: int) -> list[Event]:
+    """Per customer: a demand, a progress chase (failure) and, for two in three, fulfilment."""
+    made: list[Event] = []
+    for c in range(customers):
+        purpose = PURPOSES[c % len(PURPOSES)]
+        for n, kind in enumerate((DemandType.VALUE, DemandType.FAILURE)):
+            at = T0 + timedelta(minutes=c, hours=n)
+            made.append(
+                DemandClassified(
+                    demand=DemandReceived(
+                        id=f"d{c}-{n}",
+                        occurred_at=at,
+                        received_at=at,
+                        channel=Channel.PHONE,
+                        source="bench",
+                        customer_ref=f"C{c}",
+                        case_ref=f"K{c}",
+                        text="words",
+                    ),
+                    demand_type=kind,
+                    purpose=purpose,
+                    confidence=1.0,
+                    failure_kind="progress_chasing" if n else None,
+                    method=ClassificationMethod.RULE,
+                    model_version="r1",
+                    classified_at=at,
+                )
+            )
+        if c % 3:
+            made.append(
+                CaseEvent(
+                    id=f"f{c}",
+                    case_ref=f"K{c}",
+                    customer_ref=f"C{c}",
+                    type=CaseEventType.FULFILLED,
+                    occurred_at=T0 + timedelta(minutes=c, days=c % 9 + 1),
+                )
+            )
+    return made
+
+
+async def publish(kafka: KafkaSettings, events: list[Event]) -> None:
+    producer = AIOKafkaProducer(**kafka.client_options(), acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for event in events:
+            topic = Topic.CASE_EVENTS if isinstance(event, CaseEvent) else Topic.DEMAND_CLASSIFIED
+            record = encode(event, topic=topic_name(kafka, topic), source="bench")
+            futures.append(
+                await producer.send(
+                    record.topic, value=record.value, key=record.key, headers=record.headers
+                )
+            )
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def consumed_everything(kafka: KafkaSettings, group: str) -> bool:
+    consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=group)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic_name(kafka, t), p)
+            for t in (Topic.DEMAND_CLASSIFIED, Topic.CASE_EVENTS, Topic.DEMAND_LABELS)
+            for p in range(kafka.partitions)
+        ]
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            if ends[tp] and ((await consumer.committed(tp)) or 0) < ends[tp]:
+                return False
+        return True
+    finally:
+        await consumer.stop()
+
+
+async def measure_ingestion(workdir: Path, kafka: KafkaSettings) -> tuple[float, float, int]:
+    from services.metrics.main import create_app  # the app under test, with its lifespan
+
+    events = live_events(LIVE_CUSTOMERS)
+    await publish(kafka, events)
+    live_url = f"sqlite+aiosqlite:///{workdir / 'live.db'}"
+    auth_url = f"sqlite+aiosqlite:///{workdir / 'auth.db'}"
+    await asyncio.to_thread(upgrade, live_url)
+    await asyncio.to_thread(upgrade_auth, auth_url)
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = MetricsSettings(
+        kafka=kafka, database_url=live_url, group_id=group,
+        auth=AuthSettings(database_url=auth_url), publish_debounce_s=5.0,
+    )  # fmt: skip
+    app = create_app(settings)
+    engine = create_engine(live_url)
+    sessions = session_factory(engine)
+
+    async def stored() -> int:
+        async with sessions() as session:
+            return int(
+                (await session.execute(select(func.count()).select_from(Demand))).scalar_one()
+            )
+
+    deadline = time.monotonic() + 120
+    async with app.router.lifespan_context(app):
+        while time.monotonic() < deadline:
+            if await stored():
+                break
+            await asyncio.sleep(0.01)
+        started, already = time.perf_counter(), await stored()
+        while time.monotonic() < deadline:
+            if await consumed_everything(kafka, group):
+                break
+            await asyncio.sleep(0.05)
+        live_seconds = time.perf_counter() - started
+    await engine.dispose()
+    demands = sum(isinstance(e, DemandClassified) for e in events)
+    # Count the events applied after the first batch landed (that batch's share excluded).
+    live_rate = (len(events) * (1 - already / demands)) / live_seconds
+
+    rebuilt_url = f"sqlite+aiosqlite:///{workdir / 'rebuilt.db'}"
+    await asyncio.to_thread(upgrade, rebuilt_url)
+    report = await rebuild(kafka=kafka, database_url=rebuilt_url, batch_size=1000)
+    return live_rate, report.events_per_second, len(events)
+
+
+# --- part 2: the purpose summary over a million cases, against PM4Py -------------------------
+
+
+def _sqlite_time(moment: datetime) -> str:
+    """The format SQLAlchemy's SQLite DateTime stores (UTC, no offset)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def case_rows(count: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """One demand per case; cases take between 10 minutes and ~40 days, 80% fulfilled."""
+    cases, facts = [], []
+    for i in range(count):
+        purpose = PURPOSES[i % len(PURPOSES)]
+        start = T0 + timedelta(seconds=i * 7)
+        seconds = float(600 + (i * 7919) % (40 * 86_400))
+        done = i % 5 != 0
+        end = start + timedelta(seconds=seconds) if done else None
+        customer, case_id = f"C{i}", f"K{i}"
+        cases.append(
+            (customer, case_id, case_id, purpose, "fulfilled" if done else "open", 1,
+             _sqlite_time(start), _sqlite_time(end) if end else None,
+             seconds if done else None, 0, 1, i % 2, "phone", "phone", "north",
+             int(done), _sqlite_time(end or start))
+        )  # fmt: skip
+        facts.append(
+            (f"d{i}", customer, case_id, purpose, "failure" if i % 2 else "value",
+             "repeat" if i % 2 else None, None, "phone", "north", _sqlite_time(start), 0)
+        )  # fmt: skip
+    return cases, facts
+
+
+def fill_database(path: Path, count: int) -> float:
+    """Rows straight into the derived tables (bounded generation time; SQLite is fine)."""
+    started = time.perf_counter()
+    cases, facts = case_rows(count)
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=OFF")
+        connection.executemany(
+            "INSERT INTO cases (customer_ref, case_id, case_ref, purpose, status, measured, "
+            "started_at, fulfilled_at, end_to_end_seconds, reopened, contacts, "
+            "failure_contacts, channels, first_channel, team, one_stop, last_activity_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            cases,
+        )
+        connection.executemany(
+            "INSERT INTO demand_facts (demand_id, customer_ref, case_id, purpose, demand_type, "
+            "failure_kind, cause_purpose, channel, team, occurred_at, labelled) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            facts,
+        )
+    return time.perf_counter() - started
+
+
+async def time_summary(url: str) -> tuple[float, dict[str, float | None]]:
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            started = time.perf_counter()
+            summaries = await purpose_summaries(session, Filters())
+            elapsed = time.perf_counter() - started
+    finally:
+        await engine.dispose()
+    return elapsed, {s.purpose: s.end_to_end.p85_seconds for s in summaries}
+
+
+def event_log(count: int) -> Any:
+    """The same cases as an event log: a 'demand' event at the start, 'fulfilled' at the end."""
+    import pandas as pd
+
+    ids, activities, stamps, purposes = [], [], [], []
+    for i in range(count):
+        if i % 5 == 0:
+            continue  # open cases have no end-to-end time in either computation
+        start = T0 + timedelta(seconds=i * 7)
+        end = start + timedelta(seconds=float(600 + (i * 7919) % (40 * 86_400)))
+        purpose = PURPOSES[i % len(PURPOSES)]
+        ids += [f"K{i}", f"K{i}"]
+        activities += ["demand", "fulfilled"]
+        stamps += [start, end]
+        purposes += [purpose, purpose]
+    return pd.DataFrame(
+        {
+            "case:concept:name": ids,
+            "concept:name": activities,
+            "time:timestamp": pd.to_datetime(stamps, utc=True),
+            "case:purpose": purposes,
+        }
+    )
+
+
+def pm4py_percentiles(log: Any) -> tuple[float, dict[str, float]]:
+    """What an analyst does in PM4Py: per purpose, the case durations, then the percentile."""
+    import numpy as np
+    import pm4py
+
+    started = time.perf_counter()
+    p85 = {}
+    for purpose in PURPOSES:
+        durations = pm4py.stats.get_all_case_durations(log[log["case:purpose"] == purpose])
+        p85[purpose] = float(np.percentile(durations, 85))
+    return time.perf_counter() - started, p85
+
+
+def compare_summary(workdir: Path, count: int) -> None:
+    path = workdir / f"cases-{count}.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    generated = fill_database(path, count)
+    ours, our_p85 = asyncio.run(time_summary(f"sqlite+aiosqlite:///{path}"))
+    log = event_log(count)
+    theirs, their_p85 = pm4py_percentiles(log)
+    agree = all(
+        abs((our_p85[p] or 0) - their_p85[p]) < 1e-6 * max(1.0, their_p85[p]) for p in PURPOSES
+    )
+    print(
+        f"  {count:>9,} cases (rows generated in {generated:.1f}s): purpose summary "
+        f"{ours:.2f}s, PM4Py end-to-end percentiles {theirs:.2f}s -> PM4Py takes "
+        f"{theirs / ours:.1f}x as long; p85 per purpose agree: {agree}"
+    )
+
+
+def main() -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-metrics-", dir=ROOT / ".run"))
+    port, controller = _free_port(), _free_port()
+    cfg = local_kafka.LocalKafkaConfig(
+        root=ROOT,
+        run_dir=ROOT / ".run" / "bench-metrics",
+        port=port,
+        controller_port=controller,
+        heap="512m",
+    )
+    local_kafka.stop(cfg)
+    local_kafka.wipe(cfg)
+    local_kafka.start(cfg, timeout=120)
+    try:
+        kafka = KafkaSettings(bootstrap_servers=cfg.bootstrap, topic_prefix="bench.", partitions=3)
+        asyncio.run(ensure_topics(kafka, topic_specs(kafka)))
+        live, rebuilt, events = asyncio.run(measure_ingestion(workdir, kafka))
+        print(f"  ingestion of {events:,} events (SQLite):")
+        print(f"    live service: {live:,.0f} events/s")
+        print(f"    rebuild:      {rebuilt:,.0f} events/s  ({rebuilt / live:.2f}x live)")
+    finally:
+        local_kafka.stop(cfg)
+    print("  purpose summary (SQLite, every purpose, all periods) against PM4Py:")
+    sizes = sorted({min(PM4PY_SMALL, CASES), CASES})
+    for size in sizes:
+        compare_summary(workdir, size)
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,175 @@
+"""The context changelog: a compacted topic keyed by customer, written in each batch's
+transaction and read back when partitions are assigned.
+
+Alignment: ``demand.received``, ``case.events`` and ``classifier.context`` are all keyed by
+``customer_ref`` and written with the default (murmur2) partitioner, so with equal partition
+counts a customer lives in partition *p* of all three; the consumer uses the range assignor
+so partition *p* of both input topics goes to one instance. If the counts differ the
+restorer reads the whole changelog and keeps the customers whose demand partition it owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from pydantic import ValidationError
+
+from services.classifier.context import ContextStore, CustomerState, is_empty, prune
+from shared.kafka.codec import OutboundRecord
+from shared.kafka.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+_RESTORE_ATTEMPTS = 3
+
+
+def state_record(topic: str, customer_ref: str, state: CustomerState) -> OutboundRecord:
+    return OutboundRecord(
+        topic=topic,
+        key=customer_ref.encode(),
+        value=state.model_dump_json(exclude_defaults=False).encode(),
+        headers=[],
+    )
+
+
+def parse_state(value: bytes | None) -> CustomerState | None:
+    if not value:
+        return None
+    try:
+        return CustomerState.model_validate_json(value)
+    except ValidationError:
+        return None  # a record we cannot read is context lost for one customer, not a crash
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the default producer partitioner picks for ``key``."""
+    chosen: int = DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
+    return chosen
+
+
+class ContextRestorer:
+    """PartitionListener: rebuild the owned customers' context from the changelog."""
+
+    def __init__(
+        self,
+        *,
+        settings: KafkaSettings,
+        store: ContextStore,
+        changelog_topic: str,
+        keyed_topics: set[str],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._topic = changelog_topic
+        self._keyed_topics = keyed_topics
+        self._owned: set[int] = set()
+        self.restored_customers = 0
+        # aiokafka may fetch records of new partitions while on_assigned still runs: the
+        # handler waits on this so no demand is judged before its customer's context is back.
+        self.ready = asyncio.Event()
+        self.ready.set()
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        lost = {tp.partition for tp in partitions if tp.topic in self._keyed_topics}
+        self._store.drop_partitions(lost)
+        self._owned -= lost
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        owned = {tp.partition for tp in partitions if tp.topic in self._keyed_topics}
+        self._store.drop_partitions(self._owned - owned)
+        new = owned - self._owned
+        self._owned = owned
+        if not new:
+            return
+        self.ready.clear()
+        try:
+            for attempt in range(1, _RESTORE_ATTEMPTS + 1):
+                try:
+                    self.restored_customers = await self._restore(new)
+                    break
+                except KafkaError:
+                    if attempt == _RESTORE_ATTEMPTS:
+                        raise
+                    log.warning("restoring the context failed; retrying", exc_info=True)
+                    await asyncio.sleep(attempt)
+        finally:
+            self.ready.set()
+
+    async def _restore(self, owned: set[int]) -> int:
+        consumer = AIOKafkaConsumer(
+            **self._settings.client_options(),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            # A consumer with no subscription has no topic metadata; aiokafka's public
+            # topics() fetches it but returns names only, so ask its client for the counts.
+            cluster = await consumer._client.fetch_all_metadata()
+            changelog_partitions = cluster.partitions_for_topic(self._topic) or set()
+            input_count = max(
+                (len(cluster.partitions_for_topic(t) or ()) for t in self._keyed_topics),
+                default=0,
+            )
+            aligned = input_count == len(changelog_partitions)
+            if not aligned:
+                log.warning(
+                    "%s has %d partitions but the input topics %s: reading it all",
+                    self._topic,
+                    len(changelog_partitions),
+                    input_count,
+                )
+            read = owned if aligned else set(changelog_partitions)
+            states = await _read_to_end(consumer, [TopicPartition(self._topic, p) for p in read])
+        finally:
+            await consumer.stop()
+        now = datetime.now(UTC)
+        count = 0
+        for key, (state, partition) in states.items():
+            if not aligned:
+                partition = partition_for(key.encode(), input_count)
+                if partition not in owned:
+                    continue
+            prune(state, now=now, window=self._store.window, max_demands=self._store.max_demands)
+            if not is_empty(state):
+                self._store.put(key, partition, state)
+                count += 1
+        log.info("restored the context of %d customers for partitions %s", count, sorted(owned))
+        return count
+
+
+async def _read_to_end(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[str, tuple[CustomerState, int]]:
+    """The latest state per customer in ``partitions``, read up to the last stable offset."""
+    if not partitions:
+        return {}
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    # With read_committed the end offsets are the last stable offsets: open transactions of
+    # a fenced producer have been aborted by our own producer's start (same transactional id).
+    ends = await consumer.end_offsets(partitions)
+    pending = {tp for tp in partitions if ends[tp] > 0}
+    states: dict[str, tuple[CustomerState, int]] = {}
+    while pending:
+        batches = await consumer.getmany(*pending, timeout_ms=500)
+        for tp, records in batches.items():
+            for record in records:
+                if record.key is None:
+                    continue
+                state = parse_state(record.value)
+                key = record.key.decode()
+                if state is None:
+                    states.pop(key, None)
+                else:
+                    states[key] = (state, tp.partition)
+        for tp in list(pending):
+            if await consumer.position(tp) >= ends[tp]:
+                pending.discard(tp)
+    return states

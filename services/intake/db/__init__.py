@@ -1,0 +1,1 @@
+"""Intake's own database: the idempotency ledger of accepted event ids."""

@@ -1,0 +1,45 @@
+"""The idempotency ledger. Queries live in services/intake/db/repository.py."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Index, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+PENDING = "pending"  # claimed by an intake instance, not yet acknowledged by the broker
+PUBLISHED = "published"  # acknowledged: a repeat is a duplicate
+
+
+class IntakeBase(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AcceptedEvent(IntakeBase):
+    """One event id intake has claimed or published, per kind of event.
+
+    The kind is part of the key because each kind goes to its own topic and is
+    deduplicated there by id: a case event may share an id with a demand.
+    """
+
+    __tablename__ = "intake_accepted_events"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_intake_accepted_events_claimed_at", "claimed_at"),
+        # On SQLite the row lives in the primary key's b-tree: one tree less to write per id.
+        {"sqlite_with_rowid": False},
+    )

@@ -1,0 +1,149 @@
+"""From an HTTP body and its media type to the JSON objects to admit, one per event.
+
+Four forms reach the same admission: plain JSON, and CloudEvents in structured
+(``application/cloudevents+json``), binary (``ce-*`` headers) and batch
+(``application/cloudevents-batch+json``) modes. Anything else is a 415.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from services.intake.cloudevents import (
+    CloudEvent,
+    CloudEventError,
+    EventKind,
+    event_kind,
+    parse_batch_items,
+    parse_binary,
+    parse_structured,
+)
+from services.intake.validation import FieldProblem
+
+JSON = "application/json"
+CE_STRUCTURED = "application/cloudevents+json"
+CE_BATCH = "application/cloudevents-batch+json"
+
+Mode = Literal["json", "structured", "binary", "batch"]
+
+
+class UnsupportedMediaType(ValueError):
+    def __init__(self, media_type: str, accepted: tuple[str, ...]) -> None:
+        super().__init__(
+            f"{media_type or 'no content type'} is not accepted; send one of: "
+            + ", ".join(accepted)
+        )
+        self.accepted = accepted
+
+
+class MalformedBody(ValueError):
+    """The body as a whole cannot be read: nothing in it is admitted."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        super().__init__("; ".join(f"{p.field}: {p.reason}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Item:
+    """One event to admit, or the reasons its envelope was refused."""
+
+    payload: Any
+    event_id: str | None = None
+    problems: list[FieldProblem] = field(default_factory=list)
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def single_mode(headers: Mapping[str, str]) -> Mode:
+    kind = media_type(headers.get("content-type"))
+    if kind == CE_STRUCTURED:
+        return "structured"
+    if kind == JSON:
+        return "binary" if "ce-specversion" in headers else "json"
+    raise UnsupportedMediaType(kind, (JSON, CE_STRUCTURED, f"{JSON} with ce-* headers"))
+
+
+def batch_mode(headers: Mapping[str, str]) -> Mode:
+    kind = media_type(headers.get("content-type"))
+    if kind == CE_BATCH:
+        return "batch"
+    if kind == JSON:
+        return "json"
+    raise UnsupportedMediaType(kind, (JSON, CE_BATCH))
+
+
+def single_item(headers: Mapping[str, str], body: bytes, expected: EventKind) -> Item:
+    """The one event of a single-event request; raises MalformedBody or UnsupportedMediaType."""
+    mode = single_mode(headers)
+    if mode == "json":
+        document = _json(body)
+        return Item(document, _id_of(document))
+    try:
+        event = parse_structured(body) if mode == "structured" else parse_binary(headers, body)
+    except CloudEventError as error:
+        raise MalformedBody(_problems(error)) from error
+    item = _from_cloudevent(event, expected)
+    if item.problems:
+        raise MalformedBody(item.problems)
+    return item
+
+
+def batch_items(headers: Mapping[str, str], body: bytes, expected: EventKind) -> list[Item]:
+    """Every item of a batch, each admitted or refused on its own."""
+    if batch_mode(headers) == "json":
+        document = _json(body)
+        if isinstance(document, Mapping) and isinstance(document.get("items"), list):
+            document = document["items"]
+        if not isinstance(document, list):
+            raise MalformedBody([FieldProblem("body", "expected a JSON array of events")])
+        return [Item(entry, _id_of(entry)) for entry in document]
+    try:
+        parsed = parse_batch_items(body)
+    except CloudEventError as error:
+        raise MalformedBody(_problems(error)) from error
+    return [
+        Item(None, problems=_problems(entry))
+        if isinstance(entry, CloudEventError)
+        else _from_cloudevent(entry, expected)
+        for entry in parsed
+    ]
+
+
+def _from_cloudevent(event: CloudEvent, expected: EventKind) -> Item:
+    try:
+        kind = event_kind(event)
+    except CloudEventError as error:
+        return Item(None, event.id, _problems(error))
+    if kind != expected:
+        return Item(None, event.id, [FieldProblem("type", f"a {kind} cannot be posted here")])
+    payload: dict[str, Any] = dict(event.data)
+    payload.setdefault("id", event.id)
+    if kind != "label":  # a label names no source: the reviewer's key says who
+        payload.setdefault("source", event.source)
+    moment = "labelled_at" if kind == "label" else "occurred_at"
+    if moment not in payload and event.time is not None:
+        payload[moment] = event.time
+    return Item(payload, event.id)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise MalformedBody([FieldProblem("body", f"invalid JSON: {error}")]) from error
+
+
+def _id_of(document: Any) -> str | None:
+    if isinstance(document, Mapping) and isinstance(document.get("id"), str):
+        return str(document["id"])[:200]
+    return None
+
+
+def _problems(error: CloudEventError) -> list[FieldProblem]:
+    return [FieldProblem(problem.path, problem.reason) for problem in error.problems]

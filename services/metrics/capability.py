@@ -1,0 +1,90 @@
+"""Capability charts per purpose: XmR limits from a baseline that only a person moves.
+
+The baseline starts at the latest change a person recorded for the purpose (or at the
+first data when there is none) and holds the first ``baseline_points`` values from there.
+Limits are therefore fixed once the baseline is full and move again only when someone
+records a change (POST /v1/purposes/{purpose}/changes): never automatically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time
+
+from services.metrics.domain.windows import daily_counts
+from services.metrics.domain.xmr import build_chart, compute_limits
+from services.metrics.schemas import CapabilityChart, ChartPointOut, SignalOut
+
+END_TO_END = "end_to_end_seconds"
+VALUE_PER_DAY = "value_per_day"
+FAILURE_PER_DAY = "failure_per_day"
+
+
+def xmr_chart(
+    measure: str,
+    series: Sequence[tuple[datetime, float]],
+    *,
+    baseline_points: int,
+    shown_points: int,
+) -> CapabilityChart | None:
+    """The chart of a series that starts at the baseline; None below two points."""
+    if len(series) < 2:
+        return None
+    baseline = series[:baseline_points]
+    limits = compute_limits([value for _at, value in baseline], floor=0.0)
+    values = [value for _at, value in series]
+    chart = build_chart(values, limits, [at for at, _value in series])
+    first_shown = max(0, len(series) - shown_points)
+    points = [
+        ChartPointOut(
+            at=point.at or series[index][0],
+            value=point.value,
+            moving_range=chart.moving_ranges[index - 1] if index else None,
+        )
+        for index, point in enumerate(chart.points)
+        if index >= first_shown
+    ]
+    signals = [
+        SignalOut(rule=hit.rule, at=series[hit.index][0], value=hit.value)
+        for hit in chart.signals
+        if hit.index >= first_shown
+    ]
+    return CapabilityChart(
+        measure=measure,
+        centre_line=limits.centre_line,
+        lower_natural_process_limit=limits.lower_natural_process_limit,
+        upper_natural_process_limit=limits.upper_natural_process_limit,
+        upper_range_limit=limits.upper_range_limit,
+        baseline_from=baseline[0][0],
+        baseline_to=baseline[-1][0],
+        baseline_size=len(baseline),
+        provisional=len(baseline) < baseline_points,
+        points=points,
+        signals=signals,
+    )
+
+
+def daily_volume_series(
+    moments: Sequence[tuple[datetime, str]], demand_type: str, *, since: datetime | None
+) -> list[tuple[datetime, float]]:
+    """Demands of one type per UTC day, quiet days included, from the baseline start (or
+    the first demand) to the last demand's day."""
+    if not moments:
+        return []
+    first_day: date = moments[0][0].astimezone(UTC).date()
+    if since is not None:
+        first_day = max(first_day, since.astimezone(UTC).date())
+    last_day = moments[-1][0].astimezone(UTC).date()
+    if last_day < first_day:
+        return []
+    stamps = [at for at, kind in moments if kind == demand_type]
+    return [
+        (datetime.combine(day, time.min, tzinfo=UTC), float(count))
+        for day, count in daily_counts(stamps, first_day, last_day)
+    ]
+
+
+def baseline_start(changes: Sequence[datetime], now: datetime) -> datetime | None:
+    """The latest recorded change that has happened: the system before it is another one."""
+    past = [moment for moment in changes if moment <= now]
+    return max(past) if past else None

@@ -1,0 +1,296 @@
+"""Cases on the customer's clock: one customer's demands and case events stitched into cases.
+
+A pure function of everything known about one customer, so the result does not depend on
+the order in which events arrived, on redelivery, or on whether it is computed live or in
+a rebuild. The rules, applied in the order things happened (by ``occurred_at``):
+
+- a demand with a ``case_ref`` joins that case;
+- a failure demand ``caused_by`` a case joins it; ``caused_by`` a demand joins that
+  demand's case;
+- otherwise a demand joins the customer's open case for the same purpose, or opens one;
+- a case event joins its ``case_ref``; one whose ref is new adopts the customer's open
+  case of the same purpose that has no ref yet (the source named the case later than the
+  demand), else it starts a case of its own;
+- ``fulfilled`` stops the clock, ``reopened`` starts it again from where it was (the
+  end-to-end time still runs from the first demand), ``abandoned`` closes without a time.
+
+A case with no demand yet (its case events came first) is kept but is not measured: the
+customer's clock starts at the customer's first demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+OPEN = "open"
+FULFILLED = "fulfilled"
+ABANDONED = "abandoned"
+
+
+@dataclass(frozen=True, slots=True)
+class DemandFact:
+    """A demand as classified, before or after a person's label is applied."""
+
+    demand_id: str
+    customer_ref: str
+    occurred_at: datetime
+    channel: str
+    team: str | None
+    case_ref: str | None
+    purpose: str
+    demand_type: str
+    failure_kind: str | None
+    caused_by_kind: str | None = None
+    caused_by_ref: str | None = None
+    labelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CaseEventFact:
+    event_id: str
+    case_ref: str
+    customer_ref: str
+    type: str
+    occurred_at: datetime
+    purpose: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelFact:
+    label_id: str
+    demand_id: str
+    demand_type: str
+    failure_kind: str | None
+    purpose: str
+    labelled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    case_id: str
+    customer_ref: str
+    case_ref: str | None
+    purpose: str | None
+    status: str
+    started_at: datetime
+    fulfilled_at: datetime | None
+    reopened: int
+    demand_ids: tuple[str, ...]
+    failure_contacts: int
+    channels: tuple[str, ...]
+    first_channel: str | None
+    team: str | None
+    last_activity_at: datetime
+
+    @property
+    def contacts(self) -> int:
+        return len(self.demand_ids)
+
+    @property
+    def measured(self) -> bool:
+        """Only a case with a demand and a purpose is on the customer's clock."""
+        return self.contacts > 0 and self.purpose is not None
+
+    @property
+    def end_to_end_seconds(self) -> float | None:
+        if self.status != FULFILLED or self.fulfilled_at is None or not self.contacts:
+            return None
+        return max(0.0, (self.fulfilled_at - self.started_at).total_seconds())
+
+    @property
+    def one_stop(self) -> bool:
+        """Fulfilled at the first contact: one demand, never reopened."""
+        return self.status == FULFILLED and self.contacts == 1 and self.reopened == 0
+
+
+@dataclass(frozen=True, slots=True)
+class StitchedCustomer:
+    cases: tuple[Case, ...]
+    case_of_demand: dict[str, str]
+    # For a failure demand that was traced to its cause: the purpose of the case it joined.
+    cause_purpose_of_demand: dict[str, str]
+
+
+def apply_labels(demands: Iterable[DemandFact], labels: Iterable[LabelFact]) -> list[DemandFact]:
+    """Each demand with its latest label applied (by labelled_at, then label id)."""
+    latest: dict[str, LabelFact] = {}
+    for label in labels:
+        current = latest.get(label.demand_id)
+        if current is None or (label.labelled_at, label.label_id) > (
+            current.labelled_at,
+            current.label_id,
+        ):
+            latest[label.demand_id] = label
+    relabelled = []
+    for demand in demands:
+        applied = latest.get(demand.demand_id)
+        if applied is not None:
+            demand = replace(
+                demand,
+                purpose=applied.purpose,
+                demand_type=applied.demand_type,
+                failure_kind=applied.failure_kind if applied.demand_type == "failure" else None,
+                labelled=True,
+            )
+        relabelled.append(demand)
+    return relabelled
+
+
+@dataclass
+class _Building:
+    case_id: str
+    customer_ref: str
+    case_ref: str | None
+    purpose: str | None
+    first_seen: datetime
+    status: str = OPEN
+    fulfilled_at: datetime | None = None
+    reopened: int = 0
+    demands: list[DemandFact] = field(default_factory=list)
+    last_activity_at: datetime | None = None
+
+    def touch(self, moment: datetime) -> None:
+        if self.last_activity_at is None or moment > self.last_activity_at:
+            self.last_activity_at = moment
+
+    def freeze(self) -> Case:
+        started = self.demands[0].occurred_at if self.demands else self.first_seen
+        channels = tuple(sorted({d.channel for d in self.demands}))
+        first = self.demands[0] if self.demands else None
+        return Case(
+            case_id=self.case_id,
+            customer_ref=self.customer_ref,
+            case_ref=self.case_ref,
+            purpose=first.purpose if first is not None else self.purpose,
+            status=self.status,
+            started_at=started,
+            fulfilled_at=self.fulfilled_at,
+            reopened=self.reopened,
+            demand_ids=tuple(d.demand_id for d in self.demands),
+            failure_contacts=sum(d.demand_type == "failure" for d in self.demands),
+            channels=channels,
+            first_channel=first.channel if first is not None else None,
+            team=first.team if first is not None else None,
+            last_activity_at=self.last_activity_at or started,
+        )
+
+
+class _Stitcher:
+    def __init__(self, customer_ref: str) -> None:
+        self.customer_ref = customer_ref
+        self.cases: dict[str, _Building] = {}
+        self.by_ref: dict[str, str] = {}
+        self.case_of_demand: dict[str, str] = {}
+        self.cause_purpose: dict[str, str] = {}
+
+    def new_case(
+        self, case_id: str, case_ref: str | None, purpose: str | None, at: datetime
+    ) -> _Building:
+        building = _Building(case_id, self.customer_ref, case_ref, purpose, at)
+        self.cases[case_id] = building
+        if case_ref is not None:
+            self.by_ref[case_ref] = case_id
+        return building
+
+    def referenced(self, case_ref: str, purpose: str | None, at: datetime) -> _Building:
+        case_id = self.by_ref.get(case_ref)
+        if case_id is not None:
+            return self.cases[case_id]
+        return self.new_case(case_ref, case_ref, purpose, at)
+
+    def open_case_for(self, purpose: str | None, *, without_ref: bool = False) -> _Building | None:
+        candidates = [
+            c
+            for c in self.cases.values()
+            if c.status == OPEN
+            and (c.demands[0].purpose if c.demands else c.purpose) == purpose
+            and not (without_ref and c.case_ref is not None)
+        ]
+        # The most recently active open case: the one the customer is chasing.
+        return max(candidates, key=lambda c: c.last_activity_at or c.first_seen, default=None)
+
+    def add_demand(self, demand: DemandFact) -> None:
+        case = self.case_for(demand)
+        if not case.demands and case.purpose is None:
+            case.purpose = demand.purpose
+        case.demands.append(demand)
+        case.touch(demand.occurred_at)
+        self.case_of_demand[demand.demand_id] = case.case_id
+
+    def case_for(self, demand: DemandFact) -> _Building:
+        if demand.case_ref is not None:
+            return self.referenced(demand.case_ref, demand.purpose, demand.occurred_at)
+        if demand.demand_type == "failure" and demand.caused_by_ref is not None:
+            cause = self.cause_of(demand)
+            if cause is not None:
+                self.cause_purpose[demand.demand_id] = _purpose_of(cause) or demand.purpose
+                return cause
+        existing = self.open_case_for(demand.purpose)
+        if existing is not None:
+            return existing
+        return self.new_case(f"auto-{demand.demand_id}", None, demand.purpose, demand.occurred_at)
+
+    def cause_of(self, demand: DemandFact) -> _Building | None:
+        ref = demand.caused_by_ref
+        assert ref is not None
+        if demand.caused_by_kind == "case":
+            return self.referenced(ref, demand.purpose, demand.occurred_at)
+        case_id = self.case_of_demand.get(ref)
+        return self.cases[case_id] if case_id is not None else None
+
+    def add_case_event(self, event: CaseEventFact) -> None:
+        case_id = self.by_ref.get(event.case_ref)
+        if case_id is not None:
+            case = self.cases[case_id]
+        else:
+            adoptable = self.open_case_for(event.purpose, without_ref=True)
+            if adoptable is not None and event.purpose is not None:
+                adoptable.case_ref = event.case_ref
+                self.by_ref[event.case_ref] = adoptable.case_id
+                case = adoptable
+            else:
+                case = self.new_case(
+                    event.case_ref, event.case_ref, event.purpose, event.occurred_at
+                )
+        if case.purpose is None:
+            case.purpose = event.purpose
+        case.touch(event.occurred_at)
+        if event.type == "fulfilled":
+            case.status, case.fulfilled_at = FULFILLED, event.occurred_at
+        elif event.type == "abandoned":
+            case.status, case.fulfilled_at = ABANDONED, None
+        elif event.type == "reopened" and case.status != OPEN:
+            case.status, case.fulfilled_at = OPEN, None
+            case.reopened += 1
+
+
+def _purpose_of(case: _Building) -> str | None:
+    return case.demands[0].purpose if case.demands else case.purpose
+
+
+# Demands before case events at the same instant: the customer asks, then the case moves.
+_DEMAND, _CASE_EVENT = 0, 1
+
+
+def stitch_customer(
+    customer_ref: str, demands: Sequence[DemandFact], case_events: Sequence[CaseEventFact]
+) -> StitchedCustomer:
+    """Every case of one customer, from their (already relabelled) demands and case events."""
+    timeline: list[tuple[datetime, int, str, DemandFact | CaseEventFact]] = [
+        (d.occurred_at, _DEMAND, d.demand_id, d) for d in demands
+    ]
+    timeline += [(e.occurred_at, _CASE_EVENT, e.event_id, e) for e in case_events]
+    timeline.sort(key=lambda item: (item[0], item[1], item[2]))
+    stitcher = _Stitcher(customer_ref)
+    for _at, _kind, _id, item in timeline:
+        if isinstance(item, DemandFact):
+            stitcher.add_demand(item)
+        else:
+            stitcher.add_case_event(item)
+    return StitchedCustomer(
+        cases=tuple(case.freeze() for case in stitcher.cases.values()),
+        case_of_demand=stitcher.case_of_demand,
+        cause_purpose_of_demand=stitcher.cause_purpose,
+    )

@@ -1,0 +1,80 @@
+"""Apply a batch of received events to the database: the one write path, live and rebuild.
+
+Received events are stored once each (keyed by event id, ON CONFLICT DO NOTHING); then the
+derived rows of every customer the batch touched are recomputed from everything stored for
+that customer. Derived state is therefore a pure function of the set of events received,
+whatever their order, duplication or topic interleaving: redelivery changes nothing, a late
+case event or label lands where it belongs, and a rebuild ends where the live service is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.metrics import repository
+from services.metrics.domain.cases import apply_labels, stitch_customer
+from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event
+
+
+@dataclass(frozen=True)
+class NewlyFulfilled:
+    purpose: str
+    channel: str
+    end_to_end_seconds: float
+
+
+@dataclass
+class BatchOutcome:
+    """What changed, for the instruments and the publisher (applied after the commit)."""
+
+    purposes: set[str] = field(default_factory=set)
+    newly_fulfilled: list[NewlyFulfilled] = field(default_factory=list)
+
+
+async def apply_events(session: AsyncSession, events: Sequence[Event]) -> BatchOutcome:
+    demands = [e for e in events if isinstance(e, DemandClassified)]
+    case_events = [e for e in events if isinstance(e, CaseEvent)]
+    labels = [e for e in events if isinstance(e, DemandLabelled)]
+    await repository.add_received_events(
+        session, demands=demands, case_events=case_events, labels=labels
+    )
+    customers = {d.demand.customer_ref for d in demands} | {e.customer_ref for e in case_events}
+    if labels:
+        customers |= await repository.customers_of_demands(
+            session, [label.demand_id for label in labels]
+        )
+    return await recompute_customers(session, sorted(customers))
+
+
+async def recompute_customers(session: AsyncSession, customers: Sequence[str]) -> BatchOutcome:
+    outcome = BatchOutcome()
+    if not customers:
+        return outcome
+    await repository.lock_customers(session, customers)
+    before = {
+        (c.customer_ref, c.case_id) for c in await repository.fulfilled_cases_of(session, customers)
+    }
+    outcome.purposes |= await repository.purposes_of(session, customers)
+    histories = await repository.customer_histories(session, customers)
+    stitched = {}
+    for customer, history in histories.items():
+        demands = apply_labels(history.demands, history.labels)
+        result = stitch_customer(customer, demands, history.case_events)
+        stitched[customer] = (result, demands)
+        outcome.purposes |= {d.purpose for d in demands}
+        for case in result.cases:
+            seconds = case.end_to_end_seconds
+            if (
+                case.measured
+                and seconds is not None
+                and case.purpose is not None
+                and (customer, case.case_id) not in before
+            ):
+                outcome.newly_fulfilled.append(
+                    NewlyFulfilled(case.purpose, case.first_channel or "other", seconds)
+                )
+    await repository.replace_derived(session, stitched)
+    return outcome

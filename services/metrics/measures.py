@@ -1,0 +1,337 @@
+"""The measures of the API and of purpose.metrics: repository reads, composed with pure logic."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.metrics import repository
+from services.metrics.capability import (
+    END_TO_END,
+    FAILURE_PER_DAY,
+    VALUE_PER_DAY,
+    baseline_start,
+    daily_volume_series,
+    xmr_chart,
+)
+from services.metrics.domain.buckets import histogram
+from services.metrics.domain.percentiles import percentile
+from services.metrics.domain.windows import Granularity, Period, period_start
+from services.metrics.repository import Filters
+from services.metrics.schemas import (
+    CapabilityChart,
+    CaseTimeline,
+    ChangeOut,
+    ChannelRow,
+    CountByKey,
+    HistogramBucket,
+    OpenCaseAge,
+    OverTimeRow,
+    ParetoRow,
+    Percentiles,
+    PurposeDetail,
+    PurposeSummary,
+    TimelineEntry,
+)
+from shared.events import Capability, EndToEndPercentiles, PurposeMetrics, Signal
+
+
+@dataclass(frozen=True)
+class ChartSettings:
+    baseline_points: int = 20
+    chart_points: int = 100
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+PERCENTILES = (50.0, 85.0, 95.0)
+
+
+def _percentiles(values: dict[float, float]) -> Percentiles:
+    return Percentiles(
+        p50_seconds=values.get(50.0), p85_seconds=values.get(85.0), p95_seconds=values.get(95.0)
+    )
+
+
+async def purpose_summaries(
+    session: AsyncSession, filters: Filters, *, purpose: str | None = None
+) -> list[PurposeSummary]:
+    """Every purpose's figures, largest volume first."""
+    counts = await repository.demand_counts(session, filters, purpose=purpose)
+    cases = await repository.fulfilled_case_counts(session, filters, purpose=purpose)
+    times = await repository.end_to_end_percentiles(session, filters, PERCENTILES, purpose=purpose)
+    open_counts = await repository.open_case_counts(session, filters, purpose=purpose)
+    by_purpose = {row.key: row for row in counts}
+    # Purposes with cases in the period but no demand in it still have figures to show.
+    extra = sorted((set(cases) | set(times) | set(open_counts)) - set(by_purpose))
+    for key in extra:
+        by_purpose[key] = repository.DemandCounts(key, 0, 0, 0, 0)
+    summaries = []
+    for row in by_purpose.values():
+        fulfilled = cases.get(row.key)
+        summaries.append(
+            PurposeSummary(
+                purpose=row.key,
+                volume=row.volume,
+                value=row.value,
+                failure=row.failure,
+                unknown=row.unknown,
+                failure_share=_share(row.failure, row.value + row.failure),
+                cases_fulfilled=fulfilled.fulfilled if fulfilled else 0,
+                open_cases=open_counts.get(row.key, 0),
+                end_to_end=_percentiles(times.get(row.key, {})),
+                contacts_per_case=(fulfilled.contacts / fulfilled.fulfilled if fulfilled else None),
+                one_stop_share=_share(fulfilled.one_stop, fulfilled.fulfilled)
+                if fulfilled
+                else None,
+            )
+        )
+    return summaries
+
+
+async def capability_charts(
+    session: AsyncSession, purpose: str, settings: ChartSettings, now: datetime
+) -> list[CapabilityChart]:
+    changes = [c.changed_at for c in await repository.changes_of(session, purpose)]
+    since = baseline_start([repository.as_utc(c) for c in changes], now)
+    charts: list[CapabilityChart | None] = [
+        xmr_chart(
+            END_TO_END,
+            await repository.fulfilment_series(session, purpose=purpose, since=since),
+            baseline_points=settings.baseline_points,
+            shown_points=settings.chart_points,
+        )
+    ]
+    moments = await repository.demand_moments(session, Filters(), purpose=purpose)
+    for measure, demand_type in ((VALUE_PER_DAY, "value"), (FAILURE_PER_DAY, "failure")):
+        charts.append(
+            xmr_chart(
+                measure,
+                daily_volume_series(moments, demand_type, since=since),
+                baseline_points=settings.baseline_points,
+                shown_points=settings.chart_points,
+            )
+        )
+    return [chart for chart in charts if chart is not None]
+
+
+async def purpose_detail(
+    session: AsyncSession,
+    purpose: str,
+    filters: Filters,
+    *,
+    settings: ChartSettings,
+    now: datetime,
+) -> PurposeDetail | None:
+    summaries = await purpose_summaries(session, filters, purpose=purpose)
+    if not summaries:
+        return None
+    times = (await repository.end_to_end_seconds(session, filters, purpose=purpose)).get(
+        purpose, []
+    )
+    open_starts = (await repository.open_case_starts(session, filters, purpose=purpose)).get(
+        purpose, []
+    )
+    ages = [max(0.0, (now - start).total_seconds()) for start in open_starts]
+    by_kind = await repository.failure_breakdown(session, filters, purpose=purpose, by="kind")
+    by_cause = await repository.failure_breakdown(session, filters, purpose=purpose, by="cause")
+    changes = await repository.changes_of(session, purpose)
+    return PurposeDetail(
+        summary=summaries[0],
+        failure_by_kind=[CountByKey(key=k, count=n) for k, n in by_kind],
+        failure_by_cause=[CountByKey(key=k, count=n) for k, n in by_cause],
+        end_to_end_distribution=[
+            HistogramBucket(le_seconds=bound, count=count) for bound, count in histogram(times)
+        ],
+        open_case_age=OpenCaseAge(
+            count=len(ages),
+            p50_seconds=percentile(ages, 50) if ages else None,
+            p85_seconds=percentile(ages, 85) if ages else None,
+            oldest_seconds=max(ages) if ages else None,
+        ),
+        charts=await capability_charts(session, purpose, settings, now),
+        changes=[
+            ChangeOut(
+                change_id=c.change_id,
+                purpose=c.purpose,
+                changed_at=repository.as_utc(c.changed_at),
+                note=c.note,
+                recorded_at=repository.as_utc(c.recorded_at),
+            )
+            for c in changes
+        ],
+    )
+
+
+async def over_time(
+    session: AsyncSession, filters: Filters, granularity: Granularity
+) -> list[OverTimeRow]:
+    """Value against failure demand per day, week or month (only periods with demand)."""
+    buckets: dict[date, Counter[str]] = {}
+    for at, kind in await repository.demand_moments(session, filters):
+        buckets.setdefault(period_start(at, granularity), Counter())[kind] += 1
+    return [
+        OverTimeRow(
+            period_start=start,
+            volume=sum(c.values()),
+            value=c["value"],
+            failure=c["failure"],
+            unknown=c["unknown"],
+            failure_share=_share(c["failure"], c["value"] + c["failure"]),
+        )
+        for start, c in sorted(buckets.items())
+    ]
+
+
+async def by_channel(session: AsyncSession, filters: Filters) -> list[ChannelRow]:
+    return [
+        ChannelRow(
+            channel=row.key,
+            volume=row.volume,
+            value=row.value,
+            failure=row.failure,
+            unknown=row.unknown,
+            failure_share=_share(row.failure, row.value + row.failure),
+        )
+        for row in await repository.demand_counts(session, filters, by="channel")
+    ]
+
+
+async def pareto(session: AsyncSession, filters: Filters) -> list[ParetoRow]:
+    """Purposes by failure demand, most first, with the cumulative share: where to look."""
+    rows = sorted(
+        await repository.demand_counts(session, filters),
+        key=lambda row: (-row.failure, -row.volume, row.key),
+    )
+    total = sum(row.failure for row in rows)
+    running = 0
+    pareto_rows = []
+    for row in rows:
+        running += row.failure
+        pareto_rows.append(
+            ParetoRow(
+                purpose=row.key,
+                failure=row.failure,
+                share_of_all_failure=_share(row.failure, total),
+                cumulative_share=_share(running, total),
+                volume=row.volume,
+                failure_share=_share(row.failure, row.value + row.failure),
+            )
+        )
+    return pareto_rows
+
+
+class AmbiguousCase(LookupError):
+    """Two customers' cases share the reference: the caller must use the case id."""
+
+
+async def case_timeline(session: AsyncSession, case_id: str) -> CaseTimeline | None:
+    matches = await repository.find_cases(session, case_id)
+    if not matches:
+        return None
+    if len(matches) > 1:
+        raise AmbiguousCase(case_id)
+    case = matches[0]
+    entries = [
+        TimelineEntry(
+            at=repository.as_utc(d.occurred_at),
+            kind="demand",
+            id=d.demand_id,
+            channel=d.channel,
+            demand_type=d.demand_type,
+            failure_kind=d.failure_kind,
+            purpose=d.purpose,
+            labelled=d.labelled,
+        )
+        for d in await repository.case_demands(session, case)
+    ]
+    entries += [
+        TimelineEntry(
+            at=repository.as_utc(e.occurred_at),
+            kind="case_event",
+            id=e.event_id,
+            event_type=e.type,
+            purpose=e.purpose,
+        )
+        for e in await repository.case_events_of(session, case)
+    ]
+    entries.sort(key=lambda entry: (entry.at, entry.kind, entry.id))
+    return CaseTimeline(
+        case_id=case.case_id,
+        case_ref=case.case_ref,
+        customer_ref=case.customer_ref,
+        purpose=case.purpose,
+        status=case.status,
+        started_at=repository.as_utc(case.started_at),
+        fulfilled_at=repository.as_utc(case.fulfilled_at) if case.fulfilled_at else None,
+        end_to_end_seconds=case.end_to_end_seconds,
+        reopened=case.reopened,
+        contacts=case.contacts,
+        failure_contacts=case.failure_contacts,
+        channels=[c for c in case.channels.split(",") if c],
+        one_stop=case.one_stop,
+        entries=entries,
+    )
+
+
+async def purpose_metrics(
+    session: AsyncSession,
+    purpose: str,
+    *,
+    settings: ChartSettings,
+    window_days: int,
+    now: datetime,
+) -> PurposeMetrics:
+    """The event published to purpose.metrics: the trailing window's figures, the charts'
+    limits and the signals on the points shown."""
+    window = Period(now - timedelta(days=window_days), now)
+    filters = Filters(period=window)
+    summaries = await purpose_summaries(session, filters, purpose=purpose)
+    summary = (
+        summaries[0]
+        if summaries
+        else PurposeSummary(
+            purpose=purpose, volume=0, value=0, failure=0, unknown=0, failure_share=None
+        )
+    )
+    by_kind = await repository.failure_breakdown(session, filters, purpose=purpose, by="kind")
+    charts = await capability_charts(session, purpose, settings, now)
+    return PurposeMetrics(
+        purpose=purpose,
+        window_start=window.start,
+        window_end=window.end,
+        volume=summary.volume,
+        value_count=summary.value,
+        failure_count=summary.failure,
+        unknown_count=summary.unknown,
+        failure_ratio=summary.failure_share,
+        failure_by_kind=dict(by_kind),
+        end_to_end=EndToEndPercentiles(**summary.end_to_end.model_dump()),
+        cases_fulfilled=summary.cases_fulfilled,
+        open_cases=summary.open_cases,
+        contacts_per_case=summary.contacts_per_case,
+        one_stop_share=summary.one_stop_share,
+        capability=[
+            Capability(
+                measure=chart.measure,
+                centre_line=chart.centre_line,
+                lower_natural_process_limit=chart.lower_natural_process_limit,
+                upper_natural_process_limit=chart.upper_natural_process_limit,
+                upper_range_limit=chart.upper_range_limit,
+                baseline_from=chart.baseline_from,
+                baseline_to=chart.baseline_to,
+            )
+            for chart in charts
+        ],
+        signals=[
+            Signal(measure=chart.measure, rule=s.rule, at=s.at, value=s.value)
+            for chart in charts
+            for s in chart.signals
+        ],
+        computed_at=now,
+    )

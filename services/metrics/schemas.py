@@ -1,0 +1,202 @@
+"""The HTTP API's response and request bodies (the OpenAPI document is generated from them)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class Percentiles(BaseModel):
+    """Linear interpolation between closest ranks (numpy's default); seconds."""
+
+    p50_seconds: float | None = None
+    p85_seconds: float | None = None
+    p95_seconds: float | None = None
+
+
+class PurposeSummary(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "purpose": "move home",
+                    "volume": 120,
+                    "value": 70,
+                    "failure": 48,
+                    "unknown": 2,
+                    "failure_share": 0.4068,
+                    "cases_fulfilled": 55,
+                    "open_cases": 9,
+                    "end_to_end": {
+                        "p50_seconds": 172800.0,
+                        "p85_seconds": 432000.0,
+                        "p95_seconds": 777600.0,
+                    },
+                    "contacts_per_case": 1.8,
+                    "one_stop_share": 0.42,
+                }
+            ]
+        }
+    )
+
+    purpose: str
+    volume: int = Field(description="Demands in the period.")
+    value: int = Field(description="Value demands.")
+    failure: int = Field(description="Failure demands.")
+    unknown: int = Field(description="Demands whose type could not be told.")
+    failure_share: float | None = Field(description="failure / (value + failure).")
+    cases_fulfilled: int = Field(0, description="Cases whose purpose was met in the period.")
+    open_cases: int = Field(0, description="Cases open now (the period does not apply).")
+    end_to_end: Percentiles = Field(
+        default_factory=Percentiles,
+        description="End-to-end time of the cases fulfilled in the period, first demand to "
+        "fulfilment, in calendar seconds.",
+    )
+    contacts_per_case: float | None = Field(
+        None, description="Demands per fulfilled case: 1.0 means every purpose met at once."
+    )
+    one_stop_share: float | None = Field(
+        None, description="Share of fulfilled cases met at the first contact, never reopened."
+    )
+
+
+class CountByKey(BaseModel):
+    key: str
+    count: int
+
+
+class HistogramBucket(BaseModel):
+    le_seconds: float | None = Field(description="Upper bound; null for the overflow bucket.")
+    count: int
+
+
+class OpenCaseAge(BaseModel):
+    count: int
+    p50_seconds: float | None = None
+    p85_seconds: float | None = None
+    oldest_seconds: float | None = None
+
+
+class ChartPointOut(BaseModel):
+    at: datetime
+    value: float
+    moving_range: float | None = Field(description="|x - previous x|; null for the first point.")
+
+
+class SignalOut(BaseModel):
+    rule: str = Field(description="beyond_limit, run_of_eight, two_of_three_beyond_two_sigma, ...")
+    at: datetime
+    value: float
+
+
+class CapabilityChart(BaseModel):
+    """An XmR chart: what the system predictably delivers. Never a target."""
+
+    measure: str = Field(description="end_to_end_seconds, value_per_day or failure_per_day.")
+    centre_line: float
+    lower_natural_process_limit: float
+    upper_natural_process_limit: float
+    upper_range_limit: float
+    baseline_from: datetime
+    baseline_to: datetime
+    baseline_size: int
+    provisional: bool = Field(
+        description="True while the baseline holds fewer points than configured: the limits "
+        "still move as points arrive, until the baseline is full."
+    )
+    points: list[ChartPointOut]
+    signals: list[SignalOut]
+
+
+class ChangeIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "changed_at": "2026-03-01T00:00:00Z",
+                    "note": "Engineers now book the visit during the first call.",
+                }
+            ]
+        }
+    )
+
+    changed_at: AwareDatetime = Field(description="When the system changed.")
+    note: str = Field(min_length=1, max_length=2000, description="What changed, and why.")
+
+
+class ChangeOut(BaseModel):
+    change_id: int
+    purpose: str
+    changed_at: datetime
+    note: str
+    recorded_at: datetime
+
+
+class PurposeDetail(BaseModel):
+    summary: PurposeSummary
+    failure_by_kind: list[CountByKey]
+    failure_by_cause: list[CountByKey] = Field(
+        description="Failure demands by the purpose of the case they trace back to "
+        "('untraced' when the classifier could not tell)."
+    )
+    end_to_end_distribution: list[HistogramBucket]
+    open_case_age: OpenCaseAge
+    charts: list[CapabilityChart]
+    changes: list[ChangeOut]
+
+
+class OverTimeRow(BaseModel):
+    period_start: date
+    volume: int
+    value: int
+    failure: int
+    unknown: int
+    failure_share: float | None
+
+
+class ChannelRow(BaseModel):
+    channel: str
+    volume: int
+    value: int
+    failure: int
+    unknown: int
+    failure_share: float | None
+
+
+class ParetoRow(BaseModel):
+    purpose: str
+    failure: int
+    share_of_all_failure: float | None
+    cumulative_share: float | None
+    volume: int
+    failure_share: float | None
+
+
+class TimelineEntry(BaseModel):
+    at: datetime
+    kind: str = Field(description="'demand' or 'case_event'.")
+    id: str
+    channel: str | None = None
+    demand_type: str | None = None
+    failure_kind: str | None = None
+    purpose: str | None = None
+    event_type: str | None = None
+    labelled: bool | None = None
+
+
+class CaseTimeline(BaseModel):
+    case_id: str
+    case_ref: str | None
+    customer_ref: str
+    purpose: str | None
+    status: str
+    started_at: datetime
+    fulfilled_at: datetime | None
+    end_to_end_seconds: float | None
+    reopened: int
+    contacts: int
+    failure_contacts: int
+    channels: list[str]
+    one_stop: bool
+    entries: list[TimelineEntry]

@@ -1,0 +1,125 @@
+"""ApiKeyStore: create, list, revoke and authenticate keys, with a short memory.
+
+Authenticating hits the database once per key id per ``cache_ttl_s`` (5 s by default),
+not once per request: at thousands of requests a second the key table would otherwise be
+the busiest table in the system. The price is that a revocation made by another process
+takes effect within ``cache_ttl_s``; one made through this store takes effect at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.auth import repository
+from shared.auth.engine import create_engine
+from shared.auth.keys import ApiKeyRecord, Scope, generate_key, hash_secret, parse_key, verify
+
+# A source names a sending system and is compared with each event's `source`.
+_SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
+# Unknown key ids are remembered too (so a flood of bad keys does not reach the
+# database), which is why the memory is bounded.
+_MAX_CACHED = 10_000
+
+_Cached = tuple[ApiKeyRecord | None, float]
+
+
+class ApiKeyStore:
+    def __init__(
+        self,
+        engine: AsyncEngine | str,
+        *,
+        cache_ttl_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._owns_engine = isinstance(engine, str)
+        self._engine = create_engine(engine) if isinstance(engine, str) else engine
+        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        self._ttl = cache_ttl_s
+        self._clock = clock
+        self._cache: dict[str, _Cached] = {}
+        self._in_flight: dict[str, asyncio.Future[ApiKeyRecord | None]] = {}
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def create(
+        self, source: str, scopes: Iterable[Scope], *, prefix: str = "ds"
+    ) -> tuple[str, ApiKeyRecord]:
+        """A new key for ``source``: the plaintext (show it once) and what is stored."""
+        if not _SOURCE.match(source):
+            raise ValueError(f"source must be an identifier like 'genesys-eu', got {source!r}")
+        chosen = frozenset(scopes)
+        if not chosen:
+            raise ValueError("a key needs at least one scope")
+        plaintext, key_id = generate_key(prefix)
+        record = ApiKeyRecord(
+            key_id=key_id,
+            source=source,
+            scopes=chosen,
+            hash=hash_secret(plaintext),
+            created_at=datetime.now(UTC),
+        )
+        async with self._sessions.begin() as session:
+            await repository.insert_key(session, record)
+        self._cache.pop(key_id, None)
+        return plaintext, record
+
+    async def list_keys(self, *, source: str | None = None) -> list[ApiKeyRecord]:
+        async with self._session() as session:
+            return await repository.all_keys(session, source=source)
+
+    async def find(self, key_id: str) -> ApiKeyRecord | None:
+        async with self._session() as session:
+            return await repository.find_key(session, key_id)
+
+    async def revoke(self, key_id: str) -> bool:
+        """True when the key existed and was live; it stops working here at once."""
+        async with self._sessions.begin() as session:
+            revoked = await repository.mark_revoked(session, key_id, datetime.now(UTC))
+        self._cache.pop(key_id, None)
+        return revoked
+
+    async def authenticate(self, plaintext: str) -> ApiKeyRecord | None:
+        """The live key behind ``plaintext``, or None (malformed, unknown, wrong or revoked)."""
+        parsed = parse_key(plaintext)
+        if parsed is None:
+            return None
+        key_id, _secret = parsed
+        record = await self._lookup(key_id)
+        if record is None or record.revoked_at is not None:
+            return None
+        return record if verify(plaintext, record.hash) else None
+
+    async def close(self) -> None:
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    async def _lookup(self, key_id: str) -> ApiKeyRecord | None:
+        cached = self._cache.get(key_id)
+        if cached is not None and cached[1] > self._clock():
+            return cached[0]
+        # Single flight: the hundred requests that arrive while a key is being looked up
+        # (at start, or as its entry expires) share one query instead of a hundred.
+        pending = self._in_flight.get(key_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch(key_id))
+            self._in_flight[key_id] = pending
+            pending.add_done_callback(lambda _done: self._in_flight.pop(key_id, None))
+        return await asyncio.shield(pending)
+
+    async def _fetch(self, key_id: str) -> ApiKeyRecord | None:
+        record = await self.find(key_id)
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[key_id] = (record, self._clock() + self._ttl)
+        return record
+
+    def _session(self) -> AsyncSession:
+        return self._sessions()

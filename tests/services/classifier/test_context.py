@@ -1,0 +1,155 @@
+from datetime import UTC, datetime, timedelta
+
+from services.classifier.context import (
+    ContextStore,
+    CustomerState,
+    apply_case_event,
+    apply_label,
+    prune,
+    record_demand,
+)
+from shared.events import CaseEvent
+from shared.events.case import CaseEventType
+
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def case_event(kind: CaseEventType, at: datetime, purpose: str | None = "moving home") -> CaseEvent:
+    return CaseEvent(
+        id=f"ev-{kind}-{at.timestamp()}",
+        case_ref="K1",
+        customer_ref="C1",
+        type=kind,
+        occurred_at=at,
+        purpose=purpose,
+    )
+
+
+def test_an_opened_case_is_open_for_its_purpose() -> None:
+    state = CustomerState()
+    apply_case_event(state, case_event(CaseEventType.OPENED, T0))
+
+    context = state.as_context()
+
+    assert [(c.ref, c.purpose, c.ref_kind) for c in context.open_cases] == [
+        ("K1", "moving home", "case")
+    ]
+    assert context.recent_demands == []
+
+
+def test_a_case_without_purpose_takes_the_purpose_of_its_demands() -> None:
+    state = CustomerState()
+    apply_case_event(state, case_event(CaseEventType.OPENED, T0, purpose=None))
+    record_demand(state, demand_id="D1", purpose="smart meter", occurred_at=T0, case_ref="K1")
+
+    assert [c.purpose for c in state.as_context().open_cases] == ["smart meter"]
+
+
+def test_fulfilment_marks_the_case_demands_fulfilled_and_closes_the_case() -> None:
+    state = CustomerState()
+    record_demand(state, demand_id="D1", purpose="moving home", occurred_at=T0, case_ref="K1")
+    apply_case_event(state, case_event(CaseEventType.FULFILLED, T0 + timedelta(days=2)))
+
+    context = state.as_context()
+
+    assert context.open_cases == []
+    assert [(d.demand_id, d.fulfilled_at) for d in context.recent_demands] == [
+        ("D1", T0 + timedelta(days=2))
+    ]
+
+
+def test_a_fulfilled_case_with_no_demand_seen_stands_in_as_the_earlier_demand() -> None:
+    state = CustomerState()
+    apply_case_event(state, case_event(CaseEventType.OPENED, T0))
+    apply_case_event(state, case_event(CaseEventType.FULFILLED, T0 + timedelta(days=1)))
+
+    [recent] = state.as_context().recent_demands
+
+    assert (recent.demand_id, recent.ref_kind) == ("K1", "case")
+
+
+def test_abandoned_cases_are_neither_open_nor_repeat_sources() -> None:
+    state = CustomerState()
+    apply_case_event(state, case_event(CaseEventType.OPENED, T0))
+    apply_case_event(state, case_event(CaseEventType.ABANDONED, T0 + timedelta(days=1)))
+
+    context = state.as_context()
+
+    assert context.open_cases == []
+    assert context.recent_demands == []
+
+
+def test_reopening_opens_again() -> None:
+    state = CustomerState()
+    apply_case_event(state, case_event(CaseEventType.FULFILLED, T0))
+    apply_case_event(state, case_event(CaseEventType.REOPENED, T0 + timedelta(days=3)))
+
+    assert [c.opened_at for c in state.as_context().open_cases] == [T0 + timedelta(days=3)]
+
+
+def test_the_same_demand_twice_is_recorded_once() -> None:
+    state = CustomerState()
+    for _ in range(2):
+        record_demand(state, demand_id="D1", purpose="moving home", occurred_at=T0, case_ref=None)
+
+    assert len(state.demands) == 1
+
+
+def test_a_label_corrects_the_purpose_of_a_remembered_demand() -> None:
+    state = CustomerState()
+    record_demand(state, demand_id="D1", purpose="moving home", occurred_at=T0, case_ref=None)
+
+    assert apply_label(state, demand_id="D1", purpose="smart meter")
+    assert not apply_label(state, demand_id="D1", purpose="smart meter")
+    assert not apply_label(state, demand_id="unknown", purpose="smart meter")
+    assert state.demands[0].purpose == "smart meter"
+
+
+def test_pruning_forgets_what_is_older_than_the_window_and_caps_the_rest() -> None:
+    state = CustomerState()
+    for day in range(10):
+        record_demand(
+            state,
+            demand_id=f"D{day}",
+            purpose="moving home",
+            occurred_at=T0 + timedelta(days=day),
+            case_ref=None,
+        )
+
+    prune(state, now=T0 + timedelta(days=9), window=timedelta(days=5), max_demands=3)
+
+    assert [d.demand_id for d in state.demands] == ["D7", "D8", "D9"]
+
+
+def test_an_overlay_changes_nothing_until_committed() -> None:
+    store = ContextStore(window=timedelta(days=30))
+    overlay = store.overlay()
+    state = overlay.state("C1", 0)
+    record_demand(state, demand_id="D1", purpose="moving home", occurred_at=T0, case_ref=None)
+    overlay.update("C1", 0, state, T0)
+
+    assert store.get("C1") is None
+    assert overlay.customer_of_demand("D1") == "C1"
+
+    overlay.commit()
+
+    committed = store.get("C1")
+    assert committed is not None
+    assert [d.demand_id for d in committed.demands] == ["D1"]
+    assert store.customer_of_demand("D1") == "C1"
+
+
+def test_dropping_a_partition_forgets_its_customers_only() -> None:
+    store = ContextStore(window=timedelta(days=30))
+    overlay = store.overlay()
+    for customer, partition in (("C1", 0), ("C2", 1)):
+        state = overlay.state(customer, partition)
+        record_demand(state, demand_id=customer + "-D", purpose="x", occurred_at=T0, case_ref=None)
+        overlay.update(customer, partition, state, T0)
+    overlay.commit()
+
+    assert store.drop_partitions({0}) == 1
+
+    assert store.get("C1") is None
+    assert store.get("C2") is not None
+    assert store.customer_of_demand("C1-D") is None

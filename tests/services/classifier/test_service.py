@@ -1,0 +1,233 @@
+"""The classifier on the real broker: context rules, restart, learning, dead letters."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.classifier.config import ClassifierSettings
+from services.classifier.main import create_app
+from shared.events import CaseEvent, DemandClassified, DemandLabelled, DemandReceived, Event
+from shared.events.case import CaseEventType
+from shared.events.classification import DemandType
+from shared.kafka.codec import encode, header
+from shared.kafka.settings import KafkaSettings
+from shared.topics import Topic, dlq_name, topic_name
+from tests.support.apps import running
+from tests.support.kafka_io import produce_raw, read_records
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC)
+
+
+def demand(demand_id: str, customer: str, text: str, **extra: Any) -> DemandReceived:
+    return DemandReceived(
+        id=demand_id,
+        occurred_at=extra.pop("occurred_at", datetime.now(UTC)),
+        received_at=datetime.now(UTC),
+        channel="phone",
+        source="test",
+        customer_ref=customer,
+        text=text,
+        **extra,
+    )
+
+
+def case(customer: str, ref: str, kind: CaseEventType, purpose: str | None) -> CaseEvent:
+    return CaseEvent(
+        id=f"{ref}-{kind}-{uuid.uuid4().hex[:6]}",
+        case_ref=ref,
+        customer_ref=customer,
+        type=kind,
+        occurred_at=datetime.now(UTC) - timedelta(seconds=5),
+        purpose=purpose,
+    )
+
+
+async def publish(settings: KafkaSettings, topic: Topic, *events: Event) -> None:
+    producer = AIOKafkaProducer(**settings.client_options(), acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            record = encode(event, topic=topic_name(settings, topic), source="test")
+            await producer.send_and_wait(
+                record.topic, value=record.value, key=record.key, headers=record.headers
+            )
+    finally:
+        await producer.stop()
+
+
+class Outputs:
+    """Reads demand.classified and the context changelog, counting what it has seen."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self.classified: dict[str, DemandClassified] = {}
+        self.context_records = 0
+
+    async def classified_count(self, count: int) -> dict[str, DemandClassified]:
+        records = await read_records(
+            self._settings, topic_name(self._settings, Topic.DEMAND_CLASSIFIED), count=count
+        )
+        for record in records:
+            event = DemandClassified.model_validate_json(record.value)
+            self.classified[event.demand.id] = event
+        return self.classified
+
+    async def context_count(self, count: int) -> None:
+        records = await read_records(
+            self._settings, topic_name(self._settings, Topic.CLASSIFIER_CONTEXT), count=count
+        )
+        self.context_records = len(records)
+
+
+@asynccontextmanager
+async def classifier(
+    kafka_settings: KafkaSettings, group: str, model_dir: Path, **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ClassifierSettings(
+        kafka=kafka_settings,
+        group_id=group,
+        transactional_id=f"{group}-tx",
+        model_dir=model_dir,
+        model_watch_interval_s=0,
+        retrain_interval_s=0,
+        **overrides,
+    )
+    async with running(create_app(settings)) as client:
+        yield client
+
+
+async def test_context_rules_name_the_earlier_case_or_demand_and_survive_a_restart(
+    kafka_settings: KafkaSettings, unique_group: str, model_dir: Path
+) -> None:
+    outputs = Outputs(kafka_settings)
+    async with classifier(kafka_settings, unique_group, model_dir):
+        # A: an open case about moving home; B: an engineer visit, done and fulfilled.
+        await publish(
+            kafka_settings,
+            Topic.CASE_EVENTS,
+            case("A", "K-A", CaseEventType.OPENED, "moving home"),
+        )
+        await outputs.context_count(1)  # the case is in A's context before A calls
+        await publish(
+            kafka_settings,
+            Topic.DEMAND_RECEIVED,
+            demand("A-1", "A", "I am moving house next month and need to move my energy account"),
+            demand("B-1", "B", "I want to book an engineer visit", case_ref="K-B"),
+        )
+        first = await outputs.classified_count(2)
+        await publish(
+            kafka_settings,
+            Topic.CASE_EVENTS,
+            case("B", "K-B", CaseEventType.FULFILLED, None),
+        )
+        await outputs.context_count(4)  # A twice, B twice (its demand, then the fulfilment)
+        await publish(
+            kafka_settings,
+            Topic.DEMAND_RECEIVED,
+            demand("B-2", "B", "I would like to book an engineer to fix my boiler"),
+        )
+        second = await outputs.classified_count(3)
+
+    chasing = first["A-1"]
+    assert (chasing.demand_type, chasing.failure_kind, chasing.method.value) == (
+        DemandType.FAILURE,
+        "progress_chasing",
+        "context",
+    )
+    assert chasing.caused_by is not None
+    assert (chasing.caused_by.kind, chasing.caused_by.ref) == ("case", "K-A")
+    assert first["B-1"].demand_type is DemandType.VALUE
+    assert first["B-1"].caused_by is None
+    repeat = second["B-2"]
+    assert (repeat.demand_type, repeat.failure_kind) == (DemandType.FAILURE, "repeat")
+    assert repeat.caused_by is not None
+    assert (repeat.caused_by.kind, repeat.caused_by.ref) == ("demand", "B-1")
+
+    # A new instance (same group) rebuilds the context from the changelog: A is still chasing
+    # and B's history holds each demand exactly once.
+    async with classifier(kafka_settings, unique_group, model_dir) as client:
+        await publish(
+            kafka_settings,
+            Topic.DEMAND_RECEIVED,
+            demand("A-2", "A", "we are moving home soon, can you move my account"),
+        )
+        after = await outputs.classified_count(4)
+        context = client._transport.app.state.context  # type: ignore[attr-defined]
+        b_state = context.get("B")
+        assert b_state is not None
+        assert [d.demand_id for d in b_state.demands] == ["B-1", "B-2"]
+        a_state = context.get("A")
+        assert a_state is not None
+        assert [d.demand_id for d in a_state.demands] == ["A-1", "A-2"]
+    again = after["A-2"]
+    assert again.caused_by is not None
+    assert again.caused_by.ref == "K-A"
+    assert again.failure_kind == "progress_chasing"
+    assert len(after) == 4
+
+
+async def test_a_label_changes_the_next_models_answer(
+    kafka_settings: KafkaSettings, unique_group: str, model_dir: Path
+) -> None:
+    text = "zorblax quantum frobnicator"
+    outputs = Outputs(kafka_settings)
+    async with classifier(kafka_settings, unique_group, model_dir) as client:
+        await publish(kafka_settings, Topic.DEMAND_RECEIVED, demand("Z-1", "Z", text))
+        before = (await outputs.classified_count(1))["Z-1"]
+        assert before.purpose != "complaint"
+        # The reviewer's label carries no text: the classifier remembers what it saw.
+        await publish(
+            kafka_settings,
+            Topic.DEMAND_LABELS,
+            DemandLabelled(
+                id="L-1",
+                demand_id="Z-1",
+                demand_type=DemandType.FAILURE,
+                failure_kind="not_done_right",
+                purpose="complaint",
+                labelled_by="agent-7",
+                labelled_at=datetime.now(UTC),
+            ),
+        )
+        await outputs.context_count(2)  # Z's demand, then its relabelled purpose
+        response = await client.post("/v1/retrain")
+        assert response.status_code == 200
+        new_version = response.json()["model_version"]
+        assert new_version != before.model_version
+        await publish(kafka_settings, Topic.DEMAND_RECEIVED, demand("Z-2", "Y", text))
+        after = (await outputs.classified_count(2))["Z-2"]
+
+    assert after.model_version == new_version
+    assert after.purpose == "complaint"
+    assert after.demand_type is DemandType.FAILURE
+
+
+async def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(
+    kafka_settings: KafkaSettings, unique_group: str, model_dir: Path
+) -> None:
+    demands = topic_name(kafka_settings, Topic.DEMAND_RECEIVED)
+    outputs = Outputs(kafka_settings)
+    async with classifier(kafka_settings, unique_group, model_dir):
+        await produce_raw(kafka_settings, demands, b"not json", key=b"P")
+        await produce_raw(kafka_settings, demands, b'{"id": "no-fields"}', key=b"P")
+        await publish(
+            kafka_settings, Topic.DEMAND_RECEIVED, demand("OK-1", "P", "pay my bill please")
+        )
+        classified = await outputs.classified_count(1)
+        dead = await read_records(kafka_settings, dlq_name(demands), count=2)
+
+    assert list(classified) == ["OK-1"]
+    assert sorted(r.value for r in dead) == [b"not json", b'{"id": "no-fields"}']
+    reasons = [header(list(r.headers), "dlq_reason") or "" for r in dead]
+    assert all(reason.startswith("undecodable") for reason in reasons)

@@ -1,0 +1,83 @@
+"""The idempotency ledger on SQLite and PostgreSQL: claims, duplicates, crashes, retention."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from services.intake.db.engine import create_engine
+from services.intake.db.migrate import upgrade
+from services.intake.ledger import Claim, IdempotencyLedger
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def ledger_factory(database_url: str) -> AsyncIterator[list[IdempotencyLedger]]:
+    """Ledgers of separate 'instances' sharing one database."""
+    await asyncio.to_thread(upgrade, database_url)
+    engines = []
+    ledgers: list[IdempotencyLedger] = []
+    for lease in (60.0, 0.0):
+        engine = create_engine(database_url)
+        engines.append(engine)
+        ledger = IdempotencyLedger(engine, lease=timedelta(seconds=lease))
+        await ledger.start()
+        ledgers.append(ledger)
+    yield ledgers
+    for ledger in ledgers:
+        await ledger.stop()
+    for engine in engines:
+        await engine.dispose()
+
+
+async def test_a_confirmed_id_is_a_duplicate_for_every_instance(
+    ledger_factory: list[IdempotencyLedger],
+) -> None:
+    one, other = ledger_factory
+    assert await one.claim([("demand", "a"), ("demand", "b"), ("demand", "a")]) == [
+        Claim.CLAIMED,
+        Claim.CLAIMED,
+        Claim.IN_FLIGHT,
+    ]
+    # While unconfirmed and within the lease, another request must not publish it too.
+    assert await one.claim([("demand", "a")]) == [Claim.IN_FLIGHT]
+    await one.confirm([("demand", "a"), ("demand", "b")])
+    assert await other.claim([("demand", "a"), ("case_event", "a")]) == [
+        Claim.DUPLICATE,
+        Claim.CLAIMED,
+    ]
+
+
+async def test_released_claims_are_free_and_concurrent_claims_have_one_winner(
+    ledger_factory: list[IdempotencyLedger],
+) -> None:
+    one, _ = ledger_factory
+    await one.claim([("demand", "x")])
+    await one.release([("demand", "x")])
+    outcomes = await asyncio.gather(*(one.claim([("demand", "x")]) for _ in range(20)))
+    assert sorted(outcome for (outcome,) in outcomes).count(Claim.CLAIMED) == 1
+
+
+async def test_a_claim_abandoned_by_a_crashed_instance_is_taken_over_after_the_lease(
+    ledger_factory: list[IdempotencyLedger],
+) -> None:
+    crashed, survivor = ledger_factory  # the survivor's lease is 0 s: every claim is stale
+    assert await crashed.claim([("demand", "c")]) == [Claim.CLAIMED]
+    assert await survivor.claim([("demand", "c")]) == [Claim.CLAIMED]
+    await survivor.confirm([("demand", "c")])
+    assert await survivor.claim([("demand", "c")]) == [Claim.DUPLICATE]
+
+
+async def test_purge_forgets_only_ids_older_than_the_retention(
+    ledger_factory: list[IdempotencyLedger],
+) -> None:
+    one, _ = ledger_factory
+    await one.claim([("demand", "old")])
+    await one.confirm([("demand", "old")])
+    assert await one.purge(retention=timedelta(days=1)) == 0
+    assert await one.purge(retention=timedelta(seconds=-1)) == 1
+    assert await one.claim([("demand", "old")]) == [Claim.CLAIMED]

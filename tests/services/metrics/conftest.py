@@ -1,0 +1,114 @@
+"""Fixtures of the metrics service tests: an auth database with a read key, and a way to
+publish events onto the service's topics as the upstream services would."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.auth.keys import Scope
+from shared.auth.migrate import upgrade as upgrade_auth
+from shared.auth.settings import AuthSettings
+from shared.auth.store import ApiKeyStore
+from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event
+from shared.kafka.codec import encode
+from shared.kafka.settings import KafkaSettings
+from shared.topics import Topic, topic_name
+
+TOPIC_OF: dict[type[Event], Topic] = {
+    DemandClassified: Topic.DEMAND_CLASSIFIED,
+    CaseEvent: Topic.CASE_EVENTS,
+    DemandLabelled: Topic.DEMAND_LABELS,
+}
+
+
+@dataclass(frozen=True)
+class AuthFixture:
+    settings: AuthSettings
+    read_key: str
+    change_key: str
+
+    @property
+    def read_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.read_key}"}
+
+    @property
+    def change_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.change_key}"}
+
+
+@pytest.fixture
+async def auth(tmp_path: Path) -> AuthFixture:
+    """An auth database of its own with a read key and a key that may also record changes."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}"
+    await asyncio.to_thread(upgrade_auth, url)
+    store = ApiKeyStore(url)
+    try:
+        read_key, _ = await store.create("analyst", [Scope.READ])
+        change_key, _ = await store.create("team-lead", [Scope.READ, Scope.LABELS_WRITE])
+    finally:
+        await store.close()
+    return AuthFixture(AuthSettings(database_url=url), read_key, change_key)
+
+
+Publish = Callable[[Sequence[Event]], Awaitable[None]]
+
+
+@pytest.fixture
+def publish(kafka_settings: KafkaSettings) -> Publish:
+    """Send events to the topic each belongs on, keyed as upstream keys them, acks=all."""
+
+    async def send(events: Sequence[Event]) -> None:
+        producer = AIOKafkaProducer(**kafka_settings.client_options(), acks="all")
+        await producer.start()
+        try:
+            futures = []
+            for event in events:
+                record = encode(
+                    event, topic=topic_name(kafka_settings, TOPIC_OF[type(event)]), source="test"
+                )
+                futures.append(
+                    await producer.send(
+                        record.topic, value=record.value, key=record.key, headers=record.headers
+                    )
+                )
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    return send
+
+
+AllConsumed = Callable[[str], Awaitable[bool]]
+
+
+@pytest.fixture
+def all_consumed(kafka_settings: KafkaSettings) -> AllConsumed:
+    """Whether a consumer group has committed up to the end of the three input topics."""
+
+    async def check(group_id: str) -> bool:
+        consumer = AIOKafkaConsumer(
+            **kafka_settings.client_options(), group_id=group_id, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic_name(kafka_settings, topic), p)
+                for topic in TOPIC_OF.values()
+                for p in range(kafka_settings.partitions)
+            ]
+            ends = await consumer.end_offsets(partitions)
+            for tp in partitions:
+                committed = await consumer.committed(tp)
+                if ends[tp] and (committed or 0) < ends[tp]:
+                    return False
+            return True
+        finally:
+            await consumer.stop()
+
+    return check

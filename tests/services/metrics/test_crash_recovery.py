@@ -1,0 +1,182 @@
+"""SIGKILL the metrics service mid-stream, start it again: every count is exact.
+
+The service runs as its own process (`python -m services.cli.main metrics serve`) with
+small batches, so the kill lands between a database commit and the offset commit of some
+batch, or in the middle of one. After the restart the redelivered batches must change
+nothing and the missing ones must be applied: the figures equal the events, exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from services.metrics.db.engine import create_engine, session_factory
+from services.metrics.db.migrate import upgrade
+from services.metrics.db.tables import CaseRow, Demand, DemandFactRow
+from services.metrics.measures import purpose_summaries
+from services.metrics.repository import Filters
+from shared.events import (
+    CaseEvent,
+    CaseEventType,
+    Channel,
+    ClassificationMethod,
+    DemandClassified,
+    DemandReceived,
+    DemandType,
+    Event,
+)
+from shared.kafka.settings import KafkaSettings
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+CUSTOMERS = 400
+T0 = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
+PURPOSES = ("repair", "billing", "move home", "complaint")
+
+
+def events() -> list[Event]:
+    """Per customer: a value demand, a progress chase an hour later, fulfilled after
+    (c % 5 + 1) days. Customers divisible by 3 stay open."""
+    made: list[Event] = []
+    for c in range(CUSTOMERS):
+        purpose, customer = PURPOSES[c % len(PURPOSES)], f"C{c}"
+        for n, (kind, offset) in enumerate(((DemandType.VALUE, 0), (DemandType.FAILURE, 1))):
+            at = T0 + timedelta(hours=offset)
+            made.append(
+                DemandClassified(
+                    demand=DemandReceived(
+                        id=f"d{c}-{n}",
+                        occurred_at=at,
+                        received_at=at,
+                        channel=Channel.PHONE,
+                        source="test",
+                        customer_ref=customer,
+                        case_ref=f"K{c}",
+                        text="words",
+                    ),
+                    demand_type=kind,
+                    failure_kind="progress_chasing" if kind is DemandType.FAILURE else None,
+                    purpose=purpose,
+                    confidence=1.0,
+                    method=ClassificationMethod.RULE,
+                    model_version="r1",
+                    classified_at=at,
+                )
+            )
+        if c % 3:
+            made.append(
+                CaseEvent(
+                    id=f"f{c}",
+                    case_ref=f"K{c}",
+                    customer_ref=customer,
+                    type=CaseEventType.FULFILLED,
+                    occurred_at=T0 + timedelta(days=c % 5 + 1),
+                )
+            )
+    return made
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def service_env(
+    tmp_path: Path, kafka_settings: KafkaSettings, unique_group: str, auth: Any
+) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DEMANDSCOPE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "DEMANDSCOPE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "DEMANDSCOPE_METRICS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}",
+        "DEMANDSCOPE_METRICS_GROUP_ID": unique_group,
+        "DEMANDSCOPE_METRICS_PORT": str(_free_port()),
+        "DEMANDSCOPE_METRICS_MAX_BATCH": "10",
+        "DEMANDSCOPE_METRICS_LOG_LEVEL": "WARNING",
+        "DEMANDSCOPE_AUTH_DATABASE_URL": auth.settings.database_url,
+    }
+    return env
+
+
+def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", "metrics", "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_counts_are_exact_after_a_kill_mid_stream(
+    service_env: dict[str, str], publish: Any, all_consumed: Any, unique_group: str
+) -> None:
+    url = service_env["DEMANDSCOPE_METRICS_DATABASE_URL"]
+    await asyncio.to_thread(upgrade, url)
+    log = events()
+    demand_total = sum(isinstance(e, DemandClassified) for e in log)
+    await publish(log)
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+
+    async def stored() -> int:
+        async with sessions() as session:
+            return int(
+                (await session.execute(select(func.count()).select_from(Demand))).scalar_one()
+            )
+
+    first = _start(service_env)
+    try:
+        at_kill = await wait_until(
+            stored, accept=lambda n: n > 0, timeout=60, interval=0.02, what="first batches"
+        )
+    finally:
+        first.kill()  # SIGKILL: no shutdown, no final commit
+        first.wait(timeout=30)
+    assert at_kill < demand_total, "the kill must land mid-stream"
+
+    second = _start(service_env)
+    try:
+        await wait_until(
+            lambda: all_consumed(unique_group), timeout=120, interval=0.5, what="catch-up"
+        )
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+
+    async with sessions() as session:
+        facts = (
+            await session.execute(select(func.count()).select_from(DemandFactRow))
+        ).scalar_one()
+        cases = (await session.execute(select(func.count()).select_from(CaseRow))).scalar_one()
+        summaries = {s.purpose: s for s in await purpose_summaries(session, Filters())}
+    demands = await stored()
+    await engine.dispose()
+
+    assert demands == demand_total == facts == 2 * CUSTOMERS
+    assert cases == CUSTOMERS
+    for index, purpose in enumerate(PURPOSES):
+        customers = [c for c in range(CUSTOMERS) if c % len(PURPOSES) == index]
+        summary = summaries[purpose]
+        assert (summary.volume, summary.value, summary.failure) == (
+            2 * len(customers),
+            len(customers),
+            len(customers),
+        )
+        assert summary.cases_fulfilled == sum(1 for c in customers if c % 3)
+        assert summary.open_cases == sum(1 for c in customers if not c % 3)
+        assert summary.contacts_per_case == 2.0

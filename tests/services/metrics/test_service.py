@@ -1,0 +1,306 @@
+"""The metrics service on the real broker and both databases, with figures worked by hand.
+
+The scenario (T0 = ten days ago; every end-to-end time is on the customer's clock):
+
+- A: a move-home demand by phone, no case ref; the CRM later names the case K-A (adopted)
+  and fulfils it 2 days after the demand: 172 800 s, one contact, one-stop.
+- B: a move-home demand by phone on case K-B, a progress-chasing email a day later (no ref:
+  it joins B's open move-home case), fulfilled at 4 days: 345 600 s, 2 contacts.
+- C: move home on the web, case K-C fulfilled at 1 day, reopened at 2 days, fulfilled again
+  at 6 days: 518 400 s (the reopened case keeps counting), not one-stop.
+- D: a billing demand classified value, then relabelled failure (not done right); a second
+  billing demand, a failure caused by the first, joins its case. Still open.
+- E: a move-home demand, then a billing failure ("did not understand your letter") caused by
+  it: it joins E's move-home case (2 contacts, open) and is traced to "move home".
+
+Move home: 5 demands, 4 value, 1 failure: share 0.2. Fulfilled times 172 800, 345 600,
+518 400 s: p50 = 345 600; p85 = 345 600 + 0.7 x 172 800 = 466 560; p95 = 345 600 + 0.9 x
+172 800 = 501 120 (linear interpolation, rank (n-1)q). Contacts per fulfilled case
+(1 + 2 + 1) / 3; one-stop 1 of 3. Open: E's case.
+Billing: 3 demands, all failure after the relabel (2 of 3 before it): share 1.0; 1 open case.
+Case events are published before the demands they belong to, labels twice, and the whole
+log is then published again: none of it may change a figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.metrics.config import MetricsSettings
+from services.metrics.db.migrate import upgrade
+from services.metrics.main import create_app
+from services.metrics.rebuild import DatabaseNotEmpty, rebuild
+from shared.events import (
+    CaseEvent,
+    CaseEventType,
+    CausedBy,
+    Channel,
+    ClassificationMethod,
+    DemandClassified,
+    DemandLabelled,
+    DemandReceived,
+    DemandType,
+    Event,
+    PurposeMetrics,
+)
+from shared.kafka.codec import decode
+from shared.kafka.settings import KafkaSettings
+from shared.topics import Topic, topic_name
+from tests.support.apps import running
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+T0 = (datetime.now(UTC) - timedelta(days=10)).replace(microsecond=0)
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+MOVE, BILLING = "move home", "billing"
+
+
+def classified(
+    demand_id: str,
+    customer: str,
+    at: datetime,
+    purpose: str,
+    demand_type: DemandType = DemandType.VALUE,
+    *,
+    channel: Channel = Channel.PHONE,
+    case_ref: str | None = None,
+    failure_kind: str | None = None,
+    caused_by: CausedBy | None = None,
+) -> DemandClassified:
+    return DemandClassified(
+        demand=DemandReceived(
+            id=demand_id,
+            occurred_at=at,
+            received_at=at,
+            channel=channel,
+            source="test",
+            customer_ref=customer,
+            case_ref=case_ref,
+            text="redacted words",
+            team="north",
+        ),
+        demand_type=demand_type,
+        failure_kind=failure_kind,
+        purpose=purpose,
+        confidence=0.9,
+        method=ClassificationMethod.RULE,
+        model_version="rules-1",
+        caused_by=caused_by,
+        classified_at=at,
+    )
+
+
+def case_event(
+    event_id: str, customer: str, case_ref: str, kind: CaseEventType, at: datetime
+) -> CaseEvent:
+    return CaseEvent(
+        id=event_id, case_ref=case_ref, customer_ref=customer, type=kind, occurred_at=at,
+        purpose=MOVE,
+    )  # fmt: skip
+
+
+def relabel(
+    label_id: str, at: datetime, demand_type: DemandType, kind: str | None
+) -> DemandLabelled:
+    return DemandLabelled(
+        id=label_id, demand_id="d-D1", demand_type=demand_type, failure_kind=kind,
+        purpose=BILLING, labelled_by="staff-7", labelled_at=at,
+    )  # fmt: skip
+
+
+FAILURE = DemandType.FAILURE
+CASE_EVENTS: list[Event] = [
+    case_event("e-A1", "C-A", "K-A", CaseEventType.OPENED, T0 + HOUR),
+    case_event("e-A2", "C-A", "K-A", CaseEventType.FULFILLED, T0 + 2 * DAY),
+    case_event("e-B1", "C-B", "K-B", CaseEventType.FULFILLED, T0 + 4 * DAY),
+    case_event("e-C1", "C-C", "K-C", CaseEventType.FULFILLED, T0 + DAY),
+    case_event("e-C2", "C-C", "K-C", CaseEventType.REOPENED, T0 + 2 * DAY),
+    case_event("e-C3", "C-C", "K-C", CaseEventType.FULFILLED, T0 + 6 * DAY),
+]
+DEMANDS: list[Event] = [
+    classified("d-A1", "C-A", T0, MOVE),
+    classified("d-B1", "C-B", T0, MOVE, case_ref="K-B"),
+    classified("d-B2", "C-B", T0 + DAY, MOVE, FAILURE, channel=Channel.EMAIL,
+               failure_kind="progress_chasing"),
+    classified("d-C1", "C-C", T0, MOVE, channel=Channel.WEB, case_ref="K-C"),
+    classified("d-D1", "C-D", T0, BILLING),
+    classified("d-D2", "C-D", T0 + HOUR, BILLING, FAILURE, failure_kind="repeat",
+               caused_by=CausedBy(kind="demand", ref="d-D1")),
+    classified("d-E1", "C-E", T0, MOVE),
+    classified("d-E2", "C-E", T0 + 2 * HOUR, BILLING, FAILURE, failure_kind="not_understood",
+               caused_by=CausedBy(kind="demand", ref="d-E1")),
+]  # fmt: skip
+# The 08:00 label is the latest; the 07:00 one arrives after it and must not win.
+LABELS: list[Event] = [
+    relabel("l-2", T0 + 8 * HOUR, FAILURE, "not_done_right"),
+    relabel("l-2", T0 + 8 * HOUR, FAILURE, "not_done_right"),
+    relabel("l-1", T0 + 7 * HOUR, DemandType.VALUE, None),
+]
+EVENT_COUNT = len(CASE_EVENTS) + len(DEMANDS) + len(LABELS)
+
+
+async def _get(client: httpx.AsyncClient, path: str, headers: dict[str, str]) -> Any:
+    response = await client.get(path, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_figures_worked_by_hand_survive_redelivery_and_match_a_rebuild(
+    kafka_settings: KafkaSettings,
+    database_url: str,
+    unique_group: str,
+    auth: Any,
+    publish: Any,
+    all_consumed: Any,
+    tmp_path: Path,
+) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    settings = MetricsSettings(
+        kafka=kafka_settings,
+        database_url=database_url,
+        group_id=unique_group,
+        auth=auth.settings,
+        publish_debounce_s=0.2,
+    )
+    headers = auth.read_headers
+    async with running(create_app(settings)) as client:
+        await publish(CASE_EVENTS)  # before the demands they belong to
+        await publish(DEMANDS)
+        await publish(LABELS)
+        await wait_until(lambda: all_consumed(unique_group), timeout=60, what="all consumed")
+        first = await _figures(client, headers)
+        await publish(CASE_EVENTS + DEMANDS + LABELS)  # redelivery of everything
+        await wait_until(lambda: all_consumed(unique_group), timeout=60, what="redelivery consumed")
+        live = await _figures(client, headers)
+        assert live == first
+
+        purposes = {row["purpose"]: row for row in live["purposes"]}
+        move, billing = purposes[MOVE], purposes[BILLING]
+        assert (move["volume"], move["value"], move["failure"]) == (5, 4, 1)
+        assert move["failure_share"] == pytest.approx(0.2)
+        assert move["end_to_end"] == {
+            "p50_seconds": 345_600.0,
+            "p85_seconds": pytest.approx(466_560.0),
+            "p95_seconds": pytest.approx(501_120.0),
+        }
+        assert move["cases_fulfilled"] == 3
+        assert move["contacts_per_case"] == pytest.approx(4 / 3)
+        assert move["one_stop_share"] == pytest.approx(1 / 3)
+        assert move["open_cases"] == 1
+        assert (billing["volume"], billing["value"], billing["failure"]) == (3, 0, 3)
+        assert billing["failure_share"] == 1.0
+        assert billing["open_cases"] == 1
+
+        detail = live["billing"]
+        assert {r["key"]: r["count"] for r in detail["failure_by_kind"]} == {
+            "not_done_right": 1,
+            "repeat": 1,
+            "not_understood": 1,
+        }
+        # d-D2 traces to D's billing case, d-E2 to E's move-home case; d-D1 has no cause.
+        assert {r["key"]: r["count"] for r in detail["failure_by_cause"]} == {
+            BILLING: 1,
+            MOVE: 1,
+            "untraced": 1,
+        }
+        case_b = live["case_b"]
+        assert case_b["end_to_end_seconds"] == 345_600
+        assert case_b["contacts"] == 2
+        assert case_b["channels"] == ["email", "phone"]
+        assert [e["id"] for e in case_b["entries"]] == ["d-B1", "d-B2", "e-B1"]
+        case_e = await _get(client, "/v1/cases/auto-d-E1", headers)
+        assert [e["id"] for e in case_e["entries"]] == ["d-E1", "d-E2"]
+        pareto = live["pareto"]
+        assert [(r["purpose"], r["failure"], r["cumulative_share"]) for r in pareto] == [
+            (BILLING, 3, 0.75),
+            (MOVE, 1, 1.0),
+        ]
+        exposition = (await client.get("/metrics")).text
+        # Each case observed once, when it was first fulfilled: redelivery observed nothing.
+        assert _sample(exposition, "end_to_end_seconds_count", MOVE, "phone") == 2
+        assert _sample(exposition, "end_to_end_seconds_count", MOVE, "web") == 1
+        assert _sample(exposition, "end_to_end_seconds_sum", MOVE, "web") == 518_400
+        published = await _latest_purpose_metrics(kafka_settings)
+        assert published[MOVE].failure_count == 1
+        assert published[MOVE].end_to_end.p50_seconds == 345_600
+        assert published[BILLING].failure_ratio == 1.0
+
+    rebuilt_url = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
+    await asyncio.to_thread(upgrade, rebuilt_url)
+    report = await rebuild(kafka=kafka_settings, database_url=rebuilt_url, batch_size=5)
+    assert report.events_applied == 2 * EVENT_COUNT
+    with pytest.raises(DatabaseNotEmpty):
+        await rebuild(kafka=kafka_settings, database_url=rebuilt_url)
+    rebuilt_settings = settings.model_copy(
+        update={"database_url": rebuilt_url, "group_id": f"{unique_group}-idle"}
+    )
+    rebuilt_app = create_app(rebuilt_settings)
+    async with running(rebuilt_app) as rebuilt_client:
+        # Stop its consumer at once: the rebuilt figures alone are compared.
+        await rebuilt_app.state.consumer.stop()
+        assert await _figures(rebuilt_client, headers) == live
+
+
+async def _figures(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    billing = await _get(client, "/v1/purposes/billing", headers)
+    billing.pop("open_case_age")  # ages run on the wall clock
+    return {
+        "purposes": await _get(client, "/v1/purposes", headers),
+        "billing": billing,
+        "move": (await _get(client, "/v1/purposes/move home", headers))["charts"],
+        "case_b": await _get(client, "/v1/cases/K-B", headers),
+        "pareto": await _get(client, "/v1/demand/by-purpose", headers),
+        "channels": await _get(client, "/v1/demand/by-channel", headers),
+        "weeks": await _get(client, "/v1/demand/over-time?granularity=day", headers),
+    }
+
+
+def _sample(exposition: str, name: str, purpose: str, channel: str) -> float:
+    wanted = f"demandscope_metrics_{name}"
+    (value,) = [
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == wanted and sample.labels == {"purpose": purpose, "channel": channel}
+    ]
+    return float(value)
+
+
+async def _latest_purpose_metrics(settings: KafkaSettings) -> dict[str, PurposeMetrics]:
+    """The compacted topic as a new subscriber reads it: the last record per purpose."""
+    topic = topic_name(settings, Topic.PURPOSE_METRICS)
+
+    async def read() -> dict[str, PurposeMetrics]:
+        consumer = AIOKafkaConsumer(
+            topic, **settings.client_options(), group_id=None, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        latest: dict[str, PurposeMetrics] = {}
+        try:
+            for records in (await consumer.getmany(timeout_ms=2000)).values():
+                for record in records:
+                    latest[record.key.decode()] = decode(PurposeMetrics, record.value)
+        finally:
+            await consumer.stop()
+        return latest
+
+    return await wait_until(
+        read,
+        accept=lambda latest: (
+            MOVE in latest
+            and BILLING in latest
+            and latest[MOVE].failure_count == 1
+            and latest[BILLING].failure_ratio == 1.0
+        ),
+        timeout=30,
+        what="purpose.metrics published",
+    )

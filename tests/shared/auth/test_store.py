@@ -1,0 +1,83 @@
+"""ApiKeyStore and require_scope on a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+
+from shared.auth.dependencies import add_auth_problem_handler, require_scope
+from shared.auth.keys import ApiKeyRecord, Scope
+from shared.auth.migrate import upgrade
+from shared.auth.store import ApiKeyStore
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_keys_are_created_listed_authenticated_and_revoked(database_url: str) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    clock = Clock()
+    store = ApiKeyStore(database_url, cache_ttl_s=5.0, clock=clock)
+    other_process = ApiKeyStore(database_url, cache_ttl_s=5.0, clock=clock)
+    try:
+        plaintext, record = await store.create("genesys-eu", [Scope.DEMANDS_WRITE])
+        assert (await store.authenticate(plaintext)) == record
+        assert (
+            await store.authenticate(plaintext[:-1] + ("A" if plaintext[-1] != "A" else "B"))
+            is None
+        )
+        assert [key.key_id for key in await store.list_keys()] == [record.key_id]
+        assert (await other_process.authenticate(plaintext)) == record  # now cached there
+
+        assert await store.revoke(record.key_id)
+        assert not await store.revoke(record.key_id)
+        assert await store.authenticate(plaintext) is None  # at once where it was revoked
+        assert (await other_process.authenticate(plaintext)) == record  # within the TTL
+        clock.now += 5.1
+        assert await other_process.authenticate(plaintext) is None  # after the TTL
+        (listed,) = await store.list_keys(source="genesys-eu")
+        assert listed.revoked_at is not None
+        with pytest.raises(ValueError, match="source"):
+            await store.create("no spaces please", [Scope.READ])
+    finally:
+        await store.close()
+        await other_process.close()
+
+
+async def test_require_scope_answers_401_403_as_problems(sqlite_url: str) -> None:
+    await asyncio.to_thread(upgrade, sqlite_url)
+    store = ApiKeyStore(sqlite_url)
+    app = FastAPI()
+    app.state.key_store = store
+    add_auth_problem_handler(app)
+
+    @app.get("/read")
+    async def read(key: ApiKeyRecord = Depends(require_scope(Scope.READ))) -> dict[str, str]:
+        return {"source": key.source}
+
+    reader, _ = await store.create("dash", [Scope.READ])
+    writer, _ = await store.create("crm", [Scope.DEMANDS_WRITE])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        ok = await client.get("/read", headers={"X-API-Key": reader})
+        assert ok.json() == {"source": "dash"}
+        assert (await client.get("/read", headers={"Authorization": f"Bearer {reader}"})).is_success
+        missing = await client.get("/read")
+        assert missing.status_code == 401
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert missing.headers["www-authenticate"] == 'Bearer realm="demandscope"'
+        assert missing.json()["status"] == 401
+        forbidden = await client.get("/read", headers={"X-API-Key": writer})
+        assert forbidden.status_code == 403
+        assert forbidden.json()["title"] == "Forbidden"
+    await store.close()
