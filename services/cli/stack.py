@@ -17,6 +17,15 @@ from services.cli.kafka_commands import local_config
 from services.cli.local_kafka import LocalKafkaError
 from services.cli.local_kafka import start as start_kafka
 from services.cli.local_kafka import stop as stop_kafka
+from services.cli.local_prometheus import (
+    LocalPrometheusConfig,
+    LocalPrometheusError,
+    fetch_jmx_exporter,
+    start_if_installed,
+)
+from services.cli.local_prometheus import stop as stop_prometheus
+
+BROKER_METRICS_PORT = 9404  # the JMX exporter's port, scraped by the local Prometheus
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,13 @@ def up(
     from services.intake.dev_key import ensure_dev_key
 
     config = local_config()
+    try:
+        fetch_jmx_exporter(
+            config.jmx_exporter_jar, pom=Path.cwd() / "deploy" / "kafka" / "jmx-exporter-pom.xml"
+        )
+        config.jmx_exporter_port = BROKER_METRICS_PORT
+    except LocalPrometheusError as error:
+        typer.echo(f"broker metrics are off: {error}")
     typer.echo(f"starting Kafka on {config.host}:{config.port} ...")
     try:
         start_kafka(config)
@@ -124,14 +140,18 @@ def up(
         typer.secho(f"Kafka did not start: {error}", fg="red", err=True)
         raise typer.Exit(1) from error
     code = 1
+    prometheus = LocalPrometheusConfig(root=Path.cwd())
     try:
         create_topics()
         migrate_all()
         key_file = Path(".run/api-key")
         ensure_dev_key(IntakeSettings().auth.database_url, key_file)
         typer.echo(f"development API key for source 'demo' is in {key_file}")
+        typer.echo(start_if_installed(prometheus))
         code = asyncio.run(_run(_parts(), ready_timeout))
     finally:
+        with contextlib.suppress(LocalPrometheusError):
+            stop_prometheus(prometheus)
         if not keep_kafka:
             typer.echo("stopping Kafka ...")
             with contextlib.suppress(LocalKafkaError):

@@ -1,0 +1,51 @@
+"""Fixtures of the deployment tests: Prometheus (Debian's package, installed when absent).
+
+Like the PostgreSQL fixture: when Prometheus cannot be had, its tests are skipped with a loud
+message, or fail when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+from services.cli import local_prometheus
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def _unavailable(what: str, error: Exception) -> None:
+    message = "\n" + "!" * 78 + f"\n!!! {what} is NOT available, its tests are SKIPPED: {error}\n"
+    message += "!" * 78
+    if _in_ci():
+        pytest.fail(message, pytrace=False)
+    warnings.warn(message, pytest.PytestWarning, stacklevel=2)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> Path:
+    """The prometheus server binary (installs Debian's package when absent and root)."""
+    try:
+        return local_prometheus.ensure_installed()
+    except local_prometheus.LocalPrometheusError as error:
+        _unavailable("Prometheus", error)
+        raise  # unreachable: _unavailable skips or fails
+
+
+@pytest.fixture(scope="session")
+def promtool(prometheus_binary: Path) -> Path:
+    """promtool, which Debian's prometheus package ships beside the server."""
+    found = shutil.which("promtool") or str(prometheus_binary.with_name("promtool"))
+    if not Path(found).is_file():
+        pytest.fail(f"prometheus is installed at {prometheus_binary} but promtool is missing")
+    return Path(found)
