@@ -26,7 +26,6 @@ from sqlalchemy import func, select
 
 from services.cli import local_kafka
 from services.metrics.config import MetricsSettings
-from services.metrics.db.engine import create_engine, session_factory
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import Demand
 from services.metrics.measures import purpose_summaries
@@ -34,6 +33,7 @@ from services.metrics.rebuild import rebuild
 from services.metrics.repository import Filters
 from shared.auth.migrate import upgrade as upgrade_auth
 from shared.auth.settings import AuthSettings
+from shared.database.engine import create_engine, session_factory
 from shared.events import (
     CaseEvent,
     CaseEventType,

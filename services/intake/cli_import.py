@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from services.intake.config import IntakeSettings
-from services.intake.db.engine import create_engine
 from services.intake.db.migrate import upgrade
 from services.intake.historic_import import ImportSummary, import_file
 from services.intake.import_rows import count_rows
@@ -20,6 +19,7 @@ from services.intake.ledger import IdempotencyLedger
 from services.intake.metrics import IntakeMetrics
 from services.intake.redaction import Redactor
 from services.intake.service import IntakeService
+from shared.database.engine import create_engine
 from shared.kafka.producer import ManagedProducer
 
 _CONNECT_TIMEOUT_S = 30.0

@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.intake.api import IntakeContext, router
 from services.intake.config import IntakeSettings
-from services.intake.db.engine import create_engine
 from services.intake.ledger import IdempotencyLedger
 from services.intake.metrics import IntakeMetrics
 from services.intake.openapi_docs import install_openapi
@@ -30,6 +29,7 @@ from services.intake.service import IntakeService
 from services.intake.validation import FieldProblem
 from shared.auth.dependencies import add_auth_problem_handler
 from shared.auth.store import ApiKeyStore
+from shared.database.engine import create_engine
 from shared.kafka.producer import ManagedProducer
 from shared.observability.ops import ops_router
 

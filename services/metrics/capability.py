@@ -8,6 +8,7 @@ records a change (POST /v1/purposes/{purpose}/changes): never automatically.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 
@@ -18,6 +19,7 @@ from services.metrics.schemas import CapabilityChart, ChartPointOut, SignalOut
 END_TO_END = "end_to_end_seconds"
 VALUE_PER_DAY = "value_per_day"
 FAILURE_PER_DAY = "failure_per_day"
+FAILURE_SHARE_PER_DAY = "failure_share_per_day"
 
 
 def xmr_chart(
@@ -81,6 +83,31 @@ def daily_volume_series(
     return [
         (datetime.combine(day, time.min, tzinfo=UTC), float(count))
         for day, count in daily_counts(stamps, first_day, last_day)
+    ]
+
+
+def daily_failure_share_series(
+    moments: Sequence[tuple[datetime, str]], *, since: datetime | None
+) -> list[tuple[datetime, float]]:
+    """Failure / (value + failure) demand per UTC day, from the baseline start (or the first
+    demand), one point per day that had value or failure demand.
+
+    A day without such demand has no share (0/0), so it is left out rather than counted as 0:
+    the chart's points are the days the share could be measured. Unknown demand is in neither
+    part, as in every other failure share.
+    """
+    first_day = since.astimezone(UTC).date() if since is not None else None
+    per_day: dict[date, Counter[str]] = {}
+    for at, kind in moments:
+        day = at.astimezone(UTC).date()
+        if kind in ("value", "failure") and (first_day is None or day >= first_day):
+            per_day.setdefault(day, Counter())[kind] += 1
+    return [
+        (
+            datetime.combine(day, time.min, tzinfo=UTC),
+            counts["failure"] / (counts["value"] + counts["failure"]),
+        )
+        for day, counts in sorted(per_day.items())
     ]
 
 

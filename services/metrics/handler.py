@@ -14,9 +14,10 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.metrics.domain.causes import cause_label
 from services.metrics.ingest import BatchOutcome, apply_events
 from services.metrics.metrics import MetricsServiceMetrics
-from shared.events import DemandClassified
+from shared.events import DemandClassified, DemandType
 from shared.kafka.consumer import BatchResult, Inbound, RetryableError
 
 
@@ -51,6 +52,10 @@ class ApplyMetricsBatch:
                     event.demand.channel.value,
                     event.failure_kind or "none",
                 ).inc()
+                if event.demand_type is DemandType.FAILURE:
+                    self._metrics.failure_demands.labels(
+                        event.purpose, event.failure_kind or "none", cause_label(event.caused_by)
+                    ).inc()
         for case in outcome.newly_fulfilled:
             self._metrics.end_to_end.labels(case.purpose, case.channel).observe(
                 case.end_to_end_seconds

@@ -12,7 +12,6 @@ from sqlalchemy import text
 
 from services.metrics.api import router
 from services.metrics.config import MetricsSettings
-from services.metrics.db.engine import create_engine, session_factory
 from services.metrics.handler import ApplyMetricsBatch
 from services.metrics.measures import ChartSettings
 from services.metrics.metrics import MetricsServiceMetrics
@@ -20,6 +19,7 @@ from services.metrics.publisher import PurposeMetricsPublisher
 from services.metrics.subscriptions import consumed_topics
 from shared.auth.dependencies import add_auth_problem_handler
 from shared.auth.store import ApiKeyStore
+from shared.database.engine import create_engine, session_factory
 from shared.kafka.consumer import RunnerOptions
 from shared.kafka.producer import ManagedProducer
 from shared.kafka.runtime_metrics import ConsumerMetrics

@@ -12,8 +12,10 @@ from services.metrics import repository
 from services.metrics.capability import (
     END_TO_END,
     FAILURE_PER_DAY,
+    FAILURE_SHARE_PER_DAY,
     VALUE_PER_DAY,
     baseline_start,
+    daily_failure_share_series,
     daily_volume_series,
     xmr_chart,
 )
@@ -117,6 +119,14 @@ async def capability_charts(
                 shown_points=settings.chart_points,
             )
         )
+    charts.append(
+        xmr_chart(
+            FAILURE_SHARE_PER_DAY,
+            daily_failure_share_series(moments, since=since),
+            baseline_points=settings.baseline_points,
+            shown_points=settings.chart_points,
+        )
+    )
     return [chart for chart in charts if chart is not None]
 
 

@@ -1,7 +1,7 @@
 """The metrics service's Prometheus instruments, in one place.
 
-Labels stay bounded: purpose, channel, demand type, failure kind, chart measure and rule.
-Never a customer, a case or a demand.
+Labels stay bounded: purpose, channel, demand type, failure kind, cause kind (case, demand,
+untraced), chart measure and rule. Never a customer, a case or a demand.
 """
 
 from __future__ import annotations
@@ -20,6 +20,15 @@ class MetricsServiceMetrics:
             "demandscope_metrics_demands_total",
             "Classified demands consumed (redeliveries included: the stored figures are exact).",
             ["purpose", "demand_type", "channel", "failure_kind"],
+            registry=registry,
+        )
+        # Counted like demands_total (the same events, at the same moment, with the
+        # classifier's labels), so it adds up to demands_total{demand_type="failure"}.
+        self.failure_demands = Counter(
+            "demandscope_metrics_failure_demands_total",
+            "Classified failure demands consumed, by kind and by what they trace back to "
+            "(cause: case, demand or untraced). Counted like demandscope_metrics_demands_total.",
+            ["purpose", "failure_kind", "cause"],
             registry=registry,
         )
         self.end_to_end = Histogram(

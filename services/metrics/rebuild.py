@@ -19,9 +19,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics import repository
-from services.metrics.db.engine import create_engine, session_factory
 from services.metrics.ingest import apply_events
 from services.metrics.subscriptions import consumed_topics
+from shared.database.engine import create_engine, session_factory
 from shared.events import Event
 from shared.kafka.codec import DecodeError, decode
 from shared.kafka.settings import KafkaSettings

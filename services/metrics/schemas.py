@@ -93,7 +93,9 @@ class SignalOut(BaseModel):
 class CapabilityChart(BaseModel):
     """An XmR chart: what the system predictably delivers. Never a target."""
 
-    measure: str = Field(description="end_to_end_seconds, value_per_day or failure_per_day.")
+    measure: str = Field(
+        description="end_to_end_seconds, value_per_day, failure_per_day or failure_share_per_day."
+    )
     centre_line: float
     lower_natural_process_limit: float
     upper_natural_process_limit: float

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.auth import repository
-from shared.auth.engine import create_engine
 from shared.auth.keys import ApiKeyRecord, Scope, generate_key, hash_secret, parse_key, verify
+from shared.database.engine import create_engine
 
 # A source names a sending system and is compared with each event's `source`.
 _SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")

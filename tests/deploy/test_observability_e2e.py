@@ -58,7 +58,9 @@ ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / ".run" / "deploy-e2e-report.json"
 SOURCE = "e2e-crm"
 
-# (text, purpose the case is about): failure demand chases what value demand asked for.
+# A case opens with VALUE_TEXTS[slot] and is followed by FAILURE_TEXTS[slot]. Only the engineer
+# chaser is for its case's purpose (the classifier traces it to the case: cause "case"); the
+# model files the two billing complaints under another purpose, so they stay untraced.
 VALUE_TEXTS = [
     "I'd like to pay my bill by direct debit",
     "I am moving house next month",
@@ -66,8 +68,8 @@ VALUE_TEXTS = [
 ]
 FAILURE_TEXTS = [
     "My bill is wrong again",
-    "Where is my engineer? Still waiting since Monday",
     "I called last week and nobody got back to me about my bill",
+    "Where is my engineer? Still waiting since Monday",  # chases the engineer visit booked
 ]
 CHANNELS = ["phone", "email", "web", "chat"]
 
@@ -213,7 +215,8 @@ def case_event(case: int, kind: str, *, at: datetime, purpose: str | None = None
 
 
 async def post_history(intake: httpx.AsyncClient, now: datetime) -> int:
-    """Ten days of cases: each opened by a value demand, chased by failure demand, fulfilled.
+    """Ten days of cases: each opened by a value demand, chased by failure demand, fulfilled
+    (all but today's engineer visit, which is still open).
 
     The last day has far more failure demand than the days before: a signal to be seen.
     Returns how many demands were accepted.
@@ -237,7 +240,13 @@ async def post_history(intake: httpx.AsyncClient, now: datetime) -> int:
                 accepted += 1
             took = timedelta(hours=2 * (slot + 1), minutes=7 * days_ago)  # varies, day to day
             fulfilled = min(opened + took, now - timedelta(minutes=1))
-            for kind, at in (("opened", opened), ("fulfilled", fulfilled)):
+            events = [("opened", opened), ("fulfilled", fulfilled)]
+            if days_ago == 0 and slot == 2:
+                # Today's engineer visit stays open: its chasers trace back to the case. (The
+                # classifier judges against the case's current state, and the case events of
+                # the other cases may reach it before their demands: fulfilled by then.)
+                events = events[:1]
+            for kind, at in events:
                 event = case_event(case, kind, at=at)
                 response = await intake.post("/v1/case-events", json=event)
                 assert response.status_code == 202, response.text
@@ -413,8 +422,14 @@ async def test_every_dashboard_panel_shows_data_from_the_running_stack(
         rules = (await prometheus.client.get("/api/v1/rules")).json()["data"]["groups"]
 
     assert not _empty(results), f"panel queries without data: {_empty(results)}"
+    # The chasers of the history join open cases, so some failure demand traces to a cause.
+    (causes,) = [
+        body for query, body in results.items() if query.where.endswith("kind and cause / A")
+    ]
+    traced = {s["metric"]["cause"] for s in causes["data"]["result"]} - {"untraced"}
+    assert traced, f"no failure demand traced to a case or a demand: {figures(causes)}"
     evaluated = {rule["name"]: rule for group in rules for rule in group["rules"]}
-    assert len(evaluated) == 25  # 16 recording rules, 9 alerts: all loaded
+    assert len(evaluated) == 21  # 12 recording rules, 9 alerts: all loaded
     failing = {
         name: rule.get("lastError") for name, rule in evaluated.items() if rule["health"] == "err"
     }

@@ -1,48 +1,7 @@
-"""Alembic environment of intake's database, with its own version table.
+"""Alembic environment of intake's database (the idempotency ledger), with its own version
+table, so the ledger can share one PostgreSQL database with other services' migrations."""
 
-``alembic_version_intake`` rather than Alembic's default lets the ledger share one
-PostgreSQL database with another service's migrations without the two fighting.
-"""
-
-from __future__ import annotations
-
-import asyncio
-
-from alembic import context
-from sqlalchemy.engine import Connection
-
-from services.intake.db.engine import create_engine
 from services.intake.db.tables import IntakeBase
+from shared.database.migrations import run_environment
 
-VERSION_TABLE = "alembic_version_intake"
-
-
-def _run(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=IntakeBase.metadata,
-        version_table=VERSION_TABLE,
-        render_as_batch=connection.dialect.name == "sqlite",
-    )
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-async def _run_async() -> None:
-    engine = create_engine(context.config.get_main_option("sqlalchemy.url") or "")
-    async with engine.connect() as connection:
-        await connection.run_sync(_run)
-        await connection.commit()
-    await engine.dispose()
-
-
-if context.is_offline_mode():
-    context.configure(
-        url=context.config.get_main_option("sqlalchemy.url"),
-        literal_binds=True,
-        version_table=VERSION_TABLE,
-    )
-    with context.begin_transaction():
-        context.run_migrations()
-else:
-    asyncio.run(_run_async())
+run_environment(IntakeBase.metadata, version_table="alembic_version_intake")

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from services.intake.db.engine import create_engine
 from services.intake.db.migrate import upgrade
 from services.intake.ledger import Claim, IdempotencyLedger
+from shared.database.engine import create_engine
 
 pytestmark = pytest.mark.integration
 

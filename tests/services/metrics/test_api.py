@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from services.metrics.config import MetricsSettings
-from services.metrics.db.engine import create_engine, session_factory
 from services.metrics.db.migrate import upgrade
 from services.metrics.ingest import apply_events
 from services.metrics.main import create_app
+from shared.database.engine import create_engine, session_factory
 from shared.events import (
     CaseEvent,
     CaseEventType,

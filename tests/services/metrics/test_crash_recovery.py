@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from services.metrics.db.engine import create_engine, session_factory
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import CaseRow, Demand, DemandFactRow
 from services.metrics.measures import purpose_summaries
 from services.metrics.repository import Filters
+from shared.database.engine import create_engine, session_factory
 from shared.events import (
     CaseEvent,
     CaseEventType,

@@ -178,6 +178,13 @@ async def test_figures_worked_by_hand_survive_redelivery_and_match_a_rebuild(
         await publish(LABELS)
         await wait_until(lambda: all_consumed(unique_group), timeout=60, what="all consumed")
         first = await _figures(client, headers)
+        # Failure demands as the classifier labelled them, with the kind of their cause
+        # (d-D1's relabel is not in the counters, like demands_total: see metrics.py).
+        assert _failure_counts((await client.get("/metrics")).text) == {
+            (BILLING, "repeat", "demand"): 1,
+            (BILLING, "not_understood", "demand"): 1,
+            (MOVE, "progress_chasing", "untraced"): 1,
+        }
         await publish(CASE_EVENTS + DEMANDS + LABELS)  # redelivery of everything
         await wait_until(lambda: all_consumed(unique_group), timeout=60, what="redelivery consumed")
         live = await _figures(client, headers)
@@ -229,8 +236,36 @@ async def test_figures_worked_by_hand_survive_redelivery_and_match_a_rebuild(
         assert _sample(exposition, "end_to_end_seconds_count", MOVE, "phone") == 2
         assert _sample(exposition, "end_to_end_seconds_count", MOVE, "web") == 1
         assert _sample(exposition, "end_to_end_seconds_sum", MOVE, "web") == 518_400
+        # Counted like demands_total (redeliveries included): the two always add up.
+        failures = _failure_counts(exposition)
+        for purpose in (MOVE, BILLING):
+            assert sum(n for (p, _k, _c), n in failures.items() if p == purpose) == sum(
+                _samples(exposition, "demands_total", purpose=purpose, demand_type="failure")
+            )
+        # Move home's daily failure share: the demands' day 0.0 (4 value), the next day 1.0
+        # (B's chaser): centre 0.5, mR-bar 1, UNPL 0.5 + 2.66 = 3.16, LNPL 0, URL 3.268.
+        (share_chart,) = [c for c in live["move"] if c["measure"] == "failure_share_per_day"]
+        assert [p["value"] for p in share_chart["points"]] == [0.0, 1.0]
+        assert share_chart["centre_line"] == pytest.approx(0.5)
+        assert share_chart["upper_natural_process_limit"] == pytest.approx(3.16)
+        assert share_chart["lower_natural_process_limit"] == 0.0
+        assert share_chart["upper_range_limit"] == pytest.approx(3.268)
         published = await _latest_purpose_metrics(kafka_settings)
         assert published[MOVE].failure_count == 1
+        assert "failure_share_per_day" in {c.measure for c in published[MOVE].capability}
+        upper = await wait_until(
+            lambda: _client_samples(
+                client,
+                "capability_limit",
+                purpose=MOVE,
+                measure="failure_share_per_day",
+                line="upper_natural_process_limit",
+            ),
+            accept=lambda found: len(found) == 1,
+            timeout=30,
+            what="the failure share's limit on /metrics",
+        )
+        assert upper == [pytest.approx(3.16)]
         assert published[MOVE].end_to_end.p50_seconds == 345_600
         assert published[BILLING].failure_ratio == 1.0
 
@@ -273,6 +308,30 @@ def _sample(exposition: str, name: str, purpose: str, channel: str) -> float:
         if sample.name == wanted and sample.labels == {"purpose": purpose, "channel": channel}
     ]
     return float(value)
+
+
+def _samples(exposition: str, name: str, **labels: str) -> list[float]:
+    """Every sample of a metric whose labels include `labels`."""
+    wanted = f"demandscope_metrics_{name}"
+    return [
+        float(sample.value)
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == wanted and labels.items() <= sample.labels.items()
+    ]
+
+
+async def _client_samples(client: httpx.AsyncClient, name: str, **labels: str) -> list[float]:
+    return _samples((await client.get("/metrics")).text, name, **labels)
+
+
+def _failure_counts(exposition: str) -> dict[tuple[str, str, str], float]:
+    return {
+        (s.labels["purpose"], s.labels["failure_kind"], s.labels["cause"]): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+        if s.name == "demandscope_metrics_failure_demands_total"
+    }
 
 
 async def _latest_purpose_metrics(settings: KafkaSettings) -> dict[str, PurposeMetrics]:

@@ -9,9 +9,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from services.metrics.db.engine import create_engine
-from services.metrics.db.migrate import upgrade
+from services.metrics.db.migrate import VERSION_TABLE, upgrade
 from services.metrics.db.tables import Base
+from shared.database.engine import create_engine
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ async def test_migrations_match_the_declared_tables(database_url: str) -> None:
     engine = create_engine(database_url)
 
     def differences(connection: Any) -> list[Any]:
-        context = MigrationContext.configure(connection)
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return list(compare_metadata(context, Base.metadata))
 
     try:

@@ -1,4 +1,4 @@
-"""Engines are built by the composition root, never at import."""
+"""Async engines, built by a composition root, never at import."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import (
 def create_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
-        # WAL lets the API read while the consumer writes; a busy timeout rides out the overlap.
+        # WAL lets readers (the API, other processes) work while one writer commits;
+        # synchronous=NORMAL makes a commit an append to the log rather than an fsync of the
+        # database; the busy timeout rides out the moments two writers overlap.
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(connection: Any, _record: Any) -> None:
             cursor = connection.cursor()
