@@ -24,7 +24,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -33,6 +32,20 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from services.cli.local_process import (
+    StartedServers,
+    StartupOutcome,
+    command_line,
+    pid_alive,
+    port_is_free,
+    read_pid,
+    run_to_completion,
+    tail,
+    terminate,
+    wait_for_startup,
+    wait_while,
+)
 
 __all__ = [
     "MIN_JAVA_MAJOR",
@@ -234,16 +247,7 @@ def fetch_jars(cfg: LocalKafkaConfig) -> Path:
             "-DincludeScope=runtime",
         ]
         try:
-            proc = subprocess.run(
-                cmd,
-                cwd=str(pom.parent),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=900,
-                check=False,
-            )
+            proc = run_to_completion(cmd, cwd=pom.parent, timeout=900)
         except subprocess.TimeoutExpired as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise LocalKafkaError(
@@ -308,68 +312,30 @@ def _check_java(java: str) -> None:
 # processes and ports
 # ---------------------------------------------------------------------------------------------
 
-_children: dict[int, subprocess.Popen[bytes]] = {}
+# The brokers this process started: their liveness comes from poll().
+_started = StartedServers()
 
 
 def _pid_alive(pid: int) -> bool:
-    child = _children.get(pid)
-    if child is not None:
-        if child.poll() is None:
-            return True
-        _children.pop(pid, None)
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else ""
-    if state == "Z":  # zombie: reap it if it is ours
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        return False
-    return True
+    started = _started.alive(pid)
+    return pid_alive(pid) if started is None else started
 
 
 def _is_our_broker(pid: int, cfg: LocalKafkaConfig) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    args = command_line(pid)
+    if args is None:
         return _pid_alive(pid)  # no procfs: trust the pid file
-    args = [a.decode(errors="replace") for a in cmdline]
     return KAFKA_MAIN_CLASS in args and str(cfg.properties_file) in args
-
-
-def _read_pid(cfg: LocalKafkaConfig) -> int | None:
-    try:
-        return int(cfg.pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def _running_pid(cfg: LocalKafkaConfig) -> int | None:
     """Pid of *our* broker process if it is alive (ready or not), else None."""
-    pid = _read_pid(cfg)
+    pid = read_pid(cfg.pid_file)
     if pid is None:
         return None
     if _pid_alive(pid) and _is_our_broker(pid, cfg):
         return pid
     return None
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _read_exact(sock: socket.socket, n: int) -> bytes:
@@ -488,16 +454,7 @@ def _format_storage(cfg: LocalKafkaConfig, java: str) -> None:
         heap="128m",
     )
     try:
-        proc = subprocess.run(
-            cmd,
-            cwd=str(cfg.run_path),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        proc = run_to_completion(cmd, cwd=cfg.run_path, timeout=120)
     except subprocess.TimeoutExpired as exc:
         raise LocalKafkaError("formatting the Kafka storage timed out") from exc
     if proc.returncode != 0:
@@ -507,18 +464,10 @@ def _format_storage(cfg: LocalKafkaConfig, java: str) -> None:
         )
 
 
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
-
-
 def _failure_details(cfg: LocalKafkaConfig) -> str:
     parts: list[str] = []
     for path in (cfg.stdout_file, cfg.logs_dir / "server.log"):
-        text = _tail(path)
+        text = tail(path)
         if text.strip():
             parts.append(f"--- last lines of {path} ---\n{text}")
     return "\n".join(parts) if parts else "(no log output)"
@@ -544,22 +493,22 @@ def status(cfg: LocalKafkaConfig) -> KafkaStatus:
 
 
 def _wait_ready(cfg: LocalKafkaConfig, pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if not _pid_alive(pid):
-            cfg.pid_file.unlink(missing_ok=True)
-            raise LocalKafkaError(
-                f"the Kafka broker (pid {pid}) exited during startup.\n{_failure_details(cfg)}"
-            )
-        if is_ready(cfg.host, cfg.port, timeout=1.0):
-            return
-        if time.monotonic() >= deadline:
-            raise LocalKafkaError(
-                f"the Kafka broker (pid {pid}) did not become ready on {cfg.bootstrap} within "
-                f"{timeout:.0f}s; it is still running (stop it with `stop`).\n"
-                f"{_failure_details(cfg)}"
-            )
-        time.sleep(0.2)
+    outcome = wait_for_startup(
+        running=lambda: _pid_alive(pid),
+        ready=lambda: is_ready(cfg.host, cfg.port, timeout=1.0),
+        timeout=timeout,
+    )
+    if outcome is StartupOutcome.EXITED:
+        cfg.pid_file.unlink(missing_ok=True)
+        raise LocalKafkaError(
+            f"the Kafka broker (pid {pid}) exited during startup.\n{_failure_details(cfg)}"
+        )
+    if outcome is StartupOutcome.TIMED_OUT:
+        raise LocalKafkaError(
+            f"the Kafka broker (pid {pid}) did not become ready on {cfg.bootstrap} within "
+            f"{timeout:.0f}s; it is still running (stop it with `stop`).\n"
+            f"{_failure_details(cfg)}"
+        )
 
 
 def start(cfg: LocalKafkaConfig, timeout: float = 90) -> None:
@@ -585,7 +534,7 @@ def start(cfg: LocalKafkaConfig, timeout: float = 90) -> None:
         (cfg.port, "", "DEMANDSCOPE_KAFKA_PORT"),
         (cfg.controller_port, "controller ", "DEMANDSCOPE_KAFKA_CONTROLLER_PORT"),
     ):
-        if not _port_free(cfg.host, port):
+        if not port_is_free(cfg.host, port):
             raise LocalKafkaError(
                 f"{what}port {port} is taken by another process; set {env} to a free port "
                 f"(or stop whatever listens on {cfg.host}:{port})."
@@ -607,21 +556,14 @@ def start(cfg: LocalKafkaConfig, timeout: float = 90) -> None:
             )
         listen = f"{cfg.host}:{cfg.jmx_exporter_port}"
         cmd.insert(1, f"-javaagent:{cfg.jmx_exporter_jar}={listen}:{cfg.jmx_exporter_config}")
-    with open(cfg.stdout_file, "ab") as out:
-        out.write(f"\n==== starting broker {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            cmd,
-            cwd=str(run),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-    _children[proc.pid] = proc
-    cfg.pid_file.write_text(f"{proc.pid}\n")
-    _wait_ready(cfg, proc.pid, timeout)
+    pid = _started.spawn(
+        cmd,
+        cwd=run,
+        output=cfg.stdout_file,
+        pid_file=cfg.pid_file,
+        banner=f"\n==== starting broker {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n",
+    )
+    _wait_ready(cfg, pid, timeout)
 
 
 def stop(cfg: LocalKafkaConfig, timeout: float = 30) -> bool:
@@ -634,28 +576,12 @@ def stop(cfg: LocalKafkaConfig, timeout: float = 30) -> bool:
         cfg.pid_file.unlink(missing_ok=True)
         return False
 
-    def _signal(sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            try:
-                os.killpg(pid, sig)  # started with start_new_session: pgid == pid
-            except ProcessLookupError:
-                os.kill(pid, sig)
+    def alive() -> bool:
+        return _pid_alive(pid)
 
-    _signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _pid_alive(pid):
-        _signal(signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _pid_alive(pid):
-            raise LocalKafkaError(f"could not kill the Kafka broker (pid {pid})")
-    child = _children.pop(pid, None)
-    if child is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=1)
+    if terminate(pid, alive, timeout, whole_group=True) and wait_while(alive, 10):
+        raise LocalKafkaError(f"could not kill the Kafka broker (pid {pid})")
+    _started.release(pid, timeout=1)
     cfg.pid_file.unlink(missing_ok=True)
     return True
 

@@ -24,11 +24,20 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from services.cli.local_process import (
+    apt_install,
+    can_apt_install,
+    pick_free_port,
+    pid_exists,
+    read_pid,
+    run_to_completion,
+    tail,
+)
 
 __all__ = [
     "LocalPostgresConfig",
@@ -131,37 +140,19 @@ def _find_bin_dir() -> Path | None:
     return None
 
 
-def _apt(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return subprocess.run(
-        ["apt-get", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 def ensure_installed() -> Path:
     """Return the PostgreSQL bin dir, installing the Debian package first if needed (as root)."""
     bin_dir = _find_bin_dir()
     if bin_dir is not None:
         return bin_dir
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if not can_apt_install():
         raise LocalPostgresError(
             "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb). "
             "Install them with `sudo apt-get install -y postgresql`."
         )
-    out = _apt("install", "-y", "-q", "--no-install-recommends", "postgresql")
-    if out.returncode != 0:  # package lists may be missing/stale on a fresh machine
-        upd = _apt("update", "-q")
-        out = _apt("install", "-y", "-q", "--no-install-recommends", "postgresql")
-        if out.returncode != 0:
-            tail = "\n".join((upd.stdout + out.stdout).splitlines()[-30:])
-            raise LocalPostgresError(f"`apt-get install -y postgresql` failed:\n{tail}")
+    failure = apt_install("postgresql")
+    if failure is not None:
+        raise LocalPostgresError(f"`apt-get install -y postgresql` failed:\n{failure}")
     bin_dir = _find_bin_dir()
     if bin_dir is None:
         raise LocalPostgresError("installed the postgresql package but found no initdb")
@@ -184,17 +175,7 @@ def _run(
     if _as_root():
         cmd = ["runuser", "-u", _OS_USER, "--", *cmd]
     try:
-        return subprocess.run(
-            cmd,
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-            check=False,
-            start_new_session=True,
-        )
+        return run_to_completion(cmd, cwd="/", timeout=timeout, new_session=True)
     except subprocess.TimeoutExpired as exc:
         raise LocalPostgresError(f"`{' '.join(cmd)}` timed out after {timeout:.0f}s") from exc
 
@@ -227,28 +208,8 @@ def _usable_parent(run_dir: Path) -> Path:
     return run_dir
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _postmaster_pid(inst: PostgresInstance) -> int | None:
-    try:
-        return int((inst.data_dir / "postmaster.pid").read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+    return read_pid(inst.data_dir / "postmaster.pid")
 
 
 def _state_file(run_dir: Path, name: str) -> Path:
@@ -300,7 +261,7 @@ def _destroy(run_dir: Path, inst: PostgresInstance, timeout: float = 30) -> None
         if res.returncode != 0:
             _run(inst.bin_dir, "pg_ctl", "stop", "-m", "immediate", *pg_ctl_args, timeout=20)
         pid = _postmaster_pid(inst)
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and pid_exists(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     shutil.rmtree(inst.cluster_dir, ignore_errors=True)
@@ -309,15 +270,8 @@ def _destroy(run_dir: Path, inst: PostgresInstance, timeout: float = 30) -> None
 
 def _reap_stale(run_dir: Path) -> None:
     for inst in _load_all(run_dir):
-        if inst.owner_pid != os.getpid() and not _pid_alive(inst.owner_pid):
+        if inst.owner_pid != os.getpid() and not pid_exists(inst.owner_pid):
             _destroy(run_dir, inst)
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +302,7 @@ def start(cfg: LocalPostgresConfig, timeout: float = 60) -> str:
             os.chown(p, uid, gid)
     os.chmod(cluster_dir, 0o700)
 
-    port = cfg.port or _free_port(cfg.host)
+    port = cfg.port or pick_free_port(cfg.host)
     inst = PostgresInstance(
         name=name,
         cluster_dir=cluster_dir,
@@ -405,11 +359,11 @@ def start(cfg: LocalPostgresConfig, timeout: float = 60) -> str:
         )
         if res.returncode != 0:
             hint = ""
-            if "could not bind" in _tail(inst.log_file) or "in use" in _tail(inst.log_file):
+            if "could not bind" in tail(inst.log_file) or "in use" in tail(inst.log_file):
                 hint = f"\nport {port} is taken by another process; use another port (0 = any)."
             raise LocalPostgresError(
                 f"PostgreSQL failed to start (pg_ctl exit {res.returncode}).{hint}\n"
-                f"{res.stdout[-2000:]}\n--- {inst.log_file} ---\n{_tail(inst.log_file)}"
+                f"{res.stdout[-2000:]}\n--- {inst.log_file} ---\n{tail(inst.log_file)}"
             )
         res = _run(
             bin_dir,

@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from services.cli.local_process import (
+    StartedServers,
+    StartupOutcome,
+    apt_install,
+    can_apt_install,
+    command_line,
+    read_pid,
+    reap_if_zombie,
+    tail,
+    terminate,
+    wait_for_startup,
+)
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -156,36 +167,19 @@ def _services_not_started() -> Iterator[None]:
         policy.unlink(missing_ok=True)
 
 
-def _apt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["apt-get", *args],
-        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 def ensure_installed(binary: str = "prometheus") -> Path:
     """The Prometheus binary, installing Debian's package first when absent (as root only)."""
     found = find_binary(binary)
     if found is not None:
         return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if not can_apt_install():
         raise LocalPrometheusError(
             f"`{binary}` is not on PATH. Install it with `sudo apt-get install -y prometheus`."
         )
     with _services_not_started():
-        out = _apt("install", "-y", "-q", "--no-install-recommends", "prometheus")
-        if out.returncode != 0:  # package lists may be missing or stale on a fresh machine
-            update = _apt("update", "-q")
-            out = _apt("install", "-y", "-q", "--no-install-recommends", "prometheus")
-            if out.returncode != 0:
-                tail = "\n".join((update.stdout + out.stdout).splitlines()[-30:])
-                raise LocalPrometheusError(f"`apt-get install -y prometheus` failed:\n{tail}")
+        failure = apt_install("prometheus")
+    if failure is not None:
+        raise LocalPrometheusError(f"`apt-get install -y prometheus` failed:\n{failure}")
     found = find_binary(binary)
     if found is None:
         raise LocalPrometheusError("installed the prometheus package but found no binary")
@@ -266,40 +260,23 @@ def _write_config(cfg: LocalPrometheusConfig) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_pid(cfg: LocalPrometheusConfig) -> int | None:
-    try:
-        return int(cfg.pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-# Servers started by this process: their liveness comes from poll(), because right after
-# Popen returns, /proc/<pid>/cmdline can still be empty (the exec is not complete).
-_children: dict[int, subprocess.Popen[bytes]] = {}
+# The servers this process started: their liveness comes from poll().
+_started = StartedServers()
 
 
 def _is_ours(pid: int, cfg: LocalPrometheusConfig) -> bool:
     """Alive and started with this run_dir's config (a recycled pid is somebody else)."""
-    child = _children.get(pid)
-    if child is not None:
-        if child.poll() is None:
-            return True
-        del _children[pid]
+    started = _started.alive(pid)
+    if started is not None:
+        return started
+    args = command_line(pid)
+    if args is None or reap_if_zombie(pid):
         return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        return False
-    return f"--config.file={cfg.config_file}" in cmdline.split("\0")
+    return f"--config.file={cfg.config_file}" in args
 
 
 def _running_pid(cfg: LocalPrometheusConfig) -> int | None:
-    pid = _read_pid(cfg)
+    pid = read_pid(cfg.pid_file)
     return pid if pid is not None and _is_ours(pid, cfg) else None
 
 
@@ -311,25 +288,22 @@ def _answers_ready(cfg: LocalPrometheusConfig) -> bool:
         return False
 
 
-def _log_tail(cfg: LocalPrometheusConfig, lines: int = 20) -> str:
-    try:
-        return "\n".join(cfg.log_file.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log output)"
+def _log_tail(cfg: LocalPrometheusConfig) -> str:
+    return tail(cfg.log_file, 20, unreadable="(no log output)")
 
 
 def _wait_ready(cfg: LocalPrometheusConfig, pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not _answers_ready(cfg):
-        if not _is_ours(pid, cfg):
-            cfg.pid_file.unlink(missing_ok=True)
-            raise LocalPrometheusError(f"Prometheus exited during startup:\n{_log_tail(cfg)}")
-        if time.monotonic() >= deadline:
-            raise LocalPrometheusError(
-                f"Prometheus (pid {pid}) was not ready at {cfg.url} within {timeout:.0f}s:\n"
-                f"{_log_tail(cfg)}"
-            )
-        time.sleep(0.2)
+    outcome = wait_for_startup(
+        running=lambda: _is_ours(pid, cfg), ready=lambda: _answers_ready(cfg), timeout=timeout
+    )
+    if outcome is StartupOutcome.EXITED:
+        cfg.pid_file.unlink(missing_ok=True)
+        raise LocalPrometheusError(f"Prometheus exited during startup:\n{_log_tail(cfg)}")
+    if outcome is StartupOutcome.TIMED_OUT:
+        raise LocalPrometheusError(
+            f"Prometheus (pid {pid}) was not ready at {cfg.url} within {timeout:.0f}s:\n"
+            f"{_log_tail(cfg)}"
+        )
 
 
 def start(cfg: LocalPrometheusConfig, timeout: float = 30) -> PrometheusStatus:
@@ -352,18 +326,8 @@ def start(cfg: LocalPrometheusConfig, timeout: float = 30) -> PrometheusStatus:
         f"--web.listen-address={cfg.host}:{cfg.port}",
         "--web.enable-lifecycle",  # POST /-/reload picks up edited rules without a restart
     ]
-    with open(cfg.log_file, "ab") as log:
-        process = subprocess.Popen(
-            cmd,
-            cwd=str(cfg.run_path),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _children[process.pid] = process
-    cfg.pid_file.write_text(f"{process.pid}\n")
-    _wait_ready(cfg, process.pid, timeout)
+    pid = _started.spawn(cmd, cwd=cfg.run_path, output=cfg.log_file, pid_file=cfg.pid_file)
+    _wait_ready(cfg, pid, timeout)
     return status(cfg)
 
 
@@ -387,17 +351,8 @@ def stop(cfg: LocalPrometheusConfig, timeout: float = 15) -> bool:
     if pid is None:
         cfg.pid_file.unlink(missing_ok=True)
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _is_ours(pid, cfg) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _is_ours(pid, cfg):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    child = _children.pop(pid, None)
-    if child is not None:
-        child.wait()
+    terminate(pid, lambda: _is_ours(pid, cfg), timeout, whole_group=False)
+    _started.release(pid)
     cfg.pid_file.unlink(missing_ok=True)
     return True
 
