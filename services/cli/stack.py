@@ -60,11 +60,21 @@ async def _relay(name: str, stream: asyncio.StreamReader) -> None:
         sys.stdout.flush()
 
 
-async def _wait_ready(parts: list[Part], deadline: float) -> list[str]:
-    pending = {part.name: part for part in parts}
+async def _wait_ready(
+    parts: list[Part],
+    processes: list[asyncio.subprocess.Process],
+    deadline: float,
+    stop: asyncio.Event,
+) -> list[str]:
+    """The parts not ready by the deadline; gives up at once when a part exits (a taken
+    port, a bad setting): its own output, relayed above, says why."""
+    pending = {part.name: (part, process) for part, process in zip(parts, processes, strict=True)}
     async with httpx.AsyncClient(timeout=2.0) as client:
-        while pending and time.monotonic() < deadline:
-            for name, part in list(pending.items()):
+        while pending and time.monotonic() < deadline and not stop.is_set():
+            for name, (part, process) in list(pending.items()):
+                if process.returncode is not None:
+                    typer.secho(f"{name} exited with code {process.returncode}", fg="red")
+                    return list(pending)
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(f"{part.url}/readyz")).status_code == 200:
                         del pending[name]
@@ -89,9 +99,10 @@ async def _run(parts: list[Part], ready_timeout: float) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    not_ready = await _wait_ready(parts, time.monotonic() + ready_timeout)
+    not_ready = await _wait_ready(parts, processes, time.monotonic() + ready_timeout, stop)
     if not_ready:
-        typer.secho(f"not ready after {ready_timeout:.0f}s: {', '.join(not_ready)}", fg="red")
+        typer.secho(f"not ready: {', '.join(not_ready)}; stopping", fg="red")
+        stop.set()
     else:
         typer.secho(f"\ndemandscope is up in {time.monotonic() - started:.1f}s", fg="green")
         for part in parts:

@@ -68,6 +68,11 @@ class ManagedProducer:
             candidate = create_producer(self._settings, client_id=self._client_id)
             try:
                 await candidate.start()
+            except asyncio.CancelledError:
+                # Stopped while still connecting: close what was half opened.
+                with contextlib.suppress(Exception):
+                    await candidate.stop()
+                raise
             except (KafkaError, OSError) as error:
                 log.warning("broker not reachable yet (%s); retrying in %.1fs", error, delay)
                 with contextlib.suppress(Exception):
