@@ -15,7 +15,6 @@ import asyncio
 import os
 import random
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -44,12 +43,6 @@ CUSTOMERS = 5_000
 BATCH = 500
 TRAINING_ROWS = 10_000
 _FILLERS = ("hi", "hello", "please", "thanks", "urgent", "asap", "again", "today", "ok")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def perturbed(rows: list[Example], count: int, seed: int = 0) -> list[Example]:
@@ -213,13 +206,8 @@ def training_time(seed: list[Example]) -> float:
 def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
-    port, controller = _free_port(), _free_port()
-    cfg = local_kafka.LocalKafkaConfig(
-        root=ROOT,
-        run_dir=ROOT / ".run" / "bench-classifier",
-        port=port,
-        controller_port=controller,
-        heap="512m",
+    cfg = local_kafka.LocalKafkaConfig.on_free_ports(
+        root=ROOT, run_dir=ROOT / ".run" / "bench-classifier"
     )
     seed = [e for e in read_examples_csv(SEED_EXAMPLES).examples if e.purpose and e.demand_type]
     model_dir = Path(tempfile.mkdtemp(prefix="bench-classifier-", dir=ROOT / ".run"))

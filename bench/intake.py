@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from services.cli.local_process import pick_free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 LEDGER_VARIABLE = "DEMANDSCOPE_BENCH_LEDGER"  # "postgresql" or unset (SQLite, the default)
@@ -125,12 +126,6 @@ async def with_cpu(processes: dict[str, int], measuring: Any) -> Run:
         if start is not None and end is not None:
             used[name] = (end - start) / run.count * 1e6
     return replace(run, cpu_us=used)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_server(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -265,7 +260,7 @@ async def measure(
         "DEMANDSCOPE_INTAKE_LOG_LEVEL": "WARNING",
     }
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-    bare_port, intake_port = free_port(), free_port()
+    bare_port, intake_port = pick_free_ports("127.0.0.1", 2)
     servers = [start_server("bare", bare_port, env), start_server("intake", intake_port, env)]
     try:
         await wait_ready(bare_port, "/healthz")
@@ -355,21 +350,11 @@ async def main() -> None:
     from shared.kafka.settings import KafkaSettings
     from shared.topics import topic_specs
 
-    config = local_kafka.LocalKafkaConfig(
-        root=ROOT,
-        run_dir=ROOT / ".run" / f"bench-intake-{uuid.uuid4().hex[:6]}",
-        port=free_port(),
-        controller_port=free_port(),
-        heap="512m",
+    config = local_kafka.LocalKafkaConfig.on_free_ports(
+        root=ROOT, run_dir=ROOT / ".run" / f"bench-intake-{uuid.uuid4().hex[:6]}"
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-intake-"))
-    try:
-        await asyncio.to_thread(local_kafka.start, config, 120)
-    except local_kafka.LocalKafkaError:
-        # local_kafka's random cluster id sometimes starts with "-", which kafka-storage
-        # reads as an option (reported to the lead): a fresh attempt draws a new id.
-        local_kafka.wipe(config)
-        await asyncio.to_thread(local_kafka.start, config, 120)
+    await asyncio.to_thread(local_kafka.start, config, 120)
     postgres = _postgres_config() if os.environ.get(LEDGER_VARIABLE) == "postgresql" else None
     try:
         kafka = KafkaSettings(bootstrap_servers=config.bootstrap, partitions=3)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import sqlite3
 import tempfile
 import time
@@ -21,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
 from services.cli import local_kafka
@@ -46,8 +45,9 @@ from shared.events import (
 )
 from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import encode
+from shared.kafka.producer import create_producer, send_all
 from shared.kafka.settings import KafkaSettings
-from shared.topics import Topic, topic_name, topic_specs
+from shared.topics import TOPIC_OF_EVENT, Topic, topic_name, topic_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 PURPOSES = ("repair", "billing", "move home", "complaint", "new connection", "payment plan")
@@ -55,12 +55,6 @@ T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 CASES = int(os.environ.get("DEMANDSCOPE_BENCH_METRICS_CASES", "1000000"))
 LIVE_CUSTOMERS = int(os.environ.get("DEMANDSCOPE_BENCH_METRICS_LIVE_CUSTOMERS", "4000"))
 PM4PY_SMALL = 100_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- part 1: events per second, live and in a rebuild ---------------------------------------
@@ -108,19 +102,14 @@ def live_events(customers: int) -> list[Event]:
 
 
 async def publish(kafka: KafkaSettings, events: list[Event]) -> None:
-    producer = AIOKafkaProducer(**kafka.client_options(), acks="all", linger_ms=5)
+    records = [
+        encode(event, topic=topic_name(kafka, TOPIC_OF_EVENT[type(event)]), source="bench")
+        for event in events
+    ]
+    producer = create_producer(kafka, client_id="bench-publisher")
     await producer.start()
     try:
-        futures = []
-        for event in events:
-            topic = Topic.CASE_EVENTS if isinstance(event, CaseEvent) else Topic.DEMAND_CLASSIFIED
-            record = encode(event, topic=topic_name(kafka, topic), source="bench")
-            futures.append(
-                await producer.send(
-                    record.topic, value=record.value, key=record.key, headers=record.headers
-                )
-            )
-        await asyncio.gather(*futures)
+        await send_all(producer, records)
     finally:
         await producer.stop()
 
@@ -313,13 +302,8 @@ def compare_summary(workdir: Path, count: int) -> None:
 
 def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-metrics-", dir=ROOT / ".run"))
-    port, controller = _free_port(), _free_port()
-    cfg = local_kafka.LocalKafkaConfig(
-        root=ROOT,
-        run_dir=ROOT / ".run" / "bench-metrics",
-        port=port,
-        controller_port=controller,
-        heap="512m",
+    cfg = local_kafka.LocalKafkaConfig.on_free_ports(
+        root=ROOT, run_dir=ROOT / ".run" / "bench-metrics"
     )
     local_kafka.stop(cfg)
     local_kafka.wipe(cfg)

@@ -37,6 +37,8 @@ EVENT_OF_TOPIC: dict[Topic, type[Event]] = {
     Topic.PURPOSE_METRICS: PurposeMetrics,
 }
 
+TOPIC_OF_EVENT: dict[type[Event], Topic] = {event: topic for topic, event in EVENT_OF_TOPIC.items()}
+
 # Topics that services consume, and so need a dead-letter topic beside them.
 CONSUMED_TOPICS: tuple[Topic, ...] = (
     Topic.DEMAND_RECEIVED,

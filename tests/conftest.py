@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
 import warnings
@@ -38,19 +37,6 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
-def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _worker_suffix() -> str:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     return f"-{worker}" if worker else ""
@@ -64,13 +50,8 @@ def _worker_suffix() -> str:
 @pytest.fixture(scope="session")
 def kafka_config() -> Iterator[local_kafka.LocalKafkaConfig]:
     """The running test broker's config (started on free ports, clean data, stopped at the end)."""
-    port, controller_port = _free_ports(2)
-    cfg = local_kafka.LocalKafkaConfig(
-        root=ROOT,
-        run_dir=ROOT / ".run" / f"test-kafka{_worker_suffix()}",
-        port=port,
-        controller_port=controller_port,
-        heap="512m",
+    cfg = local_kafka.LocalKafkaConfig.on_free_ports(
+        root=ROOT, run_dir=ROOT / ".run" / f"test-kafka{_worker_suffix()}"
     )
     try:
         local_kafka.stop(cfg)  # a broker left over by a killed session
@@ -216,13 +197,8 @@ async def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
 @pytest.fixture
 def private_kafka() -> Iterator[local_kafka.LocalKafkaConfig]:
     """A broker for this test alone, for tests that stop and start it."""
-    port, controller_port = _free_ports(2)
-    cfg = local_kafka.LocalKafkaConfig(
-        root=ROOT,
-        run_dir=ROOT / ".run" / f"private-kafka-{uuid.uuid4().hex[:8]}",
-        port=port,
-        controller_port=controller_port,
-        heap="384m",
+    cfg = local_kafka.LocalKafkaConfig.on_free_ports(
+        root=ROOT, run_dir=ROOT / ".run" / f"private-kafka-{uuid.uuid4().hex[:8]}", heap="384m"
     )
     local_kafka.start(cfg, timeout=120)
     try:

@@ -37,6 +37,7 @@ from services.cli.local_process import (
     StartedServers,
     StartupOutcome,
     command_line,
+    pick_free_ports,
     pid_alive,
     port_is_free,
     read_pid,
@@ -116,6 +117,21 @@ class LocalKafkaConfig:
             self.pom = self.root / "deploy" / "kafka" / "pom.xml"
         if self.log4j_config is None:
             self.log4j_config = self.root / "deploy" / "kafka" / "log4j2.yaml"
+
+    @classmethod
+    def on_free_ports(
+        cls, *, root: Path, run_dir: Path, heap: str = "512m", jmx_exporter: bool = False
+    ) -> LocalKafkaConfig:
+        """A broker of its own (tests, benchmarks): ports the kernel says are free now."""
+        ports = pick_free_ports("127.0.0.1", 3 if jmx_exporter else 2)
+        return cls(
+            root=root,
+            run_dir=run_dir,
+            port=ports[0],
+            controller_port=ports[1],
+            heap=heap,
+            jmx_exporter_port=ports[2] if jmx_exporter else None,
+        )
 
     # -- derived paths (typed as Path, never None) -------------------------------------------
     @property

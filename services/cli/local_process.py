@@ -26,6 +26,7 @@ __all__ = [
     "can_apt_install",
     "command_line",
     "pick_free_port",
+    "pick_free_ports",
     "pid_alive",
     "pid_exists",
     "port_is_free",
@@ -185,10 +186,23 @@ def port_is_free(host: str, port: int) -> bool:
 
 def pick_free_port(host: str) -> int:
     """A port on ``host`` that is free right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    return pick_free_ports(host, 1)[0]
+
+
+def pick_free_ports(host: str, count: int) -> list[int]:
+    """``count`` distinct ports on ``host`` that are free right now.
+
+    All the sockets stay bound until every port is chosen, so the kernel cannot hand out the
+    same port twice (as successive single picks may).
+    """
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import contextlib
 import json
 import math
 import shutil
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -30,6 +29,7 @@ from fastapi import FastAPI
 from services.classifier.config import ClassifierSettings
 from services.classifier.main import create_app as create_classifier
 from services.cli import local_kafka, local_prometheus
+from services.cli.local_process import pick_free_ports
 from services.intake.config import IntakeSettings
 from services.intake.db.migrate import upgrade as upgrade_intake
 from services.intake.main import create_app as create_intake
@@ -74,17 +74,6 @@ FAILURE_TEXTS = [
 CHANNELS = ["phone", "email", "web", "chat"]
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 # ---------------------------------------------------------------------------------------------
 # the stack
 # ---------------------------------------------------------------------------------------------
@@ -92,14 +81,11 @@ def free_ports(count: int) -> list[int]:
 
 @pytest.fixture
 def broker_with_jmx_exporter() -> Iterator[local_kafka.LocalKafkaConfig]:
-    port, controller_port, jmx_port = free_ports(3)
-    cfg = local_kafka.LocalKafkaConfig(
+    cfg = local_kafka.LocalKafkaConfig.on_free_ports(
         root=ROOT,
         run_dir=ROOT / ".run" / f"deploy-e2e-kafka-{uuid.uuid4().hex[:8]}",
-        port=port,
-        controller_port=controller_port,
         heap="384m",
-        jmx_exporter_port=jmx_port,
+        jmx_exporter=True,
     )
     local_prometheus.fetch_jmx_exporter(
         cfg.jmx_exporter_jar, pom=ROOT / "deploy" / "kafka" / "jmx-exporter-pom.xml"
@@ -304,7 +290,7 @@ async def test_every_dashboard_panel_shows_data_from_the_running_stack(
     )
     await store.close()
 
-    intake_port, classifier_port, metrics_port, prometheus_port = free_ports(4)
+    intake_port, classifier_port, metrics_port, prometheus_port = pick_free_ports("127.0.0.1", 4)
     prometheus_cfg = local_prometheus.LocalPrometheusConfig(
         root=ROOT,
         run_dir=tmp_path / "prometheus",

@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from shared.events import Event
+from shared.kafka.codec import encode
+from shared.kafka.producer import create_producer, send_all
 from shared.kafka.settings import KafkaSettings
+from shared.topics import TOPIC_OF_EVENT, topic_name
 
 
 async def produce_raw(
@@ -24,6 +29,22 @@ async def produce_raw(
     await producer.start()
     try:
         await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def publish_events(
+    settings: KafkaSettings, events: Sequence[Event], *, source: str = "test"
+) -> None:
+    """Each event onto the topic that carries it, keyed and with headers as upstream sends it."""
+    records = [
+        encode(event, topic=topic_name(settings, TOPIC_OF_EVENT[type(event)]), source=source)
+        for event in events
+    ]
+    producer = create_producer(settings, client_id=f"{source}-publisher")
+    await producer.start()
+    try:
+        await send_all(producer, records)
     finally:
         await producer.stop()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -14,13 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from services.classifier.changelog import parse_state
+from services.cli.local_process import pick_free_port
 from shared.events import DemandClassified, DemandReceived
-from shared.kafka.codec import encode
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
+from tests.support.kafka_io import publish_events
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -37,12 +37,6 @@ TEXTS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_classifier(
     settings: KafkaSettings, group: str, model_dir: Path
 ) -> subprocess.Popen[bytes]:
@@ -54,7 +48,7 @@ def start_classifier(
         "DEMANDSCOPE_CLASSIFIER_GROUP_ID": group,
         "DEMANDSCOPE_CLASSIFIER_TRANSACTIONAL_ID": f"{group}-tx",
         "DEMANDSCOPE_CLASSIFIER_MODEL_DIR": str(model_dir),
-        "DEMANDSCOPE_CLASSIFIER_PORT": str(free_port()),
+        "DEMANDSCOPE_CLASSIFIER_PORT": str(pick_free_port("127.0.0.1")),
         # Small transactions: many of them are in flight when the process dies.
         "DEMANDSCOPE_CLASSIFIER_MAX_BATCH": "10",
         "DEMANDSCOPE_CLASSIFIER_RETRAIN_INTERVAL_S": "0",
@@ -105,29 +99,22 @@ class CommittedReader:
 
 
 async def publish_demands(settings: KafkaSettings) -> list[str]:
-    producer = AIOKafkaProducer(**settings.client_options(), acks="all", linger_ms=5)
-    await producer.start()
     ids = [f"D-{i}" for i in range(DEMANDS)]
-    try:
-        topic = topic_name(settings, Topic.DEMAND_RECEIVED)
-        for i, demand_id in enumerate(ids):
-            record = encode(
-                DemandReceived(
-                    id=demand_id,
-                    occurred_at=datetime.now(UTC),
-                    received_at=datetime.now(UTC),
-                    channel="chat",
-                    source="test",
-                    customer_ref=f"C-{i % CUSTOMERS}",
-                    text=TEXTS[i % len(TEXTS)],
-                ),
-                topic=topic,
+    await publish_events(
+        settings,
+        [
+            DemandReceived(
+                id=demand_id,
+                occurred_at=datetime.now(UTC),
+                received_at=datetime.now(UTC),
+                channel="chat",
                 source="test",
+                customer_ref=f"C-{i % CUSTOMERS}",
+                text=TEXTS[i % len(TEXTS)],
             )
-            await producer.send(record.topic, value=record.value, key=record.key)
-        await producer.flush()
-    finally:
-        await producer.stop()
+            for i, demand_id in enumerate(ids)
+        ],
+    )
     return ids
 
 

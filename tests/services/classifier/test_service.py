@@ -11,18 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from services.classifier.config import ClassifierSettings
 from services.classifier.main import create_app
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, DemandReceived, Event
 from shared.events.case import CaseEventType
 from shared.events.classification import DemandType
-from shared.kafka.codec import encode, header
+from shared.kafka.codec import header
 from shared.kafka.settings import KafkaSettings
-from shared.topics import Topic, dlq_name, topic_name
+from shared.topics import TOPIC_OF_EVENT, Topic, dlq_name, topic_name
 from tests.support.apps import running
-from tests.support.kafka_io import produce_raw, read_records
+from tests.support.kafka_io import produce_raw, publish_events, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -54,16 +53,8 @@ def case(customer: str, ref: str, kind: CaseEventType, purpose: str | None) -> C
 
 
 async def publish(settings: KafkaSettings, topic: Topic, *events: Event) -> None:
-    producer = AIOKafkaProducer(**settings.client_options(), acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            record = encode(event, topic=topic_name(settings, topic), source="test")
-            await producer.send_and_wait(
-                record.topic, value=record.value, key=record.key, headers=record.headers
-            )
-    finally:
-        await producer.stop()
+    assert all(TOPIC_OF_EVENT[type(event)] is topic for event in events)
+    await publish_events(settings, events)
 
 
 class Outputs:

@@ -6,7 +6,6 @@ generated body goes through the whole path (auth, decoding, admission, ledger, K
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.core.result import Ok
 
+from services.cli.local_process import pick_free_port
 from services.intake.config import IntakeSettings
 from services.intake.main import create_app
 
@@ -29,9 +29,7 @@ EXAMPLES_PER_OPERATION = 50
 
 @pytest.fixture
 def intake_url(intake_settings: IntakeSettings) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = pick_free_port("127.0.0.1")
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(intake_settings), host="127.0.0.1", port=port, log_level="warning"

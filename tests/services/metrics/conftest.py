@@ -9,22 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.auth.keys import Scope
 from shared.auth.migrate import upgrade as upgrade_auth
 from shared.auth.settings import AuthSettings
 from shared.auth.store import ApiKeyStore
-from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event
-from shared.kafka.codec import encode
+from shared.events import Event
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
+from tests.support.kafka_io import publish_events
 
-TOPIC_OF: dict[type[Event], Topic] = {
-    DemandClassified: Topic.DEMAND_CLASSIFIED,
-    CaseEvent: Topic.CASE_EVENTS,
-    DemandLabelled: Topic.DEMAND_LABELS,
-}
+# The metrics service's input topics.
+INPUT_TOPICS = (Topic.DEMAND_CLASSIFIED, Topic.CASE_EVENTS, Topic.DEMAND_LABELS)
 
 
 @dataclass(frozen=True)
@@ -64,22 +61,7 @@ def publish(kafka_settings: KafkaSettings) -> Publish:
     """Send events to the topic each belongs on, keyed as upstream keys them, acks=all."""
 
     async def send(events: Sequence[Event]) -> None:
-        producer = AIOKafkaProducer(**kafka_settings.client_options(), acks="all")
-        await producer.start()
-        try:
-            futures = []
-            for event in events:
-                record = encode(
-                    event, topic=topic_name(kafka_settings, TOPIC_OF[type(event)]), source="test"
-                )
-                futures.append(
-                    await producer.send(
-                        record.topic, value=record.value, key=record.key, headers=record.headers
-                    )
-                )
-            await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
+        await publish_events(kafka_settings, events)
 
     return send
 
@@ -99,7 +81,7 @@ def all_consumed(kafka_settings: KafkaSettings) -> AllConsumed:
         try:
             partitions = [
                 TopicPartition(topic_name(kafka_settings, topic), p)
-                for topic in TOPIC_OF.values()
+                for topic in INPUT_TOPICS
                 for p in range(kafka_settings.partitions)
             ]
             ends = await consumer.end_offsets(partitions)

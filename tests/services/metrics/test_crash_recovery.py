@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from services.cli.local_process import pick_free_port
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import CaseRow, Demand, DemandFactRow
 from services.metrics.measures import purpose_summaries
@@ -88,12 +88,6 @@ def events() -> list[Event]:
     return made
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def service_env(
     tmp_path: Path, kafka_settings: KafkaSettings, unique_group: str, auth: Any
@@ -104,7 +98,7 @@ def service_env(
         "DEMANDSCOPE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
         "DEMANDSCOPE_METRICS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}",
         "DEMANDSCOPE_METRICS_GROUP_ID": unique_group,
-        "DEMANDSCOPE_METRICS_PORT": str(_free_port()),
+        "DEMANDSCOPE_METRICS_PORT": str(pick_free_port("127.0.0.1")),
         "DEMANDSCOPE_METRICS_MAX_BATCH": "10",
         "DEMANDSCOPE_METRICS_LOG_LEVEL": "WARNING",
         "DEMANDSCOPE_AUTH_DATABASE_URL": auth.settings.database_url,
