@@ -68,10 +68,6 @@ class ContextRestorer:
         self._keyed_topics = keyed_topics
         self._owned: set[int] = set()
         self.restored_customers = 0
-        # aiokafka may fetch records of new partitions while on_assigned still runs: the
-        # handler waits on this so no demand is judged before its customer's context is back.
-        self.ready = asyncio.Event()
-        self.ready.set()
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         lost = {tp.partition for tp in partitions if tp.topic in self._keyed_topics}
@@ -85,19 +81,16 @@ class ContextRestorer:
         self._owned = owned
         if not new:
             return
-        self.ready.clear()
-        try:
-            for attempt in range(1, _RESTORE_ATTEMPTS + 1):
-                try:
-                    self.restored_customers = await self._restore(new)
-                    break
-                except KafkaError:
-                    if attempt == _RESTORE_ATTEMPTS:
-                        raise
-                    log.warning("restoring the context failed; retrying", exc_info=True)
-                    await asyncio.sleep(attempt)
-        finally:
-            self.ready.set()
+        # The runner handles no record of these partitions until this returns.
+        for attempt in range(1, _RESTORE_ATTEMPTS + 1):
+            try:
+                self.restored_customers = await self._restore(new)
+                break
+            except KafkaError:
+                if attempt == _RESTORE_ATTEMPTS:
+                    raise
+                log.warning("restoring the context failed; retrying", exc_info=True)
+                await asyncio.sleep(attempt)
 
     async def _restore(self, owned: set[int]) -> int:
         consumer = AIOKafkaConsumer(

@@ -8,7 +8,6 @@ up to date. Context changes reach memory only after the transaction commits.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections import Counter
@@ -52,9 +51,7 @@ class ClassifyDemands:
         labels: LabelStore,
         thresholds: Thresholds,
         metrics: ClassifierMetrics,
-        context_ready: asyncio.Event | None = None,
     ) -> None:
-        self._context_ready = context_ready
         self._topics = topics
         self._source = source
         self._model = model
@@ -65,8 +62,6 @@ class ClassifyDemands:
         self._last_text_pruning = 0.0
 
     async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
-        if self._context_ready is not None:
-            await self._context_ready.wait()
         started = time.perf_counter()
         model = self._model()  # one version for the whole batch
         ordered = sorted(messages, key=lambda m: m.timestamp_ms)  # stable: keeps partition order

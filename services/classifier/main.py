@@ -75,7 +75,6 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
             repeat_window=timedelta(days=settings.repeat_window_days),
         ),
         metrics=metrics,
-        context_ready=restorer.ready,
     )
     consumer = ConsumerService(
         settings=settings.kafka,

@@ -114,8 +114,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._runner.metrics.lag.remove(*self._runner.lag_labels(tp))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        if self._runner.partition_listener is not None:
-            await self._runner.partition_listener.on_assigned(set(assigned))
+        # aiokafka may fetch records of the new partitions while this still runs: holding the
+        # lock keeps them from being handled before the listener has set up their state.
+        async with self._runner.processing:
+            if self._runner.partition_listener is not None:
+                await self._runner.partition_listener.on_assigned(set(assigned))
 
 
 class ConsumerRunner:
