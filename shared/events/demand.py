@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
@@ -61,7 +60,3 @@ class DemandReceived(Event):
 
     def partition_key(self) -> str:
         return self.customer_ref
-
-    @property
-    def occurred(self) -> datetime:
-        return self.occurred_at
