@@ -1,8 +1,8 @@
 """``require_scope(scope)``: the FastAPI dependency that guards an endpoint with an API key.
 
 The key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` and is checked
-against ``request.app.state.key_store`` (an ``ApiKeyStore``). Answers, as RFC 9457
-problem documents once ``add_auth_problem_handler(app)`` is called:
+against the running service's ``ApiKeyStore`` (``ServiceComponents.key_store``). Answers, as
+RFC 9457 problem documents (``shared.service.problems``):
 
 - 401 with ``WWW-Authenticate: Bearer`` for a missing, malformed, unknown or revoked key
   (one answer for all, so a caller learns nothing about which keys exist);
@@ -12,16 +12,13 @@ problem documents once ``add_auth_problem_handler(app)`` is called:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.auth.keys import ApiKeyRecord, Scope
 from shared.auth.store import ApiKeyStore
-
-PROBLEM_MEDIA_TYPE = "application/problem+json"
+from shared.service.problems import ProblemError
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
 _api_key_header = APIKeyHeader(
@@ -29,14 +26,22 @@ _api_key_header = APIKeyHeader(
 )
 
 
-class ApiKeyProblem(HTTPException):
-    """A 401 or 403 whose ``detail`` is the problem document."""
+class ApiKeyProblem(ProblemError):
+    """A 401 or 403."""
 
     def __init__(
         self, status_code: int, title: str, detail: str, headers: dict[str, str] | None = None
     ) -> None:
-        problem = {"type": "about:blank", "title": title, "status": status_code, "detail": detail}
-        super().__init__(status_code=status_code, detail=problem, headers=headers)
+        super().__init__(status_code, title, detail=detail, headers=headers)
+
+
+def key_store_of(request: Request) -> ApiKeyStore:
+    """The running service's key store (set by the service skeleton's lifespan)."""
+    components = getattr(request.app.state, "components", None)
+    store = getattr(components, "key_store", None)
+    if not isinstance(store, ApiKeyStore):
+        raise ProblemError(503, "Service unavailable", detail="The service is starting.")
+    return store
 
 
 def require_scope(scope: Scope) -> Callable[..., Awaitable[ApiKeyRecord]]:
@@ -48,8 +53,7 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[ApiKeyRecord]]:
         plaintext = bearer.credentials if bearer is not None else header_key
         if not plaintext:
             raise _unauthenticated("An API key is required: send 'Authorization: Bearer <key>'.")
-        store: ApiKeyStore = request.app.state.key_store
-        record = await store.authenticate(plaintext.strip())
+        record = await key_store_of(request).authenticate(plaintext.strip())
         if record is None:
             raise _unauthenticated("The API key is not valid (unknown, malformed or revoked).")
         if not record.allows(scope):
@@ -62,22 +66,6 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[ApiKeyRecord]]:
         return record
 
     return authenticated_key
-
-
-def add_auth_problem_handler(app: FastAPI) -> None:
-    """Render ``ApiKeyProblem`` as ``application/problem+json`` (call once per app)."""
-
-    async def render(_request: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, ApiKeyProblem)
-        body: Any = error.detail
-        return JSONResponse(
-            body,
-            status_code=error.status_code,
-            headers=error.headers,
-            media_type=PROBLEM_MEDIA_TYPE,
-        )
-
-    app.add_exception_handler(ApiKeyProblem, render)
 
 
 def _unauthenticated(detail: str) -> ApiKeyProblem:

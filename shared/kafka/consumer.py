@@ -8,6 +8,12 @@ Guarantees, in the order they matter:
 - a handler failure that may be transient (database down) is retried with backoff, from the
   same records, without committing; a record that keeps failing on its own is dead-lettered;
 - a revoked partition is never committed by an instance that no longer owns it;
+- a record too large to handle (or to copy to the dead-letter topic whole) is dead-lettered
+  with its value cut to ``DLQ_MAX_VALUE_BYTES`` and its size and digest in headers, so a
+  dead letter always fits in a request and never stalls the partition;
+- a commit that fails ends the run (``CommitFailed``): the supervisor starts afresh with a
+  new producer and the committed positions, which is the only way out of a transactional
+  producer's fatal state;
 - ``stop()`` (SIGTERM) finishes the batch in hand, commits it and leaves the group cleanly.
 """
 
@@ -15,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -38,6 +45,11 @@ from shared.topics import dlq_name
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
+
+# Kafka's default max.request.size and message.max.bytes are about 1 MiB: a dead letter keeps
+# at most this much of the original value, so it always fits with its headers.
+DLQ_MAX_VALUE_BYTES = 256 * 1024
+DLQ_MAX_HEADER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,11 @@ class PartitionListener(Protocol):
     async def on_revoked(self, partitions: set[TopicPartition]) -> None: ...
 
 
+class CommitFailed(Exception):
+    """The batch's output or offsets could not be committed: nothing of it counts, and this
+    run of the consumer ends so that it restarts from the committed positions."""
+
+
 class RetryableError(Exception):
     """Raised by a handler for failures that are not the record's fault (a database outage):
     the batch is retried until it succeeds or the consumer stops, never dead-lettered."""
@@ -96,6 +113,8 @@ class RunnerOptions:
     transactional: bool = False
     from_beginning: bool = True
     isolation_level: str = "read_committed"
+    # Larger values are dead-lettered unread: their output could not be published anyway.
+    max_record_bytes: int = 900 * 1024
     # Range assignment gives partition p of every subscribed topic to one instance, so state
     # keyed like the records (per customer) sees all of that key's topics.
     co_partitioned: bool = False
@@ -145,6 +164,8 @@ class ConsumerRunner:
         self._consumer: AIOKafkaConsumer | None = None
         self.started = asyncio.Event()
         self.last_poll_monotonic: float | None = None
+        # Set while a batch is being retried (e.g. its database is down): readiness says so.
+        self.stalled_since: float | None = None
 
     def lag_labels(self, tp: TopicPartition) -> tuple[str, str, str]:
         return (self.options.group_id, tp.topic, str(tp.partition))
@@ -214,6 +235,11 @@ class ConsumerRunner:
         dead: list[tuple[Any, str]] = []
         for records in batches.values():
             for record in records:
+                size = len(record.value or b"")
+                if size > self.options.max_record_bytes:
+                    limit = self.options.max_record_bytes
+                    dead.append((record, f"too large: {size} bytes (limit {limit})"))
+                    continue
                 try:
                     event = decode(self._topics[record.topic], record.value)
                 except DecodeError as error:
@@ -236,14 +262,13 @@ class ConsumerRunner:
         dead_letters += [self._dead_letter(rej.message, rej.reason) for rej in result.rejected]
         try:
             await self._commit(consumer, result.outbound + dead_letters, offsets)
-        except KafkaError as error:
-            # Nothing of this batch counts: rewind so that it is read and handled again.
-            log.warning("commit failed (%r); the batch will be processed again", error)
-            for tp, records in batches.items():
-                consumer.seek(tp, records[0].offset)
+        except (KafkaError, AssertionError) as error:
+            # aiokafka signals a transaction manager in a fatal state with AssertionError.
             self.metrics.retries.labels(self.options.group_id).inc()
-            await asyncio.sleep(1.0)
-            return
+            raise CommitFailed(
+                f"commit failed ({error!r}); the batch will be read again"
+            ) from error
+        self.stalled_since = None
         if result.after_commit is not None:
             result.after_commit()
         for tp, records in batches.items():
@@ -280,6 +305,8 @@ class ConsumerRunner:
             except RetryableError as error:
                 if self._stopping.is_set():
                     raise
+                if self.stalled_since is None:
+                    self.stalled_since = time.monotonic()
                 self.metrics.retries.labels(self.options.group_id).inc()
                 log.warning("batch failed (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
@@ -371,8 +398,25 @@ def dead_letter_record(
     reason: str,
     group_id: str,
 ) -> OutboundRecord:
-    """The original record, untouched, with why and where it failed in ``dlq_*`` headers."""
-    extra: Headers = [
+    """The original record with why and where it failed in ``dlq_*`` headers.
+
+    The value is kept whole up to ``DLQ_MAX_VALUE_BYTES``; a larger one is cut, and the
+    headers say so and give its size and SHA-256, so the dead letter always fits.
+    """
+    original = value or b""
+    extra: Headers = []
+    if len(original) > DLQ_MAX_VALUE_BYTES:
+        extra += [
+            ("dlq_value_truncated", b"true"),
+            ("dlq_value_bytes", str(len(original)).encode()),
+            ("dlq_value_sha256", hashlib.sha256(original).hexdigest().encode()),
+        ]
+        original = original[:DLQ_MAX_VALUE_BYTES]
+    kept = list(headers)
+    if sum(len(k) + len(v or b"") for k, v in kept) > DLQ_MAX_HEADER_BYTES:
+        extra.append(("dlq_headers_dropped", str(len(kept)).encode()))
+        kept = []
+    extra += [
         ("dlq_reason", reason[:4000].encode()),
         ("dlq_original_topic", topic.encode()),
         ("dlq_original_partition", str(partition).encode()),
@@ -380,27 +424,15 @@ def dead_letter_record(
         ("dlq_consumer_group", group_id.encode()),
         ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
     ]
-    return OutboundRecord(
-        topic=dlq_name(topic), key=key, value=value or b"", headers=list(headers) + extra
-    )
-
-
-async def run_until_stopped(
-    runner: ConsumerRunner, on_fatal: Callable[[BaseException], Awaitable[None]]
-) -> None:
-    """Run the consumer; report a crash instead of letting it die silently in a task."""
-    try:
-        await runner.run()
-    except asyncio.CancelledError:
-        raise
-    except BaseException as error:
-        log.exception("consumer %s stopped on an error", runner.options.group_id)
-        await on_fatal(error)
+    if key is not None and len(key) > DLQ_MAX_HEADER_BYTES:
+        key = key[:DLQ_MAX_HEADER_BYTES]
+    return OutboundRecord(topic=dlq_name(topic), key=key, value=original, headers=kept + extra)
 
 
 __all__ = [
     "BatchHandler",
     "BatchResult",
+    "CommitFailed",
     "ConsumerRunner",
     "Inbound",
     "KafkaError",
@@ -409,5 +441,4 @@ __all__ = [
     "RetryableError",
     "RunnerOptions",
     "dead_letter_record",
-    "run_until_stopped",
 ]

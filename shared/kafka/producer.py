@@ -42,29 +42,53 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[OutboundRecord]
 
 
 class ManagedProducer:
-    """A producer that keeps trying to connect, so a service can start before its broker.
+    """An idempotent producer that is kept alive for the life of a service.
 
-    Intake must answer 503 (not crash) while the broker is away, and accept again when it
-    comes back without a restart of its own.
+    ``maintain()`` is a background task (run it under the service's ``Supervisor``): it
+    connects, retrying with back-off so a service can start before its broker, and replaces
+    the producer whenever it is broken. A broker restart under traffic can leave an
+    idempotent producer in a state it never leaves (``OutOfOrderSequenceNumber``: its
+    sequence numbers no longer match what the broker kept; aiokafka issue #1017). librdkafka
+    treats that as fatal and starts over with a new producer id; so do we: any Kafka error
+    from a send, or ``max_timeouts`` sends in a row that time out, retire the producer and
+    ``maintain()`` opens a fresh one. Until then callers get ``BrokerUnavailable`` (intake's
+    503 with Retry-After), never a success that was not acknowledged.
     """
 
-    def __init__(self, settings: KafkaSettings, *, client_id: str) -> None:
+    def __init__(self, settings: KafkaSettings, *, client_id: str, max_timeouts: int = 3) -> None:
         self._settings = settings
         self._client_id = client_id
+        self._max_timeouts = max_timeouts
         self._producer: AIOKafkaProducer | None = None
-        self._connect_task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self._broken = asyncio.Event()
+        self._timeouts_in_a_row = 0
+        self.replacements = 0  # producers retired because they were broken
 
     @property
     def producer(self) -> AIOKafkaProducer | None:
         return self._producer
 
-    async def start(self) -> None:
-        self._connect_task = asyncio.create_task(self._connect_loop(), name="producer-connect")
+    async def maintain(self) -> None:
+        """Connect, then replace the producer each time it breaks. Runs until cancelled."""
+        while True:
+            if self._producer is None:
+                self._producer = await self._connect()
+                self._timeouts_in_a_row = 0
+                self._broken.clear()
+                log.info(
+                    "producer %s connected to %s", self._client_id, self._settings.bootstrap_servers
+                )
+            await self._broken.wait()
+            retired, self._producer = self._producer, None
+            self.replacements += 1
+            log.warning("producer %s is broken; replacing it with a fresh one", self._client_id)
+            if retired is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(retired.stop(), self._settings.delivery_timeout_s)
 
-    async def _connect_loop(self) -> None:
+    async def _connect(self) -> AIOKafkaProducer:
         delay = 0.5
-        while self._producer is None:
+        while True:
             candidate = create_producer(self._settings, client_id=self._client_id)
             try:
                 await candidate.start()
@@ -74,28 +98,40 @@ class ManagedProducer:
                     await candidate.stop()
                 raise
             except (KafkaError, OSError) as error:
-                log.warning("broker not reachable yet (%s); retrying in %.1fs", error, delay)
+                log.warning("broker not reachable yet (%r); retrying in %.1fs", error, delay)
                 with contextlib.suppress(Exception):
                     await candidate.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            self._producer = candidate
-            log.info("producer connected to %s", self._settings.bootstrap_servers)
+            return candidate
 
     async def send_and_wait(self, records: Iterable[OutboundRecord]) -> None:
         """Publish and wait for acks=all. Raises BrokerUnavailable if that cannot happen in time."""
         producer = self._producer
-        if producer is None:
-            raise BrokerUnavailable("not connected to the Kafka broker yet")
+        if producer is None or self._broken.is_set():
+            raise BrokerUnavailable("not connected to the Kafka broker")
         try:
             await asyncio.wait_for(send_all(producer, records), self._settings.delivery_timeout_s)
-        except (TimeoutError, KafkaError) as error:
+        except TimeoutError as error:
+            self._timeouts_in_a_row += 1
+            if self._timeouts_in_a_row >= self._max_timeouts:
+                self._retire(producer, f"{self._timeouts_in_a_row} sends in a row timed out")
+            raise BrokerUnavailable(f"broker did not acknowledge in time: {error!r}") from error
+        except KafkaError as error:
+            self._retire(producer, repr(error))
             raise BrokerUnavailable(f"broker did not acknowledge: {error!r}") from error
+        self._timeouts_in_a_row = 0
+
+    def _retire(self, producer: AIOKafkaProducer, reason: str) -> None:
+        if producer is self._producer and not self._broken.is_set():
+            log.warning("retiring producer %s: %s", self._client_id, reason)
+            self._broken.set()
 
     async def is_ready(self) -> bool:
+        """Connected, not broken, and the broker answers a metadata request."""
         producer = self._producer
-        if producer is None:
+        if producer is None or self._broken.is_set():
             return False
         try:
             await asyncio.wait_for(producer.client.fetch_all_metadata(), 2.0)
@@ -103,14 +139,12 @@ class ManagedProducer:
             return False
         return True
 
-    async def stop(self) -> None:
-        if self._connect_task is not None:
-            self._connect_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._connect_task
-        if self._producer is not None:
-            await self._producer.stop()  # flushes what is in flight
-            self._producer = None
+    async def close(self) -> None:
+        """Flush what is in flight and close (after ``maintain`` has been stopped)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), self._settings.delivery_timeout_s * 2)
 
 
 class BrokerUnavailable(RuntimeError):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
-from shared.auth.dependencies import add_auth_problem_handler, require_scope
+from shared.auth.dependencies import require_scope
 from shared.auth.keys import ApiKeyRecord, Scope
 from shared.auth.migrate import upgrade
 from shared.auth.store import ApiKeyStore
+from shared.service.problems import install_problem_handlers
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +60,8 @@ async def test_require_scope_answers_401_403_as_problems(sqlite_url: str) -> Non
     await asyncio.to_thread(upgrade, sqlite_url)
     store = ApiKeyStore(sqlite_url)
     app = FastAPI()
-    app.state.key_store = store
-    add_auth_problem_handler(app)
+    app.state.components = SimpleNamespace(key_store=store)
+    install_problem_handlers(app)
 
     @app.get("/read")
     async def read(key: ApiKeyRecord = Depends(require_scope(Scope.READ))) -> dict[str, str]:
