@@ -32,6 +32,9 @@ class Scope(StrEnum):
     DEMANDS_WRITE = "demands:write"
     LABELS_WRITE = "labels:write"
     READ = "read"
+    # Changes the model that classifies everyone's demands (POST /v1/retrain on the
+    # classifier): an operator's scope, never a sending system's.
+    MODEL_WRITE = "model:write"
 
 
 @dataclass(frozen=True)
