@@ -44,6 +44,19 @@ def key_store_of(request: Request) -> ApiKeyStore:
     return store
 
 
+# Which scope each dependency made by require_scope demands: lets a test walk every route
+# of every app and find the ones that demand none.
+_SCOPE_OF: dict[Callable[..., Awaitable[ApiKeyRecord]], Scope] = {}
+
+
+def scope_required_by(dependency: object) -> Scope | None:
+    """The scope a ``require_scope`` dependency demands, or None for any other callable."""
+    for made, scope in _SCOPE_OF.items():
+        if made is dependency:
+            return scope
+    return None
+
+
 def require_scope(scope: Scope) -> Callable[..., Awaitable[ApiKeyRecord]]:
     async def authenticated_key(
         request: Request,
@@ -65,6 +78,7 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[ApiKeyRecord]]:
             )
         return record
 
+    _SCOPE_OF[authenticated_key] = scope
     return authenticated_key
 
 
