@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.service.components import ServiceComponents
 from shared.service.problems import install_problem_handlers
 from shared.service.settings import ServiceSettings
+from shared.service.slow_clients import BodyReadTimeout
 from shared.service.supervisor import Supervisor, SupervisorMetrics
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -74,6 +75,7 @@ def service_app(
         title=title, version="1", summary=summary, description=description, lifespan=lifespan
     )
     install_problem_handlers(app)
+    app.add_middleware(BodyReadTimeout, timeout_s=settings.http_body_timeout_s)
     for router in routers:
         app.include_router(router)
     app.include_router(ops_router())

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +134,14 @@ def install_problem_handlers(app: FastAPI) -> None:
             )
         )
 
+    async def client_gone(request: Request, _error: Exception) -> JSONResponse:
+        # Nobody reads this answer: a client that hangs up mid-body is routine, not an error.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return problem_response(ProblemError(400, "Bad request", detail="client disconnected"))
+
     async def render_unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.error(
-            "unexpected error on %s %s: %r", request.method, request.url.path, error, exc_info=error
-        )
+        # Starlette re-raises it after this answer, and the server logs the traceback once.
+        log.error("unexpected error on %s %s: %r", request.method, request.url.path, error)
         return problem_response(
             ProblemError(500, "Internal server error", detail="An unexpected error; it is logged.")
         )
@@ -144,4 +149,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, render_problem)
     app.add_exception_handler(RequestValidationError, render_invalid)
     app.add_exception_handler(StarletteHTTPException, render_http)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, render_unexpected)

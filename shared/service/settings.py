@@ -29,6 +29,11 @@ class ServiceSettings(BaseSettings):
     http_keep_alive_s: int = Field(
         default=5, ge=1, description="Idle keep-alive connections are closed after this."
     )
+    http_body_timeout_s: float = Field(
+        default=30,
+        gt=0,
+        description="A request body that stalls this long between chunks gets a 408.",
+    )
     http_limit_concurrency: int = Field(
         default=2000,
         ge=10,

@@ -19,7 +19,6 @@ from shared.service.supervisor import (
 )
 from tests.support.waiting import wait_until
 
-
 T = TypeVar("T")
 
 
