@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck pytest schemas bench kafka-start kafka-stop clean
+.PHONY: help install setup run test lint typecheck pytest schemas bench kafka-start kafka-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,19 +20,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv with demandscope and its tools (.venv/bin/demandscope)
 
-run: install ## Start Kafka, the three services and SQLite in the foreground (Ctrl-C stops all)
-	$(BIN)/demandscope up
+setup: install ## Install the system packages the stack and tests need (Java, Maven, PostgreSQL, Prometheus)
+	$(BIN)/python -m devstack setup
 
-test: install lint typecheck pytest ## Lint, type-check and run every test on a real broker and databases
+run: install setup ## Start Kafka, the three services and SQLite, supervised, in the foreground (Ctrl-C stops all)
+	$(BIN)/python -m devstack up
+
+test: install setup lint typecheck pytest ## Lint, type-check and run every test on a real broker and databases
 
 lint: install ## ruff: lint and formatting
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: install ## mypy --strict
-	$(BIN)/mypy shared services bench tests
+	$(BIN)/mypy shared services devstack bench tests
 
-pytest: install ## The test suite (starts its own Kafka and PostgreSQL)
+pytest: install setup ## The test suite (starts its own Kafka and PostgreSQL)
 	$(BIN)/pytest
 
 schemas: install ## Regenerate docs/schemas/ and the README settings table
@@ -44,11 +47,11 @@ bench: install ## Benchmarks, as ratios against baselines measured in the same r
 	$(BIN)/python -m bench
 
 kafka-start: install ## Start the local broker in the background
-	$(BIN)/demandscope kafka start
+	$(BIN)/python -m devstack kafka start
 
 kafka-stop: install ## Stop the local broker
-	$(BIN)/demandscope kafka stop
+	$(BIN)/python -m devstack kafka stop
 
 clean: ## Remove .run/ (broker data, databases, models) and caches
-	-$(BIN)/demandscope kafka stop 2>/dev/null
+	-$(BIN)/python -m devstack kafka stop 2>/dev/null
 	rm -rf .run .mypy_cache .ruff_cache .pytest_cache

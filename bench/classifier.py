@@ -25,12 +25,12 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from devstack import kafka as local_kafka
 from services.classifier.config import SEED_EXAMPLES, ClassifierSettings
 from services.classifier.main import create_app
 from services.classifier.model.examples import Example, read_examples_csv
 from services.classifier.model.text_model import TextModel
 from services.classifier.training import TrainingSources, train_version
-from services.cli import local_kafka
 from shared.events import Channel, DemandReceived
 from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import encode

@@ -31,7 +31,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.cli.local_process import pick_free_ports
+from devstack.process import pick_free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 LEDGER_VARIABLE = "DEMANDSCOPE_BENCH_LEDGER"  # "postgresql" or unset (SQLite, the default)
@@ -323,7 +323,7 @@ async def measure(
 
 
 def _postgres_config() -> Any:
-    from services.cli import local_postgres
+    from devstack import postgres as local_postgres
 
     return local_postgres.LocalPostgresConfig(
         root=ROOT, run_dir=ROOT / ".run" / f"bench-intake-pg-{uuid.uuid4().hex[:6]}"
@@ -331,13 +331,13 @@ def _postgres_config() -> Any:
 
 
 def _start_postgres(config: Any) -> str:
-    from services.cli import local_postgres
+    from devstack import postgres as local_postgres
 
     return str(local_postgres.start(config))
 
 
 def _stop_postgres(config: Any) -> None:
-    from services.cli import local_postgres
+    from devstack import postgres as local_postgres
 
     local_postgres.stop(config)
     shutil.rmtree(config.run_dir, ignore_errors=True)
@@ -345,7 +345,7 @@ def _stop_postgres(config: Any) -> None:
 
 async def main() -> None:
     """DEMANDSCOPE_BENCH_LEDGER=postgresql keeps the ledger and keys in PostgreSQL."""
-    from services.cli import local_kafka
+    from devstack import kafka as local_kafka
     from shared.kafka.admin import ensure_topics
     from shared.kafka.settings import KafkaSettings
     from shared.topics import topic_specs

@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
-from services.cli import local_kafka
+from devstack import kafka as local_kafka
 from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import Demand

@@ -1,10 +1,12 @@
 """Shared fixtures: a real local Kafka broker and a throwaway PostgreSQL cluster per session.
 
-* ``kafka_bootstrap`` - a broker of our own (services/cli/local_kafka.py) on free ports, data in
-  ``.run/test-kafka`` (wiped at session start), stopped at session end. Never port 9092, so it does
-  not collide with a ``make run`` broker.
-* ``postgres_url`` - a fresh cluster (services/cli/local_postgres.py), removed at session end.
-  If PostgreSQL cannot be obtained the tests are skipped loudly - or fail when ``CI=true``.
+* ``kafka_bootstrap`` - a broker of our own (devstack/kafka.py) on free ports, data in
+  ``.run/test-kafka-<pid>`` (this session's own), stopped and deleted at session end. Never port
+  9092, so it does not collide with a ``make run`` broker. Brokers and clusters left by killed
+  sessions (their owner pid is gone) are reaped at session start (devstack/leftovers.py).
+* ``postgres_url`` - a fresh cluster (devstack/postgres.py), removed at session end. Nothing is
+  installed here (``make setup`` does that): without PostgreSQL the tests are skipped loudly -
+  or fail when ``CI=true``.
 * ``sqlite_url`` / ``database_url`` (parametrized over sqlite + postgresql).
 * ``topic_factory`` / ``unique_group`` - per-test isolation on the shared broker.
 """
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import uuid
 import warnings
@@ -25,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from services.cli import local_kafka, local_postgres  # noqa: E402
+from devstack import kafka as local_kafka  # noqa: E402
+from devstack import leftovers  # noqa: E402
+from devstack import postgres as local_postgres  # noqa: E402
 
 if TYPE_CHECKING:
     from shared.kafka.settings import KafkaSettings
@@ -38,8 +43,9 @@ def _in_ci() -> bool:
 
 
 def _worker_suffix() -> str:
+    # Per process, so that two test sessions on one machine never share a broker's data.
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    return f"-{worker}" if worker else ""
+    return f"-{worker}-{os.getpid()}" if worker else f"-{os.getpid()}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,11 +56,12 @@ def _worker_suffix() -> str:
 @pytest.fixture(scope="session")
 def kafka_config() -> Iterator[local_kafka.LocalKafkaConfig]:
     """The running test broker's config (started on free ports, clean data, stopped at the end)."""
+    for line in leftovers.reap_leftovers(ROOT / ".run"):  # what killed sessions left behind
+        warnings.warn(line, stacklevel=1)
     cfg = local_kafka.LocalKafkaConfig.on_free_ports(
-        root=ROOT, run_dir=ROOT / ".run" / f"test-kafka{_worker_suffix()}"
+        root=ROOT, run_dir=leftovers.claim(ROOT / ".run" / f"test-kafka{_worker_suffix()}")
     )
     try:
-        local_kafka.stop(cfg)  # a broker left over by a killed session
         local_kafka.wipe(cfg)
         local_kafka.start(cfg, timeout=120)
     except local_kafka.LocalKafkaError as error:
@@ -66,6 +73,8 @@ def kafka_config() -> Iterator[local_kafka.LocalKafkaConfig]:
             local_kafka.stop(cfg)
         except local_kafka.LocalKafkaError as error:  # pragma: no cover - best effort
             warnings.warn(f"could not stop the test Kafka broker: {error}", stacklevel=1)
+        else:
+            shutil.rmtree(cfg.run_path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -120,11 +129,12 @@ def topic_factory(kafka_bootstrap: str) -> TopicFactory:
 def postgres_url() -> Iterator[str]:
     """SQLAlchemy URL (postgresql+asyncpg) of a throwaway PostgreSQL database for the session."""
     cfg = local_postgres.LocalPostgresConfig(
-        root=ROOT, run_dir=ROOT / ".run" / f"test-postgres{_worker_suffix()}"
+        root=ROOT, run_dir=leftovers.claim(ROOT / ".run" / f"test-postgres{_worker_suffix()}")
     )
     try:
         url = local_postgres.start(cfg)
     except local_postgres.LocalPostgresError as error:
+        shutil.rmtree(cfg.run_path, ignore_errors=True)
         message = (
             "\n" + "!" * 78 + "\n"
             f"!!! PostgreSQL is NOT available, PostgreSQL tests are SKIPPED: {error}\n" + "!" * 78
@@ -137,6 +147,7 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         local_postgres.stop(cfg)
+        shutil.rmtree(cfg.run_path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -197,14 +208,11 @@ async def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
 @pytest.fixture
 def private_kafka() -> Iterator[local_kafka.LocalKafkaConfig]:
     """A broker for this test alone, for tests that stop and start it."""
-    cfg = local_kafka.LocalKafkaConfig.on_free_ports(
-        root=ROOT, run_dir=ROOT / ".run" / f"private-kafka-{uuid.uuid4().hex[:8]}", heap="384m"
-    )
-    local_kafka.start(cfg, timeout=120)
+    run_dir = leftovers.claim(ROOT / ".run" / f"private-kafka-{uuid.uuid4().hex[:8]}")
+    cfg = local_kafka.LocalKafkaConfig.on_free_ports(root=ROOT, run_dir=run_dir, heap="384m")
     try:
+        local_kafka.start(cfg, timeout=120)
         yield cfg
     finally:
         local_kafka.stop(cfg)
-        import shutil
-
-        shutil.rmtree(cfg.data_dir.parent, ignore_errors=True)
+        shutil.rmtree(cfg.run_path, ignore_errors=True)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import kafka_commands, schema_commands, topic_commands
+from services.cli import schema_commands, topic_commands
 from services.cli.service_commands import (
     classifier_serve,
     intake_app,
     metrics_app,
     migrate_all,
 )
-from services.cli.stack import up
 from services.intake import cli_import, cli_keys
 
 app = typer.Typer(
@@ -32,10 +31,8 @@ def _classifier_app() -> typer.Typer:
 app.add_typer(intake_app, name="intake")
 app.add_typer(_classifier_app(), name="classifier")
 app.add_typer(metrics_app, name="metrics")
-app.add_typer(kafka_commands.app, name="kafka")
 app.add_typer(topic_commands.app, name="topics")
 app.add_typer(schema_commands.app, name="schemas")
-app.command("up")(up)
 app.command("migrate")(migrate_all)
 app.add_typer(cli_keys.app, name="keys")
 app.command("import")(cli_import.import_command)

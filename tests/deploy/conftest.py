@@ -1,7 +1,7 @@
-"""Fixtures of the deployment tests: Prometheus (Debian's package, installed when absent).
+"""Fixtures of the deployment tests: Prometheus (Debian's package, `make setup` installs it).
 
-Like the PostgreSQL fixture: when Prometheus cannot be had, its tests are skipped with a loud
-message, or fail when ``CI=true``.
+Like the PostgreSQL fixture: when Prometheus is not installed, its tests are skipped with a loud
+message, or fail when ``CI=true``. Nothing is installed from here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import local_prometheus
+from devstack import prometheus as local_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -34,12 +34,13 @@ def _unavailable(what: str, error: Exception) -> None:
 
 @pytest.fixture(scope="session")
 def prometheus_binary() -> Path:
-    """The prometheus server binary (installs Debian's package when absent and root)."""
-    try:
-        return local_prometheus.ensure_installed()
-    except local_prometheus.LocalPrometheusError as error:
-        _unavailable("Prometheus", error)
-        raise  # unreachable: _unavailable skips or fails
+    """The prometheus server binary (installed by `make setup`, never from here)."""
+    found = local_prometheus.find_binary()
+    if found is None:
+        reason = "prometheus is not on PATH; install it with `make setup` (devstack setup)"
+        _unavailable("Prometheus", FileNotFoundError(reason))
+        raise AssertionError("unreachable: _unavailable skips or fails")
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -26,10 +26,11 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from devstack import kafka as local_kafka
+from devstack import prometheus as local_prometheus
+from devstack.process import pick_free_ports
 from services.classifier.config import ClassifierSettings
 from services.classifier.main import create_app as create_classifier
-from services.cli import local_kafka, local_prometheus
-from services.cli.local_process import pick_free_ports
 from services.intake.config import IntakeSettings
 from services.intake.db.migrate import upgrade as upgrade_intake
 from services.intake.main import create_app as create_intake

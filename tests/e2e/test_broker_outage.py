@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from services.cli.local_kafka import LocalKafkaConfig, start, stop
+from devstack.kafka import LocalKafkaConfig, start, stop
 from services.intake.config import IntakeSettings
 from services.intake.db.migrate import upgrade as upgrade_intake
 from services.intake.main import create_app as create_intake

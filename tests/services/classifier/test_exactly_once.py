@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from devstack.process import pick_free_port
 from services.classifier.changelog import parse_state
-from services.cli.local_process import pick_free_port
 from shared.events import DemandClassified, DemandReceived
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.core.result import Ok
 
-from services.cli.local_process import pick_free_port
+from devstack.process import pick_free_port
 from services.intake.config import IntakeSettings
 from services.intake.main import create_app
 

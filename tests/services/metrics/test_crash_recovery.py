@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from services.cli.local_process import pick_free_port
+from devstack.process import pick_free_port
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import CaseRow, Demand, DemandFactRow
 from services.metrics.measures import purpose_summaries

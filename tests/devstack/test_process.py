@@ -1,13 +1,14 @@
-"""The process plumbing shared by the local Kafka, Prometheus and PostgreSQL servers."""
+"""devstack's process plumbing, shared by the local Kafka, Prometheus and PostgreSQL servers."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
 
-from services.cli.local_process import (
+from devstack.process import (
     StartedServers,
     StartupOutcome,
     command_line,
@@ -110,6 +111,7 @@ def test_a_spawned_server_is_tracked_stopped_and_reaped(tmp_path: Path) -> None:
     )
     assert read_pid(pid_file) == pid
     assert servers.alive(pid) is True
+    assert servers.exit_code(pid) is None  # still running
     assert servers.alive(os.getpid()) is None  # not started by this registry
 
     def running() -> bool:
@@ -118,6 +120,7 @@ def test_a_spawned_server_is_tracked_stopped_and_reaped(tmp_path: Path) -> None:
     assert wait_while(lambda: "up" not in output.read_text(), timeout=30) is False
     assert terminate(pid, running, timeout=30, whole_group=True) is False  # SIGTERM sufficed
     assert servers.alive(pid) is None  # exited, reaped and forgotten
+    assert servers.exit_code(pid) == -signal.SIGTERM  # how it ended is remembered
     assert not pid_alive(pid)
     servers.release(pid)
     assert output.read_text().splitlines()[:2] == ["==== start ====", "up"]

@@ -1,9 +1,13 @@
-"""Process plumbing shared by the local servers (Kafka, Prometheus, PostgreSQL) of the CLI.
+"""Process plumbing shared by devstack's local servers (Kafka, Prometheus, PostgreSQL).
 
 Pid files, liveness checks that see through zombies and recycled pids, port checks, startup
-waits with a deadline, SIGTERM-then-SIGKILL, log tails and non-interactive ``apt-get``. Each
-server module keeps its own error type and messages; the helpers here report outcomes, not
-failures. Stdlib only, environment-variable free (apart from what ``apt-get`` is handed).
+waits with a deadline, SIGTERM-then-SIGKILL and log tails. Each server module keeps its own
+error type and messages; the helpers here report outcomes, not failures. Stdlib only,
+environment-variable free.
+
+Why not mirakuru: see docs/development.md. In short, ``devstack kafka start`` leaves a broker
+running after the command exits and a later ``devstack kafka stop`` finds it by its pid file;
+mirakuru's executors belong to the interpreter that started them, and its exit hook kills them.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,8 +25,6 @@ from pathlib import Path
 __all__ = [
     "StartedServers",
     "StartupOutcome",
-    "apt_install",
-    "can_apt_install",
     "command_line",
     "pick_free_port",
     "pick_free_ports",
@@ -102,6 +103,7 @@ class StartedServers:
 
     def __init__(self) -> None:
         self._by_pid: dict[int, subprocess.Popen[bytes]] = {}
+        self._exit_codes: dict[int, int] = {}
 
     def spawn(
         self, cmd: Sequence[str], *, cwd: Path, output: Path, pid_file: Path, banner: str = ""
@@ -121,6 +123,7 @@ class StartedServers:
                 close_fds=True,
             )
         self._by_pid[process.pid] = process
+        self._exit_codes.pop(process.pid, None)
         pid_file.write_text(f"{process.pid}\n")
         return process.pid
 
@@ -129,10 +132,17 @@ class StartedServers:
         child = self._by_pid.get(pid)
         if child is None:
             return None
-        if child.poll() is None:
+        code = child.poll()
+        if code is None:
             return True
         del self._by_pid[pid]
+        self._exit_codes[pid] = code
         return False
+
+    def exit_code(self, pid: int) -> int | None:
+        """How our child ``pid`` exited (negative: the signal); None while it runs or unknown."""
+        self.alive(pid)
+        return self._exit_codes.get(pid)
 
     def release(self, pid: int, timeout: float | None = None) -> None:
         """Forget ``pid``, waiting up to ``timeout`` seconds (None: for ever) to reap it."""
@@ -279,35 +289,3 @@ def tail(path: Path, lines: int = 30, *, unreadable: str = "") -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return unreadable
-
-
-# ---------------------------------------------------------------------------------------------
-# Debian packages
-# ---------------------------------------------------------------------------------------------
-
-
-def can_apt_install() -> bool:
-    """We are root on a machine with apt-get, so a missing server package can be installed."""
-    return os.geteuid() == 0 and shutil.which("apt-get") is not None
-
-
-def _apt(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return run_to_completion(["apt-get", *args], timeout=900, env=env)
-
-
-def apt_install(package: str) -> str | None:
-    """Install a Debian package without prompts; None on success, else the output's tail.
-
-    Package lists may be missing or stale on a fresh machine, so a failed install is retried
-    once after ``apt-get update``.
-    """
-    install = ("install", "-y", "-q", "--no-install-recommends", package)
-    out = _apt(*install)
-    if out.returncode == 0:
-        return None
-    update = _apt("update", "-q")
-    out = _apt(*install)
-    if out.returncode == 0:
-        return None
-    return "\n".join((update.stdout + out.stdout).splitlines()[-30:])

@@ -10,22 +10,24 @@ Everything lives under ``cfg.run_dir`` (default ``<root>/.run/kafka``)::
     run_dir/broker.out          JVM stdout/stderr (crash output, ERRORs)
     run_dir/kafka.pid           pid of the running broker
 
-Stdlib only: readiness is checked with a hand-rolled Kafka Metadata (v4) request, so this module
-works from sync code, from inside a running event loop and without aiokafka installed.
-Environment variables are *not* read here; the CLI maps settings onto ``LocalKafkaConfig``.
+Readiness is an aiokafka metadata request with a short timeout (``is_ready``), callable from
+sync code and from inside a running event loop. Environment variables are *not* read here;
+``devstack.cli`` maps settings onto ``LocalKafkaConfig``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import contextlib
+import contextvars
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
-import socket
-import struct
 import subprocess
 import time
 import uuid
@@ -33,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.cli.local_process import (
+from devstack.process import (
     StartedServers,
     StartupOutcome,
     command_line,
@@ -53,8 +55,10 @@ __all__ = [
     "KafkaStatus",
     "LocalKafkaConfig",
     "LocalKafkaError",
+    "exit_code",
     "fetch_jars",
     "is_ready",
+    "running_pid",
     "start",
     "status",
     "stop",
@@ -102,7 +106,7 @@ class LocalKafkaConfig:
     )
     extra_properties: dict[str, str] = field(default_factory=dict)
     # Prometheus JMX exporter agent: when set, the broker serves its metrics on host:port/metrics.
-    # The agent jar comes from local_prometheus.fetch_jmx_exporter (jmx_exporter_jar below).
+    # The agent jar comes from devstack.prometheus.fetch_jmx_exporter (jmx_exporter_jar below).
     jmx_exporter_port: int | None = None
 
     def __post_init__(self) -> None:
@@ -344,7 +348,7 @@ def _is_our_broker(pid: int, cfg: LocalKafkaConfig) -> bool:
     return KAFKA_MAIN_CLASS in args and str(cfg.properties_file) in args
 
 
-def _running_pid(cfg: LocalKafkaConfig) -> int | None:
+def running_pid(cfg: LocalKafkaConfig) -> int | None:
     """Pid of *our* broker process if it is alive (ready or not), else None."""
     pid = read_pid(cfg.pid_file)
     if pid is None:
@@ -354,35 +358,60 @@ def _running_pid(cfg: LocalKafkaConfig) -> int | None:
     return None
 
 
-def _read_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed by broker")
-        buf += chunk
-    return bytes(buf)
+def exit_code(pid: int) -> int | None:
+    """How a broker this interpreter started exited (negative: the signal); None if unknown."""
+    return _started.exit_code(pid)
+
+
+# aiokafka logs every refused connection at ERROR; while a probe waits for a starting broker
+# those are expected, so they are dropped for the probe's own task (and only there).
+_probing: contextvars.ContextVar[bool] = contextvars.ContextVar("devstack_probing", default=False)
+
+
+class _DuringProbe(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _probing.get()
+
+
+for _name in ("aiokafka", "aiokafka.client", "aiokafka.conn", "aiokafka.cluster"):
+    logging.getLogger(_name).addFilter(_DuringProbe())
+
+
+async def _lists_a_broker(bootstrap: str, timeout: float) -> bool:
+    from aiokafka import AIOKafkaClient
+    from aiokafka.errors import KafkaError
+
+    _probing.set(True)
+    timeout_ms = max(int(timeout * 1000), 1)
+    client = AIOKafkaClient(
+        bootstrap_servers=bootstrap,
+        client_id="demandscope-devstack-probe",
+        request_timeout_ms=timeout_ms,
+        metadata_max_age_ms=max(timeout_ms, 60_000),
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await client.bootstrap()  # a Metadata request to the bootstrap server
+        return len(client.cluster.brokers()) >= 1
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
 
 
 def is_ready(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True if a Kafka broker on host:port answers a Metadata request and lists itself."""
-    client_id = b"demandscope-local-kafka"
-    # request header v1: api_key=3 (Metadata), api_version=4, correlation_id, client_id
-    # body v4: topics = [] (no topics), allow_auto_topic_creation = false
-    body = struct.pack(">hhih", 3, 4, 7, len(client_id)) + client_id + struct.pack(">ib", 0, 0)
+    """True if a Kafka broker on host:port answers a Metadata request and lists a broker.
+
+    Runs its own event loop; inside a running one (an async test) it does so in a thread.
+    """
+    probe = _lists_a_broker(f"{host}:{port}", timeout)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(struct.pack(">i", len(body)) + body)
-            (size,) = struct.unpack(">i", _read_exact(sock, 4))
-            resp = _read_exact(sock, size)
-    except (OSError, ConnectionError, struct.error):
-        return False
-    try:
-        correlation_id, _throttle, n_brokers = struct.unpack_from(">iii", resp, 0)
-    except struct.error:
-        return False
-    return bool(correlation_id == 7 and n_brokers >= 1)
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(probe)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-probe") as pool:
+        return pool.submit(asyncio.run, probe).result()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,7 +453,7 @@ def _server_properties(cfg: LocalKafkaConfig) -> str:
         "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
     }
     props.update(cfg.extra_properties)
-    lines = ["# generated by services/cli/local_kafka.py - edits are overwritten on start"]
+    lines = ["# generated by devstack/kafka.py - edits are overwritten on start"]
     lines += [f"{k}={v}" for k, v in props.items()]
     return "\n".join(lines) + "\n"
 
@@ -495,7 +524,7 @@ def _failure_details(cfg: LocalKafkaConfig) -> str:
 
 
 def status(cfg: LocalKafkaConfig) -> KafkaStatus:
-    pid = _running_pid(cfg)
+    pid = running_pid(cfg)
     running = pid is not None and is_ready(cfg.host, cfg.port, timeout=1.0)
     return KafkaStatus(
         running=running,
@@ -532,7 +561,7 @@ def start(cfg: LocalKafkaConfig, timeout: float = 90) -> None:
 
     Idempotent: returns quickly when this run_dir's broker is already running.
     """
-    pid = _running_pid(cfg)
+    pid = running_pid(cfg)
     if pid is not None:
         _wait_ready(cfg, pid, timeout)
         return
@@ -568,7 +597,7 @@ def start(cfg: LocalKafkaConfig, timeout: float = 90) -> None:
         if not cfg.jmx_exporter_jar.is_file():
             raise LocalKafkaError(
                 f"the JMX exporter agent is not at {cfg.jmx_exporter_jar}; fetch it with "
-                "services.cli.local_prometheus.fetch_jmx_exporter"
+                "devstack.prometheus.fetch_jmx_exporter"
             )
         listen = f"{cfg.host}:{cfg.jmx_exporter_port}"
         cmd.insert(1, f"-javaagent:{cfg.jmx_exporter_jar}={listen}:{cfg.jmx_exporter_config}")
@@ -587,7 +616,7 @@ def stop(cfg: LocalKafkaConfig, timeout: float = 30) -> bool:
 
     Returns True if a broker was running.
     """
-    pid = _running_pid(cfg)
+    pid = running_pid(cfg)
     if pid is None:
         cfg.pid_file.unlink(missing_ok=True)
         return False
@@ -604,7 +633,7 @@ def stop(cfg: LocalKafkaConfig, timeout: float = 30) -> bool:
 
 def wipe(cfg: LocalKafkaConfig) -> None:
     """Delete the broker's data, logs and generated config (the jar cache is kept)."""
-    if _running_pid(cfg) is not None:
+    if running_pid(cfg) is not None:
         raise LocalKafkaError("the Kafka broker is running; stop it before wiping its data")
     for d in (cfg.data_dir, cfg.logs_dir):
         shutil.rmtree(d, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Throwaway local PostgreSQL clusters (Debian ``postgresql`` package), mainly for tests.
+"""Throwaway local PostgreSQL clusters (Debian ``postgresql`` package), for tests and benchmarks.
 
 ``start(cfg)`` creates a *fresh* cluster every time (initdb into a new unique directory, a free
 port, trust auth on 127.0.0.1 only, unix socket inside the cluster dir), creates the database and
@@ -11,7 +11,10 @@ user (``runuser -u postgres``) and the cluster dir is owned by it. If that user 
 ``<run_dir>/<cluster-name>.json``; clusters whose owning process died are removed by the next
 ``start`` so crashed sessions do not pile up, while concurrent sessions never touch each other.
 
-Stdlib only, environment-variable free.
+The server binaries are found, never installed here: ``python -m devstack setup`` installs the
+package. Why not pytest-postgresql or testing.postgresql: see docs/development.md (in short,
+they run ``pg_ctl``/``initdb`` as the calling user, which PostgreSQL refuses as root, and root
+is who runs the tests and CI here). Stdlib only, environment-variable free.
 """
 
 from __future__ import annotations
@@ -29,9 +32,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.cli.local_process import (
-    apt_install,
-    can_apt_install,
+from devstack.process import (
     pick_free_port,
     pid_exists,
     read_pid,
@@ -43,7 +44,7 @@ __all__ = [
     "LocalPostgresConfig",
     "LocalPostgresError",
     "PostgresInstance",
-    "ensure_installed",
+    "find_bin_dir",
     "start",
     "stop",
 ]
@@ -117,7 +118,7 @@ class LocalPostgresConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# installation
+# binaries
 # ---------------------------------------------------------------------------------------------
 
 
@@ -126,7 +127,15 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(p) for p in m.group(1).split(".")) if m else (0,)
 
 
-def _find_bin_dir() -> Path | None:
+NOT_INSTALLED = (
+    "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb, no initdb on "
+    "PATH). Install them with `python -m devstack setup` (`make setup`), which installs Debian's "
+    "`postgresql` package."
+)
+
+
+def find_bin_dir() -> Path | None:
+    """The directory of the newest installed ``initdb``/``pg_ctl``/``postgres``; None if absent."""
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version_key)
     for initdb in reversed(candidates):
         bin_dir = Path(initdb).parent
@@ -138,25 +147,6 @@ def _find_bin_dir() -> Path | None:
         if (bin_dir / "pg_ctl").exists():
             return bin_dir
     return None
-
-
-def ensure_installed() -> Path:
-    """Return the PostgreSQL bin dir, installing the Debian package first if needed (as root)."""
-    bin_dir = _find_bin_dir()
-    if bin_dir is not None:
-        return bin_dir
-    if not can_apt_install():
-        raise LocalPostgresError(
-            "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb). "
-            "Install them with `sudo apt-get install -y postgresql`."
-        )
-    failure = apt_install("postgresql")
-    if failure is not None:
-        raise LocalPostgresError(f"`apt-get install -y postgresql` failed:\n{failure}")
-    bin_dir = _find_bin_dir()
-    if bin_dir is None:
-        raise LocalPostgresError("installed the postgresql package but found no initdb")
-    return bin_dir
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +276,9 @@ def start(cfg: LocalPostgresConfig, timeout: float = 60) -> str:
     """
     if cfg.instance is not None and _postmaster_pid(cfg.instance) is not None:
         return cfg.instance.url
-    bin_dir = ensure_installed()
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        raise LocalPostgresError(NOT_INSTALLED)
     run_dir = cfg.run_path
     run_dir.mkdir(parents=True, exist_ok=True)
     _reap_stale(run_dir)

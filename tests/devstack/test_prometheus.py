@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.cli.local_prometheus import (
+from devstack.prometheus import (
     DEFAULT_TARGETS,
     NOT_INSTALLED_HINT,
     LocalPrometheusConfig,
@@ -18,7 +18,7 @@ from services.cli.local_prometheus import (
     start_if_installed,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def shipped() -> dict[str, Any]:
@@ -69,7 +69,7 @@ def test_a_target_without_a_shipped_job_is_refused() -> None:
 
 def test_without_the_binary_start_says_how_to_install_it(tmp_path: Path) -> None:
     cfg = LocalPrometheusConfig(root=ROOT, run_dir=tmp_path, binary="no-such-prometheus-binary")
-    with pytest.raises(LocalPrometheusError, match="apt-get install -y prometheus"):
+    with pytest.raises(LocalPrometheusError, match="make setup"):
         start(cfg)
     assert start_if_installed(cfg) == NOT_INSTALLED_HINT
     assert not cfg.pid_file.exists()
