@@ -14,17 +14,19 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from services.classifier.context import ContextStore, CustomerState, is_empty, prune
 from shared.kafka.codec import OutboundRecord
+from shared.kafka.read_to_end import ReadToEndTimeout, partition_counts, read_to_end
 from shared.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 _RESTORE_ATTEMPTS = 3
+_RESTORE_IDLE_S = 30.0  # a restore that stops advancing this long fails (and is retried)
 
 
 def state_record(topic: str, customer_ref: str, state: CustomerState) -> OutboundRecord:
@@ -86,42 +88,28 @@ class ContextRestorer:
             try:
                 self.restored_customers = await self._restore(new)
                 break
-            except KafkaError:
+            except (KafkaError, ReadToEndTimeout):
                 if attempt == _RESTORE_ATTEMPTS:
                     raise
                 log.warning("restoring the context failed; retrying", exc_info=True)
                 await asyncio.sleep(attempt)
 
     async def _restore(self, owned: set[int]) -> int:
-        consumer = AIOKafkaConsumer(
-            **self._settings.client_options(),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        try:
-            # A consumer with no subscription has no topic metadata; aiokafka's public
-            # topics() fetches it but returns names only, so ask its client for the counts.
-            cluster = await consumer._client.fetch_all_metadata()
-            changelog_partitions = cluster.partitions_for_topic(self._topic) or set()
-            input_count = max(
-                (len(cluster.partitions_for_topic(t) or ()) for t in self._keyed_topics),
-                default=0,
+        counts = await partition_counts(self._settings, [self._topic, *self._keyed_topics])
+        changelog_partitions = counts[self._topic]
+        input_count = max((counts[t] for t in self._keyed_topics), default=0)
+        aligned = input_count == changelog_partitions
+        if not aligned:
+            log.warning(
+                "%s has %d partitions but the input topics %s: reading it all",
+                self._topic,
+                changelog_partitions,
+                input_count,
             )
-            aligned = input_count == len(changelog_partitions)
-            if not aligned:
-                log.warning(
-                    "%s has %d partitions but the input topics %s: reading it all",
-                    self._topic,
-                    len(changelog_partitions),
-                    input_count,
-                )
-            read = owned if aligned else set(changelog_partitions)
-            states = await _read_to_end(consumer, [TopicPartition(self._topic, p) for p in read])
-        finally:
-            await consumer.stop()
+        read = owned if aligned else set(range(changelog_partitions))
+        states = await _latest_states(
+            [TopicPartition(self._topic, p) for p in read], self._settings
+        )
         now = datetime.now(UTC)
         count = 0
         for key, (state, partition) in states.items():
@@ -137,23 +125,24 @@ class ContextRestorer:
         return count
 
 
-async def _read_to_end(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+async def _latest_states(
+    partitions: list[TopicPartition], settings: KafkaSettings
 ) -> dict[str, tuple[CustomerState, int]]:
     """The latest state per customer in ``partitions``, read up to the last stable offset."""
+    states: dict[str, tuple[CustomerState, int]] = {}
     if not partitions:
-        return {}
-    consumer.assign(partitions)
-    await consumer.seek_to_beginning(*partitions)
+        return states
     # With read_committed the end offsets are the last stable offsets: open transactions of
     # a fenced producer have been aborted by our own producer's start (same transactional id).
-    ends = await consumer.end_offsets(partitions)
-    pending = {tp for tp in partitions if ends[tp] > 0}
-    states: dict[str, tuple[CustomerState, int]] = {}
-    while pending:
-        batches = await consumer.getmany(*pending, timeout_ms=500)
-        for tp, records in batches.items():
-            for record in records:
+    async with read_to_end(
+        settings,
+        partitions,
+        timeout=None,
+        idle_timeout=_RESTORE_IDLE_S,
+        client_id="classifier-context-restore",
+    ) as reader:
+        async for batch in reader:
+            for record in batch:
                 if record.key is None:
                     continue
                 state = parse_state(record.value)
@@ -161,8 +150,5 @@ async def _read_to_end(
                 if state is None:
                     states.pop(key, None)
                 else:
-                    states[key] = (state, tp.partition)
-        for tp in list(pending):
-            if await consumer.position(tp) >= ends[tp]:
-                pending.discard(tp)
+                    states[key] = (state, record.partition)
     return states

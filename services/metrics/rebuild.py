@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics import repository
@@ -24,9 +22,13 @@ from services.metrics.subscriptions import consumed_topics
 from shared.database.engine import create_engine, session_factory
 from shared.events import Event
 from shared.kafka.codec import DecodeError, decode
+from shared.kafka.read_to_end import read_to_end
 from shared.kafka.settings import KafkaSettings
 
-Progress = Callable[[int, int], None]  # (records done, records in total)
+# (offsets read, offsets in total): transaction markers take offsets too, so the records
+# read can stay below the total while the offsets reach it.
+Progress = Callable[[int, int], None]
+_IDLE_S = 60.0  # a replay that stops advancing this long (the broker gone) fails
 
 
 class DatabaseNotEmpty(RuntimeError):
@@ -56,71 +58,45 @@ async def rebuild(
     engine = create_engine(database_url)
     sessions = session_factory(engine)
     topics = consumed_topics(kafka)
-    consumer = AIOKafkaConsumer(
-        **kafka.client_options(),
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        max_poll_records=batch_size,
-    )
     started = time.perf_counter()
+    done = applied = undecodable = 0
     try:
         async with sessions() as session:
             counts = await repository.row_counts(session)
         if any(counts.values()):
             raise DatabaseNotEmpty(f"the database already holds rows: {counts}")
-        partitions = await _partitions(kafka, list(topics))
-        await consumer.start()
-        consumer.assign(partitions)
-        firsts = await consumer.beginning_offsets(partitions)
-        ends = await consumer.end_offsets(partitions)
-        for tp in partitions:
-            consumer.seek(tp, firsts[tp])
-        total = sum(ends[tp] - firsts[tp] for tp in partitions)
-        remaining = {tp for tp in partitions if ends[tp] > firsts[tp]}
-        done = applied = undecodable = 0
-        if progress is not None:
-            progress(0, total)
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=batch_size)
-            events: list[Event] = []
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        continue  # arrived after the rebuild started: the live service has it
+        # Records that arrive after the start are the live service's: they are not read.
+        async with read_to_end(
+            kafka,
+            list(topics),
+            timeout=None,
+            idle_timeout=_IDLE_S,
+            max_records=batch_size,
+            client_id="demandscope-rebuild",
+        ) as reader:
+            if progress is not None:
+                progress(0, reader.total)
+            async for batch in reader:
+                events: list[Event] = []
+                for record in batch:
                     done += 1
                     try:
-                        events.append(decode(topics[tp.topic], record.value))
+                        events.append(decode(topics[record.topic], record.value))
                     except DecodeError:
                         undecodable += 1
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-            if events:
-                async with sessions.begin() as session:
-                    await apply_events(session, events)
-                applied += len(events)
+                if events:
+                    async with sessions.begin() as session:
+                        await apply_events(session, events)
+                    applied += len(events)
+                if progress is not None:
+                    progress(reader.offsets_read, reader.total)
             if progress is not None:
-                progress(done, total)
+                progress(reader.offsets_read, reader.total)
         if changes_from_url is not None:
             await _copy_changes(changes_from_url, sessions)
     finally:
-        await consumer.stop()
         await engine.dispose()
     return RebuildReport(done, applied, undecodable, time.perf_counter() - started)
-
-
-async def _partitions(kafka: KafkaSettings, topics: list[str]) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(**kafka.client_options(), client_id="demandscope-rebuild")
-    await admin.start()
-    try:
-        described = await admin.describe_topics(topics)
-    finally:
-        await admin.close()
-    return [
-        TopicPartition(topic["topic"], partition["partition"])
-        for topic in described
-        for partition in sorted(topic["partitions"], key=lambda p: int(p["partition"]))
-    ]
 
 
 async def _copy_changes(source_url: str, sessions: async_sessionmaker[AsyncSession]) -> None:

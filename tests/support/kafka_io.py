@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-import uuid
 from collections.abc import Sequence
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.events import Event
 from shared.kafka.codec import encode
 from shared.kafka.producer import create_producer, send_all
+from shared.kafka.read_to_end import Record, partition_counts, read_all
 from shared.kafka.settings import KafkaSettings
 from shared.topics import TOPIC_OF_EVENT, topic_name
+from tests.support.waiting import wait_until
 
 
 async def produce_raw(
@@ -51,31 +49,37 @@ async def publish_events(
 
 async def read_records(
     settings: KafkaSettings, topic: str, *, count: int, timeout: float = 30.0
-) -> list[Any]:
-    """Read at least ``count`` committed records from the start of ``topic``."""
+) -> list[Record]:
+    """Every committed record of ``topic``, once at least ``count`` are there.
+
+    Each try reads the topic from its start to its end at that moment (read_to_end), so
+    what comes back is everything committed by then, duplicates included: once the writer
+    is known to be done (intake answered, a group committed), nothing more is to come.
+    """
+    return await wait_until(
+        lambda: read_all(settings, [topic], timeout=timeout),
+        accept=lambda records: len(records) >= count,
+        timeout=timeout,
+        what=f"{count} records on {topic}",
+        show=lambda records: f"{len(records)} records",
+    )
+
+
+async def committed_to_end(settings: KafkaSettings, group_id: str, topics: Sequence[str]) -> bool:
+    """Whether ``group_id`` has committed offsets up to the current end of every partition
+    of ``topics``: all it has written for them (in the same transaction, or before the
+    commit) is then on its output topics."""
+    counts = await partition_counts(settings, topics)
+    partitions = [TopicPartition(t, p) for t in topics for p in range(counts[t])]
     consumer = AIOKafkaConsumer(
-        topic,
-        **settings.client_options(),
-        group_id=f"reader-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
+        **settings.client_options(), group_id=group_id, enable_auto_commit=False
     )
     await consumer.start()
-    records: list[Any] = []
-    deadline = time.monotonic() + timeout
     try:
-        while len(records) < count and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for batch in batches.values():
-                records.extend(batch)
-        # Give stragglers (duplicates we must not have) a moment to show up.
-        if records:
-            await asyncio.sleep(0)
-            for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                records.extend(batch)
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            if ends[tp] and ((await consumer.committed(tp)) or 0) < ends[tp]:
+                return False
+        return True
     finally:
         await consumer.stop()
-    if len(records) < count:
-        raise AssertionError(f"only {len(records)} of {count} records arrived on {topic}")
-    return records

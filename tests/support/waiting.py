@@ -17,12 +17,16 @@ async def wait_until(
     timeout: float = 30.0,
     interval: float = 0.1,
     what: str = "condition",
+    show: Callable[[T], str] = repr,
 ) -> T:
+    """Probe until ``accept`` takes the value; fail after ``timeout`` seconds, naming ``what``
+    and the last value (as ``show`` writes it)."""
     deadline = time.monotonic() + timeout
-    last: T | None = None
+    shown = "none (never probed)"
     while time.monotonic() < deadline:
         last = await probe()
         if accept(last):
             return last
+        shown = show(last)
         await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {shown}")

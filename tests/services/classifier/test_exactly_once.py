@@ -7,20 +7,19 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from devstack.process import pick_free_port
 from services.classifier.changelog import parse_state
-from shared.events import DemandClassified, DemandReceived
+from shared.events import DemandClassified
+from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
-from tests.support.kafka_io import publish_events
+from tests.support.factories import demand_received
+from tests.support.kafka_io import committed_to_end, publish_events
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -63,39 +62,8 @@ def start_classifier(
     )
 
 
-class CommittedReader:
-    """Everything committed on a topic so far, read incrementally with read_committed."""
-
-    def __init__(self, settings: KafkaSettings, topic: str) -> None:
-        self._consumer = AIOKafkaConsumer(
-            topic,
-            **settings.client_options(),
-            group_id=f"reader-{uuid.uuid4().hex}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
-        self.records: list[tuple[bytes | None, bytes | None]] = []
-
-    async def __aenter__(self) -> CommittedReader:
-        await self._consumer.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self._consumer.stop()
-
-    async def drain(self) -> int:
-        """Read until a poll brings nothing new (what is committed is readable at once)."""
-        count = -1
-        while count != len(self.records):
-            count = len(self.records)
-            await self.poll()
-        return count
-
-    async def poll(self) -> int:
-        for batch in (await self._consumer.getmany(timeout_ms=200)).values():
-            self.records += [(r.key, r.value) for r in batch]
-        return len(self.records)
+async def committed_count(settings: KafkaSettings, topic: str) -> int:
+    return len(await read_all(settings, [topic], timeout=30))
 
 
 async def publish_demands(settings: KafkaSettings) -> list[str]:
@@ -103,14 +71,8 @@ async def publish_demands(settings: KafkaSettings) -> list[str]:
     await publish_events(
         settings,
         [
-            DemandReceived(
-                id=demand_id,
-                occurred_at=datetime.now(UTC),
-                received_at=datetime.now(UTC),
-                channel="chat",
-                source="test",
-                customer_ref=f"C-{i % CUSTOMERS}",
-                text=TEXTS[i % len(TEXTS)],
+            demand_received(
+                id=demand_id, customer_ref=f"C-{i % CUSTOMERS}", text=TEXTS[i % len(TEXTS)]
             )
             for i, demand_id in enumerate(ids)
         ],
@@ -123,42 +85,43 @@ async def test_a_killed_classifier_classifies_every_demand_exactly_once(
 ) -> None:
     ids = await publish_demands(kafka_settings)
     classified_topic = topic_name(kafka_settings, Topic.DEMAND_CLASSIFIED)
-    async with CommittedReader(kafka_settings, classified_topic) as classified:
-        first = start_classifier(kafka_settings, unique_group, model_dir)
-        try:
-            seen_before_kill = await wait_until(
-                classified.poll,
-                accept=lambda n: n >= DEMANDS // 10,
-                timeout=90,
-                what="the first instance to commit some classifications",
-            )
-        finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait(timeout=30)
-        assert seen_before_kill < DEMANDS  # killed mid-stream, not after the end
+    demands_topic = topic_name(kafka_settings, Topic.DEMAND_RECEIVED)
+    first = start_classifier(kafka_settings, unique_group, model_dir)
+    try:
+        seen_before_kill = await wait_until(
+            lambda: committed_count(kafka_settings, classified_topic),
+            accept=lambda n: n >= DEMANDS // 10,
+            timeout=90,
+            what="the first instance to commit some classifications",
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    assert seen_before_kill < DEMANDS  # killed mid-stream, not after the end
 
-        second = start_classifier(kafka_settings, unique_group, model_dir)
-        try:
-            await wait_until(
-                classified.poll,
-                accept=lambda n: n >= DEMANDS,
-                timeout=120,
-                what="every demand classified after the restart",
-            )
-            # Anything committed twice would arrive now, right behind the rest.
-            await wait_until(classified.poll, accept=lambda _: True)
-            async with CommittedReader(
-                kafka_settings, topic_name(kafka_settings, Topic.CLASSIFIER_CONTEXT)
-            ) as changelog:
-                await changelog.drain()
-                latest = dict(changelog.records)
-        finally:
-            second.send_signal(signal.SIGTERM)
-            second.wait(timeout=60)
+    second = start_classifier(kafka_settings, unique_group, model_dir)
+    try:
+        # Offsets are committed in the transaction that writes the output: once the group
+        # is at the end of its input, every classification and context record is written
+        # (a duplicate included, were there one) and reading to the end finds all of them.
+        await wait_until(
+            lambda: committed_to_end(kafka_settings, unique_group, [demands_topic]),
+            timeout=120,
+            what="every demand classified after the restart",
+        )
+        classified = await read_all(kafka_settings, [classified_topic], timeout=60)
+        changelog = await read_all(
+            kafka_settings,
+            [topic_name(kafka_settings, Topic.CLASSIFIER_CONTEXT)],
+            timeout=60,
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+    latest = {record.key: record.value for record in changelog}
 
     counts = Counter(
-        DemandClassified.model_validate_json(value or b"").demand.id
-        for _, value in classified.records
+        DemandClassified.model_validate_json(record.value or b"").demand.id for record in classified
     )
     assert set(counts) == set(ids)  # no loss
     assert max(counts.values()) == 1  # no duplicate

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.auth.keys import Scope
 from shared.auth.migrate import upgrade as upgrade_auth
@@ -18,7 +17,7 @@ from shared.auth.store import ApiKeyStore
 from shared.events import Event
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
-from tests.support.kafka_io import publish_events
+from tests.support.kafka_io import committed_to_end, publish_events
 
 # The metrics service's input topics.
 INPUT_TOPICS = (Topic.DEMAND_CLASSIFIED, Topic.CASE_EVENTS, Topic.DEMAND_LABELS)
@@ -74,23 +73,7 @@ def all_consumed(kafka_settings: KafkaSettings) -> AllConsumed:
     """Whether a consumer group has committed up to the end of the three input topics."""
 
     async def check(group_id: str) -> bool:
-        consumer = AIOKafkaConsumer(
-            **kafka_settings.client_options(), group_id=group_id, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            partitions = [
-                TopicPartition(topic_name(kafka_settings, topic), p)
-                for topic in INPUT_TOPICS
-                for p in range(kafka_settings.partitions)
-            ]
-            ends = await consumer.end_offsets(partitions)
-            for tp in partitions:
-                committed = await consumer.committed(tp)
-                if ends[tp] and (committed or 0) < ends[tp]:
-                    return False
-            return True
-        finally:
-            await consumer.stop()
+        topics = [topic_name(kafka_settings, topic) for topic in INPUT_TOPICS]
+        return await committed_to_end(kafka_settings, group_id, topics)
 
     return check

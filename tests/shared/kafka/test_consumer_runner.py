@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -25,23 +24,15 @@ from shared.kafka.producer import create_producer
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, dlq_name, topic_name
+from tests.support.factories import demand_received
 from tests.support.kafka_io import produce_raw, read_records
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def demand(demand_id: str, text: str = "I want to pay my bill") -> DemandReceived:
-    now = datetime.now(UTC)
-    return DemandReceived(
-        id=demand_id,
-        occurred_at=now,
-        received_at=now,
-        channel="web",
-        source="test",
-        customer_ref="C-1",
-        text=text,
-    )
+# One customer: every record in one partition, handled in the order sent.
+CUSTOMER = "C-1"
 
 
 class Recorder:
@@ -113,12 +104,22 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_flows(
     recorder = Recorder()
     await runner_factory(recorder, registry)
 
-    await produce_raw(kafka_settings, topic, b"{not json", key=b"C-1")
-    await produce_raw(kafka_settings, topic, b'{"id": "x"}', key=b"C-1")
-    await send(kafka_settings, demand("d-reject", "please reject me"))
-    await send(kafka_settings, demand("d-good"))
+    await produce_raw(kafka_settings, topic, b"{not json", key=CUSTOMER.encode())
+    await produce_raw(kafka_settings, topic, b'{"id": "x"}', key=CUSTOMER.encode())
+    await send(
+        kafka_settings,
+        demand_received(id="d-reject", customer_ref=CUSTOMER, text="please reject me"),
+    )
+    await send(kafka_settings, demand_received(id="d-good", customer_ref=CUSTOMER))
 
     await wait_until(lambda: _value(recorder.seen), accept=lambda s: s == ["d-good"], what="d-good")
+    # Offsets are committed after the dead letters are acknowledged: once past all four,
+    # every dead letter there will be is on the topic, and a duplicate would be read too.
+    await wait_until(
+        lambda: committed_offset(kafka_settings, unique_group, topic),
+        accept=lambda n: n == 4,
+        what="offsets committed past all four records",
+    )
     dead = await read_records(kafka_settings, dlq_name(topic), count=3)
     reasons = [header(r.headers, "dlq_reason") or "" for r in dead]
     assert reasons[0].startswith("undecodable: ")
@@ -129,11 +130,6 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_flows(
     assert {header(r.headers, "dlq_original_topic") for r in dead} == {topic}
     assert [header(r.headers, "dlq_original_offset") for r in dead] == ["0", "1", "2"]
     assert header(dead[2].headers, "ce_id") == "d-reject"  # original headers kept
-    await wait_until(
-        lambda: committed_offset(kafka_settings, unique_group, topic),
-        accept=lambda n: n == 4,
-        what="offsets committed past all four records",
-    )
     undecodable = registry.get_sample_value(
         "demandscope_dead_letters_total",
         {"group": unique_group, "topic": topic, "reason": "undecodable"},
@@ -146,7 +142,7 @@ async def test_a_transient_failure_is_retried_not_dead_lettered(
 ) -> None:
     recorder = Recorder(transient_failures=2)
     await runner_factory(recorder)
-    await send(kafka_settings, demand("d-1"))
+    await send(kafka_settings, demand_received(id="d-1", customer_ref=CUSTOMER))
     await wait_until(lambda: _value(recorder.seen), accept=lambda s: s == ["d-1"], what="d-1")
 
 
@@ -156,14 +152,14 @@ async def test_committed_records_are_not_processed_again_after_a_restart(
     first = Recorder()
     runner = await runner_factory(first)
     for n in range(5):
-        await send(kafka_settings, demand(f"d-{n}"))
+        await send(kafka_settings, demand_received(id=f"d-{n}", customer_ref=CUSTOMER))
     await wait_until(lambda: _value(len(first.seen)), accept=lambda n: n == 5, what="5 seen")
     runner.stop()
     await wait_until(lambda: _value(runner.consumer is None), what="the first runner to leave")
 
     second = Recorder()
     await runner_factory(second)
-    await send(kafka_settings, demand("d-after"))
+    await send(kafka_settings, demand_received(id="d-after", customer_ref=CUSTOMER))
     await wait_until(
         lambda: _value(second.seen), accept=lambda s: s == ["d-after"], what="only the new one"
     )
