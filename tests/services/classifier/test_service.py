@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,42 +13,19 @@ import pytest
 
 from services.classifier.config import ClassifierSettings
 from services.classifier.main import create_app
-from shared.events import CaseEvent, DemandClassified, DemandLabelled, DemandReceived, Event
+from shared.events import DemandClassified, Event
 from shared.events.case import CaseEventType
 from shared.events.classification import DemandType
 from shared.kafka.codec import header
 from shared.kafka.settings import KafkaSettings
 from shared.topics import TOPIC_OF_EVENT, Topic, dlq_name, topic_name
 from tests.support.apps import running
+from tests.support.factories import case_event, demand_labelled, demand_received
 from tests.support.kafka_io import produce_raw, publish_events, read_records
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC)
-
-
-def demand(demand_id: str, customer: str, text: str, **extra: Any) -> DemandReceived:
-    return DemandReceived(
-        id=demand_id,
-        occurred_at=extra.pop("occurred_at", datetime.now(UTC)),
-        received_at=datetime.now(UTC),
-        channel="phone",
-        source="test",
-        customer_ref=customer,
-        text=text,
-        **extra,
-    )
-
-
-def case(customer: str, ref: str, kind: CaseEventType, purpose: str | None) -> CaseEvent:
-    return CaseEvent(
-        id=f"{ref}-{kind}-{uuid.uuid4().hex[:6]}",
-        case_ref=ref,
-        customer_ref=customer,
-        type=kind,
-        occurred_at=datetime.now(UTC) - timedelta(seconds=5),
-        purpose=purpose,
-    )
 
 
 async def publish(settings: KafkaSettings, topic: Topic, *events: Event) -> None:
@@ -107,26 +83,45 @@ async def test_context_rules_name_the_earlier_case_or_demand_and_survive_a_resta
         await publish(
             kafka_settings,
             Topic.CASE_EVENTS,
-            case("A", "K-A", CaseEventType.OPENED, "moving home"),
+            case_event(
+                customer_ref="A",
+                case_ref="K-A",
+                type=CaseEventType.OPENED,
+                purpose="moving home",
+                occurred_at=datetime.now(UTC) - timedelta(seconds=5),
+            ),
         )
         await outputs.context_count(1)  # the case is in A's context before A calls
         await publish(
             kafka_settings,
             Topic.DEMAND_RECEIVED,
-            demand("A-1", "A", "I am moving house next month and need to move my energy account"),
-            demand("B-1", "B", "I want to book an engineer visit", case_ref="K-B"),
+            demand_received(
+                id="A-1",
+                customer_ref="A",
+                text="I am moving house next month and need to move my energy account",
+            ),
+            demand_received(
+                id="B-1", customer_ref="B", text="I want to book an engineer visit", case_ref="K-B"
+            ),
         )
         first = await outputs.classified_count(2)
         await publish(
             kafka_settings,
             Topic.CASE_EVENTS,
-            case("B", "K-B", CaseEventType.FULFILLED, None),
+            case_event(
+                customer_ref="B",
+                case_ref="K-B",
+                type=CaseEventType.FULFILLED,
+                occurred_at=datetime.now(UTC) - timedelta(seconds=5),
+            ),
         )
         await outputs.context_count(4)  # A twice, B twice (its demand, then the fulfilment)
         await publish(
             kafka_settings,
             Topic.DEMAND_RECEIVED,
-            demand("B-2", "B", "I would like to book an engineer to fix my boiler"),
+            demand_received(
+                id="B-2", customer_ref="B", text="I would like to book an engineer to fix my boiler"
+            ),
         )
         second = await outputs.classified_count(3)
 
@@ -151,7 +146,9 @@ async def test_context_rules_name_the_earlier_case_or_demand_and_survive_a_resta
         await publish(
             kafka_settings,
             Topic.DEMAND_RECEIVED,
-            demand("A-2", "A", "we are moving home soon, can you move my account"),
+            demand_received(
+                id="A-2", customer_ref="A", text="we are moving home soon, can you move my account"
+            ),
         )
         after = await outputs.classified_count(4)
         context = client._transport.app.state.context  # type: ignore[attr-defined]
@@ -174,21 +171,24 @@ async def test_a_label_changes_the_next_models_answer(
     text = "zorblax quantum frobnicator"
     outputs = Outputs(kafka_settings)
     async with classifier(kafka_settings, unique_group, model_dir) as client:
-        await publish(kafka_settings, Topic.DEMAND_RECEIVED, demand("Z-1", "Z", text))
+        await publish(
+            kafka_settings,
+            Topic.DEMAND_RECEIVED,
+            demand_received(id="Z-1", customer_ref="Z", text=text),
+        )
         before = (await outputs.classified_count(1))["Z-1"]
         assert before.purpose != "complaint"
         # The reviewer's label carries no text: the classifier remembers what it saw.
         await publish(
             kafka_settings,
             Topic.DEMAND_LABELS,
-            DemandLabelled(
+            demand_labelled(
                 id="L-1",
                 demand_id="Z-1",
                 demand_type=DemandType.FAILURE,
                 failure_kind="not_done_right",
                 purpose="complaint",
                 labelled_by="agent-7",
-                labelled_at=datetime.now(UTC),
             ),
         )
         await outputs.context_count(2)  # Z's demand, then its relabelled purpose
@@ -196,7 +196,11 @@ async def test_a_label_changes_the_next_models_answer(
         assert response.status_code == 200
         new_version = response.json()["model_version"]
         assert new_version != before.model_version
-        await publish(kafka_settings, Topic.DEMAND_RECEIVED, demand("Z-2", "Y", text))
+        await publish(
+            kafka_settings,
+            Topic.DEMAND_RECEIVED,
+            demand_received(id="Z-2", customer_ref="Y", text=text),
+        )
         after = (await outputs.classified_count(2))["Z-2"]
 
     assert after.model_version == new_version
@@ -213,7 +217,9 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_goes_o
         await produce_raw(kafka_settings, demands, b"not json", key=b"P")
         await produce_raw(kafka_settings, demands, b'{"id": "no-fields"}', key=b"P")
         await publish(
-            kafka_settings, Topic.DEMAND_RECEIVED, demand("OK-1", "P", "pay my bill please")
+            kafka_settings,
+            Topic.DEMAND_RECEIVED,
+            demand_received(id="OK-1", customer_ref="P", text="pay my bill please"),
         )
         classified = await outputs.classified_count(1)
         dead = await read_records(kafka_settings, dlq_name(demands), count=2)
