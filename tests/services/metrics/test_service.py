@@ -31,7 +31,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.metrics.config import MetricsSettings
@@ -39,22 +38,19 @@ from services.metrics.db.migrate import upgrade
 from services.metrics.main import create_app
 from services.metrics.rebuild import DatabaseNotEmpty, rebuild
 from shared.events import (
-    CaseEvent,
     CaseEventType,
     CausedBy,
     Channel,
-    ClassificationMethod,
-    DemandClassified,
-    DemandLabelled,
-    DemandReceived,
     DemandType,
     Event,
     PurposeMetrics,
 )
 from shared.kafka.codec import decode
+from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
 from tests.support.apps import running
+from tests.support.factories import case_event, demand_classified, demand_labelled
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -62,89 +58,46 @@ pytestmark = pytest.mark.integration
 T0 = (datetime.now(UTC) - timedelta(days=10)).replace(microsecond=0)
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 MOVE, BILLING = "move home", "billing"
-
-
-def classified(
-    demand_id: str,
-    customer: str,
-    at: datetime,
-    purpose: str,
-    demand_type: DemandType = DemandType.VALUE,
-    *,
-    channel: Channel = Channel.PHONE,
-    case_ref: str | None = None,
-    failure_kind: str | None = None,
-    caused_by: CausedBy | None = None,
-) -> DemandClassified:
-    return DemandClassified(
-        demand=DemandReceived(
-            id=demand_id,
-            occurred_at=at,
-            received_at=at,
-            channel=channel,
-            source="test",
-            customer_ref=customer,
-            case_ref=case_ref,
-            text="redacted words",
-            team="north",
-        ),
-        demand_type=demand_type,
-        failure_kind=failure_kind,
-        purpose=purpose,
-        confidence=0.9,
-        method=ClassificationMethod.RULE,
-        model_version="rules-1",
-        caused_by=caused_by,
-        classified_at=at,
-    )
-
-
-def case_event(
-    event_id: str, customer: str, case_ref: str, kind: CaseEventType, at: datetime
-) -> CaseEvent:
-    return CaseEvent(
-        id=event_id, case_ref=case_ref, customer_ref=customer, type=kind, occurred_at=at,
-        purpose=MOVE,
-    )  # fmt: skip
-
-
-def relabel(
-    label_id: str, at: datetime, demand_type: DemandType, kind: str | None
-) -> DemandLabelled:
-    return DemandLabelled(
-        id=label_id, demand_id="d-D1", demand_type=demand_type, failure_kind=kind,
-        purpose=BILLING, labelled_by="staff-7", labelled_at=at,
-    )  # fmt: skip
-
-
-FAILURE = DemandType.FAILURE
+TEAM = "north"
+FAILURE, OPENED = DemandType.FAILURE, CaseEventType.OPENED
+FULFILLED, REOPENED = CaseEventType.FULFILLED, CaseEventType.REOPENED
 CASE_EVENTS: list[Event] = [
-    case_event("e-A1", "C-A", "K-A", CaseEventType.OPENED, T0 + HOUR),
-    case_event("e-A2", "C-A", "K-A", CaseEventType.FULFILLED, T0 + 2 * DAY),
-    case_event("e-B1", "C-B", "K-B", CaseEventType.FULFILLED, T0 + 4 * DAY),
-    case_event("e-C1", "C-C", "K-C", CaseEventType.FULFILLED, T0 + DAY),
-    case_event("e-C2", "C-C", "K-C", CaseEventType.REOPENED, T0 + 2 * DAY),
-    case_event("e-C3", "C-C", "K-C", CaseEventType.FULFILLED, T0 + 6 * DAY),
+    case_event(id=e, customer_ref=c, case_ref=k, type=kind, occurred_at=at, purpose=MOVE)
+    for e, c, k, kind, at in [
+        ("e-A1", "C-A", "K-A", OPENED, T0 + HOUR),
+        ("e-A2", "C-A", "K-A", FULFILLED, T0 + 2 * DAY),
+        ("e-B1", "C-B", "K-B", FULFILLED, T0 + 4 * DAY),
+        ("e-C1", "C-C", "K-C", FULFILLED, T0 + DAY),
+        ("e-C2", "C-C", "K-C", REOPENED, T0 + 2 * DAY),
+        ("e-C3", "C-C", "K-C", FULFILLED, T0 + 6 * DAY),
+    ]
 ]
 DEMANDS: list[Event] = [
-    classified("d-A1", "C-A", T0, MOVE),
-    classified("d-B1", "C-B", T0, MOVE, case_ref="K-B"),
-    classified("d-B2", "C-B", T0 + DAY, MOVE, FAILURE, channel=Channel.EMAIL,
-               failure_kind="progress_chasing"),
-    classified("d-C1", "C-C", T0, MOVE, channel=Channel.WEB, case_ref="K-C"),
-    classified("d-D1", "C-D", T0, BILLING),
-    classified("d-D2", "C-D", T0 + HOUR, BILLING, FAILURE, failure_kind="repeat",
-               caused_by=CausedBy(kind="demand", ref="d-D1")),
-    classified("d-E1", "C-E", T0, MOVE),
-    classified("d-E2", "C-E", T0 + 2 * HOUR, BILLING, FAILURE, failure_kind="not_understood",
-               caused_by=CausedBy(kind="demand", ref="d-E1")),
+    demand_classified(id="d-A1", customer_ref="C-A", occurred_at=T0, team=TEAM, purpose=MOVE),
+    demand_classified(id="d-B1", customer_ref="C-B", occurred_at=T0, team=TEAM, purpose=MOVE,
+                      case_ref="K-B"),
+    demand_classified(id="d-B2", customer_ref="C-B", occurred_at=T0 + DAY, team=TEAM, purpose=MOVE,
+                      channel=Channel.EMAIL, demand_type=FAILURE, failure_kind="progress_chasing"),
+    demand_classified(id="d-C1", customer_ref="C-C", occurred_at=T0, team=TEAM, purpose=MOVE,
+                      channel=Channel.WEB, case_ref="K-C"),
+    demand_classified(id="d-D1", customer_ref="C-D", occurred_at=T0, team=TEAM, purpose=BILLING),
+    demand_classified(id="d-D2", customer_ref="C-D", occurred_at=T0 + HOUR, team=TEAM,
+                      purpose=BILLING, demand_type=FAILURE, failure_kind="repeat",
+                      caused_by=CausedBy(kind="demand", ref="d-D1")),
+    demand_classified(id="d-E1", customer_ref="C-E", occurred_at=T0, team=TEAM, purpose=MOVE),
+    demand_classified(id="d-E2", customer_ref="C-E", occurred_at=T0 + 2 * HOUR, team=TEAM,
+                      purpose=BILLING, demand_type=FAILURE, failure_kind="not_understood",
+                      caused_by=CausedBy(kind="demand", ref="d-E1")),
 ]  # fmt: skip
-# The 08:00 label is the latest; the 07:00 one arrives after it and must not win.
+# d-D1 relabelled: the 08:00 label is the latest; the 07:00 one arrives after it and must not win.
 LABELS: list[Event] = [
-    relabel("l-2", T0 + 8 * HOUR, FAILURE, "not_done_right"),
-    relabel("l-2", T0 + 8 * HOUR, FAILURE, "not_done_right"),
-    relabel("l-1", T0 + 7 * HOUR, DemandType.VALUE, None),
-]
+    demand_labelled(id="l-2", demand_id="d-D1", labelled_at=T0 + 8 * HOUR, purpose=BILLING,
+                    demand_type=FAILURE, failure_kind="not_done_right"),
+    demand_labelled(id="l-2", demand_id="d-D1", labelled_at=T0 + 8 * HOUR, purpose=BILLING,
+                    demand_type=FAILURE, failure_kind="not_done_right"),
+    demand_labelled(id="l-1", demand_id="d-D1", labelled_at=T0 + 7 * HOUR, purpose=BILLING,
+                    demand_type=DemandType.VALUE),
+]  # fmt: skip
 EVENT_COUNT = len(CASE_EVENTS) + len(DEMANDS) + len(LABELS)
 
 
@@ -339,18 +292,10 @@ async def _latest_purpose_metrics(settings: KafkaSettings) -> dict[str, PurposeM
     topic = topic_name(settings, Topic.PURPOSE_METRICS)
 
     async def read() -> dict[str, PurposeMetrics]:
-        consumer = AIOKafkaConsumer(
-            topic, **settings.client_options(), group_id=None, auto_offset_reset="earliest"
-        )
-        await consumer.start()
-        latest: dict[str, PurposeMetrics] = {}
-        try:
-            for records in (await consumer.getmany(timeout_ms=2000)).values():
-                for record in records:
-                    latest[record.key.decode()] = decode(PurposeMetrics, record.value)
-        finally:
-            await consumer.stop()
-        return latest
+        return {
+            record.key.decode(): decode(PurposeMetrics, record.value)
+            for record in await read_all(settings, [topic], timeout=30)
+        }
 
     return await wait_until(
         read,

@@ -1,19 +1,10 @@
-from datetime import UTC, datetime
-
 import pytest
 
 from shared.events import DemandReceived
 from shared.kafka.codec import DecodeError, decode, encode, header
+from tests.support.factories import demand_received
 
-DEMAND = DemandReceived(
-    id="d-1",
-    occurred_at=datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
-    received_at=datetime(2026, 11, 20, 9, 0, 1, tzinfo=UTC),
-    channel="email",
-    source="demo",
-    customer_ref="C-1",
-    text="I'd like to pay my bill",
-)
+DEMAND = demand_received(id="d-1", customer_ref="C-1")
 
 
 def test_round_trip_keeps_the_event_and_sets_cloudevents_headers() -> None:
