@@ -1,7 +1,9 @@
-"""`demandscope classifier ...`: train, evaluate, explain and version the text model."""
+"""`demandscope classifier ...`: every command of the classifier: run it (`serve`), migrate
+its database, and train, evaluate, explain and version the text model."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -15,8 +17,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 from sklearn.model_selection import train_test_split
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
-from services.classifier.config import SEED_EXAMPLES, TAXONOMY
+from services.classifier.config import SEED_EXAMPLES, TAXONOMY, ClassifierSettings
+from services.classifier.db import migrate as classifier_db
+from services.classifier.db.repository import LabelRepository
 from services.classifier.model import store
 from services.classifier.model.evaluate import Evaluation, HeadScores, evaluate
 from services.classifier.model.examples import Example, read_examples_csv
@@ -24,9 +30,12 @@ from services.classifier.model.text_model import TextModel
 from services.classifier.rules import RuleSet
 from services.classifier.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 from services.classifier.training import TrainingSources, train_version
+from shared.database.engine import create_engine
 
 app = typer.Typer(
-    help="Train, evaluate and explain the demand classifier's text model.", no_args_is_help=True
+    help="Labels demands: value or failure, failure kind, purpose. Serve it, migrate its "
+    "database, train, evaluate and explain its text model.",
+    no_args_is_help=True,
 )
 console = Console()
 errors = Console(stderr=True)
@@ -39,6 +48,38 @@ ExamplesCsv = Annotated[
         "--examples", exists=True, dir_okay=False, help="CSV: text,purpose,demand_type[,...]."
     ),
 ]
+
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="The classifier database, where people's labels are kept "
+        "[default: DEMANDSCOPE_CLASSIFIER_DATABASE_URL or .run/classifier.db].",
+    ),
+]
+
+
+@app.command()
+def serve() -> None:
+    """Run the classifier: the consumer loop and its HTTP API (default http://127.0.0.1:8001;
+    DEMANDSCOPE_CLASSIFIER_* settings). Run `migrate` first."""
+    from services.classifier.main import create_app
+    from shared.service.serve import serve as run
+
+    settings = ClassifierSettings()
+    run(create_app(settings), settings)
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Option(help="Alembic revision to upgrade to.")] = "head",
+) -> None:
+    """Create or upgrade the classifier database (labels, demand texts); run before `serve`."""
+    settings = ClassifierSettings()
+    classifier_db.upgrade(settings.database_url, revision)
+    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    typer.echo(f"classifier database at {shown} is at revision {revision}")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -276,11 +317,21 @@ def retrain(
     label_weight: Annotated[
         int, typer.Option(min=1, help="Each person's label counts as this many seed rows.")
     ] = 5,
+    database_url: DatabaseUrl = None,
 ) -> None:
-    """Train on the seed examples plus people's labels (kept in MODEL_DIR) and make it current.
+    """Train on the seed examples plus people's labels (kept in the classifier database) and
+    make it current.
 
     A running classifier on the same model directory picks the new version up by itself.
     """
+    url = database_url or ClassifierSettings().database_url
+    try:
+        labels = asyncio.run(_training_labels(url))
+    except DBAPIError as exc:
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise _fail(
+            f"cannot read the labels in {shown} (run `demandscope classifier migrate`): {exc.orig}"
+        ) from exc
     with errors.status("training on seed examples and labels"):
         trained = train_version(
             model_dir,
@@ -288,6 +339,15 @@ def retrain(
                 seed_examples=seed_examples, taxonomy=taxonomy, label_weight=label_weight
             ),
             reason="command",
+            labels=labels,
         )
     console.print(f"trained with {trained.labels} labels")
     console.print(f"new version: [bold]{trained.version}[/bold] (current) in {model_dir}")
+
+
+async def _training_labels(database_url: str) -> list[Example]:
+    engine = create_engine(database_url)
+    try:
+        return await LabelRepository(engine).training_examples()
+    finally:
+        await engine.dispose()

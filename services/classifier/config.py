@@ -1,4 +1,5 @@
-"""Classifier settings: environment variables prefixed DEMANDSCOPE_CLASSIFIER_."""
+"""Classifier settings: environment variables prefixed DEMANDSCOPE_CLASSIFIER_ (the fields
+every service has come from ``ServiceSettings``)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,27 @@ import socket
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from shared.auth.settings import AuthSettings
 from shared.kafka.settings import KafkaSettings
+from shared.service.settings import ServiceSettings
 
 SHIPPED_DATA = Path(__file__).parent / "data"
 SEED_EXAMPLES = SHIPPED_DATA / "seed_examples.csv"
 TAXONOMY = SHIPPED_DATA / "taxonomy.yaml"
 
 
-class ClassifierSettings(BaseSettings):
+class ClassifierSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DEMANDSCOPE_CLASSIFIER_", extra="ignore")
 
-    host: str = Field(default="127.0.0.1", description="Address of the ops endpoints.")
-    port: int = Field(default=8001, description="Port of the ops endpoints.")
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
-    json_logs: bool = Field(default=True, description="One JSON object per log line.")
+    port: int = Field(default=8001, ge=0, le=65535, description="Port of the HTTP server.")
+    source_name: str = Field(default="demandscope-classifier", description="CloudEvents source.")
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///.run/classifier.db",
+        description="People's labels and the demand texts they refer to (SQLAlchemy URL); "
+        "PostgreSQL when several instances run. Migrate with `demandscope classifier migrate`.",
+    )
     group_id: str = Field(default="demandscope-classifier", description="Kafka consumer group.")
     transactional_id: str = Field(
         default_factory=lambda: f"demandscope-classifier-{socket.gethostname()}",
@@ -71,5 +77,5 @@ class ClassifierSettings(BaseSettings):
         ge=0,
         description="How often to check CURRENT for a version retrained or rolled back elsewhere.",
     )
-    source_name: str = Field(default="demandscope-classifier", description="CloudEvents source.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -8,13 +8,15 @@ up to date. Context changes reach memory only after the transaction commits.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.classifier.changelog import state_record
 from services.classifier.context import (
@@ -24,8 +26,8 @@ from services.classifier.context import (
     apply_label,
     record_demand,
 )
+from services.classifier.db.repository import LabelRepository, SeenText
 from services.classifier.judgement import Judgement, Thresholds, judge
-from services.classifier.label_store import LabelStore, SeenText
 from services.classifier.live_model import ModelInUse
 from services.classifier.metrics import ClassifierMetrics
 from services.classifier.model.text_model import Prediction
@@ -48,7 +50,7 @@ class ClassifyDemands:
         source: str,
         model: Callable[[], ModelInUse],
         context: ContextStore,
-        labels: LabelStore,
+        labels: LabelRepository,
         thresholds: Thresholds,
         metrics: ClassifierMetrics,
     ) -> None:
@@ -91,7 +93,7 @@ class ClassifyDemands:
                     self._relabel_context(event, overlay, classified_at)
             except Exception as error:  # this record's fault: dead-letter it, keep the batch
                 result.rejected.append(Rejection(message, f"{type(error).__name__}: {error}"))
-        self._keep_for_learning(classified, labels, classified_at)
+        await self._keep_for_learning(classified, labels, classified_at)
         result.outbound = [
             encode(c, topic=self._topics.classified, source=self._source) for c in classified
         ]
@@ -161,21 +163,26 @@ class ClassifyDemands:
         if apply_label(state, demand_id=label.demand_id, purpose=label.purpose):
             overlay.update(customer, partition, state, now)
 
-    def _keep_for_learning(
+    async def _keep_for_learning(
         self, classified: list[DemandClassified], labels: list[DemandLabelled], now: datetime
     ) -> None:
         # Before the commit, and idempotent: a redelivered batch writes nothing new, and a
         # crash after the commit cannot lose a label.
+        purge = time.monotonic() - self._last_text_pruning > 3600
         try:
-            self._labels.remember_texts(
-                [SeenText(c.demand.id, c.demand.text, now) for c in classified]
+            await self._labels.keep(
+                [SeenText(c.demand.id, c.demand.text, now) for c in classified],
+                labels,
+                forget_before=now - self._context.window if purge else None,
             )
-            self._labels.add_labels(labels)
-            if time.monotonic() - self._last_text_pruning > 3600:
-                self._labels.forget_texts_before(now - self._context.window)
-                self._last_text_pruning = time.monotonic()
-        except sqlite3.Error as error:
+        except (IntegrityError, DataError):
+            raise  # a record the database refuses: the runner isolates and dead-letters it
+        except (DBAPIError, PoolTimeout) as error:
+            # The database is away (or not migrated): not the records' fault, so the batch
+            # is retried, and readiness says the consumer is stalled meanwhile.
             raise RetryableError(f"label store: {error}") from error
+        if purge:
+            self._last_text_pruning = time.monotonic()
 
     def _count(self, classified: list[DemandClassified], now: datetime) -> None:
         # Prometheus label look-ups cost more than the counting: aggregate the batch first.

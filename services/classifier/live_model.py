@@ -1,28 +1,39 @@
 """The model the stream uses right now, and how a new one replaces it without a pause.
 
 A new version comes from three places: `demandscope classifier retrain` or `rollback` in
-another process (seen by watching the CURRENT file), the retrain schedule, or POST
-/v1/retrain. Training and loading run in a thread; the swap is one reference assignment,
-so a batch is classified wholly by one version and says which.
+another process (seen by ``watch``, which polls the CURRENT file), the retrain schedule
+(``retrain_on_schedule``), or POST /v1/retrain. Training and loading run in a thread; the swap
+is one reference assignment, so a batch is classified wholly by one version and says which.
+One retraining runs at a time: training takes a core for seconds, so a caller that finds one
+running is told so (``RetrainInProgress``) instead of queueing another.
+
+``load`` runs in the service's ``build``; ``watch`` and ``retrain_on_schedule`` are background
+tasks under the service's supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.classifier.label_store import LabelStore
+from sqlalchemy.exc import DBAPIError
+
+from services.classifier.db.repository import LabelRepository
 from services.classifier.model import store
 from services.classifier.model.text_model import TextModel
 from services.classifier.rules import RuleSet
-from services.classifier.training import TrainingSources, load_or_train, train_version
+from services.classifier.training import TrainingSources, train_version
 
 log = logging.getLogger(__name__)
+
+# What loading a version another process wrote can raise: the watch logs it and keeps the
+# live model (anything else is a bug, and the supervisor sees it).
+_UNLOADABLE = (store.ModelStoreError, OSError, EOFError, pickle.UnpicklingError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +47,17 @@ def in_use(version: str, model: TextModel) -> ModelInUse:
     return ModelInUse(version, model, RuleSet.from_taxonomy(model.taxonomy))
 
 
+class RetrainInProgress(RuntimeError):
+    """A retraining is already running; this one was not started."""
+
+
 class ModelKeeper:
     def __init__(
         self,
         *,
         model_dir: Path,
         sources: TrainingSources,
-        labels: LabelStore,
+        labels: LabelRepository,
         watch_interval_s: float,
         retrain_interval_s: float,
         on_swap: Callable[[ModelInUse], None],
@@ -56,42 +71,51 @@ class ModelKeeper:
         self._current: ModelInUse | None = None
         self._retrain_lock = asyncio.Lock()
         self._labels_at_last_training = 0
-        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def current(self) -> ModelInUse:
         if self._current is None:
-            raise RuntimeError("the model is not loaded yet: call start() first")
+            raise RuntimeError("the model is not loaded yet: call load() first")
         return self._current
 
-    async def start(self) -> None:
-        version, model = await asyncio.to_thread(load_or_train, self._model_dir, self._sources)
-        self._swap(in_use(version, model))
-        self._labels_at_last_training = self._labels.count()
-        if self._watch_interval_s > 0:
-            self._tasks.append(asyncio.create_task(self._watch(), name="model-watch"))
-        if self._retrain_interval_s > 0:
-            self._tasks.append(asyncio.create_task(self._schedule(), name="model-retrain"))
+    @property
+    def retraining(self) -> bool:
+        return self._retrain_lock.locked()
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+    async def load(self) -> None:
+        """Load CURRENT; on a fresh machine, train one from the seed data (and any labels)."""
+        version = await asyncio.to_thread(store.current_version, self._model_dir)
+        if version is None:
+            labels = await self._labels.training_examples()
+            trained = await asyncio.to_thread(
+                train_version,
+                self._model_dir,
+                self._sources,
+                reason="bootstrap",
+                labels=labels,
+                with_evaluation=False,
+            )
+            self._swap(in_use(trained.version, trained.model))
+        else:
+            model = await asyncio.to_thread(store.load, self._model_dir, version)
+            self._swap(in_use(version, model))
+        self._labels_at_last_training = await self._labels.count()
 
-    # The label store's connection belongs to the event loop (the consumer writes through
-    # it), so it is only used from here; training opens its own connection in its thread.
+    async def retrain(self, reason: str, *, wait: bool = True) -> str:
+        """Train on seed + labels now, save the version, and classify with it from now on.
 
-    async def retrain(self, reason: str) -> str:
-        """Train on seed + labels now, save the version, and classify with it from now on."""
+        With ``wait=False`` a retraining already running raises ``RetrainInProgress``.
+        """
+        if not wait and self._retrain_lock.locked():
+            raise RetrainInProgress("a retraining is already running")
         async with self._retrain_lock:
-            labels = self._labels.count()
+            count = await self._labels.count()
+            labels = await self._labels.training_examples()
             started = time.perf_counter()
             trained = await asyncio.to_thread(
-                train_version, self._model_dir, self._sources, reason=reason
+                train_version, self._model_dir, self._sources, reason=reason, labels=labels
             )
-            self._labels_at_last_training = labels
+            self._labels_at_last_training = count
             self._swap(in_use(trained.version, trained.model))
             log.info(
                 "retrained (%s) with %d labels in %.1fs: version %s",
@@ -106,13 +130,16 @@ class ModelKeeper:
         self._current = model
         self._on_swap(model)
 
-    async def _watch(self) -> None:
+    async def watch(self) -> None:
+        """Background task: swap to a version another process made current."""
         while True:
             await asyncio.sleep(self._watch_interval_s)
             try:
                 await self.refresh()
-            except Exception:  # a half-written or bad version must not stop the stream
-                log.exception("could not load the current model version; keeping the old one")
+            except _UNLOADABLE as error:  # a bad version must not stop the stream
+                log.error(
+                    "could not load the current model version (%r); keeping the old one", error
+                )
 
     async def refresh(self) -> bool:
         """Load CURRENT if another process changed it (retrain or rollback); True if swapped."""
@@ -124,11 +151,12 @@ class ModelKeeper:
         log.info("now classifying with model version %s", version)
         return True
 
-    async def _schedule(self) -> None:
+    async def retrain_on_schedule(self) -> None:
+        """Background task: retrain every ``retrain_interval_s`` when new labels arrived."""
         while True:
             await asyncio.sleep(self._retrain_interval_s)
             try:
-                if self._labels.count() > self._labels_at_last_training:
+                if await self._labels.count() > self._labels_at_last_training:
                     await self.retrain("schedule")
-            except Exception:
-                log.exception("scheduled retraining failed; the live model is unchanged")
+            except DBAPIError as error:  # the label store is away: try again next round
+                log.error("scheduled retraining skipped, label store unavailable: %r", error)

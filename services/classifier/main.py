@@ -1,36 +1,47 @@
-"""The classifier's composition root: ops endpoints plus the consume-classify-produce loop."""
+"""The classifier's wiring: ``build`` opens everything in the lifespan, ``create_app`` opens
+nothing (no file, directory or database), so importing or building the app is free."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack
 from datetime import timedelta
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import DBAPIError
 
+from services.classifier import api
 from services.classifier.changelog import ContextRestorer
+from services.classifier.components import ClassifierComponents
 from services.classifier.config import ClassifierSettings
 from services.classifier.context import ContextStore
+from services.classifier.db.repository import LabelRepository
 from services.classifier.handler import ClassifyDemands, Topics
 from services.classifier.judgement import Thresholds
-from services.classifier.label_store import LabelStore
 from services.classifier.live_model import ModelInUse, ModelKeeper
 from services.classifier.metrics import ClassifierMetrics
 from services.classifier.training import TrainingSources
+from shared.auth.store import ApiKeyStore
+from shared.database.engine import create_engine
 from shared.events import CaseEvent, DemandLabelled, DemandReceived
 from shared.kafka.consumer import RunnerOptions
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.service import ConsumerService
-from shared.observability.ops import ops_router
+from shared.service.app import service_app
+from shared.service.supervisor import BackgroundTask
 from shared.topics import Topic, topic_name
 
 
-def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
-    settings = settings or ClassifierSettings()
+async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> ClassifierComponents:
+    """Open the label store, the key store and the model (loaded, or trained on a fresh
+    machine), and make the consumer; each is closed by ``stack`` in reverse order."""
     registry = CollectorRegistry()
     metrics = ClassifierMetrics(registry)
-    labels = LabelStore(settings.model_dir)
+    engine = create_engine(settings.database_url)
+    stack.push_async_callback(engine.dispose)
+    key_store = ApiKeyStore(settings.auth.database_url, cache_ttl_s=settings.auth.cache_ttl_s)
+    stack.push_async_callback(key_store.close)
+    labels = LabelRepository(engine)
     context = ContextStore(
         window=timedelta(days=settings.context_window_days),
         max_demands=settings.max_demands_per_customer,
@@ -52,6 +63,15 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
         retrain_interval_s=settings.retrain_interval_s,
         on_swap=swapped,
     )
+    try:
+        await keeper.load()  # CURRENT, or trained from the seed data on a fresh machine
+    except DBAPIError as error:
+        where = engine.url.render_as_string(hide_password=True)
+        raise RuntimeError(
+            f"the classifier database {where} is unreachable or not migrated "
+            f"(run `demandscope classifier migrate`): {error.orig!r}"
+        ) from error
+
     demands = topic_name(settings.kafka, Topic.DEMAND_RECEIVED)
     cases = topic_name(settings.kafka, Topic.CASE_EVENTS)
     restorer = ContextRestorer(
@@ -96,44 +116,31 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
         transactional_id=settings.transactional_id,
         partition_listener=restorer,
     )
+    background = [consumer.background_task()]
+    if settings.model_watch_interval_s > 0:
+        background.append(BackgroundTask("model-watch", keeper.watch))
+    if settings.retrain_interval_s > 0:
+        background.append(BackgroundTask("model-retrain", keeper.retrain_on_schedule))
+    return ClassifierComponents(
+        registry=registry,
+        key_store=key_store,
+        background=background,
+        consumer=consumer,
+        model=keeper,
+        context=context,
+        labels=labels,
+    )
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await keeper.start()  # loads CURRENT, or trains from the seed data on a fresh machine
-        await consumer.start()
-        try:
-            yield
-        finally:
-            await consumer.stop()
-            await keeper.stop()
-            labels.close()
 
-    app = FastAPI(
+def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
+    return service_app(
+        service="classifier",
+        settings=settings or ClassifierSettings(),
+        build=build,
         title="demandscope classifier",
-        version="1",
         summary="Labels each demand as value or failure demand and names its purpose.",
-        lifespan=lifespan,
+        description="Reads `demand.received`, `case.events` and `demand.labels`; writes "
+        "`demand.classified` and the customers' context in one Kafka transaction. Every route "
+        "but /healthz, /readyz and /metrics needs an API key.",
+        routers=[api.router],
     )
-    app.state.consumer = consumer
-    app.state.model_keeper = keeper
-    app.state.context = context
-    app.include_router(ops_router(registry=registry, checks=lambda: {"kafka": consumer.is_ready}))
-    app.include_router(_model_router(keeper))
-    return app
-
-
-def _model_router(keeper: ModelKeeper) -> APIRouter:
-    router = APIRouter(tags=["model"])
-
-    @router.get("/v1/model", summary="The model version classifying the stream now")
-    async def current_model() -> dict[str, str]:
-        return {"model_version": keeper.current.version}
-
-    @router.post(
-        "/v1/retrain",
-        summary="Train on the seed examples and people's labels now, then classify with it",
-    )
-    async def retrain() -> dict[str, str]:
-        return {"model_version": await keeper.retrain("command")}
-
-    return router

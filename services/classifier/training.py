@@ -2,12 +2,14 @@
 
 Used three ways: on a fresh machine when no model exists yet, by `demandscope classifier
 retrain`, and by the running service on its schedule or on POST /v1/retrain. Blocking and
-CPU-bound: callers run it in a thread.
+CPU-bound: callers read the labels first (``LabelRepository.training_examples``) and run it
+in a thread.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +18,6 @@ from typing import Any
 import sklearn
 
 from services.classifier.config import SEED_EXAMPLES, TAXONOMY
-from services.classifier.label_store import LabelStore
 from services.classifier.model import store
 from services.classifier.model.evaluate import evaluate
 from services.classifier.model.examples import Example, read_examples_csv
@@ -44,33 +45,31 @@ def train_version(
     sources: TrainingSources,
     *,
     reason: str,
+    labels: Sequence[Example] = (),
     with_evaluation: bool = True,
 ) -> TrainedVersion:
-    """Train on seed + labels, save as a new version and make it current."""
+    """Train on seed + ``labels`` (people's, as training examples), save as a new version and
+    make it current."""
     started = time.perf_counter()
     seed = [
         e for e in read_examples_csv(sources.seed_examples).examples if e.purpose and e.demand_type
     ]
     taxonomy: Taxonomy | None = load_taxonomy(sources.taxonomy) if sources.taxonomy else None
-    label_store = LabelStore(model_dir)
-    try:
-        labels = [e for e in label_store.training_examples() if e.purpose and e.demand_type]
-    finally:
-        label_store.close()
-    rows: list[Example] = seed + labels * max(1, sources.label_weight)
+    labelled = [e for e in labels if e.purpose and e.demand_type]
+    rows: list[Example] = seed + labelled * max(1, sources.label_weight)
     held_out: dict[str, Any] | None = None
     if with_evaluation:
         # Held-out figures of this recipe: the labels are always trained on, seed rows split.
         test = seed[::5]
-        train = [e for i, e in enumerate(seed) if i % 5] + labels * max(1, sources.label_weight)
+        train = [e for i, e in enumerate(seed) if i % 5] + labelled * max(1, sources.label_weight)
         figures = evaluate(TextModel.train(train, taxonomy), test)
         held_out = {"holdout": 0.2, "rows": len(test), **figures.as_dict()}
     model = TextModel.train(rows, taxonomy)
     metadata: dict[str, Any] = {
         "reason": reason,
-        "examples": len(seed) + len(labels),
+        "examples": len(seed) + len(labelled),
         "seed_examples": len(seed),
-        "labels": len(labels),
+        "labels": len(labelled),
         "label_weight": sources.label_weight,
         "label_counts": model.label_counts,
         "taxonomy_hash": taxonomy.content_hash() if taxonomy else None,
@@ -80,12 +79,4 @@ def train_version(
         "evaluation": held_out,
     }
     version = store.save(model, model_dir, metadata, now=datetime.now(UTC))
-    return TrainedVersion(version=version, model=model, labels=len(labels))
-
-
-def load_or_train(model_dir: Path, sources: TrainingSources) -> tuple[str, TextModel]:
-    """The current model; on a fresh machine, one trained from the shipped seed data."""
-    if store.current_version(model_dir) is None:
-        trained = train_version(model_dir, sources, reason="bootstrap", with_evaluation=False)
-        return trained.version, trained.model
-    return store.load_current(model_dir)
+    return TrainedVersion(version=version, model=model, labels=len(labelled))

@@ -1,13 +1,21 @@
-"""A tiny labelled set, enough for the model to learn something checkable in well under a second."""
+"""A tiny labelled set, enough for the model to learn something checkable in well under a second;
+a seed model, migrated databases, API keys and settings for running the service."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from services.classifier.config import ClassifierSettings
 from services.classifier.model.examples import Example
+from shared.auth.keys import Scope
+from shared.auth.settings import AuthSettings
+from shared.kafka.settings import KafkaSettings
 
 _VALUE = {
     "billing / pay my bill": [
@@ -97,3 +105,75 @@ def model_dir(seed_model_dir: Path, tmp_path: Path) -> Path:
     directory = tmp_path / "models"
     shutil.copytree(seed_model_dir, directory)
     return directory
+
+
+@pytest.fixture
+def labels_url(tmp_path: Path) -> str:
+    """A migrated classifier database (SQLite) of this test's own."""
+    from services.classifier.db.migrate import upgrade
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'classifier.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def auth_settings(tmp_path: Path) -> AuthSettings:
+    """A migrated API-key database of this test's own (no cache: a revocation counts at once)."""
+    from shared.auth.migrate import upgrade
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}"
+    upgrade(url)
+    return AuthSettings(database_url=url, cache_ttl_s=0)
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    reader: str  # read
+    operator: str  # read, model:write
+    sender: str  # demands:write, labels:write: a sending system's key
+
+    @staticmethod
+    def header(key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+async def api_keys(auth_settings: AuthSettings) -> ApiKeys:
+    from shared.auth.store import ApiKeyStore
+
+    store = ApiKeyStore(auth_settings.database_url)
+    try:
+        reader, _ = await store.create("dashboard", [Scope.READ])
+        operator, _ = await store.create("ops", [Scope.READ, Scope.MODEL_WRITE])
+        sender, _ = await store.create("demo", [Scope.DEMANDS_WRITE, Scope.LABELS_WRITE])
+    finally:
+        await store.close()
+    return ApiKeys(reader=reader, operator=operator, sender=sender)
+
+
+@pytest.fixture
+def classifier_settings(
+    kafka_settings: KafkaSettings,
+    unique_group: str,
+    model_dir: Path,
+    labels_url: str,
+    auth_settings: AuthSettings,
+) -> Callable[..., ClassifierSettings]:
+    """``classifier_settings(**overrides)``: a classifier of this test's own on the test broker
+    (its group, transactional id, model copy and databases); no model watch, no schedule."""
+
+    def make(**overrides: Any) -> ClassifierSettings:
+        fields: dict[str, Any] = {
+            "kafka": kafka_settings,
+            "group_id": unique_group,
+            "transactional_id": f"{unique_group}-tx",
+            "model_dir": model_dir,
+            "database_url": labels_url,
+            "auth": auth_settings,
+            "model_watch_interval_s": 0,
+            "retrain_interval_s": 0,
+        }
+        return ClassifierSettings(**(fields | overrides))
+
+    return make

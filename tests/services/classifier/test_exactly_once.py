@@ -14,6 +14,7 @@ import pytest
 
 from devstack.process import pick_free_port
 from services.classifier.changelog import parse_state
+from shared.auth.settings import AuthSettings
 from shared.events import DemandClassified
 from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
@@ -37,7 +38,7 @@ TEXTS = (
 
 
 def start_classifier(
-    settings: KafkaSettings, group: str, model_dir: Path
+    settings: KafkaSettings, group: str, model_dir: Path, databases: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -47,6 +48,7 @@ def start_classifier(
         "DEMANDSCOPE_CLASSIFIER_GROUP_ID": group,
         "DEMANDSCOPE_CLASSIFIER_TRANSACTIONAL_ID": f"{group}-tx",
         "DEMANDSCOPE_CLASSIFIER_MODEL_DIR": str(model_dir),
+        **databases,
         "DEMANDSCOPE_CLASSIFIER_PORT": str(pick_free_port("127.0.0.1")),
         # Small transactions: many of them are in flight when the process dies.
         "DEMANDSCOPE_CLASSIFIER_MAX_BATCH": "10",
@@ -81,12 +83,20 @@ async def publish_demands(settings: KafkaSettings) -> list[str]:
 
 
 async def test_a_killed_classifier_classifies_every_demand_exactly_once(
-    kafka_settings: KafkaSettings, unique_group: str, model_dir: Path
+    kafka_settings: KafkaSettings,
+    unique_group: str,
+    model_dir: Path,
+    labels_url: str,
+    auth_settings: AuthSettings,
 ) -> None:
+    databases = {
+        "DEMANDSCOPE_CLASSIFIER_DATABASE_URL": labels_url,
+        "DEMANDSCOPE_AUTH_DATABASE_URL": auth_settings.database_url,
+    }
     ids = await publish_demands(kafka_settings)
     classified_topic = topic_name(kafka_settings, Topic.DEMAND_CLASSIFIED)
     demands_topic = topic_name(kafka_settings, Topic.DEMAND_RECEIVED)
-    first = start_classifier(kafka_settings, unique_group, model_dir)
+    first = start_classifier(kafka_settings, unique_group, model_dir, databases)
     try:
         seen_before_kill = await wait_until(
             lambda: committed_count(kafka_settings, classified_topic),
@@ -99,7 +109,7 @@ async def test_a_killed_classifier_classifies_every_demand_exactly_once(
         first.wait(timeout=30)
     assert seen_before_kill < DEMANDS  # killed mid-stream, not after the end
 
-    second = start_classifier(kafka_settings, unique_group, model_dir)
+    second = start_classifier(kafka_settings, unique_group, model_dir, databases)
     try:
         # Offsets are committed in the transaction that writes the output: once the group
         # is at the end of its input, every classification and context record is written

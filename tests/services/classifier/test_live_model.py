@@ -1,48 +1,77 @@
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from services.classifier.cli import app
-from services.classifier.label_store import LabelStore
-from services.classifier.live_model import ModelInUse, ModelKeeper
+from services.classifier.db.repository import LabelRepository
+from services.classifier.live_model import ModelInUse, ModelKeeper, RetrainInProgress
 from services.classifier.model import store
 from services.classifier.training import TrainingSources
+from shared.database.engine import create_engine
 from shared.events import DemandLabelled
 from shared.events.classification import DemandType
 
 
-def keeper(model_dir: Path, swaps: list[ModelInUse], sources: TrainingSources) -> ModelKeeper:
+@pytest.fixture
+async def labels(labels_url: str) -> AsyncIterator[LabelRepository]:
+    engine = create_engine(labels_url)
+    try:
+        yield LabelRepository(engine)
+    finally:
+        await engine.dispose()
+
+
+def keeper(
+    model_dir: Path, swaps: list[ModelInUse], sources: TrainingSources, labels: LabelRepository
+) -> ModelKeeper:
     return ModelKeeper(
         model_dir=model_dir,
         sources=sources,
-        labels=LabelStore(model_dir),
+        labels=labels,
         watch_interval_s=0,
         retrain_interval_s=0,
         on_swap=swaps.append,
     )
 
 
+def moving_label() -> DemandLabelled:
+    return DemandLabelled(
+        id="L1",
+        demand_id="D1",
+        demand_type=DemandType.FAILURE,
+        failure_kind="repeat",
+        purpose="moving home",
+        labelled_by="agent-1",
+        labelled_at=datetime.now(UTC),
+        text="calling about the move yet again",
+    )
+
+
 async def test_a_fresh_machine_trains_a_model_from_the_seed_data(
-    tmp_path: Path, examples_csv: Path
+    tmp_path: Path, examples_csv: Path, labels: LabelRepository
 ) -> None:
     swaps: list[ModelInUse] = []
-    live = keeper(tmp_path, swaps, TrainingSources(seed_examples=examples_csv))
+    await labels.add_labels([moving_label()])
+    live = keeper(tmp_path, swaps, TrainingSources(seed_examples=examples_csv), labels)
 
-    await live.start()
-    await live.stop()
+    await live.load()
 
     assert store.current_version(tmp_path) == live.current.version
     assert [s.version for s in swaps] == [live.current.version]
-    assert store.read_metadata(tmp_path, live.current.version)["reason"] == "bootstrap"
+    metadata = store.read_metadata(tmp_path, live.current.version)
+    assert (metadata["reason"], metadata["labels"]) == ("bootstrap", 1)
 
 
 async def test_a_new_current_version_from_another_process_is_picked_up(
-    model_dir: Path,
+    model_dir: Path, labels: LabelRepository
 ) -> None:
     swaps: list[ModelInUse] = []
-    live = keeper(model_dir, swaps, TrainingSources())
-    await live.start()
+    live = keeper(model_dir, swaps, TrainingSources(), labels)
+    await live.load()
     first = live.current.version
     assert not await live.refresh()  # nothing changed
 
@@ -58,32 +87,69 @@ async def test_a_new_current_version_from_another_process_is_picked_up(
     assert [s.version for s in swaps] == [first, second, first]
 
 
-def test_retrain_command_trains_on_seed_and_labels(tmp_path: Path, examples_csv: Path) -> None:
-    labels = LabelStore(tmp_path)
-    labels.add_labels(
-        [
-            DemandLabelled(
-                id="L1",
-                demand_id="D1",
-                demand_type=DemandType.FAILURE,
-                failure_kind="repeat",
-                purpose="moving home",
-                labelled_by="agent-1",
-                labelled_at=datetime.now(UTC),
-                text="calling about the move yet again",
-            )
-        ]
-    )
-    labels.close()
+async def test_one_retraining_at_a_time(
+    tmp_path: Path, examples_csv: Path, labels: LabelRepository
+) -> None:
+    swaps: list[ModelInUse] = []
+    live = keeper(tmp_path, swaps, TrainingSources(seed_examples=examples_csv), labels)
+    await live.load()
 
-    result = CliRunner().invoke(
+    first = asyncio.create_task(live.retrain("command", wait=False))
+    await asyncio.sleep(0)  # the first has the lock and is training in its thread
+    assert live.retraining
+    with pytest.raises(RetrainInProgress):
+        await live.retrain("command", wait=False)
+    queued = asyncio.create_task(live.retrain("schedule"))  # the schedule waits its turn
+    await first
+    assert not queued.done()  # still waiting for the first to finish, or training itself
+    await queued
+    assert not live.retraining
+    assert len(swaps) == 3  # load, then one retraining after the other
+
+
+async def test_retrain_command_trains_on_seed_and_labels(
+    tmp_path: Path, examples_csv: Path, labels: LabelRepository, labels_url: str
+) -> None:
+    await labels.add_labels([moving_label()])
+
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
         app,
-        ["retrain", "--model-dir", str(tmp_path), "--seed-examples", str(examples_csv)],
+        [
+            "retrain",
+            "--model-dir",
+            str(tmp_path / "models"),
+            "--seed-examples",
+            str(examples_csv),
+            "--database-url",
+            labels_url,
+        ],
     )
 
     assert result.exit_code == 0, result.output
-    version = store.current_version(tmp_path)
+    version = store.current_version(tmp_path / "models")
     assert version is not None
-    metadata = store.read_metadata(tmp_path, version)
+    metadata = store.read_metadata(tmp_path / "models", version)
     assert (metadata["labels"], metadata["seed_examples"], metadata["reason"]) == (1, 30, "command")
     assert metadata["evaluation"]["demand_type"]["count"] == 6
+
+
+def test_retrain_command_on_an_unmigrated_database_says_to_migrate(
+    tmp_path: Path, examples_csv: Path
+) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "retrain",
+            "--model-dir",
+            str(tmp_path / "models"),
+            "--seed-examples",
+            str(examples_csv),
+            "--database-url",
+            f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}",
+        ],
+    )
+
+    assert result.exit_code == 1
+    assert "classifier migrate" in " ".join(result.output.split())
+    assert store.current_version(tmp_path / "models") is None

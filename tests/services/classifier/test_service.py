@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +17,7 @@ from shared.events.classification import DemandType
 from shared.kafka.codec import header
 from shared.kafka.settings import KafkaSettings
 from shared.topics import TOPIC_OF_EVENT, Topic, dlq_name, topic_name
+from tests.services.classifier.conftest import ApiKeys
 from tests.support.apps import running
 from tests.support.factories import case_event, demand_labelled, demand_received
 from tests.support.kafka_io import produce_raw, publish_events, read_records
@@ -58,27 +57,16 @@ class Outputs:
 
 
 @asynccontextmanager
-async def classifier(
-    kafka_settings: KafkaSettings, group: str, model_dir: Path, **overrides: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ClassifierSettings(
-        kafka=kafka_settings,
-        group_id=group,
-        transactional_id=f"{group}-tx",
-        model_dir=model_dir,
-        model_watch_interval_s=0,
-        retrain_interval_s=0,
-        **overrides,
-    )
+async def classifier(settings: ClassifierSettings) -> AsyncIterator[httpx.AsyncClient]:
     async with running(create_app(settings)) as client:
         yield client
 
 
 async def test_context_rules_name_the_earlier_case_or_demand_and_survive_a_restart(
-    kafka_settings: KafkaSettings, unique_group: str, model_dir: Path
+    kafka_settings: KafkaSettings, classifier_settings: Callable[..., ClassifierSettings]
 ) -> None:
     outputs = Outputs(kafka_settings)
-    async with classifier(kafka_settings, unique_group, model_dir):
+    async with classifier(classifier_settings()):
         # A: an open case about moving home; B: an engineer visit, done and fulfilled.
         await publish(
             kafka_settings,
@@ -142,7 +130,7 @@ async def test_context_rules_name_the_earlier_case_or_demand_and_survive_a_resta
 
     # A new instance (same group) rebuilds the context from the changelog: A is still chasing
     # and B's history holds each demand exactly once.
-    async with classifier(kafka_settings, unique_group, model_dir) as client:
+    async with classifier(classifier_settings()) as client:
         await publish(
             kafka_settings,
             Topic.DEMAND_RECEIVED,
@@ -151,7 +139,8 @@ async def test_context_rules_name_the_earlier_case_or_demand_and_survive_a_resta
             ),
         )
         after = await outputs.classified_count(4)
-        context = client._transport.app.state.context  # type: ignore[attr-defined]
+        app = client._transport.app  # type: ignore[attr-defined]
+        context = app.state.components.context
         b_state = context.get("B")
         assert b_state is not None
         assert [d.demand_id for d in b_state.demands] == ["B-1", "B-2"]
@@ -166,11 +155,13 @@ async def test_context_rules_name_the_earlier_case_or_demand_and_survive_a_resta
 
 
 async def test_a_label_changes_the_next_models_answer(
-    kafka_settings: KafkaSettings, unique_group: str, model_dir: Path
+    kafka_settings: KafkaSettings,
+    classifier_settings: Callable[..., ClassifierSettings],
+    api_keys: ApiKeys,
 ) -> None:
     text = "zorblax quantum frobnicator"
     outputs = Outputs(kafka_settings)
-    async with classifier(kafka_settings, unique_group, model_dir) as client:
+    async with classifier(classifier_settings()) as client:
         await publish(
             kafka_settings,
             Topic.DEMAND_RECEIVED,
@@ -192,7 +183,7 @@ async def test_a_label_changes_the_next_models_answer(
             ),
         )
         await outputs.context_count(2)  # Z's demand, then its relabelled purpose
-        response = await client.post("/v1/retrain")
+        response = await client.post("/v1/retrain", headers=api_keys.header(api_keys.operator))
         assert response.status_code == 200
         new_version = response.json()["model_version"]
         assert new_version != before.model_version
@@ -209,11 +200,11 @@ async def test_a_label_changes_the_next_models_answer(
 
 
 async def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(
-    kafka_settings: KafkaSettings, unique_group: str, model_dir: Path
+    kafka_settings: KafkaSettings, classifier_settings: Callable[..., ClassifierSettings]
 ) -> None:
     demands = topic_name(kafka_settings, Topic.DEMAND_RECEIVED)
     outputs = Outputs(kafka_settings)
-    async with classifier(kafka_settings, unique_group, model_dir):
+    async with classifier(classifier_settings()):
         await produce_raw(kafka_settings, demands, b"not json", key=b"P")
         await produce_raw(kafka_settings, demands, b'{"id": "no-fields"}', key=b"P")
         await publish(

@@ -1,0 +1,190 @@
+"""Every query on the classifier's database: people's labels, kept as training data, and the
+demand texts they may refer to.
+
+A label is stored once per label id (a redelivered label changes nothing); the latest label
+of a demand wins (by ``labelled_at``, then arrival). A label may come without the demand's
+text: the text the classifier saw is kept for a bounded time (the context window) so the
+label can still teach the model. Written by the consumer loop, read by training (in the
+service, and by `demandscope classifier retrain` in another process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import MINYEAR, UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.classifier.db.tables import DemandTextRow, LabelRow
+from services.classifier.model.examples import Example
+from shared.events import DemandLabelled
+from shared.events.classification import DemandType
+
+_LABELS: Table = LabelRow.__table__  # type: ignore[assignment]
+_TEXTS: Table = DemandTextRow.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class SeenText:
+    demand_id: str
+    text: str
+    seen_at: datetime
+
+
+class LabelRepository:
+    """The label store on one engine (SQLite or PostgreSQL); each method is one transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def keep(
+        self,
+        texts: Sequence[SeenText],
+        labels: Sequence[DemandLabelled],
+        *,
+        forget_before: datetime | None = None,
+    ) -> int:
+        """What one batch teaches, in one transaction: the texts seen, the labels (idempotent
+        by label id), and, when given, the purge of texts seen before ``forget_before``.
+        Returns how many labels were new."""
+        if not texts and not labels and forget_before is None:
+            return 0
+        async with self._engine.begin() as connection:
+            await _insert_texts(connection, texts)
+            added = await _insert_labels(connection, labels)
+            if forget_before is not None:
+                await _delete_texts_before(connection, forget_before)
+        return added
+
+    async def add_labels(self, labels: Sequence[DemandLabelled]) -> int:
+        """Store labels (idempotent by label id); return how many were new."""
+        return await self.keep((), labels)
+
+    async def remember_texts(self, texts: Sequence[SeenText]) -> None:
+        await self.keep(texts, ())
+
+    async def forget_texts_before(self, horizon: datetime) -> int:
+        async with self._engine.begin() as connection:
+            return await _delete_texts_before(connection, horizon)
+
+    async def count(self) -> int:
+        async with self._engine.connect() as connection:
+            counted = await connection.scalar(select(func.count()).select_from(_LABELS))
+        return int(counted or 0)
+
+    async def training_examples(self) -> list[Example]:
+        """The latest label of each demand whose text is known, as a training example.
+
+        A label saying ``unknown`` has no demand type, so training leaves it out.
+        """
+        labels = _LABELS.c
+        ranked = select(
+            labels.seq,
+            labels.demand_id,
+            labels.text,
+            labels.purpose,
+            labels.demand_type,
+            labels.failure_kind,
+            labels.labelled_at,
+            func.row_number()
+            .over(
+                partition_by=labels.demand_id,
+                order_by=(labels.labelled_at.desc(), labels.seq.desc()),
+            )
+            .label("rank"),
+        ).subquery()
+        query = (
+            select(
+                func.coalesce(ranked.c.text, _TEXTS.c.text),
+                ranked.c.purpose,
+                ranked.c.demand_type,
+                ranked.c.failure_kind,
+            )
+            .select_from(ranked.outerjoin(_TEXTS, _TEXTS.c.demand_id == ranked.c.demand_id))
+            .where(ranked.c.rank == 1)
+            .order_by(ranked.c.labelled_at, ranked.c.seq)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            Example(
+                text=text,
+                purpose=purpose,
+                demand_type=None if demand_type == DemandType.UNKNOWN.value else demand_type,
+                failure_kind=failure_kind if demand_type == DemandType.FAILURE.value else None,
+            )
+            for text, purpose, demand_type, failure_kind in rows
+            if text
+        ]
+
+
+async def _insert_texts(connection: AsyncConnection, texts: Sequence[SeenText]) -> None:
+    rows: dict[str, dict[str, Any]] = {}
+    for seen in texts:  # the first sighting of a demand wins, as in the table
+        rows.setdefault(
+            seen.demand_id,
+            {"demand_id": seen.demand_id, "text": seen.text, "seen_at": _utc(seen.seen_at)},
+        )
+    if rows:
+        await connection.execute(
+            _insert(connection, _TEXTS).on_conflict_do_nothing(index_elements=["demand_id"]),
+            list(rows.values()),
+        )
+
+
+async def _insert_labels(connection: AsyncConnection, labels: Sequence[DemandLabelled]) -> int:
+    rows: dict[str, dict[str, Any]] = {}
+    for label in labels:
+        rows.setdefault(
+            label.id,
+            {
+                "label_id": label.id,
+                "demand_id": label.demand_id,
+                "demand_type": label.demand_type.value,
+                "failure_kind": label.failure_kind,
+                "purpose": label.purpose,
+                "labelled_at": _utc(label.labelled_at),
+                "labelled_by": label.labelled_by,
+                "text": label.text,
+            },
+        )
+    if not rows:
+        return 0
+    inserted = await connection.execute(
+        _insert(connection, _LABELS)
+        .on_conflict_do_nothing(index_elements=["label_id"])
+        .returning(_LABELS.c.label_id),
+        list(rows.values()),
+    )
+    return len(inserted.all())
+
+
+async def _delete_texts_before(connection: AsyncConnection, horizon: datetime) -> int:
+    result = await connection.execute(delete(_TEXTS).where(_TEXTS.c.seen_at < _utc(horizon)))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _insert(connection: AsyncConnection, table: Table) -> Any:
+    """INSERT with ON CONFLICT DO NOTHING available, in the connection's dialect."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _utc(moment: datetime) -> datetime:
+    """Every stored time is UTC (SQLite keeps no offset, so mixed offsets would misorder).
+
+    An offset that pushes a time past the calendar's end keeps the calendar's end."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.min if moment.year == MINYEAR else datetime.max
+        return edge.replace(tzinfo=UTC)

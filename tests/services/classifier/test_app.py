@@ -1,0 +1,251 @@
+"""The classifier as an app on the service skeleton: nothing opened before the lifespan, every
+route behind a scoped key, one retraining at a time, and a consumer loop that dies of an
+unexpected error is logged, makes the service unready, and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from services.classifier import live_model, training
+from services.classifier.config import ClassifierSettings
+from services.classifier.handler import ClassifyDemands
+from services.classifier.main import create_app
+from shared.auth.keys import Scope
+from shared.auth.settings import AuthSettings
+from shared.auth.store import ApiKeyStore
+from shared.kafka.settings import KafkaSettings
+from shared.topics import Topic, topic_name
+from tests.services.classifier.conftest import ApiKeys
+from tests.support.apps import running
+from tests.support.factories import demand_received
+from tests.support.kafka_io import publish_events, read_records
+from tests.support.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[3]
+OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
+
+
+async def readiness(client: httpx.AsyncClient) -> int:
+    return (await client.get("/readyz")).status_code
+
+
+def test_create_app_opens_no_file_directory_or_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the defaults (.run/models, .run/*.db) are relative
+    for name in list(os.environ):
+        if name.startswith(("DEMANDSCOPE_CLASSIFIER_", "DEMANDSCOPE_AUTH_")):
+            monkeypatch.delenv(name)
+
+    create_app().openapi()
+    create_app(
+        ClassifierSettings(
+            model_dir=tmp_path / "models",
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'db' / 'classifier.db'}",
+            auth=AuthSettings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}"),
+        )
+    ).openapi()
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_importing_and_creating_the_app_in_a_fresh_process_opens_nothing(tmp_path: Path) -> None:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DEMANDSCOPE_CLASSIFIER_", "DEMANDSCOPE_AUTH_"))
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import services.classifier.main as m; m.create_app()",
+        ],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"},
+        check=True,
+        timeout=120,
+    )
+
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_every_route_but_the_probes_needs_a_key(
+    classifier_settings: Callable[..., ClassifierSettings],
+) -> None:
+    app = create_app(classifier_settings())
+    operations = [
+        (method.upper(), path)
+        for path, methods in app.openapi()["paths"].items()
+        for method in methods
+        if path not in OPEN_PATHS
+    ]
+    assert ("GET", "/v1/model") in operations
+    assert ("POST", "/v1/retrain") in operations
+    async with running(app) as client:
+        for method, path in operations:
+            response = await client.request(method, path)
+            assert response.status_code == 401, (method, path, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["www-authenticate"].startswith("Bearer")
+        for path in sorted(OPEN_PATHS):
+            assert (await client.get(path)).status_code not in (401, 403), path
+
+
+async def test_reading_the_model_needs_read_and_retraining_needs_model_write(
+    classifier_settings: Callable[..., ClassifierSettings],
+    api_keys: ApiKeys,
+    examples_csv: Path,
+) -> None:
+    header = api_keys.header
+    async with running(create_app(classifier_settings(seed_examples=examples_csv))) as client:
+        live = await client.get("/v1/model", headers=header(api_keys.reader))
+        assert live.status_code == 200, live.text
+        # A sending system's key cannot read, nor can a reader retrain.
+        assert (await client.get("/v1/model", headers=header(api_keys.sender))).status_code == 403
+        refused = await client.post("/v1/retrain", headers=header(api_keys.reader))
+        assert refused.status_code == 403
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "model:write" in refused.json()["detail"]
+        again = await client.get("/v1/model", headers=header(api_keys.reader))
+        assert again.json() == live.json()
+
+        retrained = await client.post("/v1/retrain", headers=header(api_keys.operator))
+        assert retrained.status_code == 200, retrained.text
+        new_version = retrained.json()["model_version"]
+        assert new_version != live.json()["model_version"]
+        now = await client.get("/v1/model", headers=header(api_keys.operator))
+        assert now.json() == {"model_version": new_version}
+
+
+async def test_a_second_retrain_while_one_runs_answers_409(
+    classifier_settings: Callable[..., ClassifierSettings],
+    api_keys: ApiKeys,
+    examples_csv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    train = training.train_version
+
+    def held_training(*args: Any, **kwargs: Any) -> Any:
+        release.wait(30)
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(live_model, "train_version", held_training)
+    operator = api_keys.header(api_keys.operator)
+    app = create_app(classifier_settings(seed_examples=examples_csv))
+    async with running(app) as client:
+        keeper = app.state.components.model
+
+        async def retraining() -> bool:
+            return bool(keeper.retraining)
+
+        first = asyncio.create_task(client.post("/v1/retrain", headers=operator))
+        try:
+            await wait_until(retraining, what="the first retraining running")
+            second = await client.post("/v1/retrain", headers=operator)
+        finally:
+            release.set()
+        assert second.status_code == 409, second.text
+        assert second.headers["retry-after"] == "10"
+        assert second.headers["content-type"] == "application/problem+json"
+        assert (await first).status_code == 200
+        assert not keeper.retraining
+
+
+def test_keys_create_grants_the_model_write_scope(
+    auth_settings: AuthSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.cli.main import app as demandscope
+
+    monkeypatch.setenv("DEMANDSCOPE_AUTH_DATABASE_URL", auth_settings.database_url)
+    result = CliRunner().invoke(
+        demandscope,
+        ["keys", "create", "--source", "ops", "--scope", "read", "--scope", "model:write"],
+    )
+    assert result.exit_code == 0, result.output
+    plaintext = result.output.splitlines()[0]
+
+    async def scopes() -> frozenset[Scope]:
+        store = ApiKeyStore(auth_settings.database_url, cache_ttl_s=0)
+        try:
+            record = await store.authenticate(plaintext)
+        finally:
+            await store.close()
+        assert record is not None
+        return record.scopes
+
+    assert asyncio.run(scopes()) == {Scope.READ, Scope.MODEL_WRITE}
+
+
+async def test_a_consumer_killed_by_an_unexpected_error_is_logged_unready_and_restarted(
+    kafka_settings: KafkaSettings,
+    classifier_settings: Callable[..., ClassifierSettings],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An error in after_commit is no Kafka error and no record's fault: it ends the loop.
+    failed: list[str] = []
+    count = ClassifyDemands._count
+
+    def fail_once(self: ClassifyDemands, *args: Any) -> None:
+        if not failed:
+            failed.append("after_commit")
+            raise RuntimeError("a bug in after_commit")
+        count(self, *args)
+
+    monkeypatch.setattr(ClassifyDemands, "_count", fail_once)
+    caplog.set_level(logging.ERROR, logger="shared.service.supervisor")
+    classified = topic_name(kafka_settings, Topic.DEMAND_CLASSIFIED)
+    async with running(create_app(classifier_settings())) as client:
+        await wait_until(
+            lambda: readiness(client), accept=lambda s: s == 200, timeout=60, what="ready"
+        )
+        await publish_events(kafka_settings, [demand_received(text="pay my bill please")])
+
+        await wait_until(
+            lambda: readiness(client),
+            accept=lambda s: s == 503,
+            timeout=30,
+            interval=0.02,
+            what="not ready once the consumer loop died",
+        )
+        died = [r for r in caplog.records if "background task consumer" in r.getMessage()]
+        assert died, "the death of the consumer loop was not logged"
+        assert died[0].exc_info is not None
+        assert isinstance(died[0].exc_info[1], RuntimeError)
+
+        await wait_until(
+            lambda: readiness(client),
+            accept=lambda s: s == 200,
+            timeout=60,
+            what="ready again once the supervisor restarted the consumer",
+        )
+        ready = (await client.get("/readyz")).json()
+        assert ready["tasks"]["consumer"] == "running"
+        assert ready["checks"] == {
+            "kafka": "ok",
+            "database": "ok",
+            "auth_database": "ok",
+            "background": "ok",
+        }
+        exported = (await client.get("/metrics")).text
+        assert 'demandscope_background_task_failures_total{task="consumer"} 1.0' in exported
+
+        # The restarted loop classifies again; the first demand was committed before the error.
+        await publish_events(kafka_settings, [demand_received(text="I am moving house")])
+        records = await read_records(kafka_settings, classified, count=2)
+    assert len(records) == 2
+    assert failed == ["after_commit"]

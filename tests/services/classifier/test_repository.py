@@ -1,0 +1,179 @@
+"""The label store on SQLite and PostgreSQL: once per label id, the latest label of a demand
+wins, texts remembered for a label without one and forgotten after the context window."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from services.classifier.db.migrate import upgrade
+from services.classifier.db.repository import LabelRepository, SeenText
+from shared.database.engine import create_engine
+from shared.events import DemandLabelled
+from shared.events.classification import DemandType
+
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def label(
+    label_id: str,
+    demand_id: str,
+    purpose: str,
+    *,
+    at: datetime = T0,
+    text: str | None = None,
+    demand_type: DemandType = DemandType.VALUE,
+) -> DemandLabelled:
+    return DemandLabelled(
+        id=label_id,
+        demand_id=demand_id,
+        demand_type=demand_type,
+        failure_kind="repeat" if demand_type is DemandType.FAILURE else None,
+        purpose=purpose,
+        labelled_by="agent-1",
+        labelled_at=at,
+        text=text,
+    )
+
+
+@pytest.fixture
+async def migrated(database_url: str) -> str:
+    await asyncio.to_thread(upgrade, database_url)
+    return database_url
+
+
+@pytest.fixture
+async def labels(migrated: str) -> AsyncIterator[LabelRepository]:
+    engine = create_engine(migrated)
+    try:
+        yield LabelRepository(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_labels_are_stored_once_per_label_id(labels: LabelRepository) -> None:
+    assert await labels.add_labels([label("L1", "D1", "moving home", text="moving")]) == 1
+    assert await labels.add_labels([label("L1", "D1", "moving home", text="moving")]) == 0
+    # A batch may carry a label twice (a redelivery within one poll).
+    twice = [label("L2", "D2", "x", text="t"), label("L2", "D2", "x", text="t")]
+    assert await labels.add_labels(twice) == 1
+    assert await labels.count() == 2
+
+
+async def test_a_label_without_text_uses_the_text_the_classifier_saw(
+    labels: LabelRepository,
+) -> None:
+    await labels.remember_texts([SeenText("D1", "I am moving next week", T0)])
+    await labels.add_labels([label("L1", "D1", "moving home"), label("L2", "D2", "smart meter")])
+
+    examples = await labels.training_examples()
+
+    # D2's text was never seen: it cannot teach anything (yet).
+    assert [(e.text, e.purpose, e.demand_type) for e in examples] == [
+        ("I am moving next week", "moving home", "value")
+    ]
+
+
+async def test_the_latest_label_of_a_demand_wins(labels: LabelRepository) -> None:
+    await labels.add_labels(
+        [
+            label(
+                "L2",
+                "D1",
+                "complaint",
+                at=T0 + timedelta(hours=1),
+                text="t",
+                demand_type=DemandType.FAILURE,
+            ),
+            label("L1", "D1", "moving home", at=T0, text="t"),
+        ]
+    )
+
+    [example] = await labels.training_examples()
+
+    assert (example.purpose, example.demand_type, example.failure_kind) == (
+        "complaint",
+        "failure",
+        "repeat",
+    )
+
+
+async def test_latest_is_by_the_moment_not_the_offset_and_ties_go_to_the_later_arrival(
+    labels: LabelRepository,
+) -> None:
+    paris = timezone(timedelta(hours=2))
+    await labels.add_labels(
+        [
+            label("L1", "D1", "moving home", at=T0, text="t"),
+            # 10:30 in Paris is 08:30 UTC: earlier than L1 although its clock reads later.
+            label("L2", "D1", "complaint", at=T0.astimezone(paris) - timedelta(minutes=30)),
+            label("L3", "D2", "first", at=T0, text="u"),
+        ]
+    )
+    await labels.add_labels([label("L4", "D2", "second", at=T0, text="u")])
+
+    examples = await labels.training_examples()
+
+    assert sorted(str(e.purpose) for e in examples) == ["moving home", "second"]
+
+
+async def test_an_unknown_label_teaches_the_purpose_only(labels: LabelRepository) -> None:
+    await labels.add_labels(
+        [label("L1", "D1", "moving home", text="t", demand_type=DemandType.UNKNOWN)]
+    )
+
+    [example] = await labels.training_examples()
+
+    assert (example.purpose, example.demand_type, example.failure_kind) == (
+        "moving home",
+        None,
+        None,
+    )
+
+
+async def test_labels_survive_reopening_and_old_texts_are_forgotten(migrated: str) -> None:
+    engine = create_engine(migrated)
+    store = LabelRepository(engine)
+    await store.remember_texts(
+        [SeenText("D1", "old", T0), SeenText("D2", "new", T0 + timedelta(days=40))]
+    )
+    await store.add_labels([label("L1", "D1", "x"), label("L2", "D2", "y")])
+    await engine.dispose()
+
+    engine = create_engine(migrated)
+    reopened = LabelRepository(engine)
+    try:
+        assert await reopened.forget_texts_before(T0 + timedelta(days=30)) == 1
+        assert [e.text for e in await reopened.training_examples()] == ["new"]
+        assert await reopened.count() == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_one_batch_keeps_texts_and_labels_and_purges_in_one_go(
+    labels: LabelRepository,
+) -> None:
+    await labels.remember_texts([SeenText("OLD", "forget me", T0 - timedelta(days=60))])
+
+    added = await labels.keep(
+        [SeenText("D1", "seen now", T0), SeenText("D1", "seen twice", T0)],
+        [label("L1", "D1", "moving home"), label("L2", "OLD", "x")],
+        forget_before=T0 - timedelta(days=30),
+    )
+
+    assert added == 2
+    # The first sighting of a demand's text wins; OLD's text is gone with the purge.
+    assert [(e.text, e.purpose) for e in await labels.training_examples()] == [
+        ("seen now", "moving home")
+    ]
+
+
+async def test_a_time_at_the_edge_of_the_calendar_is_kept(labels: LabelRepository) -> None:
+    # 0001-01-01T00:00+14:00 is before the first moment Python can write in UTC.
+    edge = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+
+    assert await labels.add_labels([label("L1", "D1", "x", at=edge, text="t")]) == 1
+    assert [e.purpose for e in await labels.training_examples()] == ["x"]
