@@ -7,7 +7,7 @@ components through a typed dependency (``components_dependency``), never ``app.s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -33,10 +33,14 @@ class ServiceComponents:
         return {}
 
 
-def components_dependency(kind: type[C]) -> Callable[[Request], C]:
-    """A FastAPI dependency returning the running service's components, typed as ``kind``."""
+def components_dependency(kind: type[C]) -> Callable[[Request], Awaitable[C]]:
+    """A FastAPI dependency returning the running service's components, typed as ``kind``.
 
-    def running_components(request: Request) -> C:
+    A coroutine on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a
+    thread hop on every request for what is an attribute lookup.
+    """
+
+    async def running_components(request: Request) -> C:
         components = getattr(request.app.state, "components", None)
         if not isinstance(components, kind):
             raise ProblemError(503, "Service unavailable", detail="The service is starting.")
