@@ -77,7 +77,8 @@ def broker_part(config: kafka.LocalKafkaConfig, *, keep: bool) -> ServerPart:
     def stop() -> None:
         if not keep:
             typer.echo("stopping Kafka ...")
-            kafka.stop(config)
+            if kafka.stop(config):
+                typer.echo("Kafka stopped")
 
     return ServerPart(
         "kafka",
@@ -141,7 +142,9 @@ async def supervise(
         typer.echo("A part that dies is restarted. Press Ctrl-C to stop.\n")
 
     try:
-        return await supervisor.run(on_started=report_ready)
+        code = await supervisor.run(on_started=report_ready)
+        typer.echo("everything stopped" if code == 0 else "stopped after a failure (see above)")
+        return code
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

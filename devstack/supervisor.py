@@ -222,6 +222,8 @@ class Supervisor:
 
     def stop(self) -> None:
         """Stop every part (signal handlers call this)."""
+        if not self._stopping.is_set():
+            self._echo("stopping everything ...")
         self._stopping.set()
 
     def fail(self, message: str) -> None:
