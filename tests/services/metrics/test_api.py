@@ -17,18 +17,10 @@ from services.metrics.db.migrate import upgrade
 from services.metrics.ingest import apply_events
 from services.metrics.main import create_app
 from shared.database.engine import create_engine, session_factory
-from shared.events import (
-    CaseEvent,
-    CaseEventType,
-    Channel,
-    ClassificationMethod,
-    DemandClassified,
-    DemandReceived,
-    DemandType,
-    Event,
-)
+from shared.events import CaseEventType, DemandType, Event
 from shared.kafka.settings import KafkaSettings
 from tests.support.apps import running
+from tests.support.factories import case_event, demand_classified
 
 pytestmark = pytest.mark.integration
 
@@ -36,34 +28,28 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
-def demand(index: int, purpose: str, demand_type: DemandType, at: datetime) -> DemandClassified:
-    return DemandClassified(
-        demand=DemandReceived(
-            id=f"d{index}", occurred_at=at, received_at=at, channel=Channel.PHONE,
-            source="test", customer_ref=f"C{index}", case_ref=f"K{index}", text="words",
-            team="north",
-        ),
-        demand_type=demand_type,
-        failure_kind="repeat" if demand_type is DemandType.FAILURE else None,
-        purpose=purpose, confidence=1.0, method=ClassificationMethod.RULE,
-        model_version="r1", classified_at=at,
-    )  # fmt: skip
-
-
-def fulfilled(index: int, at: datetime) -> CaseEvent:
-    return CaseEvent(
-        id=f"f{index}", case_ref=f"K{index}", customer_ref=f"C{index}",
-        type=CaseEventType.FULFILLED, occurred_at=at,
-    )  # fmt: skip
-
-
 # Case i starts at T0 + i days and takes (i % 3 + 1) days: 1, 2, 3, 1, 2, 3, ... days.
 EVENTS: list[Event] = [
     e
     for i in range(24)
     for e in (
-        demand(i, "repair", DemandType.FAILURE if i % 4 == 0 else DemandType.VALUE, T0 + i * DAY),
-        fulfilled(i, T0 + i * DAY + (i % 3 + 1) * DAY),
+        demand_classified(
+            id=f"d{i}",
+            customer_ref=f"C{i}",
+            case_ref=f"K{i}",
+            occurred_at=T0 + i * DAY,
+            team="north",
+            purpose="repair",
+            demand_type=DemandType.FAILURE if i % 4 == 0 else DemandType.VALUE,
+            failure_kind="repeat" if i % 4 == 0 else None,
+        ),
+        case_event(
+            id=f"f{i}",
+            customer_ref=f"C{i}",
+            case_ref=f"K{i}",
+            type=CaseEventType.FULFILLED,
+            occurred_at=T0 + i * DAY + (i % 3 + 1) * DAY,
+        ),
     )
 ]
 

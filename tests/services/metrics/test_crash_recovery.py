@@ -17,25 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from services.metrics.measures import purpose_summaries
 from sqlalchemy import func, select
 
 from devstack.process import pick_free_port
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import CaseRow, Demand, DemandFactRow
-from services.metrics.measures import purpose_summaries
 from services.metrics.repository import Filters
 from shared.database.engine import create_engine, session_factory
-from shared.events import (
-    CaseEvent,
-    CaseEventType,
-    Channel,
-    ClassificationMethod,
-    DemandClassified,
-    DemandReceived,
-    DemandType,
-    Event,
-)
+from shared.events import CaseEventType, DemandClassified, DemandType, Event
 from shared.kafka.settings import KafkaSettings
+from tests.support.factories import case_event, demand_classified
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -55,29 +47,19 @@ def events() -> list[Event]:
         for n, (kind, offset) in enumerate(((DemandType.VALUE, 0), (DemandType.FAILURE, 1))):
             at = T0 + timedelta(hours=offset)
             made.append(
-                DemandClassified(
-                    demand=DemandReceived(
-                        id=f"d{c}-{n}",
-                        occurred_at=at,
-                        received_at=at,
-                        channel=Channel.PHONE,
-                        source="test",
-                        customer_ref=customer,
-                        case_ref=f"K{c}",
-                        text="words",
-                    ),
+                demand_classified(
+                    id=f"d{c}-{n}",
+                    customer_ref=customer,
+                    case_ref=f"K{c}",
+                    occurred_at=at,
+                    purpose=purpose,
                     demand_type=kind,
                     failure_kind="progress_chasing" if kind is DemandType.FAILURE else None,
-                    purpose=purpose,
-                    confidence=1.0,
-                    method=ClassificationMethod.RULE,
-                    model_version="r1",
-                    classified_at=at,
                 )
             )
         if c % 3:
             made.append(
-                CaseEvent(
+                case_event(
                     id=f"f{c}",
                     case_ref=f"K{c}",
                     customer_ref=customer,
