@@ -187,12 +187,19 @@ async def wait_ready(port: int, path: str) -> None:
 
 def encoded_events(kafka: Any, batches: list[list[dict[str, Any]]]) -> list[list[Any]]:
     """The records intake would publish for these demands (redacted, stamped, JSON)."""
+    from services.intake.config import EARLIEST_EVENT_TIME
     from services.intake.redaction import Redactor
     from services.intake.validation import Admission, admit_demand
     from shared.kafka.codec import encode
     from shared.topics import Topic, topic_name
 
-    admission = Admission("bench", datetime.now(UTC), timedelta(seconds=300), Redactor())
+    admission = Admission(
+        key_source="bench",
+        now=datetime.now(UTC),
+        max_future_skew=timedelta(seconds=300),
+        redactor=Redactor(),
+        earliest=EARLIEST_EVENT_TIME,
+    )
     topic = topic_name(kafka, Topic.DEMAND_RECEIVED)
     return [
         [encode(admit_demand(item, admission), topic=topic, source="bench") for item in batch]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -12,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from services.intake.body import BodyTooLarge, read_limited_body
 from services.intake.cloudevents import EventKind
+from services.intake.components import IntakeComponents
 from services.intake.config import IntakeSettings
 from services.intake.decoding import (
     Item,
@@ -23,13 +23,11 @@ from services.intake.decoding import (
 from services.intake.ledger import LedgerUnavailable
 from services.intake.metrics import IntakeMetrics
 from services.intake.openapi_docs import BATCH_BODY, CASE_EVENT_BODY, DEMAND_BODY, LABEL_BODY
-from services.intake.problems import IntakeProblem
 from services.intake.redaction import Redactor
-from services.intake.schemas import Accepted, BatchResult, FieldError, ItemResult, Problem
+from services.intake.schemas import Accepted, BatchAnswer, ItemResult
 from services.intake.service import IntakeService, Outcome
 from services.intake.validation import (
     Admission,
-    FieldProblem,
     InvalidEvent,
     admit_case_event,
     admit_demand,
@@ -39,30 +37,13 @@ from shared.auth.dependencies import require_scope
 from shared.auth.keys import ApiKeyRecord, Scope
 from shared.events import Event
 from shared.kafka.producer import BrokerUnavailable
+from shared.service.components import components_dependency
+from shared.service.problems import FieldProblem, Problem, ProblemError
 
 Admit = Callable[[Any, Admission], Event]
 T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class IntakeContext:
-    """What every endpoint needs, built once by the composition root (app.state.intake).
-
-    Read straight from the app state rather than through three FastAPI dependencies:
-    resolving dependencies was a seventh of intake's CPU per request (measured with
-    py-spy under bench/intake.py).
-    """
-
-    service: IntakeService
-    settings: IntakeSettings
-    redactor: Redactor
-
-
-def context_of(request: Request) -> IntakeContext:
-    context: IntakeContext = request.app.state.intake
-    return context
-
-
+Components = Annotated[IntakeComponents, Depends(components_dependency(IntakeComponents))]
 EventWriter = Annotated[ApiKeyRecord, Depends(require_scope(Scope.DEMANDS_WRITE))]
 LabelWriter = Annotated[ApiKeyRecord, Depends(require_scope(Scope.LABELS_WRITE))]
 
@@ -97,14 +78,14 @@ router = APIRouter(prefix="/v1", responses=_PROBLEMS)
     responses={200: {"model": Accepted, "description": "A repeat of an accepted id"}},
     openapi_extra=DEMAND_BODY,
 )
-async def post_demand(request: Request, key: EventWriter) -> JSONResponse:
-    return await _single(request, key, "demand", admit_demand)
+async def post_demand(request: Request, components: Components, key: EventWriter) -> JSONResponse:
+    return await _single(request, components, key, "demand", admit_demand)
 
 
 @router.post(
     "/demands:batch",
     tags=["demands"],
-    response_model=BatchResult,
+    response_model=BatchAnswer,
     summary="Post up to 1,000 demands, with a result per item",
     description=(
         'A JSON array of demands (or `{"items": [...]}`), or a CloudEvents batch '
@@ -114,21 +95,23 @@ async def post_demand(request: Request, key: EventWriter) -> JSONResponse:
     ),
     openapi_extra=BATCH_BODY,
 )
-async def post_demand_batch(request: Request, key: EventWriter) -> BatchResult:
-    context = context_of(request)
-    service, settings, redactor = context.service, context.settings, context.redactor
-    metrics = service.metrics
+async def post_demand_batch(
+    request: Request, components: Components, key: EventWriter
+) -> BatchAnswer:
+    service, settings, metrics = components.service, components.settings, components.metrics
     body = await _read(request, settings, metrics, "demand", key.source)
     items = _decoded(lambda: batch_items(request.headers, body, "demand"), metrics, key.source)
     if len(items) > settings.max_batch_items:
-        raise IntakeProblem(
+        raise ProblemError(
             422,
             "Too many items",
             problems=[
-                FieldProblem("body", f"{len(items)} items; at most {settings.max_batch_items}")
+                FieldProblem(
+                    field="body", reason=f"{len(items)} items; at most {settings.max_batch_items}"
+                )
             ],
         )
-    admission = _admission(key, settings, redactor)
+    admission = _admission(key, settings, components.redactor)
     results: list[ItemResult | None] = [None] * len(items)
     events: list[Event] = []
     positions: list[int] = []
@@ -161,7 +144,7 @@ async def post_demand_batch(request: Request, key: EventWriter) -> BatchResult:
             index=index, id=first.id, status=repeat_status, errors=first.errors
         )
     final = [result for result in results if result is not None]
-    return BatchResult(
+    return BatchAnswer(
         accepted=sum(result.status == "accepted" for result in final),
         duplicates=sum(result.status == "duplicate" for result in final),
         rejected=sum(result.status == "rejected" for result in final),
@@ -183,8 +166,10 @@ async def post_demand_batch(request: Request, key: EventWriter) -> BatchResult:
     responses={200: {"model": Accepted, "description": "A repeat of an accepted id"}},
     openapi_extra=CASE_EVENT_BODY,
 )
-async def post_case_event(request: Request, key: EventWriter) -> JSONResponse:
-    return await _single(request, key, "case_event", admit_case_event)
+async def post_case_event(
+    request: Request, components: Components, key: EventWriter
+) -> JSONResponse:
+    return await _single(request, components, key, "case_event", admit_case_event)
 
 
 @router.post(
@@ -201,38 +186,42 @@ async def post_case_event(request: Request, key: EventWriter) -> JSONResponse:
     responses={200: {"model": Accepted, "description": "A repeat of an accepted id"}},
     openapi_extra=LABEL_BODY,
 )
-async def post_label(request: Request, demand_id: str, key: LabelWriter) -> JSONResponse:
+async def post_label(
+    request: Request, demand_id: str, components: Components, key: LabelWriter
+) -> JSONResponse:
     def admit(payload: Any, admission: Admission) -> Event:
         return admit_label(payload, demand_id, admission)
 
-    return await _single(request, key, "label", admit)
+    return await _single(request, components, key, "label", admit)
 
 
 async def _single(
-    request: Request, key: ApiKeyRecord, kind: EventKind, admit: Admit
+    request: Request,
+    components: Components,
+    key: ApiKeyRecord,
+    kind: EventKind,
+    admit: Admit,
 ) -> JSONResponse:
-    context = context_of(request)
-    service, settings, redactor = context.service, context.settings, context.redactor
-    metrics = service.metrics
+    service, settings, metrics = components.service, components.settings, components.metrics
     body = await _read(request, settings, metrics, kind, key.source)
     item = _decoded(lambda: single_item(request.headers, body, kind), metrics, key.source)
     metrics.received.labels(kind, key.source).inc()
     try:
-        event = admit(item.payload, _admission(key, settings, redactor))
+        event = admit(item.payload, _admission(key, settings, components.redactor))
     except InvalidEvent as error:
         if error.source_mismatch:
             metrics.rejected.labels(kind, key.source, "source_mismatch").inc()
-            raise IntakeProblem(
+            raise ProblemError(
                 403,
                 "Source does not match the API key",
                 detail=f"This key may only post events of source {key.source!r}.",
                 problems=error.problems,
             ) from error
         metrics.rejected.labels(kind, key.source, "invalid").inc()
-        raise IntakeProblem(422, "Invalid event", problems=error.problems) from error
+        raise ProblemError(422, "Invalid event", problems=error.problems) from error
     (outcome,) = await _ingest(service, [event], key, settings)
     if outcome is Outcome.IN_FLIGHT:
-        raise IntakeProblem(
+        raise ProblemError(
             409,
             "Already in flight",
             detail="Another request is publishing this id right now. Retry to learn the result.",
@@ -252,7 +241,7 @@ async def _read(
         return await read_limited_body(request, settings.max_body_bytes)
     except BodyTooLarge as error:
         metrics.rejected.labels(kind, source, "too_large").inc()
-        raise IntakeProblem(413, "Body too large", detail=str(error)) from error
+        raise ProblemError(413, "Body too large", detail=str(error)) from error
 
 
 def _decoded(decode: Callable[[], T], metrics: IntakeMetrics, source: str) -> T:
@@ -260,10 +249,10 @@ def _decoded(decode: Callable[[], T], metrics: IntakeMetrics, source: str) -> T:
         return decode()
     except UnsupportedMediaType as error:
         metrics.rejected.labels("unknown", source, "unsupported_media_type").inc()
-        raise IntakeProblem(415, "Unsupported media type", detail=str(error)) from error
+        raise ProblemError(415, "Unsupported media type", detail=str(error)) from error
     except MalformedBody as error:
         metrics.rejected.labels("unknown", source, "invalid").inc()
-        raise IntakeProblem(422, "Invalid body", problems=error.problems) from error
+        raise ProblemError(422, "Invalid body", problems=error.problems) from error
 
 
 async def _ingest(
@@ -275,7 +264,7 @@ async def _ingest(
     except BrokerUnavailable as error:
         service.metrics.broker_unavailable.inc()
         service.metrics.rejected.labels("any", key.source, "broker_unavailable").inc(len(events))
-        raise IntakeProblem(
+        raise ProblemError(
             503,
             "Broker unavailable",
             detail=f"Nothing was accepted: {error}. Retry later.",
@@ -283,7 +272,7 @@ async def _ingest(
         ) from error
     except LedgerUnavailable as error:
         service.metrics.rejected.labels("any", key.source, "ledger_unavailable").inc(len(events))
-        raise IntakeProblem(
+        raise ProblemError(
             503,
             "Idempotency ledger unavailable",
             detail="Nothing was accepted: intake cannot check for duplicates. Retry later.",
@@ -297,6 +286,7 @@ def _admission(key: ApiKeyRecord, settings: IntakeSettings, redactor: Redactor) 
         now=datetime.now(UTC),
         max_future_skew=timedelta(seconds=settings.max_future_skew_s),
         redactor=redactor,
+        earliest=settings.earliest_event_time,
     )
 
 
@@ -307,14 +297,12 @@ def _admit_item(item: Item, admission: Admission, admit: Admit) -> Event:
 
 
 def _rejected(index: int, event_id: str | None, problems: list[FieldProblem]) -> ItemResult:
-    errors = [FieldError(field=p.field, reason=p.reason) for p in problems]
-    return ItemResult(index=index, id=event_id, status="rejected", errors=errors)
+    return ItemResult(index=index, id=event_id, status="rejected", errors=problems)
 
 
 def _item_result(index: int, event_id: str, outcome: Outcome) -> ItemResult:
     if outcome is Outcome.IN_FLIGHT:
-        return _rejected(
-            index, event_id, [FieldProblem("id", "being published by another request; retry")]
-        )
+        problem = FieldProblem(field="id", reason="being published by another request; retry")
+        return _rejected(index, event_id, [problem])
     status_text = "accepted" if outcome is Outcome.ACCEPTED else "duplicate"
     return ItemResult(index=index, id=event_id, status=status_text)

@@ -9,7 +9,6 @@ every fault is collected with its path, so a sender learns all of them in one an
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +16,9 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import unquote
 
+from services.intake.body import InvalidJson, parse_json
 from shared.events import CaseEvent, DemandLabelled, DemandReceived
+from shared.service.problems import FieldProblem
 
 SPEC_VERSION = "1.0"
 REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
@@ -35,15 +36,11 @@ _HEADER_PREFIX = "ce-"
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
 
 
-@dataclass(frozen=True)
-class Problem:
-    path: str  # "id", "data", "[2].source", "ce-type", "body", "content-type"
-    reason: str
-
-
 class CloudEventError(ValueError):
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(f"{problem.path}: {problem.reason}" for problem in problems))
+    """Every fault of an event, each with its path ("id", "[2].source", "ce-type", "body")."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        super().__init__("; ".join(f"{problem.field}: {problem.reason}" for problem in problems))
         self.problems = problems
 
 
@@ -65,8 +62,8 @@ def parse_structured(body: bytes) -> CloudEvent:
     """``Content-Type: application/cloudevents+json``: one JSON object holds it all."""
     document = _load_json(body)
     if not isinstance(document, dict):
-        raise CloudEventError([Problem("body", "expected a JSON object")])
-    problems: list[Problem] = []
+        raise CloudEventError([FieldProblem(field="body", reason="expected a JSON object")])
+    problems: list[FieldProblem] = []
     event = _event_from_object(document, "", problems)
     if event is None:
         raise CloudEventError(problems)
@@ -80,13 +77,13 @@ def parse_batch(body: bytes) -> list[CloudEvent]:
     """
     document = _load_json(body)
     if not isinstance(document, list):
-        raise CloudEventError([Problem("body", "expected a JSON array")])
-    problems: list[Problem] = []
+        raise CloudEventError([FieldProblem(field="body", reason="expected a JSON array")])
+    problems: list[FieldProblem] = []
     events: list[CloudEvent] = []
     for index, item in enumerate(document):
         prefix = f"[{index}]"
         if not isinstance(item, dict):
-            problems.append(Problem(prefix, "expected a JSON object"))
+            problems.append(FieldProblem(field=prefix, reason="expected a JSON object"))
             continue
         event = _event_from_object(item, prefix + ".", problems)
         if event is not None:
@@ -103,13 +100,15 @@ def parse_batch_items(body: bytes) -> list[CloudEvent | CloudEventError]:
     """
     document = _load_json(body)
     if not isinstance(document, list):
-        raise CloudEventError([Problem("body", "expected a JSON array")])
+        raise CloudEventError([FieldProblem(field="body", reason="expected a JSON array")])
     items: list[CloudEvent | CloudEventError] = []
     for item in document:
         if not isinstance(item, dict):
-            items.append(CloudEventError([Problem("body", "expected a JSON object")]))
+            items.append(
+                CloudEventError([FieldProblem(field="body", reason="expected a JSON object")])
+            )
             continue
-        problems: list[Problem] = []
+        problems: list[FieldProblem] = []
         event = _event_from_object(item, "", problems)
         items.append(event if event is not None else CloudEventError(problems))
     return items
@@ -118,7 +117,7 @@ def parse_batch_items(body: bytes) -> list[CloudEvent | CloudEventError]:
 def parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     """Attributes in ``ce-*`` headers, the data as the JSON body."""
     lowered = {name.lower(): value for name, value in headers.items()}
-    problems: list[Problem] = []
+    problems: list[FieldProblem] = []
     attributes: dict[str, Any] = {
         # Header values are percent-encoded by the HTTP binding.
         name[len(_HEADER_PREFIX) :]: unquote(value)
@@ -127,13 +126,13 @@ def parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     }
     content_type = lowered.get("content-type")
     if content_type is None or not _is_json_media_type(content_type):
-        problems.append(Problem("content-type", "expected application/json"))
+        problems.append(FieldProblem(field="content-type", reason="expected application/json"))
     else:
         attributes["datacontenttype"] = content_type
     try:
-        attributes["data"] = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        problems.append(Problem("body", f"invalid JSON: {error}"))
+        attributes["data"] = parse_json(body)
+    except InvalidJson as error:
+        problems.append(FieldProblem(field="body", reason=str(error)))
     event = _event_from_object(attributes, _HEADER_PREFIX, problems)
     if event is None or problems:
         raise CloudEventError(problems)
@@ -145,7 +144,11 @@ def event_kind(event: CloudEvent) -> EventKind:
     if kind is None:
         accepted = ", ".join(sorted(ACCEPTED_TYPES))
         raise CloudEventError(
-            [Problem("type", f"unsupported type {event.type!r}; accepted: {accepted}")]
+            [
+                FieldProblem(
+                    field="type", reason=f"unsupported type {event.type!r}; accepted: {accepted}"
+                )
+            ]
         )
     return kind
 
@@ -157,7 +160,9 @@ def demand_payload(event: CloudEvent) -> dict[str, Any]:
     ``occurred_at`` to its time. What is in the data always wins.
     """
     if event_kind(event) != "demand":
-        raise CloudEventError([Problem("type", f"expected {DemandReceived.CE_TYPE!r}")])
+        raise CloudEventError(
+            [FieldProblem(field="type", reason=f"expected {DemandReceived.CE_TYPE!r}")]
+        )
     payload: dict[str, Any] = dict(event.data)
     payload.setdefault("id", event.id)
     payload.setdefault("source", event.source)
@@ -168,13 +173,13 @@ def demand_payload(event: CloudEvent) -> dict[str, Any]:
 
 def _load_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CloudEventError([Problem("body", f"invalid JSON: {error}")]) from error
+        return parse_json(body)
+    except InvalidJson as error:
+        raise CloudEventError([FieldProblem(field="body", reason=str(error))]) from error
 
 
 def _event_from_object(
-    document: Mapping[str, Any], prefix: str, problems: list[Problem]
+    document: Mapping[str, Any], prefix: str, problems: list[FieldProblem]
 ) -> CloudEvent | None:
     """Reads one event, appending every fault to ``problems``; None when there were any."""
     found = len(problems)
@@ -184,7 +189,10 @@ def _event_from_object(
     specversion = required["specversion"]
     if specversion is not None and specversion != SPEC_VERSION:
         problems.append(
-            Problem(f"{prefix}specversion", f"unsupported {specversion!r}; only '1.0' is accepted")
+            FieldProblem(
+                field=f"{prefix}specversion",
+                reason=f"unsupported {specversion!r}; only '1.0' is accepted",
+            )
         )
     optional = {
         name: _optional_string(document, name, prefix, problems) for name in OPTIONAL_ATTRIBUTES
@@ -192,18 +200,25 @@ def _event_from_object(
     time = _timestamp(optional["time"], f"{prefix}time", problems)
     content_type = optional["datacontenttype"]
     if content_type is not None and not _is_json_media_type(content_type):
-        problems.append(Problem(f"{prefix}datacontenttype", "expected a JSON media type"))
+        problems.append(
+            FieldProblem(field=f"{prefix}datacontenttype", reason="expected a JSON media type")
+        )
     if "data_base64" in document:
-        problems.append(Problem(f"{prefix}data_base64", "binary data is not accepted; send JSON"))
+        problems.append(
+            FieldProblem(
+                field=f"{prefix}data_base64", reason="binary data is not accepted; send JSON"
+            )
+        )
     data = document.get("data")
     if "data" not in document:
         # In binary mode a missing body was already reported as invalid JSON.
         if prefix != _HEADER_PREFIX:
-            problems.append(Problem(f"{prefix}data", "required for intake"))
+            problems.append(FieldProblem(field=f"{prefix}data", reason="required for intake"))
     elif not isinstance(data, dict):
         problems.append(
-            Problem(
-                f"{prefix}data" if prefix != _HEADER_PREFIX else "body", "must be a JSON object"
+            FieldProblem(
+                field=f"{prefix}data" if prefix != _HEADER_PREFIX else "body",
+                reason="must be a JSON object",
             )
         )
     extensions = _extensions(document, prefix, problems)
@@ -224,46 +239,46 @@ def _event_from_object(
 
 
 def _required_string(
-    document: Mapping[str, Any], name: str, prefix: str, problems: list[Problem]
+    document: Mapping[str, Any], name: str, prefix: str, problems: list[FieldProblem]
 ) -> str | None:
     if name not in document:
-        problems.append(Problem(prefix + name, "required attribute is missing"))
+        problems.append(FieldProblem(field=prefix + name, reason="required attribute is missing"))
         return None
     value = document[name]
     if not isinstance(value, str) or not value:
-        problems.append(Problem(prefix + name, "must be a non-empty string"))
+        problems.append(FieldProblem(field=prefix + name, reason="must be a non-empty string"))
         return None
     return value
 
 
 def _optional_string(
-    document: Mapping[str, Any], name: str, prefix: str, problems: list[Problem]
+    document: Mapping[str, Any], name: str, prefix: str, problems: list[FieldProblem]
 ) -> str | None:
     value = document.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
-        problems.append(Problem(prefix + name, "must be a string"))
+        problems.append(FieldProblem(field=prefix + name, reason="must be a string"))
         return None
     return value
 
 
-def _timestamp(value: str | None, path: str, problems: list[Problem]) -> datetime | None:
+def _timestamp(value: str | None, path: str, problems: list[FieldProblem]) -> datetime | None:
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        problems.append(Problem(path, "must be an RFC 3339 timestamp"))
+        problems.append(FieldProblem(field=path, reason="must be an RFC 3339 timestamp"))
         return None
     if parsed.tzinfo is None:
-        problems.append(Problem(path, "must carry a time zone offset, e.g. 'Z'"))
+        problems.append(FieldProblem(field=path, reason="must carry a time zone offset, e.g. 'Z'"))
         return None
     return parsed
 
 
 def _extensions(
-    document: Mapping[str, Any], prefix: str, problems: list[Problem]
+    document: Mapping[str, Any], prefix: str, problems: list[FieldProblem]
 ) -> dict[str, Any]:
     known = {*REQUIRED_ATTRIBUTES, *OPTIONAL_ATTRIBUTES, "data", "data_base64"}
     extensions: dict[str, Any] = {}
@@ -272,11 +287,15 @@ def _extensions(
             continue
         if not _EXTENSION_NAME.match(name):
             problems.append(
-                Problem(prefix + name, "extension names are lower-case letters and digits")
+                FieldProblem(
+                    field=prefix + name, reason="extension names are lower-case letters and digits"
+                )
             )
         elif value is not None and not isinstance(value, str | int | bool):
             problems.append(
-                Problem(prefix + name, "extension values are strings, integers or booleans")
+                FieldProblem(
+                    field=prefix + name, reason="extension values are strings, integers or booleans"
+                )
             )
         else:
             extensions[name] = value

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from datetime import UTC, datetime
+
+from pydantic import AwareDatetime, Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from shared.auth.settings import AuthSettings
 from shared.kafka.settings import KafkaSettings
+from shared.service.settings import ServiceSettings
+
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-class IntakeSettings(BaseSettings):
+class IntakeSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DEMANDSCOPE_INTAKE_", extra="ignore")
 
-    host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
-    port: int = Field(default=8000, description="Port of the HTTP API.")
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
-    json_logs: bool = Field(default=True, description="One JSON object per log line.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port of the HTTP API.")
+    source_name: str = Field(default="demandscope-intake", description="CloudEvents ce_source.")
     retry_after_s: int = Field(
         default=5, ge=1, description="Retry-After sent with a 503 while the broker is away."
     )
-    max_future_skew_s: int = Field(
-        default=300, ge=0, description="How far in the future an occurred_at may be (clock skew)."
+    earliest_event_time: AwareDatetime = Field(
+        default=EARLIEST_EVENT_TIME,
+        description="Dates (occurred_at, labelled_at) before this are refused with a 422.",
     )
-    source_name: str = Field(default="demandscope-intake", description="CloudEvents ce_source.")
+    max_future_skew_s: int = Field(
+        default=300,
+        ge=0,
+        description="How far ahead of intake's clock a date (occurred_at, labelled_at) may be.",
+    )
     database_url: str = Field(
         default="sqlite+aiosqlite:///.run/intake.db",
         description="Idempotency ledger (SQLAlchemy URL); PostgreSQL when several instances run.",

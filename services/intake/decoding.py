@@ -7,11 +7,11 @@ Four forms reach the same admission: plain JSON, and CloudEvents in structured
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from services.intake.body import InvalidJson, parse_json
 from services.intake.cloudevents import (
     CloudEvent,
     CloudEventError,
@@ -21,7 +21,7 @@ from services.intake.cloudevents import (
     parse_binary,
     parse_structured,
 )
-from services.intake.validation import FieldProblem
+from shared.service.problems import FieldProblem
 
 JSON = "application/json"
 CE_STRUCTURED = "application/cloudevents+json"
@@ -87,7 +87,7 @@ def single_item(headers: Mapping[str, str], body: bytes, expected: EventKind) ->
     try:
         event = parse_structured(body) if mode == "structured" else parse_binary(headers, body)
     except CloudEventError as error:
-        raise MalformedBody(_problems(error)) from error
+        raise MalformedBody(error.problems) from error
     item = _from_cloudevent(event, expected)
     if item.problems:
         raise MalformedBody(item.problems)
@@ -101,14 +101,16 @@ def batch_items(headers: Mapping[str, str], body: bytes, expected: EventKind) ->
         if isinstance(document, Mapping) and isinstance(document.get("items"), list):
             document = document["items"]
         if not isinstance(document, list):
-            raise MalformedBody([FieldProblem("body", "expected a JSON array of events")])
+            raise MalformedBody(
+                [FieldProblem(field="body", reason="expected a JSON array of events")]
+            )
         return [Item(entry, _id_of(entry)) for entry in document]
     try:
         parsed = parse_batch_items(body)
     except CloudEventError as error:
-        raise MalformedBody(_problems(error)) from error
+        raise MalformedBody(error.problems) from error
     return [
-        Item(None, problems=_problems(entry))
+        Item(None, problems=entry.problems)
         if isinstance(entry, CloudEventError)
         else _from_cloudevent(entry, expected)
         for entry in parsed
@@ -119,9 +121,11 @@ def _from_cloudevent(event: CloudEvent, expected: EventKind) -> Item:
     try:
         kind = event_kind(event)
     except CloudEventError as error:
-        return Item(None, event.id, _problems(error))
+        return Item(None, event.id, error.problems)
     if kind != expected:
-        return Item(None, event.id, [FieldProblem("type", f"a {kind} cannot be posted here")])
+        return Item(
+            None, event.id, [FieldProblem(field="type", reason=f"a {kind} cannot be posted here")]
+        )
     payload: dict[str, Any] = dict(event.data)
     payload.setdefault("id", event.id)
     if kind != "label":  # a label names no source: the reviewer's key says who
@@ -134,16 +138,12 @@ def _from_cloudevent(event: CloudEvent, expected: EventKind) -> Item:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise MalformedBody([FieldProblem("body", f"invalid JSON: {error}")]) from error
+        return parse_json(body)
+    except InvalidJson as error:
+        raise MalformedBody([FieldProblem(field="body", reason=str(error))]) from error
 
 
 def _id_of(document: Any) -> str | None:
     if isinstance(document, Mapping) and isinstance(document.get("id"), str):
         return str(document["id"])[:200]
     return None
-
-
-def _problems(error: CloudEventError) -> list[FieldProblem]:
-    return [FieldProblem(problem.path, problem.reason) for problem in error.problems]

@@ -19,8 +19,9 @@ from typing import Any, TextIO
 from services.intake.import_rows import Row, read_rows
 from services.intake.redaction import Redactor
 from services.intake.service import IntakeService, Outcome
-from services.intake.validation import Admission, FieldProblem, InvalidEvent, admit_demand
+from services.intake.validation import Admission, InvalidEvent, admit_demand
 from shared.events import DemandReceived
+from shared.service.problems import FieldProblem
 
 CHUNK = 500
 
@@ -45,6 +46,7 @@ async def import_file(
     redactor: Redactor,
     rejected_out: TextIO,
     max_future_skew: timedelta,
+    earliest: datetime,
     on_rows: Callable[[int], None] = lambda _count: None,
 ) -> ImportSummary:
     """Imports every row; rejected rows go to ``rejected_out`` as JSON lines with reasons.
@@ -58,12 +60,13 @@ async def import_file(
             now=datetime.now(UTC),
             max_future_skew=max_future_skew,
             redactor=redactor,
+            earliest=earliest,
         )
         admitted: list[tuple[Row, DemandReceived]] = []
         for row in chunk:
             try:
                 if row.error is not None:
-                    raise InvalidEvent([FieldProblem("line", row.error)])
+                    raise InvalidEvent([FieldProblem(field="line", reason=row.error)])
                 admitted.append((row, admit_demand(row.payload, admission)))
             except InvalidEvent as error:
                 _reject(summary, rejected_out, row, error.problems, redactor)
@@ -74,7 +77,9 @@ async def import_file(
             elif outcome is Outcome.DUPLICATE:
                 summary.duplicates += 1
             else:
-                problem = FieldProblem("id", "repeated within the file or being published")
+                problem = FieldProblem(
+                    field="id", reason="repeated within the file or being published"
+                )
                 _reject(summary, rejected_out, row, [problem], redactor)
         on_rows(len(chunk))
     return summary

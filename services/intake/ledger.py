@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.intake.db import repository
@@ -65,28 +66,94 @@ def _log_failure(done: asyncio.Future[list[Claim]]) -> None:
         log.warning("could not confirm published ids: %s", done.exception())
 
 
+_DATABASE_FAULTS = (SQLAlchemyError, OSError)
+
+
 class IdempotencyLedger:
+    """Claims, confirmations and releases, group-committed by one writer.
+
+    ``run()`` is the writer: a background task of the service (``BackgroundTask(
+    "ledger-writer", ledger.run, stop=ledger.request_stop)``). While it is not running,
+    every operation raises LedgerUnavailable, so intake answers 503 rather than hang.
+    """
+
     def __init__(self, engine: AsyncEngine, *, lease: timedelta) -> None:
         self._engine = engine
         self._lease = lease
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
+        self._connection: AsyncConnection | None = None
+        self._running = False
 
-    async def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name="ledger-writer")
+    async def run(self) -> None:
+        """Write every queued operation, a burst per transaction, until ``request_stop``.
 
-    async def stop(self) -> None:
-        # Let confirmations already queued land before the writer goes.
-        if self._writer is not None and not self._writer.done():
-            flushed = _Request("confirm", [])
-            await self._queue.put(flushed)
-            with contextlib.suppress(LedgerUnavailable):
-                await flushed.done
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+        A database fault fails the burst in hand (its callers answer 503) and the writer
+        carries on with a fresh connection. Anything else is a bug: the burst's callers are
+        failed too, and the error goes to the supervisor, which logs it and restarts us.
+        """
+        self._running = True
+        batch: list[_Request] = []
+        try:
+            while True:
+                first = await self._queue.get()
+                batch = [] if first is None else [first]
+                stopping = first is None
+                while not stopping and not self._queue.empty():
+                    queued = self._queue.get_nowait()
+                    if queued is None:
+                        stopping = True
+                    else:
+                        batch.append(queued)
+                if batch:
+                    await self._write(batch)
+                batch = []
+                if stopping:
+                    return
+        finally:
+            self._running = False
+            # What is still queued, or was in hand when an error struck, is refused.
+            while not self._queue.empty():
+                queued = self._queue.get_nowait()
+                if queued is not None:
+                    batch.append(queued)
+            _fail(batch, LedgerUnavailable("the ledger writer stopped"))
+            await self._disconnect()
+
+    def request_stop(self) -> None:
+        """Let the operations already queued land (confirmations above all), then stop."""
+        self._queue.put_nowait(None)
+
+    async def _write(self, batch: list[_Request]) -> None:
+        # The writer keeps one connection: no pool checkout, ping and reset per burst.
+        try:
+            if self._connection is None:
+                self._connection = await self._engine.connect()
+            results = await self._run(self._connection, batch)
+        except _DATABASE_FAULTS as error:
+            log.warning("idempotency ledger write failed: %r", error)
+            _fail(batch, LedgerUnavailable(repr(error)))
+            await self._disconnect()
+            return
+        for request, result in zip(batch, results, strict=True):
+            if not request.done.done():
+                request.done.set_result(result)
+
+    async def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(*_DATABASE_FAULTS):
+                await connection.close()
+
+    async def purge_periodically(self, *, retention: timedelta, interval_s: float) -> None:
+        """Forget ids older than ``retention`` every ``interval_s``; a background task."""
+        while True:
+            try:
+                forgotten = await self.purge(retention=retention)
+            except _DATABASE_FAULTS as error:  # the database is away: the next round retries
+                log.warning("purging expired event ids failed: %r", error)
+            else:
+                log.info("forgot %d event ids older than %s", forgotten, retention)
+            await asyncio.sleep(interval_s)
 
     async def claim(self, keys: Sequence[EventKey]) -> list[Claim]:
         """One outcome per key, in order; a key repeated within ``keys`` is in flight."""
@@ -102,7 +169,7 @@ class IdempotencyLedger:
         for a second transaction. Until the confirmation lands, a repeat finds a fresh
         pending claim and is told to retry (409), so it is still not published twice.
         """
-        if keys and self._writer is not None and not self._writer.done():
+        if keys and self._running:
             request = _Request("confirm", keys)
             request.done.add_done_callback(_log_failure)
             self._queue.put_nowait(request)
@@ -119,41 +186,11 @@ class IdempotencyLedger:
     async def _submit(self, operation: _Operation, keys: Sequence[EventKey]) -> list[Claim]:
         if not keys:
             return []
-        if self._writer is None or self._writer.done():
+        if not self._running:
             raise LedgerUnavailable("the ledger writer is not running")
         request = _Request(operation, keys)
         await self._queue.put(request)
         return await request.done
-
-    async def _write_loop(self) -> None:
-        # The writer keeps one connection: no pool checkout, ping and reset per burst.
-        connection: AsyncConnection | None = None
-        try:
-            while True:
-                batch = [await self._queue.get()]
-                while not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                try:
-                    if connection is None:
-                        connection = await self._engine.connect()
-                    results = await self._run(connection, batch)
-                except Exception as error:  # a database fault fails this burst, not the writer
-                    log.warning("idempotency ledger write failed: %r", error)
-                    if connection is not None:
-                        with contextlib.suppress(Exception):
-                            await connection.close()
-                        connection = None
-                    for request in batch:
-                        if not request.done.done():
-                            request.done.set_exception(LedgerUnavailable(repr(error)))
-                    continue
-                for request, result in zip(batch, results, strict=True):
-                    if not request.done.done():
-                        request.done.set_result(result)
-        finally:
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    await connection.close()
 
     async def _run(self, connection: AsyncConnection, batch: list[_Request]) -> list[list[Claim]]:
         now = datetime.now(UTC)
@@ -192,3 +229,9 @@ class IdempotencyLedger:
                     outcomes.append(Claim.IN_FLIGHT)
             results.append(outcomes)
         return results
+
+
+def _fail(batch: list[_Request], error: LedgerUnavailable) -> None:
+    for request in batch:
+        if not request.done.done():
+            request.done.set_exception(error)

@@ -10,6 +10,7 @@ from shared.events.base import Identifier, ShortText, Slug
 from shared.events.case import CaseEventType
 from shared.events.classification import DemandType
 from shared.events.demand import AttributeKey, AttributeValue, Channel, DemandText
+from shared.service.problems import FieldProblem
 
 DEMAND_EXAMPLE: dict[str, JsonValue] = {
     "id": "genesys-7f3a9c",
@@ -95,11 +96,6 @@ class LabelSubmission(BaseModel):
     text: DemandText | None = Field(default=None, description="The demand's text, if at hand.")
 
 
-class FieldError(BaseModel):
-    field: str = Field(description="Path of the faulty field, e.g. 'text' or 'attributes.x'.")
-    reason: str
-
-
 class Accepted(BaseModel):
     id: str
     status: Literal["accepted", "duplicate"] = Field(
@@ -111,21 +107,13 @@ class ItemResult(BaseModel):
     index: int = Field(description="Position of the item in the request.")
     id: str | None = Field(default=None, description="The item's event id, when it had one.")
     status: Literal["accepted", "duplicate", "rejected"]
-    errors: list[FieldError] = Field(default_factory=list)
+    errors: list[FieldProblem] = Field(default_factory=list)
 
 
-class BatchResult(BaseModel):
+class BatchAnswer(BaseModel):
+    """The answer to a batch request: a result per item, in order, and the counts."""
+
     accepted: int
     duplicates: int
     rejected: int
     results: list[ItemResult]
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details, with one entry per invalid field."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str | None = None
-    errors: list[FieldError] = Field(default_factory=list)

@@ -16,14 +16,9 @@ from pydantic import BaseModel, ValidationError
 from services.intake.redaction import Redactor
 from services.intake.schemas import CaseEventSubmission, DemandSubmission, LabelSubmission
 from shared.events import CaseEvent, DemandLabelled, DemandReceived
+from shared.service.problems import FieldProblem, field_problems
 
 M = TypeVar("M", bound=BaseModel)
-
-
-@dataclass(frozen=True)
-class FieldProblem:
-    field: str
-    reason: str
 
 
 class InvalidEvent(ValueError):
@@ -36,22 +31,28 @@ class InvalidEvent(ValueError):
 
 @dataclass(frozen=True)
 class Admission:
-    """What an event is judged against: who sent it, when, and how."""
+    """What an event is judged against: who sent it, when, and how.
+
+    Every date an event carries must lie in ``[earliest, now + max_future_skew]``: a year
+    0001 or 0061 is a typo or a default value, not a demand, and downstream consumers
+    (metrics' calendar arithmetic) cannot be asked to make sense of it once intake said yes.
+    """
 
     key_source: str
     now: datetime
     max_future_skew: timedelta
     redactor: Redactor
+    earliest: datetime
 
 
 def admit_demand(payload: Any, admission: Admission) -> DemandReceived:
     submission = _validate(DemandSubmission, payload)
     problems = [
         *_source_problems(submission.source, admission),
-        *_future_problems("occurred_at", submission.occurred_at, admission),
+        *_date_problems("occurred_at", submission.occurred_at, admission),
     ]
     if not submission.text.strip():
-        problems.append(FieldProblem("text", "is blank"))
+        problems.append(FieldProblem(field="text", reason="is blank"))
     _raise_if_any(problems, admission, submission.source)
     redacted = admission.redactor.redact(submission.text)
     fields = submission.model_dump(exclude={"text", "source"})
@@ -68,7 +69,7 @@ def admit_case_event(payload: Any, admission: Admission) -> CaseEvent:
     submission = _validate(CaseEventSubmission, payload)
     problems = [
         *_source_problems(submission.source, admission),
-        *_future_problems("occurred_at", submission.occurred_at, admission),
+        *_date_problems("occurred_at", submission.occurred_at, admission),
     ]
     _raise_if_any(problems, admission, submission.source)
     return CaseEvent(**submission.model_dump(exclude={"source"}), source=admission.key_source)
@@ -78,9 +79,9 @@ def admit_label(payload: Any, demand_id: str, admission: Admission) -> DemandLab
     """A person's label of ``demand_id``; its note and text are redacted like a demand's."""
     submission = _validate(LabelSubmission, payload)
     labelled_at = submission.labelled_at or admission.now
-    problems = _future_problems("labelled_at", labelled_at, admission)
+    problems = _date_problems("labelled_at", labelled_at, admission)
     if submission.text is not None and not submission.text.strip():
-        problems.append(FieldProblem("text", "is blank"))
+        problems.append(FieldProblem(field="text", reason="is blank"))
     _raise_if_any(problems, admission, None)
     redact = admission.redactor.redact
     try:
@@ -92,42 +93,34 @@ def admit_label(payload: Any, demand_id: str, admission: Admission) -> DemandLab
             text=None if submission.text is None else redact(submission.text).text,
         )
     except ValidationError as error:  # the demand id from the path
-        raise InvalidEvent(problems_of(error)) from error
-
-
-def problems_of(error: ValidationError, prefix: str = "") -> list[FieldProblem]:
-    return [
-        FieldProblem(prefix + (".".join(str(part) for part in item["loc"]) or "body"), item["msg"])
-        for item in error.errors(include_url=False)
-    ]
+        raise InvalidEvent(field_problems(error.errors(include_url=False))) from error
 
 
 def _validate(model: type[M], payload: Any) -> M:
     if not isinstance(payload, Mapping):
-        raise InvalidEvent([FieldProblem("body", "expected a JSON object")])
+        raise InvalidEvent([FieldProblem(field="body", reason="expected a JSON object")])
     try:
         return model.model_validate(payload)
     except ValidationError as error:
-        raise InvalidEvent(problems_of(error)) from error
+        raise InvalidEvent(field_problems(error.errors(include_url=False))) from error
 
 
 def _source_problems(source: str | None, admission: Admission) -> list[FieldProblem]:
     if source is None or source == admission.key_source:
         return []
-    return [
-        FieldProblem("source", f"is {source!r} but the API key belongs to {admission.key_source!r}")
-    ]
+    reason = f"is {source!r} but the API key belongs to {admission.key_source!r}"
+    return [FieldProblem(field="source", reason=reason)]
 
 
-def _future_problems(field: str, moment: datetime, admission: Admission) -> list[FieldProblem]:
-    if moment <= admission.now + admission.max_future_skew:
-        return []
-    return [
-        FieldProblem(
-            field,
-            f"is in the future (more than {admission.max_future_skew} ahead of intake's clock)",
-        )
-    ]
+def _date_problems(field: str, moment: datetime, admission: Admission) -> list[FieldProblem]:
+    if moment < admission.earliest:
+        earliest = admission.earliest.isoformat()
+        return [FieldProblem(field=field, reason=f"is before {earliest}, the earliest accepted")]
+    if moment > admission.now + admission.max_future_skew:
+        ahead = admission.max_future_skew
+        reason = f"is in the future (more than {ahead} ahead of intake's clock)"
+        return [FieldProblem(field=field, reason=reason)]
+    return []
 
 
 def _raise_if_any(problems: list[FieldProblem], admission: Admission, source: str | None) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
+from devstack.process import pick_free_port
 from services.intake.config import IntakeSettings
 from services.intake.db.migrate import upgrade as upgrade_intake
 from services.intake.main import create_app
@@ -69,6 +73,36 @@ async def intake(
         client.headers["Authorization"] = f"Bearer {demo_key}"
         await wait_until(lambda: _ready(client), what="intake ready")
         yield client
+
+
+@pytest.fixture
+def intake_url(intake_settings: IntakeSettings) -> Iterator[str]:
+    """A real uvicorn server running intake in a thread: for what only a socket shows
+    (schema fuzzing over HTTP, a client hanging up). Its logs reach caplog."""
+    port = pick_free_port("127.0.0.1")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(intake_settings),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,  # as in production: records reach the root logger (and caplog)
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            pytest.fail("intake's server did not start within 30 s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:

@@ -12,13 +12,13 @@ from services.intake.cloudevents import (
     ACCEPTED_TYPES,
     CloudEvent,
     CloudEventError,
-    Problem,
     demand_payload,
     event_kind,
     parse_batch,
     parse_binary,
     parse_structured,
 )
+from shared.service.problems import FieldProblem
 
 DEMAND_TYPE = "org.demandscope.demand.received.v1"
 
@@ -41,8 +41,12 @@ def encode(document: Any) -> bytes:
     return json.dumps(document).encode()
 
 
-def problems_of(error: pytest.ExceptionInfo[CloudEventError]) -> list[Problem]:
+def problems_of(error: pytest.ExceptionInfo[CloudEventError]) -> list[FieldProblem]:
     return error.value.problems
+
+
+def problem(field: str, reason: str) -> FieldProblem:
+    return FieldProblem(field=field, reason=reason)
 
 
 def test_parses_a_structured_event() -> None:
@@ -62,7 +66,7 @@ def test_parses_a_structured_event() -> None:
 def test_bad_json_is_reported_on_the_body() -> None:
     with pytest.raises(CloudEventError) as error:
         parse_structured(b'{"id": ')
-    assert [problem.path for problem in problems_of(error)] == ["body"]
+    assert [problem.field for problem in problems_of(error)] == ["body"]
     assert problems_of(error)[0].reason.startswith("invalid JSON")
 
 
@@ -70,10 +74,10 @@ def test_every_missing_required_attribute_is_named() -> None:
     with pytest.raises(CloudEventError) as error:
         parse_structured(encode(structured(id=..., source=..., specversion=..., type=...)))
     assert problems_of(error) == [
-        Problem("id", "required attribute is missing"),
-        Problem("source", "required attribute is missing"),
-        Problem("specversion", "required attribute is missing"),
-        Problem("type", "required attribute is missing"),
+        problem("id", "required attribute is missing"),
+        problem("source", "required attribute is missing"),
+        problem("specversion", "required attribute is missing"),
+        problem("type", "required attribute is missing"),
     ]
 
 
@@ -97,13 +101,13 @@ def test_structured_faults_carry_their_field_path(
 ) -> None:
     with pytest.raises(CloudEventError) as error:
         parse_structured(encode(structured(**overrides)))
-    assert problems_of(error) == [Problem(path, reason)]
+    assert problems_of(error) == [problem(path, reason)]
 
 
 def test_a_structured_body_must_be_an_object() -> None:
     with pytest.raises(CloudEventError) as error:
         parse_structured(encode([structured()]))
-    assert problems_of(error) == [Problem("body", "expected a JSON object")]
+    assert problems_of(error) == [problem("body", "expected a JSON object")]
 
 
 def test_parses_a_batch_in_order() -> None:
@@ -120,16 +124,16 @@ def test_batch_faults_are_indexed_and_all_reported() -> None:
     with pytest.raises(CloudEventError) as error:
         parse_batch(body)
     assert problems_of(error) == [
-        Problem("[1]", "expected a JSON object"),
-        Problem("[2].id", "required attribute is missing"),
-        Problem("[2].data", "must be a JSON object"),
+        problem("[1]", "expected a JSON object"),
+        problem("[2].id", "required attribute is missing"),
+        problem("[2].data", "must be a JSON object"),
     ]
 
 
 def test_a_batch_body_must_be_an_array() -> None:
     with pytest.raises(CloudEventError) as error:
         parse_batch(encode(structured()))
-    assert problems_of(error) == [Problem("body", "expected a JSON array")]
+    assert problems_of(error) == [problem("body", "expected a JSON array")]
 
 
 def binary_headers(**overrides: str | None) -> dict[str, str]:
@@ -162,17 +166,17 @@ def test_binary_faults_name_the_headers() -> None:
     with pytest.raises(CloudEventError) as error:
         parse_binary(headers, b"[1]")
     assert problems_of(error) == [
-        Problem("content-type", "expected application/json"),
-        Problem("ce-id", "required attribute is missing"),
-        Problem("ce-specversion", "unsupported '2.0'; only '1.0' is accepted"),
-        Problem("body", "must be a JSON object"),
+        problem("content-type", "expected application/json"),
+        problem("ce-id", "required attribute is missing"),
+        problem("ce-specversion", "unsupported '2.0'; only '1.0' is accepted"),
+        problem("body", "must be a JSON object"),
     ]
 
 
 def test_binary_bad_json_body() -> None:
     with pytest.raises(CloudEventError) as error:
         parse_binary(binary_headers(), b"not json")
-    assert [problem.path for problem in problems_of(error)] == ["body"]
+    assert [problem.field for problem in problems_of(error)] == ["body"]
 
 
 def test_accepted_types_map_to_kinds() -> None:
@@ -183,7 +187,7 @@ def test_accepted_types_map_to_kinds() -> None:
     }
     with pytest.raises(CloudEventError) as error:
         event_kind(parse_structured(encode(structured(type="com.example.other"))))
-    assert problems_of(error)[0].path == "type"
+    assert problems_of(error)[0].field == "type"
 
 
 def test_demand_payload_fills_id_source_and_occurred_at_from_the_envelope() -> None:

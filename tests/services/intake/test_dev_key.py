@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from services.intake.dev_key import DEV_SCOPES, ensure_dev_key
+from services.intake.cli import DEV_SCOPES, ensure_dev_key
 from shared.auth.store import ApiKeyStore
 
 

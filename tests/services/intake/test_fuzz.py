@@ -6,45 +6,17 @@ generated body goes through the whole path (auth, decoding, admission, ledger, K
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.core.result import Ok
 
-from devstack.process import pick_free_port
-from services.intake.config import IntakeSettings
-from services.intake.main import create_app
-
 pytestmark = pytest.mark.integration
 
 EXAMPLES_PER_OPERATION = 50
-
-
-@pytest.fixture
-def intake_url(intake_settings: IntakeSettings) -> Iterator[str]:
-    port = pick_free_port("127.0.0.1")
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(intake_settings), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_no_generated_request_makes_intake_answer_5xx(intake_url: str, demo_key: str) -> None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from services.intake.db.migrate import upgrade
-from services.intake.ledger import Claim, IdempotencyLedger
+from services.intake.ledger import Claim, IdempotencyLedger, LedgerUnavailable
 from shared.database.engine import create_engine
 
 pytestmark = pytest.mark.integration
@@ -21,15 +21,18 @@ async def ledger_factory(database_url: str) -> AsyncIterator[list[IdempotencyLed
     await asyncio.to_thread(upgrade, database_url)
     engines = []
     ledgers: list[IdempotencyLedger] = []
+    writers = []
     for lease in (60.0, 0.0):
         engine = create_engine(database_url)
         engines.append(engine)
         ledger = IdempotencyLedger(engine, lease=timedelta(seconds=lease))
-        await ledger.start()
+        writers.append(asyncio.create_task(ledger.run()))
         ledgers.append(ledger)
+    await asyncio.sleep(0)  # the writers start
     yield ledgers
     for ledger in ledgers:
-        await ledger.stop()
+        ledger.request_stop()
+    await asyncio.gather(*writers)
     for engine in engines:
         await engine.dispose()
 
@@ -81,3 +84,29 @@ async def test_purge_forgets_only_ids_older_than_the_retention(
     assert await one.purge(retention=timedelta(days=1)) == 0
     assert await one.purge(retention=timedelta(seconds=-1)) == 1
     assert await one.claim([("demand", "old")]) == [Claim.CLAIMED]
+
+
+async def test_a_stop_lets_queued_confirmations_land_and_then_refuses_work(
+    database_url: str,
+) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    engine = create_engine(database_url)
+    ledger = IdempotencyLedger(engine, lease=timedelta(seconds=60))
+    with pytest.raises(LedgerUnavailable):  # no writer yet: refused, not left waiting
+        await ledger.claim([("demand", "s")])
+    writer = asyncio.create_task(ledger.run())
+    await asyncio.sleep(0)
+    assert await ledger.claim([("demand", "s")]) == [Claim.CLAIMED]
+    ledger.confirm_soon([("demand", "s")])  # the 202 path: not awaited
+    ledger.request_stop()
+    await asyncio.wait_for(writer, 10)
+    with pytest.raises(LedgerUnavailable):
+        await ledger.claim([("demand", "s")])
+
+    again = IdempotencyLedger(engine, lease=timedelta(seconds=60))
+    restarted = asyncio.create_task(again.run())
+    await asyncio.sleep(0)
+    assert await again.claim([("demand", "s")]) == [Claim.DUPLICATE]
+    again.request_stop()
+    await asyncio.wait_for(restarted, 10)
+    await engine.dispose()

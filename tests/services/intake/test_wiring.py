@@ -1,0 +1,111 @@
+"""Intake on the service skeleton: building the app opens nothing, running it changes nothing
+process-wide, and a background task that dies is logged, shown by /readyz and restarted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.intake.config import IntakeSettings
+from services.intake.db import repository
+from services.intake.main import create_app
+from tests.support.apps import running
+from tests.support.factories import demand_body
+from tests.support.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[3]
+
+# Runs in a fresh interpreter: the modules are imported first (reading their files is
+# fine), then every open, directory, database and socket is recorded while the app is
+# built and its OpenAPI document rendered.
+_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import services.intake.main as main
+    watched = {"open", "os.mkdir", "os.rename", "os.remove", "sqlite3.connect",
+               "socket.connect", "socket.bind", "subprocess.Popen"}
+    seen = []
+    sys.addaudithook(lambda event, args: seen.append([event, repr(args)[:200]])
+                     if event in watched else None)
+    app = main.create_app()
+    app.openapi()
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_create_app_opens_nothing(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DEMANDSCOPE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        cwd=tmp_path,  # the default database URLs point at .run/ under the working directory
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(probe.stdout) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.integration
+async def test_running_intake_leaves_the_interpreter_as_it_was(
+    intake_settings: IntakeSettings,
+) -> None:
+    before = sys.getswitchinterval()
+    async with running(create_app(intake_settings)) as client:
+        await wait_until(lambda: _status(client, "/readyz"), accept=lambda s: s == 200)
+    assert sys.getswitchinterval() == before
+
+
+@pytest.mark.integration
+async def test_a_ledger_writer_that_dies_is_logged_not_ready_and_restarted(
+    intake: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real_insert = repository.insert_claims
+    calls = 0
+
+    async def insert_once_broken(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in the ledger writer")
+        return await real_insert(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "insert_claims", insert_once_broken)
+    body = demand_body()
+    refused = await intake.post("/v1/demands", json=body)
+    # Its caller is answered (503, retry), not left waiting for a writer that is gone.
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["title"] == "Idempotency ledger unavailable"
+
+    async def death_logged() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "ledger-writer" in r.getMessage()]
+
+    [died, *_] = await wait_until(death_logged, what="the writer's death logged", timeout=10)
+    assert died.levelno == logging.ERROR
+    assert died.exc_info is not None  # with its traceback
+
+    # Restarted by the supervisor (after a back-off during which /readyz says 503).
+    await wait_until(lambda: _status(intake, "/readyz"), accept=lambda s: s == 200, timeout=10)
+    retried = await intake.post("/v1/demands", json=body)
+    assert retried.status_code == 202, retried.text
+    metrics = (await intake.get("/metrics")).text
+    assert 'demandscope_background_task_failures_total{task="ledger-writer"} 1.0' in metrics
+
+
+async def _status(client: httpx.AsyncClient, path: str) -> int:
+    return (await client.get(path)).status_code
