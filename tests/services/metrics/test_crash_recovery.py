@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services.metrics.measures import purpose_summaries
 from sqlalchemy import func, select
 
 from devstack.process import pick_free_port
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import CaseRow, Demand, DemandFactRow
+from services.metrics.measures import purpose_summaries
 from services.metrics.repository import Filters
 from shared.database.engine import create_engine, session_factory
 from shared.events import CaseEventType, DemandClassified, DemandType, Event
