@@ -27,9 +27,9 @@ from devstack import kafka as local_kafka
 from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import Demand
-from services.metrics.measures import purpose_summaries
 from services.metrics.rebuild import rebuild
 from services.metrics.repository import Filters
+from services.metrics.service import purpose_summaries
 from shared.auth.migrate import upgrade as upgrade_auth
 from shared.auth.settings import AuthSettings
 from shared.database.engine import create_engine, session_factory

@@ -2,7 +2,12 @@
 
 Every read needs an API key with the ``read`` scope; recording a change to the system needs
 ``labels:write`` (a person's word about the work, like a label). Tables answer CSV with
-``?format=csv`` or ``Accept: text/csv``.
+``?format=csv`` or ``Accept: text/csv``. Every error is an RFC 9457 problem document.
+
+A write route never declares its body as a parameter: FastAPI reads such a body before any
+dependency runs, so an unauthenticated caller could make us read (and hold) anything. The
+body is a dependency declared after the scope's (``ChangeBody``), read through the
+service's ``BodyLimit``.
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics import measures, repository
+from services.metrics import service
+from services.metrics.components import MetricsComponents
 from services.metrics.csv_export import csv_response, wants_csv
 from services.metrics.domain.windows import Granularity, parse_period
-from services.metrics.measures import AmbiguousCase, ChartSettings
 from services.metrics.repository import Filters
 from services.metrics.schemas import (
     CaseTimeline,
@@ -29,29 +35,25 @@ from services.metrics.schemas import (
     PurposeSummary,
     TimelineEntry,
 )
+from services.metrics.service import AmbiguousCase, ChartSettings
 from shared.auth.dependencies import require_scope
 from shared.auth.keys import Scope
 from shared.events import Channel
+from shared.service.components import components_dependency
+from shared.service.problems import FieldProblem, Problem, ProblemError
+
+Components = Annotated[MetricsComponents, Depends(components_dependency(MetricsComponents))]
 
 
-def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    return sessions
+def _sessions(components: Components) -> async_sessionmaker[AsyncSession]:
+    return components.sessions
 
 
-def get_chart_settings(request: Request) -> ChartSettings:
-    settings: ChartSettings = request.app.state.chart_settings
-    return settings
+def _chart_settings(components: Components) -> ChartSettings:
+    return components.chart_settings
 
 
-def invalid_filter(field: str, detail: str) -> HTTPException:
-    return HTTPException(
-        status_code=422,
-        detail={"type": "about:blank", "title": "Invalid filter", "field": field, "detail": detail},
-    )
-
-
-def get_filters(
+def _filters(
     period: Annotated[
         str | None,
         Query(
@@ -68,22 +70,58 @@ def get_filters(
     try:
         parsed = parse_period(period) if period is not None else None
     except ValueError as error:
-        raise invalid_filter("period", str(error)) from error
+        # Named like FastAPI's own query errors (query.channel), so both read alike.
+        raise ProblemError(
+            422, "Invalid filter", problems=[FieldProblem(field="query.period", reason=str(error))]
+        ) from error
     return Filters(period=parsed, channel=channel.value if channel else None, team=team)
 
 
-Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
-Filtered = Annotated[Filters, Depends(get_filters)]
-Charts = Annotated[ChartSettings, Depends(get_chart_settings)]
+async def _change_body(request: Request) -> ChangeIn:
+    """The body of ``POST .../changes``, read only now that the key has been checked."""
+    body = await request.body()  # bounded by BodyLimit: a 413 once it passes max_body_bytes
+    try:
+        return ChangeIn.model_validate_json(body)
+    except ValidationError as error:
+        raise ProblemError(
+            422,
+            "Invalid request",
+            problems=[
+                FieldProblem(
+                    field=".".join(str(part) for part in item["loc"]) or "body",
+                    reason=item["msg"],
+                )
+                for item in error.errors(include_input=False)
+            ],
+        ) from error
+
+
+Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+Charts = Annotated[ChartSettings, Depends(_chart_settings)]
+Filtered = Annotated[Filters, Depends(_filters)]
+ChangeBody = Annotated[ChangeIn, Depends(_change_body)]
 Format = Annotated[
     Literal["json", "csv"] | None,
     Query(description="csv for a CSV export (or send Accept: text/csv)."),
 ]
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description}
+
+
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
 }
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: _problem("No API key, or one that is unknown, malformed or revoked."),
+    403: _problem("The key lacks the scope."),
+    422: _problem("A filter or a field is invalid: each is named with the reason."),
+}
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_scope(Scope.READ))])
+router = APIRouter(
+    prefix="/v1", dependencies=[Depends(require_scope(Scope.READ))], responses=PROBLEMS
+)
 
 
 @router.get(
@@ -99,7 +137,7 @@ async def list_purposes(
     """Demand volume, value and failure demand, end-to-end percentiles, open cases,
     contacts per case and one-stop share per purpose, largest volume first."""
     async with sessions() as session:
-        rows = await measures.purpose_summaries(session, filters)
+        rows = await service.purpose_summaries(session, filters)
     if wants_csv(request, format):
         return csv_response(rows, PurposeSummary, "purposes")
     return rows
@@ -116,7 +154,7 @@ async def list_changes(
     purpose: str, request: Request, sessions: Sessions, format: Format = None
 ) -> Any:
     async with sessions() as session:
-        rows = [_change_out(c) for c in await repository.changes_of(session, purpose)]
+        rows = await service.recorded_changes(session, purpose)
     if wants_csv(request, format):
         return csv_response(rows, ChangeOut, "changes")
     return rows
@@ -129,15 +167,19 @@ async def list_changes(
     tags=["purposes"],
     summary="Record a change to the system: the capability baseline starts again there",
     dependencies=[Depends(require_scope(Scope.LABELS_WRITE))],
+    responses={413: _problem("The body is larger than max_body_bytes.")},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ChangeIn.model_json_schema()}},
+        }
+    },
 )
-async def record_change(purpose: str, change: ChangeIn, sessions: Sessions) -> ChangeOut:
+async def record_change(purpose: str, change: ChangeBody, sessions: Sessions) -> ChangeOut:
     """Limits are recalculated only here, when a person says the system changed: from the
     first ``baseline_points`` values on or after ``changed_at``. Never automatically."""
     async with sessions.begin() as session:
-        row = await repository.add_change(
-            session, purpose=purpose, changed_at=change.changed_at, note=change.note
-        )
-        return _change_out(row)
+        return await service.record_change(session, purpose, change)
 
 
 @router.get(
@@ -145,17 +187,17 @@ async def record_change(purpose: str, change: ChangeIn, sessions: Sessions) -> C
     response_model=PurposeDetail,
     tags=["purposes"],
     summary="One purpose: measures, failure by kind and cause, capability charts",
-    responses={404: {"description": "No demand for this purpose yet."}},
+    responses={404: _problem("No demand for this purpose yet.")},
 )
 async def get_purpose(
     purpose: str, sessions: Sessions, filters: Filtered, chart_settings: Charts
 ) -> PurposeDetail:
     async with sessions() as session:
-        detail = await measures.purpose_detail(
+        detail = await service.purpose_detail(
             session, purpose, filters, settings=chart_settings, now=datetime.now(UTC)
         )
     if detail is None:
-        raise HTTPException(404, detail=f"no demand for purpose {purpose!r}")
+        raise ProblemError(404, "Unknown purpose", detail=f"No demand for purpose {purpose!r}.")
     return detail
 
 
@@ -174,7 +216,7 @@ async def demand_over_time(
     format: Format = None,
 ) -> Any:
     async with sessions() as session:
-        rows = await measures.over_time(session, filters, granularity)
+        rows = await service.over_time(session, filters, granularity)
     if wants_csv(request, format):
         return csv_response(rows, OverTimeRow, "demand-over-time")
     return rows
@@ -191,7 +233,7 @@ async def demand_by_channel(
     request: Request, sessions: Sessions, filters: Filtered, format: Format = None
 ) -> Any:
     async with sessions() as session:
-        rows = await measures.by_channel(session, filters)
+        rows = await service.by_channel(session, filters)
     if wants_csv(request, format):
         return csv_response(rows, ChannelRow, "demand-by-channel")
     return rows
@@ -208,7 +250,7 @@ async def demand_by_purpose(
     request: Request, sessions: Sessions, filters: Filtered, format: Format = None
 ) -> Any:
     async with sessions() as session:
-        rows = await measures.pareto(session, filters)
+        rows = await service.pareto(session, filters)
     if wants_csv(request, format):
         return csv_response(rows, ParetoRow, "failure-pareto")
     return rows
@@ -220,8 +262,8 @@ async def demand_by_purpose(
     tags=["cases"],
     summary="One case's timeline: every demand and case event, on the customer's clock",
     responses={
-        404: {"description": "No such case."},
-        409: {"description": "The reference names cases of several customers."},
+        404: _problem("No such case."),
+        409: _problem("The reference names cases of several customers."),
         200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
     },
 )
@@ -232,21 +274,15 @@ async def get_case(
     source's case reference. CSV exports the timeline's entries."""
     async with sessions() as session:
         try:
-            timeline = await measures.case_timeline(session, case_id)
+            timeline = await service.case_timeline(session, case_id)
         except AmbiguousCase as error:
-            raise HTTPException(409, detail=f"{error} names cases of several customers") from error
+            raise ProblemError(
+                409,
+                "Ambiguous case reference",
+                detail=f"{case_id!r} names cases of several customers: use the case id.",
+            ) from error
     if timeline is None:
-        raise HTTPException(404, detail=f"no case {case_id!r}")
+        raise ProblemError(404, "Unknown case", detail=f"No case {case_id!r}.")
     if wants_csv(request, format):
         return csv_response(timeline.entries, TimelineEntry, f"case-{timeline.case_id}")
     return timeline
-
-
-def _change_out(row: Any) -> ChangeOut:
-    return ChangeOut(
-        change_id=row.change_id,
-        purpose=row.purpose,
-        changed_at=repository.as_utc(row.changed_at),
-        note=row.note,
-        recorded_at=repository.as_utc(row.recorded_at),
-    )

@@ -1,17 +1,60 @@
-"""The `demandscope metrics rebuild` command's body: settings, a progress bar, the replay."""
+"""`demandscope metrics serve|migrate|rebuild`: every command of the metrics service.
+
+Imports of the service's heavier modules happen inside the commands, so that
+`demandscope --help` stays quick.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from services.metrics.config import MetricsSettings
-from services.metrics.rebuild import DatabaseNotEmpty, rebuild
+app = typer.Typer(
+    help="End-to-end times, failure demand and capability per purpose.", no_args_is_help=True
+)
 
 
-def run_rebuild(*, changes_from: str | None = None) -> None:
+@app.command("serve")
+def serve() -> None:
+    """Run the metrics consumer and API (default http://127.0.0.1:8002). Migrate first."""
+    from services.metrics.config import MetricsSettings
+    from services.metrics.main import create_app
+    from shared.service.serve import serve as serve_app
+
+    settings = MetricsSettings()
+    serve_app(create_app(settings), settings)
+
+
+@app.command("migrate")
+def migrate(
+    revision: str = typer.Option("head", help="Alembic revision to upgrade to."),
+) -> None:
+    """Create or upgrade the metrics database schema (run before `metrics serve`)."""
+    from services.metrics.config import MetricsSettings
+    from services.metrics.db.migrate import upgrade
+
+    settings = MetricsSettings()
+    upgrade(settings.database_url, revision)
+    typer.echo(f"metrics database at {settings.database_url} is at revision {revision}")
+
+
+@app.command("rebuild")
+def rebuild(
+    changes_from: str | None = typer.Option(
+        None,
+        help="Database URL to copy the recorded changes to the system from (they are not "
+        "events, so the topics do not hold them).",
+    ),
+) -> None:
+    """Replay demand.classified, case.events and demand.labels from the beginning into an
+    empty, migrated metrics database (DEMANDSCOPE_METRICS_DATABASE_URL)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from services.metrics.config import MetricsSettings
+    from services.metrics.rebuild import DatabaseNotEmpty
+    from services.metrics.rebuild import rebuild as replay
+
     settings = MetricsSettings()
     with Progress(
         "[progress.description]{task.description}",
@@ -26,7 +69,7 @@ def run_rebuild(*, changes_from: str | None = None) -> None:
 
         try:
             report = asyncio.run(
-                rebuild(
+                replay(
                     kafka=settings.kafka,
                     database_url=settings.database_url,
                     batch_size=settings.max_batch,

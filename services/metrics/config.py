@@ -1,28 +1,30 @@
-"""Metrics service settings: environment variables prefixed DEMANDSCOPE_METRICS_."""
+"""Metrics service settings: environment variables prefixed DEMANDSCOPE_METRICS_.
+
+Host, port, logging, source name and the HTTP limits come from ``ServiceSettings``; only what
+is the metrics service's own is declared here.
+"""
 
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from shared.auth.settings import AuthSettings
 from shared.kafka.settings import KafkaSettings
+from shared.service.settings import ServiceSettings
 
 
-class MetricsSettings(BaseSettings):
+class MetricsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DEMANDSCOPE_METRICS_", extra="ignore")
 
-    host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
-    port: int = Field(default=8002, description="Port of the HTTP API.")
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
-    json_logs: bool = Field(default=True, description="One JSON object per log line.")
+    port: int = Field(default=8002, ge=0, le=65535, description="Port of the HTTP API.")
+    source_name: str = Field(default="demandscope-metrics", description="CloudEvents source.")
     database_url: str = Field(
         default="sqlite+aiosqlite:///.run/metrics.db",
         description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
     )
     group_id: str = Field(default="demandscope-metrics", description="Kafka consumer group.")
     max_batch: int = Field(default=1000, ge=1, description="Records per database transaction.")
-    source_name: str = Field(default="demandscope-metrics", description="CloudEvents source.")
     baseline_points: int = Field(
         default=20,
         ge=2,
@@ -38,6 +40,11 @@ class MetricsSettings(BaseSettings):
     )
     publish_window_days: int = Field(
         default=28, ge=1, description="Trailing window of the figures published per purpose."
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Larger request bodies get a 413 (checked while reading, after the key).",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -1,44 +1,48 @@
-"""The metrics service's composition root: engine, consumer, publisher and API, built in the
-lifespan's scope and disposed at its end. Nothing is built at import."""
+"""The metrics service's wiring: ``build`` opens its resources in the lifespan, ``create_app``
+only describes the app (it opens nothing, so importing or building it touches no file)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from sqlalchemy import text
 
 from services.metrics.api import router
+from services.metrics.body import BodyLimit
+from services.metrics.components import MetricsComponents
 from services.metrics.config import MetricsSettings
 from services.metrics.handler import ApplyMetricsBatch
-from services.metrics.measures import ChartSettings
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.publisher import PurposeMetricsPublisher
+from services.metrics.service import ChartSettings
 from services.metrics.subscriptions import consumed_topics
-from shared.auth.dependencies import add_auth_problem_handler
 from shared.auth.store import ApiKeyStore
 from shared.database.engine import create_engine, session_factory
 from shared.kafka.consumer import RunnerOptions
 from shared.kafka.producer import ManagedProducer
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.service import ConsumerService
-from shared.observability.ops import ops_router
+from shared.service.app import service_app
+from shared.service.supervisor import BackgroundTask
 from shared.topics import Topic, topic_name
 
 
-def create_app(settings: MetricsSettings | None = None) -> FastAPI:
-    settings = settings or MetricsSettings()
+async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComponents:
+    """Open the database, the key store and the producer (closed in reverse order on
+    ``stack``); the consumer, the producer's upkeep and the publisher are background tasks."""
     registry = CollectorRegistry()
     metrics = MetricsServiceMetrics(registry)
     engine = create_engine(settings.database_url)
+    stack.push_async_callback(engine.dispose)
     sessions = session_factory(engine)
     key_store = ApiKeyStore(settings.auth.database_url, cache_ttl_s=settings.auth.cache_ttl_s)
+    stack.push_async_callback(key_store.close)
+    producer = ManagedProducer(settings.kafka, client_id="demandscope-metrics-publisher")
+    stack.push_async_callback(producer.close)
     chart_settings = ChartSettings(
         baseline_points=settings.baseline_points, chart_points=settings.chart_points
     )
-    producer = ManagedProducer(settings.kafka, client_id="demandscope-metrics-publisher")
     publisher = PurposeMetricsPublisher(
         sessions=sessions,
         send=producer.send_and_wait,
@@ -63,48 +67,37 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         ),
         metrics=ConsumerMetrics(registry),
     )
+    return MetricsComponents(
+        registry=registry,
+        key_store=key_store,
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        metrics=metrics,
+        chart_settings=chart_settings,
+        producer=producer,
+        publisher=publisher,
+        consumer=consumer,
+        background=[
+            consumer.background_task(),
+            BackgroundTask("producer", producer.maintain),
+            publisher.background_task(),
+        ],
+    )
 
-    async def database_ready() -> bool:
-        try:
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-        except Exception:
-            return False
-        return True
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await producer.start()
-        await publisher.start()
-        await consumer.start()
-        try:
-            yield
-        finally:
-            await consumer.stop()
-            await publisher.stop()
-            await producer.stop()
-            await key_store.close()
-            await engine.dispose()
-
-    app = FastAPI(
+def create_app(settings: MetricsSettings | None = None) -> FastAPI:
+    settings = settings or MetricsSettings()
+    app = service_app(
+        service="metrics",
+        settings=settings,
+        build=build,
         title="demandscope metrics",
-        version="1",
         summary="Failure demand, end-to-end time and capability, per customer purpose.",
         description="Reads need an API key with the `read` scope: `Authorization: Bearer "
-        "<key>` or `X-API-Key: <key>`. Figures are capability, never targets.",
-        lifespan=lifespan,
+        "<key>` or `X-API-Key: <key>`. Figures are capability, never targets. Errors are "
+        "RFC 9457 problem documents (`application/problem+json`).",
+        routers=[router],
     )
-    app.state.sessions = sessions
-    app.state.consumer = consumer
-    app.state.publisher = publisher
-    app.state.key_store = key_store
-    app.state.chart_settings = chart_settings
-    add_auth_problem_handler(app)
-    app.include_router(router)
-    app.include_router(
-        ops_router(
-            registry=registry,
-            checks=lambda: {"kafka": consumer.is_ready, "database": database_ready},
-        )
-    )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

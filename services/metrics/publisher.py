@@ -2,30 +2,40 @@
 
 Batches mark their purposes dirty; after ``debounce_s`` of gathering, each dirty purpose's
 figures are computed once and published keyed by purpose, so the topic holds the latest
-figures of every purpose and a new subscriber reads them all from the beginning. Every
-purpose is marked dirty at start, so figures lost to a crash between commit and publish
-are published again. A purpose whose publish fails stays dirty and is tried again.
+figures of every purpose and a new subscriber reads them all from the beginning.
+
+``run`` is a background task of the service's supervisor. Its first step marks every
+purpose dirty, so figures lost to a crash between commit and publish are published again;
+if that step fails (the database is away), ``run`` raises and the supervisor logs it and
+runs it again with back-off, rather than starting without it. A round that fails because
+the broker or the database is away keeps its purposes dirty and is tried again; anything
+else is a bug and ends ``run`` for the supervisor to see.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics import repository
-from services.metrics.measures import ChartSettings, purpose_metrics
 from services.metrics.metrics import MetricsServiceMetrics
+from services.metrics.service import ChartSettings, purpose_metrics
 from shared.events import PurposeMetrics
 from shared.kafka.codec import OutboundRecord, encode
+from shared.kafka.producer import BrokerUnavailable
+from shared.service.supervisor import BackgroundTask
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[list[OutboundRecord]], Awaitable[None]]
+
+# A publish round that fails for one of these is retried; the figures are not the cause.
+TRANSIENT = (BrokerUnavailable, SQLAlchemyError, OSError)
 
 
 class PurposeMetricsPublisher:
@@ -51,34 +61,32 @@ class PurposeMetricsPublisher:
         self._debounce_s = debounce_s
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+
+    def background_task(self, name: str = "publisher") -> BackgroundTask:
+        # No stop hook: a stop cancels it; purposes left dirty are published at next start.
+        return BackgroundTask(name=name, run=self.run)
 
     def mark_changed(self, purposes: set[str]) -> None:
         self._dirty |= purposes
         self._wake.set()
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="purpose-metrics-publisher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        with contextlib.suppress(Exception):
-            async with self._sessions() as session:
-                self.mark_changed(set(await repository.all_purposes(session)))
+    async def run(self) -> None:
+        """Republish every purpose, then publish what batches mark dirty, until cancelled."""
+        await self.republish_all()
         while True:
             await self._wake.wait()
             await asyncio.sleep(self._debounce_s)  # gather the changes of the next batches
             self._wake.clear()
             try:
                 await self.publish_dirty()
-            except Exception:
-                log.exception("publishing purpose metrics failed; will try again")
+            except TRANSIENT as error:
+                log.warning("publishing purpose metrics failed (%r); will try again", error)
                 self._wake.set()
+
+    async def republish_all(self) -> None:
+        """Mark every known purpose dirty (the start-up step; raises if the database is away)."""
+        async with self._sessions() as session:
+            self.mark_changed(set(await repository.all_purposes(session)))
 
     async def publish_dirty(self) -> list[PurposeMetrics]:
         purposes, self._dirty = sorted(self._dirty), set()
@@ -98,7 +106,8 @@ class PurposeMetricsPublisher:
                     for purpose in purposes
                 ]
             await self._send([encode(f, topic=self._topic, source=self._source) for f in figures])
-        except Exception:
+        except BaseException:
+            # Not published: keep them for the next round (or the next run, after a restart).
             self._dirty |= set(purposes)
             raise
         for figure in figures:

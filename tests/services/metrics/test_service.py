@@ -234,8 +234,16 @@ async def test_figures_worked_by_hand_survive_redelivery_and_match_a_rebuild(
     rebuilt_app = create_app(rebuilt_settings)
     async with running(rebuilt_app) as rebuilt_client:
         # Stop its consumer at once: the rebuilt figures alone are compared.
-        await rebuilt_app.state.consumer.stop()
+        consumer = rebuilt_app.state.components.consumer
+        consumer.request_stop()
+        await wait_until(
+            lambda: _true(consumer.runner is None), timeout=30, what="the consumer stopped"
+        )
         assert await _figures(rebuilt_client, headers) == live
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def _figures(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The measures of the API and of purpose.metrics: repository reads, composed with pure logic."""
+"""The logic the entrypoints call: the measures of the API and of purpose.metrics, from
+repository reads composed with the pure domain (cases, percentiles, XmR charts)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from services.metrics.capability import (
     daily_volume_series,
     xmr_chart,
 )
+from services.metrics.db.tables import PurposeChangeRow
 from services.metrics.domain.buckets import histogram
 from services.metrics.domain.percentiles import percentile
 from services.metrics.domain.windows import Granularity, Period, period_start
@@ -26,6 +28,7 @@ from services.metrics.repository import Filters
 from services.metrics.schemas import (
     CapabilityChart,
     CaseTimeline,
+    ChangeIn,
     ChangeOut,
     ChannelRow,
     CountByKey,
@@ -165,16 +168,30 @@ async def purpose_detail(
             oldest_seconds=max(ages) if ages else None,
         ),
         charts=await capability_charts(session, purpose, settings, now),
-        changes=[
-            ChangeOut(
-                change_id=c.change_id,
-                purpose=c.purpose,
-                changed_at=repository.as_utc(c.changed_at),
-                note=c.note,
-                recorded_at=repository.as_utc(c.recorded_at),
-            )
-            for c in changes
-        ],
+        changes=[_change_out(c) for c in changes],
+    )
+
+
+async def recorded_changes(session: AsyncSession, purpose: str) -> list[ChangeOut]:
+    """The changes to the system recorded for a purpose, oldest first."""
+    return [_change_out(c) for c in await repository.changes_of(session, purpose)]
+
+
+async def record_change(session: AsyncSession, purpose: str, change: ChangeIn) -> ChangeOut:
+    """A person's word that the system changed: the purpose's baselines start again there."""
+    row = await repository.add_change(
+        session, purpose=purpose, changed_at=change.changed_at, note=change.note
+    )
+    return _change_out(row)
+
+
+def _change_out(row: PurposeChangeRow) -> ChangeOut:
+    return ChangeOut(
+        change_id=row.change_id,
+        purpose=row.purpose,
+        changed_at=repository.as_utc(row.changed_at),
+        note=row.note,
+        recorded_at=repository.as_utc(row.recorded_at),
     )
 
 

@@ -1,0 +1,40 @@
+"""``MetricsComponents``: what ``main.build`` opens for the metrics service, typed.
+
+A module of its own so that ``api.py`` can name the type (its dependency alias) while
+``main.py`` imports ``api.py`` for the routes, without an import cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.metrics.config import MetricsSettings
+from services.metrics.metrics import MetricsServiceMetrics
+from services.metrics.publisher import PurposeMetricsPublisher
+from services.metrics.service import ChartSettings
+from shared.kafka.producer import ManagedProducer
+from shared.kafka.service import ConsumerService
+from shared.service.components import ServiceComponents
+from shared.service.readiness import ReadinessCheck, reachable
+
+
+@dataclass(kw_only=True)
+class MetricsComponents(ServiceComponents):
+    settings: MetricsSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    metrics: MetricsServiceMetrics
+    chart_settings: ChartSettings
+    producer: ManagedProducer
+    publisher: PurposeMetricsPublisher
+    consumer: ConsumerService
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        return {
+            "database": reachable(self.engine),
+            "kafka": self.consumer.is_ready,  # polling, not stuck on a batch
+            "publisher": self.producer.is_ready,  # purpose.metrics can be published
+        }
