@@ -3,7 +3,9 @@
 The runner commits the batch's offsets only after this returns, i.e. after the database
 commit; a crash in between redelivers the batch, and the idempotent writes make that
 harmless. Instruments and the publisher hear of the batch only after the offsets commit
-(``after_commit``), so a retried batch is never counted twice.
+(``after_commit``), so a retried batch is never counted twice. An event the write path
+refuses (it cannot be stored) is dead-lettered with the field and the reason; a database
+that is away is retried, never blamed on the records.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.domain.causes import cause_label
 from services.metrics.ingest import BatchOutcome, apply_events
 from services.metrics.metrics import MetricsServiceMetrics
 from shared.events import DemandClassified, DemandType
-from shared.kafka.consumer import BatchResult, Inbound, RetryableError
+from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableError
 
 
 class ApplyMetricsBatch:
@@ -34,14 +36,24 @@ class ApplyMetricsBatch:
         self._on_changed = on_changed
 
     async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
-        events = [m.event for m in messages]
         try:
             async with self._sessions.begin() as session:
-                outcome = await apply_events(session, events)
+                outcome = await apply_events(session, [m.event for m in messages])
+        except (DataError, IntegrityError):
+            raise  # the records' fault: the runner isolates and dead-letters them
         except (OperationalError, DBAPIError, OSError) as error:
             # The database is away: not the records' fault, so retry rather than dead-letter.
             raise RetryableError(f"database unavailable: {error}") from error
-        return BatchResult(after_commit=lambda: self._committed(events, outcome))
+        refused = {id(r.event): r.reason for r in outcome.refused}
+        applied = [m.event for m in messages if id(m.event) not in refused]
+        return BatchResult(
+            rejected=[
+                Rejection(m, f"cannot be stored: {refused[id(m.event)]}")
+                for m in messages
+                if id(m.event) in refused
+            ],
+            after_commit=lambda: self._committed(applied, outcome),
+        )
 
     def _committed(self, events: Sequence[Any], outcome: BatchOutcome) -> None:
         for event in events:

@@ -5,17 +5,24 @@ derived rows of every customer the batch touched are recomputed from everything 
 that customer. Derived state is therefore a pure function of the set of events received,
 whatever their order, duplication or topic interleaving: redelivery changes nothing, a late
 case event or label lands where it belongs, and a rebuild ends where the live service is.
+
+Total over every event that decodes: one that cannot be stored (a date with no UTC
+equivalent, such as year 1 at +14:00) is refused with the field and the reason, and the
+rest of the batch is applied; the live service dead-letters what is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics import repository
 from services.metrics.domain.cases import apply_labels, stitch_customer
+from services.metrics.domain.windows import OutOfRange, to_utc
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event
 
 
@@ -26,15 +33,52 @@ class NewlyFulfilled:
     end_to_end_seconds: float
 
 
+@dataclass(frozen=True)
+class Refused:
+    event: Event
+    reason: str
+
+
 @dataclass
 class BatchOutcome:
     """What changed, for the instruments and the publisher (applied after the commit)."""
 
     purposes: set[str] = field(default_factory=set)
     newly_fulfilled: list[NewlyFulfilled] = field(default_factory=list)
+    # Events that cannot be stored, with why; nothing of them was applied.
+    refused: list[Refused] = field(default_factory=list)
+
+
+def why_unstorable(event: Event) -> str | None:
+    """Why ``event`` cannot be stored, naming the field, or None when it can."""
+    for path, moment in _moments(event):
+        try:
+            to_utc(moment)
+        except OutOfRange as error:
+            return f"{path}: {error}"
+    return None
+
+
+def _moments(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, datetime]]:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, datetime):
+            yield f"{prefix}{name}", value
+        elif isinstance(value, BaseModel):
+            yield from _moments(value, f"{prefix}{name}.")
 
 
 async def apply_events(session: AsyncSession, events: Sequence[Event]) -> BatchOutcome:
+    refused = [Refused(e, why) for e in events if (why := why_unstorable(e)) is not None]
+    if refused:
+        dropped = {id(r.event) for r in refused}
+        events = [e for e in events if id(e) not in dropped]
+    outcome = await _apply(session, events)
+    outcome.refused = refused
+    return outcome
+
+
+async def _apply(session: AsyncSession, events: Sequence[Event]) -> BatchOutcome:
     demands = [e for e in events if isinstance(e, DemandClassified)]
     case_events = [e for e in events if isinstance(e, CaseEvent)]
     labels = [e for e in events if isinstance(e, DemandLabelled)]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from services.metrics.domain.windows import OutOfRange, to_utc
+
+_ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 
 
 class Percentiles(BaseModel):
@@ -123,8 +128,31 @@ class ChangeIn(BaseModel):
         }
     )
 
-    changed_at: AwareDatetime = Field(description="When the system changed.")
+    changed_at: AwareDatetime = Field(
+        description="When the system changed: ISO 8601 with an offset (2026-03-01T00:00:00Z); "
+        "a number is refused, not read as seconds since 1970."
+    )
     note: str = Field(min_length=1, max_length=2000, description="What changed, and why.")
+
+    @field_validator("changed_at", mode="before")
+    @classmethod
+    def _iso_8601(cls, value: object) -> object:
+        # pydantic's lax mode reads 0 or "1700000000" as seconds since 1970: a person
+        # recording a change writes a date, so anything else is a mistake to point out.
+        if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE_TIME.match(value)):
+            return value
+        raise ValueError("must be an ISO 8601 date and time with an offset, e.g. 2026-03-01T00:00Z")
+
+    @field_validator("changed_at")
+    @classmethod
+    def _storable(cls, value: datetime) -> datetime:
+        try:
+            to_utc(value)
+        except OutOfRange:
+            raise ValueError(
+                "is outside the dates that can be stored (years 1 to 9999 in UTC)"
+            ) from None
+        return value
 
 
 class ChangeOut(BaseModel):

@@ -35,10 +35,20 @@ class Period:
         return self.start <= to_utc(moment) < self.end
 
 
+class OutOfRange(ValueError):
+    """A moment with no UTC equivalent: year 1 at +14:00 is 31 December of year 0 in UTC."""
+
+
 def to_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC, how everything is stored; ``OutOfRange`` when UTC cannot hold it."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"naive datetime {moment.isoformat()}: a time zone is required")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise OutOfRange(
+            f"{moment.isoformat()} is outside the dates that can be stored (years 1 to 9999 in UTC)"
+        ) from None
 
 
 def utc_day(moment: datetime) -> date:
@@ -107,6 +117,15 @@ def parse_period(text: str) -> Period:
     May; datetimes must carry an offset.
     """
     text = text.strip()
+    try:
+        return _parse_period(text)
+    except OverflowError as error:  # 9999-W52 ends in year 10000
+        raise ValueError(
+            f"invalid period {text!r}: it reaches outside the years 1 to 9999"
+        ) from error
+
+
+def _parse_period(text: str) -> Period:
     if "/" in text:
         return _parse_interval(text)
     try:

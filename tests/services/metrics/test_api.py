@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
+from services.metrics.api import router
 from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
 from services.metrics.ingest import apply_events
@@ -21,6 +29,7 @@ from shared.events import CaseEventType, DemandType, Event
 from shared.kafka.settings import KafkaSettings
 from tests.support.apps import running
 from tests.support.factories import case_event, demand_classified
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -129,9 +138,12 @@ async def test_bad_filters_are_refused_with_the_reason(
     bad_channel = await client.get("/v1/purposes?channel=pigeon", headers=auth.read_headers)
 
     assert bad_period.status_code == 422
-    assert bad_period.json()["detail"]["field"] == "period"
-    assert "2026-13" in bad_period.json()["detail"]["detail"]
+    assert bad_period.headers["content-type"] == "application/problem+json"
+    (problem,) = bad_period.json()["errors"]
+    assert problem["field"] == "query.period"
+    assert "2026-13" in problem["reason"]
     assert bad_channel.status_code == 422
+    assert [p["field"] for p in bad_channel.json()["errors"]] == ["query.channel"]
 
 
 async def test_a_period_filter_counts_only_its_demands(
@@ -159,8 +171,14 @@ async def test_tables_export_as_csv(client: httpx.AsyncClient, auth: Any) -> Non
 
 
 async def test_unknown_purpose_and_case_are_404(client: httpx.AsyncClient, auth: Any) -> None:
-    assert (await client.get("/v1/purposes/nothing", headers=auth.read_headers)).status_code == 404
-    assert (await client.get("/v1/cases/nothing", headers=auth.read_headers)).status_code == 404
+    purpose = await client.get("/v1/purposes/nothing", headers=auth.read_headers)
+    case = await client.get("/v1/cases/nothing", headers=auth.read_headers)
+
+    for response in (purpose, case):
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["status"] == 404
+    assert "'nothing'" in purpose.json()["detail"]
 
 
 async def _end_to_end_chart(client: httpx.AsyncClient, auth: Any) -> dict[str, Any]:
@@ -168,3 +186,210 @@ async def _end_to_end_chart(client: httpx.AsyncClient, auth: Any) -> dict[str, A
     charts: list[dict[str, Any]] = detail["charts"]
     (chart,) = [c for c in charts if c["measure"] == "end_to_end_seconds"]
     return chart
+
+
+CHANGES = "/v1/purposes/repair/changes"
+
+
+@pytest.mark.parametrize(
+    "changed_at", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-01:00", "10000-01-01T00:00Z"]
+)
+async def test_a_change_date_that_cannot_be_stored_is_a_422_naming_the_field(
+    client: httpx.AsyncClient, auth: Any, changed_at: str
+) -> None:
+    # Issue 10 (5): year 1 at +14:00 has no UTC equivalent; it answered 500.
+    response = await client.post(
+        CHANGES, json={"changed_at": changed_at, "note": "new process"}, headers=auth.change_headers
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [p["field"] for p in response.json()["errors"]] == ["changed_at"]
+
+
+@pytest.mark.parametrize("changed_at", [0, 1_700_000_000, 1.5, "1700000000", "2026-03-01", True])
+async def test_a_change_date_must_be_written_in_iso_8601(
+    client: httpx.AsyncClient, auth: Any, changed_at: Any
+) -> None:
+    # Issue 10 (5): `changed_at: 0` was taken as 1970-01-01 and moved every baseline.
+    response = await client.post(
+        CHANGES, json={"changed_at": changed_at, "note": "new process"}, headers=auth.change_headers
+    )
+
+    assert response.status_code == 422, response.text
+    (problem,) = response.json()["errors"]
+    assert problem["field"] == "changed_at"
+    assert "ISO 8601" in problem["reason"]
+    listed = await client.get(CHANGES, headers=auth.read_headers)
+    assert listed.json() == []
+
+
+async def test_changes_at_the_edges_of_the_calendar_are_kept_and_read(
+    client: httpx.AsyncClient, auth: Any
+) -> None:
+    for changed_at in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        response = await client.post(
+            CHANGES, json={"changed_at": changed_at, "note": "edge"}, headers=auth.change_headers
+        )
+        assert response.status_code == 201, response.text
+
+    assert (await client.get("/v1/purposes/repair", headers=auth.read_headers)).status_code == 200
+    listed = await client.get(CHANGES, headers=auth.read_headers)
+    assert [c["changed_at"][:4] for c in listed.json()] == ["0001", "9999"]
+
+
+@pytest.mark.parametrize(
+    "period", ["9999-W52", "9999-12-31T00:00:00Z/P2D", "0001-01-01T00:00+14:00/P1D"]
+)
+async def test_a_period_outside_the_calendar_is_a_422(
+    client: httpx.AsyncClient, auth: Any, period: str
+) -> None:
+    response = await client.get(
+        "/v1/purposes", params={"period": period}, headers=auth.read_headers
+    )
+
+    assert response.status_code == 422, response.text
+    assert [p["field"] for p in response.json()["errors"]] == ["query.period"]
+
+
+class Chunks:
+    """A chunked body of ``count`` MiB, made as it is read, counting what was taken."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.taken = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunk = b" " * MIB
+        for _ in range(self.count):
+            self.taken += len(chunk)
+            yield chunk
+
+
+MIB = 1024 * 1024
+
+
+async def test_a_write_without_a_key_is_refused_before_its_body_is_read(
+    client: httpx.AsyncClient,
+) -> None:
+    # Issue 10 (8): a 300 MB chunked body without a key was read whole, then answered 422.
+    body = Chunks(300)
+    started = time.monotonic()
+
+    response = await client.post(
+        CHANGES, content=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert body.taken <= MIB
+    assert time.monotonic() - started < 5
+
+
+async def test_a_body_past_the_limit_is_refused_while_it_streams(
+    client: httpx.AsyncClient, auth: Any
+) -> None:
+    body = Chunks(300)
+
+    response = await client.post(
+        CHANGES, content=body, headers={**auth.change_headers, "Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 413
+    # The limit is 64 KiB: refused within the first chunk past it, not after 300 MiB.
+    assert body.taken <= MIB
+
+
+async def test_a_declared_length_past_the_limit_is_refused_after_the_key(
+    client: httpx.AsyncClient, auth: Any
+) -> None:
+    body = b'{"changed_at": "2026-03-01T00:00:00Z", "note": "' + b"x" * 70_000 + b'"}'
+    headers = {"Content-Type": "application/json"}
+
+    unauthenticated = await client.post(CHANGES, content=body, headers=headers)
+    too_large = await client.post(CHANGES, content=body, headers={**headers, **auth.change_headers})
+
+    assert unauthenticated.status_code == 401
+    assert too_large.status_code == 413
+
+
+def test_no_route_has_a_body_read_before_its_key_is_checked() -> None:
+    # FastAPI reads a body parameter before any dependency runs (the key check included):
+    # a write route takes its body as a dependency declared after the scope instead.
+    routes = [route for route in router.routes if isinstance(route, APIRoute)]
+
+    assert any("POST" in (route.methods or ()) for route in routes)
+    assert [route.path for route in routes if route.body_field is not None] == []
+
+
+@asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[int]:
+    """``app`` behind a real uvicorn on a free port (its lifespan included)."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        await wait_until(lambda: _now(server.started or serving.done()), what="uvicorn started")
+        assert server.started, "uvicorn did not start"
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def _now(value: bool) -> bool:
+    return value
+
+
+async def _post_chunked_until_answered(port: int, headers: dict[str, str]) -> tuple[bytes, int]:
+    """POST 300 MiB chunked, reading the answer as it comes: (status line, bytes sent)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST {CHANGES} HTTP/1.1\r\nHost: metrics\r\nContent-Type: application/json\r\n"
+    head += "Transfer-Encoding: chunked\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(head.encode() + b"\r\n")
+    chunk = b" " * (64 * 1024)
+    frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    sent = 0
+
+    async def pump() -> None:
+        nonlocal sent
+        with contextlib.suppress(ConnectionError):
+            for _ in range(300 * 16):
+                writer.write(frame)
+                await writer.drain()
+                sent += len(chunk)
+
+    pumping = asyncio.create_task(pump())
+    try:
+        status = await asyncio.wait_for(reader.readline(), timeout=10)
+    finally:
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pumping
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return status, sent
+
+
+async def test_a_real_server_answers_before_the_body_is_read(
+    tmp_path: Path, kafka_settings: KafkaSettings, unique_group: str, auth: Any
+) -> None:
+    # Issue 10 (8), as reported: a 300 MB chunked POST without a key, over a socket.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}"
+    await asyncio.to_thread(upgrade, url)
+    settings = MetricsSettings(
+        kafka=kafka_settings, database_url=url, group_id=unique_group, auth=auth.settings
+    )
+    async with served(create_app(settings)) as port:
+        unauthenticated, sent_without_key = await _post_chunked_until_answered(port, {})
+        too_large, sent_with_key = await _post_chunked_until_answered(port, auth.change_headers)
+
+    assert unauthenticated.startswith(b"HTTP/1.1 401 ")
+    assert too_large.startswith(b"HTTP/1.1 413 ")
+    # What the sockets' buffers hold, at most (about 4 MiB here): never the 300 MiB.
+    assert sent_without_key < 32 * MIB
+    assert sent_with_key < 32 * MIB
