@@ -17,24 +17,14 @@ from shared.auth.store import ApiKeyStore
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
 from tests.support.apps import running
+from tests.support.factories import case_event_body, cloudevent_body, demand_body, label_body
 from tests.support.kafka_io import read_records
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 CARD = "4111 1111 1111 1111"
-
-
-def demand(event_id: str, **changes: Any) -> dict[str, Any]:
-    body = {
-        "id": event_id,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "channel": "phone",
-        "source": "demo",
-        "customer_ref": "C-1",
-        "text": f"My card {CARD} was charged twice, call me on +44 7700 900123",
-    }
-    return body | changes
+SENSITIVE = f"My card {CARD} was charged twice, call me on +44 7700 900123"
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -48,13 +38,13 @@ async def records(settings: KafkaSettings, topic: Topic, count: int) -> list[Any
 async def test_a_demand_is_published_redacted_once_and_its_repeat_is_a_duplicate(
     intake: httpx.AsyncClient, kafka_settings: KafkaSettings
 ) -> None:
-    first = await intake.post("/v1/demands", json=demand("d-1"))
+    first = await intake.post("/v1/demands", json=demand_body(id="d-1", text=SENSITIVE))
     assert first.status_code == 202, first.text
     assert first.json() == {"id": "d-1", "status": "accepted"}
-    again = await intake.post("/v1/demands", json=demand("d-1"))
+    again = await intake.post("/v1/demands", json=demand_body(id="d-1", text=SENSITIVE))
     assert again.status_code == 200
     assert again.json() == {"id": "d-1", "status": "duplicate"}
-    await intake.post("/v1/demands", json=demand("d-2"))
+    await intake.post("/v1/demands", json=demand_body(id="d-2", text=SENSITIVE))
 
     published = await records(kafka_settings, Topic.DEMAND_RECEIVED, 2)
     values = [json.loads(record.value) for record in published]
@@ -77,7 +67,7 @@ async def test_a_duplicate_is_recognised_across_a_restart_of_intake(
     for expected in (202, 200):
         async with running(create_app(intake_settings)) as client:
             await wait_until(partial(_ready, client), what="intake ready")
-            response = await client.post("/v1/demands", json=demand("r-1"), headers=headers)
+            response = await client.post("/v1/demands", json=demand_body(id="r-1"), headers=headers)
             assert response.status_code == expected, response.text
     assert len(await records(kafka_settings, Topic.DEMAND_RECEIVED, 1)) == 1
 
@@ -85,14 +75,14 @@ async def test_a_duplicate_is_recognised_across_a_restart_of_intake(
 async def test_a_batch_answers_each_item_and_one_bad_item_does_not_sink_it(
     intake: httpx.AsyncClient, kafka_settings: KafkaSettings
 ) -> None:
-    await intake.post("/v1/demands", json=demand("b-0"))
+    await intake.post("/v1/demands", json=demand_body(id="b-0"))
     items = [
-        demand("b-0"),  # already accepted
-        demand("b-1"),
-        demand("b-2", text="   "),
-        demand("b-3", occurred_at="2026-11-20T09:14:00"),
-        demand("b-1"),  # repeated inside the batch
-        demand("b-4", channel="pigeon"),
+        demand_body(id="b-0"),  # already accepted
+        demand_body(id="b-1"),
+        demand_body(id="b-2", text="   "),
+        demand_body(id="b-3", occurred_at="2026-11-20T09:14:00"),
+        demand_body(id="b-1"),  # repeated inside the batch
+        demand_body(id="b-4", channel="pigeon"),
     ]
     response = await intake.post("/v1/demands:batch", json=items)
     assert response.status_code == 200, response.text
@@ -119,7 +109,7 @@ async def test_a_batch_over_the_item_limit_is_refused_whole(
 ) -> None:
     settings = intake_settings.model_copy(update={"max_batch_items": 2})
     async with running(create_app(settings)) as client:
-        items = [demand(f"m-{n}", text="hi") for n in range(3)]
+        items = [demand_body(id=f"m-{n}", text="hi") for n in range(3)]
         response = await client.post(
             "/v1/demands:batch", json=items, headers={"X-API-Key": demo_key}
         )
@@ -147,13 +137,13 @@ async def test_invalid_demands_get_a_422_naming_the_field_and_reach_nothing(
     field: str,
     reason: str,
 ) -> None:
-    response = await intake.post("/v1/demands", json=demand("bad", **changes))
+    response = await intake.post("/v1/demands", json=demand_body(id="bad", **changes))
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     errors = response.json()["errors"]
     assert [error["field"] for error in errors] == [field]
     assert reason in errors[0]["reason"]
-    await intake.post("/v1/demands", json=demand("good"))
+    await intake.post("/v1/demands", json=demand_body(id="good"))
     published = await records(kafka_settings, Topic.DEMAND_RECEIVED, 1)
     assert [json.loads(r.value)["id"] for r in published] == ["good"]
 
@@ -161,7 +151,7 @@ async def test_invalid_demands_get_a_422_naming_the_field_and_reach_nothing(
 async def test_bodies_over_the_limit_get_413_and_unknown_media_types_415(
     intake: httpx.AsyncClient,
 ) -> None:
-    huge = json.dumps([demand(f"h-{n}") for n in range(400)])
+    huge = json.dumps([demand_body(id=f"h-{n}") for n in range(400)])
     too_large = await intake.post(
         "/v1/demands:batch", content=huge, headers={"Content-Type": "application/json"}
     )
@@ -181,43 +171,45 @@ async def test_bodies_over_the_limit_get_413_and_unknown_media_types_415(
 async def test_keys_are_required_scoped_and_bound_to_their_source(
     intake: httpx.AsyncClient, key_store: ApiKeyStore
 ) -> None:
-    missing = await intake.post("/v1/demands", json=demand("k-1"), headers={"Authorization": ""})
+    missing = await intake.post(
+        "/v1/demands", json=demand_body(id="k-1"), headers={"Authorization": ""}
+    )
     assert missing.status_code == 401
     assert missing.headers["www-authenticate"].startswith("Bearer")
     assert missing.headers["content-type"] == "application/problem+json"
     wrong = await intake.post(
-        "/v1/demands", json=demand("k-1"), headers={"Authorization": "Bearer ds_nonsense"}
+        "/v1/demands", json=demand_body(id="k-1"), headers={"Authorization": "Bearer ds_nonsense"}
     )
     assert wrong.status_code == 401
 
     reader, _ = await key_store.create("demo", [Scope.READ])
     forbidden = await intake.post(
-        "/v1/demands", json=demand("k-1"), headers={"Authorization": f"Bearer {reader}"}
+        "/v1/demands", json=demand_body(id="k-1"), headers={"Authorization": f"Bearer {reader}"}
     )
     assert forbidden.status_code == 403
     assert "demands:write" in forbidden.json()["detail"]
 
     labeller, _ = await key_store.create("demo", [Scope.LABELS_WRITE])
-    label = {"id": "l-0", "demand_type": "value", "purpose": "billing", "labelled_by": "s-1"}
+    label = label_body(id="l-0", purpose="billing", labelled_by="s-1")
     assert (
         await intake.post("/v1/demands/d-1/labels", json=label, headers=bearer(labeller))
     ).status_code == 202
     assert (
-        await intake.post("/v1/demands", json=demand("k-2"), headers=bearer(labeller))
+        await intake.post("/v1/demands", json=demand_body(id="k-2"), headers=bearer(labeller))
     ).status_code == 403
 
     other, other_record = await key_store.create("genesys", [Scope.DEMANDS_WRITE])
-    mismatch = await intake.post("/v1/demands", json=demand("k-3"), headers=bearer(other))
+    mismatch = await intake.post("/v1/demands", json=demand_body(id="k-3"), headers=bearer(other))
     assert mismatch.status_code == 403
     assert mismatch.json()["errors"][0]["field"] == "source"
     own = await intake.post(
-        "/v1/demands", json=demand("k-3", source="genesys"), headers=bearer(other)
+        "/v1/demands", json=demand_body(id="k-3", source="genesys"), headers=bearer(other)
     )
     assert own.status_code == 202
 
     assert await key_store.revoke(other_record.key_id)
     revoked = await intake.post(
-        "/v1/demands", json=demand("k-4", source="genesys"), headers=bearer(other)
+        "/v1/demands", json=demand_body(id="k-4", source="genesys"), headers=bearer(other)
     )
     assert revoked.status_code == 401
 
@@ -225,27 +217,22 @@ async def test_keys_are_required_scoped_and_bound_to_their_source(
 async def test_case_events_and_labels_reach_their_topics(
     intake: httpx.AsyncClient, kafka_settings: KafkaSettings
 ) -> None:
-    case = {
-        "id": "c-1",
-        "case_ref": "CASE-1",
-        "customer_ref": "C-1",
-        "type": "opened",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "purpose": "billing",
-    }
+    # No source: intake takes it from the key.
+    case = case_event_body(
+        id="c-1", case_ref="CASE-1", customer_ref="C-1", purpose="billing", source=...
+    )
     assert (await intake.post("/v1/case-events", json=case)).status_code == 202
     assert (await intake.post("/v1/case-events", json=case)).json()["status"] == "duplicate"
     bad_case = await intake.post("/v1/case-events", json=case | {"id": "c-2", "type": "closed"})
     assert bad_case.status_code == 422
     assert bad_case.json()["errors"][0]["field"] == "type"
-    label = {
-        "id": "l-1",
-        "demand_type": "failure",
-        "failure_kind": "progress_chasing",
-        "purpose": "repairs",
-        "labelled_by": "staff-1",
-        "note": "customer said email me at jo@example.com",
-    }
+    label = label_body(
+        id="l-1",
+        demand_type="failure",
+        failure_kind="progress_chasing",
+        purpose="repairs",
+        note="customer said email me at jo@example.com",
+    )
     response = await intake.post("/v1/demands/d-9/labels", json=label)
     assert response.status_code == 202, response.text
 
@@ -261,29 +248,16 @@ async def test_case_events_and_labels_reach_their_topics(
     assert published["note"] == "customer said email me at [email]"
 
 
-def cloudevent(event_id: str, **data_changes: Any) -> dict[str, Any]:
-    data = demand(event_id, **data_changes)
-    del data["id"], data["source"], data["occurred_at"]
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": "demo",
-        "type": "org.demandscope.demand.received.v1",
-        "time": datetime.now(UTC).isoformat(),
-        "data": data,
-    }
-
-
 async def test_cloudevents_in_structured_binary_and_batch_modes(
     intake: httpx.AsyncClient, kafka_settings: KafkaSettings
 ) -> None:
     structured = await intake.post(
         "/v1/demands",
-        content=json.dumps(cloudevent("ce-1")),
+        content=json.dumps(cloudevent_body(id="ce-1")),
         headers={"Content-Type": "application/cloudevents+json"},
     )
     assert structured.status_code == 202, structured.text
-    event = cloudevent("ce-2")
+    event = cloudevent_body(id="ce-2")
     binary = await intake.post(
         "/v1/demands",
         content=json.dumps(event["data"]),
@@ -297,10 +271,12 @@ async def test_cloudevents_in_structured_binary_and_batch_modes(
         },
     )
     assert binary.status_code == 202, binary.text
-    wrong_type = cloudevent("ce-3") | {"type": "org.demandscope.case.event.v1"}
+    wrong_type = cloudevent_body(id="ce-3") | {"type": "org.demandscope.case.event.v1"}
     batch = await intake.post(
         "/v1/demands:batch",
-        content=json.dumps([cloudevent("ce-1"), cloudevent("ce-4"), wrong_type, {"id": 1}]),
+        content=json.dumps(
+            [cloudevent_body(id="ce-1"), cloudevent_body(id="ce-4"), wrong_type, {"id": 1}]
+        ),
         headers={"Content-Type": "application/cloudevents-batch+json"},
     )
     assert batch.status_code == 200, batch.text
@@ -324,7 +300,7 @@ async def test_openapi_documents_every_endpoint_with_examples(intake: httpx.Asyn
 async def test_far_future_window_is_the_configured_skew(intake: httpx.AsyncClient) -> None:
     soon = (datetime.now(UTC) + timedelta(seconds=60)).isoformat()
     assert (
-        await intake.post("/v1/demands", json=demand("f-1", occurred_at=soon))
+        await intake.post("/v1/demands", json=demand_body(id="f-1", occurred_at=soon))
     ).status_code == 202
 
 

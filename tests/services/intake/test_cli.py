@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from services.cli.main import app
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
+from tests.support.factories import demand_body
 from tests.support.kafka_io import read_records
 
 pytestmark = pytest.mark.integration
@@ -74,15 +75,8 @@ def test_import_publishes_valid_rows_once_and_files_the_rejected_with_reasons(
 
     jsonl = cli_env / "more.jsonl"
     rows = [
-        {"id": "j-1", "occurred_at": now, "channel": "chat", "customer_ref": "C-9", "text": "hi"},
-        {
-            "id": "j-2",
-            "occurred_at": now,
-            "channel": "chat",
-            "customer_ref": "C-9",
-            "text": "x",
-            "source": "someone-else",
-        },
+        demand_body(id="j-1", occurred_at=now, channel="chat", source=...),  # the file's source
+        demand_body(id="j-2", occurred_at=now, channel="chat", source="someone-else"),
     ]
     jsonl.write_text("\n".join(json.dumps(row) for row in rows) + "\n{broken\n")
     third = runner.invoke(app, ["import", str(jsonl), "--source", "study"])

@@ -19,22 +19,25 @@ from services.intake.cloudevents import (
     parse_structured,
 )
 from shared.service.problems import FieldProblem
+from tests.support.factories import cloudevent_body
 
 DEMAND_TYPE = "org.demandscope.demand.received.v1"
 
 
+# The envelope these tests parse: fixed, so the assertions can name every value.
+ENVELOPE: dict[str, Any] = {
+    "id": "evt-1",
+    "source": "genesys-eu",
+    "type": DEMAND_TYPE,
+    "time": "2024-03-12T10:30:00Z",
+    "datacontenttype": "application/json",
+    "data": {"customer_ref": "c-42", "channel": "phone", "text": "where is my engineer?"},
+}
+
+
 def structured(**overrides: Any) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": "evt-1",
-        "source": "genesys-eu",
-        "type": DEMAND_TYPE,
-        "time": "2024-03-12T10:30:00Z",
-        "datacontenttype": "application/json",
-        "data": {"customer_ref": "c-42", "channel": "phone", "text": "where is my engineer?"},
-    }
-    document.update(overrides)
-    return {name: value for name, value in document.items() if value is not ...}
+    """ENVELOPE with ``overrides`` (``...`` leaves an attribute out)."""
+    return cloudevent_body(**(ENVELOPE | overrides))
 
 
 def encode(document: Any) -> bytes:
