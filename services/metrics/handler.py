@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.domain.causes import cause_label
@@ -21,6 +21,15 @@ from services.metrics.ingest import BatchOutcome, apply_events
 from services.metrics.metrics import MetricsServiceMetrics
 from shared.events import DemandClassified, DemandType
 from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableError
+
+
+def refused_by_the_database(error: DBAPIError) -> bool:
+    """The values, not the connection: a data exception or a constraint (SQLSTATE class 22
+    or 23; asyncpg's arrive as a plain DBAPIError carrying the SQLSTATE)."""
+    if isinstance(error, (DataError, IntegrityError)):
+        return True
+    sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+    return sqlstate[:2] in ("22", "23")
 
 
 class ApplyMetricsBatch:
@@ -39,10 +48,12 @@ class ApplyMetricsBatch:
         try:
             async with self._sessions.begin() as session:
                 outcome = await apply_events(session, [m.event for m in messages])
-        except (DataError, IntegrityError):
-            raise  # the records' fault: the runner isolates and dead-letters them
-        except (OperationalError, DBAPIError, OSError) as error:
+        except DBAPIError as error:
+            if refused_by_the_database(error):
+                raise  # the records' fault: the runner isolates and dead-letters them
             # The database is away: not the records' fault, so retry rather than dead-letter.
+            raise RetryableError(f"database unavailable: {error}") from error
+        except OSError as error:
             raise RetryableError(f"database unavailable: {error}") from error
         refused = {id(r.event): r.reason for r in outcome.refused}
         applied = [m.event for m in messages if id(m.event) not in refused]

@@ -9,6 +9,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.database.naming import named_metadata
 
+# A stitched case without the source's ref is `auto-<first demand id>`: 5 more than an id.
+CASE_ID_LENGTH = 205
+
 
 class Base(DeclarativeBase):
     metadata = named_metadata()
@@ -81,7 +84,7 @@ class DemandFactRow(Base):
 
     demand_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     customer_ref: Mapped[str] = mapped_column(String(200), index=True)
-    case_id: Mapped[str] = mapped_column(String(200))
+    case_id: Mapped[str] = mapped_column(String(CASE_ID_LENGTH))
     purpose: Mapped[str] = mapped_column(String(120))
     demand_type: Mapped[str] = mapped_column(String(16))
     failure_kind: Mapped[str | None] = mapped_column(String(120))
@@ -104,7 +107,7 @@ class CaseRow(Base):
     __tablename__ = "cases"
 
     customer_ref: Mapped[str] = mapped_column(String(200), primary_key=True)
-    case_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(CASE_ID_LENGTH), primary_key=True)
     case_ref: Mapped[str | None] = mapped_column(String(200))
     purpose: Mapped[str | None] = mapped_column(String(120))
     status: Mapped[str] = mapped_column(String(16))
