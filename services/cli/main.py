@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from services.classifier import cli as classifier_cli
 from services.cli import schema_commands, topic_commands
-from services.cli.service_commands import (
-    classifier_serve,
-    intake_app,
-    metrics_app,
-    migrate_all,
-)
-from services.intake import cli_import, cli_keys
+from services.cli.service_commands import migrate_all
+from services.intake import cli as intake_cli
+from services.metrics import cli as metrics_cli
 
 app = typer.Typer(
     help="demandscope: value and failure demand, customer purpose and end-to-end time.",
@@ -20,22 +17,14 @@ app = typer.Typer(
 )
 
 
-def _classifier_app() -> typer.Typer:
-    from services.classifier.cli import app as classifier_app
-
-    classifier_app.info.help = "Labels demands: value or failure, failure kind, purpose."
-    classifier_app.command("serve")(classifier_serve)
-    return classifier_app
-
-
-app.add_typer(intake_app, name="intake")
-app.add_typer(_classifier_app(), name="classifier")
-app.add_typer(metrics_app, name="metrics")
+app.add_typer(intake_cli.app, name="intake")
+app.add_typer(classifier_cli.app, name="classifier")
+app.add_typer(metrics_cli.app, name="metrics")
 app.add_typer(topic_commands.app, name="topics")
 app.add_typer(schema_commands.app, name="schemas")
 app.command("migrate")(migrate_all)
-app.add_typer(cli_keys.app, name="keys")
-app.command("import")(cli_import.import_command)
+app.add_typer(intake_cli.keys_app, name="keys")
+app.command("import")(intake_cli.import_command)
 
 if __name__ == "__main__":
     app()
