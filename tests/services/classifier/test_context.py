@@ -1,4 +1,5 @@
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from services.classifier.context import (
     ContextStore,
@@ -8,26 +9,19 @@ from services.classifier.context import (
     prune,
     record_demand,
 )
-from shared.events import CaseEvent
 from shared.events.case import CaseEventType
+from tests.support.factories import case_event
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
-def case_event(kind: CaseEventType, at: datetime, purpose: str | None = "moving home") -> CaseEvent:
-    return CaseEvent(
-        id=f"ev-{kind}-{at.timestamp()}",
-        case_ref="K1",
-        customer_ref="C1",
-        type=kind,
-        occurred_at=at,
-        purpose=purpose,
-    )
+# Every case event here is about customer C1's case K1, about moving home unless told.
+k1_event = partial(case_event, case_ref="K1", customer_ref="C1", purpose="moving home")
 
 
 def test_an_opened_case_is_open_for_its_purpose() -> None:
     state = CustomerState()
-    apply_case_event(state, case_event(CaseEventType.OPENED, T0))
+    apply_case_event(state, k1_event(type=CaseEventType.OPENED, occurred_at=T0))
 
     context = state.as_context()
 
@@ -39,7 +33,7 @@ def test_an_opened_case_is_open_for_its_purpose() -> None:
 
 def test_a_case_without_purpose_takes_the_purpose_of_its_demands() -> None:
     state = CustomerState()
-    apply_case_event(state, case_event(CaseEventType.OPENED, T0, purpose=None))
+    apply_case_event(state, k1_event(type=CaseEventType.OPENED, occurred_at=T0, purpose=None))
     record_demand(state, demand_id="D1", purpose="smart meter", occurred_at=T0, case_ref="K1")
 
     assert [c.purpose for c in state.as_context().open_cases] == ["smart meter"]
@@ -48,7 +42,9 @@ def test_a_case_without_purpose_takes_the_purpose_of_its_demands() -> None:
 def test_fulfilment_marks_the_case_demands_fulfilled_and_closes_the_case() -> None:
     state = CustomerState()
     record_demand(state, demand_id="D1", purpose="moving home", occurred_at=T0, case_ref="K1")
-    apply_case_event(state, case_event(CaseEventType.FULFILLED, T0 + timedelta(days=2)))
+    apply_case_event(
+        state, k1_event(type=CaseEventType.FULFILLED, occurred_at=T0 + timedelta(days=2))
+    )
 
     context = state.as_context()
 
@@ -60,8 +56,10 @@ def test_fulfilment_marks_the_case_demands_fulfilled_and_closes_the_case() -> No
 
 def test_a_fulfilled_case_with_no_demand_seen_stands_in_as_the_earlier_demand() -> None:
     state = CustomerState()
-    apply_case_event(state, case_event(CaseEventType.OPENED, T0))
-    apply_case_event(state, case_event(CaseEventType.FULFILLED, T0 + timedelta(days=1)))
+    apply_case_event(state, k1_event(type=CaseEventType.OPENED, occurred_at=T0))
+    apply_case_event(
+        state, k1_event(type=CaseEventType.FULFILLED, occurred_at=T0 + timedelta(days=1))
+    )
 
     [recent] = state.as_context().recent_demands
 
@@ -70,8 +68,10 @@ def test_a_fulfilled_case_with_no_demand_seen_stands_in_as_the_earlier_demand() 
 
 def test_abandoned_cases_are_neither_open_nor_repeat_sources() -> None:
     state = CustomerState()
-    apply_case_event(state, case_event(CaseEventType.OPENED, T0))
-    apply_case_event(state, case_event(CaseEventType.ABANDONED, T0 + timedelta(days=1)))
+    apply_case_event(state, k1_event(type=CaseEventType.OPENED, occurred_at=T0))
+    apply_case_event(
+        state, k1_event(type=CaseEventType.ABANDONED, occurred_at=T0 + timedelta(days=1))
+    )
 
     context = state.as_context()
 
@@ -81,8 +81,10 @@ def test_abandoned_cases_are_neither_open_nor_repeat_sources() -> None:
 
 def test_reopening_opens_again() -> None:
     state = CustomerState()
-    apply_case_event(state, case_event(CaseEventType.FULFILLED, T0))
-    apply_case_event(state, case_event(CaseEventType.REOPENED, T0 + timedelta(days=3)))
+    apply_case_event(state, k1_event(type=CaseEventType.FULFILLED, occurred_at=T0))
+    apply_case_event(
+        state, k1_event(type=CaseEventType.REOPENED, occurred_at=T0 + timedelta(days=3))
+    )
 
     assert [c.opened_at for c in state.as_context().open_cases] == [T0 + timedelta(days=3)]
 

@@ -12,8 +12,8 @@ from services.classifier.live_model import ModelInUse, ModelKeeper, RetrainInPro
 from services.classifier.model import store
 from services.classifier.training import TrainingSources
 from shared.database.engine import create_engine
-from shared.events import DemandLabelled
 from shared.events.classification import DemandType
+from tests.support.factories import demand_labelled
 
 
 @pytest.fixture
@@ -38,24 +38,21 @@ def keeper(
     )
 
 
-def moving_label() -> DemandLabelled:
-    return DemandLabelled(
-        id="L1",
-        demand_id="D1",
-        demand_type=DemandType.FAILURE,
-        failure_kind="repeat",
-        purpose="moving home",
-        labelled_by="agent-1",
-        labelled_at=datetime.now(UTC),
-        text="calling about the move yet again",
-    )
+MOVING_LABEL = demand_labelled(
+    id="L1",
+    demand_id="D1",
+    demand_type=DemandType.FAILURE,
+    failure_kind="repeat",
+    purpose="moving home",
+    text="calling about the move yet again",
+)
 
 
 async def test_a_fresh_machine_trains_a_model_from_the_seed_data(
     tmp_path: Path, examples_csv: Path, labels: LabelRepository
 ) -> None:
     swaps: list[ModelInUse] = []
-    await labels.add_labels([moving_label()])
+    await labels.add_labels([MOVING_LABEL])
     live = keeper(tmp_path, swaps, TrainingSources(seed_examples=examples_csv), labels)
 
     await live.load()
@@ -110,7 +107,7 @@ async def test_one_retraining_at_a_time(
 async def test_retrain_command_trains_on_seed_and_labels(
     tmp_path: Path, examples_csv: Path, labels: LabelRepository, labels_url: str
 ) -> None:
-    await labels.add_labels([moving_label()])
+    await labels.add_labels([MOVING_LABEL])
 
     result = await asyncio.to_thread(
         CliRunner().invoke,

@@ -6,37 +6,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 
 from services.classifier.db.migrate import upgrade
 from services.classifier.db.repository import LabelRepository, SeenText
 from shared.database.engine import create_engine
-from shared.events import DemandLabelled
 from shared.events.classification import DemandType
+from tests.support.factories import demand_labelled
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
-def label(
-    label_id: str,
-    demand_id: str,
-    purpose: str,
-    *,
-    at: datetime = T0,
-    text: str | None = None,
-    demand_type: DemandType = DemandType.VALUE,
-) -> DemandLabelled:
-    return DemandLabelled(
-        id=label_id,
-        demand_id=demand_id,
-        demand_type=demand_type,
-        failure_kind="repeat" if demand_type is DemandType.FAILURE else None,
-        purpose=purpose,
-        labelled_by="agent-1",
-        labelled_at=at,
-        text=text,
-    )
+# The labels of these tests are given at T0 unless one says otherwise.
+label = partial(demand_labelled, labelled_at=T0)
 
 
 @pytest.fixture
@@ -55,10 +39,14 @@ async def labels(migrated: str) -> AsyncIterator[LabelRepository]:
 
 
 async def test_labels_are_stored_once_per_label_id(labels: LabelRepository) -> None:
-    assert await labels.add_labels([label("L1", "D1", "moving home", text="moving")]) == 1
-    assert await labels.add_labels([label("L1", "D1", "moving home", text="moving")]) == 0
+    once = label(id="L1", demand_id="D1", purpose="moving home", text="moving")
+    assert await labels.add_labels([once]) == 1
+    assert await labels.add_labels([once]) == 0
     # A batch may carry a label twice (a redelivery within one poll).
-    twice = [label("L2", "D2", "x", text="t"), label("L2", "D2", "x", text="t")]
+    twice = [
+        label(id="L2", demand_id="D2", purpose="x", text="t"),
+        label(id="L2", demand_id="D2", purpose="x", text="t"),
+    ]
     assert await labels.add_labels(twice) == 1
     assert await labels.count() == 2
 
@@ -67,7 +55,12 @@ async def test_a_label_without_text_uses_the_text_the_classifier_saw(
     labels: LabelRepository,
 ) -> None:
     await labels.remember_texts([SeenText("D1", "I am moving next week", T0)])
-    await labels.add_labels([label("L1", "D1", "moving home"), label("L2", "D2", "smart meter")])
+    await labels.add_labels(
+        [
+            label(id="L1", demand_id="D1", purpose="moving home"),
+            label(id="L2", demand_id="D2", purpose="smart meter"),
+        ]
+    )
 
     examples = await labels.training_examples()
 
@@ -81,14 +74,15 @@ async def test_the_latest_label_of_a_demand_wins(labels: LabelRepository) -> Non
     await labels.add_labels(
         [
             label(
-                "L2",
-                "D1",
-                "complaint",
-                at=T0 + timedelta(hours=1),
+                id="L2",
+                demand_id="D1",
+                purpose="complaint",
+                labelled_at=T0 + timedelta(hours=1),
                 text="t",
                 demand_type=DemandType.FAILURE,
+                failure_kind="repeat",
             ),
-            label("L1", "D1", "moving home", at=T0, text="t"),
+            label(id="L1", demand_id="D1", purpose="moving home", labelled_at=T0, text="t"),
         ]
     )
 
@@ -107,13 +101,20 @@ async def test_latest_is_by_the_moment_not_the_offset_and_ties_go_to_the_later_a
     paris = timezone(timedelta(hours=2))
     await labels.add_labels(
         [
-            label("L1", "D1", "moving home", at=T0, text="t"),
+            label(id="L1", demand_id="D1", purpose="moving home", labelled_at=T0, text="t"),
             # 10:30 in Paris is 08:30 UTC: earlier than L1 although its clock reads later.
-            label("L2", "D1", "complaint", at=T0.astimezone(paris) - timedelta(minutes=30)),
-            label("L3", "D2", "first", at=T0, text="u"),
+            label(
+                id="L2",
+                demand_id="D1",
+                purpose="complaint",
+                labelled_at=T0.astimezone(paris) - timedelta(minutes=30),
+            ),
+            label(id="L3", demand_id="D2", purpose="first", labelled_at=T0, text="u"),
         ]
     )
-    await labels.add_labels([label("L4", "D2", "second", at=T0, text="u")])
+    await labels.add_labels(
+        [label(id="L4", demand_id="D2", purpose="second", labelled_at=T0, text="u")]
+    )
 
     examples = await labels.training_examples()
 
@@ -122,7 +123,15 @@ async def test_latest_is_by_the_moment_not_the_offset_and_ties_go_to_the_later_a
 
 async def test_an_unknown_label_teaches_the_purpose_only(labels: LabelRepository) -> None:
     await labels.add_labels(
-        [label("L1", "D1", "moving home", text="t", demand_type=DemandType.UNKNOWN)]
+        [
+            label(
+                id="L1",
+                demand_id="D1",
+                purpose="moving home",
+                text="t",
+                demand_type=DemandType.UNKNOWN,
+            )
+        ]
     )
 
     [example] = await labels.training_examples()
@@ -140,7 +149,9 @@ async def test_labels_survive_reopening_and_old_texts_are_forgotten(migrated: st
     await store.remember_texts(
         [SeenText("D1", "old", T0), SeenText("D2", "new", T0 + timedelta(days=40))]
     )
-    await store.add_labels([label("L1", "D1", "x"), label("L2", "D2", "y")])
+    await store.add_labels(
+        [label(id="L1", demand_id="D1", purpose="x"), label(id="L2", demand_id="D2", purpose="y")]
+    )
     await engine.dispose()
 
     engine = create_engine(migrated)
@@ -160,7 +171,10 @@ async def test_one_batch_keeps_texts_and_labels_and_purges_in_one_go(
 
     added = await labels.keep(
         [SeenText("D1", "seen now", T0), SeenText("D1", "seen twice", T0)],
-        [label("L1", "D1", "moving home"), label("L2", "OLD", "x")],
+        [
+            label(id="L1", demand_id="D1", purpose="moving home"),
+            label(id="L2", demand_id="OLD", purpose="x"),
+        ],
         forget_before=T0 - timedelta(days=30),
     )
 
@@ -175,5 +189,6 @@ async def test_a_time_at_the_edge_of_the_calendar_is_kept(labels: LabelRepositor
     # 0001-01-01T00:00+14:00 is before the first moment Python can write in UTC.
     edge = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
 
-    assert await labels.add_labels([label("L1", "D1", "x", at=edge, text="t")]) == 1
+    at_the_edge = label(id="L1", demand_id="D1", purpose="x", labelled_at=edge, text="t")
+    assert await labels.add_labels([at_the_edge]) == 1
     assert [e.purpose for e in await labels.training_examples()] == ["x"]
