@@ -393,3 +393,24 @@ async def test_a_real_server_answers_before_the_body_is_read(
     # What the sockets' buffers hold, at most (about 4 MiB here): never the 300 MiB.
     assert sent_without_key < 32 * MIB
     assert sent_with_key < 32 * MIB
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 1000 + b"]" * 1000,
+        b'{"changed_at": ' + b"9" * 5000 + b', "note": "x"}',
+        b"\xff\xfe",
+        b"",
+    ],
+    ids=["nested", "long number", "not utf-8", "empty"],
+)
+async def test_a_change_body_that_is_not_json_is_a_422(
+    client: httpx.AsyncClient, auth: Any, body: bytes
+) -> None:
+    response = await client.post(
+        CHANGES, content=body, headers={**auth.change_headers, "Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text
+    assert [p["field"] for p in response.json()["errors"]] == ["body"]
