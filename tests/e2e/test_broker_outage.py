@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,10 @@ from shared.kafka.admin import ensure_topics
 from shared.kafka.settings import KafkaSettings
 from shared.topics import topic_specs
 from tests.support.apps import running
+from tests.support.factories import demand_body
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-def body(demand_id: str) -> dict[str, Any]:
-    return {
-        "id": demand_id,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "channel": "chat",
-        "source": "demo",
-        "customer_ref": "C-9",
-        "text": "Has my refund been sent yet?",
-    }
 
 
 async def test_intake_answers_503_while_the_broker_is_down_and_recovers_without_restart(
@@ -63,10 +52,10 @@ async def test_intake_answers_503_while_the_broker_is_down_and_recovers_without_
     async with running(create_intake(settings)) as intake:
         intake.headers["Authorization"] = f"Bearer {api_key}"
         await wait_until(lambda: _status(intake, "/readyz"), accept=lambda s: s == 200)
-        assert (await intake.post("/v1/demands", json=body("before"))).status_code == 202
+        assert (await intake.post("/v1/demands", json=demand_body(id="before"))).status_code == 202
 
         stop(private_kafka)
-        refused = await intake.post("/v1/demands", json=body("during"))
+        refused = await intake.post("/v1/demands", json=demand_body(id="during"))
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "7"
         assert refused.json()["title"] == "Broker unavailable"
@@ -92,4 +81,4 @@ async def _status(client: Any, path: str) -> int:
 
 
 async def _post_status(client: Any, demand_id: str) -> int:
-    return int((await client.post("/v1/demands", json=body(demand_id))).status_code)
+    return int((await client.post("/v1/demands", json=demand_body(id=demand_id))).status_code)

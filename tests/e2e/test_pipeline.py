@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from shared.auth.settings import AuthSettings
 from shared.auth.store import ApiKeyStore
 from shared.kafka.settings import KafkaSettings
 from tests.support.apps import running
+from tests.support.factories import demand_body
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -37,17 +37,6 @@ DEMANDS = [
     ("My bill is wrong again", "C-1"),
     ("I want to book an engineer visit", "C-4"),
 ]
-
-
-def demand_body(index: int, text: str, customer: str) -> dict[str, Any]:
-    return {
-        "id": f"e2e-{index}",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "channel": "phone",
-        "source": "demo",
-        "customer_ref": customer,
-        "text": text,
-    }
 
 
 async def test_demands_posted_over_http_are_classified_and_counted(
@@ -94,7 +83,9 @@ async def test_demands_posted_over_http_are_classified_and_counted(
         metrics.headers["Authorization"] = f"Bearer {api_key}"
         await wait_until(lambda: _ready(intake), what="intake ready")
         for index, (text, customer) in enumerate(DEMANDS):
-            response = await intake.post("/v1/demands", json=demand_body(index, text, customer))
+            response = await intake.post(
+                "/v1/demands", json=demand_body(id=f"e2e-{index}", customer_ref=customer, text=text)
+            )
             assert response.status_code == 202, response.text
             assert response.json() == {"id": f"e2e-{index}", "status": "accepted"}
 
