@@ -36,6 +36,16 @@ from shared.kafka.codec import encode
 from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableError
 
 
+def refused_by_the_database(error: DBAPIError) -> bool:
+    """The values, not the connection: a data exception or a constraint (SQLSTATE class 22
+    or 23; asyncpg's arrive as a plain DBAPIError carrying the SQLSTATE). Retrying those
+    would stall the partition for ever."""
+    if isinstance(error, DataError | IntegrityError):
+        return True
+    sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+    return sqlstate[:2] in ("22", "23")
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     classified: str
@@ -175,11 +185,13 @@ class ClassifyDemands:
                 labels,
                 forget_before=now - self._context.window if purge else None,
             )
-        except (IntegrityError, DataError):
-            raise  # a record the database refuses: the runner isolates and dead-letters it
-        except (DBAPIError, PoolTimeout) as error:
+        except DBAPIError as error:
+            if refused_by_the_database(error):
+                raise  # a record's values: the runner isolates and dead-letters that record
             # The database is away (or not migrated): not the records' fault, so the batch
             # is retried, and readiness says the consumer is stalled meanwhile.
+            raise RetryableError(f"label store: {error}") from error
+        except PoolTimeout as error:
             raise RetryableError(f"label store: {error}") from error
         if purge:
             self._last_text_pruning = time.monotonic()

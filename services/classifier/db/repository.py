@@ -131,7 +131,11 @@ async def _insert_texts(connection: AsyncConnection, texts: Sequence[SeenText]) 
     for seen in texts:  # the first sighting of a demand wins, as in the table
         rows.setdefault(
             seen.demand_id,
-            {"demand_id": seen.demand_id, "text": seen.text, "seen_at": _utc(seen.seen_at)},
+            {
+                "demand_id": seen.demand_id,
+                "text": _storable(seen.text),
+                "seen_at": _utc(seen.seen_at),
+            },
         )
     if rows:
         await connection.execute(
@@ -152,8 +156,8 @@ async def _insert_labels(connection: AsyncConnection, labels: Sequence[DemandLab
                 "failure_kind": label.failure_kind,
                 "purpose": label.purpose,
                 "labelled_at": _utc(label.labelled_at),
-                "labelled_by": label.labelled_by,
-                "text": label.text,
+                "labelled_by": _storable(label.labelled_by),
+                "text": None if label.text is None else _storable(label.text),
             },
         )
     if not rows:
@@ -177,6 +181,12 @@ def _insert(connection: AsyncConnection, table: Table) -> Any:
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def _storable(text: str) -> str:
+    """Free text as every database takes it: PostgreSQL refuses NUL characters in text, and
+    an event may carry them (they mean nothing to a model)."""
+    return text.replace("\x00", "")
 
 
 def _utc(moment: datetime) -> datetime:

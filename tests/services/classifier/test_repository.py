@@ -192,3 +192,20 @@ async def test_a_time_at_the_edge_of_the_calendar_is_kept(labels: LabelRepositor
     at_the_edge = label(id="L1", demand_id="D1", purpose="x", labelled_at=edge, text="t")
     assert await labels.add_labels([at_the_edge]) == 1
     assert [e.purpose for e in await labels.training_examples()] == ["x"]
+
+
+async def test_nul_characters_are_dropped_rather_than_refused(labels: LabelRepository) -> None:
+    # PostgreSQL refuses NUL in text (SQLSTATE 22021); an event may carry one. Refused, the
+    # batch would stall or the demand be dead-lettered for what is only training data.
+    await labels.remember_texts([SeenText("D1", "moving\x00 home", T0)])
+    await labels.add_labels(
+        [
+            label(id="L1", demand_id="D1", purpose="moving home", labelled_by="staff\x001"),
+            label(id="L2", demand_id="D2", purpose="x", text="a\x00b"),
+        ]
+    )
+
+    assert sorted(str(e.text) for e in await labels.training_examples()) == [
+        "ab",
+        "moving home",
+    ]
