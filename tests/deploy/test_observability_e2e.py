@@ -50,6 +50,7 @@ from tests.deploy.panel_queries import (
     panel_queries,
     query_variables,
 )
+from tests.support.factories import case_event_body, demand_body, label_body
 from tests.support.kafka_io import produce_raw
 from tests.support.waiting import wait_until
 
@@ -175,30 +176,29 @@ def figures(body: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+# The traffic's ids: demand i, customer C-n and their case CASE-n (the bodies: factories).
 def demand(index: int, text: str, *, at: datetime, case: int) -> dict[str, Any]:
-    return {
-        "id": f"e2e-demand-{index}",
-        "occurred_at": at.isoformat(),
-        "channel": CHANNELS[index % len(CHANNELS)],
-        "source": SOURCE,
-        "customer_ref": f"C-{case}",
-        "case_ref": f"CASE-{case}",
-        "text": text,
-    }
+    return demand_body(
+        id=f"e2e-demand-{index}",
+        occurred_at=at,
+        channel=CHANNELS[index % len(CHANNELS)],
+        source=SOURCE,
+        customer_ref=f"C-{case}",
+        case_ref=f"CASE-{case}",
+        text=text,
+    )
 
 
 def case_event(case: int, kind: str, *, at: datetime, purpose: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": f"e2e-case-{case}-{kind}",
-        "case_ref": f"CASE-{case}",
-        "customer_ref": f"C-{case}",
-        "type": kind,
-        "occurred_at": at.isoformat(),
-        "source": SOURCE,
-    }
-    if purpose:
-        body["purpose"] = purpose
-    return body
+    return case_event_body(
+        id=f"e2e-case-{case}-{kind}",
+        case_ref=f"CASE-{case}",
+        customer_ref=f"C-{case}",
+        type=kind,
+        occurred_at=at,
+        source=SOURCE,
+        purpose=purpose or ...,
+    )
 
 
 async def post_history(intake: httpx.AsyncClient, now: datetime) -> int:
@@ -242,13 +242,9 @@ async def post_history(intake: httpx.AsyncClient, now: datetime) -> int:
     assert repeat.status_code == 200, repeat.text
     invalid = await intake.post("/v1/demands", json={"id": "e2e-bad", "channel": "pigeon"})
     assert invalid.status_code == 422, invalid.text
-    label = {
-        "id": "e2e-label-1",
-        "demand_type": "failure",
-        "failure_kind": "progress_chasing",
-        "purpose": "billing",
-        "labelled_by": "staff-1",
-    }
+    label = label_body(
+        id="e2e-label-1", demand_type="failure", failure_kind="progress_chasing", purpose="billing"
+    )
     labelled = await intake.post("/v1/demands/e2e-demand-1/labels", json=label)
     assert labelled.status_code == 202, labelled.text
     return accepted
