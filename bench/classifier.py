@@ -27,10 +27,12 @@ from aiokafka.structs import OffsetAndMetadata
 
 from devstack import kafka as local_kafka
 from services.classifier.config import SEED_EXAMPLES, ClassifierSettings
+from services.classifier.db.migrate import upgrade as upgrade_classifier
 from services.classifier.main import create_app
 from services.classifier.model.examples import Example, read_examples_csv
 from services.classifier.model.text_model import TextModel
 from services.classifier.training import TrainingSources, train_version
+from shared.auth.settings import AuthSettings
 from shared.events import Channel, DemandReceived
 from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import encode
@@ -175,18 +177,23 @@ async def passthrough(kafka: KafkaSettings) -> float:
 
 async def classifier(kafka: KafkaSettings, model_dir: Path) -> float:
     group = f"bench-classifier-{uuid.uuid4().hex[:8]}"
+    # The label store (SQLite, as `make run` has it) next to the model, migrated first.
+    database_url = f"sqlite+aiosqlite:///{model_dir / 'classifier.db'}"
+    await asyncio.to_thread(upgrade_classifier, database_url)
     settings = ClassifierSettings(
         kafka=kafka,
         group_id=group,
         transactional_id=f"{group}-tx",
         model_dir=model_dir,
+        database_url=database_url,
+        auth=AuthSettings(database_url=f"sqlite+aiosqlite:///{model_dir / 'auth.db'}"),
         max_batch=BATCH,
         retrain_interval_s=0,
         model_watch_interval_s=0,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        consumer_service = app.state.consumer
+        consumer_service = app.state.components.consumer
 
         def assigned() -> bool:
             runner = consumer_service.runner

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from services.classifier.config import TAXONOMY, ClassifierSettings
+from services.classifier.db.migrate import upgrade as upgrade_classifier
 from services.classifier.main import create_app as create_classifier
 from services.classifier.taxonomy import load_taxonomy
 from services.intake.config import IntakeSettings
@@ -47,6 +48,8 @@ async def test_demands_posted_over_http_are_classified_and_counted(
     ledger_url = f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}"
     await asyncio.to_thread(upgrade_auth, auth_url)
     await asyncio.to_thread(upgrade_intake, ledger_url)
+    labels_url = f"sqlite+aiosqlite:///{tmp_path / 'classifier.db'}"
+    await asyncio.to_thread(upgrade_classifier, labels_url)
     store = ApiKeyStore(auth_url)
     api_key, _ = await store.create("demo", [Scope.DEMANDS_WRITE, Scope.READ])
     await store.close()
@@ -64,6 +67,8 @@ async def test_demands_posted_over_http_are_classified_and_counted(
                         group_id=f"{unique_group}-classifier",
                         transactional_id=f"{unique_group}-tx",
                         model_dir=tmp_path / "models",  # trained from the seed data at start
+                        database_url=labels_url,
+                        auth=AuthSettings(database_url=auth_url),
                     )
                 )
             )
