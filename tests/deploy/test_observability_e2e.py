@@ -30,6 +30,7 @@ from devstack import kafka as local_kafka
 from devstack import prometheus as local_prometheus
 from devstack.process import pick_free_ports
 from services.classifier.config import ClassifierSettings
+from services.classifier.db.migrate import upgrade as upgrade_classifier
 from services.classifier.main import create_app as create_classifier
 from services.intake.config import IntakeSettings
 from services.intake.db.migrate import upgrade as upgrade_intake
@@ -281,6 +282,8 @@ async def test_every_dashboard_panel_shows_data_from_the_running_stack(
     for upgrade, url in ((upgrade_auth, auth.database_url), (upgrade_intake, intake_db)):
         await asyncio.to_thread(upgrade, url)
     await asyncio.to_thread(upgrade_metrics, metrics_db)
+    classifier_db = f"sqlite+aiosqlite:///{tmp_path / 'classifier.db'}"
+    await asyncio.to_thread(upgrade_classifier, classifier_db)
     store = ApiKeyStore(auth.database_url)
     api_key, _record = await store.create(
         SOURCE, {Scope.DEMANDS_WRITE, Scope.LABELS_WRITE, Scope.READ}
@@ -321,6 +324,8 @@ async def test_every_dashboard_panel_shows_data_from_the_running_stack(
                         group_id=f"{group}-classifier",
                         transactional_id=f"{group}-tx",
                         model_dir=tmp_path / "models",
+                        database_url=classifier_db,
+                        auth=auth,
                     )
                 ),
                 classifier_port,
