@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -43,25 +42,13 @@ from shared.kafka.service import ConsumerService
 from shared.kafka.settings import KafkaSettings
 from shared.service.supervisor import BackgroundTask, Supervisor
 from shared.topics import Topic, dlq_name, topic_name, topic_specs
+from tests.support.factories import demand_received
 from tests.support.kafka_io import produce_raw, read_records
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 NEAR_ONE_MIB = 1_048_400
-
-
-def demand(demand_id: str, text: str = "Where is my engineer?") -> DemandReceived:
-    now = datetime.now(UTC)
-    return DemandReceived(
-        id=demand_id,
-        occurred_at=now,
-        received_at=now,
-        channel="web",
-        source="test",
-        customer_ref=f"C-{demand_id}",
-        text=text,
-    )
 
 
 class Echo:
@@ -130,7 +117,11 @@ async def test_a_record_near_one_mib_is_dead_lettered_and_the_partition_moves_on
         _,
     ):
         await produce_raw(kafka_settings, source, huge, key=b"C-huge")
-        behind = encode(demand("after-the-big-one"), topic=source, source="test")
+        behind = encode(
+            demand_received(id="after-the-big-one", customer_ref="C-after-the-big-one"),
+            topic=source,
+            source="test",
+        )
         await produce_raw(kafka_settings, source, behind.value, key=behind.key)
         await wait_until(lambda: _seen(handler), accept=lambda seen: "after-the-big-one" in seen)
         assert await consumer.is_ready()
@@ -154,7 +145,7 @@ async def test_a_consumer_stuck_on_a_batch_is_not_ready_until_it_moves_again(
     ) as (consumer, _):
         await wait_until(lambda: _ready(consumer), what="consumer ready")
         handler.failing = True
-        record = encode(demand("stuck"), topic=source, source="test")
+        record = encode(demand_received(id="stuck"), topic=source, source="test")
         await produce_raw(kafka_settings, source, record.value, key=record.key)
         await wait_until(lambda: _ready(consumer), accept=lambda ready: not ready)
         handler.failing = False
@@ -182,7 +173,7 @@ async def test_a_commit_failing_in_a_fatal_producer_state_restarts_and_publishes
     monkeypatch.setattr(ConsumerRunner, "_commit", commit_once_broken)
     ids = [f"d{i}" for i in range(20)]
     for demand_id in ids:
-        record = encode(demand(demand_id), topic=source, source="test")
+        record = encode(demand_received(id=demand_id), topic=source, source="test")
         await produce_raw(kafka_settings, source, record.value, key=record.key)
     async with supervised_consumer(kafka_settings, handler, transactional=True) as (_, sup):
         published = await read_records(kafka_settings, output, count=len(ids), timeout=60)
@@ -215,7 +206,9 @@ async def test_a_transactional_consumer_and_a_producer_recover_from_a_broker_res
                 return
             event_id = f"load-{i}"
             try:
-                await producer.send_and_wait([encode(demand(event_id), topic=source, source="t")])
+                await producer.send_and_wait(
+                    [encode(demand_received(id=event_id), topic=source, source="t")]
+                )
                 outcomes[event_id] = True
             except BrokerUnavailable:
                 outcomes[event_id] = False
