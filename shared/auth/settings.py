@@ -11,7 +11,7 @@ class AuthSettings(BaseSettings):
 
     database_url: str = Field(
         default="sqlite+aiosqlite:///.run/auth.db",
-        description="SQLAlchemy URL of the API key database, shared by intake and metrics.",
+        description="SQLAlchemy URL of the API key database, shared by the three services.",
     )
     cache_ttl_s: float = Field(
         default=5.0,
