@@ -96,4 +96,27 @@ def test_the_migration_job_runs_the_topics_and_the_schemas() -> None:
     job = resources()[("Job", "demandscope-migrate")]
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert "demandscope topics create" in container["args"][0]
-    assert "demandscope migrate" in container["args"][0]  # intake's ledger, API keys, metrics
+    assert "demandscope migrate" in container["args"][0]  # ledger, keys, classifier, metrics
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "service"),
+    [
+        ("Deployment", "demandscope-intake", "INTAKE"),
+        ("StatefulSet", "demandscope-classifier", "CLASSIFIER"),
+        ("Deployment", "demandscope-metrics", "METRICS"),
+    ],
+)
+def test_each_service_uses_the_databases_the_migration_job_migrates(
+    kind: str, name: str, service: str
+) -> None:
+    # A service never migrates its database itself: one the job does not reach (or a default
+    # SQLite file on a read-only root) would leave it unable to start.
+    found = resources()
+    (job,) = containers(found[("Job", "demandscope-migrate")])
+    migrated = {v["name"]: v.get("valueFrom") for v in job["env"]}
+    (container,) = containers(found[(kind, name)])
+    used = {v["name"]: v.get("valueFrom") for v in container["env"]}
+    for variable in (f"DEMANDSCOPE_{service}_DATABASE_URL", "DEMANDSCOPE_AUTH_DATABASE_URL"):
+        assert variable in used, f"{name} does not set {variable}"
+        assert used[variable] == migrated.get(variable), f"{variable} differs from the job's"
