@@ -60,6 +60,8 @@ def service_app(
                 metrics=SupervisorMetrics.register(components.registry),
                 on_fatal=getattr(app.state, "on_fatal", None),
                 shutdown_timeout_s=settings.shutdown_timeout_s,
+                initial_backoff_s=settings.restart_backoff_s,
+                max_backoff_s=settings.restart_backoff_max_s,
             )
             for task in components.background:
                 supervisor.add(task)

@@ -26,6 +26,12 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="How long a stop waits for background work (the batch in hand) to finish.",
     )
+    restart_backoff_s: float = Field(
+        default=0.5, gt=0, description="First delay before a failed background task is rerun."
+    )
+    restart_backoff_max_s: float = Field(
+        default=30, gt=0, description="Longest delay between reruns of a failing background task."
+    )
     http_keep_alive_s: int = Field(
         default=5, ge=1, description="Idle keep-alive connections are closed after this."
     )

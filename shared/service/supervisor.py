@@ -65,6 +65,7 @@ class _Tracked:
     consecutive_failures: int = 0
     last_error: str | None = None
     handle: asyncio.Task[None] | None = None
+    stop_requested: bool = False
 
 
 @dataclass
@@ -165,7 +166,7 @@ class Supervisor:
                 raise
             except Exception as raised:
                 error = raised
-            if self._stopping.is_set():
+            if self._stopping.is_set() or (error is None and tracked.stop_requested):
                 break
             if error is None and not task.forever:
                 self._set_state(tracked, TaskState.FINISHED)
@@ -220,6 +221,15 @@ class Supervisor:
                 self.on_fatal()
             except Exception:
                 log.exception("the fatal-error hook of %s failed", self.service)
+
+    def stop_task(self, name: str) -> None:
+        """Ask one task to finish (its stop hook, else cancel); its return then counts as done."""
+        [tracked] = [t for t in self._tracked if t.task.name == name]
+        tracked.stop_requested = True
+        if tracked.task.stop is not None:
+            tracked.task.stop()
+        elif tracked.handle is not None:
+            tracked.handle.cancel()
 
     async def stop(self) -> None:
         """Ask every task to finish, wait ``shutdown_timeout_s``, then cancel the rest."""

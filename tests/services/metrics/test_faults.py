@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
-from functools import partial
 from typing import Any
 
 import httpx
@@ -30,7 +29,6 @@ from shared.database.engine import create_engine, session_factory
 from shared.events import PurposeMetrics
 from shared.kafka.codec import decode
 from shared.kafka.settings import KafkaSettings
-from shared.service.supervisor import Supervisor
 from shared.topics import Topic, dlq_name, topic_name
 from tests.support import factories
 from tests.support.apps import running
@@ -114,11 +112,10 @@ async def test_a_background_task_that_dies_is_logged_unready_and_restarted(
         await republish_all(publisher)
 
     monkeypatch.setattr(PurposeMetricsPublisher, "republish_all", dies_once)
-    # A back-off long enough to see the unready moment through the real probe.
-    monkeypatch.setattr("shared.service.app.Supervisor", partial(Supervisor, initial_backoff_s=2))
     settings = MetricsSettings(
         kafka=kafka_settings, database_url=sqlite_url, group_id=unique_group,
         auth=auth.settings, publish_debounce_s=0.2,
+        restart_backoff_s=2,  # long enough to see the unready moment through the real probe
     )  # fmt: skip
 
     with caplog.at_level(logging.ERROR, logger="shared.service.supervisor"):

@@ -235,10 +235,14 @@ async def test_figures_worked_by_hand_survive_redelivery_and_match_a_rebuild(
     async with running(rebuilt_app) as rebuilt_client:
         # Stop its consumer at once: the rebuilt figures alone are compared.
         consumer = rebuilt_app.state.components.consumer
-        consumer.request_stop()
+        supervisor = rebuilt_app.state.supervisor
+        supervisor.stop_task("consumer")
         await wait_until(
-            lambda: _true(consumer.runner is None), timeout=30, what="the consumer stopped"
+            lambda: _true(supervisor.status()["consumer"] == "finished"),
+            timeout=30,
+            what="the consumer stopped",
         )
+        assert consumer.runner is None
         assert await _figures(rebuilt_client, headers) == live
 
 

@@ -124,3 +124,18 @@ async def _state(supervisor: Supervisor, name: str) -> str:
 
 async def _value(value: T) -> T:
     return value
+
+
+async def test_a_task_stopped_on_its_own_finishes_without_counting_as_a_failure() -> None:
+    stopped = asyncio.Event()
+
+    async def loop() -> None:
+        await stopped.wait()
+
+    supervisor = Supervisor(service="test")
+    supervisor.add(BackgroundTask("consumer", loop, stop=stopped.set, max_failures=1))
+    async with supervisor:
+        await wait_until(lambda: _state(supervisor, "consumer"), accept=lambda s: s == "running")
+        supervisor.stop_task("consumer")
+        await wait_until(lambda: _state(supervisor, "consumer"), accept=lambda s: s == "finished")
+        assert supervisor.is_live()
