@@ -7,7 +7,7 @@ Every read needs an API key with the ``read`` scope; recording a change to the s
 A write route never declares its body as a parameter: FastAPI reads such a body before any
 dependency runs, so an unauthenticated caller could make us read (and hold) anything. The
 body is a dependency declared after the scope's (``ChangeBody``), read through the
-service's ``BodyLimit``.
+skeleton's ``BodyLimit`` (shared.service.request_bodies).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.metrics.api import router
-from services.metrics.body import BodyLimit
 from services.metrics.components import MetricsComponents
 from services.metrics.config import MetricsSettings
 from services.metrics.handler import ApplyMetricsBatch
@@ -99,5 +98,4 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         "RFC 9457 problem documents (`application/problem+json`).",
         routers=[router],
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -25,8 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.service.components import ServiceComponents
 from shared.service.problems import install_problem_handlers
+from shared.service.request_bodies import BodyLimit, BodyReadTimeout
 from shared.service.settings import ServiceSettings
-from shared.service.slow_clients import BodyReadTimeout
 from shared.service.supervisor import Supervisor, SupervisorMetrics
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -78,6 +78,7 @@ def service_app(
     )
     install_problem_handlers(app)
     app.add_middleware(BodyReadTimeout, timeout_s=settings.http_body_timeout_s)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for router in routers:
         app.include_router(router)
     app.include_router(ops_router())

@@ -35,6 +35,11 @@ class ServiceSettings(BaseSettings):
     http_keep_alive_s: int = Field(
         default=5, ge=1, description="Idle keep-alive connections are closed after this."
     )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Larger request bodies get a 413 (counted while they stream).",
+    )
     http_body_timeout_s: float = Field(
         default=30,
         gt=0,
