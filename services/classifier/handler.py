@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.classifier.changelog import state_record
@@ -31,19 +31,10 @@ from services.classifier.judgement import Judgement, Thresholds, judge
 from services.classifier.live_model import ModelInUse
 from services.classifier.metrics import ClassifierMetrics
 from services.classifier.model.text_model import Prediction
+from shared.database.errors import refused_by_the_database
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, DemandReceived
 from shared.kafka.codec import encode
 from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableError
-
-
-def refused_by_the_database(error: DBAPIError) -> bool:
-    """The values, not the connection: a data exception or a constraint (SQLSTATE class 22
-    or 23; asyncpg's arrive as a plain DBAPIError carrying the SQLSTATE). Retrying those
-    would stall the partition for ever."""
-    if isinstance(error, DataError | IntegrityError):
-        return True
-    sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
-    return sqlstate[:2] in ("22", "23")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,23 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.domain.causes import cause_label
 from services.metrics.ingest import BatchOutcome, apply_events
 from services.metrics.metrics import MetricsServiceMetrics
+from shared.database.errors import refused_by_the_database
 from shared.events import DemandClassified, DemandType
 from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableError
-
-
-def refused_by_the_database(error: DBAPIError) -> bool:
-    """The values, not the connection: a data exception or a constraint (SQLSTATE class 22
-    or 23; asyncpg's arrive as a plain DBAPIError carrying the SQLSTATE)."""
-    if isinstance(error, (DataError, IntegrityError)):
-        return True
-    sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
-    return sqlstate[:2] in ("22", "23")
 
 
 class ApplyMetricsBatch:

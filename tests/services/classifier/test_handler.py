@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from services.classifier.context import ContextStore
 from services.classifier.db.repository import LabelRepository
-from services.classifier.handler import ClassifyDemands, Topics, refused_by_the_database
+from services.classifier.handler import ClassifyDemands, Topics
 from services.classifier.judgement import Thresholds
 from services.classifier.live_model import in_use
 from services.classifier.metrics import ClassifierMetrics
@@ -20,29 +20,6 @@ from services.classifier.model import store
 from shared.database.engine import create_engine
 from shared.kafka.consumer import Inbound, RetryableError
 from tests.support.factories import demand_received
-
-
-class _DriverError(Exception):
-    def __init__(self, sqlstate: str | None) -> None:
-        super().__init__(f"sqlstate {sqlstate}")
-        self.sqlstate = sqlstate
-
-
-@pytest.mark.parametrize(
-    ("sqlstate", "refused"),
-    [
-        ("22021", True),  # character not in repertoire (a NUL in text, on PostgreSQL)
-        ("22001", True),  # string data right truncation
-        ("23505", True),  # unique violation
-        ("08006", False),  # connection failure
-        ("42P01", False),  # undefined table: not migrated yet
-        (None, False),  # SQLite's "database is locked", a refused connection
-    ],
-)
-def test_only_refused_values_are_a_records_fault(sqlstate: str | None, refused: bool) -> None:
-    error = DBAPIError("INSERT ...", {}, _DriverError(sqlstate))
-
-    assert refused_by_the_database(error) is refused
 
 
 async def test_a_label_store_not_migrated_is_retried_not_dead_lettered(

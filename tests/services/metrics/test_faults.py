@@ -17,11 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
-from services.metrics.handler import refused_by_the_database
 from services.metrics.ingest import apply_events
 from services.metrics.main import create_app
 from services.metrics.publisher import PurposeMetricsPublisher
@@ -164,28 +162,3 @@ async def test_the_longest_ids_intake_accepts_are_stored(database_url: str) -> N
     finally:
         await engine.dispose()
     assert outcome.refused == []
-
-
-class _Orig(Exception):
-    def __init__(self, sqlstate: str | None) -> None:
-        super().__init__("from the database")
-        self.sqlstate = sqlstate
-
-
-@pytest.mark.parametrize(
-    ("error", "records_fault"),
-    [
-        (DBAPIError("insert", {}, _Orig("22001")), True),  # value too long (asyncpg)
-        (DBAPIError("insert", {}, _Orig("23505")), True),  # unique violation
-        (DataError("insert", {}, _Orig(None)), True),
-        (DBAPIError("select 1", {}, _Orig("08006")), False),  # connection failure
-        (OperationalError("select 1", {}, _Orig(None)), False),
-        (DBAPIError("select 1", {}, _Orig(None)), False),
-    ],
-)
-def test_what_the_database_refuses_is_not_retried_as_an_outage(
-    error: DBAPIError, records_fault: bool
-) -> None:
-    # Retried as an outage, a record the database refuses stalls its partition for ever;
-    # refused, the runner isolates it and dead-letters it with the database's reason.
-    assert refused_by_the_database(error) is records_fault
