@@ -188,9 +188,9 @@ async def wait_ready(port: int, path: str) -> None:
 def encoded_events(kafka: Any, batches: list[list[dict[str, Any]]]) -> list[list[Any]]:
     """The records intake would publish for these demands (redacted, stamped, JSON)."""
     from services.intake.config import EARLIEST_EVENT_TIME
-    from services.intake.redaction import Redactor
     from services.intake.validation import Admission, admit_demand
     from shared.kafka.codec import encode
+    from shared.privacy.redaction import Redactor
     from shared.topics import Topic, topic_name
 
     admission = Admission(

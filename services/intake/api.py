@@ -23,7 +23,6 @@ from services.intake.decoding import (
 from services.intake.ledger import LedgerUnavailable
 from services.intake.metrics import IntakeMetrics
 from services.intake.openapi_docs import BATCH_BODY, CASE_EVENT_BODY, DEMAND_BODY, LABEL_BODY
-from services.intake.redaction import Redactor
 from services.intake.schemas import Accepted, BatchAnswer, ItemResult
 from services.intake.service import IntakeService, Outcome
 from services.intake.validation import (
@@ -37,6 +36,7 @@ from shared.auth.dependencies import require_scope
 from shared.auth.keys import ApiKeyRecord, Scope
 from shared.events import Event
 from shared.kafka.producer import BrokerUnavailable
+from shared.privacy.redaction import Redactor
 from shared.service.components import components_dependency
 from shared.service.problems import FieldProblem, Problem, ProblemError
 

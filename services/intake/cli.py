@@ -23,13 +23,13 @@ from services.intake.historic_import import ImportSummary, import_file
 from services.intake.import_rows import count_rows
 from services.intake.ledger import IdempotencyLedger
 from services.intake.metrics import IntakeMetrics
-from services.intake.redaction import Redactor
 from services.intake.service import IntakeService
 from shared.auth.keys import Scope
 from shared.auth.settings import AuthSettings
 from shared.auth.store import ApiKeyStore
 from shared.database.engine import create_engine
 from shared.kafka.producer import ManagedProducer
+from shared.privacy.redaction import Redactor
 from shared.service.supervisor import BackgroundTask, Supervisor
 
 app = typer.Typer(

@@ -9,9 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.intake.config import IntakeSettings
 from services.intake.metrics import IntakeMetrics
-from services.intake.redaction import Redactor
 from services.intake.service import IntakeService
 from shared.kafka.producer import ManagedProducer
+from shared.privacy.redaction import Redactor
 from shared.service.components import ServiceComponents
 from shared.service.readiness import ReadinessCheck, reachable
 

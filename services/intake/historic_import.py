@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from services.intake.import_rows import Row, read_rows
-from services.intake.redaction import Redactor
 from services.intake.service import IntakeService, Outcome
 from services.intake.validation import Admission, InvalidEvent, admit_demand
 from shared.events import DemandReceived
+from shared.privacy.redaction import Redactor
 from shared.service.problems import FieldProblem
 
 CHUNK = 500

@@ -15,12 +15,12 @@ from services.intake.config import IntakeSettings
 from services.intake.ledger import IdempotencyLedger
 from services.intake.metrics import IntakeMetrics
 from services.intake.openapi_docs import install_openapi
-from services.intake.redaction import Redactor
 from services.intake.request_timing import RequestTiming
 from services.intake.service import IntakeService
 from shared.auth.store import ApiKeyStore
 from shared.database.engine import create_engine
 from shared.kafka.producer import ManagedProducer
+from shared.privacy.redaction import Redactor
 from shared.service.app import service_app
 from shared.service.supervisor import BackgroundTask
 

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from services.intake.redaction import Redactor
 from services.intake.schemas import CaseEventSubmission, DemandSubmission, LabelSubmission
 from shared.events import CaseEvent, DemandLabelled, DemandReceived
+from shared.privacy.redaction import Redactor
 from shared.service.problems import FieldProblem, field_problems
 
 M = TypeVar("M", bound=BaseModel)

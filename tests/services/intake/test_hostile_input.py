@@ -17,7 +17,6 @@ import pytest
 
 from services.intake.config import EARLIEST_EVENT_TIME
 from services.intake.decoding import MalformedBody, batch_items, single_item
-from services.intake.redaction import Redactor
 from services.intake.validation import (
     Admission,
     InvalidEvent,
@@ -27,6 +26,7 @@ from services.intake.validation import (
 )
 from shared.events import DemandReceived
 from shared.kafka.settings import KafkaSettings
+from shared.privacy.redaction import Redactor
 from shared.topics import Topic, topic_name
 from tests.support.factories import case_event_body, cloudevent_body, demand_body, label_body
 from tests.support.kafka_io import read_records

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.intake.redaction import RedactionResult, Redactor
+from shared.privacy.redaction import RedactionResult, Redactor
 
 REDACTOR = Redactor()
 

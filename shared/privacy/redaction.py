@@ -1,4 +1,4 @@
-"""Masks personal data in a customer's words before anything leaves intake.
+"""Masks personal data in people's words before anything leaves intake or the metrics API.
 
 What is masked, in this order (the first detector to claim some text wins, so a card
 number is never half-eaten as a phone number and an e-mail's digits never become a phone):

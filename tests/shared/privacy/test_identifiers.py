@@ -1,0 +1,81 @@
+"""Identifiers that are personal data, also in compact form, and ones that only look numeric."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from shared.privacy import Redactor, personal_data_kind, refusal_reason
+
+PERSONAL = [
+    ("07700900123", "phone"),
+    ("+447700900123", "phone"),
+    ("C-07700900123", "phone"),
+    ("C07700900123", "phone"),
+    ("cust07700900123", "phone"),
+    ("tel:+447700900123", "phone"),
+    ("07700-900-123", "phone"),
+    ("4111111111111111", "card"),
+    ("4111-1111-1111-1111", "card"),
+    ("card4111111111111111", "card"),
+    ("jo@example.com", "email"),
+    ("mailto:jo.bloggs@mail.example.co.uk", "email"),
+    ("jo@example.com/4471", "email"),
+    ("AB123456C", "ni_number"),
+    ("GB82WEST12345698765432", "iban"),
+]
+
+OPAQUE = [
+    "genesys-7f3a9c",
+    "C-104233",
+    "CASE-5521",
+    "staff-4471",
+    "demo",
+    "e2e-1",
+    "crm-case-5521-opened",
+    "review-88120",
+    "2026-11-20T09:14:00",
+    "4111111111111112",  # fails Luhn
+    "repairs / fix my boiler",
+    "user@host",  # no domain: not an address
+    "0123abcd-0123-4567-8901-0123456789ab",  # a UUID whose groups read as a phone
+    "d-0123456789ab",  # a short hash whose digits read as a phone
+    "0123456789012345678901234567890A",  # a 32-digit upper-case digest
+]
+
+
+@pytest.mark.parametrize(("value", "kind"), PERSONAL)
+def test_personal_data_is_named_by_kind(value: str, kind: str) -> None:
+    assert personal_data_kind(value) == kind
+
+
+@pytest.mark.parametrize("value", OPAQUE)
+def test_opaque_references_pass(value: str) -> None:
+    assert personal_data_kind(value) is None
+
+
+@pytest.mark.parametrize(("value", "kind"), PERSONAL)
+def test_an_identifier_is_personal_data_when_redacting_it_changes_it(
+    value: str, kind: str
+) -> None:
+    # The rule is the redactor's own: what it masks in text, it refuses in an identifier.
+    assert Redactor().redact(value).text != value
+
+
+def test_random_uuids_and_hex_ids_are_never_taken_for_personal_data() -> None:
+    # Measured before the exception: redacting changed 0.9 % of UUIDs and 0.8 % of hex ids.
+    values = [str(uuid.uuid4()) for _ in range(5_000)]
+    values += [uuid.uuid4().hex for _ in range(5_000)]
+    values += [uuid.uuid4().hex.upper() for _ in range(5_000)]
+    assert [value for value in values if personal_data_kind(value) is not None] == []
+
+
+@pytest.mark.parametrize(("value", "kind"), PERSONAL)
+def test_the_reason_names_the_kind_and_not_the_value(value: str, kind: str) -> None:
+    reason = refusal_reason(kind)
+    assert reason.startswith("looks like ")
+    assert reason.endswith("; send an opaque reference, not personal data")
+    assert value not in reason
+    assert not any(character.isdigit() for character in reason)
+    assert "@" not in reason
