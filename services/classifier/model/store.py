@@ -22,7 +22,7 @@ from typing import Any
 
 import joblib
 
-from services.classifier.model.text_model import TextModel
+from services.classifier.model.text_model import FORMAT, TextModel
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
@@ -31,6 +31,10 @@ CURRENT_FILE = "CURRENT"
 
 class ModelStoreError(RuntimeError):
     pass
+
+
+class OutdatedModel(ModelStoreError):
+    """The stored model was made by a classifier whose features differ from this one's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,11 @@ def load(model_dir: Path | str, version: str) -> TextModel:
     model = joblib.load(path)
     if not isinstance(model, TextModel):
         raise ModelStoreError(f"{path} does not hold a TextModel")
+    if getattr(model, "format", 1) != FORMAT:
+        raise OutdatedModel(
+            f"{path} was trained by an older classifier (model format "
+            f"{getattr(model, 'format', 1)}, this one reads {FORMAT}): train a new version"
+        )
     return model
 
 
