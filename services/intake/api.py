@@ -31,6 +31,7 @@ from services.intake.validation import (
     admit_case_event,
     admit_demand,
     admit_label,
+    masked_problems,
 )
 from shared.auth.dependencies import require_scope
 from shared.auth.keys import ApiKeyRecord, Scope
@@ -100,7 +101,7 @@ async def post_demand_batch(
 ) -> BatchAnswer:
     service, settings, metrics = components.service, components.settings, components.metrics
     body = await _read(request, settings, metrics, "demand", key.source)
-    items = _decoded(lambda: batch_items(request.headers, body, "demand"), metrics, key.source)
+    items = _decoded(lambda: batch_items(request.headers, body, "demand"), components, key.source)
     if len(items) > settings.max_batch_items:
         raise ProblemError(
             422,
@@ -124,7 +125,8 @@ async def post_demand_batch(
         except InvalidEvent as error:
             reason = "source_mismatch" if error.source_mismatch else "invalid"
             metrics.rejected.labels("demand", key.source, reason).inc()
-            results[index] = _rejected(index, item.event_id, error.problems)
+            problems = masked_problems(error.problems, components.redactor)
+            results[index] = _rejected(index, item.event_id, problems)
             continue
         earlier = first_position.get(event.event_id())
         if earlier is not None:
@@ -204,21 +206,22 @@ async def _single(
 ) -> JSONResponse:
     service, settings, metrics = components.service, components.settings, components.metrics
     body = await _read(request, settings, metrics, kind, key.source)
-    item = _decoded(lambda: single_item(request.headers, body, kind), metrics, key.source)
+    item = _decoded(lambda: single_item(request.headers, body, kind), components, key.source)
     metrics.received.labels(kind, key.source).inc()
     try:
         event = admit(item.payload, _admission(key, settings, components.redactor))
     except InvalidEvent as error:
+        problems = masked_problems(error.problems, components.redactor)
         if error.source_mismatch:
             metrics.rejected.labels(kind, key.source, "source_mismatch").inc()
             raise ProblemError(
                 403,
                 "Source does not match the API key",
                 detail=f"This key may only post events of source {key.source!r}.",
-                problems=error.problems,
+                problems=problems,
             ) from error
         metrics.rejected.labels(kind, key.source, "invalid").inc()
-        raise ProblemError(422, "Invalid event", problems=error.problems) from error
+        raise ProblemError(422, "Invalid event", problems=problems) from error
     (outcome,) = await _ingest(service, [event], key, settings)
     if outcome is Outcome.IN_FLIGHT:
         raise ProblemError(
@@ -244,15 +247,18 @@ async def _read(
         raise ProblemError(413, "Body too large", detail=str(error)) from error
 
 
-def _decoded(decode: Callable[[], T], metrics: IntakeMetrics, source: str) -> T:
+def _decoded(decode: Callable[[], T], components: IntakeComponents, source: str) -> T:
+    metrics = components.metrics
     try:
         return decode()
     except UnsupportedMediaType as error:
         metrics.rejected.labels("unknown", source, "unsupported_media_type").inc()
-        raise ProblemError(415, "Unsupported media type", detail=str(error)) from error
+        detail = components.redactor.redact(str(error)).text  # it names the sent media type
+        raise ProblemError(415, "Unsupported media type", detail=detail) from error
     except MalformedBody as error:
         metrics.rejected.labels("unknown", source, "invalid").inc()
-        raise ProblemError(422, "Invalid body", problems=error.problems) from error
+        problems = masked_problems(error.problems, components.redactor)
+        raise ProblemError(422, "Invalid body", problems=problems) from error
 
 
 async def _ingest(

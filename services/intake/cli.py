@@ -29,7 +29,7 @@ from shared.auth.settings import AuthSettings
 from shared.auth.store import ApiKeyStore
 from shared.database.engine import create_engine
 from shared.kafka.producer import ManagedProducer
-from shared.privacy.redaction import Redactor
+from shared.privacy import Redactor, personal_data_kind, refusal_reason
 from shared.service.supervisor import BackgroundTask, Supervisor
 
 app = typer.Typer(
@@ -85,6 +85,7 @@ def import_command(
     """
     from services.intake.db.migrate import upgrade
 
+    _refuse_personal_data("--source", source)
     rejected_path = rejected or path.with_name(path.name + ".rejected.jsonl")
     settings = IntakeSettings()
     upgrade(settings.database_url)
@@ -142,6 +143,12 @@ async def _import(
         await engine.dispose()
 
 
+def _refuse_personal_data(option: str, value: str) -> None:
+    kind = personal_data_kind(value)
+    if kind is not None:
+        raise typer.BadParameter(refusal_reason(kind), param_hint=option)
+
+
 async def _wait_for_broker(producer: ManagedProducer, servers: str) -> None:
     deadline = time.monotonic() + _CONNECT_TIMEOUT_S
     while not await producer.is_ready():
@@ -171,7 +178,7 @@ def create_key(
     ),
 ) -> None:
     """Make a key and print it once: only its hash is kept."""
-
+    _refuse_personal_data("--source", source)  # it is stamped on every event the key sends
     store = _migrated_store()
 
     async def run() -> None:

@@ -21,6 +21,7 @@ from services.intake.cloudevents import (
     parse_binary,
     parse_structured,
 )
+from shared.privacy import personal_data_kind, refusal_reason
 from shared.service.problems import FieldProblem
 
 JSON = "application/json"
@@ -88,7 +89,7 @@ def single_item(headers: Mapping[str, str], body: bytes, expected: EventKind) ->
         event = parse_structured(body) if mode == "structured" else parse_binary(headers, body)
     except CloudEventError as error:
         raise MalformedBody(error.problems) from error
-    item = _from_cloudevent(event, expected)
+    item = _from_cloudevent(event, expected, "ce-" if mode == "binary" else "")
     if item.problems:
         raise MalformedBody(item.problems)
     return item
@@ -112,19 +113,32 @@ def batch_items(headers: Mapping[str, str], body: bytes, expected: EventKind) ->
     return [
         Item(None, problems=entry.problems)
         if isinstance(entry, CloudEventError)
-        else _from_cloudevent(entry, expected)
+        else _from_cloudevent(entry, expected, "")
         for entry in parsed
     ]
 
 
-def _from_cloudevent(event: CloudEvent, expected: EventKind) -> Item:
+def _from_cloudevent(event: CloudEvent, expected: EventKind, prefix: str) -> Item:
+    """The event's data as the object to admit, its envelope filling what the data leaves out.
+
+    The envelope's ``id``, ``source`` and ``subject`` name things: personal data in them is
+    refused like in any identifier (``prefix`` is "ce-" in binary mode, where they are headers).
+    """
+    event_id = _safe_id(event.id)
+    refused = [
+        FieldProblem(field=prefix + name, reason=refusal_reason(kind))
+        for name, value in (("id", event.id), ("source", event.source), ("subject", event.subject))
+        if value is not None and (kind := personal_data_kind(value)) is not None
+    ]
+    if refused:
+        return Item(None, event_id, refused)
     try:
         kind = event_kind(event)
     except CloudEventError as error:
-        return Item(None, event.id, error.problems)
+        return Item(None, event_id, error.problems)
     if kind != expected:
         return Item(
-            None, event.id, [FieldProblem(field="type", reason=f"a {kind} cannot be posted here")]
+            None, event_id, [FieldProblem(field="type", reason=f"a {kind} cannot be posted here")]
         )
     payload: dict[str, Any] = dict(event.data)
     payload.setdefault("id", event.id)
@@ -133,7 +147,7 @@ def _from_cloudevent(event: CloudEvent, expected: EventKind) -> Item:
     moment = "labelled_at" if kind == "label" else "occurred_at"
     if moment not in payload and event.time is not None:
         payload[moment] = event.time
-    return Item(payload, event.id)
+    return Item(payload, event_id)
 
 
 def _json(body: bytes) -> Any:
@@ -145,5 +159,10 @@ def _json(body: bytes) -> Any:
 
 def _id_of(document: Any) -> str | None:
     if isinstance(document, Mapping) and isinstance(document.get("id"), str):
-        return str(document["id"])[:200]
+        return _safe_id(document["id"])
     return None
+
+
+def _safe_id(event_id: str) -> str | None:
+    """An id fit to answer back (a batch names each item's id): not personal data."""
+    return None if personal_data_kind(event_id) is not None else event_id[:200]

@@ -18,12 +18,13 @@ from typing import Any, TextIO
 
 from services.intake.import_rows import Row, read_rows
 from services.intake.service import IntakeService, Outcome
-from services.intake.validation import Admission, InvalidEvent, admit_demand
+from services.intake.validation import Admission, InvalidEvent, admit_demand, masked_problems
 from shared.events import DemandReceived
 from shared.privacy.redaction import Redactor
 from shared.service.problems import FieldProblem
 
 CHUNK = 500
+_MAX_DEPTH = 8  # a demand nests two deep (attributes); a rejected row is written to this
 
 
 @dataclass
@@ -51,7 +52,8 @@ async def import_file(
 ) -> ImportSummary:
     """Imports every row; rejected rows go to ``rejected_out`` as JSON lines with reasons.
 
-    A rejected row's text is written redacted: the raw words never leave this process.
+    A rejected row is written redacted, every string in it (keys, attributes, identifiers
+    refused as personal data) and its reasons too: the raw words never leave this process.
     """
     summary = ImportSummary()
     for chunk in _chunks(read_rows(path)):
@@ -104,6 +106,7 @@ def _reject(
     redactor: Redactor,
 ) -> None:
     summary.rejected += 1
+    problems = masked_problems(problems, redactor)
     for problem in problems:
         summary.reasons[problem.field] = summary.reasons.get(problem.field, 0) + 1
     entry = {
@@ -114,12 +117,17 @@ def _reject(
     out.write(json.dumps(entry, default=str) + "\n")
 
 
-def _redacted(payload: Any, redactor: Redactor) -> Any:
+def _redacted(payload: Any, redactor: Redactor, depth: int = 0) -> Any:
+    """Every string in ``payload`` masked; what nests deeper than a demand can is left out."""
     if isinstance(payload, str):
         return redactor.redact(payload).text
+    if isinstance(payload, dict | list) and depth >= _MAX_DEPTH:
+        return "[left out: nested too deeply]"
     if isinstance(payload, dict):
         return {
-            key: redactor.redact(value).text if isinstance(value, str) else value
+            redactor.redact(str(key)).text: _redacted(value, redactor, depth + 1)
             for key, value in payload.items()
         }
+    if isinstance(payload, list):
+        return [_redacted(value, redactor, depth + 1) for value in payload]
     return payload

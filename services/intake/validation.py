@@ -2,11 +2,18 @@
 
 Pure: no I/O, the clock and the key's source are passed in. Every fault is collected with
 its field path, so a sender learns all of them in one answer.
+
+Personal data (docs/services/intake.md, "personal data"): free text (a demand's text,
+reason code, team, attribute keys and values; a label's note and text) is masked; a field
+that names something (ids, references, ``source``, ``labelled_by``, the ``purpose`` and
+``failure_kind`` categories) is refused with a 422 naming the field and the kind of data,
+never the value. A value is never echoed in a problem either: pydantic's messages are used
+without its ``input``, and ``masked_problems`` masks what a field path may carry (a key).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -14,11 +21,18 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from services.intake.schemas import CaseEventSubmission, DemandSubmission, LabelSubmission
-from shared.events import CaseEvent, DemandLabelled, DemandReceived
-from shared.privacy.redaction import Redactor
+from shared.events import CaseEvent, DemandLabelled, DemandReceived, Event
+from shared.privacy import Redactor, personal_data_kind, refusal_reason
 from shared.service.problems import FieldProblem, field_problems
 
 M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", bound=Event)
+
+# Fields that name something: a mask would make them useless (and categories cannot hold
+# one), so personal data in them is refused rather than masked.
+DEMAND_IDENTIFIERS = ("id", "source", "customer_ref", "case_ref")
+CASE_EVENT_IDENTIFIERS = ("id", "source", "customer_ref", "case_ref", "purpose")
+LABEL_IDENTIFIERS = ("id", "labelled_by", "purpose", "failure_kind")
 
 
 class InvalidEvent(ValueError):
@@ -46,7 +60,7 @@ class Admission:
 
 
 def admit_demand(payload: Any, admission: Admission) -> DemandReceived:
-    submission = _validate(DemandSubmission, payload)
+    submission = _validate(DemandSubmission, payload, DEMAND_IDENTIFIERS)
     problems = [
         *_source_problems(submission.source, admission),
         *_date_problems("occurred_at", submission.occurred_at, admission),
@@ -54,19 +68,23 @@ def admit_demand(payload: Any, admission: Admission) -> DemandReceived:
     if not submission.text.strip():
         problems.append(FieldProblem(field="text", reason="is blank"))
     _raise_if_any(problems, admission, submission.source)
-    redacted = admission.redactor.redact(submission.text)
-    fields = submission.model_dump(exclude={"text", "source"})
-    return DemandReceived(
+    masking = _Masking(admission.redactor)
+    fields = submission.model_dump(exclude={"text", "source", "reason_code", "team", "attributes"})
+    return _built(
+        DemandReceived,
         **fields,
         source=admission.key_source,
-        text=redacted.text,
-        redactions=list(redacted.kinds),
+        text=masking.text(submission.text),
+        reason_code=masking.optional(submission.reason_code),
+        team=masking.optional(submission.team),
+        attributes=masking.attributes(submission.attributes),
+        redactions=masking.kinds(),
         received_at=admission.now.astimezone(UTC),
     )
 
 
 def admit_case_event(payload: Any, admission: Admission) -> CaseEvent:
-    submission = _validate(CaseEventSubmission, payload)
+    submission = _validate(CaseEventSubmission, payload, CASE_EVENT_IDENTIFIERS)
     problems = [
         *_source_problems(submission.source, admission),
         *_date_problems("occurred_at", submission.occurred_at, admission),
@@ -77,32 +95,104 @@ def admit_case_event(payload: Any, admission: Admission) -> CaseEvent:
 
 def admit_label(payload: Any, demand_id: str, admission: Admission) -> DemandLabelled:
     """A person's label of ``demand_id``; its note and text are redacted like a demand's."""
-    submission = _validate(LabelSubmission, payload)
+    refused = identifier_problems({"demand_id": demand_id}, ("demand_id",))
+    try:
+        submission = _validate(LabelSubmission, payload, LABEL_IDENTIFIERS)
+    except InvalidEvent as error:
+        raise InvalidEvent([*refused, *error.problems]) from error
     labelled_at = submission.labelled_at or admission.now
-    problems = _date_problems("labelled_at", labelled_at, admission)
+    problems = [*refused, *_date_problems("labelled_at", labelled_at, admission)]
     if submission.text is not None and not submission.text.strip():
         problems.append(FieldProblem(field="text", reason="is blank"))
     _raise_if_any(problems, admission, None)
-    redact = admission.redactor.redact
+    masking = _Masking(admission.redactor)
+    return _built(  # the demand id from the path is checked here too
+        DemandLabelled,
+        **submission.model_dump(exclude={"labelled_at", "note", "text"}),
+        demand_id=demand_id,
+        labelled_at=labelled_at,
+        note=masking.optional(submission.note),
+        text=masking.optional(submission.text),
+    )
+
+
+def identifier_problems(payload: Mapping[str, Any], names: Iterable[str]) -> list[FieldProblem]:
+    """A problem for each of ``names`` whose value is personal data; the value is not in it."""
+    problems = []
+    for name in names:
+        value = payload.get(name)
+        kind = personal_data_kind(value) if isinstance(value, str) else None
+        if kind is not None:
+            problems.append(FieldProblem(field=name, reason=refusal_reason(kind)))
+    return problems
+
+
+def masked_problems(problems: Iterable[FieldProblem], redactor: Redactor) -> list[FieldProblem]:
+    """Problems safe to answer and to write down: personal data in a path (an attribute's
+    or an unknown field's name) or a reason is masked like free text."""
+    return [
+        FieldProblem(field=redactor.redact(p.field).text, reason=redactor.redact(p.reason).text)
+        for p in problems
+    ]
+
+
+class _Masking:
+    """Masks an event's free-text fields with one redactor, noting the kinds it masked."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redact = redactor.redact
+        self._kinds: set[str] = set()
+
+    def text(self, value: str) -> str:
+        result = self._redact(value)
+        self._kinds.update(result.kinds)
+        return result.text
+
+    def optional(self, value: str | None) -> str | None:
+        return None if value is None else self.text(value)
+
+    def attributes(self, attributes: Mapping[str, str]) -> dict[str, str]:
+        masked: dict[str, str] = {}
+        for key, value in attributes.items():
+            masked_key = self.text(key)
+            if masked_key in masked:
+                # Two names alike once masked: keeping one would silently drop the other.
+                reason = "two keys are the same once personal data in them is masked"
+                raise InvalidEvent([FieldProblem(field="attributes", reason=reason)])
+            masked[masked_key] = self.text(value)
+        return masked
+
+    def kinds(self) -> list[str]:
+        return sorted(self._kinds)
+
+
+def _built(event_type: type[E], **fields: Any) -> E:
+    """The event, or InvalidEvent: a masked value can outgrow its field's limit ("[phone]"
+    is longer than "+1234567"), and a path parameter is checked only here."""
     try:
-        return DemandLabelled(
-            **submission.model_dump(exclude={"labelled_at", "note", "text"}),
-            demand_id=demand_id,
-            labelled_at=labelled_at,
-            note=None if submission.note is None else redact(submission.note).text,
-            text=None if submission.text is None else redact(submission.text).text,
-        )
-    except ValidationError as error:  # the demand id from the path
-        raise InvalidEvent(field_problems(error.errors(include_url=False))) from error
+        return event_type(**fields)
+    except ValidationError as error:
+        raise InvalidEvent(_problems_of(error)) from None
 
 
-def _validate(model: type[M], payload: Any) -> M:
+def _validate(model: type[M], payload: Any, identifiers: tuple[str, ...]) -> M:
     if not isinstance(payload, Mapping):
         raise InvalidEvent([FieldProblem(field="body", reason="expected a JSON object")])
+    refused = identifier_problems(payload, identifiers)
     try:
-        return model.model_validate(payload)
+        submission = model.model_validate(payload)
     except ValidationError as error:
-        raise InvalidEvent(field_problems(error.errors(include_url=False))) from error
+        named = {problem.field for problem in refused}
+        others = [p for p in _problems_of(error) if p.field not in named]
+        raise InvalidEvent([*refused, *others]) from None
+    if refused:
+        raise InvalidEvent(refused)
+    return submission
+
+
+def _problems_of(error: ValidationError) -> list[FieldProblem]:
+    # ``from None`` at the callers: the error's text holds the input, which is not logged.
+    return field_problems(error.errors(include_url=False, include_input=False))
 
 
 def _source_problems(source: str | None, admission: Admission) -> list[FieldProblem]:

@@ -52,7 +52,8 @@ class DemandReceived(Event):
         default_factory=dict, max_length=50, description="Free-form extra context."
     )
     redactions: list[ShortText] = Field(
-        default_factory=list, description="Kinds of personal data masked in the text."
+        default_factory=list,
+        description="Kinds of personal data intake masked (text, reason code, team, attributes).",
     )
 
     def event_id(self) -> str:

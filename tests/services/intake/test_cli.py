@@ -90,3 +90,55 @@ def test_import_publishes_valid_rows_once_and_files_the_rejected_with_reasons(
     assert values["h-1"]["text"] == "Where is my engineer? Call [phone]"
     assert values["h-1"]["attributes"] == {"site": "leeds"}
     assert values["h-1"]["source"] == "study"
+
+
+def test_import_masks_free_text_and_files_refused_identifiers_without_their_values(
+    cli_env: Path, kafka_settings: KafkaSettings
+) -> None:
+    """Issue 10, item 11: the rejected-rows file says why, never what (nor any raw value)."""
+    now = datetime.now(UTC).isoformat()
+    planted = ["4111 1111 1111 1111", "4111111111111111", "jo@example.com", "07700900123"]
+    csv_file = cli_env / "personal.csv"
+    csv_file.write_text(
+        "id,occurred_at,channel,customer_ref,case_ref,text,team,reason_code,attr.contact\n"
+        f"p-1,{now},phone,C-1,,card 4111 1111 1111 1111,jo@example.com,07700900123,"
+        "jo@example.com\n"
+        f"p-2,{now},phone,07700900123,,fine,,,jo@example.com\n"
+        f"p-3,{now},phone,C-3,4111111111111111,fine,,,\n"
+        f"jo@example.com,{now},phone,C-4,,fine,,,\n"
+    )
+    result = runner.invoke(app, ["import", str(csv_file), "--source", "study"])
+    assert result.exit_code == 0, result.output
+    assert "1 accepted, 0 duplicates, 3 rejected of 4 rows" in result.stdout
+    rejected_text = (cli_env / "personal.csv.rejected.jsonl").read_text()
+    assert [value for value in planted if value in rejected_text + result.output] == []
+    rejected = [json.loads(line) for line in rejected_text.splitlines()]
+    assert [(r["line"], r["errors"]) for r in rejected] == [
+        (3, [{"field": "customer_ref", "reason": REFUSED.format("a phone number")}]),
+        (4, [{"field": "case_ref", "reason": REFUSED.format("a payment card number")}]),
+        (5, [{"field": "id", "reason": REFUSED.format("an e-mail address")}]),
+    ]
+    assert rejected[0]["row"]["attributes"] == {"contact": "[email]"}
+
+    (record,) = asyncio.run(
+        read_records(kafka_settings, topic_name(kafka_settings, Topic.DEMAND_RECEIVED), count=1)
+    )
+    assert [value for value in planted if value.encode() in record.value] == []
+    value = json.loads(record.value)
+    assert (value["text"], value["team"], value["reason_code"]) == (
+        "card [card]",
+        "[email]",
+        "[phone]",
+    )
+    assert value["attributes"] == {"contact": "[email]"}
+
+    personal_source = runner.invoke(app, ["import", str(csv_file), "--source", "07700900123"])
+    assert personal_source.exit_code != 0
+    assert "looks like a phone number" in personal_source.output
+    assert "07700900123" not in personal_source.output
+    personal_key = runner.invoke(app, ["keys", "create", "--source", "jo@example.com"])
+    assert personal_key.exit_code != 0
+    assert "jo@example.com" not in personal_key.output
+
+
+REFUSED = "looks like {}; send an opaque reference, not personal data"

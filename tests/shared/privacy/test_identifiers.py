@@ -56,9 +56,7 @@ def test_opaque_references_pass(value: str) -> None:
 
 
 @pytest.mark.parametrize(("value", "kind"), PERSONAL)
-def test_an_identifier_is_personal_data_when_redacting_it_changes_it(
-    value: str, kind: str
-) -> None:
+def test_an_identifier_is_personal_data_when_redacting_it_changes_it(value: str, kind: str) -> None:
     # The rule is the redactor's own: what it masks in text, it refuses in an identifier.
     assert Redactor().redact(value).text != value
 
