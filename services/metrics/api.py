@@ -39,6 +39,7 @@ from services.metrics.service import AmbiguousCase, ChartSettings
 from shared.auth.dependencies import require_scope
 from shared.auth.keys import Scope
 from shared.events import Channel
+from shared.privacy import personal_data_kind, refusal_reason
 from shared.service.components import components_dependency
 from shared.service.problems import FieldProblem, Problem, ProblemError
 
@@ -177,7 +178,12 @@ async def list_changes(
 )
 async def record_change(purpose: str, change: ChangeBody, sessions: Sessions) -> ChangeOut:
     """Limits are recalculated only here, when a person says the system changed: from the
-    first ``baseline_points`` values on or after ``changed_at``. Never automatically."""
+    first ``baseline_points`` values on or after ``changed_at``. Never automatically.
+    The note is masked (schemas.ChangeIn); a purpose that is personal data is refused."""
+    kind = personal_data_kind(purpose)
+    if kind is not None:
+        problem = FieldProblem(field="path.purpose", reason=refusal_reason(kind))
+        raise ProblemError(422, "Invalid request", problems=[problem])
     async with sessions.begin() as session:
         return await service.record_change(session, purpose, change)
 

@@ -8,8 +8,11 @@ from datetime import date, datetime
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from services.metrics.domain.windows import OutOfRange, to_utc
+from shared.privacy import Redactor
 
 _ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+_REDACTOR = Redactor()  # compiled once
+_NOTE_LENGTH = 2000
 
 
 class Percentiles(BaseModel):
@@ -132,7 +135,23 @@ class ChangeIn(BaseModel):
         description="When the system changed: ISO 8601 with an offset (2026-03-01T00:00:00Z); "
         "a number is refused, not read as seconds since 1970."
     )
-    note: str = Field(min_length=1, max_length=2000, description="What changed, and why.")
+    note: str = Field(
+        min_length=1,
+        max_length=_NOTE_LENGTH,
+        description="What changed, and why. Personal data in it (cards, e-mail addresses, "
+        "phones...) is masked before it is stored.",
+    )
+
+    @field_validator("note")
+    @classmethod
+    def _masked(cls, value: str) -> str:
+        # A person's words, like a demand's text: masked before they are stored or shown.
+        masked = _REDACTOR.redact(value).text
+        if len(masked) > _NOTE_LENGTH:
+            raise ValueError(
+                f"is longer than {_NOTE_LENGTH} characters once personal data in it is masked"
+            )
+        return masked
 
     @field_validator("changed_at", mode="before")
     @classmethod
