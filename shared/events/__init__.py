@@ -10,7 +10,7 @@ from shared.events.classification import (
     FailureKind,
 )
 from shared.events.demand import Channel, DemandReceived
-from shared.events.labels import DemandLabelled
+from shared.events.labels import DemandLabelled, LabelReason
 from shared.events.purpose_metrics import (
     Capability,
     EndToEndPercentiles,
@@ -41,6 +41,7 @@ __all__ = [
     "EndToEndPercentiles",
     "Event",
     "FailureKind",
+    "LabelReason",
     "PurposeMetrics",
     "Signal",
 ]

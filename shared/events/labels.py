@@ -1,4 +1,4 @@
-"""A person's confirmation or correction of a classification."""
+"""A person's confirmation or correction of a classification, and why it was made."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ from shared.events.base import Event, Identifier, ShortText, Slug
 from shared.events.classification import DemandType
 from shared.events.demand import DemandText
 
+# Why a person labelled a demand. Only "audit" labels measure the model (metrics pairs them
+# with the demand's first machine label, docs/services/metrics.md); all three teach it.
+LabelReason = Literal["review", "audit", "correction"]
+
 
 class DemandLabelled(Event):
-    """Frontline staff's word on a demand. The latest label for a demand wins."""
+    """Frontline staff's word on a demand. The latest label for a demand wins.
+
+    ``reason`` was added within version 1: optional, so every label already on the topic
+    reads as a correction. A reader built before it refuses labels that carry it (events
+    forbid unknown fields): deploy readers before writers, as for any added field.
+    """
 
     CE_TYPE: ClassVar[str] = "org.demandscope.demand.labelled.v1"
 
@@ -24,6 +33,12 @@ class DemandLabelled(Event):
     purpose: Slug
     labelled_by: ShortText = Field(description="Who: a staff id, not a name.")
     labelled_at: AwareDatetime
+    reason: LabelReason = Field(
+        default="correction",
+        description="Why it was made: 'audit' (a blind check of a random sample, the only "
+        "labels that enter the failure-share estimate), 'review' (a low-confidence demand "
+        "from the review queue) or 'correction' (anything else; the default).",
+    )
     note: str | None = Field(default=None, max_length=2_000)
     text: DemandText | None = Field(
         default=None, description="The demand's redacted text, when the reviewer had it."

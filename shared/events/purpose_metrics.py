@@ -8,6 +8,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.events.base import Event, Slug
 
+EstimateStatus = Literal["validated", "not yet validated"]
+
 
 class EndToEndPercentiles(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -55,7 +57,34 @@ class PurposeMetrics(Event):
     value_count: int = Field(ge=0)
     failure_count: int = Field(ge=0)
     unknown_count: int = Field(ge=0, default=0)
-    failure_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
+    failure_ratio: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="failure / (value + failure) as labelled (the machine's labels, a "
+        "person's where one exists): a prediction, not an estimate. See failure_share_*.",
+    )
+    failure_share_estimate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The failure share estimated from the machine's first labels corrected "
+        "by the blind audit (prediction-powered difference estimator); null until validated.",
+    )
+    failure_share_ci_low: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Lower bound of its 95% interval."
+    )
+    failure_share_ci_high: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Upper bound of its 95% interval."
+    )
+    failure_share_audited: int = Field(
+        default=0, ge=0, description="Audited demands behind the estimate."
+    )
+    failure_share_status: EstimateStatus = Field(
+        default="not yet validated",
+        description="'validated' once enough demands are audited for an interval; until "
+        "then 'not yet validated', with no estimate and no interval.",
+    )
     failure_by_kind: dict[str, int] = Field(default_factory=dict)
     end_to_end: EndToEndPercentiles = Field(default_factory=EndToEndPercentiles)
     cases_fulfilled: int = Field(ge=0, default=0)
