@@ -10,6 +10,7 @@ from shared.events.base import Identifier, ShortText, Slug
 from shared.events.case import CaseEventType
 from shared.events.classification import DemandType
 from shared.events.demand import AttributeKey, AttributeValue, Channel, DemandText
+from shared.events.labels import LabelReason
 from shared.service.problems import FieldProblem
 
 DEMAND_EXAMPLE: dict[str, JsonValue] = {
@@ -79,6 +80,7 @@ class LabelSubmission(BaseModel):
                     "failure_kind": "progress_chasing",
                     "purpose": "repairs / fix my boiler",
                     "labelled_by": "staff-4471",
+                    "reason": "review",
                 }
             ]
         },
@@ -91,6 +93,12 @@ class LabelSubmission(BaseModel):
     labelled_by: ShortText = Field(description="Who: a staff id, not a name.")
     labelled_at: AwareDatetime | None = Field(
         default=None, description="When; intake's clock if left out."
+    )
+    reason: LabelReason = Field(
+        default="correction",
+        description="'audit' for an item of the metrics service's audit queue (labelled "
+        "blind; only these enter the failure share's estimate), 'review' for one of its "
+        "review queue, 'correction' otherwise (the default).",
     )
     note: str | None = Field(default=None, max_length=2_000)
     text: DemandText | None = Field(default=None, description="The demand's text, if at hand.")
