@@ -1,8 +1,12 @@
-"""The metrics HTTP API: purposes, demand over time, channels, Pareto, cases, changes.
+"""The metrics HTTP API: purposes, demand over time, channels, Pareto, cases, changes, and
+the review and audit queues people label from.
 
 Every read needs an API key with the ``read`` scope; recording a change to the system needs
-``labels:write`` (a person's word about the work, like a label). Tables answer CSV with
-``?format=csv`` or ``Accept: text/csv``. Every error is an RFC 9457 problem document.
+``labels:write`` (a person's word about the work, like a label), and so do the two queues:
+they show customers' (redacted) words, which only those who label need, never a dashboard's
+read-only key. Tables answer CSV with ``?format=csv`` or ``Accept: text/csv``. Every failure
+share carries its audit estimate (docs/services/metrics.md, "Estimates and the audit").
+Every error is an RFC 9457 problem document.
 
 A write route never declares its body as a parameter: FastAPI reads such a body before any
 dependency runs, so an unauthenticated caller could make us read (and hold) anything. The
@@ -19,20 +23,23 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics import service
+from services.metrics import audit, service
 from services.metrics.components import MetricsComponents
 from services.metrics.csv_export import csv_response, wants_csv
 from services.metrics.domain.windows import Granularity, parse_period
 from services.metrics.repository import Filters
 from services.metrics.schemas import (
+    AuditQueue,
     CaseTimeline,
     ChangeIn,
     ChangeOut,
     ChannelRow,
+    OverallRow,
     OverTimeRow,
     ParetoRow,
     PurposeDetail,
     PurposeSummary,
+    ReviewQueue,
     TimelineEntry,
 )
 from services.metrics.service import AmbiguousCase, ChartSettings
@@ -97,7 +104,15 @@ async def _change_body(request: Request) -> ChangeIn:
         ) from error
 
 
+def _review_below(components: Components) -> float:
+    return components.audit.queues.review_below
+
+
 Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+ReviewBelow = Annotated[float, Depends(_review_below)]
+QueueLimit = Annotated[
+    int, Query(ge=1, le=500, description="Items returned at most (the head of the queue).")
+]
 Charts = Annotated[ChartSettings, Depends(_chart_settings)]
 Filtered = Annotated[Filters, Depends(_filters)]
 ChangeBody = Annotated[ChangeIn, Depends(_change_body)]
@@ -229,6 +244,23 @@ async def demand_over_time(
 
 
 @router.get(
+    "/demand/overall",
+    response_model=OverallRow,
+    tags=["demand"],
+    summary="Every demand the filters select as one row, with the failure share's estimate",
+    responses=CSV_RESPONSE,
+)
+async def demand_overall(
+    request: Request, sessions: Sessions, filters: Filtered, format: Format = None
+) -> Any:
+    async with sessions() as session:
+        row = await service.overall(session, filters)
+    if wants_csv(request, format):
+        return csv_response([row], OverallRow, "demand-overall")
+    return row
+
+
+@router.get(
     "/demand/by-channel",
     response_model=list[ChannelRow],
     tags=["demand"],
@@ -292,3 +324,49 @@ async def get_case(
     if wants_csv(request, format):
         return csv_response(timeline.entries, TimelineEntry, f"case-{timeline.case_id}")
     return timeline
+
+
+QUEUE_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    403: _problem("The key lacks the read or the labels:write scope."),
+}
+
+
+@router.get(
+    "/audit/queue",
+    response_model=AuditQueue,
+    tags=["queues"],
+    summary="The open audit items, blind: what the customer said, never what the machine said",
+    dependencies=[Depends(require_scope(Scope.LABELS_WRITE))],
+    responses=QUEUE_PROBLEMS,
+)
+async def get_audit_queue(sessions: Sessions, limit: QueueLimit = 50) -> AuditQueue:
+    """A random sample of demands per purpose and ISO week, to be labelled blind: the
+    machine's type, purpose and confidence are not shown. Label one through intake's
+    `POST /v1/demands/{demand_id}/labels` with `"reason": "audit"`: that completes it, and
+    only such labels enter the failure share's estimate. In the order of the random draw."""
+    async with sessions() as session:
+        return await audit.audit_queue(session, limit=limit)
+
+
+@router.get(
+    "/review/queue",
+    response_model=ReviewQueue,
+    tags=["queues"],
+    summary="Demands the machine was unsure of, with its suggestion, lowest confidence first",
+    dependencies=[Depends(require_scope(Scope.LABELS_WRITE))],
+    responses=QUEUE_PROBLEMS,
+)
+async def get_review_queue(
+    sessions: Sessions,
+    below: ReviewBelow,
+    purpose: Annotated[
+        str | None,
+        Query(min_length=1, max_length=120, description="Only this purpose (as classified)."),
+    ] = None,
+    limit: QueueLimit = 50,
+) -> ReviewQueue:
+    """Demands marked needs_review or classified below `review_confidence_below`, that no
+    person has labelled (audit items are not here: they are labelled blind). Label one with
+    `"reason": "review"`: it teaches the model and moves the figures, never the estimate."""
+    async with sessions() as session:
+        return await audit.review_queue(session, below=below, purpose=purpose, limit=limit)

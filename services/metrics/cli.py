@@ -51,6 +51,7 @@ def rebuild(
     empty, migrated metrics database (DEMANDSCOPE_METRICS_DATABASE_URL)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from services.metrics.audit import audit_policy
     from services.metrics.config import MetricsSettings
     from services.metrics.rebuild import DatabaseNotEmpty
     from services.metrics.rebuild import rebuild as replay
@@ -75,6 +76,7 @@ def rebuild(
                     batch_size=settings.max_batch,
                     progress=advance,
                     changes_from_url=changes_from,
+                    audit=audit_policy(settings),
                 )
             )
         except DatabaseNotEmpty as error:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from services.metrics.audit import AuditPolicy, QueueTextPurge
 from services.metrics.config import MetricsSettings
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.publisher import PurposeMetricsPublisher
@@ -31,6 +32,8 @@ class MetricsComponents(ServiceComponents):
     producer: ManagedProducer
     publisher: PurposeMetricsPublisher
     consumer: ConsumerService
+    audit: AuditPolicy
+    purge: QueueTextPurge
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         return {

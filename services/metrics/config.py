@@ -6,7 +6,7 @@ is the metrics service's own is declared here.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.auth.settings import AuthSettings
@@ -46,5 +46,44 @@ class MetricsSettings(ServiceSettings):
         ge=1024,
         description="Larger request bodies get a 413 (checked while reading, after the key).",
     )
+    audit_rate: float = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="Share of each purpose's weekly demands drawn into the blind audit.",
+    )
+    audit_min_per_week: int = Field(
+        default=30, ge=0, description="Audit floor per purpose and ISO week (expected size)."
+    )
+    audit_max_per_week: int = Field(
+        default=300, ge=1, description="Audit ceiling per purpose and ISO week (expected size)."
+    )
+    audit_key: SecretStr = Field(
+        default=SecretStr("demandscope-audit"),
+        description="Key of the hash that draws the audit: set a secret of your own, so no "
+        "sender can choose ids that escape it; changing it draws a new sample.",
+    )
+    review_confidence_below: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Demands classified below this confidence (or marked needs_review) "
+        "are in the review queue until a person labels them.",
+    )
+    queue_text_retention_days: int = Field(
+        default=30,
+        ge=1,
+        description="Days the customer's (redacted) words are kept for the review and "
+        "audit queues after intake received them; then purged.",
+    )
+    queue_purge_interval_s: float = Field(
+        default=3600, gt=0, description="How often texts the queues no longer need are purged."
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @model_validator(mode="after")
+    def _floor_below_ceiling(self) -> MetricsSettings:
+        if self.audit_min_per_week > self.audit_max_per_week:
+            raise ValueError("audit_min_per_week must not exceed audit_max_per_week")
+        return self

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.metrics.audit import AuditPolicy
 from services.metrics.domain.causes import cause_label
 from services.metrics.ingest import BatchOutcome, apply_events
 from services.metrics.metrics import MetricsServiceMetrics
@@ -31,15 +32,17 @@ class ApplyMetricsBatch:
         sessions: async_sessionmaker[AsyncSession],
         metrics: MetricsServiceMetrics,
         on_changed: Callable[[set[str]], None] | None = None,
+        audit: AuditPolicy | None = None,
     ) -> None:
         self._sessions = sessions
         self._metrics = metrics
         self._on_changed = on_changed
+        self._audit = audit or AuditPolicy()
 
     async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
         try:
             async with self._sessions.begin() as session:
-                outcome = await apply_events(session, [m.event for m in messages])
+                outcome = await apply_events(session, [m.event for m in messages], self._audit)
         except DBAPIError as error:
             if refused_by_the_database(error):
                 raise  # the records' fault: the runner isolates and dead-letters them

@@ -5,6 +5,8 @@ derived rows of every customer the batch touched are recomputed from everything 
 that customer. Derived state is therefore a pure function of the set of events received,
 whatever their order, duplication or topic interleaving: redelivery changes nothing, a late
 case event or label lands where it belongs, and a rebuild ends where the live service is.
+The audit sample of the strata the batch's demands fall in is brought up to date in the same
+transaction (services/metrics/audit.py), and is a function of the same set.
 
 Total over every event that decodes: one that cannot be stored (a date with no UTC
 equivalent, such as year 1 at +14:00) is refused with the field and the reason, and the
@@ -21,6 +23,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics import repository
+from services.metrics.audit import AuditPolicy, draw_audit
 from services.metrics.domain.cases import apply_labels, stitch_customer
 from services.metrics.domain.windows import OutOfRange, to_utc
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event
@@ -68,23 +71,28 @@ def _moments(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, datetime
             yield from _moments(value, f"{prefix}{name}.")
 
 
-async def apply_events(session: AsyncSession, events: Sequence[Event]) -> BatchOutcome:
+async def apply_events(
+    session: AsyncSession, events: Sequence[Event], audit: AuditPolicy | None = None
+) -> BatchOutcome:
     refused = [Refused(e, why) for e in events if (why := why_unstorable(e)) is not None]
     if refused:
         dropped = {id(r.event) for r in refused}
         events = [e for e in events if id(e) not in dropped]
-    outcome = await _apply(session, events)
+    outcome = await _apply(session, events, audit or AuditPolicy())
     outcome.refused = refused
     return outcome
 
 
-async def _apply(session: AsyncSession, events: Sequence[Event]) -> BatchOutcome:
+async def _apply(
+    session: AsyncSession, events: Sequence[Event], audit: AuditPolicy
+) -> BatchOutcome:
     demands = [e for e in events if isinstance(e, DemandClassified)]
     case_events = [e for e in events if isinstance(e, CaseEvent)]
     labels = [e for e in events if isinstance(e, DemandLabelled)]
     await repository.add_received_events(
         session, demands=demands, case_events=case_events, labels=labels
     )
+    await draw_audit(session, demands, audit)
     customers = {d.demand.customer_ref for d in demands} | {e.customer_ref for e in case_events}
     if labels:
         customers |= await repository.customers_of_demands(

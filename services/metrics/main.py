@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.metrics.api import router
+from services.metrics.audit import QueueTextPurge, audit_policy
 from services.metrics.components import MetricsComponents
 from services.metrics.config import MetricsSettings
 from services.metrics.handler import ApplyMetricsBatch
@@ -29,7 +30,8 @@ from shared.topics import Topic, topic_name
 
 async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComponents:
     """Open the database, the key store and the producer (closed in reverse order on
-    ``stack``); the consumer, the producer's upkeep and the publisher are background tasks."""
+    ``stack``); the consumer, the producer's upkeep, the publisher and the purge of the
+    queues' texts are background tasks."""
     registry = CollectorRegistry()
     metrics = MetricsServiceMetrics(registry)
     engine = create_engine(settings.database_url)
@@ -52,11 +54,18 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
         window_days=settings.publish_window_days,
         debounce_s=settings.publish_debounce_s,
     )
+    audit = audit_policy(settings)
+    purge = QueueTextPurge(
+        sessions=sessions,
+        policy=audit.queues,
+        interval_s=settings.queue_purge_interval_s,
+        metrics=metrics,
+    )
     consumer = ConsumerService(
         settings=settings.kafka,
         topics=consumed_topics(settings.kafka),
         handler=ApplyMetricsBatch(
-            sessions=sessions, metrics=metrics, on_changed=publisher.mark_changed
+            sessions=sessions, metrics=metrics, on_changed=publisher.mark_changed, audit=audit
         ),
         options=RunnerOptions(
             group_id=settings.group_id,
@@ -77,10 +86,13 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
         producer=producer,
         publisher=publisher,
         consumer=consumer,
+        audit=audit,
+        purge=purge,
         background=[
             consumer.background_task(),
             BackgroundTask("producer", producer.maintain),
             publisher.background_task(),
+            purge.background_task(),
         ],
     )
 
@@ -94,8 +106,11 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         title="demandscope metrics",
         summary="Failure demand, end-to-end time and capability, per customer purpose.",
         description="Reads need an API key with the `read` scope: `Authorization: Bearer "
-        "<key>` or `X-API-Key: <key>`. Figures are capability, never targets. Errors are "
-        "RFC 9457 problem documents (`application/problem+json`).",
+        "<key>` or `X-API-Key: <key>`; the review and audit queues, which show customers' "
+        "(redacted) words, need `labels:write` too. Figures are capability, never targets; "
+        "every failure share carries its estimate from the blind audit, with a 95% interval, "
+        "or says it is not yet validated. Errors are RFC 9457 problem documents "
+        "(`application/problem+json`).",
         routers=[router],
     )
     return app

@@ -1,7 +1,7 @@
 """The metrics service's Prometheus instruments, in one place.
 
 Labels stay bounded: purpose, channel, demand type, failure kind, cause kind (case, demand,
-untraced), chart measure and rule. Never a customer, a case or a demand.
+untraced), chart measure and rule, estimate bound. Never a customer, a case or a demand.
 """
 
 from __future__ import annotations
@@ -40,8 +40,29 @@ class MetricsServiceMetrics:
         )
         self.failure_share = Gauge(
             "demandscope_metrics_failure_demand_share",
-            "Failure / (value + failure) demand over the published window, per purpose.",
+            "Failure / (value + failure) demand over the published window, per purpose, as "
+            "labelled (the machine's prediction, a person's label where one exists).",
             ["purpose"],
+            registry=registry,
+        )
+        self.failure_share_estimate = Gauge(
+            "demandscope_metrics_failure_share_estimate",
+            "The failure share over the published window corrected by the blind audit, and "
+            "its 95% interval (bound: estimate, ci_low, ci_high), per purpose; absent while "
+            "not yet validated.",
+            ["purpose", "bound"],
+            registry=registry,
+        )
+        self.failure_share_audited = Gauge(
+            "demandscope_metrics_failure_share_audited",
+            "Audited demands behind the failure share's estimate over the published window.",
+            ["purpose"],
+            registry=registry,
+        )
+        self.queue_texts_purged = Counter(
+            "demandscope_metrics_queue_texts_purged_total",
+            "Customers' words deleted from the review and audit queues (past retention, or "
+            "no queue needs them).",
             registry=registry,
         )
         self.open_cases = Gauge(
@@ -68,6 +89,7 @@ class MetricsServiceMetrics:
             registry=registry,
         )
         self._seen_signals: set[tuple[str, str, str, str]] = set()
+        self._estimated: set[tuple[str, str]] = set()
 
     def record_purpose(self, figures: PurposeMetrics) -> None:
         """Set the per-purpose gauges and count signals not seen before by this process."""
@@ -75,6 +97,19 @@ class MetricsServiceMetrics:
         if figures.failure_ratio is not None:
             self.failure_share.labels(purpose).set(figures.failure_ratio)
         self.open_cases.labels(purpose).set(figures.open_cases)
+        self.failure_share_audited.labels(purpose).set(figures.failure_share_audited)
+        bounds = {
+            "estimate": figures.failure_share_estimate,
+            "ci_low": figures.failure_share_ci_low,
+            "ci_high": figures.failure_share_ci_high,
+        }
+        for bound, value in bounds.items():
+            if value is not None:
+                self.failure_share_estimate.labels(purpose, bound).set(value)
+                self._estimated.add((purpose, bound))
+            elif (purpose, bound) in self._estimated:  # not validated now: no stale estimate
+                self.failure_share_estimate.remove(purpose, bound)
+                self._estimated.discard((purpose, bound))
         for chart in figures.capability:
             lines = {
                 "centre": chart.centre_line,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics import repository
+from services.metrics.audit import AuditPolicy
 from services.metrics.ingest import apply_events
 from services.metrics.subscriptions import consumed_topics
 from shared.database.engine import create_engine, session_factory
@@ -54,7 +55,10 @@ async def rebuild(
     batch_size: int = 1000,
     progress: Progress | None = None,
     changes_from_url: str | None = None,
+    audit: AuditPolicy | None = None,
 ) -> RebuildReport:
+    """``audit`` must be the live service's (its ``audit_*`` settings), so that the rebuild
+    draws the same audit sample."""
     engine = create_engine(database_url)
     sessions = session_factory(engine)
     topics = consumed_topics(kafka)
@@ -86,7 +90,7 @@ async def rebuild(
                         undecodable += 1
                 if events:
                     async with sessions.begin() as session:
-                        await apply_events(session, events)
+                        await apply_events(session, events, audit)
                     applied += len(events)
                 if progress is not None:
                     progress(reader.offsets_read, reader.total)

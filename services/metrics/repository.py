@@ -6,20 +6,24 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import case, delete, func, select, text
+from sqlalchemy import and_, case, delete, exists, func, literal, not_, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db.tables import (
+    AuditItemRow,
+    AuditStratumRow,
     CaseEventRow,
     CaseRow,
     Demand,
     DemandFactRow,
     LabelRow,
     PurposeChangeRow,
+    QueueTextRow,
 )
+from services.metrics.domain.audit import MachineCount, StratumKey, week_start
 from services.metrics.domain.cases import (
     Case,
     CaseEventFact,
@@ -80,6 +84,8 @@ def demand_row(event: DemandClassified) -> dict[str, Any]:
         "caused_by_kind": event.caused_by.kind if event.caused_by else None,
         "caused_by_ref": event.caused_by.ref if event.caused_by else None,
         "classified_at": as_utc(event.classified_at),
+        "needs_review": event.needs_review,
+        "week_start": week_start(as_utc(demand.occurred_at)),
     }
 
 
@@ -104,6 +110,7 @@ def label_row(event: DemandLabelled) -> dict[str, Any]:
         "purpose": event.purpose,
         "labelled_by": event.labelled_by,
         "labelled_at": as_utc(event.labelled_at),
+        "reason": event.reason,
     }
 
 
@@ -149,14 +156,25 @@ async def lock_customers(session: AsyncSession, customers: Sequence[str]) -> Non
     cannot deadlock. SQLite needs none: the batch's first INSERT already holds the single
     writer lock, and the history is read after it.
     """
-    if session.get_bind().dialect.name != "postgresql" or not customers:
+    await _advisory_locks(session, customers)
+
+
+async def lock_strata(session: AsyncSession, strata: Iterable[StratumKey]) -> None:
+    """Serialise the audit's upkeep of a stratum across instances, like ``lock_customers``:
+    a stratum's size is counted, and its sample drawn, by one transaction at a time, so the
+    last to commit has counted every demand. Taken before the customers' locks, always."""
+    await _advisory_locks(session, [f"audit|{p}|{w.isoformat()}" for p, w in strata])
+
+
+async def _advisory_locks(session: AsyncSession, keys: Sequence[str]) -> None:
+    if session.get_bind().dialect.name != "postgresql" or not keys:
         return
     await session.execute(
         text(
             "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(c, 0) AS h "
-            "FROM unnest(CAST(:customers AS text[])) AS c ORDER BY h) AS ordered"
+            "FROM unnest(CAST(:keys AS text[])) AS c ORDER BY h) AS ordered"
         ),
-        {"customers": list(customers)},
+        {"keys": list(keys)},
     )
 
 
@@ -547,6 +565,323 @@ async def fulfilment_series(
 async def all_purposes(session: AsyncSession) -> list[str]:
     rows = await session.execute(select(DemandFactRow.purpose).distinct())
     return sorted(rows.scalars())
+
+
+# --- the audit sample -----------------------------------------------------------------------
+
+
+async def first_classifications(session: AsyncSession, demand_ids: Sequence[str]) -> list[Demand]:
+    """The demands as first classified (the first DemandClassified of an id is the one kept)."""
+    found: list[Demand] = []
+    for chunk in _chunks(sorted(set(demand_ids))):
+        found += (await session.scalars(select(Demand).where(Demand.demand_id.in_(chunk)))).all()
+    return found
+
+
+async def stratum_sizes(
+    session: AsyncSession, strata: Iterable[StratumKey]
+) -> dict[StratumKey, int]:
+    """How many demands each stratum (first machine purpose, ISO week) holds now."""
+    wanted = set(strata)
+    sizes = dict.fromkeys(wanted, 0)
+    purposes = sorted({purpose for purpose, _ in wanted})
+    weeks = sorted({week for _, week in wanted})
+    for chunk in _chunks(purposes):
+        statement = (
+            select(Demand.purpose, Demand.week_start, func.count())
+            .where(Demand.purpose.in_(chunk), Demand.week_start.in_(weeks))
+            .group_by(Demand.purpose, Demand.week_start)
+        )
+        for purpose, week, count in (await session.execute(statement)).all():
+            if (purpose, week) in wanted:
+                sizes[(purpose, week)] = int(count)
+    return sizes
+
+
+async def save_strata(session: AsyncSession, strata: dict[StratumKey, tuple[int, float]]) -> None:
+    """Record each stratum's size and inclusion probability (replacing what was there)."""
+    if not strata:
+        return
+    rows = [
+        {"purpose": p, "week_start": w, "population": n, "inclusion_probability": prob}
+        for (p, w), (n, prob) in sorted(strata.items())
+    ]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(AuditStratumRow)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["purpose", "week_start"],
+            set_={
+                "population": statement.excluded.population,
+                "inclusion_probability": statement.excluded.inclusion_probability,
+            },
+        ),
+        rows,
+    )
+
+
+async def shrink_audit(session: AsyncSession, stratum: StratumKey, probability: float) -> None:
+    """Drop the stratum's audit items whose draw is no longer below its probability."""
+    purpose, week = stratum
+    await session.execute(
+        delete(AuditItemRow).where(
+            AuditItemRow.purpose == purpose,
+            AuditItemRow.week_start == week,
+            AuditItemRow.draw >= probability,
+        )
+    )
+
+
+async def add_audit_items(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await _insert_ignoring_duplicates(session, AuditItemRow, rows)
+
+
+async def add_queue_texts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await _insert_ignoring_duplicates(session, QueueTextRow, rows)
+
+
+async def audit_strata(session: AsyncSession) -> list[AuditStratumRow]:
+    statement = select(AuditStratumRow).order_by(
+        AuditStratumRow.purpose, AuditStratumRow.week_start
+    )
+    return list((await session.scalars(statement)).all())
+
+
+async def audit_items(session: AsyncSession) -> list[AuditItemRow]:
+    statement = select(AuditItemRow).order_by(AuditItemRow.demand_id)
+    return list((await session.scalars(statement)).all())
+
+
+def _filter_received(statement: Any, filters: Filters) -> Any:
+    """The API's filters on the demands as received (and first classified)."""
+    if filters.period is not None:
+        statement = statement.where(
+            Demand.occurred_at >= filters.period.start, Demand.occurred_at < filters.period.end
+        )
+    if filters.channel is not None:
+        statement = statement.where(Demand.channel == filters.channel)
+    if filters.team is not None:
+        statement = statement.where(Demand.team == filters.team)
+    return statement
+
+
+Grouping = Literal["purpose", "channel", "all"]
+
+
+def _group_column(by: Grouping) -> Any:
+    if by == "purpose":
+        return Demand.purpose
+    if by == "channel":
+        return Demand.channel
+    return literal("all")
+
+
+async def machine_counts(
+    session: AsyncSession, filters: Filters, *, by: Grouping, purpose: str | None = None
+) -> list[MachineCount]:
+    """The machine's first labels counted per group, stratum and type: the estimate's
+    population (grouped on the (purpose, week_start, demand_type) index)."""
+    group = _group_column(by)
+    statement: Any = select(
+        group, Demand.purpose, Demand.week_start, Demand.demand_type, func.count()
+    )
+    statement = _filter_received(statement, filters)
+    if purpose is not None:
+        statement = statement.where(Demand.purpose == purpose)
+    if by == "all":
+        statement = statement.group_by(Demand.purpose, Demand.week_start, Demand.demand_type)
+    else:
+        statement = statement.group_by(group, Demand.purpose, Demand.week_start, Demand.demand_type)
+    return [
+        MachineCount(key, (p, w), kind, int(n))
+        for key, p, w, kind, n in (await session.execute(statement)).all()
+    ]
+
+
+async def machine_labels_over_time(
+    session: AsyncSession, filters: Filters
+) -> list[tuple[datetime, StratumKey, str]]:
+    """(occurred_at, stratum, first machine type) of every demand: for estimates per period."""
+    statement: Any = select(
+        Demand.occurred_at, Demand.purpose, Demand.week_start, Demand.demand_type
+    )
+    rows = (await session.execute(_filter_received(statement, filters))).all()
+    return [(as_utc(at), (p, w), kind) for at, p, w, kind in rows]
+
+
+@dataclass(frozen=True)
+class AuditedRow:
+    demand_id: str
+    stratum: StratumKey
+    channel: str
+    occurred_at: datetime
+    machine: str
+    person: str
+
+
+async def audited(
+    session: AsyncSession, filters: Filters, *, purpose: str | None = None
+) -> list[AuditedRow]:
+    """The completed audit pairs of the demands the filters select: the machine's first
+    label and the latest label made for the audit (labels made for any other reason are
+    not an audit: they never enter the estimate)."""
+    statement: Any = (
+        select(
+            AuditItemRow.demand_id,
+            AuditItemRow.purpose,
+            AuditItemRow.week_start,
+            Demand.channel,
+            Demand.occurred_at,
+            AuditItemRow.machine_demand_type,
+            LabelRow.demand_type,
+            LabelRow.labelled_at,
+            LabelRow.label_id,
+        )
+        .join(Demand, Demand.demand_id == AuditItemRow.demand_id)
+        .join(
+            LabelRow,
+            and_(LabelRow.demand_id == AuditItemRow.demand_id, LabelRow.reason == "audit"),
+        )
+    )
+    statement = _filter_received(statement, filters)
+    if purpose is not None:
+        statement = statement.where(AuditItemRow.purpose == purpose)
+    latest: dict[str, tuple[tuple[datetime, str], AuditedRow]] = {}
+    for row in (await session.execute(statement)).all():
+        demand_id, p, w, channel, occurred, machine, person, labelled_at, label_id = row
+        order = (as_utc(labelled_at), label_id)
+        if demand_id not in latest or order > latest[demand_id][0]:
+            latest[demand_id] = (
+                order,
+                AuditedRow(demand_id, (p, w), channel, as_utc(occurred), machine, person),
+            )
+    return [row for _, row in sorted(latest.values(), key=lambda item: item[1].demand_id)]
+
+
+# --- the queues ------------------------------------------------------------------------------
+
+
+def _audit_labelled() -> Any:
+    return exists().where(LabelRow.demand_id == AuditItemRow.demand_id, LabelRow.reason == "audit")
+
+
+@dataclass(frozen=True)
+class AuditQueueRow:
+    demand_id: str
+    channel: str
+    occurred_at: datetime
+    text: str
+
+
+async def audit_queue(session: AsyncSession, *, limit: int) -> tuple[int, list[AuditQueueRow]]:
+    """Open audit items (no audit label yet) whose words are still kept, in the order of
+    their draw: random, and those most sure to stay in the sample first. Blind: nothing the
+    machine said about the demand is read here."""
+    base: Any = (
+        select(AuditItemRow.demand_id)
+        .join(QueueTextRow, QueueTextRow.demand_id == AuditItemRow.demand_id)
+        .where(not_(_audit_labelled()))
+    )
+    total = (await session.execute(select(func.count()).select_from(base.subquery()))).scalar()
+    statement = (
+        select(AuditItemRow.demand_id, Demand.channel, Demand.occurred_at, QueueTextRow.text)
+        .join(Demand, Demand.demand_id == AuditItemRow.demand_id)
+        .join(QueueTextRow, QueueTextRow.demand_id == AuditItemRow.demand_id)
+        .where(not_(_audit_labelled()))
+        .order_by(AuditItemRow.draw, AuditItemRow.demand_id)
+        .limit(limit)
+    )
+    rows = (await session.execute(statement)).all()
+    return int(total or 0), [AuditQueueRow(d, c, as_utc(at), t) for d, c, at, t in rows]
+
+
+def _review_candidate(below: float) -> Any:
+    return or_(Demand.needs_review.is_(True), Demand.confidence < below)
+
+
+@dataclass(frozen=True)
+class ReviewQueueRow:
+    demand_id: str
+    channel: str
+    occurred_at: datetime
+    text: str
+    purpose: str
+    demand_type: str
+    failure_kind: str | None
+    confidence: float
+    needs_review: bool
+    model_version: str
+
+
+async def review_queue(
+    session: AsyncSession, *, below: float, purpose: str | None, limit: int
+) -> tuple[int, list[ReviewQueueRow]]:
+    """Demands the machine was unsure of (needs_review, or confidence below ``below``) that
+    no person has labelled, lowest confidence first. Audit items are not here: they are
+    shown blind, in the audit queue, so that no one sees the machine's label of them."""
+    conditions = [
+        _review_candidate(below),
+        not_(exists().where(LabelRow.demand_id == Demand.demand_id)),
+        not_(exists().where(AuditItemRow.demand_id == Demand.demand_id)),
+    ]
+    if purpose is not None:
+        conditions.append(Demand.purpose == purpose)
+    joined: Any = select(Demand.demand_id).join(
+        QueueTextRow, QueueTextRow.demand_id == Demand.demand_id
+    )
+    total = (
+        await session.execute(
+            select(func.count()).select_from(joined.where(*conditions).subquery())
+        )
+    ).scalar()
+    statement = (
+        select(
+            Demand.demand_id,
+            Demand.channel,
+            Demand.occurred_at,
+            QueueTextRow.text,
+            Demand.purpose,
+            Demand.demand_type,
+            Demand.failure_kind,
+            Demand.confidence,
+            Demand.needs_review,
+            Demand.model_version,
+        )
+        .join(QueueTextRow, QueueTextRow.demand_id == Demand.demand_id)
+        .where(*conditions)
+        .order_by(Demand.confidence, Demand.occurred_at, Demand.demand_id)
+        .limit(limit)
+    )
+    rows = (await session.execute(statement)).all()
+    return int(total or 0), [
+        ReviewQueueRow(d, c, as_utc(at), t, p, kind, fk, float(conf), bool(nr), mv)
+        for d, c, at, t, p, kind, fk, conf, nr, mv in rows
+    ]
+
+
+async def purge_queue_texts(
+    session: AsyncSession, *, received_before: datetime, review_below: float
+) -> int:
+    """Delete the texts past retention, and those no queue needs any more: not an open
+    audit item, and labelled or never a review candidate. Returns how many went."""
+    open_audit = select(AuditItemRow.demand_id).where(not_(_audit_labelled())).scalar_subquery()
+    labelled = select(LabelRow.demand_id).scalar_subquery()
+    candidates = select(Demand.demand_id).where(_review_candidate(review_below)).scalar_subquery()
+    statement = delete(QueueTextRow).where(
+        or_(
+            QueueTextRow.received_at < received_before,
+            and_(
+                QueueTextRow.demand_id.not_in(open_audit),
+                or_(
+                    QueueTextRow.demand_id.in_(labelled),
+                    QueueTextRow.demand_id.not_in(candidates),
+                ),
+            ),
+        )
+    )
+    result = await session.execute(statement)
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # --- cases --------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -23,6 +24,33 @@ class Percentiles(BaseModel):
     p95_seconds: float | None = None
 
 
+MACHINE_SHARE = (
+    "failure / (value + failure) as labelled: the machine's labels, a person's where one "
+    "exists. The machine's prediction, not an estimate: see failure_share_estimate."
+)
+# Every failure share carries its estimate from the blind audit (docs/services/metrics.md,
+# "Estimates and the audit"): the same five fields on every row, in the JSON and the CSV.
+ShareEstimateValue = Annotated[
+    float | None,
+    Field(
+        description="The failure share estimated from the machine's first labels, corrected "
+        "by the blind audit (prediction-powered difference estimator, stratified by purpose "
+        "and week); null while not yet validated."
+    ),
+]
+ShareBound = Annotated[
+    float | None, Field(description="A bound of the estimate's 95% interval; null until validated.")
+]
+AuditedCount = Annotated[int, Field(description="Audited demands behind the estimate.")]
+EstimateStatus = Annotated[
+    Literal["validated", "not yet validated"],
+    Field(
+        description="'not yet validated' until enough demands are audited for an interval "
+        "(then there is no estimate and no interval, only the machine's share)."
+    ),
+]
+
+
 class PurposeSummary(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -34,6 +62,11 @@ class PurposeSummary(BaseModel):
                     "failure": 48,
                     "unknown": 2,
                     "failure_share": 0.4068,
+                    "failure_share_estimate": 0.452,
+                    "failure_share_ci_low": 0.371,
+                    "failure_share_ci_high": 0.533,
+                    "failure_share_audited": 40,
+                    "failure_share_status": "validated",
                     "cases_fulfilled": 55,
                     "open_cases": 9,
                     "end_to_end": {
@@ -53,7 +86,12 @@ class PurposeSummary(BaseModel):
     value: int = Field(description="Value demands.")
     failure: int = Field(description="Failure demands.")
     unknown: int = Field(description="Demands whose type could not be told.")
-    failure_share: float | None = Field(description="failure / (value + failure).")
+    failure_share: float | None = Field(description=MACHINE_SHARE)
+    failure_share_estimate: ShareEstimateValue = None
+    failure_share_ci_low: ShareBound = None
+    failure_share_ci_high: ShareBound = None
+    failure_share_audited: AuditedCount = 0
+    failure_share_status: EstimateStatus = "not yet validated"
     cases_fulfilled: int = Field(0, description="Cases whose purpose was met in the period.")
     open_cases: int = Field(0, description="Cases open now (the period does not apply).")
     end_to_end: Percentiles = Field(
@@ -201,7 +239,27 @@ class OverTimeRow(BaseModel):
     value: int
     failure: int
     unknown: int
-    failure_share: float | None
+    failure_share: float | None = Field(description=MACHINE_SHARE)
+    failure_share_estimate: ShareEstimateValue = None
+    failure_share_ci_low: ShareBound = None
+    failure_share_ci_high: ShareBound = None
+    failure_share_audited: AuditedCount = 0
+    failure_share_status: EstimateStatus = "not yet validated"
+
+
+class OverallRow(BaseModel):
+    """Every demand the filters select, as one row."""
+
+    volume: int
+    value: int
+    failure: int
+    unknown: int
+    failure_share: float | None = Field(description=MACHINE_SHARE)
+    failure_share_estimate: ShareEstimateValue = None
+    failure_share_ci_low: ShareBound = None
+    failure_share_ci_high: ShareBound = None
+    failure_share_audited: AuditedCount = 0
+    failure_share_status: EstimateStatus = "not yet validated"
 
 
 class ChannelRow(BaseModel):
@@ -210,7 +268,12 @@ class ChannelRow(BaseModel):
     value: int
     failure: int
     unknown: int
-    failure_share: float | None
+    failure_share: float | None = Field(description=MACHINE_SHARE)
+    failure_share_estimate: ShareEstimateValue = None
+    failure_share_ci_low: ShareBound = None
+    failure_share_ci_high: ShareBound = None
+    failure_share_audited: AuditedCount = 0
+    failure_share_status: EstimateStatus = "not yet validated"
 
 
 class ParetoRow(BaseModel):
@@ -219,7 +282,12 @@ class ParetoRow(BaseModel):
     share_of_all_failure: float | None
     cumulative_share: float | None
     volume: int
-    failure_share: float | None
+    failure_share: float | None = Field(description=MACHINE_SHARE)
+    failure_share_estimate: ShareEstimateValue = None
+    failure_share_ci_low: ShareBound = None
+    failure_share_ci_high: ShareBound = None
+    failure_share_audited: AuditedCount = 0
+    failure_share_status: EstimateStatus = "not yet validated"
 
 
 class TimelineEntry(BaseModel):
@@ -249,3 +317,57 @@ class CaseTimeline(BaseModel):
     channels: list[str]
     one_stop: bool
     entries: list[TimelineEntry]
+
+
+class AuditItem(BaseModel):
+    """A demand to label blind: what the customer said, how and when. Nothing the machine
+    said about it (its type, purpose or confidence) is shown, so no one is anchored by it."""
+
+    demand_id: str
+    channel: str
+    occurred_at: datetime
+    text: str = Field(description="The customer's words, redacted by intake.")
+
+
+class AuditQueue(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "open": 41,
+                    "items": [
+                        {
+                            "demand_id": "call-0001",
+                            "channel": "phone",
+                            "occurred_at": "2026-11-20T09:14:00Z",
+                            "text": "The engineer was meant to come yesterday and nobody "
+                            "turned up.",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    open: int = Field(description="Open audit items whose words are still kept.")
+    items: list[AuditItem] = Field(description="In the order of their random draw.")
+
+
+class ReviewItem(BaseModel):
+    """A demand the machine was unsure of, with its suggestion."""
+
+    demand_id: str
+    channel: str
+    occurred_at: datetime
+    text: str = Field(description="The customer's words, redacted by intake.")
+    purpose: str = Field(description="The machine's suggested purpose.")
+    demand_type: str = Field(description="The machine's suggestion: value, failure or unknown.")
+    failure_kind: str | None = None
+    confidence: float
+    needs_review: bool = Field(description="The classifier asked for a person's review.")
+    model_version: str
+
+
+class ReviewQueue(BaseModel):
+    waiting: int = Field(description="Demands waiting for a review (whose words are kept).")
+    items: list[ReviewItem] = Field(description="Lowest confidence first.")

@@ -4,8 +4,10 @@ repository reads composed with the pure domain (cases, percentiles, XmR charts).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +23,12 @@ from services.metrics.capability import (
     xmr_chart,
 )
 from services.metrics.db.tables import PurposeChangeRow
+from services.metrics.domain.audit import (
+    AuditedDemand,
+    MachineCount,
+    estimate_of,
+    estimates_by_group,
+)
 from services.metrics.domain.buckets import histogram
 from services.metrics.domain.percentiles import percentile
 from services.metrics.domain.windows import Granularity, Period, period_start
@@ -34,6 +42,7 @@ from services.metrics.schemas import (
     CountByKey,
     HistogramBucket,
     OpenCaseAge,
+    OverallRow,
     OverTimeRow,
     ParetoRow,
     Percentiles,
@@ -41,6 +50,7 @@ from services.metrics.schemas import (
     PurposeSummary,
     TimelineEntry,
 )
+from shared.estimates import ShareEstimate
 from shared.events import Capability, EndToEndPercentiles, PurposeMetrics, Signal
 
 
@@ -57,6 +67,40 @@ def _share(part: int, whole: int) -> float | None:
 PERCENTILES = (50.0, 85.0, 95.0)
 
 
+def estimate_fields(estimate: ShareEstimate) -> dict[str, Any]:
+    """The five fields every failure share carries (schemas.py), from one estimate."""
+    return {
+        "failure_share_estimate": estimate.estimate,
+        "failure_share_ci_low": estimate.ci_low,
+        "failure_share_ci_high": estimate.ci_high,
+        "failure_share_audited": estimate.audited,
+        "failure_share_status": estimate.status,
+    }
+
+
+async def failure_estimates(
+    session: AsyncSession,
+    filters: Filters,
+    *,
+    by: repository.Grouping,
+    purpose: str | None = None,
+) -> dict[Hashable, ShareEstimate]:
+    """The audit-corrected failure share of each purpose, channel, or of everything ("all"),
+    over the demands the filters select, grouped as the machine first labelled them."""
+    counts = await repository.machine_counts(session, filters, by=by, purpose=purpose)
+    pairs = await repository.audited(session, filters, purpose=purpose)
+    audited = [
+        AuditedDemand(
+            {"purpose": row.stratum[0], "channel": row.channel, "all": "all"}[by],
+            row.stratum,
+            row.machine,
+            row.person,
+        )
+        for row in pairs
+    ]
+    return estimates_by_group(counts, audited)
+
+
 def _percentiles(values: dict[float, float]) -> Percentiles:
     return Percentiles(
         p50_seconds=values.get(50.0), p85_seconds=values.get(85.0), p95_seconds=values.get(95.0)
@@ -71,6 +115,7 @@ async def purpose_summaries(
     cases = await repository.fulfilled_case_counts(session, filters, purpose=purpose)
     times = await repository.end_to_end_percentiles(session, filters, PERCENTILES, purpose=purpose)
     open_counts = await repository.open_case_counts(session, filters, purpose=purpose)
+    estimates = await failure_estimates(session, filters, by="purpose", purpose=purpose)
     by_purpose = {row.key: row for row in counts}
     # Purposes with cases in the period but no demand in it still have figures to show.
     extra = sorted((set(cases) | set(times) | set(open_counts)) - set(by_purpose))
@@ -87,6 +132,7 @@ async def purpose_summaries(
                 failure=row.failure,
                 unknown=row.unknown,
                 failure_share=_share(row.failure, row.value + row.failure),
+                **estimate_fields(estimate_of(estimates, row.key)),
                 cases_fulfilled=fulfilled.fulfilled if fulfilled else 0,
                 open_cases=open_counts.get(row.key, 0),
                 end_to_end=_percentiles(times.get(row.key, {})),
@@ -202,6 +248,18 @@ async def over_time(
     buckets: dict[date, Counter[str]] = {}
     for at, kind in await repository.demand_moments(session, filters):
         buckets.setdefault(period_start(at, granularity), Counter())[kind] += 1
+    machine: Counter[tuple[date, tuple[str, date], str]] = Counter()
+    for at, stratum, kind in await repository.machine_labels_over_time(session, filters):
+        machine[(period_start(at, granularity), stratum, kind)] += 1
+    estimates = estimates_by_group(
+        [MachineCount(start, stratum, kind, n) for (start, stratum, kind), n in machine.items()],
+        [
+            AuditedDemand(
+                period_start(row.occurred_at, granularity), row.stratum, row.machine, row.person
+            )
+            for row in await repository.audited(session, filters)
+        ],
+    )
     return [
         OverTimeRow(
             period_start=start,
@@ -210,12 +268,30 @@ async def over_time(
             failure=c["failure"],
             unknown=c["unknown"],
             failure_share=_share(c["failure"], c["value"] + c["failure"]),
+            **estimate_fields(estimate_of(estimates, start)),
         )
         for start, c in sorted(buckets.items())
     ]
 
 
+async def overall(session: AsyncSession, filters: Filters) -> OverallRow:
+    """Every demand the filters select, with the failure share's estimate over all purposes."""
+    counts = await repository.demand_counts(session, filters)
+    value = sum(row.value for row in counts)
+    failure = sum(row.failure for row in counts)
+    estimates = await failure_estimates(session, filters, by="all")
+    return OverallRow(
+        volume=sum(row.volume for row in counts),
+        value=value,
+        failure=failure,
+        unknown=sum(row.unknown for row in counts),
+        failure_share=_share(failure, value + failure),
+        **estimate_fields(estimate_of(estimates, "all")),
+    )
+
+
 async def by_channel(session: AsyncSession, filters: Filters) -> list[ChannelRow]:
+    estimates = await failure_estimates(session, filters, by="channel")
     return [
         ChannelRow(
             channel=row.key,
@@ -224,6 +300,7 @@ async def by_channel(session: AsyncSession, filters: Filters) -> list[ChannelRow
             failure=row.failure,
             unknown=row.unknown,
             failure_share=_share(row.failure, row.value + row.failure),
+            **estimate_fields(estimate_of(estimates, row.key)),
         )
         for row in await repository.demand_counts(session, filters, by="channel")
     ]
@@ -236,6 +313,7 @@ async def pareto(session: AsyncSession, filters: Filters) -> list[ParetoRow]:
         key=lambda row: (-row.failure, -row.volume, row.key),
     )
     total = sum(row.failure for row in rows)
+    estimates = await failure_estimates(session, filters, by="purpose")
     running = 0
     pareto_rows = []
     for row in rows:
@@ -248,6 +326,7 @@ async def pareto(session: AsyncSession, filters: Filters) -> list[ParetoRow]:
                 cumulative_share=_share(running, total),
                 volume=row.volume,
                 failure_share=_share(row.failure, row.value + row.failure),
+                **estimate_fields(estimate_of(estimates, row.key)),
             )
         )
     return pareto_rows
@@ -337,6 +416,11 @@ async def purpose_metrics(
         failure_count=summary.failure,
         unknown_count=summary.unknown,
         failure_ratio=summary.failure_share,
+        failure_share_estimate=summary.failure_share_estimate,
+        failure_share_ci_low=summary.failure_share_ci_low,
+        failure_share_ci_high=summary.failure_share_ci_high,
+        failure_share_audited=summary.failure_share_audited,
+        failure_share_status=summary.failure_share_status,
         failure_by_kind=dict(by_kind),
         end_to_end=EndToEndPercentiles(**summary.end_to_end.model_dump()),
         cases_fulfilled=summary.cases_fulfilled,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String
+from sqlalchemy import Boolean, Date, DateTime, Float, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.database.naming import named_metadata
@@ -39,10 +39,15 @@ class Demand(Base):
     caused_by_kind: Mapped[str | None] = mapped_column(String(16))
     caused_by_ref: Mapped[str | None] = mapped_column(String(200))
     classified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    needs_review: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # The ISO week (its Monday, UTC) of occurred_at: with purpose, the audit's stratum.
+    week_start: Mapped[date] = mapped_column(Date)
 
     __table_args__ = (
         Index("ix_demands_purpose_type", "purpose", "demand_type"),
         Index("ix_demands_customer", "customer_ref", "occurred_at"),
+        # Stratum sizes, and the machine's counts per stratum for the estimate, off the index.
+        Index("ix_demands_purpose_week_type", "purpose", "week_start", "demand_type"),
     )
 
 
@@ -72,6 +77,8 @@ class LabelRow(Base):
     purpose: Mapped[str] = mapped_column(String(120))
     labelled_by: Mapped[str] = mapped_column(String(200))
     labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # review, audit or correction: only audit labels enter the failure-share estimate.
+    reason: Mapped[str] = mapped_column(String(16), server_default=text("'correction'"))
 
 
 class DemandFactRow(Base):
@@ -144,3 +151,46 @@ class PurposeChangeRow(Base):
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     note: Mapped[str] = mapped_column(String(2000))
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditStratumRow(Base):
+    """One stratum of the audit (first machine purpose, ISO week): its size now and the
+    inclusion probability every one of its demands is drawn with (domain/audit.py)."""
+
+    __tablename__ = "audit_strata"
+
+    purpose: Mapped[str] = mapped_column(String(120), primary_key=True)
+    week_start: Mapped[date] = mapped_column(Date, primary_key=True)
+    population: Mapped[int] = mapped_column(Integer)
+    inclusion_probability: Mapped[float] = mapped_column(Float)
+
+
+class AuditItemRow(Base):
+    """A demand in the audit sample, with the machine's first label of it: the audit pair's
+    machine half, kept whatever happens to the demand later. Completed by a label whose
+    reason is 'audit' (demand_labels); leaves the sample only if its stratum's inclusion
+    probability falls below its draw."""
+
+    __tablename__ = "audit_items"
+
+    demand_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(120))
+    week_start: Mapped[date] = mapped_column(Date)
+    draw: Mapped[float] = mapped_column(Float)
+    machine_demand_type: Mapped[str] = mapped_column(String(16))
+    machine_failure_kind: Mapped[str | None] = mapped_column(String(120))
+    model_version: Mapped[str] = mapped_column(String(100))
+
+    __table_args__ = (Index("ix_audit_items_stratum_draw", "purpose", "week_start", "draw"),)
+
+
+class QueueTextRow(Base):
+    """The customer's (redacted) words of a demand in the review or audit queue, kept only
+    while a queue needs them and at most ``queue_text_retention_days`` after intake received
+    them. Never in the figures' tables."""
+
+    __tablename__ = "queue_texts"
+
+    demand_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

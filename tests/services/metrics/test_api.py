@@ -167,7 +167,13 @@ async def test_tables_export_as_csv(client: httpx.AsyncClient, auth: Any) -> Non
     assert row["volume"] == "24"
     assert row["failure"] == "6"
     assert float(row["end_to_end.p50_seconds"]) == 2 * 86_400
-    assert by_accept.text.splitlines()[0] == "channel,volume,value,failure,unknown,failure_share"
+    assert by_accept.text.splitlines()[0] == (
+        "channel,volume,value,failure,unknown,failure_share,failure_share_estimate,"
+        "failure_share_ci_low,failure_share_ci_high,failure_share_audited,failure_share_status"
+    )
+    (channel,) = list(csv.DictReader(io.StringIO(by_accept.text)))
+    assert channel["failure_share_status"] == "not yet validated"  # no audit: no interval
+    assert channel["failure_share_estimate"] == channel["failure_share_ci_low"] == ""
 
 
 async def test_unknown_purpose_and_case_are_404(client: httpx.AsyncClient, auth: Any) -> None:
