@@ -90,7 +90,12 @@ def record(scopes: set[Scope], revoked_at: datetime | None = None) -> ApiKeyReco
 
 
 def test_scopes_are_the_documented_strings() -> None:
-    assert [scope.value for scope in Scope] == ["demands:write", "labels:write", "read"]
+    assert [scope.value for scope in Scope] == [
+        "demands:write",
+        "labels:write",
+        "read",
+        "model:write",
+    ]
     assert Scope("labels:write") is Scope.LABELS_WRITE
 
 
