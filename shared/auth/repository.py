@@ -1,4 +1,4 @@
-"""Every query on the api_keys table, and nothing else."""
+"""Every query on the api_keys and accounts tables, and nothing else."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.auth.accounts import AccountRecord, Role
 from shared.auth.keys import ApiKeyRecord, Scope
-from shared.auth.tables import ApiKeyRow
+from shared.auth.tables import AccountRow, ApiKeyRow
 
 
 async def insert_key(session: AsyncSession, record: ApiKeyRecord) -> None:
@@ -60,3 +61,48 @@ def _record(row: ApiKeyRow) -> ApiKeyRecord:
 def _utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; every stored time is UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+async def insert_account(session: AsyncSession, record: AccountRecord) -> None:
+    session.add(
+        AccountRow(
+            username=record.username,
+            role=record.role.value,
+            password_hash=record.password_hash,
+            created_at=record.created_at,
+            disabled_at=record.disabled_at,
+        )
+    )
+
+
+async def find_account(session: AsyncSession, username: str) -> AccountRecord | None:
+    row = await session.get(AccountRow, username)
+    return None if row is None else _account(row)
+
+
+async def all_accounts(session: AsyncSession) -> list[AccountRecord]:
+    rows = await session.scalars(select(AccountRow).order_by(AccountRow.username))
+    return [_account(row) for row in rows.all()]
+
+
+async def mark_disabled(session: AsyncSession, username: str, at: datetime) -> bool:
+    """True when an enabled account was disabled now; disabling twice keeps the first time."""
+    result = await session.execute(
+        update(AccountRow)
+        .where(AccountRow.username == username, AccountRow.disabled_at.is_(None))
+        .values(disabled_at=at)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _account(row: AccountRow) -> AccountRecord:
+    return AccountRecord(
+        username=row.username,
+        role=Role(row.role),
+        password_hash=row.password_hash,
+        created_at=_utc(row.created_at),
+        disabled_at=None if row.disabled_at is None else _utc(row.disabled_at),
+    )

@@ -1,4 +1,4 @@
-"""The api_keys table. Queries live in shared/auth/repository.py, nowhere else."""
+"""The api_keys and accounts tables. Queries live in shared/auth/repository.py, nowhere else."""
 
 from __future__ import annotations
 
@@ -25,3 +25,15 @@ class ApiKeyRow(AuthBase):
     hash: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AccountRow(AuthBase):
+    """A person who signs in to the pages. Only a slow (scrypt) hash of the password is kept."""
+
+    __tablename__ = "auth_accounts"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))  # viewer, reviewer or admin
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
