@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install setup run test lint typecheck pytest schemas bench kafka-start kafka-stop clean
+.PHONY: help install assets setup run test lint typecheck pytest schemas bench kafka-start kafka-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv with demandscope and its tools (.venv/bin/demandscope)
+install: $(STAMP) assets ## Create .venv with demandscope and its tools (.venv/bin/demandscope)
 
-setup: install ## Install the system packages the stack and tests need (Java, Maven, PostgreSQL, Prometheus)
+assets: $(STAMP) ## The pages' htmx and Vega (and axe-core for tests) from npm, pinned and hash-checked
+	$(BIN)/python -m devstack assets
+
+setup: install ## Install the system packages the stack and tests need (Java, Maven, PostgreSQL, Prometheus, Chromium)
 	$(BIN)/python -m devstack setup
 
 run: install setup ## Start Kafka, the three services and SQLite, supervised, in the foreground (Ctrl-C stops all)

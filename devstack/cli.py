@@ -58,6 +58,15 @@ def setup_command() -> None:
     raise typer.Exit(code)
 
 
+@app.command("assets")
+def assets_command() -> None:
+    """Fetch the pages' front-end libraries (pinned, integrity-checked) from the npm registry."""
+    from devstack.assets import fetch
+    from services.metrics.pages.settings import PagesSettings
+
+    raise typer.Exit(fetch(PagesSettings().assets_dir))
+
+
 @kafka_app.command("start")
 def kafka_start(
     timeout: float = typer.Option(120.0, help="Seconds to wait for the broker to answer."),

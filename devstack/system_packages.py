@@ -9,9 +9,10 @@ that forbids Debian's maintainer scripts from starting the packaged services (a 
 PostgreSQL or Prometheus would take the ports our own instances use), and removes it again;
 a policy that was already there (a container's ``exit 101``) is left alone.
 
-Java and Maven are required (the Kafka broker cannot run without them); PostgreSQL and
-Prometheus are optional on a developer's machine (their tests are skipped loudly without them)
-and required under ``CI=true``, where their tests fail instead.
+Java and Maven are required (the Kafka broker cannot run without them); PostgreSQL,
+Prometheus and Chromium (the pages' browser tests) are optional on a developer's machine (their
+tests are skipped loudly without them) and required under ``CI=true``, where their tests
+fail instead.
 """
 
 from __future__ import annotations
@@ -106,6 +107,13 @@ def _find_prometheus() -> tuple[str | None, str]:
     return f"{server} (and {promtool})", ""
 
 
+def _find_chromium() -> tuple[str | None, str]:
+    exe = shutil.which("chromium") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
+    )
+    return (exe, "") if exe else (None, "chromium is not on PATH")
+
+
 def requirements() -> list[Requirement]:
     return [
         Requirement("java", "default-jre-headless", "the Kafka broker", True, _find_java),
@@ -115,6 +123,9 @@ def requirements() -> list[Requirement]:
         ),
         Requirement(
             "prometheus", "prometheus", "make run's Prometheus, rule tests", False, _find_prometheus
+        ),
+        Requirement(
+            "chromium", "chromium", "the pages' browser tests (Playwright)", False, _find_chromium
         ),
     ]
 
