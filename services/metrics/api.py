@@ -44,7 +44,7 @@ from services.metrics.schemas import (
 )
 from services.metrics.service import AmbiguousCase, ChartSettings
 from shared.auth.dependencies import require_scope
-from shared.auth.keys import Scope
+from shared.auth.keys import ApiKeyRecord, Scope
 from shared.events import Channel
 from shared.privacy import personal_data_kind, refusal_reason
 from shared.service.components import components_dependency
@@ -109,6 +109,10 @@ def _review_below(components: Components) -> float:
 
 
 Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+# One dependency object: the route's guard and the parameter naming who recorded a change
+# share FastAPI's per-request cache, so the key is checked once, before the body is read.
+_change_writer = require_scope(Scope.LABELS_WRITE)
+ChangeWriter = Annotated[ApiKeyRecord, Depends(_change_writer)]
 ReviewBelow = Annotated[float, Depends(_review_below)]
 QueueLimit = Annotated[
     int, Query(ge=1, le=500, description="Items returned at most (the head of the queue).")
@@ -182,7 +186,7 @@ async def list_changes(
     status_code=201,
     tags=["purposes"],
     summary="Record a change to the system: the capability baseline starts again there",
-    dependencies=[Depends(require_scope(Scope.LABELS_WRITE))],
+    dependencies=[Depends(_change_writer)],
     responses={413: _problem("The body is larger than max_body_bytes.")},
     openapi_extra={
         "requestBody": {
@@ -191,7 +195,9 @@ async def list_changes(
         }
     },
 )
-async def record_change(purpose: str, change: ChangeBody, sessions: Sessions) -> ChangeOut:
+async def record_change(
+    purpose: str, key: ChangeWriter, change: ChangeBody, sessions: Sessions
+) -> ChangeOut:
     """Limits are recalculated only here, when a person says the system changed: from the
     first ``baseline_points`` values on or after ``changed_at``. Never automatically.
     The note is masked (schemas.ChangeIn); a purpose that is personal data is refused."""
@@ -200,7 +206,9 @@ async def record_change(purpose: str, change: ChangeBody, sessions: Sessions) ->
         problem = FieldProblem(field="path.purpose", reason=refusal_reason(kind))
         raise ProblemError(422, "Invalid request", problems=[problem])
     async with sessions.begin() as session:
-        return await service.record_change(session, purpose, change)
+        return await service.record_change(
+            session, purpose, change, recorded_by=f"key:{key.source}"
+        )
 
 
 @router.get(

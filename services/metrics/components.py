@@ -16,6 +16,7 @@ from services.metrics.config import MetricsSettings
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.publisher import PurposeMetricsPublisher
 from services.metrics.service import ChartSettings
+from shared.auth.sessions import PeopleGate
 from shared.kafka.producer import ManagedProducer
 from shared.kafka.service import ConsumerService
 from shared.service.components import ServiceComponents
@@ -32,6 +33,7 @@ class MetricsComponents(ServiceComponents):
     producer: ManagedProducer
     publisher: PurposeMetricsPublisher
     consumer: ConsumerService
+    people: PeopleGate  # who is signed in to the pages (services/metrics/pages)
     audit: AuditPolicy
     purge: QueueTextPurge
 

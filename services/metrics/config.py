@@ -9,7 +9,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.auth.settings import AuthSettings
+from services.metrics.pages.settings import PagesSettings
+from shared.auth.settings import AuthSettings, PeopleSettings
 from shared.kafka.settings import KafkaSettings
 from shared.service.settings import ServiceSettings
 
@@ -81,6 +82,8 @@ class MetricsSettings(ServiceSettings):
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    people: PeopleSettings = Field(default_factory=PeopleSettings)
+    pages: PagesSettings = Field(default_factory=PagesSettings)
 
     @model_validator(mode="after")
     def _floor_below_ceiling(self) -> MetricsSettings:

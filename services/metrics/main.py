@@ -8,15 +8,19 @@ from contextlib import AsyncExitStack
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from services.metrics import pages
 from services.metrics.api import router
 from services.metrics.audit import QueueTextPurge, audit_policy
 from services.metrics.components import MetricsComponents
 from services.metrics.config import MetricsSettings
+from services.metrics.figures_api import router as figures_router
 from services.metrics.handler import ApplyMetricsBatch
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.publisher import PurposeMetricsPublisher
 from services.metrics.service import ChartSettings
 from services.metrics.subscriptions import consumed_topics
+from shared.auth.account_store import AccountStore
+from shared.auth.sessions import PeopleGate
 from shared.auth.store import ApiKeyStore
 from shared.database.engine import create_engine, session_factory
 from shared.kafka.consumer import RunnerOptions
@@ -39,6 +43,7 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
     sessions = session_factory(engine)
     key_store = ApiKeyStore(settings.auth.database_url, cache_ttl_s=settings.auth.cache_ttl_s)
     stack.push_async_callback(key_store.close)
+    people = PeopleGate(settings.people, AccountStore(key_store.engine))
     producer = ManagedProducer(settings.kafka, client_id="demandscope-metrics-publisher")
     stack.push_async_callback(producer.close)
     chart_settings = ChartSettings(
@@ -86,6 +91,7 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
         producer=producer,
         publisher=publisher,
         consumer=consumer,
+        people=people,
         audit=audit,
         purge=purge,
         background=[
@@ -111,6 +117,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         "every failure share carries its estimate from the blind audit, with a 95% interval, "
         "or says it is not yet validated. Errors are RFC 9457 problem documents "
         "(`application/problem+json`).",
-        routers=[router],
+        routers=[router, figures_router, *pages.routers()],
     )
+    pages.install(app, settings.pages)
     return app

@@ -84,9 +84,20 @@ def demand_row(event: DemandClassified) -> dict[str, Any]:
         "caused_by_kind": event.caused_by.kind if event.caused_by else None,
         "caused_by_ref": event.caused_by.ref if event.caused_by else None,
         "classified_at": as_utc(event.classified_at),
+        "handling_seconds": handling_seconds(demand.attributes),
         "needs_review": event.needs_review,
         "week_start": week_start(as_utc(demand.occurred_at)),
     }
+
+
+def handling_seconds(attributes: dict[str, str]) -> float | None:
+    """The staff seconds a source reports in the demand's ``handling_seconds`` attribute: a
+    number from 0 to a week, else nothing (the channel's average stands in, figures.py)."""
+    try:
+        seconds = float(attributes.get("handling_seconds", ""))
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 7 * 86400 else None
 
 
 def case_event_row(event: CaseEvent) -> dict[str, Any]:
@@ -924,10 +935,19 @@ async def case_events_of(session: AsyncSession, case: CaseRow) -> list[CaseEvent
 
 
 async def add_change(
-    session: AsyncSession, *, purpose: str, changed_at: datetime, note: str
+    session: AsyncSession,
+    *,
+    purpose: str,
+    changed_at: datetime,
+    note: str,
+    recorded_by: str | None = None,
 ) -> PurposeChangeRow:
     row = PurposeChangeRow(
-        purpose=purpose, changed_at=as_utc(changed_at), note=note, recorded_at=datetime.now(UTC)
+        purpose=purpose,
+        changed_at=as_utc(changed_at),
+        note=note,
+        recorded_at=datetime.now(UTC),
+        recorded_by=recorded_by,
     )
     session.add(row)
     await session.flush()
@@ -956,6 +976,7 @@ async def copy_changes(session: AsyncSession, changes: Sequence[PurposeChangeRow
                 changed_at=as_utc(change.changed_at),
                 note=change.note,
                 recorded_at=as_utc(change.recorded_at),
+                recorded_by=change.recorded_by,
             )
         )
 

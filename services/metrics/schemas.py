@@ -218,6 +218,9 @@ class ChangeOut(BaseModel):
     changed_at: datetime
     note: str
     recorded_at: datetime
+    recorded_by: str | None = Field(
+        None, description="Who recorded it: a person's username, or key:<source> for an API key."
+    )
 
 
 class PurposeDetail(BaseModel):

@@ -223,10 +223,16 @@ async def recorded_changes(session: AsyncSession, purpose: str) -> list[ChangeOu
     return [_change_out(c) for c in await repository.changes_of(session, purpose)]
 
 
-async def record_change(session: AsyncSession, purpose: str, change: ChangeIn) -> ChangeOut:
+async def record_change(
+    session: AsyncSession, purpose: str, change: ChangeIn, *, recorded_by: str | None = None
+) -> ChangeOut:
     """A person's word that the system changed: the purpose's baselines start again there."""
     row = await repository.add_change(
-        session, purpose=purpose, changed_at=change.changed_at, note=change.note
+        session,
+        purpose=purpose,
+        changed_at=change.changed_at,
+        note=change.note,
+        recorded_by=recorded_by,
     )
     return _change_out(row)
 
@@ -238,6 +244,7 @@ def _change_out(row: PurposeChangeRow) -> ChangeOut:
         changed_at=repository.as_utc(row.changed_at),
         note=row.note,
         recorded_at=repository.as_utc(row.recorded_at),
+        recorded_by=row.recorded_by,
     )
 
 

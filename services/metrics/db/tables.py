@@ -39,6 +39,8 @@ class Demand(Base):
     caused_by_kind: Mapped[str | None] = mapped_column(String(16))
     caused_by_ref: Mapped[str | None] = mapped_column(String(200))
     classified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Staff seconds the source says the demand took (its handling_seconds attribute), if any.
+    handling_seconds: Mapped[float | None] = mapped_column(Float)
     needs_review: Mapped[bool] = mapped_column(Boolean, server_default=false())
     # The ISO week (its Monday, UTC) of occurred_at: with purpose, the audit's stratum.
     week_start: Mapped[date] = mapped_column(Date)
@@ -151,6 +153,8 @@ class PurposeChangeRow(Base):
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     note: Mapped[str] = mapped_column(String(2000))
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Who recorded it: a person's username (pages) or 'key:<source>' (the API).
+    recorded_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class AuditStratumRow(Base):

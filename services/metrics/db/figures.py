@@ -1,0 +1,120 @@
+"""The queries behind the capacity and failure-flow figures (services/metrics/figures.py).
+
+A module of its own beside repository.py (which holds every other query) so that these
+figures could be added without touching the queries the rest of the service relies on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.metrics.db.tables import Demand, DemandFactRow
+from services.metrics.repository import Filters, as_utc
+
+UNTRACED = "untraced"
+
+
+def _filtered(statement: Any, filters: Filters) -> Any:
+    if filters.period is not None:
+        statement = statement.where(
+            DemandFactRow.occurred_at >= filters.period.start,
+            DemandFactRow.occurred_at < filters.period.end,
+        )
+    if filters.channel is not None:
+        statement = statement.where(DemandFactRow.channel == filters.channel)
+    if filters.team is not None:
+        statement = statement.where(DemandFactRow.team == filters.team)
+    return statement
+
+
+@dataclass(frozen=True)
+class FailureHandling:
+    purpose: str
+    channel: str
+    occurred_at: datetime
+    handling_seconds: float | None  # what the source said, if it said
+
+
+async def failure_handling(
+    session: AsyncSession, filters: Filters, *, purpose: str | None = None
+) -> list[FailureHandling]:
+    """Every failure demand in the filter with the staff time its source reported (if any)."""
+    statement: Any = (
+        select(
+            DemandFactRow.purpose,
+            DemandFactRow.channel,
+            DemandFactRow.occurred_at,
+            Demand.handling_seconds,
+        )
+        .join(Demand, Demand.demand_id == DemandFactRow.demand_id)
+        .where(DemandFactRow.demand_type == "failure")
+    )
+    statement = _filtered(statement, filters)
+    if purpose is not None:
+        statement = statement.where(DemandFactRow.purpose == purpose)
+    rows = (await session.execute(statement.order_by(DemandFactRow.occurred_at))).all()
+    return [
+        FailureHandling(p, c, as_utc(at), None if s is None else float(s)) for p, c, at, s in rows
+    ]
+
+
+async def failure_flow(session: AsyncSession, filters: Filters) -> list[tuple[str, str, int]]:
+    """(cause purpose, failure demand's purpose, count): which purpose breeds which failure."""
+    cause = func.coalesce(DemandFactRow.cause_purpose, UNTRACED)
+    statement: Any = select(cause, DemandFactRow.purpose, func.count()).where(
+        DemandFactRow.demand_type == "failure"
+    )
+    statement = _filtered(statement, filters).group_by(cause, DemandFactRow.purpose)
+    rows = (await session.execute(statement)).all()
+    return [(str(c), str(p), int(n)) for c, p, n in rows]
+
+
+@dataclass(frozen=True)
+class FlowExample:
+    demand_id: str
+    case_id: str
+    occurred_at: datetime
+    channel: str
+    failure_kind: str | None
+
+
+async def failure_flow_examples(
+    session: AsyncSession, filters: Filters, *, cause: str, purpose: str, limit: int
+) -> list[FlowExample]:
+    """The latest failure demands of ``purpose`` traced to ``cause`` ('untraced': to none)."""
+    statement: Any = select(
+        DemandFactRow.demand_id,
+        DemandFactRow.case_id,
+        DemandFactRow.occurred_at,
+        DemandFactRow.channel,
+        DemandFactRow.failure_kind,
+    ).where(DemandFactRow.demand_type == "failure", DemandFactRow.purpose == purpose)
+    if cause == UNTRACED:
+        statement = statement.where(DemandFactRow.cause_purpose.is_(None))
+    else:
+        statement = statement.where(DemandFactRow.cause_purpose == cause)
+    statement = _filtered(statement, filters)
+    statement = statement.order_by(DemandFactRow.occurred_at.desc(), DemandFactRow.demand_id).limit(
+        limit
+    )
+    rows = (await session.execute(statement)).all()
+    return [FlowExample(d, c, as_utc(at), ch, k) for d, c, at, ch, k in rows]
+
+
+async def words_of(session: AsyncSession, demand_ids: list[str]) -> dict[str, str]:
+    """The customer's redacted words of these demands, where they are still retained (the
+    review and audit queues keep them for a while; the figures' tables never hold them)."""
+    from services.metrics.db import tables
+
+    texts = getattr(tables, "QueueTextRow", None)
+    if texts is None or not demand_ids:
+        return {}
+    rows = await session.execute(
+        select(texts.demand_id, texts.text).where(texts.demand_id.in_(demand_ids))
+    )
+    return {str(d): str(t) for d, t in rows.all()}
