@@ -21,17 +21,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics import repository
-from services.metrics.config import MetricsSettings
 from services.metrics.domain.audit import AuditPlan, StratumKey
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.schemas import AuditItem, AuditQueue, ReviewItem, ReviewQueue
 from shared.events import DemandClassified
 from shared.service.supervisor import BackgroundTask
+
+if TYPE_CHECKING:  # config imports the pages, which import the API, which imports this
+    from services.metrics.config import MetricsSettings
 
 log = logging.getLogger(__name__)
 
