@@ -160,6 +160,7 @@ def sqlite_url(tmp_path: Path) -> str:
 def fresh_postgres_url(postgres_url: str) -> str:
     """A new, empty database of its own on the session's PostgreSQL cluster."""
     import asyncio
+    import concurrent.futures
 
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -172,7 +173,10 @@ def fresh_postgres_url(postgres_url: str) -> str:
             await connection.execute(text(f'CREATE DATABASE "{name}"'))
         await engine.dispose()
 
-    asyncio.run(create())
+    # In a thread of its own: a session fixture (Playwright's sync API) may keep an event
+    # loop running in this one, where asyncio.run refuses to start another.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, create()).result()
     return postgres_url.rsplit("/", 1)[0] + f"/{name}"
 
 
