@@ -241,7 +241,7 @@ def _one_case(build: _Builder, purpose: Purpose, start: datetime, after: bool) -
     if rng.random() < purpose.chase_share[phase]:
         chase_at = start + timedelta(days=days * rng.uniform(0.4, 0.9))
         build.demand(
-            at=chase_at, customer=customer, case=case, channel=Channel.PHONE,
+            at=chase_at, customer=customer, case=None, channel=Channel.PHONE,
             text=rng.choice(purpose.chase_words), purpose=purpose.name,
             demand_type=DemandType.FAILURE, failure_kind="progress_chasing",
             caused_by=CausedBy(kind="case", ref=case),

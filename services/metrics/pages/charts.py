@@ -78,9 +78,9 @@ def demand_over_time(rows: Sequence[OverTimeRow] | Sequence[PurposeOverTimeRow])
         "encoding": {
             "x": {
                 "field": "period",
-                "type": "temporal",
-                "timeUnit": "utcyearmonthdate",
+                "type": "ordinal",
                 "title": "Period starting",
+                "axis": {"labelAngle": -30},
             },
             "y": {"field": "demands", "type": "quantitative", "title": "Demands"},
             "color": _type_colour(),
@@ -141,9 +141,9 @@ def capacity(rows: Sequence[CapacityRow]) -> Spec:
         "encoding": {
             "x": {
                 "field": "period",
-                "type": "temporal",
-                "timeUnit": "utcyearmonthdate",
+                "type": "ordinal",
                 "title": "Period starting",
+                "axis": {"labelAngle": -30},
             },
             "y": {"field": "hours", "type": "quantitative", "title": "Staff hours"},
             "color": {"field": "purpose", "type": "nominal", "title": "Purpose"},

@@ -10,11 +10,12 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -36,12 +37,20 @@ from shared.database.engine import create_engine, session_factory
 from shared.kafka.settings import KafkaSettings
 from tests.support.apps import running
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[4]
 ASSETS = ROOT / ".run" / "assets"
 PASSWORD = "a long enough passphrase"
 ACCOUNTS = {"ada": Role.ADMIN, "rey": Role.REVIEWER, "vic": Role.VIEWER}
 # Demo data ends yesterday; a fixed "now" keeps every run's figures the same.
 NOW = datetime(2026, 3, 30, 12, 0, tzinfo=UTC)
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run in a thread of its own: Playwright's sync API keeps an event loop in the
+    main thread (the browser fixture), where asyncio.run would refuse to start another."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _in_ci() -> bool:
@@ -90,7 +99,7 @@ async def _seed(directory: Path, *, purpose_changes: bool = True) -> tuple[str, 
 def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The demo data set, migrated and applied once per session: tests copy the files."""
     directory = tmp_path_factory.mktemp("pages-seed")
-    _m, _a, read_key = asyncio.run(_seed(directory))
+    _m, _a, read_key = _run(_seed(directory))
     return directory, read_key
 
 
@@ -173,7 +182,7 @@ def live_site(
     kafka = KafkaSettings(
         bootstrap_servers=kafka_bootstrap, topic_prefix=f"pages{os.getpid()}.", partitions=1
     )
-    asyncio.run(ensure_topics(kafka, topic_specs(kafka)))
+    _run(ensure_topics(kafka, topic_specs(kafka)))
     site = _site(seeded_template, tmp_path_factory.mktemp("live"), kafka, f"pages-{os.getpid()}")
     port = _free_port()
     config = uvicorn.Config(
