@@ -52,6 +52,8 @@ from services.metrics.schemas import (
 )
 from shared.estimates import ShareEstimate
 from shared.events import Capability, EndToEndPercentiles, PurposeMetrics, Signal
+from shared.privacy import personal_data_kind, refusal_reason
+from shared.service.problems import FieldProblem, ProblemError
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,19 @@ async def recorded_changes(session: AsyncSession, purpose: str) -> list[ChangeOu
 async def record_change(
     session: AsyncSession, purpose: str, change: ChangeIn, *, recorded_by: str | None = None
 ) -> ChangeOut:
-    """A person's word that the system changed: the purpose's baselines start again there."""
+    """A person's word that the system changed: the purpose's baselines start again there.
+
+    The note comes masked (``ChangeIn``); a purpose or an author that is itself personal data
+    (an e-mail address as a proxy's user name) is refused with a 422 naming the field, for
+    the API and the pages alike, and is never stored.
+    """
+    refused = [
+        FieldProblem(field=name, reason=refusal_reason(kind))
+        for name, value in (("purpose", purpose), ("recorded_by", recorded_by))
+        if value is not None and (kind := personal_data_kind(value)) is not None
+    ]
+    if refused:
+        raise ProblemError(422, "Invalid change", problems=refused)
     row = await repository.add_change(
         session,
         purpose=purpose,

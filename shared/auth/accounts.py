@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from shared.privacy import personal_data_kind, refusal_reason
+
 # OWASP's floor for scrypt is N=2^17 with r=8 (128 MiB); 2^15 (32 MiB, ~0.1 s) keeps a sign-in
 # quick on a small machine and is far beyond what a leaked SHA-256 would cost an attacker.
 _N, _R, _P = 2**15, 8, 1
@@ -73,6 +75,9 @@ def check_username(username: str) -> str:
             "a username is 1-64 lower-case letters, digits and . _ @ -, starting with a letter "
             f"or digit; got {username!r}"
         )
+    kind = personal_data_kind(username)
+    if kind is not None:  # it is stored as who recorded a change: a staff id, not an address
+        raise ValueError(f"the username {refusal_reason(kind)}")
     return username
 
 

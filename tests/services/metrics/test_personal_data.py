@@ -1,5 +1,6 @@
 """Personal data in a change to the system (issue 10, item 11): the note is masked, a
-purpose that is personal data is refused without being echoed, and neither is stored."""
+purpose or an author that is personal data is refused without being echoed, and none is
+stored; an account's username cannot be personal data either."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from services.metrics import service
 from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
 from services.metrics.main import create_app
-from shared.database.engine import create_engine
+from services.metrics.schemas import ChangeIn
+from shared.auth.accounts import check_username
+from shared.database.engine import create_engine, session_factory
 from shared.kafka.settings import KafkaSettings
+from shared.service.problems import FieldProblem, ProblemError
 from tests.support.apps import running
 
 pytestmark = pytest.mark.integration
@@ -93,3 +98,38 @@ async def test_a_note_too_long_once_masked_is_a_422_naming_it(client: httpx.Asyn
     assert response.status_code == 422, response.text
     assert [problem["field"] for problem in response.json()["errors"]] == ["note"]
     assert "AB123456C" not in response.text
+
+
+async def test_a_change_whose_author_or_purpose_is_personal_data_is_refused(
+    metrics_url: str,
+) -> None:
+    # The pages record a change as the signed-in person, whose name a proxy may send as an
+    # e-mail address: the service refuses it for every caller, naming the field only.
+    change = ChangeIn.model_validate({"changed_at": "2026-03-01T00:00:00Z", "note": "new rota"})
+    engine = create_engine(metrics_url)
+    try:
+        async with session_factory(engine).begin() as session:
+            with pytest.raises(ProblemError) as refused:
+                await service.record_change(
+                    session, "07700 900123", change, recorded_by="jo@example.com"
+                )
+    finally:
+        await engine.dispose()
+    assert refused.value.status == 422
+    assert refused.value.problems == [
+        FieldProblem(field="purpose", reason=REFUSED.format("a phone number")),
+        FieldProblem(field="recorded_by", reason=REFUSED.format("an e-mail address")),
+    ]
+    assert planted_in(str(refused.value) + repr(refused.value.problems)) == []
+    assert await stored_changes(metrics_url) == "[]"
+
+
+@pytest.mark.parametrize("username", ["jo@example.com", "07700900123", "4111111111111111"])
+def test_an_account_name_cannot_be_personal_data(username: str) -> None:
+    with pytest.raises(ValueError, match=r"^the username looks like ") as refused:
+        check_username(username)
+    assert username not in str(refused.value)
+    assert check_username("staff-4471") == "staff-4471"
+
+
+REFUSED = "looks like {}; send an opaque reference, not personal data"
