@@ -37,11 +37,15 @@ def local_config() -> kafka.LocalKafkaConfig:
 def up_command(
     keep_kafka: bool = typer.Option(False, help="Leave the broker running after Ctrl-C."),
     ready_timeout: float = typer.Option(120.0, help="Seconds to wait for all parts to be ready."),
+    demo: bool = typer.Option(
+        True, help="Load the demo data set and make the demo account (development only)."
+    ),
 ) -> None:
-    """Start Kafka, create topics, migrate the databases and supervise the three services."""
+    """Start Kafka, create topics, migrate the databases, load the demo data and supervise the
+    three services; print the pages' address and the demo account."""
     from devstack.stack import up
 
-    raise typer.Exit(up(keep_kafka=keep_kafka, ready_timeout=ready_timeout))
+    raise typer.Exit(up(keep_kafka=keep_kafka, ready_timeout=ready_timeout, with_demo=demo))
 
 
 @app.command("setup")

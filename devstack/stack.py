@@ -120,6 +120,7 @@ async def supervise(
     *,
     ready_timeout: float,
     policy: RestartPolicy | None = None,
+    notes: Sequence[str] = (),
 ) -> int:
     started = time.monotonic()
     supervisor = Supervisor(parts, echo=_notice, policy=policy)
@@ -139,6 +140,8 @@ async def supervise(
         for service in listed:
             docs = " (API docs at /docs)" if service.name != "classifier" else ""
             typer.echo(f"  {service.name:<{WIDTH}} {service.url}{docs}")
+        for note in notes:
+            typer.secho(note, fg="green")
         typer.echo("A part that dies is restarted. Press Ctrl-C to stop.\n")
 
     try:
@@ -150,7 +153,39 @@ async def supervise(
             loop.remove_signal_handler(sig)
 
 
-def up(keep_kafka: bool, ready_timeout: float, policy: RestartPolicy | None = None) -> int:
+def load_demo(metrics: Service) -> list[str]:
+    """The demo data set (devstack/demo.py) onto the topics, its recorded change into the
+    metrics database, and the development-only demo account; what to tell the person."""
+    from datetime import UTC, datetime
+
+    from devstack import demo
+    from services.metrics.config import MetricsSettings
+    from shared.kafka.settings import KafkaSettings
+
+    settings = MetricsSettings()
+    events, changes = demo.demo_events(datetime.now(UTC))
+    asyncio.run(demo.publish(events, KafkaSettings()))
+    asyncio.run(demo.record_changes(settings.database_url, changes))
+    typer.echo(f"demo data: {len(events)} events of six weeks published (--no-demo skips it)")
+    lines = [f"  pages      {metrics.url}/pages/overview"]
+    if (
+        settings.people.environment == "development"
+        and settings.people.trusted_proxy_header is None
+    ):
+        username, password = demo.ensure_demo_account(
+            settings.auth.database_url, Path(".run/demo-password")
+        )
+        lines.append(f"  sign in as {username} / {password}  (an admin; development only)")
+    return lines
+
+
+def up(
+    keep_kafka: bool,
+    ready_timeout: float,
+    policy: RestartPolicy | None = None,
+    *,
+    with_demo: bool = True,
+) -> int:
     """Start everything and supervise it until Ctrl-C; the exit code."""
     from devstack.cli import local_config
     from services.cli.service_commands import migrate_all
@@ -183,11 +218,15 @@ def up(keep_kafka: bool, ready_timeout: float, policy: RestartPolicy | None = No
         typer.echo(f"development API key for source 'demo' is in {key_file}")
         typer.echo(prometheus.start_if_installed(prometheus_config))
         listed = services()
+        metrics = next(s for s in listed if s.name == "metrics")
+        notes = load_demo(metrics) if with_demo else [f"  pages      {metrics.url}/pages/overview"]
         parts: list[Part] = [broker_part(config, keep=keep_kafka)]
         parts += [ProcessPart(s.name, s.command, echo=_echo, width=WIDTH) for s in listed]
         if prometheus.running_pid(prometheus_config) is not None:
             parts.append(prometheus_part(prometheus_config))
-        return asyncio.run(supervise(parts, listed, ready_timeout=ready_timeout, policy=policy))
+        return asyncio.run(
+            supervise(parts, listed, ready_timeout=ready_timeout, policy=policy, notes=notes)
+        )
     finally:
         # The supervisor stopped what it ran; this covers a Ctrl-C before it started.
         with contextlib.suppress(prometheus.LocalPrometheusError):
