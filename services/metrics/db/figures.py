@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.metrics.db.tables import Demand, DemandFactRow
+from services.metrics.db.tables import Demand, DemandFactRow, QueueTextRow
 from services.metrics.repository import Filters, as_utc
 
 UNTRACED = "untraced"
@@ -109,12 +109,11 @@ async def failure_flow_examples(
 async def words_of(session: AsyncSession, demand_ids: list[str]) -> dict[str, str]:
     """The customer's redacted words of these demands, where they are still retained (the
     review and audit queues keep them for a while; the figures' tables never hold them)."""
-    from services.metrics.db import tables
-
-    texts = getattr(tables, "QueueTextRow", None)
-    if texts is None or not demand_ids:
+    if not demand_ids:
         return {}
     rows = await session.execute(
-        select(texts.demand_id, texts.text).where(texts.demand_id.in_(demand_ids))
+        select(QueueTextRow.demand_id, QueueTextRow.text).where(
+            QueueTextRow.demand_id.in_(demand_ids)
+        )
     )
     return {str(d): str(t) for d, t in rows.all()}

@@ -235,3 +235,40 @@ def _text_of(html: str, element_id: str) -> str:
     found = re.search(rf'id="{element_id}">([^<]*)<', html)
     assert found is not None, element_id
     return found.group(1).strip()
+
+
+async def test_flow_examples_show_the_customers_words_only_while_retained(
+    client: httpx.AsyncClient, site: Site
+) -> None:
+    from datetime import UTC, datetime
+
+    from services.metrics.db.tables import QueueTextRow
+    from shared.database.engine import create_engine, session_factory
+
+    query = "cause=pay%20my%20rent&purpose=understand%20my%20rent%20statement"
+    path = f"/v1/demand/failure-flow/examples?{query}"
+    before = await _api(client, site, path)
+    assert before
+    assert all(e["words"] is None for e in before)
+    engine = create_engine(site.settings.database_url)
+    async with session_factory(engine).begin() as session:
+        session.add(
+            QueueTextRow(
+                demand_id=before[0]["demand_id"],
+                text="I don't understand the new statement",
+                received_at=datetime.now(UTC),
+            )
+        )
+    await engine.dispose()
+
+    after = await _api(client, site, path)
+    await sign_in(client, "vic")
+    fragment = await client.get(
+        f"/pages/failure-flow/examples?{query}",
+        headers={"HX-Request": "true"},
+    )
+
+    assert after[0]["words"] == "I don't understand the new statement"
+    assert "<q>I don&#39;t understand the new statement</q>" in fragment.text
+    assert "<html" not in fragment.text  # a fragment for htmx, not a page
+    assert "no longer retained" in fragment.text  # the others' words are gone
