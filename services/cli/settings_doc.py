@@ -10,15 +10,18 @@ from pydantic_settings import BaseSettings
 from services.classifier.config import ClassifierSettings
 from services.intake.config import IntakeSettings
 from services.metrics.config import MetricsSettings
-from shared.auth.settings import AuthSettings
+from services.metrics.pages.settings import PagesSettings
+from shared.auth.settings import AuthSettings, PeopleSettings
 from shared.kafka.settings import KafkaSettings
 
 SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     KafkaSettings,
     AuthSettings,
+    PeopleSettings,
     IntakeSettings,
     ClassifierSettings,
     MetricsSettings,
+    PagesSettings,
 )
 START = "<!-- settings-table:start -->"
 END = "<!-- settings-table:end -->"
