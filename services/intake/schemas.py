@@ -13,6 +13,10 @@ from shared.events.demand import AttributeKey, AttributeValue, Channel, DemandTe
 from shared.events.labels import LabelReason
 from shared.service.problems import FieldProblem
 
+# Identifiers are refused, free text is masked, when they hold personal data.
+_OPAQUE = ". An e-mail address, phone or card number here is refused (422)."
+_MASKED = "Intake masks personal data (cards, e-mail addresses, phones...) in it."
+
 DEMAND_EXAMPLE: dict[str, JsonValue] = {
     "id": "genesys-7f3a9c",
     "occurred_at": "2026-11-20T09:14:00+00:00",
@@ -33,12 +37,16 @@ class DemandSubmission(BaseModel):
     source: Identifier | None = Field(
         default=None, description="Your system's name; must be your API key's source."
     )
-    customer_ref: Identifier
-    case_ref: Identifier | None = None
+    customer_ref: Identifier = Field(description=f"Your opaque reference to the customer{_OPAQUE}")
+    case_ref: Identifier | None = Field(default=None, description=f"Your case, if any{_OPAQUE}")
     text: DemandText = Field(description="The customer's words, verbatim (intake redacts).")
-    reason_code: ShortText | None = None
-    team: ShortText | None = None
-    attributes: dict[AttributeKey, AttributeValue] = Field(default_factory=dict, max_length=50)
+    reason_code: ShortText | None = Field(default=None, description=_MASKED)
+    team: ShortText | None = Field(default=None, description=_MASKED)
+    attributes: dict[AttributeKey, AttributeValue] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="Free-form context; intake masks personal data in names and values.",
+    )
 
 
 class CaseEventSubmission(BaseModel):
@@ -90,7 +98,7 @@ class LabelSubmission(BaseModel):
     demand_type: DemandType
     failure_kind: Slug | None = None
     purpose: Slug
-    labelled_by: ShortText = Field(description="Who: a staff id, not a name.")
+    labelled_by: ShortText = Field(description=f"Who: a staff id, not a name{_OPAQUE}")
     labelled_at: AwareDatetime | None = Field(
         default=None, description="When; intake's clock if left out."
     )

@@ -90,7 +90,8 @@ def admit_case_event(payload: Any, admission: Admission) -> CaseEvent:
         *_date_problems("occurred_at", submission.occurred_at, admission),
     ]
     _raise_if_any(problems, admission, submission.source)
-    return CaseEvent(**submission.model_dump(exclude={"source"}), source=admission.key_source)
+    fields = submission.model_dump(exclude={"source"})
+    return _built(CaseEvent, **fields, source=admission.key_source)
 
 
 def admit_label(payload: Any, demand_id: str, admission: Admission) -> DemandLabelled:
