@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.auth import repository
 from shared.auth.keys import ApiKeyRecord, Scope, generate_key, hash_secret, parse_key, verify
 from shared.database.engine import create_engine
+from shared.privacy import personal_data_kind, refusal_reason
 
 # A source names a sending system and is compared with each event's `source`.
 _SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
@@ -55,6 +56,10 @@ class ApiKeyStore:
         """A new key for ``source``: the plaintext (show it once) and what is stored."""
         if not _SOURCE.match(source):
             raise ValueError(f"source must be an identifier like 'genesys-eu', got {source!r}")
+        kind = personal_data_kind(source)
+        if kind is not None:
+            # Sources travel on every event and in every key's record: never personal data.
+            raise ValueError(f"source {refusal_reason(kind)}")
         chosen = frozenset(scopes)
         if not chosen:
             raise ValueError("a key needs at least one scope")

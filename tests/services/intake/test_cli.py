@@ -78,9 +78,11 @@ def test_import_publishes_valid_rows_once_and_files_the_rejected_with_reasons(
         demand_body(id="j-1", occurred_at=now, channel="chat", source=...),  # the file's source
         demand_body(id="j-2", occurred_at=now, channel="chat", source="someone-else"),
     ]
-    jsonl.write_text("\n".join(json.dumps(row) for row in rows) + "\n{broken\n")
+    hostile = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on it
+    jsonl.write_text("\n".join(json.dumps(row) for row in rows) + "\n{broken\n" + hostile + "\n")
     third = runner.invoke(app, ["import", str(jsonl), "--source", "study"])
-    assert "1 accepted, 0 duplicates, 2 rejected" in third.stdout
+    assert third.exit_code == 0, third.stdout
+    assert "1 accepted, 0 duplicates, 3 rejected" in third.stdout
 
     published = asyncio.run(
         read_records(kafka_settings, topic_name(kafka_settings, Topic.DEMAND_RECEIVED), count=3)

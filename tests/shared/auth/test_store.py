@@ -51,6 +51,9 @@ async def test_keys_are_created_listed_authenticated_and_revoked(database_url: s
         assert listed.revoked_at is not None
         with pytest.raises(ValueError, match="source"):
             await store.create("no spaces please", [Scope.READ])
+        with pytest.raises(ValueError, match="looks like an e-mail") as refused:
+            await store.create("jo@example.com", [Scope.READ])
+        assert "jo@example.com" not in str(refused.value)
     finally:
         await store.close()
         await other_process.close()
