@@ -24,6 +24,7 @@ from services.metrics.pages.web import PREFIX, Reviewer, Viewer, render, with_qu
 from services.metrics.schemas import ChangeIn
 from shared.auth.accounts import Role
 from shared.events import Channel
+from shared.privacy import personal_data_kind
 from shared.service.problems import ProblemError
 
 router = APIRouter(include_in_schema=False)
@@ -186,6 +187,8 @@ async def record_change(
 ) -> RedirectResponse:
     """Record a change to the system (a reviewer or admin, with the session's CSRF token):
     the same call as ``POST /v1/purposes/{purpose}/changes``, with who recorded it."""
+    if personal_data_kind(purpose) is not None:  # as the API refuses it
+        raise ProblemError(422, "Invalid change", detail="The purpose is personal data.")
     when = changed_at if "+" in changed_at or changed_at.endswith("Z") else f"{changed_at}Z"
     try:
         change = ChangeIn.model_validate({"changed_at": when, "note": note})

@@ -149,31 +149,20 @@ class Overview:
 
 
 async def totals(session: AsyncSession, filters: Filters) -> Totals:
-    """The whole filter as one row: ``service.overall`` (with the audit's estimate) where the
-    service has it, else the sum of the purposes' rows (``/v1/purposes``)."""
-    overall = getattr(service, "overall", None)
-    if overall is not None:
-        row = await overall(session, filters)
-        return Totals(
-            volume=row.volume,
-            value=row.value,
-            failure=row.failure,
-            unknown=row.unknown,
-            machine_share=row.failure_share,
-            estimate=getattr(row, "failure_share_estimate", None),
-            ci_low=getattr(row, "failure_share_ci_low", None),
-            ci_high=getattr(row, "failure_share_ci_high", None),
-            audited=getattr(row, "failure_share_audited", 0),
-            status=getattr(row, "failure_share_status", "not yet validated"),
-        )
-    rows = await service.purpose_summaries(session, filters)
-    value, failure = sum(r.value for r in rows), sum(r.failure for r in rows)
+    """The whole filter as one row, with the failure share's estimate from the blind audit:
+    ``GET /v1/demand/overall``."""
+    row = await service.overall(session, filters)
     return Totals(
-        volume=sum(r.volume for r in rows),
-        value=value,
-        failure=failure,
-        unknown=sum(r.unknown for r in rows),
-        machine_share=failure / (value + failure) if value + failure else None,
+        volume=row.volume,
+        value=row.value,
+        failure=row.failure,
+        unknown=row.unknown,
+        machine_share=row.failure_share,
+        estimate=row.failure_share_estimate,
+        ci_low=row.failure_share_ci_low,
+        ci_high=row.failure_share_ci_high,
+        audited=row.failure_share_audited,
+        status=row.failure_share_status,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import pytest_asyncio
 import uvicorn
 
 from devstack.demo import demo_events
@@ -47,8 +48,8 @@ NOW = datetime(2026, 3, 30, 12, 0, tzinfo=UTC)
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run in a thread of its own: Playwright's sync API keeps an event loop in the
-    main thread (the browser fixture), where asyncio.run would refuse to start another."""
+    """asyncio.run in a thread of its own: a fixture may be set up while an event loop runs
+    in the main thread, where asyncio.run would refuse to start another."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
 
@@ -206,18 +207,25 @@ def live_site(
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright (never `playwright install`). Missing: the
-    browser tests are skipped loudly, or fail under CI=true (like PostgreSQL's)."""
-    found = CHROMIUM if CHROMIUM.is_file() else None
+def _browser_missing() -> list[str]:
     missing = []
-    if found is None:
+    if not CHROMIUM.is_file():
         missing.append("Debian's chromium (`make setup` installs it)")
     if not (ASSETS / "axe.min.js").is_file():
         missing.append(f"the vendored libraries in {ASSETS} (`make install` fetches them)")
+    return missing
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser() -> AsyncIterator[Any]:
+    """Debian's Chromium driven by Playwright's async API on the session's event loop (never
+    `playwright install`). Missing: the browser tests are skipped loudly, or fail under
+    CI=true (like PostgreSQL's). Async, not the sync API: that one keeps an event loop
+    running in the main thread for as long as the browser lives, which every later async
+    test of the session would trip over."""
+    missing = _browser_missing()
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.async_api import async_playwright
     except ImportError:  # pragma: no cover - a dev dependency
         missing.append("the playwright package (`make install`)")
     if missing:
@@ -225,11 +233,11 @@ def browser() -> Iterator[Any]:
         if _in_ci():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(found), args=["--no-sandbox", "--disable-gpu"]
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
         )
         try:
             yield launched
         finally:
-            launched.close()
+            await launched.close()

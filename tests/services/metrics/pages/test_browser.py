@@ -12,16 +12,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlparse
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from .conftest import ASSETS, PASSWORD, ROOT, LiveSite
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 REPAIR = "report a repair"
 PAGES = {
@@ -38,18 +39,18 @@ def outside() -> list[str]:
     return []
 
 
-@pytest.fixture
-def context(browser: Any, outside: list[str]) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+@pytest_asyncio.fixture(loop_scope="session")
+async def context(browser: Any, outside: list[str]) -> AsyncIterator[Any]:
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 800})
 
-    def only_local(route: Any) -> None:
+    async def only_local(route: Any) -> None:
         if urlparse(route.request.url).hostname == "127.0.0.1":
-            route.continue_()
+            await route.continue_()
         else:
             outside.append(route.request.url)
-            route.abort()
+            await route.abort()
 
-    ctx.route("**/*", only_local)
+    await ctx.route("**/*", only_local)
     errors: list[str] = []
     ctx.on("weberror", lambda error: errors.append(str(error.error)))
     ctx.on(
@@ -59,19 +60,19 @@ def context(browser: Any, outside: list[str]) -> Iterator[Any]:
     try:
         yield ctx
     finally:
-        ctx.close()
+        await ctx.close()
     assert outside == [], f"the pages tried to fetch from outside: {outside}"
     assert errors == [], f"errors in the browser: {errors}"
 
 
-def _signed_in(context: Any, live: LiveSite, username: str) -> Any:
-    page = context.new_page()
-    page.goto(f"{live.url}/pages/overview")
+async def _signed_in(context: Any, live: LiveSite, username: str) -> Any:
+    page = await context.new_page()
+    await page.goto(f"{live.url}/pages/overview")
     assert "/pages/sign-in" in page.url  # nothing without signing in
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r".*/pages/overview$"))
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(re.compile(r".*/pages/overview$"))
     return page
 
 
@@ -81,72 +82,78 @@ def _api(live: LiveSite, path: str) -> Any:
     return answer.json()
 
 
-def _drawn(page: Any, count: int) -> None:
+async def _drawn(page: Any, count: int) -> None:
     try:
-        page.wait_for_function(
+        await page.wait_for_function(
             f"document.querySelectorAll('[data-chart][data-drawn=yes]').length >= {count}",
             timeout=30_000,
         )
     except Exception:
-        states = page.locator("[data-chart]").evaluate_all(
+        states = await page.locator("[data-chart]").evaluate_all(
             "nodes => nodes.map(n => [n.dataset.chart, n.dataset.drawn, n.textContent])"
         )
-        raise AssertionError(f"charts not drawn: {states} {page.content()[:3000]}") from None
+        raise AssertionError(f"charts not drawn: {states}") from None
 
 
-def _spec(page: Any, chart: str) -> Any:
-    return json.loads(page.locator(f'script[data-chart-spec="{chart}"]').text_content())
+async def _spec(page: Any, chart: str) -> Any:
+    return json.loads(await page.locator(f'script[data-chart-spec="{chart}"]').text_content())
 
 
-def _shot(page: Any, name: str, at: str | None = None) -> None:
+async def _shot(page: Any, name: str, at: str | None = None) -> None:
     """Save the viewport (1280x800), scrolled so that ``at`` is at its top, when asked to."""
     folder = os.environ.get("DEMANDSCOPE_SCREENSHOTS")
     if folder:
         target = ROOT / folder
         target.mkdir(parents=True, exist_ok=True)
         if at is not None:
-            page.locator(at).evaluate("node => window.scrollTo(0, node.offsetTop - 8)")
-        page.screenshot(path=str(target / f"{name}.png"))
+            await page.locator(at).evaluate("node => window.scrollTo(0, node.offsetTop - 8)")
+        await page.screenshot(path=str(target / f"{name}.png"))
 
 
-def test_the_overview_shows_the_apis_figures(live_site: LiveSite, context: Any) -> None:
-    page = _signed_in(context, live_site, "vic")
+async def test_the_overview_shows_the_apis_figures(live_site: LiveSite, context: Any) -> None:
+    page = await _signed_in(context, live_site, "vic")
     purposes = _api(live_site, "/v1/purposes")
-    _drawn(page, 4)
+    await _drawn(page, 4)
 
-    assert page.locator("#total-volume").inner_text() == f"{sum(p['volume'] for p in purposes):,}"
-    assert page.locator("#total-failure").inner_text() == f"{sum(p['failure'] for p in purposes):,}"
-    shown = page.locator("#purposes tbody tr th").all_inner_texts()
+    assert (
+        await page.locator("#total-volume").inner_text()
+        == f"{sum(p['volume'] for p in purposes):,}"
+    )
+    assert (
+        await page.locator("#total-failure").inner_text()
+        == f"{sum(p['failure'] for p in purposes):,}"
+    )
+    shown = await page.locator("#purposes tbody tr th").all_inner_texts()
     assert shown == [p["purpose"] for p in purposes]  # ranked as the API ranks them
     for p in purposes:
         row = page.locator(f'#purposes tr[data-purpose="{p["purpose"]}"]')
-        assert row.locator('[data-field="failure"]').inner_text() == str(p["failure"])
-    trend = _spec(page, "trend")
+        assert await row.locator('[data-field="failure"]').inner_text() == str(p["failure"])
+    trend = await _spec(page, "trend")
     over_time = _api(live_site, "/v1/demand/over-time?granularity=week")
     failures = sum(v["demands"] for v in trend["data"]["values"] if v["type"] == "failure")
     assert failures == sum(r["failure"] for r in over_time)
-    assert page.locator("#chart-trend svg").count() == 1
-    _shot(page, "overview")
-    _shot(page, "overview-charts", at="#charts-h")
-    _shot(page, "overview-capacity", at="#capacity-h")
+    assert await page.locator("#chart-trend svg").count() == 1
+    await _shot(page, "overview")
+    await _shot(page, "overview-charts", at="#charts-h")
+    await _shot(page, "overview-capacity", at="#capacity-h")
 
 
-def test_a_purpose_shows_its_capability_chart_with_its_limits(
+async def test_a_purpose_shows_its_capability_chart_with_its_limits(
     live_site: LiveSite, context: Any
 ) -> None:
-    page = _signed_in(context, live_site, "vic")
-    page.goto(f"{live_site.url}{PAGES['purpose']}")
-    _drawn(page, 6)
+    page = await _signed_in(context, live_site, "vic")
+    await page.goto(f"{live_site.url}{PAGES['purpose']}")
+    await _drawn(page, 6)
     detail = _api(live_site, f"/v1/purposes/{quote(REPAIR)}")
     [chart] = [c for c in detail["charts"] if c["measure"] == "end_to_end_seconds"]
 
-    spec = _spec(page, "xmr-end_to_end_seconds")
+    spec = await _spec(page, "xmr-end_to_end_seconds")
     assert spec["usermeta"]["centre_line"] == pytest.approx(chart["centre_line"])
     assert spec["usermeta"]["upper_natural_process_limit"] == pytest.approx(
         chart["upper_natural_process_limit"]
     )
     drawn = page.locator("#chart-xmr-end_to_end_seconds svg")
-    labels = drawn.locator("[role=graphics-symbol]").evaluate_all(
+    labels = await drawn.locator("[role=graphics-symbol]").evaluate_all(
         "nodes => nodes.map(n => n.getAttribute('aria-label') || '')"
     )
     assert any(label.startswith("Upper natural process limit") for label in labels)
@@ -155,22 +162,24 @@ def test_a_purpose_shows_its_capability_chart_with_its_limits(
     assert len(points) == len(chart["points"])
     # The shift three weeks ago shows as special-cause points (Making Data Count colours).
     assert any("special cause" in label for label in points)
-    assert page.locator(".variation svg[role=img]").count() == 2
-    _shot(page, "purpose", at="#capability-h")
+    assert await page.locator(".variation svg[role=img]").count() == 2
+    await _shot(page, "purpose", at="#capability-h")
 
 
-def test_recording_a_change_rebases_the_limits(live_site: LiveSite, context: Any) -> None:
-    page = _signed_in(context, live_site, "rey")
-    page.goto(f"{live_site.url}{PAGES['purpose']}")
-    before = _spec(page, "xmr-end_to_end_seconds")["usermeta"]
+async def test_recording_a_change_rebases_the_limits(live_site: LiveSite, context: Any) -> None:
+    page = await _signed_in(context, live_site, "rey")
+    await page.goto(f"{live_site.url}{PAGES['purpose']}")
+    before = (await _spec(page, "xmr-end_to_end_seconds"))["usermeta"]
 
-    page.get_by_label("The system changed on (UTC)").first.fill("2026-03-09T00:00")
-    page.get_by_label("What changed, and why").first.fill("Visits booked during the first call")
-    page.get_by_role("button", name="Record the change").first.click()
-    page.wait_for_selector("text=Visits booked during the first call")
-    _drawn(page, 6)
+    await page.get_by_label("The system changed on (UTC)").first.fill("2026-03-09T00:00")
+    await page.get_by_label("What changed, and why").first.fill(
+        "Visits booked during the first call"
+    )
+    await page.get_by_role("button", name="Record the change").first.click()
+    await page.wait_for_selector("text=Visits booked during the first call")
+    await _drawn(page, 6)
 
-    after = _spec(page, "xmr-end_to_end_seconds")["usermeta"]
+    after = (await _spec(page, "xmr-end_to_end_seconds"))["usermeta"]
     detail = _api(live_site, f"/v1/purposes/{quote(REPAIR)}")
     [chart] = [c for c in detail["charts"] if c["measure"] == "end_to_end_seconds"]
     assert after["baseline_from"] >= "2026-03-09"
@@ -178,67 +187,73 @@ def test_recording_a_change_rebases_the_limits(live_site: LiveSite, context: Any
     assert after["centre_line"] != pytest.approx(before["centre_line"])
     assert after["centre_line"] == pytest.approx(chart["centre_line"])
     changes = page.locator("#chart-xmr-end_to_end_seconds svg [role=graphics-symbol]")
-    labels = changes.evaluate_all("nodes => nodes.map(n => n.getAttribute('aria-label') || '')")
+    labels = await changes.evaluate_all(
+        "nodes => nodes.map(n => n.getAttribute('aria-label') || '')"
+    )
     assert any(label.startswith("Change to the system recorded for 2026-03-09") for label in labels)
 
 
-def test_a_viewer_cannot_record_a_change_and_nobody_can_without_the_token(
+async def test_a_viewer_cannot_record_a_change_and_nobody_can_without_the_token(
     live_site: LiveSite, context: Any
 ) -> None:
-    page = _signed_in(context, live_site, "vic")
-    token = page.locator('input[name="csrf_token"]').first.get_attribute("value")
+    page = await _signed_in(context, live_site, "vic")
+    token = await page.locator('input[name="csrf_token"]').first.get_attribute("value")
     form = {"purpose": REPAIR, "changed_at": "2026-03-10T00:00", "note": "not allowed"}
-    as_viewer = page.request.post(
+    as_viewer = await page.request.post(
         f"{live_site.url}/pages/changes", form={**form, "csrf_token": token}, max_redirects=0
     )
     assert as_viewer.status == 403
-    assert page.locator("form.record").count() == 0
+    assert await page.locator("form.record").count() == 0
 
-    context.clear_cookies()
-    reviewer = _signed_in(context, live_site, "ada")
-    no_token = reviewer.request.post(f"{live_site.url}/pages/changes", form=form, max_redirects=0)
+    await context.clear_cookies()
+    reviewer = await _signed_in(context, live_site, "ada")
+    no_token = await reviewer.request.post(
+        f"{live_site.url}/pages/changes", form=form, max_redirects=0
+    )
     assert no_token.status == 403
     notes = [c["note"] for c in _api(live_site, f"/v1/purposes/{quote(REPAIR)}/changes")]
     assert "not allowed" not in notes
 
 
-def test_the_failure_flow_shows_examples_on_click(live_site: LiveSite, context: Any) -> None:
-    page = _signed_in(context, live_site, "vic")
-    page.goto(f"{live_site.url}{PAGES['failure-flow']}")
+async def test_the_failure_flow_shows_examples_on_click(live_site: LiveSite, context: Any) -> None:
+    page = await _signed_in(context, live_site, "vic")
+    await page.goto(f"{live_site.url}{PAGES['failure-flow']}")
     flow = _api(live_site, "/v1/demand/failure-flow")
     top = flow[0]
     cell = page.get_by_role(
         "link",
         name=f"{top['failure']} failure demands about {top['purpose']} caused by {top['cause']}",
     )
-    cell.click()
-    page.wait_for_selector("#examples li")
+    await cell.click()
+    await page.wait_for_selector("#examples li")
     assert page.url.endswith("/pages/failure-flow")  # htmx swapped the examples in
-    assert page.locator("#examples li").count() >= 1
-    _drawn(page, 1)
-    _shot(page, "failure-flow")
+    assert await page.locator("#examples li").count() >= 1
+    await _drawn(page, 1)
+    await _shot(page, "failure-flow")
 
 
-def test_every_page_passes_axe_without_serious_or_critical_violations(
+async def test_every_page_passes_axe_without_serious_or_critical_violations(
     live_site: LiveSite, context: Any
 ) -> None:
-    page = context.new_page()
-    page.goto(f"{live_site.url}/pages/sign-in")
-    failures = {"sign-in": _axe(page)}
-    _shot(page, "sign-in")
-    page = _signed_in(context, live_site, "ada")
+    page = await context.new_page()
+    await page.goto(f"{live_site.url}/pages/sign-in")
+    failures = {"sign-in": await _axe(page)}
+    await _shot(page, "sign-in")
+    page = await _signed_in(context, live_site, "ada")
     for name, path in PAGES.items():
-        page.goto(f"{live_site.url}{path}")
-        _drawn(page, page.locator("[data-chart]").count())  # axe checks the drawn charts too
-        failures[name] = _axe(page)
+        await page.goto(f"{live_site.url}{path}")
+        await _drawn(
+            page, await page.locator("[data-chart]").count()
+        )  # axe checks the drawn charts too
+        failures[name] = await _axe(page)
         if name == "changes":
-            _shot(page, name)
+            await _shot(page, name)
     assert failures == {name: [] for name in failures}
 
 
-def _axe(page: Any) -> list[str]:
-    page.add_script_tag(path=str(ASSETS / "axe.min.js"))
-    result = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
+async def _axe(page: Any) -> list[str]:
+    await page.add_script_tag(path=str(ASSETS / "axe.min.js"))
+    result = await page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
     return [
         f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
         for v in result["violations"]
