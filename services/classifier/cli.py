@@ -20,16 +20,28 @@ from sklearn.model_selection import train_test_split
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from services.classifier.config import SEED_EXAMPLES, TAXONOMY, ClassifierSettings
+from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY, ClassifierSettings
 from services.classifier.db import migrate as classifier_db
 from services.classifier.db.repository import LabelRepository
 from services.classifier.model import store
-from services.classifier.model.evaluate import Evaluation, HeadScores, evaluate
-from services.classifier.model.examples import Example, read_examples_csv
-from services.classifier.model.text_model import TextModel
+from services.classifier.model.evaluate import (
+    Evaluation,
+    HeadScores,
+    evaluate,
+    failure_share,
+    measure_throughput,
+    score_predictions,
+)
+from services.classifier.model.examples import Example, ExamplesFile, read_examples_csv
+from services.classifier.model.text_model import FORMAT, ModelSettings, TextModel
 from services.classifier.rules import RuleSet
 from services.classifier.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
-from services.classifier.training import TrainingSources, train_version
+from services.classifier.training import (
+    TrainingSources,
+    general_rows,
+    split_sources,
+    train_version,
+)
 from shared.database.engine import create_engine
 
 app = typer.Typer(
@@ -119,60 +131,114 @@ def _summary(scores: HeadScores) -> dict[str, Any]:
     return {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1, "count": scores.count}
 
 
+GeneralCorpus = Annotated[
+    Path | None,
+    typer.Option(
+        "--general-corpus",
+        dir_okay=False,
+        help="Value/failure examples of many sectors (teach value/failure only, never "
+        "purposes); 'none' to train without.",
+    ),
+]
+
+
+def _no_corpus(path: Path | None) -> bool:
+    return path is None or str(path) in ("", ".", "none")
+
+
+def _corpus(path: Path | None) -> list[Example]:
+    if path is None or _no_corpus(path):
+        return []
+    if not path.is_file():
+        raise _fail(f"{path}: no such general corpus file")
+    return general_rows(path)
+
+
 @app.command()
 def train(
-    examples: ExamplesCsv,
+    examples: Annotated[
+        Path | None,
+        typer.Option(
+            "--examples",
+            exists=True,
+            dir_okay=False,
+            help="The organisation's labelled CSV: text,purpose,demand_type[,...]. Without "
+            "it: the default model (shipped taxonomy and seed set) or, with --taxonomy, a "
+            "cold start from that taxonomy alone.",
+        ),
+    ] = None,
     model_dir: ModelDir = DEFAULT_MODEL_DIR,
     taxonomy: Annotated[
         Path | None,
         typer.Option("--taxonomy", exists=True, dir_okay=False, help="Taxonomy YAML."),
     ] = None,
+    general_corpus: GeneralCorpus = GENERAL_CORPUS,
     holdout: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Share held out to report figures.")
     ] = 0.2,
 ) -> None:
-    """Train a new model version on labelled examples and make it current."""
+    """Train a new model version and make it current.
+
+    Purposes come only from the taxonomy and the examples; value/failure also from the
+    general corpus."""
+    if examples is None and taxonomy is None:  # the default model, the one `make run` starts
+        examples, taxonomy = SEED_EXAMPLES, TAXONOMY
     try:
-        loaded = read_examples_csv(examples)
+        loaded = read_examples_csv(examples) if examples else ExamplesFile(examples=[])
         known = load_taxonomy(taxonomy) if taxonomy else None
     except (ValueError, TaxonomyError) as exc:
         raise _fail(str(exc)) from exc
-    rows = [e for e in loaded.examples if e.purpose and e.demand_type]
-    if len({e.purpose for e in rows}) < 1 or not rows:
+    labelled = [e for e in loaded.examples if e.purpose and e.demand_type]
+    if known is None and not labelled:
         raise _fail(f"{examples}: no rows with text, purpose and demand_type")
-    unused = len(loaded.examples) - len(rows)
-    chosen = known or Taxonomy.from_labels(e.purpose for e in rows if e.purpose)
-    outside = sorted({e.purpose for e in rows if e.purpose} - set(chosen.purpose_slugs))
-    if outside:
+    general = _corpus(general_corpus)
+    rows = split_sources(known, labelled, general)
+    unused = len(loaded.examples) - len(labelled)
+    if rows.foreign_seed_rows:
         errors.print(
-            f"[yellow]warning:[/yellow] purposes not in the taxonomy: {', '.join(outside)}"
+            f"[yellow]warning:[/yellow] {rows.foreign_seed_rows} rows have purposes the "
+            "taxonomy does not define; they teach value/failure only"
         )
+    chosen = known or Taxonomy.from_labels(e.purpose for e in labelled if e.purpose)
 
-    train_rows, test_rows = _split(rows, holdout)
+    train_rows, test_rows = _split(rows.own, holdout) if rows.own else ([], [])
+    settings = ModelSettings()
     started = time.perf_counter()
-    with Progress(console=errors, transient=True) as bar:
-        task = bar.add_task("training", total=1.0)
-        steps = 2 if test_rows else 1
+    try:
+        with Progress(console=errors, transient=True) as bar:
+            task = bar.add_task("training", total=1.0)
+            steps = 2 if test_rows else 1
 
-        def advance(offset: int) -> Any:
-            def report(step: str, fraction: float) -> None:
-                bar.update(task, completed=(offset + fraction) / steps, description=step)
+            def advance(offset: int) -> Any:
+                def report(step: str, fraction: float) -> None:
+                    bar.update(task, completed=(offset + fraction) / steps, description=step)
 
-            return report
+                return report
 
-        held_out: Evaluation | None = None
-        if test_rows:
-            candidate = TextModel.train(train_rows, known, advance(0))
-            held_out = evaluate(candidate, test_rows)
-        model = TextModel.train(rows, known, advance(steps - 1))  # the saved model sees every row
+            held_out: Evaluation | None = None
+            if test_rows:
+                candidate = TextModel.train(
+                    train_rows, known, advance(0), settings, general=rows.general
+                )
+                held_out = evaluate(candidate, test_rows)
+            model = TextModel.train(  # the saved model sees every row
+                rows.own, known, advance(steps - 1), settings, general=rows.general
+            )
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
     seconds = time.perf_counter() - started
 
     metadata: dict[str, Any] = {
-        "examples": len(rows),
+        "reason": "command",
+        "examples": len(rows.own),
         "skipped_rows": loaded.skipped_empty_text + unused,
+        "general_rows": len(rows.general),
         "label_counts": model.label_counts,
-        "taxonomy_hash": chosen.content_hash(),
+        "purposes": list(model.purposes),
+        "taxonomy_hash": chosen.content_hash() if known else None,
         "taxonomy_given": known is not None,
+        "taxonomy_file": str(taxonomy) if taxonomy else None,
+        "model_format": FORMAT,
         "sklearn_version": sklearn.__version__,
         "training_seconds": round(seconds, 2),
         "evaluation": (
@@ -184,8 +250,9 @@ def train(
         console.print(_scores_table(f"held out ({len(test_rows)} rows)", held_out))
         console.print(f"throughput: {held_out.throughput_per_s or 0:,.0f} demands/s")
     console.print(
-        f"trained on {len(rows)} examples in {seconds:.1f}s "
-        f"({loaded.skipped_empty_text + unused} rows skipped)"
+        f"trained on {len(rows.own)} examples of the organisation and {len(rows.general)} "
+        f"general rows in {seconds:.1f}s ({loaded.skipped_empty_text + unused} rows skipped); "
+        f"{len(model.purposes)} purposes"
     )
     console.print(f"new version: [bold]{version}[/bold] (current) in {model_dir}")
 
@@ -195,6 +262,15 @@ def evaluate_command(
     examples: ExamplesCsv,
     model_dir: ModelDir = DEFAULT_MODEL_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+    audit: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Draw this many random rows as the audit sample (people's labels), treat "
+            "the rest as unlabelled, and estimate the failure share with its 95% interval.",
+        ),
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed of the audit draw.")] = 0,
 ) -> None:
     """Score the current model on labelled examples it has not been trained on."""
     try:
@@ -204,12 +280,24 @@ def evaluate_command(
         raise _fail(str(exc)) from exc
     if not loaded.examples:
         raise _fail(f"{examples}: no rows with text")
-    result = evaluate(model, loaded.examples)
+    predictions = model.predict_batch([e.text for e in loaded.examples])
+    result = Evaluation(
+        heads=score_predictions(loaded.examples, predictions),
+        throughput_per_s=measure_throughput(model, [e.text for e in loaded.examples]),
+    )
+    share = failure_share(
+        [e.demand_type or "" for e in loaded.examples],
+        [p.demand_type for p in predictions],
+        audit=audit,
+        seed=seed,
+    )
     if as_json:
         document: dict[str, Any] = {
             name: {**_summary(s), "confused": [list(c) for c in s.confused]}
             for name, s in result.heads.items()
         }
+        if share is not None:
+            document["demand_type"]["failure_share"] = share.as_dict()
         document |= {
             "throughput_per_s": result.throughput_per_s,
             "model_version": version,
@@ -222,6 +310,17 @@ def evaluate_command(
         typer.echo(json.dumps(document))
         return
     console.print(_scores_table(f"model {version} on {examples}", result))
+    if share is not None:
+        line = f"failure share: true {share.true:.3f}, predicted {share.predicted:.3f}"
+        if share.estimate is not None and share.estimate.estimate is not None:
+            line += (
+                f", estimated {share.estimate.estimate:.3f} "
+                f"[{share.estimate.ci_low:.3f}, {share.estimate.ci_high:.3f}] "
+                f"from {share.estimate.audited} audited"
+            )
+        elif share.estimate is not None:
+            line += f" ({share.estimate.status}: {share.estimate.audited} audited)"
+        console.print(line)
     console.print(
         f"{len(loaded.examples)} rows, {loaded.skipped_empty_text} skipped (empty text); "
         f"throughput {result.throughput_per_s or 0:,.0f} demands/s"
@@ -307,13 +406,16 @@ def rollback(
 def retrain(
     model_dir: ModelDir = DEFAULT_MODEL_DIR,
     seed_examples: Annotated[
-        Path,
-        typer.Option("--seed-examples", exists=True, dir_okay=False, help="Seed examples CSV."),
+        Path | None,
+        typer.Option(
+            "--seed-examples", exists=True, dir_okay=False, help="The organisation's examples CSV."
+        ),
     ] = SEED_EXAMPLES,
     taxonomy: Annotated[
         Path | None,
         typer.Option("--taxonomy", exists=True, dir_okay=False, help="Taxonomy YAML."),
     ] = TAXONOMY,
+    general_corpus: GeneralCorpus = GENERAL_CORPUS,
     label_weight: Annotated[
         int, typer.Option(min=1, help="Each person's label counts as this many seed rows.")
     ] = 5,
@@ -336,7 +438,10 @@ def retrain(
         trained = train_version(
             model_dir,
             TrainingSources(
-                seed_examples=seed_examples, taxonomy=taxonomy, label_weight=label_weight
+                seed_examples=seed_examples,
+                taxonomy=taxonomy,
+                general_corpus=None if _no_corpus(general_corpus) else general_corpus,
+                label_weight=label_weight,
             ),
             reason="command",
             labels=labels,

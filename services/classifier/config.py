@@ -16,6 +16,7 @@ from shared.service.settings import ServiceSettings
 SHIPPED_DATA = Path(__file__).parent / "data"
 SEED_EXAMPLES = SHIPPED_DATA / "seed_examples.csv"
 TAXONOMY = SHIPPED_DATA / "taxonomy.yaml"
+GENERAL_CORPUS = SHIPPED_DATA / "general_corpus.csv"
 
 
 class ClassifierSettings(ServiceSettings):
@@ -58,11 +59,21 @@ class ClassifierSettings(ServiceSettings):
     max_demands_per_customer: int = Field(
         default=50, ge=1, description="Context kept per customer at most (demands and cases)."
     )
-    seed_examples: Path = Field(
-        default=SEED_EXAMPLES, description="Seed training examples (CSV) for a fresh model."
+    seed_examples: Path | None = Field(
+        default=SEED_EXAMPLES,
+        description="The organisation's labelled examples (CSV); rows of purposes outside the "
+        "taxonomy teach value/failure only. Empty (or a header-only file) for a cold start "
+        "from the taxonomy alone.",
     )
     taxonomy: Path | None = Field(
-        default=TAXONOMY, description="The organisation's taxonomy YAML used when training."
+        default=TAXONOMY,
+        description="The organisation's taxonomy YAML: its purposes come only from here and its "
+        "labelled examples. A model trained on another taxonomy is replaced at start.",
+    )
+    general_corpus: Path | None = Field(
+        default=GENERAL_CORPUS,
+        description="Value and failure examples from many sectors (CSV), which teach "
+        "value/failure only, never purposes; empty to train without.",
     )
     label_weight: int = Field(
         default=5, ge=1, description="Each person's label counts as this many seed examples."

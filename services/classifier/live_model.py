@@ -27,6 +27,7 @@ from services.classifier.db.repository import LabelRepository
 from services.classifier.model import store
 from services.classifier.model.text_model import TextModel
 from services.classifier.rules import RuleSet
+from services.classifier.taxonomy import TaxonomyError
 from services.classifier.training import TrainingSources, train_version
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ class ModelInUse:
 
 def in_use(version: str, model: TextModel) -> ModelInUse:
     return ModelInUse(version, model, RuleSet.from_taxonomy(model.taxonomy))
+
+
+def fingerprint(model: TextModel) -> str | None:
+    """The hash of the taxonomy ``model`` was trained on (None: trained without one)."""
+    return model.taxonomy.content_hash() if model.taxonomy is not None else None
 
 
 class RetrainInProgress(RuntimeError):
@@ -83,22 +89,45 @@ class ModelKeeper:
         return self._retrain_lock.locked()
 
     async def load(self) -> None:
-        """Load CURRENT; on a fresh machine, train one from the seed data (and any labels)."""
+        """Load CURRENT, or train a new version when there is none (a fresh machine), when it
+        was made by an older classifier, or when the taxonomy changed since it was trained
+        (a model knows the fingerprint of the taxonomy it learnt from; a changed taxonomy
+        is logged and a model of the current one trained, so purposes are never stale)."""
         version = await asyncio.to_thread(store.current_version, self._model_dir)
-        if version is None:
-            labels = await self._labels.training_examples()
-            trained = await asyncio.to_thread(
-                train_version,
-                self._model_dir,
-                self._sources,
-                reason="bootstrap",
-                labels=labels,
-                with_evaluation=False,
-            )
-            self._swap(in_use(trained.version, trained.model))
-        else:
-            model = await asyncio.to_thread(store.load, self._model_dir, version)
-            self._swap(in_use(version, model))
+        reason = "bootstrap"
+        if version is not None:
+            try:
+                model = await asyncio.to_thread(store.load, self._model_dir, version)
+            except store.OutdatedModel as error:
+                log.warning("%s; training a new version now", error)
+                reason = "outdated model"
+            else:
+                wanted = await asyncio.to_thread(self._sources.taxonomy_fingerprint)
+                known = fingerprint(model)
+                if self._sources.taxonomy is None or wanted == known:
+                    self._swap(in_use(version, model))
+                    self._labels_at_last_training = await self._labels.count()
+                    return
+                log.warning(
+                    "the taxonomy changed: model version %s was trained on taxonomy %s, "
+                    "%s is now %s; training a new model from the current taxonomy",
+                    version,
+                    known,
+                    self._sources.taxonomy,
+                    wanted,
+                )
+                reason = "taxonomy changed"
+        labels = await self._labels.training_examples()
+        trained = await asyncio.to_thread(
+            train_version,
+            self._model_dir,
+            self._sources,
+            reason=reason,
+            labels=labels,
+            with_evaluation=False,
+        )
+        log.info("trained model version %s (%s)", trained.version, reason)
+        self._swap(in_use(trained.version, trained.model))
         self._labels_at_last_training = await self._labels.count()
 
     async def retrain(self, reason: str, *, wait: bool = True) -> str:
@@ -147,6 +176,20 @@ class ModelKeeper:
         if version is None or self._current is None or version == self._current.version:
             return False
         model = await asyncio.to_thread(store.load, self._model_dir, version)
+        if self._sources.taxonomy is not None:
+            try:
+                wanted = await asyncio.to_thread(self._sources.taxonomy_fingerprint)
+            except TaxonomyError as error:
+                log.error("cannot read the taxonomy to compare: %s", error)
+                wanted = None
+            if wanted is not None and fingerprint(model) != wanted:  # made current elsewhere
+                log.warning(
+                    "model version %s was trained on taxonomy %s, not on %s (%s)",
+                    version,
+                    fingerprint(model),
+                    self._sources.taxonomy,
+                    wanted,
+                )
         self._swap(in_use(version, model))
         log.info("now classifying with model version %s", version)
         return True

@@ -15,6 +15,7 @@ from sklearn.model_selection import GroupKFold, StratifiedKFold
 from services.classifier.model.examples import Example
 from services.classifier.model.text_model import ModelSettings, Prediction, TextModel
 from services.classifier.taxonomy import Taxonomy
+from shared.estimates import AuditPair, ShareEstimate, estimate_share
 
 THROUGHPUT_BATCH = 1_000
 
@@ -109,6 +110,63 @@ def score_predictions(
     return heads
 
 
+@dataclass(frozen=True, slots=True)
+class FailureShare:
+    """The share of failure demand among labelled rows: the truth, the model's, and (with an
+    audit) the prediction-powered estimate and its 95% interval."""
+
+    true: float
+    predicted: float
+    rows: int
+    estimate: ShareEstimate | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"true": self.true, "predicted": self.predicted}
+        if self.estimate is not None:
+            result |= {
+                "estimate": self.estimate.estimate,
+                "ci_low": self.estimate.ci_low,
+                "ci_high": self.estimate.ci_high,
+                "audited": self.estimate.audited,
+                "status": self.estimate.status,
+            }
+        return result
+
+
+def failure_share(
+    truth: Sequence[str],
+    predicted: Sequence[str],
+    *,
+    audit: int = 0,
+    seed: int = 0,
+) -> FailureShare | None:
+    """True and predicted failure shares over rows labelled value or failure; with ``audit``,
+    also the estimate from ``audit`` rows drawn at random (with ``seed``) as if people had
+    checked them, the others counting as unlabelled (``shared.estimates.estimate_share``)."""
+    pairs = [
+        (int(t == "failure"), int(p == "failure"))
+        for t, p in zip(truth, predicted, strict=True)
+        if t in ("value", "failure")
+    ]
+    if not pairs:
+        return None
+    machine_failures = sum(m for _, m in pairs)
+    estimate = None
+    if audit > 0:
+        drawn = random.Random(seed).sample(range(len(pairs)), min(audit, len(pairs)))
+        estimate = estimate_share(
+            len(pairs),
+            machine_failures,
+            [AuditPair(machine=pairs[i][1], person=pairs[i][0]) for i in drawn],
+        )
+    return FailureShare(
+        true=sum(t for t, _ in pairs) / len(pairs),
+        predicted=machine_failures / len(pairs),
+        rows=len(pairs),
+        estimate=estimate,
+    )
+
+
 def _mean_scores(folds: list[dict[str, HeadScores]]) -> dict[str, HeadScores]:
     merged: dict[str, list[HeadScores]] = defaultdict(list)
     for fold in folds:
@@ -129,8 +187,9 @@ def _train_and_score(
     test: Sequence[Example],
     taxonomy: Taxonomy | None,
     settings: ModelSettings | None,
+    general: Sequence[Example] = (),
 ) -> dict[str, HeadScores]:
-    model = TextModel.train(train, taxonomy, settings=settings)
+    model = TextModel.train(train, taxonomy, settings=settings, general=general)
     return score_predictions(test, model.predict_batch([e.text for e in test]))
 
 
@@ -184,8 +243,10 @@ def few_shot(
     taxonomy: Taxonomy | None = None,
     settings: ModelSettings | None = None,
     seed: int = 0,
+    general: Sequence[Example] = (),
 ) -> dict[str, HeadScores]:
-    """Train on ``per_purpose`` examples of each purpose, test on all the rest."""
+    """Train on ``per_purpose`` examples of each purpose (and ``general`` rows for
+    value/failure), test on all the rest."""
     by_purpose: dict[str, list[Example]] = defaultdict(list)
     for example in examples:
         by_purpose[example.purpose or ""].append(example)
@@ -197,4 +258,4 @@ def few_shot(
         shuffler.shuffle(rows)
         train += rows[:per_purpose]
         test += rows[per_purpose:]
-    return _train_and_score(train, test, taxonomy, settings)
+    return _train_and_score(train, test, taxonomy, settings, general)

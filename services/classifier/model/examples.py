@@ -25,6 +25,8 @@ class Example:
     demand_type: str | None
     failure_kind: str | None = None
     channel: str | None = None
+    sector: str | None = None
+    """Only in the general corpus: the kind of organisation the row was written for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ def read_examples_csv(path: Path | str) -> ExamplesFile:
                     demand_type=demand_type,
                     failure_kind=failure_kind.replace(" ", "_") if failure_kind else None,
                     channel=normalise_label(cell("channel")),
+                    sector=normalise_label(cell("sector")),
                 )
             )
     return ExamplesFile(

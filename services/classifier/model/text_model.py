@@ -47,13 +47,18 @@ class ModelSettings:
     # Character n-grams carry spelling variants and unseen words; their extraction is most of
     # the prediction cost (pure Python in scikit-learn), so the range is a speed/accuracy knob.
     char_ngram_range: tuple[int, int] = (2, 5)
-    # Scale of the unit-length sentence embedding next to the l2-normalised TF-IDF blocks, in
-    # the value/failure and failure-kind heads and in the purpose head (0 = not used).
-    embedding_weight: float = 1.0
+    # Scale of the unit-length sentence embedding next to the l2-normalised TF-IDF blocks in
+    # the value/failure and failure-kind heads, and in the purpose head (0 = not used).
+    # Chosen by leave-one-sector-out and few-shot runs of `python -m bench judgement` (see
+    # EVALUATION.md): meaning helps purposes from few examples (+5 points on the seed set);
+    # for value/failure a light touch (0.5) generalises best, 1.0 and more lose points.
+    embedding_weight: float = 0.5
     purpose_embedding_weight: float = 1.0
     # For value/failure, each of the organisation's own labelled rows counts this many
     # general-corpus rows: its own examples say what failure means *for it*.
     own_weight: float = 3.0
+    # The taxonomy's purpose keywords are short phrasings of the purpose: training rows too.
+    purpose_keywords: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +199,8 @@ class TextModel:
         if taxonomy is not None:  # the organisation's own phrasings teach its purposes too
             for definition in taxonomy.purposes:
                 extra = [*definition.examples, definition.description]
+                if model.settings.purpose_keywords:
+                    extra += list(definition.keywords)
                 extra = [t for t in extra if t.strip()]
                 purpose_texts += extra
                 purpose_labels += [definition.slug] * len(extra)

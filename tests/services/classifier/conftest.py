@@ -65,6 +65,49 @@ _FAILURE = {
 }
 
 
+# A few general value/failure rows of other sectors (the shipped corpus has thousands).
+_GENERAL = [
+    ("banking", "I'd like to open a savings account", "value", ""),
+    ("banking", "can I order a new debit card", "value", ""),
+    ("banking", "how do I set up a standing order", "value", ""),
+    (
+        "banking",
+        "my new card still hasn't arrived after three weeks",
+        "failure",
+        "progress_chasing",
+    ),
+    ("banking", "you charged me twice for the same payment", "failure", "not_done_right"),
+    ("banking", "third time calling about the same blocked card", "failure", "repeat"),
+    ("retail", "I want to order the blue sofa", "value", ""),
+    ("retail", "do you deliver on saturdays", "value", ""),
+    ("retail", "can I return a jumper I bought online", "value", ""),
+    ("retail", "where is my parcel, it was due last week", "failure", "progress_chasing"),
+    ("retail", "the courier never turned up", "failure", "not_done"),
+    ("retail", "you sent me the wrong size", "failure", "not_done_right"),
+    ("council", "I want to book a bulky waste collection", "value", ""),
+    ("council", "how do I apply for a parking permit", "value", ""),
+    ("council", "can I register for council tax", "value", ""),
+    ("council", "my bin was missed again this week", "failure", "repeat"),
+    ("council", "nobody has called me back about my housing application", "failure", "not_done"),
+    ("council", "I don't understand this council tax letter", "failure", "not_understood"),
+    ("health", "I'd like to book a blood test", "value", ""),
+    ("health", "can I change my appointment to friday", "value", ""),
+    ("health", "still waiting for my test results after a month", "failure", "progress_chasing"),
+    ("health", "the clinic cancelled my appointment without telling me", "failure", "not_done"),
+]
+
+
+@pytest.fixture
+def general_corpus_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "general.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "sector", "demand_type", "failure_kind", "channel", "purpose"])
+        for sector, text, demand_type, kind in _GENERAL:
+            writer.writerow([text, sector, demand_type, kind, "phone", f"{sector} things"])
+    return path
+
+
 def small_examples() -> list[Example]:
     rows = [Example(t, p, "value") for p, texts in _VALUE.items() for t in texts]
     rows += [Example(t, p, "failure", k) for p, pairs in _FAILURE.items() for t, k in pairs]

@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -98,3 +99,100 @@ def test_rollback_to_an_unknown_version_exits_non_zero(tmp_path: Path) -> None:
     result = runner.invoke(app, ["rollback", "--model-dir", str(tmp_path), "--to", "nope"])
 
     assert result.exit_code == 1
+
+
+def test_train_without_examples_trains_the_default_model(tmp_path: Path) -> None:
+    """The model `make run` starts with: shipped taxonomy, seed set and general corpus."""
+    from services.classifier.config import TAXONOMY
+    from services.classifier.taxonomy import load_taxonomy
+
+    models = tmp_path / "models"
+    result = runner.invoke(app, ["train", "--model-dir", str(models), "--holdout", "0"])
+
+    assert result.exit_code == 0, result.output
+    version, model = store.load_current(models)
+    metadata = store.read_metadata(models, version)
+    taxonomy = load_taxonomy(TAXONOMY)
+    assert set(model.purposes) == set(taxonomy.purpose_slugs)
+    assert metadata["taxonomy_hash"] == taxonomy.content_hash()
+    assert metadata["examples"] > 700  # the seed set
+    assert metadata["general_rows"] >= 2_000  # the general corpus
+
+
+def test_train_with_a_taxonomy_alone_is_a_cold_start_for_that_organisation(
+    tmp_path: Path, general_corpus_csv: Path
+) -> None:
+    taxonomy = tmp_path / "pets.yaml"
+    taxonomy.write_text(
+        "purposes:\n"
+        "  vet appointment:\n"
+        "    description: The customer wants to book or change a vet appointment.\n"
+        "    examples: [book my dog in with the vet, can I move my cat's appointment]\n"
+        "  pet food order:\n"
+        "    description: The customer wants to order pet food or ask about an order.\n"
+        "    examples: [I want to order dog food, where is my cat food delivery]\n",
+        encoding="utf-8",
+    )
+    models = tmp_path / "models"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model-dir",
+            str(models),
+            "--taxonomy",
+            str(taxonomy),
+            "--general-corpus",
+            str(general_corpus_csv),
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    _, model = store.load_current(models)
+    assert set(model.purposes) == {"vet appointment", "pet food order"}
+    answers = model.predict_batch(
+        ["I'd like to order some dog food", "still waiting for the vet to call me back"]
+    )
+    assert answers[0].purpose == "pet food order"
+    assert (answers[1].purpose, answers[1].demand_type) == ("vet appointment", "failure")
+
+
+def test_evaluate_json_reports_the_failure_share_and_an_audited_estimate(
+    examples_csv: Path, tmp_path: Path, general_corpus_csv: Path
+) -> None:
+    models = tmp_path / "models"
+    train(examples_csv, models, "--holdout", "0", "--general-corpus", str(general_corpus_csv))
+
+    def evaluate(*extra: str) -> dict[str, Any]:
+        result = runner.invoke(
+            app,
+            [
+                "evaluate",
+                "--model-dir",
+                str(models),
+                "--examples",
+                str(examples_csv),
+                "--json",
+                *list(extra),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        document: dict[str, Any] = json.loads(result.stdout)
+        return document
+
+    plain = evaluate()
+    audited = evaluate("--audit", "20", "--seed", "3")
+
+    for document in (plain, audited):  # the keys that were there before stay
+        assert {"accuracy", "confused"} <= set(document["demand_type"])
+        assert {"accuracy", "confused"} <= set(document["purpose"])
+        assert document["throughput_per_s"] > 0
+    assert plain["demand_type"]["failure_share"] == {
+        "true": 0.5,
+        "predicted": plain["demand_type"]["failure_share"]["predicted"],
+    }
+    share = audited["demand_type"]["failure_share"]
+    assert share["true"] == 0.5
+    assert share["audited"] == 20
+    assert share["ci_low"] <= share["estimate"] <= share["ci_high"]
+    assert evaluate("--audit", "20", "--seed", "3")["demand_type"]["failure_share"] == share

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ class NetworkTouched(AssertionError):
 
 
 @pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Any connection or name lookup to anything but this machine fails the test (and is
     recorded, in case a library swallows the error)."""
     attempts: list[str] = []
@@ -60,7 +59,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(tokenizers.Tokenizer, "from_pretrained", from_pretrained)
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(variable, raising=False)  # prove it without the offline switches
-    yield attempts
+    return attempts
 
 
 def test_loads_and_embeds_without_touching_the_network(
@@ -134,8 +133,9 @@ def test_the_guard_catches_wordllamas_own_download_path(
     """Without the copied files and ``disable_download``, wordllama would go online."""
     wordllama = embeddings._import_wordllama()
 
-    with pytest.raises(NetworkTouched), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        wordllama.WordLlama.load("l2_supercat", cache_dir=tmp_path, dim=256)
+        with pytest.raises(NetworkTouched):
+            wordllama.WordLlama.load("l2_supercat", cache_dir=tmp_path, dim=256)
 
     assert no_network

@@ -1,6 +1,7 @@
 from services.classifier.model.evaluate import (
     cross_validate,
     evaluate,
+    failure_share,
     leave_purposes_out,
     score_head,
 )
@@ -39,3 +40,49 @@ def test_cross_validation_and_leave_purposes_out_report_means(examples: list[Exa
     assert 0.5 < folds["purpose"].accuracy <= 1.0
     assert unseen.count == 30
     assert 0.5 < unseen.accuracy <= 1.0  # failure cues carry to purposes never trained on
+
+
+def test_failure_share_counts_only_rows_labelled_value_or_failure() -> None:
+    share = failure_share(
+        ["failure", "value", "value", "failure", "", "unknown"],
+        ["failure", "failure", "value", "value", "failure", "value"],
+    )
+
+    assert share is not None
+    assert (share.true, share.predicted, share.rows) == (0.5, 0.5, 4)
+    assert share.as_dict() == {"true": 0.5, "predicted": 0.5}
+    assert failure_share(["", ""], ["value", "failure"]) is None
+
+
+def test_an_audit_corrects_a_biased_model_and_its_interval_covers_the_truth() -> None:
+    # 1,000 rows, 30% failure; the model calls a third of the failures value: it says 20%.
+    truth = ["failure"] * 300 + ["value"] * 700
+    machine = ["failure"] * 200 + ["value"] * 800
+
+    share = failure_share(truth, machine, audit=200, seed=7)
+
+    assert share is not None
+    assert share.estimate is not None
+    assert (share.true, share.predicted) == (0.3, 0.2)
+    document = share.as_dict()
+    assert set(document) == {
+        "true",
+        "predicted",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "audited",
+        "status",
+    }
+    assert document["audited"] == 200
+    assert document["ci_low"] <= 0.3 <= document["ci_high"]
+    assert abs(document["estimate"] - 0.3) < abs(0.2 - 0.3)
+    assert failure_share(truth, machine, audit=200, seed=7) == share  # the seed decides the draw
+
+
+def test_a_tiny_audit_is_not_yet_validated() -> None:
+    share = failure_share(["failure", "value"] * 10, ["value"] * 20, audit=5, seed=0)
+
+    assert share is not None
+    assert share.as_dict()["status"] == "not yet validated"
+    assert share.as_dict()["estimate"] is None

@@ -1,0 +1,185 @@
+"""A new organisation with a taxonomy and no labelled data gets a classifier whose purposes are
+exactly its own, a header-only examples file does not stop it, and a changed taxonomy is
+noticed (each test reproduced the bug before the fix)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from services.classifier.config import SHIPPED_DATA, TAXONOMY, ClassifierSettings
+from services.classifier.db.repository import LabelRepository
+from services.classifier.live_model import ModelInUse, ModelKeeper
+from services.classifier.main import create_app
+from services.classifier.model import store
+from services.classifier.taxonomy import load_taxonomy
+from services.classifier.training import TrainingSources, train_version
+from shared.database.engine import create_engine
+from shared.events import DemandClassified
+from shared.kafka.settings import KafkaSettings
+from shared.topics import Topic, topic_name
+from tests.support.apps import running
+from tests.support.factories import demand_received
+from tests.support.kafka_io import publish_events, read_records
+
+COUNCIL = SHIPPED_DATA / "taxonomies" / "council_housing_repairs.yaml"
+
+COUNCIL_TAXONOMY = """
+purposes:
+  repairs / report a repair:
+    description: A tenant reports something broken in their council home.
+    examples:
+      - my boiler has stopped working
+      - the kitchen tap is leaking
+      - there is damp and mould in the bedroom
+      - the front door lock is broken
+  rent / pay my rent:
+    description: A tenant wants to pay rent or ask about their rent account.
+    examples:
+      - I want to pay my rent
+      - how much rent do I owe
+      - can I pay my rent by direct debit
+  bins / missed collection:
+    description: A resident's bins were not emptied on collection day.
+    examples:
+      - my bin was not collected today
+      - the recycling lorry missed our street
+      - when will my garden waste be collected
+"""
+COUNCIL_TEXTS = [
+    "my radiator is leaking all over the floor",
+    "how do I pay this month's rent",
+    "the bin men skipped my road again",
+    "still waiting for someone to fix the damp, third time I've called",
+]
+
+
+@pytest.fixture
+def council_taxonomy(tmp_path: Path) -> Path:
+    path = tmp_path / "council.yaml"
+    path.write_text(COUNCIL_TAXONOMY, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+async def labels(labels_url: str) -> AsyncIterator[LabelRepository]:
+    engine = create_engine(labels_url)
+    try:
+        yield LabelRepository(engine)
+    finally:
+        await engine.dispose()
+
+
+def keeper(model_dir: Path, sources: TrainingSources, labels: LabelRepository) -> ModelKeeper:
+    swaps: list[ModelInUse] = []
+    return ModelKeeper(
+        model_dir=model_dir,
+        sources=sources,
+        labels=labels,
+        watch_interval_s=0,
+        retrain_interval_s=0,
+        on_swap=swaps.append,
+    )
+
+
+def test_replacing_only_the_taxonomy_answers_only_its_purposes(
+    tmp_path: Path, council_taxonomy: Path
+) -> None:
+    """The shipped energy seed examples stay configured: their 16 purposes must not leak."""
+    trained = train_version(
+        tmp_path / "models",
+        TrainingSources(taxonomy=council_taxonomy),
+        reason="test",
+        with_evaluation=False,
+    )
+
+    council = set(load_taxonomy(council_taxonomy).purpose_slugs)
+    assert set(trained.model.purposes) == council
+    answers = {p.purpose for p in trained.model.predict_batch(COUNCIL_TEXTS)}
+    assert answers <= council
+    assert [p.purpose for p in trained.model.predict_batch(COUNCIL_TEXTS[:3])] == [
+        "repairs / report a repair",
+        "rent / pay my rent",
+        "bins / missed collection",
+    ]
+
+
+async def test_a_header_only_examples_file_still_starts(
+    tmp_path: Path, labels: LabelRepository
+) -> None:
+    empty = tmp_path / "examples.csv"
+    empty.write_text("text,purpose,demand_type,failure_kind,channel\n", encoding="utf-8")
+    live = keeper(tmp_path / "models", TrainingSources(seed_examples=empty), labels)
+
+    await live.load()
+
+    assert set(live.current.model.purposes) == set(load_taxonomy(TAXONOMY).purpose_slugs)
+    prediction = live.current.model.predict("I'd like to pay my bill by direct debit")
+    assert prediction.purpose == "billing / pay my bill"
+
+
+async def test_a_changed_taxonomy_is_noticed_and_a_model_of_it_is_trained(
+    model_dir: Path,
+    council_taxonomy: Path,
+    labels: LabelRepository,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``model_dir`` holds a model of the shipped (energy) taxonomy; the organisation now
+    configures its own."""
+    old = store.current_version(model_dir)
+    live = keeper(model_dir, TrainingSources(taxonomy=council_taxonomy), labels)
+
+    with caplog.at_level(logging.WARNING, logger="services.classifier.live_model"):
+        await live.load()
+
+    assert live.current.version != old
+    assert set(live.current.model.purposes) == set(load_taxonomy(council_taxonomy).purpose_slugs)
+    assert store.read_metadata(model_dir, live.current.version)["reason"] == "taxonomy changed"
+    assert any("taxonomy changed" in r.getMessage() for r in caplog.records)
+
+    # The same taxonomy again: the model just trained is loaded, not trained once more.
+    again = keeper(model_dir, TrainingSources(taxonomy=council_taxonomy), labels)
+    await again.load()
+    assert again.current.version == live.current.version
+
+
+@pytest.mark.integration
+async def test_a_start_with_the_council_taxonomy_alone_classifies_with_council_purposes(
+    tmp_path: Path,
+    kafka_settings: KafkaSettings,
+    classifier_settings: Callable[..., ClassifierSettings],
+) -> None:
+    """The shipped second taxonomy, no seed examples, a fresh machine, the real broker."""
+    settings = classifier_settings(
+        taxonomy=COUNCIL, seed_examples=None, model_dir=tmp_path / "fresh-models"
+    )
+    texts = [
+        "my kitchen tap has been dripping for a week",
+        "the boiler is broken and we have no heating",
+        "still waiting for the repair you promised last month",
+        "there is black mould in the bathroom",
+    ]
+    async with running(create_app(settings)):
+        await publish_events(
+            kafka_settings,
+            [
+                demand_received(id=f"C-{i}", customer_ref=f"T{i}", text=text)
+                for i, text in enumerate(texts)
+            ],
+        )
+        records = await read_records(
+            kafka_settings, topic_name(kafka_settings, Topic.DEMAND_CLASSIFIED), count=len(texts)
+        )
+
+    council = set(load_taxonomy(COUNCIL).purpose_slugs)
+    classified = [DemandClassified.model_validate_json(r.value) for r in records]
+    assert sorted(c.demand.id for c in classified) == [f"C-{i}" for i in range(len(texts))]
+    assert {c.purpose for c in classified} <= council
+    version = store.current_version(tmp_path / "fresh-models")
+    assert version is not None
+    metadata = store.read_metadata(tmp_path / "fresh-models", version)
+    assert metadata["taxonomy_hash"] == load_taxonomy(COUNCIL).content_hash()
+    assert (metadata["seed_examples"], metadata["reason"]) == (0, "bootstrap")
