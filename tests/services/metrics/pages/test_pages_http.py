@@ -51,6 +51,8 @@ async def test_a_wrong_password_is_refused_and_a_right_one_opens_a_session(
     )  # fmt: skip
 
     assert right.status_code == 303
+    assert "script-src 'self'" in wrong.headers["content-security-policy"]
+    assert wrong.headers["x-frame-options"] == "DENY"
     assert right.headers["location"] == "/pages/changes"
     cookie = right.headers["set-cookie"]
     assert "ds_session=" in cookie
