@@ -1,4 +1,4 @@
-"""`demandscope metrics serve|migrate|rebuild`: every command of the metrics service.
+"""`demandscope metrics serve|migrate|rebuild|assets`: every command of the metrics service.
 
 Imports of the service's heavier modules happen inside the commands, so that
 `demandscope --help` stays quick.
@@ -87,3 +87,26 @@ def rebuild(
         f"{report.seconds:.1f}s ({report.events_per_second:,.0f}/s), "
         f"{report.undecodable} undecodable skipped"
     )
+
+
+@app.command("assets")
+def assets(
+    into: str | None = typer.Option(
+        None, help="Folder to fetch into (default: DEMANDSCOPE_PAGES_ASSETS_DIR, .run/assets)."
+    ),
+) -> None:
+    """Fetch the pages' front-end libraries from the npm registry, pinned by version and
+    SHA-512 (services/metrics/pages/vendor.json): for an image or a machine without the
+    development stack (`make install` does this for a checkout)."""
+    from pathlib import Path
+
+    from services.metrics.pages import vendor
+    from services.metrics.pages.settings import PagesSettings
+
+    target = Path(into) if into else PagesSettings().assets_dir
+    try:
+        fetched = vendor.fetch(target, echo=typer.echo)
+    except vendor.AssetError as error:
+        typer.echo(f"front-end assets NOT fetched: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"front-end assets in {target}: {', '.join(fetched) or 'all present'}")
