@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics import repository
 from services.metrics.db import figures as queries
-from services.metrics.domain.windows import Granularity, period_start
+from services.metrics.domain.windows import Granularity, bucket_of, period_start
 from services.metrics.repository import Filters
 
 
@@ -80,13 +80,12 @@ async def capacity(
     estimated: dict[tuple[str, date], float] = defaultdict(float)
     counts: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
     for row in await queries.failure_handling(session, filters, purpose=purpose):
-        key = (row.purpose, period_start(row.occurred_at, granularity))
-        counts[key][0] += 1
-        if row.handling_seconds is not None:
-            counts[key][1] += 1
-            measured[key] += row.handling_seconds
-        else:
-            estimated[key] += average_seconds.get(row.channel, average_seconds.get("other", 0.0))
+        key = (row.purpose, bucket_of(row.day, granularity))
+        counts[key][0] += row.demands
+        counts[key][1] += row.measured
+        measured[key] += row.measured_seconds
+        average = average_seconds.get(row.channel, average_seconds.get("other", 0.0))
+        estimated[key] += (row.demands - row.measured) * average
     rows = [
         CapacityRow(
             purpose=key[0],

@@ -7,7 +7,7 @@ figures could be added without touching the queries the rest of the service reli
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -34,22 +34,37 @@ def _filtered(statement: Any, filters: Filters) -> Any:
 
 @dataclass(frozen=True)
 class FailureHandling:
+    """The failure demands of one purpose, channel and UTC day, and the staff time their
+    sources reported (``measured`` of them sent one, adding up to ``measured_seconds``)."""
+
     purpose: str
     channel: str
-    occurred_at: datetime
-    handling_seconds: float | None  # what the source said, if it said
+    day: date
+    demands: int
+    measured: int
+    measured_seconds: float
+
+
+def _utc_day(session: AsyncSession) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", DemandFactRow.occurred_at))
+    return func.date(DemandFactRow.occurred_at)  # SQLite stores UTC text: its first 10 chars
 
 
 async def failure_handling(
     session: AsyncSession, filters: Filters, *, purpose: str | None = None
 ) -> list[FailureHandling]:
-    """Every failure demand in the filter with the staff time its source reported (if any)."""
+    """Failure demands in the filter per purpose, channel and UTC day, with the staff time
+    their sources reported: summed by the database, so a million demands are a few rows."""
+    day = _utc_day(session)
     statement: Any = (
         select(
             DemandFactRow.purpose,
             DemandFactRow.channel,
-            DemandFactRow.occurred_at,
-            Demand.handling_seconds,
+            day,
+            func.count(),
+            func.count(Demand.handling_seconds),
+            func.coalesce(func.sum(Demand.handling_seconds), 0.0),
         )
         .join(Demand, Demand.demand_id == DemandFactRow.demand_id)
         .where(DemandFactRow.demand_type == "failure")
@@ -57,9 +72,17 @@ async def failure_handling(
     statement = _filtered(statement, filters)
     if purpose is not None:
         statement = statement.where(DemandFactRow.purpose == purpose)
-    rows = (await session.execute(statement.order_by(DemandFactRow.occurred_at))).all()
+    statement = statement.group_by(DemandFactRow.purpose, DemandFactRow.channel, day)
     return [
-        FailureHandling(p, c, as_utc(at), None if s is None else float(s)) for p, c, at, s in rows
+        FailureHandling(
+            str(p),
+            str(c),
+            d if isinstance(d, date) else date.fromisoformat(str(d)),
+            int(n),
+            int(m),
+            float(seconds),
+        )
+        for p, c, d, n, m, seconds in (await session.execute(statement)).all()
     ]
 
 
