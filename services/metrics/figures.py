@@ -19,9 +19,8 @@ from datetime import date, datetime
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.metrics import repository
 from services.metrics.db import figures as queries
-from services.metrics.domain.windows import Granularity, bucket_of, period_start
+from services.metrics.domain.windows import Granularity, bucket_of
 from services.metrics.repository import Filters
 
 
@@ -106,8 +105,8 @@ async def purpose_over_time(
 ) -> list[PurposeOverTimeRow]:
     """One purpose's value, failure and unknown demand per period (only periods with demand)."""
     buckets: dict[date, Counter[str]] = {}
-    for at, kind in await repository.demand_moments(session, filters, purpose=purpose):
-        buckets.setdefault(period_start(at, granularity), Counter())[kind] += 1
+    for day, kind, count in await queries.demand_days(session, filters, purpose=purpose):
+        buckets.setdefault(bucket_of(day, granularity), Counter())[kind] += count
     return [
         PurposeOverTimeRow(
             purpose=purpose,

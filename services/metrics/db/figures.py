@@ -86,6 +86,21 @@ async def failure_handling(
     ]
 
 
+async def demand_days(
+    session: AsyncSession, filters: Filters, *, purpose: str
+) -> list[tuple[date, str, int]]:
+    """(UTC day, demand type, demands) of one purpose: counted by the database."""
+    day = _utc_day(session)
+    statement: Any = select(day, DemandFactRow.demand_type, func.count()).where(
+        DemandFactRow.purpose == purpose
+    )
+    statement = _filtered(statement, filters).group_by(day, DemandFactRow.demand_type)
+    return [
+        (d if isinstance(d, date) else date.fromisoformat(str(d)), str(kind), int(n))
+        for d, kind, n in (await session.execute(statement)).all()
+    ]
+
+
 async def failure_flow(session: AsyncSession, filters: Filters) -> list[tuple[str, str, int]]:
     """(cause purpose, failure demand's purpose, count): which purpose breeds which failure."""
     cause = func.coalesce(DemandFactRow.cause_purpose, UNTRACED)
