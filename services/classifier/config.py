@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.auth.settings import AuthSettings
@@ -90,3 +90,9 @@ class ClassifierSettings(ServiceSettings):
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @field_validator("seed_examples", "taxonomy", "general_corpus", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """``DEMANDSCOPE_CLASSIFIER_SEED_EXAMPLES=`` means none, not the current directory."""
+        return None if isinstance(value, str) and not value.strip() else value

@@ -183,3 +183,13 @@ async def test_a_start_with_the_council_taxonomy_alone_classifies_with_council_p
     metadata = store.read_metadata(tmp_path / "fresh-models", version)
     assert metadata["taxonomy_hash"] == load_taxonomy(COUNCIL).content_hash()
     assert (metadata["seed_examples"], metadata["reason"]) == (0, "bootstrap")
+
+
+def test_an_empty_setting_means_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMANDSCOPE_CLASSIFIER_SEED_EXAMPLES", "")
+    monkeypatch.setenv("DEMANDSCOPE_CLASSIFIER_GENERAL_CORPUS", " ")
+
+    settings = ClassifierSettings()
+
+    assert (settings.seed_examples, settings.general_corpus) == (None, None)
+    assert settings.taxonomy == TAXONOMY
