@@ -201,14 +201,18 @@ def cross_validate(
     settings: ModelSettings | None = None,
     seed: int = 0,
     on_fold: Callable[[int], None] | None = None,
+    general: Sequence[Example] = (),
 ) -> dict[str, HeadScores]:
-    """Stratified k-fold by purpose; mean accuracy and macro-F1 per head over the folds."""
+    """Stratified k-fold by purpose; mean accuracy and macro-F1 per head over the folds
+    (``general`` rows teach value/failure in every fold)."""
     rows = list(examples)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     results = []
     for number, (train, test) in enumerate(splitter.split(rows, [e.purpose for e in rows])):
         results.append(
-            _train_and_score([rows[i] for i in train], [rows[i] for i in test], taxonomy, settings)
+            _train_and_score(
+                [rows[i] for i in train], [rows[i] for i in test], taxonomy, settings, general
+            )
         )
         if on_fold:
             on_fold(number)
