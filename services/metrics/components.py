@@ -7,13 +7,14 @@ A module of its own so that ``api.py`` can name the type (its dependency alias) 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.metrics.audit import AuditPolicy, QueueTextPurge
 from services.metrics.config import MetricsSettings
 from services.metrics.metrics import MetricsServiceMetrics
+from services.metrics.pages.desk import Desk
 from services.metrics.publisher import PurposeMetricsPublisher
 from services.metrics.service import ChartSettings
 from shared.auth.sessions import PeopleGate
@@ -36,6 +37,7 @@ class MetricsComponents(ServiceComponents):
     people: PeopleGate  # who is signed in to the pages (services/metrics/pages)
     audit: AuditPolicy
     purge: QueueTextPurge
+    desk: Desk = field(default_factory=Desk)  # the queues' pages: each person's last decisions
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         return {

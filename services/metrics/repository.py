@@ -871,6 +871,68 @@ async def review_queue(
     ]
 
 
+async def review_item(session: AsyncSession, demand_id: str) -> dict[str, Any] | None:
+    """One demand of the review queue by id (the pages label it), with the machine's
+    suggestion; None when its words are no longer kept."""
+    row = (
+        await session.execute(
+            select(
+                Demand.demand_id,
+                Demand.channel,
+                Demand.occurred_at,
+                QueueTextRow.text,
+                Demand.demand_type,
+                Demand.purpose,
+                Demand.failure_kind,
+                Demand.confidence,
+            )
+            .join(QueueTextRow, QueueTextRow.demand_id == Demand.demand_id)
+            .where(Demand.demand_id == demand_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    found = dict(row._mapping)
+    found["occurred_at"] = as_utc(found["occurred_at"])
+    found["confidence"] = float(found["confidence"])
+    return found
+
+
+async def audit_item(session: AsyncSession, demand_id: str) -> dict[str, Any] | None:
+    """One audit item by id, blind (what the customer said, how and when); None when it is
+    not in the sample or its words are no longer kept."""
+    row = (
+        await session.execute(
+            select(Demand.demand_id, Demand.channel, Demand.occurred_at, QueueTextRow.text)
+            .join(AuditItemRow, AuditItemRow.demand_id == Demand.demand_id)
+            .join(QueueTextRow, QueueTextRow.demand_id == Demand.demand_id)
+            .where(Demand.demand_id == demand_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    found = dict(row._mapping)
+    found["occurred_at"] = as_utc(found["occurred_at"])
+    return found
+
+
+async def audit_machine_label(
+    session: AsyncSession, demand_id: str
+) -> tuple[str, str, str | None] | None:
+    """The machine's first label of an audit item (purpose, type, failure kind): shown only
+    once a person has answered it."""
+    row = (
+        await session.execute(
+            select(
+                AuditItemRow.purpose,
+                AuditItemRow.machine_demand_type,
+                AuditItemRow.machine_failure_kind,
+            ).where(AuditItemRow.demand_id == demand_id)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
 async def purge_queue_texts(
     session: AsyncSession, *, received_before: datetime, review_below: float
 ) -> int:

@@ -45,6 +45,8 @@ NAVIGATION = (
     ("overview", "Overview", f"{PREFIX}/overview"),
     ("failure-flow", "Failure flow", f"{PREFIX}/failure-flow"),
     ("changes", "Changes to the system", f"{PREFIX}/changes"),
+    ("review", "Review queue", f"{PREFIX}/review"),
+    ("audit", "Audit queue", f"{PREFIX}/audit"),
 )
 
 

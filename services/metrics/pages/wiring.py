@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from services.metrics.pages import routes, sign_in
+from services.metrics.pages import queues, routes, sign_in
 from services.metrics.pages.settings import PagesSettings
 from services.metrics.pages.web import PREFIX, STATIC
 from shared.auth.sessions import SignInRequired
@@ -22,7 +22,7 @@ from shared.service.problems import problem_response
 
 
 def routers() -> list[APIRouter]:
-    return [sign_in.router, routes.router]
+    return [sign_in.router, routes.router, queues.router]
 
 
 def install(app: FastAPI, settings: PagesSettings) -> None:

@@ -1,0 +1,83 @@
+"""What a person did in the review and audit queues, kept in this process: their last
+decisions (to list, change and undo them) and the demands they skipped. It lets the pages
+move on to the next item before the metrics consumer has applied the label just published;
+a restart forgets it (the labels themselves are on ``demand.labels``)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.metrics import repository
+
+Queue = Literal["review", "audit"]
+KEPT = 50  # decisions remembered per person and queue; the page lists the last ten
+_PURPOSES_TTL_S = 60.0
+
+
+@dataclass(frozen=True)
+class Item:
+    """A demand as a queue shows it; ``machine`` only for the review queue (never blind)."""
+
+    demand_id: str
+    channel: str
+    occurred_at: datetime
+    text: str
+    demand_type: str | None = None
+    purpose: str | None = None
+    failure_kind: str | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    demand_type: str
+    purpose: str
+    failure_kind: str | None
+
+
+@dataclass
+class Decision:
+    label_id: str
+    queue: Queue
+    item: Item
+    answer: Answer
+    previous: Answer | None  # what undo restores (the machine's suggestion, or an earlier word)
+    at: datetime
+    undone: bool = False
+
+
+@dataclass
+class Desk:
+    """Per person and queue: the last decisions and the skipped demands (this process)."""
+
+    decisions: dict[tuple[str, Queue], deque[Decision]] = field(default_factory=dict)
+    skipped: dict[tuple[str, Queue], set[str]] = field(default_factory=dict)
+    returned: dict[tuple[str, Queue], list[Decision]] = field(default_factory=dict)
+    _purposes: tuple[float, list[str]] = (0.0, [])
+
+    def recent(self, who: str, queue: Queue) -> deque[Decision]:
+        return self.decisions.setdefault((who, queue), deque(maxlen=KEPT))
+
+    def find(self, who: str, queue: Queue, label_id: str) -> Decision | None:
+        return next((d for d in self.recent(who, queue) if d.label_id == label_id), None)
+
+    def passed(self, who: str, queue: Queue) -> set[str]:
+        """Demands this person has done with here: decided (not undone) or skipped."""
+        decided = {d.item.demand_id for d in self.recent(who, queue) if not d.undone}
+        return decided | self.skipped.get((who, queue), set())
+
+    async def purposes(self, sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+        """The purposes to choose from, read at most once a minute (a distinct over the
+        figures is not what a keystroke should wait for)."""
+        read_at, found = self._purposes
+        if not found or time.monotonic() - read_at > _PURPOSES_TTL_S:
+            async with sessions() as session:
+                found = await repository.all_purposes(session)
+            self._purposes = (time.monotonic(), found)
+        return found

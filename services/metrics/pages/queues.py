@@ -1,0 +1,394 @@
+"""The review and audit queues as pages (issue 12, items 4 and 5): one demand at a time,
+answered with the keyboard (static/queues.js) or as plain forms without JavaScript.
+
+- **Who**: reviewers and admins. A viewer is refused (403), as the API refuses a key without
+  ``labels:write``: the queues show customers' words, which only those who label need.
+- **The items** come from the API's own calls (``audit.review_queue``/``audit.audit_queue``):
+  the head of the queue, one indexed query, past what this person decided or skipped here.
+- **Labels** travel as over the API: a ``DemandLabelled`` on ``demand.labels`` through the
+  service's producer (503 when the broker does not take it), ``labelled_by`` the person's
+  username, ``reason`` review or audit. Its id is derived from (person, demand, the form's
+  decision number, set when the form was drawn), so a double submit publishes the same id
+  and consumers keep it once. Undo publishes a new label restoring the previous state
+  (labels are events; the latest wins) and puts the demand back in front of the person.
+- **Blind audit**: the machine's label of the item being answered is never in the page; once
+  answered it is shown, for learning, beside the answer, which it does not change.
+
+The last decisions (and skips) a person made are kept in this process (``Desk``), which is
+what lets the page move on before the metrics consumer has applied the label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from services.metrics import audit, repository
+from services.metrics.api import Components, ReviewBelow, Sessions
+from services.metrics.pages.desk import Answer, Decision, Item, Queue
+from services.metrics.pages.web import PREFIX, Reviewer, render
+from shared.events import DemandLabelled
+from shared.events.classification import FailureKind
+from shared.kafka.codec import encode
+from shared.kafka.producer import BrokerUnavailable
+from shared.service.problems import ProblemError
+from shared.topics import Topic, topic_name
+
+router = APIRouter(include_in_schema=False)
+
+SHOWN = 10
+FAILURE_KINDS = [kind.value for kind in FailureKind]
+
+
+def label_id(who: str, demand_id: str, decision: str) -> str:
+    """Deterministic: the same person, demand and form (decision number) give the same id."""
+    digest = hashlib.sha256(f"{who}\0{demand_id}\0{decision}".encode()).hexdigest()
+    return f"page-{digest[:40]}"
+
+
+async def publish(components: Components, label: DemandLabelled) -> None:
+    """The label on ``demand.labels``, as intake's API publishes one; 503 when the broker
+    does not acknowledge it (the person submits again: the same id)."""
+    record = encode(
+        label,
+        topic=topic_name(components.settings.kafka, Topic.DEMAND_LABELS),
+        source=components.settings.source_name,
+    )
+    try:
+        await components.producer.send_and_wait([record])
+    except BrokerUnavailable as error:
+        raise ProblemError(
+            503,
+            "Broker unavailable",
+            detail="The label could not be published; submit again.",
+            headers={"Retry-After": "5"},
+        ) from error
+
+
+def _label(who: str, item: Item, answer: Answer, reason: Queue, id_: str) -> DemandLabelled:
+    return DemandLabelled(
+        id=id_,
+        demand_id=item.demand_id,
+        demand_type=answer.demand_type,
+        failure_kind=answer.failure_kind if answer.demand_type == "failure" else None,
+        purpose=answer.purpose,
+        labelled_by=who,
+        labelled_at=datetime.now(UTC),
+        reason=reason,
+        text=item.text or None,
+    )
+
+
+def _back(queue: Queue, purpose: str | None = None, **extra: str) -> str:
+    params = {k: v for k, v in {"purpose": purpose or "", **extra}.items() if v}
+    return f"{PREFIX}/{queue}" + (f"?{urlencode(params)}" if params else "")
+
+
+def _parse_answer(demand_type: str, purpose: str, failure_kind: str | None) -> Answer:
+    if demand_type not in {"value", "failure"}:
+        raise ProblemError(422, "Invalid label", detail="Choose value (V) or failure (F).")
+    if not purpose:
+        raise ProblemError(422, "Invalid label", detail="Choose a purpose.")
+    kind = (failure_kind or None) if demand_type == "failure" else None
+    return Answer(demand_type, purpose, kind)
+
+
+def _pushed(request: Request, template: str, who: Reviewer, **context: Any) -> HTMLResponse:
+    """The page; for htmx (a boosted form followed its redirect here) the address to show."""
+    response = render(request, template, who, **context)
+    if request.headers.get("HX-Request") == "true":
+        query = f"?{request.url.query}" if request.url.query else ""
+        response.headers["HX-Push-Url"] = request.url.path + query
+    return response
+
+
+# --- review ---------------------------------------------------------------------------------
+
+
+async def _review_items(
+    sessions: Sessions, below: float, purpose: str | None, passed: set[str]
+) -> tuple[int, Item | None]:
+    async with sessions() as session:
+        queue = await audit.review_queue(
+            session, below=below, purpose=purpose, limit=1 + len(passed)
+        )
+    waiting = max(queue.waiting - sum(1 for i in queue.items if i.demand_id in passed), 0)
+    head = next((i for i in queue.items if i.demand_id not in passed), None)
+    if head is None:
+        return waiting, None
+    return waiting, Item(
+        demand_id=head.demand_id,
+        channel=head.channel,
+        occurred_at=head.occurred_at,
+        text=head.text,
+        demand_type=head.demand_type,
+        purpose=head.purpose,
+        failure_kind=head.failure_kind,
+        confidence=head.confidence,
+    )
+
+
+@router.get(f"{PREFIX}/review", response_class=HTMLResponse)
+async def review(
+    request: Request,
+    who: Reviewer,
+    components: Components,
+    sessions: Sessions,
+    below: ReviewBelow,
+    purpose: Annotated[str | None, Query(max_length=120)] = None,
+    edit: Annotated[str | None, Query(max_length=60)] = None,
+) -> HTMLResponse:
+    """The head of the review queue (lowest confidence first), pre-filled with the machine's
+    suggestion; or a decision of the last ten again (``edit``), or one undone."""
+    me = who.person.username
+    purpose = purpose or None
+    editing = components.desk.find(me, "review", edit) if edit else None
+    returned = components.desk.returned.get((me, "review"), [])
+    waiting, item = await _review_items(
+        sessions, below, purpose, components.desk.passed(me, "review")
+    )
+    current: Item | None
+    prefill: Answer | None
+    if editing is not None:
+        current, prefill = editing.item, editing.answer
+    elif returned:
+        current, prefill = returned[-1].item, returned[-1].previous
+    else:
+        current = item
+        prefill = (
+            Answer(item.demand_type or "", item.purpose or "", item.failure_kind)
+            if item is not None
+            else None
+        )
+    return _pushed(
+        request,
+        "review.html",
+        who,
+        title="Review queue",
+        active="review",
+        queue="review",
+        item=current,
+        prefill=prefill,
+        editing=editing,
+        waiting=waiting,
+        purpose=purpose,
+        purposes=await components.desk.purposes(sessions),
+        failure_kinds=FAILURE_KINDS,
+        decision=str(time.time_ns()),
+        recent=list(reversed(components.desk.recent(me, "review")))[:SHOWN],
+    )
+
+
+@router.post(f"{PREFIX}/review/decide")
+async def review_decide(
+    who: Reviewer,
+    components: Components,
+    demand_id: Annotated[str, Form(min_length=1, max_length=200)],
+    decision: Annotated[str, Form(min_length=1, max_length=40)],
+    demand_type: Annotated[str, Form(max_length=16)] = "",
+    purpose: Annotated[str, Form(max_length=120)] = "",
+    failure_kind: Annotated[str | None, Form(max_length=120)] = None,
+    filter_purpose: Annotated[str | None, Form(max_length=120)] = None,
+    edits: Annotated[str | None, Form(max_length=60)] = None,
+) -> RedirectResponse:
+    """Confirm or correct a demand (reason "review"); with ``edits``, change a decision of
+    the last ten (a new label, the latest wins)."""
+    return await _decide(
+        who, components, "review", demand_id, decision, demand_type, purpose, failure_kind,
+        filter_purpose, edits,
+    )  # fmt: skip
+
+
+async def _decide(
+    who: Reviewer,
+    components: Components,
+    queue: Queue,
+    demand_id: str,
+    decision: str,
+    demand_type: str,
+    purpose: str,
+    failure_kind: str | None,
+    filter_purpose: str | None,
+    edits: str | None,
+) -> RedirectResponse:
+    me = who.person.username
+    answer = _parse_answer(demand_type, purpose, failure_kind)
+    id_ = label_id(me, demand_id, decision)
+    known = components.desk.find(me, queue, id_)
+    earlier = components.desk.find(me, queue, edits) if edits else None
+    item = await _item_for(components, queue, me, demand_id, earlier)
+    label = _label(me, item, answer, queue, id_)
+    await publish(components, label)  # a double submit publishes the same id again
+    if known is None:
+        previous = earlier.answer if earlier is not None else _machine_answer(item)
+        components.desk.recent(me, queue).append(
+            Decision(id_, queue, item, answer, previous, label.labelled_at)
+        )
+        returned = components.desk.returned.get((me, queue), [])
+        components.desk.returned[(me, queue)] = [
+            d for d in returned if d.item.demand_id != demand_id
+        ]
+    extra = {"answered": id_} if queue == "audit" else {}
+    return RedirectResponse(_back(queue, filter_purpose, **extra), status_code=303)
+
+
+def _machine_answer(item: Item) -> Answer | None:
+    if item.demand_type is None or item.purpose is None:
+        return None
+    return Answer(item.demand_type, item.purpose, item.failure_kind)
+
+
+async def _item_for(
+    components: Components, queue: Queue, me: str, demand_id: str, earlier: Decision | None
+) -> Item:
+    """The demand being answered, as its queue shows it (or as this person last saw it)."""
+    if earlier is not None and earlier.item.demand_id == demand_id:
+        return earlier.item
+    for decision in reversed(components.desk.returned.get((me, queue), [])):
+        if decision.item.demand_id == demand_id:
+            return decision.item
+    async with components.sessions() as session:
+        if queue == "review":
+            found = await repository.review_item(session, demand_id)
+        else:
+            found = await repository.audit_item(session, demand_id)
+    if found is None:
+        raise ProblemError(404, "Not in the queue", detail=f"No demand {demand_id!r} to label.")
+    return Item(**found)  # the row's columns are the item's fields
+
+
+@router.post(f"{PREFIX}/review/skip")
+async def review_skip(
+    who: Reviewer,
+    components: Components,
+    demand_id: Annotated[str, Form(min_length=1, max_length=200)],
+    filter_purpose: Annotated[str | None, Form(max_length=120)] = None,
+) -> RedirectResponse:
+    return _skip(who, components, "review", demand_id, filter_purpose)
+
+
+def _skip(
+    who: Reviewer, components: Components, queue: Queue, demand_id: str, purpose: str | None
+) -> RedirectResponse:
+    me = who.person.username
+    components.desk.skipped.setdefault((me, queue), set()).add(demand_id)
+    returned = components.desk.returned.get((me, queue), [])
+    components.desk.returned[(me, queue)] = [d for d in returned if d.item.demand_id != demand_id]
+    return RedirectResponse(_back(queue, purpose), status_code=303)
+
+
+@router.post(f"{PREFIX}/review/undo")
+async def review_undo(
+    who: Reviewer,
+    components: Components,
+    label: Annotated[str | None, Form(max_length=60)] = None,
+    filter_purpose: Annotated[str | None, Form(max_length=120)] = None,
+) -> RedirectResponse:
+    """Undo a decision (the last, or ``label``): a new label restoring what was there before
+    (the machine's suggestion or the person's earlier word), and the demand in front again."""
+    me = who.person.username
+    recent = components.desk.recent(me, "review")
+    target = (
+        components.desk.find(me, "review", label)
+        if label
+        else next((d for d in reversed(recent) if not d.undone), None)
+    )
+    if target is None or target.undone:
+        return RedirectResponse(_back("review", filter_purpose), status_code=303)
+    if target.previous is not None:
+        restore = _label(
+            me, target.item, target.previous, "review", label_id(me, target.label_id, "undo")
+        )
+        await publish(components, restore)
+    target.undone = True
+    components.desk.returned.setdefault((me, "review"), []).append(target)
+    return RedirectResponse(_back("review", filter_purpose), status_code=303)
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+
+@router.get(f"{PREFIX}/audit", response_class=HTMLResponse)
+async def audit_page(
+    request: Request,
+    who: Reviewer,
+    components: Components,
+    sessions: Sessions,
+    answered: Annotated[str | None, Query(max_length=60)] = None,
+    edit: Annotated[str | None, Query(max_length=60)] = None,
+) -> HTMLResponse:
+    """The next audit item, blind; the previous answer beside the machine's label of it."""
+    me = who.person.username
+    passed = components.desk.passed(me, "audit")
+    editing = components.desk.find(me, "audit", edit) if edit else None
+    async with sessions() as session:
+        queue = await audit.audit_queue(session, limit=1 + len(passed))
+        shown = components.desk.find(me, "audit", answered) if answered else None
+        machine = (
+            await repository.audit_machine_label(session, shown.item.demand_id)
+            if shown is not None
+            else None
+        )
+    head = next((i for i in queue.items if i.demand_id not in passed), None)
+    current = (
+        editing.item
+        if editing is not None
+        else (
+            Item(head.demand_id, head.channel, head.occurred_at, head.text)
+            if head is not None
+            else None
+        )
+    )
+    return _pushed(
+        request,
+        "audit.html",
+        who,
+        title="Audit queue",
+        active="audit",
+        queue="audit",
+        item=current,
+        prefill=editing.answer if editing is not None else None,
+        editing=editing,
+        waiting=max(queue.open - sum(1 for i in queue.items if i.demand_id in passed), 0),
+        shown=shown,
+        machine=machine,
+        purpose=None,
+        purposes=await components.desk.purposes(sessions),
+        failure_kinds=FAILURE_KINDS,
+        decision=str(time.time_ns()),
+        recent=list(reversed(components.desk.recent(me, "audit")))[:SHOWN],
+    )
+
+
+@router.post(f"{PREFIX}/audit/decide")
+async def audit_decide(
+    who: Reviewer,
+    components: Components,
+    demand_id: Annotated[str, Form(min_length=1, max_length=200)],
+    decision: Annotated[str, Form(min_length=1, max_length=40)],
+    demand_type: Annotated[str, Form(max_length=16)] = "",
+    purpose: Annotated[str, Form(max_length=120)] = "",
+    failure_kind: Annotated[str | None, Form(max_length=120)] = None,
+    edits: Annotated[str | None, Form(max_length=60)] = None,
+) -> RedirectResponse:
+    """A blind answer (reason "audit"); with ``edits``, a corrected answer (the latest
+    audit label is the one the estimate pairs)."""
+    return await _decide(
+        who, components, "audit", demand_id, decision, demand_type, purpose, failure_kind,
+        None, edits,
+    )  # fmt: skip
+
+
+@router.post(f"{PREFIX}/audit/skip")
+async def audit_skip(
+    who: Reviewer,
+    components: Components,
+    demand_id: Annotated[str, Form(min_length=1, max_length=200)],
+) -> RedirectResponse:
+    return _skip(who, components, "audit", demand_id, None)

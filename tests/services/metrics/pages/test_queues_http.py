@@ -1,0 +1,126 @@
+"""The review and audit queue pages over HTTP: a viewer refused, CSRF on every POST, a
+decision published on demand.labels with who made it, a double submit kept once, and the
+audit item blind until answered."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+from shared.events import DemandLabelled
+from shared.kafka.read_to_end import read_all
+from shared.topics import Topic, topic_name
+
+from .conftest import Site, sign_in
+from .queues_seed import keep_queue_words
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def site(site: Site) -> Site:
+    """The demo data set with its queues' words kept (queues_seed.py)."""
+    assert await keep_queue_words(site.settings.database_url) > 0
+    return site
+
+
+def _field(html: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert found is not None, name
+    return found.group(1)
+
+
+def _current(html: str) -> str:
+    found = re.search(r'data-demand-id="([^"]+)"', html)
+    assert found is not None
+    return found.group(1)
+
+
+async def _labels(site: Site) -> list[DemandLabelled]:
+    topic = topic_name(site.settings.kafka, Topic.DEMAND_LABELS)
+    records = await read_all(site.settings.kafka, [topic])
+    return [DemandLabelled.model_validate_json(r.value) for r in records]
+
+
+async def _ready(client: httpx.AsyncClient) -> None:
+    deadline = time.monotonic() + 30
+    while (await client.get("/readyz")).status_code != 200:
+        assert time.monotonic() < deadline, "the metrics app did not become ready"
+
+
+async def test_a_viewer_is_refused_the_queues(client: httpx.AsyncClient) -> None:
+    await sign_in(client, "vic")
+    for path in ("/pages/review", "/pages/audit"):
+        assert (await client.get(path)).status_code == 403, path
+    overview = await client.get("/pages/overview")
+    assert "Review queue" not in overview.text  # no link to a page a viewer cannot open
+
+
+async def test_a_post_without_the_token_is_refused(client: httpx.AsyncClient) -> None:
+    await sign_in(client, "rey")
+    page = await client.get("/pages/review")
+    assert page.status_code == 200
+    form = {"demand_id": _current(page.text), "decision": "1", "demand_type": "value",
+            "purpose": "report a repair"}  # fmt: skip
+    for path in ("/pages/review/decide", "/pages/review/skip", "/pages/review/undo",
+                 "/pages/audit/decide"):  # fmt: skip
+        assert (await client.post(path, data=form)).status_code == 403, path
+
+
+async def test_a_review_decision_is_a_label_and_a_double_submit_is_one(
+    client: httpx.AsyncClient, site: Site
+) -> None:
+    await _ready(client)
+    token = await sign_in(client, "rey")
+    page = (await client.get("/pages/review")).text
+    demand_id = _current(page)
+    assert 'data-suggested-type="' in page  # the machine's suggestion, pre-filled
+    form = {"csrf_token": token, "demand_id": demand_id, "decision": _field(page, "decision"),
+            "demand_type": "failure", "failure_kind": "progress_chasing",
+            "purpose": "report a repair"}  # fmt: skip
+
+    first = await client.post("/pages/review/decide", data=form)
+    again = await client.post("/pages/review/decide", data=form)
+
+    assert first.status_code == again.status_code == 303
+    labels = [label for label in await _labels(site) if label.demand_id == demand_id]
+    assert len({label.id for label in labels}) == 1  # the same id twice: kept once
+    label = labels[0]
+    assert (label.reason, label.labelled_by, label.demand_type) == ("review", "rey", "failure")
+    assert label.failure_kind == "progress_chasing"
+    after = (await client.get("/pages/review")).text
+    assert _current(after) != demand_id  # the next item, before the consumer applied it
+    assert after.count(f'data-label="{label.id}"') == 1  # listed once among the last ten
+
+    undo = await client.post("/pages/review/undo", data={"csrf_token": token})
+    assert undo.status_code == 303
+    restored = [x for x in await _labels(site) if x.demand_id == demand_id and x.id != label.id]
+    assert len(restored) == 1
+    assert restored[0].reason == "review"
+    assert _current((await client.get("/pages/review")).text) == demand_id  # in front again
+
+
+async def test_the_audit_item_is_blind_until_answered(
+    client: httpx.AsyncClient, site: Site
+) -> None:
+    await _ready(client)
+    token = await sign_in(client, "ada")
+    page = (await client.get("/pages/audit")).text
+    demand_id = _current(page)
+    assert "machine-said" not in page
+    assert "data-suggested-type" not in page
+    assert "Choose a purpose" in page  # nothing pre-filled
+    form = {"csrf_token": token, "demand_id": demand_id, "decision": _field(page, "decision"),
+            "demand_type": "value", "purpose": "report a repair"}  # fmt: skip
+
+    answered = await client.post("/pages/audit/decide", data=form)
+
+    assert answered.status_code == 303
+    shown = (await client.get(answered.headers["location"])).text
+    assert 'id="machine-said"' in shown  # now shown, for learning
+    assert _current(shown) != demand_id
+    labels = [x for x in await _labels(site) if x.demand_id == demand_id]
+    assert [(x.reason, x.labelled_by) for x in labels] == [("audit", "ada")]
