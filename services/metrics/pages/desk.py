@@ -59,6 +59,7 @@ class Desk:
     decisions: dict[tuple[str, Queue], deque[Decision]] = field(default_factory=dict)
     skipped: dict[tuple[str, Queue], set[str]] = field(default_factory=dict)
     returned: dict[tuple[str, Queue], list[Decision]] = field(default_factory=dict)
+    batches: dict[str, tuple[str, list[Decision]]] = field(default_factory=dict)  # the last
     _purposes: tuple[float, list[str]] = (0.0, [])
 
     def recent(self, who: str, queue: Queue) -> deque[Decision]:
@@ -70,6 +71,8 @@ class Desk:
     def passed(self, who: str, queue: Queue) -> set[str]:
         """Demands this person has done with here: decided (not undone) or skipped."""
         decided = {d.item.demand_id for d in self.recent(who, queue) if not d.undone}
+        if queue == "review" and who in self.batches:
+            decided |= {d.item.demand_id for d in self.batches[who][1] if not d.undone}
         return decided | self.skipped.get((who, queue), set())
 
     async def purposes(self, sessions: async_sessionmaker[AsyncSession]) -> list[str]:

@@ -43,6 +43,7 @@ from shared.topics import Topic, topic_name
 router = APIRouter(include_in_schema=False)
 
 SHOWN = 10
+CONFIRM_ALL_MAX = 500  # as GET /v1/review/queue's limit
 FAILURE_KINDS = [kind.value for kind in FailureKind]
 
 
@@ -52,16 +53,13 @@ def label_id(who: str, demand_id: str, decision: str) -> str:
     return f"page-{digest[:40]}"
 
 
-async def publish(components: Components, label: DemandLabelled) -> None:
+async def publish(components: Components, *labels: DemandLabelled) -> None:
     """The label on ``demand.labels``, as intake's API publishes one; 503 when the broker
     does not acknowledge it (the person submits again: the same id)."""
-    record = encode(
-        label,
-        topic=topic_name(components.settings.kafka, Topic.DEMAND_LABELS),
-        source=components.settings.source_name,
-    )
+    topic = topic_name(components.settings.kafka, Topic.DEMAND_LABELS)
+    records = [encode(x, topic=topic, source=components.settings.source_name) for x in labels]
     try:
-        await components.producer.send_and_wait([record])
+        await components.producer.send_and_wait(records)
     except BrokerUnavailable as error:
         raise ProblemError(
             503,
@@ -143,6 +141,8 @@ async def review(
     below: ReviewBelow,
     purpose: Annotated[str | None, Query(max_length=120)] = None,
     edit: Annotated[str | None, Query(max_length=60)] = None,
+    confirmed: Annotated[int | None, Query(ge=0)] = None,
+    batch: Annotated[str | None, Query(max_length=40)] = None,
 ) -> HTMLResponse:
     """The head of the review queue (lowest confidence first), pre-filled with the machine's
     suggestion; or a decision of the last ten again (``edit``), or one undone."""
@@ -182,6 +182,9 @@ async def review(
         failure_kinds=FAILURE_KINDS,
         decision=str(time.time_ns()),
         recent=list(reversed(components.desk.recent(me, "review")))[:SHOWN],
+        confirmed=confirmed,
+        batch=batch if batch and components.desk.batches.get(me, ("",))[0] == batch else None,
+        confirm_all=min(waiting, CONFIRM_ALL_MAX),
     )
 
 
@@ -288,11 +291,22 @@ async def review_undo(
     who: Reviewer,
     components: Components,
     label: Annotated[str | None, Form(max_length=60)] = None,
+    batch: Annotated[str | None, Form(max_length=40)] = None,
     filter_purpose: Annotated[str | None, Form(max_length=120)] = None,
 ) -> RedirectResponse:
     """Undo a decision (the last, or ``label``): a new label restoring what was there before
-    (the machine's suggestion or the person's earlier word), and the demand in front again."""
+    (the machine's suggestion or the person's earlier word), and the demand in front again.
+    With ``batch``, a "confirm all": its demands come back in front, one at a time (a
+    confirmation restated the machine's word, so there is nothing to restore)."""
     me = who.person.username
+    if batch:
+        token, decisions = components.desk.batches.get(me, ("", []))
+        if token == batch:
+            undone = [d for d in decisions if not d.undone]
+            for decision in undone:
+                decision.undone = True
+            components.desk.returned.setdefault((me, "review"), []).extend(reversed(undone))
+        return RedirectResponse(_back("review", filter_purpose), status_code=303)
     recent = components.desk.recent(me, "review")
     target = (
         components.desk.find(me, "review", label)
@@ -301,7 +315,7 @@ async def review_undo(
     )
     if target is None or target.undone:
         return RedirectResponse(_back("review", filter_purpose), status_code=303)
-    if target.previous is not None:
+    if target.previous is not None and target.previous != target.answer:
         restore = _label(
             me, target.item, target.previous, "review", label_id(me, target.label_id, "undo")
         )
@@ -309,6 +323,45 @@ async def review_undo(
     target.undone = True
     components.desk.returned.setdefault((me, "review"), []).append(target)
     return RedirectResponse(_back("review", filter_purpose), status_code=303)
+
+
+@router.post(f"{PREFIX}/review/confirm-all")
+async def review_confirm_all(
+    who: Reviewer,
+    components: Components,
+    below: ReviewBelow,
+    decision: Annotated[str, Form(min_length=1, max_length=40)],
+    expected: Annotated[int, Form(ge=1)],
+    filter_purpose: Annotated[str | None, Form(max_length=120)] = None,
+) -> RedirectResponse:
+    """Confirm the machine's word for every demand waiting under the filter, at most the
+    ``expected`` count the person saw (and 500, the API's limit), in one publish. Undone as
+    a whole from the notice it leaves."""
+    me = who.person.username
+    passed = components.desk.passed(me, "review")
+    async with components.sessions() as session:
+        queue = await audit.review_queue(
+            session, below=below, purpose=filter_purpose or None,
+            limit=min(expected, CONFIRM_ALL_MAX) + len(passed),
+        )  # fmt: skip
+    items = [i for i in queue.items if i.demand_id not in passed and i.demand_type != "unknown"]
+    now = datetime.now(UTC)
+    decisions = []
+    for head in items[: min(expected, CONFIRM_ALL_MAX)]:
+        item = Item(
+            head.demand_id, head.channel, head.occurred_at, head.text,
+            head.demand_type, head.purpose, head.failure_kind, head.confidence,
+        )  # fmt: skip
+        answer = Answer(head.demand_type, head.purpose, head.failure_kind)
+        id_ = label_id(me, head.demand_id, f"all-{decision}")
+        decisions.append(Decision(id_, "review", item, answer, answer, now))
+    records = [_label(me, d.item, d.answer, "review", d.label_id) for d in decisions]
+    await publish(components, *records)
+    components.desk.batches[me] = (decision, decisions)
+    return RedirectResponse(
+        _back("review", filter_purpose, confirmed=str(len(decisions)), batch=decision),
+        status_code=303,
+    )
 
 
 # --- audit ----------------------------------------------------------------------------------

@@ -124,3 +124,35 @@ async def test_the_audit_item_is_blind_until_answered(
     assert _current(shown) != demand_id
     labels = [x for x in await _labels(site) if x.demand_id == demand_id]
     assert [(x.reason, x.labelled_by) for x in labels] == [("audit", "ada")]
+
+
+async def test_confirm_all_matching_with_a_count_and_undo(
+    client: httpx.AsyncClient, site: Site
+) -> None:
+    await _ready(client)
+    token = await sign_in(client, "ada")
+    page = (await client.get("/pages/review?purpose=report+a+repair")).text
+    expected = int(_field(page, "expected"))
+    assert f"Confirm all {expected} matching (report a repair)" in page
+    form = {"csrf_token": token, "decision": _field(page, "decision"),
+            "expected": str(expected), "filter_purpose": "report a repair"}  # fmt: skip
+
+    done = await client.post("/pages/review/confirm-all", data=form)
+
+    assert done.status_code == 303
+    confirmed = int(re.search(r"confirmed=(\d+)", done.headers["location"]).group(1))  # type: ignore[union-attr]
+    assert 0 < confirmed <= expected
+    labels = [x for x in await _labels(site) if x.labelled_by == "ada"]
+    assert len(labels) == confirmed
+    assert {(x.reason, x.purpose) for x in labels} == {("review", "report a repair")}
+    notice = (await client.get(done.headers["location"])).text
+    assert f"for {confirmed} demands" in notice
+    batch = _field(notice, "batch")
+
+    undo = await client.post(
+        "/pages/review/undo",
+        data={"csrf_token": token, "batch": batch, "filter_purpose": "report a repair"},
+    )
+    assert undo.status_code == 303
+    back = (await client.get("/pages/review?purpose=report+a+repair")).text
+    assert _current(back) in {x.demand_id for x in labels}  # in front again, one at a time
