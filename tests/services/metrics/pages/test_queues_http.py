@@ -10,9 +10,13 @@ import time
 import httpx
 import pytest
 
+from services.metrics.main import create_app
 from shared.events import DemandLabelled
+from shared.kafka.codec import OutboundRecord
+from shared.kafka.producer import BrokerUnavailable
 from shared.kafka.read_to_end import read_all
 from shared.topics import Topic, topic_name
+from tests.support.apps import running
 
 from .conftest import Site, sign_in
 from .queues_seed import keep_queue_words
@@ -156,3 +160,25 @@ async def test_confirm_all_matching_with_a_count_and_undo(
     assert undo.status_code == 303
     back = (await client.get("/pages/review?purpose=report+a+repair")).text
     assert _current(back) in {x.demand_id for x in labels}  # in front again, one at a time
+
+
+async def test_a_label_the_broker_does_not_take_is_a_503(site: Site) -> None:
+    app = create_app(site.settings)
+    async with running(app) as client:
+        token = await sign_in(client, "rey")
+        page = (await client.get("/pages/review")).text
+
+        async def refuse(records: list[OutboundRecord]) -> None:
+            raise BrokerUnavailable("down")
+
+        app.state.components.producer.send_and_wait = refuse
+        answer = await client.post(
+            "/pages/review/decide",
+            data={"csrf_token": token, "demand_id": _current(page),
+                  "decision": _field(page, "decision"), "demand_type": "value",
+                  "purpose": "report a repair"},
+        )  # fmt: skip
+
+        assert answer.status_code == 503
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert _current((await client.get("/pages/review")).text) == _current(page)  # not moved on
