@@ -88,11 +88,18 @@ def _back(queue: Queue, purpose: str | None = None, **extra: str) -> str:
     return f"{PREFIX}/{queue}" + (f"?{urlencode(params)}" if params else "")
 
 
-def _parse_answer(demand_type: str, purpose: str, failure_kind: str | None) -> Answer:
+MISSING = {
+    "type": "Choose value (V) or failure (F) first.",
+    "purpose": "Choose a purpose first (1-9, or P and type).",
+}
+
+
+def _parse_answer(demand_type: str, purpose: str, failure_kind: str | None) -> Answer | str:
+    """The answer, or what is missing from it (the page says so and keeps the item)."""
     if demand_type not in {"value", "failure"}:
-        raise ProblemError(422, "Invalid label", detail="Choose value (V) or failure (F).")
+        return "type"
     if not purpose:
-        raise ProblemError(422, "Invalid label", detail="Choose a purpose.")
+        return "purpose"
     kind = (failure_kind or None) if demand_type == "failure" else None
     return Answer(demand_type, purpose, kind)
 
@@ -143,6 +150,7 @@ async def review(
     edit: Annotated[str | None, Query(max_length=60)] = None,
     confirmed: Annotated[int | None, Query(ge=0)] = None,
     batch: Annotated[str | None, Query(max_length=40)] = None,
+    missing: Annotated[str | None, Query(max_length=20)] = None,
 ) -> HTMLResponse:
     """The head of the review queue (lowest confidence first), pre-filled with the machine's
     suggestion; or a decision of the last ten again (``edit``), or one undone."""
@@ -185,6 +193,7 @@ async def review(
         confirmed=confirmed,
         batch=batch if batch and components.desk.batches.get(me, ("",))[0] == batch else None,
         confirm_all=min(waiting, CONFIRM_ALL_MAX),
+        missing=MISSING.get(missing or ""),
     )
 
 
@@ -222,6 +231,9 @@ async def _decide(
 ) -> RedirectResponse:
     me = who.person.username
     answer = _parse_answer(demand_type, purpose, failure_kind)
+    if isinstance(answer, str):
+        extra = {"missing": answer, "edit": edits or ""}
+        return RedirectResponse(_back(queue, filter_purpose, **extra), status_code=303)
     id_ = label_id(me, demand_id, decision)
     known = components.desk.find(me, queue, id_)
     earlier = components.desk.find(me, queue, edits) if edits else None
@@ -375,6 +387,7 @@ async def audit_page(
     sessions: Sessions,
     answered: Annotated[str | None, Query(max_length=60)] = None,
     edit: Annotated[str | None, Query(max_length=60)] = None,
+    missing: Annotated[str | None, Query(max_length=20)] = None,
 ) -> HTMLResponse:
     """The next audit item, blind; the previous answer beside the machine's label of it."""
     me = who.person.username
@@ -416,6 +429,7 @@ async def audit_page(
         failure_kinds=FAILURE_KINDS,
         decision=str(time.time_ns()),
         recent=list(reversed(components.desk.recent(me, "audit")))[:SHOWN],
+        missing=MISSING.get(missing or ""),
     )
 
 

@@ -182,3 +182,22 @@ async def test_a_label_the_broker_does_not_take_is_a_503(site: Site) -> None:
         assert answer.status_code == 503
         assert answer.headers["content-type"].startswith("application/problem+json")
         assert _current((await client.get("/pages/review")).text) == _current(page)  # not moved on
+
+
+async def test_an_answer_without_a_type_keeps_the_item_and_says_why(
+    client: httpx.AsyncClient,
+) -> None:
+    token = await sign_in(client, "rey")
+    page = (await client.get("/pages/audit")).text
+    form = {"csrf_token": token, "demand_id": _current(page),
+            "decision": _field(page, "decision"), "purpose": "report a repair"}  # fmt: skip
+
+    answer = await client.post("/pages/audit/decide", data=form)
+
+    assert answer.status_code == 303
+    again = (await client.get(answer.headers["location"])).text
+    assert 'id="missing"' in again
+    assert "Choose value (V) or failure (F) first." in again
+    assert _current(again) == _current(page)
+    assert 'id="recent"' in again
+    assert "None yet." in again  # nothing decided
