@@ -68,11 +68,13 @@ class SentenceEmbedder:
 
     dimensions = DIMENSIONS
 
-    def __init__(self, table: np.ndarray, tokenizer: Any) -> None:
+    def __init__(self, table: np.ndarray, tokenizer: Any, max_words: int = 200_000) -> None:
         self._table = np.ascontiguousarray(table, dtype=np.float32)
-        tokenizer.no_padding()  # ragged ids, pooled with reduceat: no padded 3-D array
+        tokenizer.no_padding()  # ragged ids: no padded 3-D array
         tokenizer.no_truncation()
         self._tokenizer = tokenizer
+        self._ids: dict[str, np.ndarray] = {}
+        self._max_words = max_words
 
     @classmethod
     def load(cls, cache_dir: Path | None = None) -> SentenceEmbedder:
@@ -98,27 +100,44 @@ class SentenceEmbedder:
                 raise EmbeddingsUnavailable(str(error)) from error
         return cls(inference.embedding, inference.tokenizer)
 
+    def _word_ids(self, words: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of each word, tokenized alone: the tokenizer marks every word's start
+        (``▁``), so a text's tokens are its words' tokens; cached, since customers reuse
+        words, and bounded."""
+        missing = [w for w in dict.fromkeys(words) if w not in self._ids]
+        if missing:
+            if len(self._ids) + len(missing) > self._max_words:
+                self._ids.clear()  # bounded memory; the common words come straight back
+            encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+            for word, encoding in zip(
+                missing, encode(missing, add_special_tokens=False), strict=True
+            ):
+                self._ids[word] = np.asarray(encoding.ids, dtype=np.int64)
+        return [self._ids[w] for w in words]
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text; a text with no token is a row of zeros."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
-        encoded = encode(list(texts), add_special_tokens=False)
-        ids = [e.ids for e in encoded]
-        lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
-        columns = np.fromiter(
-            (i for row in ids for i in row), dtype=np.int64, count=int(lengths.sum())
-        )
+        split = [text.split() for text in texts]
+        ids = self._word_ids([word for words in split for word in words])
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        position = 0
+        for row, words in enumerate(split):
+            lengths[row] = sum(len(i) for i in ids[position : position + len(words)])
+            position += len(words)
+        columns = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
         np.clip(columns, 0, self._table.shape[0] - 1, out=columns)
         # (texts x vocabulary) token counts @ (vocabulary x 256): the sum of each text's
-        # token vectors, in C, without a (tokens x 256) intermediate.
+        # token vectors, in C, without a (tokens x 256) intermediate. Unit length makes the
+        # sum a mean.
         counts = sparse.csr_matrix(
             (
                 np.ones(len(columns), dtype=np.float32),
                 columns,
                 np.concatenate([[0], np.cumsum(lengths)]),
             ),
-            shape=(len(ids), self._table.shape[0]),
+            shape=(len(texts), self._table.shape[0]),
         )
         sums = np.asarray(counts @ self._table, dtype=np.float32)
         norms = np.linalg.norm(sums, axis=1, keepdims=True)

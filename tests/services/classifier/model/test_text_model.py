@@ -1,3 +1,5 @@
+import numpy as np
+
 from services.classifier.model.examples import Example
 from services.classifier.model.lexicon import CueCounter
 from services.classifier.model.text_model import TextModel
@@ -92,3 +94,23 @@ def test_failure_kind_keywords_from_the_taxonomy_become_cues(examples: list[Exam
 
     assert model.explain("umpteenth").drivers is not None
     assert model.taxonomy is taxonomy
+
+
+def test_block_wise_probabilities_equal_scikit_learns_on_the_stacked_matrix(
+    examples: list[Example],
+) -> None:
+    model = TextModel.train(examples)
+    texts = ["still waiting for my final bill", "pay my bill", "", "wifi down again!!"]
+    blocks = model._blocks(texts)
+
+    for head, parts, stacked in (
+        (model._purpose, model._purpose_parts(blocks), model._purpose_features(blocks)),
+        (model._demand_type, model._judgement_parts(blocks), model._judgement_features(blocks)),
+    ):
+        assert np.allclose(head.probabilities_of(parts), head.probabilities(stacked), atol=1e-5)
+    assert model._failure_kind is not None
+    assert np.allclose(
+        model._failure_kind.probabilities_of(model._judgement_parts(blocks)),
+        model._failure_kind.probabilities(model._judgement_features(blocks)),
+        atol=1e-5,
+    )
