@@ -413,8 +413,11 @@ def run() -> None:
         f"({_pts(_mean(_binary(e.demand_type for e in data.corpus)))}% failure); seed set "
         f"{len(data.seed.rows)} rows, {len(data.seed.taxonomy.purposes)} purposes"
         + (
-            f"; council examples {len(data.council.rows)} rows, "
-            f"{len(data.council.taxonomy.purposes)} purposes"
+            f"; council set {len(data.council.rows)} rows, "
+            f"{len(data.council.taxonomy.purposes)} purposes (the shipped council examples "
+            "and the corpus's housing repairs rows, which use the council taxonomy's "
+            "purposes; whenever the council set plays the organisation, its rows are taken "
+            "out of the corpus)"
             if data.council
             else "; council examples not found"
         )
