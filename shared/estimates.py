@@ -6,10 +6,13 @@ them (Angelopoulos et al., "Prediction-powered inference", Science 2023; in surv
 the same thing is the *difference estimator* with the model as auxiliary variable):
 
     estimate = mean(machine over all N) + mean(person - machine over the audit)
-    variance = p_m (1 - p_m) / N  +  var(person - machine) / n
+    variance = var(person - machine) / n  ·  (1 - n / N)
 
 The first term is the model's share, the second corrects its bias with what people found;
-the interval is ``estimate ± z · sqrt(variance)``, clipped to [0, 1]. It is unbiased whatever
+the interval is ``estimate ± z · sqrt(variance)``, clipped to [0, 1]. The target is the
+share among *these* N demands, a fixed number: the machine's share over all of them is
+known exactly, so only the audit's sampling error counts, with the finite-population
+correction (an audit of every demand leaves no doubt). It is unbiased whatever
 the model's quality, as long as the audit is a random sample drawn independently of the
 model's confidence, and the people label blind. A better model only makes it narrower.
 
@@ -142,8 +145,11 @@ def stratified_estimate(
         own = len(stratum.audit) >= MIN_STRATUM_AUDIT
         correction = _correction(stratum.audit) if own else pooled
         estimate += weight * (p_m + correction.mean)
-        variance += weight**2 * (p_m * (1 - p_m) / stratum.population)
-        variance += weight**2 * correction.variance_of_mean
+        if own:
+            finite = max(0.0, 1 - len(stratum.audit) / stratum.population)
+            variance += weight**2 * correction.variance_of_mean * finite
+        else:
+            variance += weight**2 * correction.variance_of_mean
     # The pooled correction is shared by the strata that borrow it, so their errors are
     # correlated: add the covariance terms for every pair of borrowing strata.
     borrowed = [s.population / population for s in strata if len(s.audit) < MIN_STRATUM_AUDIT]

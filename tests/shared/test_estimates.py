@@ -39,7 +39,7 @@ def test_worked_by_hand() -> None:
     # -> mean 3/22, sum of squares 7 - 22 * (3/22)^2; / 21; then / 20 for the mean.
     padded_mean = 3 / 22
     var_d = (7 - 22 * padded_mean**2) / 21
-    variance = 0.3 * 0.7 / 1000 + var_d / 20
+    variance = var_d / 20 * (1 - 20 / 1000)  # with the finite-population correction
     half = 1.959963984540054 * variance**0.5
     assert result.ci_low == pytest.approx(0.45 - half)
     assert result.ci_high == pytest.approx(0.45 + half)
@@ -106,8 +106,17 @@ def test_the_interval_covers_the_truth_about_95_percent_of_the_time(
         n_audit=n_audit,
     )
     # 400 trials: a true 95% coverage lands in [0.92, 0.98] with high probability; a
-    # naive interval on the machine's share alone would cover almost never.
-    assert 0.92 <= coverage <= 0.99
+    # naive interval on the machine's share alone would cover almost never, and a needlessly
+    # wide one would cover every time.
+    assert 0.92 <= coverage <= 0.985
+
+
+def test_an_audit_of_every_demand_leaves_only_the_padding() -> None:
+    # A census: the estimate is the people's share itself.
+    audit = [AuditPair(1, 1)] * 30 + [AuditPair(0, 1)] * 10 + [AuditPair(0, 0)] * 60
+    result = estimate_share(100, 30, audit)
+    assert result.estimate == pytest.approx(0.4)
+    assert result.half_width == pytest.approx(0.0)
 
 
 def test_the_machine_share_alone_would_be_far_off() -> None:
