@@ -64,7 +64,7 @@ class ApplyMetricsBatch:
     def _committed(self, events: Sequence[Any], outcome: BatchOutcome) -> None:
         for event in events:
             if isinstance(event, DemandClassified):
-                self._metrics.demands_stored.labels(
+                self._metrics.demands_consumed.labels(
                     event.purpose,
                     event.demand_type.value,
                     event.demand.channel.value,

@@ -16,7 +16,7 @@ _MAX_REMEMBERED_SIGNALS = 100_000
 
 class MetricsServiceMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.demands_stored = Counter(
+        self.demands_consumed = Counter(
             "demandscope_metrics_demands_total",
             "Classified demands consumed (redeliveries included: the stored figures are exact).",
             ["purpose", "demand_type", "channel", "failure_kind"],
