@@ -7,6 +7,12 @@ the case that caused it, and a visible shift: three weeks ago repairs started to
 during the first call, so chasing calls about repairs fall and repairs are done sooner. A
 change to the system is recorded for rent statements ten days ago ("plain English").
 
+The "machine" that labelled the demo is made to err as a real classifier does (it misses
+some failure demand, mostly politely worded chasing, and calls a little value demand
+failure), and the demo's auditor has answered the blind audit sample that the metrics
+service draws (the same keyed draw, the default audit key): so the overview shows the
+machine's share *and* the audit's estimate with its interval, which covers the truth.
+
 `devstack up` publishes the events onto the topics the metrics service consumes (as the
 classifier would), so the first look at the pages is not an empty page; `--no-demo` skips it.
 Ids are stable, so loading it twice changes nothing (every consumer is idempotent).
@@ -17,7 +23,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from shared.events import (
     Channel,
     ClassificationMethod,
     DemandClassified,
+    DemandLabelled,
     DemandReceived,
     DemandType,
     Event,
@@ -35,6 +42,11 @@ from shared.events.classification import CausedBy
 
 SOURCE = "demo"
 DEMO_USERNAME = "demo"
+DEMO_AUDITOR = "demo-auditor"
+# How often the demo's "machine" gets the type wrong: it misses failure demand more often
+# than it invents it, the bias the audit is there to correct.
+MACHINE_MISSES_FAILURE = 0.18
+MACHINE_INVENTS_FAILURE = 0.04
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,7 @@ class _Builder:
     now: datetime
     events: list[Event]
     number: int = 0
+    truth: dict[str, tuple[DemandType, str | None]] = field(default_factory=dict)
 
     def next_id(self, prefix: str) -> str:
         self.number += 1
@@ -147,6 +160,11 @@ class _Builder:
         if channel is Channel.PHONE:  # the telephony system reports handling time
             attributes["handling_seconds"] = str(int(self.rng.uniform(180, 900)))
         confidence = round(self.rng.uniform(0.45, 0.99), 2)
+        true_type, true_kind = demand_type, failure_kind
+        if demand_type is DemandType.FAILURE and self.rng.random() < MACHINE_MISSES_FAILURE:
+            demand_type, failure_kind, caused_by = DemandType.VALUE, None, None
+        elif demand_type is DemandType.VALUE and self.rng.random() < MACHINE_INVENTS_FAILURE:
+            demand_type, failure_kind = DemandType.FAILURE, "other"
         demand = DemandReceived(
             id=self.next_id("d"),
             occurred_at=at,
@@ -159,6 +177,7 @@ class _Builder:
             team=self.rng.choice(("north", "south")),
             attributes=attributes,
         )
+        self.truth[demand.id] = (true_type, true_kind)
         self.events.append(
             DemandClassified(
                 demand=demand,
@@ -213,13 +232,51 @@ def demo_events(
             for _ in range(max(0, cases)):
                 _one_case(build, purpose, _office_hours(rng, day), after)
     build.events.sort(key=lambda e: _when(e))
+    build.events += _audit_answers(build)
     change = DemoChange(CHANGE_PURPOSE, today - timedelta(days=10), CHANGE_NOTE)
     return build.events, [change]
+
+
+def _audit_answers(build: _Builder) -> list[Event]:
+    """The auditor's blind labels (the truth) for the demands the metrics service draws
+    into the audit: the same keyed draw and strata, so every one completes an audit pair."""
+    from services.metrics.domain.audit import AuditPlan, week_start
+
+    plan = AuditPlan()
+    classified = [e for e in build.events if isinstance(e, DemandClassified)]
+    strata: dict[tuple[str, object], int] = {}
+    for event in classified:
+        key = (event.purpose, week_start(event.demand.occurred_at.astimezone(UTC)))
+        strata[key] = strata.get(key, 0) + 1
+    answers: list[Event] = []
+    for event in classified:
+        key = (event.purpose, week_start(event.demand.occurred_at.astimezone(UTC)))
+        if plan.draw(event.demand.id) >= plan.inclusion_probability(strata[key]):
+            continue
+        true_type, true_kind = build.truth[event.demand.id]
+        answered = event.demand.occurred_at + timedelta(hours=20)
+        if answered >= build.now:
+            continue  # not answered yet: still in the audit queue
+        answers.append(
+            DemandLabelled(
+                id=f"{event.demand.id}-audit",
+                demand_id=event.demand.id,
+                demand_type=true_type,
+                failure_kind=true_kind,
+                purpose=event.purpose,
+                labelled_by=DEMO_AUDITOR,
+                labelled_at=answered,
+                reason="audit",
+            )
+        )
+    return answers
 
 
 def _when(event: Event) -> datetime:
     if isinstance(event, DemandClassified):
         return event.demand.occurred_at
+    if isinstance(event, DemandLabelled):
+        return event.labelled_at
     assert isinstance(event, CaseEvent)
     return event.occurred_at
 
