@@ -9,7 +9,6 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse
 
-from services.intake.body import BodyTooLarge, read_limited_body
 from services.intake.cloudevents import EventKind
 from services.intake.components import IntakeComponents
 from services.intake.config import IntakeSettings
@@ -40,6 +39,7 @@ from shared.kafka.producer import BrokerUnavailable
 from shared.privacy.redaction import Redactor
 from shared.service.components import components_dependency
 from shared.service.problems import FieldProblem, Problem, ProblemError
+from shared.service.request_bodies import BodyTooLarge
 
 Admit = Callable[[Any, Admission], Event]
 T = TypeVar("T")
@@ -100,7 +100,7 @@ async def post_demand_batch(
     request: Request, components: Components, key: EventWriter
 ) -> BatchAnswer:
     service, settings, metrics = components.service, components.settings, components.metrics
-    body = await _read(request, settings, metrics, "demand", key.source)
+    body = await _read(request, metrics, "demand", key.source)
     items = _decoded(lambda: batch_items(request.headers, body, "demand"), components, key.source)
     if len(items) > settings.max_batch_items:
         raise ProblemError(
@@ -205,7 +205,7 @@ async def _single(
     admit: Admit,
 ) -> JSONResponse:
     service, settings, metrics = components.service, components.settings, components.metrics
-    body = await _read(request, settings, metrics, kind, key.source)
+    body = await _read(request, metrics, kind, key.source)
     item = _decoded(lambda: single_item(request.headers, body, kind), components, key.source)
     metrics.received.labels(kind, key.source).inc()
     try:
@@ -237,14 +237,15 @@ async def _single(
     )
 
 
-async def _read(
-    request: Request, settings: IntakeSettings, metrics: IntakeMetrics, kind: str, source: str
-) -> bytes:
+async def _read(request: Request, metrics: IntakeMetrics, kind: str, source: str) -> bytes:
+    # Bounded while it streams by the skeleton's BodyLimit (max_body_bytes): a 413.
+    # A client that disconnects mid-body raises ClientDisconnect, answered (to nobody) and
+    # logged at INFO by the skeleton: routine, not an error.
     try:
-        return await read_limited_body(request, settings.max_body_bytes)
-    except BodyTooLarge as error:
+        return await request.body()
+    except BodyTooLarge:
         metrics.rejected.labels(kind, source, "too_large").inc()
-        raise ProblemError(413, "Body too large", detail=str(error)) from error
+        raise
 
 
 def _decoded(decode: Callable[[], T], components: IntakeComponents, source: str) -> T:

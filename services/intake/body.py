@@ -1,4 +1,5 @@
-"""Reading a request body safely: never more than the limit, JSON that cannot crash intake.
+"""JSON that cannot crash intake (the body's size is bounded while it streams by the
+skeleton's ``BodyLimit``, shared/service/request_bodies.py, for every service).
 
 A body is hostile input. ``json.loads`` raises ``RecursionError`` on deeply nested arrays
 and ``ValueError`` on integers of more than 4,300 digits (CPython's guard against quadratic
@@ -10,36 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import Request
-
-
-class BodyTooLarge(ValueError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"the body is larger than the limit of {limit} bytes")
-        self.limit = limit
-
 
 class InvalidJson(ValueError):
     """The body is not JSON intake can read; the message is the reason, safe to answer."""
-
-
-async def read_limited_body(request: Request, limit: int) -> bytes:
-    """The body, or BodyTooLarge as soon as it passes ``limit`` (declared or streamed).
-
-    A client that disconnects mid-body raises starlette's ``ClientDisconnect``, which the
-    service skeleton answers (to nobody) and logs at INFO: routine, not an error.
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_json(body: bytes) -> Any:

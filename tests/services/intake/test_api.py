@@ -156,7 +156,8 @@ async def test_bodies_over_the_limit_get_413_and_unknown_media_types_415(
         "/v1/demands:batch", content=huge, headers={"Content-Type": "application/json"}
     )
     assert too_large.status_code == 413
-    assert too_large.json()["title"] == "Body too large"
+    assert too_large.json()["title"] == "Content too large"
+    assert "limit of" in too_large.json()["detail"]
     unknown = await intake.post(
         "/v1/demands", content=b"id=1", headers={"Content-Type": "text/plain"}
     )
