@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.events import Event
-from shared.kafka.codec import encode
+from shared.events import Event, PurposeMetrics
+from shared.kafka.codec import decode, encode
 from shared.kafka.producer import create_producer, send_all
 from shared.kafka.read_to_end import Record, partition_counts, read_all
 from shared.kafka.settings import KafkaSettings
-from shared.topics import TOPIC_OF_EVENT, topic_name
+from shared.topics import TOPIC_OF_EVENT, Topic, topic_name
 from tests.support.waiting import wait_until
 
 
@@ -83,3 +83,14 @@ async def committed_to_end(settings: KafkaSettings, group_id: str, topics: Seque
         return True
     finally:
         await consumer.stop()
+
+
+async def latest_purpose_metrics(settings: KafkaSettings) -> dict[str, PurposeMetrics]:
+    """The compacted purpose.metrics topic as a new subscriber reads it: the last record per
+    purpose, read to the end once (wrap in wait_until to wait for a state)."""
+    topic = topic_name(settings, Topic.PURPOSE_METRICS)
+    return {
+        record.key.decode(): decode(PurposeMetrics, record.value)
+        for record in await read_all(settings, [topic], timeout=30)
+        if record.key is not None
+    }

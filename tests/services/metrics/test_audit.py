@@ -32,12 +32,10 @@ from services.metrics.rebuild import rebuild
 from shared.database.engine import create_engine, session_factory
 from shared.estimates import AuditPair, estimate_share
 from shared.events import Channel, DemandClassified, DemandType, Event, PurposeMetrics
-from shared.kafka.codec import decode
-from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
-from shared.topics import Topic, topic_name
 from tests.support.apps import running
 from tests.support.factories import demand_classified, demand_labelled
+from tests.support.kafka_io import latest_purpose_metrics
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -423,16 +421,8 @@ async def _gauges(client: httpx.AsyncClient, purpose: str) -> dict[str, float]:
 
 
 async def _published(settings: KafkaSettings) -> dict[str, PurposeMetrics]:
-    topic = topic_name(settings, Topic.PURPOSE_METRICS)
-
-    async def read() -> dict[str, PurposeMetrics]:
-        return {
-            record.key.decode(): decode(PurposeMetrics, record.value)
-            for record in await read_all(settings, [topic], timeout=30)
-        }
-
     return await wait_until(
-        read,
+        lambda: latest_purpose_metrics(settings),
         accept=lambda latest: (
             "billing" in latest and latest["billing"].failure_share_status == "validated"
         ),

@@ -45,12 +45,10 @@ from shared.events import (
     Event,
     PurposeMetrics,
 )
-from shared.kafka.codec import decode
-from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
-from shared.topics import Topic, topic_name
 from tests.support.apps import running
 from tests.support.factories import case_event, demand_classified, demand_labelled
+from tests.support.kafka_io import latest_purpose_metrics
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -301,16 +299,8 @@ def _failure_counts(exposition: str) -> dict[tuple[str, str, str], float]:
 
 async def _latest_purpose_metrics(settings: KafkaSettings) -> dict[str, PurposeMetrics]:
     """The compacted topic as a new subscriber reads it: the last record per purpose."""
-    topic = topic_name(settings, Topic.PURPOSE_METRICS)
-
-    async def read() -> dict[str, PurposeMetrics]:
-        return {
-            record.key.decode(): decode(PurposeMetrics, record.value)
-            for record in await read_all(settings, [topic], timeout=30)
-        }
-
     return await wait_until(
-        read,
+        lambda: latest_purpose_metrics(settings),
         accept=lambda latest: (
             MOVE in latest
             and BILLING in latest
