@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import httpx
 import typer
@@ -61,16 +59,6 @@ def _echo(line: str) -> None:
 
 def _notice(line: str) -> None:
     typer.secho(line, fg="yellow")
-
-
-def _dev_key_maker() -> Callable[[str, Path], object]:
-    """Intake's ``ensure_dev_key``, wherever intake keeps it (it is moving to its cli module)."""
-    for module in ("services.intake.cli", "services.intake.dev_key"):
-        with contextlib.suppress(ImportError):
-            found = getattr(importlib.import_module(module), "ensure_dev_key", None)
-            if callable(found):
-                return cast("Callable[[str, Path], object]", found)
-    raise RuntimeError("found no ensure_dev_key in services.intake")
 
 
 def broker_part(config: kafka.LocalKafkaConfig, *, keep: bool) -> ServerPart:
@@ -190,6 +178,7 @@ def up(
     from devstack.cli import local_config
     from services.cli.service_commands import migrate_all
     from services.cli.topic_commands import create as create_topics
+    from services.intake.cli import ensure_dev_key
     from services.intake.config import IntakeSettings
 
     root = Path.cwd()
@@ -214,7 +203,7 @@ def up(
         create_topics()
         migrate_all()
         key_file = Path(".run/api-key")
-        _dev_key_maker()(IntakeSettings().auth.database_url, key_file)
+        ensure_dev_key(IntakeSettings().auth.database_url, key_file)
         typer.echo(f"development API key for source 'demo' is in {key_file}")
         typer.echo(prometheus.start_if_installed(prometheus_config))
         listed = services()
