@@ -91,6 +91,13 @@ async def test_the_overviews_figures_are_the_apis(client: httpx.AsyncClient, sit
 
     assert _text_of(html, "total-volume") == f"{sum(p['volume'] for p in purposes):,}"
     assert _text_of(html, "total-failure") == f"{sum(p['failure'] for p in purposes):,}"
+    overall = await _api(client, site, "/v1/demand/overall")
+    headline = (
+        overall["failure_share_estimate"]
+        if overall["failure_share_status"] == "validated"
+        else overall["failure_share"]
+    )
+    assert _text_of(html, "total-failure-share") == f"{headline * 100:.1f}%"
     for row in purposes:
         cells = re.search(
             rf'data-purpose="{re.escape(row["purpose"])}">.*?data-field="volume">(\d+)</td>'
