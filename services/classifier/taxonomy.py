@@ -3,6 +3,9 @@
 The YAML file is written by people, so loading it reports exactly which field is wrong and why.
 Both ``purposes`` and ``failure_kinds`` may be written as a map keyed by slug (the documented
 form) or as a list of entries that carry their own ``slug`` (or ``name``).
+
+Each purpose may name its owning ``owner`` team; ``default_owner`` owns the others
+(``shared/ownership.py``, which the metrics service reads the same file with).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shared.events.base import Slug
 from shared.events.classification import DemandType, FailureKind
+from shared.ownership import DEFAULT_OWNER, PurposeOwners, TeamSlug
 
 
 class TaxonomyError(ValueError):
@@ -31,6 +35,7 @@ class PurposeDefinition(BaseModel):
     description: str = ""
     examples: tuple[str, ...] = ()
     keywords: tuple[str, ...] = ()
+    owner: TeamSlug | None = None  # the taxonomy's default_owner when not named
 
 
 class FailureKindDefinition(BaseModel):
@@ -97,6 +102,7 @@ class Taxonomy(BaseModel):
     purposes: tuple[PurposeDefinition, ...] = Field(min_length=1)
     failure_kinds: tuple[FailureKindDefinition, ...] = Field(default_factory=_builtin_failure_kinds)
     rules: tuple[Rule, ...] = ()
+    default_owner: TeamSlug = DEFAULT_OWNER
 
     @model_validator(mode="before")
     @classmethod
@@ -135,9 +141,20 @@ class Taxonomy(BaseModel):
     def failure_kind_slugs(self) -> tuple[str, ...]:
         return tuple(k.slug for k in self.failure_kinds)
 
+    def owners(self) -> PurposeOwners:
+        """Who owns each purpose: its ``owner``, else the taxonomy's ``default_owner``."""
+        return PurposeOwners(
+            default=self.default_owner,
+            owners={p.slug: p.owner for p in self.purposes if p.owner is not None},
+        )
+
     def content_hash(self) -> str:
-        """A stable fingerprint, stored with a trained model to tell which taxonomy it knew."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A stable fingerprint, stored with a trained model to tell which taxonomy it knew.
+
+        Owners are left out: handing a purpose to another team teaches the model nothing, so
+        it must not force a retrain (and models trained before owners existed keep theirs)."""
+        ownership: Any = {"default_owner": True, "purposes": {"__all__": {"owner"}}}
+        canonical = json.dumps(self.model_dump(mode="json", exclude=ownership), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @classmethod

@@ -83,3 +83,61 @@ def test_from_labels_makes_one_purpose_per_distinct_label() -> None:
 
     assert taxonomy.purpose_slugs == ("a", "b")
     assert taxonomy.content_hash() == Taxonomy.from_labels(["a", "b"]).content_hash()
+
+
+OWNED = """
+default_owner: customer-experience
+purposes:
+  billing / pay my bill: {owner: billing}
+  moving home: {}
+"""
+
+
+def test_each_purpose_names_its_owner_and_the_default_owns_the_rest(tmp_path: Path) -> None:
+    owners = load_taxonomy(write(tmp_path, OWNED)).owners()
+
+    assert owners.owner_of("billing / pay my bill") == "billing"
+    assert owners.owner_of("moving home") == "customer-experience"
+    assert owners.owner_of("a purpose the taxonomy never had") == "customer-experience"
+    assert owners.teams == ("billing", "customer-experience")
+
+
+def test_without_a_default_owner_ops_owns_the_unowned(tmp_path: Path) -> None:
+    owners = load_taxonomy(write(tmp_path, "purposes:\n  moving home: {}\n")).owners()
+
+    assert owners.owner_of("moving home") == "ops"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("purposes:\n  moving home: {owner: Billing Team}\n", "purposes.0.owner"),
+        ("default_owner: ''\npurposes:\n  moving home: {}\n", "default_owner"),
+    ],
+)
+def test_an_owner_that_is_not_a_team_slug_is_refused_by_name(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    with pytest.raises(TaxonomyError, match=field):
+        load_taxonomy(write(tmp_path, text))
+
+
+def test_owners_do_not_change_the_fingerprint_a_model_is_trained_against(tmp_path: Path) -> None:
+    plain = load_taxonomy(write(tmp_path, "purposes:\n  moving home: {}\n"))
+    owned = load_taxonomy(
+        write(tmp_path, "default_owner: lettings\npurposes:\n  moving home: {owner: moves}\n")
+    )
+
+    assert owned.content_hash() == plain.content_hash()
+
+
+@pytest.mark.parametrize("name", ["taxonomy.yaml", "taxonomies/council_housing_repairs.yaml"])
+def test_the_shipped_taxonomies_name_owners_as_the_metrics_service_reads_them(name: str) -> None:
+    from shared.ownership import load_purpose_owners
+
+    path = Path(__file__).parents[3] / "services/classifier/data" / name
+    taxonomy = load_taxonomy(path)
+
+    assert load_purpose_owners(path) == taxonomy.owners()
+    assert len(taxonomy.owners().teams) > 3
+    assert any(p.owner is None for p in taxonomy.purposes)  # the default owner at work
