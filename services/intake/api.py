@@ -52,7 +52,8 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "description": description}
     for code, description in {
         401: "Missing, unknown or revoked API key",
-        403: "The key lacks the scope, or the event names another source than the key's",
+        403: "The key lacks the scope, or the event (a label: its demand) names another "
+        "source than the key's",
         409: "Another request is publishing this id right now; retry after Retry-After",
         413: "The body is larger than the configured limit",
         415: "Unsupported content type",
@@ -183,7 +184,10 @@ async def post_case_event(
     description=(
         "A person's word on a demand (demand type, failure kind, purpose), published as "
         "`DemandLabelled`: the classifier learns from it and the metrics recount. Needs the "
-        "`labels:write` scope. The note and text are redacted like a demand's text."
+        "`labels:write` scope. A demand is its source and id: a source's key labels its own "
+        "source's demands (`demand_source` left out, or its own; any other is 403, whether "
+        "or not that source has the id); a key with `sources:all` names `demand_source`. "
+        "The note and text are redacted like a demand's text."
     ),
     responses={200: {"model": Accepted, "description": "A repeat of an accepted id"}},
     openapi_extra=LABEL_BODY,
@@ -217,7 +221,9 @@ async def _single(
             raise ProblemError(
                 403,
                 "Source does not match the API key",
-                detail=f"This key may only post events of source {key.source!r}.",
+                detail=f"This key may only label demands of source {key.source!r}."
+                if kind == "label"
+                else f"This key may only post events of source {key.source!r}.",
                 problems=problems,
             ) from error
         metrics.rejected.labels(kind, key.source, "invalid").inc()
@@ -294,6 +300,7 @@ def _admission(key: ApiKeyRecord, settings: IntakeSettings, redactor: Redactor) 
         max_future_skew=timedelta(seconds=settings.max_future_skew_s),
         redactor=redactor,
         earliest=settings.earliest_event_time,
+        organisation_wide=key.reach is None,
     )
 
 

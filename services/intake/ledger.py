@@ -2,7 +2,7 @@
 
 Each event goes through two steps around the broker:
 
-1. ``claim``: insert ``(kind, id)`` as *pending*. If the row is already *published* the
+1. ``claim``: insert ``(kind, source, id)`` as *pending*. If the row is already *published* the
    event is a duplicate; if another request holds a fresh *pending* claim it is in flight
    (the caller is told to retry); a *pending* claim older than ``lease`` belongs to an
    instance that died between claiming and confirming, so it is taken over.

@@ -94,7 +94,15 @@ class LabelSubmission(BaseModel):
         },
     )
 
-    id: Identifier = Field(description="This label's own event id: the idempotency key.")
+    id: Identifier = Field(
+        description="This label's own event id: the idempotency key, within the demand's source."
+    )
+    demand_source: Identifier | None = Field(
+        default=None,
+        description="The source of the demand labelled (a demand is its source and id). A "
+        "source's own key may leave it out (its own source) and may name no other (403); a "
+        "key with the `sources:all` scope must name it.",
+    )
     demand_type: DemandType
     failure_kind: Slug | None = None
     purpose: Slug

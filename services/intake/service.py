@@ -48,6 +48,18 @@ def kind_of(event: Event) -> EventKind:
     raise TypeError(f"intake does not publish {type(event).__name__}")
 
 
+def key_of(event: Event) -> EventKey:
+    """The ledger's key: (kind, source, id). An event is (source, id), so another source's
+    use of an id is neither a duplicate nor a hint that the id exists."""
+    if isinstance(event, DemandReceived):
+        return "demand", event.source, event.id
+    if isinstance(event, CaseEvent):
+        return "case_event", event.source or "", event.id
+    if isinstance(event, DemandLabelled):
+        return "label", event.demand_source or "", event.id
+    raise TypeError(f"intake does not publish {type(event).__name__}")
+
+
 @dataclass(frozen=True)
 class IntakeService:
     producer: ManagedProducer
@@ -62,7 +74,7 @@ class IntakeService:
         Raises BrokerUnavailable or LedgerUnavailable when nothing could be promised: the
         caller answers 503 and the sender retries the whole request.
         """
-        keys: list[EventKey] = [(kind_of(event), event.event_id()) for event in events]
+        keys: list[EventKey] = [key_of(event) for event in events]
         claims = await self.ledger.claim(keys)
         claimed = [
             (key, event)

@@ -32,7 +32,7 @@ E = TypeVar("E", bound=Event)
 # one), so personal data in them is refused rather than masked.
 DEMAND_IDENTIFIERS = ("id", "source", "customer_ref", "case_ref")
 CASE_EVENT_IDENTIFIERS = ("id", "source", "customer_ref", "case_ref", "purpose")
-LABEL_IDENTIFIERS = ("id", "labelled_by", "purpose", "failure_kind")
+LABEL_IDENTIFIERS = ("id", "demand_source", "labelled_by", "purpose", "failure_kind")
 
 
 class InvalidEvent(ValueError):
@@ -57,6 +57,8 @@ class Admission:
     max_future_skew: timedelta
     redactor: Redactor
     earliest: datetime
+    # The key may label every source's demands (``sources:all``), not only its own.
+    organisation_wide: bool = False
 
 
 def admit_demand(payload: Any, admission: Admission) -> DemandReceived:
@@ -102,15 +104,27 @@ def admit_label(payload: Any, demand_id: str, admission: Admission) -> DemandLab
     except InvalidEvent as error:
         raise InvalidEvent([*refused, *error.problems]) from error
     labelled_at = submission.labelled_at or admission.now
+    demand_source = submission.demand_source
     problems = [*refused, *_date_problems("labelled_at", labelled_at, admission)]
+    if admission.organisation_wide:
+        if demand_source is None:
+            reason = "is required: this key labels every source's demands, so name the one"
+            problems.append(FieldProblem(field="demand_source", reason=reason))
+    else:
+        # A source's key labels its own demands only. Naming another source is refused
+        # whether or not that source has such a demand: the answer reveals nothing.
+        problems += _source_problems(demand_source, admission, field="demand_source")
     if submission.text is not None and not submission.text.strip():
         problems.append(FieldProblem(field="text", reason="is blank"))
-    _raise_if_any(problems, admission, None)
+    _raise_if_any(problems, admission, None if admission.organisation_wide else demand_source)
+    if not admission.organisation_wide:
+        demand_source = admission.key_source
     masking = _Masking(admission.redactor)
     return _built(  # the demand id from the path is checked here too
         DemandLabelled,
-        **submission.model_dump(exclude={"labelled_at", "note", "text"}),
+        **submission.model_dump(exclude={"labelled_at", "note", "text", "demand_source"}),
         demand_id=demand_id,
+        demand_source=demand_source,
         labelled_at=labelled_at,
         note=masking.optional(submission.note),
         text=masking.optional(submission.text),
@@ -196,11 +210,13 @@ def _problems_of(error: ValidationError) -> list[FieldProblem]:
     return field_problems(error.errors(include_url=False, include_input=False))
 
 
-def _source_problems(source: str | None, admission: Admission) -> list[FieldProblem]:
+def _source_problems(
+    source: str | None, admission: Admission, *, field: str = "source"
+) -> list[FieldProblem]:
     if source is None or source == admission.key_source:
         return []
     reason = f"is {source!r} but the API key belongs to {admission.key_source!r}"
-    return [FieldProblem(field="source", reason=reason)]
+    return [FieldProblem(field=field, reason=reason)]
 
 
 def _date_problems(field: str, moment: datetime, admission: Admission) -> list[FieldProblem]:

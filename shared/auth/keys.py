@@ -35,6 +35,10 @@ class Scope(StrEnum):
     # Changes the model that classifies everyone's demands (POST /v1/retrain on the
     # classifier): an operator's scope, never a sending system's.
     MODEL_WRITE = "model:write"
+    # Reaches every source's data (docs/architecture.md, "Sources and the organisation"):
+    # without it a key reads and labels only its own source's demands. For the
+    # organisation's dashboards, BI and operators, never for a sending system.
+    SOURCES_ALL = "sources:all"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,12 @@ class ApiKeyRecord:
     def allows(self, scope: Scope) -> bool:
         """A revoked key allows nothing; a write scope does not imply ``read``."""
         return self.revoked_at is None and scope in self.scopes
+
+    @property
+    def reach(self) -> str | None:
+        """The one source whose data this key reads and labels, or None for every source
+        (an organisation-wide key, with ``sources:all``)."""
+        return None if self.allows(Scope.SOURCES_ALL) else self.source
 
 
 def generate_key(prefix: str = "ds") -> tuple[str, str]:

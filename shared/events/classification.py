@@ -42,6 +42,11 @@ class CausedBy(BaseModel):
 
     kind: Literal["demand", "case"]
     ref: Identifier
+    source: Identifier | None = Field(
+        default=None,
+        description="The source of that demand or case (refs are unique within a source); "
+        "absent on events written before it was added, which meant the demand's own source.",
+    )
 
 
 class DemandClassified(Event):

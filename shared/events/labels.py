@@ -21,6 +21,12 @@ class DemandLabelled(Event):
     ``reason`` was added within version 1: optional, so every label already on the topic
     reads as a correction. A reader built before it refuses labels that carry it (events
     forbid unknown fields): deploy readers before writers, as for any added field.
+
+    ``demand_source`` was added within version 1 the same way: a demand is identified by
+    (source, id), and intake always sets it. A label written before it names only the id:
+    a reader applies such a label only when exactly one demand (of any source) has that id,
+    and to none when several sources used it (docs/architecture.md, "Sources and the
+    organisation"). The label's own identity is (demand_source, id).
     """
 
     CE_TYPE: ClassVar[str] = "org.demandscope.demand.labelled.v1"
@@ -28,6 +34,11 @@ class DemandLabelled(Event):
     schema_version: Literal[1] = 1
     id: Identifier = Field(description="This label's own event id: the idempotency key.")
     demand_id: Identifier = Field(description="The demand being confirmed or corrected.")
+    demand_source: Identifier | None = Field(
+        default=None,
+        description="The source of that demand: a demand is (source, id). Always set by "
+        "intake; absent only on labels written before it was added.",
+    )
     demand_type: DemandType
     failure_kind: Slug | None = None
     purpose: Slug
@@ -48,5 +59,6 @@ class DemandLabelled(Event):
         return self.id
 
     def partition_key(self) -> str:
-        # Keyed by demand so every label of one demand is ordered.
+        # Keyed by demand so every label of one demand is ordered. The demand id alone (not
+        # its source): an old label without a source stays in order with the new ones.
         return self.demand_id

@@ -99,6 +99,7 @@ def case_event(**overrides: Any) -> CaseEvent:
         "customer_ref": unique("C"),
         "type": CaseEventType.OPENED,
         "occurred_at": _now(),
+        "source": "test",  # as intake always stamps it, and as demand_received's
     }
     return CaseEvent.model_validate(fields | overrides)
 
@@ -108,6 +109,7 @@ def demand_labelled(**overrides: Any) -> DemandLabelled:
     fields: dict[str, Any] = {
         "id": unique("l"),
         "demand_id": unique("d"),
+        "demand_source": "test",  # as intake always sets it, and as demand_received's
         "demand_type": DemandType.VALUE,
         "purpose": "billing",
         "labelled_by": "staff-1",

@@ -8,11 +8,12 @@ from datetime import datetime
 from sqlalchemy import and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from services.intake.db.tables import PENDING, PUBLISHED, AcceptedEvent
 
-# (kind, event id)
-EventKey = tuple[str, str]
+# (kind, source, event id)
+EventKey = tuple[str, str, str]
 
 _CHUNK = 500  # keys per IN list: well under SQLite's bound-parameter limit
 
@@ -29,11 +30,13 @@ async def insert_claims(
         insert(AcceptedEvent)
         .values(state=PENDING, claimed_at=at)
         .on_conflict_do_nothing()
-        .returning(AcceptedEvent.kind, AcceptedEvent.event_id)
+        .returning(AcceptedEvent.kind, AcceptedEvent.source, AcceptedEvent.event_id)
     )
-    rows = [{"kind": kind, "event_id": event_id} for kind, event_id in keys]
+    rows = [
+        {"kind": kind, "source": source, "event_id": event_id} for kind, source, event_id in keys
+    ]
     result = await connection.execute(statement, rows)
-    inserted = {(kind, event_id) for kind, event_id in result.all()}
+    inserted = {(kind, source, event_id) for kind, source, event_id in result.all()}
     return inserted
 
 
@@ -42,11 +45,14 @@ async def states(connection: AsyncConnection, keys: Sequence[EventKey]) -> dict[
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]
         rows = await connection.execute(
-            select(AcceptedEvent.kind, AcceptedEvent.event_id, AcceptedEvent.state).where(
-                tuple_(AcceptedEvent.kind, AcceptedEvent.event_id).in_(chunk)
-            )
+            select(
+                AcceptedEvent.kind,
+                AcceptedEvent.source,
+                AcceptedEvent.event_id,
+                AcceptedEvent.state,
+            ).where(_key_in(chunk))
         )
-        found.update({(kind, event_id): state for kind, event_id, state in rows.all()})
+        found.update({(kind, src, event_id): state for kind, src, event_id, state in rows.all()})
     return found
 
 
@@ -58,7 +64,8 @@ async def take_over_stale(
         update(AcceptedEvent)
         .where(
             AcceptedEvent.kind == key[0],
-            AcceptedEvent.event_id == key[1],
+            AcceptedEvent.source == key[1],
+            AcceptedEvent.event_id == key[2],
             AcceptedEvent.state == PENDING,
             AcceptedEvent.claimed_at < stale_before,
         )
@@ -73,9 +80,7 @@ async def mark_published(
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]
         await connection.execute(
-            update(AcceptedEvent)
-            .where(tuple_(AcceptedEvent.kind, AcceptedEvent.event_id).in_(chunk))
-            .values(state=PUBLISHED, published_at=at)
+            update(AcceptedEvent).where(_key_in(chunk)).values(state=PUBLISHED, published_at=at)
         )
 
 
@@ -84,10 +89,14 @@ async def delete_pending(connection: AsyncConnection, keys: Sequence[EventKey]) 
         chunk = keys[start : start + _CHUNK]
         await connection.execute(
             delete(AcceptedEvent).where(
-                tuple_(AcceptedEvent.kind, AcceptedEvent.event_id).in_(chunk),
+                _key_in(chunk),
                 AcceptedEvent.state == PENDING,
             )
         )
+
+
+def _key_in(keys: Sequence[EventKey]) -> ColumnElement[bool]:
+    return tuple_(AcceptedEvent.kind, AcceptedEvent.source, AcceptedEvent.event_id).in_(keys)
 
 
 async def delete_expired(connection: AsyncConnection, *, published_before: datetime) -> int:

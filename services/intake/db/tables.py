@@ -18,15 +18,19 @@ class IntakeBase(DeclarativeBase):
 
 
 class AcceptedEvent(IntakeBase):
-    """One event id intake has claimed or published, per kind of event.
+    """One event id intake has claimed or published, per kind of event and source.
 
     The kind is part of the key because each kind goes to its own topic and is
-    deduplicated there by id: a case event may share an id with a demand.
+    deduplicated there by id: a case event may share an id with a demand. The source is,
+    because an event is (source, id) as CloudEvents has it: two sending systems may use one
+    id, and neither may learn of the other's (docs/architecture.md, "Sources and the
+    organisation"). A label's source is that of the demand it labels.
     """
 
     __tablename__ = "intake_accepted_events"
 
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     state: Mapped[str] = mapped_column(String(16))
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -41,17 +41,30 @@ async def test_a_confirmed_id_is_a_duplicate_for_every_instance(
     ledger_factory: list[IdempotencyLedger],
 ) -> None:
     one, other = ledger_factory
-    assert await one.claim([("demand", "a"), ("demand", "b"), ("demand", "a")]) == [
+    assert await one.claim(
+        [("demand", "demo", "a"), ("demand", "demo", "b"), ("demand", "demo", "a")]
+    ) == [
         Claim.CLAIMED,
         Claim.CLAIMED,
         Claim.IN_FLIGHT,
     ]
     # While unconfirmed and within the lease, another request must not publish it too.
-    assert await one.claim([("demand", "a")]) == [Claim.IN_FLIGHT]
-    await one.confirm([("demand", "a"), ("demand", "b")])
-    assert await other.claim([("demand", "a"), ("case_event", "a")]) == [
+    assert await one.claim([("demand", "demo", "a")]) == [Claim.IN_FLIGHT]
+    await one.confirm([("demand", "demo", "a"), ("demand", "demo", "b")])
+    assert await other.claim([("demand", "demo", "a"), ("case_event", "demo", "a")]) == [
         Claim.DUPLICATE,
         Claim.CLAIMED,
+    ]
+
+
+async def test_an_id_is_one_sources_own(ledger_factory: list[IdempotencyLedger]) -> None:
+    """An event is (source, id): another source's use of an id is no duplicate (issue 10)."""
+    one, other = ledger_factory
+    assert await one.claim([("demand", "demo", "s")]) == [Claim.CLAIMED]
+    await one.confirm([("demand", "demo", "s")])
+    assert await other.claim([("demand", "genesys", "s"), ("demand", "demo", "s")]) == [
+        Claim.CLAIMED,
+        Claim.DUPLICATE,
     ]
 
 
@@ -59,9 +72,9 @@ async def test_released_claims_are_free_and_concurrent_claims_have_one_winner(
     ledger_factory: list[IdempotencyLedger],
 ) -> None:
     one, _ = ledger_factory
-    await one.claim([("demand", "x")])
-    await one.release([("demand", "x")])
-    outcomes = await asyncio.gather(*(one.claim([("demand", "x")]) for _ in range(20)))
+    await one.claim([("demand", "demo", "x")])
+    await one.release([("demand", "demo", "x")])
+    outcomes = await asyncio.gather(*(one.claim([("demand", "demo", "x")]) for _ in range(20)))
     assert sorted(outcome for (outcome,) in outcomes).count(Claim.CLAIMED) == 1
 
 
@@ -69,21 +82,21 @@ async def test_a_claim_abandoned_by_a_crashed_instance_is_taken_over_after_the_l
     ledger_factory: list[IdempotencyLedger],
 ) -> None:
     crashed, survivor = ledger_factory  # the survivor's lease is 0 s: every claim is stale
-    assert await crashed.claim([("demand", "c")]) == [Claim.CLAIMED]
-    assert await survivor.claim([("demand", "c")]) == [Claim.CLAIMED]
-    await survivor.confirm([("demand", "c")])
-    assert await survivor.claim([("demand", "c")]) == [Claim.DUPLICATE]
+    assert await crashed.claim([("demand", "demo", "c")]) == [Claim.CLAIMED]
+    assert await survivor.claim([("demand", "demo", "c")]) == [Claim.CLAIMED]
+    await survivor.confirm([("demand", "demo", "c")])
+    assert await survivor.claim([("demand", "demo", "c")]) == [Claim.DUPLICATE]
 
 
 async def test_purge_forgets_only_ids_older_than_the_retention(
     ledger_factory: list[IdempotencyLedger],
 ) -> None:
     one, _ = ledger_factory
-    await one.claim([("demand", "old")])
-    await one.confirm([("demand", "old")])
+    await one.claim([("demand", "demo", "old")])
+    await one.confirm([("demand", "demo", "old")])
     assert await one.purge(retention=timedelta(days=1)) == 0
     assert await one.purge(retention=timedelta(seconds=-1)) == 1
-    assert await one.claim([("demand", "old")]) == [Claim.CLAIMED]
+    assert await one.claim([("demand", "demo", "old")]) == [Claim.CLAIMED]
 
 
 async def test_a_stop_lets_queued_confirmations_land_and_then_refuses_work(
@@ -93,20 +106,20 @@ async def test_a_stop_lets_queued_confirmations_land_and_then_refuses_work(
     engine = create_engine(database_url)
     ledger = IdempotencyLedger(engine, lease=timedelta(seconds=60))
     with pytest.raises(LedgerUnavailable):  # no writer yet: refused, not left waiting
-        await ledger.claim([("demand", "s")])
+        await ledger.claim([("demand", "demo", "s")])
     writer = asyncio.create_task(ledger.run())
     await asyncio.sleep(0)
-    assert await ledger.claim([("demand", "s")]) == [Claim.CLAIMED]
-    ledger.confirm_soon([("demand", "s")])  # the 202 path: not awaited
+    assert await ledger.claim([("demand", "demo", "s")]) == [Claim.CLAIMED]
+    ledger.confirm_soon([("demand", "demo", "s")])  # the 202 path: not awaited
     ledger.request_stop()
     await asyncio.wait_for(writer, 10)
     with pytest.raises(LedgerUnavailable):
-        await ledger.claim([("demand", "s")])
+        await ledger.claim([("demand", "demo", "s")])
 
     again = IdempotencyLedger(engine, lease=timedelta(seconds=60))
     restarted = asyncio.create_task(again.run())
     await asyncio.sleep(0)
-    assert await again.claim([("demand", "s")]) == [Claim.DUPLICATE]
+    assert await again.claim([("demand", "demo", "s")]) == [Claim.DUPLICATE]
     again.request_stop()
     await asyncio.wait_for(restarted, 10)
     await engine.dispose()
