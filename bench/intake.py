@@ -31,14 +31,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from bench import results
+from bench.results import cpu_seconds
 from devstack.process import pick_free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 LEDGER_VARIABLE = "DEMANDSCOPE_BENCH_LEDGER"  # "postgresql" or unset (SQLite, the default)
-SINGLE_REQUESTS = 4000
+SINGLE_REQUESTS = int(os.environ.get("DEMANDSCOPE_BENCH_INTAKE_REQUESTS", "4000"))
 SINGLE_CONCURRENCY = 128
 BATCH_SIZE = 500
-BATCH_REQUESTS = 40
+BATCH_REQUESTS = int(os.environ.get("DEMANDSCOPE_BENCH_INTAKE_BATCHES", "40"))
 BATCH_CONCURRENCY = 4
 WARMUP = 300
 TEXT = "Where is my engineer? I was told Tuesday. Call me on 07700 900123 or jo@example.com"
@@ -105,15 +107,6 @@ async def load(port: int, requests: list[bytes], concurrency: int, expect: int) 
     started = time.perf_counter()
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     return Run(len(requests), time.perf_counter() - started, latencies)
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process (all its threads); None where /proc is missing."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def with_cpu(processes: dict[str, int], measuring: Any) -> Run:
@@ -323,10 +316,42 @@ async def measure(
     print(f"batches ({BATCH_REQUESTS} x {BATCH_SIZE} events, {BATCH_CONCURRENCY} in flight):")
     report("raw aiokafka producer (acks=all)", "ev", raw)
     report("intake POST /v1/demands:batch", "ev", batched)
-    single_ratio, batch_ratio = single.rate / bare.rate, batched.rate / raw.rate
-    print(f"single-event ratio {single_ratio:.2f} (target >= 0.6)")
-    print(f"batch ratio        {batch_ratio:.2f} (target >= 0.5)")
     print("(latencies are per request, measured by the client)")
+    ledger = "SQLite" if database_url is None else "PostgreSQL"
+    record_rows(single, bare, batched, raw, ledger=ledger)
+
+
+def _cpu(run: Run, who: str, unit: str) -> str:
+    us = run.cpu_us.get(who)
+    return "" if us is None else f", {us:,.0f} µs CPU/{unit}"
+
+
+def record_rows(single: Run, bare: Run, batched: Run, raw: Run, *, ledger: str) -> None:
+    results.record(
+        results.Row(
+            part="intake, single events",
+            figure=f"{single.rate:,.0f} req/s{_cpu(single, 'server', 'request')}",
+            baseline=f"bare FastAPI parsing the same JSON: {bare.rate:,.0f} req/s"
+            f"{_cpu(bare, 'server', 'request')}",
+            ratio=results.ratio(single.rate, bare.rate),
+            target="≥ 0.6",
+            met=single.rate >= 0.6 * bare.rate,
+            note=f"{SINGLE_REQUESTS:,} requests over {SINGLE_CONCURRENCY} connections, "
+            f"ledger on {ledger}",
+        )
+    )
+    results.record(
+        results.Row(
+            part=f"intake, batches of {BATCH_SIZE}",
+            figure=f"{batched.rate:,.0f} events/s{_cpu(batched, 'server', 'event')}",
+            baseline=f"raw aiokafka producer, acks=all: {raw.rate:,.0f} events/s"
+            f"{_cpu(raw, 'producer', 'event')}",
+            ratio=results.ratio(batched.rate, raw.rate),
+            target="≥ 0.5",
+            met=batched.rate >= 0.5 * raw.rate,
+            note=f"{BATCH_REQUESTS} batches, {BATCH_CONCURRENCY} in flight",
+        )
+    )
 
 
 def _postgres_config() -> Any:
