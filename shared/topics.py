@@ -12,6 +12,7 @@ from shared.events import (
     DemandReceived,
     Event,
     PurposeMetrics,
+    SpecialCauseSignalled,
 )
 from shared.kafka.settings import KafkaSettings
 
@@ -25,6 +26,8 @@ class Topic(StrEnum):
     CASE_EVENTS = "case.events"
     DEMAND_LABELS = "demand.labels"
     PURPOSE_METRICS = "purpose.metrics"
+    # Each special-cause signal once, keyed by purpose, with its owning team.
+    CAPABILITY_SIGNALS = "capability.signals"
     # The classifier's per-customer context, compacted so a restart rebuilds it.
     CLASSIFIER_CONTEXT = "classifier.context"
 
@@ -35,6 +38,7 @@ EVENT_OF_TOPIC: dict[Topic, type[Event]] = {
     Topic.CASE_EVENTS: CaseEvent,
     Topic.DEMAND_LABELS: DemandLabelled,
     Topic.PURPOSE_METRICS: PurposeMetrics,
+    Topic.CAPABILITY_SIGNALS: SpecialCauseSignalled,
 }
 
 TOPIC_OF_EVENT: dict[type[Event], Topic] = {event: topic for topic, event in EVENT_OF_TOPIC.items()}
@@ -86,6 +90,8 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
     # Labels are few and precious: they are the classifier's training data, so keep them.
     add(Topic.DEMAND_LABELS, {"cleanup.policy": "delete", "retention.ms": "-1"})
     add(Topic.PURPOSE_METRICS, compacted)
+    # Few (one record per signal, ever) and each team's record of what its charts said.
+    add(Topic.CAPABILITY_SIGNALS, retention)
     add(Topic.CLASSIFIER_CONTEXT, compacted)
     for topic in CONSUMED_TOPICS:
         add(dlq_name(str(topic)), dlq, partitions=1)

@@ -17,9 +17,11 @@ from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.pages.desk import Desk
 from services.metrics.publisher import PurposeMetricsPublisher
 from services.metrics.service import ChartSettings
+from services.metrics.signals import SignalOutbox
 from shared.auth.sessions import PeopleGate
 from shared.kafka.producer import ManagedProducer
 from shared.kafka.service import ConsumerService
+from shared.ownership import PurposeOwners
 from shared.service.components import ServiceComponents
 from shared.service.readiness import ReadinessCheck, reachable
 
@@ -33,6 +35,8 @@ class MetricsComponents(ServiceComponents):
     chart_settings: ChartSettings
     producer: ManagedProducer
     publisher: PurposeMetricsPublisher
+    signal_outbox: SignalOutbox  # sends raised signals to capability.signals
+    owners: PurposeOwners  # the taxonomy's owner of each purpose
     consumer: ConsumerService
     people: PeopleGate  # who is signed in to the pages (services/metrics/pages)
     audit: AuditPolicy

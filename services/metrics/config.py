@@ -6,6 +6,8 @@ is the metrics service's own is declared here.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -13,6 +15,9 @@ from services.metrics.pages.settings import PagesSettings
 from shared.auth.settings import AuthSettings, PeopleSettings
 from shared.kafka.settings import KafkaSettings
 from shared.service.settings import ServiceSettings
+
+# The classifier's shipped example: one taxonomy for the fleet, so both read the same file.
+SHIPPED_TAXONOMY = Path(__file__).parents[1] / "classifier" / "data" / "taxonomy.yaml"
 
 
 class MetricsSettings(ServiceSettings):
@@ -79,6 +84,17 @@ class MetricsSettings(ServiceSettings):
     )
     queue_purge_interval_s: float = Field(
         default=3600, gt=0, description="How often texts the queues no longer need are purged."
+    )
+    taxonomy: Path = Field(
+        default=SHIPPED_TAXONOMY,
+        description="The organisation's taxonomy YAML (the classifier's): its purposes' owners "
+        "label the signals and per-purpose gauges. Read at start; a purpose it does not name "
+        "belongs to its default_owner.",
+    )
+    signal_publish_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often special-cause signals not yet on capability.signals are sent.",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -18,6 +18,7 @@ from services.metrics.handler import ApplyMetricsBatch
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.publisher import PurposeMetricsPublisher
 from services.metrics.service import ChartSettings
+from services.metrics.signals import SignalOutbox
 from services.metrics.subscriptions import consumed_topics
 from shared.auth.account_store import AccountStore
 from shared.auth.sessions import PeopleGate
@@ -27,6 +28,7 @@ from shared.kafka.consumer import RunnerOptions
 from shared.kafka.producer import ManagedProducer
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.service import ConsumerService
+from shared.ownership import load_purpose_owners
 from shared.service.app import service_app
 from shared.service.supervisor import BackgroundTask
 from shared.topics import Topic, topic_name
@@ -38,6 +40,7 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
     queues' texts are background tasks."""
     registry = CollectorRegistry()
     metrics = MetricsServiceMetrics(registry)
+    owners = load_purpose_owners(settings.taxonomy)  # who owns each purpose: its signals' team
     engine = create_engine(settings.database_url)
     stack.push_async_callback(engine.dispose)
     sessions = session_factory(engine)
@@ -49,6 +52,14 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
     chart_settings = ChartSettings(
         baseline_points=settings.baseline_points, chart_points=settings.chart_points
     )
+    signal_outbox = SignalOutbox(
+        sessions=sessions,
+        send=producer.send_and_wait,
+        topic=topic_name(settings.kafka, Topic.CAPABILITY_SIGNALS),
+        source=settings.source_name,
+        metrics=metrics,
+        interval_s=settings.signal_publish_interval_s,
+    )
     publisher = PurposeMetricsPublisher(
         sessions=sessions,
         send=producer.send_and_wait,
@@ -58,6 +69,8 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
         chart_settings=chart_settings,
         window_days=settings.publish_window_days,
         debounce_s=settings.publish_debounce_s,
+        owners=owners,
+        on_signals=signal_outbox.wake,
     )
     audit = audit_policy(settings)
     purge = QueueTextPurge(
@@ -90,6 +103,8 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
         chart_settings=chart_settings,
         producer=producer,
         publisher=publisher,
+        signal_outbox=signal_outbox,
+        owners=owners,
         consumer=consumer,
         people=people,
         audit=audit,
@@ -98,6 +113,7 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
             consumer.background_task(),
             BackgroundTask("producer", producer.maintain),
             publisher.background_task(),
+            signal_outbox.background_task(),
             purge.background_task(),
         ],
     )

@@ -1,7 +1,10 @@
 """The metrics service's Prometheus instruments, in one place.
 
 Labels stay bounded: purpose, channel, demand type, failure kind, cause kind (case, demand,
-untraced), chart measure and rule, estimate bound. Never a customer, a case or a demand.
+untraced), chart measure and rule, estimate bound, and the owning team of a purpose (a team
+slug of the taxonomy: as many as its teams). Never a customer, a case or a demand.
+The per-purpose gauges and the signals carry ``owner`` so that their alerts reach the team
+that owns the purpose (deploy/alertmanager/).
 """
 
 from __future__ import annotations
@@ -10,8 +13,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.metrics.domain.buckets import END_TO_END_BUCKETS
 from shared.events import PurposeMetrics
-
-_MAX_REMEMBERED_SIGNALS = 100_000
 
 
 class MetricsServiceMetrics:
@@ -42,7 +43,7 @@ class MetricsServiceMetrics:
             "demandscope_metrics_failure_demand_share",
             "Failure / (value + failure) demand over the published window, per purpose, as "
             "labelled (the machine's prediction, a person's label where one exists).",
-            ["purpose"],
+            ["purpose", "owner"],
             registry=registry,
         )
         self.failure_share_estimate = Gauge(
@@ -50,13 +51,13 @@ class MetricsServiceMetrics:
             "The failure share over the published window corrected by the blind audit, and "
             "its 95% interval (bound: estimate, ci_low, ci_high), per purpose; absent while "
             "not yet validated.",
-            ["purpose", "bound"],
+            ["purpose", "owner", "bound"],
             registry=registry,
         )
         self.failure_share_audited = Gauge(
             "demandscope_metrics_failure_share_audited",
             "Audited demands behind the failure share's estimate over the published window.",
-            ["purpose"],
+            ["purpose", "owner"],
             registry=registry,
         )
         self.queue_texts_purged = Counter(
@@ -68,19 +69,20 @@ class MetricsServiceMetrics:
         self.open_cases = Gauge(
             "demandscope_metrics_open_cases",
             "Cases open now, per purpose.",
-            ["purpose"],
+            ["purpose", "owner"],
             registry=registry,
         )
         self.capability_limit = Gauge(
             "demandscope_metrics_capability_limit",
             "XmR chart lines per purpose: centre, lower and upper natural process limits.",
-            ["purpose", "measure", "line"],
+            ["purpose", "owner", "measure", "line"],
             registry=registry,
         )
         self.signals = Counter(
             "demandscope_metrics_special_cause_signals_total",
-            "Special-cause signals newly seen on a capability chart.",
-            ["purpose", "measure", "rule"],
+            "Special-cause signals raised on a capability chart: counted once across restarts "
+            "and replicas (by the replica whose insert recorded it in the database).",
+            ["purpose", "owner", "measure", "rule"],
             registry=registry,
         )
         self.published = Counter(
@@ -88,16 +90,21 @@ class MetricsServiceMetrics:
             "PurposeMetrics events published to purpose.metrics.",
             registry=registry,
         )
-        self._seen_signals: set[tuple[str, str, str, str]] = set()
-        self._estimated: set[tuple[str, str]] = set()
+        self.signals_published = Counter(
+            "demandscope_metrics_signals_published_total",
+            "Special-cause signals sent to capability.signals (a resend after a crash counts "
+            "again; subscribers deduplicate on signal_id).",
+            registry=registry,
+        )
+        self._estimated: set[tuple[str, str, str]] = set()
 
-    def record_purpose(self, figures: PurposeMetrics) -> None:
-        """Set the per-purpose gauges and count signals not seen before by this process."""
+    def record_purpose(self, figures: PurposeMetrics, *, owner: str) -> None:
+        """Set the per-purpose gauges (signals are counted where they are raised)."""
         purpose = figures.purpose
         if figures.failure_ratio is not None:
-            self.failure_share.labels(purpose).set(figures.failure_ratio)
-        self.open_cases.labels(purpose).set(figures.open_cases)
-        self.failure_share_audited.labels(purpose).set(figures.failure_share_audited)
+            self.failure_share.labels(purpose, owner).set(figures.failure_ratio)
+        self.open_cases.labels(purpose, owner).set(figures.open_cases)
+        self.failure_share_audited.labels(purpose, owner).set(figures.failure_share_audited)
         bounds = {
             "estimate": figures.failure_share_estimate,
             "ci_low": figures.failure_share_ci_low,
@@ -105,11 +112,11 @@ class MetricsServiceMetrics:
         }
         for bound, value in bounds.items():
             if value is not None:
-                self.failure_share_estimate.labels(purpose, bound).set(value)
-                self._estimated.add((purpose, bound))
-            elif (purpose, bound) in self._estimated:  # not validated now: no stale estimate
-                self.failure_share_estimate.remove(purpose, bound)
-                self._estimated.discard((purpose, bound))
+                self.failure_share_estimate.labels(purpose, owner, bound).set(value)
+                self._estimated.add((purpose, owner, bound))
+            elif (purpose, owner, bound) in self._estimated:  # not validated now: none stale
+                self.failure_share_estimate.remove(purpose, owner, bound)
+                self._estimated.discard((purpose, owner, bound))
         for chart in figures.capability:
             lines = {
                 "centre": chart.centre_line,
@@ -118,11 +125,4 @@ class MetricsServiceMetrics:
                 "upper_range_limit": chart.upper_range_limit,
             }
             for line, value in lines.items():
-                self.capability_limit.labels(purpose, chart.measure, line).set(value)
-        for signal in figures.signals:
-            key = (purpose, signal.measure, signal.rule, signal.at.isoformat())
-            if key not in self._seen_signals:
-                if len(self._seen_signals) >= _MAX_REMEMBERED_SIGNALS:
-                    self._seen_signals.clear()  # bounded memory; a rare recount is harmless
-                self._seen_signals.add(key)
-                self.signals.labels(purpose, signal.measure, signal.rule).inc()
+                self.capability_limit.labels(purpose, owner, chart.measure, line).set(value)

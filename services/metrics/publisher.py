@@ -4,6 +4,10 @@ Batches mark their purposes dirty; after ``debounce_s`` of gathering, each dirty
 figures are computed once and published keyed by purpose, so the topic holds the latest
 figures of every purpose and a new subscriber reads them all from the beginning.
 
+Computing a purpose's figures also raises the special-cause signals on its charts, in the same
+transaction (services/metrics/signals.py): each is recorded once in the database, counted by
+the replica that recorded it, and sent to capability.signals by the outbox.
+
 ``run`` is a background task of the service's supervisor. Its first step marks every
 purpose dirty, so figures lost to a crash between commit and publish are published again;
 if that step fails (the database is away), ``run`` raises and the supervisor logs it and
@@ -25,9 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.metrics import repository
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.service import ChartSettings, purpose_metrics
+from services.metrics.signals import count_raised, raise_signals, signal_rows
 from shared.events import PurposeMetrics
 from shared.kafka.codec import OutboundRecord, encode
 from shared.kafka.producer import BrokerUnavailable
+from shared.ownership import PurposeOwners
 from shared.service.supervisor import BackgroundTask
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,8 @@ class PurposeMetricsPublisher:
         chart_settings: ChartSettings,
         window_days: int,
         debounce_s: float,
+        owners: PurposeOwners | None = None,
+        on_signals: Callable[[], None] = lambda: None,
     ) -> None:
         self._sessions = sessions
         self._send = send
@@ -59,6 +67,8 @@ class PurposeMetricsPublisher:
         self._chart_settings = chart_settings
         self._window_days = window_days
         self._debounce_s = debounce_s
+        self._owners = owners or PurposeOwners()
+        self._on_signals = on_signals  # new signals are committed: the outbox's wake-up
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
 
@@ -105,12 +115,22 @@ class PurposeMetricsPublisher:
                     )
                     for purpose in purposes
                 ]
+                raised = []
+                for figure in figures:
+                    rows = signal_rows(
+                        figure, owner=self._owners.owner_of(figure.purpose), raised_at=now
+                    )
+                    raised += await raise_signals(session, rows)
+                await session.commit()
+            if raised:
+                count_raised(self._metrics, raised)
+                self._on_signals()
             await self._send([encode(f, topic=self._topic, source=self._source) for f in figures])
         except BaseException:
             # Not published: keep them for the next round (or the next run, after a restart).
             self._dirty |= set(purposes)
             raise
         for figure in figures:
-            self._metrics.record_purpose(figure)
+            self._metrics.record_purpose(figure, owner=self._owners.owner_of(figure.purpose))
         self._metrics.published.inc(len(figures))
         return figures

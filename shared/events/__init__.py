@@ -17,6 +17,7 @@ from shared.events.purpose_metrics import (
     PurposeMetrics,
     Signal,
 )
+from shared.events.signals import SpecialCauseSignalled
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     DemandReceived,
@@ -24,6 +25,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     DemandClassified,
     DemandLabelled,
     PurposeMetrics,
+    SpecialCauseSignalled,
 )
 
 __all__ = [
@@ -44,4 +46,5 @@ __all__ = [
     "LabelReason",
     "PurposeMetrics",
     "Signal",
+    "SpecialCauseSignalled",
 ]

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, DateTime, Float, Index, Integer, String, Text, false, text
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.database.naming import named_metadata
@@ -198,3 +210,28 @@ class QueueTextRow(Base):
     demand_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     text: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class SpecialCauseSignalRow(Base):
+    """A special-cause signal as first raised, and the outbox of capability.signals.
+
+    The unique key is what the signal is (purpose, measure, rule, point), so the first
+    replica to insert it raises it and every later insert (a restart, another replica) is a
+    no-op. ``published_at`` stays null until the signal is on capability.signals."""
+
+    __tablename__ = "special_cause_signals"
+
+    signal_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(120))
+    measure: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(64))
+    point_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[str] = mapped_column(String(63))
+    value: Mapped[float] = mapped_column(Float)
+    centre_line: Mapped[float] = mapped_column(Float)
+    lower_natural_process_limit: Mapped[float] = mapped_column(Float)
+    upper_natural_process_limit: Mapped[float] = mapped_column(Float)
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+    __table_args__ = (UniqueConstraint("purpose", "measure", "rule", "point_at"),)
