@@ -10,9 +10,9 @@ PostgreSQL or Prometheus would take the ports our own instances use), and remove
 a policy that was already there (a container's ``exit 101``) is left alone.
 
 Java and Maven are required (the Kafka broker cannot run without them); PostgreSQL,
-Prometheus and Chromium (the pages' browser tests) are optional on a developer's machine (their
-tests are skipped loudly without them) and required under ``CI=true``, where their tests
-fail instead.
+Prometheus, Alertmanager's amtool (the routing tests of deploy/alertmanager) and Chromium (the
+pages' browser tests) are optional on a developer's machine (their tests are skipped loudly
+without them) and required under ``CI=true``, where their tests fail instead.
 """
 
 from __future__ import annotations
@@ -107,6 +107,11 @@ def _find_prometheus() -> tuple[str | None, str]:
     return f"{server} (and {promtool})", ""
 
 
+def _find_amtool() -> tuple[str | None, str]:
+    exe = shutil.which("amtool")
+    return (exe, "") if exe else (None, "amtool is not on PATH")
+
+
 def _find_chromium() -> tuple[str | None, str]:
     exe = shutil.which("chromium") or (
         "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
@@ -123,6 +128,13 @@ def requirements() -> list[Requirement]:
         ),
         Requirement(
             "prometheus", "prometheus", "make run's Prometheus, rule tests", False, _find_prometheus
+        ),
+        Requirement(
+            "amtool",
+            "prometheus-alertmanager",
+            "the Alertmanager routing tests",
+            False,
+            _find_amtool,
         ),
         Requirement(
             "chromium", "chromium", "the pages' browser tests (Playwright)", False, _find_chromium

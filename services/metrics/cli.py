@@ -110,3 +110,40 @@ def assets(
         typer.echo(f"front-end assets NOT fetched: {error}", err=True)
         raise typer.Exit(1) from error
     typer.echo(f"front-end assets in {target}: {', '.join(fetched) or 'all present'}")
+
+
+@app.command("alertmanager")
+def alertmanager(
+    out: str = typer.Option(
+        "deploy/alertmanager/alertmanager.yml", help="The file to write ('-': standard output)."
+    ),
+    taxonomy: str | None = typer.Option(
+        None, help="Taxonomy YAML to read the owners from (default: DEMANDSCOPE_METRICS_TAXONOMY)."
+    ),
+) -> None:
+    """Write the Alertmanager configuration from the taxonomy's owners: a route and a
+    receiver per team that owns a purpose (alerts with owner="<team>"), ops for the rest.
+    The receivers are placeholders: each team replaces its own with its real receiver."""
+    from pathlib import Path
+
+    from services.metrics.alertmanager import render
+    from services.metrics.config import MetricsSettings
+    from shared.ownership import OwnershipError, load_purpose_owners
+
+    source = Path(taxonomy) if taxonomy else MetricsSettings().taxonomy
+    try:
+        owners = load_purpose_owners(source)
+    except OwnershipError as error:
+        typer.echo(f"no Alertmanager configuration written: {error}", err=True)
+        raise typer.Exit(1) from error
+    root = Path(__file__).resolve().parents[2]
+    shown = source.resolve()
+    text = render(
+        owners, source=str(shown.relative_to(root)) if shown.is_relative_to(root) else str(shown)
+    )
+    if out == "-":
+        typer.echo(text, nl=False)
+        return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    typer.echo(f"wrote {out}: routes for {', '.join(owners.teams)} (ops for the rest)")

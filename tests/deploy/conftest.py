@@ -50,3 +50,14 @@ def promtool(prometheus_binary: Path) -> Path:
     if not Path(found).is_file():
         pytest.fail(f"prometheus is installed at {prometheus_binary} but promtool is missing")
     return Path(found)
+
+
+@pytest.fixture(scope="session")
+def amtool() -> Path:
+    """amtool, from Debian's prometheus-alertmanager (installed by `make setup`, never here)."""
+    found = shutil.which("amtool")
+    if found is None:
+        reason = "amtool is not on PATH; install prometheus-alertmanager with `make setup`"
+        _unavailable("amtool", FileNotFoundError(reason))
+        raise AssertionError("unreachable: _unavailable skips or fails")
+    return Path(found)
