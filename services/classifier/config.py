@@ -3,7 +3,6 @@ every service has come from ``ServiceSettings``)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -31,8 +30,11 @@ class ClassifierSettings(ServiceSettings):
     )
     group_id: str = Field(default="demandscope-classifier", description="Kafka consumer group.")
     transactional_id: str = Field(
-        default_factory=lambda: f"demandscope-classifier-{socket.gethostname()}",
-        description="Kafka transactional id; unique and stable per instance (e.g. pod name).",
+        default="demandscope-classifier",
+        description="Prefix of the Kafka transactional ids, the same on every instance: each "
+        "input partition has its own id, <prefix>-<topic>-<partition>, so that whoever is "
+        "assigned a partition fences its previous owner. One per deployment (set it to tell "
+        "two deployments on one cluster apart); never per instance.",
     )
     model_dir: Path = Field(default=Path(".run/models"), description="Versioned model files.")
     max_batch: int = Field(default=500, ge=1, description="Records per transaction at most.")

@@ -7,13 +7,16 @@ Guarantees, in the order they matter:
   the reason and its original coordinates in headers, and the loop carries on;
 - a handler failure that may be transient (database down) is retried with backoff, from the
   same records, without committing; a record that keeps failing on its own is dead-lettered;
-- a revoked partition is never committed by an instance that no longer owns it;
+- a revoked partition is never committed by an instance that no longer owns it; in
+  transactional mode not even by one that missed the rebalance (paused past its session
+  timeout, a zombie): each input partition has its own transactional producer, opened by
+  whoever is assigned the partition, which fences the previous holder (``transactions.py``);
 - a record too large to handle (or to copy to the dead-letter topic whole) is dead-lettered
   with its value cut to ``DLQ_MAX_VALUE_BYTES`` and its size and digest in headers, so a
   dead letter always fits in a request and never stalls the partition;
-- a commit that fails ends the run (``CommitFailed``): the supervisor starts afresh with a
-  new producer and the committed positions, which is the only way out of a transactional
-  producer's fatal state;
+- a commit that fails ends the run (``CommitFailed``): the supervisor starts afresh with
+  new producers and the committed positions, which is the only way out of a transactional
+  producer's fatal state, and the only thing a fenced instance may do;
 - ``stop()`` (SIGTERM) finishes the batch in hand, commits it and leaves the group cleanly.
 """
 
@@ -29,17 +32,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from shared.events import Event
 from shared.kafka.codec import DecodeError, Headers, OutboundRecord, decode
 from shared.kafka.producer import send_all
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.settings import KafkaSettings
+from shared.kafka.transactions import PartitionProducers, is_fenced
 from shared.topics import dlq_name
 
 log = logging.getLogger(__name__)
@@ -97,6 +101,11 @@ class CommitFailed(Exception):
     run of the consumer ends so that it restarts from the committed positions."""
 
 
+class Fenced(CommitFailed):
+    """Another instance has been assigned the partition and opened its producer: this
+    instance missed a rebalance (it was paused or cut off) and must not commit."""
+
+
 class RetryableError(Exception):
     """Raised by a handler for failures that are not the record's fault (a database outage):
     the batch is retried until it succeeds or the consumer stops, never dead-lettered."""
@@ -118,6 +127,9 @@ class RunnerOptions:
     # Range assignment gives partition p of every subscribed topic to one instance, so state
     # keyed like the records (per customer) sees all of that key's topics.
     co_partitioned: bool = False
+    # Group membership: an instance silent this long is dropped and its partitions move.
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -127,17 +139,24 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Wait for the batch in hand to commit: after this returns another instance owns them.
         async with self._runner.processing:
-            if self._runner.partition_listener is not None:
-                await self._runner.partition_listener.on_revoked(set(revoked))
-            for tp in revoked:
-                self._runner.metrics.lag.remove(*self._runner.lag_labels(tp))
+            self._runner.generation += 1
+            try:
+                await self._runner.give_up(set(revoked))
+            except Exception as error:
+                self._runner.listener_failed = error
+                raise
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         # aiokafka may fetch records of the new partitions while this still runs: holding the
-        # lock keeps them from being handled before the listener has set up their state.
+        # lock keeps them from being handled before their producers and state are set up.
         async with self._runner.processing:
-            if self._runner.partition_listener is not None:
-                await self._runner.partition_listener.on_assigned(set(assigned))
+            self._runner.generation += 1
+            try:
+                await self._runner.take_over(set(assigned))
+            except Exception as error:
+                # aiokafka only logs a listener's failure: the run loop raises it instead.
+                self._runner.listener_failed = error
+                raise
 
 
 class ConsumerRunner:
@@ -147,15 +166,27 @@ class ConsumerRunner:
         settings: KafkaSettings,
         topics: Mapping[str, type[Event]],
         handler: BatchHandler,
-        producer: AIOKafkaProducer,
         options: RunnerOptions,
         metrics: ConsumerMetrics,
+        producer: AIOKafkaProducer | None = None,
+        transactional_id_prefix: str | None = None,
         partition_listener: PartitionListener | None = None,
     ) -> None:
+        if options.transactional and not transactional_id_prefix:
+            raise ValueError("a transactional consumer needs a transactional_id_prefix")
+        if not options.transactional and producer is None:
+            raise ValueError("a consumer that is not transactional needs a producer")
         self._settings = settings
         self._topics = dict(topics)
         self._handler = handler
         self._producer = producer
+        self._partition_producers = (
+            PartitionProducers(
+                settings, prefix=transactional_id_prefix, client_id=options.client_id
+            )
+            if options.transactional and transactional_id_prefix
+            else None
+        )
         self.options = options
         self.metrics = metrics
         self.partition_listener = partition_listener
@@ -166,6 +197,10 @@ class ConsumerRunner:
         self.last_poll_monotonic: float | None = None
         # Set while a batch is being retried (e.g. its database is down): readiness says so.
         self.stalled_since: float | None = None
+        # Counts rebalances: a batch polled before one is dropped (positions are reset).
+        self.generation = 0
+        self.listener_failed: Exception | None = None
+        self._held: set[TopicPartition] = set()  # set up by take_over, not yet given up
 
     def lag_labels(self, tp: TopicPartition) -> tuple[str, str, str]:
         return (self.options.group_id, tp.topic, str(tp.partition))
@@ -177,6 +212,31 @@ class ConsumerRunner:
     def consumer(self) -> AIOKafkaConsumer | None:
         return self._consumer
 
+    @property
+    def producers_open(self) -> int:
+        """Transactional producers held: one per assigned input partition."""
+        return len(self._partition_producers) if self._partition_producers is not None else 0
+
+    async def take_over(self, assigned: set[TopicPartition]) -> None:
+        """Called with the processing lock held, before any record of ``assigned`` is handled."""
+        if self._partition_producers is not None:
+            # First: this fences a previous holder and aborts what it left open, so the
+            # listener's restore reads up to a last stable offset that no zombie holds back.
+            await self._partition_producers.open(assigned)
+        self._held |= assigned
+        if self.partition_listener is not None:
+            await self.partition_listener.on_assigned(set(assigned))
+
+    async def give_up(self, revoked: set[TopicPartition]) -> None:
+        """Called with the processing lock held: the batch in hand has been committed."""
+        self._held -= revoked
+        for tp in revoked:
+            self.metrics.lag.remove(*self.lag_labels(tp))
+        if self._partition_producers is not None:
+            await self._partition_producers.close(revoked)
+        if self.partition_listener is not None:
+            await self.partition_listener.on_revoked(set(revoked))
+
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
             **self._settings.client_options(),
@@ -186,6 +246,8 @@ class ConsumerRunner:
             auto_offset_reset="earliest" if self.options.from_beginning else "latest",
             isolation_level=self.options.isolation_level,
             max_poll_records=self.options.max_batch,
+            session_timeout_ms=self.options.session_timeout_ms,
+            heartbeat_interval_ms=self.options.heartbeat_interval_ms,
             partition_assignment_strategy=(
                 (RangePartitionAssignor,)
                 if self.options.co_partitioned
@@ -193,23 +255,45 @@ class ConsumerRunner:
             ),
         )
         consumer.subscribe(list(self._topics), listener=_Rebalance(self))
-        await consumer.start()
-        self._consumer = consumer
-        self.started.set()
         try:
+            await consumer.start()
+            self._consumer = consumer
+            self.started.set()
             while not self._stopping.is_set():
                 batches = await consumer.getmany(
                     timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_batch
                 )
+                polled_in = self.generation
                 self.last_poll_monotonic = time.monotonic()
+                if self.listener_failed is not None:
+                    raise CommitFailed("setting up assigned partitions failed") from (
+                        self.listener_failed
+                    )
                 if batches:
                     async with self.processing:
-                        await self._process(consumer, batches)
+                        # A rebalance while we waited for the lock: these records may belong
+                        # to another instance now, and ours will be fetched again.
+                        if polled_in == self.generation:
+                            await self._process(consumer, batches)
                 await self._export_lag(consumer)
         finally:
             self._consumer = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
+            await self._release()
+
+    async def _release(self) -> None:
+        """A run that ends gives up what it holds: the next one sets it all up afresh (a
+        fenced or failed run may have committed part of what its state remembers)."""
+        async with self.processing:
+            held, self._held = self._held, set()
+            if held and self.partition_listener is not None:
+                try:
+                    await self.partition_listener.on_revoked(held)
+                except Exception:
+                    log.exception("releasing the state of %s failed", sorted(held))
+            if self._partition_producers is not None:
+                await self._partition_producers.close()
 
     async def _export_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment():
@@ -225,12 +309,38 @@ class ConsumerRunner:
     async def _process(
         self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, Sequence[Any]]
     ) -> None:
-        started = time.perf_counter()
         # Drop records of partitions revoked while we polled: we no longer own them.
         owned = consumer.assignment()
         batches = {tp: records for tp, records in batches.items() if tp in owned}
         if not batches:
             return
+        if self._partition_producers is None:
+            assert self._producer is not None
+            await self._process_task(consumer, batches, self._producer)
+            return
+        # One transaction per task, through a producer that only the owner of its partitions
+        # holds. Co-partitioned topics form one task per partition number (the handler sees
+        # a customer's demands and cases together, in order, as with one transaction);
+        # otherwise each partition is a task. Tasks run one after the other: a handler's
+        # in-memory state may span partitions and is only updated once a task commits.
+        tasks: dict[object, dict[TopicPartition, Sequence[Any]]] = {}
+        for tp, records in batches.items():
+            key = tp.partition if self.options.co_partitioned else tp
+            tasks.setdefault(key, {})[tp] = records
+        for task in tasks.values():
+            first = min(task, key=lambda tp: (tp.topic, tp.partition))
+            producer = self._partition_producers.get(first)
+            if producer is None:
+                raise CommitFailed(f"no transactional producer for {first}")
+            await self._process_task(consumer, task, producer)
+
+    async def _process_task(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: Mapping[TopicPartition, Sequence[Any]],
+        producer: AIOKafkaProducer,
+    ) -> None:
+        started = time.perf_counter()
         messages: list[Inbound[Any]] = []
         dead: list[tuple[Any, str]] = []
         for records in batches.values():
@@ -261,10 +371,18 @@ class ConsumerRunner:
         dead_letters = [self._dead_letter_from_record(r, reason) for r, reason in dead]
         dead_letters += [self._dead_letter(rej.message, rej.reason) for rej in result.rejected]
         try:
-            await self._commit(consumer, result.outbound + dead_letters, offsets)
+            await self._commit(consumer, result.outbound + dead_letters, offsets, producer)
         except (KafkaError, AssertionError) as error:
             # aiokafka signals a transaction manager in a fatal state with AssertionError.
             self.metrics.retries.labels(self.options.group_id).inc()
+            if is_fenced(error):
+                self.metrics.fenced.labels(self.options.group_id).inc()
+                log.warning(
+                    "fenced: another instance has been assigned %s; this batch is not "
+                    "committed and the consumer starts afresh",
+                    sorted(f"{tp.topic}[{tp.partition}]" for tp in batches),
+                )
+                raise Fenced(f"fenced ({error!r}); another instance owns the batch") from error
             raise CommitFailed(
                 f"commit failed ({error!r}); the batch will be read again"
             ) from error
@@ -352,14 +470,17 @@ class ConsumerRunner:
         consumer: AIOKafkaConsumer,
         records: list[OutboundRecord],
         offsets: Mapping[TopicPartition, int],
+        producer: AIOKafkaProducer,
     ) -> None:
         commit = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
         if self.options.transactional:
-            async with self._producer.transaction():
-                await send_all(self._producer, records)
-                await self._producer.send_offsets_to_transaction(commit, self.options.group_id)
+            async with producer.transaction():
+                await send_all(producer, records)
+                await producer.send_offsets_to_transaction(commit, self.options.group_id)
         else:
-            await send_all(self._producer, records)
+            # A plain commit carries the group generation: a member that missed a
+            # rebalance is refused by the coordinator (CommitFailedError).
+            await send_all(producer, records)
             await consumer.commit(commit)
 
     def _dead_letter(self, message: Inbound[Any], reason: str) -> OutboundRecord:
@@ -434,6 +555,7 @@ __all__ = [
     "BatchResult",
     "CommitFailed",
     "ConsumerRunner",
+    "Fenced",
     "Inbound",
     "KafkaError",
     "PartitionListener",

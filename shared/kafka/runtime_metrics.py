@@ -31,6 +31,13 @@ class ConsumerMetrics:
             ["group"],
             registry=registry,
         )
+        self.fenced = Counter(
+            "demandscope_consumer_fenced_total",
+            "Batches not committed because another instance had taken their partitions "
+            "(this one was paused or cut off past its session timeout).",
+            ["group"],
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "demandscope_consumer_batch_seconds",
             "Time to process and commit one batch.",

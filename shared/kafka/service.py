@@ -21,14 +21,16 @@ from shared.service.supervisor import BackgroundTask
 
 
 class ConsumerService:
-    """One consumer runner and its producer, run as a background task of a service.
+    """One consumer runner and its producers, run as a background task of a service.
 
-    ``run()`` is one attempt: a fresh producer (transactional where asked) and a fresh
-    consumer that joins the group and resumes from the committed offsets. Any error ends
-    the attempt; the service's ``Supervisor`` logs it and runs it again with back-off. That
-    is how a lost broker, a producer in a fatal state (``FATAL_ERROR -> IN_TRANSACTION``
-    after a failed transactional commit) or a fenced instance recovers: abort, new
-    producer, re-fetch positions, carry on.
+    ``run()`` is one attempt: a fresh consumer that joins the group and resumes from the
+    committed offsets, with a fresh producer (or, transactional, a fresh producer per
+    assigned partition, whose transactional id is ``<transactional_id_prefix>-<topic>-
+    <partition>``: see ``transactions.py``). Any error ends the attempt; the service's
+    ``Supervisor`` logs it and runs it again with back-off. That is how a lost broker, a
+    producer in a fatal state (``FATAL_ERROR -> IN_TRANSACTION`` after a failed
+    transactional commit) or a fenced instance recovers: abort, new producers, re-fetch
+    positions, carry on.
     """
 
     def __init__(
@@ -39,7 +41,7 @@ class ConsumerService:
         handler: BatchHandler,
         options: RunnerOptions,
         metrics: ConsumerMetrics,
-        transactional_id: str | None = None,
+        transactional_id_prefix: str | None = None,
         partition_listener: PartitionListener | None = None,
         stalled_after_s: float = 30.0,
     ) -> None:
@@ -48,7 +50,7 @@ class ConsumerService:
         self._handler = handler
         self._options = options
         self._metrics = metrics
-        self._transactional_id = transactional_id
+        self._transactional_id_prefix = transactional_id_prefix
         self._partition_listener = partition_listener
         self._stalled_after_s = stalled_after_s
         self._runner: ConsumerRunner | None = None
@@ -65,18 +67,20 @@ class ConsumerService:
         """Consume until ``request_stop()``; raise on anything that ends the attempt."""
         if self._stopping:
             return
-        producer = create_producer(
-            self._settings,
-            client_id=self._options.client_id,
-            transactional_id=self._transactional_id,
+        producer = (
+            None
+            if self._options.transactional
+            else create_producer(self._settings, client_id=self._options.client_id)
         )
         try:
-            await producer.start()
+            if producer is not None:
+                await producer.start()
             runner = ConsumerRunner(
                 settings=self._settings,
                 topics=self._topics,
                 handler=self._handler,
                 producer=producer,
+                transactional_id_prefix=self._transactional_id_prefix,
                 options=self._options,
                 metrics=self._metrics,
                 partition_listener=self._partition_listener,
@@ -86,8 +90,9 @@ class ConsumerService:
                 await runner.run()
         finally:
             self._runner = None
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 10)
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), 10)
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit it and leave the group."""

@@ -90,7 +90,7 @@ async def supervised_consumer(
             group_id=group, client_id="faults", source="test", transactional=transactional
         ),
         metrics=ConsumerMetrics(CollectorRegistry()),
-        transactional_id=f"{group}-tx" if transactional else None,
+        transactional_id_prefix=f"{group}-tx" if transactional else None,
         stalled_after_s=stalled_after_s,
     )
     supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=2.0)
