@@ -17,19 +17,18 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
-from sqlalchemy.dialects import sqlite
 
 from bench import results
 from devstack import kafka as local_kafka
 from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
-from services.metrics.db.tables import CaseEventRow, Demand
+from services.metrics.db.tables import Demand
 from services.metrics.rebuild import rebuild
 from services.metrics.repository import Filters, case_event_row, demand_row
 from services.metrics.service import purpose_summaries
@@ -102,6 +101,7 @@ def live_events(customers: int) -> list[Event]:
                     customer_ref=f"C{c}",
                     type=CaseEventType.FULFILLED,
                     occurred_at=T0 + timedelta(minutes=c, days=c % 9 + 1),
+                    source="bench",
                 )
             )
     return made
@@ -147,22 +147,27 @@ class Ingestion:
     rebuild_rate: float
 
 
-def _session_rows(records: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    demands, case_events = [], []
-    for record in records:
-        if record.topic.endswith(Topic.DEMAND_CLASSIFIED.value):
-            demands.append(demand_row(decode(DemandClassified, record.value)))
-        else:
-            case_events.append(case_event_row(decode(CaseEvent, record.value)))
-    return demands, case_events
+def _stored(value: Any) -> Any:
+    """A value as SQLAlchemy stores it in SQLite (so the rows are the service's rows)."""
+    if isinstance(value, datetime):
+        return _sqlite_time(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
 
-async def raw_consumer_rate(kafka: KafkaSettings, url: str, total: int) -> float:
+def _insert(table: str, columns: list[str]) -> str:
+    marks = ",".join("?" * len(columns))
+    return f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+
+
+async def raw_consumer_rate(kafka: KafkaSettings, path: Path, total: int) -> float:
     """The database's limit: consume, decode each event with the shared contract, and insert
-    the rows the service stores on receipt (demands, case_events; ON CONFLICT DO NOTHING) in
-    one transaction per poll, committing offsets after it. No derived tables, no audit."""
-    engine = create_engine(url)
-    sessions = session_factory(engine)
+    the rows the service stores on receipt (demands, case_events) with the driver's
+    executemany, one transaction per poll, committing offsets after it. No ORM, no derived
+    tables, no audit: what a consumer that only lands the events costs."""
+    import aiosqlite
+
     group = f"bench-raw-{uuid.uuid4().hex[:8]}"
     consumer = AIOKafkaConsumer(
         topic_name(kafka, Topic.DEMAND_CLASSIFIED),
@@ -173,6 +178,9 @@ async def raw_consumer_rate(kafka: KafkaSettings, url: str, total: int) -> float
         auto_offset_reset="earliest",
         max_poll_records=1000,
     )
+    database = await aiosqlite.connect(path)
+    await database.execute("PRAGMA journal_mode=WAL")  # as shared/database/engine.py has it
+    await database.execute("PRAGMA synchronous=NORMAL")
     await consumer.start()
     try:
         seen, first, started = 0, 0, 0.0
@@ -182,11 +190,20 @@ async def raw_consumer_rate(kafka: KafkaSettings, url: str, total: int) -> float
             records = [r for rs in batches.values() for r in rs]
             if not records:
                 continue
-            demands, case_events = _session_rows(records)
-            async with sessions.begin() as session:
-                for table, rows in ((Demand, demands), (CaseEventRow, case_events)):
-                    if rows:
-                        await session.execute(sqlite.insert(table).on_conflict_do_nothing(), rows)
+            demands, case_events = [], []
+            for record in records:
+                if record.topic.endswith(Topic.DEMAND_CLASSIFIED.value):
+                    demands.append(demand_row(decode(DemandClassified, record.value)))
+                else:
+                    case_events.append(case_event_row(decode(CaseEvent, record.value)))
+            for table, rows in (("demands", demands), ("case_events", case_events)):
+                if rows:
+                    columns = list(rows[0])
+                    await database.executemany(
+                        _insert(table, columns),
+                        [tuple(_stored(row[c]) for c in columns) for row in rows],
+                    )
+            await database.commit()
             await consumer.commit()
             seen += len(records)
             if not first:  # timed from the first batch stored, as the service is
@@ -194,7 +211,7 @@ async def raw_consumer_rate(kafka: KafkaSettings, url: str, total: int) -> float
         return (seen - first) / max(time.perf_counter() - started, 1e-9)
     finally:
         await consumer.stop()
-        await engine.dispose()
+        await database.close()
 
 
 async def measure_ingestion(workdir: Path, kafka: KafkaSettings) -> Ingestion:
@@ -202,9 +219,8 @@ async def measure_ingestion(workdir: Path, kafka: KafkaSettings) -> Ingestion:
 
     events = live_events(LIVE_CUSTOMERS)
     await publish(kafka, events)
-    raw_url = f"sqlite+aiosqlite:///{workdir / 'raw.db'}"
-    await asyncio.to_thread(upgrade, raw_url)
-    raw_rate = await raw_consumer_rate(kafka, raw_url, len(events))
+    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{workdir / 'raw.db'}")
+    raw_rate = await raw_consumer_rate(kafka, workdir / "raw.db", len(events))
 
     live_url = f"sqlite+aiosqlite:///{workdir / 'live.db'}"
     auth_url = f"sqlite+aiosqlite:///{workdir / 'auth.db'}"

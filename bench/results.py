@@ -31,7 +31,11 @@ class Row:
         return "met" if self.met else "NOT met"
 
     def summary(self) -> str:
-        against = f" ({self.ratio} of {self.baseline})" if self.baseline and self.ratio else ""
+        against = ""
+        if self.baseline and self.ratio:
+            # "0.26 of <baseline>", or "9.4x faster than <baseline>"
+            word = "than" if self.ratio.endswith(("faster", "slower")) else "of"
+            against = f" ({self.ratio} {word} {self.baseline})"
         return f"{self.part}: {self.figure}{against} target {self.target}: {self.verdict}"
 
 
