@@ -81,7 +81,8 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
                 name=topic_name(settings, topic),
                 partitions=partitions or settings.partitions,
                 replication_factor=settings.replication_factor,
-                config=config,
+                # Every demandscope producer writes with acks=all: this is what "all" means.
+                config={**config, "min.insync.replicas": str(settings.min_insync_replicas)},
             )
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,9 +34,27 @@ class KafkaSettings(BaseSettings):
         description="How long intake waits for the broker's acknowledgement before a 503.",
     )
     partitions: int = Field(default=6, ge=1, description="Partitions of each topic created.")
-    replication_factor: int = Field(default=1, ge=1, description="Replicas of each topic.")
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas of each topic created (3 in production: one broker can be lost).",
+    )
+    min_insync_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="min.insync.replicas of each topic created: how many replicas must have an "
+        "acks=all write before it is acknowledged (2 with a replication factor of 3). At most "
+        "the replication factor.",
+    )
     retention_days: int = Field(default=30, ge=1, description="Retention of the event topics.")
     dlq_retention_days: int = Field(default=30, ge=1, description="Retention of .dlq topics.")
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> KafkaSettings:
+        # More in-sync replicas than replicas: every acks=all write would be refused.
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError("min_insync_replicas must not exceed replication_factor")
+        return self
 
     def client_options(self) -> dict[str, object]:
         """Connection options common to producers, consumers and the admin client."""

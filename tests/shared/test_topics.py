@@ -1,3 +1,6 @@
+import pytest
+from pydantic import ValidationError
+
 from shared.kafka.settings import KafkaSettings
 from shared.topics import CONSUMED_TOPICS, Topic, dlq_name, topic_specs
 
@@ -13,3 +16,20 @@ def test_purpose_metrics_is_compacted_and_partitions_come_from_settings() -> Non
     assert specs["p.purpose.metrics"].config["cleanup.policy"] == "compact"
     assert specs["p.demand.received"].partitions == 12
     assert specs[f"p.{Topic.DEMAND_RECEIVED}.dlq"].config["cleanup.policy"] == "delete"
+
+
+def test_every_topic_is_created_with_the_min_insync_replicas_of_the_settings() -> None:
+    production = KafkaSettings(replication_factor=3, min_insync_replicas=2)
+    specs = topic_specs(production)
+
+    assert {spec.replication_factor for spec in specs} == {3}
+    assert {spec.config["min.insync.replicas"] for spec in specs} == {"2"}
+    # The defaults suit the single local broker: one replica, which is all of them.
+    local = topic_specs(KafkaSettings())
+    assert {(s.replication_factor, s.config["min.insync.replicas"]) for s in local} == {(1, "1")}
+
+
+def test_more_in_sync_replicas_than_replicas_is_refused() -> None:
+    with pytest.raises(ValidationError, match="min_insync_replicas must not exceed"):
+        KafkaSettings(replication_factor=2, min_insync_replicas=3)
+
