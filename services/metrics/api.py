@@ -61,7 +61,15 @@ def _chart_settings(components: Components) -> ChartSettings:
     return components.chart_settings
 
 
+# One dependency object for the routers' guard and the filters' key: FastAPI checks it once.
+read_key = require_scope(Scope.READ)
+ReadKey = Annotated[ApiKeyRecord, Depends(read_key)]
+_queue_key = require_scope(Scope.LABELS_WRITE)
+QueueKey = Annotated[ApiKeyRecord, Depends(_queue_key)]
+
+
 def _filters(
+    key: ReadKey,
     period: Annotated[
         str | None,
         Query(
@@ -82,7 +90,10 @@ def _filters(
         raise ProblemError(
             422, "Invalid filter", problems=[FieldProblem(field="query.period", reason=str(error))]
         ) from error
-    return Filters(period=parsed, channel=channel.value if channel else None, team=team)
+    # A source's own key reads its source's data only; a sources:all key, every source's.
+    return Filters(
+        period=parsed, channel=channel.value if channel else None, team=team, source=key.reach
+    )
 
 
 async def _change_body(request: Request) -> ChangeIn:
@@ -139,9 +150,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     422: _problem("A filter or a field is invalid: each is named with the reason."),
 }
 
-router = APIRouter(
-    prefix="/v1", dependencies=[Depends(require_scope(Scope.READ))], responses=PROBLEMS
-)
+router = APIRouter(prefix="/v1", dependencies=[Depends(read_key)], responses=PROBLEMS)
 
 
 @router.get(
@@ -314,13 +323,13 @@ async def demand_by_purpose(
     },
 )
 async def get_case(
-    case_id: str, request: Request, sessions: Sessions, format: Format = None
+    case_id: str, request: Request, sessions: Sessions, key: ReadKey, format: Format = None
 ) -> Any:
     """By the case id (`auto-<first demand id>` for cases the service stitched) or by the
     source's case reference. CSV exports the timeline's entries."""
     async with sessions() as session:
         try:
-            timeline = await service.case_timeline(session, case_id)
+            timeline = await service.case_timeline(session, case_id, source=key.reach)
         except AmbiguousCase as error:
             raise ProblemError(
                 409,
@@ -344,16 +353,16 @@ QUEUE_PROBLEMS: dict[int | str, dict[str, Any]] = {
     response_model=AuditQueue,
     tags=["queues"],
     summary="The open audit items, blind: what the customer said, never what the machine said",
-    dependencies=[Depends(require_scope(Scope.LABELS_WRITE))],
+    dependencies=[Depends(_queue_key)],
     responses=QUEUE_PROBLEMS,
 )
-async def get_audit_queue(sessions: Sessions, limit: QueueLimit = 50) -> AuditQueue:
+async def get_audit_queue(sessions: Sessions, key: QueueKey, limit: QueueLimit = 50) -> AuditQueue:
     """A random sample of demands per purpose and ISO week, to be labelled blind: the
     machine's type, purpose and confidence are not shown. Label one through intake's
     `POST /v1/demands/{demand_id}/labels` with `"reason": "audit"`: that completes it, and
     only such labels enter the failure share's estimate. In the order of the random draw."""
     async with sessions() as session:
-        return await audit.audit_queue(session, limit=limit)
+        return await audit.audit_queue(session, limit=limit, source=key.reach)
 
 
 @router.get(
@@ -361,11 +370,12 @@ async def get_audit_queue(sessions: Sessions, limit: QueueLimit = 50) -> AuditQu
     response_model=ReviewQueue,
     tags=["queues"],
     summary="Demands the machine was unsure of, with its suggestion, lowest confidence first",
-    dependencies=[Depends(require_scope(Scope.LABELS_WRITE))],
+    dependencies=[Depends(_queue_key)],
     responses=QUEUE_PROBLEMS,
 )
 async def get_review_queue(
     sessions: Sessions,
+    key: QueueKey,
     below: ReviewBelow,
     purpose: Annotated[
         str | None,
@@ -377,4 +387,6 @@ async def get_review_queue(
     person has labelled (audit items are not here: they are labelled blind). Label one with
     `"reason": "review"`: it teaches the model and moves the figures, never the estimate."""
     async with sessions() as session:
-        return await audit.review_queue(session, below=below, purpose=purpose, limit=limit)
+        return await audit.review_queue(
+            session, below=below, purpose=purpose, limit=limit, source=key.reach
+        )

@@ -84,7 +84,9 @@ async def draw_audit(
     if not demands:
         return
     plan = policy.plan
-    stored = await repository.first_classifications(session, [d.demand.id for d in demands])
+    stored = await repository.first_classifications(
+        session, [(d.demand.source, d.demand.id) for d in demands]
+    )
     strata: set[StratumKey] = {(row.purpose, row.week_start) for row in stored}
     await repository.lock_strata(session, sorted(strata))
     sizes = await repository.stratum_sizes(session, strata)
@@ -100,6 +102,7 @@ async def draw_audit(
         if draw < probability[(row.purpose, row.week_start)]:
             members.append(
                 {
+                    "source": row.source,
                     "demand_id": row.demand_id,
                     "purpose": row.purpose,
                     "week_start": row.week_start,
@@ -110,22 +113,23 @@ async def draw_audit(
                 }
             )
     await repository.add_audit_items(session, members)
-    in_audit = {member["demand_id"] for member in members}
-    texts: dict[str, str] = {}
+    in_audit = {(member["source"], member["demand_id"]) for member in members}
+    texts: dict[tuple[str, str], str] = {}
     for event in demands:
-        texts.setdefault(event.demand.id, event.demand.text)
+        texts.setdefault((event.demand.source, event.demand.id), event.demand.text)
     kept_since = (now or datetime.now(UTC)) - timedelta(days=policy.queues.retention_days)
     await repository.add_queue_texts(
         session,
         [
             {
+                "source": row.source,
                 "demand_id": row.demand_id,
-                "text": texts[row.demand_id],
+                "text": texts[(row.source, row.demand_id)],
                 "received_at": repository.as_utc(row.received_at),
             }
             for row in stored
             if (
-                row.demand_id in in_audit
+                (row.source, row.demand_id) in in_audit
                 or row.needs_review
                 or row.confidence < policy.queues.review_below
             )
@@ -134,12 +138,16 @@ async def draw_audit(
     )
 
 
-async def audit_queue(session: AsyncSession, *, limit: int) -> AuditQueue:
-    total, rows = await repository.audit_queue(session, limit=limit)
+async def audit_queue(
+    session: AsyncSession, *, limit: int, source: str | None = None
+) -> AuditQueue:
+    """``source``: that source's items only (a source's own key); None: every source's."""
+    total, rows = await repository.audit_queue(session, limit=limit, source=source)
     return AuditQueue(
         open=total,
         items=[
             AuditItem(
+                source=row.source,
                 demand_id=row.demand_id,
                 channel=row.channel,
                 occurred_at=row.occurred_at,
@@ -151,13 +159,21 @@ async def audit_queue(session: AsyncSession, *, limit: int) -> AuditQueue:
 
 
 async def review_queue(
-    session: AsyncSession, *, below: float, purpose: str | None, limit: int
+    session: AsyncSession,
+    *,
+    below: float,
+    purpose: str | None,
+    limit: int,
+    source: str | None = None,
 ) -> ReviewQueue:
-    total, rows = await repository.review_queue(session, below=below, purpose=purpose, limit=limit)
+    total, rows = await repository.review_queue(
+        session, below=below, purpose=purpose, limit=limit, source=source
+    )
     return ReviewQueue(
         waiting=total,
         items=[
             ReviewItem(
+                source=row.source,
                 demand_id=row.demand_id,
                 channel=row.channel,
                 occurred_at=row.occurred_at,

@@ -55,6 +55,7 @@ class FlowCell(BaseModel):
 
 
 class FlowExample(BaseModel):
+    source: str = Field(description="The demand's source: a demand is its source and id.")
     demand_id: str
     case_id: str
     occurred_at: datetime
@@ -138,15 +139,16 @@ async def failure_flow_examples(
     found = await queries.failure_flow_examples(
         session, filters, cause=cause, purpose=purpose, limit=limit
     )
-    words = await queries.words_of(session, [e.demand_id for e in found])
+    words = await queries.words_of(session, [(e.source, e.demand_id) for e in found])
     return [
         FlowExample(
+            source=e.source,
             demand_id=e.demand_id,
             case_id=e.case_id,
             occurred_at=e.occurred_at,
             channel=e.channel,
             failure_kind=e.failure_kind,
-            words=words.get(e.demand_id),
+            words=words.get((e.source, e.demand_id)),
         )
         for e in found
     ]

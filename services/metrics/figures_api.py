@@ -8,16 +8,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.metrics import figures
-from services.metrics.api import CSV_RESPONSE, PROBLEMS, Components, Filtered, Format, Sessions
+from services.metrics.api import (
+    CSV_RESPONSE,
+    PROBLEMS,
+    Components,
+    Filtered,
+    Format,
+    Sessions,
+    read_key,
+)
 from services.metrics.csv_export import csv_response, wants_csv
 from services.metrics.domain.windows import Granularity
 from services.metrics.figures import CapacityRow, FlowCell, FlowExample, PurposeOverTimeRow
-from shared.auth.dependencies import require_scope
-from shared.auth.keys import Scope
 
-router = APIRouter(
-    prefix="/v1", dependencies=[Depends(require_scope(Scope.READ))], responses=PROBLEMS
-)
+router = APIRouter(prefix="/v1", dependencies=[Depends(read_key)], responses=PROBLEMS)
 
 
 @router.get(

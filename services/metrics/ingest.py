@@ -93,28 +93,32 @@ async def _apply(
         session, demands=demands, case_events=case_events, labels=labels
     )
     await draw_audit(session, demands, audit)
-    customers = {d.demand.customer_ref for d in demands} | {e.customer_ref for e in case_events}
+    # A customer is a source's own reference: (source, customer_ref).
+    customers = {(d.demand.source, d.demand.customer_ref) for d in demands} | {
+        (e.source or "", e.customer_ref) for e in case_events
+    }
     if labels:
-        customers |= await repository.customers_of_demands(
-            session, [label.demand_id for label in labels]
-        )
+        customers |= await repository.customers_of_labels(session, labels)
     return await recompute_customers(session, sorted(customers))
 
 
-async def recompute_customers(session: AsyncSession, customers: Sequence[str]) -> BatchOutcome:
+async def recompute_customers(
+    session: AsyncSession, customers: Sequence[repository.Customer]
+) -> BatchOutcome:
     outcome = BatchOutcome()
     if not customers:
         return outcome
     await repository.lock_customers(session, customers)
     before = {
-        (c.customer_ref, c.case_id) for c in await repository.fulfilled_cases_of(session, customers)
+        ((c.source, c.customer_ref), c.case_id)
+        for c in await repository.fulfilled_cases_of(session, customers)
     }
     outcome.purposes |= await repository.purposes_of(session, customers)
     histories = await repository.customer_histories(session, customers)
     stitched = {}
     for customer, history in histories.items():
         demands = apply_labels(history.demands, history.labels)
-        result = stitch_customer(customer, demands, history.case_events)
+        result = stitch_customer(customer[1], demands, history.case_events)
         stitched[customer] = (result, demands)
         outcome.purposes |= {d.purpose for d in demands}
         for case in result.cases:

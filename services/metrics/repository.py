@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, case, delete, exists, func, literal, not_, or_, select, text
+from sqlalchemy import and_, case, delete, exists, func, literal, not_, or_, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +36,10 @@ from shared.events import CaseEvent, DemandClassified, DemandLabelled
 
 # SQLite caps the bound parameters of one statement; stay well below it.
 _CHUNK = 400
+
+# A customer is the source's own reference: (source, customer_ref). A demand is (source, id).
+Customer = tuple[str, str]
+DemandKey = tuple[str, str]
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -66,6 +70,11 @@ async def _insert_ignoring_duplicates(
 
 def demand_row(event: DemandClassified) -> dict[str, Any]:
     demand = event.demand
+    cause = event.caused_by
+    if cause is not None and cause.source not in (None, demand.source):
+        # Refs are unique within a source, and a customer is one source's: a cause in
+        # another source is not this customer's, so it stitches nothing.
+        cause = None
     return {
         "demand_id": demand.id,
         "customer_ref": demand.customer_ref,
@@ -81,8 +90,8 @@ def demand_row(event: DemandClassified) -> dict[str, Any]:
         "confidence": event.confidence,
         "method": event.method.value,
         "model_version": event.model_version,
-        "caused_by_kind": event.caused_by.kind if event.caused_by else None,
-        "caused_by_ref": event.caused_by.ref if event.caused_by else None,
+        "caused_by_kind": cause.kind if cause else None,
+        "caused_by_ref": cause.ref if cause else None,
         "classified_at": as_utc(event.classified_at),
         "handling_seconds": handling_seconds(demand.attributes),
         "needs_review": event.needs_review,
@@ -108,7 +117,7 @@ def case_event_row(event: CaseEvent) -> dict[str, Any]:
         "type": event.type.value,
         "occurred_at": as_utc(event.occurred_at),
         "purpose": event.purpose,
-        "source": event.source,
+        "source": event.source or "",
     }
 
 
@@ -116,6 +125,8 @@ def label_row(event: DemandLabelled) -> dict[str, Any]:
     return {
         "label_id": event.id,
         "demand_id": event.demand_id,
+        # An old label names no source: kept with the empty one (see customer_histories).
+        "demand_source": event.demand_source or "",
         "demand_type": event.demand_type.value,
         "failure_kind": event.failure_kind,
         "purpose": event.purpose,
@@ -125,8 +136,8 @@ def label_row(event: DemandLabelled) -> dict[str, Any]:
     }
 
 
-def _unique(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    return list({row[key]: row for row in rows}.values())
+def _unique(rows: Iterable[dict[str, Any]], *key: str) -> list[dict[str, Any]]:
+    return list({tuple(row[k] for k in key): row for row in rows}.values())
 
 
 async def add_received_events(
@@ -137,27 +148,42 @@ async def add_received_events(
     labels: Sequence[DemandLabelled],
 ) -> None:
     await _insert_ignoring_duplicates(
-        session, Demand, _unique(map(demand_row, demands), "demand_id")
+        session, Demand, _unique(map(demand_row, demands), "source", "demand_id")
     )
     await _insert_ignoring_duplicates(
-        session, CaseEventRow, _unique(map(case_event_row, case_events), "event_id")
+        session, CaseEventRow, _unique(map(case_event_row, case_events), "source", "event_id")
     )
     await _insert_ignoring_duplicates(
-        session, LabelRow, _unique(map(label_row, labels), "label_id")
+        session, LabelRow, _unique(map(label_row, labels), "demand_source", "label_id")
     )
 
 
-async def customers_of_demands(session: AsyncSession, demand_ids: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    for chunk in _chunks(list(demand_ids)):
+async def customers_of_labels(
+    session: AsyncSession, labels: Sequence[DemandLabelled]
+) -> set[Customer]:
+    """The customers whose demands these labels name: by (source, id), or for an old label
+    without a source, every demand of its id (whether it applies is decided on stitching)."""
+    keys = sorted(
+        {(label.demand_source, label.demand_id) for label in labels if label.demand_source}
+    )
+    legacy = sorted({label.demand_id for label in labels if not label.demand_source})
+    found: set[Customer] = set()
+    for chunk in _chunks(keys):
         rows = await session.execute(
-            select(Demand.customer_ref).where(Demand.demand_id.in_(chunk)).distinct()
+            select(Demand.source, Demand.customer_ref)
+            .where(tuple_(Demand.source, Demand.demand_id).in_(chunk))
+            .distinct()
         )
-        found.update(rows.scalars())
+        found.update((source, customer) for source, customer in rows.all())
+    for chunk in _chunks(legacy):
+        rows = await session.execute(
+            select(Demand.source, Demand.customer_ref).where(Demand.demand_id.in_(chunk)).distinct()
+        )
+        found.update((source, customer) for source, customer in rows.all())
     return found
 
 
-async def lock_customers(session: AsyncSession, customers: Sequence[str]) -> None:
+async def lock_customers(session: AsyncSession, customers: Sequence[Customer]) -> None:
     """Serialise recomputation of a customer across instances until this transaction ends.
 
     Two instances can hold one customer's events (labels are keyed by demand, and the
@@ -167,7 +193,7 @@ async def lock_customers(session: AsyncSession, customers: Sequence[str]) -> Non
     cannot deadlock. SQLite needs none: the batch's first INSERT already holds the single
     writer lock, and the history is read after it.
     """
-    await _advisory_locks(session, customers)
+    await _advisory_locks(session, [f"{source}|{customer}" for source, customer in customers])
 
 
 async def lock_strata(session: AsyncSession, strata: Iterable[StratumKey]) -> None:
@@ -197,16 +223,18 @@ class CustomerHistory:
 
 
 async def customer_histories(
-    session: AsyncSession, customers: Sequence[str]
-) -> dict[str, CustomerHistory]:
+    session: AsyncSession, customers: Sequence[Customer]
+) -> dict[Customer, CustomerHistory]:
     histories = {c: CustomerHistory([], [], []) for c in customers}
-    demand_customer: dict[str, str] = {}
+    demand_customer: dict[DemandKey, Customer] = {}
     for chunk in _chunks(list(customers)):
         for row in (
-            await session.scalars(select(Demand).where(Demand.customer_ref.in_(chunk)))
+            await session.scalars(
+                select(Demand).where(tuple_(Demand.source, Demand.customer_ref).in_(chunk))
+            )
         ).all():
-            demand_customer[row.demand_id] = row.customer_ref
-            histories[row.customer_ref].demands.append(
+            demand_customer[(row.source, row.demand_id)] = (row.source, row.customer_ref)
+            histories[(row.source, row.customer_ref)].demands.append(
                 DemandFact(
                     demand_id=row.demand_id,
                     customer_ref=row.customer_ref,
@@ -222,10 +250,12 @@ async def customer_histories(
                 )
             )
         events = await session.scalars(
-            select(CaseEventRow).where(CaseEventRow.customer_ref.in_(chunk))
+            select(CaseEventRow).where(
+                tuple_(CaseEventRow.source, CaseEventRow.customer_ref).in_(chunk)
+            )
         )
         for event in events.all():
-            histories[event.customer_ref].case_events.append(
+            histories[(event.source, event.customer_ref)].case_events.append(
                 CaseEventFact(
                     event_id=event.event_id,
                     case_ref=event.case_ref,
@@ -235,11 +265,10 @@ async def customer_histories(
                     purpose=event.purpose,
                 )
             )
-    for chunk in _chunks(list(demand_customer)):
-        for label in (
-            await session.scalars(select(LabelRow).where(LabelRow.demand_id.in_(chunk)))
-        ).all():
-            histories[demand_customer[label.demand_id]].labels.append(
+    for label in await _labels_of(session, sorted(demand_customer)):
+        customer = demand_customer.get((label.demand_source, label.demand_id))
+        if customer is not None:
+            histories[customer].labels.append(
                 LabelFact(
                     label_id=label.label_id,
                     demand_id=label.demand_id,
@@ -252,8 +281,46 @@ async def customer_histories(
     return histories
 
 
+async def _labels_of(session: AsyncSession, demands: Sequence[DemandKey]) -> list[LabelRow]:
+    """The labels of these demands, by (source, id). A label written before labels named
+    their demand's source applies only when exactly one demand (of any source) has its id:
+    it is returned as that demand's, and for an id several sources used, for none."""
+    found: list[LabelRow] = []
+    for chunk in _chunks(list(demands)):
+        found += (
+            await session.scalars(
+                select(LabelRow).where(
+                    tuple_(LabelRow.demand_source, LabelRow.demand_id).in_(chunk)
+                )
+            )
+        ).all()
+    source_of = dict(((demand_id, source) for source, demand_id in demands))
+    for chunk in _chunks(sorted(source_of)):
+        legacy = (
+            await session.scalars(
+                select(LabelRow).where(LabelRow.demand_source == "", LabelRow.demand_id.in_(chunk))
+            )
+        ).all()
+        if not legacy:
+            continue
+        sole = await session.execute(
+            select(Demand.demand_id)
+            .where(Demand.demand_id.in_({label.demand_id for label in legacy}))
+            .group_by(Demand.demand_id)
+            .having(func.count() == 1)
+        )
+        unique_ids = set(sole.scalars())
+        for label in legacy:
+            if label.demand_id in unique_ids:
+                session.expunge(label)  # read, never written back
+                label.demand_source = source_of[label.demand_id]
+                found.append(label)
+    return found
+
+
 @dataclass(frozen=True)
 class FulfilledCase:
+    source: str
     customer_ref: str
     case_id: str
     purpose: str | None
@@ -262,47 +329,60 @@ class FulfilledCase:
 
 
 async def fulfilled_cases_of(
-    session: AsyncSession, customers: Sequence[str]
+    session: AsyncSession, customers: Sequence[Customer]
 ) -> list[FulfilledCase]:
     found = []
     for chunk in _chunks(list(customers)):
         rows = await session.execute(
             select(
+                CaseRow.source,
                 CaseRow.customer_ref,
                 CaseRow.case_id,
                 CaseRow.purpose,
                 CaseRow.first_channel,
                 CaseRow.end_to_end_seconds,
-            ).where(CaseRow.customer_ref.in_(chunk), CaseRow.end_to_end_seconds.is_not(None))
+            ).where(
+                tuple_(CaseRow.source, CaseRow.customer_ref).in_(chunk),
+                CaseRow.end_to_end_seconds.is_not(None),
+            )
         )
         found += [FulfilledCase(*row) for row in rows.all()]
     return found
 
 
-async def purposes_of(session: AsyncSession, customers: Sequence[str]) -> set[str]:
+async def purposes_of(session: AsyncSession, customers: Sequence[Customer]) -> set[str]:
     found: set[str] = set()
     for chunk in _chunks(list(customers)):
         rows = await session.execute(
-            select(DemandFactRow.purpose).where(DemandFactRow.customer_ref.in_(chunk)).distinct()
+            select(DemandFactRow.purpose)
+            .where(tuple_(DemandFactRow.source, DemandFactRow.customer_ref).in_(chunk))
+            .distinct()
         )
         found.update(rows.scalars())
     return found
 
 
 async def replace_derived(
-    session: AsyncSession, stitched: dict[str, tuple[StitchedCustomer, list[DemandFact]]]
+    session: AsyncSession, stitched: dict[Customer, tuple[StitchedCustomer, list[DemandFact]]]
 ) -> None:
     """Swap each customer's derived rows for the freshly stitched ones, in one transaction."""
     customers = list(stitched)
     for chunk in _chunks(customers):
-        await session.execute(delete(DemandFactRow).where(DemandFactRow.customer_ref.in_(chunk)))
-        await session.execute(delete(CaseRow).where(CaseRow.customer_ref.in_(chunk)))
+        await session.execute(
+            delete(DemandFactRow).where(
+                tuple_(DemandFactRow.source, DemandFactRow.customer_ref).in_(chunk)
+            )
+        )
+        await session.execute(
+            delete(CaseRow).where(tuple_(CaseRow.source, CaseRow.customer_ref).in_(chunk))
+        )
     fact_rows: list[dict[str, Any]] = []
     case_rows: list[dict[str, Any]] = []
-    for result, demands in stitched.values():
+    for (source, _customer), (result, demands) in stitched.items():
         for demand in demands:
             fact_rows.append(
                 {
+                    "source": source,
                     "demand_id": demand.demand_id,
                     "customer_ref": demand.customer_ref,
                     "case_id": result.case_of_demand[demand.demand_id],
@@ -316,13 +396,14 @@ async def replace_derived(
                     "labelled": demand.labelled,
                 }
             )
-        case_rows += [case_row(c) for c in result.cases]
+        case_rows += [case_row(c, source) for c in result.cases]
     await _insert_ignoring_duplicates(session, DemandFactRow, fact_rows)
     await _insert_ignoring_duplicates(session, CaseRow, case_rows)
 
 
-def case_row(case: Case) -> dict[str, Any]:
+def case_row(case: Case, source: str) -> dict[str, Any]:
     return {
+        "source": source,
         "customer_ref": case.customer_ref,
         "case_id": case.case_id,
         "case_ref": case.case_ref,
@@ -351,9 +432,14 @@ class Filters:
     period: Period | None = None
     channel: str | None = None
     team: str | None = None
+    # One source's data only: what a source's own key reads (ApiKeyRecord.reach). None is
+    # the organisation's every source (a sources:all key, a signed-in person).
+    source: str | None = None
 
 
 def _filter_demands(statement: Any, filters: Filters) -> Any:
+    if filters.source is not None:
+        statement = statement.where(DemandFactRow.source == filters.source)
     if filters.period is not None:
         statement = statement.where(
             DemandFactRow.occurred_at >= filters.period.start,
@@ -367,6 +453,8 @@ def _filter_demands(statement: Any, filters: Filters) -> Any:
 
 
 def _filter_cases(statement: Any, filters: Filters, *, by: Any) -> Any:
+    if filters.source is not None:
+        statement = statement.where(CaseRow.source == filters.source)
     if filters.period is not None:
         statement = statement.where(by >= filters.period.start, by < filters.period.end)
     if filters.channel is not None:
@@ -492,7 +580,9 @@ async def open_case_counts(
     statement: Any = select(CaseRow.purpose, func.count()).where(
         CaseRow.measured.is_(True), CaseRow.status == "open"
     )
-    statement = _filter_cases(statement, Filters(None, filters.channel, filters.team), by=None)
+    statement = _filter_cases(
+        statement, Filters(None, filters.channel, filters.team, filters.source), by=None
+    )
     if purpose is not None:
         statement = statement.where(CaseRow.purpose == purpose)
     rows = await session.execute(statement.group_by(CaseRow.purpose))
@@ -522,7 +612,9 @@ async def open_case_starts(
     statement: Any = select(CaseRow.purpose, CaseRow.started_at).where(
         CaseRow.measured.is_(True), CaseRow.status == "open"
     )
-    statement = _filter_cases(statement, Filters(None, filters.channel, filters.team), by=None)
+    statement = _filter_cases(
+        statement, Filters(None, filters.channel, filters.team, filters.source), by=None
+    )
     if purpose is not None:
         statement = statement.where(CaseRow.purpose == purpose)
     starts: dict[str, list[datetime]] = {}
@@ -558,7 +650,7 @@ async def demand_moments(
 
 
 async def fulfilment_series(
-    session: AsyncSession, *, purpose: str, since: datetime | None
+    session: AsyncSession, *, purpose: str, since: datetime | None, source: str | None = None
 ) -> list[tuple[datetime, float]]:
     """(fulfilled_at, end-to-end seconds) in order of fulfilment: the XmR series."""
     statement: Any = select(CaseRow.fulfilled_at, CaseRow.end_to_end_seconds).where(
@@ -568,24 +660,36 @@ async def fulfilment_series(
     )
     if since is not None:
         statement = statement.where(CaseRow.fulfilled_at >= since)
+    if source is not None:
+        statement = statement.where(CaseRow.source == source)
     statement = statement.order_by(CaseRow.fulfilled_at, CaseRow.case_id)
     rows = (await session.execute(statement)).all()
     return [(as_utc(at), float(seconds)) for at, seconds in rows if at is not None]
 
 
-async def all_purposes(session: AsyncSession) -> list[str]:
-    rows = await session.execute(select(DemandFactRow.purpose).distinct())
+async def all_purposes(session: AsyncSession, *, source: str | None = None) -> list[str]:
+    statement: Any = select(DemandFactRow.purpose).distinct()
+    if source is not None:
+        statement = statement.where(DemandFactRow.source == source)
+    rows = await session.execute(statement)
     return sorted(rows.scalars())
 
 
 # --- the audit sample -----------------------------------------------------------------------
 
 
-async def first_classifications(session: AsyncSession, demand_ids: Sequence[str]) -> list[Demand]:
-    """The demands as first classified (the first DemandClassified of an id is the one kept)."""
+async def first_classifications(
+    session: AsyncSession, demands: Sequence[DemandKey]
+) -> list[Demand]:
+    """The demands as first classified (the first DemandClassified of a (source, id) is the
+    one kept)."""
     found: list[Demand] = []
-    for chunk in _chunks(sorted(set(demand_ids))):
-        found += (await session.scalars(select(Demand).where(Demand.demand_id.in_(chunk)))).all()
+    for chunk in _chunks(sorted(set(demands))):
+        found += (
+            await session.scalars(
+                select(Demand).where(tuple_(Demand.source, Demand.demand_id).in_(chunk))
+            )
+        ).all()
     return found
 
 
@@ -660,12 +764,14 @@ async def audit_strata(session: AsyncSession) -> list[AuditStratumRow]:
 
 
 async def audit_items(session: AsyncSession) -> list[AuditItemRow]:
-    statement = select(AuditItemRow).order_by(AuditItemRow.demand_id)
+    statement = select(AuditItemRow).order_by(AuditItemRow.source, AuditItemRow.demand_id)
     return list((await session.scalars(statement)).all())
 
 
 def _filter_received(statement: Any, filters: Filters) -> Any:
     """The API's filters on the demands as received (and first classified)."""
+    if filters.source is not None:
+        statement = statement.where(Demand.source == filters.source)
     if filters.period is not None:
         statement = statement.where(
             Demand.occurred_at >= filters.period.start, Demand.occurred_at < filters.period.end
@@ -739,6 +845,7 @@ async def audited(
     not an audit: they never enter the estimate)."""
     statement: Any = (
         select(
+            AuditItemRow.source,
             AuditItemRow.demand_id,
             AuditItemRow.purpose,
             AuditItemRow.week_start,
@@ -749,62 +856,90 @@ async def audited(
             LabelRow.labelled_at,
             LabelRow.label_id,
         )
-        .join(Demand, Demand.demand_id == AuditItemRow.demand_id)
+        .join(Demand, _same_demand(Demand, AuditItemRow))
         .join(
             LabelRow,
-            and_(LabelRow.demand_id == AuditItemRow.demand_id, LabelRow.reason == "audit"),
+            and_(
+                _same_demand(LabelRow, AuditItemRow, source="demand_source"),
+                LabelRow.reason == "audit",
+            ),
         )
     )
     statement = _filter_received(statement, filters)
     if purpose is not None:
         statement = statement.where(AuditItemRow.purpose == purpose)
-    latest: dict[str, tuple[tuple[datetime, str], AuditedRow]] = {}
+    latest: dict[DemandKey, tuple[tuple[datetime, str], AuditedRow]] = {}
     for row in (await session.execute(statement)).all():
-        demand_id, p, w, channel, occurred, machine, person, labelled_at, label_id = row
+        source, demand_id, p, w, channel, occurred, machine, person, labelled_at, label_id = row
         order = (as_utc(labelled_at), label_id)
-        if demand_id not in latest or order > latest[demand_id][0]:
-            latest[demand_id] = (
+        key = (source, demand_id)
+        if key not in latest or order > latest[key][0]:
+            latest[key] = (
                 order,
                 AuditedRow(demand_id, (p, w), channel, as_utc(occurred), machine, person),
             )
-    return [row for _, row in sorted(latest.values(), key=lambda item: item[1].demand_id)]
+    return [row for _, (_, row) in sorted(latest.items(), key=lambda item: item[0])]
 
 
 # --- the queues ------------------------------------------------------------------------------
 
 
+def _same_demand(table: Any, other: Any, *, source: str = "source") -> Any:
+    """``table`` and ``other`` name one demand: its source and its id."""
+    return and_(getattr(table, source) == other.source, table.demand_id == other.demand_id)
+
+
+def _of_source(source: str | None) -> list[Any]:
+    # None: the demand of that id in any source (the first by source when several have it).
+    return [] if source is None else [Demand.source == source]
+
+
 def _audit_labelled() -> Any:
-    return exists().where(LabelRow.demand_id == AuditItemRow.demand_id, LabelRow.reason == "audit")
+    return exists().where(
+        _same_demand(LabelRow, AuditItemRow, source="demand_source"), LabelRow.reason == "audit"
+    )
 
 
 @dataclass(frozen=True)
 class AuditQueueRow:
+    source: str
     demand_id: str
     channel: str
     occurred_at: datetime
     text: str
 
 
-async def audit_queue(session: AsyncSession, *, limit: int) -> tuple[int, list[AuditQueueRow]]:
+async def audit_queue(
+    session: AsyncSession, *, limit: int, source: str | None = None
+) -> tuple[int, list[AuditQueueRow]]:
     """Open audit items (no audit label yet) whose words are still kept, in the order of
     their draw: random, and those most sure to stay in the sample first. Blind: nothing the
-    machine said about the demand is read here."""
+    machine said about the demand is read here. ``source``: that source's items only."""
+    conditions = [not_(_audit_labelled())]
+    if source is not None:
+        conditions.append(AuditItemRow.source == source)
     base: Any = (
         select(AuditItemRow.demand_id)
-        .join(QueueTextRow, QueueTextRow.demand_id == AuditItemRow.demand_id)
-        .where(not_(_audit_labelled()))
+        .join(QueueTextRow, _same_demand(QueueTextRow, AuditItemRow))
+        .where(*conditions)
     )
     total = (await session.execute(select(func.count()).select_from(base.subquery()))).scalar()
     statement = (
-        select(AuditItemRow.demand_id, Demand.channel, Demand.occurred_at, QueueTextRow.text)
-        .join(Demand, Demand.demand_id == AuditItemRow.demand_id)
-        .join(QueueTextRow, QueueTextRow.demand_id == AuditItemRow.demand_id)
-        .where(not_(_audit_labelled()))
-        .order_by(AuditItemRow.draw, AuditItemRow.demand_id)
+        select(
+            AuditItemRow.source,
+            AuditItemRow.demand_id,
+            Demand.channel,
+            Demand.occurred_at,
+            QueueTextRow.text,
+        )
+        .join(Demand, _same_demand(Demand, AuditItemRow))
+        .join(QueueTextRow, _same_demand(QueueTextRow, AuditItemRow))
+        .where(*conditions)
+        .order_by(AuditItemRow.draw, AuditItemRow.source, AuditItemRow.demand_id)
         .limit(limit)
     )
     rows = (await session.execute(statement)).all()
-    return int(total or 0), [AuditQueueRow(d, c, as_utc(at), t) for d, c, at, t in rows]
+    return int(total or 0), [AuditQueueRow(s, d, c, as_utc(at), t) for s, d, c, at, t in rows]
 
 
 def _review_candidate(below: float) -> Any:
@@ -813,6 +948,7 @@ def _review_candidate(below: float) -> Any:
 
 @dataclass(frozen=True)
 class ReviewQueueRow:
+    source: str
     demand_id: str
     channel: str
     occurred_at: datetime
@@ -826,21 +962,26 @@ class ReviewQueueRow:
 
 
 async def review_queue(
-    session: AsyncSession, *, below: float, purpose: str | None, limit: int
+    session: AsyncSession,
+    *,
+    below: float,
+    purpose: str | None,
+    limit: int,
+    source: str | None = None,
 ) -> tuple[int, list[ReviewQueueRow]]:
     """Demands the machine was unsure of (needs_review, or confidence below ``below``) that
     no person has labelled, lowest confidence first. Audit items are not here: they are
     shown blind, in the audit queue, so that no one sees the machine's label of them."""
     conditions = [
         _review_candidate(below),
-        not_(exists().where(LabelRow.demand_id == Demand.demand_id)),
-        not_(exists().where(AuditItemRow.demand_id == Demand.demand_id)),
+        not_(exists().where(_same_demand(LabelRow, Demand, source="demand_source"))),
+        not_(exists().where(_same_demand(AuditItemRow, Demand))),
     ]
     if purpose is not None:
         conditions.append(Demand.purpose == purpose)
-    joined: Any = select(Demand.demand_id).join(
-        QueueTextRow, QueueTextRow.demand_id == Demand.demand_id
-    )
+    if source is not None:
+        conditions.append(Demand.source == source)
+    joined: Any = select(Demand.demand_id).join(QueueTextRow, _same_demand(QueueTextRow, Demand))
     total = (
         await session.execute(
             select(func.count()).select_from(joined.where(*conditions).subquery())
@@ -848,6 +989,7 @@ async def review_queue(
     ).scalar()
     statement = (
         select(
+            Demand.source,
             Demand.demand_id,
             Demand.channel,
             Demand.occurred_at,
@@ -859,24 +1001,27 @@ async def review_queue(
             Demand.needs_review,
             Demand.model_version,
         )
-        .join(QueueTextRow, QueueTextRow.demand_id == Demand.demand_id)
+        .join(QueueTextRow, _same_demand(QueueTextRow, Demand))
         .where(*conditions)
-        .order_by(Demand.confidence, Demand.occurred_at, Demand.demand_id)
+        .order_by(Demand.confidence, Demand.occurred_at, Demand.source, Demand.demand_id)
         .limit(limit)
     )
     rows = (await session.execute(statement)).all()
     return int(total or 0), [
-        ReviewQueueRow(d, c, as_utc(at), t, p, kind, fk, float(conf), bool(nr), mv)
-        for d, c, at, t, p, kind, fk, conf, nr, mv in rows
+        ReviewQueueRow(s, d, c, as_utc(at), t, p, kind, fk, float(conf), bool(nr), mv)
+        for s, d, c, at, t, p, kind, fk, conf, nr, mv in rows
     ]
 
 
-async def review_item(session: AsyncSession, demand_id: str) -> dict[str, Any] | None:
+async def review_item(
+    session: AsyncSession, source: str | None, demand_id: str
+) -> dict[str, Any] | None:
     """One demand of the review queue by id (the pages label it), with the machine's
     suggestion; None when its words are no longer kept."""
     row = (
         await session.execute(
             select(
+                Demand.source,
                 Demand.demand_id,
                 Demand.channel,
                 Demand.occurred_at,
@@ -886,8 +1031,9 @@ async def review_item(session: AsyncSession, demand_id: str) -> dict[str, Any] |
                 Demand.failure_kind,
                 Demand.confidence,
             )
-            .join(QueueTextRow, QueueTextRow.demand_id == Demand.demand_id)
-            .where(Demand.demand_id == demand_id)
+            .join(QueueTextRow, _same_demand(QueueTextRow, Demand))
+            .where(Demand.demand_id == demand_id, *_of_source(source))
+            .order_by(Demand.source)
         )
     ).first()
     if row is None:
@@ -898,15 +1044,24 @@ async def review_item(session: AsyncSession, demand_id: str) -> dict[str, Any] |
     return found
 
 
-async def audit_item(session: AsyncSession, demand_id: str) -> dict[str, Any] | None:
+async def audit_item(
+    session: AsyncSession, source: str | None, demand_id: str
+) -> dict[str, Any] | None:
     """One audit item by id, blind (what the customer said, how and when); None when it is
     not in the sample or its words are no longer kept."""
     row = (
         await session.execute(
-            select(Demand.demand_id, Demand.channel, Demand.occurred_at, QueueTextRow.text)
-            .join(AuditItemRow, AuditItemRow.demand_id == Demand.demand_id)
-            .join(QueueTextRow, QueueTextRow.demand_id == Demand.demand_id)
-            .where(Demand.demand_id == demand_id)
+            select(
+                Demand.source,
+                Demand.demand_id,
+                Demand.channel,
+                Demand.occurred_at,
+                QueueTextRow.text,
+            )
+            .join(AuditItemRow, _same_demand(AuditItemRow, Demand))
+            .join(QueueTextRow, _same_demand(QueueTextRow, Demand))
+            .where(Demand.demand_id == demand_id, *_of_source(source))
+            .order_by(Demand.source)
         )
     ).first()
     if row is None:
@@ -917,7 +1072,7 @@ async def audit_item(session: AsyncSession, demand_id: str) -> dict[str, Any] | 
 
 
 async def audit_machine_label(
-    session: AsyncSession, demand_id: str
+    session: AsyncSession, source: str, demand_id: str
 ) -> tuple[str, str, str | None] | None:
     """The machine's first label of an audit item (purpose, type, failure kind): shown only
     once a person has answered it."""
@@ -927,7 +1082,7 @@ async def audit_machine_label(
                 AuditItemRow.purpose,
                 AuditItemRow.machine_demand_type,
                 AuditItemRow.machine_failure_kind,
-            ).where(AuditItemRow.demand_id == demand_id)
+            ).where(AuditItemRow.source == source, AuditItemRow.demand_id == demand_id)
         )
     ).first()
     return None if row is None else (row[0], row[1], row[2])
@@ -938,19 +1093,13 @@ async def purge_queue_texts(
 ) -> int:
     """Delete the texts past retention, and those no queue needs any more: not an open
     audit item, and labelled or never a review candidate. Returns how many went."""
-    open_audit = select(AuditItemRow.demand_id).where(not_(_audit_labelled())).scalar_subquery()
-    labelled = select(LabelRow.demand_id).scalar_subquery()
-    candidates = select(Demand.demand_id).where(_review_candidate(review_below)).scalar_subquery()
+    open_audit = exists().where(_same_demand(AuditItemRow, QueueTextRow), not_(_audit_labelled()))
+    labelled = exists().where(_same_demand(LabelRow, QueueTextRow, source="demand_source"))
+    candidate = exists().where(_same_demand(Demand, QueueTextRow), _review_candidate(review_below))
     statement = delete(QueueTextRow).where(
         or_(
             QueueTextRow.received_at < received_before,
-            and_(
-                QueueTextRow.demand_id.not_in(open_audit),
-                or_(
-                    QueueTextRow.demand_id.in_(labelled),
-                    QueueTextRow.demand_id.not_in(candidates),
-                ),
-            ),
+            and_(not_(open_audit), or_(labelled, not_(candidate))),
         )
     )
     result = await session.execute(statement)
@@ -960,19 +1109,26 @@ async def purge_queue_texts(
 # --- cases --------------------------------------------------------------------------------
 
 
-async def find_cases(session: AsyncSession, case_id: str) -> list[CaseRow]:
-    """A case by its id or by the source's case ref."""
-    by_id = (await session.scalars(select(CaseRow).where(CaseRow.case_id == case_id))).all()
+async def find_cases(
+    session: AsyncSession, case_id: str, *, source: str | None = None
+) -> list[CaseRow]:
+    """A case by its id or by the source's case ref; ``source``: that source's cases only."""
+    mine = [] if source is None else [CaseRow.source == source]
+    by_id = (await session.scalars(select(CaseRow).where(CaseRow.case_id == case_id, *mine))).all()
     if by_id:
         return list(by_id)
-    return list((await session.scalars(select(CaseRow).where(CaseRow.case_ref == case_id))).all())
+    return list(
+        (await session.scalars(select(CaseRow).where(CaseRow.case_ref == case_id, *mine))).all()
+    )
 
 
 async def case_demands(session: AsyncSession, case: CaseRow) -> list[DemandFactRow]:
     statement = (
         select(DemandFactRow)
         .where(
-            DemandFactRow.customer_ref == case.customer_ref, DemandFactRow.case_id == case.case_id
+            DemandFactRow.source == case.source,
+            DemandFactRow.customer_ref == case.customer_ref,
+            DemandFactRow.case_id == case.case_id,
         )
         .order_by(DemandFactRow.occurred_at, DemandFactRow.demand_id)
     )
@@ -985,6 +1141,7 @@ async def case_events_of(session: AsyncSession, case: CaseRow) -> list[CaseEvent
     statement = (
         select(CaseEventRow)
         .where(
+            CaseEventRow.source == case.source,
             CaseEventRow.customer_ref == case.customer_ref,
             CaseEventRow.case_ref == case.case_ref,
         )

@@ -326,6 +326,7 @@ class AuditItem(BaseModel):
     """A demand to label blind: what the customer said, how and when. Nothing the machine
     said about it (its type, purpose or confidence) is shown, so no one is anchored by it."""
 
+    source: str = Field(description="The demand's source: label it with this demand_source.")
     demand_id: str
     channel: str
     occurred_at: datetime
@@ -359,6 +360,7 @@ class AuditQueue(BaseModel):
 class ReviewItem(BaseModel):
     """A demand the machine was unsure of, with its suggestion."""
 
+    source: str = Field(description="The demand's source: label it with this demand_source.")
     demand_id: str
     channel: str
     occurred_at: datetime

@@ -148,19 +148,27 @@ async def purpose_summaries(
 
 
 async def capability_charts(
-    session: AsyncSession, purpose: str, settings: ChartSettings, now: datetime
+    session: AsyncSession,
+    purpose: str,
+    settings: ChartSettings,
+    now: datetime,
+    *,
+    source: str | None = None,
 ) -> list[CapabilityChart]:
+    """``source``: that source's demands and cases only (a source's own key)."""
     changes = [c.changed_at for c in await repository.changes_of(session, purpose)]
     since = baseline_start([repository.as_utc(c) for c in changes], now)
     charts: list[CapabilityChart | None] = [
         xmr_chart(
             END_TO_END,
-            await repository.fulfilment_series(session, purpose=purpose, since=since),
+            await repository.fulfilment_series(
+                session, purpose=purpose, since=since, source=source
+            ),
             baseline_points=settings.baseline_points,
             shown_points=settings.chart_points,
         )
     ]
-    moments = await repository.demand_moments(session, Filters(), purpose=purpose)
+    moments = await repository.demand_moments(session, Filters(source=source), purpose=purpose)
     for measure, demand_type in ((VALUE_PER_DAY, "value"), (FAILURE_PER_DAY, "failure")):
         charts.append(
             xmr_chart(
@@ -215,7 +223,7 @@ async def purpose_detail(
             p85_seconds=percentile(ages, 85) if ages else None,
             oldest_seconds=max(ages) if ages else None,
         ),
-        charts=await capability_charts(session, purpose, settings, now),
+        charts=await capability_charts(session, purpose, settings, now, source=filters.source),
         changes=[_change_out(c) for c in changes],
     )
 
@@ -357,8 +365,12 @@ class AmbiguousCase(LookupError):
     """Two customers' cases share the reference: the caller must use the case id."""
 
 
-async def case_timeline(session: AsyncSession, case_id: str) -> CaseTimeline | None:
-    matches = await repository.find_cases(session, case_id)
+async def case_timeline(
+    session: AsyncSession, case_id: str, *, source: str | None = None
+) -> CaseTimeline | None:
+    """``source``: that source's cases only; another source's case is unknown (None), the
+    same answer as for a case nobody has."""
+    matches = await repository.find_cases(session, case_id, source=source)
     if not matches:
         return None
     if len(matches) > 1:

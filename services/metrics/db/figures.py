@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db.tables import Demand, DemandFactRow, QueueTextRow
@@ -20,6 +20,8 @@ UNTRACED = "untraced"
 
 
 def _filtered(statement: Any, filters: Filters) -> Any:
+    if filters.source is not None:
+        statement = statement.where(DemandFactRow.source == filters.source)
     if filters.period is not None:
         statement = statement.where(
             DemandFactRow.occurred_at >= filters.period.start,
@@ -66,7 +68,12 @@ async def failure_handling(
             func.count(Demand.handling_seconds),
             func.coalesce(func.sum(Demand.handling_seconds), 0.0),
         )
-        .join(Demand, Demand.demand_id == DemandFactRow.demand_id)
+        .join(
+            Demand,
+            and_(
+                Demand.source == DemandFactRow.source, Demand.demand_id == DemandFactRow.demand_id
+            ),
+        )
         .where(DemandFactRow.demand_type == "failure")
     )
     statement = _filtered(statement, filters)
@@ -114,6 +121,7 @@ async def failure_flow(session: AsyncSession, filters: Filters) -> list[tuple[st
 
 @dataclass(frozen=True)
 class FlowExample:
+    source: str
     demand_id: str
     case_id: str
     occurred_at: datetime
@@ -126,6 +134,7 @@ async def failure_flow_examples(
 ) -> list[FlowExample]:
     """The latest failure demands of ``purpose`` traced to ``cause`` ('untraced': to none)."""
     statement: Any = select(
+        DemandFactRow.source,
         DemandFactRow.demand_id,
         DemandFactRow.case_id,
         DemandFactRow.occurred_at,
@@ -141,17 +150,20 @@ async def failure_flow_examples(
         limit
     )
     rows = (await session.execute(statement)).all()
-    return [FlowExample(d, c, as_utc(at), ch, k) for d, c, at, ch, k in rows]
+    return [FlowExample(s, d, c, as_utc(at), ch, k) for s, d, c, at, ch, k in rows]
 
 
-async def words_of(session: AsyncSession, demand_ids: list[str]) -> dict[str, str]:
-    """The customer's redacted words of these demands, where they are still retained (the
-    review and audit queues keep them for a while; the figures' tables never hold them)."""
-    if not demand_ids:
+async def words_of(
+    session: AsyncSession, demands: list[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """The customer's redacted words of these demands ((source, id)), where they are still
+    retained (the review and audit queues keep them for a while; the figures' tables never
+    hold them)."""
+    if not demands:
         return {}
     rows = await session.execute(
-        select(QueueTextRow.demand_id, QueueTextRow.text).where(
-            QueueTextRow.demand_id.in_(demand_ids)
+        select(QueueTextRow.source, QueueTextRow.demand_id, QueueTextRow.text).where(
+            tuple_(QueueTextRow.source, QueueTextRow.demand_id).in_(demands)
         )
     )
-    return {str(d): str(t) for d, t in rows.all()}
+    return {(str(s), str(d)): str(t) for s, d, t in rows.all()}

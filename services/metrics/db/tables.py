@@ -30,15 +30,17 @@ class Base(DeclarativeBase):
 
 
 class Demand(Base):
-    """One classified demand. The primary key is the sender's event id: idempotency."""
+    """One classified demand. The primary key is (source, the sender's event id): a demand is
+    its source and id (docs/architecture.md, "Sources and the organisation"), and idempotency.
+    A customer is the source's own reference, so a customer is (source, customer_ref) too."""
 
     __tablename__ = "demands"
 
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
     demand_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     customer_ref: Mapped[str] = mapped_column(String(200))
     case_ref: Mapped[str | None] = mapped_column(String(200))
     channel: Mapped[str] = mapped_column(String(32))
-    source: Mapped[str] = mapped_column(String(200))
     team: Mapped[str | None] = mapped_column(String(200))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -59,33 +61,41 @@ class Demand(Base):
 
     __table_args__ = (
         Index("ix_demands_purpose_type", "purpose", "demand_type"),
-        Index("ix_demands_customer", "customer_ref", "occurred_at"),
+        Index("ix_demands_customer", "source", "customer_ref", "occurred_at"),
+        # A label written before labels named the demand's source finds its demand by id.
+        Index("ix_demands_demand_id", "demand_id"),
         # Stratum sizes, and the machine's counts per stratum for the estimate, off the index.
         Index("ix_demands_purpose_week_type", "purpose", "week_start", "demand_type"),
     )
 
 
 class CaseEventRow(Base):
-    """One case event as received. The sender's event id is the key: idempotency."""
+    """One case event as received. (source, the sender's event id) is the key: idempotency.
+    An event without a source (none comes from intake) is kept with the empty source."""
 
     __tablename__ = "case_events"
 
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     case_ref: Mapped[str] = mapped_column(String(200))
-    customer_ref: Mapped[str] = mapped_column(String(200), index=True)
+    customer_ref: Mapped[str] = mapped_column(String(200))
     type: Mapped[str] = mapped_column(String(16))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     purpose: Mapped[str | None] = mapped_column(String(120))
-    source: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_case_events_customer", "source", "customer_ref"),)
 
 
 class LabelRow(Base):
-    """A person's label of a demand, as received. Keyed by the label's own event id."""
+    """A person's label of a demand, as received. Keyed by (the demand's source, the label's
+    own event id). A label written before labels named the demand's source is kept with the
+    empty source and applies only to the one demand of that id, if only one source has it."""
 
     __tablename__ = "demand_labels"
 
+    demand_source: Mapped[str] = mapped_column(String(200), primary_key=True)
     label_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    demand_id: Mapped[str] = mapped_column(String(200), index=True)
+    demand_id: Mapped[str] = mapped_column(String(200))
     demand_type: Mapped[str] = mapped_column(String(16))
     failure_kind: Mapped[str | None] = mapped_column(String(120))
     purpose: Mapped[str] = mapped_column(String(120))
@@ -93,6 +103,8 @@ class LabelRow(Base):
     labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # review, audit or correction: only audit labels enter the failure-share estimate.
     reason: Mapped[str] = mapped_column(String(16), server_default=text("'correction'"))
+
+    __table_args__ = (Index("ix_demand_labels_demand", "demand_id", "demand_source"),)
 
 
 class DemandFactRow(Base):
@@ -103,8 +115,9 @@ class DemandFactRow(Base):
 
     __tablename__ = "demand_facts"
 
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
     demand_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    customer_ref: Mapped[str] = mapped_column(String(200), index=True)
+    customer_ref: Mapped[str] = mapped_column(String(200))
     case_id: Mapped[str] = mapped_column(String(CASE_ID_LENGTH))
     purpose: Mapped[str] = mapped_column(String(120))
     demand_type: Mapped[str] = mapped_column(String(16))
@@ -119,6 +132,7 @@ class DemandFactRow(Base):
         Index("ix_demand_facts_purpose_occurred", "purpose", "occurred_at"),
         # Covers the unfiltered purpose summary: counts by purpose and type from the index.
         Index("ix_demand_facts_purpose_type", "purpose", "demand_type"),
+        Index("ix_demand_facts_customer", "source", "customer_ref"),
     )
 
 
@@ -127,6 +141,7 @@ class CaseRow(Base):
 
     __tablename__ = "cases"
 
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
     customer_ref: Mapped[str] = mapped_column(String(200), primary_key=True)
     case_id: Mapped[str] = mapped_column(String(CASE_ID_LENGTH), primary_key=True)
     case_ref: Mapped[str | None] = mapped_column(String(200))
@@ -189,6 +204,7 @@ class AuditItemRow(Base):
 
     __tablename__ = "audit_items"
 
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
     demand_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     purpose: Mapped[str] = mapped_column(String(120))
     week_start: Mapped[date] = mapped_column(Date)
@@ -207,6 +223,7 @@ class QueueTextRow(Base):
 
     __tablename__ = "queue_texts"
 
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
     demand_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     text: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -32,6 +32,8 @@ class Item:
     purpose: str | None = None
     failure_kind: str | None = None
     confidence: float | None = None
+    # The demand's source (a demand is its source and id): the label names it.
+    source: str = ""
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,8 @@ def _label(who: str, item: Item, answer: Answer, reason: Queue, id_: str) -> Dem
     return DemandLabelled(
         id=id_,
         demand_id=item.demand_id,
+        # People act for the organisation: a label from the pages names the demand's source.
+        demand_source=item.source,
         demand_type=answer.demand_type,
         failure_kind=answer.failure_kind if answer.demand_type == "failure" else None,
         purpose=answer.purpose,
@@ -136,6 +138,7 @@ async def _review_items(
         purpose=head.purpose,
         failure_kind=head.failure_kind,
         confidence=head.confidence,
+        source=head.source,
     )
 
 
@@ -270,9 +273,9 @@ async def _item_for(
             return decision.item
     async with components.sessions() as session:
         if queue == "review":
-            found = await repository.review_item(session, demand_id)
+            found = await repository.review_item(session, None, demand_id)
         else:
-            found = await repository.audit_item(session, demand_id)
+            found = await repository.audit_item(session, None, demand_id)
     if found is None:
         raise ProblemError(404, "Not in the queue", detail=f"No demand {demand_id!r} to label.")
     return Item(**found)  # the row's columns are the item's fields
@@ -362,7 +365,7 @@ async def review_confirm_all(
     for head in items[: min(expected, CONFIRM_ALL_MAX)]:
         item = Item(
             head.demand_id, head.channel, head.occurred_at, head.text,
-            head.demand_type, head.purpose, head.failure_kind, head.confidence,
+            head.demand_type, head.purpose, head.failure_kind, head.confidence, head.source,
         )  # fmt: skip
         answer = Answer(head.demand_type, head.purpose, head.failure_kind)
         id_ = label_id(me, head.demand_id, f"all-{decision}")
@@ -397,7 +400,7 @@ async def audit_page(
         queue = await audit.audit_queue(session, limit=1 + len(passed))
         shown = components.desk.find(me, "audit", answered) if answered else None
         machine = (
-            await repository.audit_machine_label(session, shown.item.demand_id)
+            await repository.audit_machine_label(session, shown.item.source, shown.item.demand_id)
             if shown is not None
             else None
         )
@@ -406,7 +409,7 @@ async def audit_page(
         editing.item
         if editing is not None
         else (
-            Item(head.demand_id, head.channel, head.occurred_at, head.text)
+            Item(head.demand_id, head.channel, head.occurred_at, head.text, source=head.source)
             if head is not None
             else None
         )

@@ -45,8 +45,12 @@ async def auth(tmp_path: Path) -> AuthFixture:
     await asyncio.to_thread(upgrade_auth, url)
     store = ApiKeyStore(url)
     try:
-        read_key, _ = await store.create("analyst", [Scope.READ])
-        change_key, _ = await store.create("team-lead", [Scope.READ, Scope.LABELS_WRITE])
+        # Organisation-wide (sources:all): a dashboard's and a team lead's keys read every
+        # source's data; tests/services/metrics/test_sources.py tests a source's own key.
+        read_key, _ = await store.create("analyst", [Scope.READ, Scope.SOURCES_ALL])
+        change_key, _ = await store.create(
+            "team-lead", [Scope.READ, Scope.LABELS_WRITE, Scope.SOURCES_ALL]
+        )
     finally:
         await store.close()
     return AuthFixture(AuthSettings(database_url=url), read_key, change_key)

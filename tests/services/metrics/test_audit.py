@@ -232,7 +232,8 @@ async def test_audit_labels_complete_pairs_and_move_the_estimate_and_no_other_la
         for leak in ("confidence", "demand_type", "purpose", "billing", "moving", MODEL):
             assert leak not in response.text
         assert all(
-            set(item) == {"demand_id", "channel", "occurred_at", "text"} for item in queue["items"]
+            set(item) == {"source", "demand_id", "channel", "occurred_at", "text"}
+            for item in queue["items"]
         )
         # Moving home has 20 demands, at most the floor: every one of them is in the audit.
         assert queue["open"] == len(in_audit) + 20
