@@ -1,4 +1,6 @@
-"""The classifier's HTTP routes: which model classifies the stream, and retrain it now.
+"""The classifier's HTTP routes: which model classifies the stream, and retrain it now (for
+the whole fleet: the new version becomes the database's current one, and every instance
+switches to it within its watch interval).
 
 Every route needs an API key: ``read`` to see the model, ``model:write`` to replace it (a
 retraining takes a core for seconds and changes every later classification).
@@ -12,6 +14,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from services.classifier.components import ClassifierComponents
+from services.classifier.db.model_versions import LeaseLost
 from services.classifier.live_model import RetrainInProgress
 from shared.auth.dependencies import require_scope
 from shared.auth.keys import Scope
@@ -31,24 +34,37 @@ router = APIRouter(prefix="/v1", tags=["model"])
 
 
 class ModelVersion(BaseModel):
-    model_version: str = Field(description="The version classifying the stream from now on.")
+    model_version: str = Field(description="The version this instance classifies with.")
+    fleet_version: str | None = Field(
+        default=None,
+        description="The database's current version, which every instance serves within its "
+        "watch interval (differs from model_version only while this instance switches).",
+    )
+    instance: str = Field(description="This instance, as it names itself in the fleet.")
 
 
 @router.get(
     "/model",
-    summary="The model version classifying the stream now",
+    summary="The model version this instance classifies with, and the fleet's current one",
     dependencies=[Depends(require_scope(Scope.READ))],
     responses=_AUTH_PROBLEMS,
 )
 async def current_model(components: Components) -> ModelVersion:
-    return ModelVersion(model_version=components.model.current.version)
+    keeper = components.model
+    return ModelVersion(
+        model_version=keeper.current.version,
+        fleet_version=await keeper.versions.current(),
+        instance=keeper.holder,
+    )
 
 
 @router.post(
     "/retrain",
-    summary="Train on the seed examples and people's labels now, then classify with it",
-    description="One retraining at a time: while one runs, another call answers 409 with "
-    "`Retry-After` rather than queueing a second.",
+    summary="Train on the seed examples and people's labels now; the whole fleet then "
+    "classifies with it",
+    description="One retraining at a time across the fleet (a lease in the classifier "
+    "database): while one runs on any instance, another call answers 409 with `Retry-After` "
+    "rather than queueing a second.",
     dependencies=[Depends(require_scope(Scope.MODEL_WRITE))],
     responses={
         **_AUTH_PROBLEMS,
@@ -57,12 +73,15 @@ async def current_model(components: Components) -> ModelVersion:
 )
 async def retrain(components: Components) -> ModelVersion:
     try:
-        version = await components.model.retrain("command", wait=False)
-    except RetrainInProgress as error:
+        version = await components.model.retrain("command")
+    except (RetrainInProgress, LeaseLost) as error:
         raise ProblemError(
             409,
             "Conflict",
-            detail="A retraining is already running; its version is live when it ends.",
+            detail="A retraining is already running in the fleet; its version is live on "
+            "every instance when it ends.",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         ) from error
-    return ModelVersion(model_version=version)
+    return ModelVersion(
+        model_version=version, fleet_version=version, instance=components.model.holder
+    )

@@ -7,9 +7,11 @@ import asyncio
 import json
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import sklearn
 import typer
@@ -22,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY, ClassifierSettings
 from services.classifier.db import migrate as classifier_db
+from services.classifier.db.model_versions import LeaseLost, ModelVersions, UnknownVersion
 from services.classifier.db.repository import LabelRepository
 from services.classifier.model import store
 from services.classifier.model.evaluate import (
@@ -40,7 +43,15 @@ from services.classifier.training import (
     TrainingSources,
     general_rows,
     split_sources,
-    train_version,
+    train_model,
+)
+from services.classifier.versions import (
+    RetrainInProgress,
+    holder_name,
+    import_directory,
+    load_version,
+    publish,
+    training_lease,
 )
 from shared.database.engine import create_engine
 
@@ -52,8 +63,7 @@ app = typer.Typer(
 console = Console()
 errors = Console(stderr=True)
 
-DEFAULT_MODEL_DIR = Path(".run/models")
-ModelDir = Annotated[Path, typer.Option("--model-dir", help="Directory of model versions.")]
+T = TypeVar("T")
 ExamplesCsv = Annotated[
     Path,
     typer.Option(
@@ -66,9 +76,13 @@ DatabaseUrl = Annotated[
     str | None,
     typer.Option(
         "--database-url",
-        help="The classifier database, where people's labels are kept "
-        "[default: DEMANDSCOPE_CLASSIFIER_DATABASE_URL or .run/classifier.db].",
+        help="The classifier database, where people's labels and the fleet's model versions "
+        "are kept [default: DEMANDSCOPE_CLASSIFIER_DATABASE_URL or .run/classifier.db].",
     ),
+]
+Version = Annotated[
+    str | None,
+    typer.Option("--version", help="A stored model version [default: the current one]."),
 ]
 
 
@@ -97,6 +111,71 @@ def migrate(
 def _fail(message: str) -> typer.Exit:
     errors.print(f"[red]error:[/red] {message}")
     return typer.Exit(code=1)
+
+
+def _url(database_url: str | None) -> str:
+    return database_url or ClassifierSettings().database_url
+
+
+@asynccontextmanager
+async def _opened(database_url: str) -> AsyncIterator[ModelVersions]:
+    engine = create_engine(database_url)
+    try:
+        yield ModelVersions(engine)
+    finally:
+        await engine.dispose()
+
+
+def _on_database(database_url: str, work: Callable[[ModelVersions], Awaitable[T]]) -> T:
+    """Run ``work`` on the classifier database; an unreachable or unmigrated one, an unknown
+    version or a busy trainer end the command with a message."""
+
+    async def run() -> T:
+        async with _opened(database_url) as versions:
+            return await work(versions)
+
+    try:
+        return asyncio.run(run())
+    except DBAPIError as exc:
+        shown = make_url(database_url).render_as_string(hide_password=True)
+        raise _fail(
+            f"cannot use the classifier database {shown} "
+            f"(run `demandscope classifier migrate`): {exc.orig}"
+        ) from exc
+    except UnknownVersion as exc:
+        raise _fail(f"no model version {exc} in the classifier database") from exc
+    except (RetrainInProgress, LeaseLost, store.ModelStoreError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+async def _load(versions: ModelVersions, version: str | None) -> tuple[str, TextModel]:
+    chosen = version or await versions.current()
+    if chosen is None:
+        raise store.ModelStoreError(
+            "no model in the classifier database: run `demandscope classifier train` first"
+        )
+    model, _ = await load_version(versions, chosen)
+    return chosen, model
+
+
+def _train_and_publish(
+    database_url: str,
+    fit: Callable[[], tuple[TextModel, dict[str, Any]]],
+    *,
+    reason: str,
+) -> tuple[str, TextModel, dict[str, Any]]:
+    """Hold the fleet's training lease while ``fit`` runs (in a thread), then publish its
+    model as the current version for every instance."""
+    settings = ClassifierSettings()
+    ttl = timedelta(seconds=settings.training_lease_s)
+
+    async def work(versions: ModelVersions) -> tuple[str, TextModel, dict[str, Any]]:
+        async with training_lease(versions, holder_name("cli"), ttl) as held:
+            model, metadata = await asyncio.to_thread(fit)
+            version = await publish(versions, held, model, metadata, reason=reason)
+        return version, model, metadata
+
+    return _on_database(database_url, work)
 
 
 def _split(examples: list[Example], holdout: float) -> tuple[list[Example], list[Example]]:
@@ -167,7 +246,6 @@ def train(
             "cold start from that taxonomy alone.",
         ),
     ] = None,
-    model_dir: ModelDir = DEFAULT_MODEL_DIR,
     taxonomy: Annotated[
         Path | None,
         typer.Option("--taxonomy", exists=True, dir_okay=False, help="Taxonomy YAML."),
@@ -176,8 +254,9 @@ def train(
     holdout: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Share held out to report figures.")
     ] = 0.2,
+    database_url: DatabaseUrl = None,
 ) -> None:
-    """Train a new model version and make it current.
+    """Train a new model version and make it current for every running classifier.
 
     Purposes come only from the taxonomy and the examples; value/failure also from the
     general corpus."""
@@ -203,64 +282,73 @@ def train(
 
     train_rows, test_rows = _split(rows.own, holdout) if rows.own else ([], [])
     settings = ModelSettings()
-    started = time.perf_counter()
-    try:
-        with Progress(console=errors, transient=True) as bar:
-            task = bar.add_task("training", total=1.0)
-            steps = 2 if test_rows else 1
+    figures: dict[str, Any] = {}
 
-            def advance(offset: int) -> Any:
-                def report(step: str, fraction: float) -> None:
-                    bar.update(task, completed=(offset + fraction) / steps, description=step)
+    def fit() -> tuple[TextModel, dict[str, Any]]:
+        started = time.perf_counter()
+        try:
+            with Progress(console=errors, transient=True) as bar:
+                task = bar.add_task("training", total=1.0)
+                steps = 2 if test_rows else 1
 
-                return report
+                def advance(offset: int) -> Any:
+                    def report(step: str, fraction: float) -> None:
+                        bar.update(task, completed=(offset + fraction) / steps, description=step)
 
-            held_out: Evaluation | None = None
-            if test_rows:
-                candidate = TextModel.train(
-                    train_rows, known, advance(0), settings, general=rows.general
+                    return report
+
+                held_out: Evaluation | None = None
+                if test_rows:
+                    candidate = TextModel.train(
+                        train_rows, known, advance(0), settings, general=rows.general
+                    )
+                    held_out = evaluate(candidate, test_rows)
+                model = TextModel.train(  # the saved model sees every row
+                    rows.own, known, advance(steps - 1), settings, general=rows.general
                 )
-                held_out = evaluate(candidate, test_rows)
-            model = TextModel.train(  # the saved model sees every row
-                rows.own, known, advance(steps - 1), settings, general=rows.general
-            )
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
-    seconds = time.perf_counter() - started
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
+        seconds = time.perf_counter() - started
+        figures.update(held_out=held_out, seconds=seconds)
+        metadata: dict[str, Any] = {
+            "reason": "command",
+            "examples": len(rows.own),
+            "skipped_rows": loaded.skipped_empty_text + unused,
+            "general_rows": len(rows.general),
+            "label_counts": model.label_counts,
+            "purposes": list(model.purposes),
+            "taxonomy_hash": chosen.content_hash() if known else None,
+            "taxonomy_given": known is not None,
+            "taxonomy_file": str(taxonomy) if taxonomy else None,
+            "model_format": FORMAT,
+            "sklearn_version": sklearn.__version__,
+            "training_seconds": round(seconds, 2),
+            "evaluation": (
+                {"holdout": holdout, "rows": len(test_rows), **held_out.as_dict()}
+                if held_out
+                else None
+            ),
+        }
+        return model, metadata
 
-    metadata: dict[str, Any] = {
-        "reason": "command",
-        "examples": len(rows.own),
-        "skipped_rows": loaded.skipped_empty_text + unused,
-        "general_rows": len(rows.general),
-        "label_counts": model.label_counts,
-        "purposes": list(model.purposes),
-        "taxonomy_hash": chosen.content_hash() if known else None,
-        "taxonomy_given": known is not None,
-        "taxonomy_file": str(taxonomy) if taxonomy else None,
-        "model_format": FORMAT,
-        "sklearn_version": sklearn.__version__,
-        "training_seconds": round(seconds, 2),
-        "evaluation": (
-            {"holdout": holdout, "rows": len(test_rows), **held_out.as_dict()} if held_out else None
-        ),
-    }
-    version = store.save(model, model_dir, metadata, now=datetime.now(UTC))
+    version, model, _ = _train_and_publish(_url(database_url), fit, reason="command")
+    held_out = figures["held_out"]
     if held_out:
         console.print(_scores_table(f"held out ({len(test_rows)} rows)", held_out))
         console.print(f"throughput: {held_out.throughput_per_s or 0:,.0f} demands/s")
     console.print(
         f"trained on {len(rows.own)} examples of the organisation and {len(rows.general)} "
-        f"general rows in {seconds:.1f}s ({loaded.skipped_empty_text + unused} rows skipped); "
-        f"{len(model.purposes)} purposes"
+        f"general rows in {figures['seconds']:.1f}s "
+        f"({loaded.skipped_empty_text + unused} rows skipped); {len(model.purposes)} purposes"
     )
-    console.print(f"new version: [bold]{version}[/bold] (current) in {model_dir}")
+    console.print(f"new version: [bold]{version}[/bold] (current for every instance)")
 
 
 @app.command(name="evaluate")
 def evaluate_command(
     examples: ExamplesCsv,
-    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+    version: Version = None,
+    database_url: DatabaseUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
     audit: Annotated[
         int,
@@ -272,12 +360,13 @@ def evaluate_command(
     ] = 0,
     seed: Annotated[int, typer.Option(help="Random seed of the audit draw.")] = 0,
 ) -> None:
-    """Score the current model on labelled examples it has not been trained on."""
+    """Score the current model (or --version) on labelled examples it has not been trained
+    on."""
     try:
-        version, model = store.load_current(model_dir)
         loaded = read_examples_csv(examples)
-    except (ValueError, store.ModelStoreError) as exc:
+    except ValueError as exc:
         raise _fail(str(exc)) from exc
+    version, model = _on_database(_url(database_url), lambda v: _load(v, version))
     if not loaded.examples:
         raise _fail(f"{examples}: no rows with text")
     predictions = model.predict_batch([e.text for e in loaded.examples])
@@ -330,13 +419,11 @@ def evaluate_command(
 @app.command()
 def explain(
     text: Annotated[str, typer.Argument(help="A demand, in the customer's words.")],
-    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+    version: Version = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Show the labels the model gives a text, how sure it is, and the words that drove it."""
-    try:
-        version, model = store.load_current(model_dir)
-    except store.ModelStoreError as exc:
-        raise _fail(str(exc)) from exc
+    version, model = _on_database(_url(database_url), lambda v: _load(v, version))
     explanation = model.explain(text)
     prediction = explanation.prediction
     labels = Table(title=f"model {version}")
@@ -363,15 +450,15 @@ def explain(
 
 
 @app.command()
-def versions(model_dir: ModelDir = DEFAULT_MODEL_DIR) -> None:
-    """List the stored model versions; the current one is marked."""
-    stored = store.list_versions(model_dir)
+def versions(database_url: DatabaseUrl = None) -> None:
+    """List the model versions the fleet shares; the current one is marked."""
+    stored = _on_database(_url(database_url), lambda v: v.list())
     if not stored:
-        console.print(f"no model versions in {model_dir}")
+        console.print("no model versions in the classifier database")
         return
-    table = Table(title=str(model_dir))
-    for column in ("", "version", "examples", "purpose acc", "demand_type acc"):
-        table.add_column(column)
+    table = Table(title="model versions")
+    for column in ("", "version", "created", "by", "reason", "examples", "purpose acc", "dt acc"):
+        table.add_column(column, no_wrap=column == "version", overflow="fold")
     for entry in stored:
         figures = entry.metadata.get("evaluation") or {}
 
@@ -382,6 +469,9 @@ def versions(model_dir: ModelDir = DEFAULT_MODEL_DIR) -> None:
         table.add_row(
             "*" if entry.is_current else "",
             entry.version,
+            f"{entry.created_at:%Y-%m-%d %H:%M}",
+            entry.created_by,
+            entry.reason,
             str(entry.metadata.get("examples", "-")),
             accuracy("purpose"),
             accuracy("demand_type"),
@@ -392,19 +482,40 @@ def versions(model_dir: ModelDir = DEFAULT_MODEL_DIR) -> None:
 @app.command()
 def rollback(
     to: Annotated[str, typer.Option("--to", help="The version to make current.")],
-    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+    database_url: DatabaseUrl = None,
 ) -> None:
-    """Make an earlier model version current again."""
-    try:
-        store.rollback(model_dir, to)
-    except store.ModelStoreError as exc:
-        raise _fail(str(exc)) from exc
+    """Make an earlier model version current again, for every running classifier (each
+    switches within its watch interval)."""
+    _on_database(
+        _url(database_url), lambda v: v.make_current(to, by=holder_name("cli"), reason="rollback")
+    )
     console.print(f"current version is now [bold]{to}[/bold]")
+
+
+@app.command(name="import-models")
+def import_models(
+    model_dir: Annotated[
+        Path,
+        typer.Option(
+            "--model-dir",
+            exists=True,
+            file_okay=False,
+            help="A model directory of an earlier release (CURRENT + versions/).",
+        ),
+    ],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Copy the versions of an earlier release's model directory into the classifier database;
+    its CURRENT becomes current only if the database has none. (The service does this by
+    itself at start when the database holds no version.)"""
+    added = _on_database(
+        _url(database_url), lambda v: import_directory(v, model_dir, holder_name("cli"))
+    )
+    console.print(f"imported {added} model versions from {model_dir}")
 
 
 @app.command()
 def retrain(
-    model_dir: ModelDir = DEFAULT_MODEL_DIR,
     seed_examples: Annotated[
         Path | None,
         typer.Option(
@@ -422,37 +533,31 @@ def retrain(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Train on the seed examples plus people's labels (kept in the classifier database) and
-    make it current.
+    make it current for the fleet: every running classifier switches to it within its watch
+    interval. Fails while a retraining runs anywhere in the fleet."""
+    url = _url(database_url)
+    sources = TrainingSources(
+        seed_examples=seed_examples,
+        taxonomy=taxonomy,
+        general_corpus=None if _no_corpus(general_corpus) else general_corpus,
+        label_weight=label_weight,
+    )
+    ttl = timedelta(seconds=ClassifierSettings().training_lease_s)
 
-    A running classifier on the same model directory picks the new version up by itself.
-    """
-    url = database_url or ClassifierSettings().database_url
-    try:
-        labels = asyncio.run(_training_labels(url))
-    except DBAPIError as exc:
-        shown = make_url(url).render_as_string(hide_password=True)
-        raise _fail(
-            f"cannot read the labels in {shown} (run `demandscope classifier migrate`): {exc.orig}"
-        ) from exc
-    with errors.status("training on seed examples and labels"):
-        trained = train_version(
-            model_dir,
-            TrainingSources(
-                seed_examples=seed_examples,
-                taxonomy=taxonomy,
-                general_corpus=None if _no_corpus(general_corpus) else general_corpus,
-                label_weight=label_weight,
-            ),
-            reason="command",
-            labels=labels,
-        )
-    console.print(f"trained with {trained.labels} labels")
-    console.print(f"new version: [bold]{trained.version}[/bold] (current) in {model_dir}")
+    async def work(versions: ModelVersions) -> tuple[str, int]:
+        labels = LabelRepository(versions.engine)
+        async with training_lease(versions, holder_name("cli"), ttl) as held:
+            count = await labels.count()
+            examples = await labels.training_examples()
+            with errors.status("training on seed examples and labels"):
+                trained = await asyncio.to_thread(
+                    train_model, sources, reason="command", labels=examples, label_rows=count
+                )
+            version = await publish(
+                versions, held, trained.model, trained.metadata, reason="command"
+            )
+        return version, trained.labels
 
-
-async def _training_labels(database_url: str) -> list[Example]:
-    engine = create_engine(database_url)
-    try:
-        return await LabelRepository(engine).training_examples()
-    finally:
-        await engine.dispose()
+    version, labelled = _on_database(url, work)
+    console.print(f"trained with {labelled} labels")
+    console.print(f"new version: [bold]{version}[/bold] (current for every instance)")

@@ -25,8 +25,9 @@ class ClassifierSettings(ServiceSettings):
     source_name: str = Field(default="demandscope-classifier", description="CloudEvents source.")
     database_url: str = Field(
         default="sqlite+aiosqlite:///.run/classifier.db",
-        description="People's labels and the demand texts they refer to (SQLAlchemy URL); "
-        "PostgreSQL when several instances run. Migrate with `demandscope classifier migrate`.",
+        description="People's labels, the demand texts they refer to, and the model versions "
+        "every instance shares (SQLAlchemy URL); PostgreSQL when several instances run. "
+        "Migrate with `demandscope classifier migrate`.",
     )
     group_id: str = Field(default="demandscope-classifier", description="Kafka consumer group.")
     transactional_id: str = Field(
@@ -36,7 +37,11 @@ class ClassifierSettings(ServiceSettings):
         "assigned a partition fences its previous owner. One per deployment (set it to tell "
         "two deployments on one cluster apart); never per instance.",
     )
-    model_dir: Path = Field(default=Path(".run/models"), description="Versioned model files.")
+    model_dir: Path = Field(
+        default=Path(".run/models"),
+        description="A model directory of an earlier release (CURRENT + versions/): imported "
+        "into the database at start when the database holds no model version yet.",
+    )
     max_batch: int = Field(default=500, ge=1, description="Records per transaction at most.")
     review_threshold: float = Field(
         default=0.6,
@@ -86,9 +91,17 @@ class ClassifierSettings(ServiceSettings):
         description="Retrain on seed + labels this often when new labels arrived (0: never).",
     )
     model_watch_interval_s: float = Field(
-        default=5,
+        default=2,
         ge=0,
-        description="How often to check CURRENT for a version retrained or rolled back elsewhere.",
+        description="How often to read the database's current model version, to serve a "
+        "version retrained or rolled back anywhere in the fleet (0: never).",
+    )
+    training_lease_s: float = Field(
+        default=60,
+        ge=5,
+        description="The training lease: one trainer in the fleet holds it, renewed every "
+        "third of this while it trains; a crashed trainer's lease expires after this long. "
+        "Keep it well above the clock skew between machines.",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

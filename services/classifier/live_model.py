@@ -1,11 +1,16 @@
-"""The model the stream uses right now, and how a new one replaces it without a pause.
+"""The model this instance classifies with right now, and how a new one replaces it without a
+pause, on every instance of the fleet.
 
-A new version comes from three places: `demandscope classifier retrain` or `rollback` in
-another process (seen by ``watch``, which polls the CURRENT file), the retrain schedule
-(``retrain_on_schedule``), or POST /v1/retrain. Training and loading run in a thread; the swap
-is one reference assignment, so a batch is classified wholly by one version and says which.
-One retraining runs at a time: training takes a core for seconds, so a caller that finds one
-running is told so (``RetrainInProgress``) instead of queueing another.
+Model versions and the one current pointer live in the classifier database
+(``db/model_versions.py``). A new current version comes from anywhere in the fleet: another
+instance's retraining (schedule or POST /v1/retrain), `demandscope classifier retrain|rollback`,
+or this instance. ``watch`` polls the pointer (one primary-key read every
+``watch_interval_s``) and loads the version when it changed. Training and loading run in a
+thread; the swap is one reference assignment, so a batch is classified wholly by one version
+and says which.
+
+One retraining at a time across the fleet: it holds the training lease (``versions.py``); a
+caller that finds it held anywhere is told so (``RetrainInProgress``) instead of queueing.
 
 ``load`` runs in the service's ``build``; ``watch`` and ``retrain_on_schedule`` are background
 tasks under the service's supervisor.
@@ -19,22 +24,41 @@ import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
+from services.classifier.db.model_versions import LeaseLost, ModelVersions, UnknownVersion
 from services.classifier.db.repository import LabelRepository
 from services.classifier.model import store
 from services.classifier.model.text_model import TextModel
 from services.classifier.rules import RuleSet
 from services.classifier.taxonomy import TaxonomyError
-from services.classifier.training import TrainingSources, train_version
+from services.classifier.training import TrainingSources, train_model
+from services.classifier.versions import (
+    TRAINING_LEASE,
+    RetrainInProgress,
+    import_directory,
+    load_version,
+    publish,
+    training_lease,
+)
 
 log = logging.getLogger(__name__)
 
 # What loading a version another process wrote can raise: the watch logs it and keeps the
 # live model (anything else is a bug, and the supervisor sees it).
-_UNLOADABLE = (store.ModelStoreError, OSError, EOFError, pickle.UnpicklingError)
+_UNLOADABLE = (
+    store.ModelStoreError,
+    UnknownVersion,
+    DBAPIError,
+    OSError,
+    EOFError,
+    pickle.UnpicklingError,
+)
+
+__all__ = ["ModelInUse", "ModelKeeper", "RetrainInProgress", "fingerprint", "in_use"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,30 +77,34 @@ def fingerprint(model: TextModel) -> str | None:
     return model.taxonomy.content_hash() if model.taxonomy is not None else None
 
 
-class RetrainInProgress(RuntimeError):
-    """A retraining is already running; this one was not started."""
-
-
 class ModelKeeper:
     def __init__(
         self,
         *,
-        model_dir: Path,
+        versions: ModelVersions,
         sources: TrainingSources,
         labels: LabelRepository,
+        holder: str,
         watch_interval_s: float,
         retrain_interval_s: float,
         on_swap: Callable[[ModelInUse], None],
+        lease_ttl_s: float = 60,
+        import_dir: Path | None = None,
+        on_poll: Callable[[str | None], None] | None = None,
     ) -> None:
-        self._model_dir = model_dir
+        self._versions = versions
         self._sources = sources
         self._labels = labels
+        self._holder = holder
         self._watch_interval_s = watch_interval_s
         self._retrain_interval_s = retrain_interval_s
         self._on_swap = on_swap
+        self._on_poll = on_poll
+        self._lease_ttl = timedelta(seconds=lease_ttl_s)
+        self._import_dir = import_dir
         self._current: ModelInUse | None = None
         self._retrain_lock = asyncio.Lock()
-        self._labels_at_last_training = 0
+        self._labels_at_current: int | None = None
 
     @property
     def current(self) -> ModelInUse:
@@ -85,29 +113,81 @@ class ModelKeeper:
         return self._current
 
     @property
+    def holder(self) -> str:
+        """This instance's name in the lease and on the versions it writes."""
+        return self._holder
+
+    @property
+    def versions(self) -> ModelVersions:
+        return self._versions
+
+    @property
     def retraining(self) -> bool:
+        """True while this instance trains (the fleet's lease says whether any does)."""
         return self._retrain_lock.locked()
 
     async def load(self) -> None:
-        """Load CURRENT, or train a new version when there is none (a fresh machine), when it
-        was made by an older classifier, or when the taxonomy changed since it was trained
-        (a model knows the fingerprint of the taxonomy it learnt from; a changed taxonomy
-        is logged and a model of the current one trained, so purposes are never stale)."""
-        version = await asyncio.to_thread(store.current_version, self._model_dir)
-        reason = "bootstrap"
-        if version is not None:
+        """Serve the fleet's current version; train one (holding the lease) when there is
+        none (a fresh database), when it was made by an older classifier, or when the
+        taxonomy changed since it was trained (a changed taxonomy is logged and a model of
+        the current one trained, so purposes are never stale). While another instance
+        trains, wait for its version rather than train a second one.
+
+        A model directory of an earlier release is imported first if the database holds
+        no version yet."""
+        if self._import_dir is not None and await self._versions.count() == 0:
+            added = await import_directory(self._versions, self._import_dir, self._holder)
+            if added:
+                log.info("imported %d model versions from %s", added, self._import_dir)
+        while True:
+            reason = await self._use_current()
+            if reason is None:
+                return
             try:
-                model = await asyncio.to_thread(store.load, self._model_dir, version)
-            except store.OutdatedModel as error:
+                async with (
+                    self._retrain_lock,
+                    training_lease(self._versions, self._holder, self._lease_ttl) as held,
+                ):
+                    reason = await self._use_current(quiet=True)  # another may have finished
+                    if reason is None:
+                        return
+                    labels_at = await self._labels.count()
+                    labels = await self._labels.training_examples()
+                    trained = await asyncio.to_thread(
+                        train_model,
+                        self._sources,
+                        reason=reason,
+                        labels=labels,
+                        with_evaluation=False,
+                        label_rows=labels_at,
+                    )
+                    version = await publish(
+                        self._versions, held, trained.model, trained.metadata, reason=reason
+                    )
+            except (RetrainInProgress, LeaseLost) as busy:
+                log.info("%s; waiting for its version", busy)
+                await self._wait_for_training()
+                continue
+            log.info("trained model version %s (%s)", version, reason)
+            self._swap(in_use(version, trained.model), labels_at)
+            return
+
+    async def _use_current(self, *, quiet: bool = False) -> str | None:
+        """Swap to the fleet's current version if it suits this instance and return None;
+        otherwise return why a new one must be trained."""
+        version = await self._versions.current()
+        if version is None:
+            return "bootstrap"
+        try:
+            model, metadata = await load_version(self._versions, version)
+        except store.OutdatedModel as error:
+            if not quiet:
                 log.warning("%s; training a new version now", error)
-                reason = "outdated model"
-            else:
-                wanted = await asyncio.to_thread(self._sources.taxonomy_fingerprint)
-                known = fingerprint(model)
-                if self._sources.taxonomy is None or wanted == known:
-                    self._swap(in_use(version, model))
-                    self._labels_at_last_training = await self._labels.count()
-                    return
+            return "outdated model"
+        wanted = await asyncio.to_thread(self._sources.taxonomy_fingerprint)
+        known = fingerprint(model)
+        if self._sources.taxonomy is not None and wanted != known:
+            if not quiet:
                 log.warning(
                     "the taxonomy changed: model version %s was trained on taxonomy %s, "
                     "%s is now %s; training a new model from the current taxonomy",
@@ -116,66 +196,72 @@ class ModelKeeper:
                     self._sources.taxonomy,
                     wanted,
                 )
-                reason = "taxonomy changed"
-        labels = await self._labels.training_examples()
-        trained = await asyncio.to_thread(
-            train_version,
-            self._model_dir,
-            self._sources,
-            reason=reason,
-            labels=labels,
-            with_evaluation=False,
-        )
-        log.info("trained model version %s (%s)", trained.version, reason)
-        self._swap(in_use(trained.version, trained.model))
-        self._labels_at_last_training = await self._labels.count()
+            return "taxonomy changed"
+        self._swap(in_use(version, model), _label_rows(metadata))
+        return None
 
-    async def retrain(self, reason: str, *, wait: bool = True) -> str:
-        """Train on seed + labels now, save the version, and classify with it from now on.
+    async def _wait_for_training(self) -> None:
+        """Until the lease is free again (its holder published, or crashed and it expired)."""
+        pause = max(0.2, min(self._watch_interval_s or 1.0, 2.0))
+        while True:
+            if await self._versions.lease_holder(TRAINING_LEASE) is None:
+                return
+            await asyncio.sleep(pause)
 
-        With ``wait=False`` a retraining already running raises ``RetrainInProgress``.
-        """
-        if not wait and self._retrain_lock.locked():
-            raise RetrainInProgress("a retraining is already running")
-        async with self._retrain_lock:
+    async def retrain(self, reason: str) -> str:
+        """Train on seed + labels now, publish the version for the fleet, and classify with it
+        from now on. Raises ``RetrainInProgress`` when a retraining runs anywhere in the fleet,
+        and ``LeaseLost`` when this one stalled past its lease (nothing was published)."""
+        if self._retrain_lock.locked():
+            raise RetrainInProgress("a retraining is already running on this instance")
+        async with (
+            self._retrain_lock,
+            training_lease(self._versions, self._holder, self._lease_ttl) as held,
+        ):
             count = await self._labels.count()
             labels = await self._labels.training_examples()
             started = time.perf_counter()
             trained = await asyncio.to_thread(
-                train_version, self._model_dir, self._sources, reason=reason, labels=labels
+                train_model, self._sources, reason=reason, labels=labels, label_rows=count
             )
-            self._labels_at_last_training = count
-            self._swap(in_use(trained.version, trained.model))
-            log.info(
-                "retrained (%s) with %d labels in %.1fs: version %s",
-                reason,
-                trained.labels,
-                time.perf_counter() - started,
-                trained.version,
+            version = await publish(
+                self._versions, held, trained.model, trained.metadata, reason=reason
             )
-            return trained.version
+        self._swap(in_use(version, trained.model), count)
+        log.info(
+            "retrained (%s) with %d labels in %.1fs: version %s is current for the fleet",
+            reason,
+            trained.labels,
+            time.perf_counter() - started,
+            version,
+        )
+        return version
 
-    def _swap(self, model: ModelInUse) -> None:
+    def _swap(self, model: ModelInUse, labels_at: int | None) -> None:
         self._current = model
+        self._labels_at_current = labels_at
         self._on_swap(model)
 
     async def watch(self) -> None:
-        """Background task: swap to a version another process made current."""
+        """Background task: swap to a version made current anywhere in the fleet."""
         while True:
             await asyncio.sleep(self._watch_interval_s)
             try:
                 await self.refresh()
-            except _UNLOADABLE as error:  # a bad version must not stop the stream
+            except _UNLOADABLE as error:  # a bad version or a database away: keep serving
                 log.error(
                     "could not load the current model version (%r); keeping the old one", error
                 )
 
     async def refresh(self) -> bool:
-        """Load CURRENT if another process changed it (retrain or rollback); True if swapped."""
-        version = await asyncio.to_thread(store.current_version, self._model_dir)
+        """Load the fleet's current version if it changed (a retraining anywhere, a rollback);
+        True if swapped."""
+        version = await self._versions.current()
+        if self._on_poll is not None:
+            self._on_poll(version)
         if version is None or self._current is None or version == self._current.version:
             return False
-        model = await asyncio.to_thread(store.load, self._model_dir, version)
+        model, metadata = await load_version(self._versions, version)
         if self._sources.taxonomy is not None:
             try:
                 wanted = await asyncio.to_thread(self._sources.taxonomy_fingerprint)
@@ -190,16 +276,38 @@ class ModelKeeper:
                     self._sources.taxonomy,
                     wanted,
                 )
-        self._swap(in_use(version, model))
+        self._swap(in_use(version, model), _label_rows(metadata))
+        if self._on_poll is not None:
+            self._on_poll(version)
         log.info("now classifying with model version %s", version)
         return True
 
     async def retrain_on_schedule(self) -> None:
-        """Background task: retrain every ``retrain_interval_s`` when new labels arrived."""
+        """Background task: ``retrain_if_new_labels`` every ``retrain_interval_s``."""
         while True:
             await asyncio.sleep(self._retrain_interval_s)
             try:
-                if await self._labels.count() > self._labels_at_last_training:
-                    await self.retrain("schedule")
-            except DBAPIError as error:  # the label store is away: try again next round
-                log.error("scheduled retraining skipped, label store unavailable: %r", error)
+                await self.retrain_if_new_labels()
+            except (RetrainInProgress, LeaseLost) as busy:
+                log.info("scheduled retraining skipped: %s", busy)
+            except _UNLOADABLE as error:  # the database is away: try again next round
+                log.error("scheduled retraining skipped: %r", error)
+
+    async def retrain_if_new_labels(self) -> str | None:
+        """One round of the schedule: retrain when labels arrived since the fleet's current
+        version was trained, and return the new version. Every instance checks; the first to
+        take the lease trains, the others then serve its version, which knows those labels,
+        and do nothing."""
+        await self.refresh()
+        known = self._labels_at_current
+        if known is None:  # a version that does not say: count from now on
+            self._labels_at_current = await self._labels.count()
+            return None
+        if await self._labels.count() <= known:
+            return None
+        return await self.retrain("schedule")
+
+
+def _label_rows(metadata: dict[str, object]) -> int | None:
+    rows = metadata.get("label_rows")
+    return rows if isinstance(rows, int) else None

@@ -15,12 +15,14 @@ from services.classifier.changelog import ContextRestorer
 from services.classifier.components import ClassifierComponents
 from services.classifier.config import ClassifierSettings
 from services.classifier.context import ContextStore
+from services.classifier.db.model_versions import ModelVersions
 from services.classifier.db.repository import LabelRepository
 from services.classifier.handler import ClassifyDemands, Topics
 from services.classifier.judgement import Thresholds
 from services.classifier.live_model import ModelInUse, ModelKeeper
 from services.classifier.metrics import ClassifierMetrics
 from services.classifier.training import TrainingSources
+from services.classifier.versions import holder_name
 from shared.auth.store import ApiKeyStore
 from shared.database.engine import create_engine
 from shared.events import CaseEvent, DemandLabelled, DemandReceived
@@ -51,20 +53,30 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
         metrics.model.info({"version": model.version})
         metrics.model_swaps.inc()
 
+    def polled(fleet_version: str | None) -> None:
+        served = keeper.current.version
+        metrics.model_behind.set(int(fleet_version is not None and fleet_version != served))
+
     keeper = ModelKeeper(
-        model_dir=settings.model_dir,
+        versions=ModelVersions(engine),
         sources=TrainingSources(
             seed_examples=settings.seed_examples,
             taxonomy=settings.taxonomy,
+            general_corpus=settings.general_corpus,
             label_weight=settings.label_weight,
         ),
         labels=labels,
+        holder=holder_name(),  # the pod (host) name, the process and a nonce
         watch_interval_s=settings.model_watch_interval_s,
         retrain_interval_s=settings.retrain_interval_s,
         on_swap=swapped,
+        on_poll=polled,
+        lease_ttl_s=settings.training_lease_s,
+        import_dir=settings.model_dir,
     )
     try:
-        await keeper.load()  # CURRENT, or trained from the seed data on a fresh machine
+        # The fleet's current version, or trained from the seed data on a fresh database.
+        await keeper.load()
     except DBAPIError as error:
         where = engine.url.render_as_string(hide_password=True)
         raise RuntimeError(

@@ -40,7 +40,16 @@ class ClassifierMetrics:
             registry=registry,
         )
         self.model = Info(
-            "demandscope_classifier_model", "The live model version.", registry=registry
+            "demandscope_classifier_model",
+            "The model version this instance classifies with.",
+            registry=registry,
+        )
+        # Max over instances > 0 for longer than a few watch intervals: an instance cannot
+        # load the fleet's current version (see its log).
+        self.model_behind = Gauge(
+            "demandscope_classifier_model_behind",
+            "1 while this instance serves another version than the database's current one.",
+            registry=registry,
         )
         self.labels_received = Counter(
             "demandscope_classifier_labels_total",
@@ -49,7 +58,7 @@ class ClassifierMetrics:
         )
         self.model_swaps = Counter(
             "demandscope_classifier_model_swaps_total",
-            "Times the live model was replaced (start, retrain, new CURRENT, rollback).",
+            "Times the live model was replaced (start, retrain, rollback, a new current version).",
             registry=registry,
         )
         self.customers_in_context = Gauge(

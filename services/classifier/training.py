@@ -1,7 +1,7 @@
-"""Train a model version from the organisation's taxonomy, its labelled examples, people's
-labels and the general corpus, and save it.
+"""Train a model from the organisation's taxonomy, its labelled examples, people's labels and
+the general corpus (``versions.publish`` then stores it for the fleet).
 
-Used three ways: on a fresh machine when no model exists yet (or the taxonomy changed), by
+Used three ways: on a fresh database when no model exists yet (or the taxonomy changed), by
 `demandscope classifier retrain`, and by the running service on its schedule or on POST
 /v1/retrain. Blocking and CPU-bound: callers read the labels first
 (``LabelRepository.training_examples``) and run it in a thread.
@@ -22,14 +22,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sklearn
 
 from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY
-from services.classifier.model import store
 from services.classifier.model.embeddings import CONFIG, DIMENSIONS
 from services.classifier.model.evaluate import evaluate
 from services.classifier.model.examples import Example, read_examples_csv
@@ -58,9 +56,10 @@ class TrainingSources:
 
 
 @dataclass(frozen=True, slots=True)
-class TrainedVersion:
-    version: str
+class TrainedModel:
     model: TextModel
+    metadata: dict[str, Any]
+    """Plain JSON, stored with the version: what it learnt from, and its held-out figures."""
     labels: int
 
 
@@ -106,16 +105,17 @@ def split_sources(
     return TrainingSet(taxonomy, own, [*foreign, *general], foreign_seed_rows=len(foreign))
 
 
-def train_version(
-    model_dir: Path,
+def train_model(
     sources: TrainingSources,
     *,
     reason: str,
     labels: Sequence[Example] = (),
     with_evaluation: bool = True,
-) -> TrainedVersion:
-    """Train on the sources + ``labels`` (people's, as training examples), save as a new
-    version and make it current."""
+    label_rows: int | None = None,
+) -> TrainedModel:
+    """Train on the sources + ``labels`` (people's, as training examples). ``label_rows``
+    (the label store's size when the labels were read) tells the schedule later whether new
+    labels arrived since."""
     started = time.perf_counter()
     taxonomy = sources.load_taxonomy()
     rows = split_sources(
@@ -164,6 +164,6 @@ def train_version(
         "sklearn_version": sklearn.__version__,
         "training_seconds": round(time.perf_counter() - started, 2),
         "evaluation": held_out,
+        "label_rows": label_rows,
     }
-    version = store.save(model, model_dir, metadata, now=datetime.now(UTC))
-    return TrainedVersion(version=version, model=model, labels=len(labelled))
+    return TrainedModel(model=model, metadata=metadata, labels=len(labelled))

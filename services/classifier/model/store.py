@@ -1,12 +1,17 @@
-"""A directory of model versions with a CURRENT pointer, so a bad model can be rolled back.
+"""A model version as bytes, and the model directories of earlier releases.
 
-Layout::
+Model versions live in the classifier database (``db/model_versions.py``), shared by every
+instance. This module turns a ``TextModel`` into the bytes stored there and back, and reads
+the per-pod directory earlier releases kept (imported into the database once)::
 
     DIR/CURRENT                              the active version's name
     DIR/versions/<version>/model.joblib      the pickled TextModel
     DIR/versions/<version>/metadata.json     plain JSON: readable without unpickling anything
 
-Only load models from directories you trust: joblib files are pickles.
+Trust: a stored model is a pickle (joblib), and unpickling runs code. Whoever can write the
+classifier database (or an imported directory) can run code in every classifier instance, so
+guard its credentials like the service's own. The content hash stored with each version
+catches a damaged row, not an attacker who can write one.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,99 +41,80 @@ class OutdatedModel(ModelStoreError):
     """The stored model was made by a classifier whose features differ from this one's."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoredVersion:
-    version: str
-    metadata: dict[str, Any]
-    is_current: bool
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)  # readers see the old file or the new one, never half of one
-
-
-def save(
-    model: TextModel,
-    model_dir: Path | str,
-    metadata: dict[str, Any],
-    *,
-    now: datetime | None = None,
-    make_current: bool = True,
-) -> str:
-    """Store ``model`` as a new version and (by default) point CURRENT at it; return the version."""
-    root = Path(model_dir)
+def dumps(model: TextModel) -> bytes:
     buffer = io.BytesIO()
     joblib.dump(model, buffer, compress=3)
-    payload = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def content_hash(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def version_name(payload: bytes, now: datetime | None = None) -> str:
+    """Names sort by time, and the hash tells two versions of one minute apart."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%MZ")
-    version = f"{stamp}-{hashlib.sha256(payload).hexdigest()[:8]}"
-    directory = root / "versions" / version
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_atomically(directory / MODEL_FILE, payload)
-    described = {"version": version, "created_at": datetime.now(UTC).isoformat(), **metadata}
-    _write_atomically(directory / METADATA_FILE, json.dumps(described, indent=2).encode())
-    if make_current:
-        _point_current(root, version)
-    return version
+    return f"{stamp}-{content_hash(payload)[:8]}"
 
 
-def _point_current(root: Path, version: str) -> None:
-    _write_atomically(root / CURRENT_FILE, f"{version}\n".encode())
-
-
-def current_version(model_dir: Path | str) -> str | None:
-    pointer = Path(model_dir) / CURRENT_FILE
-    if not pointer.exists():
-        return None
-    return pointer.read_text().strip() or None
-
-
-def read_metadata(model_dir: Path | str, version: str) -> dict[str, Any]:
-    path = Path(model_dir) / "versions" / version / METADATA_FILE
-    if not path.exists():
-        raise ModelStoreError(f"no version {version!r} in {model_dir}")
-    loaded: dict[str, Any] = json.loads(path.read_text())
-    return loaded
-
-
-def list_versions(model_dir: Path | str) -> list[StoredVersion]:
-    """Every stored version, oldest first (version names sort by time)."""
-    versions_dir = Path(model_dir) / "versions"
-    if not versions_dir.exists():
-        return []
-    current = current_version(model_dir)
-    names = sorted(p.name for p in versions_dir.iterdir() if (p / MODEL_FILE).exists())
-    return [StoredVersion(n, read_metadata(model_dir, n), n == current) for n in names]
-
-
-def load(model_dir: Path | str, version: str) -> TextModel:
-    path = Path(model_dir) / "versions" / version / MODEL_FILE
-    if not path.exists():
-        raise ModelStoreError(f"no version {version!r} in {model_dir}")
-    model = joblib.load(path)
+def loads(payload: bytes, *, where: str, expected_hash: str | None = None) -> TextModel:
+    """The ``TextModel`` in ``payload`` (see the trust statement above); ``where`` names it in
+    errors."""
+    if expected_hash is not None and content_hash(payload) != expected_hash:
+        raise ModelStoreError(f"{where} is damaged: its bytes do not match its content hash")
+    model = joblib.load(io.BytesIO(payload))
     if not isinstance(model, TextModel):
-        raise ModelStoreError(f"{path} does not hold a TextModel")
+        raise ModelStoreError(f"{where} does not hold a TextModel")
     if getattr(model, "format", 1) != FORMAT:
         raise OutdatedModel(
-            f"{path} was trained by an older classifier (model format "
+            f"{where} was trained by an older classifier (model format "
             f"{getattr(model, 'format', 1)}, this one reads {FORMAT}): train a new version"
         )
     return model
 
 
-def load_current(model_dir: Path | str) -> tuple[str, TextModel]:
-    version = current_version(model_dir)
-    if version is None:
-        raise ModelStoreError(f"no trained model in {model_dir}: run 'classifier train' first")
-    return version, load(model_dir, version)
+@dataclass(frozen=True, slots=True)
+class DirectoryVersion:
+    version: str
+    metadata: dict[str, Any]
+    payload: bytes
 
 
-def rollback(model_dir: Path | str, to: str) -> str:
-    """Point CURRENT at an earlier (or any stored) version."""
-    if not (Path(model_dir) / "versions" / to / MODEL_FILE).exists():
-        known = ", ".join(v.version for v in list_versions(model_dir)) or "none"
-        raise ModelStoreError(f"no version {to!r} in {model_dir} (stored: {known})")
-    _point_current(Path(model_dir), to)
-    return to
+@dataclass(frozen=True, slots=True)
+class ModelDirectory:
+    """What a model directory of an earlier release holds, oldest version first."""
+
+    versions: list[DirectoryVersion]
+    current: str | None
+
+
+def read_directory(model_dir: Path | str) -> ModelDirectory:
+    """Every version in ``model_dir`` (none if it does not exist) and its CURRENT."""
+    root = Path(model_dir)
+    pointer = root / CURRENT_FILE
+    current = (pointer.read_text().strip() or None) if pointer.exists() else None
+    versions_dir = root / "versions"
+    found: list[DirectoryVersion] = []
+    if versions_dir.is_dir():
+        for directory in sorted(versions_dir.iterdir()):
+            model_file = directory / MODEL_FILE
+            if not model_file.is_file():
+                continue
+            metadata_file = directory / METADATA_FILE
+            metadata: dict[str, Any] = (
+                json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+            )
+            found.append(DirectoryVersion(directory.name, metadata, model_file.read_bytes()))
+    names = {v.version for v in found}
+    return ModelDirectory(found, current if current in names else None)
+
+
+def write_directory_version(
+    model_dir: Path | str, version: str, payload: bytes, metadata: dict[str, Any]
+) -> Path:
+    """Write one version in the directory layout (an export; it is never read as current)."""
+    directory = Path(model_dir) / "versions" / version
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MODEL_FILE).write_bytes(payload)
+    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+    return directory

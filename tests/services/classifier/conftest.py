@@ -4,6 +4,7 @@ a seed model, migrated databases, API keys and settings for running the service.
 from __future__ import annotations
 
 import csv
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 
 from services.classifier.config import ClassifierSettings
 from services.classifier.model.examples import Example
+from services.classifier.model.text_model import TextModel
+from services.classifier.training import TrainedModel
 from shared.auth.keys import Scope
 from shared.auth.settings import AuthSettings
 from shared.kafka.settings import KafkaSettings
@@ -131,33 +134,65 @@ def examples_csv(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def seed_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def seed_model() -> TrainedModel:
     """A model trained once per session on the shipped seed data (a few seconds)."""
-    from services.classifier.training import TrainingSources, train_version
+    from services.classifier.training import TrainingSources, train_model
 
-    directory = tmp_path_factory.mktemp("seed-model")
-    train_version(directory, TrainingSources(), reason="test", with_evaluation=False)
-    return directory
+    return train_model(TrainingSources(), reason="test", with_evaluation=False)
 
 
-@pytest.fixture
-def model_dir(seed_model_dir: Path, tmp_path: Path) -> Path:
-    """This test's own copy of the seed model directory (its own labels and versions)."""
-    import shutil
+async def store_version(
+    database_url: str,
+    model: TextModel,
+    metadata: dict[str, Any] | None = None,
+    *,
+    version: str | None = None,
+    make_current: bool = True,
+    by: str = "test",
+) -> str:
+    """Store ``model`` in the classifier database as a version (current by default), as a
+    trainer elsewhere in the fleet would; return its name."""
+    from services.classifier.db.model_versions import ModelVersions, NewVersion
+    from services.classifier.model import store
+    from services.classifier.model.text_model import FORMAT
+    from shared.database.engine import create_engine
 
-    directory = tmp_path / "models"
-    shutil.copytree(seed_model_dir, directory)
-    return directory
+    payload = store.dumps(model)
+    name = version or f"{store.version_name(payload)}-{uuid.uuid4().hex[:4]}"
+    engine = create_engine(database_url)
+    try:
+        await ModelVersions(engine).add(
+            NewVersion(
+                version=name,
+                created_by=by,
+                reason=str((metadata or {}).get("reason", "test")),
+                content_hash=store.content_hash(payload),
+                model_format=FORMAT,
+                metadata=metadata or {},
+                payload=payload,
+            ),
+            make_current=make_current,
+        )
+    finally:
+        await engine.dispose()
+    return name
 
 
 @pytest.fixture
 def labels_url(tmp_path: Path) -> str:
-    """A migrated classifier database (SQLite) of this test's own."""
+    """A migrated classifier database (SQLite) of this test's own, with no model yet."""
     from services.classifier.db.migrate import upgrade
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'classifier.db'}"
     upgrade(url)
     return url
+
+
+@pytest.fixture
+async def seeded_url(labels_url: str, seed_model: TrainedModel) -> str:
+    """``labels_url`` whose current model version is the seed model (no training at start)."""
+    await store_version(labels_url, seed_model.model, seed_model.metadata)
+    return labels_url
 
 
 @pytest.fixture
@@ -199,20 +234,21 @@ async def api_keys(auth_settings: AuthSettings) -> ApiKeys:
 def classifier_settings(
     kafka_settings: KafkaSettings,
     unique_group: str,
-    model_dir: Path,
-    labels_url: str,
+    seeded_url: str,
     auth_settings: AuthSettings,
+    tmp_path: Path,
 ) -> Callable[..., ClassifierSettings]:
     """``classifier_settings(**overrides)``: a classifier of this test's own on the test broker
-    (its group, transactional id, model copy and databases); no model watch, no schedule."""
+    (its group, transactional id and databases, the seed model current); no model watch, no
+    schedule."""
 
     def make(**overrides: Any) -> ClassifierSettings:
         fields: dict[str, Any] = {
             "kafka": kafka_settings,
             "group_id": unique_group,
             "transactional_id": f"{unique_group}-tx",
-            "model_dir": model_dir,
-            "database_url": labels_url,
+            "model_dir": tmp_path / "no-model-dir",
+            "database_url": seeded_url,
             "auth": auth_settings,
             "model_watch_interval_s": 0,
             "retrain_interval_s": 0,

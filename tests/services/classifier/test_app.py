@@ -127,42 +127,73 @@ async def test_reading_the_model_needs_read_and_retraining_needs_model_write(
         new_version = retrained.json()["model_version"]
         assert new_version != live.json()["model_version"]
         now = await client.get("/v1/model", headers=header(api_keys.operator))
-        assert now.json() == {"model_version": new_version}
+        assert now.json()["model_version"] == new_version
+        assert now.json()["fleet_version"] == new_version
 
 
-async def test_a_second_retrain_while_one_runs_answers_409(
+async def test_a_retrain_anywhere_in_the_fleet_answers_409_elsewhere_and_reaches_all(
     classifier_settings: Callable[..., ClassifierSettings],
     api_keys: ApiKeys,
     examples_csv: Path,
+    unique_group: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Two instances on one database: while one retrains, a retrain on either answers 409;
+    its version is then served by both."""
     release = threading.Event()
-    train = training.train_version
+    train = training.train_model
 
     def held_training(*args: Any, **kwargs: Any) -> Any:
         release.wait(30)
         return train(*args, **kwargs)
 
-    monkeypatch.setattr(live_model, "train_version", held_training)
+    monkeypatch.setattr(live_model, "train_model", held_training)
     operator = api_keys.header(api_keys.operator)
-    app = create_app(classifier_settings(seed_examples=examples_csv))
-    async with running(app) as client:
-        keeper = app.state.components.model
+    a = create_app(classifier_settings(seed_examples=examples_csv))
+    b = create_app(
+        classifier_settings(
+            seed_examples=examples_csv,
+            group_id=f"{unique_group}-b",
+            transactional_id=f"{unique_group}-b-tx",
+            model_watch_interval_s=0.1,
+        )
+    )
+    async with running(a) as client_a, running(b) as client_b:
+        keeper = a.state.components.model
+        before = (await client_b.get("/v1/model", headers=operator)).json()
 
         async def retraining() -> bool:
             return bool(keeper.retraining)
 
-        first = asyncio.create_task(client.post("/v1/retrain", headers=operator))
+        first = asyncio.create_task(client_a.post("/v1/retrain", headers=operator))
         try:
             await wait_until(retraining, what="the first retraining running")
-            second = await client.post("/v1/retrain", headers=operator)
+            elsewhere = await client_b.post("/v1/retrain", headers=operator)
+            here = await client_a.post("/v1/retrain", headers=operator)
         finally:
             release.set()
-        assert second.status_code == 409, second.text
-        assert second.headers["retry-after"] == "10"
-        assert second.headers["content-type"] == "application/problem+json"
-        assert (await first).status_code == 200
+        for second in (elsewhere, here):
+            assert second.status_code == 409, second.text
+            assert second.headers["retry-after"] == "10"
+            assert second.headers["content-type"] == "application/problem+json"
+        trained = await first
+        assert trained.status_code == 200, trained.text
         assert not keeper.retraining
+        version = trained.json()["model_version"]
+        assert version != before["model_version"]
+
+        async def served_by_b() -> dict[str, Any]:
+            answer: dict[str, Any] = (await client_b.get("/v1/model", headers=operator)).json()
+            return answer
+
+        answer = await wait_until(
+            served_by_b, accept=lambda m: m["model_version"] == version, what="b serving it"
+        )
+        assert answer["fleet_version"] == version
+        assert answer["instance"] != trained.json()["instance"]
+        metrics = (await client_b.get("/metrics")).text
+        assert f'demandscope_classifier_model_info{{version="{version}"}} 1.0' in metrics
+        assert "demandscope_classifier_model_behind 0.0" in metrics
 
 
 def test_keys_create_grants_the_model_write_scope(

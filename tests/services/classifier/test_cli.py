@@ -1,3 +1,4 @@
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -5,27 +6,46 @@ from typing import Any
 from typer.testing import CliRunner
 
 from services.classifier.cli import app
-from services.classifier.model import store
+from services.classifier.db.model_versions import ModelVersions
+from services.classifier.model.text_model import TextModel
+from services.classifier.versions import load_version
+from shared.database.engine import create_engine
+from tests.services.classifier.conftest import store_version
 
 runner = CliRunner()
 
 
-def train(examples_csv: Path, model_dir: Path, *extra: str) -> str:
+def train(examples_csv: Path, database_url: str, *extra: str) -> str:
     result = runner.invoke(
-        app, ["train", "--examples", str(examples_csv), "--model-dir", str(model_dir), *extra]
+        app, ["train", "--examples", str(examples_csv), "--database-url", database_url, *extra]
     )
     assert result.exit_code == 0, result.output
     return result.output
 
 
-def test_train_then_evaluate_json(examples_csv: Path, tmp_path: Path) -> None:
-    output = train(examples_csv, tmp_path / "models")
+def current(database_url: str) -> tuple[str, TextModel, dict[str, Any]]:
+    """The database's current version, its model and its metadata."""
 
-    version = store.current_version(tmp_path / "models")
-    assert version is not None
+    async def read() -> tuple[str, TextModel, dict[str, Any]]:
+        engine = create_engine(database_url)
+        try:
+            versions = ModelVersions(engine)
+            version = await versions.current()
+            assert version is not None
+            model, metadata = await load_version(versions, version)
+        finally:
+            await engine.dispose()
+        return version, model, metadata
+
+    return asyncio.run(read())
+
+
+def test_train_then_evaluate_json(examples_csv: Path, labels_url: str) -> None:
+    output = train(examples_csv, labels_url)
+
+    version, _, metadata = current(labels_url)
     assert version in output
     assert "held out" in output
-    metadata = store.read_metadata(tmp_path / "models", version)
     assert metadata["examples"] == 30
     assert metadata["evaluation"]["rows"] == 6
 
@@ -33,8 +53,8 @@ def test_train_then_evaluate_json(examples_csv: Path, tmp_path: Path) -> None:
         app,
         [
             "evaluate",
-            "--model-dir",
-            str(tmp_path / "models"),
+            "--database-url",
+            labels_url,
             "--examples",
             str(examples_csv),
             "--json",
@@ -49,8 +69,10 @@ def test_train_then_evaluate_json(examples_csv: Path, tmp_path: Path) -> None:
     assert document["throughput_per_s"] > 0
 
 
-def test_evaluate_survives_untidy_files(examples_csv: Path, tmp_path: Path) -> None:
-    train(examples_csv, tmp_path / "models", "--holdout", "0")
+def test_evaluate_survives_untidy_files(
+    examples_csv: Path, tmp_path: Path, labels_url: str
+) -> None:
+    train(examples_csv, labels_url, "--holdout", "0")
     untidy = tmp_path / "untidy.csv"
     untidy.write_text(
         "\ufeffText,Purpose,Demand_Type,failure_kind,agent\n"
@@ -63,7 +85,7 @@ def test_evaluate_survives_untidy_files(examples_csv: Path, tmp_path: Path) -> N
 
     result = runner.invoke(
         app,
-        ["evaluate", "--model-dir", str(tmp_path / "models"), "--examples", str(untidy), "--json"],
+        ["evaluate", "--database-url", labels_url, "--examples", str(untidy), "--json"],
     )
 
     assert result.exit_code == 0, result.output
@@ -75,43 +97,40 @@ def test_evaluate_survives_untidy_files(examples_csv: Path, tmp_path: Path) -> N
     assert document["demand_type"]["count"] == 3
 
 
-def test_versions_rollback_and_explain(examples_csv: Path, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    train(examples_csv, models, "--holdout", "0")
-    first = store.current_version(models)
-    store.save(store.load_current(models)[1], models, {"examples": 1})
-    assert first is not None
+def test_versions_rollback_and_explain(examples_csv: Path, labels_url: str) -> None:
+    train(examples_csv, labels_url, "--holdout", "0")
+    first, model, _ = current(labels_url)
+    asyncio.run(store_version(labels_url, model, {"examples": 1}))
+    assert current(labels_url)[0] != first
 
-    listed = runner.invoke(app, ["versions", "--model-dir", str(models)])
-    rolled = runner.invoke(app, ["rollback", "--model-dir", str(models), "--to", first])
+    listed = runner.invoke(app, ["versions", "--database-url", labels_url])
+    rolled = runner.invoke(app, ["rollback", "--database-url", labels_url, "--to", first])
     explained = runner.invoke(
-        app, ["explain", "still waiting for my refund", "--model-dir", str(models)]
+        app, ["explain", "still waiting for my refund", "--database-url", labels_url]
     )
 
     assert first in listed.output
     assert rolled.exit_code == 0
-    assert store.current_version(models) == first
+    assert current(labels_url)[0] == first
     assert explained.exit_code == 0
     assert "demand_type" in explained.output
 
 
-def test_rollback_to_an_unknown_version_exits_non_zero(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["rollback", "--model-dir", str(tmp_path), "--to", "nope"])
+def test_rollback_to_an_unknown_version_exits_non_zero(labels_url: str) -> None:
+    result = runner.invoke(app, ["rollback", "--database-url", labels_url, "--to", "nope"])
 
     assert result.exit_code == 1
 
 
-def test_train_without_examples_trains_the_default_model(tmp_path: Path) -> None:
+def test_train_without_examples_trains_the_default_model(labels_url: str) -> None:
     """The model `make run` starts with: shipped taxonomy, seed set and general corpus."""
     from services.classifier.config import TAXONOMY
     from services.classifier.taxonomy import load_taxonomy
 
-    models = tmp_path / "models"
-    result = runner.invoke(app, ["train", "--model-dir", str(models), "--holdout", "0"])
+    result = runner.invoke(app, ["train", "--database-url", labels_url, "--holdout", "0"])
 
     assert result.exit_code == 0, result.output
-    version, model = store.load_current(models)
-    metadata = store.read_metadata(models, version)
+    _, model, metadata = current(labels_url)
     taxonomy = load_taxonomy(TAXONOMY)
     assert set(model.purposes) == set(taxonomy.purpose_slugs)
     assert metadata["taxonomy_hash"] == taxonomy.content_hash()
@@ -120,7 +139,7 @@ def test_train_without_examples_trains_the_default_model(tmp_path: Path) -> None
 
 
 def test_train_with_a_taxonomy_alone_is_a_cold_start_for_that_organisation(
-    tmp_path: Path, general_corpus_csv: Path
+    tmp_path: Path, general_corpus_csv: Path, labels_url: str
 ) -> None:
     taxonomy = tmp_path / "pets.yaml"
     taxonomy.write_text(
@@ -133,13 +152,12 @@ def test_train_with_a_taxonomy_alone_is_a_cold_start_for_that_organisation(
         "    examples: [I want to order dog food, where is my cat food delivery]\n",
         encoding="utf-8",
     )
-    models = tmp_path / "models"
     result = runner.invoke(
         app,
         [
             "train",
-            "--model-dir",
-            str(models),
+            "--database-url",
+            labels_url,
             "--taxonomy",
             str(taxonomy),
             "--general-corpus",
@@ -148,7 +166,7 @@ def test_train_with_a_taxonomy_alone_is_a_cold_start_for_that_organisation(
     )
 
     assert result.exit_code == 0, result.output
-    _, model = store.load_current(models)
+    _, model, _ = current(labels_url)
     assert set(model.purposes) == {"vet appointment", "pet food order"}
     answers = model.predict_batch(
         ["I'd like to order some dog food", "still waiting for the vet to call me back"]
@@ -158,18 +176,17 @@ def test_train_with_a_taxonomy_alone_is_a_cold_start_for_that_organisation(
 
 
 def test_evaluate_json_reports_the_failure_share_and_an_audited_estimate(
-    examples_csv: Path, tmp_path: Path, general_corpus_csv: Path
+    examples_csv: Path, labels_url: str, general_corpus_csv: Path
 ) -> None:
-    models = tmp_path / "models"
-    train(examples_csv, models, "--holdout", "0", "--general-corpus", str(general_corpus_csv))
+    train(examples_csv, labels_url, "--holdout", "0", "--general-corpus", str(general_corpus_csv))
 
     def evaluate(*extra: str) -> dict[str, Any]:
         result = runner.invoke(
             app,
             [
                 "evaluate",
-                "--model-dir",
-                str(models),
+                "--database-url",
+                labels_url,
                 "--examples",
                 str(examples_csv),
                 "--json",

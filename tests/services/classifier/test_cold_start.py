@@ -4,6 +4,7 @@ noticed (each test reproduced the bug before the fix)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -11,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from services.classifier.config import SHIPPED_DATA, TAXONOMY, ClassifierSettings
+from services.classifier.db.migrate import upgrade
+from services.classifier.db.model_versions import ModelVersions
 from services.classifier.db.repository import LabelRepository
 from services.classifier.live_model import ModelInUse, ModelKeeper
 from services.classifier.main import create_app
-from services.classifier.model import store
 from services.classifier.taxonomy import load_taxonomy
-from services.classifier.training import TrainingSources, train_version
+from services.classifier.training import TrainingSources, train_model
 from shared.database.engine import create_engine
 from shared.events import DemandClassified
 from shared.kafka.settings import KafkaSettings
@@ -73,12 +75,13 @@ async def labels(labels_url: str) -> AsyncIterator[LabelRepository]:
         await engine.dispose()
 
 
-def keeper(model_dir: Path, sources: TrainingSources, labels: LabelRepository) -> ModelKeeper:
+def keeper(sources: TrainingSources, labels: LabelRepository) -> ModelKeeper:
     swaps: list[ModelInUse] = []
     return ModelKeeper(
-        model_dir=model_dir,
+        versions=ModelVersions(labels.engine),
         sources=sources,
         labels=labels,
+        holder="test",
         watch_interval_s=0,
         retrain_interval_s=0,
         on_swap=swaps.append,
@@ -89,11 +92,8 @@ def test_replacing_only_the_taxonomy_answers_only_its_purposes(
     tmp_path: Path, council_taxonomy: Path
 ) -> None:
     """The shipped energy seed examples stay configured: their 16 purposes must not leak."""
-    trained = train_version(
-        tmp_path / "models",
-        TrainingSources(taxonomy=council_taxonomy),
-        reason="test",
-        with_evaluation=False,
+    trained = train_model(
+        TrainingSources(taxonomy=council_taxonomy), reason="test", with_evaluation=False
     )
 
     council = set(load_taxonomy(council_taxonomy).purpose_slugs)
@@ -112,7 +112,7 @@ async def test_a_header_only_examples_file_still_starts(
 ) -> None:
     empty = tmp_path / "examples.csv"
     empty.write_text("text,purpose,demand_type,failure_kind,channel\n", encoding="utf-8")
-    live = keeper(tmp_path / "models", TrainingSources(seed_examples=empty), labels)
+    live = keeper(TrainingSources(seed_examples=empty), labels)
 
     await live.load()
 
@@ -122,26 +122,28 @@ async def test_a_header_only_examples_file_still_starts(
 
 
 async def test_a_changed_taxonomy_is_noticed_and_a_model_of_it_is_trained(
-    model_dir: Path,
+    seeded_url: str,
     council_taxonomy: Path,
     labels: LabelRepository,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """``model_dir`` holds a model of the shipped (energy) taxonomy; the organisation now
-    configures its own."""
-    old = store.current_version(model_dir)
-    live = keeper(model_dir, TrainingSources(taxonomy=council_taxonomy), labels)
+    """The database's current model knows the shipped (energy) taxonomy; the organisation
+    now configures its own."""
+    old = await ModelVersions(labels.engine).current()
+    assert old is not None
+    live = keeper(TrainingSources(taxonomy=council_taxonomy), labels)
 
     with caplog.at_level(logging.WARNING, logger="services.classifier.live_model"):
         await live.load()
 
     assert live.current.version != old
     assert set(live.current.model.purposes) == set(load_taxonomy(council_taxonomy).purpose_slugs)
-    assert store.read_metadata(model_dir, live.current.version)["reason"] == "taxonomy changed"
+    metadata = await ModelVersions(labels.engine).metadata(live.current.version)
+    assert metadata["reason"] == "taxonomy changed"
     assert any("taxonomy changed" in r.getMessage() for r in caplog.records)
 
     # The same taxonomy again: the model just trained is loaded, not trained once more.
-    again = keeper(model_dir, TrainingSources(taxonomy=council_taxonomy), labels)
+    again = keeper(TrainingSources(taxonomy=council_taxonomy), labels)
     await again.load()
     assert again.current.version == live.current.version
 
@@ -153,9 +155,9 @@ async def test_a_start_with_the_council_taxonomy_alone_classifies_with_council_p
     classifier_settings: Callable[..., ClassifierSettings],
 ) -> None:
     """The shipped second taxonomy, no seed examples, a fresh machine, the real broker."""
-    settings = classifier_settings(
-        taxonomy=COUNCIL, seed_examples=None, model_dir=tmp_path / "fresh-models"
-    )
+    fresh = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"  # no model version yet
+    await asyncio.to_thread(upgrade, fresh)
+    settings = classifier_settings(taxonomy=COUNCIL, seed_examples=None, database_url=fresh)
     texts = [
         "my kitchen tap has been dripping for a week",
         "the boiler is broken and we have no heating",
@@ -178,9 +180,14 @@ async def test_a_start_with_the_council_taxonomy_alone_classifies_with_council_p
     classified = [DemandClassified.model_validate_json(r.value) for r in records]
     assert sorted(c.demand.id for c in classified) == [f"C-{i}" for i in range(len(texts))]
     assert {c.purpose for c in classified} <= council
-    version = store.current_version(tmp_path / "fresh-models")
-    assert version is not None
-    metadata = store.read_metadata(tmp_path / "fresh-models", version)
+    engine = create_engine(fresh)
+    try:
+        versions = ModelVersions(engine)
+        version = await versions.current()
+        assert version is not None
+        metadata = await versions.metadata(version)
+    finally:
+        await engine.dispose()
     assert metadata["taxonomy_hash"] == load_taxonomy(COUNCIL).content_hash()
     assert (metadata["seed_examples"], metadata["reason"]) == (0, "bootstrap")
 

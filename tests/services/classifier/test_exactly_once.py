@@ -85,12 +85,13 @@ async def publish_demands(settings: KafkaSettings) -> list[str]:
 async def test_a_killed_classifier_classifies_every_demand_exactly_once(
     kafka_settings: KafkaSettings,
     unique_group: str,
-    model_dir: Path,
-    labels_url: str,
+    tmp_path: Path,
+    seeded_url: str,
     auth_settings: AuthSettings,
 ) -> None:
+    model_dir = tmp_path / "no-model-dir"  # the seed model is the database's current one
     databases = {
-        "DEMANDSCOPE_CLASSIFIER_DATABASE_URL": labels_url,
+        "DEMANDSCOPE_CLASSIFIER_DATABASE_URL": seeded_url,
         "DEMANDSCOPE_AUTH_DATABASE_URL": auth_settings.database_url,
     }
     ids = await publish_demands(kafka_settings)

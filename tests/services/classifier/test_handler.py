@@ -16,17 +16,17 @@ from services.classifier.handler import ClassifyDemands, Topics
 from services.classifier.judgement import Thresholds
 from services.classifier.live_model import in_use
 from services.classifier.metrics import ClassifierMetrics
-from services.classifier.model import store
+from services.classifier.training import TrainedModel
 from shared.database.engine import create_engine
 from shared.kafka.consumer import Inbound, RetryableError
 from tests.support.factories import demand_received
 
 
 async def test_a_label_store_not_migrated_is_retried_not_dead_lettered(
-    model_dir: Path, tmp_path: Path
+    seed_model: TrainedModel, tmp_path: Path
 ) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'not-migrated.db'}")
-    version, model = store.load_current(model_dir)
+    version, model = "seed", seed_model.model
     handler = ClassifyDemands(
         topics=Topics(classified="classified", context="context"),
         source="test",
