@@ -20,6 +20,7 @@ Ids are stable, so loading it twice changes nothing (every consumer is idempoten
 
 from __future__ import annotations
 
+import hashlib
 import random
 import secrets
 from collections.abc import Sequence
@@ -342,26 +343,22 @@ async def publish(events: Sequence[Event], kafka_settings: object) -> None:
         await producer.stop()
 
 
-async def record_changes(database_url: str, changes: Sequence[DemoChange]) -> None:
-    """Record the demo's changes to the system in the metrics database, once."""
-    from services.metrics import repository
-    from shared.database.engine import create_engine, session_factory
+def change_events(changes: Sequence[DemoChange]) -> list[Event]:
+    """The demo's changes to the system as the events the pages would publish, each with an
+    id of its own content, so loading the demo twice records each once."""
+    from shared.events import SystemChanged
 
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine).begin() as session:
-            for change in changes:
-                known = await repository.changes_of(session, change.purpose)
-                if not any(c.note == change.note for c in known):
-                    await repository.add_change(
-                        session,
-                        purpose=change.purpose,
-                        changed_at=change.changed_at,
-                        note=change.note,
-                        recorded_by=DEMO_USERNAME,
-                    )
-    finally:
-        await engine.dispose()
+    return [
+        SystemChanged(
+            id=f"demo-change-{hashlib.sha256(f'{c.purpose}|{c.note}'.encode()).hexdigest()[:24]}",
+            purpose=c.purpose,
+            changed_at=c.changed_at,
+            note=c.note,
+            recorded_at=c.changed_at,
+            recorded_by=DEMO_USERNAME,
+        )
+        for c in changes
+    ]
 
 
 def ensure_demo_account(auth_database_url: str, password_file: Path) -> tuple[str, str]:

@@ -142,8 +142,8 @@ async def supervise(
 
 
 def load_demo(metrics: Service) -> list[str]:
-    """The demo data set (devstack/demo.py) onto the topics, its recorded change into the
-    metrics database, and the development-only demo account; what to tell the person."""
+    """The demo data set (devstack/demo.py) and its recorded change to the system onto the
+    topics, and the development-only demo account; what to tell the person."""
     from datetime import UTC, datetime
 
     from devstack import demo
@@ -152,8 +152,7 @@ def load_demo(metrics: Service) -> list[str]:
 
     settings = MetricsSettings()
     events, changes = demo.demo_events(datetime.now(UTC))
-    asyncio.run(demo.publish(events, KafkaSettings()))
-    asyncio.run(demo.record_changes(settings.database_url, changes))
+    asyncio.run(demo.publish([*events, *demo.change_events(changes)], KafkaSettings()))
     typer.echo(f"demo data: {len(events)} events of six weeks published (--no-demo skips it)")
     lines = [f"  pages      {metrics.url}/pages/overview"]
     if (

@@ -13,6 +13,7 @@ from shared.events import (
     Event,
     PurposeMetrics,
     SpecialCauseSignalled,
+    SystemChanged,
 )
 from shared.kafka.settings import KafkaSettings
 
@@ -28,6 +29,8 @@ class Topic(StrEnum):
     PURPOSE_METRICS = "purpose.metrics"
     # Each special-cause signal once, keyed by purpose, with its owning team.
     CAPABILITY_SIGNALS = "capability.signals"
+    # Changes to the system people record (the metrics API and pages), keyed by purpose.
+    SYSTEM_CHANGES = "system.changes"
     # The classifier's per-customer context, compacted so a restart rebuilds it.
     CLASSIFIER_CONTEXT = "classifier.context"
 
@@ -39,6 +42,7 @@ EVENT_OF_TOPIC: dict[Topic, type[Event]] = {
     Topic.DEMAND_LABELS: DemandLabelled,
     Topic.PURPOSE_METRICS: PurposeMetrics,
     Topic.CAPABILITY_SIGNALS: SpecialCauseSignalled,
+    Topic.SYSTEM_CHANGES: SystemChanged,
 }
 
 TOPIC_OF_EVENT: dict[type[Event], Topic] = {event: topic for topic, event in EVENT_OF_TOPIC.items()}
@@ -49,6 +53,18 @@ CONSUMED_TOPICS: tuple[Topic, ...] = (
     Topic.DEMAND_CLASSIFIED,
     Topic.CASE_EVENTS,
     Topic.DEMAND_LABELS,
+    Topic.SYSTEM_CHANGES,
+)
+
+
+# The system of record: every figure is a function of these (docs/operations.md, "Retained
+# history and its sizing"). Derived topics (purpose.metrics, the dead letters) are not.
+HISTORY_TOPICS: tuple[Topic, ...] = (
+    Topic.DEMAND_RECEIVED,
+    Topic.DEMAND_CLASSIFIED,
+    Topic.CASE_EVENTS,
+    Topic.DEMAND_LABELS,
+    Topic.SYSTEM_CHANGES,
 )
 
 
@@ -70,7 +86,10 @@ class TopicSpec:
 
 def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
     """Every topic demandscope needs, with the partitions and policy each one wants."""
-    retention = {"cleanup.policy": "delete", "retention.ms": str(settings.retention_days * _DAY_MS)}
+    # The system of record: `metrics rebuild` replays these from their first offset, so they
+    # keep their history (retention.ms=-1) unless operators archive them elsewhere.
+    kept_ms = -1 if settings.retention_days is None else settings.retention_days * _DAY_MS
+    history = {"cleanup.policy": "delete", "retention.ms": str(kept_ms)}
     compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
     dlq = {"cleanup.policy": "delete", "retention.ms": str(settings.dlq_retention_days * _DAY_MS)}
     specs: list[TopicSpec] = []
@@ -86,13 +105,13 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
             )
         )
 
-    for topic in (Topic.DEMAND_RECEIVED, Topic.DEMAND_CLASSIFIED, Topic.CASE_EVENTS):
-        add(topic, retention)
-    # Labels are few and precious: they are the classifier's training data, so keep them.
-    add(Topic.DEMAND_LABELS, {"cleanup.policy": "delete", "retention.ms": "-1"})
+    # Not compacted: they are keyed by customer, demand or purpose, and every key has many
+    # events that all count; compaction would keep one per key (docs/operations.md).
+    for topic in HISTORY_TOPICS:
+        add(topic, history)
     add(Topic.PURPOSE_METRICS, compacted)
     # Few (one record per signal, ever) and each team's record of what its charts said.
-    add(Topic.CAPABILITY_SIGNALS, retention)
+    add(Topic.CAPABILITY_SIGNALS, history)
     add(Topic.CLASSIFIER_CONTEXT, compacted)
     for topic in CONSUMED_TOPICS:
         add(dlq_name(str(topic)), dlq, partitions=1)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -31,6 +33,7 @@ from services.metrics.repository import Filters
 from services.metrics.schemas import (
     AuditQueue,
     CaseTimeline,
+    ChangeAccepted,
     ChangeIn,
     ChangeOut,
     ChannelRow,
@@ -196,7 +199,15 @@ async def list_changes(
     tags=["purposes"],
     summary="Record a change to the system: the capability baseline starts again there",
     dependencies=[Depends(_change_writer)],
-    responses={413: _problem("The body is larger than max_body_bytes.")},
+    responses={
+        202: {
+            "model": ChangeAccepted,
+            "description": "Recorded (on system.changes), not yet stored by the consumer: "
+            "it appears at changes_url (the Location) shortly.",
+        },
+        413: _problem("The body is larger than max_body_bytes."),
+        503: _problem("The broker did not acknowledge the change: nothing was recorded."),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -205,19 +216,30 @@ async def list_changes(
     },
 )
 async def record_change(
-    purpose: str, key: ChangeWriter, change: ChangeBody, sessions: Sessions
-) -> ChangeOut:
+    purpose: str, key: ChangeWriter, change: ChangeBody, components: Components
+) -> Any:
     """Limits are recalculated only here, when a person says the system changed: from the
     first ``baseline_points`` values on or after ``changed_at``. Never automatically.
-    The note is masked (schemas.ChangeIn); a purpose that is personal data is refused."""
+    The note is masked (schemas.ChangeIn); a purpose that is personal data is refused.
+
+    The change is published as a ``SystemChanged`` event (acknowledged by the broker before
+    any answer) and stored by the consumer, as a rebuild stores it: 201 with the change once
+    stored, which takes moments; 202 when the consumer has not stored it within a few
+    seconds (services/metrics/changes.py)."""
     kind = personal_data_kind(purpose)
     if kind is not None:
         problem = FieldProblem(field="path.purpose", reason=refusal_reason(kind))
         raise ProblemError(422, "Invalid request", problems=[problem])
-    async with sessions.begin() as session:
-        return await service.record_change(
-            session, purpose, change, recorded_by=f"key:{key.source}"
-        )
+    event = service.change_event(
+        purpose, change, recorded_by=f"key:{key.source}", now=datetime.now(UTC)
+    )
+    changes_url = f"/v1/purposes/{quote(purpose, safe='/')}/changes"
+    stored = await components.changes.record(event)
+    headers = {"Location": changes_url}
+    if stored is None:
+        accepted = ChangeAccepted(change_id=event.id, purpose=purpose, changes_url=changes_url)
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers=headers)
+    return JSONResponse(stored.model_dump(mode="json"), status_code=201, headers=headers)
 
 
 @router.get(

@@ -1,4 +1,4 @@
-"""`demandscope metrics serve|migrate|rebuild|assets`: every command of the metrics service.
+"""`demandscope metrics serve|migrate|rebuild|changes|assets`: every command of the metrics service.
 
 Imports of the service's heavier modules happen inside the commands, so that
 `demandscope --help` stays quick.
@@ -40,15 +40,9 @@ def migrate(
 
 
 @app.command("rebuild")
-def rebuild(
-    changes_from: str | None = typer.Option(
-        None,
-        help="Database URL to copy the recorded changes to the system from (they are not "
-        "events, so the topics do not hold them).",
-    ),
-) -> None:
-    """Replay demand.classified, case.events and demand.labels from the beginning into an
-    empty, migrated metrics database (DEMANDSCOPE_METRICS_DATABASE_URL)."""
+def rebuild() -> None:
+    """Replay demand.classified, case.events, demand.labels and system.changes from the
+    beginning into an empty, migrated metrics database (DEMANDSCOPE_METRICS_DATABASE_URL)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from services.metrics.audit import audit_policy
@@ -75,7 +69,6 @@ def rebuild(
                     database_url=settings.database_url,
                     batch_size=settings.max_batch,
                     progress=advance,
-                    changes_from_url=changes_from,
                     audit=audit_policy(settings),
                 )
             )
@@ -83,10 +76,36 @@ def rebuild(
             typer.echo(f"refusing to rebuild: {error}. Point at an empty, migrated database.")
             raise typer.Exit(code=1) from error
     typer.echo(
-        f"rebuilt {settings.database_url}: {report.events_applied} events in "
+        f"rebuilt {settings.database_url}: {report.events_applied} events "
+        f"({report.records} records in {report.offsets} offsets) in "
         f"{report.seconds:.1f}s ({report.events_per_second:,.0f}/s), "
         f"{report.undecodable} undecodable skipped"
     )
+
+
+changes_app = typer.Typer(help="Recorded changes to the system (events on system.changes).")
+app.add_typer(changes_app, name="changes")
+
+
+@changes_app.command("export-to-topic")
+def export_changes() -> None:
+    """Once, after upgrading to changes as events: publish the changes recorded in the
+    metrics database before then onto system.changes, so that `metrics rebuild` replays
+    them. Each keeps its id: running it again changes nothing."""
+    from services.metrics.changes import export_changes_to_topic
+    from services.metrics.config import MetricsSettings
+
+    settings = MetricsSettings()
+    report = asyncio.run(
+        export_changes_to_topic(
+            database_url=settings.database_url,
+            kafka=settings.kafka,
+            source=settings.source_name,
+        )
+    )
+    for reason in report.refused:
+        typer.echo(f"left out: {reason}", err=True)
+    typer.echo(f"published {report.published} recorded changes onto system.changes")
 
 
 @app.command("assets")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.metrics.audit import AuditPolicy, QueueTextPurge
+from services.metrics.changes import ChangeRecorder
 from services.metrics.config import MetricsSettings
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.pages.desk import Desk
@@ -41,6 +42,7 @@ class MetricsComponents(ServiceComponents):
     people: PeopleGate  # who is signed in to the pages (services/metrics/pages)
     audit: AuditPolicy
     purge: QueueTextPurge
+    changes: ChangeRecorder  # publishes recorded changes to the system (API and pages)
     desk: Desk = field(default_factory=Desk)  # the queues' pages: each person's last decisions
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:

@@ -5,6 +5,7 @@ derived rows of every customer the batch touched are recomputed from everything 
 that customer. Derived state is therefore a pure function of the set of events received,
 whatever their order, duplication or topic interleaving: redelivery changes nothing, a late
 case event or label lands where it belongs, and a rebuild ends where the live service is.
+A recorded change to the system (``SystemChanged``) is stored the same way, once by its id.
 The audit sample of the strata the batch's demands fall in is brought up to date in the same
 transaction (services/metrics/audit.py), and is a function of the same set.
 
@@ -26,7 +27,7 @@ from services.metrics import repository
 from services.metrics.audit import AuditPolicy, draw_audit
 from services.metrics.domain.cases import apply_labels, stitch_customer
 from services.metrics.domain.windows import OutOfRange, to_utc
-from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event
+from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event, SystemChanged
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,13 @@ async def _apply(
     demands = [e for e in events if isinstance(e, DemandClassified)]
     case_events = [e for e in events if isinstance(e, CaseEvent)]
     labels = [e for e in events if isinstance(e, DemandLabelled)]
+    changes = [e for e in events if isinstance(e, SystemChanged)]
     await repository.add_received_events(
         session, demands=demands, case_events=case_events, labels=labels
     )
+    # A change moves no customer's figures, only its purpose's baselines (read at query
+    # time from the changes stored): the purpose is marked changed so it is republished.
+    await repository.add_changes(session, changes)
     await draw_audit(session, demands, audit)
     # A customer is a source's own reference: (source, customer_ref).
     customers = {(d.demand.source, d.demand.customer_ref) for d in demands} | {
@@ -99,7 +104,9 @@ async def _apply(
     }
     if labels:
         customers |= await repository.customers_of_labels(session, labels)
-    return await recompute_customers(session, sorted(customers))
+    outcome = await recompute_customers(session, sorted(customers))
+    outcome.purposes |= {change.purpose for change in changes}
+    return outcome
 
 
 async def recompute_customers(

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from services.metrics import pages
 from services.metrics.api import router
 from services.metrics.audit import QueueTextPurge, audit_policy
+from services.metrics.changes import ChangeRecorder
 from services.metrics.components import MetricsComponents
 from services.metrics.config import MetricsSettings
 from services.metrics.figures_api import router as figures_router
@@ -109,6 +110,12 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
         people=people,
         audit=audit,
         purge=purge,
+        changes=ChangeRecorder(
+            send=producer.send_and_wait,
+            kafka=settings.kafka,
+            source=settings.source_name,
+            sessions=sessions,
+        ),
         background=[
             consumer.background_task(),
             BackgroundTask("producer", producer.maintain),

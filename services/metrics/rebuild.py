@@ -1,11 +1,16 @@
 """`demandscope metrics rebuild`: replay the input topics from the beginning into an empty
 database, through the same write path as the live service (services/metrics/ingest.py).
+The topics are the whole input: demands, case events, labels and the recorded changes to
+the system (system.changes), all kept for ever by default (shared/topics.py), so every
+figure, the rebased capability limits included, comes back from the log alone.
 
 A bounded replay, not a service: it reads every partition from its first offset to the end
 offset seen at start, with no consumer group (so it commits nothing and disturbs no one),
 and stops. Because derived figures are a function of the set of events stored, the rebuilt
 database ends with the same figures as the live one (tests/services/metrics check it).
 Records that do not decode are skipped and counted; the live service dead-letters them.
+demand.classified is written in transactions: the one bounded reader (shared/kafka/
+read_to_end.py) reads committed records only and knows where such a topic ends.
 """
 
 from __future__ import annotations
@@ -13,8 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics import repository
 from services.metrics.audit import AuditPolicy
@@ -38,7 +41,10 @@ class DatabaseNotEmpty(RuntimeError):
 
 @dataclass(frozen=True)
 class RebuildReport:
-    records: int
+    records: int  # committed records read
+    # Offsets up to the end seen at the start: more than the records when transaction
+    # markers or aborted records are among them (they take offsets, and are never read).
+    offsets: int
     events_applied: int
     undecodable: int
     seconds: float
@@ -54,7 +60,6 @@ async def rebuild(
     database_url: str,
     batch_size: int = 1000,
     progress: Progress | None = None,
-    changes_from_url: str | None = None,
     audit: AuditPolicy | None = None,
 ) -> RebuildReport:
     """``audit`` must be the live service's (its ``audit_*`` settings), so that the rebuild
@@ -63,7 +68,7 @@ async def rebuild(
     sessions = session_factory(engine)
     topics = consumed_topics(kafka)
     started = time.perf_counter()
-    done = applied = undecodable = 0
+    done = applied = undecodable = offsets = 0
     try:
         async with sessions() as session:
             counts = await repository.row_counts(session)
@@ -96,20 +101,7 @@ async def rebuild(
                     progress(reader.offsets_read, reader.total)
             if progress is not None:
                 progress(reader.offsets_read, reader.total)
-        if changes_from_url is not None:
-            await _copy_changes(changes_from_url, sessions)
+            offsets = reader.total
     finally:
         await engine.dispose()
-    return RebuildReport(done, applied, undecodable, time.perf_counter() - started)
-
-
-async def _copy_changes(source_url: str, sessions: async_sessionmaker[AsyncSession]) -> None:
-    """Recorded changes are people's words, not events: carry them over from the old DB."""
-    source = create_engine(source_url)
-    try:
-        async with session_factory(source)() as session:
-            changes = await repository.all_changes(session)
-    finally:
-        await source.dispose()
-    async with sessions.begin() as session:
-        await repository.copy_changes(session, changes)
+    return RebuildReport(done, offsets, applied, undecodable, time.perf_counter() - started)

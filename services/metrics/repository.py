@@ -32,7 +32,7 @@ from services.metrics.domain.cases import (
     StitchedCustomer,
 )
 from services.metrics.domain.windows import Period
-from shared.events import CaseEvent, DemandClassified, DemandLabelled
+from shared.events import CaseEvent, DemandClassified, DemandLabelled, SystemChanged
 
 # SQLite caps the bound parameters of one statement; stay well below it.
 _CHUNK = 400
@@ -1153,24 +1153,26 @@ async def case_events_of(session: AsyncSession, case: CaseRow) -> list[CaseEvent
 # --- recorded changes ----------------------------------------------------------------------
 
 
-async def add_change(
-    session: AsyncSession,
-    *,
-    purpose: str,
-    changed_at: datetime,
-    note: str,
-    recorded_by: str | None = None,
-) -> PurposeChangeRow:
-    row = PurposeChangeRow(
-        purpose=purpose,
-        changed_at=as_utc(changed_at),
-        note=note,
-        recorded_at=datetime.now(UTC),
-        recorded_by=recorded_by,
-    )
-    session.add(row)
-    await session.flush()
-    return row
+async def add_changes(session: AsyncSession, changes: Sequence[SystemChanged]) -> None:
+    """Store recorded changes once each (by event id): a redelivered one changes nothing."""
+    rows = [
+        {
+            "event_id": change.id,
+            "purpose": change.purpose,
+            "changed_at": as_utc(change.changed_at),
+            "note": change.note,
+            "recorded_at": as_utc(change.recorded_at),
+            "recorded_by": change.recorded_by,
+        }
+        for change in changes
+    ]
+    for chunk in _chunks(rows):
+        await _insert_ignoring_duplicates(session, PurposeChangeRow, chunk)
+
+
+async def change_of_event(session: AsyncSession, event_id: str) -> PurposeChangeRow | None:
+    statement = select(PurposeChangeRow).where(PurposeChangeRow.event_id == event_id)
+    return (await session.scalars(statement)).one_or_none()
 
 
 async def changes_of(session: AsyncSession, purpose: str) -> list[PurposeChangeRow]:
@@ -1187,23 +1189,10 @@ async def all_changes(session: AsyncSession) -> list[PurposeChangeRow]:
     return list((await session.scalars(statement)).all())
 
 
-async def copy_changes(session: AsyncSession, changes: Sequence[PurposeChangeRow]) -> None:
-    for change in changes:
-        session.add(
-            PurposeChangeRow(
-                purpose=change.purpose,
-                changed_at=as_utc(change.changed_at),
-                note=change.note,
-                recorded_at=as_utc(change.recorded_at),
-                recorded_by=change.recorded_by,
-            )
-        )
-
-
 async def row_counts(session: AsyncSession) -> dict[str, int]:
     """How many rows each table holds: the rebuild checks it starts from nothing."""
     counts = {}
-    for table in (Demand, CaseEventRow, LabelRow, DemandFactRow, CaseRow):
+    for table in (Demand, CaseEventRow, LabelRow, DemandFactRow, CaseRow, PurposeChangeRow):
         counts[table.__tablename__] = int(
             (await session.execute(select(func.count()).select_from(table))).scalar_one()
         )

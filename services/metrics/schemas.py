@@ -213,7 +213,7 @@ class ChangeIn(BaseModel):
 
 
 class ChangeOut(BaseModel):
-    change_id: int
+    change_id: str = Field(description="The change's event id on system.changes.")
     purpose: str
     changed_at: datetime
     note: str
@@ -221,6 +221,15 @@ class ChangeOut(BaseModel):
     recorded_by: str | None = Field(
         None, description="Who recorded it: a person's username, or key:<source> for an API key."
     )
+
+
+class ChangeAccepted(BaseModel):
+    """A change published and acknowledged by the broker, not yet stored by the consumer."""
+
+    change_id: str = Field(description="The change's event id on system.changes.")
+    purpose: str
+    status: Literal["accepted"] = "accepted"
+    changes_url: str = Field(description="The purpose's list of changes, where it will appear.")
 
 
 class PurposeDetail(BaseModel):

@@ -3,12 +3,14 @@ repository reads composed with the pure domain (cases, percentiles, XmR charts).
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics import repository
@@ -51,7 +53,7 @@ from services.metrics.schemas import (
     TimelineEntry,
 )
 from shared.estimates import ShareEstimate
-from shared.events import Capability, EndToEndPercentiles, PurposeMetrics, Signal
+from shared.events import Capability, EndToEndPercentiles, PurposeMetrics, Signal, SystemChanged
 from shared.privacy import personal_data_kind, refusal_reason
 from shared.service.problems import FieldProblem, ProblemError
 
@@ -233,14 +235,16 @@ async def recorded_changes(session: AsyncSession, purpose: str) -> list[ChangeOu
     return [_change_out(c) for c in await repository.changes_of(session, purpose)]
 
 
-async def record_change(
-    session: AsyncSession, purpose: str, change: ChangeIn, *, recorded_by: str | None = None
-) -> ChangeOut:
-    """A person's word that the system changed: the purpose's baselines start again there.
+def change_event(
+    purpose: str, change: ChangeIn, *, recorded_by: str | None, now: datetime
+) -> SystemChanged:
+    """A person's word that the system changed, as the event the API and the pages publish:
+    the purpose's baselines start again there once the consumer has stored it.
 
     The note comes masked (``ChangeIn``); a purpose or an author that is itself personal data
     (an e-mail address as a proxy's user name) is refused with a 422 naming the field, for
-    the API and the pages alike, and is never stored.
+    the API and the pages alike, and is never published; so is a purpose that no demand can
+    ever have (not a purpose's plain lowercase name).
     """
     refused = [
         FieldProblem(field=name, reason=refusal_reason(kind))
@@ -249,19 +253,32 @@ async def record_change(
     ]
     if refused:
         raise ProblemError(422, "Invalid change", problems=refused)
-    row = await repository.add_change(
-        session,
-        purpose=purpose,
-        changed_at=change.changed_at,
-        note=change.note,
-        recorded_by=recorded_by,
-    )
-    return _change_out(row)
+    try:
+        return SystemChanged(
+            id=f"change-{uuid.uuid4()}",
+            purpose=purpose,
+            changed_at=change.changed_at,
+            note=change.note,
+            recorded_at=now,
+            recorded_by=recorded_by,
+        )
+    except ValidationError as error:
+        problems = [
+            FieldProblem(field=".".join(str(p) for p in item["loc"]), reason=item["msg"])
+            for item in error.errors(include_input=False, include_url=False)
+        ]
+        raise ProblemError(422, "Invalid change", problems=problems) from error
+
+
+async def stored_change(session: AsyncSession, change_id: str) -> ChangeOut | None:
+    """The change with this event id, once the consumer has stored it."""
+    row = await repository.change_of_event(session, change_id)
+    return None if row is None else _change_out(row)
 
 
 def _change_out(row: PurposeChangeRow) -> ChangeOut:
     return ChangeOut(
-        change_id=row.change_id,
+        change_id=row.event_id,
         purpose=row.purpose,
         changed_at=repository.as_utc(row.changed_at),
         note=row.note,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event
+from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event, SystemChanged
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
 
@@ -12,4 +12,5 @@ def consumed_topics(settings: KafkaSettings) -> dict[str, type[Event]]:
         topic_name(settings, Topic.DEMAND_CLASSIFIED): DemandClassified,
         topic_name(settings, Topic.CASE_EVENTS): CaseEvent,
         topic_name(settings, Topic.DEMAND_LABELS): DemandLabelled,
+        topic_name(settings, Topic.SYSTEM_CHANGES): SystemChanged,
     }

@@ -18,6 +18,7 @@ from shared.events.purpose_metrics import (
     Signal,
 )
 from shared.events.signals import SpecialCauseSignalled
+from shared.events.system_change import SystemChanged
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     DemandReceived,
@@ -25,6 +26,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     DemandClassified,
     DemandLabelled,
     PurposeMetrics,
+    SystemChanged,
     SpecialCauseSignalled,
 )
 
@@ -47,4 +49,5 @@ __all__ = [
     "PurposeMetrics",
     "Signal",
     "SpecialCauseSignalled",
+    "SystemChanged",
 ]

@@ -46,7 +46,13 @@ class KafkaSettings(BaseSettings):
         "acks=all write before it is acknowledged (2 with a replication factor of 3). At most "
         "the replication factor.",
     )
-    retention_days: int = Field(default=30, ge=1, description="Retention of the event topics.")
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Retention of the system-of-record topics (demands, classifications, case "
+        "events, labels, changes) in days; unset: kept for ever, as `metrics rebuild` needs. "
+        "Set it only when they are archived elsewhere.",
+    )
     dlq_retention_days: int = Field(default=30, ge=1, description="Retention of .dlq topics.")
 
     @model_validator(mode="after")

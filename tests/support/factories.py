@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.events import (
@@ -26,6 +26,7 @@ from shared.events import (
     DemandReceived,
     DemandType,
     PurposeMetrics,
+    SystemChanged,
 )
 
 DEMO_SOURCE = "demo"  # the source of the tests' demo API key
@@ -132,6 +133,20 @@ def purpose_metrics(**overrides: Any) -> PurposeMetrics:
         "computed_at": now,
     }
     return PurposeMetrics.model_validate(fields | overrides)
+
+
+def system_changed(**overrides: Any) -> SystemChanged:
+    """A reviewer's word that billing's system changed a day ago, recorded now."""
+    now = _now()
+    fields: dict[str, Any] = {
+        "id": unique("change"),
+        "purpose": "billing",
+        "changed_at": now - timedelta(days=1),
+        "note": "Bills rewritten in plain English.",
+        "recorded_at": now,
+        "recorded_by": "rey",
+    }
+    return SystemChanged.model_validate(fields | overrides)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -176,6 +176,8 @@ class PurposeChangeRow(Base):
     __tablename__ = "purpose_changes"
 
     change_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The SystemChanged event's id: the idempotency key, and the change's id in the API.
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
     purpose: Mapped[str] = mapped_column(String(120), index=True)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     note: Mapped[str] = mapped_column(String(2000))

@@ -173,20 +173,22 @@ async def changes(request: Request, who: Viewer, sessions: Sessions) -> HTMLResp
         may_record=who.person.role.allows(Role.REVIEWER),
         now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M"),
         recorded=request.query_params.get("recorded"),
+        pending=request.query_params.get("pending") == "1",
     )
 
 
 @router.post(f"{PREFIX}/changes")
 async def record_change(
     who: Reviewer,
-    sessions: Sessions,
+    components: Components,
     purpose: Annotated[str, Form(min_length=1, max_length=120)],
     changed_at: Annotated[str, Form(min_length=1, max_length=40)],
     note: Annotated[str, Form(max_length=2000)],
     back: Annotated[str | None, Form(max_length=400)] = None,
 ) -> RedirectResponse:
     """Record a change to the system (a reviewer or admin, with the session's CSRF token):
-    the same call as ``POST /v1/purposes/{purpose}/changes``, with who recorded it."""
+    the same call as ``POST /v1/purposes/{purpose}/changes``, with who recorded it. The
+    page it returns to says when the change is recorded but not yet stored (shown)."""
     if personal_data_kind(purpose) is not None:  # as the API refuses it
         raise ProblemError(422, "Invalid change", detail="The purpose is personal data.")
     when = changed_at if "+" in changed_at or changed_at.endswith("Z") else f"{changed_at}Z"
@@ -196,11 +198,15 @@ async def record_change(
         raise ProblemError(
             422, "Invalid change", detail="; ".join(e["msg"] for e in error.errors())
         ) from error
-    async with sessions.begin() as session:
-        await service.record_change(session, purpose, change, recorded_by=who.person.username)
+    event = service.change_event(
+        purpose, change, recorded_by=who.person.username, now=datetime.now(UTC)
+    )
+    stored = await components.changes.record(event)
     target = back if back and back.startswith(f"{PREFIX}/") else f"{PREFIX}/changes"
+    pending = "" if stored is not None else "&pending=1"
     return RedirectResponse(
-        f"{target}{'&' if '?' in target else '?'}recorded={quote(purpose)}", status_code=303
+        f"{target}{'&' if '?' in target else '?'}recorded={quote(purpose)}{pending}",
+        status_code=303,
     )
 
 

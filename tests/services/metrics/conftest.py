@@ -20,7 +20,12 @@ from shared.topics import Topic, topic_name
 from tests.support.kafka_io import committed_to_end, publish_events
 
 # The metrics service's input topics.
-INPUT_TOPICS = (Topic.DEMAND_CLASSIFIED, Topic.CASE_EVENTS, Topic.DEMAND_LABELS)
+INPUT_TOPICS = (
+    Topic.DEMAND_CLASSIFIED,
+    Topic.CASE_EVENTS,
+    Topic.DEMAND_LABELS,
+    Topic.SYSTEM_CHANGES,
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ AllConsumed = Callable[[str], Awaitable[bool]]
 
 @pytest.fixture
 def all_consumed(kafka_settings: KafkaSettings) -> AllConsumed:
-    """Whether a consumer group has committed up to the end of the three input topics."""
+    """Whether a consumer group has committed up to the end of the service's input topics."""
 
     async def check(group_id: str) -> bool:
         topics = [topic_name(kafka_settings, topic) for topic in INPUT_TOPICS]

@@ -25,9 +25,12 @@ from services.metrics.db.migrate import upgrade
 from services.metrics.ingest import apply_events
 from services.metrics.main import create_app
 from shared.database.engine import create_engine, session_factory
-from shared.events import CaseEventType, DemandType, Event
+from shared.events import CaseEventType, DemandType, Event, SystemChanged
+from shared.kafka.codec import decode
+from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
-from tests.support.apps import running
+from shared.topics import Topic, topic_name
+from tests.support.apps import ready, running
 from tests.support.factories import case_event, demand_classified
 from tests.support.waiting import wait_until
 
@@ -78,6 +81,7 @@ async def client(
         baseline_points=6,
     )  # fmt: skip
     async with running(create_app(settings)) as http:
+        await ready(http)
         yield http
 
 
@@ -242,6 +246,50 @@ async def test_changes_at_the_edges_of_the_calendar_are_kept_and_read(
     assert (await client.get("/v1/purposes/repair", headers=auth.read_headers)).status_code == 200
     listed = await client.get(CHANGES, headers=auth.read_headers)
     assert [c["changed_at"][:4] for c in listed.json()] == ["0001", "9999"]
+
+
+async def test_a_change_the_consumer_has_not_stored_in_time_is_accepted_with_where_it_will_be(
+    tmp_path: Path, kafka_settings: KafkaSettings, unique_group: str, auth: Any
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}"
+    await asyncio.to_thread(upgrade, url)
+    settings = MetricsSettings(
+        kafka=kafka_settings, database_url=url, group_id=unique_group, auth=auth.settings
+    )
+    app = create_app(settings)
+    async with running(app) as client:
+        await ready(client)
+        # The consumer stopped (a rebalance, a database away): nothing stores the change.
+        supervisor = app.state.supervisor
+        supervisor.stop_task("consumer")
+        await wait_until(
+            lambda: _finished(supervisor.status()["consumer"]), timeout=30, what="consumer stopped"
+        )
+        app.state.components.changes.visible_within_s = 0.5
+        body = {"changed_at": (T0 + 12 * DAY).isoformat(), "note": "new process"}
+
+        response = await client.post(CHANGES, json=body, headers=auth.change_headers)
+
+        assert response.status_code == 202, response.text
+        assert response.headers["location"] == CHANGES
+        accepted = response.json()
+        assert accepted["status"] == "accepted"
+        assert accepted["changes_url"] == CHANGES
+        assert (await client.get(CHANGES, headers=auth.read_headers)).json() == []
+    # Recorded all the same: on system.changes, acknowledged, for the consumer to store.
+    topic = topic_name(kafka_settings, Topic.SYSTEM_CHANGES)
+    (record,) = await read_all(kafka_settings, [topic])
+    change = decode(SystemChanged, record.value)
+    assert (change.id, change.purpose, change.note) == (
+        accepted["change_id"],
+        "repair",
+        "new process",
+    )
+    assert record.key == b"repair"
+
+
+async def _finished(status: str) -> bool:
+    return status == "finished"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,19 @@ from services.metrics.db.migrate import upgrade
 from services.metrics.main import create_app
 from services.metrics.schemas import ChangeIn
 from shared.auth.accounts import check_username
-from shared.database.engine import create_engine, session_factory
+from shared.database.engine import create_engine
+from shared.events import SystemChanged
+from shared.kafka.codec import decode
+from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
 from shared.service.problems import FieldProblem, ProblemError
-from tests.support.apps import running
+from shared.topics import Topic, topic_name
+from tests.support.apps import ready, running
 
 pytestmark = pytest.mark.integration
 
 PLANTED = ["4111 1111 1111 1111", "4111111111111111", "jo@example.com", "07700 900123"]
+NOW = datetime(2026, 3, 2, tzinfo=UTC)
 NOTE = "Card 4111 1111 1111 1111 refunded; jo@example.com asked us to ring 07700 900123."
 
 
@@ -45,6 +51,7 @@ async def client(
         kafka=kafka_settings, database_url=metrics_url, group_id=unique_group, auth=auth.settings
     )
     async with running(create_app(settings)) as http:
+        await ready(http)
         http.headers.update(auth.change_headers)
         yield http
 
@@ -64,7 +71,7 @@ def planted_in(text: str) -> list[str]:
 
 
 async def test_a_change_note_is_stored_and_answered_masked(
-    client: httpx.AsyncClient, metrics_url: str
+    client: httpx.AsyncClient, metrics_url: str, kafka_settings: KafkaSettings
 ) -> None:
     body = {"changed_at": "2026-03-01T00:00:00Z", "note": NOTE}
     created = await client.post("/v1/purposes/repair/changes", json=body)
@@ -73,6 +80,11 @@ async def test_a_change_note_is_stored_and_answered_masked(
     listed = await client.get("/v1/purposes/repair/changes")
     assert [change["note"] for change in listed.json()] == [created.json()["note"]]
     assert planted_in(await stored_changes(metrics_url)) == []
+    # The event it travelled as holds the masked note only.
+    topic = topic_name(kafka_settings, Topic.SYSTEM_CHANGES)
+    (record,) = await read_all(kafka_settings, [topic])
+    assert planted_in(record.value.decode()) == []
+    assert decode(SystemChanged, record.value).note == created.json()["note"]
 
 
 async def test_a_purpose_that_is_personal_data_is_refused_unechoed_and_unstored(
@@ -106,15 +118,8 @@ async def test_a_change_whose_author_or_purpose_is_personal_data_is_refused(
     # The pages record a change as the signed-in person, whose name a proxy may send as an
     # e-mail address: the service refuses it for every caller, naming the field only.
     change = ChangeIn.model_validate({"changed_at": "2026-03-01T00:00:00Z", "note": "new rota"})
-    engine = create_engine(metrics_url)
-    try:
-        async with session_factory(engine).begin() as session:
-            with pytest.raises(ProblemError) as refused:
-                await service.record_change(
-                    session, "07700 900123", change, recorded_by="jo@example.com"
-                )
-    finally:
-        await engine.dispose()
+    with pytest.raises(ProblemError) as refused:
+        service.change_event("07700 900123", change, recorded_by="jo@example.com", now=NOW)
     assert refused.value.status == 422
     assert refused.value.problems == [
         FieldProblem(field="purpose", reason=REFUSED.format("a phone number")),

@@ -19,7 +19,9 @@ Move home: 5 demands, 4 value, 1 failure: share 0.2. Fulfilled times 172 800, 34
 (1 + 2 + 1) / 3; one-stop 1 of 3. Open: E's case.
 Billing: 3 demands, all failure after the relabel (2 of 3 before it): share 1.0; 1 open case.
 Case events are published before the demands they belong to, labels twice, and the whole
-log is then published again: none of it may change a figure.
+log is then published again: none of it may change a figure. A change to move home's system
+is then recorded through the API, and a rebuild from the topics alone (system.changes
+included) gives every figure again, the rebased limits with them.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from shared.events import (
     PurposeMetrics,
 )
 from shared.kafka.settings import KafkaSettings
-from tests.support.apps import running
+from tests.support.apps import ready, running
 from tests.support.factories import case_event, demand_classified, demand_labelled
 from tests.support.kafka_io import latest_purpose_metrics
 from tests.support.waiting import wait_until
@@ -220,10 +222,45 @@ async def test_figures_worked_by_hand_survive_redelivery_and_match_a_rebuild(
         assert published[MOVE].end_to_end.p50_seconds == 345_600
         assert published[BILLING].failure_ratio == 1.0
 
+        # A change to move home's system on day 3, recorded through the API: an event on
+        # system.changes, stored by the consumer, listed, and the limits start again there.
+        await ready(client)
+        recorded = await client.post(
+            f"/v1/purposes/{MOVE}/changes",
+            json={"changed_at": (T0 + 3 * DAY).isoformat(), "note": "visits booked on the call"},
+            headers=auth.change_headers,
+        )
+        assert recorded.status_code == 201, recorded.text
+        change_id = recorded.json()["change_id"]
+        assert recorded.headers["location"] == "/v1/purposes/move%20home/changes"
+        listed = await _get(client, f"/v1/purposes/{MOVE}/changes", headers)
+        assert [(c["change_id"], c["note"]) for c in listed] == [
+            (change_id, "visits booked on the call")
+        ]
+        assert listed[0]["recorded_by"] == "key:team-lead"
+        live = await _figures(client, headers)
+        (end_to_end,) = [c for c in live["move"] if c["measure"] == "end_to_end_seconds"]
+        # Before: 172 800, 345 600, 518 400 s (centre 345 600). From day 3 on, B's (fulfilled
+        # on day 4) and C's (day 6): centre 432 000, mR 172 800, UNPL 432 000 + 2.66 x 172 800.
+        assert end_to_end["baseline_from"] == _iso(T0 + 4 * DAY)
+        assert end_to_end["centre_line"] == pytest.approx(432_000)
+        assert end_to_end["upper_natural_process_limit"] == pytest.approx(891_648)
+        rebased = await wait_until(
+            lambda: latest_purpose_metrics(kafka_settings),
+            accept=lambda latest: any(
+                c.measure == "end_to_end_seconds" and c.centre_line == pytest.approx(432_000)
+                for c in latest[MOVE].capability
+            ),
+            timeout=30,
+            what="move home republished with its rebased limits",
+        )
+        assert rebased[MOVE].failure_count == 1
+
     rebuilt_url = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
     await asyncio.to_thread(upgrade, rebuilt_url)
+    # From the topics alone: the change comes back from system.changes, not from a database.
     report = await rebuild(kafka=kafka_settings, database_url=rebuilt_url, batch_size=5)
-    assert report.events_applied == 2 * EVENT_COUNT
+    assert report.events_applied == 2 * EVENT_COUNT + 1
     with pytest.raises(DatabaseNotEmpty):
         await rebuild(kafka=kafka_settings, database_url=rebuilt_url)
     rebuilt_settings = settings.model_copy(
@@ -244,6 +281,10 @@ async def test_figures_worked_by_hand_survive_redelivery_and_match_a_rebuild(
         assert await _figures(rebuilt_client, headers) == live
 
 
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 async def _true(value: bool) -> bool:
     return value
 
@@ -255,6 +296,7 @@ async def _figures(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[s
         "purposes": await _get(client, "/v1/purposes", headers),
         "billing": billing,
         "move": (await _get(client, "/v1/purposes/move home", headers))["charts"],
+        "move_changes": await _get(client, "/v1/purposes/move home/changes", headers),
         "case_b": await _get(client, "/v1/cases/K-B", headers),
         "pareto": await _get(client, "/v1/demand/by-purpose", headers),
         "channels": await _get(client, "/v1/demand/by-channel", headers),

@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
-from devstack.demo import demo_events
+from devstack.demo import change_events, demo_events
 from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
 from services.metrics.ingest import apply_events
@@ -74,16 +74,14 @@ async def _seed(directory: Path, *, purpose_changes: bool = True) -> tuple[str, 
     await asyncio.to_thread(upgrade, metrics_url)
     await asyncio.to_thread(upgrade_auth, auth_url)
     events, changes = demo_events(NOW)
+    if purpose_changes:  # as the consumer stores them from system.changes
+        events += change_events(changes)
     engine = create_engine(metrics_url)
     try:
         async with session_factory(engine).begin() as session:
             await apply_events(session, events)
     finally:
         await engine.dispose()
-    if purpose_changes:
-        from devstack.demo import record_changes
-
-        await record_changes(metrics_url, changes)
     accounts = AccountStore(auth_url)
     keys = ApiKeyStore(auth_url)
     try:

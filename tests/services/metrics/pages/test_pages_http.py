@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from services.metrics.main import create_app
 from shared.auth.settings import PeopleSettings
-from tests.support.apps import running
+from tests.support.apps import ready, running
 
 from .conftest import PASSWORD, Site, _csrf_of, _site, sign_in
 
@@ -149,6 +149,7 @@ async def test_recording_a_change_needs_a_reviewer_and_the_csrf_token(
         "changed_at": "2026-03-09T00:00",
         "note": "Visits booked",
     }
+    await ready(client)  # a change is published: the producer must be connected
     token = await sign_in(client, "vic")
     assert (
         await client.post("/pages/changes", data={**change, "csrf_token": token})
@@ -163,6 +164,8 @@ async def test_recording_a_change_needs_a_reviewer_and_the_csrf_token(
     assert without.status_code == 403
     assert wrong.status_code == 403
     assert by_header.status_code == 303, by_header.text
+    # Stored by the consumer before the answer: the page it leads to shows it, not "pending".
+    assert "pending" not in by_header.headers["location"]
     listed = await _api(client, site, "/v1/purposes/report%20a%20repair/changes")
     assert [(c["note"], c["recorded_by"]) for c in listed] == [("Visits booked", "rey")]
     page = (await client.get("/pages/changes")).text
@@ -198,6 +201,7 @@ async def test_behind_a_trusted_proxy_its_header_names_the_person(
         trusted_proxy_header="X-Forwarded-User", trusted_proxy_role_header="X-Forwarded-Role",
     )  # fmt: skip
     async with running(create_app(site.settings)) as client:
+        await ready(client)
         anonymous = await client.get("/pages/overview")
         viewer = await client.get("/pages/overview", headers={"X-Forwarded-User": "kim"})
         token = _csrf_of(viewer.text)
