@@ -100,6 +100,10 @@ _KINDS = (
 
 
 def _kind(frame: str) -> str:
+    if frame.startswith("_connection_worker_thread "):
+        # aiosqlite's worker: at `tx.get()` it waits for the next statement (counted as
+        # active when woken and waiting for a core); at `function()` a statement runs.
+        return f"aiosqlite worker thread at {frame.split(' (', 1)[1].rstrip(')')}"
     if _is_ours(frame):
         module = frame.rsplit("(", 1)[1].rstrip(")")
         return f"demandscope: {module}"
@@ -114,9 +118,13 @@ def _is_ours(frame: str) -> bool:
 
 
 def _short(frame: str) -> str:
-    """``function (path:line)`` -> ``function (package/module.py)``: lines merged."""
+    """``function (path:line)`` -> ``function (package/module.py)``."""
     name, _, where = frame.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
+    path = where.rstrip(")")
+    if name != "_connection_worker_thread":
+        # Lines merged, except in aiosqlite's worker: one line is its wait for the next
+        # statement, another the statement running (sqlite3's C is counted there).
+        path = path.rsplit(":", 1)[0]
     for marker in ("site-packages/", f"{ROOT}/", "python3.11/"):
         if marker in path:
             path = path.split(marker, 1)[1]
@@ -125,6 +133,9 @@ def _short(frame: str) -> str:
 
 def py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    # --nonblocking: read the process on the fly instead of pausing it for every sample.
+    # (--native, which shows the C below the Python, must pause it: on a busy 2-core machine
+    # it fell behind and never finished.)
     return subprocess.Popen(
         [spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--nonblocking",
          "--duration", str(int(seconds)), "--output", str(out)],
@@ -215,7 +226,12 @@ async def profile(kind: str, services: dict[str, Service], key: str, out: Path) 
         batch = 1 if kind == "intake-single" else 500
         accepted = await post_load(service, key, batch, time.monotonic() + SECONDS + 1)
         print(f"{accepted:,} demands accepted while profiling")
-    _, errors = await asyncio.to_thread(spy.communicate, None, SECONDS + 60)
+    try:
+        _, errors = await asyncio.to_thread(spy.communicate, None, SECONDS + 60)
+    finally:
+        if spy.poll() is None:
+            spy.kill()
+            spy.wait()
     if spy.returncode:
         raise RuntimeError(f"py-spy failed: {errors.decode(errors='replace')[-500:]}")
 
