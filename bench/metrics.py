@@ -281,7 +281,8 @@ def record_ingestion(measured: Ingestion) -> None:
             ratio=results.ratio(live, raw),
             target="≥ 0.5 of the raw consumer; ≥ 20,000 events/s on SQLite",
             met=live >= 0.5 * raw and live >= 20_000,
-            note=f"{measured.events:,} events of {LIVE_CUSTOMERS:,} customers{timed_out}",
+            note=f"{measured.events:,} events of {LIVE_CUSTOMERS:,} customers{timed_out}"
+            f"{'; REDUCED SIZE' if LIVE_CUSTOMERS < 4000 else ''}",
         )
     )
     minutes = REPLAY_EVENTS / rebuilt / 60 if rebuilt > 0 else float("inf")
