@@ -45,9 +45,9 @@ schemas: install ## Regenerate docs/schemas/ and the README settings table
 	$(BIN)/demandscope schemas export --out docs/schemas
 	$(BIN)/demandscope schemas settings
 
-bench: install ## Benchmarks, as ratios against baselines measured in the same run
+bench: install ## Benchmarks against baselines in the same run (BENCH="intake stack" for some)
 	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,bench]'
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 kafka-start: install ## Start the local broker in the background
 	$(BIN)/python -m devstack kafka start
