@@ -12,6 +12,7 @@ def test_the_system_of_record_keeps_its_history_unless_told_otherwise() -> None:
     for topic in HISTORY_TOPICS:
         assert kept[topic]["cleanup.policy"] == "delete", topic
         assert kept[topic]["retention.ms"] == "-1", topic
+        assert kept[topic]["compression.type"] == "gzip", topic
     assert Topic.SYSTEM_CHANGES in HISTORY_TOPICS
     # Operators who archive the topics elsewhere bound them.
     bounded = {s.name: s.config for s in topic_specs(KafkaSettings(retention_days=400))}
