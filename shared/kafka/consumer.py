@@ -133,8 +133,9 @@ class RunnerOptions:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: ConsumerRunner) -> None:
+    def __init__(self, runner: ConsumerRunner, consumer: AIOKafkaConsumer) -> None:
         self._runner = runner
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Wait for the batch in hand to commit: after this returns another instance owns them.
@@ -152,7 +153,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self._runner.processing:
             self._runner.generation += 1
             try:
-                await self._runner.take_over(set(assigned))
+                await self._runner.take_over(self._consumer, set(assigned))
             except Exception as error:
                 # aiokafka only logs a listener's failure: the run loop raises it instead.
                 self._runner.listener_failed = error
@@ -201,6 +202,7 @@ class ConsumerRunner:
         self.generation = 0
         self.listener_failed: Exception | None = None
         self._held: set[TopicPartition] = set()  # set up by take_over, not yet given up
+        self._by_partition_number = False
 
     def lag_labels(self, tp: TopicPartition) -> tuple[str, str, str]:
         return (self.options.group_id, tp.topic, str(tp.partition))
@@ -217,15 +219,39 @@ class ConsumerRunner:
         """Transactional producers held: one per assigned input partition."""
         return len(self._partition_producers) if self._partition_producers is not None else 0
 
-    async def take_over(self, assigned: set[TopicPartition]) -> None:
+    async def take_over(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         """Called with the processing lock held, before any record of ``assigned`` is handled."""
         if self._partition_producers is not None:
             # First: this fences a previous holder and aborts what it left open, so the
             # listener's restore reads up to a last stable offset that no zombie holds back.
             await self._partition_producers.open(assigned)
+            if assigned:
+                # Positions fetched before the fence may predate a zombie's last commit,
+                # which landed before it: read them again (what comes later is refused).
+                await consumer.seek_to_committed(*assigned)
+            self._by_partition_number = self._co_partitioned_alike(consumer)
         self._held |= assigned
         if self.partition_listener is not None:
             await self.partition_listener.on_assigned(set(assigned))
+
+    def _co_partitioned_alike(self, consumer: AIOKafkaConsumer) -> bool:
+        """Whether partition p of every input topic is one task (one transaction).
+
+        Only when the topics have as many partitions each: then the range assignor gives
+        partition p of all of them to one instance in every generation, and whoever takes
+        any of them over has fenced the producer a zombie used for that task. With unequal
+        counts one instance may get p of one topic and another p of the next, so each
+        partition is a task of its own.
+        """
+        if not self.options.co_partitioned:
+            return False
+        counts = {len(consumer.partitions_for_topic(topic) or ()) for topic in self._topics}
+        if len(counts) > 1:
+            log.warning(
+                "%s have different partition counts: one transaction per partition",
+                sorted(self._topics),
+            )
+        return len(counts) == 1
 
     async def give_up(self, revoked: set[TopicPartition]) -> None:
         """Called with the processing lock held: the batch in hand has been committed."""
@@ -254,7 +280,7 @@ class ConsumerRunner:
                 else (RoundRobinPartitionAssignor,)
             ),
         )
-        consumer.subscribe(list(self._topics), listener=_Rebalance(self))
+        consumer.subscribe(list(self._topics), listener=_Rebalance(self, consumer))
         try:
             await consumer.start()
             self._consumer = consumer
@@ -325,7 +351,7 @@ class ConsumerRunner:
         # in-memory state may span partitions and is only updated once a task commits.
         tasks: dict[object, dict[TopicPartition, Sequence[Any]]] = {}
         for tp, records in batches.items():
-            key = tp.partition if self.options.co_partitioned else tp
+            key = tp.partition if self._by_partition_number else tp
             tasks.setdefault(key, {})[tp] = records
         for task in tasks.values():
             first = min(task, key=lambda tp: (tp.topic, tp.partition))
