@@ -25,10 +25,10 @@ ON_REQUEST = ("judgement",)
 
 def run_module(name: str) -> bool:
     """Runs bench/<name>.py; False when it failed (its traceback printed)."""
-    module = importlib.import_module(f"bench.{name}")
     started = time.monotonic()
     print(f"\n=== bench/{name}.py (load average {results.load_average()}) ===", flush=True)
     try:
+        module = importlib.import_module(f"bench.{name}")  # an import can fail too
         outcome = module.main()
         if inspect.iscoroutine(outcome):
             asyncio.run(outcome)

@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,7 +146,6 @@ class Ingestion:
     raw_rate: float  # the raw consumer that only stores the received rows
     live_rate: float  # the metrics service, live
     live_done: bool  # False: the live service did not finish within the deadline
-    rebuild_rate: float
 
 
 def _stored(value: Any) -> Any:
@@ -263,14 +263,22 @@ async def measure_ingestion(workdir: Path, kafka: KafkaSettings) -> Ingestion:
     share = (finally_stored - already) / demands
     live_rate = len(events) * share / live_seconds
 
+    return Ingestion(len(events), raw_rate, live_rate, done)
+
+
+async def rebuild_rate(workdir: Path, kafka: KafkaSettings) -> float:
+    """The same topics replayed into an empty database; events/s."""
     rebuilt_url = f"sqlite+aiosqlite:///{workdir / 'rebuilt.db'}"
     await asyncio.to_thread(upgrade, rebuilt_url)
     report = await rebuild(kafka=kafka, database_url=rebuilt_url, batch_size=1000)
-    return Ingestion(len(events), raw_rate, live_rate, done, report.events_per_second)
+    return report.events_per_second
 
 
 def record_ingestion(measured: Ingestion) -> None:
-    live, raw, rebuilt = measured.live_rate, measured.raw_rate, measured.rebuild_rate
+    live, raw = measured.live_rate, measured.raw_rate
+    print(f"  ingestion of {measured.events:,} events (SQLite):")
+    print(f"    raw consumer, rows only: {raw:,.0f} events/s")
+    print(f"    live service:            {live:,.0f} events/s  ({results.ratio(live, raw)}x raw)")
     timed_out = "" if measured.live_done else f"; live stopped at {LIVE_TIMEOUT:.0f}s, unfinished"
     results.record(
         results.Row(
@@ -285,6 +293,11 @@ def record_ingestion(measured: Ingestion) -> None:
             f"{'; REDUCED SIZE' if LIVE_CUSTOMERS < 4000 else ''}",
         )
     )
+
+
+def record_rebuild(rebuilt: float, live: float) -> None:
+    ratio = results.ratio(rebuilt, live)
+    print(f"    rebuild:                 {rebuilt:,.0f} events/s  ({ratio}x live)")
     minutes = REPLAY_EVENTS / rebuilt / 60 if rebuilt > 0 else float("inf")
     results.record(
         results.Row(
@@ -459,6 +472,7 @@ def main() -> None:
     cfg = local_kafka.LocalKafkaConfig.on_free_ports(
         root=ROOT, run_dir=ROOT / ".run" / "bench-metrics"
     )
+    failed: Exception | None = None
     try:
         local_kafka.stop(cfg)
         local_kafka.wipe(cfg)
@@ -469,15 +483,16 @@ def main() -> None:
             )
             asyncio.run(ensure_topics(kafka, topic_specs(kafka)))
             measured = asyncio.run(measure_ingestion(workdir, kafka))
+            record_ingestion(measured)
+            record_rebuild(asyncio.run(rebuild_rate(workdir, kafka)), measured.live_rate)
+        except Exception as error:  # the summary below needs no broker: measure it anyway
+            traceback.print_exc()
+            failed = error
         finally:
             local_kafka.stop(cfg)
-        live, raw, rebuilt = measured.live_rate, measured.raw_rate, measured.rebuild_rate
-        print(f"  ingestion of {measured.events:,} events (SQLite):")
-        print(f"    raw consumer, rows only: {raw:,.0f} events/s")
-        print(f"    live service:            {live:,.0f} events/s  ({live / raw:.2f}x raw)")
-        print(f"    rebuild:                 {rebuilt:,.0f} events/s  ({rebuilt / live:.2f}x live)")
-        record_ingestion(measured)
         print("  purpose summary (SQLite, every purpose, all periods) against PM4Py:")
         compare_summary(workdir, CASES)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if failed is not None:
+        raise RuntimeError("metrics ingestion failed (traceback above)") from failed
