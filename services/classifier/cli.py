@@ -101,7 +101,8 @@ def serve() -> None:
 def migrate(
     revision: Annotated[str, typer.Option(help="Alembic revision to upgrade to.")] = "head",
 ) -> None:
-    """Create or upgrade the classifier database (labels, demand texts); run before `serve`."""
+    """Create or upgrade the classifier database (labels, demand texts, model versions); run
+    before `serve`."""
     settings = ClassifierSettings()
     classifier_db.upgrade(settings.database_url, revision)
     shown = make_url(settings.database_url).render_as_string(hide_password=True)
@@ -512,6 +513,30 @@ def import_models(
         _url(database_url), lambda v: import_directory(v, model_dir, holder_name("cli"))
     )
     console.print(f"imported {added} model versions from {model_dir}")
+
+
+@app.command()
+def export(
+    out: Annotated[
+        Path, typer.Option("--out", file_okay=False, help="Directory to write the version to.")
+    ],
+    version: Version = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write a stored version (default: the current one) to OUT/versions/<version>/ (the
+    model and its metadata), e.g. to keep it or to bring it to another database with
+    `import-models`. No CURRENT is written: the database alone says which version is current."""
+
+    async def read(versions: ModelVersions) -> tuple[str, bytes, dict[str, Any]]:
+        chosen = version or await versions.current()
+        if chosen is None:
+            raise store.ModelStoreError("no model in the classifier database")
+        stored = await versions.get(chosen)
+        return chosen, stored.payload, stored.metadata
+
+    chosen, payload, metadata = _on_database(_url(database_url), read)
+    written = store.write_directory_version(out, chosen, payload, metadata)
+    console.print(f"wrote version [bold]{chosen}[/bold] to {written}")
 
 
 @app.command()

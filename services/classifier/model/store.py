@@ -2,7 +2,8 @@
 
 Model versions live in the classifier database (``db/model_versions.py``), shared by every
 instance. This module turns a ``TextModel`` into the bytes stored there and back, and reads
-the per-pod directory earlier releases kept (imported into the database once)::
+the per-pod directory earlier releases kept (imported into the database once; `demandscope
+classifier export` writes a version in the same layout, without CURRENT)::
 
     DIR/CURRENT                              the active version's name
     DIR/versions/<version>/model.joblib      the pickled TextModel

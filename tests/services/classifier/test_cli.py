@@ -213,3 +213,31 @@ def test_evaluate_json_reports_the_failure_share_and_an_audited_estimate(
     assert share["audited"] == 20
     assert share["ci_low"] <= share["estimate"] <= share["ci_high"]
     assert evaluate("--audit", "20", "--seed", "3")["demand_type"]["failure_share"] == share
+
+
+def test_a_version_exported_from_one_database_is_imported_into_another(
+    examples_csv: Path, labels_url: str, tmp_path: Path
+) -> None:
+    from services.classifier.db.migrate import upgrade
+
+    train(examples_csv, labels_url, "--holdout", "0")
+    version, model, _ = current(labels_url)
+    other = f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
+    upgrade(other)
+
+    exported = runner.invoke(
+        app, ["export", "--database-url", labels_url, "--out", str(tmp_path / "out")]
+    )
+    imported = runner.invoke(
+        app, ["import-models", "--database-url", other, "--model-dir", str(tmp_path / "out")]
+    )
+
+    assert exported.exit_code == 0, exported.output
+    assert imported.exit_code == 0, imported.output
+    assert "imported 1 model versions" in imported.output
+    assert not (tmp_path / "out" / "CURRENT").exists()  # the database says what is current
+    rolled = runner.invoke(app, ["rollback", "--database-url", other, "--to", version])
+    assert rolled.exit_code == 0, rolled.output
+    again, loaded, _ = current(other)
+    assert again == version
+    assert loaded.purposes == model.purposes
