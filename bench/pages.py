@@ -53,6 +53,9 @@ from tests.support.apps import running
 
 DEMANDS = int(os.environ.get("DEMANDSCOPE_BENCH_PAGES_DEMANDS", "1000000"))
 ROUNDS = 5
+# A call is repeated until ROUNDS or this many seconds spent on it (at least once): a page
+# that takes seconds is not met anyway, and five rounds of it would blow make bench's budget.
+CALL_BUDGET_S = 3.0
 PAGE_TARGET_S = 0.1
 PASSWORD = "bench passphrase"
 PERIOD = "2026-01-05/P28D"  # four weeks of the data: what a person usually looks at
@@ -119,10 +122,14 @@ async def _people(auth_url: str) -> str:
 
 async def _median(call: Callable[[], Awaitable[httpx.Response]]) -> float:
     times = []
+    spent = 0.0
     for _ in range(ROUNDS):
+        if spent > CALL_BUDGET_S:
+            break
         started = time.perf_counter()
         answer = await call()
         times.append(time.perf_counter() - started)
+        spent += times[-1]
         assert answer.status_code == 200, answer.text[:300]
     return statistics.median(times)
 
@@ -149,7 +156,7 @@ async def measure(workdir: Path, kafka: KafkaSettings) -> None:
             data={"username": "bench", "password": PASSWORD, "csrf_token": token},
         )
         headers = {"Authorization": f"Bearer {key}"}
-        print(f"  median of {ROUNDS}, period {PERIOD}, SQLite:")
+        print(f"  median of up to {ROUNDS} ({CALL_BUDGET_S:.0f} s a call), {PERIOD}, SQLite:")
         print(f"  {'page':<13} {'HTML':>9} {'its API calls':>14} {'ratio':>6}")
         timed: dict[str, tuple[float, float]] = {}
         for name, (page, calls) in PAGES.items():
@@ -182,7 +189,7 @@ def record(timed: dict[str, tuple[float, float]]) -> None:
             met=html <= PAGE_TARGET_S,
             note="every page: "
             + ", ".join(f"{n} {h * 1000:,.0f} ms" for n, (h, _) in timed.items())
-            + f"; median of {ROUNDS}, period {PERIOD}, SQLite{reduced}",
+            + f"; median of up to {ROUNDS}, period {PERIOD}, SQLite{reduced}",
         )
     )
 
