@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from services.metrics.main import create_app
 from shared.auth.settings import PeopleSettings
 from tests.support.apps import ready, running
+from tests.support.waiting import wait_until
 
 from .conftest import PASSWORD, Site, _csrf_of, _site, sign_in
 
@@ -171,6 +172,35 @@ async def test_recording_a_change_needs_a_reviewer_and_the_csrf_token(
     page = (await client.get("/pages/changes")).text
     assert "Visits booked" in page
     assert "rey" in page
+
+
+async def test_a_change_not_yet_stored_is_recorded_and_the_page_says_it_appears_soon(
+    site: Site,
+) -> None:
+    app = create_app(site.settings)
+    async with running(app) as client:
+        await ready(client)
+        # The consumer stopped (a rebalance, a database away): nothing stores the change.
+        supervisor = app.state.supervisor
+        supervisor.stop_task("consumer")
+        await wait_until(
+            lambda: _finished(supervisor.status()["consumer"]), timeout=30, what="consumer stopped"
+        )
+        app.state.components.changes.visible_within_s = 0.5
+        token = await sign_in(client, "rey")
+        change = {"purpose": "pay my rent", "changed_at": "2026-03-09T00:00", "note": "New rota"}
+
+        answer = await client.post("/pages/changes", data={**change, "csrf_token": token})
+
+        assert answer.status_code == 303, answer.text
+        assert answer.headers["location"] == "/pages/changes?recorded=pay%20my%20rent&pending=1"
+        page = (await client.get(answer.headers["location"])).text
+        assert "Recorded a change for pay my rent. It is not stored yet" in page
+        assert "New rota" not in page  # not listed until the consumer has stored it
+
+
+async def _finished(status: str) -> bool:
+    return status == "finished"
 
 
 async def test_signing_out_ends_the_session(client: httpx.AsyncClient) -> None:
