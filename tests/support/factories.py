@@ -11,6 +11,7 @@ override of ``...`` leaves the field out of the body.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -26,9 +27,12 @@ from shared.events import (
     DemandReceived,
     DemandType,
     PurposeMetrics,
+    SpecialCauseSignalled,
     SystemChanged,
 )
+from shared.events.signals import signal_id
 
+_POINTS = itertools.count()
 DEMO_SOURCE = "demo"  # the source of the tests' demo API key
 TEXT = "Where is my engineer? He was meant to come yesterday."
 
@@ -133,6 +137,27 @@ def purpose_metrics(**overrides: Any) -> PurposeMetrics:
         "computed_at": now,
     }
     return PurposeMetrics.model_validate(fields | overrides)
+
+
+def special_cause_signalled(**overrides: Any) -> SpecialCauseSignalled:
+    """A point of billing's failure demand per day beyond its upper limit, raised now; a
+    point of its own (so a signal of its own) each call."""
+    at = _now().replace(microsecond=0) - timedelta(days=1, seconds=next(_POINTS))
+    fields: dict[str, Any] = {
+        "purpose": "billing",
+        "owner": "billing",
+        "measure": "failure_per_day",
+        "rule": "beyond_limit",
+        "at": at,
+        "value": 41.0,
+        "centre_line": 18.5,
+        "lower_natural_process_limit": 4.2,
+        "upper_natural_process_limit": 32.8,
+        "raised_at": _now(),
+    } | overrides
+    what = {key: fields[key] for key in ("purpose", "measure", "rule", "at")}
+    fields.setdefault("signal_id", signal_id(**what))
+    return SpecialCauseSignalled.model_validate(fields)
 
 
 def system_changed(**overrides: Any) -> SystemChanged:

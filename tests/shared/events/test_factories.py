@@ -15,6 +15,7 @@ EVENT_FACTORIES = {
     factories.demand_classified,
     factories.demand_labelled,
     factories.purpose_metrics,
+    factories.special_cause_signalled,
     factories.system_changed,
 }
 
