@@ -1,10 +1,13 @@
-"""Metrics service benchmark: ingestion live and in a rebuild; the purpose summary over one
-million cases against PM4Py computing the same end-to-end percentiles from the event log.
+"""Metrics service benchmark: live ingestion against a raw consumer that only lands the same
+rows in the same database, a rebuild against live (and the time to replay 30 million events),
+and the purpose summary over one million cases against PM4Py computing the same end-to-end
+percentiles from the event log. Rows go into bench/results.py (docs/performance.md).
 
 Run: `.venv/bin/python -m bench metrics` (needs Java for the broker and the `bench` extra
 for pm4py and pandas). Starts its own broker on free ports under .run/bench-metrics and
 stops it. Sizes can be lowered with DEMANDSCOPE_BENCH_METRICS_CASES (default 1 000 000)
-and DEMANDSCOPE_BENCH_METRICS_LIVE_CUSTOMERS (default 4 000).
+and DEMANDSCOPE_BENCH_METRICS_LIVE_CUSTOMERS (default 4 000); the live service is stopped
+after DEMANDSCOPE_BENCH_METRICS_LIVE_TIMEOUT seconds (default 120).
 """
 
 from __future__ import annotations
