@@ -369,10 +369,10 @@ def fill_database(path: Path, count: int) -> float:
     start, end = sqlite_time_of(_START), sqlite_time_of(f"{_START} + {_SECONDS}")
     with bulk_load(path, ("cases", "demand_facts")) as connection:
         connection.execute(
-            "INSERT INTO cases (customer_ref, case_id, case_ref, purpose, status, measured, "
-            "started_at, fulfilled_at, end_to_end_seconds, reopened, contacts, "
+            "INSERT INTO cases (source, customer_ref, case_id, case_ref, purpose, status, "
+            "measured, started_at, fulfilled_at, end_to_end_seconds, reopened, contacts, "
             "failure_contacts, channels, first_channel, team, one_stop, last_activity_at) "
-            f"{_NUMBERS}SELECT 'C' || i, 'K' || i, 'K' || i, {_PURPOSE} END, "
+            f"{_NUMBERS}SELECT 'bench', 'C' || i, 'K' || i, 'K' || i, {_PURPOSE} END, "
             f"CASE WHEN {done} THEN 'fulfilled' ELSE 'open' END, 1, {start}, "
             f"CASE WHEN {done} THEN {end} END, "
             f"CASE WHEN {done} THEN CAST({_SECONDS} AS REAL) END, 0, 1, i % 2, 'phone', "
@@ -381,9 +381,9 @@ def fill_database(path: Path, count: int) -> float:
             (count - 1,),
         )
         connection.execute(
-            "INSERT INTO demand_facts (demand_id, customer_ref, case_id, purpose, demand_type, "
-            "failure_kind, cause_purpose, channel, team, occurred_at, labelled) "
-            f"{_NUMBERS}SELECT 'd' || i, 'C' || i, 'K' || i, {_PURPOSE} END, "
+            "INSERT INTO demand_facts (source, demand_id, customer_ref, case_id, purpose, "
+            "demand_type, failure_kind, cause_purpose, channel, team, occurred_at, labelled) "
+            f"{_NUMBERS}SELECT 'bench', 'd' || i, 'C' || i, 'K' || i, {_PURPOSE} END, "
             "CASE WHEN i % 2 THEN 'failure' ELSE 'value' END, "
             f"CASE WHEN i % 2 THEN 'repeat' END, NULL, 'phone', 'north', {start}, 0 "
             "FROM n",
