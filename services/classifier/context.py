@@ -4,6 +4,12 @@ The classifier owns the context of the customers whose partitions it is assigned
 works on a ``ContextOverlay`` (copies of the touched customers' states), so a batch that is
 retried or aborted leaves the committed context untouched; ``ContextOverlay.commit`` applies
 it once Kafka has committed the batch, together with its changelog records.
+
+A customer's context is kept by ``customer_ref`` (the input topics' key, so partitions stay
+aligned), but its entries name their source: a demand is (source, id) and a case (source,
+case_ref), so a source's demand is judged against that source's demands and cases only
+(docs/architecture.md, "Sources and the organisation"). An entry written before entries
+named their source (``source`` None) is treated as any source's.
 """
 
 from __future__ import annotations
@@ -21,9 +27,14 @@ from shared.events.case import CaseEventType
 CaseStatus = Literal["open", "fulfilled", "abandoned"]
 
 
+def _same_source(entry: str | None, wanted: str | None) -> bool:
+    return entry is None or wanted is None or entry == wanted
+
+
 class CaseEntry(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    source: str | None = None
     ref: str
     purpose: str | None = None
     opened_at: datetime
@@ -34,6 +45,7 @@ class CaseEntry(BaseModel):
 class DemandEntry(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    source: str | None = None
     demand_id: str
     purpose: str
     occurred_at: datetime
@@ -58,33 +70,51 @@ class CustomerState(BaseModel):
             demands=[d.model_copy() for d in self.demands],
         )
 
-    def case(self, ref: str) -> CaseEntry | None:
-        return next((c for c in self.cases if c.ref == ref), None)
+    def case(self, ref: str, source: str | None = None) -> CaseEntry | None:
+        return next(
+            (c for c in self.cases if c.ref == ref and _same_source(c.source, source)), None
+        )
 
-    def demand(self, demand_id: str) -> DemandEntry | None:
-        return next((d for d in self.demands if d.demand_id == demand_id), None)
+    def demand(self, demand_id: str, source: str | None = None) -> DemandEntry | None:
+        return next(
+            (
+                d
+                for d in self.demands
+                if d.demand_id == demand_id and _same_source(d.source, source)
+            ),
+            None,
+        )
+
+    def demands_on(self, case: CaseEntry) -> list[DemandEntry]:
+        return [
+            d
+            for d in self.demands
+            if d.case_ref == case.ref and _same_source(d.source, case.source)
+        ]
 
     def case_purpose(self, case: CaseEntry) -> str | None:
         """A case event may not name the purpose; the demands raised on the case do."""
         if case.purpose is not None:
             return case.purpose
-        return next((d.purpose for d in self.demands if d.case_ref == case.ref), None)
+        return next((d.purpose for d in self.demands_on(case)), None)
 
-    def as_context(self) -> CustomerContext:
+    def as_context(self, source: str | None = None) -> CustomerContext:
+        """What a demand of ``source`` is judged against: that source's cases and demands."""
         open_cases = []
         recent = [
             RecentDemand(d.demand_id, d.purpose, d.occurred_at, d.fulfilled_at)
             for d in self.demands
+            if _same_source(d.source, source)
         ]
         for case in self.cases:
+            if not _same_source(case.source, source):
+                continue
             purpose = self.case_purpose(case)
             if purpose is None:
                 continue
             if case.status == "open":
                 open_cases.append(OpenCase(case.ref, purpose, case.opened_at))
-            elif case.status == "fulfilled" and not any(
-                d.case_ref == case.ref for d in self.demands
-            ):
+            elif case.status == "fulfilled" and not self.demands_on(case):
                 # Fulfilled with no demand seen here: the case itself is what a repeat traces to.
                 recent.append(
                     RecentDemand(case.ref, purpose, case.opened_at, case.changed_at, "case")
@@ -99,25 +129,37 @@ def record_demand(
     purpose: str,
     occurred_at: datetime,
     case_ref: str | None,
+    source: str | None = None,
 ) -> None:
-    if state.demand(demand_id) is not None:
+    if state.demand(demand_id, source) is not None:
         return  # the same demand again (a redelivery upstream): nothing new to learn
     state.demands.append(
         DemandEntry(
-            demand_id=demand_id, purpose=purpose, occurred_at=occurred_at, case_ref=case_ref
+            source=source,
+            demand_id=demand_id,
+            purpose=purpose,
+            occurred_at=occurred_at,
+            case_ref=case_ref,
         )
     )
-    if case_ref is not None and state.case(case_ref) is None:
+    if case_ref is not None and state.case(case_ref, source) is None:
         # A demand raised on a case we have not heard of: the case is open for its purpose.
         state.cases.append(
-            CaseEntry(ref=case_ref, purpose=purpose, opened_at=occurred_at, changed_at=occurred_at)
+            CaseEntry(
+                source=source,
+                ref=case_ref,
+                purpose=purpose,
+                opened_at=occurred_at,
+                changed_at=occurred_at,
+            )
         )
 
 
 def apply_case_event(state: CustomerState, event: CaseEvent) -> None:
-    case = state.case(event.case_ref)
+    case = state.case(event.case_ref, event.source)
     if case is None:
         case = CaseEntry(
+            source=event.source,
             ref=event.case_ref,
             purpose=event.purpose,
             opened_at=event.occurred_at,
@@ -133,16 +175,19 @@ def apply_case_event(state: CustomerState, event: CaseEvent) -> None:
         case.status = "open"
     elif event.type is CaseEventType.FULFILLED:
         case.status = "fulfilled"
-        for demand in state.demands:
-            if demand.case_ref == case.ref and demand.fulfilled_at is None:
+        for demand in state.demands_on(case):
+            if demand.fulfilled_at is None:
                 demand.fulfilled_at = event.occurred_at
     elif event.type is CaseEventType.ABANDONED:
         case.status = "abandoned"
 
 
-def apply_label(state: CustomerState, *, demand_id: str, purpose: str) -> bool:
-    """A person named the demand's purpose: later demands are judged against that one."""
-    demand = state.demand(demand_id)
+def apply_label(
+    state: CustomerState, *, demand_id: str, purpose: str, source: str | None = None
+) -> bool:
+    """A person named the demand's purpose: later demands are judged against that one.
+    ``source`` None (a label written before labels named it): the demand of that id."""
+    demand = state.demand(demand_id, source)
     if demand is None or demand.purpose == purpose:
         return False
     demand.purpose = purpose
@@ -170,7 +215,8 @@ class ContextStore:
         self.max_demands = max_demands
         self._states: dict[str, CustomerState] = {}
         self._partition_of: dict[str, int] = {}
-        self._customer_of_demand: dict[str, str] = {}
+        # (source, demand id) -> customer; "" for an entry that names no source.
+        self._customer_of_demand: dict[tuple[str, str], str] = {}
 
     def __len__(self) -> int:
         return len(self._states)
@@ -178,8 +224,15 @@ class ContextStore:
     def get(self, customer_ref: str) -> CustomerState | None:
         return self._states.get(customer_ref)
 
-    def customer_of_demand(self, demand_id: str) -> str | None:
-        return self._customer_of_demand.get(demand_id)
+    def customer_of_demand(self, demand_id: str, source: str | None = None) -> str | None:
+        """The customer of that demand; ``source`` None (an old label): the one customer
+        with a demand of that id, or None when several sources' customers have one."""
+        if source is not None:
+            return self._customer_of_demand.get(
+                (source, demand_id)
+            ) or self._customer_of_demand.get(("", demand_id))
+        found = {c for (_, d), c in self._customer_of_demand.items() if d == demand_id}
+        return found.pop() if len(found) == 1 else None
 
     def partition_of(self, customer_ref: str) -> int | None:
         return self._partition_of.get(customer_ref)
@@ -188,7 +241,7 @@ class ContextStore:
         old = self._states.get(customer_ref)
         if old is not None:
             for demand in old.demands:
-                self._customer_of_demand.pop(demand.demand_id, None)
+                self._customer_of_demand.pop((demand.source or "", demand.demand_id), None)
         if is_empty(state):
             self._states.pop(customer_ref, None)
             self._partition_of.pop(customer_ref, None)
@@ -196,7 +249,7 @@ class ContextStore:
         self._states[customer_ref] = state
         self._partition_of[customer_ref] = partition
         for demand in state.demands:
-            self._customer_of_demand[demand.demand_id] = customer_ref
+            self._customer_of_demand[(demand.source or "", demand.demand_id)] = customer_ref
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget the customers of partitions this instance no longer owns; return how many."""
@@ -229,11 +282,11 @@ class ContextOverlay:
         prune(state, now=now, window=self._store.window, max_demands=self._store.max_demands)
         self._changed[customer_ref] = (partition, state)
 
-    def customer_of_demand(self, demand_id: str) -> str | None:
+    def customer_of_demand(self, demand_id: str, source: str | None = None) -> str | None:
         for customer, (_, state) in self._changed.items():
-            if state.demand(demand_id) is not None:
+            if state.demand(demand_id, source) is not None:
                 return customer
-        return self._store.customer_of_demand(demand_id)
+        return self._store.customer_of_demand(demand_id, source)
 
     def partition_of(self, customer_ref: str) -> int | None:
         if customer_ref in self._changed:

@@ -126,7 +126,7 @@ class ClassifyDemands:
         judgement: Judgement = judge(
             demand.text,
             prediction,
-            state.as_context(),
+            state.as_context(demand.source),  # a demand is judged within its own source
             rules=model.rules,
             now=demand.occurred_at,
             thresholds=self._thresholds,
@@ -140,7 +140,11 @@ class ClassifyDemands:
             method=judgement.method,
             model_version=model.version,
             needs_review=judgement.needs_review,
-            caused_by=judgement.caused_by,
+            caused_by=(
+                judgement.caused_by.model_copy(update={"source": demand.source})
+                if judgement.caused_by is not None
+                else None
+            ),
             classified_at=classified_at,
         )
         record_demand(
@@ -149,6 +153,7 @@ class ClassifyDemands:
             purpose=judgement.purpose,
             occurred_at=demand.occurred_at,
             case_ref=demand.case_ref,
+            source=demand.source,
         )
         overlay.update(demand.customer_ref, message.partition, state, classified_at)
         return classified
@@ -156,12 +161,14 @@ class ClassifyDemands:
     def _relabel_context(
         self, label: DemandLabelled, overlay: ContextOverlay, now: datetime
     ) -> None:
-        customer = overlay.customer_of_demand(label.demand_id)
+        customer = overlay.customer_of_demand(label.demand_id, label.demand_source)
         partition = overlay.partition_of(customer) if customer else None
         if customer is None or partition is None:
             return  # the customer lives on another instance, or has left the window
         state = overlay.state(customer, partition)
-        if apply_label(state, demand_id=label.demand_id, purpose=label.purpose):
+        if apply_label(
+            state, demand_id=label.demand_id, purpose=label.purpose, source=label.demand_source
+        ):
             overlay.update(customer, partition, state, now)
 
     async def _keep_for_learning(
@@ -172,7 +179,7 @@ class ClassifyDemands:
         purge = time.monotonic() - self._last_text_pruning > 3600
         try:
             await self._labels.keep(
-                [SeenText(c.demand.id, c.demand.text, now) for c in classified],
+                [SeenText(c.demand.source, c.demand.id, c.demand.text, now) for c in classified],
                 labels,
                 forget_before=now - self._context.window if purge else None,
             )

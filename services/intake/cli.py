@@ -174,7 +174,11 @@ def _migrated_store() -> ApiKeyStore:
 def create_key(
     source: str = typer.Option(..., help="The sending system, e.g. 'genesys-eu'."),
     scopes: list[Scope] = typer.Option(
-        [Scope.DEMANDS_WRITE], "--scopes", "--scope", help="Repeat for several scopes."
+        [Scope.DEMANDS_WRITE],
+        "--scopes",
+        "--scope",
+        help="Repeat for several scopes. A key reads and labels its own source's data only; "
+        "add sources:all for an organisation-wide key (dashboards, BI, operators).",
     ),
 ) -> None:
     """Make a key and print it once: only its hash is kept."""

@@ -16,6 +16,7 @@ skeleton's ``BodyLimit`` (shared.service.request_bodies).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -71,8 +72,7 @@ _queue_key = require_scope(Scope.LABELS_WRITE)
 QueueKey = Annotated[ApiKeyRecord, Depends(_queue_key)]
 
 
-def _filters(
-    key: ReadKey,
+def _query_filters(
     period: Annotated[
         str | None,
         Query(
@@ -93,10 +93,17 @@ def _filters(
         raise ProblemError(
             422, "Invalid filter", problems=[FieldProblem(field="query.period", reason=str(error))]
         ) from error
-    # A source's own key reads its source's data only; a sources:all key, every source's.
-    return Filters(
-        period=parsed, channel=channel.value if channel else None, team=team, source=key.reach
-    )
+    return Filters(period=parsed, channel=channel.value if channel else None, team=team)
+
+
+# The query's filters over every source: what a signed-in person sees (the pages).
+OrganisationFiltered = Annotated[Filters, Depends(_query_filters)]
+
+
+def _filters(key: ReadKey, filters: OrganisationFiltered) -> Filters:
+    """The query's filters within the key's reach: a source's own key reads its source's
+    data only; a sources:all key, every source's."""
+    return replace(filters, source=key.reach)
 
 
 async def _change_body(request: Request) -> ChangeIn:

@@ -1,11 +1,12 @@
 """Every query on the classifier's database: people's labels, kept as training data, and the
 demand texts they may refer to.
 
-A label is stored once per label id (a redelivered label changes nothing); the latest label
-of a demand wins (by ``labelled_at``, then arrival). A label may come without the demand's
-text: the text the classifier saw is kept for a bounded time (the context window) so the
-label can still teach the model. Written by the consumer loop, read by training (in the
-service, and by `demandscope classifier retrain` in another process).
+A label is stored once per (demand source, label id) (a redelivered label changes nothing);
+the latest label of a demand, (source, id), wins (by ``labelled_at``, then arrival), and it
+teaches with that demand's text, never another source's demand of the same id. A label may
+come without the demand's text: the text the classifier saw is kept for a bounded time (the
+context window) so the label can still teach the model. Written by the consumer loop, read
+by training (in the service, and by `demandscope classifier retrain` in another process).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import MINYEAR, UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Table, and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -30,6 +31,7 @@ _TEXTS: Table = DemandTextRow.__table__  # type: ignore[assignment]
 
 @dataclass(frozen=True, slots=True)
 class SeenText:
+    source: str
     demand_id: str
     text: str
     seen_at: datetime
@@ -88,6 +90,7 @@ class LabelRepository:
         labels = _LABELS.c
         ranked = select(
             labels.seq,
+            labels.demand_source,
             labels.demand_id,
             labels.text,
             labels.purpose,
@@ -96,19 +99,38 @@ class LabelRepository:
             labels.labelled_at,
             func.row_number()
             .over(
-                partition_by=labels.demand_id,
+                partition_by=(labels.demand_source, labels.demand_id),
                 order_by=(labels.labelled_at.desc(), labels.seq.desc()),
             )
             .label("rank"),
         ).subquery()
+        # An old label (no source) finds the text of the one demand of its id, if only one.
+        sole = (
+            select(_TEXTS.c.demand_id, func.min(_TEXTS.c.text).label("text"))
+            .group_by(_TEXTS.c.demand_id)
+            .having(func.count() == 1)
+            .subquery()
+        )
+        own = _TEXTS.alias("own")
         query = (
             select(
-                func.coalesce(ranked.c.text, _TEXTS.c.text),
+                func.coalesce(ranked.c.text, own.c.text, sole.c.text),
                 ranked.c.purpose,
                 ranked.c.demand_type,
                 ranked.c.failure_kind,
             )
-            .select_from(ranked.outerjoin(_TEXTS, _TEXTS.c.demand_id == ranked.c.demand_id))
+            .select_from(
+                ranked.outerjoin(
+                    own,
+                    and_(
+                        own.c.source == ranked.c.demand_source,
+                        own.c.demand_id == ranked.c.demand_id,
+                    ),
+                ).outerjoin(
+                    sole,
+                    and_(ranked.c.demand_source == "", sole.c.demand_id == ranked.c.demand_id),
+                )
+            )
             .where(ranked.c.rank == 1)
             .order_by(ranked.c.labelled_at, ranked.c.seq)
         )
@@ -127,11 +149,12 @@ class LabelRepository:
 
 
 async def _insert_texts(connection: AsyncConnection, texts: Sequence[SeenText]) -> None:
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for seen in texts:  # the first sighting of a demand wins, as in the table
         rows.setdefault(
-            seen.demand_id,
+            (seen.source, seen.demand_id),
             {
+                "source": seen.source,
                 "demand_id": seen.demand_id,
                 "text": _storable(seen.text),
                 "seen_at": _utc(seen.seen_at),
@@ -139,17 +162,21 @@ async def _insert_texts(connection: AsyncConnection, texts: Sequence[SeenText]) 
         )
     if rows:
         await connection.execute(
-            _insert(connection, _TEXTS).on_conflict_do_nothing(index_elements=["demand_id"]),
+            _insert(connection, _TEXTS).on_conflict_do_nothing(
+                index_elements=["source", "demand_id"]
+            ),
             list(rows.values()),
         )
 
 
 async def _insert_labels(connection: AsyncConnection, labels: Sequence[DemandLabelled]) -> int:
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for label in labels:
+        source = label.demand_source or ""  # an old label names no source
         rows.setdefault(
-            label.id,
+            (source, label.id),
             {
+                "demand_source": source,
                 "label_id": label.id,
                 "demand_id": label.demand_id,
                 "demand_type": label.demand_type.value,
@@ -164,7 +191,7 @@ async def _insert_labels(connection: AsyncConnection, labels: Sequence[DemandLab
         return 0
     inserted = await connection.execute(
         _insert(connection, _LABELS)
-        .on_conflict_do_nothing(index_elements=["label_id"])
+        .on_conflict_do_nothing(index_elements=["demand_source", "label_id"])
         .returning(_LABELS.c.label_id),
         list(rows.values()),
     )

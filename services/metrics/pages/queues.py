@@ -211,12 +211,13 @@ async def review_decide(
     failure_kind: Annotated[str | None, Form(max_length=120)] = None,
     filter_purpose: Annotated[str | None, Form(max_length=120)] = None,
     edits: Annotated[str | None, Form(max_length=60)] = None,
+    demand_source: Annotated[str | None, Form(max_length=200)] = None,
 ) -> RedirectResponse:
     """Confirm or correct a demand (reason "review"); with ``edits``, change a decision of
     the last ten (a new label, the latest wins)."""
     return await _decide(
         who, components, "review", demand_id, decision, demand_type, purpose, failure_kind,
-        filter_purpose, edits,
+        filter_purpose, edits, demand_source or None,
     )  # fmt: skip
 
 
@@ -231,6 +232,7 @@ async def _decide(
     failure_kind: str | None,
     filter_purpose: str | None,
     edits: str | None,
+    source: str | None = None,
 ) -> RedirectResponse:
     me = who.person.username
     answer = _parse_answer(demand_type, purpose, failure_kind)
@@ -240,7 +242,7 @@ async def _decide(
     id_ = label_id(me, demand_id, decision)
     known = components.desk.find(me, queue, id_)
     earlier = components.desk.find(me, queue, edits) if edits else None
-    item = await _item_for(components, queue, me, demand_id, earlier)
+    item = await _item_for(components, queue, me, demand_id, earlier, source)
     label = _label(me, item, answer, queue, id_)
     await publish(components, label)  # a double submit publishes the same id again
     if known is None:
@@ -263,19 +265,29 @@ def _machine_answer(item: Item) -> Answer | None:
 
 
 async def _item_for(
-    components: Components, queue: Queue, me: str, demand_id: str, earlier: Decision | None
+    components: Components,
+    queue: Queue,
+    me: str,
+    demand_id: str,
+    earlier: Decision | None,
+    source: str | None = None,
 ) -> Item:
-    """The demand being answered, as its queue shows it (or as this person last saw it)."""
-    if earlier is not None and earlier.item.demand_id == demand_id:
+    """The demand being answered, as its queue shows it (or as this person last saw it).
+    A demand is (source, id): the form names the source (None: the first of that id)."""
+
+    def same(item: Item) -> bool:
+        return item.demand_id == demand_id and source in (None, item.source)
+
+    if earlier is not None and same(earlier.item):
         return earlier.item
     for decision in reversed(components.desk.returned.get((me, queue), [])):
-        if decision.item.demand_id == demand_id:
+        if same(decision.item):
             return decision.item
     async with components.sessions() as session:
         if queue == "review":
-            found = await repository.review_item(session, None, demand_id)
+            found = await repository.review_item(session, source, demand_id)
         else:
-            found = await repository.audit_item(session, None, demand_id)
+            found = await repository.audit_item(session, source, demand_id)
     if found is None:
         raise ProblemError(404, "Not in the queue", detail=f"No demand {demand_id!r} to label.")
     return Item(**found)  # the row's columns are the item's fields
@@ -446,12 +458,13 @@ async def audit_decide(
     purpose: Annotated[str, Form(max_length=120)] = "",
     failure_kind: Annotated[str | None, Form(max_length=120)] = None,
     edits: Annotated[str | None, Form(max_length=60)] = None,
+    demand_source: Annotated[str | None, Form(max_length=200)] = None,
 ) -> RedirectResponse:
     """A blind answer (reason "audit"); with ``edits``, a corrected answer (the latest
     audit label is the one the estimate pairs)."""
     return await _decide(
         who, components, "audit", demand_id, decision, demand_type, purpose, failure_kind,
-        None, edits,
+        None, edits, demand_source or None,
     )  # fmt: skip
 
 

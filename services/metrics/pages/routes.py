@@ -15,7 +15,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from services.metrics import figures, repository, service
-from services.metrics.api import Charts, Components, Filtered, Sessions
+from services.metrics.api import Charts, Components, Sessions
+from services.metrics.api import OrganisationFiltered as Filtered  # people: every source
 from services.metrics.csv_export import csv_response
 from services.metrics.domain.windows import Granularity
 from services.metrics.pages import views

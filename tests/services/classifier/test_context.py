@@ -155,3 +155,50 @@ def test_dropping_a_partition_forgets_its_customers_only() -> None:
     assert store.get("C1") is None
     assert store.get("C2") is not None
     assert store.customer_of_demand("C1-D") is None
+
+
+def test_a_sources_demand_is_judged_against_that_sources_demands_and_cases_only() -> None:
+    """A demand is (source, id) and a case (source, case_ref) (issue 10, item 12): demo's
+    open case K1 and demand D1 are not genesys's, though the customer ref is the same."""
+    state = CustomerState()
+    apply_case_event(state, k1_event(type=CaseEventType.OPENED, occurred_at=T0, source="demo"))
+    record_demand(
+        state, demand_id="D1", purpose="moving home", occurred_at=T0, case_ref=None, source="demo"
+    )
+    genesys = state.as_context("genesys")
+    assert (genesys.open_cases, genesys.recent_demands) == ([], [])
+    demo = state.as_context("demo")
+    assert [c.ref for c in demo.open_cases] == ["K1"]
+    assert [d.demand_id for d in demo.recent_demands] == ["D1"]
+    # genesys's own D1 is another demand, and its case K1 another case.
+    record_demand(
+        state, demand_id="D1", purpose="billing", occurred_at=T0, case_ref="K1", source="genesys"
+    )
+    assert [(d.source, d.purpose) for d in state.demands] == [
+        ("demo", "moving home"),
+        ("genesys", "billing"),
+    ]
+    assert [(c.source, c.purpose) for c in state.cases] == [
+        ("demo", "moving home"),
+        ("genesys", "billing"),
+    ]
+
+
+def test_a_label_corrects_only_its_sources_demand() -> None:
+    state = CustomerState()
+    for source in ("demo", "genesys"):
+        record_demand(
+            state, demand_id="D1", purpose="moving home", occurred_at=T0, case_ref=None,
+            source=source,
+        )  # fmt: skip
+    assert apply_label(state, demand_id="D1", purpose="billing", source="genesys")
+    assert [(d.source, d.purpose) for d in state.demands] == [
+        ("demo", "moving home"),
+        ("genesys", "billing"),
+    ]
+    store = ContextStore(window=timedelta(days=30))
+    store.put("C1", 0, state)
+    store.put("C2", 1, CustomerState(demands=[state.demands[0].model_copy()]))
+    assert store.customer_of_demand("D1", "genesys") == "C1"
+    # An old label without a source: two customers have a D1, so it names neither.
+    assert store.customer_of_demand("D1", None) is None

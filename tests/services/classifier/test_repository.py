@@ -54,7 +54,7 @@ async def test_labels_are_stored_once_per_label_id(labels: LabelRepository) -> N
 async def test_a_label_without_text_uses_the_text_the_classifier_saw(
     labels: LabelRepository,
 ) -> None:
-    await labels.remember_texts([SeenText("D1", "I am moving next week", T0)])
+    await labels.remember_texts([SeenText("test", "D1", "I am moving next week", T0)])
     await labels.add_labels(
         [
             label(id="L1", demand_id="D1", purpose="moving home"),
@@ -147,7 +147,7 @@ async def test_labels_survive_reopening_and_old_texts_are_forgotten(migrated: st
     engine = create_engine(migrated)
     store = LabelRepository(engine)
     await store.remember_texts(
-        [SeenText("D1", "old", T0), SeenText("D2", "new", T0 + timedelta(days=40))]
+        [SeenText("test", "D1", "old", T0), SeenText("test", "D2", "new", T0 + timedelta(days=40))]
     )
     await store.add_labels(
         [label(id="L1", demand_id="D1", purpose="x"), label(id="L2", demand_id="D2", purpose="y")]
@@ -167,10 +167,10 @@ async def test_labels_survive_reopening_and_old_texts_are_forgotten(migrated: st
 async def test_one_batch_keeps_texts_and_labels_and_purges_in_one_go(
     labels: LabelRepository,
 ) -> None:
-    await labels.remember_texts([SeenText("OLD", "forget me", T0 - timedelta(days=60))])
+    await labels.remember_texts([SeenText("test", "OLD", "forget me", T0 - timedelta(days=60))])
 
     added = await labels.keep(
-        [SeenText("D1", "seen now", T0), SeenText("D1", "seen twice", T0)],
+        [SeenText("test", "D1", "seen now", T0), SeenText("test", "D1", "seen twice", T0)],
         [
             label(id="L1", demand_id="D1", purpose="moving home"),
             label(id="L2", demand_id="OLD", purpose="x"),
@@ -197,7 +197,7 @@ async def test_a_time_at_the_edge_of_the_calendar_is_kept(labels: LabelRepositor
 async def test_nul_characters_are_dropped_rather_than_refused(labels: LabelRepository) -> None:
     # PostgreSQL refuses NUL in text (SQLSTATE 22021); an event may carry one. Refused, the
     # batch would stall or the demand be dead-lettered for what is only training data.
-    await labels.remember_texts([SeenText("D1", "moving\x00 home", T0)])
+    await labels.remember_texts([SeenText("test", "D1", "moving\x00 home", T0)])
     await labels.add_labels(
         [
             label(id="L1", demand_id="D1", purpose="moving home", labelled_by="staff\x001"),
@@ -209,3 +209,54 @@ async def test_nul_characters_are_dropped_rather_than_refused(labels: LabelRepos
         "ab",
         "moving home",
     ]
+
+
+async def test_a_label_teaches_with_its_own_sources_demand_only(labels: LabelRepository) -> None:
+    """A demand is (source, id) (issue 10, item 12): two sources used "D1"; genesys's label
+    of its D1 teaches with genesys's words, never demo's, and demo's D1 keeps its own label."""
+    await labels.remember_texts(
+        [
+            SeenText("demo", "D1", "I am moving next week", T0),
+            SeenText("genesys", "D1", "my bill is wrong again", T0),
+        ]
+    )
+    await labels.add_labels(
+        [
+            label(id="L1", demand_id="D1", demand_source="demo", purpose="moving home"),
+            # The same label id in another source is another label.
+            label(
+                id="L1",
+                demand_id="D1",
+                demand_source="genesys",
+                purpose="billing",
+                demand_type=DemandType.FAILURE,
+                failure_kind="not_done_right",
+                labelled_at=T0 + timedelta(minutes=1),
+            ),
+        ]
+    )
+    examples = await labels.training_examples()
+    assert sorted((e.text, e.purpose, e.demand_type) for e in examples) == [
+        ("I am moving next week", "moving home", "value"),
+        ("my bill is wrong again", "billing", "failure"),
+    ]
+
+
+async def test_an_old_label_without_a_source_teaches_only_when_one_demand_has_its_id(
+    labels: LabelRepository,
+) -> None:
+    await labels.remember_texts(
+        [
+            SeenText("demo", "SHARED", "first words", T0),
+            SeenText("genesys", "SHARED", "other words", T0),
+            SeenText("demo", "ONLY", "only words", T0),
+        ]
+    )
+    await labels.add_labels(
+        [
+            label(id="O1", demand_id="SHARED", demand_source=None, purpose="x"),
+            label(id="O2", demand_id="ONLY", demand_source=None, purpose="y"),
+        ]
+    )
+    examples = await labels.training_examples()
+    assert [(e.text, e.purpose) for e in examples] == [("only words", "y")]

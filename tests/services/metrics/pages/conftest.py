@@ -87,7 +87,8 @@ async def _seed(directory: Path, *, purpose_changes: bool = True) -> tuple[str, 
     try:
         for username, role in ACCOUNTS.items():
             await accounts.create(username, role, PASSWORD)
-        read_key, _ = await keys.create("dashboard", [Scope.READ])
+        # A dashboard reads the whole organisation, as the pages do (sources:all).
+        read_key, _ = await keys.create("dashboard", [Scope.READ, Scope.SOURCES_ALL])
     finally:
         await accounts.close()
         await keys.close()

@@ -21,24 +21,28 @@ from .conftest import NOW
 
 async def keep_queue_words(database_url: str, review_below: float = 0.6) -> int:
     events, _changes = demo_events(NOW)
-    words = {e.demand.id: e.demand.text for e in events if isinstance(e, DemandClassified)}
+    words = {
+        (e.demand.source, e.demand.id): e.demand.text
+        for e in events
+        if isinstance(e, DemandClassified)
+    }
     engine = create_engine(database_url)
     try:
         async with session_factory(engine).begin() as session:
-            waiting = set(
-                (
-                    await session.execute(
-                        select(Demand.demand_id).where(
-                            or_(Demand.needs_review.is_(True), Demand.confidence < review_below)
-                        )
-                    )
-                ).scalars()
-            ) | set((await session.execute(select(AuditItemRow.demand_id))).scalars())
+            review = select(Demand.source, Demand.demand_id).where(
+                or_(Demand.needs_review.is_(True), Demand.confidence < review_below)
+            )
+            audit = select(AuditItemRow.source, AuditItemRow.demand_id)
+            waiting = {
+                (source, demand_id)
+                for statement in (review, audit)
+                for source, demand_id in (await session.execute(statement)).all()
+            }
             now = datetime.now(UTC)
             session.add_all(
-                QueueTextRow(demand_id=d, text=words[d], received_at=now)
-                for d in sorted(waiting)
-                if d in words
+                QueueTextRow(source=s, demand_id=d, text=words[(s, d)], received_at=now)
+                for s, d in sorted(waiting)
+                if (s, d) in words
             )
             return len(waiting)
     finally:

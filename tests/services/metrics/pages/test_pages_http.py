@@ -297,6 +297,7 @@ async def test_flow_examples_show_the_customers_words_only_while_retained(
     async with session_factory(engine).begin() as session:
         session.add(
             QueueTextRow(
+                source=before[0]["source"],
                 demand_id=before[0]["demand_id"],
                 text="I don't understand the new statement",
                 received_at=datetime.now(UTC),

@@ -94,6 +94,8 @@ async def test_a_review_decision_is_a_label_and_a_double_submit_is_one(
     assert len({label.id for label in labels}) == 1  # the same id twice: kept once
     label = labels[0]
     assert (label.reason, label.labelled_by, label.demand_type) == ("review", "rey", "failure")
+    # People act for the organisation: the label names the demand's source (issue 10).
+    assert label.demand_source == "demo"
     assert label.failure_kind == "progress_chasing"
     after = (await client.get("/pages/review")).text
     assert _current(after) != demand_id  # the next item, before the consumer applied it
