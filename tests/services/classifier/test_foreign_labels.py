@@ -50,20 +50,18 @@ def test_a_label_with_no_usable_character_keeps_a_stable_slug() -> None:
     assert first.startswith("label-")
 
 
-def test_train_and_evaluate_on_foreign_labels(tmp_path: Path) -> None:
+def test_train_and_evaluate_on_foreign_labels(tmp_path: Path, labels_url: str) -> None:
     path = tmp_path / "banking.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["Text", "Purpose", "Demand_Type", "extra"])
         writer.writerows([(*row, "ignored") for row in ROWS])
-    models = tmp_path / "models"
-
     trained = runner.invoke(
-        app, ["train", "--examples", str(path), "--model-dir", str(models), "--holdout", "0"]
+        app, ["train", "--examples", str(path), "--database-url", labels_url, "--holdout", "0"]
     )
     assert trained.exit_code == 0, trained.output
     evaluated = runner.invoke(
-        app, ["evaluate", "--examples", str(path), "--model-dir", str(models), "--json"]
+        app, ["evaluate", "--examples", str(path), "--database-url", labels_url, "--json"]
     )
     assert evaluated.exit_code == 0, evaluated.output
 
