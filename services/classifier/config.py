@@ -30,12 +30,12 @@ class ClassifierSettings(ServiceSettings):
         "Migrate with `demandscope classifier migrate`.",
     )
     group_id: str = Field(default="demandscope-classifier", description="Kafka consumer group.")
-    transactional_id: str = Field(
-        default="demandscope-classifier",
-        description="Prefix of the Kafka transactional ids, the same on every instance: each "
-        "input partition has its own id, <prefix>-<topic>-<partition>, so that whoever is "
-        "assigned a partition fences its previous owner. One per deployment (set it to tell "
-        "two deployments on one cluster apart); never per instance.",
+    transactional_id: str | None = Field(
+        default=None,
+        description="Prefix of the Kafka transactional ids, the same on every instance of one "
+        "consumer group: each input partition has its own id, <prefix>-<topic>-<partition>, so "
+        "that whoever is assigned a partition fences its previous owner. Unset: the group id. "
+        "Never per instance.",
     )
     model_dir: Path = Field(
         default=Path(".run/models"),

@@ -125,7 +125,7 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
             co_partitioned=True,
         ),
         metrics=ConsumerMetrics(registry),
-        transactional_id_prefix=settings.transactional_id,
+        transactional_id_prefix=settings.transactional_id or settings.group_id,
         partition_listener=restorer,
     )
     background = [consumer.background_task()]
