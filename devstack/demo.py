@@ -262,6 +262,7 @@ def _audit_answers(build: _Builder) -> list[Event]:
             DemandLabelled(
                 id=f"{event.demand.id}-audit",
                 demand_id=event.demand.id,
+                demand_source=event.demand.source,
                 demand_type=true_type,
                 failure_kind=true_kind,
                 purpose=event.purpose,
@@ -302,7 +303,7 @@ def _one_case(build: _Builder, purpose: Purpose, start: datetime, after: bool) -
             at=chase_at, customer=customer, case=None, channel=Channel.PHONE,
             text=rng.choice(purpose.chase_words), purpose=purpose.name,
             demand_type=DemandType.FAILURE, failure_kind="progress_chasing",
-            caused_by=CausedBy(kind="case", ref=case),
+            caused_by=CausedBy(kind="case", ref=case, source=SOURCE),
         )  # fmt: skip
     for cause, knock_purpose, share, kind, words in KNOCK_ON:
         if cause != purpose.name:
@@ -313,7 +314,7 @@ def _one_case(build: _Builder, purpose: Purpose, start: datetime, after: bool) -
                 at=done + timedelta(days=rng.uniform(1, 6)), customer=customer, case=None,
                 channel=rng.choice((Channel.PHONE, Channel.EMAIL)), text=words,
                 purpose=knock_purpose, demand_type=DemandType.FAILURE, failure_kind=kind,
-                caused_by=CausedBy(kind="case", ref=case),
+                caused_by=CausedBy(kind="case", ref=case, source=SOURCE),
             )  # fmt: skip
     build.case_event(
         at=done, customer=customer, case=case, kind=CaseEventType.FULFILLED, purpose=purpose.name
