@@ -12,7 +12,8 @@ Existing rows stay valid: every demand id was unique, so each row keyed by a dem
 takes that demand's source; a label takes its demand's source (the empty source when its
 demand has not arrived: such a label applies to the one demand of its id, as an old label
 without ``demand_source`` does); a case event without a source keeps the empty one; a case
-takes its customer's source. ``demandscope metrics rebuild`` recomputes the derived rows.
+takes its customer's demands' source (else its case events'). ``demandscope metrics
+rebuild`` recomputes the derived rows.
 """
 
 from collections.abc import Sequence
@@ -28,8 +29,8 @@ depends_on: str | Sequence[str] | None = None
 _BY_DEMAND = "(SELECT d.source FROM demands d WHERE d.demand_id = {table}.demand_id)"
 _BY_CUSTOMER = "(SELECT MIN(d.source) FROM demands d WHERE d.customer_ref = cases.customer_ref)"
 _CASE_BY_EVENTS = (
-    "(SELECT MIN(e.source) FROM case_events e WHERE e.customer_ref = cases.customer_ref "
-    "AND e.case_ref = cases.case_ref)"
+    "(SELECT NULLIF(MIN(e.source), '') FROM case_events e "
+    "WHERE e.customer_ref = cases.customer_ref AND e.case_ref = cases.case_ref)"
 )
 
 # table, the new column, how existing rows get it, the new primary key
@@ -38,7 +39,8 @@ _TABLES: list[tuple[str, str | None, str, list[str]]] = [
     ("case_events", None, "''", ["source", "event_id"]),
     ("demand_labels", "demand_source", _BY_DEMAND, ["demand_source", "label_id"]),
     ("demand_facts", "source", _BY_DEMAND, ["source", "demand_id"]),
-    ("cases", "source", f"COALESCE({_CASE_BY_EVENTS}, {_BY_CUSTOMER})", []),
+    # Every demand id was unique and a customer's demands came from its one source so far.
+    ("cases", "source", f"COALESCE({_BY_CUSTOMER}, {_CASE_BY_EVENTS})", []),
     ("audit_items", "source", _BY_DEMAND, ["source", "demand_id"]),
     ("queue_texts", "source", _BY_DEMAND, ["source", "demand_id"]),
 ]
