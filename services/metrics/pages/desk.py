@@ -35,6 +35,17 @@ class Item:
     # The demand's source (a demand is its source and id): the label names it.
     source: str = ""
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.source, self.demand_id
+
+
+ANY_SOURCE = "*"  # a skip whose form named no source: the demand of that id in every source
+
+
+def is_passed(source: str, demand_id: str, passed: set[tuple[str, str]]) -> bool:
+    return (source, demand_id) in passed or (ANY_SOURCE, demand_id) in passed
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -59,7 +70,8 @@ class Desk:
     """Per person and queue: the last decisions and the skipped demands (this process)."""
 
     decisions: dict[tuple[str, Queue], deque[Decision]] = field(default_factory=dict)
-    skipped: dict[tuple[str, Queue], set[str]] = field(default_factory=dict)
+    # (source, demand id): a demand is its source and id. ANY_SOURCE when a form named none.
+    skipped: dict[tuple[str, Queue], set[tuple[str, str]]] = field(default_factory=dict)
     returned: dict[tuple[str, Queue], list[Decision]] = field(default_factory=dict)
     batches: dict[str, tuple[str, list[Decision]]] = field(default_factory=dict)  # the last
     _purposes: tuple[float, list[str]] = (0.0, [])
@@ -70,11 +82,12 @@ class Desk:
     def find(self, who: str, queue: Queue, label_id: str) -> Decision | None:
         return next((d for d in self.recent(who, queue) if d.label_id == label_id), None)
 
-    def passed(self, who: str, queue: Queue) -> set[str]:
-        """Demands this person has done with here: decided (not undone) or skipped."""
-        decided = {d.item.demand_id for d in self.recent(who, queue) if not d.undone}
+    def passed(self, who: str, queue: Queue) -> set[tuple[str, str]]:
+        """Demands this person has done with here, as (source, id): decided (not undone) or
+        skipped. ``is_passed`` asks of one item."""
+        decided = {d.item.key for d in self.recent(who, queue) if not d.undone}
         if queue == "review" and who in self.batches:
-            decided |= {d.item.demand_id for d in self.batches[who][1] if not d.undone}
+            decided |= {d.item.key for d in self.batches[who][1] if not d.undone}
         return decided | self.skipped.get((who, queue), set())
 
     async def purposes(self, sessions: async_sessionmaker[AsyncSession]) -> list[str]:

@@ -31,7 +31,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from services.metrics import audit, repository
 from services.metrics.api import Components, ReviewBelow, Sessions
-from services.metrics.pages.desk import Answer, Decision, Item, Queue
+from services.metrics.pages.desk import ANY_SOURCE, Answer, Decision, Item, Queue, is_passed
 from services.metrics.pages.web import PREFIX, Reviewer, render
 from shared.events import DemandLabelled
 from shared.events.classification import FailureKind
@@ -119,14 +119,14 @@ def _pushed(request: Request, template: str, who: Reviewer, **context: Any) -> H
 
 
 async def _review_items(
-    sessions: Sessions, below: float, purpose: str | None, passed: set[str]
+    sessions: Sessions, below: float, purpose: str | None, passed: set[tuple[str, str]]
 ) -> tuple[int, Item | None]:
     async with sessions() as session:
         queue = await audit.review_queue(
             session, below=below, purpose=purpose, limit=1 + len(passed)
         )
-    waiting = max(queue.waiting - sum(1 for i in queue.items if i.demand_id in passed), 0)
-    head = next((i for i in queue.items if i.demand_id not in passed), None)
+    waiting = max(queue.waiting - sum(1 for i in queue.items if _passed(i, passed)), 0)
+    head = next((i for i in queue.items if not _passed(i, passed)), None)
     if head is None:
         return waiting, None
     return waiting, Item(
@@ -251,9 +251,7 @@ async def _decide(
             Decision(id_, queue, item, answer, previous, label.labelled_at)
         )
         returned = components.desk.returned.get((me, queue), [])
-        components.desk.returned[(me, queue)] = [
-            d for d in returned if d.item.demand_id != demand_id
-        ]
+        components.desk.returned[(me, queue)] = [d for d in returned if d.item.key != item.key]
     extra = {"answered": id_} if queue == "audit" else {}
     return RedirectResponse(_back(queue, filter_purpose, **extra), status_code=303)
 
@@ -299,18 +297,32 @@ async def review_skip(
     components: Components,
     demand_id: Annotated[str, Form(min_length=1, max_length=200)],
     filter_purpose: Annotated[str | None, Form(max_length=120)] = None,
+    demand_source: Annotated[str | None, Form(max_length=200)] = None,
 ) -> RedirectResponse:
-    return _skip(who, components, "review", demand_id, filter_purpose)
+    return _skip(who, components, "review", demand_id, filter_purpose, demand_source)
 
 
 def _skip(
-    who: Reviewer, components: Components, queue: Queue, demand_id: str, purpose: str | None
+    who: Reviewer,
+    components: Components,
+    queue: Queue,
+    demand_id: str,
+    purpose: str | None,
+    source: str | None = None,
 ) -> RedirectResponse:
     me = who.person.username
-    components.desk.skipped.setdefault((me, queue), set()).add(demand_id)
+    key = (source or ANY_SOURCE, demand_id)
+    components.desk.skipped.setdefault((me, queue), set()).add(key)
     returned = components.desk.returned.get((me, queue), [])
-    components.desk.returned[(me, queue)] = [d for d in returned if d.item.demand_id != demand_id]
+    components.desk.returned[(me, queue)] = [
+        d for d in returned if not is_passed(d.item.source, d.item.demand_id, {key})
+    ]
     return RedirectResponse(_back(queue, purpose), status_code=303)
+
+
+def _passed(item: Any, passed: set[tuple[str, str]]) -> bool:
+    """Whether this person is done with a queue's item (a row with source and demand_id)."""
+    return is_passed(item.source, item.demand_id, passed)
 
 
 @router.post(f"{PREFIX}/review/undo")
@@ -371,7 +383,7 @@ async def review_confirm_all(
             session, below=below, purpose=filter_purpose or None,
             limit=min(expected, CONFIRM_ALL_MAX) + len(passed),
         )  # fmt: skip
-    items = [i for i in queue.items if i.demand_id not in passed and i.demand_type != "unknown"]
+    items = [i for i in queue.items if not _passed(i, passed) and i.demand_type != "unknown"]
     now = datetime.now(UTC)
     decisions = []
     for head in items[: min(expected, CONFIRM_ALL_MAX)]:
@@ -416,7 +428,7 @@ async def audit_page(
             if shown is not None
             else None
         )
-    head = next((i for i in queue.items if i.demand_id not in passed), None)
+    head = next((i for i in queue.items if not _passed(i, passed)), None)
     current = (
         editing.item
         if editing is not None
@@ -436,7 +448,7 @@ async def audit_page(
         item=current,
         prefill=editing.answer if editing is not None else None,
         editing=editing,
-        waiting=max(queue.open - sum(1 for i in queue.items if i.demand_id in passed), 0),
+        waiting=max(queue.open - sum(1 for i in queue.items if _passed(i, passed)), 0),
         shown=shown,
         machine=machine,
         purpose=None,
@@ -473,5 +485,6 @@ async def audit_skip(
     who: Reviewer,
     components: Components,
     demand_id: Annotated[str, Form(min_length=1, max_length=200)],
+    demand_source: Annotated[str | None, Form(max_length=200)] = None,
 ) -> RedirectResponse:
-    return _skip(who, components, "audit", demand_id, None)
+    return _skip(who, components, "audit", demand_id, None, demand_source)

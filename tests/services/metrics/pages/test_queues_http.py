@@ -203,3 +203,49 @@ async def test_an_answer_without_a_type_keeps_the_item_and_says_why(
     assert _current(again) == _current(page)
     assert 'id="recent"' in again
     assert "None yet." in again  # nothing decided
+
+
+async def test_a_person_sees_every_sources_demands_and_labels_the_one_shown(
+    client: httpx.AsyncClient, site: Site
+) -> None:
+    """People act for the organisation (issue 10, item 12): genesys's demand with the id of
+    demo's first review item is shown too (it is surer of nothing: first), and the label
+    the page publishes names genesys, not demo."""
+    from datetime import UTC, datetime
+
+    from services.metrics.db.tables import Demand, QueueTextRow
+    from services.metrics.repository import demand_row
+    from shared.database.engine import create_engine, session_factory
+    from tests.support.factories import demand_classified
+
+    await _ready(client)
+    token = await sign_in(client, "rey")
+    shared_id = _current((await client.get("/pages/review")).text)
+    now = datetime.now(UTC)
+    theirs = demand_classified(
+        id=shared_id, source="genesys", occurred_at=now, confidence=0.0, purpose="billing"
+    )
+    engine = create_engine(site.settings.database_url)
+    try:
+        async with session_factory(engine).begin() as session:
+            session.add(Demand(**demand_row(theirs)))
+            session.add(
+                QueueTextRow(
+                    source="genesys", demand_id=shared_id, text="their words", received_at=now
+                )
+            )
+    finally:
+        await engine.dispose()
+
+    page = (await client.get("/pages/review")).text
+    assert (_current(page), _field(page, "demand_source")) == (shared_id, "genesys")
+    assert "their words" in page
+    form = {"csrf_token": token, "demand_id": shared_id, "demand_source": "genesys",
+            "decision": _field(page, "decision"), "demand_type": "value",
+            "purpose": "billing"}  # fmt: skip
+    assert (await client.post("/pages/review/decide", data=form)).status_code == 303
+    (label,) = [x for x in await _labels(site) if x.demand_id == shared_id]
+    assert (label.demand_source, label.reason) == ("genesys", "review")
+    # demo's demand of that id is next, still waiting for its own label.
+    after = (await client.get("/pages/review")).text
+    assert (_current(after), _field(after, "demand_source")) == (shared_id, "demo")
