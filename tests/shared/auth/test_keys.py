@@ -95,8 +95,16 @@ def test_scopes_are_the_documented_strings() -> None:
         "labels:write",
         "read",
         "model:write",
+        "sources:all",
     ]
     assert Scope("labels:write") is Scope.LABELS_WRITE
+
+
+def test_a_key_reaches_its_own_source_unless_organisation_wide() -> None:
+    assert record({Scope.READ}).reach == "genesys-eu"
+    assert record({Scope.READ, Scope.SOURCES_ALL}).reach is None
+    # A revoked key allows nothing, sources:all included: its reach is its own source.
+    assert record({Scope.READ, Scope.SOURCES_ALL}, revoked_at=CREATED).reach == "genesys-eu"
 
 
 def test_a_key_allows_only_its_scopes() -> None:
