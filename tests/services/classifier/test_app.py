@@ -20,14 +20,16 @@ from typer.testing import CliRunner
 
 from services.classifier import live_model, training
 from services.classifier.config import ClassifierSettings
+from services.classifier.db.migrate import upgrade
 from services.classifier.handler import ClassifyDemands
 from services.classifier.main import create_app
+from services.classifier.training import TrainedModel
 from shared.auth.keys import Scope
 from shared.auth.settings import AuthSettings
 from shared.auth.store import ApiKeyStore
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
-from tests.services.classifier.conftest import ApiKeys
+from tests.services.classifier.conftest import ApiKeys, store_version
 from tests.support.apps import running
 from tests.support.factories import demand_received
 from tests.support.kafka_io import publish_events, read_records
@@ -136,10 +138,14 @@ async def test_a_retrain_anywhere_in_the_fleet_answers_409_elsewhere_and_reaches
     api_keys: ApiKeys,
     examples_csv: Path,
     unique_group: str,
+    database_url: str,
+    seed_model: TrainedModel,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Two instances on one database: while one retrains, a retrain on either answers 409;
-    its version is then served by both."""
+    """Two instances on one database (SQLite, PostgreSQL): while one retrains, a retrain on
+    either answers 409; its version is then served by both."""
+    await asyncio.to_thread(upgrade, database_url)
+    await store_version(database_url, seed_model.model, seed_model.metadata)
     release = threading.Event()
     train = training.train_model
 
@@ -149,10 +155,11 @@ async def test_a_retrain_anywhere_in_the_fleet_answers_409_elsewhere_and_reaches
 
     monkeypatch.setattr(live_model, "train_model", held_training)
     operator = api_keys.header(api_keys.operator)
-    a = create_app(classifier_settings(seed_examples=examples_csv))
+    a = create_app(classifier_settings(seed_examples=examples_csv, database_url=database_url))
     b = create_app(
         classifier_settings(
             seed_examples=examples_csv,
+            database_url=database_url,
             group_id=f"{unique_group}-b",
             transactional_id=f"{unique_group}-b-tx",
             model_watch_interval_s=0.1,
