@@ -111,6 +111,24 @@ def fill_demands(path: Path, count: int) -> None:
         )
 
 
+def fill_demand_days(path: Path) -> None:
+    """demand_days from the facts and demands above, as migration 0010 fills it (the live
+    write path keeps it up to date; here the rows went straight into the tables)."""
+    with bulk_load(path, ("demand_days",)) as connection:
+        connection.execute(
+            "INSERT INTO demand_days (day, source, channel, team, purpose, demand_type, "
+            "failure_kind, cause_purpose, machine_purpose, machine_type, demands, "
+            "handling_measured, handling_micros) "
+            "SELECT date(f.occurred_at), f.source, f.channel, coalesce(f.team, ''), f.purpose, "
+            "f.demand_type, coalesce(f.failure_kind, ''), coalesce(f.cause_purpose, ''), "
+            "d.purpose, d.demand_type, count(*), count(d.handling_seconds), "
+            "coalesce(sum(CAST(round(d.handling_seconds * 1000000) AS INTEGER)), 0) "
+            "FROM demand_facts f JOIN demands d "
+            "ON d.source = f.source AND d.demand_id = f.demand_id "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
+        )
+
+
 async def _people(auth_url: str) -> str:
     accounts, keys = AccountStore(auth_url), ApiKeyStore(auth_url)
     try:
@@ -143,6 +161,7 @@ async def measure(workdir: Path, kafka: KafkaSettings) -> None:
     started = time.perf_counter()
     await asyncio.to_thread(fill_database, metrics_db, DEMANDS)
     await asyncio.to_thread(fill_demands, metrics_db, DEMANDS)
+    await asyncio.to_thread(fill_demand_days, metrics_db)
     print(f"  {DEMANDS:,} demands and cases generated in {time.perf_counter() - started:.0f}s")
     key = await _people(auth_url)
     settings = MetricsSettings(

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
-from services.metrics.domain.windows import daily_counts
 from services.metrics.domain.xmr import build_chart, compute_limits
 from services.metrics.schemas import CapabilityChart, ChartPointOut, SignalOut
 
@@ -66,24 +65,34 @@ def xmr_chart(
     )
 
 
+def _days_of(moments: Sequence[tuple[datetime, str]]) -> list[tuple[date, str, int]]:
+    counts = Counter((at.astimezone(UTC).date(), kind) for at, kind in moments)
+    return [(day, kind, n) for (day, kind), n in sorted(counts.items())]
+
+
 def daily_volume_series(
     moments: Sequence[tuple[datetime, str]], demand_type: str, *, since: datetime | None
 ) -> list[tuple[datetime, float]]:
     """Demands of one type per UTC day, quiet days included, from the baseline start (or
     the first demand) to the last demand's day."""
-    if not moments:
+    return daily_volume_series_of_days(_days_of(moments), demand_type, since=since)
+
+
+def daily_volume_series_of_days(
+    days: Sequence[tuple[date, str, int]], demand_type: str, *, since: datetime | None
+) -> list[tuple[datetime, float]]:
+    """daily_volume_series from (UTC day, demand type, demands), oldest day first."""
+    if not days:
         return []
-    first_day: date = moments[0][0].astimezone(UTC).date()
+    first_day = days[0][0]
     if since is not None:
         first_day = max(first_day, since.astimezone(UTC).date())
-    last_day = moments[-1][0].astimezone(UTC).date()
+    last_day = days[-1][0]
     if last_day < first_day:
         return []
-    stamps = [at for at, kind in moments if kind == demand_type]
-    return [
-        (datetime.combine(day, time.min, tzinfo=UTC), float(count))
-        for day, count in daily_counts(stamps, first_day, last_day)
-    ]
+    per_day = Counter({day: n for day, kind, n in days if kind == demand_type})
+    span = (first_day + timedelta(days=offset) for offset in range((last_day - first_day).days + 1))
+    return [(datetime.combine(day, time.min, tzinfo=UTC), float(per_day[day])) for day in span]
 
 
 def daily_failure_share_series(
@@ -96,18 +105,25 @@ def daily_failure_share_series(
     the chart's points are the days the share could be measured. Unknown demand is in neither
     part, as in every other failure share.
     """
+    return daily_failure_share_series_of_days(_days_of(moments), since=since)
+
+
+def daily_failure_share_series_of_days(
+    days: Sequence[tuple[date, str, int]], *, since: datetime | None
+) -> list[tuple[datetime, float]]:
+    """daily_failure_share_series from (UTC day, demand type, demands)."""
     first_day = since.astimezone(UTC).date() if since is not None else None
     per_day: dict[date, Counter[str]] = {}
-    for at, kind in moments:
-        day = at.astimezone(UTC).date()
+    for day, kind, n in days:
         if kind in ("value", "failure") and (first_day is None or day >= first_day):
-            per_day.setdefault(day, Counter())[kind] += 1
+            per_day.setdefault(day, Counter())[kind] += n
     return [
         (
             datetime.combine(day, time.min, tzinfo=UTC),
             counts["failure"] / (counts["value"] + counts["failure"]),
         )
         for day, counts in sorted(per_day.items())
+        if counts["value"] + counts["failure"]
     ]
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import and_, case, delete, exists, func, literal, not_, or_, select, text, tuple_
@@ -18,6 +19,7 @@ from services.metrics.db.tables import (
     CaseEventRow,
     CaseRow,
     Demand,
+    DemandDayRow,
     DemandFactRow,
     LabelRow,
     PurposeChangeRow,
@@ -365,9 +367,15 @@ async def purposes_of(session: AsyncSession, customers: Sequence[Customer]) -> s
 async def replace_derived(
     session: AsyncSession, stitched: dict[Customer, tuple[StitchedCustomer, list[DemandFact]]]
 ) -> None:
-    """Swap each customer's derived rows for the freshly stitched ones, in one transaction."""
+    """Swap each customer's derived rows for the freshly stitched ones, in one transaction,
+    and move the daily aggregates (demand_days) by the difference (see _day_deltas)."""
     customers = list(stitched)
+    received: dict[DemandKey, _Received] = {}
+    deltas: Counter[DayKey] = Counter()
+    measured: Counter[DayKey] = Counter()
+    micros: Counter[DayKey] = Counter()
     for chunk in _chunks(customers):
+        await _old_day_contributions(session, chunk, received, deltas, measured, micros)
         await session.execute(
             delete(DemandFactRow).where(
                 tuple_(DemandFactRow.source, DemandFactRow.customer_ref).in_(chunk)
@@ -397,8 +405,171 @@ async def replace_derived(
                 }
             )
         case_rows += [case_row(c, source) for c in result.cases]
+    for row in fact_rows:
+        machine = received.get((row["source"], row["demand_id"]))
+        if machine is not None:
+            key = _day_key(row, machine)
+            deltas[key] += 1
+            if machine.handling_micros is not None:
+                measured[key] += 1
+                micros[key] += machine.handling_micros
     await _insert_ignoring_duplicates(session, DemandFactRow, fact_rows)
     await _insert_ignoring_duplicates(session, CaseRow, case_rows)
+    await _apply_day_deltas(session, deltas, measured, micros)
+
+
+# --- the daily aggregates ---------------------------------------------------------------------
+
+# (day, source, channel, team, purpose, demand_type, failure_kind, cause_purpose,
+#  machine_purpose, machine_type): demand_days' key, '' for none.
+DayKey = tuple[date, str, str, str, str, str, str, str, str, str]
+_DAY_KEY_COLUMNS = (
+    "day",
+    "source",
+    "channel",
+    "team",
+    "purpose",
+    "demand_type",
+    "failure_kind",
+    "cause_purpose",
+    "machine_purpose",
+    "machine_type",
+)
+
+
+@dataclass(frozen=True)
+class _Received:
+    """What a demand's aggregates need of it as received: its first classification and
+    handling time (fixed once stored: the first DemandClassified of an id is kept)."""
+
+    purpose: str
+    demand_type: str
+    handling_micros: int | None
+
+
+def _micros(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1_000_000)
+
+
+def _day_key(fact: dict[str, Any], machine: _Received) -> DayKey:
+    return (
+        as_utc(fact["occurred_at"]).date(),
+        fact["source"],
+        fact["channel"],
+        fact["team"] or "",
+        fact["purpose"],
+        fact["demand_type"],
+        fact["failure_kind"] or "",
+        fact["cause_purpose"] or "",
+        machine.purpose,
+        machine.demand_type,
+    )
+
+
+async def _old_day_contributions(
+    session: AsyncSession,
+    customers: Sequence[Customer],
+    received: dict[DemandKey, _Received],
+    deltas: Counter[DayKey],
+    measured: Counter[DayKey],
+    micros: Counter[DayKey],
+) -> None:
+    """Subtract what these customers' facts, as stored before the swap, added to the daily
+    aggregates; note each of their demands' first classification for the new facts."""
+    statement = (
+        select(
+            Demand.source,
+            Demand.demand_id,
+            Demand.purpose,
+            Demand.demand_type,
+            Demand.handling_seconds,
+            DemandFactRow.occurred_at,
+            DemandFactRow.channel,
+            DemandFactRow.team,
+            DemandFactRow.purpose,
+            DemandFactRow.demand_type,
+            DemandFactRow.failure_kind,
+            DemandFactRow.cause_purpose,
+        )
+        .outerjoin(DemandFactRow, _same_demand(DemandFactRow, Demand))
+        .where(tuple_(Demand.source, Demand.customer_ref).in_(customers))
+    )
+    for row in (await session.execute(statement)).all():
+        (source, demand_id, m_purpose, m_type, seconds, at, channel, team) = row[:8]
+        purpose, demand_type, kind, cause = row[8:]
+        machine = _Received(m_purpose, m_type, _micros(seconds))
+        received[(source, demand_id)] = machine
+        if at is None:  # not derived yet: received in this batch
+            continue
+        key = _day_key(
+            {
+                "occurred_at": at,
+                "source": source,
+                "channel": channel,
+                "team": team,
+                "purpose": purpose,
+                "demand_type": demand_type,
+                "failure_kind": kind,
+                "cause_purpose": cause,
+            },
+            machine,
+        )
+        deltas[key] -= 1
+        if machine.handling_micros is not None:
+            measured[key] -= 1
+            micros[key] -= machine.handling_micros
+
+
+async def _apply_day_deltas(
+    session: AsyncSession,
+    deltas: Counter[DayKey],
+    measured: Counter[DayKey],
+    micros: Counter[DayKey],
+) -> None:
+    """Add the batch's net change to demand_days, and drop the groups left empty.
+
+    Why deltas and not a recomputation of the touched groups from the facts: a (day,
+    purpose, ...) group holds thousands of demands, so recomputing each group a batch
+    touches would scan far more facts than the batch changed (a rebuild touches most days
+    in every batch). The deltas are exact and idempotent because they are the difference
+    between a customer's facts before and after replace_derived's own swap, in the same
+    transaction, under the customer's lock: a redelivered or reordered event that leaves a
+    customer's facts as they were moves nothing, so the aggregates stay a pure function of
+    the set of events, equal to a recomputation from the facts (which tests check).
+    Counts and microseconds are integers, so the sums do not depend on the order either.
+    Concurrent batches of other customers add to the same row with one atomic upsert.
+    """
+    changed = [k for k in deltas.keys() | micros.keys() if deltas[k] or measured[k] or micros[k]]
+    if not changed:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(DemandDayRow)
+    upsert = statement.on_conflict_do_update(
+        index_elements=list(_DAY_KEY_COLUMNS),
+        set_={
+            "demands": DemandDayRow.demands + statement.excluded.demands,
+            "handling_measured": DemandDayRow.handling_measured
+            + statement.excluded.handling_measured,
+            "handling_micros": DemandDayRow.handling_micros + statement.excluded.handling_micros,
+        },
+    )
+    rows = [
+        {
+            **dict(zip(_DAY_KEY_COLUMNS, key, strict=True)),
+            "demands": deltas[key],
+            "handling_measured": measured[key],
+            "handling_micros": micros[key],
+        }
+        for key in sorted(changed)
+    ]
+    await session.execute(upsert, rows)
+    emptied = [k for k in changed if deltas[k] < 0]
+    columns = tuple_(*(getattr(DemandDayRow, c) for c in _DAY_KEY_COLUMNS))
+    for chunk in _chunks(sorted(emptied)):
+        await session.execute(
+            delete(DemandDayRow).where(columns.in_(chunk), DemandDayRow.demands == 0)
+        )
 
 
 def case_row(case: Case, source: str) -> dict[str, Any]:
@@ -464,6 +635,34 @@ def _filter_cases(statement: Any, filters: Filters, *, by: Any) -> Any:
     return statement
 
 
+def whole_days(filters: Filters) -> bool:
+    """The filter selects whole UTC days (or all time): demand_days can answer it."""
+    period = filters.period
+    if period is None:
+        return True
+    return all(as_utc(moment).time() == time.min for moment in (period.start, period.end))
+
+
+def filter_days(statement: Any, filters: Filters) -> Any:
+    """The filters on demand_days (only when whole_days(filters))."""
+    if filters.source is not None:
+        statement = statement.where(DemandDayRow.source == filters.source)
+    if filters.period is not None:
+        statement = statement.where(
+            DemandDayRow.day >= as_utc(filters.period.start).date(),
+            DemandDayRow.day < as_utc(filters.period.end).date(),
+        )
+    if filters.channel is not None:
+        statement = statement.where(DemandDayRow.channel == filters.channel)
+    if filters.team is not None:
+        statement = statement.where(DemandDayRow.team == filters.team)
+    return statement
+
+
+def _none_if_empty(value: str | None) -> str | None:
+    return value or None
+
+
 def _count_where(condition: Any) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
@@ -481,13 +680,22 @@ async def demand_counts(
     session: AsyncSession, filters: Filters, *, by: str = "purpose", purpose: str | None = None
 ) -> list[DemandCounts]:
     """Volume by type, grouped by 'purpose' or 'channel', largest volume first."""
-    column = DemandFactRow.purpose if by == "purpose" else DemandFactRow.channel
-    # Grouping by (key, type) lets an index on (purpose, demand_type) answer on its own.
-    statement: Any = select(column, DemandFactRow.demand_type, func.count())
-    statement = _filter_demands(statement, filters)
-    if purpose is not None:
-        statement = statement.where(DemandFactRow.purpose == purpose)
-    statement = statement.group_by(column, DemandFactRow.demand_type)
+    statement: Any
+    if whole_days(filters):
+        day_column = DemandDayRow.purpose if by == "purpose" else DemandDayRow.channel
+        statement = select(day_column, DemandDayRow.demand_type, func.sum(DemandDayRow.demands))
+        statement = filter_days(statement, filters)
+        if purpose is not None:
+            statement = statement.where(DemandDayRow.purpose == purpose)
+        statement = statement.group_by(day_column, DemandDayRow.demand_type)
+    else:
+        column = DemandFactRow.purpose if by == "purpose" else DemandFactRow.channel
+        # Grouping by (key, type) lets an index on (purpose, demand_type) answer on its own.
+        statement = select(column, DemandFactRow.demand_type, func.count())
+        statement = _filter_demands(statement, filters)
+        if purpose is not None:
+            statement = statement.where(DemandFactRow.purpose == purpose)
+        statement = statement.group_by(column, DemandFactRow.demand_type)
     by_key: dict[str, dict[str, int]] = {}
     for key, demand_type, count in (await session.execute(statement)).all():
         by_key.setdefault(key, {})[demand_type] = int(count)
@@ -627,14 +835,48 @@ async def failure_breakdown(
     session: AsyncSession, filters: Filters, *, purpose: str, by: str
 ) -> list[tuple[str, int]]:
     """Failure demands of a purpose by 'kind' or by 'cause' (the purpose they trace to)."""
-    column = DemandFactRow.failure_kind if by == "kind" else DemandFactRow.cause_purpose
-    statement: Any = select(column, func.count()).where(
-        DemandFactRow.purpose == purpose, DemandFactRow.demand_type == "failure"
-    )
-    statement = _filter_demands(statement, filters).group_by(column)
+    statement: Any
+    if whole_days(filters):
+        day_column = DemandDayRow.failure_kind if by == "kind" else DemandDayRow.cause_purpose
+        statement = select(day_column, func.sum(DemandDayRow.demands)).where(
+            DemandDayRow.purpose == purpose, DemandDayRow.demand_type == "failure"
+        )
+        statement = filter_days(statement, filters).group_by(day_column)
+    else:
+        column = DemandFactRow.failure_kind if by == "kind" else DemandFactRow.cause_purpose
+        statement = select(column, func.count()).where(
+            DemandFactRow.purpose == purpose, DemandFactRow.demand_type == "failure"
+        )
+        statement = _filter_demands(statement, filters).group_by(column)
     rows = (await session.execute(statement)).all()
     missing = "unspecified" if by == "kind" else "untraced"
     return sorted(((k or missing, int(n)) for k, n in rows), key=lambda kv: (-kv[1], kv[0]))
+
+
+async def demand_day_counts(
+    session: AsyncSession, filters: Filters, *, purpose: str | None = None
+) -> list[tuple[date, str, int]]:
+    """(UTC day, demand type, demands) as they count now, oldest day first: for series over
+    time, off demand_days when the filter is whole days."""
+    if not whole_days(filters):
+        counts: Counter[tuple[date, str]] = Counter(
+            (at.date(), kind)
+            for at, kind in await demand_moments(session, filters, purpose=purpose)
+        )
+        return [(day, kind, n) for (day, kind), n in sorted(counts.items())]
+    statement: Any = select(
+        DemandDayRow.day, DemandDayRow.demand_type, func.sum(DemandDayRow.demands)
+    )
+    statement = filter_days(statement, filters)
+    if purpose is not None:
+        statement = statement.where(DemandDayRow.purpose == purpose)
+    statement = statement.group_by(DemandDayRow.day, DemandDayRow.demand_type)
+    rows = (await session.execute(statement)).all()
+    return sorted((as_date(d), str(kind), int(n)) for d, kind, n in rows if n)
+
+
+def as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 async def demand_moments(
@@ -668,9 +910,9 @@ async def fulfilment_series(
 
 
 async def all_purposes(session: AsyncSession, *, source: str | None = None) -> list[str]:
-    statement: Any = select(DemandFactRow.purpose).distinct()
+    statement: Any = select(DemandDayRow.purpose).distinct()
     if source is not None:
-        statement = statement.where(DemandFactRow.source == source)
+        statement = statement.where(DemandDayRow.source == source)
     rows = await session.execute(statement)
     return sorted(rows.scalars())
 
@@ -799,6 +1041,15 @@ async def machine_counts(
 ) -> list[MachineCount]:
     """The machine's first labels counted per group, stratum and type: the estimate's
     population (grouped on the (purpose, week_start, demand_type) index)."""
+    if whole_days(filters):
+        found: Counter[tuple[Hashable, StratumKey, str]] = Counter()
+        for day, key, stratum_purpose, kind, n in await _machine_days(
+            session, filters, by=by, purpose=purpose
+        ):
+            found[(key, (stratum_purpose, _monday(day)), kind)] += n
+        return [
+            MachineCount(key, stratum, kind, n) for (key, stratum, kind), n in found.items() if n
+        ]
     group = _group_column(by)
     statement: Any = select(
         group, Demand.purpose, Demand.week_start, Demand.demand_type, func.count()
@@ -813,6 +1064,55 @@ async def machine_counts(
     return [
         MachineCount(key, (p, w), kind, int(n))
         for key, p, w, kind, n in (await session.execute(statement)).all()
+    ]
+
+
+def _monday(day: date) -> date:
+    """The ISO week's Monday: the stratum's week_start (domain/audit.py's week_start)."""
+    return day - timedelta(days=day.weekday())
+
+
+async def _machine_days(
+    session: AsyncSession, filters: Filters, *, by: Grouping, purpose: str | None = None
+) -> list[tuple[date, str, str, str, int]]:
+    """(day, group, machine purpose, machine type, demands) off demand_days."""
+    group: Any = {
+        "purpose": DemandDayRow.machine_purpose,
+        "channel": DemandDayRow.channel,
+        "all": literal("all"),
+    }[by]
+    statement: Any = select(
+        DemandDayRow.day,
+        group,
+        DemandDayRow.machine_purpose,
+        DemandDayRow.machine_type,
+        func.sum(DemandDayRow.demands),
+    )
+    statement = filter_days(statement, filters)
+    if purpose is not None:
+        statement = statement.where(DemandDayRow.machine_purpose == purpose)
+    keys = [DemandDayRow.day, DemandDayRow.machine_purpose, DemandDayRow.machine_type]
+    statement = statement.group_by(*keys) if by == "all" else statement.group_by(group, *keys)
+    return [
+        (as_date(d), str(g), str(p), str(kind), int(n))
+        for d, g, p, kind, n in (await session.execute(statement)).all()
+    ]
+
+
+async def machine_day_counts(
+    session: AsyncSession, filters: Filters
+) -> list[tuple[date, StratumKey, str, int]]:
+    """(UTC day, stratum, first machine type, demands): for estimates per period."""
+    if not whole_days(filters):
+        counts: Counter[tuple[date, StratumKey, str]] = Counter(
+            (at.date(), stratum, kind)
+            for at, stratum, kind in await machine_labels_over_time(session, filters)
+        )
+        return [(day, stratum, kind, n) for (day, stratum, kind), n in counts.items()]
+    return [
+        (day, (p, _monday(day)), kind, n)
+        for day, _all, p, kind, n in await _machine_days(session, filters, by="all")
+        if n
     ]
 
 

@@ -20,8 +20,8 @@ from services.metrics.capability import (
     FAILURE_SHARE_PER_DAY,
     VALUE_PER_DAY,
     baseline_start,
-    daily_failure_share_series,
-    daily_volume_series,
+    daily_failure_share_series_of_days,
+    daily_volume_series_of_days,
     xmr_chart,
 )
 from services.metrics.db.tables import PurposeChangeRow
@@ -33,7 +33,7 @@ from services.metrics.domain.audit import (
 )
 from services.metrics.domain.buckets import histogram
 from services.metrics.domain.percentiles import percentile
-from services.metrics.domain.windows import Granularity, Period, period_start
+from services.metrics.domain.windows import Granularity, Period, bucket_of, period_start
 from services.metrics.repository import Filters
 from services.metrics.schemas import (
     CapabilityChart,
@@ -170,12 +170,12 @@ async def capability_charts(
             shown_points=settings.chart_points,
         )
     ]
-    moments = await repository.demand_moments(session, Filters(source=source), purpose=purpose)
+    days = await repository.demand_day_counts(session, Filters(source=source), purpose=purpose)
     for measure, demand_type in ((VALUE_PER_DAY, "value"), (FAILURE_PER_DAY, "failure")):
         charts.append(
             xmr_chart(
                 measure,
-                daily_volume_series(moments, demand_type, since=since),
+                daily_volume_series_of_days(days, demand_type, since=since),
                 baseline_points=settings.baseline_points,
                 shown_points=settings.chart_points,
             )
@@ -183,7 +183,7 @@ async def capability_charts(
     charts.append(
         xmr_chart(
             FAILURE_SHARE_PER_DAY,
-            daily_failure_share_series(moments, since=since),
+            daily_failure_share_series_of_days(days, since=since),
             baseline_points=settings.baseline_points,
             shown_points=settings.chart_points,
         )
@@ -292,11 +292,11 @@ async def over_time(
 ) -> list[OverTimeRow]:
     """Value against failure demand per day, week or month (only periods with demand)."""
     buckets: dict[date, Counter[str]] = {}
-    for at, kind in await repository.demand_moments(session, filters):
-        buckets.setdefault(period_start(at, granularity), Counter())[kind] += 1
+    for day, kind, n in await repository.demand_day_counts(session, filters):
+        buckets.setdefault(bucket_of(day, granularity), Counter())[kind] += n
     machine: Counter[tuple[date, tuple[str, date], str]] = Counter()
-    for at, stratum, kind in await repository.machine_labels_over_time(session, filters):
-        machine[(period_start(at, granularity), stratum, kind)] += 1
+    for day, stratum, kind, n in await repository.machine_day_counts(session, filters):
+        machine[(bucket_of(day, granularity), stratum, kind)] += n
     estimates = estimates_by_group(
         [MachineCount(start, stratum, kind, n) for (start, stratum, kind), n in machine.items()],
         [

@@ -13,8 +13,15 @@ from typing import Any
 from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.metrics.db.tables import Demand, DemandFactRow, QueueTextRow
-from services.metrics.repository import Filters, as_utc
+from services.metrics.db.tables import Demand, DemandDayRow, DemandFactRow, QueueTextRow
+from services.metrics.repository import (
+    Filters,
+    as_date,
+    as_utc,
+    demand_day_counts,
+    filter_days,
+    whole_days,
+)
 
 UNTRACED = "untraced"
 
@@ -58,8 +65,25 @@ async def failure_handling(
 ) -> list[FailureHandling]:
     """Failure demands in the filter per purpose, channel and UTC day, with the staff time
     their sources reported: summed by the database, so a million demands are a few rows."""
+    if whole_days(filters):
+        statement: Any = select(
+            DemandDayRow.purpose,
+            DemandDayRow.channel,
+            DemandDayRow.day,
+            func.sum(DemandDayRow.demands),
+            func.sum(DemandDayRow.handling_measured),
+            func.sum(DemandDayRow.handling_micros),
+        ).where(DemandDayRow.demand_type == "failure")
+        statement = filter_days(statement, filters)
+        if purpose is not None:
+            statement = statement.where(DemandDayRow.purpose == purpose)
+        statement = statement.group_by(DemandDayRow.purpose, DemandDayRow.channel, DemandDayRow.day)
+        return [
+            FailureHandling(str(p), str(c), as_date(d), int(n), int(m), int(micros) / 1_000_000)
+            for p, c, d, n, m, micros in (await session.execute(statement)).all()
+        ]
     day = _utc_day(session)
-    statement: Any = (
+    statement = (
         select(
             DemandFactRow.purpose,
             DemandFactRow.channel,
@@ -97,6 +121,8 @@ async def demand_days(
     session: AsyncSession, filters: Filters, *, purpose: str
 ) -> list[tuple[date, str, int]]:
     """(UTC day, demand type, demands) of one purpose: counted by the database."""
+    if whole_days(filters):
+        return await demand_day_counts(session, filters, purpose=purpose)
     day = _utc_day(session)
     statement: Any = select(day, DemandFactRow.demand_type, func.count()).where(
         DemandFactRow.purpose == purpose
@@ -110,6 +136,14 @@ async def demand_days(
 
 async def failure_flow(session: AsyncSession, filters: Filters) -> list[tuple[str, str, int]]:
     """(cause purpose, failure demand's purpose, count): which purpose breeds which failure."""
+    if whole_days(filters):
+        day_cause = func.coalesce(func.nullif(DemandDayRow.cause_purpose, ""), UNTRACED)
+        by_days: Any = select(
+            day_cause, DemandDayRow.purpose, func.sum(DemandDayRow.demands)
+        ).where(DemandDayRow.demand_type == "failure")
+        by_days = filter_days(by_days, filters).group_by(day_cause, DemandDayRow.purpose)
+        found = (await session.execute(by_days)).all()
+        return [(str(c), str(p), int(n)) for c, p, n in found if n]
     cause = func.coalesce(DemandFactRow.cause_purpose, UNTRACED)
     statement: Any = select(cause, DemandFactRow.purpose, func.count()).where(
         DemandFactRow.demand_type == "failure"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -254,3 +255,35 @@ class SpecialCauseSignalRow(Base):
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
     __table_args__ = (UniqueConstraint("purpose", "measure", "rule", "point_at"),)
+
+
+class DemandDayRow(Base):
+    """Derived, pre-aggregated: the demands of one UTC day as they count now (latest label)
+    and as the machine first labelled them, with the staff time their sources reported.
+
+    Maintained by the one write path (repository.replace_derived) from the demand facts it
+    swaps, so a summary over a million demands reads a few thousand rows of this table
+    instead of scanning every fact. A null team, failure kind or cause is kept as '' (a key
+    column cannot be null in PostgreSQL) and read back as none."""
+
+    __tablename__ = "demand_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team: Mapped[str] = mapped_column(String(200), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(120), primary_key=True)
+    demand_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    failure_kind: Mapped[str] = mapped_column(String(120), primary_key=True)
+    cause_purpose: Mapped[str] = mapped_column(String(120), primary_key=True)
+    # The machine's first label (demands.purpose, demands.demand_type): the estimate's
+    # stratum is (machine_purpose, the ISO week of day).
+    machine_purpose: Mapped[str] = mapped_column(String(120), primary_key=True)
+    machine_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    demands: Mapped[int] = mapped_column(Integer)
+    # Demands whose source reported a handling time, and those times in whole microseconds:
+    # integers add up exactly in any order, so the sum is the same however it was reached.
+    handling_measured: Mapped[int] = mapped_column(Integer)
+    handling_micros: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_demand_days_purpose_day", "purpose", "day"),)

@@ -1,0 +1,136 @@
+"""demand_days, the daily aggregates the figures read, equal a recomputation from the facts
+after live batches with redelivery, a relabel, a late case event and a customer whose
+demands move between days' groups, and after a rebuild of the same events in one batch
+(ingest.apply_events is the one write path of both), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from services.metrics.db.migrate import upgrade
+from services.metrics.ingest import apply_events
+from shared.database.engine import create_engine, session_factory
+from shared.events import CaseEventType, CausedBy, Channel, DemandLabelled, DemandType, Event
+from tests.support.factories import case_event, demand_classified, demand_labelled
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 2, 22, 30, tzinfo=UTC)  # late in the day: demands fall on two days
+HOUR = timedelta(hours=1)
+
+
+def _events() -> list[Event]:
+    events: list[Event] = []
+    for n in range(12):
+        customer = f"C-{n % 5}"
+        events.append(
+            demand_classified(
+                id=f"d-{n}",
+                customer_ref=customer,
+                occurred_at=T0 + n * HOUR,
+                channel=Channel.PHONE if n % 2 else Channel.EMAIL,
+                team="north" if n % 3 else None,
+                purpose="billing" if n % 4 else "move home",
+                demand_type=DemandType.FAILURE if n % 3 == 1 else DemandType.VALUE,
+                failure_kind="repeat" if n % 3 == 1 else None,
+                caused_by=CausedBy(kind="demand", ref=f"d-{n - 5}") if n >= 5 else None,
+                attributes={"handling_seconds": f"{100 + n}.25"} if n % 2 else {},
+            )
+        )
+    events.append(
+        case_event(
+            id="e-1",
+            customer_ref="C-1",
+            case_ref="K-1",
+            type=CaseEventType.FULFILLED,
+            occurred_at=T0 + 30 * HOUR,
+            purpose="billing",
+        )
+    )
+    # d-1 relabelled twice (the later label wins), d-4 once: its facts move groups.
+    events += [
+        demand_labelled(id="l-1", demand_id="d-1", labelled_at=T0 + 40 * HOUR,
+                        purpose="move home", demand_type=DemandType.VALUE),
+        demand_labelled(id="l-2", demand_id="d-1", labelled_at=T0 + 41 * HOUR,
+                        purpose="billing", demand_type=DemandType.FAILURE,
+                        failure_kind="not_done_right"),
+        demand_labelled(id="l-3", demand_id="d-4", labelled_at=T0 + 42 * HOUR,
+                        purpose="billing", demand_type=DemandType.FAILURE),
+    ]  # fmt: skip
+    return events
+
+
+_RECOUNT = """
+    SELECT {day} AS day, f.source, f.channel, coalesce(f.team, '') AS team, f.purpose,
+           f.demand_type, coalesce(f.failure_kind, '') AS failure_kind,
+           coalesce(f.cause_purpose, '') AS cause_purpose, d.purpose AS machine_purpose,
+           d.demand_type AS machine_type, count(*) AS demands,
+           count(d.handling_seconds) AS handling_measured,
+           coalesce(sum(CAST(round(d.handling_seconds * 1000000) AS BIGINT)), 0) AS micros
+    FROM demand_facts f JOIN demands d ON d.source = f.source AND d.demand_id = f.demand_id
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+"""
+_STORED = """
+    SELECT day, source, channel, team, purpose, demand_type, failure_kind, cause_purpose,
+           machine_purpose, machine_type, demands, handling_measured, handling_micros
+    FROM demand_days
+"""
+
+
+def _row(row: Sequence[Any]) -> tuple[Any, ...]:
+    """The key as text, the measures as integers (PostgreSQL's sum is a numeric)."""
+    return tuple(str(v) for v in row[:10]) + tuple(int(v) for v in row[10:])
+
+
+async def _apply_and_compare(url: str, batches: Sequence[Sequence[Event]]) -> set[Any]:
+    engine = create_engine(url)
+    try:
+        sessions = session_factory(engine)
+        for batch in batches:
+            async with sessions() as session, session.begin():
+                outcome = await apply_events(session, batch)
+                assert not outcome.refused
+        async with sessions() as session:
+            day = (
+                "date(timezone('UTC', f.occurred_at))"
+                if engine.dialect.name == "postgresql"
+                else "date(f.occurred_at)"
+            )
+            recounted = {
+                _row(row) for row in (await session.execute(text(_RECOUNT.format(day=day)))).all()
+            }
+            stored = {_row(row) for row in (await session.execute(text(_STORED))).all()}
+    finally:
+        await engine.dispose()
+    assert stored == recounted
+    return stored
+
+
+async def test_the_daily_aggregates_equal_a_recount_after_redelivery_and_after_a_rebuild(
+    database_url: str, tmp_path: Any
+) -> None:
+    events = _events()
+    await asyncio.to_thread(upgrade, database_url)
+    shuffled = events[:]
+    random.Random(7).shuffle(shuffled)
+    # Live: small batches in another order, then everything again (redelivery), the labels
+    # in reverse order once more.
+    live_batches = [shuffled[i : i + 3] for i in range(0, len(shuffled), 3)]
+    live_batches += [events, [e for e in reversed(events) if isinstance(e, DemandLabelled)]]
+    live = await _apply_and_compare(database_url, live_batches)
+    days = {row[0] for row in live}
+    assert len(days) == 2, "the demands fall on two UTC days"
+    assert any(row[4] == "billing" and row[6] == "not_done_right" for row in live)
+    assert not any(row[10] == 0 for row in live), "a group left empty is dropped"
+    # Rebuild: the same set of events into an empty database in one batch.
+    rebuilt_url = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
+    await asyncio.to_thread(upgrade, rebuilt_url)
+    rebuilt = await _apply_and_compare(rebuilt_url, [events])
+    assert rebuilt == live
