@@ -212,6 +212,10 @@ async def list_changes(
             "description": "Recorded (on system.changes), not yet stored by the consumer: "
             "it appears at changes_url (the Location) shortly.",
         },
+        403: _problem(
+            "The key lacks labels:write, or reaches only its own source (a change rebases "
+            "every source's limits, so it needs sources:all)."
+        ),
         413: _problem("The body is larger than max_body_bytes."),
         503: _problem("The broker did not acknowledge the change: nothing was recorded."),
     },
@@ -233,6 +237,16 @@ async def record_change(
     any answer) and stored by the consumer, as a rebuild stores it: 201 with the change once
     stored, which takes moments; 202 when the consumer has not stored it within a few
     seconds (services/metrics/changes.py)."""
+    if key.reach is not None:
+        # A change rebases the purpose's limits for every source: the organisation's call,
+        # not one sending system's (docs/architecture.md, "Sources and the organisation").
+        raise ProblemError(
+            403,
+            "Forbidden",
+            detail=f"A change to the system rebases every source's limits; the key of source "
+            f"{key.source!r} reaches only its own source. Use an organisation-wide key "
+            "(scope sources:all) or the changes page.",
+        )
     kind = personal_data_kind(purpose)
     if kind is not None:
         problem = FieldProblem(field="path.purpose", reason=refusal_reason(kind))

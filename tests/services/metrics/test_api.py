@@ -24,6 +24,8 @@ from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
 from services.metrics.ingest import apply_events
 from services.metrics.main import create_app
+from shared.auth.keys import Scope
+from shared.auth.store import ApiKeyStore
 from shared.database.engine import create_engine, session_factory
 from shared.events import CaseEventType, DemandType, Event, SystemChanged
 from shared.kafka.codec import decode
@@ -107,6 +109,26 @@ async def test_recording_a_change_needs_the_labels_write_scope(
     assert accepted.status_code == 201, accepted.text
     listed = await client.get("/v1/purposes/repair/changes", headers=auth.read_headers)
     assert [c["note"] for c in listed.json()] == ["visits booked on first call"]
+
+
+async def test_a_sources_own_key_cannot_record_a_change_for_the_organisation(
+    client: httpx.AsyncClient, auth: Any
+) -> None:
+    store = ApiKeyStore(auth.settings.database_url)
+    try:
+        source_key, _ = await store.create("genesys-eu", [Scope.READ, Scope.LABELS_WRITE])
+    finally:
+        await store.close()
+    body = {"changed_at": (T0 + 12 * DAY).isoformat(), "note": "visits booked on first call"}
+
+    refused = await client.post(
+        "/v1/purposes/repair/changes", json=body, headers={"X-API-Key": source_key}
+    )
+
+    assert refused.status_code == 403
+    assert "sources:all" in refused.json()["detail"]
+    listed = await client.get("/v1/purposes/repair/changes", headers=auth.read_headers)
+    assert listed.json() == []
 
 
 async def test_a_recorded_change_and_only_that_moves_the_baseline(
