@@ -112,9 +112,9 @@ def fill_demands(path: Path, count: int) -> None:
 
 
 def fill_demand_days(path: Path) -> None:
-    """demand_days from the facts and demands above, as migration 0010 fills it (the live
-    write path keeps it up to date; here the rows went straight into the tables)."""
-    with bulk_load(path, ("demand_days",)) as connection:
+    """demand_days and case_days from the rows above, as migrations 0010 and 0011 fill them
+    (the live write path keeps them up to date; here the rows went straight into the tables)."""
+    with bulk_load(path, ("demand_days", "case_days")) as connection:
         connection.execute(
             "INSERT INTO demand_days (day, source, channel, team, purpose, demand_type, "
             "failure_kind, cause_purpose, machine_purpose, machine_type, demands, "
@@ -126,6 +126,14 @@ def fill_demand_days(path: Path) -> None:
             "FROM demand_facts f JOIN demands d "
             "ON d.source = f.source AND d.demand_id = f.demand_id "
             "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
+        )
+        connection.execute(
+            "INSERT INTO case_days (day, source, purpose, channel, team, fulfilled, contacts, "
+            "one_stop) SELECT date(fulfilled_at), source, coalesce(purpose, ''), "
+            "coalesce(first_channel, ''), coalesce(team, ''), count(*), sum(contacts), "
+            "sum(CASE WHEN one_stop THEN 1 ELSE 0 END) FROM cases "
+            "WHERE status = 'fulfilled' AND measured AND fulfilled_at IS NOT NULL "
+            "GROUP BY 1, 2, 3, 4, 5"
         )
 
 

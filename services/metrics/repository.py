@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.metrics.db.tables import (
     AuditItemRow,
     AuditStratumRow,
+    CaseDayRow,
     CaseEventRow,
     CaseRow,
     Demand,
@@ -372,10 +373,18 @@ async def replace_derived(
     customers = list(stitched)
     received: dict[DemandKey, _Received] = {}
     deltas: Counter[DayKey] = Counter()
+    case_deltas: dict[CaseDayKey, list[int]] = {}
     measured: Counter[DayKey] = Counter()
     micros: Counter[DayKey] = Counter()
     for chunk in _chunks(customers):
         await _old_day_contributions(session, chunk, received, deltas, measured, micros)
+        old_cases = await session.execute(
+            select(*(getattr(CaseRow, c) for c in _CASE_DAY_COLUMNS)).where(
+                tuple_(CaseRow.source, CaseRow.customer_ref).in_(chunk)
+            )
+        )
+        for old in old_cases.all():
+            _count_case(case_deltas, dict(zip(_CASE_DAY_COLUMNS, old, strict=True)), -1)
         await session.execute(
             delete(DemandFactRow).where(
                 tuple_(DemandFactRow.source, DemandFactRow.customer_ref).in_(chunk)
@@ -415,7 +424,82 @@ async def replace_derived(
                 micros[key] += machine.handling_micros
     await _insert_ignoring_duplicates(session, DemandFactRow, fact_rows)
     await _insert_ignoring_duplicates(session, CaseRow, case_rows)
+    for row in case_rows:
+        _count_case(case_deltas, row, +1)
     await _apply_day_deltas(session, deltas, measured, micros)
+    await _apply_case_day_deltas(session, case_deltas)
+
+
+# (fulfilled day, source, purpose, first channel, team): case_days' key, '' for none.
+CaseDayKey = tuple[date, str, str, str, str]
+_CASE_DAY_COLUMNS = (
+    "source",
+    "purpose",
+    "first_channel",
+    "team",
+    "status",
+    "measured",
+    "fulfilled_at",
+    "contacts",
+    "one_stop",
+)
+
+
+def _count_case(deltas: dict[CaseDayKey, list[int]], case: dict[str, Any], sign: int) -> None:
+    """Add (or with sign -1 take away) a case row's part of case_days: a measured case
+    fulfilled on its day, as fulfilled_case_counts counts it."""
+    if case["status"] != "fulfilled" or not case["measured"] or case["fulfilled_at"] is None:
+        return
+    key = (
+        as_utc(case["fulfilled_at"]).date(),
+        case["source"],
+        case["purpose"] or "",
+        case["first_channel"] or "",
+        case["team"] or "",
+    )
+    found = deltas.setdefault(key, [0, 0, 0])
+    found[0] += sign
+    found[1] += sign * int(case["contacts"])
+    found[2] += sign * int(bool(case["one_stop"]))
+
+
+async def _apply_case_day_deltas(
+    session: AsyncSession, deltas: dict[CaseDayKey, list[int]]
+) -> None:
+    """case_days moved by the batch's net change, as _apply_day_deltas moves demand_days."""
+    changed = sorted(key for key, counts in deltas.items() if any(counts))
+    if not changed:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(CaseDayRow)
+    upsert = statement.on_conflict_do_update(
+        index_elements=["day", "source", "purpose", "channel", "team"],
+        set_={
+            "fulfilled": CaseDayRow.fulfilled + statement.excluded.fulfilled,
+            "contacts": CaseDayRow.contacts + statement.excluded.contacts,
+            "one_stop": CaseDayRow.one_stop + statement.excluded.one_stop,
+        },
+    )
+    names = ("day", "source", "purpose", "channel", "team")
+    rows = [
+        {
+            **dict(zip(names, key, strict=True)),
+            "fulfilled": deltas[key][0],
+            "contacts": deltas[key][1],
+            "one_stop": deltas[key][2],
+        }
+        for key in changed
+    ]
+    await session.execute(upsert, rows)
+    emptied = [key for key in changed if deltas[key][0] < 0]
+    columns = tuple_(
+        CaseDayRow.day, CaseDayRow.source, CaseDayRow.purpose, CaseDayRow.channel, CaseDayRow.team
+    )
+    for chunk in _chunks(emptied):
+        await session.execute(
+            delete(CaseDayRow).where(columns.in_(chunk), CaseDayRow.fulfilled == 0)
+        )
 
 
 # --- the daily aggregates ---------------------------------------------------------------------
@@ -723,6 +807,30 @@ class CaseCounts:
 async def fulfilled_case_counts(
     session: AsyncSession, filters: Filters, *, purpose: str | None = None
 ) -> dict[str, CaseCounts]:
+    if whole_days(filters):
+        by_days: Any = select(
+            CaseDayRow.purpose,
+            func.sum(CaseDayRow.fulfilled),
+            func.sum(CaseDayRow.contacts),
+            func.sum(CaseDayRow.one_stop),
+        )
+        if filters.source is not None:
+            by_days = by_days.where(CaseDayRow.source == filters.source)
+        if filters.period is not None:
+            by_days = by_days.where(
+                CaseDayRow.day >= as_utc(filters.period.start).date(),
+                CaseDayRow.day < as_utc(filters.period.end).date(),
+            )
+        if filters.channel is not None:
+            by_days = by_days.where(CaseDayRow.channel == filters.channel)
+        if filters.team is not None:
+            by_days = by_days.where(CaseDayRow.team == filters.team)
+        if purpose is not None:
+            by_days = by_days.where(CaseDayRow.purpose == purpose)
+        found = (await session.execute(by_days.group_by(CaseDayRow.purpose))).all()
+        # A case without a purpose is kept as '' and, as from the cases, counted under none.
+        keys: dict[str, Any] = {p: p or None for p, *_ in found}
+        return {keys[p]: CaseCounts(keys[p], int(n), int(c), int(o)) for p, n, c, o in found if n}
     statement: Any = select(
         CaseRow.purpose,
         func.count(),

@@ -287,3 +287,20 @@ class DemandDayRow(Base):
     handling_micros: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_demand_days_purpose_day", "purpose", "day"),)
+
+
+class CaseDayRow(Base):
+    """Derived, pre-aggregated: the measured cases fulfilled on one UTC day, with their
+    contacts and one-stop count, per source, purpose, first channel and team ('' for none).
+    Maintained like demand_days, from the case rows replace_derived swaps."""
+
+    __tablename__ = "case_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(120), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fulfilled: Mapped[int] = mapped_column(Integer)
+    contacts: Mapped[int] = mapped_column(Integer)
+    one_stop: Mapped[int] = mapped_column(Integer)

@@ -1,4 +1,4 @@
-"""demand_days, the daily aggregates the figures read, equal a recomputation from the facts
+"""demand_days and case_days, the daily aggregates the figures read, equal a recomputation from the facts
 after live batches with redelivery, a relabel, a late case event and a customer whose
 demands move between days' groups, and after a rebuild of the same events in one batch
 (ingest.apply_events is the one write path of both), on SQLite and PostgreSQL."""
@@ -77,6 +77,15 @@ _RECOUNT = """
     FROM demand_facts f JOIN demands d ON d.source = f.source AND d.demand_id = f.demand_id
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 """
+_CASES_RECOUNT = """
+    SELECT {day} AS day, source, coalesce(purpose, ''), coalesce(first_channel, ''),
+           coalesce(team, ''), count(*), sum(contacts), sum(CASE WHEN one_stop THEN 1 ELSE 0 END)
+    FROM cases WHERE status = 'fulfilled' AND measured AND fulfilled_at IS NOT NULL
+    GROUP BY 1, 2, 3, 4, 5
+"""
+_CASES_STORED = """
+    SELECT day, source, purpose, channel, team, fulfilled, contacts, one_stop FROM case_days
+"""
 _STORED = """
     SELECT day, source, channel, team, purpose, demand_type, failure_kind, cause_purpose,
            machine_purpose, machine_type, demands, handling_measured, handling_micros
@@ -87,6 +96,10 @@ _STORED = """
 def _row(row: Sequence[Any]) -> tuple[Any, ...]:
     """The key as text, the measures as integers (PostgreSQL's sum is a numeric)."""
     return tuple(str(v) for v in row[:10]) + tuple(int(v) for v in row[10:])
+
+
+def _case_row(row: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(str(v) for v in row[:5]) + tuple(int(v) for v in row[5:])
 
 
 async def _apply_and_compare(url: str, batches: Sequence[Sequence[Event]]) -> set[Any]:
@@ -107,10 +120,22 @@ async def _apply_and_compare(url: str, batches: Sequence[Sequence[Event]]) -> se
                 _row(row) for row in (await session.execute(text(_RECOUNT.format(day=day)))).all()
             }
             stored = {_row(row) for row in (await session.execute(text(_STORED))).all()}
+            fulfilled_day = day.replace("f.occurred_at", "fulfilled_at")
+            cases_recounted = {
+                _case_row(row)
+                for row in (
+                    await session.execute(text(_CASES_RECOUNT.format(day=fulfilled_day)))
+                ).all()
+            }
+            cases_stored = {
+                _case_row(row) for row in (await session.execute(text(_CASES_STORED))).all()
+            }
     finally:
         await engine.dispose()
     assert stored == recounted
-    return stored
+    assert cases_stored == cases_recounted
+    assert cases_stored, "some cases were fulfilled"
+    return stored | {("cases", *row) for row in cases_stored}
 
 
 async def test_the_daily_aggregates_equal_a_recount_after_redelivery_and_after_a_rebuild(
@@ -125,10 +150,11 @@ async def test_the_daily_aggregates_equal_a_recount_after_redelivery_and_after_a
     live_batches = [shuffled[i : i + 3] for i in range(0, len(shuffled), 3)]
     live_batches += [events, [e for e in reversed(events) if isinstance(e, DemandLabelled)]]
     live = await _apply_and_compare(database_url, live_batches)
-    days = {row[0] for row in live}
+    days = {row[0] for row in live if row[0] != "cases"}
     assert len(days) == 2, "the demands fall on two UTC days"
-    assert any(row[4] == "billing" and row[6] == "not_done_right" for row in live)
-    assert not any(row[10] == 0 for row in live), "a group left empty is dropped"
+    demand_rows = [row for row in live if row[0] != "cases"]
+    assert any(row[4] == "billing" and row[6] == "not_done_right" for row in demand_rows)
+    assert not any(row[10] == 0 for row in demand_rows), "a group left empty is dropped"
     # Rebuild: the same set of events into an empty database in one batch.
     rebuilt_url = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
     await asyncio.to_thread(upgrade, rebuilt_url)
