@@ -33,6 +33,8 @@ class Topic(StrEnum):
     SYSTEM_CHANGES = "system.changes"
     # The classifier's per-customer context, compacted so a restart rebuilds it.
     CLASSIFIER_CONTEXT = "classifier.context"
+    # Labels re-keyed by customer, for the classifier instance that holds its context.
+    CLASSIFIER_CONTEXT_LABELS = "classifier.context-labels"
 
 
 EVENT_OF_TOPIC: dict[Topic, type[Event]] = {
@@ -116,6 +118,12 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
     # Few (one record per signal, ever) and each team's record of what its charts said.
     add(Topic.CAPABILITY_SIGNALS, history)
     add(Topic.CLASSIFIER_CONTEXT, compacted)
+    # Consumed within minutes; a copy of demand.labels, so no history of its own.
+    add(
+        Topic.CLASSIFIER_CONTEXT_LABELS,
+        {"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS)},
+    )
+    add(dlq_name(str(Topic.CLASSIFIER_CONTEXT_LABELS)), dlq, partitions=1)
     for topic in CONSUMED_TOPICS:
         add(dlq_name(str(topic)), dlq, partitions=1)
     return specs

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,7 +33,7 @@ from services.classifier.metrics import ClassifierMetrics
 from services.classifier.model.text_model import Prediction
 from shared.database.errors import refused_by_the_database
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, DemandReceived
-from shared.kafka.codec import encode
+from shared.kafka.codec import OutboundRecord, encode
 from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableError
 
 
@@ -41,6 +41,9 @@ from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableErro
 class Topics:
     classified: str
     context: str
+    # Labels re-keyed by customer for the instance that owns the customer's context: a
+    # label is keyed by its demand, so whoever reads it may not hold that context.
+    forwarded_labels: str | None = None
 
 
 class ClassifyDemands:
@@ -74,6 +77,7 @@ class ClassifyDemands:
         result = BatchResult()
         classified: list[DemandClassified] = []
         labels: list[DemandLabelled] = []
+        elsewhere: list[DemandLabelled] = []  # labels whose customer this instance lacks
         classified_at = datetime.now(UTC)
         for message in ordered:
             event = message.event
@@ -89,15 +93,20 @@ class ClassifyDemands:
                     state = overlay.state(event.customer_ref, message.partition)
                     apply_case_event(state, event)
                     overlay.update(event.customer_ref, message.partition, state, classified_at)
+                elif isinstance(event, DemandLabelled) and self._forwarded(message):
+                    # Already kept and counted where it was read: only the context learns.
+                    self._relabel_forwarded(message, overlay, classified_at)
                 elif isinstance(event, DemandLabelled):
                     labels.append(event)
-                    self._relabel_context(event, overlay, classified_at)
+                    if not self._relabel_context(event, overlay, classified_at):
+                        elsewhere.append(event)
             except Exception as error:  # this record's fault: dead-letter it, keep the batch
                 result.rejected.append(Rejection(message, f"{type(error).__name__}: {error}"))
         await self._keep_for_learning(classified, labels, classified_at)
         result.outbound = [
             encode(c, topic=self._topics.classified, source=self._source) for c in classified
         ]
+        result.outbound += await self._forward(elsewhere)
         result.outbound += [
             state_record(self._topics.context, customer, state)
             for customer, state in overlay.changed.items()
@@ -160,16 +169,57 @@ class ClassifyDemands:
 
     def _relabel_context(
         self, label: DemandLabelled, overlay: ContextOverlay, now: datetime
-    ) -> None:
+    ) -> bool:
+        """Apply the label to a context this instance holds; False if it holds none."""
         customer = overlay.customer_of_demand(label.demand_id, label.demand_source)
         partition = overlay.partition_of(customer) if customer else None
         if customer is None or partition is None:
-            return  # the customer lives on another instance, or has left the window
+            return False  # the customer lives on another instance, or has left the window
         state = overlay.state(customer, partition)
         if apply_label(
             state, demand_id=label.demand_id, purpose=label.purpose, source=label.demand_source
         ):
             overlay.update(customer, partition, state, now)
+        return True
+
+    def _forwarded(self, message: Inbound[Any]) -> bool:
+        return message.topic == self._topics.forwarded_labels
+
+    def _relabel_forwarded(
+        self, message: Inbound[Any], overlay: ContextOverlay, now: datetime
+    ) -> None:
+        # Keyed by customer, so this partition is the customer's and this instance owns it.
+        label: DemandLabelled = message.event
+        customer = message.key.decode() if message.key else None
+        if customer is None:
+            return
+        state = overlay.state(customer, message.partition)
+        if apply_label(
+            state, demand_id=label.demand_id, purpose=label.purpose, source=label.demand_source
+        ):
+            overlay.update(customer, message.partition, state, now)
+
+    async def _forward(self, labels: list[DemandLabelled]) -> list[OutboundRecord]:
+        """The labels whose customer another instance holds, keyed by that customer, in
+        this batch's transaction: the owner applies them to the context. The customer comes
+        from the texts the fleet has seen (the label store); a demand no instance has
+        classified yet, or older than the window, has no context to correct."""
+        topic = self._topics.forwarded_labels
+        if topic is None or not labels:
+            return []
+        try:
+            customers = await self._labels.customers_of(
+                [(label.demand_source, label.demand_id) for label in labels]
+            )
+        except (DBAPIError, PoolTimeout) as error:
+            raise RetryableError(f"label store: {error}") from error
+        forwarded = []
+        for label in labels:
+            customer = customers.get((label.demand_source, label.demand_id))
+            if customer is not None:
+                record = encode(label, topic=topic, source=self._source)
+                forwarded.append(replace(record, key=customer.encode()))
+        return forwarded
 
     async def _keep_for_learning(
         self, classified: list[DemandClassified], labels: list[DemandLabelled], now: datetime
@@ -179,7 +229,12 @@ class ClassifyDemands:
         purge = time.monotonic() - self._last_text_pruning > 3600
         try:
             await self._labels.keep(
-                [SeenText(c.demand.source, c.demand.id, c.demand.text, now) for c in classified],
+                [
+                    SeenText(
+                        c.demand.source, c.demand.id, c.demand.text, now, c.demand.customer_ref
+                    )
+                    for c in classified
+                ],
                 labels,
                 forget_before=now - self._context.window if purge else None,
             )

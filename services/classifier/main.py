@@ -86,16 +86,18 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
 
     demands = topic_name(settings.kafka, Topic.DEMAND_RECEIVED)
     cases = topic_name(settings.kafka, Topic.CASE_EVENTS)
+    forwarded = topic_name(settings.kafka, Topic.CLASSIFIER_CONTEXT_LABELS)
     restorer = ContextRestorer(
         settings=settings.kafka,
         store=context,
         changelog_topic=topic_name(settings.kafka, Topic.CLASSIFIER_CONTEXT),
-        keyed_topics={demands, cases},
+        keyed_topics={demands, cases, forwarded},
     )
     handler = ClassifyDemands(
         topics=Topics(
             classified=topic_name(settings.kafka, Topic.DEMAND_CLASSIFIED),
             context=topic_name(settings.kafka, Topic.CLASSIFIER_CONTEXT),
+            forwarded_labels=forwarded,
         ),
         source=settings.source_name,
         model=lambda: keeper.current,
@@ -114,6 +116,7 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
             demands: DemandReceived,
             cases: CaseEvent,
             topic_name(settings.kafka, Topic.DEMAND_LABELS): DemandLabelled,
+            forwarded: DemandLabelled,
         },
         handler=handler,
         options=RunnerOptions(

@@ -35,6 +35,7 @@ class SeenText:
     demand_id: str
     text: str
     seen_at: datetime
+    customer_ref: str | None = None
 
 
 class LabelRepository:
@@ -76,6 +77,34 @@ class LabelRepository:
     async def forget_texts_before(self, horizon: datetime) -> int:
         async with self._engine.begin() as connection:
             return await _delete_texts_before(connection, horizon)
+
+    async def customers_of(
+        self, demands: Sequence[tuple[str | None, str]]
+    ) -> dict[tuple[str | None, str], str]:
+        """The customer of each (source, demand id) seen within the context window.
+        Source None (an old label): the customer only when one demand has that id."""
+        ids = sorted({demand_id for _, demand_id in demands})
+        if not ids:
+            return {}
+        async with self._engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(_TEXTS.c.source, _TEXTS.c.demand_id, _TEXTS.c.customer_ref).where(
+                        _TEXTS.c.demand_id.in_(ids), _TEXTS.c.customer_ref.is_not(None)
+                    )
+                )
+            ).all()
+        by_demand: dict[str, dict[str, str]] = {}
+        for source, demand_id, customer in rows:
+            by_demand.setdefault(demand_id, {})[source] = customer
+        found: dict[tuple[str | None, str], str] = {}
+        for source, demand_id in demands:
+            customers = by_demand.get(demand_id, {})
+            if source is not None and source in customers:
+                found[(source, demand_id)] = customers[source]
+            elif source is None and len(customers) == 1:
+                found[(source, demand_id)] = next(iter(customers.values()))
+        return found
 
     async def count(self) -> int:
         async with self._engine.connect() as connection:
@@ -158,6 +187,7 @@ async def _insert_texts(connection: AsyncConnection, texts: Sequence[SeenText]) 
                 "demand_id": seen.demand_id,
                 "text": _storable(seen.text),
                 "seen_at": _utc(seen.seen_at),
+                "customer_ref": seen.customer_ref,
             },
         )
     if rows:

@@ -49,3 +49,5 @@ class DemandTextRow(ClassifierBase):
     demand_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     text: Mapped[str] = mapped_column(Text)
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # Whose context the demand is in: a label read elsewhere is forwarded to its owner.
+    customer_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
