@@ -49,6 +49,8 @@ def rebuild() -> None:
     from services.metrics.config import MetricsSettings
     from services.metrics.rebuild import DatabaseNotEmpty
     from services.metrics.rebuild import rebuild as replay
+    from services.metrics.service import ChartSettings
+    from shared.ownership import load_purpose_owners
 
     settings = MetricsSettings()
     with Progress(
@@ -70,6 +72,12 @@ def rebuild() -> None:
                     batch_size=settings.max_batch,
                     progress=advance,
                     audit=audit_policy(settings),
+                    charts=ChartSettings(
+                        baseline_points=settings.baseline_points,
+                        chart_points=settings.chart_points,
+                    ),
+                    window_days=settings.publish_window_days,
+                    owners=load_purpose_owners(settings.taxonomy),
                 )
             )
         except DatabaseNotEmpty as error:
@@ -79,7 +87,8 @@ def rebuild() -> None:
         f"rebuilt {settings.database_url}: {report.events_applied} events "
         f"({report.records} records in {report.offsets} offsets) in "
         f"{report.seconds:.1f}s ({report.events_per_second:,.0f}/s), "
-        f"{report.undecodable} undecodable skipped"
+        f"{report.undecodable} undecodable skipped; "
+        f"{report.signals_recorded} special-cause signals recorded as already raised"
     )
 
 

@@ -6,7 +6,10 @@ figure, the rebased capability limits included, comes back from the log alone.
 
 A bounded replay, not a service: it reads every partition from its first offset to the end
 offset seen at start, with no consumer group (so it commits nothing and disturbs no one),
-and stops. Because derived figures are a function of the set of events stored, the rebuilt
+and stops. Then it records the special-cause signals on the rebuilt charts as already
+raised and published: the live service raised them (counted, alerted, sent on
+capability.signals) before the database was rebuilt, and the signals table starts empty.
+Because derived figures are a function of the set of events stored, the rebuilt
 database ends with the same figures as the live one (tests/services/metrics check it).
 Records that do not decode are skipped and counted; the live service dead-letters them.
 demand.classified is written in transactions: the one bounded reader (shared/kafka/
@@ -18,16 +21,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics import repository
 from services.metrics.audit import AuditPolicy
 from services.metrics.ingest import apply_events
+from services.metrics.service import ChartSettings, purpose_metrics
+from services.metrics.signals import record_as_raised, signal_rows
 from services.metrics.subscriptions import consumed_topics
 from shared.database.engine import create_engine, session_factory
 from shared.events import Event
 from shared.kafka.codec import DecodeError, decode
 from shared.kafka.read_to_end import read_to_end
 from shared.kafka.settings import KafkaSettings
+from shared.ownership import PurposeOwners
 
 # (offsets read, offsets in total): transaction markers take offsets too, so the records
 # read can stay below the total while the offsets reach it.
@@ -48,6 +57,7 @@ class RebuildReport:
     events_applied: int
     undecodable: int
     seconds: float
+    signals_recorded: int = 0  # as already raised: none is counted or sent again
 
     @property
     def events_per_second(self) -> float:
@@ -61,9 +71,14 @@ async def rebuild(
     batch_size: int = 1000,
     progress: Progress | None = None,
     audit: AuditPolicy | None = None,
+    charts: ChartSettings | None = None,
+    window_days: int = 28,
+    owners: PurposeOwners | None = None,
 ) -> RebuildReport:
     """``audit`` must be the live service's (its ``audit_*`` settings), so that the rebuild
-    draws the same audit sample."""
+    draws the same audit sample; ``charts``, ``window_days`` and ``owners`` too (its chart
+    settings, ``publish_window_days`` and taxonomy), so that the signals recorded as raised
+    are the ones its publisher computes."""
     engine = create_engine(database_url)
     sessions = session_factory(engine)
     topics = consumed_topics(kafka)
@@ -102,6 +117,29 @@ async def rebuild(
             if progress is not None:
                 progress(reader.offsets_read, reader.total)
             offsets = reader.total
+        recorded = await _record_signals_as_raised(
+            sessions, charts or ChartSettings(), window_days, owners or PurposeOwners()
+        )
     finally:
         await engine.dispose()
-    return RebuildReport(done, offsets, applied, undecodable, time.perf_counter() - started)
+    return RebuildReport(
+        done, offsets, applied, undecodable, time.perf_counter() - started, recorded
+    )
+
+
+async def _record_signals_as_raised(
+    sessions: async_sessionmaker[AsyncSession],
+    charts: ChartSettings,
+    window_days: int,
+    owners: PurposeOwners,
+) -> int:
+    now = datetime.now(UTC)
+    recorded = 0
+    async with sessions.begin() as session:
+        for purpose in await repository.all_purposes(session):
+            figures = await purpose_metrics(
+                session, purpose, settings=charts, window_days=window_days, now=now
+            )
+            rows = signal_rows(figures, owner=owners.owner_of(purpose), raised_at=now)
+            recorded += await record_as_raised(session, rows, at=now)
+    return recorded

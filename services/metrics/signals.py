@@ -86,6 +86,18 @@ async def raise_signals(session: AsyncSession, rows: list[dict[str, Any]]) -> li
     return [row for row in rows if row["signal_id"] in added]
 
 
+async def record_as_raised(
+    session: AsyncSession, rows: list[dict[str, Any]], *, at: datetime
+) -> int:
+    """Insert the signals as already raised and published, so nothing counts or sends them:
+    for a rebuilt database, whose signals the service it replaces raised long ago. Returns
+    how many rows were added."""
+    added = await signals_db.insert_new_signals(
+        session, [row | {"published_at": at} for row in rows]
+    )
+    return len(added)
+
+
 def count_raised(metrics: MetricsServiceMetrics, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         metrics.signals.labels(row["purpose"], row["owner"], row["measure"], row["rule"]).inc()
