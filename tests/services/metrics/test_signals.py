@@ -18,6 +18,7 @@ from services.metrics.ingest import apply_events
 from services.metrics.main import create_app
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.publisher import PurposeMetricsPublisher
+from services.metrics.rebuild import rebuild
 from services.metrics.service import ChartSettings
 from shared.database.engine import create_engine, session_factory
 from shared.events import DemandClassified, SpecialCauseSignalled
@@ -218,3 +219,37 @@ async def test_a_signal_reaches_capability_signals_once_with_its_owner(
 
 async def _unpublished(database_url: str) -> int:
     return sum(1 for row in await _raised(database_url) if row.published_at is None)
+
+
+async def test_a_rebuilt_database_neither_raises_counts_nor_sends_past_signals_again(
+    database_url: str, kafka_settings: KafkaSettings, publish: Publish
+) -> None:
+    """The service a rebuild replaces raised these signals long ago: the signals table of a
+    rebuilt database starts with them raised and published."""
+    await asyncio.to_thread(upgrade, database_url)
+    await publish(_demands())
+    report = await rebuild(
+        kafka=kafka_settings,
+        database_url=database_url,
+        charts=CHARTS,
+        window_days=28,
+        owners=load_purpose_owners(SHIPPED_TAXONOMY),
+    )
+    rows = await _raised(database_url)
+    assert report.signals_recorded == len(rows)
+    assert [(r.measure, r.rule, r.owner) for r in rows if r.value == 20] == [
+        ("value_per_day", "beyond_limit", OWNER)
+    ]
+    assert all(r.published_at is not None for r in rows)
+
+    started = Instance(database_url)  # the service started on the rebuilt database
+    try:
+        await started.publish()
+        async with session_factory(started.engine)() as session:
+            pending = await signals_db.unpublished(session, limit=100)
+    finally:
+        await started.close()
+    assert started.counted() == {}
+    assert started.woken == 0
+    assert pending == []  # nothing for the outbox to send again
+    assert len(await _raised(database_url)) == len(rows)
