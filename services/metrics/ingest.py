@@ -91,6 +91,13 @@ async def _apply(
     case_events = [e for e in events if isinstance(e, CaseEvent)]
     labels = [e for e in events if isinstance(e, DemandLabelled)]
     changes = [e for e in events if isinstance(e, SystemChanged)]
+    # A label arriving at one instance while another's insert of its demand is uncommitted
+    # must not be lost: the two serialise on the demand (repository.lock_demands).
+    await repository.lock_demands(
+        session,
+        {(d.demand.source, d.demand.id) for d in demands}
+        | {(label.demand_source or "", label.demand_id) for label in labels},
+    )
     await repository.add_received_events(
         session, demands=demands, case_events=case_events, labels=labels
     )

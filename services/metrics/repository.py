@@ -206,6 +206,18 @@ async def lock_strata(session: AsyncSession, strata: Iterable[StratumKey]) -> No
     await _advisory_locks(session, [f"audit|{p}|{w.isoformat()}" for p, w in strata])
 
 
+async def lock_demands(session: AsyncSession, demands: Iterable[DemandKey]) -> None:
+    """Serialise a demand's insert with a label of it across instances, until this
+    transaction ends. A label finds its customer through the demand's row: without the
+    lock, a label committed by one instance while another's insert of the demand is not
+    yet committed finds no customer, and the insert recomputed the customer before the label
+    was there, so neither applies it. With it, whichever commits second sees the other's
+    row. Taken first of all the batch's locks (then strata, then customers)."""
+    await _advisory_locks(
+        session, [f"demand|{source}|{demand_id}" for source, demand_id in demands]
+    )
+
+
 async def _advisory_locks(session: AsyncSession, keys: Sequence[str]) -> None:
     if session.get_bind().dialect.name != "postgresql" or not keys:
         return
