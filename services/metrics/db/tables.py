@@ -304,3 +304,15 @@ class CaseDayRow(Base):
     fulfilled: Mapped[int] = mapped_column(Integer)
     contacts: Mapped[int] = mapped_column(Integer)
     one_stop: Mapped[int] = mapped_column(Integer)
+
+
+class DeskStateRow(Base):
+    """What a person did last in the review and audit queues (pages/desk.py): their last
+    decisions, skips and undone items as one JSON document, so that every replica and a
+    restarted one show the same "last ten" and skip the same demands."""
+
+    __tablename__ = "desk_states"
+
+    username: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,15 +1,22 @@
-"""What a person did in the review and audit queues, kept in this process: their last
-decisions (to list, change and undo them) and the demands they skipped. It lets the pages
-move on to the next item before the metrics consumer has applied the label just published;
-a restart forgets it (the labels themselves are on ``demand.labels``)."""
+"""What a person did in the review and audit queues: their last decisions (to list, change
+and undo them) and the demands they skipped. It lets the pages move on to the next item
+before the metrics consumer has applied the label just published (the labels themselves are
+on ``demand.labels``).
+
+Kept in the metrics database per person (``desk_states``, one JSON document): each request
+of a queue's page loads the person's desk (``Desk.load``) and one that changes it stores it
+again (``Desk.save``), so every replica behind the load balancer, and one restarted, shows
+the same last ten and skips the same demands. A person works one item at a time, so the
+last write of their own desk wins."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -90,6 +97,43 @@ class Desk:
             decided |= {d.item.key for d in self.batches[who][1] if not d.undone}
         return decided | self.skipped.get((who, queue), set())
 
+    async def load(self, sessions: async_sessionmaker[AsyncSession], who: str) -> None:
+        """This person's desk as stored (every replica's decisions), in place of this
+        process's copy."""
+        async with sessions() as session:
+            stored = await repository.desk_state(session, who)
+        state: dict[str, Any] = json.loads(stored) if stored else {}
+        for queue in ("review", "audit"):
+            kept = state.get("decisions", {}).get(queue, [])
+            self.decisions[(who, queue)] = deque(map(_decision, kept), maxlen=KEPT)
+            self.skipped[(who, queue)] = {
+                (s, d) for s, d in state.get("skipped", {}).get(queue, [])
+            }
+            self.returned[(who, queue)] = list(
+                map(_decision, state.get("returned", {}).get(queue, []))
+            )
+        batch = state.get("batch")
+        if batch:
+            self.batches[who] = (batch[0], list(map(_decision, batch[1])))
+        else:
+            self.batches.pop(who, None)
+
+    async def save(self, sessions: async_sessionmaker[AsyncSession], who: str) -> None:
+        """Store this person's desk (after a decision, skip, undo or confirm-all)."""
+        queues: tuple[Queue, ...] = ("review", "audit")
+        state = {
+            "decisions": {q: [_plain(d) for d in self.recent(who, q)] for q in queues},
+            "skipped": {q: sorted(self.skipped.get((who, q), set())) for q in queues},
+            "returned": {q: [_plain(d) for d in self.returned.get((who, q), [])] for q in queues},
+            "batch": (
+                [self.batches[who][0], [_plain(d) for d in self.batches[who][1]]]
+                if who in self.batches
+                else None
+            ),
+        }
+        async with sessions() as session, session.begin():
+            await repository.save_desk_state(session, who, json.dumps(state), datetime.now(UTC))
+
     async def purposes(self, sessions: async_sessionmaker[AsyncSession]) -> list[str]:
         """The purposes to choose from, read at most once a minute (a distinct over the
         figures is not what a keystroke should wait for)."""
@@ -99,3 +143,27 @@ class Desk:
                 found = await repository.all_purposes(session)
             self._purposes = (time.monotonic(), found)
         return found
+
+
+def _plain(decision: Decision) -> dict[str, Any]:
+    plain = asdict(decision)
+    plain["at"] = decision.at.isoformat()
+    plain["item"]["occurred_at"] = decision.item.occurred_at.isoformat()
+    return plain
+
+
+def _answer(plain: dict[str, Any] | None) -> Answer | None:
+    return None if plain is None else Answer(**plain)
+
+
+def _decision(plain: dict[str, Any]) -> Decision:
+    item = dict(plain["item"], occurred_at=datetime.fromisoformat(plain["item"]["occurred_at"]))
+    return Decision(
+        label_id=plain["label_id"],
+        queue=plain["queue"],
+        item=Item(**item),
+        answer=Answer(**plain["answer"]),
+        previous=_answer(plain["previous"]),
+        at=datetime.fromisoformat(plain["at"]),
+        undone=plain["undone"],
+    )

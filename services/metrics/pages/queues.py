@@ -14,8 +14,9 @@ answered with the keyboard (static/queues.js) or as plain forms without JavaScri
 - **Blind audit**: the machine's label of the item being answered is never in the page; once
   answered it is shown, for learning, beside the answer, which it does not change.
 
-The last decisions (and skips) a person made are kept in this process (``Desk``), which is
-what lets the page move on before the metrics consumer has applied the label.
+The last decisions (and skips) a person made are kept in the metrics database (``Desk``,
+loaded per request), which is what lets the page move on before the metrics consumer has
+applied the label, on any replica and after a restart.
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ async def review(
     suggestion; or a decision of the last ten again (``edit``), or one undone."""
     me = who.person.username
     purpose = purpose or None
+    await components.desk.load(sessions, me)
     editing = components.desk.find(me, "review", edit) if edit else None
     returned = components.desk.returned.get((me, "review"), [])
     waiting, item = await _review_items(
@@ -240,6 +242,7 @@ async def _decide(
         extra = {"missing": answer, "edit": edits or ""}
         return RedirectResponse(_back(queue, filter_purpose, **extra), status_code=303)
     id_ = label_id(me, demand_id, decision)
+    await components.desk.load(components.sessions, me)
     known = components.desk.find(me, queue, id_)
     earlier = components.desk.find(me, queue, edits) if edits else None
     item = await _item_for(components, queue, me, demand_id, earlier, source)
@@ -252,6 +255,7 @@ async def _decide(
         )
         returned = components.desk.returned.get((me, queue), [])
         components.desk.returned[(me, queue)] = [d for d in returned if d.item.key != item.key]
+        await components.desk.save(components.sessions, me)
     extra = {"answered": id_} if queue == "audit" else {}
     return RedirectResponse(_back(queue, filter_purpose, **extra), status_code=303)
 
@@ -299,10 +303,10 @@ async def review_skip(
     filter_purpose: Annotated[str | None, Form(max_length=120)] = None,
     demand_source: Annotated[str | None, Form(max_length=200)] = None,
 ) -> RedirectResponse:
-    return _skip(who, components, "review", demand_id, filter_purpose, demand_source)
+    return await _skip(who, components, "review", demand_id, filter_purpose, demand_source)
 
 
-def _skip(
+async def _skip(
     who: Reviewer,
     components: Components,
     queue: Queue,
@@ -312,11 +316,13 @@ def _skip(
 ) -> RedirectResponse:
     me = who.person.username
     key = (source or ANY_SOURCE, demand_id)
+    await components.desk.load(components.sessions, me)
     components.desk.skipped.setdefault((me, queue), set()).add(key)
     returned = components.desk.returned.get((me, queue), [])
     components.desk.returned[(me, queue)] = [
         d for d in returned if not is_passed(d.item.source, d.item.demand_id, {key})
     ]
+    await components.desk.save(components.sessions, me)
     return RedirectResponse(_back(queue, purpose), status_code=303)
 
 
@@ -338,6 +344,7 @@ async def review_undo(
     With ``batch``, a "confirm all": its demands come back in front, one at a time (a
     confirmation restated the machine's word, so there is nothing to restore)."""
     me = who.person.username
+    await components.desk.load(components.sessions, me)
     if batch:
         token, decisions = components.desk.batches.get(me, ("", []))
         if token == batch:
@@ -345,6 +352,7 @@ async def review_undo(
             for decision in undone:
                 decision.undone = True
             components.desk.returned.setdefault((me, "review"), []).extend(reversed(undone))
+            await components.desk.save(components.sessions, me)
         return RedirectResponse(_back("review", filter_purpose), status_code=303)
     recent = components.desk.recent(me, "review")
     target = (
@@ -361,6 +369,7 @@ async def review_undo(
         await publish(components, restore)
     target.undone = True
     components.desk.returned.setdefault((me, "review"), []).append(target)
+    await components.desk.save(components.sessions, me)
     return RedirectResponse(_back("review", filter_purpose), status_code=303)
 
 
@@ -377,6 +386,7 @@ async def review_confirm_all(
     ``expected`` count the person saw (and 500, the API's limit), in one publish. Undone as
     a whole from the notice it leaves."""
     me = who.person.username
+    await components.desk.load(components.sessions, me)
     passed = components.desk.passed(me, "review")
     async with components.sessions() as session:
         queue = await audit.review_queue(
@@ -397,6 +407,7 @@ async def review_confirm_all(
     records = [_label(me, d.item, d.answer, "review", d.label_id) for d in decisions]
     await publish(components, *records)
     components.desk.batches[me] = (decision, decisions)
+    await components.desk.save(components.sessions, me)
     return RedirectResponse(
         _back("review", filter_purpose, confirmed=str(len(decisions)), batch=decision),
         status_code=303,
@@ -418,6 +429,7 @@ async def audit_page(
 ) -> HTMLResponse:
     """The next audit item, blind; the previous answer beside the machine's label of it."""
     me = who.person.username
+    await components.desk.load(sessions, me)
     passed = components.desk.passed(me, "audit")
     editing = components.desk.find(me, "audit", edit) if edit else None
     async with sessions() as session:
@@ -487,4 +499,4 @@ async def audit_skip(
     demand_id: Annotated[str, Form(min_length=1, max_length=200)],
     demand_source: Annotated[str | None, Form(max_length=200)] = None,
 ) -> RedirectResponse:
-    return _skip(who, components, "audit", demand_id, None, demand_source)
+    return await _skip(who, components, "audit", demand_id, None, demand_source)
