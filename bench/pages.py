@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
 import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -61,6 +63,10 @@ PAGES_BUDGET_S = float(os.environ.get("DEMANDSCOPE_BENCH_PAGES_BUDGET_S", "150")
 PAGE_TARGET_S = 0.1
 PASSWORD = "bench passphrase"
 PERIOD = "2026-01-05/P28D"  # four weeks of the data: what a person usually looks at
+REVIEWER = "bench-reviewer"
+REVIEW_EVERY = 50  # one demand in 50 waits for a person: 20,000 of a million
+KEYSTROKES = 20
+KEYSTROKE_TARGET_S = 0.05
 
 # page -> the JSON API calls behind its figures
 PAGES: dict[str, tuple[str, list[str]]] = {
@@ -137,10 +143,32 @@ def fill_demand_days(path: Path) -> None:
         )
 
 
+def fill_review_queue(path: Path, count: int) -> int:
+    """A realistic review queue: one demand in REVIEW_EVERY the machine was unsure of
+    (needs review, confidence below the threshold), with its words kept for the queue, as
+    the write path keeps them (queue_texts holds only what a queue needs). The count."""
+    with sqlite3.connect(path) as connection:
+        unsure = f"CAST(substr(demand_id, 2) AS INTEGER) % {REVIEW_EVERY} = 0"
+        connection.execute(
+            "UPDATE demands SET needs_review = 1, "
+            "confidence = 0.2 + (CAST(substr(demand_id, 2) AS INTEGER) % 389) / 1000.0 "
+            f"WHERE {unsure}"
+        )
+        connection.execute(
+            "INSERT INTO queue_texts (source, demand_id, text, received_at) "
+            "SELECT source, demand_id, 'my boiler is still broken after the visit, '"
+            f"|| demand_id, ? FROM demands WHERE {unsure}",
+            # Received now: words older than the retention are purged when the app starts.
+            (datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),),
+        )
+    return count // REVIEW_EVERY + 1
+
+
 async def _people(auth_url: str) -> str:
     accounts, keys = AccountStore(auth_url), ApiKeyStore(auth_url)
     try:
         await accounts.create("bench", Role.VIEWER, PASSWORD)
+        await accounts.create(REVIEWER, Role.REVIEWER, PASSWORD)
         key, _ = await keys.create("bench", [Scope.READ])
     finally:
         await accounts.close()
@@ -170,6 +198,7 @@ async def measure(workdir: Path, kafka: KafkaSettings) -> None:
     await asyncio.to_thread(fill_database, metrics_db, DEMANDS)
     await asyncio.to_thread(fill_demands, metrics_db, DEMANDS)
     await asyncio.to_thread(fill_demand_days, metrics_db)
+    waiting = await asyncio.to_thread(fill_review_queue, metrics_db, DEMANDS)
     print(f"  {DEMANDS:,} demands and cases generated in {time.perf_counter() - started:.0f}s")
     key = await _people(auth_url)
     settings = MetricsSettings(
@@ -178,12 +207,7 @@ async def measure(workdir: Path, kafka: KafkaSettings) -> None:
         pages=PagesSettings(assets_dir=ROOT / ".run" / "assets"),
     )  # fmt: skip
     async with running(create_app(settings)) as client:
-        form = await client.get("/pages/sign-in")
-        token = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-        await client.post(
-            "/pages/sign-in",
-            data={"username": "bench", "password": PASSWORD, "csrf_token": token},
-        )
+        await _sign_in(client, "bench")
         headers = {"Authorization": f"Bearer {key}"}
         print(f"  median of up to {ROUNDS} ({CALL_BUDGET_S:.0f} s a call), {PERIOD}, SQLite:")
         print(f"  {'page':<13} {'HTML':>9} {'its API calls':>14} {'ratio':>6}")
@@ -205,7 +229,81 @@ async def measure(workdir: Path, kafka: KafkaSettings) -> None:
             for call, seconds in each.items():
                 print(f"    {seconds * 1000:>7.0f}ms  GET {call}")
             timed[name] = (html, api)
+        keystroke = await _keystrokes(client, waiting)
     record(timed)
+    record_keystroke(keystroke, waiting)
+
+
+async def _sign_in(client: httpx.AsyncClient, username: str) -> str:
+    """Signed in through the form (the session cookie replaces any earlier one); the CSRF
+    token of the session."""
+    form = await client.get("/pages/sign-in")
+    token = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    await client.post(
+        "/pages/sign-in", data={"username": username, "password": PASSWORD, "csrf_token": token}
+    )
+    page = await client.get("/pages/overview")
+    return page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+
+
+def _field(html: str, name: str) -> str:
+    return html.split(f'name="{name}" value="', 1)[1].split('"', 1)[0]
+
+
+async def _keystrokes(client: httpx.AsyncClient, waiting: int) -> list[float]:
+    """A reviewer confirms the item in front KEYSTROKES times, as the page's Enter does: the
+    form posted by htmx (hx-boost), its 303 followed to the next item. Each time is from the
+    POST to the next item's HTML (the label published to the broker on the way)."""
+    token = await _sign_in(client, REVIEWER)
+    page = (await client.get("/pages/review")).text
+    if 'data-demand-id="' not in page:
+        raise RuntimeError(f"no item in the review queue: {page[-3000:]}")
+    times = []
+    for _ in range(KEYSTROKES):
+        form = {
+            "csrf_token": token,
+            "demand_id": page.split('data-demand-id="', 1)[1].split('"', 1)[0],
+            "demand_source": _field(page, "demand_source"),
+            "decision": _field(page, "decision"),
+            "demand_type": "failure",
+            "failure_kind": "not_done_right",
+            "purpose": PURPOSES[0],
+        }
+        started = time.perf_counter()
+        answer = await client.post(
+            "/pages/review/decide",
+            data=form,
+            headers={"HX-Request": "true", "HX-Boosted": "true"},
+            follow_redirects=True,
+        )
+        times.append(time.perf_counter() - started)
+        assert answer.status_code == 200, answer.text[:300]
+        assert form["demand_id"] not in answer.text.split('data-demand-id="', 1)[1][:250]
+        page = answer.text
+    median = statistics.median(times)
+    print(
+        f"  review keystroke -> next item: {median * 1000:.0f} ms median, "
+        f"{max(times) * 1000:.0f} ms slowest of {len(times)} ({waiting:,} demands waiting)"
+    )
+    return times
+
+
+def record_keystroke(times: list[float], waiting: int) -> None:
+    median = statistics.median(times)
+    reduced = "" if DEMANDS >= 1_000_000 else f"; REDUCED SIZE ({DEMANDS:,} demands)"
+    results.record(
+        results.Row(
+            part=f"review queue, keystroke -> next item, {DEMANDS:,} demands",
+            figure=f"{median * 1000:,.0f} ms",
+            baseline=None,
+            ratio=None,
+            target=f"≤ {KEYSTROKE_TARGET_S * 1000:.0f} ms (issue 12)",
+            met=median <= KEYSTROKE_TARGET_S,
+            note=f"median of {len(times)} confirmations (POST as htmx sends it, 303 followed "
+            f"to the next item, the label published), slowest {max(times) * 1000:,.0f} ms; "
+            f"{waiting:,} demands waiting for review, SQLite{reduced}",
+        )
+    )
 
 
 def record(timed: dict[str, tuple[float, float]]) -> None:
