@@ -36,7 +36,7 @@ from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import Demand
 from services.metrics.rebuild import rebuild
-from services.metrics.repository import Filters, case_event_row, demand_row
+from services.metrics.repository import Filters, case_event_row, demand_row, time_band
 from services.metrics.service import purpose_summaries
 from shared.auth.migrate import upgrade as upgrade_auth
 from shared.auth.settings import AuthSettings
@@ -392,6 +392,44 @@ def fill_database(path: Path, count: int) -> float:
     return time.perf_counter() - started
 
 
+def fill_aggregates(path: Path) -> None:
+    """demand_days, case_days and case_time_days from the rows written straight into the
+    tables (fill_database, and bench/pages.py's received demands where there are any), as
+    migrations 0010, 0011 and 0013 fill them: the live write path keeps them up to date."""
+    with bulk_load(path, ("demand_days", "case_days", "case_time_days")) as connection:
+        connection.execute(
+            "INSERT INTO demand_days (day, source, channel, team, purpose, demand_type, "
+            "failure_kind, cause_purpose, machine_purpose, machine_type, demands, "
+            "handling_measured, handling_micros) "
+            "SELECT date(f.occurred_at), f.source, f.channel, coalesce(f.team, ''), f.purpose, "
+            "f.demand_type, coalesce(f.failure_kind, ''), coalesce(f.cause_purpose, ''), "
+            "coalesce(d.purpose, f.purpose), coalesce(d.demand_type, f.demand_type), count(*), "
+            "count(d.handling_seconds), "
+            "coalesce(sum(CAST(round(d.handling_seconds * 1000000) AS INTEGER)), 0) "
+            "FROM demand_facts f LEFT JOIN demands d "
+            "ON d.source = f.source AND d.demand_id = f.demand_id "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
+        )
+        connection.execute(
+            "INSERT INTO case_days (day, source, purpose, channel, team, fulfilled, contacts, "
+            "one_stop) SELECT date(fulfilled_at), source, coalesce(purpose, ''), "
+            "coalesce(first_channel, ''), coalesce(team, ''), count(*), sum(contacts), "
+            "sum(CASE WHEN one_stop THEN 1 ELSE 0 END) FROM cases "
+            "WHERE status = 'fulfilled' AND measured AND fulfilled_at IS NOT NULL "
+            "GROUP BY 1, 2, 3, 4, 5"
+        )
+        # The bands are Python's (repository.time_band), as migration 0013 computes them.
+        connection.create_function("band", 1, time_band, deterministic=True)
+        connection.execute(
+            "INSERT INTO case_time_days (day, source, purpose, channel, team, band, cases) "
+            "SELECT date(fulfilled_at), source, coalesce(purpose, ''), "
+            "coalesce(first_channel, ''), coalesce(team, ''), band(end_to_end_seconds), "
+            "count(*) FROM cases "
+            "WHERE end_to_end_seconds IS NOT NULL AND fulfilled_at IS NOT NULL "
+            "GROUP BY 1, 2, 3, 4, 5, 6"
+        )
+
+
 async def time_summary(url: str) -> tuple[float, dict[str, float | None]]:
     engine = create_engine(url)
     try:
@@ -443,6 +481,9 @@ def compare_summary(workdir: Path, count: int) -> None:
     path = workdir / f"cases-{count}.db"
     upgrade(f"sqlite+aiosqlite:///{path}")
     generated = fill_database(path, count)
+    started = time.perf_counter()
+    fill_aggregates(path)
+    generated += time.perf_counter() - started
     ours, our_p85 = asyncio.run(time_summary(f"sqlite+aiosqlite:///{path}"))
     log = event_log(count)
     theirs, their_p85 = pm4py_percentiles(log)

@@ -34,6 +34,7 @@ from bench.metrics import (
     PURPOSES,
     ROOT,
     bulk_load,
+    fill_aggregates,
     fill_database,
     sqlite_time_of,
 )
@@ -117,32 +118,6 @@ def fill_demands(path: Path, count: int) -> None:
         )
 
 
-def fill_demand_days(path: Path) -> None:
-    """demand_days and case_days from the rows above, as migrations 0010 and 0011 fill them
-    (the live write path keeps them up to date; here the rows went straight into the tables)."""
-    with bulk_load(path, ("demand_days", "case_days")) as connection:
-        connection.execute(
-            "INSERT INTO demand_days (day, source, channel, team, purpose, demand_type, "
-            "failure_kind, cause_purpose, machine_purpose, machine_type, demands, "
-            "handling_measured, handling_micros) "
-            "SELECT date(f.occurred_at), f.source, f.channel, coalesce(f.team, ''), f.purpose, "
-            "f.demand_type, coalesce(f.failure_kind, ''), coalesce(f.cause_purpose, ''), "
-            "d.purpose, d.demand_type, count(*), count(d.handling_seconds), "
-            "coalesce(sum(CAST(round(d.handling_seconds * 1000000) AS INTEGER)), 0) "
-            "FROM demand_facts f JOIN demands d "
-            "ON d.source = f.source AND d.demand_id = f.demand_id "
-            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
-        )
-        connection.execute(
-            "INSERT INTO case_days (day, source, purpose, channel, team, fulfilled, contacts, "
-            "one_stop) SELECT date(fulfilled_at), source, coalesce(purpose, ''), "
-            "coalesce(first_channel, ''), coalesce(team, ''), count(*), sum(contacts), "
-            "sum(CASE WHEN one_stop THEN 1 ELSE 0 END) FROM cases "
-            "WHERE status = 'fulfilled' AND measured AND fulfilled_at IS NOT NULL "
-            "GROUP BY 1, 2, 3, 4, 5"
-        )
-
-
 def fill_review_queue(path: Path, count: int) -> int:
     """A realistic review queue: one demand in REVIEW_EVERY the machine was unsure of
     (needs review, confidence below the threshold), with its words kept for the queue, as
@@ -197,7 +172,7 @@ async def measure(workdir: Path, kafka: KafkaSettings) -> None:
     started = time.perf_counter()
     await asyncio.to_thread(fill_database, metrics_db, DEMANDS)
     await asyncio.to_thread(fill_demands, metrics_db, DEMANDS)
-    await asyncio.to_thread(fill_demand_days, metrics_db)
+    await asyncio.to_thread(fill_aggregates, metrics_db)
     waiting = await asyncio.to_thread(fill_review_queue, metrics_db, DEMANDS)
     print(f"  {DEMANDS:,} demands and cases generated in {time.perf_counter() - started:.0f}s")
     key = await _people(auth_url)

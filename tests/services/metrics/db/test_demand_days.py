@@ -1,21 +1,27 @@
-"""demand_days and case_days, the daily aggregates the figures read, equal a recomputation from the facts
-after live batches with redelivery, a relabel, a late case event and a customer whose
-demands move between days' groups, and after a rebuild of the same events in one batch
-(ingest.apply_events is the one write path of both), on SQLite and PostgreSQL."""
+"""demand_days, case_days and case_time_days, the daily aggregates the figures read,
+equal a recount from the facts and cases after live batches with redelivery, relabels, a
+late case event and demands moving between days' groups, and after a rebuild of the same
+events in one batch (ingest.apply_events is the one write path of both); percentiles off
+the bands equal the walk over every time; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from services.metrics import repository
 from services.metrics.db.migrate import upgrade
+from services.metrics.db.tables import CaseRow, CaseTimeDayRow
+from services.metrics.domain.windows import Period
 from services.metrics.ingest import apply_events
+from services.metrics.repository import Filters, as_utc, time_band
 from shared.database.engine import create_engine, session_factory
 from shared.events import CaseEventType, CausedBy, Channel, DemandLabelled, DemandType, Event
 from tests.support.factories import case_event, demand_classified, demand_labelled
@@ -130,10 +136,30 @@ async def _apply_and_compare(url: str, batches: Sequence[Sequence[Event]]) -> se
             cases_stored = {
                 _case_row(row) for row in (await session.execute(text(_CASES_STORED))).all()
             }
+            times = await session.execute(
+                select(
+                    CaseRow.fulfilled_at, CaseRow.source, CaseRow.purpose, CaseRow.first_channel,
+                    CaseRow.team, CaseRow.end_to_end_seconds,
+                ).where(CaseRow.end_to_end_seconds.is_not(None))
+            )  # fmt: skip
+            times_recounted = Counter(
+                (as_utc(at).date(), s, p or "", c or "", t or "", time_band(e2e))
+                for at, s, p, c, t, e2e in times.all()
+                if at is not None and e2e is not None  # a time is set only on a fulfilled case
+            )
+            stored_times = await session.execute(
+                select(
+                    CaseTimeDayRow.day, CaseTimeDayRow.source, CaseTimeDayRow.purpose,
+                    CaseTimeDayRow.channel, CaseTimeDayRow.team, CaseTimeDayRow.band,
+                    CaseTimeDayRow.cases,
+                )
+            )  # fmt: skip
+            times_stored = Counter({tuple(row[:6]): int(row[6]) for row in stored_times.all()})
     finally:
         await engine.dispose()
     assert stored == recounted
     assert cases_stored == cases_recounted
+    assert times_stored == times_recounted
     assert cases_stored, "some cases were fulfilled"
     return stored | {("cases", *row) for row in cases_stored}
 
@@ -160,3 +186,50 @@ async def test_the_daily_aggregates_equal_a_recount_after_redelivery_and_after_a
     await asyncio.to_thread(upgrade, rebuilt_url)
     rebuilt = await _apply_and_compare(rebuilt_url, [events])
     assert rebuilt == live
+
+
+async def test_percentiles_off_the_bands_equal_the_walk_over_every_time(
+    database_url: str,
+) -> None:
+    """Whole-day filters read the bands (case_time_days); a period with a time of day walks
+    every time of the period, as before: the same percentiles, by purpose and channel."""
+    await asyncio.to_thread(upgrade, database_url)
+    events: list[Event] = []
+    for n in range(90):
+        opened = T0 + n * 7 * HOUR
+        # Times from seconds to weeks, some equal, across many bands and days.
+        seconds = [0.5, 30, 30, 3_600, 86_400 * 3, 86_400 * 20][n % 6] + (n % 7) * 1_000
+        events += [
+            demand_classified(id=f"p-{n}", customer_ref=f"P-{n}", case_ref=f"KP-{n}",
+                              occurred_at=opened, purpose="billing" if n % 3 else "repair",
+                              channel=Channel.PHONE if n % 2 else Channel.EMAIL),
+            case_event(id=f"pe-{n}", customer_ref=f"P-{n}", case_ref=f"KP-{n}",
+                       type=CaseEventType.FULFILLED, purpose="billing" if n % 3 else "repair",
+                       occurred_at=opened + timedelta(seconds=seconds)),
+        ]  # fmt: skip
+    engine = create_engine(database_url)
+    quantiles = [0.0, 10.0, 50.0, 85.0, 95.0, 100.0]
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            await apply_events(session, events)
+        async with session_factory(engine)() as session:
+            for channel in (None, "phone"):
+                for first_day, days in ((date(2026, 3, 1), 60), (T0.date(), 9)):
+                    start = datetime.combine(first_day, time.min, UTC)
+                    end = start + timedelta(days=days)
+                    whole = Filters(period=Period(start, end), channel=channel)
+                    # Half a second later: not whole days, so the walk over every time; no
+                    # case was fulfilled in that half second, so the same cases.
+                    walked = Filters(
+                        period=Period(start + timedelta(seconds=0.5), end), channel=channel
+                    )
+                    assert repository.whole_days(whole)
+                    assert not repository.whole_days(walked)
+                    from_bands = await repository.end_to_end_percentiles(session, whole, quantiles)
+                    from_walk = await repository.end_to_end_percentiles(session, walked, quantiles)
+                    assert from_bands == from_walk
+                    assert set(from_bands) == {"billing", "repair"}
+            everything = await repository.end_to_end_percentiles(session, Filters(), quantiles)
+            assert everything["repair"][0.0] == 0.5  # band -1: under a second (n = 42)
+    finally:
+        await engine.dispose()
