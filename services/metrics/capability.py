@@ -19,6 +19,9 @@ END_TO_END = "end_to_end_seconds"
 VALUE_PER_DAY = "value_per_day"
 FAILURE_PER_DAY = "failure_per_day"
 FAILURE_SHARE_PER_DAY = "failure_share_per_day"
+# Points before the first one shown that a chart's signals and moving ranges read: the
+# longest rule's window (8 in a run, domain/signals.py) less the point itself, and one more.
+SIGNAL_LOOKBACK = 8
 
 
 def xmr_chart(

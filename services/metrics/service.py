@@ -18,6 +18,7 @@ from services.metrics.capability import (
     END_TO_END,
     FAILURE_PER_DAY,
     FAILURE_SHARE_PER_DAY,
+    SIGNAL_LOOKBACK,
     VALUE_PER_DAY,
     baseline_start,
     daily_failure_share_series_of_days,
@@ -164,7 +165,13 @@ async def capability_charts(
         xmr_chart(
             END_TO_END,
             await repository.fulfilment_series(
-                session, purpose=purpose, since=since, source=source
+                session,
+                purpose=purpose,
+                since=since,
+                source=source,
+                # The baseline and the points shown, with the points before those that the
+                # signal rules and the first moving range look back at: the same chart.
+                ends=(settings.baseline_points, settings.chart_points + SIGNAL_LOOKBACK),
             ),
             baseline_points=settings.baseline_points,
             shown_points=settings.chart_points,

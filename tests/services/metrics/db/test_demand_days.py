@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select, text
 
 from services.metrics import repository
+from services.metrics.capability import END_TO_END, SIGNAL_LOOKBACK, xmr_chart
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import CaseRow, CaseTimeDayRow
 from services.metrics.domain.windows import Period
@@ -231,5 +232,45 @@ async def test_percentiles_off_the_bands_equal_the_walk_over_every_time(
                     assert set(from_bands) == {"billing", "repair"}
             everything = await repository.end_to_end_percentiles(session, Filters(), quantiles)
             assert everything["repair"][0.0] == 0.5  # band -1: under a second (n = 42)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_chart_of_the_series_ends_equals_the_chart_of_every_point(
+    database_url: str,
+) -> None:
+    """The capability chart of end-to-end time reads only the baseline's points and the
+    latest ones (with what the signal rules look back at): the same chart, signals and all,
+    as from every case since the baseline started."""
+    await asyncio.to_thread(upgrade, database_url)
+    events: list[Event] = []
+    for n in range(160):
+        opened = T0 + n * HOUR
+        # A shift up after case 100 and a spike: runs, limits and moving-range signals.
+        seconds = 3_600 + (n % 5) * 600 + (4_000 if n > 100 else 0) + (50_000 if n == 130 else 0)
+        events += [
+            demand_classified(id=f"s-{n}", customer_ref=f"S-{n}", case_ref=f"KS-{n}",
+                              occurred_at=opened, purpose="repair"),
+            case_event(id=f"se-{n}", customer_ref=f"S-{n}", case_ref=f"KS-{n}",
+                       type=CaseEventType.FULFILLED, purpose="repair",
+                       occurred_at=opened + timedelta(seconds=seconds)),
+        ]  # fmt: skip
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            await apply_events(session, events)
+        async with session_factory(engine)() as session:
+            every = await repository.fulfilment_series(session, purpose="repair", since=None)
+            for baseline, shown in ((20, 30), (20, 130), (100, 100)):
+                ends = await repository.fulfilment_series(
+                    session, purpose="repair", since=None,
+                    ends=(baseline, shown + SIGNAL_LOOKBACK),
+                )  # fmt: skip
+                full = xmr_chart(END_TO_END, every, baseline_points=baseline, shown_points=shown)
+                part = xmr_chart(END_TO_END, ends, baseline_points=baseline, shown_points=shown)
+                assert full is not None
+                assert part == full
+                assert full.signals, "the chart has signals to keep"
+            assert len(every) == 160
     finally:
         await engine.dispose()
