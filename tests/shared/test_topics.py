@@ -32,4 +32,3 @@ def test_every_topic_is_created_with_the_min_insync_replicas_of_the_settings() -
 def test_more_in_sync_replicas_than_replicas_is_refused() -> None:
     with pytest.raises(ValidationError, match="min_insync_replicas must not exceed"):
         KafkaSettings(replication_factor=2, min_insync_replicas=3)
-
