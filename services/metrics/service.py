@@ -32,7 +32,6 @@ from services.metrics.domain.audit import (
     estimate_of,
     estimates_by_group,
 )
-from services.metrics.domain.buckets import histogram
 from services.metrics.domain.percentiles import percentile
 from services.metrics.domain.windows import Granularity, Period, bucket_of, period_start
 from services.metrics.repository import Filters
@@ -209,9 +208,7 @@ async def purpose_detail(
     summaries = await purpose_summaries(session, filters, purpose=purpose)
     if not summaries:
         return None
-    times = (await repository.end_to_end_seconds(session, filters, purpose=purpose)).get(
-        purpose, []
-    )
+    distribution = await repository.end_to_end_histogram(session, filters, purpose=purpose)
     open_starts = (await repository.open_case_starts(session, filters, purpose=purpose)).get(
         purpose, []
     )
@@ -224,7 +221,7 @@ async def purpose_detail(
         failure_by_kind=[CountByKey(key=k, count=n) for k, n in by_kind],
         failure_by_cause=[CountByKey(key=k, count=n) for k, n in by_cause],
         end_to_end_distribution=[
-            HistogramBucket(le_seconds=bound, count=count) for bound, count in histogram(times)
+            HistogramBucket(le_seconds=bound, count=count) for bound, count in distribution
         ],
         open_case_age=OpenCaseAge(
             count=len(ages),
