@@ -1098,6 +1098,48 @@ async def end_to_end_histogram(
     return list(zip(bounds, counts, strict=True))
 
 
+async def open_case_ages(
+    session: AsyncSession,
+    filters: Filters,
+    *,
+    purpose: str,
+    now: datetime,
+    quantiles: Sequence[float],
+) -> tuple[int, dict[float, float], float | None]:
+    """How many of the purpose's cases are open now, their ages' percentiles (seconds, as
+    domain/percentiles.percentile interpolates) and the oldest age: a count and a few seeks
+    on the (purpose, status, measured, started_at) index, not every open case. An age is
+    never below 0 (a case started after ``now``)."""
+    statement: Any = select(CaseRow.started_at).where(
+        CaseRow.purpose == purpose, CaseRow.measured.is_(True), CaseRow.status == "open"
+    )
+    statement = _filter_cases(
+        statement, Filters(None, filters.channel, filters.team, filters.source), by=None
+    )
+    size = int(
+        (await session.execute(select(func.count()).select_from(statement.subquery()))).scalar()
+        or 0
+    )
+    if not size:
+        return 0, {}, None
+    # The youngest first: ages in ascending order.
+    youngest_first = statement.order_by(CaseRow.started_at.desc())
+
+    async def ages(offset: int, limit: int) -> list[float]:
+        rows = await session.execute(youngest_first.limit(limit).offset(offset))
+        return [max(0.0, (now - as_utc(at)).total_seconds()) for at in rows.scalars()]
+
+    found: dict[float, float] = {}
+    for q in quantiles:
+        rank = (size - 1) * q / 100
+        below = math.floor(rank)
+        pair = await ages(below, 2)
+        above = pair[1] if len(pair) > 1 else pair[0]
+        found[q] = pair[0] + (rank - below) * (above - pair[0])
+    (oldest,) = await ages(size - 1, 1)
+    return size, found, oldest
+
+
 async def open_case_starts(
     session: AsyncSession, filters: Filters, *, purpose: str | None = None
 ) -> dict[str, list[datetime]]:

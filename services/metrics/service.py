@@ -32,7 +32,6 @@ from services.metrics.domain.audit import (
     estimate_of,
     estimates_by_group,
 )
-from services.metrics.domain.percentiles import percentile
 from services.metrics.domain.windows import Granularity, Period, bucket_of, period_start
 from services.metrics.repository import Filters
 from services.metrics.schemas import (
@@ -209,10 +208,9 @@ async def purpose_detail(
     if not summaries:
         return None
     distribution = await repository.end_to_end_histogram(session, filters, purpose=purpose)
-    open_starts = (await repository.open_case_starts(session, filters, purpose=purpose)).get(
-        purpose, []
+    open_count, open_ages, oldest = await repository.open_case_ages(
+        session, filters, purpose=purpose, now=now, quantiles=(50.0, 85.0)
     )
-    ages = [max(0.0, (now - start).total_seconds()) for start in open_starts]
     by_kind = await repository.failure_breakdown(session, filters, purpose=purpose, by="kind")
     by_cause = await repository.failure_breakdown(session, filters, purpose=purpose, by="cause")
     changes = await repository.changes_of(session, purpose)
@@ -224,10 +222,10 @@ async def purpose_detail(
             HistogramBucket(le_seconds=bound, count=count) for bound, count in distribution
         ],
         open_case_age=OpenCaseAge(
-            count=len(ages),
-            p50_seconds=percentile(ages, 50) if ages else None,
-            p85_seconds=percentile(ages, 85) if ages else None,
-            oldest_seconds=max(ages) if ages else None,
+            count=open_count,
+            p50_seconds=open_ages.get(50.0),
+            p85_seconds=open_ages.get(85.0),
+            oldest_seconds=oldest,
         ),
         charts=await capability_charts(session, purpose, settings, now, source=filters.source),
         changes=[_change_out(c) for c in changes],

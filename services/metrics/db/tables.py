@@ -165,6 +165,8 @@ class CaseRow(Base):
         # Covers the summary's case counts (fulfilled, contacts, one-stop, open) on its own.
         Index("ix_cases_purpose_status", "purpose", "status", "measured", "contacts", "one_stop"),
         Index("ix_cases_purpose_fulfilled", "purpose", "fulfilled_at"),
+        # Open cases' ages: the k-th youngest read off the index.
+        Index("ix_cases_purpose_open_started", "purpose", "status", "measured", "started_at"),
         # Percentiles read the k-th end-to-end time of a purpose straight off this index,
         # the period checked off it too (no row read for a time outside the period).
         Index(

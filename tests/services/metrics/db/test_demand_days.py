@@ -3,7 +3,8 @@ equal a recount from the facts and cases after live batches with redelivery, rel
 late case event and demands moving between days' groups, and after a rebuild of the same
 events in one batch (ingest.apply_events is the one write path of both); percentiles off
 the bands equal the walk over every time, and so do the distribution counted by the database
-and a capability chart of the series' ends; on SQLite and PostgreSQL."""
+a capability chart of the series' ends and the open cases' ages read off the index; on SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from services.metrics.capability import END_TO_END, SIGNAL_LOOKBACK, xmr_chart
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import CaseRow, CaseTimeDayRow
 from services.metrics.domain.buckets import histogram
+from services.metrics.domain.percentiles import percentile
 from services.metrics.domain.windows import Period
 from services.metrics.ingest import apply_events
 from services.metrics.repository import Filters, as_utc, time_band
@@ -282,5 +284,36 @@ async def test_a_chart_of_the_series_ends_equals_the_chart_of_every_point(
                 assert part == full
                 assert full.signals, "the chart has signals to keep"
             assert len(every) == 160
+    finally:
+        await engine.dispose()
+
+
+async def test_open_case_ages_off_the_index_equal_the_ages_of_every_open_case(
+    database_url: str,
+) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    events: list[Event] = [
+        demand_classified(id=f"o-{n}", customer_ref=f"O-{n}", case_ref=f"KO-{n}",
+                          occurred_at=T0 + (n * n % 37) * HOUR, purpose="repair",
+                          channel=Channel.PHONE if n % 2 else Channel.EMAIL)
+        for n in range(41)
+    ]  # fmt: skip
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            await apply_events(session, events)
+        async with session_factory(engine)() as session:
+            # Now after every start, and now in the middle (some ages are 0: not yet begun).
+            for now in (T0 + timedelta(days=10), T0 + 18 * HOUR):
+                for channel in (None, "phone"):
+                    filters = Filters(channel=channel)
+                    starts = (await repository.open_case_starts(session, filters))["repair"]
+                    ages = [max(0.0, (now - start).total_seconds()) for start in starts]
+                    count, found, oldest = await repository.open_case_ages(
+                        session, filters, purpose="repair", now=now, quantiles=(50.0, 85.0)
+                    )
+                    assert count == len(ages) > 10
+                    assert found == {q: percentile(ages, q) for q in (50.0, 85.0)}
+                    assert oldest == max(ages)
     finally:
         await engine.dispose()
