@@ -45,6 +45,11 @@ class MetricsComponents(ServiceComponents):
     changes: ChangeRecorder  # publishes recorded changes to the system (API and pages)
     desk: Desk = field(default_factory=Desk)  # the queues' pages: each person's last decisions
 
+    async def before_scrape(self) -> None:
+        # Every replica reads the per-purpose gauges from the shared database: two replicas
+        # never show two truths for one purpose (docs/operations.md).
+        await self.publisher.refresh_gauges()
+
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         return {
             "database": reachable(self.engine),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[list[OutboundRecord]], Awaitable[None]]
 
+# How long a scrape's per-purpose gauges are reused: shorter than any scrape interval, so a
+# scrape rarely reads values older than this, and the figures are computed at most this often.
+GAUGE_CACHE_S = 10.0
+
 # A publish round that fails for one of these is retried; the figures are not the cause.
 TRANSIENT = (BrokerUnavailable, SQLAlchemyError, OSError)
 
@@ -58,6 +63,7 @@ class PurposeMetricsPublisher:
         debounce_s: float,
         owners: PurposeOwners | None = None,
         on_signals: Callable[[], None] = lambda: None,
+        gauge_cache_s: float = GAUGE_CACHE_S,
     ) -> None:
         self._sessions = sessions
         self._send = send
@@ -71,6 +77,9 @@ class PurposeMetricsPublisher:
         self._on_signals = on_signals  # new signals are committed: the outbox's wake-up
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
+        self._gauge_cache_s = gauge_cache_s
+        self._gauges_at: float | None = None  # monotonic time of the last refresh
+        self._gauge_lock = asyncio.Lock()
 
     def background_task(self, name: str = "publisher") -> BackgroundTask:
         # No stop hook: a stop cancels it; purposes left dirty are published at next start.
@@ -97,6 +106,39 @@ class PurposeMetricsPublisher:
         """Mark every known purpose dirty (the start-up step; raises if the database is away)."""
         async with self._sessions() as session:
             self.mark_changed(set(await repository.all_purposes(session)))
+
+    async def refresh_gauges(self) -> None:
+        """Set every purpose's gauges from the shared database (for a scrape), at most once
+        per ``gauge_cache_s``: a replica that published none of a purpose's recent figures
+        shows the same values as the one that did. A database away keeps the last values."""
+        if self._fresh():
+            return
+        async with self._gauge_lock:  # concurrent scrapes share one refresh
+            if self._fresh():
+                return
+            now = datetime.now(UTC)
+            try:
+                async with self._sessions() as session:
+                    figures = [
+                        await purpose_metrics(
+                            session,
+                            purpose,
+                            settings=self._chart_settings,
+                            window_days=self._window_days,
+                            now=now,
+                        )
+                        for purpose in await repository.all_purposes(session)
+                    ]
+            except TRANSIENT as error:
+                log.warning("refreshing the purpose gauges failed (%r); kept the last", error)
+                return
+            for figure in figures:
+                self._metrics.record_purpose(figure, owner=self._owners.owner_of(figure.purpose))
+            self._gauges_at = time.monotonic()
+
+    def _fresh(self) -> bool:
+        at = self._gauges_at
+        return at is not None and time.monotonic() - at < self._gauge_cache_s
 
     async def publish_dirty(self) -> list[PurposeMetrics]:
         purposes, self._dirty = sorted(self._dirty), set()

@@ -136,6 +136,7 @@ def ops_router() -> APIRouter:
         components: ServiceComponents | None = getattr(request.app.state, "components", None)
         if components is None:
             return Response("starting\n", status_code=503, media_type="text/plain")
+        await components.before_scrape()
         return Response(generate_latest(components.registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -32,6 +32,10 @@ class ServiceComponents:
         """Named checks /readyz runs besides the background tasks (databases, broker)."""
         return {}
 
+    async def before_scrape(self) -> None:
+        """Called by /metrics before it writes the registry: a service whose gauges are
+        read from a shared store brings them up to date here (never raises)."""
+
 
 def components_dependency(kind: type[C]) -> Callable[[Request], Awaitable[C]]:
     """A FastAPI dependency returning the running service's components, typed as ``kind``.
