@@ -1,6 +1,7 @@
-"""Two metrics replicas on one PostgreSQL database: a label that one replica stores while
-the other's insert of its demand is not yet committed is applied all the same (issue 13).
-(SQLite has one writer at a time, so the two cannot overlap there.)"""
+"""Two metrics replicas on one database (issue 13): a label that one replica stores while the
+other's insert of its demand is not yet committed is applied all the same (PostgreSQL; SQLite
+has one writer at a time, so the two cannot overlap there), and both replicas' scrapes show
+the same per-purpose gauges."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import DemandFactRow
 from services.metrics.ingest import apply_events
+from services.metrics.metrics import MetricsServiceMetrics
+from services.metrics.publisher import PurposeMetricsPublisher
+from services.metrics.service import ChartSettings
 from shared.database.engine import create_engine, session_factory
 from shared.events import DemandType, Event
+from shared.kafka.codec import OutboundRecord
 from tests.support.factories import demand_classified, demand_labelled
 from tests.support.waiting import wait_until
 
@@ -91,3 +97,67 @@ async def test_a_label_stored_before_its_demand_is_applied_when_the_demand_arriv
         await replica_a.dispose()
         await replica_b.dispose()
     assert (row.demand_type, row.labelled) == ("failure", True)
+
+
+GAUGES = (
+    "demandscope_metrics_failure_demand_share",
+    "demandscope_metrics_open_cases",
+    "demandscope_metrics_capability_limit",
+)
+
+
+def _publisher(engine: AsyncEngine, registry: CollectorRegistry) -> PurposeMetricsPublisher:
+    async def sent(records: list[OutboundRecord]) -> None:
+        return None
+
+    return PurposeMetricsPublisher(
+        sessions=session_factory(engine),
+        send=sent,
+        topic="purpose.metrics",
+        source="test",
+        metrics=MetricsServiceMetrics(registry),
+        chart_settings=ChartSettings(baseline_points=4, chart_points=50),
+        window_days=28,
+        debounce_s=0.01,
+        gauge_cache_s=0,  # every scrape reads the database
+    )
+
+
+def _gauges(registry: CollectorRegistry) -> list[str]:
+    return sorted(
+        line for line in generate_latest(registry).decode().splitlines() if line.startswith(GAUGES)
+    )
+
+
+async def test_two_replicas_scraped_show_one_truth_per_purpose(database_url: str) -> None:
+    """Each replica publishes the purposes its own batches touched: between publications
+    their gauges differ. A scrape reads them from the shared database on both."""
+    await asyncio.to_thread(upgrade, database_url)
+    purpose = "billing / pay my bill"
+    engine_a, engine_b = create_engine(database_url), create_engine(database_url)
+    registry_a, registry_b = CollectorRegistry(), CollectorRegistry()
+    replica_a, replica_b = _publisher(engine_a, registry_a), _publisher(engine_b, registry_b)
+    try:
+        await _applied(engine_a, [demand_classified(purpose=purpose) for _ in range(4)])
+        replica_a.mark_changed({purpose})
+        await replica_a.publish_dirty()
+        failures = [
+            demand_classified(
+                purpose=purpose, demand_type=DemandType.FAILURE, failure_kind="repeat"
+            )
+            for _ in range(4)
+        ]
+        await _applied(engine_b, failures)  # B's batch: only B publishes the new figures
+        replica_b.mark_changed({purpose})
+        await replica_b.publish_dirty()
+        assert _gauges(registry_a) != _gauges(registry_b)  # two truths, until scraped
+
+        await replica_a.refresh_gauges()
+        await replica_b.refresh_gauges()
+    finally:
+        await engine_a.dispose()
+        await engine_b.dispose()
+    assert _gauges(registry_a) == _gauges(registry_b)
+    assert f'demandscope_metrics_failure_demand_share{{owner="ops",purpose="{purpose}"}} 0.5' in (
+        _gauges(registry_a)
+    )
