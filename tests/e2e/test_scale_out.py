@@ -2,8 +2,9 @@
 as separate processes on one broker and one PostgreSQL; demands, case events and labels go
 in through both intakes; mid-stream one instance of each part is SIGKILLed and a third of
 each starts (the groups rebalance). Once drained: every accepted demand is classified once
-and counted once, every label applied once, every classifier serves one model version, and
-no special-cause signal is raised twice."""
+and counted once, every label applied once, every classifier serves one model version, no
+special-cause signal is raised twice, and the metrics replicas' scrapes show one set of
+per-purpose gauges."""
 
 from __future__ import annotations
 
@@ -67,6 +68,11 @@ TEXTS = (
 )
 CLASSIFIER_INPUTS = (Topic.DEMAND_RECEIVED, Topic.CASE_EVENTS, Topic.DEMAND_LABELS)
 METRICS_INPUTS = (Topic.CASE_EVENTS, Topic.DEMAND_LABELS)
+GAUGES = (
+    "demandscope_metrics_failure_demand_share{",
+    "demandscope_metrics_open_cases{",
+    "demandscope_metrics_capability_limit{",
+)
 
 
 @dataclass
@@ -425,6 +431,13 @@ async def test_two_instances_of_each_part_killed_and_replaced_mid_stream_count_e
                     labels = sample.labels
                     key = (labels["purpose"], labels["measure"], labels["rule"])
                     counted_signals[key] += int(sample.value)
+    # One truth per purpose: every replica's scrape reads the gauges from the database.
+    gauges = [
+        sorted(line for line in exposition.splitlines() if line.startswith(GAUGES))
+        for exposition in signal_counts
+    ]
+    assert gauges[0], "the scrape shows per-purpose gauges"
+    assert all(g == gauges[0] for g in gauges), "two replicas show two truths"
     rows = Counter((r.purpose, r.measure, r.rule) for r in raised)
     assert all(counted_signals[key] <= rows[key] for key in counted_signals), (
         counted_signals,
