@@ -73,6 +73,7 @@ class ClassifyDemands:
         ordered = sorted(messages, key=lambda m: m.timestamp_ms)  # stable: keeps partition order
         demands = [m for m in ordered if isinstance(m.event, DemandReceived)]
         predictions = _predict(model, demands)
+        labelled = await self._labelled(demands)
         overlay = self._context.overlay()
         result = BatchResult()
         classified: list[DemandClassified] = []
@@ -87,7 +88,7 @@ class ClassifyDemands:
                     if isinstance(prediction, Exception):
                         raise prediction
                     classified.append(
-                        self._classify(message, prediction, model, overlay, classified_at)
+                        self._classify(message, prediction, model, overlay, classified_at, labelled)
                     )
                 elif isinstance(event, CaseEvent):
                     state = overlay.state(event.customer_ref, message.partition)
@@ -102,6 +103,10 @@ class ClassifyDemands:
                         elsewhere.append(event)
             except Exception as error:  # this record's fault: dead-letter it, keep the batch
                 result.rejected.append(Rejection(message, f"{type(error).__name__}: {error}"))
+        # A label read before its demand in this batch: the demand is in context now.
+        elsewhere = [
+            label for label in elsewhere if not self._relabel_context(label, overlay, classified_at)
+        ]
         await self._keep_for_learning(classified, labels, classified_at)
         result.outbound = [
             encode(c, topic=self._topics.classified, source=self._source) for c in classified
@@ -129,6 +134,7 @@ class ClassifyDemands:
         model: ModelInUse,
         overlay: ContextOverlay,
         classified_at: datetime,
+        labelled: dict[tuple[str, str], str],
     ) -> DemandClassified:
         demand: DemandReceived = message.event
         state = overlay.state(demand.customer_ref, message.partition)
@@ -159,7 +165,8 @@ class ClassifyDemands:
         record_demand(
             state,
             demand_id=demand.id,
-            purpose=judgement.purpose,
+            # A person's label read before the demand (on any instance) wins in the context.
+            purpose=labelled.get((demand.source, demand.id), judgement.purpose),
             occurred_at=demand.occurred_at,
             case_ref=demand.case_ref,
             source=demand.source,
@@ -181,6 +188,16 @@ class ClassifyDemands:
         ):
             overlay.update(customer, partition, state, now)
         return True
+
+    async def _labelled(self, demands: list[Inbound[Any]]) -> dict[tuple[str, str], str]:
+        if self._topics.forwarded_labels is None or not demands:
+            return {}
+        try:
+            return await self._labels.labelled_purposes(
+                [(m.event.source, m.event.id) for m in demands]
+            )
+        except (DBAPIError, PoolTimeout) as error:
+            raise RetryableError(f"label store: {error}") from error
 
     def _forwarded(self, message: Inbound[Any]) -> bool:
         return message.topic == self._topics.forwarded_labels

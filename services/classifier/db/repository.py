@@ -106,6 +106,30 @@ class LabelRepository:
                 found[(source, demand_id)] = next(iter(customers.values()))
         return found
 
+    async def labelled_purposes(
+        self, demands: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The purpose of the latest label of each (source, demand id) labelled already: a
+        label may be read before its demand is classified (another instance's partition),
+        and the customer's context then takes the person's word, not the prediction."""
+        ids = sorted({demand_id for _, demand_id in demands})
+        if not ids:
+            return {}
+        wanted = set(demands)
+        async with self._engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(_LABELS.c.demand_source, _LABELS.c.demand_id, _LABELS.c.purpose)
+                    .where(_LABELS.c.demand_id.in_(ids))
+                    .order_by(_LABELS.c.labelled_at, _LABELS.c.seq)  # the latest last
+                )
+            ).all()
+        found: dict[tuple[str, str], str] = {}
+        for source, demand_id, purpose in rows:
+            if (source, demand_id) in wanted:
+                found[(source, demand_id)] = purpose
+        return found
+
     async def count(self) -> int:
         async with self._engine.connect() as connection:
             counted = await connection.scalar(select(func.count()).select_from(_LABELS))
