@@ -127,3 +127,37 @@ def owner_state(handler: ClassifyDemands, customer: str) -> Any:
     state = handler._context.get(customer)
     assert state is not None, "the owner holds the customer's context"
     return state
+
+
+async def test_a_label_read_before_its_demand_is_classified_reaches_the_context(
+    labels: LabelRepository, seed_model: TrainedModel
+) -> None:
+    """The label's partition ran ahead of the demand's: the instance that classifies the
+    demand later finds the label in the shared store and its customer's context takes it."""
+    owner, reader = instance(labels, seed_model), instance(labels, seed_model)
+    demand = demand_received()
+    label = demand_labelled(demand_id=demand.id, purpose="moving-home")
+    read = await committed(reader, [inbound("labels", 0, label.demand_id, label)])
+    assert not on(read, "forwarded")  # no instance has seen the demand: nowhere to send it
+
+    await committed(owner, [inbound("demands", 1, demand.customer_ref, demand)])
+    state = owner_state(owner, demand.customer_ref)
+    assert [d.purpose for d in state.demands] == ["moving-home"]
+
+
+async def test_a_label_read_before_its_demand_in_one_batch_reaches_the_context(
+    labels: LabelRepository, seed_model: TrainedModel
+) -> None:
+    owner = instance(labels, seed_model)
+    demand = demand_received()
+    label = demand_labelled(demand_id=demand.id, purpose="moving-home")
+    result = await committed(
+        owner,
+        [
+            inbound("labels", 0, label.demand_id, label),
+            inbound("demands", 0, demand.customer_ref, demand),
+        ],
+    )
+    assert not on(result, "forwarded")
+    state = owner_state(owner, demand.customer_ref)
+    assert [d.purpose for d in state.demands] == ["moving-home"]
