@@ -2,9 +2,10 @@
 as separate processes on one broker and one PostgreSQL; demands, case events and labels go
 in through both intakes; mid-stream one instance of each part is SIGKILLed and a third of
 each starts (the groups rebalance). Once drained: every accepted demand is classified once
-and counted once, every label applied once, every classifier serves one model version, no
-special-cause signal is raised twice, and the metrics replicas' scrapes show one set of
-per-purpose gauges."""
+and counted once, every label applied once (in the metrics and in its customer's context on
+whichever classifier holds it), every classifier serves one model version, no special-cause
+signal is raised twice, and the metrics replicas' scrapes show one set of per-purpose
+gauges."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.process import pick_free_port
+from services.classifier.changelog import parse_state
 from services.classifier.db.migrate import upgrade as upgrade_classifier
 from services.classifier.db.tables import LabelRow as ClassifierLabelRow
 from services.intake.db.migrate import upgrade as upgrade_intake
@@ -220,6 +222,22 @@ async def classified_count(kafka: KafkaSettings) -> int:
     return len(await read_all(kafka, [topic], timeout=60))
 
 
+async def unlabelled_in_context(kafka: KafkaSettings, labelled: list[str]) -> set[str]:
+    """The labelled demands whose customer's latest context does not hold the label's
+    purpose (label_body's), read from the compacted classifier.context topic."""
+    topic = topic_name(kafka, Topic.CLASSIFIER_CONTEXT)
+    latest = {r.key: r.value for r in await read_all(kafka, [topic], timeout=60)}
+    purpose = label_body()["purpose"]
+    missing = set()
+    for demand_id in labelled:
+        customer = f"C-{int(demand_id.removeprefix('D-')) % CUSTOMERS}"
+        state = parse_state(latest.get(customer.encode()))
+        entry = state.demand(demand_id, DEMO_SOURCE) if state is not None else None
+        if entry is None or entry.purpose != purpose:
+            missing.add(demand_id)
+    return missing
+
+
 async def counted_demands(fleet: Fleet) -> int:
     engine = create_engine(fleet.env["DEMANDSCOPE_METRICS_DATABASE_URL"])
     try:
@@ -358,6 +376,15 @@ async def test_two_instances_of_each_part_killed_and_replaced_mid_stream_count_e
             timeout=300,
             interval=1,
             what="the metrics services to count every accepted demand",
+        )
+        # Every label reaches its customer's context, whichever classifier holds it.
+        await wait_until(
+            lambda: unlabelled_in_context(kafka, labelled),
+            accept=lambda missing: not missing,
+            timeout=120,
+            interval=1,
+            what="every label in its customer's context",
+            show=lambda missing: f"{len(missing)}: {sorted(missing)[:5]}",
         )
         headers = {"Authorization": f"Bearer {fleet.key}"}
         models = [
