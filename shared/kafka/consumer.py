@@ -158,6 +158,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                 # aiokafka only logs a listener's failure: the run loop raises it instead.
                 self._runner.listener_failed = error
                 raise
+            finally:
+                # Again at the end: a poll that returned while this ran may hold records
+                # fetched from positions take_over has since moved (seek_to_committed after
+                # the fence); the run loop drops them, and the next fetch starts from the
+                # committed offsets.
+                self._runner.generation += 1
 
 
 class ConsumerRunner:
@@ -297,16 +303,32 @@ class ConsumerRunner:
                     )
                 if batches:
                     async with self.processing:
-                        # A rebalance while we waited for the lock: these records may belong
-                        # to another instance now, and ours will be fetched again.
                         if polled_in == self.generation:
                             await self._process(consumer, batches)
+                        else:
+                            await self._refetch(consumer, batches)
                 await self._export_lag(consumer)
         finally:
             self._consumer = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
             await self._release()
+
+    async def _refetch(
+        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, Sequence[Any]]
+    ) -> None:
+        """A rebalance ran while these records were polled: they may be another instance's
+        now, or fetched from a position the rebalance has since moved. Nothing of them is
+        handled; the partitions still ours go back to their committed offsets (nothing
+        uncommitted is in hand between batches; a partition never committed goes back to the
+        first record polled), so no record is skipped or read twice."""
+        owned = consumer.assignment()
+        for tp, records in batches.items():
+            if tp not in owned or not records:
+                continue
+            committed = await consumer.committed(tp)
+            # Never committed: these records came from the reset position, so start there.
+            consumer.seek(tp, committed if committed is not None else records[0].offset)
 
     async def _release(self) -> None:
         """A run that ends gives up what it holds: the next one sets it all up afresh (a
