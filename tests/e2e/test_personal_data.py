@@ -149,6 +149,9 @@ async def test_personal_data_planted_everywhere_is_found_nowhere(
     store = ApiKeyStore(urls["auth"])
     scopes = [Scope.DEMANDS_WRITE, Scope.LABELS_WRITE, Scope.READ]
     api_key, _ = await store.create("demo", scopes)
+    # A change to the system is the organisation's: it needs an organisation-wide key.
+    org_key, _ = await store.create("team-lead", [*scopes, Scope.SOURCES_ALL])
+    org = {"Authorization": f"Bearer {org_key}"}
     await store.close()
     auth = AuthSettings(database_url=urls["auth"])
 
@@ -322,11 +325,13 @@ async def test_personal_data_planted_everywhere_is_found_nowhere(
 
         # -- a change note through the metrics API -------------------------------------------
         change = {"changed_at": "2026-03-01T00:00:00Z", "note": plants.words()}
-        note = accepted(await metrics.post("/v1/purposes/repairs/changes", json=change), 201)
+        note = accepted(
+            await metrics.post("/v1/purposes/repairs/changes", json=change, headers=org), 201
+        )
         assert note["note"] == "card [card], write to [email] or ring [phone]"
         for kind in KINDS:
             response = await metrics.post(
-                f"/v1/purposes/{plants.compact(kind)}/changes", json=change
+                f"/v1/purposes/{plants.compact(kind)}/changes", json=change, headers=org
             )
             refused(response, ("path.purpose", kind))
 
