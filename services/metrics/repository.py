@@ -812,19 +812,23 @@ def whole_days(filters: Filters) -> bool:
     return all(as_utc(moment).time() == time.min for moment in (period.start, period.end))
 
 
-def filter_days(statement: Any, filters: Filters) -> Any:
-    """The filters on demand_days (only when whole_days(filters))."""
+DayTable = type[DemandDayRow] | type[CaseDayRow] | type[CaseTimeDayRow]
+
+
+def filter_days(statement: Any, filters: Filters, table: DayTable = DemandDayRow) -> Any:
+    """The filters on a daily table (only when whole_days(filters)); each has the same
+    source, day, channel and team columns."""
     if filters.source is not None:
-        statement = statement.where(DemandDayRow.source == filters.source)
+        statement = statement.where(table.source == filters.source)
     if filters.period is not None:
         statement = statement.where(
-            DemandDayRow.day >= as_utc(filters.period.start).date(),
-            DemandDayRow.day < as_utc(filters.period.end).date(),
+            table.day >= as_utc(filters.period.start).date(),
+            table.day < as_utc(filters.period.end).date(),
         )
     if filters.channel is not None:
-        statement = statement.where(DemandDayRow.channel == filters.channel)
+        statement = statement.where(table.channel == filters.channel)
     if filters.team is not None:
-        statement = statement.where(DemandDayRow.team == filters.team)
+        statement = statement.where(table.team == filters.team)
     return statement
 
 
@@ -899,17 +903,7 @@ async def fulfilled_case_counts(
             func.sum(CaseDayRow.contacts),
             func.sum(CaseDayRow.one_stop),
         )
-        if filters.source is not None:
-            by_days = by_days.where(CaseDayRow.source == filters.source)
-        if filters.period is not None:
-            by_days = by_days.where(
-                CaseDayRow.day >= as_utc(filters.period.start).date(),
-                CaseDayRow.day < as_utc(filters.period.end).date(),
-            )
-        if filters.channel is not None:
-            by_days = by_days.where(CaseDayRow.channel == filters.channel)
-        if filters.team is not None:
-            by_days = by_days.where(CaseDayRow.team == filters.team)
+        by_days = filter_days(by_days, filters, CaseDayRow)
         if purpose is not None:
             by_days = by_days.where(CaseDayRow.purpose == purpose)
         found = (await session.execute(by_days.group_by(CaseDayRow.purpose))).all()
@@ -990,17 +984,7 @@ async def _banded_percentiles(
     statement: Any = select(
         CaseTimeDayRow.purpose, CaseTimeDayRow.band, func.sum(CaseTimeDayRow.cases)
     )
-    if filters.source is not None:
-        statement = statement.where(CaseTimeDayRow.source == filters.source)
-    if filters.period is not None:
-        statement = statement.where(
-            CaseTimeDayRow.day >= as_utc(filters.period.start).date(),
-            CaseTimeDayRow.day < as_utc(filters.period.end).date(),
-        )
-    if filters.channel is not None:
-        statement = statement.where(CaseTimeDayRow.channel == filters.channel)
-    if filters.team is not None:
-        statement = statement.where(CaseTimeDayRow.team == filters.team)
+    statement = filter_days(statement, filters, CaseTimeDayRow)
     if purpose is not None:
         statement = statement.where(CaseTimeDayRow.purpose == purpose)
     statement = statement.group_by(CaseTimeDayRow.purpose, CaseTimeDayRow.band)
