@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -119,22 +119,29 @@ class PurposeMetricsPublisher:
             now = datetime.now(UTC)
             try:
                 async with self._sessions() as session:
-                    figures = [
-                        await purpose_metrics(
-                            session,
-                            purpose,
-                            settings=self._chart_settings,
-                            window_days=self._window_days,
-                            now=now,
-                        )
-                        for purpose in await repository.all_purposes(session)
-                    ]
+                    purposes = await repository.all_purposes(session)
+                    figures = await self._figures(session, purposes, now)
             except TRANSIENT as error:
                 log.warning("refreshing the purpose gauges failed (%r); kept the last", error)
                 return
             for figure in figures:
                 self._metrics.record_purpose(figure, owner=self._owners.owner_of(figure.purpose))
             self._gauges_at = time.monotonic()
+
+    async def _figures(
+        self, session: AsyncSession, purposes: Iterable[str], now: datetime
+    ) -> list[PurposeMetrics]:
+        """Each purpose's figures, as published and as the gauges show them."""
+        return [
+            await purpose_metrics(
+                session,
+                purpose,
+                settings=self._chart_settings,
+                window_days=self._window_days,
+                now=now,
+            )
+            for purpose in purposes
+        ]
 
     def _fresh(self) -> bool:
         at = self._gauges_at
@@ -147,16 +154,7 @@ class PurposeMetricsPublisher:
         now = datetime.now(UTC)
         try:
             async with self._sessions() as session:
-                figures = [
-                    await purpose_metrics(
-                        session,
-                        purpose,
-                        settings=self._chart_settings,
-                        window_days=self._window_days,
-                        now=now,
-                    )
-                    for purpose in purposes
-                ]
+                figures = await self._figures(session, purposes, now)
                 raised = []
                 for figure in figures:
                     rows = signal_rows(

@@ -74,7 +74,9 @@ class Decision:
 
 @dataclass
 class Desk:
-    """Per person and queue: the last decisions and the skipped demands (this process)."""
+    """Per person and queue: the last decisions and the skipped demands. The database holds
+    them (``load`` before a request reads them, ``save`` after it changes them); what is here
+    is this process's copy of the people it served last."""
 
     decisions: dict[tuple[str, Queue], deque[Decision]] = field(default_factory=dict)
     # (source, demand id): a demand is its source and id. ANY_SOURCE when a form named none.
