@@ -15,7 +15,9 @@ are alive. See docs/services/intake.md for the crash windows that remain.
 
 Writes are group-committed: concurrent requests queue their operations and one writer
 runs them all in one transaction, so the ledger costs a transaction per burst of
-requests, not per request.
+requests, not per request. On SQLite the transaction is one synchronous function on the
+writer's own thread (one thread hop per burst, ``repository.apply_burst_sqlite``); on
+PostgreSQL it goes through SQLAlchemy's async connection (``repository.apply_burst``).
 """
 
 from __future__ import annotations
@@ -23,17 +25,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.intake.db import repository
-from services.intake.db.repository import EventKey
+from services.intake.db.repository import Burst, BurstResult, EventKey
 from services.intake.db.tables import PUBLISHED
 
 log = logging.getLogger(__name__)
@@ -66,7 +70,74 @@ def _log_failure(done: asyncio.Future[list[Claim]]) -> None:
         log.warning("could not confirm published ids: %s", done.exception())
 
 
-_DATABASE_FAULTS = (SQLAlchemyError, OSError)
+_DATABASE_FAULTS = (SQLAlchemyError, sqlite3.Error, OSError)
+
+
+class _Store(Protocol):
+    """Where the writer's bursts go: one transaction each, on a connection it keeps."""
+
+    async def apply(self, burst: Burst) -> BurstResult: ...
+
+    async def close(self) -> None: ...
+
+
+class _EngineStore:
+    """Any database through SQLAlchemy's async connection (PostgreSQL)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+
+    async def apply(self, burst: Burst) -> BurstResult:
+        # The writer keeps one connection: no pool checkout, ping and reset per burst.
+        if self._connection is None:
+            self._connection = await self._engine.connect()
+        return await repository.apply_burst(self._connection, burst)
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+
+class _SqliteStore:
+    """A SQLite file through ``sqlite3`` on a thread of the writer's own: a burst is one
+    hop to that thread and back, whatever its statements."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._connection: sqlite3.Connection | None = None
+
+    async def apply(self, burst: Burst) -> BurstResult:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="intake-ledger")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._apply, burst)
+
+    def _apply(self, burst: Burst) -> BurstResult:
+        if self._connection is None:
+            self._connection = repository.connect_sqlite(self._path)
+        return repository.apply_burst_sqlite(self._connection, burst)
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            # Queued behind a burst still running (its caller was cancelled), never beside it.
+            await asyncio.get_running_loop().run_in_executor(executor, self._close)
+            executor.shutdown(wait=False)
+
+    def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
+def _store_for(engine: AsyncEngine) -> _Store:
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        return _SqliteStore(database)
+    return _EngineStore(engine)
 
 
 class IdempotencyLedger:
@@ -81,7 +152,7 @@ class IdempotencyLedger:
         self._engine = engine
         self._lease = lease
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
-        self._connection: AsyncConnection | None = None
+        self._store = _store_for(engine)
         self._running = False
 
     async def run(self) -> None:
@@ -124,11 +195,8 @@ class IdempotencyLedger:
         self._queue.put_nowait(None)
 
     async def _write(self, batch: list[_Request]) -> None:
-        # The writer keeps one connection: no pool checkout, ping and reset per burst.
         try:
-            if self._connection is None:
-                self._connection = await self._engine.connect()
-            results = await self._run(self._connection, batch)
+            results = await self._run(batch)
         except _DATABASE_FAULTS as error:
             log.warning("idempotency ledger write failed: %r", error)
             _fail(batch, LedgerUnavailable(repr(error)))
@@ -139,10 +207,8 @@ class IdempotencyLedger:
                 request.done.set_result(result)
 
     async def _disconnect(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(*_DATABASE_FAULTS):
-                await connection.close()
+        with contextlib.suppress(*_DATABASE_FAULTS):
+            await self._store.close()
 
     async def purge_periodically(self, *, retention: timedelta, interval_s: float) -> None:
         """Forget ids older than ``retention`` every ``interval_s``; a background task."""
@@ -192,27 +258,18 @@ class IdempotencyLedger:
         await self._queue.put(request)
         return await request.done
 
-    async def _run(self, connection: AsyncConnection, batch: list[_Request]) -> list[list[Claim]]:
+    async def _run(self, batch: list[_Request]) -> list[list[Claim]]:
         now = datetime.now(UTC)
-        released = [key for r in batch if r.operation == "release" for key in r.keys]
-        confirmed = [key for r in batch if r.operation == "confirm" for key in r.keys]
-        async with connection.begin():
-            # Release and confirm first, so a claim in the same burst sees their effect.
-            if released:
-                await repository.delete_pending(connection, released)
-            if confirmed:
-                await repository.mark_published(connection, confirmed, now)
-            claims = [request for request in batch if request.operation == "claim"]
-            wanted = list(dict.fromkeys(key for request in claims for key in request.keys))
-            inserted = await repository.insert_claims(connection, wanted, now) if wanted else set()
-            existing = [key for key in wanted if key not in inserted]
-            known = await repository.states(connection, existing) if existing else {}
-            taken: set[EventKey] = set(inserted)
-            for key in existing:
-                if known.get(key) != PUBLISHED and await repository.take_over_stale(
-                    connection, key, stale_before=now - self._lease, at=now
-                ):
-                    taken.add(key)
+        claims = [request for request in batch if request.operation == "claim"]
+        burst = Burst(
+            released=[key for r in batch if r.operation == "release" for key in r.keys],
+            confirmed=[key for r in batch if r.operation == "confirm" for key in r.keys],
+            wanted=list(dict.fromkeys(key for request in claims for key in request.keys)),
+            at=now,
+            stale_before=now - self._lease,
+        )
+        written = await self._store.apply(burst)
+        taken, known = written.taken, written.known
         results: list[list[Claim]] = []
         for request in batch:
             if request.operation != "claim":

@@ -75,17 +75,18 @@ async def test_a_ledger_writer_that_dies_is_logged_not_ready_and_restarted(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    real_insert = repository.insert_claims
+    # The fixture's ledger is on SQLite: the writer runs apply_burst_sqlite on its thread.
+    real_apply = repository.apply_burst_sqlite
     calls = 0
 
-    async def insert_once_broken(*args: Any, **kwargs: Any) -> Any:
+    def apply_once_broken(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("a bug in the ledger writer")
-        return await real_insert(*args, **kwargs)
+        return real_apply(*args, **kwargs)
 
-    monkeypatch.setattr(repository, "insert_claims", insert_once_broken)
+    monkeypatch.setattr(repository, "apply_burst_sqlite", apply_once_broken)
     body = demand_body()
     refused = await intake.post("/v1/demands", json=body)
     # Its caller is answered (503, retry), not left waiting for a writer that is gone.
