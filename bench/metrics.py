@@ -33,10 +33,12 @@ from sqlalchemy import func, select
 from bench import results
 from devstack import kafka as local_kafka
 from services.metrics.config import MetricsSettings
+from services.metrics.db.aggregates import time_band
+from services.metrics.db.measures import Filters
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import Demand
+from services.metrics.db.write_path import case_event_row, demand_row
 from services.metrics.rebuild import rebuild
-from services.metrics.repository import Filters, case_event_row, demand_row, time_band
 from services.metrics.service import purpose_summaries
 from shared.auth.migrate import upgrade as upgrade_auth
 from shared.auth.settings import AuthSettings

@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.metrics import audit, service
 from services.metrics.components import MetricsComponents
 from services.metrics.csv_export import csv_response, wants_csv
+from services.metrics.db.measures import Filters
 from services.metrics.domain.windows import Granularity, parse_period
-from services.metrics.repository import Filters
 from services.metrics.schemas import (
     AuditQueue,
     CaseTimeline,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics import repository
+from services.metrics.db import audit_sample, queues, sql, write_path
 from services.metrics.domain.audit import AuditPlan, StratumKey
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.schemas import AuditItem, AuditQueue, ReviewItem, ReviewQueue
@@ -84,18 +84,18 @@ async def draw_audit(
     if not demands:
         return
     plan = policy.plan
-    stored = await repository.first_classifications(
+    stored = await audit_sample.first_classifications(
         session, [(d.demand.source, d.demand.id) for d in demands]
     )
     strata: set[StratumKey] = {(row.purpose, row.week_start) for row in stored}
-    await repository.lock_strata(session, sorted(strata))
-    sizes = await repository.stratum_sizes(session, strata)
+    await write_path.lock_strata(session, sorted(strata))
+    sizes = await audit_sample.stratum_sizes(session, strata)
     probability = {stratum: plan.inclusion_probability(sizes[stratum]) for stratum in strata}
-    await repository.save_strata(
+    await audit_sample.save_strata(
         session, {stratum: (sizes[stratum], probability[stratum]) for stratum in strata}
     )
     for stratum in sorted(strata):
-        await repository.shrink_audit(session, stratum, probability[stratum])
+        await audit_sample.shrink_audit(session, stratum, probability[stratum])
     members: list[dict[str, Any]] = []
     for row in stored:
         draw = plan.draw(row.demand_id)
@@ -112,20 +112,20 @@ async def draw_audit(
                     "model_version": row.model_version,
                 }
             )
-    await repository.add_audit_items(session, members)
+    await audit_sample.add_audit_items(session, members)
     in_audit = {(member["source"], member["demand_id"]) for member in members}
     texts: dict[tuple[str, str], str] = {}
     for event in demands:
         texts.setdefault((event.demand.source, event.demand.id), event.demand.text)
     kept_since = (now or datetime.now(UTC)) - timedelta(days=policy.queues.retention_days)
-    await repository.add_queue_texts(
+    await audit_sample.add_queue_texts(
         session,
         [
             {
                 "source": row.source,
                 "demand_id": row.demand_id,
                 "text": texts[(row.source, row.demand_id)],
-                "received_at": repository.as_utc(row.received_at),
+                "received_at": sql.as_utc(row.received_at),
             }
             for row in stored
             if (
@@ -133,7 +133,7 @@ async def draw_audit(
                 or row.needs_review
                 or row.confidence < policy.queues.review_below
             )
-            and repository.as_utc(row.received_at) >= kept_since
+            and sql.as_utc(row.received_at) >= kept_since
         ],
     )
 
@@ -142,7 +142,7 @@ async def audit_queue(
     session: AsyncSession, *, limit: int, source: str | None = None
 ) -> AuditQueue:
     """``source``: that source's items only (a source's own key); None: every source's."""
-    total, rows = await repository.audit_queue(session, limit=limit, source=source)
+    total, rows = await queues.audit_queue(session, limit=limit, source=source)
     return AuditQueue(
         open=total,
         items=[
@@ -166,7 +166,7 @@ async def review_queue(
     limit: int,
     source: str | None = None,
 ) -> ReviewQueue:
-    total, rows = await repository.review_queue(
+    total, rows = await queues.review_queue(
         session, below=below, purpose=purpose, limit=limit, source=source
     )
     return ReviewQueue(
@@ -219,7 +219,7 @@ class QueueTextPurge:
     async def purge_once(self, now: datetime | None = None) -> int:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=self._policy.retention_days)
         async with self._sessions.begin() as session:
-            purged = await repository.purge_queue_texts(
+            purged = await queues.purge_queue_texts(
                 session, received_before=cutoff, review_below=self._policy.review_below
             )
         if purged:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics import repository, service
+from services.metrics import service
+from services.metrics.db import sql, system_changes
 from services.metrics.schemas import ChangeOut
 from shared.database.engine import create_engine, session_factory
 from shared.events import SystemChanged
@@ -93,7 +94,7 @@ async def export_changes_to_topic(
     engine = create_engine(database_url)
     try:
         async with session_factory(engine)() as session:
-            rows = await repository.all_changes(session)
+            rows = await system_changes.all_changes(session)
     finally:
         await engine.dispose()
     events: list[SystemChanged] = []
@@ -104,9 +105,9 @@ async def export_changes_to_topic(
                 SystemChanged(
                     id=row.event_id,
                     purpose=row.purpose,
-                    changed_at=repository.as_utc(row.changed_at),
+                    changed_at=sql.as_utc(row.changed_at),
                     note=row.note,
-                    recorded_at=repository.as_utc(row.recorded_at),
+                    recorded_at=sql.as_utc(row.recorded_at),
                     recorded_by=row.recorded_by,
                 )
             )

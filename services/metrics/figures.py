@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db import figures as queries
+from services.metrics.db.measures import Filters
 from services.metrics.domain.windows import Granularity, bucket_of
-from services.metrics.repository import Filters
 
 
 class CapacityRow(BaseModel):

@@ -23,8 +23,8 @@ from datetime import datetime
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.metrics import repository
 from services.metrics.audit import AuditPolicy, draw_audit
+from services.metrics.db import sql, system_changes, write_path
 from services.metrics.domain.cases import apply_labels, stitch_customer
 from services.metrics.domain.windows import OutOfRange, to_utc
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event, SystemChanged
@@ -92,43 +92,43 @@ async def _apply(
     labels = [e for e in events if isinstance(e, DemandLabelled)]
     changes = [e for e in events if isinstance(e, SystemChanged)]
     # A label arriving at one instance while another's insert of its demand is uncommitted
-    # must not be lost: the two serialise on the demand (repository.lock_demands).
-    await repository.lock_demands(
+    # must not be lost: the two serialise on the demand (write_path.lock_demands).
+    await write_path.lock_demands(
         session,
         {(d.demand.source, d.demand.id) for d in demands}
         | {(label.demand_source or "", label.demand_id) for label in labels},
     )
-    await repository.add_received_events(
+    await write_path.add_received_events(
         session, demands=demands, case_events=case_events, labels=labels
     )
     # A change moves no customer's figures, only its purpose's baselines (read at query
     # time from the changes stored): the purpose is marked changed so it is republished.
-    await repository.add_changes(session, changes)
+    await system_changes.add_changes(session, changes)
     await draw_audit(session, demands, audit)
     # A customer is a source's own reference: (source, customer_ref).
     customers = {(d.demand.source, d.demand.customer_ref) for d in demands} | {
         (e.source or "", e.customer_ref) for e in case_events
     }
     if labels:
-        customers |= await repository.customers_of_labels(session, labels)
+        customers |= await write_path.customers_of_labels(session, labels)
     outcome = await recompute_customers(session, sorted(customers))
     outcome.purposes |= {change.purpose for change in changes}
     return outcome
 
 
 async def recompute_customers(
-    session: AsyncSession, customers: Sequence[repository.Customer]
+    session: AsyncSession, customers: Sequence[sql.Customer]
 ) -> BatchOutcome:
     outcome = BatchOutcome()
     if not customers:
         return outcome
-    await repository.lock_customers(session, customers)
+    await write_path.lock_customers(session, customers)
     before = {
         ((c.source, c.customer_ref), c.case_id)
-        for c in await repository.fulfilled_cases_of(session, customers)
+        for c in await write_path.fulfilled_cases_of(session, customers)
     }
-    outcome.purposes |= await repository.purposes_of(session, customers)
-    histories = await repository.customer_histories(session, customers)
+    outcome.purposes |= await write_path.purposes_of(session, customers)
+    histories = await write_path.customer_histories(session, customers)
     stitched = {}
     for customer, history in histories.items():
         demands = apply_labels(history.demands, history.labels)
@@ -146,5 +146,5 @@ async def recompute_customers(
                 outcome.newly_fulfilled.append(
                     NewlyFulfilled(case.purpose, case.first_channel or "other", seconds)
                 )
-    await repository.replace_derived(session, stitched)
+    await write_path.replace_derived(session, stitched)
     return outcome

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics import repository
+from services.metrics.db import measures
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.service import ChartSettings, purpose_metrics
 from services.metrics.signals import count_raised, raise_signals, signal_rows
@@ -105,7 +105,7 @@ class PurposeMetricsPublisher:
     async def republish_all(self) -> None:
         """Mark every known purpose dirty (the start-up step; raises if the database is away)."""
         async with self._sessions() as session:
-            self.mark_changed(set(await repository.all_purposes(session)))
+            self.mark_changed(set(await measures.all_purposes(session)))
 
     async def refresh_gauges(self) -> None:
         """Set every purpose's gauges from the shared database (for a scrape), at most once
@@ -119,7 +119,7 @@ class PurposeMetricsPublisher:
             now = datetime.now(UTC)
             try:
                 async with self._sessions() as session:
-                    purposes = await repository.all_purposes(session)
+                    purposes = await measures.all_purposes(session)
                     figures = await self._figures(session, purposes, now)
             except TRANSIENT as error:
                 log.warning("refreshing the purpose gauges failed (%r); kept the last", error)

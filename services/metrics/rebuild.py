@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics import repository
 from services.metrics.audit import AuditPolicy
+from services.metrics.db import measures, system_changes
 from services.metrics.ingest import apply_events
 from services.metrics.service import ChartSettings, purpose_metrics
 from services.metrics.signals import record_as_raised, signal_rows
@@ -86,7 +86,7 @@ async def rebuild(
     done = applied = undecodable = offsets = 0
     try:
         async with sessions() as session:
-            counts = await repository.row_counts(session)
+            counts = await system_changes.row_counts(session)
         if any(counts.values()):
             raise DatabaseNotEmpty(f"the database already holds rows: {counts}")
         # Records that arrive after the start are the live service's: they are not read.
@@ -136,7 +136,7 @@ async def _record_signals_as_raised(
     now = datetime.now(UTC)
     recorded = 0
     async with sessions.begin() as session:
-        for purpose in await repository.all_purposes(session):
+        for purpose in await measures.all_purposes(session):
             figures = await purpose_metrics(
                 session, purpose, settings=charts, window_days=window_days, now=now
             )

@@ -1,5 +1,5 @@
 """The logic the entrypoints call: the measures of the API and of purpose.metrics, from
-repository reads composed with the pure domain (cases, percentiles, XmR charts)."""
+db/ reads composed with the pure domain (cases, percentiles, XmR charts)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.metrics import repository
 from services.metrics.capability import (
     END_TO_END,
     FAILURE_PER_DAY,
@@ -25,6 +24,8 @@ from services.metrics.capability import (
     daily_volume_series_of_days,
     xmr_chart,
 )
+from services.metrics.db import audit_sample, cases, measures, sql, system_changes
+from services.metrics.db.measures import Filters
 from services.metrics.db.tables import PurposeChangeRow
 from services.metrics.domain.audit import (
     AuditedDemand,
@@ -33,7 +34,6 @@ from services.metrics.domain.audit import (
     estimates_by_group,
 )
 from services.metrics.domain.windows import Granularity, Period, bucket_of, period_start
-from services.metrics.repository import Filters
 from services.metrics.schemas import (
     CapabilityChart,
     CaseTimeline,
@@ -85,13 +85,13 @@ async def failure_estimates(
     session: AsyncSession,
     filters: Filters,
     *,
-    by: repository.Grouping,
+    by: audit_sample.Grouping,
     purpose: str | None = None,
 ) -> dict[Hashable, ShareEstimate]:
     """The audit-corrected failure share of each purpose, channel, or of everything ("all"),
     over the demands the filters select, grouped as the machine first labelled them."""
-    counts = await repository.machine_counts(session, filters, by=by, purpose=purpose)
-    pairs = await repository.audited(session, filters, purpose=purpose)
+    counts = await audit_sample.machine_counts(session, filters, by=by, purpose=purpose)
+    pairs = await audit_sample.audited(session, filters, purpose=purpose)
     audited = [
         AuditedDemand(
             {"purpose": row.stratum[0], "channel": row.channel, "all": "all"}[by],
@@ -114,16 +114,16 @@ async def purpose_summaries(
     session: AsyncSession, filters: Filters, *, purpose: str | None = None
 ) -> list[PurposeSummary]:
     """Every purpose's figures, largest volume first."""
-    counts = await repository.demand_counts(session, filters, purpose=purpose)
-    cases = await repository.fulfilled_case_counts(session, filters, purpose=purpose)
-    times = await repository.end_to_end_percentiles(session, filters, PERCENTILES, purpose=purpose)
-    open_counts = await repository.open_case_counts(session, filters, purpose=purpose)
+    counts = await measures.demand_counts(session, filters, purpose=purpose)
+    cases = await measures.fulfilled_case_counts(session, filters, purpose=purpose)
+    times = await measures.end_to_end_percentiles(session, filters, PERCENTILES, purpose=purpose)
+    open_counts = await measures.open_case_counts(session, filters, purpose=purpose)
     estimates = await failure_estimates(session, filters, by="purpose", purpose=purpose)
     by_purpose = {row.key: row for row in counts}
     # Purposes with cases in the period but no demand in it still have figures to show.
     extra = sorted((set(cases) | set(times) | set(open_counts)) - set(by_purpose))
     for key in extra:
-        by_purpose[key] = repository.DemandCounts(key, 0, 0, 0, 0)
+        by_purpose[key] = measures.DemandCounts(key, 0, 0, 0, 0)
     summaries = []
     for row in by_purpose.values():
         fulfilled = cases.get(row.key)
@@ -157,12 +157,12 @@ async def capability_charts(
     source: str | None = None,
 ) -> list[CapabilityChart]:
     """``source``: that source's demands and cases only (a source's own key)."""
-    changes = [c.changed_at for c in await repository.changes_of(session, purpose)]
-    since = baseline_start([repository.as_utc(c) for c in changes], now)
+    changes = [c.changed_at for c in await system_changes.changes_of(session, purpose)]
+    since = baseline_start([sql.as_utc(c) for c in changes], now)
     charts: list[CapabilityChart | None] = [
         xmr_chart(
             END_TO_END,
-            await repository.fulfilment_series(
+            await measures.fulfilment_series(
                 session,
                 purpose=purpose,
                 since=since,
@@ -175,7 +175,7 @@ async def capability_charts(
             shown_points=settings.chart_points,
         )
     ]
-    days = await repository.demand_day_counts(session, Filters(source=source), purpose=purpose)
+    days = await measures.demand_day_counts(session, Filters(source=source), purpose=purpose)
     for measure, demand_type in ((VALUE_PER_DAY, "value"), (FAILURE_PER_DAY, "failure")):
         charts.append(
             xmr_chart(
@@ -207,13 +207,13 @@ async def purpose_detail(
     summaries = await purpose_summaries(session, filters, purpose=purpose)
     if not summaries:
         return None
-    distribution = await repository.end_to_end_histogram(session, filters, purpose=purpose)
-    open_count, open_ages, oldest = await repository.open_case_ages(
+    distribution = await measures.end_to_end_histogram(session, filters, purpose=purpose)
+    open_count, open_ages, oldest = await measures.open_case_ages(
         session, filters, purpose=purpose, now=now, quantiles=(50.0, 85.0)
     )
-    by_kind = await repository.failure_breakdown(session, filters, purpose=purpose, by="kind")
-    by_cause = await repository.failure_breakdown(session, filters, purpose=purpose, by="cause")
-    changes = await repository.changes_of(session, purpose)
+    by_kind = await measures.failure_breakdown(session, filters, purpose=purpose, by="kind")
+    by_cause = await measures.failure_breakdown(session, filters, purpose=purpose, by="cause")
+    changes = await system_changes.changes_of(session, purpose)
     return PurposeDetail(
         summary=summaries[0],
         failure_by_kind=[CountByKey(key=k, count=n) for k, n in by_kind],
@@ -234,7 +234,7 @@ async def purpose_detail(
 
 async def recorded_changes(session: AsyncSession, purpose: str) -> list[ChangeOut]:
     """The changes to the system recorded for a purpose, oldest first."""
-    return [_change_out(c) for c in await repository.changes_of(session, purpose)]
+    return [_change_out(c) for c in await system_changes.changes_of(session, purpose)]
 
 
 def change_event(
@@ -274,7 +274,7 @@ def change_event(
 
 async def stored_change(session: AsyncSession, change_id: str) -> ChangeOut | None:
     """The change with this event id, once the consumer has stored it."""
-    row = await repository.change_of_event(session, change_id)
+    row = await system_changes.change_of_event(session, change_id)
     return None if row is None else _change_out(row)
 
 
@@ -282,9 +282,9 @@ def _change_out(row: PurposeChangeRow) -> ChangeOut:
     return ChangeOut(
         change_id=row.event_id,
         purpose=row.purpose,
-        changed_at=repository.as_utc(row.changed_at),
+        changed_at=sql.as_utc(row.changed_at),
         note=row.note,
-        recorded_at=repository.as_utc(row.recorded_at),
+        recorded_at=sql.as_utc(row.recorded_at),
         recorded_by=row.recorded_by,
     )
 
@@ -294,10 +294,10 @@ async def over_time(
 ) -> list[OverTimeRow]:
     """Value against failure demand per day, week or month (only periods with demand)."""
     buckets: dict[date, Counter[str]] = {}
-    for day, kind, n in await repository.demand_day_counts(session, filters):
+    for day, kind, n in await measures.demand_day_counts(session, filters):
         buckets.setdefault(bucket_of(day, granularity), Counter())[kind] += n
     machine: Counter[tuple[date, tuple[str, date], str]] = Counter()
-    for day, stratum, kind, n in await repository.machine_day_counts(session, filters):
+    for day, stratum, kind, n in await audit_sample.machine_day_counts(session, filters):
         machine[(bucket_of(day, granularity), stratum, kind)] += n
     estimates = estimates_by_group(
         [MachineCount(start, stratum, kind, n) for (start, stratum, kind), n in machine.items()],
@@ -305,7 +305,7 @@ async def over_time(
             AuditedDemand(
                 period_start(row.occurred_at, granularity), row.stratum, row.machine, row.person
             )
-            for row in await repository.audited(session, filters)
+            for row in await audit_sample.audited(session, filters)
         ],
     )
     return [
@@ -324,7 +324,7 @@ async def over_time(
 
 async def overall(session: AsyncSession, filters: Filters) -> OverallRow:
     """Every demand the filters select, with the failure share's estimate over all purposes."""
-    counts = await repository.demand_counts(session, filters)
+    counts = await measures.demand_counts(session, filters)
     value = sum(row.value for row in counts)
     failure = sum(row.failure for row in counts)
     estimates = await failure_estimates(session, filters, by="all")
@@ -350,14 +350,14 @@ async def by_channel(session: AsyncSession, filters: Filters) -> list[ChannelRow
             failure_share=_share(row.failure, row.value + row.failure),
             **estimate_fields(estimate_of(estimates, row.key)),
         )
-        for row in await repository.demand_counts(session, filters, by="channel")
+        for row in await measures.demand_counts(session, filters, by="channel")
     ]
 
 
 async def pareto(session: AsyncSession, filters: Filters) -> list[ParetoRow]:
     """Purposes by failure demand, most first, with the cumulative share: where to look."""
     rows = sorted(
-        await repository.demand_counts(session, filters),
+        await measures.demand_counts(session, filters),
         key=lambda row: (-row.failure, -row.volume, row.key),
     )
     total = sum(row.failure for row in rows)
@@ -389,7 +389,7 @@ async def case_timeline(
 ) -> CaseTimeline | None:
     """``source``: that source's cases only; another source's case is unknown (None), the
     same answer as for a case nobody has."""
-    matches = await repository.find_cases(session, case_id, source=source)
+    matches = await cases.find_cases(session, case_id, source=source)
     if not matches:
         return None
     if len(matches) > 1:
@@ -397,7 +397,7 @@ async def case_timeline(
     case = matches[0]
     entries = [
         TimelineEntry(
-            at=repository.as_utc(d.occurred_at),
+            at=sql.as_utc(d.occurred_at),
             kind="demand",
             id=d.demand_id,
             channel=d.channel,
@@ -406,17 +406,17 @@ async def case_timeline(
             purpose=d.purpose,
             labelled=d.labelled,
         )
-        for d in await repository.case_demands(session, case)
+        for d in await cases.case_demands(session, case)
     ]
     entries += [
         TimelineEntry(
-            at=repository.as_utc(e.occurred_at),
+            at=sql.as_utc(e.occurred_at),
             kind="case_event",
             id=e.event_id,
             event_type=e.type,
             purpose=e.purpose,
         )
-        for e in await repository.case_events_of(session, case)
+        for e in await cases.case_events_of(session, case)
     ]
     entries.sort(key=lambda entry: (entry.at, entry.kind, entry.id))
     return CaseTimeline(
@@ -425,8 +425,8 @@ async def case_timeline(
         customer_ref=case.customer_ref,
         purpose=case.purpose,
         status=case.status,
-        started_at=repository.as_utc(case.started_at),
-        fulfilled_at=repository.as_utc(case.fulfilled_at) if case.fulfilled_at else None,
+        started_at=sql.as_utc(case.started_at),
+        fulfilled_at=sql.as_utc(case.fulfilled_at) if case.fulfilled_at else None,
         end_to_end_seconds=case.end_to_end_seconds,
         reopened=case.reopened,
         contacts=case.contacts,
@@ -457,7 +457,7 @@ async def purpose_metrics(
             purpose=purpose, volume=0, value=0, failure=0, unknown=0, failure_share=None
         )
     )
-    by_kind = await repository.failure_breakdown(session, filters, purpose=purpose, by="kind")
+    by_kind = await measures.failure_breakdown(session, filters, purpose=purpose, by="kind")
     charts = await capability_charts(session, purpose, settings, now)
     return PurposeMetrics(
         purpose=purpose,

@@ -31,9 +31,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.db import signals as signals_db
+from services.metrics.db.sql import as_utc
 from services.metrics.db.tables import SpecialCauseSignalRow
 from services.metrics.metrics import MetricsServiceMetrics
-from services.metrics.repository import as_utc
 from shared.events import PurposeMetrics, SpecialCauseSignalled
 from shared.events.signals import signal_id
 from shared.kafka.codec import OutboundRecord, encode

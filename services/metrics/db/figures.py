@@ -1,7 +1,7 @@
 """The queries behind the capacity and failure-flow figures (services/metrics/figures.py).
 
-A module of its own beside repository.py (which holds every other query) so that these
-figures could be added without touching the queries the rest of the service relies on.
+Beside db/measures.py, with the same filters, so that these figures could be added without
+touching the queries the rest of the service relies on.
 """
 
 from __future__ import annotations
@@ -13,32 +13,18 @@ from typing import Any
 from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.metrics.db.tables import Demand, DemandDayRow, DemandFactRow, QueueTextRow
-from services.metrics.repository import (
+from services.metrics.db.measures import (
     Filters,
     as_date,
-    as_utc,
     demand_day_counts,
     filter_days,
+    filter_demands,
     whole_days,
 )
+from services.metrics.db.sql import as_utc
+from services.metrics.db.tables import Demand, DemandDayRow, DemandFactRow, QueueTextRow
 
 UNTRACED = "untraced"
-
-
-def _filtered(statement: Any, filters: Filters) -> Any:
-    if filters.source is not None:
-        statement = statement.where(DemandFactRow.source == filters.source)
-    if filters.period is not None:
-        statement = statement.where(
-            DemandFactRow.occurred_at >= filters.period.start,
-            DemandFactRow.occurred_at < filters.period.end,
-        )
-    if filters.channel is not None:
-        statement = statement.where(DemandFactRow.channel == filters.channel)
-    if filters.team is not None:
-        statement = statement.where(DemandFactRow.team == filters.team)
-    return statement
 
 
 @dataclass(frozen=True)
@@ -100,7 +86,7 @@ async def failure_handling(
         )
         .where(DemandFactRow.demand_type == "failure")
     )
-    statement = _filtered(statement, filters)
+    statement = filter_demands(statement, filters)
     if purpose is not None:
         statement = statement.where(DemandFactRow.purpose == purpose)
     statement = statement.group_by(DemandFactRow.purpose, DemandFactRow.channel, day)
@@ -127,7 +113,7 @@ async def demand_days(
     statement: Any = select(day, DemandFactRow.demand_type, func.count()).where(
         DemandFactRow.purpose == purpose
     )
-    statement = _filtered(statement, filters).group_by(day, DemandFactRow.demand_type)
+    statement = filter_demands(statement, filters).group_by(day, DemandFactRow.demand_type)
     return [
         (d if isinstance(d, date) else date.fromisoformat(str(d)), str(kind), int(n))
         for d, kind, n in (await session.execute(statement)).all()
@@ -148,7 +134,7 @@ async def failure_flow(session: AsyncSession, filters: Filters) -> list[tuple[st
     statement: Any = select(cause, DemandFactRow.purpose, func.count()).where(
         DemandFactRow.demand_type == "failure"
     )
-    statement = _filtered(statement, filters).group_by(cause, DemandFactRow.purpose)
+    statement = filter_demands(statement, filters).group_by(cause, DemandFactRow.purpose)
     rows = (await session.execute(statement)).all()
     return [(str(c), str(p), int(n)) for c, p, n in rows]
 
@@ -179,7 +165,7 @@ async def failure_flow_examples(
         statement = statement.where(DemandFactRow.cause_purpose.is_(None))
     else:
         statement = statement.where(DemandFactRow.cause_purpose == cause)
-    statement = _filtered(statement, filters)
+    statement = filter_demands(statement, filters)
     statement = statement.order_by(DemandFactRow.occurred_at.desc(), DemandFactRow.demand_id).limit(
         limit
     )

@@ -1,7 +1,7 @@
 """The queries of the special-cause signals and their outbox (services/metrics/signals.py).
 
-A module of its own beside repository.py, as db/figures.py is, so that signals could be
-persisted without touching the queries the rest of the service relies on.
+One module of db/, as each kind of query has, so that signals could be persisted without
+touching the queries the rest of the service relies on.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Typed SQLAlchemy 2 tables. Queries live in the repository, nowhere else."""
+"""Typed SQLAlchemy 2 tables. Queries live in the other modules of db/, nowhere else."""
 
 from __future__ import annotations
 
@@ -269,7 +269,7 @@ class DemandDayRow(Base):
     """Derived, pre-aggregated: the demands of one UTC day as they count now (latest label)
     and as the machine first labelled them, with the staff time their sources reported.
 
-    Maintained by the one write path (repository.replace_derived) from the demand facts it
+    Maintained by the one write path (db/write_path.replace_derived) from the demand facts it
     swaps, so a summary over a million demands reads a few thousand rows of this table
     instead of scanning every fact. A null team, failure kind or cause is kept as '' (a key
     column cannot be null in PostgreSQL) and read back as none."""
@@ -328,7 +328,7 @@ class DeskStateRow(Base):
 
 class CaseTimeDayRow(Base):
     """Derived, pre-aggregated: how many cases fulfilled on one UTC day took an end-to-end
-    time in each band (repository.time_band: bands an eighth of a doubling wide), per
+    time in each band (db/aggregates.time_band: bands an eighth of a doubling wide), per
     source, purpose, first channel and team ('' for none). A percentile finds its band from
     these counts and then reads only that band's few times off the cases' index, so it stays
     exact without walking every time of the period."""

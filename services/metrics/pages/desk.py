@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics import repository
+from services.metrics.db import desk, measures
 
 Queue = Literal["review", "audit"]
 KEPT = 50  # decisions remembered per person and queue; the page lists the last ten
@@ -103,7 +103,7 @@ class Desk:
         """This person's desk as stored (every replica's decisions), in place of this
         process's copy."""
         async with sessions() as session:
-            stored = await repository.desk_state(session, who)
+            stored = await desk.desk_state(session, who)
         state: dict[str, Any] = json.loads(stored) if stored else {}
         for queue in ("review", "audit"):
             kept = state.get("decisions", {}).get(queue, [])
@@ -134,7 +134,7 @@ class Desk:
             ),
         }
         async with sessions() as session, session.begin():
-            await repository.save_desk_state(session, who, json.dumps(state), datetime.now(UTC))
+            await desk.save_desk_state(session, who, json.dumps(state), datetime.now(UTC))
 
     async def purposes(self, sessions: async_sessionmaker[AsyncSession]) -> list[str]:
         """The purposes to choose from, read at most once a minute (a distinct over the
@@ -142,7 +142,7 @@ class Desk:
         read_at, found = self._purposes
         if not found or time.monotonic() - read_at > _PURPOSES_TTL_S:
             async with sessions() as session:
-                found = await repository.all_purposes(session)
+                found = await measures.all_purposes(session)
             self._purposes = (time.monotonic(), found)
         return found
 

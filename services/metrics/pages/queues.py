@@ -30,8 +30,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from services.metrics import audit, repository
+from services.metrics import audit
 from services.metrics.api import Components, ReviewBelow, Sessions
+from services.metrics.db import queues
 from services.metrics.pages.desk import ANY_SOURCE, Answer, Decision, Item, Queue, is_passed
 from services.metrics.pages.web import PREFIX, Reviewer, render
 from shared.events import DemandLabelled
@@ -287,9 +288,9 @@ async def _item_for(
             return decision.item
     async with components.sessions() as session:
         if queue == "review":
-            found = await repository.review_item(session, source, demand_id)
+            found = await queues.review_item(session, source, demand_id)
         else:
-            found = await repository.audit_item(session, source, demand_id)
+            found = await queues.audit_item(session, source, demand_id)
     if found is None:
         raise ProblemError(404, "Not in the queue", detail=f"No demand {demand_id!r} to label.")
     return Item(**found)  # the row's columns are the item's fields
@@ -436,7 +437,7 @@ async def audit_page(
         queue = await audit.audit_queue(session, limit=1 + len(passed))
         shown = components.desk.find(me, "audit", answered) if answered else None
         machine = (
-            await repository.audit_machine_label(session, shown.item.source, shown.item.demand_id)
+            await queues.audit_machine_label(session, shown.item.source, shown.item.demand_id)
             if shown is not None
             else None
         )

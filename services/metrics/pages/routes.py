@@ -14,10 +14,11 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from services.metrics import figures, repository, service
+from services.metrics import figures, service
 from services.metrics.api import Charts, Components, Sessions
 from services.metrics.api import OrganisationFiltered as Filtered  # people: every source
 from services.metrics.csv_export import csv_response
+from services.metrics.db import measures
 from services.metrics.domain.windows import Granularity
 from services.metrics.pages import views
 from services.metrics.pages.views import ChartView, FilterForm
@@ -162,7 +163,7 @@ async def failure_flow_examples(
 async def changes(request: Request, who: Viewer, sessions: Sessions) -> HTMLResponse:
     async with sessions() as session:
         found = await views.all_changes(session)
-        purposes = await repository.all_purposes(session)
+        purposes = await measures.all_purposes(session)
     return render(
         request,
         "changes.html",

@@ -15,13 +15,14 @@ from urllib.parse import quote
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.metrics import figures, repository, service
+from services.metrics import figures, service
 from services.metrics.csv_export import columns_of
+from services.metrics.db import measures
+from services.metrics.db.measures import Filters
 from services.metrics.domain.windows import Granularity
 from services.metrics.figures import CapacityRow, FlowCell, PurposeOverTimeRow
 from services.metrics.pages import charts
 from services.metrics.pages.web import PREFIX, percent, with_query
-from services.metrics.repository import Filters
 from services.metrics.schemas import (
     CapabilityChart,
     ChangeOut,
@@ -436,7 +437,7 @@ async def flow_page(session: AsyncSession, filters: Filters, form: FilterForm) -
 async def all_changes(session: AsyncSession) -> list[ChangeOut]:
     """Every recorded change, newest first: the API's list of each purpose's changes."""
     found: list[ChangeOut] = []
-    for purpose in await repository.all_purposes(session):
+    for purpose in await measures.all_purposes(session):
         found += await service.recorded_changes(session, purpose)
     return sorted(found, key=lambda c: (c.recorded_at, c.change_id), reverse=True)
 

@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics import repository
 from services.metrics.audit import AuditPolicy, QueuePolicy, QueueTextPurge, audit_policy
 from services.metrics.config import MetricsSettings
+from services.metrics.db import audit_sample
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import QueueTextRow
 from services.metrics.domain.audit import AuditPlan, inclusion_probability, week_start
@@ -90,11 +90,11 @@ async def _sample(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
         return {
             "items": {
                 row.demand_id: (row.purpose, row.week_start, row.draw, row.machine_demand_type)
-                for row in await repository.audit_items(session)
+                for row in await audit_sample.audit_items(session)
             },
             "strata": {
                 (row.purpose, row.week_start): (row.population, row.inclusion_probability)
-                for row in await repository.audit_strata(session)
+                for row in await audit_sample.audit_strata(session)
             },
         }
 

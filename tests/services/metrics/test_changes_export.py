@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from services.metrics import repository
 from services.metrics.changes import export_changes_to_topic
+from services.metrics.db import sql, system_changes
 from services.metrics.db.migrate import upgrade
 from services.metrics.rebuild import rebuild
 from shared.database.engine import create_engine, session_factory
@@ -75,8 +75,8 @@ async def test_changes_recorded_as_rows_are_exported_once_and_rebuilt(
         try:
             async with session_factory(engine)() as session:
                 shown[url] = sorted(
-                    (c.event_id, c.purpose, repository.as_utc(c.changed_at), c.note, c.recorded_by)
-                    for c in await repository.all_changes(session)
+                    (c.event_id, c.purpose, sql.as_utc(c.changed_at), c.note, c.recorded_by)
+                    for c in await system_changes.all_changes(session)
                 )
         finally:
             await engine.dispose()

@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy import func, select
 
 from devstack.process import pick_free_port
+from services.metrics.db.measures import Filters
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import CaseRow, Demand, DemandFactRow
-from services.metrics.repository import Filters
 from services.metrics.service import purpose_summaries
 from shared.database.engine import create_engine, session_factory
 from shared.events import CaseEventType, DemandClassified, DemandType, Event

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
-from services.metrics import repository
+from services.metrics.db import system_changes
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import Demand
 from services.metrics.rebuild import rebuild
@@ -104,7 +104,7 @@ async def test_a_rebuild_of_a_transactional_topic_reads_to_its_end_and_only_what
     engine = create_engine(url)
     try:
         async with session_factory(engine)() as session:
-            counts = await repository.row_counts(session)
+            counts = await system_changes.row_counts(session)
             stored = set((await session.scalars(select(Demand.demand_id))).all())
     finally:
         await engine.dispose()

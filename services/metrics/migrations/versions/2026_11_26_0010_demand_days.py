@@ -4,7 +4,7 @@ Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-26
 
-From here on the one write path (repository.replace_derived) keeps the table equal to a
+From here on the one write path (db/write_path.replace_derived) keeps the table equal to a
 recomputation from demand_facts and demands; this fills it once from what is stored.
 """
 

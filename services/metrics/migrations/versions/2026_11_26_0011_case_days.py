@@ -4,7 +4,7 @@ Revision ID: 0011
 Revises: 0010
 Create Date: 2026-11-26
 
-From here on the one write path (repository.replace_derived) keeps it equal to a recount
+From here on the one write path (db/write_path.replace_derived) keeps it equal to a recount
 from the cases table; this fills it once from what is stored.
 """
 

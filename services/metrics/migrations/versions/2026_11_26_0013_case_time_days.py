@@ -6,7 +6,7 @@ Revises: 0012
 Create Date: 2026-11-26
 
 Filled from the cases stored, in Python: the bands are bounds computed in Python
-(repository.time_band), which SQLite has no function for; the write path keeps the table
+(db/aggregates.time_band), which SQLite has no function for; the write path keeps the table
 from here on.
 """
 
@@ -23,7 +23,7 @@ down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# As repository._BAND_BOUNDS (copied: a migration must not change when the code does).
+# As db/aggregates._BAND_BOUNDS (copied: a migration must not change when the code does).
 _BOUNDS = [2 ** (band / 8) for band in range(8 * 32 + 1)]
 
 

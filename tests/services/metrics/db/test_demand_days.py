@@ -18,15 +18,17 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from services.metrics import repository
 from services.metrics.capability import END_TO_END, SIGNAL_LOOKBACK, xmr_chart
+from services.metrics.db import measures
+from services.metrics.db.aggregates import time_band
+from services.metrics.db.measures import Filters
 from services.metrics.db.migrate import upgrade
+from services.metrics.db.sql import as_utc
 from services.metrics.db.tables import CaseRow, CaseTimeDayRow
 from services.metrics.domain.buckets import histogram
 from services.metrics.domain.percentiles import percentile
 from services.metrics.domain.windows import Period
 from services.metrics.ingest import apply_events
-from services.metrics.repository import Filters, as_utc, time_band
 from shared.database.engine import create_engine, session_factory
 from shared.events import CaseEventType, CausedBy, Channel, DemandLabelled, DemandType, Event
 from tests.support.factories import case_event, demand_classified, demand_labelled
@@ -228,21 +230,21 @@ async def test_percentiles_off_the_bands_equal_the_walk_over_every_time(
                     walked = Filters(
                         period=Period(start + timedelta(seconds=0.5), end), channel=channel
                     )
-                    assert repository.whole_days(whole)
-                    assert not repository.whole_days(walked)
-                    from_bands = await repository.end_to_end_percentiles(session, whole, quantiles)
-                    from_walk = await repository.end_to_end_percentiles(session, walked, quantiles)
+                    assert measures.whole_days(whole)
+                    assert not measures.whole_days(walked)
+                    from_bands = await measures.end_to_end_percentiles(session, whole, quantiles)
+                    from_walk = await measures.end_to_end_percentiles(session, walked, quantiles)
                     assert from_bands == from_walk
                     assert set(from_bands) == {"billing", "repair"}
                     # The distribution counted by the database, a time on a bound (1 h, 3 d)
                     # in that bound's bucket, as domain/buckets.py counts every time.
-                    times = await repository.end_to_end_seconds(session, whole)
+                    times = await measures.end_to_end_seconds(session, whole)
                     for purpose in ("billing", "repair"):
-                        counted = await repository.end_to_end_histogram(
+                        counted = await measures.end_to_end_histogram(
                             session, whole, purpose=purpose
                         )
                         assert counted == histogram(times[purpose])
-            everything = await repository.end_to_end_percentiles(session, Filters(), quantiles)
+            everything = await measures.end_to_end_percentiles(session, Filters(), quantiles)
             assert everything["repair"][0.0] == 0.5  # band -1: under a second (n = 42)
     finally:
         await engine.dispose()
@@ -272,9 +274,9 @@ async def test_a_chart_of_the_series_ends_equals_the_chart_of_every_point(
         async with session_factory(engine)() as session, session.begin():
             await apply_events(session, events)
         async with session_factory(engine)() as session:
-            every = await repository.fulfilment_series(session, purpose="repair", since=None)
+            every = await measures.fulfilment_series(session, purpose="repair", since=None)
             for baseline, shown in ((20, 30), (20, 130), (100, 100)):
-                ends = await repository.fulfilment_series(
+                ends = await measures.fulfilment_series(
                     session, purpose="repair", since=None,
                     ends=(baseline, shown + SIGNAL_LOOKBACK),
                 )  # fmt: skip
@@ -307,9 +309,9 @@ async def test_open_case_ages_off_the_index_equal_the_ages_of_every_open_case(
             for now in (T0 + timedelta(days=10), T0 + 18 * HOUR):
                 for channel in (None, "phone"):
                     filters = Filters(channel=channel)
-                    starts = (await repository.open_case_starts(session, filters))["repair"]
+                    starts = (await measures.open_case_starts(session, filters))["repair"]
                     ages = [max(0.0, (now - start).total_seconds()) for start in starts]
-                    count, found, oldest = await repository.open_case_ages(
+                    count, found, oldest = await measures.open_case_ages(
                         session, filters, purpose="repair", now=now, quantiles=(50.0, 85.0)
                     )
                     assert count == len(ages) > 10

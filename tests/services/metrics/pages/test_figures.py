@@ -10,10 +10,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from services.metrics import figures
+from services.metrics.db.measures import Filters
 from services.metrics.db.migrate import upgrade
 from services.metrics.domain.windows import Granularity
 from services.metrics.ingest import apply_events
-from services.metrics.repository import Filters
 from shared.database.engine import create_engine, session_factory
 from shared.events import Channel, DemandType
 from shared.events.classification import CausedBy

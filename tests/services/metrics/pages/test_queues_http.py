@@ -214,7 +214,7 @@ async def test_a_person_sees_every_sources_demands_and_labels_the_one_shown(
     from datetime import UTC, datetime
 
     from services.metrics.db.tables import Demand, QueueTextRow
-    from services.metrics.repository import demand_row
+    from services.metrics.db.write_path import demand_row
     from shared.database.engine import create_engine, session_factory
     from tests.support.factories import demand_classified
 

@@ -1,0 +1,506 @@
+"""Reading the measures: counts, percentiles, distributions and series, behind every
+figure the API and the pages show."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.metrics.db.aggregates import band_floor
+from services.metrics.db.sql import as_utc
+from services.metrics.db.tables import (
+    CaseDayRow,
+    CaseRow,
+    CaseTimeDayRow,
+    DemandDayRow,
+    DemandFactRow,
+)
+from services.metrics.domain.buckets import END_TO_END_BUCKETS
+from services.metrics.domain.windows import Period
+
+
+@dataclass(frozen=True)
+class Filters:
+    period: Period | None = None
+    channel: str | None = None
+    team: str | None = None
+    # One source's data only: what a source's own key reads (ApiKeyRecord.reach). None is
+    # the organisation's every source (a sources:all key, a signed-in person).
+    source: str | None = None
+
+
+def filter_demands(statement: Any, filters: Filters) -> Any:
+    if filters.source is not None:
+        statement = statement.where(DemandFactRow.source == filters.source)
+    if filters.period is not None:
+        statement = statement.where(
+            DemandFactRow.occurred_at >= filters.period.start,
+            DemandFactRow.occurred_at < filters.period.end,
+        )
+    if filters.channel is not None:
+        statement = statement.where(DemandFactRow.channel == filters.channel)
+    if filters.team is not None:
+        statement = statement.where(DemandFactRow.team == filters.team)
+    return statement
+
+
+def _filter_cases(statement: Any, filters: Filters, *, by: Any) -> Any:
+    if filters.source is not None:
+        statement = statement.where(CaseRow.source == filters.source)
+    if filters.period is not None:
+        statement = statement.where(by >= filters.period.start, by < filters.period.end)
+    if filters.channel is not None:
+        statement = statement.where(CaseRow.first_channel == filters.channel)
+    if filters.team is not None:
+        statement = statement.where(CaseRow.team == filters.team)
+    return statement
+
+
+def whole_days(filters: Filters) -> bool:
+    """The filter selects whole UTC days (or all time): demand_days can answer it."""
+    period = filters.period
+    if period is None:
+        return True
+    return all(as_utc(moment).time() == time.min for moment in (period.start, period.end))
+
+
+DayTable = type[DemandDayRow] | type[CaseDayRow] | type[CaseTimeDayRow]
+
+
+def filter_days(statement: Any, filters: Filters, table: DayTable = DemandDayRow) -> Any:
+    """The filters on a daily table (only when whole_days(filters)); each has the same
+    source, day, channel and team columns."""
+    if filters.source is not None:
+        statement = statement.where(table.source == filters.source)
+    if filters.period is not None:
+        statement = statement.where(
+            table.day >= as_utc(filters.period.start).date(),
+            table.day < as_utc(filters.period.end).date(),
+        )
+    if filters.channel is not None:
+        statement = statement.where(table.channel == filters.channel)
+    if filters.team is not None:
+        statement = statement.where(table.team == filters.team)
+    return statement
+
+
+def _none_if_empty(value: str | None) -> str | None:
+    return value or None
+
+
+def _count_where(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+@dataclass(frozen=True)
+class DemandCounts:
+    key: str
+    volume: int
+    value: int
+    failure: int
+    unknown: int
+
+
+async def demand_counts(
+    session: AsyncSession, filters: Filters, *, by: str = "purpose", purpose: str | None = None
+) -> list[DemandCounts]:
+    """Volume by type, grouped by 'purpose' or 'channel', largest volume first."""
+    statement: Any
+    if whole_days(filters):
+        day_column = DemandDayRow.purpose if by == "purpose" else DemandDayRow.channel
+        statement = select(day_column, DemandDayRow.demand_type, func.sum(DemandDayRow.demands))
+        statement = filter_days(statement, filters)
+        if purpose is not None:
+            statement = statement.where(DemandDayRow.purpose == purpose)
+        statement = statement.group_by(day_column, DemandDayRow.demand_type)
+    else:
+        column = DemandFactRow.purpose if by == "purpose" else DemandFactRow.channel
+        # Grouping by (key, type) lets an index on (purpose, demand_type) answer on its own.
+        statement = select(column, DemandFactRow.demand_type, func.count())
+        statement = filter_demands(statement, filters)
+        if purpose is not None:
+            statement = statement.where(DemandFactRow.purpose == purpose)
+        statement = statement.group_by(column, DemandFactRow.demand_type)
+    by_key: dict[str, dict[str, int]] = {}
+    for key, demand_type, count in (await session.execute(statement)).all():
+        by_key.setdefault(key, {})[demand_type] = int(count)
+    counts = [
+        DemandCounts(
+            key,
+            sum(types.values()),
+            types.get("value", 0),
+            types.get("failure", 0),
+            types.get("unknown", 0),
+        )
+        for key, types in by_key.items()
+    ]
+    return sorted(counts, key=lambda c: (-c.volume, c.key))
+
+
+@dataclass(frozen=True)
+class CaseCounts:
+    purpose: str
+    fulfilled: int
+    contacts: int
+    one_stop: int
+
+
+async def fulfilled_case_counts(
+    session: AsyncSession, filters: Filters, *, purpose: str | None = None
+) -> dict[str, CaseCounts]:
+    if whole_days(filters):
+        by_days: Any = select(
+            CaseDayRow.purpose,
+            func.sum(CaseDayRow.fulfilled),
+            func.sum(CaseDayRow.contacts),
+            func.sum(CaseDayRow.one_stop),
+        )
+        by_days = filter_days(by_days, filters, CaseDayRow)
+        if purpose is not None:
+            by_days = by_days.where(CaseDayRow.purpose == purpose)
+        found = (await session.execute(by_days.group_by(CaseDayRow.purpose))).all()
+        # A case without a purpose is kept as '' and, as from the cases, counted under none.
+        keys: dict[str, Any] = {p: p or None for p, *_ in found}
+        return {keys[p]: CaseCounts(keys[p], int(n), int(c), int(o)) for p, n, c, o in found if n}
+    statement: Any = select(
+        CaseRow.purpose,
+        func.count(),
+        func.coalesce(func.sum(CaseRow.contacts), 0),
+        _count_where(CaseRow.one_stop.is_(True)),
+    ).where(CaseRow.measured.is_(True), CaseRow.status == "fulfilled")
+    statement = _filter_cases(statement, filters, by=CaseRow.fulfilled_at)
+    if purpose is not None:
+        statement = statement.where(CaseRow.purpose == purpose)
+    rows = (await session.execute(statement.group_by(CaseRow.purpose))).all()
+    return {p: CaseCounts(p, int(n), int(c), int(o)) for p, n, c, o in rows}
+
+
+async def end_to_end_percentiles(
+    session: AsyncSession,
+    filters: Filters,
+    quantiles: Sequence[float],
+    *,
+    purpose: str | None = None,
+) -> dict[str, dict[float, float]]:
+    """Percentiles of the end-to-end times of the cases fulfilled in the period, per purpose,
+    by linear interpolation between closest ranks (domain/percentiles.py), reading only the
+    two values either side of each rank off the (purpose, end_to_end_seconds) index rather
+    than every time: a million cases cost a few index seeks, not a million rows."""
+
+    def fulfilled() -> Any:
+        # A time is only ever set on a measured case (domain/cases.py), so no more filter.
+        statement: Any = select(CaseRow.end_to_end_seconds).where(
+            CaseRow.end_to_end_seconds.is_not(None)
+        )
+        return _filter_cases(statement, filters, by=CaseRow.fulfilled_at)
+
+    if whole_days(filters):
+        return await _banded_percentiles(session, filters, quantiles, fulfilled, purpose)
+    counting: Any = select(CaseRow.purpose, func.count()).where(
+        CaseRow.end_to_end_seconds.is_not(None)
+    )
+    counting = _filter_cases(counting, filters, by=CaseRow.fulfilled_at)
+    if purpose is not None:
+        counting = counting.where(CaseRow.purpose == purpose)
+    sizes = (await session.execute(counting.group_by(CaseRow.purpose))).all()
+    found: dict[str, dict[float, float]] = {}
+    for case_purpose, size in sizes:
+        found[case_purpose] = {}
+        for q in quantiles:
+            rank = (int(size) - 1) * q / 100
+            below = math.floor(rank)
+            rows = await session.execute(
+                fulfilled()
+                .where(CaseRow.purpose == case_purpose)
+                .order_by(CaseRow.end_to_end_seconds)
+                .limit(2)
+                .offset(below)
+            )
+            values = [float(v) for v in rows.scalars()]
+            above = values[1] if len(values) > 1 else values[0]
+            found[case_purpose][q] = values[0] + (rank - below) * (above - values[0])
+    return found
+
+
+async def _banded_percentiles(
+    session: AsyncSession,
+    filters: Filters,
+    quantiles: Sequence[float],
+    fulfilled: Callable[[], Any],
+    purpose: str | None,
+) -> dict[str, dict[float, float]]:
+    """end_to_end_percentiles off case_time_days: the bands' counts say which band holds
+    each rank and how many times lie below it; the two times either side of the rank are
+    then read from that band on, off the cases' index (a few seeks, not the whole period).
+    The same times as the full walk, so the same percentiles."""
+    statement: Any = select(
+        CaseTimeDayRow.purpose, CaseTimeDayRow.band, func.sum(CaseTimeDayRow.cases)
+    )
+    statement = filter_days(statement, filters, CaseTimeDayRow)
+    if purpose is not None:
+        statement = statement.where(CaseTimeDayRow.purpose == purpose)
+    statement = statement.group_by(CaseTimeDayRow.purpose, CaseTimeDayRow.band)
+    bands: dict[str, list[tuple[int, int]]] = {}
+    for band_purpose, band, count in (await session.execute(statement)).all():
+        if count:
+            bands.setdefault(band_purpose, []).append((int(band), int(count)))
+    found: dict[Any, dict[float, float]] = {}
+    for band_purpose, counts in bands.items():
+        key: Any = band_purpose or None  # a case without a purpose, as the cases hold it
+        counts.sort()
+        size = sum(n for _band, n in counts)
+        found[key] = {}
+        for q in quantiles:
+            rank = (size - 1) * q / 100
+            below = math.floor(rank)
+            band, before = _band_of(counts, below)
+            query = fulfilled().where(
+                CaseRow.purpose == key if key is not None else CaseRow.purpose.is_(None)
+            )
+            floor = band_floor(band)
+            if floor is not None:
+                query = query.where(CaseRow.end_to_end_seconds >= floor)
+            rows = await session.execute(
+                query.order_by(CaseRow.end_to_end_seconds).limit(2).offset(below - before)
+            )
+            values = [float(v) for v in rows.scalars()]
+            above = values[1] if len(values) > 1 else values[0]
+            found[key][q] = values[0] + (rank - below) * (above - values[0])
+    return found
+
+
+def _band_of(counts: Sequence[tuple[int, int]], below: int) -> tuple[int, int]:
+    """The band (of (band, count) in order) holding the time at 0-based rank ``below``, and
+    how many times lie in the bands before it."""
+    before = 0
+    for band, n in counts:
+        if below < before + n:
+            return band, before
+        before += n
+    return counts[-1][0], before - counts[-1][1]
+
+
+async def open_case_counts(
+    session: AsyncSession, filters: Filters, *, purpose: str | None = None
+) -> dict[str, int]:
+    """Cases open now, per purpose (the period does not apply: open is now)."""
+    statement: Any = select(CaseRow.purpose, func.count()).where(
+        CaseRow.measured.is_(True), CaseRow.status == "open"
+    )
+    statement = _filter_cases(
+        statement, Filters(None, filters.channel, filters.team, filters.source), by=None
+    )
+    if purpose is not None:
+        statement = statement.where(CaseRow.purpose == purpose)
+    rows = await session.execute(statement.group_by(CaseRow.purpose))
+    return {p: int(n) for p, n in rows.all()}
+
+
+async def end_to_end_seconds(
+    session: AsyncSession, filters: Filters, *, purpose: str | None = None
+) -> dict[str, list[float]]:
+    """End-to-end times of the cases fulfilled in the period, per purpose."""
+    statement: Any = select(CaseRow.purpose, CaseRow.end_to_end_seconds).where(
+        CaseRow.measured.is_(True), CaseRow.end_to_end_seconds.is_not(None)
+    )
+    statement = _filter_cases(statement, filters, by=CaseRow.fulfilled_at)
+    if purpose is not None:
+        statement = statement.where(CaseRow.purpose == purpose)
+    values: dict[str, list[float]] = {}
+    for case_purpose, seconds in (await session.execute(statement)).all():
+        values.setdefault(case_purpose, []).append(float(seconds))
+    return values
+
+
+async def end_to_end_histogram(
+    session: AsyncSession, filters: Filters, *, purpose: str
+) -> list[tuple[float | None, int]]:
+    """domain/buckets.histogram of the end-to-end times of the purpose's cases fulfilled in
+    the period, counted by the database per bucket (a few rows, not every time)."""
+    bucket = case(
+        *((CaseRow.end_to_end_seconds <= bound, i) for i, bound in enumerate(END_TO_END_BUCKETS)),
+        else_=len(END_TO_END_BUCKETS),
+    )
+    statement: Any = select(bucket, func.count()).where(
+        CaseRow.purpose == purpose,
+        CaseRow.measured.is_(True),
+        CaseRow.end_to_end_seconds.is_not(None),
+    )
+    statement = _filter_cases(statement, filters, by=CaseRow.fulfilled_at).group_by(bucket)
+    counts = [0] * (len(END_TO_END_BUCKETS) + 1)
+    for index, count in (await session.execute(statement)).all():
+        counts[int(index)] = int(count)
+    bounds: list[float | None] = [*END_TO_END_BUCKETS, None]
+    return list(zip(bounds, counts, strict=True))
+
+
+async def open_case_ages(
+    session: AsyncSession,
+    filters: Filters,
+    *,
+    purpose: str,
+    now: datetime,
+    quantiles: Sequence[float],
+) -> tuple[int, dict[float, float], float | None]:
+    """How many of the purpose's cases are open now, their ages' percentiles (seconds, as
+    domain/percentiles.percentile interpolates) and the oldest age: a count and a few seeks
+    on the (purpose, status, measured, started_at) index, not every open case. An age is
+    never below 0 (a case started after ``now``)."""
+    statement: Any = select(CaseRow.started_at).where(
+        CaseRow.purpose == purpose, CaseRow.measured.is_(True), CaseRow.status == "open"
+    )
+    statement = _filter_cases(
+        statement, Filters(None, filters.channel, filters.team, filters.source), by=None
+    )
+    size = int(
+        (await session.execute(select(func.count()).select_from(statement.subquery()))).scalar()
+        or 0
+    )
+    if not size:
+        return 0, {}, None
+    # The youngest first: ages in ascending order.
+    youngest_first = statement.order_by(CaseRow.started_at.desc())
+
+    async def ages(offset: int, limit: int) -> list[float]:
+        rows = await session.execute(youngest_first.limit(limit).offset(offset))
+        return [max(0.0, (now - as_utc(at)).total_seconds()) for at in rows.scalars()]
+
+    found: dict[float, float] = {}
+    for q in quantiles:
+        rank = (size - 1) * q / 100
+        below = math.floor(rank)
+        pair = await ages(below, 2)
+        above = pair[1] if len(pair) > 1 else pair[0]
+        found[q] = pair[0] + (rank - below) * (above - pair[0])
+    (oldest,) = await ages(size - 1, 1)
+    return size, found, oldest
+
+
+async def open_case_starts(
+    session: AsyncSession, filters: Filters, *, purpose: str | None = None
+) -> dict[str, list[datetime]]:
+    """When each case still open now started (the period does not apply: open is now)."""
+    statement: Any = select(CaseRow.purpose, CaseRow.started_at).where(
+        CaseRow.measured.is_(True), CaseRow.status == "open"
+    )
+    statement = _filter_cases(
+        statement, Filters(None, filters.channel, filters.team, filters.source), by=None
+    )
+    if purpose is not None:
+        statement = statement.where(CaseRow.purpose == purpose)
+    starts: dict[str, list[datetime]] = {}
+    for case_purpose, started in (await session.execute(statement)).all():
+        starts.setdefault(case_purpose, []).append(as_utc(started))
+    return starts
+
+
+async def failure_breakdown(
+    session: AsyncSession, filters: Filters, *, purpose: str, by: str
+) -> list[tuple[str, int]]:
+    """Failure demands of a purpose by 'kind' or by 'cause' (the purpose they trace to)."""
+    statement: Any
+    if whole_days(filters):
+        day_column = DemandDayRow.failure_kind if by == "kind" else DemandDayRow.cause_purpose
+        statement = select(day_column, func.sum(DemandDayRow.demands)).where(
+            DemandDayRow.purpose == purpose, DemandDayRow.demand_type == "failure"
+        )
+        statement = filter_days(statement, filters).group_by(day_column)
+    else:
+        column = DemandFactRow.failure_kind if by == "kind" else DemandFactRow.cause_purpose
+        statement = select(column, func.count()).where(
+            DemandFactRow.purpose == purpose, DemandFactRow.demand_type == "failure"
+        )
+        statement = filter_demands(statement, filters).group_by(column)
+    rows = (await session.execute(statement)).all()
+    missing = "unspecified" if by == "kind" else "untraced"
+    return sorted(((k or missing, int(n)) for k, n in rows), key=lambda kv: (-kv[1], kv[0]))
+
+
+async def demand_day_counts(
+    session: AsyncSession, filters: Filters, *, purpose: str | None = None
+) -> list[tuple[date, str, int]]:
+    """(UTC day, demand type, demands) as they count now, oldest day first: for series over
+    time, off demand_days when the filter is whole days."""
+    if not whole_days(filters):
+        counts: Counter[tuple[date, str]] = Counter(
+            (at.date(), kind)
+            for at, kind in await demand_moments(session, filters, purpose=purpose)
+        )
+        return [(day, kind, n) for (day, kind), n in sorted(counts.items())]
+    statement: Any = select(
+        DemandDayRow.day, DemandDayRow.demand_type, func.sum(DemandDayRow.demands)
+    )
+    statement = filter_days(statement, filters)
+    if purpose is not None:
+        statement = statement.where(DemandDayRow.purpose == purpose)
+    statement = statement.group_by(DemandDayRow.day, DemandDayRow.demand_type)
+    rows = (await session.execute(statement)).all()
+    return sorted((as_date(d), str(kind), int(n)) for d, kind, n in rows if n)
+
+
+def as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+async def demand_moments(
+    session: AsyncSession, filters: Filters, *, purpose: str | None = None
+) -> list[tuple[datetime, str]]:
+    """(occurred_at, demand_type) of every demand, oldest first: for series over time."""
+    statement: Any = select(DemandFactRow.occurred_at, DemandFactRow.demand_type)
+    statement = filter_demands(statement, filters)
+    if purpose is not None:
+        statement = statement.where(DemandFactRow.purpose == purpose)
+    rows = (await session.execute(statement.order_by(DemandFactRow.occurred_at))).all()
+    return [(as_utc(at), kind) for at, kind in rows]
+
+
+async def fulfilment_series(
+    session: AsyncSession,
+    *,
+    purpose: str,
+    since: datetime | None,
+    source: str | None = None,
+    ends: tuple[int, int] | None = None,
+) -> list[tuple[datetime, float]]:
+    """(fulfilled_at, end-to-end seconds) in order of fulfilment: the XmR series. With
+    ``ends`` (first, last), only the first and the last so many points (all of them when
+    there are no more): what a chart of a baseline and its latest points needs, read off
+    the (purpose, fulfilled_at) index instead of every case since the baseline started."""
+    statement: Any = select(CaseRow.fulfilled_at, CaseRow.end_to_end_seconds).where(
+        CaseRow.purpose == purpose,
+        CaseRow.measured.is_(True),
+        CaseRow.end_to_end_seconds.is_not(None),
+    )
+    if since is not None:
+        statement = statement.where(CaseRow.fulfilled_at >= since)
+    if source is not None:
+        statement = statement.where(CaseRow.source == source)
+
+    async def read(ordered: Any, limit: int | None) -> list[tuple[datetime, float]]:
+        rows = (await session.execute(ordered.limit(limit))).all()
+        return [(as_utc(at), float(seconds)) for at, seconds in rows if at is not None]
+
+    in_order = statement.order_by(CaseRow.fulfilled_at, CaseRow.case_id)
+    if ends is None:
+        return await read(in_order, None)
+    first, last = ends
+    head = await read(in_order, first + last)
+    if len(head) < first + last:
+        return head  # every point
+    latest = statement.order_by(CaseRow.fulfilled_at.desc(), CaseRow.case_id.desc())
+    return head[:first] + list(reversed(await read(latest, last)))
+
+
+async def all_purposes(session: AsyncSession, *, source: str | None = None) -> list[str]:
+    statement: Any = select(DemandDayRow.purpose).distinct()
+    if source is not None:
+        statement = statement.where(DemandDayRow.source == source)
+    rows = await session.execute(statement)
+    return sorted(rows.scalars())
