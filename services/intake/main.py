@@ -15,7 +15,7 @@ from services.intake.config import IntakeSettings
 from services.intake.ledger import IdempotencyLedger
 from services.intake.metrics import IntakeMetrics
 from services.intake.openapi_docs import install_openapi
-from services.intake.request_timing import RequestTiming
+from services.intake.request_timing import observe_request
 from services.intake.service import IntakeService
 from shared.auth.store import ApiKeyStore
 from shared.database.engine import create_engine
@@ -84,7 +84,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         summary="The front door: contact-centre systems post every customer demand here.",
         description=DESCRIPTION,
         routers=[router],
+        observe_request=observe_request,
     )
-    app.add_middleware(RequestTiming)
     install_openapi(app)
     return app

@@ -1,58 +1,31 @@
-"""Request bodies are bounded in size and in time, for every service (ASGI middleware that
-``service_app`` installs):
+"""Request bodies are bounded in size and in time, for every service: one ASGI middleware,
+``BodyLimit``, that ``service_app`` installs (one wrapper around every request, not one per
+concern: each layer of receive/send closures costs every request a few microseconds):
 
-- ``BodyLimit`` counts a body as the app reads it and answers 413 as soon as it passes
+- it counts a body as the app reads it and answers 413 as soon as it passes
   ``max_body_bytes`` (or, when the app starts reading, if the declared Content-Length already
   does): a large body is never held in memory. It reads nothing itself, so a route that
   checks the key first answers 401 without reading a byte.
-- ``BodyReadTimeout`` answers 408 when the next chunk takes longer than the timeout: a slow
-  client must not hold a connection (and a file descriptor) as long as it likes. uvicorn
-  bounds idle keep-alive and the number of connections (``shared.service.serve``) but has no
-  body read timeout. Header read timeouts belong to the reverse proxy in front
-  (docs/operations.md).
+- it answers 408 when the next chunk takes longer than the timeout: a slow client must not
+  hold a connection (and a file descriptor) as long as it likes. uvicorn bounds idle
+  keep-alive and the number of connections (``shared.service.serve``) but has no body read
+  timeout. Header read timeouts belong to the reverse proxy in front (docs/operations.md).
+- given ``observe``, it reports each request's status and duration (intake's latency
+  histogram), so timing needs no wrapper of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.service.problems import ProblemError
 
-
-class BodyReadTimeout:
-    """Answer 408 when the next chunk of a request body takes longer than ``timeout_s``."""
-
-    def __init__(self, app: ASGIApp, *, timeout_s: float) -> None:
-        self._app = app
-        self._timeout_s = timeout_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        body_done = False
-
-        async def timed_receive() -> Message:
-            nonlocal body_done
-            if body_done:
-                # After the body, receive() only waits for a disconnect: no deadline there.
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self._timeout_s)
-            except TimeoutError:
-                raise ProblemError(
-                    408,
-                    "Request timeout",
-                    detail=f"the request body stalled for more than {self._timeout_s:g}s",
-                    headers={"Connection": "close"},
-                ) from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
-
-        await self._app(scope, timed_receive, send)
+# Told each answered request's scope (with the route matched, if any), status and seconds.
+RequestObserver = Callable[[Scope, int, float], None]
 
 
 class BodyTooLarge(ProblemError):
@@ -63,38 +36,78 @@ class BodyTooLarge(ProblemError):
 
 
 class BodyLimit:
-    """Answer 413 once a request body passes ``max_bytes``, while it streams."""
+    """413 once a body passes ``max_bytes``; 408 when its next chunk is ``timeout_s`` late."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        timeout_s: float,
+        observe: RequestObserver | None = None,
+    ) -> None:
         self._app = app
         self._max_bytes = max_bytes
+        self._timeout_s = timeout_s
+        self._observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        limit = self._max_bytes
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        too_large_declared = declared.isdigit() and int(declared) > limit
+        started = time.perf_counter()
+        limit, timeout_s = self._max_bytes, self._timeout_s
+        declared = _content_length(scope["headers"])
+        too_large_declared = declared is not None and declared > limit
         received = 0
+        body_done = False
         responding = False
+        status = 500
 
         async def bounded_receive() -> Message:
-            nonlocal received
-            # Once the answer has started, the app only listens for a disconnect: let it.
-            if too_large_declared and not responding:
+            nonlocal received, body_done
+            if body_done or responding:
+                # After the body, or once the answer has started, receive() only waits for
+                # a disconnect: no deadline and no count there.
+                return await receive()
+            if too_large_declared:
                 raise BodyTooLarge(limit)
-            message = await receive()
-            if message["type"] == "http.request" and not responding:
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(limit)
+            try:
+                async with asyncio.timeout(timeout_s):  # no task per chunk, unlike wait_for
+                    message = await receive()
+            except TimeoutError:
+                raise ProblemError(
+                    408,
+                    "Request timeout",
+                    detail=f"the request body stalled for more than {timeout_s:g}s",
+                    headers={"Connection": "close"},
+                ) from None
+            if message["type"] != "http.request":
+                body_done = True
+                return message
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+            if not message.get("more_body", False):
+                body_done = True
             return message
 
         async def noting_send(message: Message) -> None:
-            nonlocal responding
+            nonlocal responding, status
             if message["type"] == "http.response.start":
                 responding = True
+                status = int(message["status"])
             await send(message)
 
-        await self._app(scope, bounded_receive, noting_send)
+        try:
+            await self._app(scope, bounded_receive, noting_send)
+        finally:
+            if self._observe is not None:
+                self._observe(scope, status, time.perf_counter() - started)
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None

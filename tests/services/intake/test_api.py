@@ -167,6 +167,11 @@ async def test_bodies_over_the_limit_get_413_and_unknown_media_types_415(
     )
     assert broken.status_code == 422
     assert broken.json()["errors"][0]["field"] == "body"
+    # Each is timed by route template and status (the skeleton's one request middleware).
+    exposition = (await intake.get("/metrics")).text
+    for route, status in (("/v1/demands:batch", 413), ("/v1/demands", 415), ("/v1/demands", 422)):
+        timed = f'demandscope_intake_request_seconds_count{{route="{route}",status="{status}"}} 1.0'
+        assert timed in exposition
 
 
 async def test_keys_are_required_scoped_and_bound_to_their_source(
