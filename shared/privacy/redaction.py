@@ -43,6 +43,7 @@ _NI_NUMBER = re.compile(
 # Cards and phones are both found inside such runs, on group boundaries.
 _DIGIT_RUN = re.compile(r"(?<!\d)[+(]?\d+(?:[ .()\-]{1,3}\d+)*")
 _DIGIT_GROUP = re.compile(r"\d+")
+_DIGIT = re.compile(r"\d")
 
 # How card schemes print their numbers: in fours (Visa, Mastercard, 19-digit Maestro),
 # 4-6-5 (Amex) or 4-6-4 (Diners). Unbroken numbers are accepted whatever their length.
@@ -80,7 +81,7 @@ class Redactor:
             text = _mask(pattern, text, name, kinds)
         if "@" in text:
             text = _mask(_EMAIL, text, "email", kinds)
-        if not any(character.isdigit() for character in text):
+        if _DIGIT.search(text) is None:
             # Every remaining detector needs a digit: the common case of plain words is cheap.
             return RedactionResult(text, tuple(sorted(kinds)))
         text = _mask_ibans(text, kinds)
