@@ -61,3 +61,14 @@ def amtool() -> Path:
         _unavailable("amtool", FileNotFoundError(reason))
         raise AssertionError("unreachable: _unavailable skips or fails")
     return Path(found)
+
+
+@pytest.fixture(scope="session")
+def alertmanager_binary() -> Path:
+    """Alertmanager itself, from Debian's prometheus-alertmanager (beside amtool)."""
+    found = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if found is None:
+        reason = "prometheus-alertmanager is not on PATH; install it with `make setup`"
+        _unavailable("Alertmanager", FileNotFoundError(reason))
+        raise AssertionError("unreachable: _unavailable skips or fails")
+    return Path(found)

@@ -98,3 +98,16 @@ def test_prometheus_in_compose_has_a_valid_configuration(promtool: Path) -> None
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_prometheus_in_compose_alerts_through_the_shipped_alertmanager_configuration() -> None:
+    services = compose()["services"]
+    inside = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    targets = inside["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["alertmanager:9093"]
+    alertmanager = services["alertmanager"]
+    assert alertmanager["image"].startswith("prom/alertmanager:")
+    mounted = {v.split(":")[0]: v.split(":")[1] for v in alertmanager["volumes"]}
+    config = next(arg for arg in alertmanager["command"] if arg.startswith("--config.file="))
+    assert mounted["../alertmanager/alertmanager.yml"] == config.split("=", 1)[1]
+    assert services["prometheus"]["depends_on"]["alertmanager"] == {"condition": "service_healthy"}
