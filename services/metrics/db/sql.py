@@ -37,11 +37,19 @@ async def insert_ignoring_duplicates(
         return
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # On the Table, not the mapped class: the ORM's bulk insert groups rows by the columns
+    # that are not None and sends a statement per group, which with alternating Nones (a
+    # value demand has no failure kind, the next one has) was one statement per row.
     # executemany form: SQLAlchemy batches it ("insertmanyvalues") without compiling one
     # huge VALUES statement per chunk, which cost more than the database work itself.
-    await session.execute(insert(table).on_conflict_do_nothing(), list(rows))
+    await session.execute(insert(_table(table)).on_conflict_do_nothing(), list(rows))
 
 
 def same_demand(table: Any, other: Any, *, source: str = "source") -> Any:
     """``table`` and ``other`` name one demand: its source and its id."""
     return and_(getattr(table, source) == other.source, table.demand_id == other.demand_id)
+
+
+def _table(table: Any) -> Any:
+    """The Core table of a mapped class (a Table is itself)."""
+    return getattr(table, "__table__", table)
