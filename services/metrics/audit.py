@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics.db import audit_sample, queues, sql, write_path
+from services.metrics.db import audit_sample, queues, review_entries, sql, write_path
 from services.metrics.domain.audit import AuditPlan, StratumKey
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.schemas import AuditItem, AuditQueue, ReviewItem, ReviewQueue
@@ -94,8 +94,9 @@ async def draw_audit(
     await audit_sample.save_strata(
         session, {stratum: (sizes[stratum], probability[stratum]) for stratum in strata}
     )
+    left_audit: list[tuple[str, str]] = []
     for stratum in sorted(strata):
-        await audit_sample.shrink_audit(session, stratum, probability[stratum])
+        left_audit += await audit_sample.shrink_audit(session, stratum, probability[stratum])
     members: list[dict[str, Any]] = []
     for row in stored:
         draw = plan.draw(row.demand_id)
@@ -135,6 +136,11 @@ async def draw_audit(
             )
             and sql.as_utc(row.received_at) >= kept_since
         ],
+    )
+    # The batch's demands may now wait for review (or be audit items instead), and those
+    # that left the sample may wait again.
+    await review_entries.refresh(
+        session, [(row.source, row.demand_id) for row in stored] + left_audit
     )
 
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.audit import AuditPolicy, draw_audit
-from services.metrics.db import sql, system_changes, write_path
+from services.metrics.db import review_entries, sql, system_changes, write_path
 from services.metrics.domain.cases import apply_labels, stitch_customer
 from services.metrics.domain.windows import OutOfRange, to_utc
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event, SystemChanged
@@ -105,6 +105,7 @@ async def _apply(
     # time from the changes stored): the purpose is marked changed so it is republished.
     await system_changes.add_changes(session, changes)
     await draw_audit(session, demands, audit)
+    await review_entries.take_labelled(session, labels)  # a labelled demand waits no more
     # A customer is a source's own reference: (source, customer_ref).
     customers = {(d.demand.source, d.demand.customer_ref) for d in demands} | {
         (e.source or "", e.customer_ref) for e in case_events

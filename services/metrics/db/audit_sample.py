@@ -90,16 +90,28 @@ async def save_strata(session: AsyncSession, strata: dict[StratumKey, tuple[int,
     )
 
 
-async def shrink_audit(session: AsyncSession, stratum: StratumKey, probability: float) -> None:
-    """Drop the stratum's audit items whose draw is no longer below its probability."""
+async def shrink_audit(
+    session: AsyncSession, stratum: StratumKey, probability: float
+) -> list[DemandKey]:
+    """Drop the stratum's audit items whose draw is no longer below its probability; the
+    demands dropped (they may wait for review again)."""
     purpose, week = stratum
-    await session.execute(
-        delete(AuditItemRow).where(
-            AuditItemRow.purpose == purpose,
-            AuditItemRow.week_start == week,
-            AuditItemRow.draw >= probability,
-        )
+    leaving = (
+        AuditItemRow.purpose == purpose,
+        AuditItemRow.week_start == week,
+        AuditItemRow.draw >= probability,
     )
+    dropped = [
+        (source, demand_id)
+        for source, demand_id in (
+            await session.execute(
+                select(AuditItemRow.source, AuditItemRow.demand_id).where(*leaving)
+            )
+        ).all()
+    ]
+    if dropped:
+        await session.execute(delete(AuditItemRow).where(*leaving))
+    return dropped
 
 
 async def add_audit_items(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

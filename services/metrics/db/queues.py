@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, not_, or_, select
+from sqlalchemy import and_, delete, exists, func, not_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.metrics.db import review_entries
 from services.metrics.db.sql import as_utc, same_demand
 from services.metrics.db.tables import (
     AuditItemRow,
@@ -16,6 +17,7 @@ from services.metrics.db.tables import (
     LabelRow,
     QueueTextRow,
 )
+from services.metrics.db.tables import ReviewQueueRow as QueueEntry
 
 
 def _of_source(source: str | None) -> list[Any]:
@@ -100,22 +102,40 @@ async def review_queue(
 ) -> tuple[int, list[ReviewQueueRow]]:
     """Demands the machine was unsure of (needs_review, or confidence below ``below``) that
     no person has labelled, lowest confidence first. Audit items are not here: they are
-    shown blind, in the audit queue, so that no one sees the machine's label of them."""
+    shown blind, in the audit queue, so that no one sees the machine's label of them.
+
+    Read off the review queue the write path keeps (db/review_entries.py: the demands with
+    their words kept, unlabelled, not audit items): the count and the head come from its
+    indexes, a table the size of the queue, and only the head's rows are read in full."""
     conditions = [
-        _review_candidate(below),
-        not_(exists().where(same_demand(LabelRow, Demand, source="demand_source"))),
-        not_(exists().where(same_demand(AuditItemRow, Demand))),
+        or_(QueueEntry.needs_review.is_(True), QueueEntry.confidence < below),
     ]
     if purpose is not None:
-        conditions.append(Demand.purpose == purpose)
+        conditions.append(QueueEntry.purpose == purpose)
     if source is not None:
-        conditions.append(Demand.source == source)
-    joined: Any = select(Demand.demand_id).join(QueueTextRow, same_demand(QueueTextRow, Demand))
+        conditions.append(QueueEntry.source == source)
     total = (
-        await session.execute(
-            select(func.count()).select_from(joined.where(*conditions).subquery())
-        )
+        await session.execute(select(func.count()).select_from(QueueEntry).where(*conditions))
     ).scalar()
+    order = [
+        QueueEntry.confidence,
+        QueueEntry.occurred_at,
+        QueueEntry.source,
+        QueueEntry.demand_id,
+    ]
+    head = [
+        (s, d)
+        for s, d in (
+            await session.execute(
+                select(QueueEntry.source, QueueEntry.demand_id)
+                .where(*conditions)
+                .order_by(*order)
+                .limit(limit)
+            )
+        ).all()
+    ]
+    if not head:
+        return int(total or 0), []
     statement = (
         select(
             Demand.source,
@@ -131,15 +151,25 @@ async def review_queue(
             Demand.model_version,
         )
         .join(QueueTextRow, same_demand(QueueTextRow, Demand))
-        .where(*conditions)
-        .order_by(Demand.confidence, Demand.occurred_at, Demand.source, Demand.demand_id)
-        .limit(limit)
+        .where(tuple_(Demand.source, Demand.demand_id).in_(head))
     )
-    rows = (await session.execute(statement)).all()
-    return int(total or 0), [
-        ReviewQueueRow(s, d, c, as_utc(at), t, p, kind, fk, float(conf), bool(nr), mv)
-        for s, d, c, at, t, p, kind, fk, conf, nr, mv in rows
-    ]
+    found = {
+        (row[0], row[1]): ReviewQueueRow(
+            row[0],
+            row[1],
+            row[2],
+            as_utc(row[3]),
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            float(row[8]),
+            bool(row[9]),
+            row[10],
+        )
+        for row in (await session.execute(statement)).all()
+    }
+    return int(total or 0), [found[key] for key in head if key in found]
 
 
 async def review_item(
@@ -232,4 +262,5 @@ async def purge_queue_texts(
         )
     )
     result = await session.execute(statement)
+    await review_entries.drop_without_text(session)
     return int(getattr(result, "rowcount", 0) or 0)

@@ -342,3 +342,36 @@ class CaseTimeDayRow(Base):
     team: Mapped[str] = mapped_column(String(200), primary_key=True)
     band: Mapped[int] = mapped_column(Integer, primary_key=True)
     cases: Mapped[int] = mapped_column(Integer)
+
+
+class ReviewQueueRow(Base):
+    """Derived: a demand whose words are kept (queue_texts), that no person has labelled and
+    that is not an audit item, with what the review queue sorts and filters it by. Kept by
+    the write path (db/review_entries.py): the queue's head is read off an index of a table
+    the size of the queue, not found among every demand. Whether an entry waits is the
+    candidate test (needs_review, or confidence below the setting) applied when it is read,
+    so a change of the setting needs no rewrite."""
+
+    __tablename__ = "review_queue"
+
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    demand_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The machine's first purpose (demands.purpose): what the queue's purpose filter means.
+    purpose: Mapped[str] = mapped_column(String(120))
+    confidence: Mapped[float] = mapped_column(Float)
+    needs_review: Mapped[bool] = mapped_column(Boolean)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # The queue's order (lowest confidence first), whole, by purpose and by source.
+        Index("ix_review_queue_order", "confidence", "occurred_at", "source", "demand_id"),
+        Index(
+            "ix_review_queue_purpose_order",
+            "purpose",
+            "confidence",
+            "occurred_at",
+            "source",
+            "demand_id",
+        ),
+        Index("ix_review_queue_source_order", "source", "confidence", "occurred_at", "demand_id"),
+    )

@@ -3,7 +3,7 @@
 The demo's demands are dated around the tests' fixed NOW, which is past the queues' 30-day
 retention by the wall clock, so the seeded database keeps no words and both queues are
 empty. These tests need queues to work from: the words of every review candidate and
-audit item, received "now"."""
+audit item, received "now", and the review queue's entries the write path would keep."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import or_, select
 
 from devstack.demo import demo_events
+from services.metrics.db import review_entries
 from services.metrics.db.tables import AuditItemRow, Demand, QueueTextRow
 from shared.database.engine import create_engine, session_factory
 from shared.events import DemandClassified
@@ -44,6 +45,9 @@ async def keep_queue_words(database_url: str, review_below: float = 0.6) -> int:
                 for s, d in sorted(waiting)
                 if (s, d) in words
             )
+            await session.flush()
+            # As the write path does when it keeps a demand's words.
+            await review_entries.refresh(session, waiting)
             return len(waiting)
     finally:
         await engine.dispose()

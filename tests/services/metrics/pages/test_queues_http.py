@@ -213,6 +213,7 @@ async def test_a_person_sees_every_sources_demands_and_labels_the_one_shown(
     the page publishes names genesys, not demo."""
     from datetime import UTC, datetime
 
+    from services.metrics.db import review_entries
     from services.metrics.db.tables import Demand, QueueTextRow
     from services.metrics.db.write_path import demand_row
     from shared.database.engine import create_engine, session_factory
@@ -234,6 +235,8 @@ async def test_a_person_sees_every_sources_demands_and_labels_the_one_shown(
                     source="genesys", demand_id=shared_id, text="their words", received_at=now
                 )
             )
+            await session.flush()
+            await review_entries.refresh(session, [("genesys", shared_id)])
     finally:
         await engine.dispose()
 
