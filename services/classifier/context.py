@@ -203,6 +203,33 @@ def prune(state: CustomerState, *, now: datetime, window: timedelta, max_demands
     state.cases = [c for c in state.cases if c.changed_at >= horizon][-max_demands:]
 
 
+def prune_tail(
+    state: CustomerState,
+    *,
+    demands_from: int,
+    cases_from: int,
+    now: datetime,
+    window: timedelta,
+    max_demands: int,
+) -> None:
+    """``prune`` for a state that ``prune`` already kept at this ``now`` up to the given
+    lengths: what changes an entry (a label, a case event, a fulfilment) only makes it newer,
+    so only the entries appended since need the window's test; the cap applies to all."""
+    horizon = now - window
+    if len(state.demands) > demands_from:
+        kept = state.demands[:demands_from]
+        kept += [
+            d
+            for d in state.demands[demands_from:]
+            if max(d.occurred_at, d.fulfilled_at or d.occurred_at) >= horizon
+        ]
+        state.demands = kept[-max_demands:]
+    if len(state.cases) > cases_from:
+        cases = state.cases[:cases_from]
+        cases += [c for c in state.cases[cases_from:] if c.changed_at >= horizon]
+        state.cases = cases[-max_demands:]
+
+
 def is_empty(state: CustomerState) -> bool:
     return not state.cases and not state.demands
 
@@ -269,6 +296,9 @@ class ContextOverlay:
     def __init__(self, store: ContextStore) -> None:
         self._store = store
         self._changed: dict[str, tuple[int, CustomerState]] = {}
+        # Per changed customer: when it was pruned and the lengths it kept then. A batch
+        # updates a customer many times; only its first update filters the whole history.
+        self._pruned: dict[str, tuple[datetime, int, int]] = {}
 
     def state(self, customer_ref: str, partition: int) -> CustomerState:
         if customer_ref in self._changed:
@@ -279,7 +309,20 @@ class ContextOverlay:
     def update(
         self, customer_ref: str, partition: int, state: CustomerState, now: datetime
     ) -> None:
-        prune(state, now=now, window=self._store.window, max_demands=self._store.max_demands)
+        window, cap = self._store.window, self._store.max_demands
+        last = self._pruned.get(customer_ref)
+        if last is not None and last[0] == now and self._changed[customer_ref][1] is state:
+            prune_tail(
+                state,
+                demands_from=last[1],
+                cases_from=last[2],
+                now=now,
+                window=window,
+                max_demands=cap,
+            )
+        else:
+            prune(state, now=now, window=window, max_demands=cap)
+        self._pruned[customer_ref] = (now, len(state.demands), len(state.cases))
         self._changed[customer_ref] = (partition, state)
 
     def customer_of_demand(self, demand_id: str, source: str | None = None) -> str | None:

@@ -123,6 +123,47 @@ def test_pruning_forgets_what_is_older_than_the_window_and_caps_the_rest() -> No
     assert [d.demand_id for d in state.demands] == ["D7", "D8", "D9"]
 
 
+def test_an_overlay_prunes_as_a_full_prune_after_every_update_would() -> None:
+    # The overlay filters a customer's whole history on its first update in a batch and
+    # only the entries appended since on the next ones: the outcome must be the same.
+    window, cap, now = timedelta(days=5), 4, T0 + timedelta(days=9)
+    stored = CustomerState()
+    for day in range(8):  # D0..D3 are older than the window by now
+        record_demand(
+            stored,
+            demand_id=f"D{day}",
+            purpose="x",
+            occurred_at=T0 + timedelta(days=day),
+            case_ref=f"K{day}",
+        )
+    store = ContextStore(window=window, max_demands=cap)
+    store.put("C1", 0, stored)
+    overlay = store.overlay()
+    expected = stored.copy_for_change()
+    # Old and new demands in turn, a case event that fulfils one kept case, past the cap.
+    for step, day in enumerate((0, 9, 1, 8, 9, 2, 9, 9)):
+        state = overlay.state("C1", 0)
+        for copy in (state, expected):
+            record_demand(
+                copy,
+                demand_id=f"N{step}",
+                purpose="y",
+                occurred_at=T0 + timedelta(days=day),
+                case_ref=f"M{step}",
+            )
+            if step == 4:
+                apply_case_event(
+                    copy,
+                    k1_event(
+                        case_ref="K7", type=CaseEventType.FULFILLED, occurred_at=now, purpose="x"
+                    ),
+                )
+        overlay.update("C1", 0, state, now)
+        prune(expected, now=now, window=window, max_demands=cap)
+
+        assert overlay.changed["C1"] == expected
+
+
 def test_an_overlay_changes_nothing_until_committed() -> None:
     store = ContextStore(window=timedelta(days=30))
     overlay = store.overlay()
