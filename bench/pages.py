@@ -136,6 +136,14 @@ def fill_review_queue(path: Path, count: int) -> int:
             # Received now: words older than the retention are purged when the app starts.
             (datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),),
         )
+        # The review queue's entries, as the write path keeps them (no label, no audit item
+        # yet: each demand whose words are kept).
+        connection.execute(
+            "INSERT INTO review_queue (source, demand_id, purpose, confidence, needs_review, "
+            "occurred_at) SELECT d.source, d.demand_id, d.purpose, d.confidence, "
+            "d.needs_review, d.occurred_at FROM queue_texts q "
+            "JOIN demands d ON d.source = q.source AND d.demand_id = q.demand_id"
+        )
     return count // REVIEW_EVERY + 1
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, not_, or_, select, tuple_
+from sqlalchemy import and_, delete, exists, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db import review_entries
@@ -106,7 +106,7 @@ async def review_queue(
 
     Read off the review queue the write path keeps (db/review_entries.py: the demands with
     their words kept, unlabelled, not audit items): the count and the head come from its
-    indexes, a table the size of the queue, and only the head's rows are read in full."""
+    indexes, a table the size of the queue, and only the head's demands are read."""
     conditions = [
         or_(QueueEntry.needs_review.is_(True), QueueEntry.confidence < below),
     ]
@@ -117,25 +117,6 @@ async def review_queue(
     total = (
         await session.execute(select(func.count()).select_from(QueueEntry).where(*conditions))
     ).scalar()
-    order = [
-        QueueEntry.confidence,
-        QueueEntry.occurred_at,
-        QueueEntry.source,
-        QueueEntry.demand_id,
-    ]
-    head = [
-        (s, d)
-        for s, d in (
-            await session.execute(
-                select(QueueEntry.source, QueueEntry.demand_id)
-                .where(*conditions)
-                .order_by(*order)
-                .limit(limit)
-            )
-        ).all()
-    ]
-    if not head:
-        return int(total or 0), []
     statement = (
         select(
             Demand.source,
@@ -150,26 +131,21 @@ async def review_queue(
             Demand.needs_review,
             Demand.model_version,
         )
-        .join(QueueTextRow, same_demand(QueueTextRow, Demand))
-        .where(tuple_(Demand.source, Demand.demand_id).in_(head))
-    )
-    found = {
-        (row[0], row[1]): ReviewQueueRow(
-            row[0],
-            row[1],
-            row[2],
-            as_utc(row[3]),
-            row[4],
-            row[5],
-            row[6],
-            row[7],
-            float(row[8]),
-            bool(row[9]),
-            row[10],
+        .select_from(QueueEntry)
+        .join(Demand, same_demand(Demand, QueueEntry))
+        .join(QueueTextRow, same_demand(QueueTextRow, QueueEntry))
+        .where(*conditions)
+        # The entry's copies of the demand's columns: the index's order, read in order.
+        .order_by(
+            QueueEntry.confidence, QueueEntry.occurred_at, QueueEntry.source, QueueEntry.demand_id
         )
-        for row in (await session.execute(statement)).all()
-    }
-    return int(total or 0), [found[key] for key in head if key in found]
+        .limit(limit)
+    )
+    rows = (await session.execute(statement)).all()
+    return int(total or 0), [
+        ReviewQueueRow(s, d, c, as_utc(at), t, p, kind, fk, float(conf), bool(nr), mv)
+        for s, d, c, at, t, p, kind, fk, conf, nr, mv in rows
+    ]
 
 
 async def review_item(

@@ -16,10 +16,10 @@ right whatever it is given (a redelivered demand, an item that left the audit tw
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import delete, exists, insert, not_, select, tuple_
+from sqlalchemy import delete, exists, insert, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db.sql import DemandKey, chunks, same_demand
@@ -56,34 +56,45 @@ def members() -> Any:
 _COLUMNS = ("source", "demand_id", "purpose", "confidence", "needs_review", "occurred_at")
 
 
+def _by_source(demands: Iterable[DemandKey]) -> Iterator[tuple[str, Sequence[str]]]:
+    """The demands as (source, some of its ids): ``source = ? AND demand_id IN (...)`` is a
+    search of the key in SQLite, where ``(source, demand_id) IN (VALUES ...)`` scans it."""
+    ids: dict[str, set[str]] = {}
+    for source, demand_id in demands:
+        ids.setdefault(source, set()).add(demand_id)
+    for source in sorted(ids):
+        for chunk in chunks(sorted(ids[source])):
+            yield source, chunk
+
+
 async def refresh(session: AsyncSession, demands: Iterable[DemandKey]) -> None:
     """Make these demands' entries what the stored rows say: removed, then added back for
     those that belong."""
-    for chunk in chunks(sorted(set(demands))):
-        await session.execute(
-            delete(ReviewQueueRow).where(
-                tuple_(ReviewQueueRow.source, ReviewQueueRow.demand_id).in_(chunk)
-            )
-        )
+    for source, ids in _by_source(demands):
+        await _remove(session, source, ids)
         await session.execute(
             insert(ReviewQueueRow).from_select(
                 list(_COLUMNS),
-                members().where(tuple_(Demand.source, Demand.demand_id).in_(chunk)),
+                members().where(Demand.source == source, Demand.demand_id.in_(ids)),
             )
         )
+
+
+async def _remove(session: AsyncSession, source: str, ids: Sequence[str]) -> None:
+    await session.execute(
+        delete(ReviewQueueRow).where(
+            ReviewQueueRow.source == source, ReviewQueueRow.demand_id.in_(ids)
+        )
+    )
 
 
 async def take_labelled(session: AsyncSession, labels: Sequence[DemandLabelled]) -> None:
     """A labelled demand waits no more: its entry goes (the label's demand by its source and
     id, as the queue's old query matched labels; a label without a source names the demand
     of the empty source)."""
-    keys = sorted({(label.demand_source or "", label.demand_id) for label in labels})
-    for chunk in chunks(keys):
-        await session.execute(
-            delete(ReviewQueueRow).where(
-                tuple_(ReviewQueueRow.source, ReviewQueueRow.demand_id).in_(chunk)
-            )
-        )
+    keys = {(label.demand_source or "", label.demand_id) for label in labels}
+    for source, ids in _by_source(keys):
+        await _remove(session, source, ids)
 
 
 async def drop_without_text(session: AsyncSession) -> None:

@@ -363,8 +363,16 @@ class ReviewQueueRow(Base):
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        # The queue's order (lowest confidence first), whole, by purpose and by source.
-        Index("ix_review_queue_order", "confidence", "occurred_at", "source", "demand_id"),
+        # The queue's order (lowest confidence first), whole, by purpose and by source; with
+        # needs_review, the waiting are counted off the index alone.
+        Index(
+            "ix_review_queue_order",
+            "confidence",
+            "occurred_at",
+            "source",
+            "demand_id",
+            "needs_review",
+        ),
         Index(
             "ix_review_queue_purpose_order",
             "purpose",
@@ -372,6 +380,14 @@ class ReviewQueueRow(Base):
             "occurred_at",
             "source",
             "demand_id",
+            "needs_review",
         ),
-        Index("ix_review_queue_source_order", "source", "confidence", "occurred_at", "demand_id"),
+        Index(
+            "ix_review_queue_source_order",
+            "source",
+            "confidence",
+            "occurred_at",
+            "demand_id",
+            "needs_review",
+        ),
     )

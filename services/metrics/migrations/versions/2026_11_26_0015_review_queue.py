@@ -34,19 +34,19 @@ def upgrade() -> None:
     op.create_index(
         "ix_review_queue_order",
         "review_queue",
-        ["confidence", "occurred_at", "source", "demand_id"],
+        ["confidence", "occurred_at", "source", "demand_id", "needs_review"],
     )
     op.create_index(
         "ix_review_queue_purpose_order",
         "review_queue",
-        ["purpose", "confidence", "occurred_at", "source", "demand_id"],
+        ["purpose", "confidence", "occurred_at", "source", "demand_id", "needs_review"],
     )
     op.create_index(
         "ix_review_queue_source_order",
         "review_queue",
-        ["source", "confidence", "occurred_at", "demand_id"],
+        ["source", "confidence", "occurred_at", "demand_id", "needs_review"],
     )
-    # The same set db/review_entries.py keeps (its _MEMBERS), written out once.
+    # The same set db/review_entries.py keeps (its members()), written out once.
     op.execute(
         """
         INSERT INTO review_queue (source, demand_id, purpose, confidence, needs_review,
