@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.audit import AuditPolicy, draw_audit
 from services.metrics.db import review_entries, sql, system_changes, write_path
@@ -73,19 +74,25 @@ def _moments(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, datetime
 
 
 async def apply_events(
-    session: AsyncSession, events: Sequence[Event], audit: AuditPolicy | None = None
+    session: AsyncSession,
+    events: Sequence[Event],
+    audit: AuditPolicy | None = None,
+    *,
+    derive: bool = True,
 ) -> BatchOutcome:
+    """``derive=False`` (a rebuild's bulk load) stores the events and leaves the customers'
+    derived rows to ``derive_everything`` at the end: each customer computed once."""
     refused = [Refused(e, why) for e in events if (why := why_unstorable(e)) is not None]
     if refused:
         dropped = {id(r.event) for r in refused}
         events = [e for e in events if id(e) not in dropped]
-    outcome = await _apply(session, events, audit or AuditPolicy())
+    outcome = await _apply(session, events, audit or AuditPolicy(), derive)
     outcome.refused = refused
     return outcome
 
 
 async def _apply(
-    session: AsyncSession, events: Sequence[Event], audit: AuditPolicy
+    session: AsyncSession, events: Sequence[Event], audit: AuditPolicy, derive: bool
 ) -> BatchOutcome:
     demands = [e for e in events if isinstance(e, DemandClassified)]
     case_events = [e for e in events if isinstance(e, CaseEvent)]
@@ -106,6 +113,8 @@ async def _apply(
     await system_changes.add_changes(session, changes)
     await draw_audit(session, demands, audit)
     await review_entries.take_labelled(session, labels)  # a labelled demand waits no more
+    if not derive:
+        return BatchOutcome()
     # A customer is a source's own reference: (source, customer_ref).
     customers = {(d.demand.source, d.demand.customer_ref) for d in demands} | {
         (e.source or "", e.customer_ref) for e in case_events
@@ -120,18 +129,49 @@ async def _apply(
 async def recompute_customers(
     session: AsyncSession, customers: Sequence[sql.Customer]
 ) -> BatchOutcome:
-    outcome = BatchOutcome()
     if not customers:
-        return outcome
-    await write_path.lock_customers(session, customers)
-    before = {
-        ((c.source, c.customer_ref), c.case_id)
-        for c in await write_path.fulfilled_cases_of(session, customers)
-    }
-    outcome.purposes |= await write_path.purposes_of(session, customers)
-    histories = await write_path.customer_histories(session, customers)
+        return BatchOutcome()
+    return await sql.run_sync(session, lambda db: _recompute(db, customers))
+
+
+async def derive_everything(
+    sessions: async_sessionmaker[AsyncSession], customers_per_transaction: int = 2000
+) -> int:
+    """Every stored customer's derived rows computed once, after a bulk load (a rebuild's):
+    the customers in key order, a page per transaction. Returns the customers computed."""
+    done = 0
+    for with_demands in (True, False):
+        after: sql.Customer | None = None
+        while True:
+            async with sessions.begin() as session:
+                page = await sql.run_sync(
+                    session,
+                    partial(
+                        write_path.customers_after,
+                        after=after,
+                        limit=customers_per_transaction,
+                        with_demands=with_demands,
+                    ),
+                )
+                if page:
+                    await recompute_customers(session, page)
+            if not page:
+                break
+            done += len(page)
+            after = page[-1]
+    return done
+
+
+def _recompute(db: sql.SyncDb, customers: Sequence[sql.Customer]) -> BatchOutcome:
+    """Every touched customer's cases stitched again from everything stored for them: four
+    reads for all of them, then only the rows that changed written (write_path)."""
+    outcome = BatchOutcome()
+    write_path.touch_customers(db, customers)
+    stored = write_path.stored_state(db, customers)
+    before = stored.fulfilled_before()
+    outcome.purposes |= stored.purposes()
     stitched = {}
-    for customer, history in histories.items():
+    for customer, history in stored.histories.items():
         demands = apply_labels(history.demands, history.labels)
         result = stitch_customer(customer[1], demands, history.case_events)
         stitched[customer] = (result, demands)
@@ -147,5 +187,5 @@ async def recompute_customers(
                 outcome.newly_fulfilled.append(
                     NewlyFulfilled(case.purpose, case.first_channel or "other", seconds)
                 )
-    await write_path.replace_derived(session, stitched)
+    write_path.replace_derived(db, stored, stitched)
     return outcome

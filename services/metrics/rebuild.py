@@ -6,8 +6,14 @@ figure, the rebased capability limits included, comes back from the log alone.
 
 A bounded replay, not a service: it reads every partition from its first offset to the end
 offset seen at start, with no consumer group (so it commits nothing and disturbs no one),
-and stops. Then it records the special-cause signals on the rebuilt charts as already
-raised and published: the live service raised them (counted, alerted, sent on
+and stops. It loads in bulk: each batch stores its events (and keeps the audit sample, as
+live does), and the customers' derived rows (demand facts, cases, the daily aggregates) are
+computed once at the end, each customer from all its events (ingest.derive_everything),
+rather than once per batch that touched it. They are a function of the set of events
+stored, so this ends where live batch-by-batch application does.
+
+Then it records the special-cause signals on the rebuilt charts as already raised and
+published: the live service raised them (counted, alerted, sent on
 capability.signals) before the database was rebuilt, and the signals table starts empty.
 Because derived figures are a function of the set of events stored, the rebuilt
 database ends with the same figures as the live one (tests/services/metrics check it).
@@ -27,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.audit import AuditPolicy
 from services.metrics.db import measures, system_changes
-from services.metrics.ingest import apply_events
+from services.metrics.ingest import apply_events, derive_everything
 from services.metrics.service import ChartSettings, purpose_metrics
 from services.metrics.signals import record_as_raised, signal_rows
 from services.metrics.subscriptions import consumed_topics
@@ -110,13 +116,15 @@ async def rebuild(
                         undecodable += 1
                 if events:
                     async with sessions.begin() as session:
-                        await apply_events(session, events, audit)
+                        await apply_events(session, events, audit, derive=False)
                     applied += len(events)
                 if progress is not None:
                     progress(reader.offsets_read, reader.total)
             if progress is not None:
                 progress(reader.offsets_read, reader.total)
             offsets = reader.total
+        # Loaded in bulk, computed once: each customer's derived rows from all its events.
+        await derive_everything(sessions)
         recorded = await _record_signals_as_raised(
             sessions, charts or ChartSettings(), window_days, owners or PurposeOwners()
         )

@@ -1,5 +1,6 @@
 """The daily aggregates (demand_days, case_days, case_time_days): the write path moves
-them by the difference of a customer's rows before and after their swap."""
+them by the difference of a customer's rows before and after their swap, one upsert
+(executemany) per table, inside its synchronous recomputation (sql.run_sync)."""
 
 from __future__ import annotations
 
@@ -10,33 +11,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from services.metrics.db.sql import Customer, DemandKey, as_utc, chunks, same_demand
-from services.metrics.db.tables import (
-    CaseDayRow,
-    CaseTimeDayRow,
-    Demand,
-    DemandDayRow,
-    DemandFactRow,
-)
+from services.metrics.db.sql import SyncDb, as_utc
 
 # (fulfilled day, source, purpose, first channel, team): case_days' key, '' for none.
 CaseDayKey = tuple[date, str, str, str, str]
-CASE_DAY_COLUMNS = (
-    "source",
-    "purpose",
-    "first_channel",
-    "team",
-    "status",
-    "measured",
-    "fulfilled_at",
-    "contacts",
-    "one_stop",
-    "end_to_end_seconds",
-)
 
 
 def count_case(deltas: dict[CaseDayKey, list[int]], case: dict[str, Any], sign: int) -> None:
@@ -91,70 +69,9 @@ def band_floor(band: int) -> float | None:
     return None if band < 0 else _BAND_BOUNDS[band]
 
 
-async def apply_case_time_deltas(session: AsyncSession, deltas: Counter[CaseTimeKey]) -> None:
-    """case_time_days moved by the batch's net change, as apply_day_deltas moves demand_days."""
-    changed = sorted(key for key, n in deltas.items() if n)
-    if not changed:
-        return
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(CaseTimeDayRow)
-    upsert = statement.on_conflict_do_update(
-        index_elements=list(_CASE_TIME_COLUMNS),
-        set_={"cases": CaseTimeDayRow.cases + statement.excluded.cases},
-    )
-    rows = [
-        {**dict(zip(_CASE_TIME_COLUMNS, key, strict=True)), "cases": deltas[key]} for key in changed
-    ]
-    await session.execute(upsert, rows)
-    emptied = [key for key in changed if deltas[key] < 0]
-    columns = tuple_(*(getattr(CaseTimeDayRow, c) for c in _CASE_TIME_COLUMNS))
-    for chunk in chunks(emptied):
-        await session.execute(
-            delete(CaseTimeDayRow).where(columns.in_(chunk), CaseTimeDayRow.cases == 0)
-        )
-
-
 # (fulfilled day, source, purpose, first channel, team, band): case_time_days' key.
 CaseTimeKey = tuple[date, str, str, str, str, int]
 _CASE_TIME_COLUMNS = ("day", "source", "purpose", "channel", "team", "band")
-
-
-async def apply_case_day_deltas(session: AsyncSession, deltas: dict[CaseDayKey, list[int]]) -> None:
-    """case_days moved by the batch's net change, as apply_day_deltas moves demand_days."""
-    changed = sorted(key for key, counts in deltas.items() if any(counts))
-    if not changed:
-        return
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(CaseDayRow)
-    upsert = statement.on_conflict_do_update(
-        index_elements=["day", "source", "purpose", "channel", "team"],
-        set_={
-            "fulfilled": CaseDayRow.fulfilled + statement.excluded.fulfilled,
-            "contacts": CaseDayRow.contacts + statement.excluded.contacts,
-            "one_stop": CaseDayRow.one_stop + statement.excluded.one_stop,
-        },
-    )
-    names = ("day", "source", "purpose", "channel", "team")
-    rows = [
-        {
-            **dict(zip(names, key, strict=True)),
-            "fulfilled": deltas[key][0],
-            "contacts": deltas[key][1],
-            "one_stop": deltas[key][2],
-        }
-        for key in changed
-    ]
-    await session.execute(upsert, rows)
-    emptied = [key for key in changed if deltas[key][0] < 0]
-    columns = tuple_(
-        CaseDayRow.day, CaseDayRow.source, CaseDayRow.purpose, CaseDayRow.channel, CaseDayRow.team
-    )
-    for chunk in chunks(emptied):
-        await session.execute(
-            delete(CaseDayRow).where(columns.in_(chunk), CaseDayRow.fulfilled == 0)
-        )
 
 
 # --- the daily aggregates ---------------------------------------------------------------------
@@ -186,81 +103,47 @@ class Received:
     handling_micros: int | None
 
 
-def _micros(seconds: float | None) -> int | None:
+def to_micros(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1_000_000)
 
 
-def day_key(fact: dict[str, Any], machine: Received) -> DayKey:
+def _upsert(table: str, keys: Sequence[str], sums: Sequence[str]) -> str:
+    """Add a row's sums to the stored row of its key, or insert it: one atomic statement,
+    so concurrent batches of other customers can add to the same row."""
+    columns = (*keys, *sums)
     return (
-        as_utc(fact["occurred_at"]).date(),
-        fact["source"],
-        fact["channel"],
-        fact["team"] or "",
-        fact["purpose"],
-        fact["demand_type"],
-        fact["failure_kind"] or "",
-        fact["cause_purpose"] or "",
-        machine.purpose,
-        machine.demand_type,
+        f"INSERT INTO {table} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(f':{c}' for c in columns)}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+        + ", ".join(f"{s} = {table}.{s} + excluded.{s}" for s in sums)
     )
 
 
-async def old_day_contributions(
-    session: AsyncSession,
-    customers: Sequence[Customer],
-    received: dict[DemandKey, Received],
-    deltas: Counter[DayKey],
-    measured: Counter[DayKey],
-    micros: Counter[DayKey],
-) -> None:
-    """Subtract what these customers' facts, as stored before the swap, added to the daily
-    aggregates; note each of their demands' first classification for the new facts."""
-    statement = (
-        select(
-            Demand.source,
-            Demand.demand_id,
-            Demand.purpose,
-            Demand.demand_type,
-            Demand.handling_seconds,
-            DemandFactRow.occurred_at,
-            DemandFactRow.channel,
-            DemandFactRow.team,
-            DemandFactRow.purpose,
-            DemandFactRow.demand_type,
-            DemandFactRow.failure_kind,
-            DemandFactRow.cause_purpose,
-        )
-        .outerjoin(DemandFactRow, same_demand(DemandFactRow, Demand))
-        .where(tuple_(Demand.source, Demand.customer_ref).in_(customers))
-    )
-    for row in (await session.execute(statement)).all():
-        (source, demand_id, m_purpose, m_type, seconds, at, channel, team) = row[:8]
-        purpose, demand_type, kind, cause = row[8:]
-        machine = Received(m_purpose, m_type, _micros(seconds))
-        received[(source, demand_id)] = machine
-        if at is None:  # not derived yet: received in this batch
-            continue
-        key = day_key(
-            {
-                "occurred_at": at,
-                "source": source,
-                "channel": channel,
-                "team": team,
-                "purpose": purpose,
-                "demand_type": demand_type,
-                "failure_kind": kind,
-                "cause_purpose": cause,
-            },
-            machine,
-        )
-        deltas[key] -= 1
-        if machine.handling_micros is not None:
-            measured[key] -= 1
-            micros[key] -= machine.handling_micros
+def _delete_empty(table: str, keys: Sequence[str], count: str) -> str:
+    where = " AND ".join(f"{k} = :{k}" for k in keys)
+    return f"DELETE FROM {table} WHERE {where} AND {count} = 0"
 
 
-async def apply_day_deltas(
-    session: AsyncSession,
+_DAY_SUMS = ("demands", "handling_measured", "handling_micros")
+_UPSERT_DAY = _upsert("demand_days", _DAY_KEY_COLUMNS, _DAY_SUMS)
+_EMPTY_DAY = _delete_empty("demand_days", _DAY_KEY_COLUMNS, "demands")
+_CASE_DAY_KEY_COLUMNS = ("day", "source", "purpose", "channel", "team")
+_CASE_DAY_SUMS = ("fulfilled", "contacts", "one_stop")
+_UPSERT_CASE_DAY = _upsert("case_days", _CASE_DAY_KEY_COLUMNS, _CASE_DAY_SUMS)
+_EMPTY_CASE_DAY = _delete_empty("case_days", _CASE_DAY_KEY_COLUMNS, "fulfilled")
+_UPSERT_CASE_TIME = _upsert("case_time_days", _CASE_TIME_COLUMNS, ("cases",))
+_EMPTY_CASE_TIME = _delete_empty("case_time_days", _CASE_TIME_COLUMNS, "cases")
+
+
+def _key(db: SyncDb, names: Sequence[str], key: tuple[Any, ...]) -> dict[str, Any]:
+    """A key's columns by name, its day (always first) in the database's form."""
+    row = dict(zip(names, key, strict=True))
+    row["day"] = db.day(key[0])
+    return row
+
+
+def apply_day_deltas(
+    db: SyncDb,
     deltas: Counter[DayKey],
     measured: Counter[DayKey],
     micros: Counter[DayKey],
@@ -278,34 +161,46 @@ async def apply_day_deltas(
     Counts and microseconds are integers, so the sums do not depend on the order either.
     Concurrent batches of other customers add to the same row with one atomic upsert.
     """
-    changed = [k for k in deltas.keys() | micros.keys() if deltas[k] or measured[k] or micros[k]]
-    if not changed:
-        return
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(DemandDayRow)
-    upsert = statement.on_conflict_do_update(
-        index_elements=list(_DAY_KEY_COLUMNS),
-        set_={
-            "demands": DemandDayRow.demands + statement.excluded.demands,
-            "handling_measured": DemandDayRow.handling_measured
-            + statement.excluded.handling_measured,
-            "handling_micros": DemandDayRow.handling_micros + statement.excluded.handling_micros,
-        },
+    changed = sorted(
+        k for k in deltas.keys() | micros.keys() if deltas[k] or measured[k] or micros[k]
     )
     rows = [
         {
-            **dict(zip(_DAY_KEY_COLUMNS, key, strict=True)),
+            **_key(db, _DAY_KEY_COLUMNS, key),
             "demands": deltas[key],
             "handling_measured": measured[key],
             "handling_micros": micros[key],
         }
-        for key in sorted(changed)
+        for key in changed
     ]
-    await session.execute(upsert, rows)
-    emptied = [k for k in changed if deltas[k] < 0]
-    columns = tuple_(*(getattr(DemandDayRow, c) for c in _DAY_KEY_COLUMNS))
-    for chunk in chunks(sorted(emptied)):
-        await session.execute(
-            delete(DemandDayRow).where(columns.in_(chunk), DemandDayRow.demands == 0)
-        )
+    db.executemany(_UPSERT_DAY, rows)
+    db.executemany(_EMPTY_DAY, [_key(db, _DAY_KEY_COLUMNS, k) for k in changed if deltas[k] < 0])
+
+
+def apply_case_day_deltas(db: SyncDb, deltas: dict[CaseDayKey, list[int]]) -> None:
+    """case_days moved by the batch's net change, as apply_day_deltas moves demand_days."""
+    changed = sorted(key for key, counts in deltas.items() if any(counts))
+    rows = [
+        {
+            **_key(db, _CASE_DAY_KEY_COLUMNS, key),
+            "fulfilled": deltas[key][0],
+            "contacts": deltas[key][1],
+            "one_stop": deltas[key][2],
+        }
+        for key in changed
+    ]
+    db.executemany(_UPSERT_CASE_DAY, rows)
+    db.executemany(
+        _EMPTY_CASE_DAY,
+        [_key(db, _CASE_DAY_KEY_COLUMNS, k) for k in changed if deltas[k][0] < 0],
+    )
+
+
+def apply_case_time_deltas(db: SyncDb, deltas: Counter[CaseTimeKey]) -> None:
+    """case_time_days moved by the batch's net change, as apply_day_deltas moves demand_days."""
+    changed = sorted(key for key, n in deltas.items() if n)
+    rows = [{**_key(db, _CASE_TIME_COLUMNS, key), "cases": deltas[key]} for key in changed]
+    db.executemany(_UPSERT_CASE_TIME, rows)
+    db.executemany(
+        _EMPTY_CASE_TIME, [_key(db, _CASE_TIME_COLUMNS, k) for k in changed if deltas[k] < 0]
+    )

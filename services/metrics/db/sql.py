@@ -1,14 +1,18 @@
 """Building blocks every query module of the metrics service uses: the keys, UTC times
-read back from SQLite, chunks under SQLite's parameter cap, insert-or-ignore."""
+read back from SQLite, chunks under SQLite's parameter cap, insert-or-ignore, and
+``run_sync``: a batch's database work as one synchronous function (the write path's)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import and_
+from sqlalchemy import Connection, TextClause, and_, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 # SQLite caps the bound parameters of one statement; stay well below it.
@@ -53,3 +57,128 @@ def same_demand(table: Any, other: Any, *, source: str = "source") -> Any:
 def _table(table: Any) -> Any:
     """The Core table of a mapped class (a Table is itself)."""
     return getattr(table, "__table__", table)
+
+
+# --- the write path's database work in one synchronous function -----------------------------
+
+T = TypeVar("T")
+
+
+class SyncDb(Protocol):
+    """The batch's transaction, used synchronously: SQL written once with ``:name``
+    parameters (both sqlite3 and SQLAlchemy's text() read them), values in and out in the
+    form this database stores (``time``/``day`` going in, ``read_time``/``read_day`` coming
+    back: text on SQLite, datetime and date on PostgreSQL)."""
+
+    dialect: str
+
+    def rows(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Any]: ...
+    def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> None: ...
+    def executemany(self, statement: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
+    def time(self, moment: datetime) -> Any: ...
+    def day(self, day: date) -> Any: ...
+    def read_time(self, value: Any) -> datetime: ...
+    def read_day(self, value: Any) -> date: ...
+
+
+class SqliteDb:
+    """sqlite3 itself, on aiosqlite's own thread: no SQLAlchemy compile or result
+    processing, and no thread hop, per statement. Times are stored as SQLAlchemy stores them
+    (text that sorts as time), so every other query, through SQLAlchemy, reads them alike."""
+
+    dialect = "sqlite"
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def rows(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        return self._connection.execute(statement, params or {}).fetchall()
+
+    def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
+        self._connection.execute(statement, params or {})
+
+    def executemany(self, statement: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self._connection.executemany(statement, rows)
+
+    @staticmethod
+    def time(moment: datetime) -> str:
+        m = as_utc(moment)
+        return (
+            f"{m.year:04d}-{m.month:02d}-{m.day:02d} "
+            f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}"
+        )
+
+    @staticmethod
+    def day(day: date) -> str:
+        return f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
+
+    @staticmethod
+    def read_time(value: Any) -> datetime:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+    @staticmethod
+    def read_day(value: Any) -> date:
+        return date.fromisoformat(value)
+
+
+class AlchemyDb:
+    """A SQLAlchemy connection (PostgreSQL: asyncpg has no thread between the loop and the
+    socket, so run_sync costs no hop), with the same SQL through text()."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self.dialect = connection.dialect.name
+
+    def rows(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        return list(self._connection.execute(_text(statement), dict(params or {})).all())
+
+    def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
+        self._connection.execute(_text(statement), dict(params or {}))
+
+    def executemany(self, statement: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self._connection.execute(_text(statement), [dict(row) for row in rows])
+
+    @staticmethod
+    def time(moment: datetime) -> datetime:
+        return as_utc(moment)
+
+    @staticmethod
+    def day(day: date) -> date:
+        return day
+
+    @staticmethod
+    def read_time(value: Any) -> datetime:
+        return as_utc(value) if isinstance(value, datetime) else SqliteDb.read_time(value)
+
+    @staticmethod
+    def read_day(value: Any) -> date:
+        return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+@lru_cache(maxsize=256)
+def _text(statement: str) -> TextClause:
+    return text(statement)
+
+
+async def run_sync(session: AsyncSession, work: Callable[[SyncDb], T]) -> T:
+    """``work`` on the session's connection and transaction, in one go: on SQLite as one
+    function on aiosqlite's thread (one hop for all its statements, not one per statement),
+    elsewhere through ``AsyncConnection.run_sync``. sqlite3's errors come out as SQLAlchemy's
+    (DBAPIError and its kinds), as every other statement's do, for the handler to judge."""
+    connection = await session.connection()
+    if connection.dialect.name != "sqlite":
+        return await connection.run_sync(lambda sync: work(AlchemyDb(sync)))
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+
+    def on_thread() -> T:
+        try:
+            return work(SqliteDb(driver._conn))
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(
+                None, None, error, sqlite3.Error, dialect=connection.dialect
+            ) from error
+
+    result: T = await driver._execute(on_thread)
+    return result

@@ -1,5 +1,7 @@
 """The one write path: received events stored, each touched customer's derived rows
-(demand facts, cases) replaced, and the daily aggregates moved by the difference."""
+(demand facts, cases) recomputed and the changed ones replaced, and the daily aggregates
+moved by the difference. The recomputation is synchronous, for ``sql.run_sync``: on SQLite
+all its statements go to sqlite3 in one hop to aiosqlite's thread."""
 
 from __future__ import annotations
 
@@ -8,11 +10,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, tuple_
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db.aggregates import (
-    CASE_DAY_COLUMNS,
     CaseDayKey,
     CaseTimeKey,
     DayKey,
@@ -22,17 +23,17 @@ from services.metrics.db.aggregates import (
     apply_day_deltas,
     count_case,
     count_case_time,
-    day_key,
-    old_day_contributions,
+    to_micros,
 )
-from services.metrics.db.sql import Customer, DemandKey, as_utc, chunks, insert_ignoring_duplicates
-from services.metrics.db.tables import (
-    CaseEventRow,
-    CaseRow,
-    Demand,
-    DemandFactRow,
-    LabelRow,
+from services.metrics.db.sql import (
+    Customer,
+    DemandKey,
+    SyncDb,
+    as_utc,
+    chunks,
+    insert_ignoring_duplicates,
 )
+from services.metrics.db.tables import CaseEventRow, Demand, LabelRow
 from services.metrics.domain.audit import StratumKey, week_start
 from services.metrics.domain.cases import (
     Case,
@@ -159,19 +160,6 @@ async def customers_of_labels(
     return found
 
 
-async def lock_customers(session: AsyncSession, customers: Sequence[Customer]) -> None:
-    """Serialise recomputation of a customer across instances until this transaction ends.
-
-    Two instances can hold one customer's events (labels are keyed by demand, and the
-    topics are not co-partitioned): without the lock, each could recompute from a history
-    lacking the other's uncommitted rows, and the last commit would win. PostgreSQL: one
-    transaction-scoped advisory lock per customer, taken in hash order so two batches
-    cannot deadlock. SQLite needs none: the batch's first INSERT already holds the single
-    writer lock, and the history is read after it.
-    """
-    await _advisory_locks(session, [f"{source}|{customer}" for source, customer in customers])
-
-
 async def lock_strata(session: AsyncSession, strata: Iterable[StratumKey]) -> None:
     """Serialise the audit's upkeep of a stratum across instances, like ``lock_customers``:
     a stratum's size is counted, and its sample drawn, by one transaction at a time, so the
@@ -203,6 +191,151 @@ async def _advisory_locks(session: AsyncSession, keys: Sequence[str]) -> None:
     )
 
 
+# --- recomputing the touched customers: one synchronous function (sql.run_sync) -------------
+#
+# Set-based: the batch's customers go into a temporary table, and each read and delete below
+# is one statement joined to it, whatever the number of customers (no IN lists to expand).
+# Rows are compared with what is stored, and only the facts and cases that changed are
+# written: a case event that moves one case rewrites that case, not the customer's rows.
+
+_TOUCHED_SQLITE = (
+    "CREATE TEMP TABLE IF NOT EXISTS touched_customers (source TEXT NOT NULL, "
+    "customer_ref TEXT NOT NULL, PRIMARY KEY (source, customer_ref)) WITHOUT ROWID"
+)
+_TOUCHED_POSTGRESQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS touched_customers (source text NOT NULL, "
+    "customer_ref text NOT NULL, PRIMARY KEY (source, customer_ref)) ON COMMIT DELETE ROWS"
+)
+_JOIN = "JOIN touched_customers t ON {0}.source = t.source AND {0}.customer_ref = t.customer_ref"
+
+_FACT_COLUMNS = (
+    "source",
+    "demand_id",
+    "customer_ref",
+    "case_id",
+    "purpose",
+    "demand_type",
+    "failure_kind",
+    "cause_purpose",
+    "channel",
+    "team",
+    "occurred_at",
+    "labelled",
+)
+_CASE_COLUMNS = (
+    "source",
+    "customer_ref",
+    "case_id",
+    "case_ref",
+    "purpose",
+    "status",
+    "measured",
+    "started_at",
+    "fulfilled_at",
+    "end_to_end_seconds",
+    "reopened",
+    "contacts",
+    "failure_contacts",
+    "channels",
+    "first_channel",
+    "team",
+    "one_stop",
+    "last_activity_at",
+)
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    names = ", ".join(columns)
+    values = ", ".join(f":{c}" for c in columns)
+    return f"INSERT INTO {table} ({names}) VALUES ({values}) ON CONFLICT DO NOTHING"
+
+
+# Each stored demand of the customers with its derived fact as stored, if any (the fact's
+# columns are null for a demand received in this batch).
+_DEMANDS = (
+    "SELECT d.source, d.customer_ref, d.demand_id, d.occurred_at, d.channel, d.team, "
+    "d.case_ref, d.purpose, d.demand_type, d.failure_kind, d.caused_by_kind, d.caused_by_ref, "
+    f"d.handling_seconds, {', '.join(f'f.{c}' for c in _FACT_COLUMNS)} "
+    f"FROM demands d {_JOIN.format('d')} "
+    "LEFT JOIN demand_facts f ON f.source = d.source AND f.demand_id = d.demand_id"
+)
+_CASE_EVENTS = (
+    "SELECT e.source, e.customer_ref, e.event_id, e.case_ref, e.type, e.occurred_at, e.purpose "
+    f"FROM case_events e {_JOIN.format('e')}"
+)
+_LABEL_COLUMNS = "l.label_id, l.demand_id, l.demand_type, l.failure_kind, l.purpose, l.labelled_at"
+# A label of the customers' demands by (source, id); and an old label without a source, for
+# the one demand of its id when no other source used the id (see customer_histories' rule).
+_LABELS = (
+    f"SELECT d.source, {_LABEL_COLUMNS} FROM demands d {_JOIN.format('d')} "
+    "JOIN demand_labels l ON l.demand_source = d.source AND l.demand_id = d.demand_id "
+    "UNION ALL "
+    f"SELECT d.source, {_LABEL_COLUMNS} FROM demands d {_JOIN.format('d')} "
+    "JOIN demand_labels l ON l.demand_source = '' AND l.demand_id = d.demand_id "
+    "WHERE (SELECT count(*) FROM demands o WHERE o.demand_id = d.demand_id) = 1"
+)
+_CASES = f"SELECT {', '.join(f'c.{c}' for c in _CASE_COLUMNS)} FROM cases c {_JOIN.format('c')}"
+_INSERT_FACT = _insert_sql("demand_facts", _FACT_COLUMNS)
+_INSERT_CASE = _insert_sql("cases", _CASE_COLUMNS)
+_DELETE_FACT = "DELETE FROM demand_facts WHERE source = :source AND demand_id = :demand_id"
+_DELETE_CASE = (
+    "DELETE FROM cases WHERE source = :source AND customer_ref = :customer_ref "
+    "AND case_id = :case_id"
+)
+_LOCKS = (
+    "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(c, 0) AS h "
+    "FROM unnest(CAST(:keys AS text[])) AS c ORDER BY h) AS ordered"
+)
+
+
+def touch_customers(db: SyncDb, customers: Sequence[Customer]) -> None:
+    """Name the customers for the statements below, and on PostgreSQL serialise their
+    recomputation across instances until the transaction ends.
+
+    Two instances can hold one customer's events (labels are keyed by demand, and the
+    topics are not co-partitioned): without the lock, each could recompute from a history
+    lacking the other's uncommitted rows, and the last commit would win. PostgreSQL: one
+    transaction-scoped advisory lock per customer, taken in hash order so two batches
+    cannot deadlock, after the demands' and the strata's. SQLite needs none: the batch's
+    first INSERT already holds the single writer lock, and the history is read after it.
+    """
+    if db.dialect == "postgresql":
+        db.execute(_LOCKS, {"keys": [f"{source}|{customer}" for source, customer in customers]})
+        db.execute(_TOUCHED_POSTGRESQL)
+    else:
+        db.execute(_TOUCHED_SQLITE)
+    db.execute("DELETE FROM touched_customers")
+    db.executemany(
+        "INSERT INTO touched_customers (source, customer_ref) VALUES (:source, :customer_ref)",
+        [{"source": source, "customer_ref": customer} for source, customer in customers],
+    )
+
+
+# The stored customers in key order, a page at a time: those with demands, or those with
+# only case events. Both off an index that starts with the key.
+_CUSTOMERS = {
+    True: "SELECT DISTINCT source, customer_ref FROM demands e WHERE {after} "
+    "ORDER BY source, customer_ref LIMIT :limit",
+    False: "SELECT DISTINCT source, customer_ref FROM case_events e WHERE {after} AND NOT EXISTS "
+    "(SELECT 1 FROM demands d WHERE d.source = e.source AND d.customer_ref = e.customer_ref) "
+    "ORDER BY source, customer_ref LIMIT :limit",
+}
+_AFTER = "(e.source, e.customer_ref) > (:source, :customer_ref)"
+
+
+def customers_after(
+    db: SyncDb, after: Customer | None, limit: int, *, with_demands: bool
+) -> list[Customer]:
+    """Up to ``limit`` stored customers after ``after`` (None: from the first), in key
+    order: those with demands, or (``with_demands=False``) those with case events only.
+    Paging on from each page's last customer walks every customer once."""
+    statement = _CUSTOMERS[with_demands].format(after="1 = 1" if after is None else _AFTER)
+    params: dict[str, Any] = {"limit": limit}
+    if after is not None:
+        params |= {"source": after[0], "customer_ref": after[1]}
+    return [(source, customer) for source, customer in db.rows(statement, params)]
+
+
 @dataclass(frozen=True)
 class CustomerHistory:
     demands: list[DemandFact]
@@ -210,214 +343,234 @@ class CustomerHistory:
     labels: list[LabelFact]
 
 
-async def customer_histories(
-    session: AsyncSession, customers: Sequence[Customer]
-) -> dict[Customer, CustomerHistory]:
+@dataclass
+class StoredState:
+    """What is stored of the touched customers: their histories, and their derived rows
+    as stored (in the database's own form, to compare the recomputed ones with)."""
+
+    histories: dict[Customer, CustomerHistory]
+    received: dict[DemandKey, Received]  # each demand's first classification
+    facts: dict[DemandKey, tuple[Any, ...]]  # _FACT_COLUMNS
+    cases: dict[tuple[str, str, str], tuple[Any, ...]]  # _CASE_COLUMNS
+
+    def fulfilled_before(self) -> set[tuple[Customer, str]]:
+        seconds = _CASE_COLUMNS.index("end_to_end_seconds")
+        return {
+            ((s, c), case_id)
+            for (s, c, case_id), row in self.cases.items()
+            if row[seconds] is not None
+        }
+
+    def purposes(self) -> set[str]:
+        """The purposes the customers' facts counted in before: a relabel moves them out."""
+        at = _FACT_COLUMNS.index("purpose")
+        return {row[at] for row in self.facts.values()}
+
+
+def stored_state(db: SyncDb, customers: Sequence[Customer]) -> StoredState:
+    """The touched customers' (touch_customers) histories and derived rows, in four reads."""
     histories = {c: CustomerHistory([], [], []) for c in customers}
-    demand_customer: dict[DemandKey, Customer] = {}
-    for chunk in chunks(list(customers)):
-        for row in (
-            await session.scalars(
-                select(Demand).where(tuple_(Demand.source, Demand.customer_ref).in_(chunk))
-            )
-        ).all():
-            demand_customer[(row.source, row.demand_id)] = (row.source, row.customer_ref)
-            histories[(row.source, row.customer_ref)].demands.append(
-                DemandFact(
-                    demand_id=row.demand_id,
-                    customer_ref=row.customer_ref,
-                    occurred_at=as_utc(row.occurred_at),
-                    channel=row.channel,
-                    team=row.team,
-                    case_ref=row.case_ref,
-                    purpose=row.purpose,
-                    demand_type=row.demand_type,
-                    failure_kind=row.failure_kind,
-                    caused_by_kind=row.caused_by_kind,
-                    caused_by_ref=row.caused_by_ref,
-                )
-            )
-        events = await session.scalars(
-            select(CaseEventRow).where(
-                tuple_(CaseEventRow.source, CaseEventRow.customer_ref).in_(chunk)
+    received: dict[DemandKey, Received] = {}
+    facts: dict[DemandKey, tuple[Any, ...]] = {}
+    read_time = db.read_time
+    for row in db.rows(_DEMANDS):
+        source, customer_ref, demand_id = row[0], row[1], row[2]
+        histories[(source, customer_ref)].demands.append(
+            DemandFact(
+                demand_id=demand_id,
+                customer_ref=customer_ref,
+                occurred_at=read_time(row[3]),
+                channel=row[4],
+                team=row[5],
+                case_ref=row[6],
+                purpose=row[7],
+                demand_type=row[8],
+                failure_kind=row[9],
+                caused_by_kind=row[10],
+                caused_by_ref=row[11],
             )
         )
-        for event in events.all():
-            histories[(event.source, event.customer_ref)].case_events.append(
-                CaseEventFact(
-                    event_id=event.event_id,
-                    case_ref=event.case_ref,
-                    customer_ref=event.customer_ref,
-                    type=event.type,
-                    occurred_at=as_utc(event.occurred_at),
-                    purpose=event.purpose,
-                )
+        received[(source, demand_id)] = Received(row[7], row[8], to_micros(row[12]))
+        if row[13] is not None:
+            facts[(source, demand_id)] = tuple(row[13:])
+    for row in db.rows(_CASE_EVENTS):
+        histories[(row[0], row[1])].case_events.append(
+            CaseEventFact(
+                event_id=row[2],
+                case_ref=row[3],
+                customer_ref=row[1],
+                type=row[4],
+                occurred_at=read_time(row[5]),
+                purpose=row[6],
             )
-    for label in await _labels_of(session, sorted(demand_customer)):
-        customer = demand_customer.get((label.demand_source, label.demand_id))
+        )
+    customer_of: dict[DemandKey, Customer] = {}
+    for history_customer, history in histories.items():
+        for demand in history.demands:
+            customer_of[(history_customer[0], demand.demand_id)] = history_customer
+    for row in db.rows(_LABELS):
+        customer = customer_of.get((row[0], row[2]))
         if customer is not None:
             histories[customer].labels.append(
                 LabelFact(
-                    label_id=label.label_id,
-                    demand_id=label.demand_id,
-                    demand_type=label.demand_type,
-                    failure_kind=label.failure_kind,
-                    purpose=label.purpose,
-                    labelled_at=as_utc(label.labelled_at),
+                    label_id=row[1],
+                    demand_id=row[2],
+                    demand_type=row[3],
+                    failure_kind=row[4],
+                    purpose=row[5],
+                    labelled_at=read_time(row[6]),
                 )
             )
-    return histories
+    cases = {(row[0], row[1], row[2]): tuple(row) for row in db.rows(_CASES)}
+    return StoredState(histories, received, facts, cases)
 
 
-async def _labels_of(session: AsyncSession, demands: Sequence[DemandKey]) -> list[LabelRow]:
-    """The labels of these demands, by (source, id). A label written before labels named
-    their demand's source applies only when exactly one demand (of any source) has its id:
-    it is returned as that demand's, and for an id several sources used, for none."""
-    found: list[LabelRow] = []
-    for chunk in chunks(list(demands)):
-        found += (
-            await session.scalars(
-                select(LabelRow).where(
-                    tuple_(LabelRow.demand_source, LabelRow.demand_id).in_(chunk)
-                )
-            )
-        ).all()
-    source_of = dict(((demand_id, source) for source, demand_id in demands))
-    for chunk in chunks(sorted(source_of)):
-        legacy = (
-            await session.scalars(
-                select(LabelRow).where(LabelRow.demand_source == "", LabelRow.demand_id.in_(chunk))
-            )
-        ).all()
-        if not legacy:
-            continue
-        sole = await session.execute(
-            select(Demand.demand_id)
-            .where(Demand.demand_id.in_({label.demand_id for label in legacy}))
-            .group_by(Demand.demand_id)
-            .having(func.count() == 1)
-        )
-        unique_ids = set(sole.scalars())
-        for label in legacy:
-            if label.demand_id in unique_ids:
-                session.expunge(label)  # read, never written back
-                label.demand_source = source_of[label.demand_id]
-                found.append(label)
-    return found
-
-
-@dataclass(frozen=True)
-class FulfilledCase:
-    source: str
-    customer_ref: str
-    case_id: str
-    purpose: str | None
-    first_channel: str | None
-    end_to_end_seconds: float | None
-
-
-async def fulfilled_cases_of(
-    session: AsyncSession, customers: Sequence[Customer]
-) -> list[FulfilledCase]:
-    found = []
-    for chunk in chunks(list(customers)):
-        rows = await session.execute(
-            select(
-                CaseRow.source,
-                CaseRow.customer_ref,
-                CaseRow.case_id,
-                CaseRow.purpose,
-                CaseRow.first_channel,
-                CaseRow.end_to_end_seconds,
-            ).where(
-                tuple_(CaseRow.source, CaseRow.customer_ref).in_(chunk),
-                CaseRow.end_to_end_seconds.is_not(None),
-            )
-        )
-        found += [FulfilledCase(*row) for row in rows.all()]
-    return found
-
-
-async def purposes_of(session: AsyncSession, customers: Sequence[Customer]) -> set[str]:
-    found: set[str] = set()
-    for chunk in chunks(list(customers)):
-        rows = await session.execute(
-            select(DemandFactRow.purpose)
-            .where(tuple_(DemandFactRow.source, DemandFactRow.customer_ref).in_(chunk))
-            .distinct()
-        )
-        found.update(rows.scalars())
-    return found
-
-
-async def replace_derived(
-    session: AsyncSession, stitched: dict[Customer, tuple[StitchedCustomer, list[DemandFact]]]
+def replace_derived(
+    db: SyncDb,
+    stored: StoredState,
+    stitched: dict[Customer, tuple[StitchedCustomer, list[DemandFact]]],
 ) -> None:
-    """Swap each customer's derived rows for the freshly stitched ones, in one transaction,
-    and move the daily aggregates (demand_days) by the difference (see _day_deltas)."""
-    customers = list(stitched)
-    received: dict[DemandKey, Received] = {}
+    """Make each touched customer's derived rows the freshly stitched ones, writing only
+    the rows that changed, and move the daily aggregates by the difference (see
+    aggregates.apply_day_deltas)."""
+    time = db.time
+    facts: dict[DemandKey, tuple[Any, ...]] = {}
+    cases: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+    fact_days: dict[DemandKey, DayKey] = {}
+    for (source, _customer), (result, demands) in stitched.items():
+        case_of, cause_of = result.case_of_demand, result.cause_purpose_of_demand
+        for demand in demands:
+            key = (source, demand.demand_id)
+            cause = cause_of.get(demand.demand_id)
+            facts[key] = (
+                source,
+                demand.demand_id,
+                demand.customer_ref,
+                case_of[demand.demand_id],
+                demand.purpose,
+                demand.demand_type,
+                demand.failure_kind,
+                cause,
+                demand.channel,
+                demand.team,
+                time(demand.occurred_at),
+                demand.labelled,
+            )
+            machine = stored.received[key]
+            fact_days[key] = (
+                as_utc(demand.occurred_at).date(),
+                source,
+                demand.channel,
+                demand.team or "",
+                demand.purpose,
+                demand.demand_type,
+                demand.failure_kind or "",
+                cause or "",
+                machine.purpose,
+                machine.demand_type,
+            )
+        for case in result.cases:
+            row = case_row(case, source)
+            cases[(source, case.customer_ref, case.case_id)] = tuple(row[c] for c in _CASE_COLUMNS)
     deltas: Counter[DayKey] = Counter()
+    measured: Counter[DayKey] = Counter()
+    micros_of: Counter[DayKey] = Counter()
+    changed = {
+        k for k in stored.facts.keys() | facts.keys() if _same(stored.facts.get(k)) != facts.get(k)
+    }
+    gone_facts = [k for k in stored.facts if k in changed]
+    new_facts = [k for k in facts if k in changed]
+    read_time = db.read_time
+    for key in gone_facts:
+        machine = stored.received[key]
+        old = stored.facts[key]
+        day_of = read_time(old[10]).date()
+        day_key = (day_of, old[0], old[8], old[9] or "", old[4], old[5], old[6] or "",
+                   old[7] or "", machine.purpose, machine.demand_type)  # fmt: skip
+        _count(deltas, measured, micros_of, day_key, machine, -1)
+    for key in new_facts:
+        _count(deltas, measured, micros_of, fact_days[key], stored.received[key], +1)
+    db.executemany(_DELETE_FACT, [{"source": s, "demand_id": d} for s, d in gone_facts])
+    db.executemany(
+        _INSERT_FACT, [dict(zip(_FACT_COLUMNS, facts[k], strict=True)) for k in new_facts]
+    )
     case_deltas: dict[CaseDayKey, list[int]] = {}
     time_deltas: Counter[CaseTimeKey] = Counter()
-    measured: Counter[DayKey] = Counter()
-    micros: Counter[DayKey] = Counter()
-    for chunk in chunks(customers):
-        await old_day_contributions(session, chunk, received, deltas, measured, micros)
-        old_cases = await session.execute(
-            select(*(getattr(CaseRow, c) for c in CASE_DAY_COLUMNS)).where(
-                tuple_(CaseRow.source, CaseRow.customer_ref).in_(chunk)
-            )
-        )
-        for old in old_cases.all():
-            old_case = dict(zip(CASE_DAY_COLUMNS, old, strict=True))
-            count_case(case_deltas, old_case, -1)
-            count_case_time(time_deltas, old_case, -1)
-        await session.execute(
-            delete(DemandFactRow).where(
-                tuple_(DemandFactRow.source, DemandFactRow.customer_ref).in_(chunk)
-            )
-        )
-        await session.execute(
-            delete(CaseRow).where(tuple_(CaseRow.source, CaseRow.customer_ref).in_(chunk))
-        )
-    fact_rows: list[dict[str, Any]] = []
-    case_rows: list[dict[str, Any]] = []
-    for (source, _customer), (result, demands) in stitched.items():
-        for demand in demands:
-            fact_rows.append(
-                {
-                    "source": source,
-                    "demand_id": demand.demand_id,
-                    "customer_ref": demand.customer_ref,
-                    "case_id": result.case_of_demand[demand.demand_id],
-                    "purpose": demand.purpose,
-                    "demand_type": demand.demand_type,
-                    "failure_kind": demand.failure_kind,
-                    "cause_purpose": result.cause_purpose_of_demand.get(demand.demand_id),
-                    "channel": demand.channel,
-                    "team": demand.team,
-                    "occurred_at": demand.occurred_at,
-                    "labelled": demand.labelled,
-                }
-            )
-        case_rows += [case_row(c, source) for c in result.cases]
-    for row in fact_rows:
-        machine = received.get((row["source"], row["demand_id"]))
-        if machine is not None:
-            key = day_key(row, machine)
-            deltas[key] += 1
-            if machine.handling_micros is not None:
-                measured[key] += 1
-                micros[key] += machine.handling_micros
-    await insert_ignoring_duplicates(session, DemandFactRow, fact_rows)
-    await insert_ignoring_duplicates(session, CaseRow, case_rows)
-    for row in case_rows:
-        count_case(case_deltas, row, +1)
-        count_case_time(time_deltas, row, +1)
-    await apply_day_deltas(session, deltas, measured, micros)
-    await apply_case_day_deltas(session, case_deltas)
-    await apply_case_time_deltas(session, time_deltas)
+    moved = {
+        k
+        for k in stored.cases.keys() | cases.keys()
+        if _case_changed(stored.cases.get(k), cases.get(k), db)
+    }
+    gone_cases = [k for k in stored.cases if k in moved]
+    new_cases = [k for k in cases if k in moved]
+    for case_key in gone_cases:
+        old_case = dict(zip(_CASE_COLUMNS, stored.cases[case_key], strict=True))
+        if old_case["fulfilled_at"] is not None:
+            old_case["fulfilled_at"] = read_time(old_case["fulfilled_at"])
+        count_case(case_deltas, old_case, -1)
+        count_case_time(time_deltas, old_case, -1)
+    new_rows = []
+    for case_key in new_cases:
+        new_case = dict(zip(_CASE_COLUMNS, cases[case_key], strict=True))
+        count_case(case_deltas, new_case, +1)
+        count_case_time(time_deltas, new_case, +1)
+        for column in ("started_at", "fulfilled_at", "last_activity_at"):
+            if new_case[column] is not None:
+                new_case[column] = time(new_case[column])
+        new_rows.append(new_case)
+    db.executemany(
+        _DELETE_CASE,
+        [{"source": s, "customer_ref": c, "case_id": i} for s, c, i in gone_cases],
+    )
+    db.executemany(_INSERT_CASE, new_rows)
+    apply_day_deltas(db, deltas, measured, micros_of)
+    apply_case_day_deltas(db, case_deltas)
+    apply_case_time_deltas(db, time_deltas)
+
+
+def _same(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """A stored fact as the recomputed ones are built: booleans as booleans."""
+    if row is None:
+        return None
+    return (*row[:11], bool(row[11]))
+
+
+_CASE_TIMES = tuple(
+    _CASE_COLUMNS.index(c) for c in ("started_at", "fulfilled_at", "last_activity_at")
+)
+_CASE_FLAGS = tuple(_CASE_COLUMNS.index(c) for c in ("measured", "one_stop"))
+
+
+def _case_changed(old: tuple[Any, ...] | None, new: tuple[Any, ...] | None, db: SyncDb) -> bool:
+    """Whether a stored case (database form) differs from a recomputed one (Python form)."""
+    if old is None or new is None:
+        return old is not new
+    recomputed = list(new)
+    for at in _CASE_TIMES:
+        if recomputed[at] is not None:
+            recomputed[at] = db.time(recomputed[at])
+    was = list(old)
+    for at in _CASE_FLAGS:
+        was[at] = bool(was[at])
+    if db.dialect != "sqlite":
+        for at in _CASE_TIMES:
+            if was[at] is not None:
+                was[at] = db.read_time(was[at])
+    return was != recomputed
+
+
+def _count(
+    deltas: Counter[DayKey],
+    measured: Counter[DayKey],
+    micros_of: Counter[DayKey],
+    key: DayKey,
+    machine: Received,
+    sign: int,
+) -> None:
+    deltas[key] += sign
+    if machine.handling_micros is not None:
+        measured[key] += sign
+        micros_of[key] += sign * machine.handling_micros
 
 
 def case_row(case: Case, source: str) -> dict[str, Any]:
