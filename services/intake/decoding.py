@@ -158,8 +158,11 @@ def _json(body: bytes) -> Any:
 
 
 def _id_of(document: Any) -> str | None:
-    if isinstance(document, Mapping) and isinstance(document.get("id"), str):
-        return _safe_id(document["id"])
+    # JSON objects are dicts: the exact type check is far cheaper than an ABC's.
+    if (type(document) is dict or isinstance(document, Mapping)) and isinstance(
+        event_id := document.get("id"), str
+    ):
+        return _safe_id(event_id)
     return None
 
 

@@ -102,6 +102,15 @@ async def test_a_batch_answers_each_item_and_one_bad_item_does_not_sink_it(
     assert result["results"][5]["errors"][0]["field"] == "channel"
     published = await records(kafka_settings, Topic.DEMAND_RECEIVED, 2)
     assert sorted(json.loads(r.value)["id"] for r in published) == ["b-0", "b-1"]
+    # Counted per batch as answered: the single b-0 and the batch's six items.
+    exposition = (await intake.get("/metrics")).text
+    for counted in (
+        'demandscope_intake_events_received_total{kind="demand",source="demo"} 7.0',
+        'demandscope_intake_events_accepted_total{channel="phone",kind="demand",source="demo"} 2.0',
+        'demandscope_intake_events_duplicate_total{channel="phone",kind="demand",source="demo"} 1.0',
+        'demandscope_intake_events_rejected_total{kind="demand",reason="invalid",source="demo"} 3.0',
+    ):
+        assert counted in exposition
 
 
 async def test_a_batch_over_the_item_limit_is_refused_whole(
