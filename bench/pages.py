@@ -118,6 +118,18 @@ def fill_demands(path: Path, count: int) -> None:
         )
 
 
+def fill_open_case_counts(path: Path) -> None:
+    """The open cases' counts, as the write path keeps them (db/open_cases.py) and migration
+    0016 fills them."""
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO open_case_counts (source, purpose, channel, team, cases) "
+            "SELECT source, coalesce(purpose, ''), coalesce(first_channel, ''), "
+            "coalesce(team, ''), count(*) FROM cases WHERE status = 'open' AND measured "
+            "GROUP BY 1, 2, 3, 4"
+        )
+
+
 def fill_review_queue(path: Path, count: int) -> int:
     """A realistic review queue: one demand in REVIEW_EVERY the machine was unsure of
     (needs review, confidence below the threshold), with its words kept for the queue, as
@@ -181,6 +193,7 @@ async def measure(workdir: Path, kafka: KafkaSettings) -> None:
     await asyncio.to_thread(fill_database, metrics_db, DEMANDS)
     await asyncio.to_thread(fill_demands, metrics_db, DEMANDS)
     await asyncio.to_thread(fill_aggregates, metrics_db)
+    await asyncio.to_thread(fill_open_case_counts, metrics_db)
     waiting = await asyncio.to_thread(fill_review_queue, metrics_db, DEMANDS)
     print(f"  {DEMANDS:,} demands and cases generated in {time.perf_counter() - started:.0f}s")
     key = await _people(auth_url)

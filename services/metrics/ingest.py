@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.audit import AuditPolicy, draw_audit
-from services.metrics.db import review_entries, sql, system_changes, write_path
+from services.metrics.db import open_cases, review_entries, sql, system_changes, write_path
 from services.metrics.domain.cases import apply_labels, stitch_customer
 from services.metrics.domain.windows import OutOfRange, to_utc
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event, SystemChanged
@@ -105,8 +105,9 @@ async def _apply(
         {(d.demand.source, d.demand.id) for d in demands}
         | {(label.demand_source or "", label.demand_id) for label in labels},
     )
-    await write_path.add_received_events(
-        session, demands=demands, case_events=case_events, labels=labels
+    await sql.run_sync(
+        session,
+        partial(write_path.store_received, demands=demands, case_events=case_events, labels=labels),
     )
     # A change moves no customer's figures, only its purpose's baselines (read at query
     # time from the changes stored): the purpose is marked changed so it is republished.
@@ -188,4 +189,5 @@ def _recompute(db: sql.SyncDb, customers: Sequence[sql.Customer]) -> BatchOutcom
                     NewlyFulfilled(case.purpose, case.first_channel or "other", seconds)
                 )
     write_path.replace_derived(db, stored, stitched)
+    open_cases.move(db, stored, stitched)  # the open cases' counts, by the difference
     return outcome

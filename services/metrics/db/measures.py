@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.metrics.db import open_cases
 from services.metrics.db.aggregates import band_floor
 from services.metrics.db.sql import as_utc
 from services.metrics.db.tables import (
@@ -290,17 +291,16 @@ def _band_of(counts: Sequence[tuple[int, int]], below: int) -> tuple[int, int]:
 async def open_case_counts(
     session: AsyncSession, filters: Filters, *, purpose: str | None = None
 ) -> dict[str, int]:
-    """Cases open now, per purpose (the period does not apply: open is now)."""
-    statement: Any = select(CaseRow.purpose, func.count()).where(
-        CaseRow.measured.is_(True), CaseRow.status == "open"
+    """Cases open now, per purpose (the period does not apply: open is now), off the counts
+    the write path keeps (db/open_cases.py) rather than a count of every open case."""
+    found = await open_cases.counts(
+        session,
+        source=filters.source,
+        channel=filters.channel,
+        team=filters.team,
+        purposes=None if purpose is None else [purpose],
     )
-    statement = _filter_cases(
-        statement, Filters(None, filters.channel, filters.team, filters.source), by=None
-    )
-    if purpose is not None:
-        statement = statement.where(CaseRow.purpose == purpose)
-    rows = await session.execute(statement.group_by(CaseRow.purpose))
-    return {p: int(n) for p, n in rows.all()}
+    return found  # type: ignore[return-value]  # None for a case without a purpose, as before
 
 
 async def end_to_end_seconds(
@@ -350,27 +350,43 @@ async def open_case_ages(
     quantiles: Sequence[float],
 ) -> tuple[int, dict[float, float], float | None]:
     """How many of the purpose's cases are open now, their ages' percentiles (seconds, as
-    domain/percentiles.percentile interpolates) and the oldest age: a count and a few seeks
-    on the (purpose, status, measured, started_at) index, not every open case. An age is
-    never below 0 (a case started after ``now``)."""
+    domain/percentiles.percentile interpolates) and the oldest age: the count kept by the
+    write path (db/open_cases.py) and a few seeks on the (purpose, status, measured,
+    started_at) index, each from the nearer end, not every open case. An age is never below
+    0 (a case started after ``now``)."""
     statement: Any = select(CaseRow.started_at).where(
         CaseRow.purpose == purpose, CaseRow.measured.is_(True), CaseRow.status == "open"
     )
     statement = _filter_cases(
         statement, Filters(None, filters.channel, filters.team, filters.source), by=None
     )
-    size = int(
-        (await session.execute(select(func.count()).select_from(statement.subquery()))).scalar()
-        or 0
+    counted = await open_cases.counts(
+        session,
+        source=filters.source,
+        channel=filters.channel,
+        team=filters.team,
+        purposes=[purpose],
     )
+    size = counted.get(purpose, 0)
     if not size:
         return 0, {}, None
-    # The youngest first: ages in ascending order.
+    # Ages in ascending order are the cases youngest first; an OFFSET walks the index, so a
+    # rank past the middle is read from the oldest end instead.
     youngest_first = statement.order_by(CaseRow.started_at.desc())
+    oldest_first = statement.order_by(CaseRow.started_at)
 
     async def ages(offset: int, limit: int) -> list[float]:
-        rows = await session.execute(youngest_first.limit(limit).offset(offset))
-        return [max(0.0, (now - as_utc(at)).total_seconds()) for at in rows.scalars()]
+        """Ages at ranks offset .. offset + limit - 1, youngest first."""
+        if offset + limit / 2 <= size / 2:
+            rows = await session.execute(youngest_first.limit(limit).offset(offset))
+            found = list(rows.scalars())
+        else:
+            last = min(offset + limit, size) - 1
+            rows = await session.execute(
+                oldest_first.limit(last - offset + 1).offset(size - 1 - last)
+            )
+            found = list(reversed(rows.scalars().all()))
+        return [max(0.0, (now - as_utc(at)).total_seconds()) for at in found]
 
     found: dict[float, float] = {}
     for q in quantiles:

@@ -391,3 +391,17 @@ class ReviewQueueRow(Base):
             "needs_review",
         ),
     )
+
+
+class OpenCaseCountRow(Base):
+    """Derived, pre-aggregated: how many measured cases are open now, per source, purpose,
+    first channel and team ('' for none). Kept by the write path (db/open_cases.py) from the
+    cases it replaces, so the figures read a few rows instead of counting every open case."""
+
+    __tablename__ = "open_case_counts"
+
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(120), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team: Mapped[str] = mapped_column(String(200), primary_key=True)
+    cases: Mapped[int] = mapped_column(Integer)

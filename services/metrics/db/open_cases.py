@@ -1,0 +1,85 @@
+"""How many measured cases are open now, per source, purpose, first channel and team (''
+for none): tables.OpenCaseCountRow, kept by the write path.
+
+``move`` runs in the write path's synchronous recomputation (ingest._recompute), after the
+touched customers' derived rows are replaced: their open cases as stored before and as
+stitched now, the difference added to the counts. ``counts`` reads them for the figures:
+a few rows instead of counting every open case per request."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.metrics.db import write_path
+from services.metrics.db.sql import Customer, SyncDb
+from services.metrics.db.tables import OpenCaseCountRow
+from services.metrics.db.write_path import StoredState
+from services.metrics.domain.cases import DemandFact, StitchedCustomer
+
+OpenKey = tuple[str, str, str, str]  # source, purpose, first channel, team
+
+_UPSERT = (
+    "INSERT INTO open_case_counts (source, purpose, channel, team, cases) "
+    "VALUES (:source, :purpose, :channel, :team, :cases) "
+    "ON CONFLICT (source, purpose, channel, team) "
+    "DO UPDATE SET cases = open_case_counts.cases + excluded.cases"
+)
+
+
+def _key(source: str, purpose: str | None, channel: str | None, team: str | None) -> OpenKey:
+    return (source, purpose or "", channel or "", team or "")
+
+
+def move(
+    db: SyncDb,
+    stored: StoredState,
+    stitched: dict[Customer, tuple[StitchedCustomer, list[DemandFact]]],
+) -> None:
+    """The counts moved from the touched customers' cases as stored to their cases as
+    stitched now."""
+    columns = write_path._CASE_COLUMNS  # the stored cases' rows, in the database's form
+    at = {name: columns.index(name) for name in ("status", "measured", "purpose")}
+    channel, team, source = (columns.index(c) for c in ("first_channel", "team", "source"))
+    deltas: Counter[OpenKey] = Counter()
+    for row in stored.cases.values():
+        if row[at["status"]] == "open" and row[at["measured"]]:
+            deltas[_key(row[source], row[at["purpose"]], row[channel], row[team])] -= 1
+    for (case_source, _customer), (result, _demands) in stitched.items():
+        for case in result.cases:
+            if case.status == "open" and case.measured:
+                deltas[_key(case_source, case.purpose, case.first_channel, case.team)] += 1
+    db.executemany(
+        _UPSERT,
+        [
+            {"source": s, "purpose": p, "channel": c, "team": t, "cases": n}
+            for (s, p, c, t), n in sorted(deltas.items())
+            if n
+        ],
+    )
+
+
+async def counts(
+    session: AsyncSession,
+    *,
+    source: str | None,
+    channel: str | None,
+    team: str | None,
+    purposes: Iterable[str] | None = None,
+) -> dict[str | None, int]:
+    """Open cases per purpose (a case without one under None), for the filters given."""
+    statement: Any = select(OpenCaseCountRow.purpose, func.sum(OpenCaseCountRow.cases))
+    if source is not None:
+        statement = statement.where(OpenCaseCountRow.source == source)
+    if channel is not None:
+        statement = statement.where(OpenCaseCountRow.channel == channel)
+    if team is not None:
+        statement = statement.where(OpenCaseCountRow.team == team)
+    if purposes is not None:
+        statement = statement.where(OpenCaseCountRow.purpose.in_(list(purposes)))
+    rows = await session.execute(statement.group_by(OpenCaseCountRow.purpose))
+    return {(p or None): int(n) for p, n in rows.all() if n}
