@@ -19,7 +19,9 @@ organisations are drawn from thousands of demands, but a corpus sector has a few
 rows, so audit figures are computed on populations of ``POPULATION`` demands resampled from
 the sector's (person, machine) pairs: the same error structure at a realistic size (an audit
 of 200 out of 240 rows would be nearly a census). Set DEMANDSCOPE_BENCH_JUDGEMENT_QUICK=1
-for fewer draws and seeds (a smoke run).
+for fewer draws and seeds (a smoke run), or DEMANDSCOPE_BENCH_JUDGEMENT_CHOICES=1 for one
+"choices measured" row of the shipped settings only (leave-one-sector-out mean and worst,
+few-shot on both sets, 5-fold; about 2 minutes), the row used to compare a change.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from services.classifier.training import general_rows
 from shared.estimates import AuditPair, estimate_share
 
 QUICK = os.environ.get("DEMANDSCOPE_BENCH_JUDGEMENT_QUICK") == "1"
+CHOICES = os.environ.get("DEMANDSCOPE_BENCH_JUDGEMENT_CHOICES") == "1"
 COUNCIL_TAXONOMY = SHIPPED_DATA / "taxonomies" / "council_housing_repairs.yaml"
 COUNCIL_EXAMPLES = SHIPPED_DATA / "taxonomies" / "council_housing_repairs_examples.csv"
 AUDITS = (100, 200)
@@ -314,7 +317,44 @@ def main() -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     # BLAS threads started before the pin would still use the other core.
     with threadpool_limits(limits=1):
-        run()
+        if CHOICES:
+            print(choices_row(load_data(), ModelSettings()), flush=True)
+        else:
+            run()
+
+
+def choices_row(data: Data, settings: ModelSettings) -> str:
+    """One row of EVALUATION.md's "choices measured" table for ``settings``: value/failure
+    left one sector out (mean, worst, sectors at least always-majority), then per data set
+    few-shot purpose and value/failure (10 per purpose, mean of 3 seeds) and 5-fold purpose,
+    value/failure and failure kind; the corpus without the data set's kind of sector."""
+    loso = leave_one_sector_out(data, settings, lambda _step: None)
+    accuracy = [r.accuracy for r in loso]
+    cells = [
+        _f(_mean(accuracy)),
+        _f(min(accuracy)),
+        f"{sum(r.accuracy >= r.majority for r in loso)}/{len(loso)}",
+    ]
+    for dataset in (d for d in (data.seed, data.council) if d is not None):
+        general = data.corpus_for(dataset, same_kind=False)
+        runs = [few_shot(dataset, general, 10, settings, seed) for seed in (0, 1, 2)]
+        heads = cross_validate(
+            dataset.rows, 5, taxonomy=dataset.taxonomy, settings=settings, general=general
+        )
+        kind = heads.get("failure_kind")
+        cells += [
+            _f(_mean(r.purpose for r in runs)),
+            _f(_mean(r.demand_type for r in runs)),
+            _f(heads["purpose"].accuracy),
+            _f(heads["demand_type"].accuracy),
+            _f(kind.accuracy) if kind else "-",
+        ]
+    header = (
+        "| LOSO mean | LOSO worst | >= majority | seed: few-shot purpose | v/f | 5-fold purpose "
+        "| v/f | failure kind | council: few-shot purpose | v/f | 5-fold purpose | v/f "
+        "| failure kind |"
+    )
+    return header + "\n|" + "---|" * len(cells) + "\n| " + " | ".join(cells) + " |"
 
 
 def run() -> None:
