@@ -21,6 +21,7 @@ applied the label, on any replica and after a restart.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from datetime import UTC, datetime
@@ -248,17 +249,44 @@ async def _decide(
     earlier = components.desk.find(me, queue, edits) if edits else None
     item = await _item_for(components, queue, me, demand_id, earlier, source)
     label = _label(me, item, answer, queue, id_)
-    await publish(components, label)  # a double submit publishes the same id again
-    if known is None:
-        previous = earlier.answer if earlier is not None else _machine_answer(item)
-        components.desk.recent(me, queue).append(
-            Decision(id_, queue, item, answer, previous, label.labelled_at)
-        )
-        returned = components.desk.returned.get((me, queue), [])
-        components.desk.returned[(me, queue)] = [d for d in returned if d.item.key != item.key]
-        await components.desk.save(components.sessions, me)
+    if known is not None:
+        await publish(components, label)  # a double submit publishes the same id again
+    else:
+        await _publish_and_record(components, me, queue, label, earlier, item, answer)
     extra = {"answered": id_} if queue == "audit" else {}
     return RedirectResponse(_back(queue, filter_purpose, **extra), status_code=303)
+
+
+async def _publish_and_record(
+    components: Components,
+    me: str,
+    queue: Queue,
+    label: DemandLabelled,
+    earlier: Decision | None,
+    item: Item,
+    answer: Answer,
+) -> None:
+    """The label published and the decision stored at once: the desk's write starts before
+    the label comes back to be applied, whose transaction would otherwise hold SQLite's one
+    writer lock while the desk waits (a keystroke's largest wait). Not published: the desk
+    as it was, stored again, and the 503."""
+    desk = components.desk
+    recent = desk.recent(me, queue)
+    kept, returned = list(recent), desk.returned.get((me, queue), [])
+    previous = earlier.answer if earlier is not None else _machine_answer(item)
+    recent.append(Decision(label.id, queue, item, answer, previous, label.labelled_at))
+    desk.returned[(me, queue)] = [d for d in returned if d.item.key != item.key]
+    published, saved = await asyncio.gather(
+        publish(components, label), desk.save(components.sessions, me), return_exceptions=True
+    )
+    if isinstance(published, BaseException):
+        recent.clear()
+        recent.extend(kept)
+        desk.returned[(me, queue)] = returned
+        await desk.save(components.sessions, me)
+        raise published
+    if isinstance(saved, BaseException):
+        raise saved
 
 
 def _machine_answer(item: Item) -> Answer | None:
