@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY, ClassifierSettings
-from services.classifier.db import migrate as classifier_db
 from services.classifier.db.model_versions import LeaseLost, ModelVersions, UnknownVersion
 from services.classifier.db.repository import LabelRepository
 from services.classifier.model import store
@@ -94,6 +94,10 @@ def serve() -> None:
     from shared.service.serve import serve as run
 
     settings = ClassifierSettings()
+    if settings.instance_id is None and settings.port:
+        # The port this process binds makes the name unique on its host, and a restart of
+        # the same instance (the same container or unit) finds the same name again.
+        settings.instance_id = f"{socket.gethostname()}:{settings.port}"
     run(create_app(settings), settings)
 
 
@@ -104,6 +108,8 @@ def migrate(
     """Create or upgrade the classifier database (labels, demand texts, model versions); run
     before `serve`."""
     settings = ClassifierSettings()
+    from services.classifier.db import migrate as classifier_db  # alembic: not for `serve`
+
     classifier_db.upgrade(settings.database_url, revision)
     shown = make_url(settings.database_url).render_as_string(hide_password=True)
     typer.echo(f"classifier database at {shown} is at revision {revision}")

@@ -37,6 +37,14 @@ class ClassifierSettings(ServiceSettings):
         "that whoever is assigned a partition fences its previous owner. Unset: the group id. "
         "Never per instance.",
     )
+    instance_id: str | None = Field(
+        default=None,
+        description="This instance's name in the consumer group (static membership, KIP-345): "
+        "the same across its restarts, unique in the group (a StatefulSet pod's name). A "
+        "restarted instance takes its partitions back at once instead of waiting for its dead "
+        "self's session to time out; one that stops keeps them until its session times out. "
+        "Unset: `demandscope classifier serve` uses <host name>:<port>; empty: none.",
+    )
     model_dir: Path = Field(
         default=Path(".run/models"),
         description="A model directory of an earlier release (CURRENT + versions/): imported "

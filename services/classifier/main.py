@@ -126,6 +126,7 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
             max_batch=settings.max_batch,
             transactional=True,
             co_partitioned=True,
+            group_instance_id=settings.instance_id or None,
         ),
         metrics=ConsumerMetrics(registry),
         transactional_id_prefix=settings.transactional_id or settings.group_id,

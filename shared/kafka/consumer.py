@@ -130,6 +130,12 @@ class RunnerOptions:
     # Group membership: an instance silent this long is dropped and its partitions move.
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    # Static membership (KIP-345): a name of this instance, the same across its restarts and
+    # unique in the group. A restarted instance rejoins as itself and gets its partitions
+    # back at once; a new member would wait until the dead one's session timed out. The
+    # price: an instance that stops does not leave, so its partitions move only after its
+    # session timeout (unless it comes back first). None: a new member at every start.
+    group_instance_id: str | None = None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -280,6 +286,7 @@ class ConsumerRunner:
             max_poll_records=self.options.max_batch,
             session_timeout_ms=self.options.session_timeout_ms,
             heartbeat_interval_ms=self.options.heartbeat_interval_ms,
+            group_instance_id=self.options.group_instance_id,
             partition_assignment_strategy=(
                 (RangePartitionAssignor,)
                 if self.options.co_partitioned

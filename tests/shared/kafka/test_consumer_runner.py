@@ -59,7 +59,11 @@ class Recorder:
 async def runner_factory(kafka_settings: KafkaSettings, unique_group: str) -> AsyncIterator[Any]:
     started: list[tuple[ConsumerRunner, asyncio.Task[None], Any]] = []
 
-    async def start(handler: Recorder, registry: CollectorRegistry | None = None) -> ConsumerRunner:
+    async def start(
+        handler: Recorder,
+        registry: CollectorRegistry | None = None,
+        options: RunnerOptions | None = None,
+    ) -> ConsumerRunner:
         producer = create_producer(kafka_settings, client_id="test")
         await producer.start()
         runner = ConsumerRunner(
@@ -67,7 +71,8 @@ async def runner_factory(kafka_settings: KafkaSettings, unique_group: str) -> As
             topics={topic_name(kafka_settings, Topic.DEMAND_RECEIVED): DemandReceived},
             handler=handler,
             producer=producer,
-            options=RunnerOptions(group_id=unique_group, client_id="test", source="test"),
+            options=options
+            or RunnerOptions(group_id=unique_group, client_id="test", source="test"),
             metrics=ConsumerMetrics(registry or CollectorRegistry()),
         )
         task = asyncio.create_task(runner.run())
@@ -94,6 +99,17 @@ async def committed_offset(settings: KafkaSettings, group: str, topic: str) -> i
     finally:
         await admin.close()
     return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
+
+
+async def group_members(settings: KafkaSettings, group: str) -> int:
+    admin = AIOKafkaAdminClient(**settings.client_options())
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    (described,) = response.groups
+    return len(described[5])  # (error, group, state, protocol type, protocol, members, ...)
 
 
 async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_flows(
@@ -162,6 +178,40 @@ async def test_committed_records_are_not_processed_again_after_a_restart(
     await send(kafka_settings, demand_received(id="d-after", customer_ref=CUSTOMER))
     await wait_until(
         lambda: _value(second.seen), accept=lambda s: s == ["d-after"], what="only the new one"
+    )
+
+
+async def test_a_static_member_that_comes_back_gets_its_partitions_without_waiting_for_its_session(
+    kafka_settings: KafkaSettings, runner_factory: Any, unique_group: str
+) -> None:
+    # A session far longer than the deadline below: had the restarted instance joined as a
+    # new member, the group would wait for the old one's session to time out first.
+    options = RunnerOptions(
+        group_id=unique_group,
+        client_id="test",
+        source="test",
+        session_timeout_ms=120_000,
+        heartbeat_interval_ms=3_000,
+        group_instance_id="instance-a",
+    )
+    first = Recorder()
+    runner = await runner_factory(first, options=options)
+    await send(kafka_settings, demand_received(id="d-1", customer_ref=CUSTOMER))
+    await wait_until(lambda: _value(first.seen), accept=lambda s: s == ["d-1"], what="d-1")
+    # A static member sends no LeaveGroup when it stops: the group keeps it as a member,
+    # as it would keep one killed with SIGKILL, until its session times out.
+    runner.stop()
+    await wait_until(lambda: _value(runner.consumer is None), what="the first runner to stop")
+    assert await group_members(kafka_settings, unique_group) == 1
+
+    second = Recorder()
+    await runner_factory(second, options=options)
+    await send(kafka_settings, demand_received(id="d-2", customer_ref=CUSTOMER))
+    await wait_until(
+        lambda: _value(second.seen),
+        accept=lambda s: s == ["d-2"],
+        what="the same instance, restarted, to get its partition back",
+        timeout=30,
     )
 
 
