@@ -105,8 +105,9 @@ async def _apply(
         {(d.demand.source, d.demand.id) for d in demands}
         | {(label.demand_source or "", label.demand_id) for label in labels},
     )
-    await write_path.add_received_events(
-        session, demands=demands, case_events=case_events, labels=labels
+    await sql.run_sync(
+        session,
+        partial(write_path.store_received, demands=demands, case_events=case_events, labels=labels),
     )
     # A change moves no customer's figures, only its purpose's baselines (read at query
     # time from the changes stored): the purpose is marked changed so it is republished.

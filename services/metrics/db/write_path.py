@@ -31,9 +31,8 @@ from services.metrics.db.sql import (
     SyncDb,
     as_utc,
     chunks,
-    insert_ignoring_duplicates,
 )
-from services.metrics.db.tables import CaseEventRow, Demand, LabelRow
+from services.metrics.db.tables import Demand
 from services.metrics.domain.audit import StratumKey, week_start
 from services.metrics.domain.cases import (
     Case,
@@ -117,22 +116,37 @@ def _unique(rows: Iterable[dict[str, Any]], *key: str) -> list[dict[str, Any]]:
     return list({tuple(row[k] for k in key): row for row in rows}.values())
 
 
-async def add_received_events(
-    session: AsyncSession,
+_DEMAND_TIMES = ("occurred_at", "received_at", "classified_at")
+
+
+def store_received(
+    db: SyncDb,
     *,
     demands: Sequence[DemandClassified],
     case_events: Sequence[CaseEvent],
     labels: Sequence[DemandLabelled],
 ) -> None:
-    await insert_ignoring_duplicates(
-        session, Demand, _unique(map(demand_row, demands), "source", "demand_id")
-    )
-    await insert_ignoring_duplicates(
-        session, CaseEventRow, _unique(map(case_event_row, case_events), "source", "event_id")
-    )
-    await insert_ignoring_duplicates(
-        session, LabelRow, _unique(map(label_row, labels), "demand_source", "label_id")
-    )
+    """Store each received event once, by its key (insert-or-ignore: a redelivered event
+    changes nothing), one executemany per table."""
+    time = db.time
+    demand_rows = _unique(map(demand_row, demands), "source", "demand_id")
+    for row in demand_rows:
+        for column in _DEMAND_TIMES:
+            row[column] = time(row[column])
+        row["week_start"] = db.day(row["week_start"])
+    case_rows = _unique(map(case_event_row, case_events), "source", "event_id")
+    for row in case_rows:
+        row["occurred_at"] = time(row["occurred_at"])
+    label_rows = _unique(map(label_row, labels), "demand_source", "label_id")
+    for row in label_rows:
+        row["labelled_at"] = time(row["labelled_at"])
+    for table, rows in (
+        ("demands", demand_rows),
+        ("case_events", case_rows),
+        ("demand_labels", label_rows),
+    ):
+        if rows:
+            db.executemany(_insert_sql(table, list(rows[0])), rows)
 
 
 async def customers_of_labels(
