@@ -7,6 +7,7 @@ Imports of the service's heavier modules happen inside the commands, so that
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import typer
 
@@ -23,6 +24,10 @@ def serve() -> None:
     from shared.service.serve import serve as serve_app
 
     settings = MetricsSettings()
+    if settings.instance_id is None and settings.port:
+        # The port this process binds makes the name unique on its host, and a restart of
+        # the same instance (the same container or unit) finds the same name again.
+        settings.instance_id = f"{socket.gethostname()}:{settings.port}"
     serve_app(create_app(settings), settings)
 
 

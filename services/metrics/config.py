@@ -30,6 +30,14 @@ class MetricsSettings(ServiceSettings):
         description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
     )
     group_id: str = Field(default="demandscope-metrics", description="Kafka consumer group.")
+    instance_id: str | None = Field(
+        default=None,
+        description="This instance's name in the consumer group (static membership, KIP-345): "
+        "the same across its restarts, unique in the group (a StatefulSet pod's name). A "
+        "restarted instance takes its partitions back at once instead of waiting for its dead "
+        "self's session to time out; one that stops keeps them until its session times out. "
+        "Unset: `demandscope metrics serve` uses <host name>:<port>; empty: none.",
+    )
     max_batch: int = Field(default=1000, ge=1, description="Records per database transaction.")
     baseline_points: int = Field(
         default=20,

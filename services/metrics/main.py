@@ -91,6 +91,7 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
             client_id="demandscope-metrics",
             source=settings.source_name,
             max_batch=settings.max_batch,
+            group_instance_id=settings.instance_id or None,
         ),
         metrics=ConsumerMetrics(registry),
     )

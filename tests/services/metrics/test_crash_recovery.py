@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ import pytest
 from sqlalchemy import func, select
 
 from devstack.process import pick_free_port
+from services.metrics.config import MetricsSettings
 from services.metrics.db.measures import Filters
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.tables import CaseRow, Demand, DemandFactRow
@@ -156,3 +158,20 @@ async def test_counts_are_exact_after_a_kill_mid_stream(
         assert summary.cases_fulfilled == sum(1 for c in customers if c % 3)
         assert summary.open_cases == sum(1 for c in customers if not c % 3)
         assert summary.contacts_per_case == 2.0
+
+
+def test_served_it_rejoins_its_group_as_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`metrics serve` names the instance <host name>:<port> in its consumer group (static
+    membership), so the restart above takes its partitions back without waiting for the
+    killed process's session to time out; a name that is set is kept."""
+    import shared.service.serve
+    from services.metrics import cli
+
+    served: list[MetricsSettings] = []
+    monkeypatch.setattr(shared.service.serve, "serve", lambda _app, s: served.append(s))
+    monkeypatch.setenv("DEMANDSCOPE_METRICS_PORT", "8123")
+    monkeypatch.delenv("DEMANDSCOPE_METRICS_INSTANCE_ID", raising=False)
+    cli.serve()
+    monkeypatch.setenv("DEMANDSCOPE_METRICS_INSTANCE_ID", "metrics-0")
+    cli.serve()
+    assert [s.instance_id for s in served] == [f"{socket.gethostname()}:8123", "metrics-0"]
