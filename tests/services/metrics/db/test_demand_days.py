@@ -390,3 +390,29 @@ async def test_open_case_ages_off_the_index_equal_the_ages_of_every_open_case(
                     assert oldest == max(ages)
     finally:
         await engine.dispose()
+
+
+async def test_a_batch_that_fails_leaves_nothing_of_it(database_url: str) -> None:
+    """The write path's own statements (sqlite3 itself on SQLite) are in the batch's
+    transaction: a batch that fails after them stores no event and no derived row."""
+    await asyncio.to_thread(upgrade, database_url)
+    engine = create_engine(database_url)
+    tables = ("demands", "case_events", "demand_labels", "demand_facts", "cases", "demand_days")
+    try:
+        sessions = session_factory(engine)
+
+        async def failing_batch() -> None:
+            async with sessions.begin() as session:
+                await apply_events(session, _events())
+                raise RuntimeError("after the write path")
+
+        with pytest.raises(RuntimeError, match="after the write path"):
+            await failing_batch()
+        async with sessions() as session:
+            counts = {
+                table: (await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+                for table in tables
+            }
+    finally:
+        await engine.dispose()
+    assert counts == dict.fromkeys(tables, 0)
