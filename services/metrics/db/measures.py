@@ -14,7 +14,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db import open_cases
-from services.metrics.db.aggregates import band_floor
+from services.metrics.db.aggregates import band_floor, time_band
 from services.metrics.db.sql import as_utc
 from services.metrics.db.tables import (
     CaseDayRow,
@@ -324,6 +324,8 @@ async def end_to_end_histogram(
 ) -> list[tuple[float | None, int]]:
     """domain/buckets.histogram of the end-to-end times of the purpose's cases fulfilled in
     the period, counted by the database per bucket (a few rows, not every time)."""
+    if whole_days(filters):
+        return await _banded_histogram(session, filters, purpose)
     bucket = case(
         *((CaseRow.end_to_end_seconds <= bound, i) for i, bound in enumerate(END_TO_END_BUCKETS)),
         else_=len(END_TO_END_BUCKETS),
@@ -337,6 +339,51 @@ async def end_to_end_histogram(
     counts = [0] * (len(END_TO_END_BUCKETS) + 1)
     for index, count in (await session.execute(statement)).all():
         counts[int(index)] = int(count)
+    bounds: list[float | None] = [*END_TO_END_BUCKETS, None]
+    return list(zip(bounds, counts, strict=True))
+
+
+async def _banded_histogram(
+    session: AsyncSession, filters: Filters, purpose: str
+) -> list[tuple[float | None, int]]:
+    """end_to_end_histogram off case_time_days, as the percentiles are: the times at or
+    under a bucket's bound are the bands wholly under it, counted per day, and those of the
+    one band the bound cuts, at or under the bound, counted off the cases' index (one
+    band's times, not the period's). The same counts as the full count."""
+    statement: Any = select(CaseTimeDayRow.band, func.sum(CaseTimeDayRow.cases)).where(
+        CaseTimeDayRow.purpose == purpose
+    )
+    statement = filter_days(statement, filters, CaseTimeDayRow).group_by(CaseTimeDayRow.band)
+    bands = {int(band): int(n) for band, n in (await session.execute(statement)).all() if n}
+    total = sum(bands.values())
+    cut = [time_band(bound) for bound in END_TO_END_BUCKETS]
+
+    def in_cut_band(band: int, bound: float) -> Any:
+        query: Any = select(func.count()).where(
+            CaseRow.purpose == purpose,
+            CaseRow.end_to_end_seconds.is_not(None),
+            CaseRow.end_to_end_seconds <= bound,
+        )
+        floor = band_floor(band)
+        if floor is not None:
+            query = query.where(CaseRow.end_to_end_seconds >= floor)
+        return _filter_cases(query, filters, by=CaseRow.fulfilled_at).scalar_subquery()
+
+    counted = {
+        i: in_cut_band(band, bound)
+        for i, (band, bound) in enumerate(zip(cut, END_TO_END_BUCKETS, strict=True))
+        if bands.get(band)
+    }
+    exact: dict[int, int] = {}
+    if counted:
+        row = (await session.execute(select(*counted.values()))).one()
+        exact = {i: int(n or 0) for i, n in zip(counted, row, strict=True)}
+    at_or_under = [
+        sum(n for b, n in bands.items() if b < band) + exact.get(i, 0) for i, band in enumerate(cut)
+    ]
+    counts = [n - (at_or_under[i - 1] if i else 0) for i, n in enumerate(at_or_under)] + [
+        total - (at_or_under[-1] if at_or_under else 0)
+    ]
     bounds: list[float | None] = [*END_TO_END_BUCKETS, None]
     return list(zip(bounds, counts, strict=True))
 
