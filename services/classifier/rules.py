@@ -38,6 +38,10 @@ class RuleSet:
             _CompiledRule(rule, tuple((p, _phrase_pattern(p)) for p in rule.when_any))
             for rule in rules
         )
+        # Most texts match no rule: one search over every phrase says so, instead of one
+        # search per phrase. Which rule wins is still decided in the taxonomy's order.
+        phrases = [pattern.pattern for c in self._rules for _, pattern in c.patterns]
+        self._any = re.compile("|".join(f"(?:{p})" for p in phrases)) if phrases else None
 
     @classmethod
     def from_taxonomy(cls, taxonomy: Taxonomy | None) -> RuleSet:
@@ -48,6 +52,8 @@ class RuleSet:
 
     def match(self, text: str) -> RuleMatch | None:
         lowered = text.lower().replace("\u2019", "'")
+        if self._any is None or self._any.search(lowered) is None:
+            return None
         for compiled in self._rules:
             for phrase, pattern in compiled.patterns:
                 if pattern.search(lowered):

@@ -170,6 +170,24 @@ def test_rule_phrases_match_whole_words_only() -> None:
     assert rules.match("I want to LEAVE") is not None
 
 
+def test_the_first_rule_in_the_taxonomys_order_wins_wherever_its_phrase_is() -> None:
+    rules = RuleSet(
+        [
+            Rule(when_any=("complaint",), purpose="complaint"),
+            Rule(when_any=("bailiff", "debt collector"), purpose="payment difficulties"),
+        ]
+    )
+
+    first = rules.match("a debt   collector came, this is a complaint")
+    second = rules.match("the bailiff came")
+
+    assert first is not None
+    assert first.purpose == "complaint"
+    assert second is not None
+    assert second.phrase == "bailiff"
+    assert rules.match("nothing to see") is None
+
+
 def test_low_confidence_needs_review() -> None:
     judgement = judge(
         "x",
