@@ -48,6 +48,10 @@ _DIGIT = re.compile(r"\d")
 # How card schemes print their numbers: in fours (Visa, Mastercard, 19-digit Maestro),
 # 4-6-5 (Amex) or 4-6-4 (Diners). Unbroken numbers are accepted whatever their length.
 _CARD_LAYOUTS = ((4, 6, 5), (4, 6, 4))
+# The fewest and most digits a window can hold to pass _is_card and _is_phone ("00" and up
+# to 15 digits for a phone): a window outside them is never looked at.
+_CARD_DIGITS = (13, 19)
+_PHONE_DIGITS = (8, 17)
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,9 @@ class Redactor:
             # Every remaining detector needs a digit: the common case of plain words is cheap.
             return RedactionResult(text, tuple(sorted(kinds)))
         text = _mask_ibans(text, kinds)
-        text = _mask_in_digit_runs(text, "card", kinds, _is_card)
+        text = _mask_in_digit_runs(text, "card", kinds, _is_card, _CARD_DIGITS)
         text = _mask(_NI_NUMBER, text, "ni_number", kinds)
-        text = _mask_in_digit_runs(text, "phone", kinds, _is_phone)
+        text = _mask_in_digit_runs(text, "phone", kinds, _is_phone, _PHONE_DIGITS)
         return RedactionResult(text, tuple(sorted(kinds)))
 
 
@@ -117,7 +121,9 @@ def _group_ends_longest_first(candidate: str) -> list[int]:
     return [len(candidate), *reversed(ends)]
 
 
-def _mask_in_digit_runs(text: str, kind: str, kinds: set[str], accepts: _WindowTest) -> str:
+def _mask_in_digit_runs(
+    text: str, kind: str, kinds: set[str], accepts: _WindowTest, digits: tuple[int, int]
+) -> str:
     """Masks, inside each digit run, the longest windows of whole groups that ``accepts``.
 
     Windows rather than whole runs, so a number followed by a year or preceded by an
@@ -126,7 +132,7 @@ def _mask_in_digit_runs(text: str, kind: str, kinds: set[str], accepts: _WindowT
 
     def replace(match: re.Match[str]) -> str:
         run = match.group()
-        spans = _accepted_spans(run, accepts)
+        spans = _accepted_spans(run, accepts, digits)
         if not spans:
             return run
         kinds.add(kind)
@@ -142,18 +148,34 @@ def _mask_in_digit_runs(text: str, kind: str, kinds: set[str], accepts: _WindowT
     return _DIGIT_RUN.sub(replace, text)
 
 
-def _accepted_spans(run: str, accepts: _WindowTest) -> list[tuple[int, int]]:
+def _accepted_spans(
+    run: str, accepts: _WindowTest, digits: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """The windows ``accepts`` takes, longest first from each group. ``digits`` bounds how
+    many digits an accepted window can hold: the others are never built (a run of short
+    groups, such as a date or an id, costs a count, not every window's test)."""
+    fewest, most = digits
     groups = [(m.start(), m.end()) for m in _DIGIT_GROUP.finditer(run)]
+    before = [0]  # digits before each group, so a window's count is one subtraction
+    for start, end in groups:
+        before.append(before[-1] + end - start)
     spans: list[tuple[int, int]] = []
     first = 0
     while first < len(groups):
+        accepted = False
         for last in range(len(groups) - 1, first - 1, -1):
+            count = before[last + 1] - before[first]
+            if count < fewest:
+                break  # the shorter windows from here hold fewer digits still
+            if count > most:
+                continue
             window, start = _window(run, groups, first, last)
             if accepts(window):
                 spans.append((start, groups[last][1]))
                 first = last + 1
+                accepted = True
                 break
-        else:
+        if not accepted:
             first += 1
     return spans
 

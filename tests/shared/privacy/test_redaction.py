@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.privacy import redaction
 from shared.privacy.redaction import RedactionResult, Redactor
 
 REDACTOR = Redactor()
@@ -120,3 +121,44 @@ def test_reports_throughput_on_a_typical_text() -> None:
     elapsed = time.perf_counter() - started
     print(f"\nredaction: {count / elapsed:,.0f} texts/s on a {len(text)}-char text")
     assert REDACTOR.redact(text).kinds == ("email", "phone")
+
+
+# Digit groups and separators as numbers are written, phones and cards among them.
+_RUN_PIECES = [
+    "+44 ",
+    "07700 900123",
+    "0",
+    "00",
+    "(020) ",
+    "4111 1111 1111 1111",
+    "4111",
+    " ",
+    "-",
+    ".",
+    "12",
+    "345",
+    "6789",
+    "2026-11-20",
+    "415-555-2671",
+    "(",
+    ")",
+    "9",
+    "+1 415 555 2671",
+    "0044 7700 900 123",
+    "3782 822463 10005",
+]
+
+
+@given(st.lists(st.sampled_from(_RUN_PIECES), min_size=1, max_size=10).map("".join))
+@settings(max_examples=2000, deadline=None)
+def test_the_digit_bounds_skip_only_windows_the_detectors_refuse(text: str) -> None:
+    """Cards and phones are looked for only in windows with a plausible number of digits:
+    without the bounds, every run is masked the same."""
+    for match in redaction._DIGIT_RUN.finditer(text):
+        run = match.group()
+        for accepts, digits in (
+            (redaction._is_card, redaction._CARD_DIGITS),
+            (redaction._is_phone, redaction._PHONE_DIGITS),
+        ):
+            unbounded = redaction._accepted_spans(run, accepts, (0, 10**6))
+            assert redaction._accepted_spans(run, accepts, digits) == unbounded
