@@ -38,10 +38,12 @@ class RuleSet:
             _CompiledRule(rule, tuple((p, _phrase_pattern(p)) for p in rule.when_any))
             for rule in rules
         )
-        # Most texts match no rule: one search over every phrase says so, instead of one
-        # search per phrase. Which rule wins is still decided in the taxonomy's order.
-        phrases = [pattern.pattern for c in self._rules for _, pattern in c.patterns]
-        self._any = re.compile("|".join(f"(?:{p})" for p in phrases)) if phrases else None
+        # Most texts match no rule, and a phrase can only match where its first word is a
+        # substring: `in` says so far faster than the patterns' searches (their whole-word
+        # look-behind defeats the regex engine's own literal scan).
+        self._first_words = tuple(
+            {phrase.lower().split()[0] for c in self._rules for phrase, _ in c.patterns}
+        )
 
     @classmethod
     def from_taxonomy(cls, taxonomy: Taxonomy | None) -> RuleSet:
@@ -52,7 +54,7 @@ class RuleSet:
 
     def match(self, text: str) -> RuleMatch | None:
         lowered = text.lower().replace("\u2019", "'")
-        if self._any is None or self._any.search(lowered) is None:
+        if not any(word in lowered for word in self._first_words):
             return None
         for compiled in self._rules:
             for phrase, pattern in compiled.patterns:
