@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db import open_cases
@@ -252,12 +252,14 @@ async def _banded_percentiles(
     for band_purpose, band, count in (await session.execute(statement)).all():
         if count:
             bands.setdefault(band_purpose, []).append((int(band), int(count)))
-    found: dict[Any, dict[float, float]] = {}
+    # Every seek (purpose, quantile) in one statement: a UNION ALL of each seek's two
+    # times, tagged with its number (one round trip, not one per seek).
+    seeks: list[tuple[Any, float, float, int]] = []  # purpose, quantile, rank, below
+    parts: list[Any] = []
     for band_purpose, counts in bands.items():
         key: Any = band_purpose or None  # a case without a purpose, as the cases hold it
         counts.sort()
         size = sum(n for _band, n in counts)
-        found[key] = {}
         for q in quantiles:
             rank = (size - 1) * q / 100
             below = math.floor(rank)
@@ -268,13 +270,27 @@ async def _banded_percentiles(
             floor = band_floor(band)
             if floor is not None:
                 query = query.where(CaseRow.end_to_end_seconds >= floor)
-            rows = await session.execute(
+            seek = (
                 query.order_by(CaseRow.end_to_end_seconds).limit(2).offset(below - before)
-            )
-            values = [float(v) for v in rows.scalars()]
-            above = values[1] if len(values) > 1 else values[0]
-            found[key][q] = values[0] + (rank - below) * (above - values[0])
+            ).subquery()
+            parts.append(select(literal(len(seeks)), seek.c.end_to_end_seconds))
+            seeks.append((key, q, rank, below))
+    times: dict[int, list[float]] = {}
+    for start in range(0, len(parts), _SEEKS_PER_STATEMENT):
+        chunk = parts[start : start + _SEEKS_PER_STATEMENT]
+        statement = chunk[0] if len(chunk) == 1 else union_all(*chunk)
+        for i, seconds in (await session.execute(statement)).all():
+            times.setdefault(int(i), []).append(float(seconds))
+    found: dict[Any, dict[float, float]] = {key: {} for key, *_ in seeks}
+    for i, (key, q, rank, below) in enumerate(seeks):
+        values = sorted(times[i])  # the seek's two times, in order
+        above = values[1] if len(values) > 1 else values[0]
+        found[key][q] = values[0] + (rank - below) * (above - values[0])
     return found
+
+
+# SQLite allows 500 terms in a compound SELECT.
+_SEEKS_PER_STATEMENT = 100
 
 
 def _band_of(counts: Sequence[tuple[int, int]], below: int) -> tuple[int, int]:

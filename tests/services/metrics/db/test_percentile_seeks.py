@@ -1,0 +1,59 @@
+"""The end-to-end percentiles of many purposes at once, their seeks sent in several
+statements (a compound SELECT holds at most 500 terms in SQLite), equal the walk over every
+time of the period; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, time, timedelta
+
+import pytest
+
+from services.metrics.db import measures
+from services.metrics.db.measures import Filters
+from services.metrics.db.migrate import upgrade
+from services.metrics.domain.windows import Period
+from services.metrics.ingest import apply_events
+from shared.database.engine import create_engine, session_factory
+from shared.events import CaseEventType, Event
+from tests.support.factories import case_event, demand_classified
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+PURPOSES = [f"purpose {n:02}" for n in range(45)]  # 45 x 3 quantiles: two statements
+
+
+async def test_the_seeks_of_many_purposes_equal_the_walk(database_url: str) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    events: list[Event] = []
+    for n in range(len(PURPOSES) * 4):
+        purpose = PURPOSES[n % len(PURPOSES)]
+        opened = T0 + timedelta(minutes=n)
+        events += [
+            demand_classified(id=f"s-{n}", customer_ref=f"S-{n}", case_ref=f"KS-{n}",
+                              occurred_at=opened, purpose=purpose),
+            case_event(id=f"se-{n}", customer_ref=f"S-{n}", case_ref=f"KS-{n}",
+                       type=CaseEventType.FULFILLED, purpose=purpose,
+                       occurred_at=opened + timedelta(seconds=60 + 977 * n)),
+        ]  # fmt: skip
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            assert not (await apply_events(session, events)).refused
+        async with session_factory(engine)() as session:
+            start = datetime.combine(date(2026, 3, 1), time.min, UTC)
+            period = Period(start, start + timedelta(days=30))
+            quantiles = [50.0, 85.0, 95.0]
+            banded = await measures.end_to_end_percentiles(
+                session, Filters(period=period), quantiles
+            )
+            walked = await measures.end_to_end_percentiles(
+                session,
+                Filters(period=Period(start + timedelta(seconds=0.5), period.end)),
+                quantiles,
+            )
+    finally:
+        await engine.dispose()
+    assert set(banded) == set(PURPOSES)
+    assert banded == walked
