@@ -19,6 +19,7 @@ tasks under the service's supervisor.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import pickle
 import time
@@ -240,6 +241,10 @@ class ModelKeeper:
     def _swap(self, model: ModelInUse, labels_at: int | None) -> None:
         self._current = model
         self._labels_at_current = labels_at
+        # The model and the libraries are some 200,000 long-lived objects that every full
+        # collection walked again while batches allocate (the collector took 90 µs of CPU
+        # per demand, 26 frozen): frozen, collections walk only what came after.
+        gc.freeze()
         self._on_swap(model)
 
     async def watch(self) -> None:
