@@ -300,7 +300,7 @@ class ConsumerRunner:
             self.started.set()
             while not self._stopping.is_set():
                 batches = await consumer.getmany(
-                    timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_batch
+                    timeout_ms=self.options.poll_timeout_ms, max_records=self._poll_size(consumer)
                 )
                 polled_in = self.generation
                 self.last_poll_monotonic = time.monotonic()
@@ -320,6 +320,19 @@ class ConsumerRunner:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             await self._release()
+
+    def _poll_size(self, consumer: AIOKafkaConsumer) -> int:
+        """Records to poll at most. Transactional, each task (partition, or partition number)
+        commits on its own: a poll of ``max_batch`` over three tasks made three transactions
+        of a third of a batch each, so each task gets up to a batch of its own (split again
+        in ``_process`` should one task take more)."""
+        if self._partition_producers is None:
+            return self.options.max_batch
+        assigned = consumer.assignment()
+        tasks = (
+            len({tp.partition for tp in assigned}) if self._by_partition_number else len(assigned)
+        )
+        return self.options.max_batch * max(1, tasks)
 
     async def _refetch(
         self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, Sequence[Any]]
@@ -387,7 +400,8 @@ class ConsumerRunner:
             producer = self._partition_producers.get(first)
             if producer is None:
                 raise CommitFailed(f"no transactional producer for {first}")
-            await self._process_task(consumer, task, producer)
+            for chunk in _chunks(task, self.options.max_batch):
+                await self._process_task(consumer, chunk, producer)
 
     async def _process_task(
         self,
@@ -561,6 +575,21 @@ class ConsumerRunner:
             reason=reason,
             group_id=self.options.group_id,
         )
+
+
+def _chunks(
+    task: Mapping[TopicPartition, Sequence[Any]], limit: int
+) -> list[dict[TopicPartition, Sequence[Any]]]:
+    """``task``'s records in batches of at most ``limit`` (or one record per partition, if
+    it has more partitions than that), each partition's records in order."""
+    if sum(len(records) for records in task.values()) <= limit:
+        return [dict(task)]
+    step = max(1, limit // len(task))
+    longest = max(len(records) for records in task.values())
+    return [
+        {tp: records[start : start + step] for tp, records in task.items() if len(records) > start}
+        for start in range(0, longest, step)
+    ]
 
 
 def dead_letter_record(
