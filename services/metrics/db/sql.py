@@ -25,7 +25,10 @@ DemandKey = tuple[str, str]
 
 def as_utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything is stored in UTC, so say so."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    zone = moment.tzinfo
+    if zone is UTC:
+        return moment
+    return moment.replace(tzinfo=UTC) if zone is None else moment.astimezone(UTC)
 
 
 def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -103,19 +106,16 @@ class SqliteDb:
 
     @staticmethod
     def time(moment: datetime) -> str:
-        m = as_utc(moment)
-        return (
-            f"{m.year:04d}-{m.month:02d}-{m.day:02d} "
-            f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}"
-        )
-
-    @staticmethod
-    def day(day: date) -> str:
-        return f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
+        # 'YYYY-MM-DD HH:MM:SS.ffffff' of the UTC time, as SQLAlchemy writes it.
+        return as_utc(moment).replace(tzinfo=None).isoformat(" ", "microseconds")
 
     @staticmethod
     def read_time(value: Any) -> datetime:
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+    @staticmethod
+    def day(day: date) -> str:
+        return f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
 
     @staticmethod
     def read_day(value: Any) -> date:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import select, text, tuple_
@@ -78,8 +79,11 @@ def demand_row(event: DemandClassified) -> dict[str, Any]:
 def handling_seconds(attributes: dict[str, str]) -> float | None:
     """The staff seconds a source reports in the demand's ``handling_seconds`` attribute: a
     number from 0 to a week, else nothing (the channel's average stands in, figures.py)."""
+    reported = attributes.get("handling_seconds")
+    if reported is None:  # most demands: no exception raised and caught for them
+        return None
     try:
-        seconds = float(attributes.get("handling_seconds", ""))
+        seconds = float(reported)
     except ValueError:
         return None
     return seconds if 0 <= seconds <= 7 * 86400 else None
@@ -113,7 +117,8 @@ def label_row(event: DemandLabelled) -> dict[str, Any]:
 
 
 def _unique(rows: Iterable[dict[str, Any]], *key: str) -> list[dict[str, Any]]:
-    return list({tuple(row[k] for k in key): row for row in rows}.values())
+    of = itemgetter(*key)
+    return list({of(row): row for row in rows}.values())
 
 
 _DEMAND_TIMES = ("occurred_at", "received_at", "classified_at")
@@ -350,7 +355,7 @@ def customers_after(
     return [(source, customer) for source, customer in db.rows(statement, params)]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CustomerHistory:
     demands: list[DemandFact]
     case_events: list[CaseEventFact]
@@ -449,7 +454,7 @@ def replace_derived(
     aggregates.apply_day_deltas)."""
     time = db.time
     facts: dict[DemandKey, tuple[Any, ...]] = {}
-    cases: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+    cases: dict[tuple[str, str, str], tuple[dict[str, Any], tuple[Any, ...]]] = {}
     fact_days: dict[DemandKey, DayKey] = {}
     for (source, _customer), (result, demands) in stitched.items():
         case_of, cause_of = result.case_of_demand, result.cause_purpose_of_demand
@@ -485,7 +490,11 @@ def replace_derived(
             )
         for case in result.cases:
             row = case_row(case, source)
-            cases[(source, case.customer_ref, case.case_id)] = tuple(row[c] for c in _CASE_COLUMNS)
+            values = [row[c] for c in _CASE_COLUMNS]  # as stored: the times in its form
+            for at in _CASE_TIMES:
+                if values[at] is not None:
+                    values[at] = time(values[at])
+            cases[(source, case.customer_ref, case.case_id)] = (row, tuple(values))
     deltas: Counter[DayKey] = Counter()
     measured: Counter[DayKey] = Counter()
     micros_of: Counter[DayKey] = Counter()
@@ -513,7 +522,7 @@ def replace_derived(
     moved = {
         k
         for k in stored.cases.keys() | cases.keys()
-        if _case_changed(stored.cases.get(k), cases.get(k), db)
+        if _case_changed(stored.cases.get(k), cases[k][1] if k in cases else None, db)
     }
     gone_cases = [k for k in stored.cases if k in moved]
     new_cases = [k for k in cases if k in moved]
@@ -525,13 +534,10 @@ def replace_derived(
         count_case_time(time_deltas, old_case, -1)
     new_rows = []
     for case_key in new_cases:
-        new_case = dict(zip(_CASE_COLUMNS, cases[case_key], strict=True))
+        new_case, as_stored = cases[case_key]
         count_case(case_deltas, new_case, +1)
         count_case_time(time_deltas, new_case, +1)
-        for column in ("started_at", "fulfilled_at", "last_activity_at"):
-            if new_case[column] is not None:
-                new_case[column] = time(new_case[column])
-        new_rows.append(new_case)
+        new_rows.append(dict(zip(_CASE_COLUMNS, as_stored, strict=True)))
     db.executemany(
         _DELETE_CASE,
         [{"source": s, "customer_ref": c, "case_id": i} for s, c, i in gone_cases],
@@ -556,13 +562,10 @@ _CASE_FLAGS = tuple(_CASE_COLUMNS.index(c) for c in ("measured", "one_stop"))
 
 
 def _case_changed(old: tuple[Any, ...] | None, new: tuple[Any, ...] | None, db: SyncDb) -> bool:
-    """Whether a stored case (database form) differs from a recomputed one (Python form)."""
+    """Whether a stored case differs from a recomputed one (its times in the stored form)."""
     if old is None or new is None:
         return old is not new
     recomputed = list(new)
-    for at in _CASE_TIMES:
-        if recomputed[at] is not None:
-            recomputed[at] = db.time(recomputed[at])
     was = list(old)
     for at in _CASE_FLAGS:
         was[at] = bool(was[at])
