@@ -90,7 +90,8 @@ class IntakeService:
 
     async def _publish_claimed(self, claimed: list[tuple[EventKey, Event]]) -> None:
         keys = [key for key, _ in claimed]
-        records = [self._record(event) for _, event in claimed]
+        topics: dict[EventKind, str] = {}  # named once per request, not per record
+        records = [self._record(event, topics) for _, event in claimed]
         started = time.perf_counter()
         try:
             await self.producer.send_and_wait(records)
@@ -109,8 +110,11 @@ class IntakeService:
         # late retry publishes a repeat that consumers drop by id.
         self.ledger.confirm_soon(keys)
 
-    def _record(self, event: Event) -> OutboundRecord:
-        topic = topic_name(self.kafka, TOPIC_OF_KIND[kind_of(event)])
+    def _record(self, event: Event, topics: dict[EventKind, str]) -> OutboundRecord:
+        kind = kind_of(event)
+        topic = topics.get(kind)
+        if topic is None:
+            topic = topics[kind] = topic_name(self.kafka, TOPIC_OF_KIND[kind])
         return encode(event, topic=topic, source=self.source_name)
 
     def _count(self, events: Sequence[Event], outcomes: list[Outcome], source: str) -> None:
