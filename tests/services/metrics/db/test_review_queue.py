@@ -116,10 +116,13 @@ async def _same_as_the_scan(sessions: async_sessionmaker[AsyncSession]) -> int:
             for purpose in (None, *PURPOSES, "nothing of that purpose"):
                 for source in (None, "demo", "genesys"):
                     for limit in (1, 3, 500):
-                        asked = {"below": below, "purpose": purpose, "limit": limit}
-                        assert await queues.review_queue(
-                            session, **asked, source=source
-                        ) == await _scanned(session, **asked, source=source), (asked, source)
+                        answered = await queues.review_queue(
+                            session, below=below, purpose=purpose, limit=limit, source=source
+                        )
+                        scanned = await _scanned(
+                            session, below=below, purpose=purpose, limit=limit, source=source
+                        )
+                        assert answered == scanned, (below, purpose, limit, source)
         waiting, _items = await queues.review_queue(session, below=0.6, purpose=None, limit=1)
         return waiting
 
