@@ -104,11 +104,13 @@ async def test_a_batch_answers_each_item_and_one_bad_item_does_not_sink_it(
     assert sorted(json.loads(r.value)["id"] for r in published) == ["b-0", "b-1"]
     # Counted per batch as answered: the single b-0 and the batch's six items.
     exposition = (await intake.get("/metrics")).text
+    phone = 'channel="phone",kind="demand",source="demo"'
     for counted in (
         'demandscope_intake_events_received_total{kind="demand",source="demo"} 7.0',
-        'demandscope_intake_events_accepted_total{channel="phone",kind="demand",source="demo"} 2.0',
-        'demandscope_intake_events_duplicate_total{channel="phone",kind="demand",source="demo"} 1.0',
-        'demandscope_intake_events_rejected_total{kind="demand",reason="invalid",source="demo"} 3.0',
+        f"demandscope_intake_events_accepted_total{{{phone}}} 2.0",
+        f"demandscope_intake_events_duplicate_total{{{phone}}} 1.0",
+        'demandscope_intake_events_rejected_total{kind="demand",reason="invalid",'
+        'source="demo"} 3.0',
     ):
         assert counted in exposition
 
