@@ -14,7 +14,7 @@ named their source (``source`` None) is treated as any source's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -63,12 +63,10 @@ class CustomerState(BaseModel):
     demands: list[DemandEntry] = []
 
     def copy_for_change(self) -> CustomerState:
-        """A copy whose entries can be changed without touching this one (fields are
-        immutable values, so copying each entry shallowly is enough and ~20x cheaper)."""
-        return CustomerState(
-            cases=[c.model_copy() for c in self.cases],
-            demands=[d.model_copy() for d in self.demands],
-        )
+        """A copy that can be changed without touching this one. The two share their
+        entries: nothing changes an entry in place (``apply_case_event`` and ``apply_label``
+        put a changed copy in its slot), so only the lists are copied, not every entry."""
+        return CustomerState.model_construct(cases=list(self.cases), demands=list(self.demands))
 
     def case(self, ref: str, source: str | None = None) -> CaseEntry | None:
         return next(
@@ -155,9 +153,14 @@ def record_demand(
         )
 
 
+def _slot(entries: Sequence[object], entry: object) -> int:
+    """Where ``entry`` itself is (not an equal one)."""
+    return next(i for i, candidate in enumerate(entries) if candidate is entry)
+
+
 def apply_case_event(state: CustomerState, event: CaseEvent) -> None:
-    case = state.case(event.case_ref, event.source)
-    if case is None:
+    found = state.case(event.case_ref, event.source)
+    if found is None:
         case = CaseEntry(
             source=event.source,
             ref=event.case_ref,
@@ -166,6 +169,10 @@ def apply_case_event(state: CustomerState, event: CaseEvent) -> None:
             changed_at=event.occurred_at,
         )
         state.cases.append(case)
+    else:
+        # A copy in its slot: the entry may be shared with the committed state.
+        case = found.model_copy()
+        state.cases[_slot(state.cases, found)] = case
     if event.purpose is not None:
         case.purpose = event.purpose
     case.changed_at = max(case.changed_at, event.occurred_at)
@@ -177,7 +184,8 @@ def apply_case_event(state: CustomerState, event: CaseEvent) -> None:
         case.status = "fulfilled"
         for demand in state.demands_on(case):
             if demand.fulfilled_at is None:
-                demand.fulfilled_at = event.occurred_at
+                fulfilled = demand.model_copy(update={"fulfilled_at": event.occurred_at})
+                state.demands[_slot(state.demands, demand)] = fulfilled
     elif event.type is CaseEventType.ABANDONED:
         case.status = "abandoned"
 
@@ -190,7 +198,8 @@ def apply_label(
     demand = state.demand(demand_id, source)
     if demand is None or demand.purpose == purpose:
         return False
-    demand.purpose = purpose
+    # A copy in its slot: the entry may be shared with the committed state.
+    state.demands[_slot(state.demands, demand)] = demand.model_copy(update={"purpose": purpose})
     return True
 
 

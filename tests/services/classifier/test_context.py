@@ -182,6 +182,38 @@ def test_an_overlay_changes_nothing_until_committed() -> None:
     assert store.customer_of_demand("D1") == "C1"
 
 
+def test_an_overlay_changes_no_committed_entry_until_committed() -> None:
+    # The overlay's copy shares its entries with the committed state: a case event or a
+    # label must change a copy of the entry, never the entry itself.
+    store = ContextStore(window=timedelta(days=30))
+    committed = CustomerState()
+    apply_case_event(committed, k1_event(type=CaseEventType.OPENED, occurred_at=T0))
+    for demand_id in ("D1", "D2"):
+        record_demand(
+            committed, demand_id=demand_id, purpose="moving home", occurred_at=T0, case_ref="K1"
+        )
+    store.put("C1", 0, committed)
+    overlay = store.overlay()
+
+    state = overlay.state("C1", 0)
+    apply_label(state, demand_id="D1", purpose="smart meter")
+    apply_case_event(state, k1_event(type=CaseEventType.FULFILLED, occurred_at=T0, purpose="x"))
+    overlay.update("C1", 0, state, T0)
+
+    kept = store.get("C1")
+    assert kept is not None
+    assert [(c.status, c.purpose) for c in kept.cases] == [("open", "moving home")]
+    assert [(d.purpose, d.fulfilled_at) for d in kept.demands] == [("moving home", None)] * 2
+    overlay.commit()
+    changed = store.get("C1")
+    assert changed is not None
+    assert [(c.status, c.purpose) for c in changed.cases] == [("fulfilled", "x")]
+    assert [(d.purpose, d.fulfilled_at) for d in changed.demands] == [
+        ("smart meter", T0),
+        ("moving home", T0),
+    ]
+
+
 def test_dropping_a_partition_forgets_its_customers_only() -> None:
     store = ContextStore(window=timedelta(days=30))
     overlay = store.overlay()
