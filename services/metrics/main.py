@@ -3,6 +3,7 @@ only describes the app (it opens nothing, so importing or building it touches no
 
 from __future__ import annotations
 
+import gc
 from contextlib import AsyncExitStack
 
 from fastapi import FastAPI
@@ -95,6 +96,12 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
         ),
         metrics=ConsumerMetrics(registry),
     )
+    # What is built by now (modules, the app, settings, clients) lives as long as the
+    # process: move it out of the collector's generations, so that the full collections a
+    # batch's many short-lived rows set off no longer walk it every time (as the classifier
+    # does once its model is loaded). In-process, the write path's CPU per event fell by
+    # 15-20% with it (docs/performance.md).
+    gc.freeze()
     return MetricsComponents(
         registry=registry,
         key_store=key_store,

@@ -24,6 +24,7 @@ read_to_end.py) reads committed records only and knows where such a topic ends.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +89,9 @@ async def rebuild(
     draws the same audit sample; ``charts``, ``window_days`` and ``owners`` too (its chart
     settings, ``publish_window_days`` and taxonomy), so that the signals recorded as raised
     are the ones its publisher computes."""
+    # What exists by now lives as long as the replay: out of the collector's generations,
+    # as the live service does once it is built (main.build).
+    gc.freeze()
     engine = create_engine(database_url)
     sessions = session_factory(engine)
     topics = consumed_topics(kafka)
