@@ -67,6 +67,9 @@ class Demand(Base):
         Index("ix_demands_demand_id", "demand_id"),
         # Stratum sizes, and the machine's counts per stratum for the estimate, off the index.
         Index("ix_demands_purpose_week_type", "purpose", "week_start", "demand_type"),
+        # The same counts over a period that is not whole days (the publisher's trailing
+        # window), off the index: without it, every demand was read.
+        Index("ix_demands_purpose_occurred", "purpose", "occurred_at", "week_start", "demand_type"),
     )
 
 
