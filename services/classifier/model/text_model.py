@@ -61,10 +61,6 @@ class ModelSettings:
     own_weight: float = 3.0
     # The taxonomy's purpose keywords are short phrasings of the purpose: training rows too.
     purpose_keywords: bool = True
-    # The taxonomy's failure-kind descriptions and keywords are phrasings of their kind: rows
-    # of the failure-kind head too (only for kinds that labelled rows use, so a kind no row
-    # shows is never learnt from one sentence and its class weight).
-    failure_kind_definitions: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,26 +261,10 @@ class TextModel:
             i for i, e in enumerate(judged) if e.demand_type == "failure" and e.failure_kind
         ]
         if failure_rows:
-            kind_labels = [judged[i].failure_kind or "" for i in failure_rows]
-            kind_weights = [weights[i] for i in failure_rows]
-            definitions = (
-                model._kind_definitions(taxonomy, set(kind_labels))
-                if taxonomy is not None and model.settings.failure_kind_definitions
-                else []
-            )
-            kind_features = row_features[failure_rows]
-            if definitions:
-                kind_features = sparse.vstack(
-                    [
-                        kind_features,
-                        model._judgement_features(model._blocks([t for t, _ in definitions])),
-                    ],
-                    format="csr",
-                )
-                kind_labels += [kind for _, kind in definitions]
-                kind_weights += [weight] * len(definitions)
             model._failure_kind = _Head(model.settings.failure_kind_c).fit(
-                kind_features, kind_labels, kind_weights
+                row_features[failure_rows],
+                [judged[i].failure_kind or "" for i in failure_rows],
+                [weights[i] for i in failure_rows],
             )
         own_failures = [e for e in own if e.demand_type == "failure" and e.failure_kind]
         model.label_counts = {
@@ -295,17 +275,6 @@ class TextModel:
         }
         report("done", 1.0)
         return model
-
-    @staticmethod
-    def _kind_definitions(taxonomy: Taxonomy, kinds: set[str]) -> list[tuple[str, str]]:
-        """(text, kind) rows from the taxonomy's description and keywords of ``kinds``."""
-        return [
-            (text, kind.slug)
-            for kind in taxonomy.failure_kinds
-            if kind.slug in kinds
-            for text in (kind.description, *kind.keywords)
-            if text.strip()
-        ]
 
     # -- features ---------------------------------------------------------------------------
 

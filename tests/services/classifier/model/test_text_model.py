@@ -2,7 +2,7 @@ import numpy as np
 
 from services.classifier.model.examples import Example
 from services.classifier.model.lexicon import CueCounter
-from services.classifier.model.text_model import ModelSettings, TextModel
+from services.classifier.model.text_model import TextModel
 from services.classifier.taxonomy import FailureKindDefinition, PurposeDefinition, Taxonomy
 
 
@@ -114,34 +114,3 @@ def test_block_wise_probabilities_equal_scikit_learns_on_the_stacked_matrix(
         model._failure_kind.probabilities(model._judgement_features(blocks)),
         atol=1e-5,
     )
-
-
-def test_failure_kind_descriptions_teach_their_kind(examples: list[Example]) -> None:
-    purposes = tuple(PurposeDefinition(slug=p) for p in {e.purpose or "" for e in examples})
-    described = Taxonomy(
-        purposes=purposes,
-        failure_kinds=(
-            FailureKindDefinition(
-                slug="repeat", description="rang about it over and over, retelling it each time"
-            ),
-            # No labelled row has this kind: one sentence must not make it a class.
-            FailureKindDefinition(slug="lost_paperwork", description="you lost my forms"),
-        ),
-    )
-    text = "rang over and over, retelling it each time"
-
-    with_them = TextModel.train(examples, described)
-    without = TextModel.train(
-        examples, described, settings=ModelSettings(failure_kind_definitions=False)
-    )
-
-    def repeat_probability(model: TextModel) -> float:
-        assert model._failure_kind is not None
-        blocks = model._blocks([text])
-        probabilities = model._failure_kind.probabilities_of(model._judgement_parts(blocks))
-        return float(probabilities[0, list(model._failure_kind.classes).index("repeat")])
-
-    assert with_them.predict(text).failure_kind == "repeat"
-    assert repeat_probability(with_them) > repeat_probability(without) + 0.05
-    assert with_them._failure_kind is not None
-    assert "lost_paperwork" not in with_them._failure_kind.classes
