@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +387,15 @@ async def test_two_instances_of_each_part_killed_and_replaced_mid_stream_count_e
             what="every label in its customer's context",
             show=lambda missing: f"{len(missing)}: {sorted(missing)[:5]}",
         )
+        # The instances started last may still be starting: with the metrics services quick to
+        # drain, the waits above can end first. Ask each only once it answers.
+        for instance in classifiers + metrics:
+            await wait_until(
+                partial(ready, client, instance),
+                timeout=240,
+                interval=0.5,
+                what=f"{instance.kind} on {instance.port} to be ready",
+            )
         headers = {"Authorization": f"Bearer {fleet.key}"}
         models = [
             (await client.get(f"{c.url}/v1/model", headers=headers)).json() for c in classifiers
