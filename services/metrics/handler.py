@@ -10,6 +10,7 @@ that is away is retried, never blamed on the records.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,18 +63,22 @@ class ApplyMetricsBatch:
         )
 
     def _committed(self, events: Sequence[Any], outcome: BatchOutcome) -> None:
+        # Counted per label set, then one inc each: a batch's thousand demands fall in a few
+        # label sets, and each labels() lookup takes the counter's lock.
+        consumed: Counter[tuple[str, str, str, str]] = Counter()
+        failures: Counter[tuple[str, str, str]] = Counter()
         for event in events:
             if isinstance(event, DemandClassified):
-                self._metrics.demands_consumed.labels(
-                    event.purpose,
-                    event.demand_type.value,
-                    event.demand.channel.value,
-                    event.failure_kind or "none",
-                ).inc()
+                kind = event.failure_kind or "none"
+                consumed[
+                    (event.purpose, event.demand_type.value, event.demand.channel.value, kind)
+                ] += 1
                 if event.demand_type is DemandType.FAILURE:
-                    self._metrics.failure_demands.labels(
-                        event.purpose, event.failure_kind or "none", cause_label(event.caused_by)
-                    ).inc()
+                    failures[(event.purpose, kind, cause_label(event.caused_by))] += 1
+        for demand_labels, n in consumed.items():
+            self._metrics.demands_consumed.labels(*demand_labels).inc(n)
+        for failure_labels, n in failures.items():
+            self._metrics.failure_demands.labels(*failure_labels).inc(n)
         for case in outcome.newly_fulfilled:
             self._metrics.end_to_end.labels(case.purpose, case.channel).observe(
                 case.end_to_end_seconds
