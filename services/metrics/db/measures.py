@@ -256,6 +256,11 @@ async def _banded_percentiles(
     # times, tagged with its number (one round trip, not one per seek).
     seeks: list[tuple[Any, float, float, int]] = []  # purpose, quantile, rank, below
     parts: list[Any] = []
+
+    def part(query: Any, ordered: Any, limit: int, offset: int) -> None:
+        seek = query.order_by(ordered).limit(limit).offset(offset).subquery()
+        parts.append(select(literal(len(seeks)), seek.c.end_to_end_seconds))
+
     for band_purpose, counts in bands.items():
         key: Any = band_purpose or None  # a case without a purpose, as the cases hold it
         counts.sort()
@@ -263,17 +268,33 @@ async def _banded_percentiles(
         for q in quantiles:
             rank = (size - 1) * q / 100
             below = math.floor(rank)
-            band, before = _band_of(counts, below)
+            band, before, in_band = _band_of(counts, below)
             query = fulfilled().where(
                 CaseRow.purpose == key if key is not None else CaseRow.purpose.is_(None)
             )
             floor = band_floor(band)
+            ceiling = None if band == _TOP_BAND else band_floor(band + 1)
             if floor is not None:
                 query = query.where(CaseRow.end_to_end_seconds >= floor)
-            seek = (
-                query.order_by(CaseRow.end_to_end_seconds).limit(2).offset(below - before)
-            ).subquery()
-            parts.append(select(literal(len(seeks)), seek.c.end_to_end_seconds))
+            # The OFFSET walks the band's times of all time, those out of the period too:
+            # a rank past the band's middle is read from the band's top down instead (the
+            # band's count in the period says where that is), so a seek walks at most half
+            # of its band, not all of it.
+            offset = below - before
+            if ceiling is None or offset < in_band // 2:
+                part(query, CaseRow.end_to_end_seconds, 2, offset)
+            else:
+                within = query.where(CaseRow.end_to_end_seconds < ceiling)
+                top_down = CaseRow.end_to_end_seconds.desc()
+                if offset + 1 < in_band:  # both times in this band
+                    part(within, top_down, 2, in_band - 2 - offset)
+                else:  # the band's last time, and the first of the bands above it
+                    part(within, top_down, 1, 0)
+                    above_band = fulfilled().where(
+                        CaseRow.purpose == key if key is not None else CaseRow.purpose.is_(None),
+                        CaseRow.end_to_end_seconds >= ceiling,
+                    )
+                    part(above_band, CaseRow.end_to_end_seconds, 1, 0)
             seeks.append((key, q, rank, below))
     times: dict[int, list[float]] = {}
     for start in range(0, len(parts), _SEEKS_PER_STATEMENT):
@@ -289,19 +310,20 @@ async def _banded_percentiles(
     return found
 
 
-# SQLite allows 500 terms in a compound SELECT.
+# SQLite allows 500 terms in a compound SELECT (a seek is one or two).
 _SEEKS_PER_STATEMENT = 100
+_TOP_BAND = time_band(math.inf)  # no bound above it
 
 
-def _band_of(counts: Sequence[tuple[int, int]], below: int) -> tuple[int, int]:
-    """The band (of (band, count) in order) holding the time at 0-based rank ``below``, and
-    how many times lie in the bands before it."""
+def _band_of(counts: Sequence[tuple[int, int]], below: int) -> tuple[int, int, int]:
+    """The band (of (band, count) in order) holding the time at 0-based rank ``below``, how
+    many times lie in the bands before it, and how many in it."""
     before = 0
     for band, n in counts:
         if below < before + n:
-            return band, before
+            return band, before, n
         before += n
-    return counts[-1][0], before - counts[-1][1]
+    return counts[-1][0], before - counts[-1][1], counts[-1][1]
 
 
 async def open_case_counts(
@@ -374,26 +396,35 @@ async def _banded_histogram(
     total = sum(bands.values())
     cut = [time_band(bound) for bound in END_TO_END_BUCKETS]
 
-    def in_cut_band(band: int, bound: float) -> Any:
+    def in_cut_band(band: int, bound: float) -> tuple[Any, bool]:
+        """The count of the band's times at or under the bound, or (True) of those above it
+        when the bound lies in the band's upper half: the count walks the band's times of
+        all time from one end to the bound, so from the nearer end."""
+        floor, ceiling = band_floor(band), None if band == _TOP_BAND else band_floor(band + 1)
         query: Any = select(func.count()).where(
-            CaseRow.purpose == purpose,
-            CaseRow.end_to_end_seconds.is_not(None),
-            CaseRow.end_to_end_seconds <= bound,
+            CaseRow.purpose == purpose, CaseRow.end_to_end_seconds.is_not(None)
         )
-        floor = band_floor(band)
-        if floor is not None:
-            query = query.where(CaseRow.end_to_end_seconds >= floor)
-        return _filter_cases(query, filters, by=CaseRow.fulfilled_at).scalar_subquery()
+        from_top = floor is not None and ceiling is not None and bound > math.sqrt(floor * ceiling)
+        if from_top:
+            query = query.where(
+                CaseRow.end_to_end_seconds > bound, CaseRow.end_to_end_seconds < ceiling
+            )
+        else:
+            query = query.where(CaseRow.end_to_end_seconds <= bound)
+            if floor is not None:
+                query = query.where(CaseRow.end_to_end_seconds >= floor)
+        return _filter_cases(query, filters, by=CaseRow.fulfilled_at).scalar_subquery(), from_top
 
     counted = {
-        i: in_cut_band(band, bound)
+        i: (band, *in_cut_band(band, bound))
         for i, (band, bound) in enumerate(zip(cut, END_TO_END_BUCKETS, strict=True))
         if bands.get(band)
     }
     exact: dict[int, int] = {}
     if counted:
-        row = (await session.execute(select(*counted.values()))).one()
-        exact = {i: int(n or 0) for i, n in zip(counted, row, strict=True)}
+        row = (await session.execute(select(*(q for _b, q, _t in counted.values())))).one()
+        for (i, (band, _query, from_top)), n in zip(counted.items(), row, strict=True):
+            exact[i] = bands[band] - int(n or 0) if from_top else int(n or 0)
     at_or_under = [
         sum(n for b, n in bands.items() if b < band) + exact.get(i, 0) for i, band in enumerate(cut)
     ]

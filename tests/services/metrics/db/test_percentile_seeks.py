@@ -12,6 +12,7 @@ import pytest
 from services.metrics.db import measures
 from services.metrics.db.measures import Filters
 from services.metrics.db.migrate import upgrade
+from services.metrics.domain.percentiles import percentile
 from services.metrics.domain.windows import Period
 from services.metrics.ingest import apply_events
 from shared.database.engine import create_engine, session_factory
@@ -57,3 +58,52 @@ async def test_the_seeks_of_many_purposes_equal_the_walk(database_url: str) -> N
         await engine.dispose()
     assert set(banded) == set(PURPOSES)
     assert banded == walked
+
+
+async def test_seeks_from_a_bands_top_equal_the_walk(database_url: str) -> None:
+    """Ranks in the upper half of a band are read from the band's top down, and a rank on a
+    band's last time reads the next band's first: many times in two bands, ties, the same
+    bands' times fulfilled before the period, every twentieth quantile."""
+    await asyncio.to_thread(upgrade, database_url)
+    events: list[Event] = []
+    # 1,000-1,059 s: bands 79 (under 1,024 s) and 80; every third case before the period.
+    layout = {"dense": [1_000 + (n * 7) % 60 for n in range(240)], "single": [1_500],
+              "pair": [1_010, 1_030], "one band": [1_000 + n % 5 for n in range(9)]}  # fmt: skip
+    for purpose, times in layout.items():
+        for n, seconds in enumerate(times):
+            opened = T0 - timedelta(days=20) if n % 3 == 2 else T0 + timedelta(minutes=n)
+            ref = f"{purpose.replace(' ', '_')}-{n}"
+            events += [
+                demand_classified(id=f"t-{ref}", customer_ref=f"T-{ref}", case_ref=f"KT-{ref}",
+                                  occurred_at=opened, purpose=purpose),
+                case_event(id=f"te-{ref}", customer_ref=f"T-{ref}", case_ref=f"KT-{ref}",
+                           type=CaseEventType.FULFILLED, purpose=purpose,
+                           occurred_at=opened + timedelta(seconds=seconds)),
+            ]  # fmt: skip
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            assert not (await apply_events(session, events)).refused
+        async with session_factory(engine)() as session:
+            start = datetime.combine(date(2026, 3, 1), time.min, UTC)
+            period = Period(start, start + timedelta(days=30))
+            quantiles = [float(q) for q in range(0, 101, 5)] + [33.3, 66.7, 99.0]
+            banded = await measures.end_to_end_percentiles(
+                session, Filters(period=period), quantiles
+            )
+            walked = await measures.end_to_end_percentiles(
+                session,
+                Filters(period=Period(start + timedelta(seconds=0.5), period.end)),
+                quantiles,
+            )
+            every = await measures.end_to_end_seconds(session, Filters(period=period))
+            one = await measures.end_to_end_percentiles(
+                session, Filters(period=period), quantiles, purpose="dense"
+            )
+    finally:
+        await engine.dispose()
+    assert set(banded) == set(layout) == set(every)
+    assert banded == walked
+    assert one == {"dense": banded["dense"]}
+    for purpose, found in banded.items():
+        assert found == {q: pytest.approx(percentile(every[purpose], q)) for q in quantiles}
