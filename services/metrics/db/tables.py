@@ -168,15 +168,28 @@ class CaseRow(Base):
         # Covers the summary's case counts (fulfilled, contacts, one-stop, open) on its own.
         Index("ix_cases_purpose_status", "purpose", "status", "measured", "contacts", "one_stop"),
         Index("ix_cases_purpose_fulfilled", "purpose", "fulfilled_at"),
-        # Open cases' ages: the k-th youngest read off the index.
-        Index("ix_cases_purpose_open_started", "purpose", "status", "measured", "started_at"),
-        # Percentiles read the k-th end-to-end time of a purpose straight off this index,
-        # the period checked off it too (no row read for a time outside the period).
+        # Open cases' ages: the k-th youngest read off the index, the filters (source,
+        # first channel, team) checked off it too (migration 0018).
         Index(
-            "ix_cases_purpose_end_to_end_fulfilled",
+            "ix_cases_purpose_open_started_filtered",
+            "purpose",
+            "status",
+            "measured",
+            "started_at",
+            "source",
+            "first_channel",
+            "team",
+        ),
+        # Percentiles read the k-th end-to-end time of a purpose straight off this index,
+        # the period and the filters checked off it too (no row read for a time outside).
+        Index(
+            "ix_cases_purpose_end_to_end_filtered",
             "purpose",
             "end_to_end_seconds",
             "fulfilled_at",
+            "source",
+            "first_channel",
+            "team",
         ),
         Index("ix_cases_case_id", "case_id"),
     )
