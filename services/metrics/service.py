@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -155,9 +155,16 @@ async def capability_charts(
     now: datetime,
     *,
     source: str | None = None,
+    changed_at: Sequence[datetime] | None = None,
 ) -> list[CapabilityChart]:
-    """``source``: that source's demands and cases only (a source's own key)."""
-    changes = [c.changed_at for c in await system_changes.changes_of(session, purpose)]
+    """``source``: that source's demands and cases only (a source's own key).
+    ``changed_at``: when the purpose's recorded changes took effect, if the caller has read
+    them already (system_changes.changes_of), not read again."""
+    changes = (
+        list(changed_at)
+        if changed_at is not None
+        else [c.changed_at for c in await system_changes.changes_of(session, purpose)]
+    )
     since = baseline_start([sql.as_utc(c) for c in changes], now)
     charts: list[CapabilityChart | None] = [
         xmr_chart(
@@ -208,8 +215,14 @@ async def purpose_detail(
     if not summaries:
         return None
     distribution = await measures.end_to_end_histogram(session, filters, purpose=purpose)
+    # The summary's open count is the ages' count (the same filters, the same kept counts).
     open_count, open_ages, oldest = await measures.open_case_ages(
-        session, filters, purpose=purpose, now=now, quantiles=(50.0, 85.0)
+        session,
+        filters,
+        purpose=purpose,
+        now=now,
+        quantiles=(50.0, 85.0),
+        open_count=summaries[0].open_cases,
     )
     by_kind = await measures.failure_breakdown(session, filters, purpose=purpose, by="kind")
     by_cause = await measures.failure_breakdown(session, filters, purpose=purpose, by="cause")
@@ -227,7 +240,14 @@ async def purpose_detail(
             p85_seconds=open_ages.get(85.0),
             oldest_seconds=oldest,
         ),
-        charts=await capability_charts(session, purpose, settings, now, source=filters.source),
+        charts=await capability_charts(
+            session,
+            purpose,
+            settings,
+            now,
+            source=filters.source,
+            changed_at=[c.changed_at for c in changes],
+        ),
         changes=[_change_out(c) for c in changes],
     )
 

@@ -442,26 +442,30 @@ async def open_case_ages(
     purpose: str,
     now: datetime,
     quantiles: Sequence[float],
+    open_count: int | None = None,
 ) -> tuple[int, dict[float, float], float | None]:
     """How many of the purpose's cases are open now, their ages' percentiles (seconds, as
     domain/percentiles.percentile interpolates) and the oldest age: the count kept by the
     write path (db/open_cases.py) and a few seeks on the (purpose, status, measured,
     started_at) index, each from the nearer end, not every open case. An age is never below
-    0 (a case started after ``now``)."""
+    0 (a case started after ``now``). ``open_count``: the purpose's open cases under these
+    filters when the caller has read them already (open_case_counts), not read again."""
     statement: Any = select(CaseRow.started_at).where(
         CaseRow.purpose == purpose, CaseRow.measured.is_(True), CaseRow.status == "open"
     )
     statement = _filter_cases(
         statement, Filters(None, filters.channel, filters.team, filters.source), by=None
     )
-    counted = await open_cases.counts(
-        session,
-        source=filters.source,
-        channel=filters.channel,
-        team=filters.team,
-        purposes=[purpose],
-    )
-    size = counted.get(purpose, 0)
+    size = open_count
+    if size is None:
+        counted = await open_cases.counts(
+            session,
+            source=filters.source,
+            channel=filters.channel,
+            team=filters.team,
+            purposes=[purpose],
+        )
+        size = counted.get(purpose, 0)
     if not size:
         return 0, {}, None
     # Ages in ascending order are the cases youngest first; an OFFSET walks the index, so a

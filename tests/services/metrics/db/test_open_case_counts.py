@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.metrics import service
 from services.metrics.db import measures
 from services.metrics.db.measures import Filters
 from services.metrics.db.migrate import upgrade
@@ -22,6 +23,8 @@ from services.metrics.db.sql import as_utc
 from services.metrics.db.tables import CaseRow, OpenCaseCountRow
 from services.metrics.domain.percentiles import percentile
 from services.metrics.ingest import apply_events
+from services.metrics.schemas import OpenCaseAge
+from services.metrics.service import ChartSettings
 from shared.database.engine import create_engine, session_factory
 from shared.events import CaseEventType, Channel, DemandType, Event
 from tests.support.factories import case_event, demand_classified, demand_labelled
@@ -125,6 +128,19 @@ async def _compare(url: str) -> dict[tuple[str, str, str, str], int]:
                     assert ages == (
                         {q: percentile(every, q) for q in (0.0, 50.0, 85.0)} if every else {}
                     )
+                    # The purpose's page and API: the ages with the summary's open count.
+                    detail = await service.purpose_detail(
+                        session, purpose, filters, settings=ChartSettings(), now=NOW
+                    )
+                    assert detail is not None or not every
+                    if detail is not None:
+                        assert detail.summary.open_cases == len(every)
+                        assert detail.open_case_age == OpenCaseAge(
+                            count=len(every),
+                            p50_seconds=percentile(every, 50.0) if every else None,
+                            p85_seconds=percentile(every, 85.0) if every else None,
+                            oldest_seconds=every[-1] if every else None,
+                        )
     finally:
         await engine.dispose()
     assert recounted, "some cases are open"
