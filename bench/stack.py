@@ -31,6 +31,11 @@ with the same command, and timed from the start to its first /readyz 200.
 Sizes (environment): DEMANDSCOPE_BENCH_STACK_RATE (demands/s, 1000),
 DEMANDSCOPE_BENCH_STACK_SECONDS (60), DEMANDSCOPE_BENCH_STACK_DRAIN_S (how long to wait for
 the backlog after the load, 45); DEMANDSCOPE_BENCH_STACK_BATCH, _PROBE_EVERY as above.
+
+Stages (DEMANDSCOPE_BENCH_STACK_STAGES=1): a read_committed consumer of the classified
+demands beside the load times one in 50 from intake's acceptance to the classifier's send
+and from that send to its commit being visible, and each consumer group's time in its
+batches over the load (its /metrics) says how busy it was: where the latency goes.
 """
 
 from __future__ import annotations
@@ -69,6 +74,10 @@ PROBE_EVERY = int(
     os.environ.get("DEMANDSCOPE_BENCH_STACK_PROBE_EVERY", str(max(1, round(RATE / 5))))
 )
 DRAIN_S = float(os.environ.get("DEMANDSCOPE_BENCH_STACK_DRAIN_S", "45"))
+# Where the latency goes, stage by stage: off by default, as its consumer is a little load
+# of its own in the generator's process.
+STAGES = os.environ.get("DEMANDSCOPE_BENCH_STACK_STAGES", "") == "1"
+STAGE_SAMPLE = 50  # one classified demand in this many is timed
 CONNECTIONS = 16
 READY_TIMEOUT = 120.0  # the first start (imports, migrations done before, model loading)
 RESTART_TIMEOUT = 30.0  # the target is 5 s: 30 s tells a slow start from a failed one
@@ -265,6 +274,73 @@ async def probe(
     load.lost += 1
 
 
+@dataclass
+class Stages:
+    """Where the latency goes (DEMANDSCOPE_BENCH_STACK_STAGES=1), from records, not probes."""
+
+    # Intake's acceptance (the demand's received_at, just before the broker's ack and the
+    # 202) -> the classifier's send inside its transaction (the classified record's
+    # CreateTime).
+    to_send: list[float] = field(default_factory=list)
+    # That send -> read by a read_committed consumer: the rest of its transaction.
+    to_visible: list[float] = field(default_factory=list)
+    # Share of the load's wall time each consumer group spent in its batches (handling and
+    # commit): near 100%, records queue in front of it.
+    busy: dict[str, float] = field(default_factory=dict)
+
+
+async def watch_classified(bootstrap: str, stop: asyncio.Event, stages: Stages) -> None:
+    """Reads the classified demands as the metrics service does (read_committed), timing one
+    in STAGE_SAMPLE."""
+    from aiokafka import AIOKafkaConsumer
+
+    from shared.events.classification import DemandClassified
+    from shared.kafka.codec import DecodeError, decode
+    from shared.kafka.settings import KafkaSettings
+    from shared.topics import Topic, topic_name
+
+    topic = topic_name(KafkaSettings(bootstrap_servers=bootstrap), Topic.DEMAND_CLASSIFIED)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        auto_offset_reset="latest",
+    )
+    await consumer.start()
+    seen = 0
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batches.values():
+                for record in records:
+                    seen += 1
+                    if seen % STAGE_SAMPLE:
+                        continue
+                    with contextlib.suppress(DecodeError):
+                        accepted = decode(DemandClassified, record.value).demand.received_at
+                        sent = record.timestamp / 1000
+                        stages.to_send.append(sent - accepted.timestamp())
+                        stages.to_visible.append(now - sent)
+    finally:
+        await consumer.stop()
+
+
+async def consumer_seconds(client: httpx.AsyncClient, services: list[Service]) -> dict[str, float]:
+    """Seconds each consumer group has spent in its batches so far, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    spent: dict[str, float] = {}
+    for service in services:
+        with contextlib.suppress(httpx.HTTPError):
+            answer = await client.get(f"{service.url}/metrics", timeout=10.0)
+            for family in text_string_to_metric_families(answer.text):
+                for sample in family.samples:
+                    if sample.name == "demandscope_consumer_batch_seconds_sum":
+                        spent[sample.labels["group"]] = sample.value
+    return spent
+
+
 async def count_samples(
     client: httpx.AsyncClient, metrics: Service, load: Load, stop: asyncio.Event
 ) -> None:
@@ -411,7 +487,7 @@ async def restarts(client: httpx.AsyncClient, services: list[Service]) -> dict[s
     return taken
 
 
-async def measure(services: list[Service], key: str, broker_pid: int) -> None:
+async def measure(services: list[Service], key: str, broker_pid: int, bootstrap: str) -> None:
     intake, _, metrics = services
     headers = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=64)
@@ -423,12 +499,26 @@ async def measure(services: list[Service], key: str, broker_pid: int) -> None:
         stop = asyncio.Event()
         load = Load()
         sampler = asyncio.create_task(count_samples(client, metrics, load, stop))
+        stages = Stages() if STAGES else None
+        watcher = None
+        spent: dict[str, float] = {}
+        if stages is not None:
+            spent = await consumer_seconds(client, services)
+            watcher = asyncio.create_task(watch_classified(bootstrap, stop, stages))
         started = time.monotonic()
         try:
             load, shares = await with_cpu(pids, offer(load, intake, metrics, key, client))
         finally:
             stop.set()
             await sampler
+            if watcher is not None:
+                await watcher
+        if stages is not None and load.seconds:
+            after = await consumer_seconds(client, services)
+            stages.busy = {
+                group: (seconds - spent.get(group, 0.0)) / load.seconds
+                for group, seconds in after.items()
+            }
         # The backlog and the last probes, together: both bounded.
         (counted, drained), _ = await asyncio.gather(
             drain(client, metrics, load), _settled(load.probe_tasks)
@@ -437,6 +527,8 @@ async def measure(services: list[Service], key: str, broker_pid: int) -> None:
         load.lost = len(load.probe_tasks) - len(load.latencies)
         restarted = await restarts(client, services)
     report(load, shares, counted_rate(load, started), counted, drained, restarted)
+    if stages is not None:
+        report_stages(stages)
 
 
 def report(
@@ -523,6 +615,19 @@ def report(
     )
 
 
+def report_stages(stages: Stages) -> None:
+    def spread(values: list[float]) -> str:
+        if not values:
+            return "none seen"
+        return " / ".join(_ms(percentile(values, f)) for f in (0.5, 0.95, 0.99))
+
+    print(f"  stages, p50 / p95 / p99, {len(stages.to_send)} classified demands timed:")
+    print(f"    accepted -> the classifier's send: {spread(stages.to_send)}")
+    print(f"    that send -> visible to read_committed: {spread(stages.to_visible)}")
+    busy = ", ".join(f"{group} {share:.0%}" for group, share in sorted(stages.busy.items()))
+    print(f"  in their batches over the load (handling and commit): {busy or 'unknown'}")
+
+
 def _ms(seconds: float) -> str:
     return f"over {PROBE_TIMEOUT:.0f} s" if seconds == float("inf") else f"{seconds * 1000:,.0f} ms"
 
@@ -547,7 +652,7 @@ def main() -> None:
         for name in SERVICES:
             services.append(Service(name, ports[name], env, run_dir / f"{name}.log"))
             services[-1].start()
-        asyncio.run(measure(services, key, broker_pid))
+        asyncio.run(measure(services, key, broker_pid, cfg.bootstrap))
     finally:
         for service in services:
             service.signal(signal.SIGTERM)
