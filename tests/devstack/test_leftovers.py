@@ -8,7 +8,7 @@ from pathlib import Path
 
 from devstack import kafka
 from devstack.leftovers import OWNER_FILE, claim, owner, reap_leftovers
-from devstack.process import pid_alive, wait_while
+from devstack.process import command_line, pid_alive, wait_while
 
 SLEEP = "import time; time.sleep(600)"
 
@@ -41,6 +41,12 @@ def test_a_dead_sessions_broker_is_stopped_and_its_directory_removed(tmp_path: P
         start_new_session=True,
     )
     try:
+        # Until the child has exec'd, its command line is still pytest's, which the reaper
+        # rightly does not take for a broker (a loaded machine made that window visible).
+        assert not wait_while(
+            lambda: kafka.KAFKA_MAIN_CLASS not in (command_line(broker.pid) or []),
+            timeout=30,
+        )
         config.pid_file.write_text(f"{broker.pid}\n")
         live = claim(run_root / "test-kafka-2")  # ours: alive
         unclaimed = run_root / "kafka"  # `make run`'s broker: no owner
