@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -91,13 +90,11 @@ def serve() -> None:
     """Run the classifier: the consumer loop and its HTTP API (default http://127.0.0.1:8001;
     DEMANDSCOPE_CLASSIFIER_* settings). Run `migrate` first."""
     from services.classifier.main import create_app
+    from shared.service.serve import instance_name
     from shared.service.serve import serve as run
 
     settings = ClassifierSettings()
-    if settings.instance_id is None and settings.port:
-        # The port this process binds makes the name unique on its host, and a restart of
-        # the same instance (the same container or unit) finds the same name again.
-        settings.instance_id = f"{socket.gethostname()}:{settings.port}"
+    settings.instance_id = instance_name(settings.instance_id, settings.port)
     run(create_app(settings), settings)
 
 

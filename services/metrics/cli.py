@@ -7,7 +7,6 @@ Imports of the service's heavier modules happen inside the commands, so that
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import typer
 
@@ -21,13 +20,11 @@ def serve() -> None:
     """Run the metrics consumer and API (default http://127.0.0.1:8002). Migrate first."""
     from services.metrics.config import MetricsSettings
     from services.metrics.main import create_app
+    from shared.service.serve import instance_name
     from shared.service.serve import serve as serve_app
 
     settings = MetricsSettings()
-    if settings.instance_id is None and settings.port:
-        # The port this process binds makes the name unique on its host, and a restart of
-        # the same instance (the same container or unit) finds the same name again.
-        settings.instance_id = f"{socket.gethostname()}:{settings.port}"
+    settings.instance_id = instance_name(settings.instance_id, settings.port)
     serve_app(create_app(settings), settings)
 
 

@@ -7,6 +7,7 @@ Interpreter tuning and process-wide settings belong here, never in ``create_app`
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
 import uvicorn
@@ -18,6 +19,16 @@ from shared.service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 EXIT_FATAL = 70  # EX_SOFTWARE: a background task died for good
+
+
+def instance_name(instance_id: str | None, port: int) -> str | None:
+    """A consumer group member's static name (KIP-345) for a served process: the configured
+    one (empty: none), else <host name>:<port>. The port this process binds makes the name
+    unique on its host, and a restart of the same instance (the same container or unit)
+    finds the same name again."""
+    if instance_id is None and port:
+        return f"{socket.gethostname()}:{port}"
+    return instance_id
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
