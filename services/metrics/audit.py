@@ -2,10 +2,13 @@
 of the words those queues show.
 
 - **Audit** (``draw_audit``, from the write path): for every stratum a batch touched, its
-  size is counted again, its inclusion probability set (domain/audit.py), the items whose
-  draw is no longer below it dropped, and the batch's demands whose draw is below it added,
-  each with the machine's first label of it (the audit pair's machine half). A label whose
-  reason is "audit" completes an item; nothing else does.
+  recorded size (``audit_strata``) moves by the demands the batch newly stored (counted
+  only for a stratum without one: the cost of a batch does not grow with the database), its
+  inclusion probability is set (domain/audit.py), the items whose draw is no longer below it
+  dropped, and the batch's demands whose draw is below it added, each with the machine's
+  first label of it (the audit pair's machine half). One synchronous function on the
+  connection's thread (sql.run_sync), as the write path's. A label whose reason is "audit"
+  completes an item; nothing else does.
 - **Queues** (``audit_queue``, ``review_queue``, read by the API): the audit queue is blind
   (the customer's words, the channel and the time, never the machine's type, purpose or
   confidence); the review queue shows the machine's suggestion, lowest confidence first.
@@ -18,15 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics.db import audit_sample, queues, review_entries, sql, write_path
-from services.metrics.domain.audit import AuditPlan, StratumKey
+from services.metrics.db import audit_sample, queues, review_entries, sql
+from services.metrics.db.sql import DemandKey
+from services.metrics.domain.audit import AuditPlan
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.schemas import AuditItem, AuditQueue, ReviewItem, ReviewQueue
 from shared.events import DemandClassified
@@ -70,37 +76,95 @@ def audit_policy(settings: MetricsSettings) -> AuditPolicy:
     )
 
 
+async def stored_already(
+    session: AsyncSession, demands: Sequence[DemandClassified]
+) -> set[DemandKey]:
+    """Which of the batch's demands were stored before it: called before the batch stores
+    them (after their locks), so that ``draw_audit`` counts only the demands it adds."""
+    if not demands:
+        return set()
+    keys = [(d.demand.source, d.demand.id) for d in demands]
+    return await sql.run_sync(session, partial(audit_sample.stored_already, demands=keys))
+
+
 async def draw_audit(
     session: AsyncSession,
     demands: Sequence[DemandClassified],
     policy: AuditPolicy,
     *,
+    stored_before: set[DemandKey] | None = None,
     now: datetime | None = None,
 ) -> None:
     """Bring the sample of every stratum the batch touched up to date, and keep the words
     of the batch's demands that are in a queue. Runs after the demands are stored, in the
     batch's transaction; redelivery changes nothing (the sample is a function of the set
-    of demands stored)."""
+    of demands stored).
+
+    ``stored_before`` (``stored_already`` before the batch stored its demands): a stratum's
+    size moves by the demands the batch added, not counted again. None: every touched
+    stratum is counted (as it is anyway when it has no recorded size yet)."""
     if not demands:
         return
+    texts: dict[DemandKey, str] = {}
+    for event in demands:
+        texts.setdefault((event.demand.source, event.demand.id), event.demand.text)
+    kept_since = (now or datetime.now(UTC)) - timedelta(days=policy.queues.retention_days)
+    await sql.run_sync(
+        session,
+        partial(
+            _upkeep,
+            texts=texts,
+            stored_before=stored_before,
+            policy=policy,
+            kept_since=kept_since,
+        ),
+    )
+
+
+def _upkeep(
+    db: sql.SyncDb,
+    *,
+    texts: dict[DemandKey, str],
+    stored_before: set[DemandKey] | None,
+    policy: AuditPolicy,
+    kept_since: datetime,
+) -> None:
+    """draw_audit's work as one synchronous function (sql.run_sync): on SQLite all its
+    statements go to sqlite3 in one hop to aiosqlite's thread."""
     plan = policy.plan
-    stored = await audit_sample.first_classifications(
-        session, [(d.demand.source, d.demand.id) for d in demands]
+    stored = audit_sample.classified(db, texts)
+    added: Counter[tuple[str, Any]] = Counter(
+        (row.purpose, row.week_start)
+        for row in stored
+        if stored_before is not None and (row.source, row.demand_id) not in stored_before
     )
-    strata: set[StratumKey] = {(row.purpose, row.week_start) for row in stored}
-    await write_path.lock_strata(session, sorted(strata))
-    sizes = await audit_sample.stratum_sizes(session, strata)
-    probability = {stratum: plan.inclusion_probability(sizes[stratum]) for stratum in strata}
-    await audit_sample.save_strata(
-        session, {stratum: (sizes[stratum], probability[stratum]) for stratum in strata}
+    strata = sorted({(row.purpose, row.week_start) for row in stored})
+    audit_sample.lock_strata(db, [(p, db.read_day(w)) for p, w in strata])
+    kept = audit_sample.strata_as_kept(db, strata)
+    now_kept: dict[tuple[str, Any], audit_sample.StratumState] = {}
+    left_audit: list[DemandKey] = []
+    for stratum in strata:
+        before = kept.get(stratum)
+        if before is None or stored_before is None:
+            population = audit_sample.count_stratum(db, stratum)
+        else:
+            population = before.population + added[stratum]
+        state = audit_sample.StratumState(population, plan.inclusion_probability(population))
+        now_kept[stratum] = state
+        # p(N) never grows with N: the items are those with a draw below the recorded
+        # probability, so only a lower one (or a stratum kept for the first time) drops any.
+        if before is None or state.inclusion_probability < before.inclusion_probability:
+            left_audit += audit_sample.shrink_stratum(db, stratum, state.inclusion_probability)
+    audit_sample.record_strata(
+        db, {stratum: state for stratum, state in now_kept.items() if kept.get(stratum) != state}
     )
-    left_audit: list[tuple[str, str]] = []
-    for stratum in sorted(strata):
-        left_audit += await audit_sample.shrink_audit(session, stratum, probability[stratum])
     members: list[dict[str, Any]] = []
+    queued: list[dict[str, Any]] = []
+    review_below = policy.queues.review_below
     for row in stored:
         draw = plan.draw(row.demand_id)
-        if draw < probability[(row.purpose, row.week_start)]:
+        in_audit = draw < now_kept[(row.purpose, row.week_start)].inclusion_probability
+        if in_audit:
             members.append(
                 {
                     "source": row.source,
@@ -113,35 +177,22 @@ async def draw_audit(
                     "model_version": row.model_version,
                 }
             )
-    await audit_sample.add_audit_items(session, members)
-    in_audit = {(member["source"], member["demand_id"]) for member in members}
-    texts: dict[tuple[str, str], str] = {}
-    for event in demands:
-        texts.setdefault((event.demand.source, event.demand.id), event.demand.text)
-    kept_since = (now or datetime.now(UTC)) - timedelta(days=policy.queues.retention_days)
-    await audit_sample.add_queue_texts(
-        session,
-        [
-            {
-                "source": row.source,
-                "demand_id": row.demand_id,
-                "text": texts[(row.source, row.demand_id)],
-                "received_at": sql.as_utc(row.received_at),
-            }
-            for row in stored
-            if (
-                (row.source, row.demand_id) in in_audit
-                or row.needs_review
-                or row.confidence < policy.queues.review_below
+        if (in_audit or row.needs_review or row.confidence < review_below) and db.read_time(
+            row.received_at
+        ) >= kept_since:
+            queued.append(
+                {
+                    "source": row.source,
+                    "demand_id": row.demand_id,
+                    "text": texts[(row.source, row.demand_id)],
+                    "received_at": row.received_at,
+                }
             )
-            and sql.as_utc(row.received_at) >= kept_since
-        ],
-    )
+    audit_sample.add_audit_items(db, members)
+    audit_sample.add_queue_texts(db, queued)
     # The batch's demands may now wait for review (or be audit items instead), and those
     # that left the sample may wait again.
-    await review_entries.refresh(
-        session, [(row.source, row.demand_id) for row in stored] + left_audit
-    )
+    review_entries.refresh_in(db, [(row.source, row.demand_id) for row in stored] + left_audit)
 
 
 async def audit_queue(

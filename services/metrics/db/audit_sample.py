@@ -4,21 +4,21 @@ estimates are made of."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, func, literal, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db.measures import Filters, as_date, filter_days, whole_days
+from services.metrics.db.review_entries import by_source
 from services.metrics.db.sql import (
     DemandKey,
+    SyncDb,
     as_utc,
     chunks,
-    insert_ignoring_duplicates,
     same_demand,
 )
 from services.metrics.db.tables import (
@@ -27,99 +27,179 @@ from services.metrics.db.tables import (
     Demand,
     DemandDayRow,
     LabelRow,
-    QueueTextRow,
 )
 from services.metrics.domain.audit import MachineCount, StratumKey
 
+# --- the upkeep of the sample: synchronous, for sql.run_sync (the write path's way) --------
+#
+# SQL written once with ``:name`` parameters for both databases; values go in and come back in
+# the form the database stores them (db.time/db.day, or passed through as read), so a
+# stratum's week and a demand's times are written back exactly as they were read.
 
-async def first_classifications(
-    session: AsyncSession, demands: Sequence[DemandKey]
-) -> list[Demand]:
-    """The demands as first classified (the first DemandClassified of a (source, id) is the
-    one kept)."""
-    found: list[Demand] = []
-    for chunk in chunks(sorted(set(demands))):
-        found += (
-            await session.scalars(
-                select(Demand).where(tuple_(Demand.source, Demand.demand_id).in_(chunk))
-            )
-        ).all()
+# What the upkeep needs of each demand as first classified (the first DemandClassified of a
+# (source, id) is the one stored).
+_CLASSIFIED = (
+    "SELECT source, demand_id, purpose, week_start, demand_type, failure_kind, model_version, "
+    "needs_review, confidence, received_at FROM demands WHERE source = :source AND demand_id IN "
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    source: str
+    demand_id: str
+    purpose: str
+    week_start: Any  # as stored: the stratum's key within one database
+    demand_type: str
+    failure_kind: str | None
+    model_version: str
+    needs_review: bool
+    confidence: float
+    received_at: Any  # as stored
+
+
+def _in(ids: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """``(:i0, :i1, ...)`` and its parameters: an IN list both databases bind."""
+    params = {f"i{n}": demand_id for n, demand_id in enumerate(ids)}
+    return "(" + ", ".join(f":{name}" for name in params) + ")", params
+
+
+def stored_already(db: SyncDb, demands: Iterable[DemandKey]) -> set[DemandKey]:
+    """Which of these demands are stored (before a batch stores its own: the rest are new)."""
+    found: set[DemandKey] = set()
+    for source, ids in by_source(demands):
+        marks, params = _in(ids)
+        statement = f"SELECT demand_id FROM demands WHERE source = :source AND demand_id IN {marks}"
+        found.update((source, row[0]) for row in db.rows(statement, {"source": source, **params}))
     return found
 
 
-async def stratum_sizes(
-    session: AsyncSession, strata: Iterable[StratumKey]
-) -> dict[StratumKey, int]:
-    """How many demands each stratum (first machine purpose, ISO week) holds now."""
-    wanted = set(strata)
-    sizes = dict.fromkeys(wanted, 0)
-    purposes = sorted({purpose for purpose, _ in wanted})
-    weeks = sorted({week for _, week in wanted})
-    for chunk in chunks(purposes):
-        statement = (
-            select(Demand.purpose, Demand.week_start, func.count())
-            .where(Demand.purpose.in_(chunk), Demand.week_start.in_(weeks))
-            .group_by(Demand.purpose, Demand.week_start)
-        )
-        for purpose, week, count in (await session.execute(statement)).all():
-            if (purpose, week) in wanted:
-                sizes[(purpose, week)] = int(count)
-    return sizes
+def classified(db: SyncDb, demands: Iterable[DemandKey]) -> list[Classified]:
+    """The demands as stored (first classified), in key order."""
+    found: list[Classified] = []
+    for source, ids in by_source(demands):
+        marks, params = _in(ids)
+        rows = db.rows(_CLASSIFIED + marks, {"source": source, **params})
+        found += [Classified(*row) for row in sorted(rows, key=lambda row: row[1])]
+    return found
 
 
-async def save_strata(session: AsyncSession, strata: dict[StratumKey, tuple[int, float]]) -> None:
-    """Record each stratum's size and inclusion probability (replacing what was there)."""
-    if not strata:
+def lock_strata(db: SyncDb, strata: Sequence[tuple[str, date]]) -> None:
+    """PostgreSQL: serialise a stratum's upkeep across instances until the transaction ends
+    (its size is read, moved and its sample drawn by one transaction at a time), in hash
+    order, after the demands' locks and before the customers'. SQLite needs none: the
+    batch's first INSERT holds the single writer lock."""
+    if db.dialect != "postgresql" or not strata:
         return
-    rows = [
-        {"purpose": p, "week_start": w, "population": n, "inclusion_probability": prob}
-        for (p, w), (n, prob) in sorted(strata.items())
-    ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(AuditStratumRow)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["purpose", "week_start"],
-            set_={
-                "population": statement.excluded.population,
-                "inclusion_probability": statement.excluded.inclusion_probability,
-            },
-        ),
-        rows,
+    db.execute(
+        "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(c, 0) AS h "
+        "FROM unnest(CAST(:keys AS text[])) AS c ORDER BY h) AS ordered",
+        {"keys": [f"audit|{p}|{w.isoformat()}" for p, w in strata]},
     )
 
 
-async def shrink_audit(
-    session: AsyncSession, stratum: StratumKey, probability: float
-) -> list[DemandKey]:
-    """Drop the stratum's audit items whose draw is no longer below its probability; the
-    demands dropped (they may wait for review again)."""
+@dataclass(frozen=True, slots=True)
+class StratumState:
+    population: int
+    inclusion_probability: float
+
+
+def strata_as_kept(
+    db: SyncDb, strata: Iterable[tuple[str, Any]]
+) -> dict[tuple[str, Any], StratumState]:
+    """The strata's recorded sizes and probabilities (a stratum no batch has kept yet has no
+    row). ``strata``' weeks as stored."""
+    wanted = set(strata)
+    found: dict[tuple[str, Any], StratumState] = {}
+    if not wanted:
+        return found
+    weeks = [w for _, w in wanted]
+    for chunk in chunks(sorted({p for p, _ in wanted})):
+        params: dict[str, Any] = {f"p{n}": p for n, p in enumerate(chunk)}
+        statement = (
+            "SELECT purpose, week_start, population, inclusion_probability FROM audit_strata "
+            f"WHERE purpose IN ({', '.join(f':{name}' for name in params)}) "
+            "AND week_start >= :first AND week_start <= :last"
+        )
+        params |= {"first": min(weeks), "last": max(weeks)}
+        for purpose, week, population, probability in db.rows(statement, params):
+            if (purpose, week) in wanted:
+                found[(purpose, week)] = StratumState(int(population), float(probability))
+    return found
+
+
+def count_stratum(db: SyncDb, stratum: tuple[str, Any]) -> int:
+    """The demands stored in a stratum, counted (off ix_demands_purpose_week_type): only for
+    a stratum without a recorded size, i.e. whose demands were stored before it was kept."""
     purpose, week = stratum
-    leaving = (
-        AuditItemRow.purpose == purpose,
-        AuditItemRow.week_start == week,
-        AuditItemRow.draw >= probability,
+    (count,) = db.rows(
+        "SELECT count(*) FROM demands WHERE purpose = :purpose AND week_start = :week",
+        {"purpose": purpose, "week": week},
+    )[0]
+    return int(count)
+
+
+def record_strata(db: SyncDb, strata: Mapping[tuple[str, Any], StratumState]) -> None:
+    """Record each stratum's size and inclusion probability (replacing what was there)."""
+    db.executemany(
+        "INSERT INTO audit_strata (purpose, week_start, population, inclusion_probability) "
+        "VALUES (:purpose, :week_start, :population, :probability) "
+        "ON CONFLICT (purpose, week_start) DO UPDATE SET population = excluded.population, "
+        "inclusion_probability = excluded.inclusion_probability",
+        [
+            {
+                "purpose": purpose,
+                "week_start": week,
+                "population": state.population,
+                "probability": state.inclusion_probability,
+            }
+            for (purpose, week), state in sorted(strata.items())
+        ],
     )
+
+
+def shrink_stratum(db: SyncDb, stratum: tuple[str, Any], probability: float) -> list[DemandKey]:
+    """Drop the stratum's audit items whose draw is no longer below its probability (off
+    ix_audit_items_stratum_draw); the demands dropped (they may wait for review again)."""
+    purpose, week = stratum
+    params = {"purpose": purpose, "week": week, "probability": probability}
+    leaving = "WHERE purpose = :purpose AND week_start = :week AND draw >= :probability"
     dropped = [
         (source, demand_id)
-        for source, demand_id in (
-            await session.execute(
-                select(AuditItemRow.source, AuditItemRow.demand_id).where(*leaving)
-            )
-        ).all()
+        for source, demand_id in db.rows(
+            f"SELECT source, demand_id FROM audit_items {leaving}", params
+        )
     ]
     if dropped:
-        await session.execute(delete(AuditItemRow).where(*leaving))
+        db.execute(f"DELETE FROM audit_items {leaving}", params)
     return dropped
 
 
-async def add_audit_items(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    await insert_ignoring_duplicates(session, AuditItemRow, rows)
+_AUDIT_ITEM = (
+    "source",
+    "demand_id",
+    "purpose",
+    "week_start",
+    "draw",
+    "machine_demand_type",
+    "machine_failure_kind",
+    "model_version",
+)
+_QUEUE_TEXT = ("source", "demand_id", "text", "received_at")
 
 
-async def add_queue_texts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    await insert_ignoring_duplicates(session, QueueTextRow, rows)
+def _insert_ignoring(table: str, columns: Sequence[str]) -> str:
+    names, values = ", ".join(columns), ", ".join(f":{c}" for c in columns)
+    return f"INSERT INTO {table} ({names}) VALUES ({values}) ON CONFLICT DO NOTHING"
+
+
+def add_audit_items(db: SyncDb, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert-or-ignore (an item stays as first drawn: its machine label is the first)."""
+    db.executemany(_insert_ignoring("audit_items", _AUDIT_ITEM), rows)
+
+
+def add_queue_texts(db: SyncDb, rows: Sequence[Mapping[str, Any]]) -> None:
+    db.executemany(_insert_ignoring("queue_texts", _QUEUE_TEXT), rows)
 
 
 async def audit_strata(session: AsyncSession) -> list[AuditStratumRow]:

@@ -5,7 +5,7 @@ label of any reason) and that is not an audit item: the review queue's demands, 
 candidate test (needs_review, or confidence below the setting), which the reader applies.
 What moves an entry, and where:
 
-- a demand arrives, joins or leaves the audit sample, or has its words kept: ``refresh``
+- a demand arrives, joins or leaves the audit sample, or has its words kept: ``refresh_in``
   of those demands, from services/metrics/audit.draw_audit;
 - a label arrives: ``take_labelled``, from services/metrics/ingest._apply;
 - its words are purged: ``drop_without_text``, from db/queues.purge_queue_texts.
@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import delete, exists, insert, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.metrics.db.sql import DemandKey, chunks, same_demand
+from services.metrics.db.sql import DemandKey, SyncDb, chunks, same_demand
 from services.metrics.db.tables import (
     AuditItemRow,
     Demand,
@@ -56,7 +56,7 @@ def members() -> Any:
 _COLUMNS = ("source", "demand_id", "purpose", "confidence", "needs_review", "occurred_at")
 
 
-def _by_source(demands: Iterable[DemandKey]) -> Iterator[tuple[str, Sequence[str]]]:
+def by_source(demands: Iterable[DemandKey]) -> Iterator[tuple[str, Sequence[str]]]:
     """The demands as (source, some of its ids): ``source = ? AND demand_id IN (...)`` is a
     search of the key in SQLite, where ``(source, demand_id) IN (VALUES ...)`` scans it."""
     ids: dict[str, set[str]] = {}
@@ -67,10 +67,36 @@ def _by_source(demands: Iterable[DemandKey]) -> Iterator[tuple[str, Sequence[str
             yield source, chunk
 
 
+# members() for some demands of one source, in the write path's SQL (refresh_in, below).
+_MEMBERS_OF = (
+    "INSERT INTO review_queue (source, demand_id, purpose, confidence, needs_review, "
+    "occurred_at) SELECT d.source, d.demand_id, d.purpose, d.confidence, d.needs_review, "
+    "d.occurred_at FROM demands d JOIN queue_texts q "
+    "ON q.source = d.source AND q.demand_id = d.demand_id "
+    "WHERE d.source = :source AND d.demand_id IN {ids} "
+    "AND NOT EXISTS (SELECT 1 FROM demand_labels l "
+    "WHERE l.demand_source = d.source AND l.demand_id = d.demand_id) "
+    "AND NOT EXISTS (SELECT 1 FROM audit_items a "
+    "WHERE a.source = d.source AND a.demand_id = d.demand_id)"
+)
+
+
+def refresh_in(db: SyncDb, demands: Iterable[DemandKey]) -> None:
+    """``refresh``, synchronously in the batch's transaction (sql.run_sync): the same
+    statements, in SQL written once for both databases."""
+    for source, ids in by_source(demands):
+        params = {"source": source} | {f"i{n}": demand_id for n, demand_id in enumerate(ids)}
+        marks = "(" + ", ".join(f":i{n}" for n in range(len(ids))) + ")"
+        db.execute(
+            f"DELETE FROM review_queue WHERE source = :source AND demand_id IN {marks}", params
+        )
+        db.execute(_MEMBERS_OF.format(ids=marks), params)
+
+
 async def refresh(session: AsyncSession, demands: Iterable[DemandKey]) -> None:
     """Make these demands' entries what the stored rows say: removed, then added back for
     those that belong."""
-    for source, ids in _by_source(demands):
+    for source, ids in by_source(demands):
         await _remove(session, source, ids)
         await session.execute(
             insert(ReviewQueueRow).from_select(
@@ -93,7 +119,7 @@ async def take_labelled(session: AsyncSession, labels: Sequence[DemandLabelled])
     id, as the queue's old query matched labels; a label without a source names the demand
     of the empty source)."""
     keys = {(label.demand_source or "", label.demand_id) for label in labels}
-    for source, ids in _by_source(keys):
+    for source, ids in by_source(keys):
         await _remove(session, source, ids)
 
 
