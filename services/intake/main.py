@@ -9,9 +9,10 @@ from functools import partial
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.intake.api import router
+from services.intake.api import post_demand, post_demand_batch, router
 from services.intake.components import IntakeComponents
 from services.intake.config import IntakeSettings
+from services.intake.direct_routes import serve_directly
 from services.intake.ledger import IdempotencyLedger
 from services.intake.metrics import IntakeMetrics
 from services.intake.openapi_docs import install_openapi
@@ -87,4 +88,6 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         observe_request=observe_request,
     )
     install_openapi(app)
+    # The two hot endpoints skip FastAPI's per-request dependency machinery (same routes).
+    serve_directly(app, (post_demand, post_demand_batch))
     return app

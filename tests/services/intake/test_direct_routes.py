@@ -1,0 +1,204 @@
+"""The hot endpoints (single and batch demands) are served by ``DirectRoute``: the documented
+routes' own endpoints and dependencies, called without FastAPI's per-request machinery. The
+route OpenAPI documents and the route served are the same, in code and in behaviour."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from services.intake.api import post_demand, post_demand_batch
+from services.intake.config import IntakeSettings
+from services.intake.direct_routes import DirectRoute, api_routes, serve_directly
+from services.intake.main import create_app
+from shared.auth.dependencies import scope_required_by
+from shared.auth.keys import Scope as KeyScope
+from shared.auth.store import ApiKeyStore
+from tests.support.apps import running
+from tests.support.factories import cloudevent_body, demand_body
+from tests.support.waiting import wait_until
+
+
+def test_the_served_routes_are_the_documented_ones() -> None:
+    app = create_app()
+    direct = [route for route in app.router.routes if isinstance(route, DirectRoute)]
+    assert app.router.routes[: len(direct)] == direct  # ahead of every other route
+    assert {(route.path, route.endpoint) for route in direct} == {
+        ("/v1/demands", post_demand),
+        ("/v1/demands:batch", post_demand_batch),
+    }
+    documented = app.openapi()["paths"]
+    for route in direct:
+        [api_route] = [r for r in api_routes(app.routes) if r.endpoint is route.endpoint]
+        assert route.route is api_route
+        assert route.methods == {"POST"} == api_route.methods
+        # The same dependencies, in FastAPI's order: the components, then the scoped key.
+        assert [(name, call) for name, call, _ in route.dependencies] == [
+            (dependency.name, dependency.call) for dependency in api_route.dependant.dependencies
+        ]
+        scopes = [scope_required_by(call) for _, call, _ in route.dependencies]
+        assert KeyScope.DEMANDS_WRITE in scopes
+        operation = documented[route.path]["post"]
+        assert operation["security"] == [{"HTTPBearer": []}]
+        assert {"401", "403", "413", "415", "422", "503"} <= set(operation["responses"])
+        assert "application/json" in operation["requestBody"]["content"]
+
+
+def test_a_route_that_needs_more_than_the_request_is_not_served_directly() -> None:
+    async def needs_nothing_else(request: Request) -> str:
+        return "ok"
+
+    app = FastAPI()
+
+    @app.post("/with-query")
+    async def with_query(request: Request, page: int) -> JSONResponse:
+        return JSONResponse({})
+
+    @app.post("/plain")
+    async def plain(
+        request: Request, dependency: str = Depends(needs_nothing_else)
+    ) -> JSONResponse:
+        return JSONResponse({})
+
+    with pytest.raises(ValueError, match="only an endpoint of the request"):
+        serve_directly(app, [with_query])
+    with pytest.raises(ValueError, match="one route"):
+        serve_directly(app, [needs_nothing_else])
+    [route] = serve_directly(app, [plain])
+    assert route.dependencies == (("dependency", needs_nothing_else, "request"),)
+
+
+# --- the same answers either way --------------------------------------------------------------
+
+Send_ = Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]]
+
+
+def _post(
+    path: str, body: Any, *, raw: bool = False, headers: dict[str, str] | None = None
+) -> Send_:
+    """A request whose event ids carry ``{id}``, filled in per run so both runs are fresh."""
+    text = body if raw else json.dumps(body)
+
+    async def send(client: httpx.AsyncClient, tag: str) -> httpx.Response:
+        content = text.replace("{id}", tag)
+        return await client.post(
+            path,
+            content=content,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+
+    return send
+
+
+def _cases(reader_key: str) -> dict[str, list[Send_]]:
+    """Each case: requests sent in order (a repeat after its first), the last one compared."""
+    valid = demand_body(id="{id}-1")
+    mixed = [
+        demand_body(id="{id}-2"),
+        demand_body(id="{id}-3", text="   "),
+        demand_body(id="{id}-2"),
+        demand_body(id="{id}-4", channel="pigeon"),
+        {"id": 5},
+    ]
+    return {
+        "accepted": [_post("/v1/demands", valid)],
+        "duplicate": [_post("/v1/demands", valid), _post("/v1/demands", valid)],
+        "no key": [_post("/v1/demands", valid, headers={"Authorization": ""})],
+        "unknown key": [
+            _post("/v1/demands", valid, headers={"Authorization": "Bearer ds_nonsense"})
+        ],
+        "no scope": [
+            _post("/v1/demands", valid, headers={"Authorization": f"Bearer {reader_key}"})
+        ],
+        "other source": [_post("/v1/demands", demand_body(id="{id}-6", source="genesys"))],
+        "invalid": [_post("/v1/demands", demand_body(id="{id}-7", channel="fax"))],
+        "personal id": [_post("/v1/demands", demand_body(id="jo@example.com"))],
+        "not json": [_post("/v1/demands", "{not json", raw=True)],
+        "media type": [_post("/v1/demands", valid, headers={"Content-Type": "text/plain"})],
+        "too large": [_post("/v1/demands:batch", [demand_body(id="{id}-8")] * 400)],
+        "batch": [_post("/v1/demands:batch", mixed)],
+        "cloudevents batch": [
+            _post(
+                "/v1/demands:batch",
+                [cloudevent_body(id="{id}-9"), {"id": 1}],
+                headers={"Content-Type": "application/cloudevents-batch+json"},
+            )
+        ],
+        "structured": [
+            _post(
+                "/v1/demands",
+                cloudevent_body(id="{id}-10"),
+                headers={"Content-Type": "application/cloudevents+json"},
+            )
+        ],
+    }
+
+
+def _answer(response: httpx.Response, tag: str) -> tuple[Any, ...]:
+    headers = {
+        name: response.headers.get(name)
+        for name in ("content-type", "www-authenticate", "retry-after", "location")
+    }
+    return response.status_code, headers, response.text.replace(tag, "{id}")
+
+
+@pytest.mark.integration
+async def test_the_direct_and_the_documented_route_answer_alike(
+    intake_settings: IntakeSettings,
+    demo_key: str,
+    key_store: ApiKeyStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reader_key, _ = await key_store.create("demo", [KeyScope.READ])
+    served = 0
+    real_handle = DirectRoute.handle
+
+    async def counted(self: DirectRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal served
+        served += 1
+        await real_handle(self, scope, receive, send)
+
+    monkeypatch.setattr(DirectRoute, "handle", counted)
+    app = create_app(intake_settings)
+    async with running(app) as intake:
+        intake.headers["Authorization"] = f"Bearer {demo_key}"
+        await wait_until(lambda: _status(intake, "/readyz"), accept=lambda s: s == 200)
+        await _compare(app, intake, _cases(reader_key), lambda: served)
+
+
+async def _compare(
+    app: FastAPI,
+    intake: httpx.AsyncClient,
+    cases: dict[str, list[Send_]],
+    served: Callable[[], int],
+) -> None:
+    """Each case through the direct routes, then through FastAPI's alone: the same answer."""
+    routes = app.router.routes
+    direct = [route for route in routes if isinstance(route, DirectRoute)]
+    assert len(direct) == 2
+    fastapi_only = [route for route in routes if not isinstance(route, DirectRoute)]
+
+    for name, requests in cases.items():
+        answers = []
+        for way, served_routes in (("direct", routes), ("fastapi", fastapi_only)):
+            tag = f"{way}-{name.replace(' ', '-')}"
+            app.router.routes = served_routes
+            before = served()
+            for send in requests:
+                response = await send(intake, tag)
+            assert (served() > before) == (way == "direct"), name
+            answers.append(_answer(response, tag))
+        app.router.routes = routes
+        direct_answer, fastapi_answer = answers
+        assert direct_answer == fastapi_answer, name
+
+
+async def _status(client: httpx.AsyncClient, path: str) -> int:
+    return (await client.get(path)).status_code
