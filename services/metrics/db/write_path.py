@@ -150,8 +150,8 @@ def store_received(
         ("case_events", case_rows),
         ("demand_labels", label_rows),
     ):
-        if rows:
-            db.executemany(_insert_sql(table, list(rows[0])), rows)
+        if rows:  # one function's rows: every dict has its keys in the same order
+            db.insert_rows(table, tuple(rows[0]), [tuple(row.values()) for row in rows])
 
 
 async def customers_of_labels(
@@ -268,12 +268,6 @@ _CASE_COLUMNS = (
 )
 
 
-def _insert_sql(table: str, columns: Sequence[str]) -> str:
-    names = ", ".join(columns)
-    values = ", ".join(f":{c}" for c in columns)
-    return f"INSERT INTO {table} ({names}) VALUES ({values}) ON CONFLICT DO NOTHING"
-
-
 # Each stored demand of the customers with its derived fact as stored, if any (the fact's
 # columns are null for a demand received in this batch).
 _DEMANDS = (
@@ -305,8 +299,6 @@ _CASES = (
     f"SELECT {', '.join(f'c.{c}' for c in _CASE_COLUMNS)} "
     f"{_FROM_TOUCHED.format('c', 'cases')} WHERE {_OF_TOUCHED.format('c')}"
 )
-_INSERT_FACT = _insert_sql("demand_facts", _FACT_COLUMNS)
-_INSERT_CASE = _insert_sql("cases", _CASE_COLUMNS)
 _DELETE_FACT = "DELETE FROM demand_facts WHERE source = :source AND demand_id = :demand_id"
 _DELETE_CASE = (
     "DELETE FROM cases WHERE source = :source AND customer_ref = :customer_ref "
@@ -335,10 +327,7 @@ def touch_customers(db: SyncDb, customers: Sequence[Customer]) -> None:
     else:
         db.execute(_TOUCHED_SQLITE)
     db.execute("DELETE FROM touched_customers")
-    db.executemany(
-        "INSERT INTO touched_customers (source, customer_ref) VALUES (:source, :customer_ref)",
-        [{"source": source, "customer_ref": customer} for source, customer in customers],
-    )
+    db.insert_rows("touched_customers", ("source", "customer_ref"), customers)
 
 
 # The stored customers in key order, a page at a time: those with demands, or those with
@@ -525,9 +514,7 @@ def replace_derived(
     for key in new_facts:
         _count(deltas, measured, micros_of, fact_days[key], stored.received[key], +1)
     db.executemany(_DELETE_FACT, [{"source": s, "demand_id": d} for s, d in gone_facts])
-    db.executemany(
-        _INSERT_FACT, [dict(zip(_FACT_COLUMNS, facts[k], strict=True)) for k in new_facts]
-    )
+    db.insert_rows("demand_facts", _FACT_COLUMNS, [facts[k] for k in new_facts])
     case_deltas: dict[CaseDayKey, list[int]] = {}
     time_deltas: Counter[CaseTimeKey] = Counter()
     moved = {
@@ -548,12 +535,12 @@ def replace_derived(
         new_case, as_stored = cases[case_key]
         count_case(case_deltas, new_case, +1)
         count_case_time(time_deltas, new_case, +1)
-        new_rows.append(dict(zip(_CASE_COLUMNS, as_stored, strict=True)))
+        new_rows.append(as_stored)
     db.executemany(
         _DELETE_CASE,
         [{"source": s, "customer_ref": c, "case_id": i} for s, c, i in gone_cases],
     )
-    db.executemany(_INSERT_CASE, new_rows)
+    db.insert_rows("cases", _CASE_COLUMNS, new_rows)
     apply_day_deltas(db, deltas, measured, micros_of)
     apply_case_day_deltas(db, case_deltas)
     apply_case_time_deltas(db, time_deltas)
