@@ -24,7 +24,7 @@ from functools import partial
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics.audit import AuditPolicy, draw_audit
+from services.metrics.audit import AuditPolicy, draw_audit, stored_already
 from services.metrics.db import open_cases, review_entries, sql, system_changes, write_path
 from services.metrics.domain.cases import apply_labels, stitch_customer
 from services.metrics.domain.windows import OutOfRange, to_utc
@@ -105,6 +105,7 @@ async def _apply(
         {(d.demand.source, d.demand.id) for d in demands}
         | {(label.demand_source or "", label.demand_id) for label in labels},
     )
+    known = await stored_already(session, demands)  # the audit counts the new ones only
     await sql.run_sync(
         session,
         partial(write_path.store_received, demands=demands, case_events=case_events, labels=labels),
@@ -112,7 +113,7 @@ async def _apply(
     # A change moves no customer's figures, only its purpose's baselines (read at query
     # time from the changes stored): the purpose is marked changed so it is republished.
     await system_changes.add_changes(session, changes)
-    await draw_audit(session, demands, audit)
+    await draw_audit(session, demands, audit, stored_before=known)
     await review_entries.take_labelled(session, labels)  # a labelled demand waits no more
     if not derive:
         return BatchOutcome()
