@@ -125,7 +125,7 @@ async def post_demand_batch(request: Request, components: Components, key: Event
             reason = "source_mismatch" if error.source_mismatch else "invalid"
             metrics.rejected.labels("demand", key.source, reason).inc()
             problems = masked_problems(error.problems, components.redactor)
-            results[index] = _rejected(index, item.event_id, problems)
+            results[index] = _rejected(index, item.answer_id(), problems)
             continue
         earlier = first_position.get(event.event_id())
         if earlier is not None:

@@ -53,8 +53,15 @@ class Item:
     """One event to admit, or the reasons its envelope was refused."""
 
     payload: Any
-    event_id: str | None = None
+    event_id: str | None = None  # a CloudEvent's envelope id, fit to answer back
     problems: list[FieldProblem] = field(default_factory=list)
+    id_in_payload: bool = False  # a plain JSON item: its id is the payload's
+
+    def answer_id(self) -> str | None:
+        """The id a rejection of this item names: None if there is none or it is personal
+        data. Looked at only when an item is rejected (an accepted one is answered with its
+        event's id), so a batch checks its good items' ids once, in admission."""
+        return _id_of(self.payload) if self.id_in_payload else self.event_id
 
 
 def media_type(content_type: str | None) -> str:
@@ -106,7 +113,7 @@ def batch_items(headers: Mapping[str, str], body: bytes, expected: EventKind) ->
             raise MalformedBody(
                 [FieldProblem(field="body", reason="expected a JSON array of events")]
             )
-        return [Item(entry, _id_of(entry)) for entry in document]
+        return [Item(entry, id_in_payload=True) for entry in document]
     try:
         parsed = parse_batch_items(body)
     except CloudEventError as error:

@@ -19,7 +19,7 @@ from services.intake.db.repository import EventKey
 from services.intake.ledger import Claim, IdempotencyLedger, LedgerUnavailable
 from services.intake.metrics import NO_CHANNEL, IntakeMetrics
 from shared.events import CaseEvent, DemandLabelled, DemandReceived, Event
-from shared.kafka.codec import OutboundRecord, encode
+from shared.kafka.codec import encode_all
 from shared.kafka.producer import ManagedProducer
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
@@ -91,7 +91,10 @@ class IntakeService:
     async def _publish_claimed(self, claimed: list[tuple[EventKey, Event]]) -> None:
         keys = [key for key, _ in claimed]
         topics: dict[EventKind, str] = {}  # named once per request, not per record
-        records = [self._record(event, topics) for _, event in claimed]
+        records = encode_all(
+            ((event, self._topic(event, topics)) for _, event in claimed),
+            source=self.source_name,
+        )
         started = time.perf_counter()
         try:
             await self.producer.send_and_wait(records)
@@ -110,12 +113,12 @@ class IntakeService:
         # late retry publishes a repeat that consumers drop by id.
         self.ledger.confirm_soon(keys)
 
-    def _record(self, event: Event, topics: dict[EventKind, str]) -> OutboundRecord:
+    def _topic(self, event: Event, topics: dict[EventKind, str]) -> str:
         kind = kind_of(event)
         topic = topics.get(kind)
         if topic is None:
             topic = topics[kind] = topic_name(self.kafka, TOPIC_OF_KIND[kind])
-        return encode(event, topic=topic, source=self.source_name)
+        return topic
 
     def _count(self, events: Sequence[Event], outcomes: list[Outcome], source: str) -> None:
         # Tallied first, then one labelled increment per (outcome, kind, channel): a batch of

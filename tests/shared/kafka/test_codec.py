@@ -1,8 +1,8 @@
 import pytest
 
-from shared.events import DemandReceived
-from shared.kafka.codec import DecodeError, decode, encode, header
-from tests.support.factories import demand_received
+from shared.events import DemandLabelled, DemandReceived
+from shared.kafka.codec import DecodeError, decode, encode, encode_all, header
+from tests.support.factories import demand_labelled, demand_received
 
 DEMAND = demand_received(id="d-1", customer_ref="C-1")
 
@@ -16,6 +16,23 @@ def test_round_trip_keeps_the_event_and_sets_cloudevents_headers() -> None:
     assert header(record.headers, "ce_source") == "intake"
     assert header(record.headers, "ce_specversion") == "1.0"
     assert header(record.headers, "ce_time") is not None
+    assert record.value == DEMAND.model_dump_json().encode()
+
+
+def test_a_batch_shares_the_attributes_and_keeps_each_events_own() -> None:
+    label = demand_labelled(id="l-1")
+    pairs = [(DEMAND, "demand.received"), (label, "demand.labels")]
+    records = encode_all(pairs, source="intake")
+    for record, (event, topic) in zip(records, pairs, strict=True):
+        alone = encode(event, topic=topic, source="intake")
+        assert (record.topic, record.key, record.value) == (alone.topic, alone.key, alone.value)
+        assert [name for name, _ in record.headers] == [name for name, _ in alone.headers]
+        assert {name: value for name, value in record.headers if name != "ce_time"} == {
+            name: value for name, value in alone.headers if name != "ce_time"
+        }
+    assert header(records[1].headers, "ce_type") == DemandLabelled.CE_TYPE
+    assert header(records[1].headers, "ce_id") == "l-1"
+    assert header(records[0].headers, "ce_time") == header(records[1].headers, "ce_time")
 
 
 @pytest.mark.parametrize(
