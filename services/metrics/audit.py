@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.db import audit_sample, queues, review_entries, sql
 from services.metrics.db.sql import DemandKey
-from services.metrics.domain.audit import AuditPlan
+from services.metrics.domain.audit import AuditPlan, week_start
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.schemas import AuditItem, AuditQueue, ReviewItem, ReviewQueue
 from shared.events import DemandClassified
@@ -105,15 +105,12 @@ async def draw_audit(
     stratum is counted (as it is anyway when it has no recorded size yet)."""
     if not demands:
         return
-    texts: dict[DemandKey, str] = {}
-    for event in demands:
-        texts.setdefault((event.demand.source, event.demand.id), event.demand.text)
     kept_since = (now or datetime.now(UTC)) - timedelta(days=policy.queues.retention_days)
     await sql.run_sync(
         session,
         partial(
             _upkeep,
-            texts=texts,
+            demands=demands,
             stored_before=stored_before,
             policy=policy,
             kept_since=kept_since,
@@ -124,7 +121,7 @@ async def draw_audit(
 def _upkeep(
     db: sql.SyncDb,
     *,
-    texts: dict[DemandKey, str],
+    demands: Sequence[DemandClassified],
     stored_before: set[DemandKey] | None,
     policy: AuditPolicy,
     kept_since: datetime,
@@ -132,15 +129,14 @@ def _upkeep(
     """draw_audit's work as one synchronous function (sql.run_sync): on SQLite all its
     statements go to sqlite3 in one hop to aiosqlite's thread."""
     plan = policy.plan
-    stored = audit_sample.classified(db, texts)
-    added: Counter[tuple[str, Any]] = Counter(
-        (row.purpose, row.week_start)
-        for row in stored
-        if stored_before is not None and (row.source, row.demand_id) not in stored_before
-    )
+    texts: dict[DemandKey, str] = {}
+    for event in demands:
+        texts.setdefault((event.demand.source, event.demand.id), event.demand.text)
+    stored, new = _as_stored(db, demands, stored_before)
     strata = sorted({(row.purpose, row.week_start) for row in stored})
     audit_sample.lock_strata(db, [(p, db.read_day(w)) for p, w in strata])
     kept = audit_sample.strata_as_kept(db, strata)
+    added = Counter((row.purpose, row.week_start) for row in stored if row.key in new)
     now_kept: dict[tuple[str, Any], audit_sample.StratumState] = {}
     left_audit: list[DemandKey] = []
     for stratum in strata:
@@ -184,15 +180,51 @@ def _upkeep(
                 {
                     "source": row.source,
                     "demand_id": row.demand_id,
-                    "text": texts[(row.source, row.demand_id)],
+                    "text": texts[row.key],
                     "received_at": row.received_at,
                 }
             )
     audit_sample.add_audit_items(db, members)
     audit_sample.add_queue_texts(db, queued)
     # The batch's demands may now wait for review (or be audit items instead), and those
-    # that left the sample may wait again.
-    review_entries.refresh_in(db, [(row.source, row.demand_id) for row in stored] + left_audit)
+    # that left the sample may wait again. A demand new in this batch has an entry only if
+    # its words were kept just now (an entry needs them, and nothing else keeps them), so
+    # the others need no refresh.
+    refreshed = [row.key for row in stored if row.key not in new]
+    refreshed += [(row["source"], row["demand_id"]) for row in queued]
+    review_entries.refresh_in(db, refreshed + left_audit)
+
+
+def _as_stored(
+    db: sql.SyncDb, demands: Sequence[DemandClassified], stored_before: set[DemandKey] | None
+) -> tuple[list[audit_sample.Classified], set[DemandKey]]:
+    """The batch's demands as stored (first classified), and which of them it added. A
+    demand the batch added, once, is stored as its event says: taken from the event, not
+    read back; the others (stored before, or twice in the batch) are read."""
+    if stored_before is None:
+        return audit_sample.classified(db, {(d.demand.source, d.demand.id) for d in demands}), set()
+    times = Counter((d.demand.source, d.demand.id) for d in demands)
+    read = {key for key, n in times.items() if n > 1 or key in stored_before}
+    stored = audit_sample.classified(db, read)
+    new = set(times) - stored_before
+    day, time = db.day, db.time
+    stored += [
+        audit_sample.Classified(
+            source=event.demand.source,
+            demand_id=event.demand.id,
+            purpose=event.purpose,
+            week_start=day(week_start(sql.as_utc(event.demand.occurred_at))),
+            demand_type=event.demand_type.value,
+            failure_kind=event.failure_kind,
+            model_version=event.model_version,
+            needs_review=event.needs_review,
+            confidence=event.confidence,
+            received_at=time(event.demand.received_at),
+        )
+        for event in demands
+        if (event.demand.source, event.demand.id) not in read
+    ]
+    return stored, new
 
 
 async def audit_queue(

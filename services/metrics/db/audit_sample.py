@@ -57,6 +57,10 @@ class Classified:
     confidence: float
     received_at: Any  # as stored
 
+    @property
+    def key(self) -> DemandKey:
+        return (self.source, self.demand_id)
+
 
 def _in(ids: Sequence[str]) -> tuple[str, dict[str, str]]:
     """``(:i0, :i1, ...)`` and its parameters: an IN list both databases bind."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,14 +17,26 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import delete, func, insert, select, text, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from services.metrics.audit import AuditPolicy, QueuePolicy, QueueTextPurge, audit_policy
+from services.metrics import ingest
+from services.metrics.audit import (
+    AuditPolicy,
+    QueuePolicy,
+    QueueTextPurge,
+    audit_policy,
+    audit_queue,
+    draw_audit,
+    review_queue,
+)
 from services.metrics.config import MetricsSettings
-from services.metrics.db import audit_sample
+from services.metrics.db import audit_sample, review_entries, write_path
 from services.metrics.db.migrate import upgrade
-from services.metrics.db.tables import QueueTextRow
+from services.metrics.db.sql import as_utc, chunks, insert_ignoring_duplicates
+from services.metrics.db.tables import AuditItemRow, AuditStratumRow, Demand, QueueTextRow
+from services.metrics.db.write_path import demand_row
 from services.metrics.domain.audit import AuditPlan, inclusion_probability, week_start
 from services.metrics.ingest import apply_events
 from services.metrics.main import create_app
@@ -396,8 +409,11 @@ async def test_a_biased_classifier_is_corrected_and_the_interval_covers_the_true
         )
         assert bounds["ci_low"] == pytest.approx(billing.failure_share_ci_low)
         live_sample = await _sample(app.state.components.sessions)
+        live_queues = await _queues(app.state.components.sessions)
+        assert live_queues["review"].items  # (the audit's are all labelled by now)
 
-    # A rebuild with the same audit settings draws the same sample and the same estimate.
+    # A rebuild with the same audit settings draws the same sample and the same estimate,
+    # and leaves the same queues.
     rebuilt_url = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
     await asyncio.to_thread(upgrade, rebuilt_url)
     await rebuild(
@@ -406,8 +422,18 @@ async def test_a_biased_classifier_is_corrected_and_the_interval_covers_the_true
     engine = create_engine(rebuilt_url)
     try:
         assert await _sample(session_factory(engine)) == live_sample
+        assert await _queues(session_factory(engine)) == live_queues
     finally:
         await engine.dispose()
+
+
+async def _queues(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+    """The review and audit queues as people see them, whole."""
+    async with sessions() as session:
+        return {
+            "review": await review_queue(session, below=0.6, purpose=None, limit=10_000),
+            "audit": await audit_queue(session, limit=10_000),
+        }
 
 
 async def _gauges(client: httpx.AsyncClient, purpose: str) -> dict[str, float]:
@@ -477,3 +503,235 @@ async def test_the_queues_words_are_purged_when_no_queue_needs_them_or_past_rete
 async def _texts(sessions: async_sessionmaker[AsyncSession]) -> set[str]:
     async with sessions() as session:
         return set((await session.scalars(select(QueueTextRow.demand_id))).all())
+
+
+# --- the upkeep against its old definition -------------------------------------------------
+#
+# draw_audit as it was before the strata's sizes were kept (at 62341c2's parent): every
+# touched stratum counted again, and each step a statement of its own through the session.
+# The kept upkeep must leave exactly what it left.
+
+
+async def _old_draw_audit(
+    session: AsyncSession,
+    demands: Sequence[DemandClassified],
+    policy: AuditPolicy,
+    **_: Any,
+) -> None:
+    if not demands:
+        return
+    plan = policy.plan
+    keys = sorted({(d.demand.source, d.demand.id) for d in demands})
+    stored: list[Demand] = []
+    for chunk in chunks(keys):
+        stored += (
+            await session.scalars(
+                select(Demand).where(tuple_(Demand.source, Demand.demand_id).in_(chunk))
+            )
+        ).all()
+    strata = {(row.purpose, row.week_start) for row in stored}
+    await write_path.lock_strata(session, sorted(strata))
+    sizes = dict.fromkeys(strata, 0)
+    for purpose, week, count in (
+        await session.execute(
+            select(Demand.purpose, Demand.week_start, func.count())
+            .where(
+                Demand.purpose.in_({p for p, _ in strata}),
+                Demand.week_start.in_({w for _, w in strata}),
+            )
+            .group_by(Demand.purpose, Demand.week_start)
+        )
+    ).all():
+        if (purpose, week) in strata:
+            sizes[(purpose, week)] = int(count)
+    probability = {stratum: plan.inclusion_probability(sizes[stratum]) for stratum in strata}
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(AuditStratumRow)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["purpose", "week_start"],
+            set_={
+                "population": statement.excluded.population,
+                "inclusion_probability": statement.excluded.inclusion_probability,
+            },
+        ),
+        [
+            {"purpose": p, "week_start": w, "population": sizes[(p, w)],
+             "inclusion_probability": probability[(p, w)]}
+            for p, w in sorted(strata)
+        ],
+    )  # fmt: skip
+    left_audit: list[tuple[str, str]] = []
+    for purpose, week in sorted(strata):
+        leaving = (
+            AuditItemRow.purpose == purpose,
+            AuditItemRow.week_start == week,
+            AuditItemRow.draw >= probability[(purpose, week)],
+        )
+        left_audit += [
+            (source, demand_id)
+            for source, demand_id in (
+                await session.execute(
+                    select(AuditItemRow.source, AuditItemRow.demand_id).where(*leaving)
+                )
+            ).all()
+        ]
+        await session.execute(delete(AuditItemRow).where(*leaving))
+    members = [
+        {"source": row.source, "demand_id": row.demand_id, "purpose": row.purpose,
+         "week_start": row.week_start, "draw": plan.draw(row.demand_id),
+         "machine_demand_type": row.demand_type, "machine_failure_kind": row.failure_kind,
+         "model_version": row.model_version}
+        for row in stored
+        if plan.draw(row.demand_id) < probability[(row.purpose, row.week_start)]
+    ]  # fmt: skip
+    await insert_ignoring_duplicates(session, AuditItemRow, members)
+    in_audit = {(member["source"], member["demand_id"]) for member in members}
+    texts: dict[tuple[str, str], str] = {}
+    for event in demands:
+        texts.setdefault((event.demand.source, event.demand.id), event.demand.text)
+    kept_since = datetime.now(UTC) - timedelta(days=policy.queues.retention_days)
+    await insert_ignoring_duplicates(
+        session,
+        QueueTextRow,
+        [
+            {"source": row.source, "demand_id": row.demand_id,
+             "text": texts[(row.source, row.demand_id)], "received_at": as_utc(row.received_at)}
+            for row in stored
+            if ((row.source, row.demand_id) in in_audit or row.needs_review
+                or row.confidence < policy.queues.review_below)
+            and as_utc(row.received_at) >= kept_since
+        ],
+    )  # fmt: skip
+    await review_entries.refresh(
+        session, [(row.source, row.demand_id) for row in stored] + left_audit
+    )
+
+
+async def _another_database(url: str, tmp_path: Path) -> str:
+    """An empty database of the same kind as ``url``'s, beside it."""
+    if url.startswith("sqlite"):
+        return f"sqlite+aiosqlite:///{tmp_path / 'beside.db'}"
+    name = f"test_beside_{uuid.uuid4().hex[:12]}"
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await engine.dispose()
+    return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+_KEPT = {
+    "audit_items": "SELECT source, demand_id, purpose, week_start, draw, machine_demand_type, "
+    "machine_failure_kind, model_version FROM audit_items",
+    "audit_strata": "SELECT purpose, week_start, population, inclusion_probability "
+    "FROM audit_strata",
+    "review_queue": "SELECT source, demand_id, purpose, confidence, needs_review, occurred_at "
+    "FROM review_queue",
+    "queue_texts": "SELECT source, demand_id, text, received_at FROM queue_texts",
+}
+
+
+async def _kept(sessions: async_sessionmaker[AsyncSession]) -> dict[str, set[tuple[Any, ...]]]:
+    async with sessions() as session:
+        found = {
+            table: {tuple(row) for row in (await session.execute(text(query))).all()}
+            for table, query in _KEPT.items()
+        }
+        review = await review_queue(session, below=0.6, purpose=None, limit=10_000)
+        found["the review queue"] = {tuple(item.model_dump().values()) for item in review.items}
+    return found
+
+
+def _random_events(rng: random.Random) -> list[Event]:
+    """Three purposes over two weeks (and a few demands past the words' retention), each
+    demand classified at random, some twice with another classification; labels of every
+    reason, some before their demand."""
+    events: list[Event] = []
+    for n in range(400):
+        purpose = rng.choice(["billing", "repairs", "moving home"])
+        at = T0 + timedelta(days=rng.choice([0, 7]), minutes=n)
+        if n % 50 == 0:
+            at = T0 - timedelta(days=40)  # received past retention: its words are never kept
+        for again in range(2 if n % 9 == 0 else 1):
+            events.append(
+                demand_classified(
+                    id=f"d-{n}",
+                    source=rng.choice(["test", "other"]) if n % 7 == 0 else "test",
+                    customer_ref=f"C-{n % 60}",
+                    occurred_at=at,
+                    received_at=at + timedelta(seconds=5),
+                    text=f"The words of d-{n}, classification {again}.",
+                    purpose=purpose if not again else "billing",
+                    demand_type=rng.choice([VALUE, FAILURE, UNKNOWN]),
+                    confidence=round(rng.random(), 3),
+                    needs_review=rng.random() < 0.2,
+                    model_version=f"m-{again}",
+                )
+            )
+        if rng.random() < 0.2:
+            events.append(
+                _label(f"d-{n}", purpose, rng.choice([VALUE, FAILURE]),
+                       rng.choice(["audit", "review", "correction"]), n)
+            )  # fmt: skip
+    return events
+
+
+async def test_the_kept_upkeep_leaves_what_the_counted_one_did_through_redelivery(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random batches in random order, then random redeliveries, applied by the write path
+    with the upkeep as it is (strata sizes kept) and with its old definition (every touched
+    stratum counted): after every batch the same audit items, strata, queue words and review
+    entries, and the same review queue. The floor and ceiling are small, so strata cross
+    every regime (all drawn, the floor, the rate, the ceiling) and items leave; demands
+    stored before any upkeep (an older database) are in two strata, counted the first time."""
+    policy = AuditPolicy(
+        plan=AuditPlan(rate=0.1, min_per_week=5, max_per_week=6, key=KEY),
+        queues=QueuePolicy(review_below=0.6, retention_days=30),
+    )
+    rng = random.Random(2611)
+    events = _random_events(rng)
+    batches: list[list[Event]] = []
+    order = events[:]
+    rng.shuffle(order)
+    while order:
+        size = rng.randint(1, 40)
+        batches.append(order[:size])
+        order = order[size:]
+    for _ in range(8):  # redelivery: some batches again, and a random slice of everything
+        batches.append(rng.choice(batches))
+        start = rng.randrange(len(events))
+        batches.append(events[start : start + rng.randint(1, 60)])
+    beside = await _another_database(database_url, tmp_path)
+    engines = {"kept": create_engine(database_url), "counted": create_engine(beside)}
+    try:
+        for url in (database_url, beside):
+            await asyncio.to_thread(upgrade, url)
+        sessions = {name: session_factory(engine) for name, engine in engines.items()}
+        # Stored before the audit existed: demands no upkeep ever saw.
+        older = [
+            demand_row(_demand(f"old-{n}", "billing" if n % 2 else "repairs", n)) for n in range(7)
+        ]
+        for maker in sessions.values():
+            async with maker.begin() as session:
+                await session.execute(insert(Demand), older)
+        for n, batch in enumerate(batches):
+            for name, maker in sessions.items():
+                monkeypatch.setattr(
+                    ingest, "draw_audit", draw_audit if name == "kept" else _old_draw_audit
+                )
+                async with maker.begin() as session:
+                    await ingest.apply_events(session, batch, policy)
+            kept, counted = await _kept(sessions["kept"]), await _kept(sessions["counted"])
+            assert kept == counted, f"after batch {n}"
+        assert len(kept["audit_strata"]) > 6  # 3 purposes x 2 weeks, and the old week's
+        assert 20 <= len(kept["audit_items"]) < 100
+        assert kept["review_queue"]
+        assert kept["the review queue"]
+        everything = {(row[0], row[1]) for row in kept["queue_texts"]}
+        assert ("test", "d-0") not in everything  # past retention
+    finally:
+        for engine in engines.values():
+            await engine.dispose()
