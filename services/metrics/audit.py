@@ -24,7 +24,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -173,15 +173,18 @@ def _upkeep(
                     "model_version": row.model_version,
                 }
             )
-        if (in_audit or row.needs_review or row.confidence < review_below) and db.read_time(
-            row.received_at
-        ) >= kept_since:
+        if not (in_audit or row.needs_review or row.confidence < review_below):
+            continue
+        received = row.received_at
+        if not isinstance(received, datetime):
+            received = db.read_time(received)
+        if received >= kept_since:
             queued.append(
                 {
                     "source": row.source,
                     "demand_id": row.demand_id,
                     "text": texts[row.key],
-                    "received_at": row.received_at,
+                    "received_at": db.time(received),
                 }
             )
     audit_sample.add_audit_items(db, members)
@@ -206,25 +209,30 @@ def _as_stored(
     times = Counter((d.demand.source, d.demand.id) for d in demands)
     read = {key for key, n in times.items() if n > 1 or key in stored_before}
     stored = audit_sample.classified(db, read)
-    new = set(times) - stored_before
-    day, time = db.day, db.time
-    stored += [
-        audit_sample.Classified(
-            source=event.demand.source,
-            demand_id=event.demand.id,
-            purpose=event.purpose,
-            week_start=day(week_start(sql.as_utc(event.demand.occurred_at))),
-            demand_type=event.demand_type.value,
-            failure_kind=event.failure_kind,
-            model_version=event.model_version,
-            needs_review=event.needs_review,
-            confidence=event.confidence,
-            received_at=time(event.demand.received_at),
+    weeks: dict[date, Any] = {}  # a UTC day's ISO week as stored, once per day
+    for event in demands:
+        demand = event.demand
+        if (demand.source, demand.id) in read:
+            continue
+        occurred = sql.as_utc(demand.occurred_at)
+        week = weeks.get(occurred.date())
+        if week is None:
+            week = weeks[occurred.date()] = db.day(week_start(occurred))
+        stored.append(
+            audit_sample.Classified(
+                demand.source,
+                demand.id,
+                event.purpose,
+                week,
+                event.demand_type.value,
+                event.failure_kind,
+                event.model_version,
+                event.needs_review,
+                event.confidence,
+                sql.as_utc(demand.received_at),  # a time, not yet in the stored form
+            )
         )
-        for event in demands
-        if (event.demand.source, event.demand.id) not in read
-    ]
-    return stored, new
+    return stored, set(times) - stored_before
 
 
 async def audit_queue(

@@ -55,7 +55,7 @@ class Classified:
     model_version: str
     needs_review: bool
     confidence: float
-    received_at: Any  # as stored
+    received_at: Any  # as stored, or a UTC datetime
 
     @property
     def key(self) -> DemandKey:

@@ -4,6 +4,8 @@ never grows, and the estimate per group over the strata."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, date, datetime
 from itertools import pairwise
 
@@ -33,6 +35,25 @@ def test_the_draw_is_uniform_and_fixed_per_id_and_key() -> None:
     for u in draws:
         counts[int(u * 10)] += 1
     assert all(abs(count - 2_000) < 170 for count in counts), counts
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "test-key",
+        "",
+        "k" * 64,
+        "a key longer than SHA-256's block of sixty-four bytes, hashed first",
+        "clé-ü",
+    ],
+)
+def test_the_draw_is_hmac_sha256_of_the_id(key: str) -> None:
+    """The documented draw (docs/services/metrics.md), whatever the way it is computed: the
+    same sample as every earlier version drew, for any key (short, empty, a block long,
+    longer, not ASCII) and any id."""
+    for demand_id in [*IDS[:200], "", "ü-id", "x" * 300]:
+        digest = hmac.new(key.encode(), demand_id.encode(), hashlib.sha256).digest()
+        assert draw(key, demand_id) == (int.from_bytes(digest[:8], "big") >> 11) / 2**53
 
 
 def test_in_the_middle_the_rate_is_met_within_tolerance() -> None:
