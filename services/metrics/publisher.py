@@ -80,6 +80,11 @@ class PurposeMetricsPublisher:
         self._gauge_cache_s = gauge_cache_s
         self._gauges_at: float | None = None  # monotonic time of the last refresh
         self._gauge_lock = asyncio.Lock()
+        # Per purpose, the signals on its charts as of its last committed round: stored by
+        # then (by this replica or another), so the next round inserts only the others. A
+        # chart's signals stay on it round after round, and inserting them all again (to
+        # find none new) was most of a round: 1,630 signals of six purposes, 0.35 s of CPU.
+        self._stored_signals: dict[str, frozenset[str]] = {}
 
     def background_task(self, name: str = "publisher") -> BackgroundTask:
         # No stop hook: a stop cancels it; purposes left dirty are published at next start.
@@ -156,12 +161,18 @@ class PurposeMetricsPublisher:
             async with self._sessions() as session:
                 figures = await self._figures(session, purposes, now)
                 raised = []
+                on_charts: dict[str, frozenset[str]] = {}
                 for figure in figures:
                     rows = signal_rows(
                         figure, owner=self._owners.owner_of(figure.purpose), raised_at=now
                     )
-                    raised += await raise_signals(session, rows)
+                    stored = self._stored_signals.get(figure.purpose, frozenset())
+                    raised += await raise_signals(
+                        session, [row for row in rows if row["signal_id"] not in stored]
+                    )
+                    on_charts[figure.purpose] = frozenset(row["signal_id"] for row in rows)
                 await session.commit()
+            self._stored_signals |= on_charts  # committed: every one of them is stored
             if raised:
                 count_raised(self._metrics, raised)
                 self._on_signals()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.metrics.config import SHIPPED_TAXONOMY, MetricsSettings
@@ -149,6 +150,34 @@ async def test_a_restart_neither_raises_nor_counts_a_signal_again(database_url: 
     # The gauges carry the owner too.
     limits = [s for m in restarted.metrics.capability_limit.collect() for s in m.samples]
     assert {s.labels["owner"] for s in limits} == {OWNER}
+
+
+async def test_a_round_inserts_only_the_signals_its_last_round_did_not_store(
+    database_url: str,
+) -> None:
+    """A chart keeps its signals round after round: once a round has committed them, the
+    next round over the same charts inserts none of them again, and still publishes."""
+    await _stored(database_url)
+    instance = Instance(database_url)
+    inserts: list[str] = []
+
+    @event.listens_for(instance.engine.sync_engine, "before_cursor_execute")
+    def _seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if " ".join(statement.split()).upper().startswith("INSERT INTO SPECIAL_CAUSE_SIGNALS"):
+            inserts.append(statement)
+
+    try:
+        await instance.publish()
+        assert inserts  # the first round stored them
+        inserts.clear()
+        await instance.publish()
+    finally:
+        await instance.close()
+    assert inserts == []
+    rows = await _raised(database_url)
+    assert rows
+    assert sum(instance.counted().values()) == len(rows)  # each counted once
+    assert len(instance.sent) == 2  # both rounds published the purpose's figures
 
 
 async def test_two_instances_on_one_database_raise_each_signal_once(database_url: str) -> None:
