@@ -18,6 +18,15 @@ capability.signals) before the database was rebuilt, and the signals table start
 Because derived figures are a function of the set of events stored, the rebuilt
 database ends with the same figures as the live one (tests/services/metrics check it).
 Records that do not decode are skipped and counted; the live service dead-letters them.
+
+On SQLite the database is written as a bulk load may write a database nothing else uses yet:
+``synchronous=OFF`` (a commit does not wait for the disk), a 256 MB page cache, temporary
+data in memory, and the derived tables' secondary indexes dropped before the derivation and
+built again after it (write_path.drop_secondary_indexes). A rebuild that does not finish
+(killed, the machine gone) leaves a database to throw away, never to resume: it is not
+empty, so a second rebuild refuses it, and after a power loss with ``synchronous=OFF`` it
+may be corrupt. Start again from an empty, migrated database: nothing is lost, the log holds
+every event.
 demand.classified is written in transactions: the one bounded reader (shared/kafka/
 read_to_end.py) reads committed records only and knows where such a topic ends.
 """
@@ -29,11 +38,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.metrics.audit import AuditPolicy
-from services.metrics.db import measures, system_changes
+from services.metrics.db import measures, sql, system_changes, write_path
 from services.metrics.ingest import apply_events, derive_everything
 from services.metrics.service import ChartSettings, purpose_metrics
 from services.metrics.signals import record_as_raised, signal_rows
@@ -93,6 +105,7 @@ async def rebuild(
     # as the live service does once it is built (main.build).
     gc.freeze()
     engine = create_engine(database_url)
+    _bulk_load_settings(engine)
     sessions = session_factory(engine)
     topics = consumed_topics(kafka)
     started = time.perf_counter()
@@ -130,8 +143,16 @@ async def rebuild(
             if progress is not None:
                 progress(reader.offsets_read, reader.total)
             offsets = reader.total
-        # Loaded in bulk, computed once: each customer's derived rows from all its events.
+        # Loaded in bulk, computed once: each customer's derived rows from all its events,
+        # into tables whose secondary indexes are built once at the end (SQLite).
+        async with sessions.begin() as session:
+            indexes = await sql.run_sync(
+                session,
+                partial(write_path.drop_secondary_indexes, tables=write_path.DERIVED_TABLES),
+            )
         await derive_everything(sessions)
+        async with sessions.begin() as session:
+            await sql.run_sync(session, partial(write_path.create_indexes, statements=indexes))
         signals_started = time.perf_counter()
         recorded = await _record_signals_as_raised(
             sessions, charts or ChartSettings(), window_days, owners or PurposeOwners()
@@ -148,6 +169,21 @@ async def rebuild(
         recorded,
         signals_seconds,
     )
+
+
+def _bulk_load_settings(engine: AsyncEngine) -> None:
+    """SQLite: a rebuild's connections trade durability for speed (the module's docstring
+    says why that is safe here); set after create_engine's own settings, so they win."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _bulk_pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA synchronous=OFF")
+        cursor.execute("PRAGMA cache_size=-262144")  # KiB: 256 MB
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.close()
 
 
 async def _record_signals_as_raised(

@@ -609,3 +609,34 @@ def case_row(case: Case, source: str) -> dict[str, Any]:
         "one_stop": case.one_stop,
         "last_activity_at": case.last_activity_at,
     }
+
+
+# --- a rebuild's bulk load: the derived tables' indexes built once, after it ----------------
+
+# The derived tables a rebuild fills at its end (ingest.derive_everything), whose secondary
+# indexes serve only the figures' reads: each customer's rows are written in customer order,
+# which is random order for an index by purpose and time, so keeping them up to date row by
+# row costs a random B-tree insert each; one sort per index after the load does not.
+DERIVED_TABLES = ("demand_facts", "cases")
+
+
+def drop_secondary_indexes(db: SyncDb, tables: Sequence[str]) -> list[str]:
+    """SQLite: drop the secondary indexes of ``tables`` and return the statements that
+    create them again (as the migrations made them); elsewhere nothing, and none. The
+    primary keys stay: every read and write of the recomputation goes by them."""
+    if db.dialect != "sqlite":
+        return []
+    marks = ", ".join(f":t{n}" for n in range(len(tables)))
+    indexes = db.rows(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+        f"AND tbl_name IN ({marks}) ORDER BY name",
+        {f"t{n}": table for n, table in enumerate(tables)},
+    )
+    for name, _ in indexes:
+        db.execute(f'DROP INDEX "{name}"')
+    return [statement for _, statement in indexes]
+
+
+def create_indexes(db: SyncDb, statements: Sequence[str]) -> None:
+    for statement in statements:
+        db.execute(statement)

@@ -5,7 +5,9 @@ consumer is handed) and applies the committed records only, each once."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -85,6 +87,7 @@ async def test_a_rebuild_of_a_transactional_topic_reads_to_its_end_and_only_what
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
     await asyncio.to_thread(upgrade, url)
+    migrated = _schema(tmp_path / "rebuilt.db")
     report = await asyncio.wait_for(
         rebuild(kafka=kafka_settings, database_url=url, batch_size=7), timeout=120
     )
@@ -110,3 +113,12 @@ async def test_a_rebuild_of_a_transactional_topic_reads_to_its_end_and_only_what
         await engine.dispose()
     assert counts["demands"] == len(committed)
     assert stored == {d.demand.id for d in committed}
+    # The derived tables' indexes, dropped for the bulk derivation, are back as migrated.
+    assert _schema(tmp_path / "rebuilt.db") == migrated
+
+
+def _schema(path: Path) -> list[tuple[str, str, str]]:
+    with closing(sqlite3.connect(path)) as connection:
+        return connection.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
+        ).fetchall()
