@@ -16,7 +16,7 @@ rest of the batch is applied; the live service dead-letters what is refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -56,21 +56,25 @@ class BatchOutcome:
 
 def why_unstorable(event: Event) -> str | None:
     """Why ``event`` cannot be stored, naming the field, or None when it can."""
-    for path, moment in _moments(event):
-        try:
-            to_utc(moment)
-        except OutOfRange as error:
-            return f"{path}: {error}"
-    return None
+    return _unstorable(event, "")
 
 
-def _moments(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, datetime]]:
-    for name in type(model).model_fields:
-        value = getattr(model, name)
+def _unstorable(model: BaseModel, prefix: str) -> str | None:
+    # The instance's dict holds its fields (pydantic v2): cheaper than the class's
+    # model_fields (a deprecated-property lookup) and a getattr per field.
+    for name, value in model.__dict__.items():
         if isinstance(value, datetime):
-            yield f"{prefix}{name}", value
+            if 1 < value.year < 9999 and value.utcoffset() is not None:
+                continue  # an offset is under a day: only the first and last years overflow
+            try:
+                to_utc(value)
+            except OutOfRange as error:
+                return f"{prefix}{name}: {error}"
         elif isinstance(value, BaseModel):
-            yield from _moments(value, f"{prefix}{name}.")
+            why = _unstorable(value, f"{prefix}{name}.")
+            if why is not None:
+                return why
+    return None
 
 
 async def apply_events(
