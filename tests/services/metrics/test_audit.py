@@ -19,7 +19,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, func, insert, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from services.metrics import ingest
 from services.metrics.audit import (
@@ -734,4 +739,46 @@ async def test_the_kept_upkeep_leaves_what_the_counted_one_did_through_redeliver
         assert ("test", "d-0") not in everything  # past retention
     finally:
         for engine in engines.values():
+            await engine.dispose()
+
+
+async def _advisory_waits(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        waiting = await connection.scalar(
+            text("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'advisory'")
+        )
+    return int(waiting or 0)
+
+
+async def test_two_replicas_storing_one_stratum_at_once_keep_its_size_whole(
+    fresh_postgres_url: str,
+) -> None:
+    """PostgreSQL, two replicas (SQLite has one writer at a time): while one replica's batch
+    of a stratum is uncommitted, another's batch of the same stratum waits on the stratum's
+    lock, then moves the size the first committed: the stratum holds both, and the sample is
+    the one its size says."""
+    await asyncio.to_thread(upgrade, fresh_postgres_url)
+    policy = AuditPolicy(plan=AuditPlan(rate=0.02, min_per_week=30, max_per_week=300, key=KEY))
+    first = [_demand(f"a-{n}", "billing", n) for n in range(40)]
+    second = [_demand(f"b-{n}", "billing", n) for n in range(25)]
+    replica_a, replica_b = create_engine(fresh_postgres_url), create_engine(fresh_postgres_url)
+    observer = create_engine(fresh_postgres_url)
+    try:
+        async with session_factory(replica_a).begin() as storing:
+            await apply_events(storing, first, policy)  # A's batch, not yet committed
+            racing = asyncio.create_task(
+                _apply_in_batches(session_factory(replica_b), second, policy, len(second))
+            )
+            await wait_until(
+                lambda: _advisory_waits(observer), timeout=30, what="B waiting for the stratum"
+            )
+            assert not racing.done()
+        await asyncio.wait_for(racing, timeout=30)
+        sample = await _sample(session_factory(observer))
+        p = inclusion_probability(65, policy.plan)
+        assert sample["strata"] == {("billing", week_start(T0)): (65, pytest.approx(p))}
+        everyone = [d.demand.id for d in first + second]
+        assert set(sample["items"]) == {d for d in everyone if policy.plan.draw(d) < p}
+    finally:
+        for engine in (replica_a, replica_b, observer):
             await engine.dispose()
