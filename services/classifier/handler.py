@@ -73,13 +73,17 @@ class ClassifyDemands:
         ordered = sorted(messages, key=lambda m: m.timestamp_ms)  # stable: keeps partition order
         demands = [m for m in ordered if isinstance(m.event, DemandReceived)]
         predictions = _predict(model, demands)
-        labelled = await self._labelled(demands)
+        classified_at = datetime.now(UTC)
+        labels = [
+            m.event
+            for m in ordered
+            if isinstance(m.event, DemandLabelled) and not self._forwarded(m)
+        ]
+        labelled = await self._keep_for_learning(demands, labels, classified_at)
         overlay = self._context.overlay()
         result = BatchResult()
         classified: list[DemandClassified] = []
-        labels: list[DemandLabelled] = []
         elsewhere: list[DemandLabelled] = []  # labels whose customer this instance lacks
-        classified_at = datetime.now(UTC)
         for message in ordered:
             event = message.event
             try:
@@ -97,17 +101,16 @@ class ClassifyDemands:
                 elif isinstance(event, DemandLabelled) and self._forwarded(message):
                     # Already kept and counted where it was read: only the context learns.
                     self._relabel_forwarded(message, overlay, classified_at)
-                elif isinstance(event, DemandLabelled):
-                    labels.append(event)
-                    if not self._relabel_context(event, overlay, classified_at):
-                        elsewhere.append(event)
+                elif isinstance(event, DemandLabelled) and not self._relabel_context(
+                    event, overlay, classified_at
+                ):
+                    elsewhere.append(event)
             except Exception as error:  # this record's fault: dead-letter it, keep the batch
                 result.rejected.append(Rejection(message, f"{type(error).__name__}: {error}"))
         # A label read before its demand in this batch: the demand is in context now.
         elsewhere = [
             label for label in elsewhere if not self._relabel_context(label, overlay, classified_at)
         ]
-        await self._keep_for_learning(classified, labels, classified_at)
         result.outbound = [
             encode(c, topic=self._topics.classified, source=self._source) for c in classified
         ]
@@ -189,16 +192,6 @@ class ClassifyDemands:
             overlay.update(customer, partition, state, now)
         return True
 
-    async def _labelled(self, demands: list[Inbound[Any]]) -> dict[tuple[str, str], str]:
-        if self._topics.forwarded_labels is None or not demands:
-            return {}
-        try:
-            return await self._labels.labelled_purposes(
-                [(m.event.source, m.event.id) for m in demands]
-            )
-        except (DBAPIError, PoolTimeout) as error:
-            raise RetryableError(f"label store: {error}") from error
-
     def _forwarded(self, message: Inbound[Any]) -> bool:
         return message.topic == self._topics.forwarded_labels
 
@@ -239,20 +232,29 @@ class ClassifyDemands:
         return forwarded
 
     async def _keep_for_learning(
-        self, classified: list[DemandClassified], labels: list[DemandLabelled], now: datetime
-    ) -> None:
-        # Before the commit, and idempotent: a redelivered batch writes nothing new, and a
-        # crash after the commit cannot lose a label.
+        self, demands: list[Inbound[Any]], labels: list[DemandLabelled], now: datetime
+    ) -> dict[tuple[str, str], str]:
+        """The batch's one trip to the label store: the purposes people already gave the
+        batch's demands (a label may be read before its demand, on another instance's
+        partition: the context then takes the person's word), and what the batch teaches,
+        the texts seen and the labels. Before the commit, and idempotent: a redelivered batch
+        writes nothing new, and a crash after the commit cannot lose a label. The texts are
+        written before the demands are judged: a demand the handler then rejects keeps its
+        text for the window all the same (only training data, and a label on it may teach)."""
         purge = time.monotonic() - self._last_text_pruning > 3600
+        look_up = (
+            [(m.event.source, m.event.id) for m in demands]
+            if self._topics.forwarded_labels is not None
+            else []
+        )
         try:
-            await self._labels.keep(
+            labelled = await self._labels.keep_batch(
                 [
-                    SeenText(
-                        c.demand.source, c.demand.id, c.demand.text, now, c.demand.customer_ref
-                    )
-                    for c in classified
+                    SeenText(d.source, d.id, d.text, now, d.customer_ref)
+                    for d in (m.event for m in demands)
                 ],
                 labels,
+                look_up=look_up,
                 forget_before=now - self._context.window if purge else None,
             )
         except DBAPIError as error:
@@ -265,6 +267,7 @@ class ClassifyDemands:
             raise RetryableError(f"label store: {error}") from error
         if purge:
             self._last_text_pruning = time.monotonic()
+        return labelled
 
     def _count(self, classified: list[DemandClassified], now: datetime) -> None:
         # Prometheus label look-ups cost more than the counting: aggregate the batch first.

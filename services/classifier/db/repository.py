@@ -11,13 +11,16 @@ by training (in the service, and by `demandscope classifier retrain` in another 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import MINYEAR, UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.classifier.db.tables import DemandTextRow, LabelRow
@@ -27,6 +30,8 @@ from shared.events.classification import DemandType
 
 _LABELS: Table = LabelRow.__table__  # type: ignore[assignment]
 _TEXTS: Table = DemandTextRow.__table__  # type: ignore[assignment]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,33 @@ class LabelRepository:
             if forget_before is not None:
                 await _delete_texts_before(connection, forget_before)
         return added
+
+    async def keep_batch(
+        self,
+        texts: Sequence[SeenText],
+        labels: Sequence[DemandLabelled],
+        *,
+        look_up: Sequence[tuple[str, str]],
+        forget_before: datetime | None = None,
+    ) -> dict[tuple[str, str], str]:
+        """A consumer batch's one trip to the store: ``labelled_purposes`` of ``look_up``,
+        read first (so before this batch's own labels), then ``keep``, in one transaction.
+        On SQLite all of it is one function on aiosqlite's thread with sqlite3 itself (no
+        statement compiled, no thread hop per statement)."""
+        if not texts and not labels and not look_up and forget_before is None:
+            return {}
+        async with self._engine.begin() as connection:
+            if connection.dialect.name == "sqlite":
+                return await _on_sqlite_thread(
+                    connection,
+                    lambda db: _sqlite_batch(db, texts, labels, look_up, forget_before),
+                )
+            found = await _labelled_purposes(connection, look_up)
+            await _insert_texts(connection, texts)
+            await _insert_labels(connection, labels)
+            if forget_before is not None:
+                await _delete_texts_before(connection, forget_before)
+        return found
 
     async def add_labels(self, labels: Sequence[DemandLabelled]) -> int:
         """Store labels (idempotent by label id); return how many were new."""
@@ -112,23 +144,8 @@ class LabelRepository:
         """The purpose of the latest label of each (source, demand id) labelled already: a
         label may be read before its demand is classified (another instance's partition),
         and the customer's context then takes the person's word, not the prediction."""
-        ids = sorted({demand_id for _, demand_id in demands})
-        if not ids:
-            return {}
-        wanted = set(demands)
         async with self._engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(_LABELS.c.demand_source, _LABELS.c.demand_id, _LABELS.c.purpose)
-                    .where(_LABELS.c.demand_id.in_(ids))
-                    .order_by(_LABELS.c.labelled_at, _LABELS.c.seq)  # the latest last
-                )
-            ).all()
-        found: dict[tuple[str, str], str] = {}
-        for source, demand_id, purpose in rows:
-            if (source, demand_id) in wanted:
-                found[(source, demand_id)] = purpose
-        return found
+            return await _labelled_purposes(connection, demands)
 
     async def count(self) -> int:
         async with self._engine.connect() as connection:
@@ -201,7 +218,34 @@ class LabelRepository:
         ]
 
 
-async def _insert_texts(connection: AsyncConnection, texts: Sequence[SeenText]) -> None:
+async def _labelled_purposes(
+    connection: AsyncConnection, demands: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    ids = sorted({demand_id for _, demand_id in demands})
+    if not ids:
+        return {}
+    rows = (
+        await connection.execute(
+            select(_LABELS.c.demand_source, _LABELS.c.demand_id, _LABELS.c.purpose)
+            .where(_LABELS.c.demand_id.in_(ids))
+            .order_by(_LABELS.c.labelled_at, _LABELS.c.seq)  # the latest last
+        )
+    ).all()
+    return _latest_of(rows, demands)
+
+
+def _latest_of(
+    rows: Sequence[Any], demands: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    wanted = set(demands)
+    found: dict[tuple[str, str], str] = {}
+    for source, demand_id, purpose in rows:
+        if (source, demand_id) in wanted:
+            found[(source, demand_id)] = purpose
+    return found
+
+
+def _text_rows(texts: Sequence[SeenText]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for seen in texts:  # the first sighting of a demand wins, as in the table
         rows.setdefault(
@@ -214,16 +258,10 @@ async def _insert_texts(connection: AsyncConnection, texts: Sequence[SeenText]) 
                 "customer_ref": seen.customer_ref,
             },
         )
-    if rows:
-        await connection.execute(
-            _insert(connection, _TEXTS).on_conflict_do_nothing(
-                index_elements=["source", "demand_id"]
-            ),
-            list(rows.values()),
-        )
+    return list(rows.values())
 
 
-async def _insert_labels(connection: AsyncConnection, labels: Sequence[DemandLabelled]) -> int:
+def _label_rows(labels: Sequence[DemandLabelled]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for label in labels:
         source = label.demand_source or ""  # an old label names no source
@@ -241,13 +279,29 @@ async def _insert_labels(connection: AsyncConnection, labels: Sequence[DemandLab
                 "text": None if label.text is None else _storable(label.text),
             },
         )
+    return list(rows.values())
+
+
+async def _insert_texts(connection: AsyncConnection, texts: Sequence[SeenText]) -> None:
+    rows = _text_rows(texts)
+    if rows:
+        await connection.execute(
+            _insert(connection, _TEXTS).on_conflict_do_nothing(
+                index_elements=["source", "demand_id"]
+            ),
+            rows,
+        )
+
+
+async def _insert_labels(connection: AsyncConnection, labels: Sequence[DemandLabelled]) -> int:
+    rows = _label_rows(labels)
     if not rows:
         return 0
     inserted = await connection.execute(
         _insert(connection, _LABELS)
         .on_conflict_do_nothing(index_elements=["demand_source", "label_id"])
         .returning(_LABELS.c.label_id),
-        list(rows.values()),
+        rows,
     )
     return len(inserted.all())
 
@@ -255,6 +309,80 @@ async def _insert_labels(connection: AsyncConnection, labels: Sequence[DemandLab
 async def _delete_texts_before(connection: AsyncConnection, horizon: datetime) -> int:
     result = await connection.execute(delete(_TEXTS).where(_TEXTS.c.seen_at < _utc(horizon)))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- SQLite: a batch's statements as one function on aiosqlite's thread ---------------------
+
+# The same statements as the SQLAlchemy ones above, for sqlite3 itself. Times are written as
+# SQLAlchemy writes them (UTC, 'YYYY-MM-DD HH:MM:SS.ffffff', text that sorts as time), so
+# every other query reads them alike. The ids go in as one JSON array: one statement text
+# whatever the batch's size, so sqlite3's statement cache prepares it once.
+_SQLITE_LABELLED = (
+    "SELECT demand_source, demand_id, purpose FROM classifier_labels"
+    " WHERE demand_id IN (SELECT value FROM json_each(:ids)) ORDER BY labelled_at, seq"
+)
+_SQLITE_TEXTS = (
+    "INSERT INTO classifier_demand_texts (source, demand_id, text, seen_at, customer_ref)"
+    " VALUES (:source, :demand_id, :text, :seen_at, :customer_ref)"
+    " ON CONFLICT (source, demand_id) DO NOTHING"
+)
+_SQLITE_LABELS = (
+    "INSERT INTO classifier_labels (demand_source, label_id, demand_id, demand_type,"
+    " failure_kind, purpose, labelled_at, labelled_by, text) VALUES (:demand_source,"
+    " :label_id, :demand_id, :demand_type, :failure_kind, :purpose, :labelled_at,"
+    " :labelled_by, :text) ON CONFLICT (demand_source, label_id) DO NOTHING"
+)
+_SQLITE_FORGET = "DELETE FROM classifier_demand_texts WHERE seen_at < :horizon"
+
+
+def _sqlite_batch(
+    db: sqlite3.Connection,
+    texts: Sequence[SeenText],
+    labels: Sequence[DemandLabelled],
+    look_up: Sequence[tuple[str, str]],
+    forget_before: datetime | None,
+) -> dict[tuple[str, str], str]:
+    found: dict[tuple[str, str], str] = {}
+    if look_up:
+        ids = json.dumps(sorted({demand_id for _, demand_id in look_up}))
+        found = _latest_of(db.execute(_SQLITE_LABELLED, {"ids": ids}).fetchall(), look_up)
+    text_rows = _text_rows(texts)
+    for row in text_rows:
+        row["seen_at"] = _sqlite_time(row["seen_at"])
+    if text_rows:
+        db.executemany(_SQLITE_TEXTS, text_rows)
+    label_rows = _label_rows(labels)
+    for row in label_rows:
+        row["labelled_at"] = _sqlite_time(row["labelled_at"])
+    if label_rows:
+        db.executemany(_SQLITE_LABELS, label_rows)
+    if forget_before is not None:
+        db.execute(_SQLITE_FORGET, {"horizon": _sqlite_time(_utc(forget_before))})
+    return found
+
+
+def _sqlite_time(moment: datetime) -> str:
+    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+async def _on_sqlite_thread(
+    connection: AsyncConnection, work: Callable[[sqlite3.Connection], T]
+) -> T:
+    """``work`` on the connection's sqlite3 connection, in its transaction, on aiosqlite's
+    thread: one hop for all of it. sqlite3's errors come out as SQLAlchemy's (DBAPIError and
+    its kinds), as every other statement's do, for the handler to judge."""
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+
+    def on_thread() -> T:
+        try:
+            return work(driver._conn)
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(
+                None, None, error, sqlite3.Error, dialect=connection.dialect
+            ) from error
+
+    result: T = await driver._execute(on_thread)
+    return result
 
 
 def _insert(connection: AsyncConnection, table: Table) -> Any:

@@ -260,3 +260,75 @@ async def test_an_old_label_without_a_source_teaches_only_when_one_demand_has_it
     )
     examples = await labels.training_examples()
     assert [(e.text, e.purpose) for e in examples] == [("only words", "y")]
+
+
+async def test_a_consumer_batch_reads_what_was_labelled_before_it_then_keeps_its_own(
+    labels: LabelRepository,
+) -> None:
+    """keep_batch: the handler's one trip per batch (one function on SQLite's thread)."""
+    paris = timezone(timedelta(hours=2))
+    await labels.add_labels(
+        [
+            label(id="L1", demand_id="D1", purpose="moving home", labelled_at=T0),
+            # Earlier than L1 (08:30 UTC) although its clock reads later: L1 is the latest.
+            label(
+                id="L2",
+                demand_id="D1",
+                purpose="complaint",
+                labelled_at=T0.astimezone(paris) - timedelta(minutes=30),
+            ),
+            label(id="L3", demand_id="D1", demand_source="other", purpose="elsewhere"),
+        ]
+    )
+    batch = {
+        "texts": [
+            SeenText("test", "D1", "I am moving", T0, "C1"),
+            SeenText("test", "D2", "my bill\x00 again", T0, "C2"),
+            SeenText("test", "D2", "seen twice", T0, "C2"),
+        ],
+        "labels": [label(id="L4", demand_id="D2", purpose="billing")],
+        "look_up": [("test", "D1"), ("test", "D2"), ("test", "D3")],
+    }
+
+    found = await labels.keep_batch(**batch)  # type: ignore[arg-type]
+
+    # D2's label is this batch's own: read before it was kept, as the handler applies it.
+    assert found == {("test", "D1"): "moving home"}
+    assert await labels.labelled_purposes([("test", "D2")]) == {("test", "D2"): "billing"}
+    assert await labels.customers_of([("test", "D1"), ("test", "D2")]) == {
+        ("test", "D1"): "C1",
+        ("test", "D2"): "C2",
+    }
+    assert sorted((e.text, e.purpose) for e in await labels.training_examples()) == [
+        ("I am moving", "moving home"),
+        ("my bill again", "billing"),
+    ]
+    # Redelivered: nothing new, and now the batch's own label is there to read.
+    assert await labels.keep_batch(**batch) == {  # type: ignore[arg-type]
+        ("test", "D1"): "moving home",
+        ("test", "D2"): "billing",
+    }
+    assert await labels.count() == 4
+
+
+async def test_a_consumer_batch_purges_old_texts_and_keeps_times_at_the_calendar_edge(
+    labels: LabelRepository,
+) -> None:
+    edge = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    await labels.remember_texts([SeenText("test", "OLD", "forget me", T0 - timedelta(days=60))])
+
+    await labels.keep_batch(
+        [SeenText("test", "D1", "seen now", T0)],
+        [
+            label(id="L1", demand_id="D1", purpose="moving home", labelled_at=edge),
+            label(id="L2", demand_id="OLD", purpose="x"),
+        ],
+        look_up=[],
+        forget_before=T0 - timedelta(days=30),
+    )
+
+    assert [(e.text, e.purpose) for e in await labels.training_examples()] == [
+        ("seen now", "moving home")
+    ]
+    # Stored as SQLAlchemy stores times: its own queries order and compare them alike.
+    assert await labels.forget_texts_before(T0 + timedelta(seconds=1)) == 1
