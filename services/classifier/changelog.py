@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
-from services.classifier.context import ContextStore, CustomerState, is_empty, prune
+from services.classifier.context import STATE_JSON, ContextStore, CustomerState, is_empty, prune
 from shared.kafka.codec import OutboundRecord
 from shared.kafka.read_to_end import ReadToEndTimeout, partition_counts, read_to_end
 from shared.kafka.settings import KafkaSettings
@@ -33,7 +33,7 @@ def state_record(topic: str, customer_ref: str, state: CustomerState) -> Outboun
     return OutboundRecord(
         topic=topic,
         key=customer_ref.encode(),
-        value=state.model_dump_json(exclude_defaults=False).encode(),
+        value=STATE_JSON.dump_json(state),
         headers=[],
     )
 
@@ -42,7 +42,7 @@ def parse_state(value: bytes | None) -> CustomerState | None:
     if not value:
         return None
     try:
-        return CustomerState.model_validate_json(value)
+        return STATE_JSON.validate_json(value)
     except ValidationError:
         return None  # a record we cannot read is context lost for one customer, not a crash
 

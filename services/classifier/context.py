@@ -15,12 +15,13 @@ named their source (``source`` None) is treated as any source's.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import TypeAdapter
 
-from services.classifier.judgement import CustomerContext, OpenCase, RecentDemand
+from services.classifier.judgement import CustomerContext, OpenCase, Recent, RecentDemand
 from shared.events import CaseEvent
 from shared.events.case import CaseEventType
 
@@ -31,9 +32,12 @@ def _same_source(entry: str | None, wanted: str | None) -> bool:
     return entry is None or wanted is None or entry == wanted
 
 
-class CaseEntry(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+# Plain dataclasses, not pydantic models: their values come from events already validated,
+# so a new entry needs no validation of its own, and the context is built and copied for
+# every demand. ``STATE_JSON`` validates and writes them for the changelog (the same JSON
+# the pydantic models wrote, field for field). Keyword-only: the JSON keeps this field order.
+@dataclass(slots=True, kw_only=True)
+class CaseEntry:
     source: str | None = None
     ref: str
     purpose: str | None = None
@@ -42,9 +46,8 @@ class CaseEntry(BaseModel):
     changed_at: datetime
 
 
-class DemandEntry(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+@dataclass(slots=True, kw_only=True)
+class DemandEntry:
     source: str | None = None
     demand_id: str
     purpose: str
@@ -52,21 +55,25 @@ class DemandEntry(BaseModel):
     case_ref: str | None = None
     fulfilled_at: datetime | None = None
 
+    @property
+    def ref_kind(self) -> Literal["demand"]:
+        """As a ``RecentDemand`` of the judgement: the entry is its own recent demand."""
+        return "demand"
 
-class CustomerState(BaseModel):
+
+@dataclass(slots=True, kw_only=True)
+class CustomerState:
     """What one customer did recently: serialised as-is to the changelog topic."""
 
-    model_config = ConfigDict(extra="ignore")
-
     v: Literal[1] = 1
-    cases: list[CaseEntry] = []
-    demands: list[DemandEntry] = []
+    cases: list[CaseEntry] = field(default_factory=list)
+    demands: list[DemandEntry] = field(default_factory=list)
 
     def copy_for_change(self) -> CustomerState:
         """A copy that can be changed without touching this one. The two share their
         entries: nothing changes an entry in place (``apply_case_event`` and ``apply_label``
         put a changed copy in its slot), so only the lists are copied, not every entry."""
-        return CustomerState.model_construct(cases=list(self.cases), demands=list(self.demands))
+        return CustomerState(cases=list(self.cases), demands=list(self.demands))
 
     def case(self, ref: str, source: str | None = None) -> CaseEntry | None:
         return next(
@@ -97,13 +104,10 @@ class CustomerState(BaseModel):
         return next((d.purpose for d in self.demands_on(case)), None)
 
     def as_context(self, source: str | None = None) -> CustomerContext:
-        """What a demand of ``source`` is judged against: that source's cases and demands."""
+        """What a demand of ``source`` is judged against: that source's cases and demands.
+        The demand entries are their own recent demands (no view built per entry)."""
         open_cases = []
-        recent = [
-            RecentDemand(d.demand_id, d.purpose, d.occurred_at, d.fulfilled_at)
-            for d in self.demands
-            if _same_source(d.source, source)
-        ]
+        recent: list[Recent] = [d for d in self.demands if _same_source(d.source, source)]
         for case in self.cases:
             if not _same_source(case.source, source):
                 continue
@@ -171,7 +175,7 @@ def apply_case_event(state: CustomerState, event: CaseEvent) -> None:
         state.cases.append(case)
     else:
         # A copy in its slot: the entry may be shared with the committed state.
-        case = found.model_copy()
+        case = replace(found)
         state.cases[_slot(state.cases, found)] = case
     if event.purpose is not None:
         case.purpose = event.purpose
@@ -184,7 +188,7 @@ def apply_case_event(state: CustomerState, event: CaseEvent) -> None:
         case.status = "fulfilled"
         for demand in state.demands_on(case):
             if demand.fulfilled_at is None:
-                fulfilled = demand.model_copy(update={"fulfilled_at": event.occurred_at})
+                fulfilled = replace(demand, fulfilled_at=event.occurred_at)
                 state.demands[_slot(state.demands, demand)] = fulfilled
     elif event.type is CaseEventType.ABANDONED:
         case.status = "abandoned"
@@ -199,7 +203,7 @@ def apply_label(
     if demand is None or demand.purpose == purpose:
         return False
     # A copy in its slot: the entry may be shared with the committed state.
-    state.demands[_slot(state.demands, demand)] = demand.model_copy(update={"purpose": purpose})
+    state.demands[_slot(state.demands, demand)] = replace(demand, purpose=purpose)
     return True
 
 
@@ -237,6 +241,9 @@ def prune_tail(
         cases = state.cases[:cases_from]
         cases += [c for c in state.cases[cases_from:] if c.changed_at >= horizon]
         state.cases = cases[-max_demands:]
+
+
+STATE_JSON: TypeAdapter[CustomerState] = TypeAdapter(CustomerState)
 
 
 def is_empty(state: CustomerState) -> bool:

@@ -8,9 +8,10 @@ about a purpose fulfilled recently is a repeat); otherwise the model decides.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from services.classifier.model.text_model import Prediction
 from services.classifier.rules import RuleSet
@@ -36,10 +37,26 @@ class RecentDemand:
     """A fulfilled case known only from case events stands in as its own earlier "demand"."""
 
 
+class Recent(Protocol):
+    """What a judgement reads of a recent demand: a ``RecentDemand``, or the context's own
+    entry of one (not copied into a view for every demand judged)."""
+
+    @property
+    def demand_id(self) -> str: ...
+    @property
+    def purpose(self) -> str: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def fulfilled_at(self) -> datetime | None: ...
+    @property
+    def ref_kind(self) -> Literal["demand", "case"]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CustomerContext:
     open_cases: list[OpenCase] = field(default_factory=list)
-    recent_demands: list[RecentDemand] = field(default_factory=list)
+    recent_demands: Sequence[Recent] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -271,7 +272,7 @@ def test_a_label_corrects_only_its_sources_demand() -> None:
     ]
     store = ContextStore(window=timedelta(days=30))
     store.put("C1", 0, state)
-    store.put("C2", 1, CustomerState(demands=[state.demands[0].model_copy()]))
+    store.put("C2", 1, CustomerState(demands=[replace(state.demands[0])]))
     assert store.customer_of_demand("D1", "genesys") == "C1"
     # An old label without a source: two customers have a D1, so it names neither.
     assert store.customer_of_demand("D1", None) is None
