@@ -33,7 +33,7 @@ from services.classifier.metrics import ClassifierMetrics
 from services.classifier.model.text_model import Prediction
 from shared.database.errors import refused_by_the_database
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, DemandReceived
-from shared.kafka.codec import OutboundRecord, encode
+from shared.kafka.codec import OutboundRecord, encode_all
 from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableError
 
 
@@ -111,9 +111,8 @@ class ClassifyDemands:
         elsewhere = [
             label for label in elsewhere if not self._relabel_context(label, overlay, classified_at)
         ]
-        result.outbound = [
-            encode(c, topic=self._topics.classified, source=self._source) for c in classified
-        ]
+        topic = self._topics.classified
+        result.outbound = encode_all(((c, topic) for c in classified), source=self._source)
         result.outbound += await self._forward(elsewhere)
         result.outbound += [
             state_record(self._topics.context, customer, state)
@@ -223,13 +222,16 @@ class ClassifyDemands:
             )
         except (DBAPIError, PoolTimeout) as error:
             raise RetryableError(f"label store: {error}") from error
-        forwarded = []
-        for label in labels:
-            customer = customers.get((label.demand_source, label.demand_id))
-            if customer is not None:
-                record = encode(label, topic=topic, source=self._source)
-                forwarded.append(replace(record, key=customer.encode()))
-        return forwarded
+        owned = [
+            (label, customer)
+            for label in labels
+            if (customer := customers.get((label.demand_source, label.demand_id))) is not None
+        ]
+        records = encode_all(((label, topic) for label, _ in owned), source=self._source)
+        return [
+            replace(record, key=customer.encode())
+            for record, (_, customer) in zip(records, owned, strict=True)
+        ]
 
     async def _keep_for_learning(
         self, demands: list[Inbound[Any]], labels: list[DemandLabelled], now: datetime
