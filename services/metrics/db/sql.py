@@ -117,8 +117,13 @@ class SqliteDb:
 
     @staticmethod
     def time(moment: datetime) -> str:
-        # 'YYYY-MM-DD HH:MM:SS.ffffff' of the UTC time, as SQLAlchemy writes it.
-        return as_utc(moment).replace(tzinfo=None).isoformat(" ", "microseconds")
+        # 'YYYY-MM-DD HH:MM:SS.ffffff' of the UTC time, as SQLAlchemy writes it. By the offset
+        # and a cut rather than astimezone and replace: a decoded event's zone is pydantic's
+        # TzInfo, not datetime.UTC, and each of those made a new datetime (a third slower).
+        offset = moment.utcoffset()
+        if offset:
+            moment = moment - offset
+        return moment.isoformat(" ", "microseconds")[:26]
 
     @staticmethod
     def read_time(value: Any) -> datetime:
