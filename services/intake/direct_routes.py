@@ -41,6 +41,7 @@ class DirectRoute(BaseRoute):
     def __init__(self, route: APIRoute) -> None:
         self.route = route
         self.path = route.path
+        self.path_format = route.path_format  # what FastAPI's router reports as the route
         self.methods = frozenset(route.methods or ())
         self.endpoint = route.endpoint
         self.request_param, self.dependencies = _request_only(route.dependant, route.path)
