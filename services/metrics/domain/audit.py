@@ -25,11 +25,12 @@ order: the live service and a rebuild draw the same one.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from shared.estimates import AuditPair, ShareEstimate, Stratum, stratified_estimate
 
@@ -61,29 +62,19 @@ class AuditPlan:
 
 def draw(key: str, demand_id: str) -> float:
     """The demand's uniform number in [0, 1): 53 bits of HMAC-SHA256(key, id)."""
-    inner_pad, outer_pad = _pads(key)
-    inner = inner_pad.copy()
-    inner.update(demand_id.encode())
-    outer = outer_pad.copy()
-    outer.update(inner.digest())
-    return (int.from_bytes(outer.digest()[:8], "big") >> 11) / _TWO_TO_53
+    mac = _keyed(key).copy()
+    mac.update(demand_id.encode())
+    return (int.from_bytes(mac.digest()[:8], "big") >> 11) / _TWO_TO_53
 
 
 _TWO_TO_53 = float(1 << 53)
 
 
 @lru_cache(maxsize=8)
-def _pads(key: str) -> tuple[Any, Any]:
-    """HMAC's two keyed SHA-256 states (RFC 2104), once per key: a demand's draw then copies
-    them, half the work of ``hmac.new`` per demand (whose digest it equals: the tests)."""
-    block = key.encode()
-    if len(block) > 64:  # SHA-256's block: a longer key is hashed first
-        block = hashlib.sha256(block).digest()
-    block = block.ljust(64, b"\0")
-    return (
-        hashlib.sha256(bytes(b ^ 0x36 for b in block)),
-        hashlib.sha256(bytes(b ^ 0x5C for b in block)),
-    )
+def _keyed(key: str) -> hmac.HMAC:
+    """The key's HMAC state, made once per key and copied per demand (``hmac``'s own way to
+    reuse a key, a third cheaper per demand than ``hmac.new`` each time)."""
+    return hmac.new(key.encode(), digestmod=hashlib.sha256)
 
 
 def inclusion_probability(population: int, plan: AuditPlan) -> float:
