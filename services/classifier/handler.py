@@ -126,6 +126,9 @@ class ClassifyDemands:
             self._metrics.customers_in_context.set(len(self._context))
 
         result.after_commit = after_commit
+        changed = set(overlay.changed)
+        forwarded = self._topics.forwarded_labels
+        result.conflicts_with = lambda later: _may_see(later, changed, forwarded)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
 
@@ -283,6 +286,29 @@ class ClassifyDemands:
             self._metrics.confidence.observe(c.confidence)
             delay = (now - c.demand.received_at) / timedelta(seconds=1)
             self._metrics.delay_seconds.observe(max(0.0, delay))
+
+
+def _may_see(
+    later: Sequence[Inbound[Any]], changed: set[str], forwarded_labels: str | None
+) -> bool:
+    """Whether a later batch (another partition's, handled while this one commits) may read
+    or change the context of a customer this batch changed: then it waits for this batch's
+    commit, as it would have waited before (its context would lack this batch's changes,
+    and its own would overwrite them). A label read by its demand is looked up in every
+    customer this instance holds, so a batch with one always waits."""
+    if not changed:
+        return False
+    for message in later:
+        event = message.event
+        if isinstance(event, DemandReceived | CaseEvent):
+            customer: str | None = event.customer_ref
+        elif isinstance(event, DemandLabelled) and message.topic == forwarded_labels:
+            customer = message.key.decode() if message.key else None
+        else:
+            return True
+        if customer in changed:
+            return True
+    return False
 
 
 def _predict(model: ModelInUse, demands: list[Inbound[Any]]) -> dict[int, Prediction | Exception]:

@@ -18,6 +18,12 @@ Guarantees, in the order they matter:
   new producers and the committed positions, which is the only way out of a transactional
   producer's fatal state, and the only thing a fenced instance may do;
 - ``stop()`` (SIGTERM) finishes the batch in hand, commits it and leaves the group cleanly.
+
+In transactional mode a poll's tasks (one transaction each, on producers of their own) are
+handled one after the other, and a task's commit (five round trips to the broker) may still
+be in flight while the next task is handled, when the handler says the next task's records
+cannot see what the first one changes (``BatchResult.conflicts_with``): a handler's
+in-memory state still changes only once its own task has committed.
 """
 
 from __future__ import annotations
@@ -84,6 +90,17 @@ class BatchResult:
     # Runs only once the batch is durably committed: in-memory state changes go here, so a
     # retried or aborted batch never applies them twice.
     after_commit: Callable[[], None] | None = None
+    # Whether later records (another task's) may read or change what ``after_commit``
+    # changes: if so, or if this is None, they are handled only once this batch has
+    # committed; if not, they are handled while its commit is in flight. Transactional
+    # mode only, and only for records of other tasks (a task's own batches commit in turn).
+    conflicts_with: Callable[[Sequence[Inbound[Any]]], bool] | None = None
+
+    def must_precede(self, later: Sequence[Inbound[Any]]) -> bool:
+        """Whether ``later`` must wait for this batch's commit before being handled."""
+        if self.after_commit is None:
+            return False  # nothing in memory changes when this batch commits
+        return self.conflicts_with is None or self.conflicts_with(later)
 
 
 class BatchHandler(Protocol):
@@ -389,19 +406,50 @@ class ConsumerRunner:
         # One transaction per task, through a producer that only the owner of its partitions
         # holds. Co-partitioned topics form one task per partition number (the handler sees
         # a customer's demands and cases together, in order, as with one transaction);
-        # otherwise each partition is a task. Tasks run one after the other: a handler's
-        # in-memory state may span partitions and is only updated once a task commits.
+        # otherwise each partition is a task. Tasks are handled one after the other: a
+        # handler's in-memory state may span partitions and is only updated once a task
+        # commits. So a task's records are handled while an earlier task's commit is still
+        # in flight only if that batch says they cannot see what it changes
+        # (``BatchResult.must_precede``); otherwise, and always for the next batch of the
+        # same task (its producer has one transaction at a time), they wait for it. A commit
+        # in flight that fails ends the run as before: what the later tasks committed
+        # meanwhile did not depend on it.
         tasks: dict[object, dict[TopicPartition, Sequence[Any]]] = {}
         for tp, records in batches.items():
             key = tp.partition if self._by_partition_number else tp
             tasks.setdefault(key, {})[tp] = records
-        for task in tasks.values():
-            first = min(task, key=lambda tp: (tp.topic, tp.partition))
-            producer = self._partition_producers.get(first)
-            if producer is None:
-                raise CommitFailed(f"no transactional producer for {first}")
-            for chunk in _chunks(task, self.options.max_batch):
-                await self._process_task(consumer, chunk, producer)
+        in_flight: list[_InFlight] = []
+        try:
+            for task in tasks.values():
+                first = min(task, key=lambda tp: (tp.topic, tp.partition))
+                producer = self._partition_producers.get(first)
+                if producer is None:
+                    raise CommitFailed(f"no transactional producer for {first}")
+                for chunk in _chunks(task, self.options.max_batch):
+                    batch = self._prepare(chunk)
+                    # A producer has one transaction at a time; and records that may see
+                    # what a batch in flight changes wait for it to commit and apply it.
+                    for earlier in list(in_flight):
+                        if earlier.producer is producer or earlier.result.must_precede(
+                            batch.messages
+                        ):
+                            in_flight.remove(earlier)
+                            await earlier.commit
+                    result = await self._handle_with_retries(batch.messages)
+                    commit = asyncio.create_task(self._finish(consumer, batch, result, producer))
+                    in_flight.append(_InFlight(producer, result, commit))
+            while in_flight:
+                await in_flight.pop(0).commit
+        except BaseException as error:
+            # Nothing is left in flight when the run ends: a failed commit ends it (the
+            # others, of other tasks, independent of it, finish as they would have); a
+            # cancelled run cancels them, as it would have cancelled the one in hand.
+            pending = [f.commit for f in in_flight]
+            if isinstance(error, asyncio.CancelledError):
+                for waiting in pending:
+                    waiting.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
 
     async def _process_task(
         self,
@@ -409,6 +457,12 @@ class ConsumerRunner:
         batches: Mapping[TopicPartition, Sequence[Any]],
         producer: AIOKafkaProducer,
     ) -> None:
+        batch = self._prepare(batches)
+        result = await self._handle_with_retries(batch.messages)
+        await self._finish(consumer, batch, result, producer)
+
+    def _prepare(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> _Prepared:
+        """The records decoded, those that cannot be handled set aside, the offsets to commit."""
         started = time.perf_counter()
         messages: list[Inbound[Any]] = []
         dead: list[tuple[Any, str]] = []
@@ -436,11 +490,21 @@ class ConsumerRunner:
                     )
                 )
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-        result = await self._handle_with_retries(messages)
+        return _Prepared(batches, messages, dead, offsets, started)
+
+    async def _finish(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: _Prepared,
+        result: BatchResult,
+        producer: AIOKafkaProducer,
+    ) -> None:
+        """Commit the batch's output and offsets, then apply it (``after_commit``)."""
+        batches, dead = batch.records, batch.dead
         dead_letters = [self._dead_letter_from_record(r, reason) for r, reason in dead]
         dead_letters += [self._dead_letter(rej.message, rej.reason) for rej in result.rejected]
         try:
-            await self._commit(consumer, result.outbound + dead_letters, offsets, producer)
+            await self._commit(consumer, result.outbound + dead_letters, batch.offsets, producer)
         except (KafkaError, AssertionError) as error:
             # aiokafka signals a transaction manager in a fatal state with AssertionError.
             self.metrics.retries.labels(self.options.group_id).inc()
@@ -479,7 +543,7 @@ class ConsumerRunner:
                 rej.reason,
             )
         self.metrics.batch_seconds.labels(self.options.group_id).observe(
-            time.perf_counter() - started
+            time.perf_counter() - batch.started
         )
 
     async def _handle_with_retries(self, messages: list[Inbound[Any]]) -> BatchResult:
@@ -575,6 +639,24 @@ class ConsumerRunner:
             reason=reason,
             group_id=self.options.group_id,
         )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    records: Mapping[TopicPartition, Sequence[Any]]
+    messages: list[Inbound[Any]]
+    dead: list[tuple[Any, str]]  # records set aside, and why
+    offsets: dict[TopicPartition, int]
+    started: float
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A batch handled whose commit (and then ``after_commit``) is under way."""
+
+    producer: AIOKafkaProducer
+    result: BatchResult
+    commit: asyncio.Task[None]
 
 
 def _chunks(

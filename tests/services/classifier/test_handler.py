@@ -3,14 +3,17 @@ migrated) is retried, never dead-lettered; values the database refuses are a rec
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError
 
 from services.classifier.context import ContextStore
+from services.classifier.db.migrate import upgrade
 from services.classifier.db.repository import LabelRepository
 from services.classifier.handler import ClassifyDemands, Topics
 from services.classifier.judgement import Thresholds
@@ -19,7 +22,7 @@ from services.classifier.metrics import ClassifierMetrics
 from services.classifier.training import TrainedModel
 from shared.database.engine import create_engine
 from shared.kafka.consumer import Inbound, RetryableError
-from tests.support.factories import demand_received
+from tests.support.factories import case_event, demand_labelled, demand_received
 
 
 async def test_a_label_store_not_migrated_is_retried_not_dead_lettered(
@@ -52,3 +55,54 @@ async def test_a_label_store_not_migrated_is_retried_not_dead_lettered(
     finally:
         await engine.dispose()
     assert isinstance(raised.value.__cause__, OperationalError)
+
+
+def _inbound(event: Any, topic: str = "demands", key: bytes | None = None) -> Inbound[Any]:
+    return Inbound(
+        topic=topic,
+        partition=0,
+        offset=0,
+        key=key if key is not None else getattr(event, "customer_ref", "").encode() or None,
+        event=event,
+        headers=[],
+        timestamp_ms=0,
+    )
+
+
+async def test_a_batch_holds_back_only_later_records_that_may_see_what_it_changed(
+    seed_model: TrainedModel, sqlite_url: str
+) -> None:
+    """While a batch commits, another partition's records are handled only if they cannot
+    read or change a context it changed (shared/kafka/consumer.py, BatchResult)."""
+    await asyncio.to_thread(upgrade, sqlite_url)
+    engine = create_engine(sqlite_url)
+    version, model = "seed", seed_model.model
+    handler = ClassifyDemands(
+        topics=Topics(classified="classified", context="context", forwarded_labels="forwarded"),
+        source="test",
+        model=lambda: in_use(version, model),
+        context=ContextStore(window=timedelta(days=30)),
+        labels=LabelRepository(engine),
+        thresholds=Thresholds(),
+        metrics=ClassifierMetrics(CollectorRegistry()),
+    )
+    try:
+        changed_a = await handler([_inbound(demand_received(customer_ref="A"))])
+        # A label of a demand nobody holds changes no context.
+        changed_nothing = await handler([_inbound(demand_labelled(), topic="labels")])
+    finally:
+        await engine.dispose()
+
+    waits = changed_a.must_precede
+    assert not waits([_inbound(demand_received(customer_ref="B"))])
+    assert not waits([_inbound(case_event(customer_ref="B"))])
+    assert waits(
+        [_inbound(demand_received(customer_ref="B")), _inbound(demand_received(customer_ref="A"))]
+    )
+    assert waits([_inbound(case_event(customer_ref="A"))])
+    # A label read by its demand is looked up in every context held: it always waits.
+    assert waits([_inbound(demand_labelled(), topic="labels")])
+    # A forwarded label is keyed by its customer.
+    assert waits([_inbound(demand_labelled(), topic="forwarded", key=b"A")])
+    assert not waits([_inbound(demand_labelled(), topic="forwarded", key=b"B")])
+    assert not changed_nothing.must_precede([_inbound(demand_labelled(), topic="labels")])
