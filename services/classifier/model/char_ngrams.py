@@ -9,6 +9,7 @@ the same matrix (to float32 rounding) several times faster, since customers reus
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
@@ -54,19 +55,30 @@ class CachedCharNgrams:
 
     def counts(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """n-gram counts: (texts x words in the batch) @ (words x n-grams), summed in C."""
-        words: dict[str, int] = {}
-        columns: list[int] = []
-        indptr = [0]
-        for text in texts:
-            document = text.lower() if self._lowercase else text
-            # str.split() already collapses whitespace runs, as scikit-learn's pre-pass does.
-            columns.extend(words.setdefault(word, len(words)) for word in document.split())
-            indptr.append(len(columns))
+        documents = (t.lower() for t in texts) if self._lowercase else iter(texts)
+        # str.split() already collapses whitespace runs, as scikit-learn's pre-pass does.
+        return self.counts_of_words([d.split() for d in documents])
+
+    def counts_of_words(self, split: Sequence[Sequence[str]]) -> sparse.csr_matrix:
+        """``counts`` of texts already lowercased (if the vectorizer lowercases) and split on
+        whitespace. Each batch word is mapped to its column with ``map`` (no bytecode per
+        word); only the batch's new words are analysed."""
+        flat = list(chain.from_iterable(split))
+        distinct = dict.fromkeys(flat)
+        for column, word in enumerate(distinct):
+            distinct[word] = column
         by_text = sparse.csr_matrix(
-            (np.ones(len(columns)), np.asarray(columns, dtype=np.int32), np.asarray(indptr)),
-            shape=(len(texts), len(words)),
+            (
+                np.ones(len(flat)),
+                np.fromiter(map(distinct.__getitem__, flat), dtype=np.int32, count=len(flat)),
+                np.concatenate(
+                    [[0], np.cumsum(np.fromiter(map(len, split), np.int64, count=len(split)))]
+                ),
+            ),
+            shape=(len(split), len(distinct)),
         )
-        vectors = [self._word_vector(word) for word in words]
+        cached = self._words.get
+        vectors = [cached(word) or self._word_vector(word) for word in distinct]
         lengths = np.fromiter((len(v[0]) for v in vectors), dtype=np.int64, count=len(vectors))
         by_word = sparse.csr_matrix(
             (
@@ -74,14 +86,21 @@ class CachedCharNgrams:
                 np.concatenate([v[0] for v in vectors]) if vectors else np.zeros(0, np.int32),
                 np.concatenate([[0], np.cumsum(lengths)]),
             ),
-            shape=(len(words), len(self._idf)),
+            shape=(len(distinct), len(self._idf)),
         )
         result: sparse.csr_matrix = (by_text @ by_word).tocsr()
         result.sum_duplicates()
         return result
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
-        matrix = self.counts(texts)
+        return self.weighted(self.counts(texts))
+
+    def transform_words(self, split: Sequence[Sequence[str]]) -> sparse.csr_matrix:
+        """``transform`` of texts already lowercased and split (``counts_of_words``)."""
+        return self.weighted(self.counts_of_words(split))
+
+    def weighted(self, matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+        """TF-IDF of a count matrix (changed in place), as the vectorizer's."""
         matrix.eliminate_zeros()
         if self._sublinear:
             np.log(matrix.data, out=matrix.data)

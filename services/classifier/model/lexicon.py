@@ -237,6 +237,29 @@ def compile_cues(phrases: Iterable[str]) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w'])(?:{alternatives})(?![\w'])")
 
 
+_RUN = re.compile(r"[\w']+")
+_WORDS = re.compile(r"\w+")
+
+
+def first_word_keys(phrases: Iterable[str]) -> frozenset[str] | None:
+    """What a text must contain for one of ``phrases`` to match: a pattern can only match
+    where a run of word characters and apostrophes starts (its look-behind), and that run is
+    then the leading run of the phrase's first word, apostrophes aside (they are optional).
+    So a group of phrases none of whose keys is among a text's runs (apostrophes removed)
+    has no match there. None: a phrase that starts with another character; always search."""
+    keys = set()
+    for phrase in phrases:
+        words = phrase.lower().translate(_APOSTROPHES).split()
+        if not words:
+            continue
+        run = _RUN.match(words[0])
+        key = run.group().replace("'", "") if run else ""
+        if not key:
+            return None
+        keys.add(key)
+    return frozenset(keys) if keys else None  # no phrase: the empty pattern matches anywhere
+
+
 class CueCounter:
     """Counts each cue group's phrases in each text: a small, dense, domain-free feature block."""
 
@@ -246,6 +269,27 @@ class CueCounter:
             groups.setdefault(name, []).extend(phrases)
         self.group_names: tuple[str, ...] = tuple(groups)
         self._patterns = [compile_cues(groups[name]) for name in self.group_names]
+        self._keys = [first_word_keys(groups[name]) for name in self.group_names]
+
+    def adopt_keys(self, other: CueCounter) -> bool:
+        """Take ``other``'s search keys if it has the same phrases in each group (a counter
+        unpickled from a model saved before the keys existed has none: it searches every
+        group, correctly but slower). The patterns' alternatives are compared as sets: their
+        order among phrases of one length follows the set order of the process that built
+        them."""
+
+        def alternatives(pattern: re.Pattern[str]) -> list[str] | None:
+            return None if "\\|" in pattern.pattern else sorted(pattern.pattern.split("|"))
+
+        ours = [alternatives(p) for p in self._patterns]
+        if (
+            other.group_names != self.group_names
+            or None in ours
+            or ours != [alternatives(p) for p in other._patterns]
+        ):
+            return False
+        self._keys = list(other._keys)
+        return True
 
     @property
     def feature_names(self) -> list[str]:
@@ -253,14 +297,23 @@ class CueCounter:
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         failure_groups = [i for i, n in enumerate(self.group_names) if n != "request"]
-        rows = np.zeros((len(texts), len(self.group_names) + 2), dtype=np.float32)
-        for row, text in enumerate(texts):
+        width = len(self.group_names) + 2
+        keys: list[frozenset[str] | None] = self.__dict__.get("_keys") or [None] * (width - 2)
+        searches = list(zip(self._patterns, keys, strict=True))
+        values: list[float] = [0.0] * (len(texts) * width)  # filled as a list: one copy in
+        at = 0
+        for text in texts:
             lowered = text.lower().translate(_APOSTROPHES)
-            for column, pattern in enumerate(self._patterns):
+            runs = set(_WORDS.findall(lowered.replace("'", "")))
+            for column, (pattern, needed) in enumerate(searches):
+                if needed is not None and needed.isdisjoint(runs):
+                    continue  # no phrase of the group can start here (first_word_keys)
                 hits = len(pattern.findall(lowered))
                 if hits:
-                    rows[row, column] = math.log1p(hits)
-            rows[row, -1] = 1.0 if "!" in text or "?!" in text else 0.0
+                    values[at + column] = math.log1p(hits)
+            values[at + width - 1] = 1.0 if "!" in text or "?!" in text else 0.0
+            at += width
+        rows = np.array(values, dtype=np.float32).reshape(len(texts), width)
         # Whole-matrix numpy, not per row: per-row fancy indexing cost more than the regexes.
         rows[:, -2] = np.log1p(rows[:, failure_groups].sum(axis=1))
         return sparse.csr_matrix(rows)

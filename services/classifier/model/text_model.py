@@ -12,9 +12,12 @@ One feature pass per batch feeds every head, which keeps batch prediction fast. 
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
@@ -22,11 +25,14 @@ from scipy.special import expit  # type: ignore[import-untyped]
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.extmath import softmax
+from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from services.classifier.model.char_ngrams import CachedCharNgrams
 from services.classifier.model.embeddings import SentenceEmbedder, shared_embedder
 from services.classifier.model.examples import Example
 from services.classifier.model.lexicon import CueCounter
+from services.classifier.model.word_ngrams import WordNgrams
+from services.classifier.model.word_ngrams import supports as supports_words
 from services.classifier.taxonomy import Taxonomy
 
 Progress = Callable[[str, float], None]
@@ -159,12 +165,7 @@ class TextModel:
     ) -> None:
         self.format = FORMAT
         self.settings = settings or ModelSettings()
-        extra_cues = (
-            {k.slug: list(k.keywords) for k in taxonomy.failure_kinds if k.keywords}
-            if taxonomy
-            else {}
-        )
-        self._cues = CueCounter(extra_cues)
+        self._cues = CueCounter(_extra_cues(taxonomy))
         self._words = TfidfVectorizer(
             analyzer="word",
             ngram_range=(1, 2),
@@ -284,7 +285,8 @@ class TextModel:
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
-        state.pop("_fast_chars", None)  # a cache: rebuilt on first use after loading
+        for cache in _CACHES:  # rebuilt on first use after loading
+            state.pop(cache, None)
         return state
 
     @property
@@ -292,11 +294,43 @@ class TextModel:
         return self.settings.embedding_weight > 0 or self.settings.purpose_embedding_weight > 0
 
     def _char_features(self, texts: Sequence[str]) -> sparse.csr_matrix:
-        fast: CachedCharNgrams | None = self.__dict__.get("_fast_chars")
-        if fast is None:
-            fast = CachedCharNgrams(self._chars)
-            self.__dict__["_fast_chars"] = fast
-        return fast.transform(texts)
+        return self._cached("_fast_chars", lambda: CachedCharNgrams(self._chars)).transform(texts)
+
+    def _cached(self, name: str, build: Callable[[], _T]) -> _T:
+        """A derived object kept beside the model (not pickled: see ``_CACHES``)."""
+        value: _T | None = self.__dict__.get(name)
+        if value is None:
+            value = build()
+            self.__dict__[name] = value
+        return value
+
+    def _scores(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The three heads' probabilities (failure kind None without that head) for a batch.
+
+        The same numbers as each head's ``probabilities_of`` over ``_blocks`` (the reference,
+        still used by training and ``explain``; a test holds the two together), computed with
+        less: each text is lowercased and split once for both TF-IDF blocks, the word block
+        skips scikit-learn's per-token Python (``WordNgrams``), and every head's weights for
+        a block are one stacked matrix, so a block meets them in one product."""
+        if "_keys" not in self._cues.__dict__:  # saved before the cue counter had search keys
+            self._cues.adopt_keys(CueCounter(_extra_cues(self.taxonomy)))
+        lowered = [t.lower() for t in texts]
+        words = self._cached("_fast_words", lambda: _word_block(self._words))
+        chars = self._cached("_fast_chars", lambda: CachedCharNgrams(self._chars))
+        text = sparse.hstack(
+            [
+                words(lowered),
+                chars.transform_words([d.split() for d in lowered]),
+            ],
+            format="csr",
+            dtype=np.float32,
+        )
+        meaning = self._embedder().embed(texts) if self._uses_embeddings else None
+        blocks = _Blocks(texts=texts, text=text, meaning=meaning)
+        stacked = self._cached("_stacked_heads", lambda: _StackedHeads.of(self))
+        purpose_parts, judgement_parts = self._purpose_parts(blocks), self._judgement_parts(blocks)
+        with _one_blas_thread():
+            return stacked.probabilities(purpose_parts, judgement_parts)
 
     def _blocks(self, texts: Sequence[str]) -> _Blocks:
         """Every feature block of a batch, computed once and shared by the heads."""
@@ -362,47 +396,59 @@ class TextModel:
     def predict_batch(self, texts: Sequence[str]) -> list[Prediction]:
         if not texts:
             return []
+        purpose_p, demand_p, kind_p = self._scores(texts)
+        rows = np.arange(len(texts))
+        keep = self.settings.alternatives
+        # Plain lists and Python floats from here: numpy scalar indexing per row cost more
+        # than the whole head products. The floats are the same (``tolist`` = ``float``).
+        purposes = [str(c) for c in self._purpose.classes]
+        purpose_order = np.argsort(-purpose_p, axis=1)[:, : keep + 1].tolist()
+        purpose_rows = purpose_p.tolist()
+        demands = [str(c) for c in self._demand_type.classes]
+        best_demand = np.argmax(demand_p, axis=1)
+        demand_label = [demands[i] for i in best_demand.tolist()]
+        demand_probability = demand_p[rows, best_demand].tolist()
+        kind_label: list[str | None] = [None] * len(texts)
+        kind_probability = [0.0] * len(texts)
+        if kind_p is not None and self._failure_kind is not None:
+            kinds = [str(c) for c in self._failure_kind.classes]
+            best_kind = np.argmax(kind_p, axis=1)
+            kind_label = [kinds[i] for i in best_kind.tolist()]
+            kind_probability = kind_p[rows, best_kind].tolist()
+        return [
+            Prediction(
+                purpose=purposes[order[0]],
+                purpose_probability=probabilities[order[0]],
+                demand_type=demand_label[row],
+                demand_type_probability=demand_probability[row],
+                failure_kind=kind_label[row],
+                failure_kind_probability=kind_probability[row],
+                alternatives=tuple((purposes[i], probabilities[i]) for i in order[1:]),
+            )
+            for row, (order, probabilities) in enumerate(
+                zip(purpose_order, purpose_rows, strict=True)
+            )
+        ]
+
+    def reference_probabilities(
+        self, texts: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """What ``_scores`` computes, the plain way: every block through ``_blocks`` and each
+        head's own ``probabilities_of``. Slower; kept as the definition the fast path is held
+        to (tests) and as what ``explain`` and training see."""
         blocks = self._blocks(texts)
         parts = self._judgement_parts(blocks)
-        purpose_p = self._purpose.probabilities_of(self._purpose_parts(blocks))
-        demand_p = self._demand_type.probabilities_of(parts)
-        kind_p = self._failure_kind.probabilities_of(parts) if self._failure_kind else None
-        keep = self.settings.alternatives
-        purpose_classes = self._purpose.classes
-        demand_classes = self._demand_type.classes
-        purpose_order = np.argsort(-purpose_p, axis=1)[:, : keep + 1]
-        best_demand = np.argmax(demand_p, axis=1)
-        best_kind = np.argmax(kind_p, axis=1) if kind_p is not None else None
-        predictions = []
-        for row in range(len(texts)):
-            order = purpose_order[row]
-            kind: str | None = None
-            kind_probability = 0.0
-            if kind_p is not None and best_kind is not None and self._failure_kind is not None:
-                kind = str(self._failure_kind.classes[best_kind[row]])
-                kind_probability = float(kind_p[row, best_kind[row]])
-            predictions.append(
-                Prediction(
-                    purpose=str(purpose_classes[order[0]]),
-                    purpose_probability=float(purpose_p[row, order[0]]),
-                    demand_type=str(demand_classes[best_demand[row]]),
-                    demand_type_probability=float(demand_p[row, best_demand[row]]),
-                    failure_kind=kind,
-                    failure_kind_probability=kind_probability,
-                    alternatives=tuple(
-                        (str(purpose_classes[i]), float(purpose_p[row, i])) for i in order[1:]
-                    ),
-                )
-            )
-        return predictions
+        return (
+            self._purpose.probabilities_of(self._purpose_parts(blocks)),
+            self._demand_type.probabilities_of(parts),
+            self._failure_kind.probabilities_of(parts) if self._failure_kind else None,
+        )
 
     def failure_probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """P(failure) per text (0 when the model never saw a failure)."""
         if not texts:
             return np.zeros(0)
-        probabilities = self._demand_type.probabilities_of(
-            self._judgement_parts(self._blocks(texts))
-        )
+        probabilities = self._scores(texts)[1]
         classes = list(self._demand_type.classes)
         if "failure" not in classes:
             return np.zeros(len(texts))
@@ -448,3 +494,158 @@ class _Blocks:
     texts: Sequence[str]
     text: sparse.csr_matrix
     meaning: np.ndarray | None
+
+
+def _extra_cues(taxonomy: Taxonomy | None) -> dict[str, list[str]]:
+    """The taxonomy's failure-kind keywords, as cue phrases of those kinds."""
+    if taxonomy is None:
+        return {}
+    return {k.slug: list(k.keywords) for k in taxonomy.failure_kinds if k.keywords}
+
+
+_T = TypeVar("_T")
+
+_blas: ThreadpoolController | None = None
+_blas_lock = threading.Lock()
+
+
+def _one_blas_thread() -> AbstractContextManager[object]:
+    """BLAS (OpenBLAS, under numpy) on the calling thread only, while the heads score a
+    batch. The dense products (the batch's sentence vectors times each head's weights) are
+    big enough for OpenBLAS to hand them to its worker threads, which then spin waiting for
+    the next product: in a service that predicts a batch every few tens of milliseconds they
+    hardly sleep, and burned more CPU than the model's own work, on the core a pinned
+    service runs on. Measured in one process, alternated (three rounds, load 3.2-3.5 on 2
+    cores, /tmp/perf_model.md): 149-163 µs per demand with the default threads, 84-89 with
+    this limit, 80-85 with one thread for the whole process. Each output element is the same
+    kernel's sum whatever the threads, so the numbers do not change
+    (test_prediction_equivalence.py computes the reference with several BLAS threads). The
+    limit is process-wide while it lasts (so are the threads): BLAS work in another thread
+    meanwhile, a training, runs on one thread too."""
+    global _blas
+    with _blas_lock:
+        if _blas is None:
+            _blas = ThreadpoolController()
+        controller = _blas
+    limit: AbstractContextManager[object] = controller.limit(limits=1, user_api="blas")
+    return limit
+
+
+_CACHES = ("_fast_chars", "_fast_words", "_stacked_heads")
+"""Objects derived from a trained model on first use; never pickled, so a saved model's
+bytes (and the versions saved before these existed) stay as they were."""
+
+
+def _word_block(vectorizer: TfidfVectorizer) -> Callable[[Sequence[str]], sparse.csr_matrix]:
+    """The word TF-IDF block of lowercased texts: ``WordNgrams`` when it reproduces the
+    vectorizer, else the vectorizer itself (lowercasing again changes nothing)."""
+    if supports_words(vectorizer):
+        fast = WordNgrams(vectorizer)
+        return lambda lowered: fast.transform(lowered, lowered=True)
+    return lambda lowered: vectorizer.transform(lowered)
+
+
+class _StackedHeads:
+    """Every head's weights for a shared sparse block side by side, so that the block meets
+    them in one product: the text block (all three heads) and the cue block (value/failure
+    and failure kind). Each output column is summed exactly as in that head's own product
+    (the same float32 multiply-adds in the same order), so the scores are the same numbers.
+    The sentence vectors are dense and small: each head multiplies them itself, as in
+    ``probabilities_of``."""
+
+    _SHARED = ("text", "cues")
+    """Blocks that are one matrix for every head using them."""
+
+    def __init__(
+        self, heads: Sequence[_Head | None], layouts: Sequence[Sequence[tuple[str, int]]]
+    ) -> None:
+        self._heads = list(heads)
+        self._layouts = [list(layout) for layout in layouts]
+        # (block, dtype) -> the stacked weights, and each head's columns in them
+        self._stacks: dict[tuple[str, np.dtype[Any]], tuple[np.ndarray, dict[int, slice]]] = {}
+        for block in self._SHARED:
+            pieces: dict[np.dtype[Any], list[tuple[int, np.ndarray]]] = {}
+            for number, head in enumerate(self._heads):
+                model = head._model if head is not None else None
+                if model is None:
+                    continue
+                start = 0
+                for name, width in self._layouts[number]:
+                    if name == block:
+                        coef = model.coef_
+                        piece = coef[:, start : start + width].T
+                        pieces.setdefault(coef.dtype, []).append((number, piece))
+                    start += width
+            for dtype, found in pieces.items():
+                columns: dict[int, slice] = {}
+                at = 0
+                for number, piece in found:
+                    columns[number] = slice(at, at + piece.shape[1])
+                    at += piece.shape[1]
+                weights = np.ascontiguousarray(np.hstack([p for _, p in found]), dtype=dtype)
+                self._stacks[(block, dtype)] = (weights, columns)
+
+    @classmethod
+    def of(cls, model: TextModel) -> _StackedHeads:
+        """The layouts of ``_purpose_parts`` and ``_judgement_parts``."""
+        text = ("text", len(model._words.vocabulary_) + len(model._chars.vocabulary_))
+        meaning = ("meaning", SentenceEmbedder.dimensions)
+        purpose = [text]
+        if model._uses_embeddings and model.settings.purpose_embedding_weight > 0:
+            purpose.append(meaning)
+        judgement = [text, ("cues", len(model._cues.feature_names))]
+        if model._uses_embeddings and model.settings.embedding_weight > 0:
+            judgement.append(meaning)
+        heads = (model._purpose, model._demand_type, model._failure_kind)
+        layouts = (purpose, judgement, judgement)
+        for head, layout in zip(heads, layouts, strict=True):
+            trained = head._model if head is not None else None
+            columns = sum(width for _, width in layout)
+            if trained is not None and columns != trained.coef_.shape[1]:
+                raise ValueError(
+                    f"{columns} feature columns for a head trained on {trained.coef_.shape[1]}"
+                )
+        return cls(heads, layouts)
+
+    def probabilities(
+        self,
+        purpose_parts: Sequence[sparse.csr_matrix | np.ndarray],
+        judgement_parts: Sequence[sparse.csr_matrix | np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Each head's ``probabilities_of`` its parts (laid out as in ``of``)."""
+        parts = (purpose_parts, judgement_parts, judgement_parts)
+        products: dict[tuple[str, np.dtype[Any]], np.ndarray] = {}
+        out: list[np.ndarray | None] = []
+        for number, head in enumerate(self._heads):
+            its = parts[number]
+            rows = its[0].shape[0]
+            model = head._model if head is not None else None
+            if head is None:
+                out.append(None)
+                continue
+            if model is None:
+                out.append(np.ones((rows, 1)))
+                continue
+            coef = model.coef_
+            scores = np.tile(np.asarray(model.intercept_, dtype=np.float64), (rows, 1))
+            start = 0
+            for (block, width), part in zip(self._layouts[number], its, strict=True):
+                key = (block, coef.dtype)
+                stack = self._stacks.get(key)
+                if stack is not None:
+                    if key not in products:
+                        products[key] = part @ stack[0]
+                    product = products[key][:, stack[1][number]]
+                else:
+                    product = part @ coef[:, start : start + width].T
+                scores += np.asarray(product, dtype=np.float64)
+                start += width
+            if coef.shape[0] == 1:  # binary: the weights point at classes[1]
+                positive = expit(scores[:, 0])
+                out.append(np.column_stack([1.0 - positive, positive]))
+            else:
+                out.append(softmax(scores, copy=False))
+        purpose, demand_type, failure_kind = out
+        if purpose is None or demand_type is None:
+            raise ValueError("a model without a purpose or value/failure head")
+        return purpose, demand_type, failure_kind

@@ -1,5 +1,10 @@
-import numpy as np
+from typing import Any
 
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits  # type: ignore[import-untyped]
+
+from services.classifier.model import text_model
 from services.classifier.model.examples import Example
 from services.classifier.model.lexicon import CueCounter
 from services.classifier.model.text_model import TextModel
@@ -114,3 +119,27 @@ def test_block_wise_probabilities_equal_scikit_learns_on_the_stacked_matrix(
         model._failure_kind.probabilities(model._judgement_features(blocks)),
         atol=1e-5,
     )
+
+
+def test_the_heads_score_on_one_blas_thread_and_the_count_is_restored(
+    examples: list[Example], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = TextModel.train(examples)
+    seen: list[list[int]] = []
+    score = text_model._StackedHeads.probabilities
+
+    def watched(
+        self: text_model._StackedHeads, *parts: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        seen.append([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"])
+        return score(self, *parts)
+
+    monkeypatch.setattr(text_model._StackedHeads, "probabilities", watched)
+    with threadpool_limits(limits=2, user_api="blas"):
+        model.predict_batch(["pay my bill", "still waiting"])
+        after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    assert seen
+    assert seen[0]
+    assert all(count == 1 for count in seen[0])
+    assert all(count == 2 for count in after)
