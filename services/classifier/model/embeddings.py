@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -113,19 +114,20 @@ class SentenceEmbedder:
                 missing, encode(missing, add_special_tokens=False), strict=True
             ):
                 self._ids[word] = np.asarray(encoding.ids, dtype=np.int64)
-        return [self._ids[w] for w in words]
+        return list(map(self._ids.__getitem__, words))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text; a text with no token is a row of zeros."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         split = [text.split() for text in texts]
-        ids = self._word_ids([word for words in split for word in words])
-        lengths = np.zeros(len(texts), dtype=np.int64)
-        position = 0
-        for row, words in enumerate(split):
-            lengths[row] = sum(len(i) for i in ids[position : position + len(words)])
-            position += len(words)
+        ids = self._word_ids(list(chain.from_iterable(split)))
+        # Token rows per text from the words' token counts, without bytecode per word.
+        words_at = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, split), np.int64, count=len(split)), out=words_at[1:])
+        tokens_at = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, ids), np.int64, count=len(ids)), out=tokens_at[1:])
+        indptr = tokens_at[words_at]
         columns = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
         np.clip(columns, 0, self._table.shape[0] - 1, out=columns)
         # (texts x vocabulary) token counts @ (vocabulary x 256): the sum of each text's
@@ -135,7 +137,7 @@ class SentenceEmbedder:
             (
                 np.ones(len(columns), dtype=np.float32),
                 columns,
-                np.concatenate([[0], np.cumsum(lengths)]),
+                indptr,
             ),
             shape=(len(texts), self._table.shape[0]),
         )

@@ -111,6 +111,20 @@ def test_texts_without_tokens_are_zero_rows_and_an_empty_batch_is_empty() -> Non
     assert embedder.embed([]).shape == (0, 256)
 
 
+def test_a_batch_is_each_texts_unit_mean_of_its_words_tokens() -> None:
+    embedder = embeddings.shared_embedder()
+    texts = ["my bins were not collected", "", "  pay   my Bill!! ", "x", "ÏSTANBUL ok ok"]
+
+    batch = embedder.embed(texts)
+
+    for row, text in enumerate(texts):
+        ids = [int(i) for word in text.split() for i in embedder._word_ids([word])[0]]
+        total = embedder._table[ids].astype(np.float64).sum(axis=0)
+        norm = np.linalg.norm(total)
+        expected = total / norm if norm else total
+        assert np.allclose(batch[row], expected, atol=1e-6)
+
+
 def test_importing_the_module_loads_nothing() -> None:
     import subprocess
     import sys
