@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
@@ -371,6 +371,9 @@ class StoredState:
     received: dict[DemandKey, Received]  # each demand's first classification
     facts: dict[DemandKey, tuple[Any, ...]]  # _FACT_COLUMNS
     cases: dict[tuple[str, str, str], tuple[Any, ...]]  # _CASE_COLUMNS
+    # Each demand's time as the demands table stores it, which is its fact's too (a label
+    # moves no time): copied, not converted to a datetime and back for every fact.
+    occurred: dict[DemandKey, Any] = field(default_factory=dict)
 
     def fulfilled_before(self) -> set[tuple[Customer, str]]:
         seconds = _CASE_COLUMNS.index("end_to_end_seconds")
@@ -391,9 +394,11 @@ def stored_state(db: SyncDb, customers: Sequence[Customer]) -> StoredState:
     histories = {c: CustomerHistory([], [], []) for c in customers}
     received: dict[DemandKey, Received] = {}
     facts: dict[DemandKey, tuple[Any, ...]] = {}
+    occurred: dict[DemandKey, Any] = {}
     read_time = db.read_time
     for row in db.rows(_DEMANDS):
         source, customer_ref, demand_id = row[0], row[1], row[2]
+        occurred[(source, demand_id)] = row[3]
         histories[(source, customer_ref)].demands.append(
             DemandFact(
                 demand_id=demand_id,
@@ -441,7 +446,7 @@ def stored_state(db: SyncDb, customers: Sequence[Customer]) -> StoredState:
                 )
             )
     cases = {(row[0], row[1], row[2]): tuple(row) for row in db.rows(_CASES)}
-    return StoredState(histories, received, facts, cases)
+    return StoredState(histories, received, facts, cases, occurred)
 
 
 def replace_derived(
@@ -472,7 +477,7 @@ def replace_derived(
                 cause,
                 demand.channel,
                 demand.team,
-                time(demand.occurred_at),
+                stored.occurred[key],
                 demand.labelled,
             )
             machine = stored.received[key]
