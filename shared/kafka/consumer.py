@@ -21,10 +21,9 @@ Guarantees, in the order they matter:
 
 In transactional mode a poll's tasks (one transaction each, on producers of their own) are
 handled one after the other, and a task's commit (five round trips to the broker) may still
-be in flight while the next task is handled (or the next poll taken and handled), when the
-handler says the later records cannot see what the first one changes
-(``BatchResult.conflicts_with``): a handler's in-memory state still changes only once its
-own task has committed, and a task's next batch waits for its previous one.
+be in flight while the next task is handled, when the handler says the next task's records
+cannot see what the first one changes (``BatchResult.conflicts_with``): a handler's
+in-memory state still changes only once its own task has committed.
 """
 
 from __future__ import annotations
@@ -162,16 +161,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Wait for the batches in hand and in flight to commit: after this returns another
-        # instance owns them.
+        # Wait for the batch in hand to commit: after this returns another instance owns them.
         async with self._runner.processing:
-            try:
-                await self._runner.settle()
-            except Exception as error:
-                self._runner.listener_failed = error
-                raise
-            finally:
-                self._runner.generation += 1
+            self._runner.generation += 1
             try:
                 await self._runner.give_up(set(revoked))
             except Exception as error:
@@ -184,7 +176,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self._runner.processing:
             self._runner.generation += 1
             try:
-                await self._runner.settle()
                 await self._runner.take_over(self._consumer, set(assigned))
             except Exception as error:
                 # aiokafka only logs a listener's failure: the run loop raises it instead.
@@ -240,8 +231,6 @@ class ConsumerRunner:
         self.generation = 0
         self.listener_failed: Exception | None = None
         self._held: set[TopicPartition] = set()  # set up by take_over, not yet given up
-        # Transactional: batches handled whose commit is under way (see _process).
-        self._in_flight: list[_InFlight] = []
         self._by_partition_number = False
 
     def lag_labels(self, tp: TopicPartition) -> tuple[str, str, str]:
@@ -336,11 +325,6 @@ class ConsumerRunner:
                     raise CommitFailed("setting up assigned partitions failed") from (
                         self.listener_failed
                     )
-                if any(_failed(f.commit) for f in self._in_flight):
-                    # A commit left in flight failed: the run ends now, as it would have
-                    # with the commit in hand (its partition's next batch would wait on it).
-                    async with self.processing:
-                        await self.settle()
                 if batches:
                     async with self.processing:
                         if polled_in == self.generation:
@@ -348,14 +332,6 @@ class ConsumerRunner:
                         else:
                             await self._refetch(consumer, batches)
                 await self._export_lag(consumer)
-            # Stopping: the batches in hand are committed before the group is left.
-            async with self.processing:
-                await self.settle()
-        except BaseException as error:
-            # Ending on an error: the commits in flight (of tasks independent of whatever
-            # failed) finish first; a cancelled run cancels them, as it would the one in hand.
-            await self._abandon(cancel=isinstance(error, asyncio.CancelledError))
-            raise
         finally:
             self._consumer = None
             with contextlib.suppress(Exception):
@@ -383,7 +359,6 @@ class ConsumerRunner:
         handled; the partitions still ours go back to their committed offsets (nothing
         uncommitted is in hand between batches; a partition never committed goes back to the
         first record polled), so no record is skipped or read twice."""
-        await self.settle()  # (the rebalance did already) so that committed is up to date
         owned = consumer.assignment()
         for tp, records in batches.items():
             if tp not in owned or not records:
@@ -436,14 +411,14 @@ class ConsumerRunner:
         # commits. So a task's records are handled while an earlier task's commit is still
         # in flight only if that batch says they cannot see what it changes
         # (``BatchResult.must_precede``); otherwise, and always for the next batch of the
-        # same task (its producer has one transaction at a time), they wait for it. The
-        # last commits stay in flight into the next poll (``settle``). A commit in flight
-        # that fails ends the run as before: what later tasks committed meanwhile did not
-        # depend on it.
+        # same task (its producer has one transaction at a time), they wait for it. A commit
+        # in flight that fails ends the run as before: what the later tasks committed
+        # meanwhile did not depend on it.
         tasks: dict[object, dict[TopicPartition, Sequence[Any]]] = {}
         for tp, records in batches.items():
             key = tp.partition if self._by_partition_number else tp
             tasks.setdefault(key, {})[tp] = records
+        in_flight: list[_InFlight] = []
         try:
             for task in tasks.values():
                 first = min(task, key=lambda tp: (tp.topic, tp.partition))
@@ -454,37 +429,27 @@ class ConsumerRunner:
                     batch = self._prepare(chunk)
                     # A producer has one transaction at a time; and records that may see
                     # what a batch in flight changes wait for it to commit and apply it.
-                    for earlier in list(self._in_flight):
+                    for earlier in list(in_flight):
                         if earlier.producer is producer or earlier.result.must_precede(
                             batch.messages
                         ):
-                            self._in_flight.remove(earlier)
+                            in_flight.remove(earlier)
                             await earlier.commit
                     result = await self._handle_with_retries(batch.messages)
                     commit = asyncio.create_task(self._finish(consumer, batch, result, producer))
-                    self._in_flight.append(_InFlight(producer, result, commit))
+                    in_flight.append(_InFlight(producer, result, commit))
+            while in_flight:
+                await in_flight.pop(0).commit
         except BaseException as error:
-            await self._abandon(cancel=isinstance(error, asyncio.CancelledError))
+            # Nothing is left in flight when the run ends: a failed commit ends it (the
+            # others, of other tasks, independent of it, finish as they would have); a
+            # cancelled run cancels them, as it would have cancelled the one in hand.
+            pending = [f.commit for f in in_flight]
+            if isinstance(error, asyncio.CancelledError):
+                for waiting in pending:
+                    waiting.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             raise
-
-    async def settle(self) -> None:
-        """Wait until no commit is in flight (each then applied by its ``after_commit``); the
-        first that failed raises once all have finished. The commits of a poll's last tasks
-        are left in flight while the next poll is taken and handled (each task's next batch
-        waits for its own): a rebalance, a refetch and a stop settle them first."""
-        in_flight, self._in_flight = self._in_flight, []
-        outcomes = await asyncio.gather(*(f.commit for f in in_flight), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-
-    async def _abandon(self, *, cancel: bool) -> None:
-        """Settle on the way out of a failed or cancelled run, raising nothing."""
-        in_flight, self._in_flight = self._in_flight, []
-        if cancel:
-            for waiting in in_flight:
-                waiting.commit.cancel()
-        await asyncio.gather(*(f.commit for f in in_flight), return_exceptions=True)
 
     async def _process_task(
         self,
@@ -683,10 +648,6 @@ class _Prepared:
     dead: list[tuple[Any, str]]  # records set aside, and why
     offsets: dict[TopicPartition, int]
     started: float
-
-
-def _failed(commit: asyncio.Task[None]) -> bool:
-    return commit.done() and not commit.cancelled() and commit.exception() is not None
 
 
 @dataclass(frozen=True)
