@@ -21,8 +21,10 @@ Records that do not decode are skipped and counted; the live service dead-letter
 
 On SQLite the database is written as a bulk load may write a database nothing else uses yet:
 ``synchronous=OFF`` (a commit does not wait for the disk), a 256 MB page cache, temporary
-data in memory, and the derived tables' secondary indexes dropped before the derivation and
-built again after it (write_path.drop_secondary_indexes). A rebuild that does not finish
+data in memory, and secondary indexes built once rather than kept row by row: the received
+events' (but the one the load reads) dropped for the load and built before the derivation,
+the derived tables' dropped for the derivation and built after it
+(write_path.drop_secondary_indexes). A rebuild that does not finish
 (killed, the machine gone) leaves a database to throw away, never to resume: it is not
 empty, so a second rebuild refuses it, and after a power loss with ``synchronous=OFF`` it
 may be corrupt. Start again from an empty, migrated database: nothing is lost, the log holds
@@ -115,6 +117,16 @@ async def rebuild(
             counts = await system_changes.row_counts(session)
         if any(counts.values()):
             raise DatabaseNotEmpty(f"the database already holds rows: {counts}")
+        # Stored in bulk into tables whose indexes the load does not read, built after it.
+        async with sessions.begin() as session:
+            load_indexes = await sql.run_sync(
+                session,
+                partial(
+                    write_path.drop_secondary_indexes,
+                    tables=write_path.LOADED_TABLES,
+                    keep=write_path.KEPT_FOR_THE_LOAD,
+                ),
+            )
         # Records that arrive after the start are the live service's: they are not read.
         async with read_to_end(
             kafka,
@@ -146,6 +158,7 @@ async def rebuild(
         # Loaded in bulk, computed once: each customer's derived rows from all its events,
         # into tables whose secondary indexes are built once at the end (SQLite).
         async with sessions.begin() as session:
+            await sql.run_sync(session, partial(write_path.create_indexes, statements=load_indexes))
             indexes = await sql.run_sync(
                 session,
                 partial(write_path.drop_secondary_indexes, tables=write_path.DERIVED_TABLES),
