@@ -231,14 +231,17 @@ def _phrase_pattern(phrase: str) -> str:
     return r"\s+".join(escaped)
 
 
+_OPEN = r"(?<![\w'])(?:"
+_CLOSE = r")(?![\w'])"
+
+
 def compile_cues(phrases: Iterable[str]) -> re.Pattern[str]:
     ordered = sorted({p for p in phrases if p.strip()}, key=len, reverse=True)
     alternatives = "|".join(_phrase_pattern(p) for p in ordered)
-    return re.compile(rf"(?<![\w'])(?:{alternatives})(?![\w'])")
+    return re.compile(_OPEN + alternatives + _CLOSE)
 
 
 _RUN = re.compile(r"[\w']+")
-_WORDS = re.compile(r"\w+")
 
 
 def first_word_keys(phrases: Iterable[str]) -> frozenset[str] | None:
@@ -279,7 +282,10 @@ class CueCounter:
         them."""
 
         def alternatives(pattern: re.Pattern[str]) -> list[str] | None:
-            return None if "\\|" in pattern.pattern else sorted(pattern.pattern.split("|"))
+            text = pattern.pattern
+            if not (text.startswith(_OPEN) and text.endswith(_CLOSE)) or "\\|" in text:
+                return None
+            return sorted(text[len(_OPEN) : -len(_CLOSE)].split("|"))
 
         ours = [alternatives(p) for p in self._patterns]
         if (
@@ -299,15 +305,35 @@ class CueCounter:
         failure_groups = [i for i, n in enumerate(self.group_names) if n != "request"]
         width = len(self.group_names) + 2
         keys: list[frozenset[str] | None] = self.__dict__.get("_keys") or [None] * (width - 2)
-        searches = list(zip(self._patterns, keys, strict=True))
+        # Where a keyed group's match can start: the runs whose key is one of its phrases'
+        # (first_word_keys). Its pattern is tried there only, in order, resuming after each
+        # match, which is what findall does, since it finds nothing in between.
+        by_key: dict[str, list[int]] = {}
+        for column, needed in enumerate(keys):
+            for key in needed or ():
+                by_key.setdefault(key, []).append(column)
+        patterns = self._patterns
+        everywhere = [
+            (c, p) for c, (p, k) in enumerate(zip(patterns, keys, strict=True)) if k is None
+        ]
         values: list[float] = [0.0] * (len(texts) * width)  # filled as a list: one copy in
         at = 0
         for text in texts:
             lowered = text.lower().translate(_APOSTROPHES)
-            runs = set(_WORDS.findall(lowered.replace("'", "")))
-            for column, (pattern, needed) in enumerate(searches):
-                if needed is not None and needed.isdisjoint(runs):
-                    continue  # no phrase of the group can start here (first_word_keys)
+            starts: dict[int, list[int]] = {}
+            for run in _RUN.finditer(lowered):
+                for column in by_key.get(run.group().replace("'", ""), ()):
+                    starts.setdefault(column, []).append(run.start())
+            for column, positions in starts.items():
+                pattern, hits, end = patterns[column], 0, 0
+                for position in positions:
+                    if position >= end:
+                        found = pattern.match(lowered, position)
+                        if found is not None:
+                            hits += 1
+                            end = found.end()
+                values[at + column] = math.log1p(hits) if hits else 0.0
+            for column, pattern in everywhere:
                 hits = len(pattern.findall(lowered))
                 if hits:
                     values[at + column] = math.log1p(hits)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 
 import joblib
 import numpy as np
@@ -199,4 +200,18 @@ def test_keys_are_not_adopted_from_a_counter_with_other_phrases() -> None:
 
     assert not old.adopt_keys(CueCounter())
     assert "_keys" not in old.__dict__
+    assert old.adopt_keys(CueCounter({"repeat": ["umpteenth"]}))
+
+
+def test_keys_are_adopted_whatever_the_order_of_equal_length_phrases() -> None:
+    """Another process may have ordered phrases of one length otherwise (set order)."""
+    old = CueCounter({"repeat": ["umpteenth"]})
+    del old.__dict__["_keys"]
+    head, tail = r"(?<![\w'])(?:", r")(?![\w'])"
+    for number, pattern in enumerate(old._patterns):
+        assert pattern.pattern.startswith(head)
+        assert pattern.pattern.endswith(tail)
+        inner = pattern.pattern[len(head) : -len(tail)].split("|")
+        old._patterns[number] = re.compile(head + "|".join(reversed(inner)) + tail)
+
     assert old.adopt_keys(CueCounter({"repeat": ["umpteenth"]}))
