@@ -514,9 +514,9 @@ def _one_blas_thread() -> AbstractContextManager[object]:
     batch. The dense products (the batch's sentence vectors times each head's weights) are
     big enough for OpenBLAS to hand them to its worker threads, which then spin waiting for
     the next product: in a service that predicts a batch every few tens of milliseconds they
-    hardly sleep, and burned more CPU than the model's own work, on the core a pinned
-    service runs on. Measured in one process, alternated (three rounds, load 3.2-3.5 on 2
-    cores, /tmp/perf_model.md): 149-163 µs per demand with the default threads, 84-89 with
+    hardly sleep, and burned more CPU than the model's own work (a core taken from the rest
+    of the machine). Measured in one process, alternated (three rounds, load 3.2-3.5 on 2
+    cores): 149-163 µs per demand with the default threads, 84-89 with
     this limit, 80-85 with one thread for the whole process. Each output element is the same
     kernel's sum whatever the threads, so the numbers do not change
     (test_prediction_equivalence.py computes the reference with several BLAS threads). The
