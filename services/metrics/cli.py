@@ -83,7 +83,11 @@ def rebuild() -> None:
                 )
             )
         except DatabaseNotEmpty as error:
-            typer.echo(f"refusing to rebuild: {error}. Point at an empty, migrated database.")
+            typer.echo(
+                f"refusing to rebuild: {error}. Point at an empty, migrated database "
+                "(a rebuild that stopped part way leaves one to delete: start again, the "
+                "topics hold every event)."
+            )
             raise typer.Exit(code=1) from error
     typer.echo(
         f"rebuilt {settings.database_url}: {report.events_applied} events "
