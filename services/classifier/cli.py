@@ -11,14 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import sklearn
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sklearn.model_selection import train_test_split
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -26,14 +25,6 @@ from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY, 
 from services.classifier.db.model_versions import LeaseLost, ModelVersions, UnknownVersion
 from services.classifier.db.repository import LabelRepository
 from services.classifier.model import store
-from services.classifier.model.evaluate import (
-    Evaluation,
-    HeadScores,
-    evaluate,
-    failure_share,
-    measure_throughput,
-    score_predictions,
-)
 from services.classifier.model.examples import Example, ExamplesFile, read_examples_csv
 from services.classifier.model.text_model import FORMAT, ModelSettings, TextModel
 from services.classifier.rules import RuleSet
@@ -53,6 +44,11 @@ from services.classifier.versions import (
     training_lease,
 )
 from shared.database.engine import create_engine
+
+if TYPE_CHECKING:
+    # Evaluation (scikit-learn's metrics and model selection) is for `train` and `evaluate`;
+    # `serve` imports this module and must not wait for it.
+    from services.classifier.model.evaluate import Evaluation, HeadScores
 
 app = typer.Typer(
     help="Labels demands: value or failure, failure kind, purpose. Serve it, migrate its "
@@ -183,6 +179,8 @@ def _train_and_publish(
 
 
 def _split(examples: list[Example], holdout: float) -> tuple[list[Example], list[Example]]:
+    from sklearn.model_selection import train_test_split
+
     if holdout <= 0:
         return examples, []
     purposes = Counter(e.purpose for e in examples)
@@ -289,6 +287,8 @@ def train(
     figures: dict[str, Any] = {}
 
     def fit() -> tuple[TextModel, dict[str, Any]]:
+        from services.classifier.model.evaluate import evaluate
+
         started = time.perf_counter()
         try:
             with Progress(console=errors, transient=True) as bar:
@@ -366,6 +366,13 @@ def evaluate_command(
 ) -> None:
     """Score the current model (or --version) on labelled examples it has not been trained
     on."""
+    from services.classifier.model.evaluate import (
+        Evaluation,
+        failure_share,
+        measure_throughput,
+        score_predictions,
+    )
+
     try:
         loaded = read_examples_csv(examples)
     except ValueError as exc:

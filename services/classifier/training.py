@@ -29,7 +29,6 @@ import sklearn
 
 from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY
 from services.classifier.model.embeddings import CONFIG, DIMENSIONS
-from services.classifier.model.evaluate import evaluate
 from services.classifier.model.examples import Example, read_examples_csv
 from services.classifier.model.text_model import FORMAT, ModelSettings, TextModel
 from services.classifier.taxonomy import Taxonomy, load_taxonomy
@@ -136,6 +135,10 @@ def train_model(
     held_out: dict[str, Any] | None = None
     if with_evaluation and len(rows.own) >= 5:
         # Held-out figures of this recipe: the labels are always trained on, seed rows split.
+        # Imported here: the serving process imports this module and trains only on a fresh
+        # database, a retrain or a new taxonomy.
+        from services.classifier.model.evaluate import evaluate
+
         test = rows.own[::5]
         train = [e for i, e in enumerate(rows.own) if i % 5] + weighted_labels
         candidate = TextModel.train(

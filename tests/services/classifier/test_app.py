@@ -84,6 +84,32 @@ def test_importing_and_creating_the_app_in_a_fresh_process_opens_nothing(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_serving_does_not_import_evaluation() -> None:
+    """`classifier serve` imports the command group and the app; the held-out evaluation
+    (and its audit estimates) belong to training and `evaluate`, not to a restart."""
+    probe = (
+        "import sys; sys.argv = ['demandscope', 'classifier', 'serve']\n"
+        "import services.classifier.cli, services.classifier.main\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    imported = set(
+        subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout.split()
+    )
+
+    assert "services.classifier.model.text_model" in imported  # the model it serves
+    assert "services.classifier.training" in imported  # a fresh database trains at start
+    assert "services.classifier.model.evaluate" not in imported
+    assert "shared.estimates" not in imported
+
+
 async def test_every_route_but_the_probes_needs_a_key(
     classifier_settings: Callable[..., ClassifierSettings],
 ) -> None:
