@@ -215,5 +215,52 @@ async def test_a_static_member_that_comes_back_gets_its_partitions_without_waiti
     )
 
 
+class Holding(Recorder):
+    """Holds its first batch until released, noting which partitions were paused then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runner: ConsumerRunner | None = None
+        self.batches: list[list[str]] = []
+        self.paused_while_handling: set[Any] | None = None
+        self.assigned_while_handling: set[Any] | None = None
+        self.release = asyncio.Event()
+
+    async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
+        self.batches.append([m.event.id for m in messages])
+        if len(self.batches) == 1:
+            assert self.runner is not None
+            assert self.runner.consumer is not None
+            self.paused_while_handling = self.runner.consumer.paused()
+            self.assigned_while_handling = self.runner.consumer.assignment()
+            await self.release.wait()
+        return await super().__call__(messages)
+
+
+async def test_records_that_arrive_while_a_poll_is_handled_are_fetched_after_it_together(
+    kafka_settings: KafkaSettings, runner_factory: Any
+) -> None:
+    # aiokafka's fetcher would fetch again as soon as a poll took its records, keep what had
+    # arrived by then and fetch nothing more until the next poll: those records would be a
+    # whole batch-and-commit cycle old when handed over, and the rest a cycle later still.
+    holding = Holding()
+    holding.runner = await runner_factory(holding)
+    await send(kafka_settings, demand_received(id="d-1", customer_ref=CUSTOMER))
+    await wait_until(lambda: _value(holding.batches), what="the first batch in hand")
+    for n in (2, 3, 4):
+        await send(kafka_settings, demand_received(id=f"d-{n}", customer_ref=CUSTOMER))
+    holding.release.set()
+    await wait_until(
+        lambda: _value(holding.seen), accept=lambda s: len(s) == 4, what="all four handled"
+    )
+    assert holding.assigned_while_handling
+    assert holding.paused_while_handling == holding.assigned_while_handling
+    assert holding.batches == [["d-1"], ["d-2", "d-3", "d-4"]]
+    consumer = holding.runner.consumer
+    assert consumer is not None
+    # Fetching again once the poll is committed.
+    await wait_until(lambda: _value(consumer.paused()), accept=lambda p: p == set(), what="resumed")
+
+
 async def _value(value: Any) -> Any:
     return value
