@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("demandscope needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev]'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e '.[dev]'
+	$(BIN)/python -m compileall -q shared services devstack bench
 	@touch $(STAMP)
 
 install: $(STAMP) assets ## Create .venv with demandscope and its tools (.venv/bin/demandscope)
@@ -46,7 +47,7 @@ schemas: install ## Regenerate docs/schemas/ and the README settings table
 	$(BIN)/demandscope schemas settings
 
 bench: install ## Benchmarks against baselines in the same run (BENCH="intake stack" for some)
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,bench]'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e '.[dev,bench]'
 	$(BIN)/python -m bench $(BENCH)
 
 kafka-start: install ## Start the local broker in the background
