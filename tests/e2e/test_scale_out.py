@@ -207,14 +207,16 @@ async def fleet(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) -> Asyn
 
 
 def demands(start: int, stop: int) -> Iterator[dict[str, Any]]:
-    today = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0)
+    # Never in the future: intake refuses a time past its clock skew, and "today at 09:00"
+    # was nine hours ahead just after midnight UTC (the last day's demands were refused).
+    latest = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
     for n in range(start, stop):
         yield demand_body(
             id=f"D-{n}",
             customer_ref=f"C-{n % CUSTOMERS}",
             text=TEXTS[n % len(TEXTS)],
             # A week of demands, the last day busiest: charts with points, maybe signals.
-            occurred_at=today - timedelta(days=max(0, 6 - n * 10 // DEMANDS)),
+            occurred_at=latest - timedelta(days=max(0, 6 - n * 10 // DEMANDS)),
         )
 
 
