@@ -13,25 +13,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import MINYEAR, UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Table, and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.classifier.db.tables import DemandTextRow, LabelRow
 from services.classifier.model.examples import Example
+from shared.database.sqlite_thread import on_sqlite_thread
 from shared.events import DemandLabelled
 from shared.events.classification import DemandType
 
 _LABELS: Table = LabelRow.__table__  # type: ignore[assignment]
 _TEXTS: Table = DemandTextRow.__table__  # type: ignore[assignment]
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +86,7 @@ class LabelRepository:
             return {}
         async with self._engine.begin() as connection:
             if connection.dialect.name == "sqlite":
-                return await _on_sqlite_thread(
+                return await on_sqlite_thread(
                     connection,
                     lambda db: _sqlite_batch(db, texts, labels, look_up, forget_before),
                 )
@@ -363,26 +361,6 @@ def _sqlite_batch(
 
 def _sqlite_time(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-async def _on_sqlite_thread(
-    connection: AsyncConnection, work: Callable[[sqlite3.Connection], T]
-) -> T:
-    """``work`` on the connection's sqlite3 connection, in its transaction, on aiosqlite's
-    thread: one hop for all of it. sqlite3's errors come out as SQLAlchemy's (DBAPIError and
-    its kinds), as every other statement's do, for the handler to judge."""
-    driver: Any = (await connection.get_raw_connection()).driver_connection
-
-    def on_thread() -> T:
-        try:
-            return work(driver._conn)
-        except sqlite3.Error as error:
-            raise DBAPIError.instance(
-                None, None, error, sqlite3.Error, dialect=connection.dialect
-            ) from error
-
-    result: T = await driver._execute(on_thread)
-    return result
 
 
 def _insert(connection: AsyncConnection, table: Table) -> Any:

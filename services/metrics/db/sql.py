@@ -12,8 +12,9 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, TextClause, and_, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.database.sqlite_thread import on_sqlite_thread
 
 # SQLite caps the bound parameters of one statement; stay well below it.
 _CHUNK = 400
@@ -212,15 +213,4 @@ async def run_sync(session: AsyncSession, work: Callable[[SyncDb], T]) -> T:
     connection = await session.connection()
     if connection.dialect.name != "sqlite":
         return await connection.run_sync(lambda sync: work(AlchemyDb(sync)))
-    driver: Any = (await connection.get_raw_connection()).driver_connection
-
-    def on_thread() -> T:
-        try:
-            return work(SqliteDb(driver._conn))
-        except sqlite3.Error as error:
-            raise DBAPIError.instance(
-                None, None, error, sqlite3.Error, dialect=connection.dialect
-            ) from error
-
-    result: T = await driver._execute(on_thread)
-    return result
+    return await on_sqlite_thread(connection, lambda raw: work(SqliteDb(raw)))
