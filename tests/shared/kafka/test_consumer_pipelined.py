@@ -15,13 +15,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from shared.events import DemandReceived
-from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import OutboundRecord
 from shared.kafka.consumer import BatchResult, ConsumerRunner, Inbound, RunnerOptions
 from shared.kafka.read_to_end import read_all
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.settings import KafkaSettings
-from shared.topics import Topic, topic_name, topic_specs
+from shared.topics import Topic, topic_name
 from tests.support.factories import demand_received
 from tests.support.kafka_io import committed_to_end, publish_events
 from tests.support.waiting import wait_until
@@ -33,17 +32,24 @@ DEMANDS = 200
 
 class Applier:
     """Echoes each demand's id; its in-memory state (the ids applied) changes only in
-    ``after_commit``. Notes, at every call, the batches handled but not applied yet."""
+    ``after_commit``. Notes, at every call, the batches handled but not applied yet. Its
+    first call waits at ``gate`` (the runner holds its assignment paused meanwhile), so the
+    test decides what the next poll finds."""
 
     def __init__(self, output: str, *, independent: bool) -> None:
         self._output = output
         self._independent = independent
+        self.gate = asyncio.Event()
+        self.first_call = asyncio.Event()
         self.unapplied: list[frozenset[int]] = []  # the partitions of each such batch
         self.applied: list[str] = []
         self.seen_unapplied_of_other_tasks = 0
         self.seen_unapplied_of_own_task = 0
 
     async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
+        if not self.first_call.is_set():
+            self.first_call.set()
+            await self.gate.wait()
         mine = frozenset(m.partition for m in messages)
         for earlier in self.unapplied:
             if earlier & mine:
@@ -67,44 +73,30 @@ class Applier:
         )
 
 
-# Whether a poll holds both partitions' records (the only way two tasks meet) depends on
-# what aiokafka's first fetches return; a run whose polls each held one partition shows no
-# overlap, so an independent handler gets up to this many fresh runs to show one.
-ATTEMPTS = 3
+MAX_BATCH = 10  # a poll takes up to a batch per task: 20 records over the two partitions
+# Published while the first batch is held: fewer than a poll takes, over both partitions
+# (20 customers), so the next poll holds both partitions' records (two tasks) for sure.
+SECOND_WAVE = 2 * MAX_BATCH - 1
+# Then many per partition: several batches per task and poll.
+THIRD_WAVE = 180
 
 
 @pytest.mark.parametrize("independent", [True, False], ids=["independent", "conflicting"])
 async def test_a_commit_in_flight_overlaps_only_what_cannot_see_its_changes(
     kafka_settings: KafkaSettings, independent: bool
 ) -> None:
-    overlapped = 0
-    for attempt in range(ATTEMPTS if independent else 1):
-        settings = kafka_settings
-        if attempt:  # topics of its own, so each run reads and writes only its own records
-            settings = kafka_settings.model_copy(
-                update={"topic_prefix": f"t{uuid.uuid4().hex[:10]}."}
-            )
-            await ensure_topics(settings, topic_specs(settings))
-        handler = await _run_once(settings, f"test-group-{uuid.uuid4().hex[:12]}", independent)
-        overlapped = handler.seen_unapplied_of_other_tasks
-        if not independent:
-            assert overlapped == 0
-        if overlapped:
-            break
-    if independent:
-        assert overlapped > 0  # the commits were overlapped
-
-
-async def _run_once(kafka_settings: KafkaSettings, group: str, independent: bool) -> Applier:
-    """One run over its own topics: what must hold in every run, whatever the polls held."""
     source = topic_name(kafka_settings, Topic.DEMAND_RECEIVED)
     output = topic_name(kafka_settings, Topic.DEMAND_CLASSIFIED)
-    ids = [f"d{i}" for i in range(DEMANDS)]
-    # Published before the runner starts: its polls find both partitions' records at once.
-    await publish_events(
-        kafka_settings,
-        [demand_received(id=i, customer_ref=f"C-{n % 20}") for n, i in enumerate(ids)],
-    )
+    group = f"test-group-{uuid.uuid4().hex[:12]}"
+    waves = [
+        [demand_received(id=f"d{n}", customer_ref=f"C-{n % 20}") for n in range(start, end)]
+        for start, end in [
+            (0, 1),
+            (1, 1 + SECOND_WAVE),
+            (1 + SECOND_WAVE, 1 + SECOND_WAVE + THIRD_WAVE),
+        ]
+    ]
+    await publish_events(kafka_settings, waves[0])
     handler = Applier(output, independent=independent)
     runner = ConsumerRunner(
         settings=kafka_settings,
@@ -114,7 +106,7 @@ async def _run_once(kafka_settings: KafkaSettings, group: str, independent: bool
             group_id=group,
             client_id="test",
             source="test",
-            max_batch=10,  # several batches per task and poll
+            max_batch=MAX_BATCH,
             transactional=True,
         ),
         metrics=ConsumerMetrics(CollectorRegistry()),
@@ -122,20 +114,37 @@ async def _run_once(kafka_settings: KafkaSettings, group: str, independent: bool
     )
     task = asyncio.create_task(runner.run())
     try:
+        await asyncio.wait_for(handler.first_call.wait(), 60)
+        # Nothing is fetched while the first batch is in hand: the next poll's fetch finds
+        # the whole second wave, in both partitions, at once.
+        await publish_events(kafka_settings, waves[1])
+        handler.gate.set()
+        await wait_until(
+            lambda: committed_to_end(kafka_settings, group, [source]),
+            timeout=120,
+            what="the first two waves committed",
+        )
+        second_wave_overlaps = handler.seen_unapplied_of_other_tasks
+        await publish_events(kafka_settings, waves[2])
         await wait_until(
             lambda: committed_to_end(kafka_settings, group, [source]),
             timeout=120,
             what="every record committed",
         )
     finally:
+        handler.gate.set()
         runner.stop()
         await asyncio.wait_for(task, 60)
 
+    if independent:
+        assert second_wave_overlaps > 0  # the second task ran while the first committed
+    else:
+        assert handler.seen_unapplied_of_other_tasks == 0
     # A task's next batch always waits for its previous one (one producer, and its state).
     assert handler.seen_unapplied_of_own_task == 0
     assert handler.unapplied == []
+    ids = [demand.id for wave in waves for demand in wave]
     assert sorted(handler.applied) == sorted(ids)
     published = await read_all(kafka_settings, [output], timeout=60)
     counts = Counter((record.value or b"").decode() for record in published)
     assert counts == Counter(ids)  # each once
-    return handler
