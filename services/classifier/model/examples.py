@@ -1,7 +1,8 @@
 """Labelled examples, and reading them from the CSV files people actually produce.
 
-Real exports are untidy: a byte-order mark, headers in other casing, extra columns, "Value" or
-"FAILURE", empty failure kinds, blank rows. Reading is lenient and counts what it had to skip.
+Real exports are untidy: a byte-order mark, headers in other casing or spacing ("Demand Type"),
+extra columns, "Value", "FAILURE" or "failure demand", empty failure kinds, blank rows. Reading
+is lenient and counts what it had to skip.
 """
 
 from __future__ import annotations
@@ -64,9 +65,22 @@ def slug_label(raw: str | None) -> str | None:
     return cleaned
 
 
+_DEMAND_SUFFIX = re.compile(r"[ _-]*demand$")
+
+
 def normalise_demand_type(raw: str | None) -> str | None:
+    """``value`` or ``failure`` as people write them ("Value demand", "failure_demand");
+    anything else counts as unlabelled, never guessed."""
     label = normalise_label(raw)
+    if label is None:
+        return None
+    label = _DEMAND_SUFFIX.sub("", label)
     return label if label in _LABELLED_TYPES else None
+
+
+def column_key(header: str) -> str:
+    """A header as the column it names: "Demand Type", "demand-type" -> "demand_type"."""
+    return re.sub(r"[\s-]+", "_", header.strip().lower())
 
 
 def read_examples_csv(path: Path | str) -> ExamplesFile:
@@ -76,7 +90,7 @@ def read_examples_csv(path: Path | str) -> ExamplesFile:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None:
             raise ValueError(f"{path}: empty file, expected a header with a 'text' column")
-        columns = {name.strip().lower(): name for name in reader.fieldnames if name}
+        columns = {column_key(name): name for name in reader.fieldnames if name}
         if "text" not in columns:
             raise ValueError(f"{path}: no 'text' column (found: {', '.join(columns) or 'none'})")
         examples: list[Example] = []
