@@ -22,16 +22,29 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import accumulate
 from types import MappingProxyType
+from typing import NamedTuple
 
 import phonenumbers
 
+# Every pattern below is written so that the regex engine can skip ahead to the first
+# character a match can start with (a character class first, lookbehinds after it): a
+# leading lookbehind or ``\b`` makes it try every position of the text, which was most of
+# a redaction's cost (docs/performance.md, round six). Each one matches exactly what its
+# plainer form matched; tests/shared/privacy/test_redaction_equivalence.py holds the
+# redactor to the one before this rewrite on generated and written texts.
+
+# The local part is possessive: the character after a shorter local part is one of its
+# own, never "@", so giving characters back could never find a match.
 _EMAIL = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]++"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
 )
 # Country code, check digits, then up to 30 alphanumerics, printed compact or in fours.
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}\b")
+# ("\b" before the country code, as a lookbehind after its first letter.)
+_IBAN = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{1,4}){3,8}\b")
 # Prefixes D, F, I, Q, U, V are never issued; O is never second; BG, GB, NK, KN, TN, NT
 # and ZZ are not allocated. Often written in pairs: "AB 12 34 56 C".
 _NI_NUMBER = re.compile(
@@ -39,19 +52,44 @@ _NI_NUMBER = re.compile(
     r" ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
     re.IGNORECASE,
 )
-# A run of digit groups joined by short separators, optionally led by "+" or "(".
-# Cards and phones are both found inside such runs, on group boundaries.
+# What every National Insurance number holds; four times cheaper to look for than one.
+_NI_DIGITS = re.compile(r"\d\d ?\d\d ?\d\d")
+# A run of digit groups joined by short separators, optionally led by "+" or "(" (one not
+# preceded by a digit). Cards and phones are both found inside such runs, on group
+# boundaries.
 _DIGIT_RUN = re.compile(r"(?<!\d)[+(]?\d+(?:[ .()\-]{1,3}\d+)*")
-_DIGIT_GROUP = re.compile(r"\d+")
+_DIGIT_GROUP_SPLIT = re.compile(r"(\d+)")
 _DIGIT = re.compile(r"\d")
+_RUN_SEPARATOR = "[ .()\\-]"
+
+
+def _runs_of_at_least(digits: int) -> re.Pattern[str]:
+    """The runs ``_DIGIT_RUN`` finds that hold at least ``digits`` digits, and only those.
+
+    A run's consecutive digits are 0 (within a group) to 3 (between groups) separators
+    apart, so the lookaheads count digits across groups. The first character ("+", "(" or
+    a digit) is matched before the lookbehind that says no digit precedes it. A run too
+    short is never matched from any of its positions: each suffix of it is shorter still.
+    """
+    rest = digits - 1
+    return re.compile(
+        r"[+(\d](?<!\d.)"
+        rf"(?:(?<=\d)(?=(?:{_RUN_SEPARATOR}{{0,3}}+\d){{{rest}}})\d*"
+        rf"|(?=\d(?:{_RUN_SEPARATOR}{{0,3}}+\d){{{rest}}})\d+)"
+        rf"(?:{_RUN_SEPARATOR}{{1,3}}\d+)*"
+    )
+
 
 # How card schemes print their numbers: in fours (Visa, Mastercard, 19-digit Maestro),
 # 4-6-5 (Amex) or 4-6-4 (Diners). Unbroken numbers are accepted whatever their length.
 _CARD_LAYOUTS = ((4, 6, 5), (4, 6, 4))
 # The fewest and most digits a window can hold to pass _is_card and _is_phone ("00" and up
-# to 15 digits for a phone): a window outside them is never looked at.
+# to 15 digits for a phone): a window outside them is never looked at, and a run holding
+# fewer than the fewest is never matched.
 _CARD_DIGITS = (13, 19)
 _PHONE_DIGITS = (8, 17)
+_CARD_RUN = _runs_of_at_least(_CARD_DIGITS[0])
+_PHONE_RUN = _runs_of_at_least(_PHONE_DIGITS[0])
 
 
 @dataclass(frozen=True)
@@ -60,8 +98,7 @@ class RedactionResult:
     kinds: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class _Window:
+class _Window(NamedTuple):
     """Digit groups ``first..last`` of one run, with what precedes the first group."""
 
     digits: str
@@ -89,9 +126,10 @@ class Redactor:
             # Every remaining detector needs a digit: the common case of plain words is cheap.
             return RedactionResult(text, tuple(sorted(kinds)))
         text = _mask_ibans(text, kinds)
-        text = _mask_in_digit_runs(text, "card", kinds, _is_card, _CARD_DIGITS)
-        text = _mask(_NI_NUMBER, text, "ni_number", kinds)
-        text = _mask_in_digit_runs(text, "phone", kinds, _is_phone, _PHONE_DIGITS)
+        text = _mask_in_digit_runs(text, "card", kinds, _is_card, _CARD_DIGITS, _CARD_RUN)
+        if _NI_DIGITS.search(text) is not None:
+            text = _mask(_NI_NUMBER, text, "ni_number", kinds)
+        text = _mask_in_digit_runs(text, "phone", kinds, _is_phone, _PHONE_DIGITS, _PHONE_RUN)
         return RedactionResult(text, tuple(sorted(kinds)))
 
 
@@ -122,12 +160,19 @@ def _group_ends_longest_first(candidate: str) -> list[int]:
 
 
 def _mask_in_digit_runs(
-    text: str, kind: str, kinds: set[str], accepts: _WindowTest, digits: tuple[int, int]
+    text: str,
+    kind: str,
+    kinds: set[str],
+    accepts: _WindowTest,
+    digits: tuple[int, int],
+    runs: re.Pattern[str],
 ) -> str:
     """Masks, inside each digit run, the longest windows of whole groups that ``accepts``.
 
     Windows rather than whole runs, so a number followed by a year or preceded by an
-    order number ("ref 12 4111 1111 1111 1111") is still found.
+    order number ("ref 12 4111 1111 1111 1111") is still found. ``runs`` finds only the
+    runs with enough digits for a window to be accepted (the others would be kept as
+    they are), so dates, amounts and short numbers cost no call here.
     """
 
     def replace(match: re.Match[str]) -> str:
@@ -145,7 +190,7 @@ def _mask_in_digit_runs(
         pieces.append(run[position:])
         return "".join(pieces)
 
-    return _DIGIT_RUN.sub(replace, text)
+    return runs.sub(replace, text)
 
 
 def _accepted_spans(
@@ -155,10 +200,12 @@ def _accepted_spans(
     many digits an accepted window can hold: the others are never built (a run of short
     groups, such as a date or an id, costs a count, not every window's test)."""
     fewest, most = digits
-    groups = [(m.start(), m.end()) for m in _DIGIT_GROUP.finditer(run)]
-    before = [0]  # digits before each group, so a window's count is one subtraction
-    for start, end in groups:
-        before.append(before[-1] + end - start)
+    # [what leads the first group, group, separator, group, ..., group, ""]: group i is
+    # parts[2i + 1], and what precedes it parts[2i].
+    parts = _DIGIT_GROUP_SPLIT.split(run)
+    groups = parts[1::2]
+    ends = list(accumulate(map(len, parts)))  # where each part ends in ``run``
+    before = list(accumulate(map(len, groups), initial=0))  # digits before each group
     spans: list[tuple[int, int]] = []
     first = 0
     while first < len(groups):
@@ -169,9 +216,10 @@ def _accepted_spans(
                 break  # the shorter windows from here hold fewer digits still
             if count > most:
                 continue
-            window, start = _window(run, groups, first, last)
+            window = _window(parts, first, last)
             if accepts(window):
-                spans.append((start, groups[last][1]))
+                start = ends[2 * first] - (1 if window.lead else 0)
+                spans.append((start, ends[2 * last + 1]))
                 first = last + 1
                 accepted = True
                 break
@@ -180,24 +228,20 @@ def _accepted_spans(
     return spans
 
 
-def _window(run: str, groups: list[tuple[int, int]], first: int, last: int) -> tuple[_Window, int]:
-    """The window of groups ``first..last`` and where its masked text starts in ``run``."""
-    start = groups[first][0]
-    before = run[groups[first - 1][1] : start] if first > 0 else run[:start]
-    after_first = run[groups[first][1] : groups[first + 1][0]] if first + 1 < len(groups) else ""
+def _window(parts: list[str], first: int, last: int) -> _Window:
+    """The window of groups ``first..last`` of a run split into ``parts``."""
+    preceding = parts[2 * first]
     lead = ""
-    if before.endswith("+"):
-        lead, start = "+", start - 1
-    elif before.endswith("(") and after_first.startswith(")"):
-        lead, start = "(", start - 1
-    chosen = groups[first : last + 1]
-    window = _Window(
-        digits="".join(run[a:b] for a, b in chosen),
-        group_lengths=tuple(b - a for a, b in chosen),
-        separators=tuple(run[chosen[i][1] : chosen[i + 1][0]] for i in range(len(chosen) - 1)),
-        lead=lead,
-    )
-    return window, start
+    if preceding.endswith("+"):
+        lead = "+"
+    elif preceding.endswith("(") and parts[2 * first + 2].startswith(")"):
+        lead = "("  # a bracketed area code
+    if first == last:
+        group = parts[2 * first + 1]
+        return _Window(group, (len(group),), (), lead)
+    chosen = parts[2 * first + 1 : 2 * last + 2]
+    groups = chosen[::2]
+    return _Window("".join(groups), tuple(map(len, groups)), tuple(chosen[1::2]), lead)
 
 
 def _is_card(window: _Window) -> bool:
@@ -256,7 +300,10 @@ def _is_phone(window: _Window) -> bool:
     return False
 
 
+@lru_cache(maxsize=4096)
 def _is_valid_north_american(digits: str) -> bool:
+    # phonenumbers' parse and validation cost 25-35 µs a number (measured); the answer
+    # depends on the digits alone, and the same numbers (a helpline) recur across texts.
     try:
         number = phonenumbers.parse(digits, "US")
     except phonenumbers.NumberParseException:
