@@ -19,7 +19,14 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
-from services.classifier.context import STATE_JSON, ContextStore, CustomerState, is_empty, prune
+from services.classifier.context import (
+    STATE_JSON,
+    ContextStore,
+    CustomerState,
+    is_empty,
+    prune,
+    state_json,
+)
 from shared.kafka.codec import OutboundRecord
 from shared.kafka.read_to_end import ReadToEndTimeout, partition_counts, read_to_end
 from shared.kafka.settings import KafkaSettings
@@ -33,7 +40,7 @@ def state_record(topic: str, customer_ref: str, state: CustomerState) -> Outboun
     return OutboundRecord(
         topic=topic,
         key=customer_ref.encode(),
-        value=STATE_JSON.dump_json(state),
+        value=state_json(state),
         headers=[],
     )
 

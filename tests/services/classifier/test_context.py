@@ -1,14 +1,17 @@
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from services.classifier.context import (
+    STATE_JSON,
     ContextStore,
     CustomerState,
     apply_case_event,
     apply_label,
     prune,
     record_demand,
+    state_json,
 )
 from shared.events.case import CaseEventType
 from tests.support.factories import case_event
@@ -276,3 +279,60 @@ def test_a_label_corrects_only_its_sources_demand() -> None:
     assert store.customer_of_demand("D1", "genesys") == "C1"
     # An old label without a source: two customers have a D1, so it names neither.
     assert store.customer_of_demand("D1", None) is None
+
+
+def test_the_changelog_json_is_pydantics_byte_for_byte_through_every_change() -> None:
+    # state_json writes each entry once and keeps its JSON: it must still be what STATE_JSON
+    # writes after every change a batch makes (a changed entry kept stale JSON would restore
+    # the old value after a restart).
+    store = ContextStore(window=timedelta(days=30), max_demands=3)
+    committed = CustomerState()
+    apply_case_event(committed, k1_event(type=CaseEventType.OPENED, occurred_at=T0))
+    record_demand(committed, demand_id="D1", purpose="moving home", occurred_at=T0, case_ref="K1")
+    record_demand(
+        committed,
+        demand_id="D2",
+        purpose='a "quoted" café / ünïcode',
+        occurred_at=T0 + timedelta(microseconds=1),
+        case_ref=None,
+        source="crm",
+    )
+    assert state_json(committed) == STATE_JSON.dump_json(committed)
+    store.put("C1", 0, committed)
+
+    changes: list[Callable[[CustomerState], object]] = [
+        partial(apply_label, demand_id="D1", purpose="smart meter"),
+        lambda s: apply_case_event(
+            s, k1_event(type=CaseEventType.FULFILLED, occurred_at=T0 + timedelta(hours=1))
+        ),
+        partial(
+            record_demand,
+            demand_id="D3",
+            purpose="billing",
+            occurred_at=T0 + timedelta(hours=2),
+            case_ref="K2",
+        ),
+        partial(
+            record_demand,
+            demand_id="D4",  # past the cap of 3: the oldest demand goes
+            purpose="billing",
+            occurred_at=T0 + timedelta(hours=3),
+            case_ref=None,
+        ),
+        lambda s: apply_case_event(
+            s, k1_event(type=CaseEventType.REOPENED, occurred_at=T0 + timedelta(hours=4))
+        ),
+    ]
+    for change in changes:  # one batch per change, each written, then committed
+        overlay = store.overlay()
+        state = overlay.state("C1", 0)
+        change(state)
+        overlay.update("C1", 0, state, T0 + timedelta(days=1))
+        written = state_json(state)
+        assert written == STATE_JSON.dump_json(state)
+        assert STATE_JSON.validate_json(written) == state
+        overlay.commit()
+    kept = store.get("C1")
+    assert kept is not None
+    assert [d.demand_id for d in kept.demands] == ["D2", "D3", "D4"]
+    assert state_json(kept) == STATE_JSON.dump_json(kept)
