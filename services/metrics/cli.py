@@ -80,6 +80,7 @@ def rebuild() -> None:
                     ),
                     window_days=settings.publish_window_days,
                     owners=load_purpose_owners(settings.taxonomy),
+                    workers=settings.rebuild_workers,
                 )
             )
         except DatabaseNotEmpty as error:

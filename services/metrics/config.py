@@ -39,6 +39,14 @@ class MetricsSettings(ServiceSettings):
         "Unset: `demandscope metrics serve` uses <host name>:<port>; empty: none.",
     )
     max_batch: int = Field(default=1000, ge=1, description="Records per database transaction.")
+    rebuild_workers: int = Field(
+        default=2,
+        ge=0,
+        le=32,
+        description="Processes that compute the customers' derived rows during `metrics "
+        "rebuild` on a SQLite file, beside the one that writes them (customers are "
+        "independent); 0: all in the rebuild's own process.",
+    )
     baseline_points: int = Field(
         default=20,
         ge=2,

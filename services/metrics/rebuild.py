@@ -38,6 +38,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -49,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.metrics.audit import AuditPolicy
 from services.metrics.db import measures, sql, system_changes, write_path
 from services.metrics.ingest import apply_events, derive_everything
+from services.metrics.rebuild_pool import DerivationPool, database_file, derive_in_pool
 from services.metrics.service import ChartSettings, purpose_metrics
 from services.metrics.signals import record_as_raised, signal_rows
 from services.metrics.subscriptions import consumed_topics
@@ -98,11 +100,14 @@ async def rebuild(
     charts: ChartSettings | None = None,
     window_days: int = 28,
     owners: PurposeOwners | None = None,
+    workers: int = 2,
 ) -> RebuildReport:
     """``audit`` must be the live service's (its ``audit_*`` settings), so that the rebuild
     draws the same audit sample; ``charts``, ``window_days`` and ``owners`` too (its chart
     settings, ``publish_window_days`` and taxonomy), so that the signals recorded as raised
-    are the ones its publisher computes."""
+    are the ones its publisher computes. ``workers`` (``rebuild_workers``): processes that
+    compute the customers' derived rows beside this one, on a SQLite file
+    (rebuild_pool.py); 0, or another database, computes them here."""
     # What exists by now lives as long as the replay: out of the collector's generations,
     # as the live service does once it is built (main.build).
     gc.freeze()
@@ -112,65 +117,75 @@ async def rebuild(
     topics = consumed_topics(kafka)
     started = time.perf_counter()
     done = applied = undecodable = offsets = 0
+    path = database_file(database_url) if workers > 0 else None
     try:
         async with sessions() as session:
             counts = await system_changes.row_counts(session)
         if any(counts.values()):
             raise DatabaseNotEmpty(f"the database already holds rows: {counts}")
-        # Stored in bulk into tables whose indexes the load does not read, built after it.
-        async with sessions.begin() as session:
-            load_indexes = await sql.run_sync(
-                session,
-                partial(
-                    write_path.drop_secondary_indexes,
-                    tables=write_path.LOADED_TABLES,
-                    keep=write_path.KEPT_FOR_THE_LOAD,
-                ),
-            )
-        # Records that arrive after the start are the live service's: they are not read.
-        async with read_to_end(
-            kafka,
-            list(topics),
-            timeout=None,
-            idle_timeout=_IDLE_S,
-            max_records=batch_size,
-            client_id="demandscope-rebuild",
-        ) as reader:
-            if progress is not None:
-                progress(0, reader.total)
-            async for batch in reader:
-                events: list[Event] = []
-                for record in batch:
-                    done += 1
-                    try:
-                        events.append(decode(topics[record.topic], record.value))
-                    except DecodeError:
-                        undecodable += 1
-                if events:
-                    async with sessions.begin() as session:
-                        await apply_events(session, events, audit, derive=False)
-                    applied += len(events)
+        with ExitStack() as running:
+            # Started now, so that the workers' imports overlap the load; stopped (the pages
+            # running finished, the rest dropped) however the rebuild ends.
+            pool = None if path is None else running.enter_context(DerivationPool(path, workers))
+            # Stored in bulk into tables whose indexes the load does not read, built after it.
+            async with sessions.begin() as session:
+                load_indexes = await sql.run_sync(
+                    session,
+                    partial(
+                        write_path.drop_secondary_indexes,
+                        tables=write_path.LOADED_TABLES,
+                        keep=write_path.KEPT_FOR_THE_LOAD,
+                    ),
+                )
+            # Records that arrive after the start are the live service's: they are not read.
+            async with read_to_end(
+                kafka,
+                list(topics),
+                timeout=None,
+                idle_timeout=_IDLE_S,
+                max_records=batch_size,
+                client_id="demandscope-rebuild",
+            ) as reader:
+                if progress is not None:
+                    progress(0, reader.total)
+                async for batch in reader:
+                    events: list[Event] = []
+                    for record in batch:
+                        done += 1
+                        try:
+                            events.append(decode(topics[record.topic], record.value))
+                        except DecodeError:
+                            undecodable += 1
+                    if events:
+                        async with sessions.begin() as session:
+                            await apply_events(session, events, audit, derive=False)
+                        applied += len(events)
+                    if progress is not None:
+                        progress(reader.offsets_read, reader.total)
                 if progress is not None:
                     progress(reader.offsets_read, reader.total)
-            if progress is not None:
-                progress(reader.offsets_read, reader.total)
-            offsets = reader.total
-        # Loaded in bulk, computed once: each customer's derived rows from all its events,
-        # into tables whose secondary indexes are built once at the end (SQLite).
-        async with sessions.begin() as session:
-            await sql.run_sync(session, partial(write_path.create_indexes, statements=load_indexes))
-            indexes = await sql.run_sync(
-                session,
-                partial(write_path.drop_secondary_indexes, tables=write_path.DERIVED_TABLES),
+                offsets = reader.total
+            # Loaded in bulk, computed once: each customer's derived rows from all its events,
+            # into tables whose secondary indexes are built once at the end (SQLite).
+            async with sessions.begin() as session:
+                await sql.run_sync(
+                    session, partial(write_path.create_indexes, statements=load_indexes)
+                )
+                indexes = await sql.run_sync(
+                    session,
+                    partial(write_path.drop_secondary_indexes, tables=write_path.DERIVED_TABLES),
+                )
+            if pool is None:
+                await derive_everything(sessions)
+            else:
+                await derive_in_pool(sessions, pool)
+            async with sessions.begin() as session:
+                await sql.run_sync(session, partial(write_path.create_indexes, statements=indexes))
+            signals_started = time.perf_counter()
+            recorded = await _record_signals_as_raised(
+                sessions, charts or ChartSettings(), window_days, owners or PurposeOwners()
             )
-        await derive_everything(sessions)
-        async with sessions.begin() as session:
-            await sql.run_sync(session, partial(write_path.create_indexes, statements=indexes))
-        signals_started = time.perf_counter()
-        recorded = await _record_signals_as_raised(
-            sessions, charts or ChartSettings(), window_days, owners or PurposeOwners()
-        )
-        signals_seconds = time.perf_counter() - signals_started
+            signals_seconds = time.perf_counter() - signals_started
     finally:
         await engine.dispose()
     return RebuildReport(

@@ -89,7 +89,10 @@ async def test_a_rebuild_of_a_transactional_topic_reads_to_its_end_and_only_what
     await asyncio.to_thread(upgrade, url)
     migrated = _schema(tmp_path / "rebuilt.db")
     report = await asyncio.wait_for(
-        rebuild(kafka=kafka_settings, database_url=url, batch_size=7), timeout=120
+        # workers=0: the derivation in the rebuild's own process (the setting off); the
+        # pool is on in the other rebuilds (test_service, test_signals, test_audit).
+        rebuild(kafka=kafka_settings, database_url=url, batch_size=7, workers=0),
+        timeout=120,
     )
 
     written = len(committed) + len(aborted)
