@@ -10,7 +10,7 @@ from sqlalchemy import and_, delete, exists, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db import review_entries
-from services.metrics.db.sql import as_utc, same_demand
+from services.metrics.db.sql import as_utc, demand_sources, same_demand
 from services.metrics.db.tables import (
     AuditItemRow,
     Demand,
@@ -21,8 +21,9 @@ from services.metrics.db.tables import ReviewQueueRow as QueueEntry
 
 
 def _of_source(source: str | None) -> list[Any]:
-    # None: the demand of that id in any source (the first by source when several have it).
-    return [] if source is None else [Demand.source == source]
+    # None: the demand of that id in any source (the first by source when several have it),
+    # searched by the key per source: the demands have no index by id alone.
+    return [Demand.source.in_(demand_sources())] if source is None else [Demand.source == source]
 
 
 def _audit_labelled() -> Any:

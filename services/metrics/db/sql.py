@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, TextClause, and_, text
+from sqlalchemy import Connection, String, TextClause, and_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,6 +51,24 @@ async def insert_ignoring_duplicates(
     # executemany form: SQLAlchemy batches it ("insertmanyvalues") without compiling one
     # huge VALUES statement per chunk, which cost more than the database work itself.
     await session.execute(insert(_table(table)).on_conflict_do_nothing(), list(rows))
+
+
+# The sources that have stored demands, each found by one seek of the key (source,
+# demand_id) from the last: a loose index scan, on both databases. A demand looked up by its
+# id alone (an old label's, a queue item named without its source) is then a search of the
+# key per source; the demands have no index by id alone (every insert would pay for one).
+DEMAND_SOURCES = (
+    "WITH RECURSIVE demand_sources(source) AS ("
+    "SELECT min(source) FROM demands UNION ALL "
+    "SELECT (SELECT min(n.source) FROM demands n WHERE n.source > s.source) "
+    "FROM demand_sources s WHERE s.source IS NOT NULL) "
+    "SELECT source FROM demand_sources WHERE source IS NOT NULL"
+)
+
+
+def demand_sources() -> Any:
+    """DEMAND_SOURCES as a SELECT to use in ``column.in_(...)``."""
+    return text(DEMAND_SOURCES).columns(source=String())
 
 
 def same_demand(table: Any, other: Any, *, source: str = "source") -> Any:

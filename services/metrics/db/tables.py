@@ -61,10 +61,9 @@ class Demand(Base):
     week_start: Mapped[date] = mapped_column(Date)
 
     __table_args__ = (
-        Index("ix_demands_purpose_type", "purpose", "demand_type"),
+        # Each index is paid for by every demand stored live. None by id alone: a lookup
+        # without a source walks the few sources off the key (sql.demand_sources).
         Index("ix_demands_customer", "source", "customer_ref", "occurred_at"),
-        # A label written before labels named the demand's source finds its demand by id.
-        Index("ix_demands_demand_id", "demand_id"),
         # Stratum sizes, and the machine's counts per stratum for the estimate, off the index.
         Index("ix_demands_purpose_week_type", "purpose", "week_start", "demand_type"),
         # The same counts over a period that is not whole days (the publisher's trailing

@@ -27,11 +27,13 @@ from services.metrics.db.aggregates import (
     to_micros,
 )
 from services.metrics.db.sql import (
+    DEMAND_SOURCES,
     Customer,
     DemandKey,
     SyncDb,
     as_utc,
     chunks,
+    demand_sources,
 )
 from services.metrics.db.tables import Demand
 from services.metrics.domain.audit import StratumKey, week_start
@@ -171,11 +173,18 @@ async def customers_of_labels(
             .distinct()
         )
         found.update((source, customer) for source, customer in rows.all())
-    for chunk in chunks(legacy):
-        rows = await session.execute(
-            select(Demand.source, Demand.customer_ref).where(Demand.demand_id.in_(chunk)).distinct()
-        )
-        found.update((source, customer) for source, customer in rows.all())
+    # By the key, a source at a time: the demands have no index by id alone, and SQLite
+    # read the source's every demand for ``source IN (...)``, or with DISTINCT (off the
+    # customers' index, in order); the set takes out the repeats.
+    sources = (await session.execute(demand_sources())).scalars().all() if legacy else []
+    for source in sources:
+        for chunk in chunks(legacy):
+            rows = await session.execute(
+                select(Demand.customer_ref).where(
+                    Demand.source == source, Demand.demand_id.in_(chunk)
+                )
+            )
+            found.update((source, customer) for customer in rows.scalars().all())
     return found
 
 
@@ -293,7 +302,9 @@ _LABELS = (
     f"SELECT d.source, {_LABEL_COLUMNS} {_FROM_TOUCHED.format('d', 'demands')} "
     f"CROSS JOIN demand_labels l WHERE {_OF_TOUCHED.format('d')} "
     "AND l.demand_source = '' AND l.demand_id = d.demand_id "
-    "AND (SELECT count(*) FROM demands o WHERE o.demand_id = d.demand_id) = 1"
+    # Of the label's id, not the demand's: counted only for a label found, not every demand.
+    f"AND (SELECT count(*) FROM demands o WHERE o.source IN ({DEMAND_SOURCES}) "
+    "AND o.demand_id = l.demand_id) = 1"
 )
 _CASES = (
     f"SELECT {', '.join(f'c.{c}' for c in _CASE_COLUMNS)} "
@@ -621,9 +632,9 @@ def case_row(case: Case, source: str) -> dict[str, Any]:
 # The tables a rebuild's load stores into, and the one index of theirs the load itself reads
 # (the audit counts a stratum it has no recorded size of off it); the others serve the
 # derivation and the figures, and are built once the load is over. A demand's id is random
-# (intake's UUID), so ix_demands_demand_id alone took an insert at a random page per demand:
-# 200,000 demands with random ids and customers, 44-49 µs a row with every index, 15 with
-# this one and 3 more to build the others after.
+# (intake's UUID), so ix_demands_demand_id (dropped since, 0019) alone took an insert at a
+# random page per demand: 200,000 demands with random ids and customers, 44-49 µs a row with
+# every index, 15 with this one and 3 more to build the others after.
 LOADED_TABLES = ("demands", "case_events")
 KEPT_FOR_THE_LOAD = ("ix_demands_purpose_week_type",)
 
