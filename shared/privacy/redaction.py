@@ -52,8 +52,11 @@ _NI_NUMBER = re.compile(
     r" ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
     re.IGNORECASE,
 )
-# What every National Insurance number holds; four times cheaper to look for than one.
-_NI_DIGITS = re.compile(r"\d\d ?\d\d ?\d\d")
+# What every National Insurance number holds: its digits, after its second letter (any
+# that _NI_NUMBER's class takes when case is ignored: ASCII, the long s and the Kelvin
+# sign) and an optional space. Digits first, so the search skips the words between them.
+_NI_LETTER = "[A-Za-z\u017f\u212a]"
+_NI_CANDIDATE = re.compile(rf"\d\d(?:(?<={_NI_LETTER}\d\d)|(?<={_NI_LETTER} \d\d)) ?\d\d ?\d\d")
 # A run of digit groups joined by short separators, optionally led by "+" or "(" (one not
 # preceded by a digit). Cards and phones are both found inside such runs, on group
 # boundaries.
@@ -126,10 +129,14 @@ class Redactor:
             # Every remaining detector needs a digit: the common case of plain words is cheap.
             return RedactionResult(text, tuple(sorted(kinds)))
         text = _mask_ibans(text, kinds)
-        text = _mask_in_digit_runs(text, "card", kinds, _is_card, _CARD_DIGITS, _CARD_RUN)
-        if _NI_DIGITS.search(text) is not None:
+        long_runs = _PHONE_RUN.findall(text)
+        if long_runs and max(map(len, long_runs)) >= _CARD_DIGITS[0]:
+            # Only a run of 13 characters or more can hold a card's 13 digits.
+            text = _mask_in_digit_runs(text, "card", kinds, _is_card, _CARD_DIGITS, _CARD_RUN)
+        if _NI_CANDIDATE.search(text) is not None:
             text = _mask(_NI_NUMBER, text, "ni_number", kinds)
-        text = _mask_in_digit_runs(text, "phone", kinds, _is_phone, _PHONE_DIGITS, _PHONE_RUN)
+        if long_runs:  # masking cards and NI numbers only ever removes digits
+            text = _mask_in_digit_runs(text, "phone", kinds, _is_phone, _PHONE_DIGITS, _PHONE_RUN)
         return RedactionResult(text, tuple(sorted(kinds)))
 
 
@@ -204,7 +211,6 @@ def _accepted_spans(
     # parts[2i + 1], and what precedes it parts[2i].
     parts = _DIGIT_GROUP_SPLIT.split(run)
     groups = parts[1::2]
-    ends = list(accumulate(map(len, parts)))  # where each part ends in ``run``
     before = list(accumulate(map(len, groups), initial=0))  # digits before each group
     spans: list[tuple[int, int]] = []
     first = 0
@@ -218,8 +224,10 @@ def _accepted_spans(
                 continue
             window = _window(parts, first, last)
             if accepts(window):
-                start = ends[2 * first] - (1 if window.lead else 0)
-                spans.append((start, ends[2 * last + 1]))
+                # Where the window's groups start and end in ``run``, its lead before them.
+                start = sum(map(len, parts[: 2 * first + 1])) - len(window.lead)
+                end = sum(map(len, parts[: 2 * last + 2]))
+                spans.append((start, end))
                 first = last + 1
                 accepted = True
                 break
