@@ -11,6 +11,9 @@ live does), and the customers' derived rows (demand facts, cases, the daily aggr
 computed once at the end, each customer from all its events (ingest.derive_everything),
 rather than once per batch that touched it. They are a function of the set of events
 stored, so this ends where live batch-by-batch application does.
+On a SQLite file, pages of customers are computed in worker processes
+(``rebuild_workers``, rebuild_pool.py: the same recomputation, reading the file) while this
+process writes the page before: the machine's second core.
 
 Then it records the special-cause signals on the rebuilt charts as already raised and
 published: the live service raised them (counted, alerted, sent on

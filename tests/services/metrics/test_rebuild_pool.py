@@ -8,6 +8,8 @@ import asyncio
 import multiprocessing
 import random
 import sqlite3
+from collections.abc import Sequence
+from concurrent.futures import Future
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +18,9 @@ from typing import Any
 import pytest
 
 from services.metrics.db.migrate import upgrade
+from services.metrics.db.sql import Customer
 from services.metrics.ingest import apply_events, derive_everything
-from services.metrics.rebuild_pool import DerivationPool, database_file, derive_in_pool
+from services.metrics.rebuild_pool import DerivationPool, Write, database_file, derive_in_pool
 from shared.database.engine import create_engine, session_factory
 from shared.events import CaseEventType, CausedBy, Channel, DemandType, Event
 from tests.support.factories import case_event, demand_classified, demand_labelled
@@ -133,12 +136,46 @@ async def test_a_page_that_fails_fails_the_derivation_and_stops_the_workers(
         # Raised in a worker (only a worker reads that file), so the workers ran.
         with (
             pytest.raises(sqlite3.OperationalError, match="no such table"),
-            DerivationPool(elsewhere, workers=2) as pool,
+            DerivationPool(elsewhere, workers=1) as pool,
         ):
             await derive_in_pool(sessions, pool, customers_per_transaction=PAGE)
     finally:
         await engine.dispose()
     assert multiprocessing.active_children() == []
+
+
+async def test_a_cancelled_derivation_stops_its_workers(tmp_path: Path) -> None:
+    """Ctrl-C: asyncio.run cancels the rebuild's task; the pages not written are dropped
+    and the pool's exit waits for the workers to end."""
+    many: list[Event] = [
+        demand_classified(id=f"m-{n}", customer_ref=f"M-{n}", occurred_at=T0 + n * HOUR)
+        for n in range(200)
+    ]
+    path = tmp_path / "loaded.db"
+    engine, sessions = await _load(path, _events() + many)
+    submitted = asyncio.Event()
+    try:
+        with DerivationPool(path, workers=1) as pool:
+            submit = pool.submit
+
+            def noted(customers: Sequence[Customer]) -> Future[list[Write]]:
+                submitted.set()
+                return submit(customers)
+
+            pool.submit = noted  # type: ignore[method-assign]
+            deriving = asyncio.create_task(
+                derive_in_pool(sessions, pool, customers_per_transaction=PAGE)
+            )
+            await submitted.wait()
+            deriving.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await deriving
+    finally:
+        await engine.dispose()
+    assert multiprocessing.active_children() == []
+    with closing(sqlite3.connect(path)) as connection:
+        (facts,) = connection.execute("SELECT count(*) FROM demand_facts").fetchone()
+    assert facts < len(many), "cancelled before the last page"
 
 
 def test_only_a_sqlite_file_is_given_to_workers(tmp_path: Path) -> None:
