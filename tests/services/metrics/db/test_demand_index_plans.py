@@ -17,17 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.audit import AuditPolicy
 from services.metrics.db import audit_sample, queues, write_path
 from services.metrics.db.measures import Filters
 from services.metrics.db.migrate import upgrade
+from services.metrics.db.tables import DemandFactRow
 from services.metrics.domain.windows import Period
 from services.metrics.ingest import apply_events
 from shared.database.engine import create_engine, session_factory
-from shared.events import Event
+from shared.events import DemandType, Event
 from tests.support.factories import demand_classified, demand_labelled
 
 # Recent: the queues keep a demand's words for 30 days.
@@ -191,3 +192,36 @@ async def test_a_purposes_machine_counts_read_its_demands_by_purpose_and_time(
         and "ix_demands_purpose_occurred (purpose=? AND occurred_at>? AND occurred_at<?)" in s
         for s in steps
     ), plans
+
+
+@pytest.mark.integration
+async def test_a_demand_by_its_id_alone_is_found_on_both_databases(database_url: str) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    engine = create_engine(database_url)
+    old_labels = [
+        demand_labelled(id=f"old-{d}", demand_id=d, demand_source=None, purpose="repair",
+                        demand_type=DemandType.FAILURE, failure_kind="repeat")
+        for d in ("beta-3", "shared")
+    ]  # fmt: skip
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            assert not (await apply_events(session, _events())).refused
+        async with session_factory(engine)() as session, session.begin():
+            assert not (await apply_events(session, old_labels)).refused
+        async with session_factory(engine)() as session:
+            item = await queues.review_item(session, None, "gamma-4")
+            customers = await write_path.customers_of_labels(session, old_labels)
+            facts = {
+                (f.source, f.demand_id): (f.labelled, f.demand_type)
+                for f in (await session.scalars(select(DemandFactRow))).all()
+            }
+    finally:
+        await engine.dispose()
+
+    assert item is not None
+    assert (item["source"], item["demand_id"]) == ("gamma", "gamma-4")
+    assert customers == {("beta", "C3"), ("beta", "C9"), ("gamma", "C9")}
+    # The one demand of its id takes the old label; an id two sources use, neither.
+    assert facts[("beta", "beta-3")] == (True, "failure")
+    assert facts[("beta", "shared")] == (False, "value")
+    assert facts[("gamma", "shared")] == (False, "value")
