@@ -35,7 +35,10 @@ the backlog after the load, 45); DEMANDSCOPE_BENCH_STACK_BATCH, _PROBE_EVERY as 
 Stages (DEMANDSCOPE_BENCH_STACK_STAGES=1): a read_committed consumer of the classified
 demands beside the load times one in 50 from intake's acceptance to the classifier's send
 and from that send to its commit being visible, and each consumer group's time in its
-batches over the load (its /metrics) says how busy it was: where the latency goes.
+batches over the load (its /metrics) says how busy it was: where the latency goes. The
+probes themselves are traced too (their classified records carry their case reference):
+202 -> the classifier's send -> read by that consumer -> the metrics API's first 200, and
+202 -> the last poll that found nothing, so how late the polling may have read them shows.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ CONNECTIONS = 16
 READY_TIMEOUT = 120.0  # the first start (imports, migrations done before, model loading)
 RESTART_TIMEOUT = 30.0  # the target is 5 s: 30 s tells a slow start from a failed one
 PROBE_TIMEOUT = 60.0  # a probe not visible this long after its 202 is lost
+# A probe's polls: gaps from 10 ms growing by this factor up to this gap.
+PROBE_GROWTH, PROBE_MAX_GAP = 1.25, 0.5
 TARGET_RATE = 1000.0
 TARGET_P50, TARGET_P99 = 0.1, 1.0
 TARGET_RESTART = 5.0
@@ -209,6 +214,11 @@ class Load:
     errors: int = 0  # requests that failed on the wire
     late_s: float = 0.0  # longest wait of a request for a free connection
     latencies: list[float] = field(default_factory=list)  # probes: 202 -> visible
+    # probes: 202 -> the last poll that did not find it was sent (so it became visible
+    # between this and the latency above: how late the polling may have read it)
+    not_yet: list[float] = field(default_factory=list)
+    # probes by case reference: the wall-clock time of their 202 and of their first 200
+    answered_at: dict[str, tuple[float, float]] = field(default_factory=dict)
     lost: int = 0  # probes not visible by their deadline
     probes: int = 0
     counted: list[tuple[float, int]] = field(default_factory=list)  # (time, volume) samples
@@ -262,15 +272,20 @@ async def probe(
     client: httpx.AsyncClient, metrics: Service, case_ref: str, since: float, load: Load
 ) -> None:
     """Polls the case timeline until the probe is visible; records 202 -> visible."""
-    gap = 0.01
+    wall = time.time() - (time.monotonic() - since)
+    gap, asked = 0.01, since
     while time.monotonic() - since < PROBE_TIMEOUT:
+        asking = time.monotonic()
         with contextlib.suppress(httpx.HTTPError):
             answer = await client.get(f"{metrics.url}/v1/cases/{case_ref}", timeout=5.0)
             if answer.status_code == 200:
                 load.latencies.append(time.monotonic() - since)
+                load.not_yet.append(asked - since)
+                load.answered_at[case_ref] = (wall, wall + load.latencies[-1])
                 return
+        asked = asking
         await asyncio.sleep(gap)
-        gap = min(gap * 1.25, 0.5)
+        gap = min(gap * PROBE_GROWTH, PROBE_MAX_GAP)
     load.lost += 1
 
 
@@ -287,6 +302,9 @@ class Stages:
     # Share of the load's wall time each consumer group spent in its batches (handling and
     # commit): near 100%, records queue in front of it.
     busy: dict[str, float] = field(default_factory=dict)
+    # The probes' classified records by case reference: (the classifier's send, when the
+    # read_committed consumer here read it), wall clock.
+    probes: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 async def watch_classified(bootstrap: str, stop: asyncio.Event, stages: Stages) -> None:
@@ -315,13 +333,18 @@ async def watch_classified(bootstrap: str, stop: asyncio.Event, stages: Stages) 
             for records in batches.values():
                 for record in records:
                     seen += 1
-                    if seen % STAGE_SAMPLE:
+                    # A probe's case reference is "K-..."; the load's demands have none.
+                    is_probe = b'"K-' in (record.value or b"")
+                    if seen % STAGE_SAMPLE and not is_probe:
                         continue
                     with contextlib.suppress(DecodeError):
-                        accepted = decode(DemandClassified, record.value).demand.received_at
+                        demand = decode(DemandClassified, record.value).demand
                         sent = record.timestamp / 1000
-                        stages.to_send.append(sent - accepted.timestamp())
-                        stages.to_visible.append(now - sent)
+                        if is_probe and demand.case_ref is not None:
+                            stages.probes[demand.case_ref] = (sent, now)
+                        if seen % STAGE_SAMPLE == 0:
+                            stages.to_send.append(sent - demand.received_at.timestamp())
+                            stages.to_visible.append(now - sent)
     finally:
         await consumer.stop()
 
@@ -528,7 +551,7 @@ async def measure(services: list[Service], key: str, broker_pid: int, bootstrap:
         restarted = await restarts(client, services)
     report(load, shares, counted_rate(load, started), counted, drained, restarted)
     if stages is not None:
-        report_stages(stages)
+        report_stages(stages, load)
 
 
 def report(
@@ -615,7 +638,7 @@ def report(
     )
 
 
-def report_stages(stages: Stages) -> None:
+def report_stages(stages: Stages, load: Load) -> None:
     def spread(values: list[float]) -> str:
         if not values:
             return "none seen"
@@ -624,6 +647,21 @@ def report_stages(stages: Stages) -> None:
     print(f"  stages, p50 / p95 / p99, {len(stages.to_send)} classified demands timed:")
     print(f"    accepted -> the classifier's send: {spread(stages.to_send)}")
     print(f"    that send -> visible to read_committed: {spread(stages.to_visible)}")
+    # The probes themselves, stage by stage (each percentile of its own stage).
+    traced = [
+        (answered, sent, read, visible)
+        for ref, (answered, visible) in load.answered_at.items()
+        if (classified := stages.probes.get(ref)) is not None
+        for sent, read in [classified]
+    ]
+    print(f"  the probes, p50 / p95 / p99, {len(traced)} traced:")
+    to_send = spread([s - a for a, s, _, _ in traced])
+    to_read = spread([r - s for _, s, r, _ in traced])
+    to_api = spread([v - r for _, _, r, v in traced])
+    print(f"    202 -> the classifier's send: {to_send}")
+    print(f"    that send -> read here (read_committed): {to_read}")
+    print(f"    read here -> the metrics API's first 200: {to_api}")
+    print(f"    202 -> the last poll that found nothing: {spread(load.not_yet)}")
     busy = ", ".join(f"{group} {share:.0%}" for group, share in sorted(stages.busy.items()))
     print(f"  in their batches over the load (handling and commit): {busy or 'unknown'}")
 
