@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import MINYEAR, UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,6 +27,8 @@ from services.classifier.model.examples import Example
 from shared.database.sqlite_thread import on_sqlite_thread
 from shared.events import DemandLabelled
 from shared.events.classification import DemandType
+
+T = TypeVar("T")
 
 _LABELS: Table = LabelRow.__table__  # type: ignore[assignment]
 _TEXTS: Table = DemandTextRow.__table__  # type: ignore[assignment]
@@ -84,12 +86,18 @@ class LabelRepository:
         statement compiled, no thread hop per statement)."""
         if not texts and not labels and not look_up and forget_before is None:
             return {}
-        async with self._engine.begin() as connection:
-            if connection.dialect.name == "sqlite":
+        if self._engine.dialect.name == "sqlite":
+            # Committed on the thread too: a hand-off to the thread and back less per batch
+            # than SQLAlchemy's own commit (each one a wait for the thread, and for the GIL
+            # when the event loop is busy with other tasks' commits).
+            async with self._engine.connect() as connection:
                 return await on_sqlite_thread(
                     connection,
-                    lambda db: _sqlite_batch(db, texts, labels, look_up, forget_before),
+                    lambda db: _committed(
+                        db, lambda: _sqlite_batch(db, texts, labels, look_up, forget_before)
+                    ),
                 )
+        async with self._engine.begin() as connection:
             found = await _labelled_purposes(connection, look_up)
             await _insert_texts(connection, texts)
             await _insert_labels(connection, labels)
@@ -353,6 +361,16 @@ def _sqlite_batch(
     if forget_before is not None:
         db.execute(_SQLITE_FORGET, {"horizon": _sqlite_time(_utc(forget_before))})
     return found
+
+
+def _committed(db: sqlite3.Connection, work: Callable[[], T]) -> T:
+    try:
+        done = work()
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+    return done
 
 
 def _sqlite_text_rows(texts: Sequence[SeenText]) -> list[tuple[str, str, str, str, str | None]]:

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from services.classifier.db.migrate import upgrade
 from services.classifier.db.repository import LabelRepository, SeenText
@@ -332,3 +334,52 @@ async def test_a_consumer_batch_purges_old_texts_and_keeps_times_at_the_calendar
     ]
     # Stored as SQLAlchemy stores times: its own queries order and compare them alike.
     assert await labels.forget_texts_before(T0 + timedelta(seconds=1)) == 1
+
+
+async def test_a_consumer_batch_that_fails_part_way_keeps_nothing(
+    labels: LabelRepository,
+) -> None:
+    # The database refuses the batch's label after its texts went in: the whole batch is
+    # rolled back (the handler then retries or dead-letters it), and the connection goes
+    # back to the pool usable. On SQLite the commit and the rollback are the thread's own.
+    async with labels.engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            await connection.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON classifier_labels"
+                    " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                )
+            )
+        else:
+            await connection.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger AS"
+                    " $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"
+                )
+            )
+            await connection.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON classifier_labels"
+                    " FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
+    batch = {
+        "texts": [SeenText("test", "D1", "I am moving", T0, "C1")],
+        "labels": [label(id="L1", demand_id="D1", purpose="moving home")],
+        "look_up": [("test", "D1")],
+    }
+
+    with pytest.raises(DBAPIError):
+        await labels.keep_batch(**batch)  # type: ignore[arg-type]
+
+    assert await labels.customers_of([("test", "D1")]) == {}
+    async with labels.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "DROP TRIGGER refuse"
+                + ("" if connection.dialect.name == "sqlite" else " ON classifier_labels")
+            )
+        )
+    assert await labels.keep_batch(**batch) == {}  # type: ignore[arg-type]
+    assert await labels.customers_of([("test", "D1")]) == {("test", "D1"): "C1"}
+    assert await labels.labelled_purposes([("test", "D1")]) == {("test", "D1"): "moving home"}
