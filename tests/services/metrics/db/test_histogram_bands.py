@@ -6,20 +6,17 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
 from services.metrics.db import measures
 from services.metrics.db.measures import Filters
-from services.metrics.db.migrate import upgrade
 from services.metrics.domain.buckets import END_TO_END_BUCKETS, histogram
 from services.metrics.domain.windows import Period
-from services.metrics.ingest import apply_events
-from shared.database.engine import create_engine, session_factory
-from shared.events import CaseEventType, Channel, Event
-from tests.support.factories import case_event, demand_classified
+from shared.database.engine import session_factory
+from shared.events import Channel, Event
+from tests.support.metrics_rows import fulfilled_case, stored
 
 pytestmark = pytest.mark.integration
 
@@ -29,24 +26,14 @@ SECONDS = [0.25, 1.0, *END_TO_END_BUCKETS, 299.5, 300.5, 3_601, 86_399, 100 * 86
 
 
 async def test_the_banded_distribution_equals_the_count_of_every_time(database_url: str) -> None:
-    await asyncio.to_thread(upgrade, database_url)
     events: list[Event] = []
     for n, seconds in enumerate(SECONDS * 3):
-        opened = T0 + timedelta(hours=n)
-        source = "genesys" if n % 4 == 0 else "demo"
-        events += [
-            demand_classified(id=f"h-{n}", source=source, customer_ref=f"H-{n}",
-                              case_ref=f"KH-{n}", occurred_at=opened, purpose="repair",
-                              channel=Channel.PHONE if n % 2 else Channel.EMAIL,
-                              team="north" if n % 3 else None),
-            case_event(id=f"he-{n}", source=source, customer_ref=f"H-{n}", case_ref=f"KH-{n}",
-                       type=CaseEventType.FULFILLED, purpose="repair",
-                       occurred_at=opened + timedelta(seconds=seconds)),
-        ]  # fmt: skip
-    engine = create_engine(database_url)
+        events += fulfilled_case(f"h-{n}", opened=T0 + timedelta(hours=n), seconds=seconds,
+                                 purpose="repair", source="genesys" if n % 4 == 0 else "demo",
+                                 channel=Channel.PHONE if n % 2 else Channel.EMAIL,
+                                 team="north" if n % 3 else None)  # fmt: skip
+    engine = await stored(database_url, events)
     try:
-        async with session_factory(engine)() as session, session.begin():
-            assert not (await apply_events(session, events)).refused
         async with session_factory(engine)() as session:
             start = datetime.combine(date(2026, 3, 1), time.min, UTC)
             for days in (3, 200):

@@ -4,20 +4,17 @@ time of the period; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
 from services.metrics.db import measures
 from services.metrics.db.measures import Filters
-from services.metrics.db.migrate import upgrade
 from services.metrics.domain.percentiles import percentile
 from services.metrics.domain.windows import Period
-from services.metrics.ingest import apply_events
-from shared.database.engine import create_engine, session_factory
-from shared.events import CaseEventType, Event
-from tests.support.factories import case_event, demand_classified
+from shared.database.engine import session_factory
+from shared.events import Event
+from tests.support.metrics_rows import fulfilled_case, stored
 
 pytestmark = pytest.mark.integration
 
@@ -26,22 +23,13 @@ PURPOSES = [f"purpose {n:02}" for n in range(45)]  # 45 x 3 quantiles: two state
 
 
 async def test_the_seeks_of_many_purposes_equal_the_walk(database_url: str) -> None:
-    await asyncio.to_thread(upgrade, database_url)
     events: list[Event] = []
     for n in range(len(PURPOSES) * 4):
         purpose = PURPOSES[n % len(PURPOSES)]
         opened = T0 + timedelta(minutes=n)
-        events += [
-            demand_classified(id=f"s-{n}", customer_ref=f"S-{n}", case_ref=f"KS-{n}",
-                              occurred_at=opened, purpose=purpose),
-            case_event(id=f"se-{n}", customer_ref=f"S-{n}", case_ref=f"KS-{n}",
-                       type=CaseEventType.FULFILLED, purpose=purpose,
-                       occurred_at=opened + timedelta(seconds=60 + 977 * n)),
-        ]  # fmt: skip
-    engine = create_engine(database_url)
+        events += fulfilled_case(f"s-{n}", opened=opened, seconds=60 + 977 * n, purpose=purpose)
+    engine = await stored(database_url, events)
     try:
-        async with session_factory(engine)() as session, session.begin():
-            assert not (await apply_events(session, events)).refused
         async with session_factory(engine)() as session:
             start = datetime.combine(date(2026, 3, 1), time.min, UTC)
             period = Period(start, start + timedelta(days=30))
@@ -64,7 +52,6 @@ async def test_seeks_from_a_bands_top_equal_the_walk(database_url: str) -> None:
     """Ranks in the upper half of a band are read from the band's top down, and a rank on a
     band's last time reads the next band's first: many times in two bands, ties, the same
     bands' times fulfilled before the period, every twentieth quantile."""
-    await asyncio.to_thread(upgrade, database_url)
     events: list[Event] = []
     # 1,000-1,059 s: bands 79 (under 1,024 s) and 80; every third case before the period.
     layout = {"dense": [1_000 + (n * 7) % 60 for n in range(240)], "single": [1_500],
@@ -72,18 +59,10 @@ async def test_seeks_from_a_bands_top_equal_the_walk(database_url: str) -> None:
     for purpose, times in layout.items():
         for n, seconds in enumerate(times):
             opened = T0 - timedelta(days=20) if n % 3 == 2 else T0 + timedelta(minutes=n)
-            ref = f"{purpose.replace(' ', '_')}-{n}"
-            events += [
-                demand_classified(id=f"t-{ref}", customer_ref=f"T-{ref}", case_ref=f"KT-{ref}",
-                                  occurred_at=opened, purpose=purpose),
-                case_event(id=f"te-{ref}", customer_ref=f"T-{ref}", case_ref=f"KT-{ref}",
-                           type=CaseEventType.FULFILLED, purpose=purpose,
-                           occurred_at=opened + timedelta(seconds=seconds)),
-            ]  # fmt: skip
-    engine = create_engine(database_url)
+            ref = f"t-{purpose.replace(' ', '_')}-{n}"
+            events += fulfilled_case(ref, opened=opened, seconds=seconds, purpose=purpose)
+    engine = await stored(database_url, events)
     try:
-        async with session_factory(engine)() as session, session.begin():
-            assert not (await apply_events(session, events)).refused
         async with session_factory(engine)() as session:
             start = datetime.combine(date(2026, 3, 1), time.min, UTC)
             period = Period(start, start + timedelta(days=30))
