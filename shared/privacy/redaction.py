@@ -20,7 +20,7 @@ changes nothing. Everything else in the text is kept verbatim.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
@@ -129,14 +129,18 @@ class Redactor:
             # Every remaining detector needs a digit: the common case of plain words is cheap.
             return RedactionResult(text, tuple(sorted(kinds)))
         text = _mask_ibans(text, kinds)
-        long_runs = _PHONE_RUN.findall(text)
-        if long_runs and max(map(len, long_runs)) >= _CARD_DIGITS[0]:
+        long_runs = list(_PHONE_RUN.finditer(text))
+        found_in = text
+        if long_runs and max(run.end() - run.start() for run in long_runs) >= _CARD_DIGITS[0]:
             # Only a run of 13 characters or more can hold a card's 13 digits.
-            text = _mask_in_digit_runs(text, "card", kinds, _is_card, _CARD_DIGITS, _CARD_RUN)
+            cards = _CARD_RUN.finditer(text)
+            text = _mask_in_digit_runs(text, "card", kinds, _is_card, _CARD_DIGITS, cards)
         if _NI_CANDIDATE.search(text) is not None:
             text = _mask(_NI_NUMBER, text, "ni_number", kinds)
         if long_runs:  # masking cards and NI numbers only ever removes digits
-            text = _mask_in_digit_runs(text, "phone", kinds, _is_phone, _PHONE_DIGITS, _PHONE_RUN)
+            # The runs found above, unless a card or NI number was masked since.
+            phones = long_runs if text == found_in else _PHONE_RUN.finditer(text)
+            text = _mask_in_digit_runs(text, "phone", kinds, _is_phone, _PHONE_DIGITS, phones)
         return RedactionResult(text, tuple(sorted(kinds)))
 
 
@@ -172,32 +176,30 @@ def _mask_in_digit_runs(
     kinds: set[str],
     accepts: _WindowTest,
     digits: tuple[int, int],
-    runs: re.Pattern[str],
+    runs: Iterable[re.Match[str]],
 ) -> str:
-    """Masks, inside each digit run, the longest windows of whole groups that ``accepts``.
+    """Masks, inside each of ``runs`` (matches in ``text``), the longest windows of whole
+    groups that ``accepts``.
 
     Windows rather than whole runs, so a number followed by a year or preceded by an
-    order number ("ref 12 4111 1111 1111 1111") is still found. ``runs`` finds only the
+    order number ("ref 12 4111 1111 1111 1111") is still found. ``runs`` are only the
     runs with enough digits for a window to be accepted (the others would be kept as
-    they are), so dates, amounts and short numbers cost no call here.
+    they are), so dates, amounts and short numbers cost nothing here.
     """
-
-    def replace(match: re.Match[str]) -> str:
-        run = match.group()
-        spans = _accepted_spans(run, accepts, digits)
-        if not spans:
-            return run
-        kinds.add(kind)
-        pieces: list[str] = []
-        position = 0
-        for start, end in spans:
-            pieces.append(run[position:start])
-            pieces.append(f"[{kind}]")
-            position = end
-        pieces.append(run[position:])
-        return "".join(pieces)
-
-    return runs.sub(replace, text)
+    pieces: list[str] = []
+    position = 0
+    mask = f"[{kind}]"
+    for run in runs:
+        offset = run.start()
+        for start, end in _accepted_spans(run.group(), accepts, digits):
+            pieces.append(text[position : offset + start])
+            pieces.append(mask)
+            position = offset + end
+    if not pieces:
+        return text
+    kinds.add(kind)
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 def _accepted_spans(
