@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.classifier.context import ContextStore
 from services.classifier.db.migrate import upgrade
@@ -24,37 +25,20 @@ from shared.database.engine import create_engine
 from shared.kafka.consumer import Inbound, RetryableError
 from tests.support.factories import case_event, demand_labelled, demand_received
 
+TOPICS = Topics(classified="classified", context="context", forwarded_labels="forwarded")
 
-async def test_a_label_store_not_migrated_is_retried_not_dead_lettered(
-    seed_model: TrainedModel, tmp_path: Path
-) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'not-migrated.db'}")
-    version, model = "seed", seed_model.model
-    handler = ClassifyDemands(
-        topics=Topics(classified="classified", context="context"),
+
+def classify_demands(engine: AsyncEngine, seed_model: TrainedModel) -> ClassifyDemands:
+    """The handler as the service wires it, on the seed model and the given label store."""
+    return ClassifyDemands(
+        topics=TOPICS,
         source="test",
-        model=lambda: in_use(version, model),
+        model=lambda: in_use("seed", seed_model.model),
         context=ContextStore(window=timedelta(days=30)),
         labels=LabelRepository(engine),
         thresholds=Thresholds(),
         metrics=ClassifierMetrics(CollectorRegistry()),
     )
-    demand = demand_received()
-    message = Inbound(
-        topic="demands",
-        partition=0,
-        offset=0,
-        key=demand.customer_ref.encode(),
-        event=demand,
-        headers=[],
-        timestamp_ms=0,
-    )
-    try:
-        with pytest.raises(RetryableError) as raised:
-            await handler([message])
-    finally:
-        await engine.dispose()
-    assert isinstance(raised.value.__cause__, OperationalError)
 
 
 def _inbound(event: Any, topic: str = "demands", key: bytes | None = None) -> Inbound[Any]:
@@ -69,6 +53,19 @@ def _inbound(event: Any, topic: str = "demands", key: bytes | None = None) -> In
     )
 
 
+async def test_a_label_store_not_migrated_is_retried_not_dead_lettered(
+    seed_model: TrainedModel, tmp_path: Path
+) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'not-migrated.db'}")
+    handler = classify_demands(engine, seed_model)
+    try:
+        with pytest.raises(RetryableError) as raised:
+            await handler([_inbound(demand_received())])
+    finally:
+        await engine.dispose()
+    assert isinstance(raised.value.__cause__, OperationalError)
+
+
 async def test_a_batch_holds_back_only_later_records_that_may_see_what_it_changed(
     seed_model: TrainedModel, sqlite_url: str
 ) -> None:
@@ -76,16 +73,7 @@ async def test_a_batch_holds_back_only_later_records_that_may_see_what_it_change
     read or change a context it changed (shared/kafka/consumer.py, BatchResult)."""
     await asyncio.to_thread(upgrade, sqlite_url)
     engine = create_engine(sqlite_url)
-    version, model = "seed", seed_model.model
-    handler = ClassifyDemands(
-        topics=Topics(classified="classified", context="context", forwarded_labels="forwarded"),
-        source="test",
-        model=lambda: in_use(version, model),
-        context=ContextStore(window=timedelta(days=30)),
-        labels=LabelRepository(engine),
-        thresholds=Thresholds(),
-        metrics=ClassifierMetrics(CollectorRegistry()),
-    )
+    handler = classify_demands(engine, seed_model)
     try:
         changed_a = await handler([_inbound(demand_received(customer_ref="A"))])
         # A label of a demand nobody holds changes no context.
