@@ -213,6 +213,12 @@ def _accepted_spans(
     # parts[2i + 1], and what precedes it parts[2i].
     parts = _DIGIT_GROUP_SPLIT.split(run)
     groups = parts[1::2]
+    if fewest <= sum(map(len, groups)) <= most:
+        # The whole run is the first window tried, and most often the one accepted (a
+        # phone number on its own): taken without the bookkeeping below.
+        whole = _window(parts, 0, len(groups) - 1)
+        if accepts(whole):
+            return [(len(parts[0]) - len(whole.lead), len(run) - len(parts[-1]))]
     before = list(accumulate(map(len, groups), initial=0))  # digits before each group
     spans: list[tuple[int, int]] = []
     first = 0
