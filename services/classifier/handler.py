@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -114,9 +114,10 @@ class ClassifyDemands:
         topic = self._topics.classified
         result.outbound = encode_all(((c, topic) for c in classified), source=self._source)
         result.outbound += await self._forward(elsewhere)
+        changed_states = overlay.changed
         result.outbound += [
             state_record(self._topics.context, customer, state)
-            for customer, state in overlay.changed.items()
+            for customer, state in changed_states.items()
         ]
 
         def after_commit() -> None:
@@ -126,7 +127,7 @@ class ClassifyDemands:
             self._metrics.customers_in_context.set(len(self._context))
 
         result.after_commit = after_commit
-        changed = set(overlay.changed)
+        changed = changed_states.keys()
         forwarded = self._topics.forwarded_labels
         result.conflicts_with = lambda later: _may_see(later, changed, forwarded)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -289,7 +290,7 @@ class ClassifyDemands:
 
 
 def _may_see(
-    later: Sequence[Inbound[Any]], changed: set[str], forwarded_labels: str | None
+    later: Sequence[Inbound[Any]], changed: Set[str], forwarded_labels: str | None
 ) -> bool:
     """Whether a later batch (another partition's, handled while this one commits) may read
     or change the context of a customer this batch changed: then it waits for this batch's

@@ -1,3 +1,4 @@
+import random
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -5,8 +6,10 @@ from functools import partial
 
 from services.classifier.context import (
     STATE_JSON,
+    CaseEntry,
     ContextStore,
     CustomerState,
+    DemandEntry,
     apply_case_event,
     apply_label,
     prune,
@@ -336,3 +339,37 @@ def test_the_changelog_json_is_pydantics_byte_for_byte_through_every_change() ->
     assert kept is not None
     assert [d.demand_id for d in kept.demands] == ["D2", "D3", "D4"]
     assert state_json(kept) == STATE_JSON.dump_json(kept)
+
+
+def test_pruning_keeps_what_the_plain_filter_keeps() -> None:
+    # prune rebuilds its lists only when something goes; held to the plain filter (a demand
+    # stays while it or its fulfilment is within the window; a case while it changed within)
+    # on entries on both sides of the horizon and at it, fulfilled or not, under and over the cap.
+    rng = random.Random(7)
+    now, window = T0 + timedelta(days=40), timedelta(days=30)
+    horizon = now - window
+    offsets = [timedelta(days=d) for d in (-3, -1, 0, 1, 5)] + [timedelta(microseconds=-1)]
+    for _ in range(300):
+        state = CustomerState()
+        for i in range(rng.randrange(8)):
+            occurred = horizon + rng.choice(offsets)
+            fulfilled = horizon + rng.choice(offsets) if rng.random() < 0.4 else None
+            state.demands.append(
+                DemandEntry(
+                    demand_id=f"D{i}", purpose="p", occurred_at=occurred, fulfilled_at=fulfilled
+                )
+            )
+            changed = horizon + rng.choice(offsets)
+            state.cases.append(CaseEntry(ref=f"K{i}", opened_at=changed, changed_at=changed))
+        cap = rng.choice([2, 5, 50])
+        demands = [
+            d
+            for d in state.demands
+            if max(d.occurred_at, d.fulfilled_at or d.occurred_at) >= horizon
+        ][-cap:]
+        cases = [c for c in state.cases if c.changed_at >= horizon][-cap:]
+
+        prune(state, now=now, window=window, max_demands=cap)
+
+        assert state.demands == demands
+        assert state.cases == cases
