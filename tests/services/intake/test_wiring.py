@@ -3,6 +3,7 @@ process-wide, and a background task that dies is logged, shown by /readyz and re
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import pytest
 
 from services.intake.config import IntakeSettings
 from services.intake.db import repository
-from services.intake.main import create_app
+from services.intake.main import YOUNG_COLLECTION_AFTER, create_app
 from tests.support.apps import running
 from tests.support.factories import demand_body
 from tests.support.waiting import wait_until
@@ -64,9 +65,13 @@ async def test_running_intake_leaves_the_interpreter_as_it_was(
     intake_settings: IntakeSettings,
 ) -> None:
     before = sys.getswitchinterval()
+    threshold = gc.get_threshold()
     async with running(create_app(intake_settings)) as client:
         await wait_until(lambda: _status(client, "/readyz"), accept=lambda s: s == 200)
+        # While it serves, young objects are collected less often (main.py).
+        assert gc.get_threshold() == (YOUNG_COLLECTION_AFTER, *threshold[1:])
     assert sys.getswitchinterval() == before
+    assert gc.get_threshold() == threshold
 
 
 @pytest.mark.integration
