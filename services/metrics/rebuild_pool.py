@@ -4,7 +4,7 @@ After the bulk load, every customer's derived rows are computed once from its st
 (ingest.derive_everything). Customers are independent, so a page of them can be computed in
 another process while the rebuild's one connection writes the page before. A worker runs
 the write path's own recomputation (``ingest._recompute``, the code live ingestion runs)
-on a connection of its own to the same file, which only reads: the four reads of the
+on a read-only connection of its own to the same file: the four reads of the
 page's customers go to the file, and every statement that would write (the facts, the
 cases, the daily aggregates, the open cases' counts) is recorded instead, as plain tuples,
 and handed back; the rebuild's connection replays them in one transaction per page, in page
@@ -68,7 +68,9 @@ def database_file(database_url: str) -> Path | None:
 class DerivationPool:
     """The worker processes of one rebuild; a context manager that always shuts them down.
 
-    Started when entered, so that the workers import the write path while the load runs."""
+    Started when entered, so that the workers import the write path while the load runs.
+    Spawned, so the program that calls the rebuild must guard its own start with
+    ``if __name__ == "__main__"`` (the CLI's and the bench's do)."""
 
     def __init__(self, path: Path, workers: int) -> None:
         if workers < 1:
@@ -234,9 +236,12 @@ def _worker_connection() -> sqlite3.Connection:
     if _connection is None:
         if _path is None:
             raise RuntimeError("not a rebuild worker (no database)")
-        # Opened at the first page, after the load has committed: autocommit, transactions
-        # begun by hand (_derive_page).
-        _connection = sqlite3.connect(_path, isolation_level=None)
+        # Opened at the first page, after the load has committed; read-only, so a write
+        # this module did not record fails rather than reaching the file (its TEMP table
+        # is not in the file); autocommit, transactions begun by hand (_derive_page).
+        _connection = sqlite3.connect(
+            f"{Path(_path).as_uri()}?mode=ro", uri=True, isolation_level=None
+        )
         _connection.execute("PRAGMA busy_timeout=10000")
         _connection.execute("PRAGMA cache_size=-65536")  # KiB: 64 MB
         _connection.execute("PRAGMA temp_store=MEMORY")
