@@ -17,9 +17,10 @@ shows as an accepted rate below it, never as a slower offer.
 Latency: one demand in DEMANDSCOPE_BENCH_STACK_PROBE_EVERY (default: five a second, one in
 200 at 1,000/s) is a probe with a case reference and customer of its own. From the 202 of
 the request that carried it, the metrics API's case timeline (``GET /v1/cases/<ref>``) is
-polled until it answers 200, with gaps growing from 10 ms by a quarter each time up to
-500 ms (a latency is read at most a quarter or 500 ms late), for at most 60 s: a probe not
-visible by then counts as lost.
+polled until it answers 200, every 10 ms for the first 250 ms, then with gaps of a quarter
+of the time since the 202 up to 500 ms (a latency is read at most 10 ms late up to 250 ms,
+then at most a quarter or 500 ms late), for at most 60 s: a probe not visible by then
+counts as lost.
 
 Counted: ``GET /v1/demand/overall`` every 2 s; the sustained counted rate is its growth over
 the second half of the load. CPU: user + system time of each process from /proc/<pid>/stat
@@ -85,8 +86,11 @@ CONNECTIONS = 16
 READY_TIMEOUT = 120.0  # the first start (imports, migrations done before, model loading)
 RESTART_TIMEOUT = 30.0  # the target is 5 s: 30 s tells a slow start from a failed one
 PROBE_TIMEOUT = 60.0  # a probe not visible this long after its 202 is lost
-# A probe's polls: gaps from 10 ms growing by this factor up to this gap.
-PROBE_GROWTH, PROBE_MAX_GAP = 1.25, 0.5
+# A probe's polls: every 10 ms for the first 250 ms after its 202 (around the 100 ms target
+# a probe is read at most 10 ms late), then a quarter of the time since the 202, at most
+# 500 ms (read at most a quarter late, as the gaps growing by a quarter from 10 ms did).
+PROBE_FINE_GAP, PROBE_FINE_S = 0.01, 0.25
+PROBE_GROWTH, PROBE_MAX_GAP = 0.25, 0.5
 TARGET_RATE = 1000.0
 TARGET_P50, TARGET_P99 = 0.1, 1.0
 TARGET_RESTART = 5.0
@@ -273,7 +277,7 @@ async def probe(
 ) -> None:
     """Polls the case timeline until the probe is visible; records 202 -> visible."""
     wall = time.time() - (time.monotonic() - since)
-    gap, asked = 0.01, since
+    asked = since
     while time.monotonic() - since < PROBE_TIMEOUT:
         asking = time.monotonic()
         with contextlib.suppress(httpx.HTTPError):
@@ -284,8 +288,11 @@ async def probe(
                 load.answered_at[case_ref] = (wall, wall + load.latencies[-1])
                 return
         asked = asking
-        await asyncio.sleep(gap)
-        gap = min(gap * PROBE_GROWTH, PROBE_MAX_GAP)
+        elapsed = time.monotonic() - since
+        if elapsed < PROBE_FINE_S:
+            await asyncio.sleep(PROBE_FINE_GAP)
+        else:
+            await asyncio.sleep(min(elapsed * PROBE_GROWTH, PROBE_MAX_GAP))
     load.lost += 1
 
 
