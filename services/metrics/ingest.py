@@ -167,7 +167,7 @@ async def recompute_customers(
 ) -> BatchOutcome:
     if not customers:
         return BatchOutcome()
-    return await sql.run_sync(session, lambda db: _recompute(db, customers))
+    return await sql.run_sync(session, lambda db: recompute_on_connection(db, customers))
 
 
 async def derive_everything(
@@ -198,9 +198,11 @@ async def derive_everything(
     return done
 
 
-def _recompute(db: sql.SyncDb, customers: Sequence[sql.Customer]) -> BatchOutcome:
+def recompute_on_connection(db: sql.SyncDb, customers: Sequence[sql.Customer]) -> BatchOutcome:
     """Every touched customer's cases stitched again from everything stored for them: four
-    reads for all of them, then only the rows that changed written (write_path)."""
+    reads for all of them, then only the rows that changed written (write_path). Live
+    ingestion runs it on the session's connection; a rebuild's workers (rebuild_pool) on
+    their own read-only ones, recording the writes."""
     outcome = BatchOutcome()
     write_path.touch_customers(db, customers)
     stored = write_path.stored_state(db, customers)

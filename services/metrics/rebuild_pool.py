@@ -3,8 +3,8 @@
 After the bulk load, every customer's derived rows are computed once from its stored events
 (ingest.derive_everything). Customers are independent, so a page of them can be computed in
 another process while the rebuild's one connection writes the page before. A worker runs
-the write path's own recomputation (``ingest._recompute``, the code live ingestion runs)
-on a read-only connection of its own to the same file: the four reads of the
+the write path's own recomputation (``ingest.recompute_on_connection``, the code live
+ingestion runs) on a read-only connection of its own to the same file: the four reads of the
 page's customers go to the file, and every statement that would write (the facts, the
 cases, the daily aggregates, the open cases' counts) is recorded instead, as plain tuples,
 and handed back; the rebuild's connection replays them in one transaction per page, in page
@@ -215,7 +215,7 @@ def _ready() -> None:
 
 
 def _derive_page(customers: list[Customer]) -> list[Write]:
-    from services.metrics.ingest import _recompute
+    from services.metrics.ingest import recompute_on_connection
 
     db = RecordingDb(_worker_connection())
     connection = _worker_connection()
@@ -223,7 +223,7 @@ def _derive_page(customers: list[Customer]) -> list[Write]:
     # writer's checkpoints can move past it.
     connection.execute("BEGIN")
     try:
-        _recompute(db, customers)
+        recompute_on_connection(db, customers)
     except BaseException:
         connection.execute("ROLLBACK")
         raise

@@ -1,10 +1,11 @@
 """How many measured cases are open now, per source, purpose, first channel and team (''
 for none): tables.OpenCaseCountRow, kept by the write path.
 
-``move`` runs in the write path's synchronous recomputation (ingest._recompute), after the
-touched customers' derived rows are replaced: their open cases as stored before and as
-stitched now, the difference added to the counts. ``counts`` reads them for the figures:
-a few rows instead of counting every open case per request."""
+``move`` runs in the write path's synchronous recomputation
+(ingest.recompute_on_connection), after the touched customers' derived rows are replaced:
+their open cases as stored before and as stitched now, the difference added to the counts.
+``counts`` reads them for the figures: a few rows instead of counting every open case per
+request."""
 
 from __future__ import annotations
 
