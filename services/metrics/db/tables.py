@@ -191,6 +191,16 @@ class CaseRow(Base):
             "team",
         ),
         Index("ix_cases_case_id", "case_id"),
+        # A case by the source's own reference (GET /v1/cases/<ref>, the bench's probes):
+        # without it every such read scanned the whole table. Partial: a case without a
+        # reference (most of them) costs its write nothing more (migration 0020).
+        Index(
+            "ix_cases_case_ref",
+            "case_ref",
+            "source",
+            sqlite_where=text("case_ref IS NOT NULL"),
+            postgresql_where=text("case_ref IS NOT NULL"),
+        ),
     )
 
 
