@@ -63,24 +63,9 @@ __all__ = [
     "ModelInUse",
     "ModelKeeper",
     "RetrainInProgress",
-    "collect_less_often",
     "fingerprint",
     "in_use",
 ]
-
-# Allocations (net) of tracked objects between two young collections; Python's default is 700.
-YOUNG_COLLECTION_AFTER = 50_000
-
-
-def collect_less_often() -> None:
-    """The serving process's collector: a batch of 500 allocates tens of thousands of tracked
-    objects (events, context entries, records) that live until its commit, and with the
-    default threshold a young collection ran every few demands and walked the batch's
-    survivors again each time (10-15 µs of CPU per demand in the handler bench, a fifth of
-    the handler; 0.3 µs at this threshold, the same peak memory). Cyclic garbage, rare here,
-    waits a little longer. Process-wide: called by the service's composition root."""
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_AFTER, older, oldest)
 
 
 @dataclass(frozen=True, slots=True)

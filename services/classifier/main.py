@@ -19,7 +19,7 @@ from services.classifier.db.model_versions import ModelVersions
 from services.classifier.db.repository import LabelRepository
 from services.classifier.handler import ClassifyDemands, Topics
 from services.classifier.judgement import Thresholds
-from services.classifier.live_model import ModelInUse, ModelKeeper, collect_less_often
+from services.classifier.live_model import ModelInUse, ModelKeeper
 from services.classifier.metrics import ClassifierMetrics
 from services.classifier.training import TrainingSources
 from services.classifier.versions import holder_name
@@ -30,6 +30,7 @@ from shared.kafka.consumer import RunnerOptions
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.service import ConsumerService
 from shared.service.app import service_app
+from shared.service.collector import collect_young_less_often
 from shared.service.supervisor import BackgroundTask
 from shared.topics import Topic, topic_name
 
@@ -37,7 +38,7 @@ from shared.topics import Topic, topic_name
 async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> ClassifierComponents:
     """Open the label store, the key store and the model (loaded, or trained on a fresh
     machine), and make the consumer; each is closed by ``stack`` in reverse order."""
-    collect_less_often()
+    collect_young_less_often(stack)
     registry = CollectorRegistry()
     metrics = ClassifierMetrics(registry)
     engine = create_engine(settings.database_url)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from functools import partial
@@ -24,13 +23,8 @@ from shared.database.engine import create_engine
 from shared.kafka.producer import ManagedProducer
 from shared.privacy.redaction import Redactor
 from shared.service.app import service_app
+from shared.service.collector import collect_young_less_often
 from shared.service.supervisor import BackgroundTask
-
-# A young collection after this many net allocations of tracked objects, not CPython's 700:
-# a batch of 500 keeps thousands (payloads, submissions, events, records, results) alive
-# until it is answered, and each young collection walked them again. The classifier's
-# serving process does the same (services/classifier/live_model.py).
-YOUNG_COLLECTION_AFTER = 50_000
 
 DESCRIPTION = (
     "Every request needs an API key (`Authorization: Bearer <key>` or `X-API-Key`), "
@@ -46,9 +40,7 @@ async def build(settings: IntakeSettings, stack: AsyncExitStack) -> IntakeCompon
     writer (group commits; on stop it lets queued confirmations land) and the purge of
     expired ids.
     """
-    threshold = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_AFTER, *threshold[1:])
-    stack.callback(gc.set_threshold, *threshold)  # the interpreter as it was, once stopped
+    collect_young_less_often(stack)
     registry = CollectorRegistry()
     metrics = IntakeMetrics(registry)
     engine = create_engine(settings.database_url)

@@ -32,6 +32,7 @@ from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.service import ConsumerService
 from shared.ownership import load_purpose_owners
 from shared.service.app import service_app
+from shared.service.collector import collect_young_less_often
 from shared.service.supervisor import BackgroundTask
 from shared.topics import Topic, topic_name
 
@@ -40,6 +41,7 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
     """Open the database, the key store and the producer (closed in reverse order on
     ``stack``); the consumer, the producer's upkeep, the publisher and the purge of the
     queues' texts are background tasks."""
+    collect_young_less_often(stack)
     registry = CollectorRegistry()
     metrics = MetricsServiceMetrics(registry)
     owners = load_purpose_owners(settings.taxonomy)  # who owns each purpose: its signals' team

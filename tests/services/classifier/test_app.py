@@ -29,6 +29,7 @@ from shared.auth.keys import Scope
 from shared.auth.settings import AuthSettings
 from shared.auth.store import ApiKeyStore
 from shared.kafka.settings import KafkaSettings
+from shared.service.collector import YOUNG_COLLECTION_AFTER
 from shared.topics import Topic, topic_name
 from tests.services.classifier.conftest import ApiKeys, store_version
 from tests.support.apps import running
@@ -126,8 +127,8 @@ async def test_every_route_but_the_probes_needs_a_key(
     threshold = gc.get_threshold()
     try:
         async with running(app) as client:
-            # The serving process collects young objects less often (live_model).
-            assert gc.get_threshold()[0] == live_model.YOUNG_COLLECTION_AFTER
+            # The serving process collects young objects less often (shared.service.collector).
+            assert gc.get_threshold()[0] == YOUNG_COLLECTION_AFTER
             for method, path in operations:
                 response = await client.request(method, path)
                 assert response.status_code == 401, (method, path, response.text)

@@ -18,7 +18,8 @@ import pytest
 
 from services.intake.config import IntakeSettings
 from services.intake.db import repository
-from services.intake.main import YOUNG_COLLECTION_AFTER, create_app
+from services.intake.main import create_app
+from shared.service.collector import YOUNG_COLLECTION_AFTER
 from tests.support.apps import running
 from tests.support.factories import demand_body
 from tests.support.waiting import wait_until
@@ -68,7 +69,7 @@ async def test_running_intake_leaves_the_interpreter_as_it_was(
     threshold = gc.get_threshold()
     async with running(create_app(intake_settings)) as client:
         await wait_until(lambda: _status(client, "/readyz"), accept=lambda s: s == 200)
-        # While it serves, young objects are collected less often (main.py).
+        # While it serves, young objects are collected less often (shared.service.collector).
         assert gc.get_threshold() == (YOUNG_COLLECTION_AFTER, *threshold[1:])
     assert sys.getswitchinterval() == before
     assert gc.get_threshold() == threshold

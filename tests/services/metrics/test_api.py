@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import gc
 import io
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from shared.events import CaseEventType, DemandType, Event, SystemChanged
 from shared.kafka.codec import decode
 from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
+from shared.service.collector import YOUNG_COLLECTION_AFTER
 from shared.topics import Topic, topic_name
 from tests.support.apps import ready, running
 from tests.support.factories import case_event, demand_classified
@@ -85,6 +87,13 @@ async def client(
     async with running(create_app(settings)) as http:
         await ready(http)
         yield http
+
+
+async def test_while_it_serves_young_objects_are_collected_less_often(
+    client: httpx.AsyncClient,
+) -> None:
+    # Every service's collector policy (shared.service.collector); undone when it stops.
+    assert gc.get_threshold()[0] == YOUNG_COLLECTION_AFTER
 
 
 async def test_reads_need_a_key_with_the_read_scope(client: httpx.AsyncClient, auth: Any) -> None:
