@@ -6,13 +6,8 @@ SQLite, not timed."""
 from __future__ import annotations
 
 import asyncio
-import re
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import event
 
 from services.metrics import service
 from services.metrics.db.migrate import upgrade
@@ -20,6 +15,7 @@ from services.metrics.ingest import apply_events
 from shared.database.engine import create_engine, session_factory
 from shared.events import Event
 from tests.support.factories import demand_classified
+from tests.support.query_plans import reads_recorded, sqlite_plans
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -39,23 +35,16 @@ async def test_a_case_is_found_by_its_reference_off_an_index(tmp_path: Path) -> 
         for n in range(20)
     ]
     engine = create_engine(url)
-    statements: list[tuple[str, Any]] = []
-
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def keep(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append((statement, params))
-
     try:
         async with session_factory(engine)() as session, session.begin():
             assert not (await apply_events(session, events)).refused
-        statements.clear()
-        async with session_factory(engine)() as session:
-            found = await service.case_timeline(session, "K-7")
-            mine = await service.case_timeline(session, "K-7", source="demo")
-            theirs = await service.case_timeline(session, "K-7", source="other")
-            # Not (yet) there: read by id, then by reference (a probe's polls until it is).
-            nobody = await service.case_timeline(session, "K-404")
+        with reads_recorded(engine, touching="cases") as statements:
+            async with session_factory(engine)() as session:
+                found = await service.case_timeline(session, "K-7")
+                mine = await service.case_timeline(session, "K-7", source="demo")
+                theirs = await service.case_timeline(session, "K-7", source="other")
+                # Not (yet) there: read by id, then by reference (a probe's polls until it is).
+                nobody = await service.case_timeline(session, "K-404")
     finally:
         await engine.dispose()
     assert found is not None
@@ -64,15 +53,7 @@ async def test_a_case_is_found_by_its_reference_off_an_index(tmp_path: Path) -> 
     assert nobody is None
     assert [e.id for e in found.entries if e.kind == "demand"] == ["d-7"]
 
-    db = sqlite3.connect(path)
-    try:
-        plans = [
-            [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + statement, params)]
-            for statement, params in statements
-            if re.search(r"\bFROM cases\b", statement) and "case_ref =" in statement
-        ]
-    finally:
-        db.close()
+    plans = sqlite_plans(path, [(sql, params) for sql, params in statements if "case_ref =" in sql])
     assert len(plans) == 2, statements  # by reference, with and without a source
     for plan in plans:
         assert any("USING INDEX ix_cases_case_ref" in step for step in plan), plan

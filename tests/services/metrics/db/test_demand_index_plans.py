@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.audit import AuditPolicy
@@ -30,6 +29,7 @@ from services.metrics.ingest import apply_events
 from shared.database.engine import create_engine, session_factory
 from shared.events import DemandType, Event
 from tests.support.factories import demand_classified, demand_labelled
+from tests.support.query_plans import reads_recorded, sqlite_plans
 
 # Recent: the queues keep a demand's words for 30 days.
 T0 = (datetime.now(UTC) - timedelta(days=3)).replace(hour=8, minute=0, second=0, microsecond=0)
@@ -99,30 +99,10 @@ async def stored(tmp_path: Path) -> AsyncIterator[tuple[Path, Any]]:
 
 
 async def _plans(path: Path, engine: Any, lookup: Lookup) -> tuple[Any, list[list[str]]]:
-    statements: list[tuple[str, Any]] = []
-
-    def keep(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: bool) -> None:
-        if re.search(r"\bdemands\b", statement) and statement.lstrip().upper()[:6] in (
-            "SELECT",
-            "WITH R",
-        ):
-            statements.append((statement, params))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", keep)
-    try:
+    with reads_recorded(engine, touching="demands") as statements:
         async with session_factory(engine)() as session:
             found = await lookup(session)
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", keep)
-    db = sqlite3.connect(path)
-    try:
-        plans = [
-            [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + statement, params)]
-            for statement, params in statements
-        ]
-    finally:
-        db.close()
-    return found, plans
+    return found, sqlite_plans(path, statements)
 
 
 def _reads_of_demands(plans: list[list[str]]) -> list[str]:
@@ -155,12 +135,7 @@ async def test_the_old_labels_check_counts_the_sources_of_a_labels_id_by_the_key
 ) -> None:
     path = tmp_path / "metrics.db"
     await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{path}")
-    db = sqlite3.connect(path)
-    try:
-        db.execute(write_path._TOUCHED_SQLITE)
-        plan = [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + write_path._LABELS)]
-    finally:
-        db.close()
+    [plan] = sqlite_plans(path, [(write_path._LABELS, ())], setup=[write_path._TOUCHED_SQLITE])
 
     assert not [s for s in plan if ON_DEMANDS.match(s) and s.startswith("SCAN")], plan
     assert (

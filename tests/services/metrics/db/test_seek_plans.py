@@ -7,14 +7,10 @@ statements the figures run are read with EXPLAIN QUERY PLAN on SQLite, not timed
 from __future__ import annotations
 
 import asyncio
-import re
-import sqlite3
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from services.metrics.db import measures
 from services.metrics.db.measures import Filters
@@ -24,6 +20,7 @@ from services.metrics.ingest import apply_events
 from shared.database.engine import create_engine, session_factory
 from shared.events import CaseEventType, Channel, Event
 from tests.support.factories import case_event, demand_classified
+from tests.support.query_plans import reads_recorded, sqlite_plans
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 FILTERS = [{}, {"source": "demo"}, {"channel": "phone"}, {"team": "north"}]
@@ -51,28 +48,21 @@ async def test_the_seeks_read_the_cases_off_an_index_alone(
                            occurred_at=opened + timedelta(seconds=300 * n))
             )  # fmt: skip
     engine = create_engine(url)
-    statements: list[tuple[str, Any]] = []
-
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def keep(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append((statement, params))
-
     try:
         async with session_factory(engine)() as session, session.begin():
             assert not (await apply_events(session, events)).refused
-        statements.clear()
         start = datetime.combine(date(2026, 3, 1), time.min, UTC)
         filters = Filters(period=Period(start, start + timedelta(days=30)), **extra)
-        async with session_factory(engine)() as session:
-            count, ages, _oldest = await measures.open_case_ages(
-                session, filters, purpose="repair", now=T0 + timedelta(days=1),
-                quantiles=[50.0, 85.0, 95.0],
-            )  # fmt: skip
-            times = await measures.end_to_end_percentiles(
-                session, filters, [50.0, 85.0, 95.0], purpose="repair"
-            )
-            await measures.end_to_end_histogram(session, filters, purpose="repair")
+        with reads_recorded(engine, touching="cases") as statements:
+            async with session_factory(engine)() as session:
+                count, ages, _oldest = await measures.open_case_ages(
+                    session, filters, purpose="repair", now=T0 + timedelta(days=1),
+                    quantiles=[50.0, 85.0, 95.0],
+                )  # fmt: skip
+                times = await measures.end_to_end_percentiles(
+                    session, filters, [50.0, 85.0, 95.0], purpose="repair"
+                )
+                await measures.end_to_end_histogram(session, filters, purpose="repair")
     finally:
         await engine.dispose()
     # The seeks ran and found their rows.
@@ -80,15 +70,7 @@ async def test_the_seeks_read_the_cases_off_an_index_alone(
     assert ages
     assert times["repair"]
 
-    db = sqlite3.connect(path)
-    try:
-        plans = [
-            [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + statement, params)]
-            for statement, params in statements
-            if re.search(r"\bFROM cases\b", statement)
-        ]
-    finally:
-        db.close()
+    plans = sqlite_plans(path, statements)
     assert len(plans) >= 3, statements
     for plan in plans:
         on_cases = [step for step in plan if " cases " in f"{step} "]

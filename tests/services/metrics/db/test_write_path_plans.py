@@ -8,13 +8,13 @@ the review desk waits for). The plans are read with EXPLAIN QUERY PLAN, not time
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from services.metrics.db import write_path
 from services.metrics.db.migrate import upgrade
+from tests.support.query_plans import sqlite_plans
 
 READS = ["_DEMANDS", "_CASE_EVENTS", "_LABELS", "_CASES"]
 
@@ -25,12 +25,9 @@ async def test_each_read_scans_the_touched_customers_and_searches_the_stored_row
 ) -> None:
     path = tmp_path / "metrics.db"
     await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{path}")
-    db = sqlite3.connect(path)
-    try:
-        db.execute(write_path._TOUCHED_SQLITE)
-        plan = [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + getattr(write_path, read))]
-    finally:
-        db.close()
+    [plan] = sqlite_plans(
+        path, [(getattr(write_path, read), ())], setup=[write_path._TOUCHED_SQLITE]
+    )
 
     # Of a stored table, only the touched customers are scanned (an old label's check also
     # scans the sources it found, a row each: DEMAND_SOURCES's own rows, s and demand_sources).
