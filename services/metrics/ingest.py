@@ -16,7 +16,7 @@ rest of the batch is applied; the live service dead-letters what is refused.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -176,26 +176,36 @@ async def derive_everything(
     """Every stored customer's derived rows computed once, after a bulk load (a rebuild's):
     the customers in key order, a page per transaction. Returns the customers computed."""
     done = 0
+    async for page in customer_pages(sessions, customers_per_transaction):
+        async with sessions.begin() as session:
+            await recompute_customers(session, page)
+        done += len(page)
+    return done
+
+
+async def customer_pages(
+    sessions: async_sessionmaker[AsyncSession], customers_per_page: int
+) -> AsyncIterator[list[sql.Customer]]:
+    """Every stored customer, in pages in key order: those with demands, then those with
+    case events only. The stored events do not change while a rebuild derives, so each page
+    is read on its own."""
     for with_demands in (True, False):
         after: sql.Customer | None = None
         while True:
-            async with sessions.begin() as session:
+            async with sessions() as session:
                 page = await sql.run_sync(
                     session,
                     partial(
                         write_path.customers_after,
                         after=after,
-                        limit=customers_per_transaction,
+                        limit=customers_per_page,
                         with_demands=with_demands,
                     ),
                 )
-                if page:
-                    await recompute_customers(session, page)
             if not page:
                 break
-            done += len(page)
+            yield page
             after = page[-1]
-    return done
 
 
 def recompute_on_connection(db: sql.SyncDb, customers: Sequence[sql.Customer]) -> BatchOutcome:

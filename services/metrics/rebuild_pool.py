@@ -43,8 +43,9 @@ from typing import Any, TypeAlias
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.metrics.db import sql, write_path
+from services.metrics.db import sql
 from services.metrics.db.sql import Customer, SqliteDb, SyncDb
+from services.metrics.ingest import customer_pages
 
 # A statement the worker did not run, for the rebuild's connection: which SyncDb method,
 # and its arguments (plain tuples, lists and dicts of str, int, float, bool and None).
@@ -120,25 +121,10 @@ async def derive_in_pool(
     window = 2 * pool.workers
     done = 0
     try:
-        for with_demands in (True, False):
-            after: Customer | None = None
-            while True:
-                async with sessions() as session:
-                    page = await sql.run_sync(
-                        session,
-                        partial(
-                            write_path.customers_after,
-                            after=after,
-                            limit=customers_per_transaction,
-                            with_demands=with_demands,
-                        ),
-                    )
-                if not page:
-                    break
-                in_flight.append((asyncio.wrap_future(pool.submit(page)), len(page)))
-                after = page[-1]
-                if len(in_flight) >= window:
-                    done += await _write_oldest(sessions, in_flight)
+        async for page in customer_pages(sessions, customers_per_transaction):
+            in_flight.append((asyncio.wrap_future(pool.submit(page)), len(page)))
+            if len(in_flight) >= window:
+                done += await _write_oldest(sessions, in_flight)
         while in_flight:
             done += await _write_oldest(sessions, in_flight)
     finally:
