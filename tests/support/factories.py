@@ -20,6 +20,7 @@ from typing import Any
 from shared.events import (
     CaseEvent,
     CaseEventType,
+    CausedBy,
     Channel,
     ClassificationMethod,
     DemandClassified,
@@ -94,6 +95,32 @@ def demand_classified(
     }
     rest = {k: v for k, v in overrides.items() if k not in _DEMAND_FIELDS}
     return DemandClassified.model_validate(fields | rest)
+
+
+def varied_demands(
+    count: int, *, customers: int, start: datetime, case_refs: bool = False
+) -> list[DemandClassified]:
+    """``count`` demands an hour apart from ``start`` over ``customers`` customers (demand n
+    is customer ``C-{n % customers}``'s), varied the same way every time: both channels, a
+    team or none, two purposes, every third a repeat failure, each after the first round
+    caused by the same customer's demand before, handling times on every other; with
+    ``case_refs``, three in four belong to their customer's case ``K-...``."""
+    return [
+        demand_classified(
+            id=f"d-{n}",
+            customer_ref=f"C-{n % customers}",
+            case_ref=f"K-{n % customers}" if case_refs and n % 4 else None,
+            occurred_at=start + timedelta(hours=n),
+            channel=Channel.PHONE if n % 2 else Channel.EMAIL,
+            team="north" if n % 3 else None,
+            purpose="billing" if n % 4 else "move home",
+            demand_type=DemandType.FAILURE if n % 3 == 1 else DemandType.VALUE,
+            failure_kind="repeat" if n % 3 == 1 else None,
+            caused_by=CausedBy(kind="demand", ref=f"d-{n - customers}") if n >= customers else None,
+            attributes={"handling_seconds": f"{100 + n}.25"} if n % 2 else {},
+        )
+        for n in range(count)
+    ]
 
 
 def case_event(**overrides: Any) -> CaseEvent:

@@ -22,8 +22,8 @@ from services.metrics.db.sql import Customer
 from services.metrics.ingest import apply_events, derive_everything
 from services.metrics.rebuild_pool import DerivationPool, Write, database_file, derive_in_pool
 from shared.database.engine import create_engine, session_factory
-from shared.events import CaseEventType, CausedBy, Channel, DemandType, Event
-from tests.support.factories import case_event, demand_classified, demand_labelled
+from shared.events import CaseEventType, DemandType, Event
+from tests.support.factories import case_event, demand_classified, demand_labelled, varied_demands
 
 pytestmark = pytest.mark.integration
 
@@ -36,24 +36,7 @@ def _events() -> list[Event]:
     """Customers with several demands over two days, causes, handling times, cases opened,
     fulfilled and reopened, relabels (one without a source, as old labels are), and a
     customer with case events only (the derivation's second pass)."""
-    events: list[Event] = []
-    for n in range(40):
-        customer = f"C-{n % 13}"
-        events.append(
-            demand_classified(
-                id=f"d-{n}",
-                customer_ref=customer,
-                case_ref=f"K-{n % 13}" if n % 4 else None,
-                occurred_at=T0 + n * HOUR,
-                channel=Channel.PHONE if n % 2 else Channel.EMAIL,
-                team="north" if n % 3 else None,
-                purpose="billing" if n % 4 else "move home",
-                demand_type=DemandType.FAILURE if n % 3 == 1 else DemandType.VALUE,
-                failure_kind="repeat" if n % 3 == 1 else None,
-                caused_by=CausedBy(kind="demand", ref=f"d-{n - 13}") if n >= 13 else None,
-                attributes={"handling_seconds": f"{100 + n}.25"} if n % 2 else {},
-            )
-        )
+    events: list[Event] = [*varied_demands(40, customers=13, start=T0, case_refs=True)]
     for n in range(13):
         kinds = [CaseEventType.FULFILLED] + ([CaseEventType.REOPENED] if n % 5 == 0 else [])
         events += [

@@ -30,8 +30,8 @@ from services.metrics.domain.percentiles import percentile
 from services.metrics.domain.windows import Period
 from services.metrics.ingest import apply_events, derive_everything
 from shared.database.engine import create_engine, session_factory
-from shared.events import CaseEventType, CausedBy, Channel, DemandLabelled, DemandType, Event
-from tests.support.factories import case_event, demand_classified, demand_labelled
+from shared.events import CaseEventType, Channel, DemandLabelled, DemandType, Event
+from tests.support.factories import case_event, demand_classified, demand_labelled, varied_demands
 
 pytestmark = pytest.mark.integration
 
@@ -40,23 +40,7 @@ HOUR = timedelta(hours=1)
 
 
 def _events() -> list[Event]:
-    events: list[Event] = []
-    for n in range(12):
-        customer = f"C-{n % 5}"
-        events.append(
-            demand_classified(
-                id=f"d-{n}",
-                customer_ref=customer,
-                occurred_at=T0 + n * HOUR,
-                channel=Channel.PHONE if n % 2 else Channel.EMAIL,
-                team="north" if n % 3 else None,
-                purpose="billing" if n % 4 else "move home",
-                demand_type=DemandType.FAILURE if n % 3 == 1 else DemandType.VALUE,
-                failure_kind="repeat" if n % 3 == 1 else None,
-                caused_by=CausedBy(kind="demand", ref=f"d-{n - 5}") if n >= 5 else None,
-                attributes={"handling_seconds": f"{100 + n}.25"} if n % 2 else {},
-            )
-        )
+    events: list[Event] = [*varied_demands(12, customers=5, start=T0)]
     events.append(
         case_event(
             id="e-1",
