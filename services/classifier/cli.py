@@ -503,6 +503,23 @@ def rollback(
     console.print(f"current version is now [bold]{to}[/bold]")
 
 
+@app.command()
+def prune(
+    keep: Annotated[
+        int, typer.Option("--keep", min=1, help="How many of the newest versions to keep.")
+    ] = 10,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete old model versions: all but the newest ``--keep`` and the current one. Each
+    stored version holds its whole model; a fleet that retrains on a schedule piles them up.
+    Export a version first (``export``) if you may want it back."""
+    deleted = _on_database(_url(database_url), lambda v: v.prune(keep))
+    if not deleted:
+        console.print(f"nothing to delete: at most {keep} versions besides the current one")
+        return
+    console.print(f"deleted {len(deleted)} model versions: {', '.join(deleted)}")
+
+
 @app.command(name="import-models")
 def import_models(
     model_dir: Annotated[

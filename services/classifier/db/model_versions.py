@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -200,6 +200,32 @@ class ModelVersions:
                     raise UnknownVersion(version)  # rolls the pointer back
         except IntegrityError as error:  # PostgreSQL does
             raise UnknownVersion(version) from error
+
+    async def prune(self, keep: int) -> tuple[str, ...]:
+        """Delete every version but the ``keep`` newest and the current one (a rollback may
+        have pointed at an older one); returns the versions deleted, oldest first. One
+        statement, so a rollback meanwhile either sees the version or finds it gone (the
+        current pointer's foreign key on PostgreSQL; ``make_current`` checks it on SQLite)."""
+        if keep < 1:
+            raise ValueError("keep at least one version")
+        columns = _VERSIONS.c
+        newest = (
+            select(columns.version)
+            .order_by(columns.created_at.desc(), columns.version.desc())
+            .limit(keep)
+        )
+        current = select(_CURRENT.c.version).where(_CURRENT.c.id == CURRENT_ROW)
+        async with self._engine.begin() as connection:
+            deleted = await connection.execute(
+                delete(_VERSIONS)
+                .where(
+                    columns.version.not_in(newest.scalar_subquery()),
+                    columns.version.not_in(current.scalar_subquery()),
+                )
+                .returning(columns.version, columns.created_at)
+            )
+            rows = deleted.all()
+        return tuple(row[0] for row in sorted(rows, key=lambda row: (_as_utc(row[1]), row[0])))
 
     async def import_versions(
         self, versions: Sequence[NewVersion], *, current: str | None, by: str

@@ -100,8 +100,8 @@ def test_evaluate_survives_untidy_files(
 def test_versions_rollback_and_explain(examples_csv: Path, labels_url: str) -> None:
     train(examples_csv, labels_url, "--holdout", "0")
     first, model, _ = current(labels_url)
-    asyncio.run(store_version(labels_url, model, {"examples": 1}))
-    assert current(labels_url)[0] != first
+    second = asyncio.run(store_version(labels_url, model, {"examples": 1}))
+    assert current(labels_url)[0] == second != first
 
     listed = runner.invoke(app, ["versions", "--database-url", labels_url])
     rolled = runner.invoke(app, ["rollback", "--database-url", labels_url, "--to", first])
@@ -114,6 +114,19 @@ def test_versions_rollback_and_explain(examples_csv: Path, labels_url: str) -> N
     assert current(labels_url)[0] == first
     assert explained.exit_code == 0
     assert "demand_type" in explained.output
+
+    # The newest version is kept, and so is the current one (rolled back to): the one between
+    # them goes.
+    newest = asyncio.run(store_version(labels_url, model, make_current=False))
+    pruned = runner.invoke(app, ["prune", "--keep", "1", "--database-url", labels_url])
+    assert pruned.exit_code == 0, pruned.output
+    assert "deleted 1 model versions" in pruned.output
+    kept = runner.invoke(app, ["versions", "--database-url", labels_url]).output
+    assert first in kept
+    assert newest in kept
+    assert second not in kept
+    again = runner.invoke(app, ["prune", "--keep", "1", "--database-url", labels_url])
+    assert "nothing to delete" in again.output
 
 
 def test_rollback_to_an_unknown_version_exits_non_zero(labels_url: str) -> None:

@@ -169,3 +169,23 @@ def test_damaged_bytes_are_refused(seed_model: TrainedModel) -> None:
     payload = store.dumps(seed_model.model)
     with pytest.raises(store.ModelStoreError, match="damaged"):
         store.loads(payload[:-1] + b"x", where="v", expected_hash=store.content_hash(payload))
+
+
+async def test_prune_keeps_the_newest_and_the_current_one(
+    opened: Callable[..., ModelVersions],
+) -> None:
+    for n in range(1, 6):  # v1 oldest, v5 newest
+        await opened(n * MINUTE).add(version(f"v{n}"))
+    fleet = opened()
+    await fleet.make_current("v1", by="test", reason="rollback")
+
+    assert await fleet.prune(keep=2) == ("v2", "v3")
+    assert [v.version for v in await fleet.list()] == ["v1", "v4", "v5"]
+    assert await fleet.current() == "v1"
+    with pytest.raises(UnknownVersion):
+        await fleet.get("v2")
+    with pytest.raises(UnknownVersion):  # what was pruned cannot be made current again
+        await fleet.make_current("v3", by="test", reason="rollback")
+    assert await fleet.prune(keep=2) == ()
+    with pytest.raises(ValueError, match="at least one"):
+        await fleet.prune(keep=0)
