@@ -48,34 +48,10 @@ from shared.events import CaseEvent, DemandClassified, DemandLabelled
 
 
 def demand_row(event: DemandClassified) -> dict[str, Any]:
-    demand = event.demand
-    cause = event.caused_by
-    if cause is not None and cause.source not in (None, demand.source):
-        # Refs are unique within a source, and a customer is one source's: a cause in
-        # another source is not this customer's, so it stitches nothing.
-        cause = None
-    return {
-        "demand_id": demand.id,
-        "customer_ref": demand.customer_ref,
-        "case_ref": demand.case_ref,
-        "channel": demand.channel.value,
-        "source": demand.source,
-        "team": demand.team,
-        "occurred_at": as_utc(demand.occurred_at),
-        "received_at": as_utc(demand.received_at),
-        "purpose": event.purpose,
-        "demand_type": event.demand_type.value,
-        "failure_kind": event.failure_kind,
-        "confidence": event.confidence,
-        "method": event.method.value,
-        "model_version": event.model_version,
-        "caused_by_kind": cause.kind if cause else None,
-        "caused_by_ref": cause.ref if cause else None,
-        "classified_at": as_utc(event.classified_at),
-        "handling_seconds": handling_seconds(demand.attributes),
-        "needs_review": event.needs_review,
-        "week_start": week_start(as_utc(demand.occurred_at)),
-    }
+    """A demand as the demands table holds it, by column, its times as UTC datetimes."""
+    occurred_at = as_utc(event.demand.occurred_at)
+    values = (*_demand_values(event, as_utc), week_start(occurred_at))
+    return dict(zip(DEMAND_COLUMNS, values, strict=True))
 
 
 def handling_seconds(attributes: dict[str, str]) -> float | None:
@@ -92,30 +68,11 @@ def handling_seconds(attributes: dict[str, str]) -> float | None:
 
 
 def case_event_row(event: CaseEvent) -> dict[str, Any]:
-    return {
-        "event_id": event.id,
-        "case_ref": event.case_ref,
-        "customer_ref": event.customer_ref,
-        "type": event.type.value,
-        "occurred_at": as_utc(event.occurred_at),
-        "purpose": event.purpose,
-        "source": event.source or "",
-    }
+    return dict(zip(CASE_EVENT_COLUMNS, _case_event_values(event, as_utc), strict=True))
 
 
 def label_row(event: DemandLabelled) -> dict[str, Any]:
-    return {
-        "label_id": event.id,
-        "demand_id": event.demand_id,
-        # An old label names no source: kept with the empty one (see customer_histories).
-        "demand_source": event.demand_source or "",
-        "demand_type": event.demand_type.value,
-        "failure_kind": event.failure_kind,
-        "purpose": event.purpose,
-        "labelled_by": event.labelled_by,
-        "labelled_at": as_utc(event.labelled_at),
-        "reason": event.reason,
-    }
+    return dict(zip(LABEL_COLUMNS, _label_values(event, as_utc), strict=True))
 
 
 # The received rows' columns, in the order store_received builds their values.
@@ -164,14 +121,17 @@ LABEL_COLUMNS = (
 
 
 def _demand_values(event: DemandClassified, time: Callable[[datetime], Any]) -> tuple[Any, ...]:
-    """demand_row's values as stored, in DEMAND_COLUMNS' order but the week (added by the
-    caller): a tuple straight from the event, no dict per row (the live path's per-row
-    Python was most of store_received's cost, more than sqlite3's inserts)."""
+    """A demand's values in DEMAND_COLUMNS' order but the week (added by the caller), its
+    times as ``time`` writes them: a tuple straight from the event, no dict per row (the
+    live path's per-row Python was most of store_received's cost, more than sqlite3's
+    inserts)."""
     demand = event.demand
     source = demand.source
     cause = event.caused_by
     if cause is not None and cause.source not in (None, source):
-        cause = None  # another source's ref stitches nothing (demand_row says why)
+        # Refs are unique within a source, and a customer is one source's: a cause in
+        # another source is not this customer's, so it stitches nothing.
+        cause = None
     attributes = demand.attributes
     return (
         source,
@@ -193,6 +153,35 @@ def _demand_values(event: DemandClassified, time: Callable[[datetime], Any]) -> 
         time(event.classified_at),
         handling_seconds(attributes) if attributes else None,
         event.needs_review,
+    )
+
+
+def _case_event_values(event: CaseEvent, time: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """A case event's values in CASE_EVENT_COLUMNS' order."""
+    source = event.source or ""
+    return (
+        source,
+        event.id,
+        event.case_ref,
+        event.customer_ref,
+        event.type.value,
+        time(event.occurred_at),
+        event.purpose,
+    )
+
+
+def _label_values(label: DemandLabelled, time: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """A label's values in LABEL_COLUMNS' order."""
+    return (
+        label.demand_source or "",  # an old label names no source (customer_histories)
+        label.id,
+        label.demand_id,
+        label.demand_type.value,
+        label.failure_kind,
+        label.purpose,
+        label.labelled_by,
+        time(label.labelled_at),
+        label.reason,
     )
 
 
@@ -221,32 +210,8 @@ def store_received(
         if week is None:
             week = weeks[on] = day(on - timedelta(days=on.weekday()))
         demand_rows[(values[0], values[1])] = (*values, week)
-    case_rows = {
-        (e.source or "", e.id): (
-            e.source or "",
-            e.id,
-            e.case_ref,
-            e.customer_ref,
-            e.type.value,
-            time(e.occurred_at),
-            e.purpose,
-        )
-        for e in case_events
-    }
-    label_rows = {
-        (label.demand_source or "", label.id): (
-            label.demand_source or "",  # an old label names no source (customer_histories)
-            label.id,
-            label.demand_id,
-            label.demand_type.value,
-            label.failure_kind,
-            label.purpose,
-            label.labelled_by,
-            time(label.labelled_at),
-            label.reason,
-        )
-        for label in labels
-    }
+    case_rows = {(e.source or "", e.id): _case_event_values(e, time) for e in case_events}
+    label_rows = {(lb.demand_source or "", lb.id): _label_values(lb, time) for lb in labels}
     db.insert_rows("demands", DEMAND_COLUMNS, list(demand_rows.values()))
     db.insert_rows("case_events", CASE_EVENT_COLUMNS, list(case_rows.values()))
     db.insert_rows("demand_labels", LABEL_COLUMNS, list(label_rows.values()))
