@@ -203,8 +203,8 @@ def _ready() -> None:
 def _derive_page(customers: list[Customer]) -> list[Write]:
     from services.metrics.ingest import recompute_on_connection
 
-    db = RecordingDb(_worker_connection())
     connection = _worker_connection()
+    db = RecordingDb(connection)
     # One read transaction per page: one snapshot for its reads, let go at its end so the
     # writer's checkpoints can move past it.
     connection.execute("BEGIN")
