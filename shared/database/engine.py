@@ -5,20 +5,40 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event, make_url
+from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import QueuePool
+
+# A SQLite file's pool keeps as many connections as the default pool allows at once (5 kept +
+# 10 overflow), all of them: an idle one costs a parked thread and nothing else, while an
+# overflow connection is opened and closed around each use (its thread, the pragmas, the
+# schema parsed again: ~0.5 ms of CPU). The metrics API's polled reads beside the consumer
+# churned 261-377 of them a bench stack run (docs/performance.md, issue 14).
+SQLITE_POOL_SIZE = 15
 
 
 def create_engine(url: str) -> AsyncEngine:
-    # A server's connection can die with a restart or a proxy's idle timeout: checked on
-    # checkout. A SQLite file's cannot, and the check would cost each session a round trip
-    # to aiosqlite's thread (4 of the classifier's 7 hand-offs per batch).
-    pre_ping = make_url(url).get_backend_name() != "sqlite"
-    engine = create_async_engine(url, pool_pre_ping=pre_ping)
+    parsed = make_url(url)
+    options: dict[str, Any] = {
+        # A server's connection can die with a restart or a proxy's idle timeout: checked
+        # on checkout. A SQLite file's cannot, and the check would cost each session a round
+        # trip to aiosqlite's thread (4 of the classifier's 7 hand-offs per batch).
+        "pool_pre_ping": parsed.get_backend_name() != "sqlite",
+    }
+    # An in-memory database has one connection (SQLAlchemy's StaticPool): nothing to size.
+    dialect = parsed.get_dialect()
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and issubclass(dialect, DefaultDialect)
+        and issubclass(dialect.get_pool_class(parsed), QueuePool)
+    ):
+        options |= {"pool_size": SQLITE_POOL_SIZE, "max_overflow": 0}
+    engine = create_async_engine(url, **options)
     if engine.dialect.name == "sqlite":
         # WAL lets readers (the API, other processes) work while one writer commits;
         # synchronous=NORMAL makes a commit an append to the log rather than an fsync of the
