@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from shared.kafka.codec import OutboundRecord
 from shared.kafka.settings import KafkaSettings
@@ -32,13 +36,100 @@ def create_producer(
     )
 
 
+# A partition's records of one call go as one aiokafka batch from this many on; fewer go
+# through send(), which appends them to the partition's open batch so that concurrent small
+# calls (intake's single requests) share one produce request. A batch of our own is closed
+# and waits for the partition's previous batch to leave, so one record per batch there would
+# be one produce request per call.
+BATCH_FROM = 8
+_PARTITIONER = DefaultPartitioner()  # what AIOKafkaProducer uses unless given another
+
+# One FIFO gate per producer and partition, held by every send_all while it puts records on
+# that partition. aiokafka's send_batch waits for the partition's pending batch to leave and
+# then checks again; whoever is scheduled first in between (a fresh send() or send_batch)
+# takes the partition, so a waiting batch can lose every round, and its timeout shrinks by
+# the whole time waited at each round (aiokafka 0.14's add_batch): four concurrent callers
+# on three partitions timed out within seconds (measured). Through the gate a batch waits
+# for at most the batch in front of it.
+_gates: weakref.WeakKeyDictionary[AIOKafkaProducer, dict[tuple[str, int], asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def send_all(producer: AIOKafkaProducer, records: Iterable[OutboundRecord]) -> None:
-    """Send records and wait until the broker has acknowledged every one."""
-    futures = [
-        await producer.send(r.topic, value=r.value, key=r.key, headers=r.headers) for r in records
-    ]
+    """Send records and wait until the broker has acknowledged every one.
+
+    Each record goes to the partition ``send()`` would choose for its key (the default
+    partitioner, which every producer here uses), in the order given. A partition's records
+    are one ``create_batch()`` per ``max_batch_size`` submitted with ``send_batch()``: a
+    future per batch, not a ``send()`` coroutine and a future per record (aiokafka's 14 µs
+    a record in intake's profile; 6 this way). Idempotence and transactions hold for these
+    batches as for ``send()``'s: the accumulator stamps the producer id and sequence numbers
+    on any batch it drains, and adds the partition to the open transaction when it takes one.
+    """
+    groups: dict[tuple[str, int], list[OutboundRecord]] = {}
+    partitions: dict[str, tuple[list[int], list[int]]] = {}
+    for record in records:
+        known = partitions.get(record.topic)
+        if known is None:
+            # Both lists as send() builds them, from the metadata it waits for.
+            await producer.partitions_for(record.topic)
+            cluster = producer.client.cluster
+            known = partitions[record.topic] = (
+                list(cluster.partitions_for_topic(record.topic)),
+                list(cluster.available_partitions_for_topic(record.topic)),
+            )
+        where = (record.topic, _PARTITIONER(record.key, *known))
+        group = groups.get(where)
+        if group is None:
+            groups[where] = [record]
+        else:
+            group.append(record)
+    gates = _gates.get(producer)
+    if gates is None:
+        gates = _gates[producer] = {}
+    futures: list[asyncio.Future[Any]] = []
+    for where, group in groups.items():
+        gate = gates.get(where)
+        if gate is None:
+            gate = gates[where] = asyncio.Lock()
+        async with gate:
+            futures += await _put(producer, where, group)
     if futures:
         await asyncio.gather(*futures)
+
+
+async def _put(
+    producer: AIOKafkaProducer, where: tuple[str, int], group: list[OutboundRecord]
+) -> list[asyncio.Future[Any]]:
+    topic, partition = where
+    if len(group) < BATCH_FROM:
+        return [
+            await producer.send(
+                topic, value=r.value, key=r.key, partition=partition, headers=r.headers
+            )
+            for r in group
+        ]
+    futures: list[asyncio.Future[Any]] = []
+    batch = producer.create_batch()
+    for r in group:
+        if batch.append(key=r.key, value=r.value, timestamp=None, headers=r.headers) is None:
+            # Full (max_batch_size): submit it, and the next one starts with this record.
+            futures.append(await _submit(producer, batch, where))
+            batch = producer.create_batch()
+            batch.append(key=r.key, value=r.value, timestamp=None, headers=r.headers)
+    futures.append(await _submit(producer, batch, where))
+    return futures
+
+
+async def _submit(
+    producer: AIOKafkaProducer, batch: BatchBuilder, where: tuple[str, int]
+) -> asyncio.Future[Any]:
+    # Closed, so no send() appends to it: it leaves with the sender's next round instead of
+    # lingering, holding exactly this call's records.
+    batch.close()
+    future: asyncio.Future[Any] = await producer.send_batch(batch, where[0], partition=where[1])
+    return future
 
 
 class ManagedProducer:
