@@ -12,7 +12,13 @@ from typing import Any, Literal
 from sqlalchemy import and_, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.metrics.db.measures import Filters, as_date, filter_days, whole_days
+from services.metrics.db.measures import (
+    Filters,
+    as_date,
+    filter_days,
+    whole_days,
+    window_counts,
+)
 from services.metrics.db.review_entries import by_source
 from services.metrics.db.sql import (
     DemandKey,
@@ -245,34 +251,43 @@ def _group_column(by: Grouping) -> Any:
 
 
 async def machine_counts(
-    session: AsyncSession, filters: Filters, *, by: Grouping, purpose: str | None = None
+    session: AsyncSession,
+    filters: Filters,
+    *,
+    by: Grouping,
+    purpose: str | None = None,
+    now: datetime | None = None,
 ) -> list[MachineCount]:
     """The machine's first labels counted per group, stratum and type: the estimate's
-    population (grouped on the (purpose, week_start, demand_type) index)."""
-    if whole_days(filters):
-        found: Counter[tuple[Hashable, StratumKey, str]] = Counter()
-        for day, key, stratum_purpose, kind, n in await _machine_days(
-            session, filters, by=by, purpose=purpose
-        ):
-            found[(key, (stratum_purpose, _monday(day)), kind)] += n
-        return [
-            MachineCount(key, stratum, kind, n) for (key, stratum, kind), n in found.items() if n
-        ]
-    group = _group_column(by)
-    statement: Any = select(
-        group, Demand.purpose, Demand.week_start, Demand.demand_type, func.count()
-    )
-    statement = _filter_received(statement, filters)
-    if purpose is not None:
-        statement = statement.where(Demand.purpose == purpose)
-    if by == "all":
-        statement = statement.group_by(Demand.purpose, Demand.week_start, Demand.demand_type)
-    else:
-        statement = statement.group_by(group, Demand.purpose, Demand.week_start, Demand.demand_type)
-    return [
-        MachineCount(key, (p, w), kind, int(n))
-        for key, p, w, kind, n in (await session.execute(statement)).all()
-    ]
+    population (grouped on the (purpose, week_start, demand_type) index). Off demand_days
+    for whole days; a purpose's other periods split into days and rows (measures.window_counts:
+    ``now`` only chooses how), the others from every demand of the period."""
+
+    def rows(some: Filters) -> Any:
+        group = _group_column(by)
+        statement: Any = select(
+            group, Demand.purpose, Demand.week_start, Demand.demand_type, func.count()
+        )
+        statement = _filter_received(statement, some)
+        if purpose is not None:
+            statement = statement.where(Demand.purpose == purpose)
+        keys = [Demand.purpose, Demand.week_start, Demand.demand_type]
+        return statement.group_by(*keys) if by == "all" else statement.group_by(group, *keys)
+
+    found: Counter[tuple[Hashable, StratumKey, str]] = Counter()
+    for from_days, (key, stratum_purpose, when, kind, n) in await window_counts(
+        session,
+        filters,
+        days=lambda whole: _machine_days_statement(whole, by=by, purpose=purpose),
+        rows=rows,
+        counts=1,
+        by_range=purpose is not None,
+        now=now,
+    ):
+        # A day's row is in the stratum of its ISO week; a demand, of its week_start.
+        week = _monday(as_date(when)) if from_days else when
+        found[(key, (stratum_purpose, week), kind)] += n
+    return [MachineCount(key, stratum, kind, n) for (key, stratum, kind), n in found.items() if n]
 
 
 def _monday(day: date) -> date:
@@ -280,19 +295,17 @@ def _monday(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
-async def _machine_days(
-    session: AsyncSession, filters: Filters, *, by: Grouping, purpose: str | None = None
-) -> list[tuple[date, str, str, str, int]]:
-    """(day, group, machine purpose, machine type, demands) off demand_days."""
+def _machine_days_statement(filters: Filters, *, by: Grouping, purpose: str | None) -> Any:
+    """(group, machine purpose, day, machine type, demands) off demand_days."""
     group: Any = {
         "purpose": DemandDayRow.machine_purpose,
         "channel": DemandDayRow.channel,
         "all": literal("all"),
     }[by]
     statement: Any = select(
-        DemandDayRow.day,
         group,
         DemandDayRow.machine_purpose,
+        DemandDayRow.day,
         DemandDayRow.machine_type,
         func.sum(DemandDayRow.demands),
     )
@@ -300,10 +313,17 @@ async def _machine_days(
     if purpose is not None:
         statement = statement.where(DemandDayRow.machine_purpose == purpose)
     keys = [DemandDayRow.day, DemandDayRow.machine_purpose, DemandDayRow.machine_type]
-    statement = statement.group_by(*keys) if by == "all" else statement.group_by(group, *keys)
+    return statement.group_by(*keys) if by == "all" else statement.group_by(group, *keys)
+
+
+async def _machine_days(
+    session: AsyncSession, filters: Filters, *, by: Grouping, purpose: str | None = None
+) -> list[tuple[date, str, str, str, int]]:
+    """(day, group, machine purpose, machine type, demands) off demand_days."""
+    statement = _machine_days_statement(filters, by=by, purpose=purpose)
     return [
         (as_date(d), str(g), str(p), str(kind), int(n))
-        for d, g, p, kind, n in (await session.execute(statement)).all()
+        for g, p, d, kind, n in (await session.execute(statement)).all()
     ]
 
 

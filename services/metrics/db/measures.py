@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, literal, select, union_all
+from sqlalchemy import case, func, literal, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db import open_cases
@@ -96,6 +96,106 @@ def _none_if_empty(value: str | None) -> str | None:
     return value or None
 
 
+_DAY = timedelta(days=1)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, UTC)
+
+
+@dataclass(frozen=True)
+class WindowSplit:
+    """A period that is not whole UTC days, counted as whole days off a daily table and the
+    rows of its partial days: the days in ``days`` (a whole-day period, or None) are summed
+    from the daily table, and each (period, sign) of ``rows`` adds (1) or takes away (-1)
+    the rows in that period."""
+
+    days: Period | None
+    rows: tuple[tuple[Period, int], ...]
+
+
+def split_window(period: Period, *, now: datetime | None = None) -> WindowSplit:
+    """``period`` as its whole UTC days and its partial first and last days (or its one
+    partial day). A partial day [a, b) of day D is read either as its rows in [a, b), or as
+    D's day row less D's rows in [D, a) and [b, D + 1): the same count, since a day row
+    holds exactly the rows of its day, both in one statement (one snapshot). Whichever side
+    has less time elapsed by ``now`` is read (rows occur up to now, so the time left of
+    today holds almost none: the publisher's window ending now is today's day row less
+    nothing). ``now`` only chooses; the counts do not depend on it."""
+    start, end = as_utc(period.start), as_utc(period.end)
+    present = datetime.now(UTC) if now is None else as_utc(now)
+
+    def elapsed(a: datetime, b: datetime) -> timedelta:
+        return max(min(b, present) - a, timedelta(0))
+
+    first, last = start.date(), end.date()
+    pieces: list[tuple[date, datetime, datetime]] = []  # (day, from, to) within the day
+    if first == last:
+        pieces.append((first, start, end))
+        whole = (first, first)
+    else:
+        whole = (first, last)
+        if start != _midnight(first):
+            pieces.append((first, start, _midnight(first) + _DAY))
+            whole = (first + _DAY, last)
+        if end != _midnight(last):
+            pieces.append((last, _midnight(last), end))
+    day_from, day_to = whole
+    rows: list[tuple[Period, int]] = []
+    for day, a, b in pieces:
+        opens = _midnight(day)
+        closes = opens + _DAY if day < date.max else opens  # no day after the last
+        if closes == opens or elapsed(opens, a) + elapsed(b, closes) >= elapsed(a, b):
+            rows.append((Period(a, b), 1))
+            continue
+        # The day row less the day's rows outside the period: next to the whole days.
+        day_from, day_to = min(day_from, day), max(day_to, day + _DAY)
+        rows += [(Period(x, y), -1) for x, y in ((opens, a), (b, closes)) if x < y]
+    days = Period(_midnight(day_from), _midnight(day_to)) if day_from < day_to else None
+    return WindowSplit(days, tuple(rows))
+
+
+async def window_counts(
+    session: AsyncSession,
+    filters: Filters,
+    *,
+    days: Callable[[Filters], Any],
+    rows: Callable[[Filters], Any],
+    counts: int,
+    by_range: bool,
+    now: datetime | None = None,
+) -> list[tuple[bool, tuple[Any, ...]]]:
+    """A grouped count over the filters' period, each row (from a daily table?, the row):
+    ``days(filters)`` is the statement off a daily table (whole days only), ``rows(filters)``
+    the same counts from the rows one by one; the last ``counts`` columns of each are counts.
+    Whole days read the daily table; another period, when its rows can be read by range
+    (``by_range``: an index on the time), is split (split_window) and read in one statement,
+    the rows taken away negated; else every row of the period is counted. The same groups
+    may come more than once (from each part), and a group may add up to 0: callers sum."""
+    if whole_days(filters):
+        return [(True, tuple(row)) for row in (await session.execute(days(filters))).all()]
+    if not by_range or filters.period is None:
+        return [(False, tuple(row)) for row in (await session.execute(rows(filters))).all()]
+    split = split_window(filters.period, now=now)
+    parts: list[Any] = []
+    signs: list[tuple[bool, int]] = []
+    if split.days is not None:
+        parts.append(days(replace(filters, period=split.days)))
+        signs.append((True, 1))
+    for period, sign in split.rows:
+        parts.append(rows(replace(filters, period=period)))
+        signs.append((False, sign))
+    # Each part tagged with its number, so a row's sign and origin are known.
+    tagged = [part.add_columns(literal_column(str(n))) for n, part in enumerate(parts)]
+    statement = tagged[0] if len(tagged) == 1 else union_all(*tagged)
+    found: list[tuple[bool, tuple[Any, ...]]] = []
+    for *values, n in (await session.execute(statement)).all():
+        from_days, sign = signs[int(n)]
+        keys, numbers = values[: len(values) - counts], values[len(values) - counts :]
+        found.append((from_days, (*keys, *(sign * int(v or 0) for v in numbers))))
+    return found
+
+
 def _count_where(condition: Any) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
@@ -110,28 +210,42 @@ class DemandCounts:
 
 
 async def demand_counts(
-    session: AsyncSession, filters: Filters, *, by: str = "purpose", purpose: str | None = None
+    session: AsyncSession,
+    filters: Filters,
+    *,
+    by: str = "purpose",
+    purpose: str | None = None,
+    now: datetime | None = None,
 ) -> list[DemandCounts]:
-    """Volume by type, grouped by 'purpose' or 'channel', largest volume first."""
-    statement: Any
-    if whole_days(filters):
+    """Volume by type, grouped by 'purpose' or 'channel', largest volume first. A purpose's
+    counts over a period that is not whole days are split (window_counts); ``now`` only
+    chooses how its partial days are read."""
+
+    def days(whole: Filters) -> Any:
         day_column = DemandDayRow.purpose if by == "purpose" else DemandDayRow.channel
-        statement = select(day_column, DemandDayRow.demand_type, func.sum(DemandDayRow.demands))
-        statement = filter_days(statement, filters)
+        statement: Any = select(
+            day_column, DemandDayRow.demand_type, func.sum(DemandDayRow.demands)
+        )
+        statement = filter_days(statement, whole)
         if purpose is not None:
             statement = statement.where(DemandDayRow.purpose == purpose)
-        statement = statement.group_by(day_column, DemandDayRow.demand_type)
-    else:
+        return statement.group_by(day_column, DemandDayRow.demand_type)
+
+    def rows(some: Filters) -> Any:
         column = DemandFactRow.purpose if by == "purpose" else DemandFactRow.channel
         # Grouping by (key, type) lets an index on (purpose, demand_type) answer on its own.
-        statement = select(column, DemandFactRow.demand_type, func.count())
-        statement = filter_demands(statement, filters)
+        statement: Any = select(column, DemandFactRow.demand_type, func.count())
+        statement = filter_demands(statement, some)
         if purpose is not None:
             statement = statement.where(DemandFactRow.purpose == purpose)
-        statement = statement.group_by(column, DemandFactRow.demand_type)
-    by_key: dict[str, dict[str, int]] = {}
-    for key, demand_type, count in (await session.execute(statement)).all():
-        by_key.setdefault(key, {})[demand_type] = int(count)
+        return statement.group_by(column, DemandFactRow.demand_type)
+
+    found = await window_counts(
+        session, filters, days=days, rows=rows, counts=1, by_range=purpose is not None, now=now
+    )
+    by_key: dict[str, Counter[str]] = {}
+    for _from_days, (key, demand_type, count) in found:
+        by_key.setdefault(key, Counter())[demand_type] += count
     counts = [
         DemandCounts(
             key,
@@ -141,6 +255,7 @@ async def demand_counts(
             types.get("unknown", 0),
         )
         for key, types in by_key.items()
+        if any(types.values())  # a split may add a group up to none
     ]
     return sorted(counts, key=lambda c: (-c.volume, c.key))
 
@@ -154,33 +269,50 @@ class CaseCounts:
 
 
 async def fulfilled_case_counts(
-    session: AsyncSession, filters: Filters, *, purpose: str | None = None
+    session: AsyncSession,
+    filters: Filters,
+    *,
+    purpose: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, CaseCounts]:
-    if whole_days(filters):
-        by_days: Any = select(
+    """The measured cases fulfilled in the period, their contacts and one-stop count, per
+    purpose (case_days for whole days; a purpose's other periods split, as demand_counts)."""
+
+    def days(whole: Filters) -> Any:
+        statement: Any = select(
             CaseDayRow.purpose,
             func.sum(CaseDayRow.fulfilled),
             func.sum(CaseDayRow.contacts),
             func.sum(CaseDayRow.one_stop),
         )
-        by_days = filter_days(by_days, filters, CaseDayRow)
+        statement = filter_days(statement, whole, CaseDayRow)
         if purpose is not None:
-            by_days = by_days.where(CaseDayRow.purpose == purpose)
-        found = (await session.execute(by_days.group_by(CaseDayRow.purpose))).all()
-        # A case without a purpose is kept as '' and, as from the cases, counted under none.
-        keys: dict[str, Any] = {p: p or None for p, *_ in found}
-        return {keys[p]: CaseCounts(keys[p], int(n), int(c), int(o)) for p, n, c, o in found if n}
-    statement: Any = select(
-        CaseRow.purpose,
-        func.count(),
-        func.coalesce(func.sum(CaseRow.contacts), 0),
-        _count_where(CaseRow.one_stop.is_(True)),
-    ).where(CaseRow.measured.is_(True), CaseRow.status == "fulfilled")
-    statement = _filter_cases(statement, filters, by=CaseRow.fulfilled_at)
-    if purpose is not None:
-        statement = statement.where(CaseRow.purpose == purpose)
-    rows = (await session.execute(statement.group_by(CaseRow.purpose))).all()
-    return {p: CaseCounts(p, int(n), int(c), int(o)) for p, n, c, o in rows}
+            statement = statement.where(CaseDayRow.purpose == purpose)
+        return statement.group_by(CaseDayRow.purpose)
+
+    def rows(some: Filters) -> Any:
+        statement: Any = select(
+            CaseRow.purpose,
+            func.count(),
+            func.coalesce(func.sum(CaseRow.contacts), 0),
+            _count_where(CaseRow.one_stop.is_(True)),
+        ).where(CaseRow.measured.is_(True), CaseRow.status == "fulfilled")
+        statement = _filter_cases(statement, some, by=CaseRow.fulfilled_at)
+        if purpose is not None:
+            statement = statement.where(CaseRow.purpose == purpose)
+        return statement.group_by(CaseRow.purpose)
+
+    found = await window_counts(
+        session, filters, days=days, rows=rows, counts=3, by_range=purpose is not None, now=now
+    )
+    # A case without a purpose is kept as '' in case_days and, as from the cases, counted
+    # under none.
+    sums: dict[Any, list[int]] = {}
+    for _from_days, (case_purpose, *numbers) in found:
+        total = sums.setdefault(case_purpose or None, [0, 0, 0])
+        for i, n in enumerate(numbers):
+            total[i] += n
+    return {p: CaseCounts(p, n, c, o) for p, (n, c, o) in sums.items() if n}  # type: ignore[arg-type]
 
 
 async def end_to_end_percentiles(
@@ -516,25 +648,38 @@ async def open_case_starts(
 
 
 async def failure_breakdown(
-    session: AsyncSession, filters: Filters, *, purpose: str, by: str
+    session: AsyncSession,
+    filters: Filters,
+    *,
+    purpose: str,
+    by: str,
+    now: datetime | None = None,
 ) -> list[tuple[str, int]]:
-    """Failure demands of a purpose by 'kind' or by 'cause' (the purpose they trace to)."""
-    statement: Any
-    if whole_days(filters):
+    """Failure demands of a purpose by 'kind' or by 'cause' (the purpose they trace to);
+    a period that is not whole days split, as demand_counts."""
+
+    def days(whole: Filters) -> Any:
         day_column = DemandDayRow.failure_kind if by == "kind" else DemandDayRow.cause_purpose
-        statement = select(day_column, func.sum(DemandDayRow.demands)).where(
+        statement: Any = select(day_column, func.sum(DemandDayRow.demands)).where(
             DemandDayRow.purpose == purpose, DemandDayRow.demand_type == "failure"
         )
-        statement = filter_days(statement, filters).group_by(day_column)
-    else:
+        return filter_days(statement, whole).group_by(day_column)
+
+    def rows(some: Filters) -> Any:
         column = DemandFactRow.failure_kind if by == "kind" else DemandFactRow.cause_purpose
-        statement = select(column, func.count()).where(
+        statement: Any = select(column, func.count()).where(
             DemandFactRow.purpose == purpose, DemandFactRow.demand_type == "failure"
         )
-        statement = filter_demands(statement, filters).group_by(column)
-    rows = (await session.execute(statement)).all()
+        return filter_demands(statement, some).group_by(column)
+
+    found = await window_counts(
+        session, filters, days=days, rows=rows, counts=1, by_range=True, now=now
+    )
     missing = "unspecified" if by == "kind" else "untraced"
-    return sorted(((k or missing, int(n)) for k, n in rows), key=lambda kv: (-kv[1], kv[0]))
+    counted: Counter[str] = Counter()
+    for _from_days, (key, n) in found:
+        counted[key or missing] += n  # none is kept as '' in demand_days
+    return sorted(((k, n) for k, n in counted.items() if n), key=lambda kv: (-kv[1], kv[0]))
 
 
 async def demand_day_counts(
