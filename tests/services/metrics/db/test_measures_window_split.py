@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ from services.metrics.ingest import apply_events
 from shared.database.engine import create_engine, session_factory
 from shared.events import CaseEventType, CausedBy, Channel, DemandType, Event
 from tests.support.factories import case_event, demand_classified, demand_labelled
+from tests.support.query_plans import reads_recorded, sqlite_plans
 
 FIRST_DAY = date(2026, 3, 2)
 DAYS = 5
@@ -272,3 +275,65 @@ async def test_a_split_window_counts_what_every_row_of_it_counts(database_url: s
     assert ways["rows"] > 10, ways
     assert ways["less"] > 10, ways
     assert ways["days"] > 10, ways
+
+
+_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+# The steps that read rows (not a daily table) of the facts, the demands or the cases.
+_ON_ROWS = re.compile(r"^(SCAN|SEARCH) (demand_facts|demands|cases)\b")
+
+
+async def test_a_purposes_window_reads_its_partial_days_rows_only(tmp_path: Path) -> None:
+    """The publisher's counts of a purpose over a trailing window (five days, ending at a
+    time of day) read the facts, demands and cases off their (purpose, time) indexes, and
+    only those of the window's first and last days: not the rows of the days between,
+    which the daily aggregates answer for."""
+    path = tmp_path / "metrics.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await asyncio.to_thread(upgrade, url)
+    engine = create_engine(url)
+    now = _midnight(FIRST_DAY + timedelta(days=4)) + timedelta(hours=13)
+    window = Period(now - timedelta(days=4), now)
+    try:
+        sessions = session_factory(engine)
+        for batch in _events(seed=3):
+            async with sessions.begin() as session:
+                assert not (await apply_events(session, batch)).refused
+        filters = Filters(period=window)
+        with reads_recorded(engine) as statements:
+            async with sessions() as session:
+                counted = await measures.demand_counts(session, filters, purpose="billing", now=now)
+                await measures.failure_breakdown(
+                    session, filters, purpose="billing", by="kind", now=now
+                )
+                await audit_sample.machine_counts(
+                    session, filters, by="purpose", purpose="billing", now=now
+                )
+                await measures.fulfilled_case_counts(session, filters, purpose="billing", now=now)
+    finally:
+        await engine.dispose()
+    assert counted, "the window holds billing demands"
+    assert len(statements) == 4, "one statement a count"
+    plans = sqlite_plans(path, statements)
+    steps = [step for plan in plans for step in plan if _ON_ROWS.match(step)]
+    assert len(steps) >= 4, plans
+    for step in steps:
+        assert step.startswith("SEARCH"), plans
+        assert re.search(r"\(purpose=\? AND (occurred_at|fulfilled_at)>\? AND \1<\?\)", step), step
+    edges = (window.start.date(), window.end.date())
+    # Each part of a statement reads one range of times, [from, to): within one day, the
+    # window's first or last.
+    ranges = [
+        [
+            datetime.fromisoformat(value).replace(tzinfo=UTC)
+            for value in parameters
+            if isinstance(value, str) and _TIME.match(value)
+        ]
+        for _sql, parameters in statements
+    ]
+    assert all(len(times) % 2 == 0 for times in ranges), ranges
+    pairs = [(times[i], times[i + 1]) for times in ranges for i in range(0, len(times), 2)]
+    assert len(pairs) >= 4, ranges
+    for lower, upper in pairs:
+        assert lower < upper <= lower + timedelta(days=1), (lower, upper)
+        assert lower.date() == (upper - MICRO).date(), (lower, upper)
+        assert lower.date() in edges, (lower, upper)
