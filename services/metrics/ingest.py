@@ -5,6 +5,9 @@ derived rows of every customer the batch touched are recomputed from everything 
 that customer. Derived state is therefore a pure function of the set of events received,
 whatever their order, duplication or topic interleaving: redelivery changes nothing, a late
 case event or label lands where it belongs, and a rebuild ends where the live service is.
+The common live case, a customer's new demands after everything stored for them, is
+stitched on from their stored cases instead of their history (domain/cases.stitch_tail,
+which gives the same rows or declines); anything else is recomputed in full.
 A recorded change to the system (``SystemChanged``) is stored the same way, once by its id.
 The audit sample of the strata the batch's demands fall in is brought up to date in the same
 transaction (services/metrics/audit.py), and is a function of the same set.
@@ -16,7 +19,7 @@ rest of the batch is applied; the live service dead-letters what is refused.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -29,7 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.audit import AuditPolicy, draw_audit, stored_already
 from services.metrics.db import open_cases, review_entries, sql, system_changes, write_path
-from services.metrics.domain.cases import apply_labels, stitch_customer
+from services.metrics.domain.cases import (
+    DemandFact,
+    StitchedCustomer,
+    TailStitched,
+    apply_labels,
+    stitch_customer,
+    stitch_tail,
+)
 from services.metrics.domain.windows import OutOfRange, to_utc
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, Event, SystemChanged
 
@@ -53,6 +63,8 @@ class BatchOutcome:
 
     purposes: set[str] = field(default_factory=set)
     newly_fulfilled: list[NewlyFulfilled] = field(default_factory=list)
+    # Customers stitched on at the tail, not recomputed from their history (for tests).
+    stitched_at_tail: int = 0
     # Events that cannot be stored, with why; nothing of them was applied.
     refused: list[Refused] = field(default_factory=list)
 
@@ -155,19 +167,41 @@ async def _apply(
     customers = {(d.demand.source, d.demand.customer_ref) for d in demands} | {
         (e.source or "", e.customer_ref) for e in case_events
     }
+    moved = {(e.source or "", e.customer_ref) for e in case_events}
     if labels:
-        customers |= await write_path.customers_of_labels(session, labels)
-    outcome = await recompute_customers(session, sorted(customers))
+        labelled = await write_path.customers_of_labels(session, labels)
+        customers |= labelled
+        moved |= labelled
+    outcome = await recompute_customers(
+        session, sorted(customers), fresh=new_demands(demands, moved)
+    )
     outcome.purposes |= {change.purpose for change in changes}
     return outcome
 
 
+def new_demands(
+    demands: Sequence[DemandClassified], moved: set[sql.Customer]
+) -> dict[sql.Customer, list[sql.DemandKey]]:
+    """The customers that may be stitched at the tail, with their demands' keys in the
+    batch: those with no case event or label in it (``moved``). Whether each demand is new
+    is read with it (write_path.tail_state: a demand derived before is not)."""
+    fresh: dict[sql.Customer, list[sql.DemandKey]] = {}
+    for event in demands:
+        demand = event.demand
+        customer = (demand.source, demand.customer_ref)
+        if customer not in moved:
+            fresh.setdefault(customer, []).append((demand.source, demand.id))
+    return fresh
+
+
 async def recompute_customers(
-    session: AsyncSession, customers: Sequence[sql.Customer]
+    session: AsyncSession,
+    customers: Sequence[sql.Customer],
+    fresh: Mapping[sql.Customer, Sequence[sql.DemandKey]] | None = None,
 ) -> BatchOutcome:
     if not customers:
         return BatchOutcome()
-    return await sql.run_sync(session, lambda db: recompute_on_connection(db, customers))
+    return await sql.run_sync(session, lambda db: recompute_on_connection(db, customers, fresh))
 
 
 async def derive_everything(
@@ -208,13 +242,25 @@ async def customer_pages(
             after = page[-1]
 
 
-def recompute_on_connection(db: sql.SyncDb, customers: Sequence[sql.Customer]) -> BatchOutcome:
+def recompute_on_connection(
+    db: sql.SyncDb,
+    customers: Sequence[sql.Customer],
+    fresh: Mapping[sql.Customer, Sequence[sql.DemandKey]] | None = None,
+) -> BatchOutcome:
     """Every touched customer's cases stitched again from everything stored for them: four
     reads for all of them, then only the rows that changed written (write_path). Live
     ingestion runs it on the session's connection; a rebuild's workers (rebuild_pool) on
-    their own read-only ones, recording the writes."""
+    their own read-only ones, recording the writes.
+
+    ``fresh`` (live: new_demands): customers whose batch holds only new demands, with
+    their keys; each is stitched on at the tail when stitch_tail can, else in full."""
     outcome = BatchOutcome()
     write_path.touch_customers(db, customers)
+    if fresh:
+        customers = _stitch_at_tail(db, customers, fresh, outcome)
+        if not customers:
+            return outcome
+        write_path.touch_customers(db, customers, lock=False)
     stored = write_path.stored_state(db, customers)
     before = stored.fulfilled_before()
     outcome.purposes |= stored.purposes()
@@ -238,3 +284,31 @@ def recompute_on_connection(db: sql.SyncDb, customers: Sequence[sql.Customer]) -
     write_path.replace_derived(db, stored, stitched)
     open_cases.move(db, stored, stitched)  # the open cases' counts, by the difference
     return outcome
+
+
+def _stitch_at_tail(
+    db: sql.SyncDb,
+    customers: Sequence[sql.Customer],
+    fresh: Mapping[sql.Customer, Sequence[sql.DemandKey]],
+    outcome: BatchOutcome,
+) -> list[sql.Customer]:
+    """The customers of ``fresh`` that stitch_tail takes, written; returns the others of
+    ``customers``, for the full recomputation."""
+    state = write_path.tail_state(db, fresh)
+    stitched: dict[sql.Customer, TailStitched] = {}
+    for customer, demands in state.demands.items():
+        if customer in state.refused:
+            continue
+        result = stitch_tail(customer[1], state.cases[customer], demands)
+        if result is not None:
+            stitched[customer] = result
+            outcome.purposes |= {d.purpose for d in demands}
+    if stitched:
+        write_path.extend_derived(db, state, stitched)
+        # The cases opened are counted open; the ones joined stay open, under the same key.
+        opened: dict[sql.Customer, tuple[StitchedCustomer, list[DemandFact]]] = {
+            c: (StitchedCustomer(r.opened, {}, {}), []) for c, r in stitched.items()
+        }
+        open_cases.move(db, write_path.StoredState({}, {}, {}, {}), opened)
+        outcome.stitched_at_tail = len(stitched)
+    return [customer for customer in customers if customer not in stitched]

@@ -6,7 +6,7 @@ all its statements go to sqlite3 in one hop to aiosqlite's thread."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -43,6 +43,8 @@ from services.metrics.domain.cases import (
     DemandFact,
     LabelFact,
     StitchedCustomer,
+    StoredCase,
+    TailStitched,
 )
 from shared.events import CaseEvent, DemandClassified, DemandLabelled
 
@@ -338,12 +340,16 @@ _CASE_COLUMNS = (
 )
 
 
+# A stored demand's columns as _demand_of reads them.
+_DEMAND_READ = (
+    "d.source, d.customer_ref, d.demand_id, d.occurred_at, d.channel, d.team, "
+    "d.case_ref, d.purpose, d.demand_type, d.failure_kind, d.caused_by_kind, d.caused_by_ref, "
+    "d.handling_seconds"
+)
 # Each stored demand of the customers with its derived fact as stored, if any (the fact's
 # columns are null for a demand received in this batch).
 _DEMANDS = (
-    "SELECT d.source, d.customer_ref, d.demand_id, d.occurred_at, d.channel, d.team, "
-    "d.case_ref, d.purpose, d.demand_type, d.failure_kind, d.caused_by_kind, d.caused_by_ref, "
-    f"d.handling_seconds, {', '.join(f'f.{c}' for c in _FACT_COLUMNS)} "
+    f"SELECT {_DEMAND_READ}, {', '.join(f'f.{c}' for c in _FACT_COLUMNS)} "
     f"{_FROM_TOUCHED.format('d', 'demands')} "
     "LEFT JOIN demand_facts f ON f.source = d.source AND f.demand_id = d.demand_id "
     f"WHERE {_OF_TOUCHED.format('d')}"
@@ -382,9 +388,10 @@ _LOCKS = (
 )
 
 
-def touch_customers(db: SyncDb, customers: Sequence[Customer]) -> None:
+def touch_customers(db: SyncDb, customers: Sequence[Customer], *, lock: bool = True) -> None:
     """Name the customers for the statements below, and on PostgreSQL serialise their
-    recomputation across instances until the transaction ends.
+    recomputation across instances until the transaction ends (``lock=False``: naming
+    again customers already locked, all of a batch's in one statement).
 
     Two instances can hold one customer's events (labels are keyed by demand, and the
     topics are not co-partitioned): without the lock, each could recompute from a history
@@ -394,7 +401,9 @@ def touch_customers(db: SyncDb, customers: Sequence[Customer]) -> None:
     first INSERT already holds the single writer lock, and the history is read after it.
     """
     if db.dialect == "postgresql":
-        db.execute(_LOCKS, {"keys": [f"{source}|{customer}" for source, customer in customers]})
+        if lock:
+            keys = [f"{source}|{customer}" for source, customer in customers]
+            db.execute(_LOCKS, {"keys": keys})
         db.execute(_TOUCHED_POSTGRESQL)
     else:
         db.execute(_TOUCHED_SQLITE)
@@ -471,21 +480,7 @@ def stored_state(db: SyncDb, customers: Sequence[Customer]) -> StoredState:
     for row in db.rows(_DEMANDS):
         source, customer_ref, demand_id = row[0], row[1], row[2]
         occurred[(source, demand_id)] = row[3]
-        histories[(source, customer_ref)].demands.append(
-            DemandFact(
-                demand_id=demand_id,
-                customer_ref=customer_ref,
-                occurred_at=read_time(row[3]),
-                channel=row[4],
-                team=row[5],
-                case_ref=row[6],
-                purpose=row[7],
-                demand_type=row[8],
-                failure_kind=row[9],
-                caused_by_kind=row[10],
-                caused_by_ref=row[11],
-            )
-        )
+        histories[(source, customer_ref)].demands.append(_demand_of(row, read_time))
         received[(source, demand_id)] = Received(row[7], row[8], to_micros(row[12]))
         if row[13] is not None:
             facts[(source, demand_id)] = tuple(row[13:])
@@ -521,6 +516,23 @@ def stored_state(db: SyncDb, customers: Sequence[Customer]) -> StoredState:
     return StoredState(histories, received, facts, cases, occurred)
 
 
+def _demand_of(row: Sequence[Any], read_time: Callable[[Any], datetime]) -> DemandFact:
+    """A demand as stitched, from a row that starts with _DEMAND_READ's columns."""
+    return DemandFact(
+        demand_id=row[2],
+        customer_ref=row[1],
+        occurred_at=read_time(row[3]),
+        channel=row[4],
+        team=row[5],
+        case_ref=row[6],
+        purpose=row[7],
+        demand_type=row[8],
+        failure_kind=row[9],
+        caused_by_kind=row[10],
+        caused_by_ref=row[11],
+    )
+
+
 def replace_derived(
     db: SyncDb,
     stored: StoredState,
@@ -537,41 +549,16 @@ def replace_derived(
         case_of, cause_of = result.case_of_demand, result.cause_purpose_of_demand
         for demand in demands:
             key = (source, demand.demand_id)
-            cause = cause_of.get(demand.demand_id)
-            facts[key] = (
+            facts[key], fact_days[key] = _fact(
                 source,
-                demand.demand_id,
-                demand.customer_ref,
+                demand,
                 case_of[demand.demand_id],
-                demand.purpose,
-                demand.demand_type,
-                demand.failure_kind,
-                cause,
-                demand.channel,
-                demand.team,
+                cause_of.get(demand.demand_id),
                 stored.occurred[key],
-                demand.labelled,
-            )
-            machine = stored.received[key]
-            fact_days[key] = (
-                as_utc(demand.occurred_at).date(),
-                source,
-                demand.channel,
-                demand.team or "",
-                demand.purpose,
-                demand.demand_type,
-                demand.failure_kind or "",
-                cause or "",
-                machine.purpose,
-                machine.demand_type,
+                stored.received[key],
             )
         for case in result.cases:
-            row = case_row(case, source)
-            values = [row[c] for c in _CASE_COLUMNS]  # as stored: the times in its form
-            for at in _CASE_TIMES:
-                if values[at] is not None:
-                    values[at] = time(values[at])
-            cases[(source, case.customer_ref, case.case_id)] = (row, tuple(values))
+            cases[(source, case.customer_ref, case.case_id)] = _case_values(case, source, time)
     deltas: Counter[DayKey] = Counter()
     measured: Counter[DayKey] = Counter()
     micros_of: Counter[DayKey] = Counter()
@@ -621,6 +608,58 @@ def replace_derived(
     apply_day_deltas(db, deltas, measured, micros_of)
     apply_case_day_deltas(db, case_deltas)
     apply_case_time_deltas(db, time_deltas)
+
+
+def _fact(
+    source: str,
+    demand: DemandFact,
+    case_id: str,
+    cause: str | None,
+    occurred: Any,
+    machine: Received,
+) -> tuple[tuple[Any, ...], DayKey]:
+    """A demand's fact row (_FACT_COLUMNS; its time as the demands table stores it) and
+    the demand_days key it counts in."""
+    fact = (
+        source,
+        demand.demand_id,
+        demand.customer_ref,
+        case_id,
+        demand.purpose,
+        demand.demand_type,
+        demand.failure_kind,
+        cause,
+        demand.channel,
+        demand.team,
+        occurred,
+        demand.labelled,
+    )
+    day = (
+        as_utc(demand.occurred_at).date(),
+        source,
+        demand.channel,
+        demand.team or "",
+        demand.purpose,
+        demand.demand_type,
+        demand.failure_kind or "",
+        cause or "",
+        machine.purpose,
+        machine.demand_type,
+    )
+    return fact, day
+
+
+def _case_values(
+    case: Case, source: str, time: Callable[[datetime], Any]
+) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """A case's row by column, and its values in _CASE_COLUMNS' order as stored (the times
+    in the database's form)."""
+    row = case_row(case, source)
+    values = [row[c] for c in _CASE_COLUMNS]
+    for at in _CASE_TIMES:
+        if values[at] is not None:
+            values[at] = time(values[at])
+    return row, tuple(values)
 
 
 def _same(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
@@ -686,6 +725,145 @@ def case_row(case: Case, source: str) -> dict[str, Any]:
         "one_stop": case.one_stop,
         "last_activity_at": case.last_activity_at,
     }
+
+
+# --- stitching on at the tail (domain/cases.stitch_tail): a customer's new demands only ------
+#
+# A live batch's customers whose demands are all new and come after everything stored for
+# them read their stored cases and those demands (by key), not their whole history, and
+# write the new facts, the cases those joined or opened, and demand_days' increments. The
+# cases as stored are those stitched of the stored events: every transaction that stores
+# a customer's events derives that customer's rows in it (under the customer's lock).
+
+_FRESH_SQLITE = (
+    "CREATE TEMP TABLE IF NOT EXISTS fresh_demands (source TEXT NOT NULL, "
+    "demand_id TEXT NOT NULL, PRIMARY KEY (source, demand_id)) WITHOUT ROWID"
+)
+_FRESH_POSTGRESQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS fresh_demands (source text NOT NULL, "
+    "demand_id text NOT NULL, PRIMARY KEY (source, demand_id)) ON COMMIT DELETE ROWS"
+)
+_TAIL_CASES = (
+    "SELECT c.source, c.customer_ref, c.case_id, c.purpose, c.status, c.contacts, "
+    "c.failure_contacts, c.channels, c.last_activity_at "
+    f"{_FROM_TOUCHED.format('c', 'cases')} WHERE {_OF_TOUCHED.format('c')}"
+)
+# The batch's demands as stored, each with whether a label names it (by its source, or an
+# old label by its id alone: either may apply; a label can come before its demand). One
+# stored before this batch (redelivered, or another copy of its key) needs no mark: its case
+# was active at its time or later, so stitch_tail declines it.
+_FRESH_DEMANDS = (
+    f"SELECT {_DEMAND_READ}, "
+    "EXISTS (SELECT 1 FROM demand_labels l WHERE l.demand_id = d.demand_id "
+    "AND l.demand_source IN (d.source, '')) "
+    "FROM fresh_demands n CROSS JOIN demands d "
+    "WHERE d.source = n.source AND d.demand_id = n.demand_id"
+)
+_EXTEND_CASE = (
+    "UPDATE cases SET contacts = :contacts, failure_contacts = :failure_contacts, "
+    "channels = :channels, last_activity_at = :last_activity_at "
+    "WHERE source = :source AND customer_ref = :customer_ref AND case_id = :case_id"
+)
+
+
+@dataclass
+class TailState:
+    """The customers offered for stitching at the tail: their stored cases, and their
+    batch's demands as stored (only of the customers not ``refused``)."""
+
+    cases: dict[Customer, list[StoredCase]]
+    demands: dict[Customer, list[DemandFact]]
+    received: dict[DemandKey, Received]
+    occurred: dict[DemandKey, Any]
+    # Stitched whole instead: a demand of theirs labelled, or stored under another
+    # customer (another copy of its key).
+    refused: set[Customer]
+
+
+def tail_state(db: SyncDb, fresh: Mapping[Customer, Sequence[DemandKey]]) -> TailState:
+    """The stored cases of ``fresh``'s customers (already locked: touch_customers) and
+    their demands of the batch by key, in two reads; names the customers for the reads
+    after it (touch_customers' table)."""
+    customers = sorted(fresh)
+    touch_customers(db, customers, lock=False)
+    db.execute(_FRESH_POSTGRESQL if db.dialect == "postgresql" else _FRESH_SQLITE)
+    db.execute("DELETE FROM fresh_demands")
+    owner = {key: customer for customer, keys in fresh.items() for key in keys}
+    db.insert_rows("fresh_demands", ("source", "demand_id"), sorted(owner))
+    read_time = db.read_time
+    cases: dict[Customer, list[StoredCase]] = {customer: [] for customer in customers}
+    for row in db.rows(_TAIL_CASES):
+        cases[(row[0], row[1])].append(
+            StoredCase(
+                case_id=row[2],
+                purpose=row[3],
+                status=row[4],
+                contacts=row[5],
+                failure_contacts=row[6],
+                channels=tuple(row[7].split(",")) if row[7] else (),
+                last_activity_at=read_time(row[8]),
+            )
+        )
+    demands: dict[Customer, list[DemandFact]] = {customer: [] for customer in customers}
+    received: dict[DemandKey, Received] = {}
+    occurred: dict[DemandKey, Any] = {}
+    refused: set[Customer] = set()
+    for row in db.rows(_FRESH_DEMANDS):
+        key = (row[0], row[2])
+        customer = owner[key]
+        if (row[0], row[1]) != customer or row[13]:
+            refused.add(customer)
+            continue
+        demands[customer].append(_demand_of(row, read_time))
+        received[key] = Received(row[7], row[8], to_micros(row[12]))
+        occurred[key] = row[3]
+    refused |= {c for c in customers if len(demands[c]) != len(set(fresh[c]))}
+    return TailState(cases, demands, received, occurred, refused)
+
+
+def extend_derived(db: SyncDb, state: TailState, stitched: Mapping[Customer, TailStitched]) -> None:
+    """The derived rows of customers stitched at the tail: their new demands' facts, the
+    cases those joined (updated in place) or opened, and demand_days moved by the new facts.
+    case_days and case_time_days do not move: they count fulfilled cases, and these cases
+    are open (a demand changes no status)."""
+    time = db.time
+    facts: list[tuple[Any, ...]] = []
+    deltas: Counter[DayKey] = Counter()
+    measured: Counter[DayKey] = Counter()
+    micros_of: Counter[DayKey] = Counter()
+    extended: list[dict[str, Any]] = []
+    opened: list[tuple[Any, ...]] = []
+    for (source, customer_ref), result in stitched.items():
+        for demand in state.demands[(source, customer_ref)]:
+            key = (source, demand.demand_id)
+            machine = state.received[key]
+            fact, day = _fact(
+                source,
+                demand,
+                result.case_of_demand[demand.demand_id],
+                None,
+                state.occurred[key],
+                machine,
+            )
+            facts.append(fact)
+            _count(deltas, measured, micros_of, day, machine, +1)
+        extended += [
+            {
+                "source": source,
+                "customer_ref": customer_ref,
+                "case_id": case.case_id,
+                "contacts": case.contacts,
+                "failure_contacts": case.failure_contacts,
+                "channels": ",".join(case.channels),
+                "last_activity_at": time(case.last_activity_at),
+            }
+            for case in result.extended
+        ]
+        opened += [_case_values(case, source, time)[1] for case in result.opened]
+    db.insert_rows("demand_facts", _FACT_COLUMNS, facts)
+    db.executemany(_EXTEND_CASE, extended)
+    db.insert_rows("cases", _CASE_COLUMNS, opened)
+    apply_day_deltas(db, deltas, measured, micros_of)
 
 
 # --- a rebuild's bulk load: the derived tables' indexes built once, after it ----------------
