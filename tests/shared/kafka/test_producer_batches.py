@@ -4,15 +4,17 @@ key, in order, acknowledged; in transactions too; and concurrent callers all get
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared.kafka.codec import OutboundRecord
-from shared.kafka.producer import BATCH_FROM, create_producer, send_all
+from shared.kafka.producer import BATCH_FROM, create_producer, partition_for, send_all
 from shared.kafka.read_to_end import Record, read_all
 from shared.kafka.settings import KafkaSettings
 
@@ -130,16 +132,28 @@ async def test_concurrent_callers_on_one_partition_all_get_through(
             await send_all(producer, numbered(topic, [b"b%d-%d" % (caller, round_)] * 40))
 
     async def singles(caller: int) -> None:
-        for round_ in range(60):
+        for round_ in range(20):
             await send_all(producer, numbered(topic, [b"s%d-%d" % (caller, round_)]))
 
     try:
         await asyncio.wait_for(
-            asyncio.gather(*(batches(c) for c in range(6)), *(singles(c) for c in range(16))),
+            asyncio.gather(*(batches(c) for c in range(6)), *(singles(c) for c in range(64))),
             DEADLINE,
         )
     finally:
         await producer.stop()
 
     got = await read_all(settings, [topic], timeout=DEADLINE)
-    assert len(got) == 6 * 25 * 40 + 16 * 60
+    assert len(got) == 6 * 25 * 40 + 64 * 20
+
+
+def test_the_partition_is_the_default_partitioners() -> None:
+    rng = random.Random(14)
+    keys = [rng.randbytes(rng.randrange(0, 60)) for _ in range(3_000)]
+    for count in (1, 2, 3, 6, 7):
+        partitions = list(range(count))
+        for key in keys:
+            assert partition_for(key, partitions, partitions) == DefaultPartitioner()(
+                key, partitions, partitions
+            )
+    assert partition_for(None, [0, 1, 2], [2]) == 2  # no key: an available one
