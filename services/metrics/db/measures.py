@@ -187,11 +187,12 @@ async def window_counts(
         signs.append((False, sign))
     # Each part tagged with its number, so a row's sign and origin are known.
     tagged = [part.add_columns(literal_column(str(n))) for n, part in enumerate(parts)]
-    statement = tagged[0] if len(tagged) == 1 else union_all(*tagged)
+    statement: Any = tagged[0] if len(tagged) == 1 else union_all(*tagged)
     found: list[tuple[bool, tuple[Any, ...]]] = []
-    for *values, n in (await session.execute(statement)).all():
-        from_days, sign = signs[int(n)]
-        keys, numbers = values[: len(values) - counts], values[len(values) - counts :]
+    for row in (await session.execute(statement)).all():
+        values: tuple[Any, ...] = tuple(row)
+        from_days, sign = signs[int(values[-1])]
+        keys, numbers = values[: -1 - counts], values[-1 - counts : -1]
         found.append((from_days, (*keys, *(sign * int(v or 0) for v in numbers))))
     return found
 
@@ -312,7 +313,7 @@ async def fulfilled_case_counts(
         total = sums.setdefault(case_purpose or None, [0, 0, 0])
         for i, n in enumerate(numbers):
             total[i] += n
-    return {p: CaseCounts(p, n, c, o) for p, (n, c, o) in sums.items() if n}  # type: ignore[arg-type]
+    return {p: CaseCounts(p, n, c, o) for p, (n, c, o) in sums.items() if n}
 
 
 async def end_to_end_percentiles(
@@ -321,11 +322,15 @@ async def end_to_end_percentiles(
     quantiles: Sequence[float],
     *,
     purpose: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, dict[float, float]]:
     """Percentiles of the end-to-end times of the cases fulfilled in the period, per purpose,
     by linear interpolation between closest ranks (domain/percentiles.py), reading only the
     two values either side of each rank off the (purpose, end_to_end_seconds) index rather
-    than every time: a million cases cost a few index seeks, not a million rows."""
+    than every time: a million cases cost a few index seeks, not a million rows. The bands'
+    counts come from case_time_days for whole days, and for a purpose's other periods
+    (the publisher's trailing window) from its whole days and its partial days' times
+    (window_counts; ``now`` only chooses how)."""
 
     def fulfilled() -> Any:
         # A time is only ever set on a measured case (domain/cases.py), so no more filter.
@@ -334,8 +339,9 @@ async def end_to_end_percentiles(
         )
         return _filter_cases(statement, filters, by=CaseRow.fulfilled_at)
 
-    if whole_days(filters):
-        return await _banded_percentiles(session, filters, quantiles, fulfilled, purpose)
+    if whole_days(filters) or purpose is not None:
+        bands = await _period_bands(session, filters, purpose, now)
+        return await _banded_percentiles(session, quantiles, fulfilled, bands)
     counting: Any = select(CaseRow.purpose, func.count()).where(
         CaseRow.end_to_end_seconds.is_not(None)
     )
@@ -362,28 +368,52 @@ async def end_to_end_percentiles(
     return found
 
 
+async def _period_bands(
+    session: AsyncSession, filters: Filters, purpose: str | None, now: datetime | None
+) -> dict[str, list[tuple[int, int]]]:
+    """How many of the period's fulfilled cases' times lie in each band, per purpose as
+    case_time_days keeps it ('' for none): off case_time_days for whole days, else split
+    (a purpose's partial days' times banded here, as the write path bands them)."""
+
+    def days(whole: Filters) -> Any:
+        statement: Any = select(
+            CaseTimeDayRow.purpose, CaseTimeDayRow.band, func.sum(CaseTimeDayRow.cases)
+        )
+        statement = filter_days(statement, whole, CaseTimeDayRow)
+        if purpose is not None:
+            statement = statement.where(CaseTimeDayRow.purpose == purpose)
+        return statement.group_by(CaseTimeDayRow.purpose, CaseTimeDayRow.band)
+
+    def rows(some: Filters) -> Any:
+        statement: Any = select(CaseRow.purpose, CaseRow.end_to_end_seconds, func.count()).where(
+            CaseRow.purpose == purpose, CaseRow.end_to_end_seconds.is_not(None)
+        )
+        statement = _filter_cases(statement, some, by=CaseRow.fulfilled_at)
+        return statement.group_by(CaseRow.purpose, CaseRow.end_to_end_seconds)
+
+    counted: Counter[tuple[str, int]] = Counter()
+    for from_days, (band_purpose, value, n) in await window_counts(
+        session, filters, days=days, rows=rows, counts=1, by_range=True, now=now
+    ):
+        band = int(value) if from_days else time_band(float(value))
+        counted[(band_purpose or "", band)] += n
+    bands: dict[str, list[tuple[int, int]]] = {}
+    for (band_purpose, band), n in counted.items():
+        if n:
+            bands.setdefault(band_purpose, []).append((band, n))
+    return bands
+
+
 async def _banded_percentiles(
     session: AsyncSession,
-    filters: Filters,
     quantiles: Sequence[float],
     fulfilled: Callable[[], Any],
-    purpose: str | None,
+    bands: dict[str, list[tuple[int, int]]],
 ) -> dict[str, dict[float, float]]:
-    """end_to_end_percentiles off case_time_days: the bands' counts say which band holds
-    each rank and how many times lie below it; the two times either side of the rank are
-    then read from that band on, off the cases' index (a few seeks, not the whole period).
-    The same times as the full walk, so the same percentiles."""
-    statement: Any = select(
-        CaseTimeDayRow.purpose, CaseTimeDayRow.band, func.sum(CaseTimeDayRow.cases)
-    )
-    statement = filter_days(statement, filters, CaseTimeDayRow)
-    if purpose is not None:
-        statement = statement.where(CaseTimeDayRow.purpose == purpose)
-    statement = statement.group_by(CaseTimeDayRow.purpose, CaseTimeDayRow.band)
-    bands: dict[str, list[tuple[int, int]]] = {}
-    for band_purpose, band, count in (await session.execute(statement)).all():
-        if count:
-            bands.setdefault(band_purpose, []).append((int(band), int(count)))
+    """end_to_end_percentiles off the period's bands (_period_bands): the bands' counts say
+    which band holds each rank and how many times lie below it; the two times either side
+    of the rank are then read from that band on, off the cases' index (a few seeks, not the
+    whole period). The same times as the full walk, so the same percentiles."""
     # Every seek (purpose, quantile) in one statement: a UNION ALL of each seek's two
     # times, tagged with its number (one round trip, not one per seek).
     seeks: list[tuple[Any, float, float, int]] = []  # purpose, quantile, rank, below
@@ -431,7 +461,7 @@ async def _banded_percentiles(
     times: dict[int, list[float]] = {}
     for start in range(0, len(parts), _SEEKS_PER_STATEMENT):
         chunk = parts[start : start + _SEEKS_PER_STATEMENT]
-        statement = chunk[0] if len(chunk) == 1 else union_all(*chunk)
+        statement: Any = chunk[0] if len(chunk) == 1 else union_all(*chunk)
         for i, seconds in (await session.execute(statement)).all():
             times.setdefault(int(i), []).append(float(seconds))
     found: dict[Any, dict[float, float]] = {key: {} for key, *_ in seeks}

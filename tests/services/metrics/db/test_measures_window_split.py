@@ -9,6 +9,7 @@ present (which only chooses how a partial day is read) before, inside and after 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import re
 from collections import Counter
@@ -36,6 +37,7 @@ FIRST_DAY = date(2026, 3, 2)
 DAYS = 5
 PURPOSES = ("billing", "repair", "move home")
 MICRO = timedelta(microseconds=1)
+QUANTILES = (0.0, 10.0, 50.0, 85.0, 95.0, 100.0)
 
 
 def _midnight(day: date) -> datetime:
@@ -82,7 +84,8 @@ def _events(seed: int) -> list[list[Event]]:
             case_ref=f"K-{c}", type=CaseEventType.FULFILLED, occurred_at=_instant(rng),
             purpose=rng.choice(PURPOSES),
         )
-        for c in range(0, 23, 2)
+        for c in range(23)
+        if c % 5
     ]  # fmt: skip
     labels: list[Event] = [
         demand_labelled(
@@ -185,6 +188,26 @@ class Oracle:
                 n[0], n[1], n[2] = n[0] + 1, n[1] + c.contacts, n[2] + int(bool(c.one_stop))
         return {p: measures.CaseCounts(p, *n) for p, n in found.items()}
 
+    def percentiles(
+        self, filters: Filters, purpose: str, quantiles: Iterable[float]
+    ) -> dict[str, dict[float, float]]:
+        """Between the closest ranks, as the measures interpolate."""
+        times = sorted(
+            float(c.e2e)
+            for c in self.cases
+            if c.purpose == purpose and c.e2e is not None and self._kept(c, filters)
+            if _in(filters.period, c.at)
+        )
+        if not times:
+            return {}
+        found = {}
+        for q in quantiles:
+            rank = (len(times) - 1) * q / 100
+            below = math.floor(rank)
+            above = times[min(below + 1, len(times) - 1)]
+            found[q] = times[below] + (rank - below) * (above - times[below])
+        return {purpose: found}
+
 
 async def _oracle(session: AsyncSession) -> Oracle:
     async def rows(sql: str) -> list[Any]:
@@ -200,7 +223,7 @@ async def _oracle(session: AsyncSession) -> Oracle:
     )
     cases = await rows(
         "SELECT source, first_channel AS channel, team, purpose, status, measured, "
-        "contacts, one_stop, fulfilled_at AS at FROM cases"
+        "contacts, one_stop, fulfilled_at AS at, end_to_end_seconds AS e2e FROM cases"
     )
     return Oracle(facts, demands, cases)
 
@@ -231,6 +254,7 @@ async def test_a_split_window_counts_what_every_row_of_it_counts(database_url: s
     engine = create_engine(database_url)
     rng = random.Random(5)
     ways: Counter[str] = Counter()
+    fulfilled = 0
     try:
         sessions = session_factory(engine)
         for batch in _events(seed=3):
@@ -253,6 +277,10 @@ async def test_a_split_window_counts_what_every_row_of_it_counts(database_url: s
                         Filters(period=window, channel="phone", team="north"),
                         Filters(period=window, source="beta"),
                     ][n % 3]
+                    # Every purpose's percentiles, from every time of the window (or
+                    # its bands when it is whole days).
+                    every = await measures.end_to_end_percentiles(session, filters, QUANTILES)
+                    fulfilled += len(every)
                     for purpose in (*PURPOSES, "none such")[: 3 + (n % 4 == 0)]:
                         for by in ("purpose", "channel"):
                             assert await measures.demand_counts(
@@ -269,12 +297,18 @@ async def test_a_split_window_counts_what_every_row_of_it_counts(database_url: s
                         assert await measures.fulfilled_case_counts(
                             session, filters, purpose=purpose, now=now
                         ) == oracle.fulfilled(filters, purpose), (window, now)
+                        found = await measures.end_to_end_percentiles(
+                            session, filters, QUANTILES, purpose=purpose, now=now
+                        )
+                        assert found == oracle.percentiles(filters, purpose, QUANTILES)
+                        assert found == {k: v for k, v in every.items() if k == purpose}
     finally:
         await engine.dispose()
     # Every way of reading a partial day was taken: its rows, and a day row less its rows.
     assert ways["rows"] > 10, ways
     assert ways["less"] > 10, ways
     assert ways["days"] > 10, ways
+    assert fulfilled > 30, "windows with cases fulfilled in them"
 
 
 _TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
