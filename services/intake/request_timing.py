@@ -19,4 +19,5 @@ def observe_request(scope: Scope, status: int, seconds: float) -> None:
     components = getattr(scope["app"].state, "components", None)
     if isinstance(components, IntakeComponents):
         template = getattr(scope.get("route"), "path", _UNMATCHED)
-        components.metrics.request_seconds.labels(template, str(status)).observe(seconds)
+        metrics = components.metrics
+        metrics.child(metrics.request_seconds, template, str(status)).observe(seconds)

@@ -134,13 +134,13 @@ class IntakeService:
                 tally[outcome, kind_of(event), NO_CHANNEL] += 1
         for (outcome, kind, channel), count in tally.items():
             if outcome is Outcome.ACCEPTED:
-                self.metrics.accepted.labels(kind, channel, source).inc(count)
+                self.metrics.child(self.metrics.accepted, kind, channel, source).inc(count)
             elif outcome is Outcome.DUPLICATE:
-                self.metrics.duplicates.labels(kind, channel, source).inc(count)
+                self.metrics.child(self.metrics.duplicates, kind, channel, source).inc(count)
             else:
-                self.metrics.rejected.labels(kind, source, "in_flight").inc(count)
+                self.metrics.child(self.metrics.rejected, kind, source, "in_flight").inc(count)
         for redaction, count in redactions.items():
-            self.metrics.redactions.labels(redaction).inc(count)
+            self.metrics.child(self.metrics.redactions, redaction).inc(count)
 
 
 _OUTCOME_OF_CLAIM = {
