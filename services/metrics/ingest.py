@@ -183,8 +183,9 @@ def new_demands(
     demands: Sequence[DemandClassified], moved: set[sql.Customer]
 ) -> dict[sql.Customer, list[sql.DemandKey]]:
     """The customers that may be stitched at the tail, with their demands' keys in the
-    batch: those with no case event or label in it (``moved``). Whether each demand is new
-    is read with it (write_path.tail_state: a demand derived before is not)."""
+    batch: those with no case event or label in it (``moved``). A demand stored before (a
+    redelivery) needs no check here: its case was active at its time or later, so
+    stitch_tail declines it."""
     fresh: dict[sql.Customer, list[sql.DemandKey]] = {}
     for event in demands:
         demand = event.demand
@@ -255,12 +256,14 @@ def recompute_on_connection(
     ``fresh`` (live: new_demands): customers whose batch holds only new demands, with
     their keys; each is stitched on at the tail when stitch_tail can, else in full."""
     outcome = BatchOutcome()
-    write_path.touch_customers(db, customers)
     if fresh:
+        write_path.lock_customers(db, customers)  # all of them, in one statement
         customers = _stitch_at_tail(db, customers, fresh, outcome)
         if not customers:
             return outcome
         write_path.touch_customers(db, customers, lock=False)
+    else:
+        write_path.touch_customers(db, customers)
     stored = write_path.stored_state(db, customers)
     before = stored.fulfilled_before()
     outcome.purposes |= stored.purposes()

@@ -389,9 +389,21 @@ _LOCKS = (
 
 
 def touch_customers(db: SyncDb, customers: Sequence[Customer], *, lock: bool = True) -> None:
-    """Name the customers for the statements below, and on PostgreSQL serialise their
-    recomputation across instances until the transaction ends (``lock=False``: naming
-    again customers already locked, all of a batch's in one statement).
+    """Name the customers for the statements below, and lock them (lock_customers; not
+    with ``lock=False``: customers already locked, all of a batch's in one statement)."""
+    if lock:
+        lock_customers(db, customers)
+    if db.dialect == "postgresql":
+        db.execute(_TOUCHED_POSTGRESQL)
+    else:
+        db.execute(_TOUCHED_SQLITE)
+    db.execute("DELETE FROM touched_customers")
+    db.insert_rows("touched_customers", ("source", "customer_ref"), customers)
+
+
+def lock_customers(db: SyncDb, customers: Sequence[Customer]) -> None:
+    """On PostgreSQL, serialise the customers' recomputation across instances until the
+    transaction ends.
 
     Two instances can hold one customer's events (labels are keyed by demand, and the
     topics are not co-partitioned): without the lock, each could recompute from a history
@@ -401,14 +413,7 @@ def touch_customers(db: SyncDb, customers: Sequence[Customer], *, lock: bool = T
     first INSERT already holds the single writer lock, and the history is read after it.
     """
     if db.dialect == "postgresql":
-        if lock:
-            keys = [f"{source}|{customer}" for source, customer in customers]
-            db.execute(_LOCKS, {"keys": keys})
-        db.execute(_TOUCHED_POSTGRESQL)
-    else:
-        db.execute(_TOUCHED_SQLITE)
-    db.execute("DELETE FROM touched_customers")
-    db.insert_rows("touched_customers", ("source", "customer_ref"), customers)
+        db.execute(_LOCKS, {"keys": [f"{source}|{customer}" for source, customer in customers]})
 
 
 # The stored customers in key order, a page at a time: those with demands, or those with
@@ -744,8 +749,8 @@ _FRESH_POSTGRESQL = (
     "demand_id text NOT NULL, PRIMARY KEY (source, demand_id)) ON COMMIT DELETE ROWS"
 )
 _TAIL_CASES = (
-    "SELECT c.source, c.customer_ref, c.case_id, c.purpose, c.status, c.contacts, "
-    "c.failure_contacts, c.channels, c.last_activity_at "
+    "SELECT c.source, c.customer_ref, c.case_id, c.case_ref, c.purpose, c.status, "
+    "c.contacts, c.failure_contacts, c.channels, c.last_activity_at "
     f"{_FROM_TOUCHED.format('c', 'cases')} WHERE {_OF_TOUCHED.format('c')}"
 )
 # The batch's demands as stored, each with whether a label names it (by its source, or an
@@ -781,7 +786,7 @@ class TailState:
 
 
 def tail_state(db: SyncDb, fresh: Mapping[Customer, Sequence[DemandKey]]) -> TailState:
-    """The stored cases of ``fresh``'s customers (already locked: touch_customers) and
+    """The stored cases of ``fresh``'s customers (already locked: lock_customers) and
     their demands of the batch by key, in two reads; names the customers for the reads
     after it (touch_customers' table)."""
     customers = sorted(fresh)
@@ -796,12 +801,13 @@ def tail_state(db: SyncDb, fresh: Mapping[Customer, Sequence[DemandKey]]) -> Tai
         cases[(row[0], row[1])].append(
             StoredCase(
                 case_id=row[2],
-                purpose=row[3],
-                status=row[4],
-                contacts=row[5],
-                failure_contacts=row[6],
-                channels=tuple(row[7].split(",")) if row[7] else (),
-                last_activity_at=read_time(row[8]),
+                case_ref=row[3],
+                purpose=row[4],
+                status=row[5],
+                contacts=row[6],
+                failure_contacts=row[7],
+                channels=tuple(row[8].split(",")) if row[8] else (),
+                last_activity_at=read_time(row[9]),
             )
         )
     demands: dict[Customer, list[DemandFact]] = {customer: [] for customer in customers}

@@ -18,8 +18,9 @@ A case with no demand yet (its case events came first) is kept but is not measur
 customer's clock starts at the customer's first demand.
 
 ``stitch_tail`` gives the same cases for the common live case without the history: demands
-later than everything stored for the customer, that join or open a case by purpose only,
-stitched on from the customer's stored cases; it declines (None) whenever that might differ.
+later than everything stored for the customer, that join an open case or open one (by
+reference or purpose, not by cause), stitched on from the customer's stored cases; it
+declines (None) whenever that might differ.
 """
 
 from __future__ import annotations
@@ -312,6 +313,7 @@ class StoredCase:
     """What stitching on at a customer's tail needs of one of their stored cases."""
 
     case_id: str
+    case_ref: str | None
     purpose: str | None
     status: str
     contacts: int
@@ -337,55 +339,62 @@ def stitch_tail(
     the untouched ones as stored. None when that is not certain, and the caller stitches the
     whole history: a demand not after everything stored (every demand and case event
     touched a case, so the latest ``last_activity_at`` is the latest of them), one with a
-    case reference, a cause or a label, a tie between open cases, or a demand joining a case
-    that has none yet.
+    cause or a label, a tie between open cases, a demand joining a case that has no demand
+    yet or is not open, or a new case whose id another case has.
 
     Why it is the same: in the full stitch each of these demands comes after every stored
-    event in the timeline, so the stitcher's state when it reaches them is the stored cases;
-    with no reference, cause or label, ``case_for`` only asks ``open_case_for`` its purpose,
-    which picks the latest active open case of it (the first made among equals, an order the
-    stored rows do not keep: hence the tie rule), or opens ``auto-<id>``."""
+    event in the timeline, so the stitcher's state when it reaches them is the stored cases
+    (and the ones these demands opened). With no cause or label, ``case_for`` joins the case
+    of the demand's reference, or opens it; without a reference it asks ``open_case_for``
+    its purpose, which picks the latest active open case of it (the first made among
+    equals, an order the stored rows do not keep: hence the tie rule), or opens
+    ``auto-<id>``. A demand joining an open case with demands moves only its counts,
+    channels and last activity."""
     latest = max((case.last_activity_at for case in stored), default=None)
-    taken = {case.case_id for case in stored}
-    open_stored: dict[str | None, list[StoredCase]] = {}
-    for case in stored:
-        if case.status == OPEN:
-            open_stored.setdefault(case.purpose, []).append(case)
+    cases = {case.case_id: replace(case) for case in stored}  # copies: ``stored`` stays
+    by_ref = {case.case_ref: case for case in cases.values() if case.case_ref is not None}
     stitcher = _Stitcher(customer_ref)  # the cases these demands open, stitched as usual
     extended: dict[str, StoredCase] = {}
     case_of_demand: dict[str, str] = {}
     for demand in sorted(demands, key=lambda d: (d.occurred_at, d.demand_id)):
         if (
             (latest is not None and demand.occurred_at <= latest)
-            or demand.case_ref is not None
             or (demand.demand_type == "failure" and demand.caused_by_ref is not None)
             or demand.labelled
         ):
             return None
+        joined: StoredCase | None = None
+        ref = demand.case_ref
+        if ref is not None:
+            if ref not in stitcher.by_ref:
+                joined = by_ref.get(ref)
+                if joined is None and (ref in cases or ref in stitcher.cases):
+                    return None  # the full stitch would make this id's case anew
         # A case opened by an earlier demand of these is later than every stored one.
-        if stitcher.open_case_for(demand.purpose) is None:
-            candidates = open_stored.get(demand.purpose, [])
+        elif stitcher.open_case_for(demand.purpose) is None:
+            candidates = [
+                c for c in cases.values() if c.status == OPEN and c.purpose == demand.purpose
+            ]
             if candidates:
                 last = max(case.last_activity_at for case in candidates)
                 chasing = [case for case in candidates if case.last_activity_at == last]
-                if len(chasing) > 1 or chasing[0].contacts == 0:
+                if len(chasing) > 1:
                     return None
                 joined = chasing[0]
-                if joined.case_id not in extended:  # a copy: ``stored`` is left as it is
-                    joined = extended[joined.case_id] = replace(joined)
-                    open_stored[demand.purpose] = [
-                        joined if c.case_id == joined.case_id else c for c in candidates
-                    ]
-                joined.contacts += 1
-                joined.failure_contacts += demand.demand_type == "failure"
-                if demand.channel not in joined.channels:
-                    joined.channels = tuple(sorted({*joined.channels, demand.channel}))
-                joined.last_activity_at = demand.occurred_at
-                case_of_demand[demand.demand_id] = joined.case_id
-                continue
-            if f"auto-{demand.demand_id}" in taken:
-                return None  # the full stitch would make this id's case anew: not at the tail
-        stitcher.add_demand(demand)
+            elif f"auto-{demand.demand_id}" in cases:
+                return None
+        if joined is None:
+            stitcher.add_demand(demand)
+            continue
+        if joined.status != OPEN or joined.contacts == 0:
+            return None
+        joined.contacts += 1
+        joined.failure_contacts += demand.demand_type == "failure"
+        if demand.channel not in joined.channels:
+            joined.channels = tuple(sorted({*joined.channels, demand.channel}))
+        joined.last_activity_at = demand.occurred_at
+        extended[joined.case_id] = joined
+        case_of_demand[demand.demand_id] = joined.case_id
     case_of_demand |= stitcher.case_of_demand
     return TailStitched(
         extended=tuple(extended.values()),

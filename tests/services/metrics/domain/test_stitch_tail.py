@@ -33,7 +33,7 @@ def _at(minutes: int) -> datetime:
 def _demand(draw: st.DrawFn, demand_id: str, minutes: int, *, plain: bool) -> DemandFact:
     """A demand at ``minutes``; ``plain``: no reference or cause, mostly (a tail's demands
     are mostly plain, as live ones are, so the shortcut is taken often)."""
-    referenced = draw(st.integers(0, 9)) == 0 if plain else draw(st.booleans())
+    referenced = draw(st.integers(0, 3)) == 0 if plain else draw(st.booleans())
     failure = draw(st.booleans())
     cause = None
     if failure and draw(st.integers(0, 4 if plain else 1)) == 0:
@@ -46,7 +46,7 @@ def _demand(draw: st.DrawFn, demand_id: str, minutes: int, *, plain: bool) -> De
         occurred_at=_at(minutes),
         channel=draw(st.sampled_from(["phone", "email"])),
         team=draw(st.sampled_from([None, "T1"])),
-        case_ref=draw(st.sampled_from(["K1", "K2"])) if referenced else None,
+        case_ref=draw(st.sampled_from(["K1", "K2", "K4", "auto-h1"])) if referenced else None,
         purpose=draw(st.sampled_from(PURPOSES)),
         demand_type="failure" if failure else "value",
         failure_kind="not_done_right" if failure else None,
@@ -95,6 +95,7 @@ def _stored(result: StitchedCustomer) -> list[StoredCase]:
     return [
         StoredCase(
             case_id=c.case_id,
+            case_ref=c.case_ref,
             purpose=c.purpose,
             status=c.status,
             contacts=c.contacts,
