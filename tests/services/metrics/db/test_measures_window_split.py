@@ -318,9 +318,9 @@ _ON_ROWS = re.compile(r"^(SCAN|SEARCH) (demand_facts|demands|cases)\b")
 
 async def test_a_purposes_window_reads_its_partial_days_rows_only(tmp_path: Path) -> None:
     """The publisher's counts of a purpose over a trailing window (five days, ending at a
-    time of day) read the facts, demands and cases off their (purpose, time) indexes, and
-    only those of the window's first and last days: not the rows of the days between,
-    which the daily aggregates answer for."""
+    time of day), and its percentiles' bands, read the facts, demands and cases off their
+    (purpose, time) indexes, and only those of the window's first and last days: not the
+    rows of the days between, which the daily aggregates answer for."""
     path = tmp_path / "metrics.db"
     url = f"sqlite+aiosqlite:///{path}"
     await asyncio.to_thread(upgrade, url)
@@ -343,10 +343,19 @@ async def test_a_purposes_window_reads_its_partial_days_rows_only(tmp_path: Path
                     session, filters, by="purpose", purpose="billing", now=now
                 )
                 await measures.fulfilled_case_counts(session, filters, purpose="billing", now=now)
+        # The percentiles' bands (their seeks read a band's times off the time index).
+        with reads_recorded(engine, touching="case_time_days") as banded:
+            async with sessions() as session:
+                times = await measures.end_to_end_percentiles(
+                    session, filters, (50.0,), purpose="billing", now=now
+                )
     finally:
         await engine.dispose()
     assert counted, "the window holds billing demands"
+    assert times, "and billing cases fulfilled"
     assert len(statements) == 4, "one statement a count"
+    assert len(banded) == 1, banded
+    statements += banded
     plans = sqlite_plans(path, statements)
     steps = [step for plan in plans for step in plan if _ON_ROWS.match(step)]
     assert len(steps) >= 4, plans
