@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.metrics.audit import AuditPolicy, draw_audit, stored_already
 from services.metrics.db import open_cases, review_entries, sql, system_changes, write_path
 from services.metrics.domain.cases import (
+    Case,
     DemandFact,
     StitchedCustomer,
     TailStitched,
@@ -305,12 +306,20 @@ def _stitch_at_tail(
         result = stitch_tail(customer[1], state.cases[customer], demands)
         if result is not None:
             stitched[customer] = result
+            # The demands' purposes, and a joined case's (its first demand's, which a demand
+            # with its reference may not share).
             outcome.purposes |= {d.purpose for d in demands}
+            outcome.purposes |= {c.purpose for c in result.extended if c.purpose is not None}
     if stitched:
         write_path.extend_derived(db, state, stitched)
         # The cases opened are counted open; the ones joined stay open, under the same key.
+        # move counts by source, so all of a source's opened cases go as one customer's.
+        by_source: dict[str, list[Case]] = {}
+        for (source, _customer), result in stitched.items():
+            by_source.setdefault(source, []).extend(result.opened)
         opened: dict[sql.Customer, tuple[StitchedCustomer, list[DemandFact]]] = {
-            c: (StitchedCustomer(r.opened, {}, {}), []) for c, r in stitched.items()
+            (source, ""): (StitchedCustomer(tuple(cases), {}, {}), [])
+            for source, cases in by_source.items()
         }
         open_cases.move(db, write_path.StoredState({}, {}, {}, {}), opened)
         outcome.stitched_at_tail = len(stitched)
