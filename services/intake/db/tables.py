@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, String
+from sqlalchemy import DateTime, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.database.naming import named_metadata
@@ -36,8 +36,7 @@ class AcceptedEvent(IntakeBase):
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (
-        Index("ix_intake_accepted_events_claimed_at", "claimed_at"),
-        # On SQLite the row lives in the primary key's b-tree: one tree less to write per id.
-        {"sqlite_with_rowid": False},
-    )
+    # On SQLite the row lives in the primary key's b-tree: one tree less to write per id.
+    # No other index: every read is by the key but the purge's, which no index would serve
+    # (migration intake_0003).
+    __table_args__ = ({"sqlite_with_rowid": False},)
