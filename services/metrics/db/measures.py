@@ -172,10 +172,18 @@ async def window_counts(
     (``by_range``: an index on the time), is split (split_window) and read in one statement,
     the rows taken away negated; else every row of the period is counted. The same groups
     may come more than once (from each part), and a group may add up to 0: callers sum."""
+
+    def counted(values: tuple[Any, ...], sign: int = 1) -> tuple[Any, ...]:
+        # Integers, signed (PostgreSQL's sum of a bigint is a numeric).
+        keys, numbers = values[: len(values) - counts], values[len(values) - counts :]
+        return (*keys, *(sign * int(v or 0) for v in numbers))
+
     if whole_days(filters):
-        return [(True, tuple(row)) for row in (await session.execute(days(filters))).all()]
+        found = await session.execute(days(filters))
+        return [(True, counted(tuple(row))) for row in found.all()]
     if not by_range or filters.period is None:
-        return [(False, tuple(row)) for row in (await session.execute(rows(filters))).all()]
+        found = await session.execute(rows(filters))
+        return [(False, counted(tuple(row))) for row in found.all()]
     split = split_window(filters.period, now=now)
     parts: list[Any] = []
     signs: list[tuple[bool, int]] = []
@@ -188,13 +196,12 @@ async def window_counts(
     # Each part tagged with its number, so a row's sign and origin are known.
     tagged = [part.add_columns(literal_column(str(n))) for n, part in enumerate(parts)]
     statement: Any = tagged[0] if len(tagged) == 1 else union_all(*tagged)
-    found: list[tuple[bool, tuple[Any, ...]]] = []
+    split_found: list[tuple[bool, tuple[Any, ...]]] = []
     for row in (await session.execute(statement)).all():
         values: tuple[Any, ...] = tuple(row)
         from_days, sign = signs[int(values[-1])]
-        keys, numbers = values[: -1 - counts], values[-1 - counts : -1]
-        found.append((from_days, (*keys, *(sign * int(v or 0) for v in numbers))))
-    return found
+        split_found.append((from_days, counted(values[:-1], sign)))
+    return split_found
 
 
 def _count_where(condition: Any) -> Any:
