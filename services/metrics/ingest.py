@@ -303,7 +303,9 @@ def _stitch_at_tail(
     for customer, demands in state.demands.items():
         if customer in state.refused:
             continue
-        result = stitch_tail(customer[1], state.cases[customer], demands)
+        result = stitch_tail(
+            customer[1], state.cases[customer], demands, state.cause_cases.get(customer)
+        )
         if result is not None:
             stitched[customer] = result
             # The demands' purposes, and a joined case's (its first demand's, which a demand

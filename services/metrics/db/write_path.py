@@ -754,13 +754,17 @@ _TAIL_CASES = (
     f"{_FROM_TOUCHED.format('c', 'cases')} WHERE {_OF_TOUCHED.format('c')}"
 )
 # The batch's demands as stored, each with whether a label names it (by its source, or an
-# old label by its id alone: either may apply; a label can come before its demand). One
+# old label by its id alone: either may apply; a label can come before its demand), and the
+# case of its cause if that is a stored demand of the customer's. One
 # stored before this batch (redelivered, or another copy of its key) needs no mark: its case
 # was active at its time or later, so stitch_tail declines it.
 _FRESH_DEMANDS = (
     f"SELECT {_DEMAND_READ}, "
     "EXISTS (SELECT 1 FROM demand_labels l WHERE l.demand_id = d.demand_id "
-    "AND l.demand_source IN (d.source, '')) "
+    "AND l.demand_source IN (d.source, '')), "
+    # The case of the demand it names as its cause, when that is the customer's (stored).
+    "(SELECT c.case_id FROM demand_facts c WHERE c.source = d.source "
+    "AND c.demand_id = d.caused_by_ref AND c.customer_ref = d.customer_ref) "
     "FROM fresh_demands n CROSS JOIN demands d "
     "WHERE d.source = n.source AND d.demand_id = n.demand_id"
 )
@@ -778,6 +782,7 @@ class TailState:
 
     cases: dict[Customer, list[StoredCase]]
     demands: dict[Customer, list[DemandFact]]
+    cause_cases: dict[Customer, dict[str, str]]  # a cause's demand id: its stored case
     received: dict[DemandKey, Received]
     occurred: dict[DemandKey, Any]
     # Stitched whole instead: a demand of theirs labelled, or stored under another
@@ -811,6 +816,7 @@ def tail_state(db: SyncDb, fresh: Mapping[Customer, Sequence[DemandKey]]) -> Tai
             )
         )
     demands: dict[Customer, list[DemandFact]] = {customer: [] for customer in customers}
+    cause_cases: dict[Customer, dict[str, str]] = {}
     received: dict[DemandKey, Received] = {}
     occurred: dict[DemandKey, Any] = {}
     refused: set[Customer] = set()
@@ -823,8 +829,10 @@ def tail_state(db: SyncDb, fresh: Mapping[Customer, Sequence[DemandKey]]) -> Tai
         demands[customer].append(_demand_of(row, read_time))
         received[key] = Received(row[7], row[8], to_micros(row[12]))
         occurred[key] = row[3]
+        if row[14] is not None:
+            cause_cases.setdefault(customer, {})[row[11]] = row[14]
     refused |= {c for c in customers if len(demands[c]) != len(set(fresh[c]))}
-    return TailState(cases, demands, received, occurred, refused)
+    return TailState(cases, demands, cause_cases, received, occurred, refused)
 
 
 def extend_derived(db: SyncDb, state: TailState, stitched: Mapping[Customer, TailStitched]) -> None:
@@ -847,7 +855,7 @@ def extend_derived(db: SyncDb, state: TailState, stitched: Mapping[Customer, Tai
                 source,
                 demand,
                 result.case_of_demand[demand.demand_id],
-                None,
+                result.cause_purpose_of_demand.get(demand.demand_id),
                 state.occurred[key],
                 machine,
             )

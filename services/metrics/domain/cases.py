@@ -19,13 +19,13 @@ customer's clock starts at the customer's first demand.
 
 ``stitch_tail`` gives the same cases for the common live case without the history: demands
 later than everything stored for the customer, that join an open case or open one (by
-reference or purpose, not by cause), stitched on from the customer's stored cases; it
-declines (None) whenever that might differ.
+reference, cause or purpose), stitched on from the customer's stored cases; it declines
+(None) whenever that might differ.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -328,50 +328,67 @@ class TailStitched:
     # last activity move: the first demand, the status and the clock stay).
     extended: tuple[StoredCase, ...]
     opened: tuple[Case, ...]  # the cases the demands opened
-    case_of_demand: dict[str, str]  # the new demands' cases (no cause is traced for them)
+    case_of_demand: dict[str, str]  # the new demands' cases
+    cause_purpose_of_demand: dict[str, str]  # as StitchedCustomer's, for the new demands
 
 
 def stitch_tail(
-    customer_ref: str, stored: Sequence[StoredCase], demands: Sequence[DemandFact]
+    customer_ref: str,
+    stored: Sequence[StoredCase],
+    demands: Sequence[DemandFact],
+    cause_cases: Mapping[str, str] | None = None,
 ) -> TailStitched | None:
     """What ``stitch_customer`` makes of the customer's stored history plus ``demands``, from
-    the cases stitched of that history (``stored``, every one of them): the same cases,
-    the untouched ones as stored. None when that is not certain, and the caller stitches the
-    whole history: a demand not after everything stored (every demand and case event
-    touched a case, so the latest ``last_activity_at`` is the latest of them), one with a
-    cause or a label, a tie between open cases, a demand joining a case that has no demand
-    yet or is not open, or a new case whose id another case has.
+    the cases stitched of that history (``stored``, every one of them) and the cases of the
+    stored demands the new ones name as their cause (``cause_cases``, by demand id): the
+    same cases, the untouched ones as stored. None when that is not certain, and the caller
+    stitches the whole history: a demand not after everything stored (every demand and case
+    event touched a case, so the latest ``last_activity_at`` is the latest of them), one
+    with a label, a tie between open cases, a demand joining a case that has no demand yet
+    or is not open, or a new case whose id another case has.
 
     Why it is the same: in the full stitch each of these demands comes after every stored
     event in the timeline, so the stitcher's state when it reaches them is the stored cases
-    (and the ones these demands opened). With no cause or label, ``case_for`` joins the case
-    of the demand's reference, or opens it; without a reference it asks ``open_case_for``
-    its purpose, which picks the latest active open case of it (the first made among
-    equals, an order the stored rows do not keep: hence the tie rule), or opens
+    (and the ones these demands opened). Without a label, ``case_for`` joins the case of the
+    demand's reference, or opens it; else the case of its cause (a case by reference, opened
+    if new; a demand's case, if that demand is the customer's); else it asks
+    ``open_case_for`` its purpose, which picks the latest active open case of it (the first
+    made among equals, an order the stored rows do not keep: hence the tie rule), or opens
     ``auto-<id>``. A demand joining an open case with demands moves only its counts,
     channels and last activity."""
     latest = max((case.last_activity_at for case in stored), default=None)
     cases = {case.case_id: replace(case) for case in stored}  # copies: ``stored`` stays
     by_ref = {case.case_ref: case for case in cases.values() if case.case_ref is not None}
+    stored_causes = cause_cases or {}
     stitcher = _Stitcher(customer_ref)  # the cases these demands open, stitched as usual
     extended: dict[str, StoredCase] = {}
     case_of_demand: dict[str, str] = {}
+    cause_purpose: dict[str, str] = {}
     for demand in sorted(demands, key=lambda d: (d.occurred_at, d.demand_id)):
-        if (
-            (latest is not None and demand.occurred_at <= latest)
-            or (demand.demand_type == "failure" and demand.caused_by_ref is not None)
-            or demand.labelled
-        ):
+        if (latest is not None and demand.occurred_at <= latest) or demand.labelled:
             return None
         joined: StoredCase | None = None
+        by_cause = False  # joined as the case of the demand's cause (case_for's order)
+        # The case the full stitch looks for by reference: the demand's, or its cause's.
         ref = demand.case_ref
+        cause = demand.caused_by_ref if demand.demand_type == "failure" else None
+        if ref is None and cause is not None and demand.caused_by_kind == "case":
+            ref, by_cause = cause, True
         if ref is not None:
             if ref not in stitcher.by_ref:
                 joined = by_ref.get(ref)
                 if joined is None and (ref in cases or ref in stitcher.cases):
                     return None  # the full stitch would make this id's case anew
-        # A case opened by an earlier demand of these is later than every stored one.
-        elif stitcher.open_case_for(demand.purpose) is None:
+        elif cause is not None and (cause in case_of_demand or cause in stored_causes):
+            joined = cases.get(case_of_demand.get(cause) or stored_causes[cause])
+            if joined is None:
+                return None
+            by_cause = True
+        # A case opened by an earlier demand of these is later than every stored one; and
+        # a cause among those demands is the stitcher's to follow.
+        elif stitcher.open_case_for(demand.purpose) is None and (
+            cause is None or cause not in stitcher.case_of_demand
+        ):
             candidates = [
                 c for c in cases.values() if c.status == OPEN and c.purpose == demand.purpose
             ]
@@ -388,6 +405,8 @@ def stitch_tail(
             continue
         if joined.status != OPEN or joined.contacts == 0:
             return None
+        if by_cause:
+            cause_purpose[demand.demand_id] = joined.purpose or demand.purpose
         joined.contacts += 1
         joined.failure_contacts += demand.demand_type == "failure"
         if demand.channel not in joined.channels:
@@ -400,4 +419,5 @@ def stitch_tail(
         extended=tuple(extended.values()),
         opened=tuple(case.freeze() for case in stitcher.cases.values()),
         case_of_demand=case_of_demand,
+        cause_purpose_of_demand=cause_purpose | stitcher.cause_purpose,
     )

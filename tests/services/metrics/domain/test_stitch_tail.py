@@ -31,15 +31,17 @@ def _at(minutes: int) -> datetime:
 
 @st.composite
 def _demand(draw: st.DrawFn, demand_id: str, minutes: int, *, plain: bool) -> DemandFact:
-    """A demand at ``minutes``; ``plain``: no reference or cause, mostly (a tail's demands
-    are mostly plain, as live ones are, so the shortcut is taken often)."""
+    """A demand at ``minutes``; ``plain`` (a tail's): a reference less often, no label."""
     referenced = draw(st.integers(0, 3)) == 0 if plain else draw(st.booleans())
     failure = draw(st.booleans())
     cause = None
-    if failure and draw(st.integers(0, 4 if plain else 1)) == 0:
+    if failure and draw(st.booleans()):
         cause = draw(
-            st.sampled_from([("demand", "d0"), ("demand", "h3"), ("case", "K1"), ("case", "K9")])
-        )
+            st.sampled_from(
+                [("demand", "h0"), ("demand", "h1"), ("demand", "t0"), ("demand", "d0"),
+                 ("case", "K1"), ("case", "K9"), ("case", "auto-h0")]
+            )
+        )  # fmt: skip
     return DemandFact(
         demand_id=demand_id,
         customer_ref="C",
@@ -110,12 +112,12 @@ def _stored(result: StitchedCustomer) -> list[StoredCase]:
 def test_stitching_at_the_tail_equals_stitching_the_whole_history() -> None:
     counts = {"taken": 0, "declined": 0}
 
-    @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(_scenario())
     def check(scenario: tuple[list[DemandFact], list[CaseEventFact], list[DemandFact]]) -> None:
         history, events, tail = scenario
         before = stitch_customer("C", history, events)
-        found = stitch_tail("C", _stored(before), tail)
+        found = stitch_tail("C", _stored(before), tail, before.case_of_demand)
         if found is None:
             counts["declined"] += 1
             return
@@ -158,7 +160,10 @@ def _assert_the_same(
             assert case == stored[case_id]
     assert found.case_of_demand == {d.demand_id: whole.case_of_demand[d.demand_id] for d in tail}
     assert whole.case_of_demand.items() >= before.case_of_demand.items()
-    assert whole.cause_purpose_of_demand == before.cause_purpose_of_demand
+    assert whole.cause_purpose_of_demand == (
+        before.cause_purpose_of_demand | found.cause_purpose_of_demand
+    )
+    assert found.cause_purpose_of_demand.keys() <= {d.demand_id for d in tail}
 
 
 def _plain(demand_id: str, minutes: int, purpose: str = "billing") -> DemandFact:
