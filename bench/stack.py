@@ -730,12 +730,17 @@ def report_warm_up(warm: WarmUp) -> None:
     accepted_per_s = load.accepted / load.seconds if load.seconds else 0.0
     rate = "unknown" if warm.counted_per_s is None else f"{warm.counted_per_s:,.0f}/s"
     everything, latency = _latency(load)
-    print(f"  warm-up before the measured load (not in the figures below): {RATE:,.0f}")
-    print(f"    demands/s offered for {WARMUP_S:.0f}s, customers and probes of its own, so that")
-    print("    the broker's JIT has compiled its hot paths and the processes' caches are warm,")
-    print("    as on a long-running system (the measured load starts from no backlog):")
-    print(f"    {load.accepted:,} accepted ({accepted_per_s:,.0f}/s), counted {rate} over its")
-    print(f"    second half; {warm.counted:,} counted {warm.waited:.1f}s after it")
+    print(
+        f"  warm-up, not in the figures below: {RATE:,.0f} demands/s offered for "
+        f"{WARMUP_S:.0f}s before the"
+    )
+    print("    measured load (customers and probes of its own), so that the broker's JIT has")
+    print("    compiled its hot paths and the processes' caches are warm, as on a long-running")
+    print(f"    system; the measured load starts once it is counted (or after {DRAIN_S:.0f}s):")
+    print(
+        f"    {load.accepted:,} accepted ({accepted_per_s:,.0f}/s), counted {rate} over its "
+        f"second half; {warm.counted:,} counted {warm.waited:.1f}s after it"
+    )
     print(f"    its latency, {len(everything)} probes: {latency} ({load.lost} lost)")
 
 
