@@ -3,17 +3,9 @@ and counted, the pipeline latency from HTTP 202 to the metrics API, each process
 and the restart of each service after SIGKILL (issue 14's last three rows).
 
 The stack is started the way `make run` starts it (devstack/stack.py): a local broker with
-`make run`'s JVM settings (the full tiered JIT, as a production broker runs; the tests' brokers
-run C1 only), topics and databases created first (SQLite, as `make run` has them), then each
-service as its own process, ``python -m services.cli.main <service> serve``, configured through
-its environment only, on free ports of 127.0.0.1.
-
-Warm-up: the measured minute follows DEMANDSCOPE_BENCH_STACK_WARMUP_S (default 60) of the same
-offered load, with its own customers and probes, and a wait (bounded) until the metrics API has
-counted it. What is measured is the steady state an operator runs: a fresh JVM's first minute
-of traffic is largely its JIT compiling the broker's hot paths on the same two cores (and a
-fresh process's first batches warm its caches). The warm-up's own accepted and counted rates
-and latency percentiles are printed too, so nothing is hidden; 0 turns it off.
+devstack's JVM settings, topics and databases created first (SQLite, as `make run` has
+them), then each service as its own process, ``python -m services.cli.main <service>
+serve``, configured through its environment only, on free ports of 127.0.0.1.
 
 The load: demands are offered on a fixed schedule whatever the answers (open loop), in
 ``POST /v1/demands:batch`` requests of DEMANDSCOPE_BENCH_STACK_BATCH demands (default 20
@@ -39,8 +31,7 @@ with the same command, and timed from the start to its first /readyz 200.
 
 Sizes (environment): DEMANDSCOPE_BENCH_STACK_RATE (demands/s, 1000),
 DEMANDSCOPE_BENCH_STACK_SECONDS (60), DEMANDSCOPE_BENCH_STACK_DRAIN_S (how long to wait for
-the backlog after the load, 45); DEMANDSCOPE_BENCH_STACK_BATCH, _PROBE_EVERY, _WARMUP_S as
-above.
+the backlog after the load, 45); DEMANDSCOPE_BENCH_STACK_BATCH, _PROBE_EVERY as above.
 
 Stages (DEMANDSCOPE_BENCH_STACK_STAGES=1): a read_committed consumer of the classified
 demands beside the load times one in 50 from intake's acceptance to the classifier's send
@@ -87,8 +78,6 @@ PROBE_EVERY = int(
     os.environ.get("DEMANDSCOPE_BENCH_STACK_PROBE_EVERY", str(max(1, round(RATE / 5))))
 )
 DRAIN_S = float(os.environ.get("DEMANDSCOPE_BENCH_STACK_DRAIN_S", "45"))
-# The same offered load before the measured one (the broker's JIT, the processes' caches).
-WARMUP_S = float(os.environ.get("DEMANDSCOPE_BENCH_STACK_WARMUP_S", "60"))
 # Where the latency goes, stage by stage: off by default, as its consumer is a little load
 # of its own in the generator's process.
 STAGES = os.environ.get("DEMANDSCOPE_BENCH_STACK_STAGES", "") == "1"
@@ -396,19 +385,13 @@ async def count_samples(
 
 
 async def offer(
-    load: Load,
-    intake: Service,
-    metrics: Service,
-    key: str,
-    client: httpx.AsyncClient,
-    seconds: float = SECONDS,
+    load: Load, intake: Service, metrics: Service, key: str, client: httpx.AsyncClient
 ) -> Load:
-    """Open loop: RATE demands/s for ``seconds``, whatever the answers; every loop bounded.
-    Each call has customers and probes of its own (``run``)."""
+    """Open loop: RATE demands/s for SECONDS, whatever the answers; every loop bounded."""
     run = uuid.uuid4().hex[:6]
     per_request = max(1, BATCH)
     interval = per_request / RATE
-    ticks = int(seconds / interval)
+    ticks = int(SECONDS / interval)
     path = "/v1/demands:batch" if BATCH > 1 else "/v1/demands"
     queue: asyncio.Queue[tuple[float, bytes, list[str]] | None] = asyncio.Queue()
     probes: list[asyncio.Task[None]] = []
@@ -457,7 +440,7 @@ async def offer(
     for _ in workers:
         queue.put_nowait(None)
     # The requests still queued are sent; bounded by how long intake takes to answer them.
-    done, pending = await asyncio.wait(workers, timeout=seconds + 60)
+    done, pending = await asyncio.wait(workers, timeout=SECONDS + 60)
     for task in pending:
         task.cancel()
     load.seconds = time.monotonic() - started
@@ -499,20 +482,17 @@ def counted_rate(load: Load, started: float) -> float | None:
     return (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
 
 
-async def drain(
-    client: httpx.AsyncClient, metrics: Service, load: Load, before: int = 0
-) -> tuple[int, float]:
-    """Waits (bounded) until the metrics API counts every demand this load accepted, on top of
-    the ``before`` accepted by an earlier load; (this load's count, seconds)."""
+async def drain(client: httpx.AsyncClient, metrics: Service, load: Load) -> tuple[int, float]:
+    """Waits (bounded) until the metrics API counts every accepted demand; (count, seconds)."""
     started, volume = time.monotonic(), 0
     while time.monotonic() - started < DRAIN_S:
         with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
             answer = await client.get(f"{metrics.url}/v1/demand/overall", timeout=10.0)
             volume = int(answer.json()["volume"])
-            if volume >= before + load.accepted:
+            if volume >= load.accepted:
                 break
         await asyncio.sleep(0.5)
-    return max(0, volume - before), time.monotonic() - started
+    return volume, time.monotonic() - started
 
 
 async def _settled(tasks: list[asyncio.Task[None]]) -> None:
@@ -538,35 +518,6 @@ async def restarts(client: httpx.AsyncClient, services: list[Service]) -> dict[s
     return taken
 
 
-@dataclass
-class WarmUp:
-    """The load before the measured one, reported beside it."""
-
-    load: Load
-    counted_per_s: float | None
-    counted: int  # of load.accepted, when the measured load began
-    waited: float  # for the metrics API to count it, after its load
-
-
-async def warm_up(client: httpx.AsyncClient, intake: Service, metrics: Service, key: str) -> WarmUp:
-    """WARMUP_S of the same offered load, then a wait (bounded) until it is counted and its
-    probes are seen, so that the measured load starts from no backlog."""
-    stop = asyncio.Event()
-    load = Load()
-    sampler = asyncio.create_task(count_samples(client, metrics, load, stop))
-    started = time.monotonic()
-    try:
-        load = await offer(load, intake, metrics, key, client, WARMUP_S)
-    finally:
-        stop.set()
-        await sampler
-    (counted, waited), _ = await asyncio.gather(
-        drain(client, metrics, load), _settled(load.probe_tasks)
-    )
-    load.lost = len(load.probe_tasks) - len(load.latencies)
-    return WarmUp(load, counted_rate(load, started), counted, waited)
-
-
 async def measure(services: list[Service], key: str, broker_pid: int, bootstrap: str) -> None:
     intake, _, metrics = services
     headers = {"Authorization": f"Bearer {key}"}
@@ -574,7 +525,6 @@ async def measure(services: list[Service], key: str, broker_pid: int, bootstrap:
     async with httpx.AsyncClient(headers=headers, limits=limits) as client:
         for service in services:
             await ready(client, service, READY_TIMEOUT)
-        warm = await warm_up(client, intake, metrics, key) if WARMUP_S > 0 else None
         pids: dict[str, int] = {"broker": broker_pid, "load generator": os.getpid()}
         pids |= {s.name: s.process.pid for s in services if s.process is not None}
         stop = asyncio.Event()
@@ -601,16 +551,13 @@ async def measure(services: list[Service], key: str, broker_pid: int, bootstrap:
                 for group, seconds in after.items()
             }
         # The backlog and the last probes, together: both bounded.
-        before = warm.load.accepted if warm is not None else 0
         (counted, drained), _ = await asyncio.gather(
-            drain(client, metrics, load, before), _settled(load.probe_tasks)
+            drain(client, metrics, load), _settled(load.probe_tasks)
         )
         # Every probe sent and not seen is lost (timed out, or cut off by the settle deadline).
         load.lost = len(load.probe_tasks) - len(load.latencies)
         restarted = await restarts(client, services)
-    if warm is not None:
-        report_warm_up(warm)
-    report(load, shares, counted_rate(load, started), counted, drained, restarted, warm)
+    report(load, shares, counted_rate(load, started), counted, drained, restarted)
     if stages is not None:
         report_stages(stages, load)
 
@@ -622,7 +569,6 @@ def report(
     counted: int,
     drained: float,
     restarted: dict[str, float | None],
-    warm: WarmUp | None = None,
 ) -> None:
     accepted_per_s = load.accepted / load.seconds if load.seconds else 0.0
     how = f"batches of {BATCH}" if BATCH > 1 else "single POSTs"
@@ -648,10 +594,15 @@ def report(
         )
         print(f"    CPU per accepted demand, µs: {per_demand}")
     seen = load.latencies
-    everything, latency = _latency(load)
-    p50 = p99 = float("inf")
+    # A lost probe took longer than the deadline: it counts, as "over 60 s", so that losing
+    # the slow ones cannot make the percentiles look better.
+    everything = seen + [float("inf")] * load.lost
     if everything:
-        p50, p99 = percentile(everything, 0.5), percentile(everything, 0.99)
+        p50, p95, p99 = (percentile(everything, f) for f in (0.5, 0.95, 0.99))
+        latency = f"p50 {_ms(p50)}, p95 {_ms(p95)}, p99 {_ms(p99)}"
+    else:
+        p50 = p99 = float("inf")
+        latency = "no probe"
     print(f"  latency 202 -> case visible in the metrics API, {len(everything)} probes: {latency}")
     print(f"    ({load.lost} of {load.probes} probes not visible within {PROBE_TIMEOUT:.0f}s)")
     for name, seconds in restarted.items():
@@ -690,7 +641,7 @@ def report(
             and not reduced,
             note=f"{len(everything)} probes (one demand in {PROBE_EVERY}), {load.lost} not "
             f"visible within {PROBE_TIMEOUT:.0f} s (counted as slower); polled "
-            f"on GET /v1/cases/<ref>{_warmed(warm)}{reduced}",
+            f"on GET /v1/cases/<ref>{reduced}",
         )
     )
     worst = [s for s in restarted.values()]
@@ -705,43 +656,6 @@ def report(
             note="from the new process's start to its first /readyz 200, the stack idle",
         )
     )
-
-
-def _latency(load: Load) -> tuple[list[float], str]:
-    """Every probe's latency, and their p50 / p95 / p99 as text."""
-    # A lost probe took longer than the deadline: it counts, as "over 60 s", so that losing
-    # the slow ones cannot make the percentiles look better.
-    everything = load.latencies + [float("inf")] * load.lost
-    if not everything:
-        return everything, "no probe"
-    p50, p95, p99 = (percentile(everything, f) for f in (0.5, 0.95, 0.99))
-    return everything, f"p50 {_ms(p50)}, p95 {_ms(p95)}, p99 {_ms(p99)}"
-
-
-def _warmed(warm: WarmUp | None) -> str:
-    if warm is None:
-        return "; no warm-up (a fresh broker's JIT compiles during the load)"
-    _, latency = _latency(warm.load)
-    return f"; after a {WARMUP_S:.0f} s warm-up at the same load (the warm-up's: {latency})"
-
-
-def report_warm_up(warm: WarmUp) -> None:
-    load = warm.load
-    accepted_per_s = load.accepted / load.seconds if load.seconds else 0.0
-    rate = "unknown" if warm.counted_per_s is None else f"{warm.counted_per_s:,.0f}/s"
-    everything, latency = _latency(load)
-    print(
-        f"  warm-up, not in the figures below: {RATE:,.0f} demands/s offered for "
-        f"{WARMUP_S:.0f}s before the"
-    )
-    print("    measured load (customers and probes of its own), so that the broker's JIT has")
-    print("    compiled its hot paths and the processes' caches are warm, as on a long-running")
-    print(f"    system; the measured load starts once it is counted (or after {DRAIN_S:.0f}s):")
-    print(
-        f"    {load.accepted:,} accepted ({accepted_per_s:,.0f}/s), counted {rate} over its "
-        f"second half; {warm.counted:,} counted {warm.waited:.1f}s after it"
-    )
-    print(f"    its latency, {len(everything)} probes: {latency} ({load.lost} lost)")
 
 
 def report_stages(stages: Stages, load: Load) -> None:
@@ -780,18 +694,10 @@ def _seconds(value: float | None) -> str:
     return "not ready" if value is None else f"{value:.1f} s"
 
 
-def broker_config(run_dir: Path) -> local_kafka.LocalKafkaConfig:
-    """A broker of the run's own with `make run`'s JVM settings (the full JIT), not the
-    tests' (C1 only)."""
-    return local_kafka.LocalKafkaConfig.on_free_ports(
-        root=ROOT, run_dir=run_dir / "kafka", jvm_opts=local_kafka.LONG_RUNNING_JVM_OPTS
-    )
-
-
 def main() -> None:
     run_dir = ROOT / ".run" / f"bench-stack-{uuid.uuid4().hex[:6]}"
     run_dir.mkdir(parents=True)
-    cfg = broker_config(run_dir)
+    cfg = local_kafka.LocalKafkaConfig.on_free_ports(root=ROOT, run_dir=run_dir / "kafka")
     services: list[Service] = []
     try:
         local_kafka.start(cfg, timeout=120)

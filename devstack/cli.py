@@ -27,16 +27,10 @@ app.add_typer(kafka_app, name="kafka")
 
 
 def local_config() -> kafka.LocalKafkaConfig:
-    """The local broker listens where DEMANDSCOPE_KAFKA_BOOTSTRAP_SERVERS points; it runs for
-    a while (`make run`, `make kafka-start`), so with the full JIT."""
+    """The local broker listens where DEMANDSCOPE_KAFKA_BOOTSTRAP_SERVERS points."""
     first = KafkaSettings().bootstrap_servers.split(",")[0]
     host, _, port = first.rpartition(":")
-    return kafka.LocalKafkaConfig(
-        root=Path.cwd(),
-        host=host or "127.0.0.1",
-        port=int(port or 9092),
-        jvm_opts=kafka.LONG_RUNNING_JVM_OPTS,
-    )
+    return kafka.LocalKafkaConfig(root=Path.cwd(), host=host or "127.0.0.1", port=int(port or 9092))
 
 
 @app.command("up")

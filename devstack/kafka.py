@@ -51,9 +51,7 @@ from devstack.process import (
 )
 
 __all__ = [
-    "LONG_RUNNING_JVM_OPTS",
     "MIN_JAVA_MAJOR",
-    "TEST_JVM_OPTS",
     "KafkaStatus",
     "LocalKafkaConfig",
     "LocalKafkaError",
@@ -73,19 +71,6 @@ STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
 NODE_ID = 1
 _STAMP_NAME = ".pom.sha256"
 _HEAP_RE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
-# C1 only: the JIT's quick tier, ~30% less CPU while a broker starts on a 2-core machine. Tests
-# start a broker per session and use it for a few minutes, so they run it so.
-C1_ONLY = "-XX:TieredStopAtLevel=1"
-# A broker that runs for a while (`make run`, `bench stack`) takes the JVM's full tiered JIT, as
-# a production broker does: once C2 has compiled its hot paths (a minute or two of traffic),
-# each transactional round trip takes about half C1's time (docs/performance.md, issue 14).
-LONG_RUNNING_JVM_OPTS: tuple[str, ...] = (
-    "-XX:+UseSerialGC",
-    "-XX:+ExitOnOutOfMemoryError",
-    "-XX:-UsePerfData",
-    "-Djava.awt.headless=true",
-)
-TEST_JVM_OPTS: tuple[str, ...] = (*LONG_RUNNING_JVM_OPTS, C1_ONLY)
 
 
 class LocalKafkaError(Exception):
@@ -110,9 +95,15 @@ class LocalKafkaConfig:
     mvn: str = "mvn"
     num_partitions: int = 3
     auto_create_topics: bool = False
-    # The tests' broker (TEST_JVM_OPTS, C1 only); a long-running one (`make run`, `bench
-    # stack`) takes LONG_RUNNING_JVM_OPTS. Replace to tune.
-    jvm_opts: tuple[str, ...] = TEST_JVM_OPTS
+    # C1-only JIT + SerialGC: ~30% less CPU during startup on small (2 core) machines; plenty
+    # fast for a dev/test broker. Replace to tune.
+    jvm_opts: tuple[str, ...] = (
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-XX:-UsePerfData",
+        "-Djava.awt.headless=true",
+    )
     extra_properties: dict[str, str] = field(default_factory=dict)
     # Prometheus JMX exporter agent: when set, the broker serves its metrics on host:port/metrics.
     # The agent jar comes from devstack.prometheus.fetch_jmx_exporter (jmx_exporter_jar below).
@@ -133,13 +124,7 @@ class LocalKafkaConfig:
 
     @classmethod
     def on_free_ports(
-        cls,
-        *,
-        root: Path,
-        run_dir: Path,
-        heap: str = "512m",
-        jmx_exporter: bool = False,
-        jvm_opts: tuple[str, ...] = TEST_JVM_OPTS,
+        cls, *, root: Path, run_dir: Path, heap: str = "512m", jmx_exporter: bool = False
     ) -> LocalKafkaConfig:
         """A broker of its own (tests, benchmarks): ports the kernel says are free now."""
         ports = pick_free_ports("127.0.0.1", 3 if jmx_exporter else 2)
@@ -149,7 +134,6 @@ class LocalKafkaConfig:
             port=ports[0],
             controller_port=ports[1],
             heap=heap,
-            jvm_opts=jvm_opts,
             jmx_exporter_port=ports[2] if jmx_exporter else None,
         )
 
