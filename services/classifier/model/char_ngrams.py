@@ -107,10 +107,19 @@ class CachedCharNgrams:
             matrix.data += 1.0
         matrix.data *= self._idf[matrix.indices]
         if self._l2:
-            squared = np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel()
+            # What ``matrix.multiply(matrix).sum(axis=1)`` and ``diags(1 / norms) @ matrix``
+            # compute (the same squares, summed by the same ``np.add.reduceat`` over each
+            # non-empty row; one product per value), on the arrays: those built four sparse
+            # matrices, a fixed ~0.3 ms a call. The matrix is canonical (``counts``).
+            data, indptr = matrix.data, matrix.indptr
+            lengths = np.diff(indptr)
+            squared = np.zeros(len(lengths), dtype=np.float64)
+            filled = np.flatnonzero(lengths)
+            if len(filled):
+                squared[filled] = np.add.reduceat(data * data, indptr[filled])
             norms = np.sqrt(squared)
             norms[norms == 0] = 1.0
-            matrix = sparse.csr_matrix(sparse.diags(1.0 / norms) @ matrix)
+            data *= np.repeat(1.0 / norms, lengths)
         result = sparse.csr_matrix(matrix, dtype=self._dtype)
         result.sort_indices()
         return result

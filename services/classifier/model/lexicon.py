@@ -302,6 +302,10 @@ class CueCounter:
         return [f"cue:{name}" for name in self.group_names] + ["cue:any_failure", "cue:exclaim"]
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        return sparse.csr_matrix(self.rows(texts))
+
+    def rows(self, texts: Sequence[str]) -> np.ndarray:
+        """``transform`` as a dense float32 array (texts x ``feature_names``)."""
         failure_groups = [i for i, n in enumerate(self.group_names) if n != "request"]
         width = len(self.group_names) + 2
         keys: list[frozenset[str] | None] = self.__dict__.get("_keys") or [None] * (width - 2)
@@ -342,4 +346,4 @@ class CueCounter:
         rows = np.array(values, dtype=np.float32).reshape(len(texts), width)
         # Whole-matrix numpy, not per row: per-row fancy indexing cost more than the regexes.
         rows[:, -2] = np.log1p(rows[:, failure_groups].sum(axis=1))
-        return sparse.csr_matrix(rows)
+        return rows

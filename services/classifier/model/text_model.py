@@ -317,18 +317,19 @@ class TextModel:
         lowered = [t.lower() for t in texts]
         words = self._cached("_fast_words", lambda: _word_block(self._words))
         chars = self._cached("_fast_chars", lambda: CachedCharNgrams(self._chars))
-        text = sparse.hstack(
-            [
-                words(lowered),
-                chars.transform_words([d.split() for d in lowered]),
-            ],
-            format="csr",
-            dtype=np.float32,
-        )
+        text = _side_by_side(words(lowered), chars.transform_words([d.split() for d in lowered]))
         meaning = self._embedder().embed(texts) if self._uses_embeddings else None
         blocks = _Blocks(texts=texts, text=text, meaning=meaning)
         stacked = self._cached("_stacked_heads", lambda: _StackedHeads.of(self))
-        purpose_parts, judgement_parts = self._purpose_parts(blocks), self._judgement_parts(blocks)
+        purpose_parts = self._purpose_parts(blocks)
+        # As ``_judgement_parts``, with the cue block built once from its dense rows
+        # (``transform`` then ``* cue_weight`` built three sparse matrices for it).
+        judgement_parts: list[sparse.csr_matrix | np.ndarray] = [
+            text,
+            _sparse_rows(self._cues.rows(texts) * self.settings.cue_weight),
+        ]
+        if meaning is not None and self.settings.embedding_weight > 0:
+            judgement_parts.append(meaning * np.float32(self.settings.embedding_weight))
         with _one_blas_thread():
             return stacked.probabilities(purpose_parts, judgement_parts)
 
@@ -401,17 +402,15 @@ class TextModel:
         keep = self.settings.alternatives
         # Plain lists and Python floats from here: numpy scalar indexing per row cost more
         # than the whole head products. The floats are the same (``tolist`` = ``float``).
-        purposes = [str(c) for c in self._purpose.classes]
+        purposes, demands, kinds = self._cached("_class_names", self._class_names)
         purpose_order = np.argsort(-purpose_p, axis=1)[:, : keep + 1].tolist()
         purpose_rows = purpose_p.tolist()
-        demands = [str(c) for c in self._demand_type.classes]
         best_demand = np.argmax(demand_p, axis=1)
         demand_label = [demands[i] for i in best_demand.tolist()]
         demand_probability = demand_p[rows, best_demand].tolist()
         kind_label: list[str | None] = [None] * len(texts)
         kind_probability = [0.0] * len(texts)
         if kind_p is not None and self._failure_kind is not None:
-            kinds = [str(c) for c in self._failure_kind.classes]
             best_kind = np.argmax(kind_p, axis=1)
             kind_label = [kinds[i] for i in best_kind.tolist()]
             kind_probability = kind_p[rows, best_kind].tolist()
@@ -429,6 +428,15 @@ class TextModel:
                 zip(purpose_order, purpose_rows, strict=True)
             )
         ]
+
+    def _class_names(self) -> tuple[list[str], list[str], list[str]]:
+        """Each head's classes as plain strings (purpose, demand type, failure kind)."""
+        kinds = self._failure_kind.classes if self._failure_kind is not None else ()
+        return (
+            [str(c) for c in self._purpose.classes],
+            [str(c) for c in self._demand_type.classes],
+            [str(c) for c in kinds],
+        )
 
     def reference_probabilities(
         self, texts: Sequence[str]
@@ -531,9 +539,48 @@ def _one_blas_thread() -> AbstractContextManager[object]:
     return limit
 
 
-_CACHES = ("_fast_chars", "_fast_words", "_stacked_heads")
+_CACHES = ("_fast_chars", "_fast_words", "_stacked_heads", "_class_names")
 """Objects derived from a trained model on first use; never pickled, so a saved model's
 bytes (and the versions saved before these existed) stay as they were."""
+
+
+def _side_by_side(left: sparse.csr_matrix, right: sparse.csr_matrix) -> sparse.csr_matrix:
+    """``sparse.hstack([left, right], format="csr", dtype=np.float32)`` of two float32 CSR
+    blocks, built from their arrays as hstack lays them out (each row: its ``left`` values,
+    then its ``right`` values, their columns after ``left``'s): one matrix instead of
+    hstack's several, the fixed part of a small batch's cost."""
+    rows = left.shape[0]
+    left_lengths, right_lengths = np.diff(left.indptr), np.diff(right.indptr)
+    owner = np.concatenate(
+        [
+            np.repeat(np.arange(rows), left_lengths),
+            np.repeat(np.arange(rows), right_lengths),
+        ]
+    )
+    order = np.argsort(owner, kind="stable")  # per row: left's entries, then right's
+    data = np.concatenate([left.data, right.data]).astype(np.float32, copy=False)[order]
+    indices = np.concatenate(
+        [left.indices.astype(np.int64), right.indices.astype(np.int64) + left.shape[1]]
+    )[order]
+    indptr = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(left_lengths + right_lengths, out=indptr[1:])
+    return sparse.csr_matrix(
+        (data, indices.astype(np.int32), indptr.astype(np.int32)),
+        shape=(rows, left.shape[1] + right.shape[1]),
+    )
+
+
+def _sparse_rows(rows: np.ndarray) -> sparse.csr_matrix:
+    """``sparse.csr_matrix(rows)`` of a dense 2-D array, in one construction: its non-zero
+    values in row-major order, as the conversion lays them out."""
+    count, width = rows.shape
+    flat = rows.ravel()
+    at = np.flatnonzero(flat)
+    indptr = np.zeros(count + 1, dtype=np.int32)
+    np.cumsum(np.bincount(at // width, minlength=count), out=indptr[1:])
+    return sparse.csr_matrix(
+        (flat[at], (at % width).astype(np.int32), indptr), shape=(count, width)
+    )
 
 
 def _word_block(vectorizer: TfidfVectorizer) -> Callable[[Sequence[str]], sparse.csr_matrix]:
