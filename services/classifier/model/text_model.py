@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -533,15 +533,40 @@ def _one_blas_thread() -> AbstractContextManager[object]:
     global _blas
     with _blas_lock:
         if _blas is None:
-            _blas = ThreadpoolController()
+            # The BLAS libraries loaded when first asked, kept: ``ThreadpoolController.limit``
+            # looked every library's state up again on each call (a fixed ~30 µs a batch).
+            _blas = ThreadpoolController().select(user_api="blas")
         controller = _blas
-    limit: AbstractContextManager[object] = controller.limit(limits=1, user_api="blas")
-    return limit
+    return _one_thread(controller.lib_controllers)
+
+
+@contextmanager
+def _one_thread(libraries: Sequence[Any]) -> Iterator[None]:
+    """Each library on one thread while the block runs, then back to its count before."""
+    before = [library.num_threads for library in libraries]
+    try:
+        for library, count in zip(libraries, before, strict=True):
+            if count != 1:
+                library.set_num_threads(1)
+        yield
+    finally:
+        for library, count in zip(libraries, before, strict=True):
+            if count != 1:
+                library.set_num_threads(count)
 
 
 _CACHES = ("_fast_chars", "_fast_words", "_stacked_heads", "_class_names")
 """Objects derived from a trained model on first use; never pickled, so a saved model's
 bytes (and the versions saved before these existed) stay as they were."""
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    """scikit-learn's ``softmax(scores, copy=False)``: its numpy steps, in its order (the same
+    numbers), without its array-namespace look-up on every call."""
+    scores -= np.max(scores, axis=1).reshape((-1, 1))
+    np.exp(scores, out=scores)
+    scores /= np.sum(scores, axis=1).reshape((-1, 1))
+    return scores
 
 
 def _side_by_side(left: sparse.csr_matrix, right: sparse.csr_matrix) -> sparse.csr_matrix:
@@ -691,7 +716,7 @@ class _StackedHeads:
                 positive = expit(scores[:, 0])
                 out.append(np.column_stack([1.0 - positive, positive]))
             else:
-                out.append(softmax(scores, copy=False))
+                out.append(_softmax(scores))
         purpose, demand_type, failure_kind = out
         if purpose is None or demand_type is None:
             raise ValueError("a model without a purpose or value/failure head")
