@@ -215,6 +215,7 @@ class Load:
     offered: int = 0  # demands scheduled
     accepted: int = 0  # demands answered 202/200 as accepted
     refused: dict[int, int] = field(default_factory=dict)  # status -> requests
+    first_refusal: str = ""  # the first refused request's answer, to say why
     errors: int = 0  # requests that failed on the wire
     late_s: float = 0.0  # longest wait of a request for a free connection
     latencies: list[float] = field(default_factory=list)  # probes: 202 -> visible
@@ -418,6 +419,8 @@ async def offer(
                     )
                 else:
                     load.refused[status] = load.refused.get(status, 0) + 1
+                    if not load.first_refusal:
+                        load.first_refusal = f"{status} {answer[:600].decode(errors='replace')}"
         finally:
             writer.close()
 
@@ -580,6 +583,9 @@ def report(
     print(f"  connections: {load.offered:,} offered, {load.accepted:,} accepted")
     print(f"    ({accepted_per_s:,.0f}/s over {load.seconds:.1f}s), refused {load.refused or 0}")
     print(f"    wire errors {load.errors}; longest wait for a free connection {load.late_s:.1f}s")
+    if load.first_refusal:
+        # A batch answered 200 counts as refused when none of its items was accepted.
+        print(f"    the first refused request's answer: {load.first_refusal}")
     rate_text = "unknown" if counted_per_s is None else f"{counted_per_s:,.0f}/s"
     print(f"  counted by the metrics API: {rate_text} over the second half of the load;")
     print(f"    {counted:,} of {load.accepted:,} counted {drained:.1f}s after the load")
