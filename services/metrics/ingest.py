@@ -33,9 +33,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.metrics.audit import AuditPolicy, draw_audit, stored_already
 from services.metrics.db import open_cases, review_entries, sql, system_changes, write_path
 from services.metrics.domain.cases import (
-    Case,
-    DemandFact,
-    StitchedCustomer,
     TailStitched,
     apply_labels,
     stitch_customer,
@@ -315,14 +312,9 @@ def _stitch_at_tail(
     if stitched:
         write_path.extend_derived(db, state, stitched)
         # The cases opened are counted open; the ones joined stay open, under the same key.
-        # move counts by source, so all of a source's opened cases go as one customer's.
-        by_source: dict[str, list[Case]] = {}
-        for (source, _customer), result in stitched.items():
-            by_source.setdefault(source, []).extend(result.opened)
-        opened: dict[sql.Customer, tuple[StitchedCustomer, list[DemandFact]]] = {
-            (source, ""): (StitchedCustomer(tuple(cases), {}, {}), [])
-            for source, cases in by_source.items()
-        }
-        open_cases.move(db, write_path.StoredState({}, {}, {}, {}), opened)
+        open_cases.add_opened(
+            db,
+            ((source, case) for (source, _), result in stitched.items() for case in result.opened),
+        )
         outcome.stitched_at_tail = len(stitched)
     return [customer for customer in customers if customer not in stitched]

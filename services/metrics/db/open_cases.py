@@ -3,7 +3,8 @@ for none): tables.OpenCaseCountRow, kept by the write path.
 
 ``move`` runs in the write path's synchronous recomputation
 (ingest.recompute_on_connection), after the touched customers' derived rows are replaced:
-their open cases as stored before and as stitched now, the difference added to the counts.
+their open cases as stored before and as stitched now, the difference added to the counts;
+``add_opened`` after a stitch at the tail, which only opens cases.
 ``counts`` reads them for the figures: a few rows instead of counting every open case per
 request."""
 
@@ -20,7 +21,7 @@ from services.metrics.db import write_path
 from services.metrics.db.sql import Customer, SyncDb
 from services.metrics.db.tables import OpenCaseCountRow
 from services.metrics.db.write_path import StoredState
-from services.metrics.domain.cases import DemandFact, StitchedCustomer
+from services.metrics.domain.cases import Case, DemandFact, StitchedCustomer
 
 OpenKey = tuple[str, str, str, str]  # source, purpose, first channel, team
 
@@ -50,10 +51,32 @@ def move(
     for row in stored.cases.values():
         if row[at["status"]] == "open" and row[at["measured"]]:
             deltas[_key(row[source], row[at["purpose"]], row[channel], row[team])] -= 1
-    for (case_source, _customer), (result, _demands) in stitched.items():
-        for case in result.cases:
-            if case.status == "open" and case.measured:
-                deltas[_key(case_source, case.purpose, case.first_channel, case.team)] += 1
+    _count_open(
+        deltas,
+        (
+            (case_source, case)
+            for (case_source, _customer), (result, _demands) in stitched.items()
+            for case in result.cases
+        ),
+    )
+    _apply(db, deltas)
+
+
+def add_opened(db: SyncDb, cases: Iterable[tuple[str, Case]]) -> None:
+    """The counts of cases newly opened, by (source, case): what a stitch at the tail adds
+    (ingest: it leaves every stored case's status as it was)."""
+    deltas: Counter[OpenKey] = Counter()
+    _count_open(deltas, cases)
+    _apply(db, deltas)
+
+
+def _count_open(deltas: Counter[OpenKey], cases: Iterable[tuple[str, Case]]) -> None:
+    for case_source, case in cases:
+        if case.status == "open" and case.measured:
+            deltas[_key(case_source, case.purpose, case.first_channel, case.team)] += 1
+
+
+def _apply(db: SyncDb, deltas: Counter[OpenKey]) -> None:
     db.executemany(
         _UPSERT,
         [
