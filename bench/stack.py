@@ -233,13 +233,16 @@ class Load:
 
 
 def _body(run: str, n: int, probe: bool) -> dict[str, Any]:
-    ref = f"{run}-{n}"
+    # A letter before the counter: "bench-082384-1000" reads as a UK phone number, and
+    # intake rightly refuses identifiers that look like personal data (one run id in about
+    # 200 is a 0 and five digits: the "open finding" of round seven).
+    ref = f"{run}-n{n}"
     return {
         "id": f"bench-{ref}",
         "occurred_at": datetime.now(UTC).isoformat(),
         "channel": "phone",
         "source": "bench",
-        "customer_ref": f"P-{ref}" if probe else f"C-{run}-{n % 5000}",
+        "customer_ref": f"P-{ref}" if probe else f"C-{run}-c{n % 5000}",
         "case_ref": f"K-{ref}" if probe else None,
         "text": TEXTS[n % len(TEXTS)],
     }
