@@ -14,7 +14,7 @@ without its ``input``, and ``masked_problems`` masks what a field path may carry
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -59,30 +59,61 @@ class Admission:
     earliest: datetime
     # The key may label every source's demands (``sources:all``), not only its own.
     organisation_wide: bool = False
+    # Worked out once per request, not per event: the latest date accepted and the
+    # ``received_at`` stamped on demands.
+    latest: datetime = field(init=False, repr=False, compare=False)
+    received_at: datetime = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "latest", self.now + self.max_future_skew)
+        object.__setattr__(self, "received_at", self.now.astimezone(UTC))
 
 
 def admit_demand(payload: Any, admission: Admission) -> DemandReceived:
     submission = _validate(DemandSubmission, payload, DEMAND_IDENTIFIERS)
-    problems = [
-        *_source_problems(submission.source, admission),
-        *_date_problems("occurred_at", submission.occurred_at, admission),
-    ]
-    if not submission.text.strip():
-        problems.append(FieldProblem(field="text", reason="is blank"))
-    _raise_if_any(problems, admission, submission.source)
+    source, text = submission.source, submission.text
+    if (
+        (source is not None and source != admission.key_source)
+        or not admission.earliest <= submission.occurred_at <= admission.latest
+        or not text.strip()
+    ):
+        problems = [
+            *_source_problems(source, admission),
+            *_date_problems("occurred_at", submission.occurred_at, admission),
+        ]
+        if not text.strip():
+            problems.append(FieldProblem(field="text", reason="is blank"))
+        _raise_if_any(problems, admission, source)
+    # The submission's other fields as they are (what model_dump would copy, without its
+    # walk of the model: a µs an event), the free text masked.
+    fields = {name: value for name, value in submission.__dict__.items() if name not in _MASKED}
+    if submission.reason_code is None and submission.team is None and not submission.attributes:
+        # Only the text to mask, the common case: its kinds are the redactor's, sorted.
+        masked = admission.redactor.redact(text)
+        return _built(
+            DemandReceived,
+            **fields,
+            source=admission.key_source,
+            text=masked.text,
+            redactions=list(masked.kinds),
+            received_at=admission.received_at,
+        )
     masking = _Masking(admission.redactor)
-    fields = submission.model_dump(exclude={"text", "source", "reason_code", "team", "attributes"})
     return _built(
         DemandReceived,
         **fields,
         source=admission.key_source,
-        text=masking.text(submission.text),
+        text=masking.text(text),
         reason_code=masking.optional(submission.reason_code),
         team=masking.optional(submission.team),
         attributes=masking.attributes(submission.attributes),
         redactions=masking.kinds(),
-        received_at=admission.now.astimezone(UTC),
+        received_at=admission.received_at,
     )
+
+
+# A demand's fields that admission replaces: masked free text, and the key's source.
+_MASKED = frozenset({"text", "source", "reason_code", "team", "attributes"})
 
 
 def admit_case_event(payload: Any, admission: Admission) -> CaseEvent:
@@ -185,13 +216,16 @@ def _built(event_type: type[E], **fields: Any) -> E:
     """The event, or InvalidEvent: a masked value can outgrow its field's limit ("[phone]"
     is longer than "+1234567"), and a path parameter is checked only here."""
     try:
-        return event_type(**fields)
+        # model_validate of the dict, not event_type(**fields): the same validation, 0.7 µs
+        # less an event (measured).
+        return event_type.model_validate(fields)
     except ValidationError as error:
         raise InvalidEvent(_problems_of(error)) from None
 
 
 def _validate(model: type[M], payload: Any, identifiers: tuple[str, ...]) -> M:
-    if not isinstance(payload, Mapping):
+    # JSON objects are dicts: the exact type check is far cheaper than the ABC's.
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         raise InvalidEvent([FieldProblem(field="body", reason="expected a JSON object")])
     refused = identifier_problems(payload, identifiers)
     try:
@@ -223,7 +257,7 @@ def _date_problems(field: str, moment: datetime, admission: Admission) -> list[F
     if moment < admission.earliest:
         earliest = admission.earliest.isoformat()
         return [FieldProblem(field=field, reason=f"is before {earliest}, the earliest accepted")]
-    if moment > admission.now + admission.max_future_skew:
+    if moment > admission.latest:
         ahead = admission.max_future_skew
         reason = f"is in the future (more than {ahead} ahead of intake's clock)"
         return [FieldProblem(field=field, reason=reason)]

@@ -37,22 +37,29 @@ _HEX_LOWER = r"(?=[0-9]*[a-f])(?=[a-f]*[0-9])[0-9a-f]+"
 _HEX_LONG = r"(?=[0-9]*[A-Fa-f])(?=[A-Fa-f]*[0-9])[0-9A-Fa-f]{16,}"
 _OPAQUE = re.compile(rf"(?<![A-Za-z0-9])(?:{_UUID}|{_HEX_LOWER}|{_HEX_LONG})(?![A-Za-z0-9])")
 _DETECTORS = Redactor()  # the built-in detectors only, compiled once
-# "Could this be personal data?", in one compiled pass: every built-in detector needs an
-# "@" (e-mail), at least six digits (a National Insurance number has six, a phone eight, a
-# card thirteen) or a country code and two check digits (an IBAN may hold no other digit).
-# What fails it is not personal data; what passes goes through the detectors themselves,
-# which are a hundred times dearer (docs/performance.md: 25% of a batch's CPU before).
-# Possessive: only all of a stretch of non-digits can be followed by a digit, so giving
-# some back never finds a match, and trying to cost a third of the search.
+# "Could this be personal data?", in two compiled passes before the detectors, which cost
+# ten to a hundred times more (docs/performance.md: 25% of a batch's CPU before). First,
+# what every built-in detector needs: an "@" (e-mail), at least six digits (a National
+# Insurance number has six, a phone eight, a card thirteen) or a country code and two check
+# digits (an IBAN may hold no other digit). Possessive: only all of a stretch of non-digits
+# can be followed by a digit, so giving some back never finds a match, and trying to cost
+# a third of the search. Most identifiers stop here.
 _MAYBE_PERSONAL = re.compile(r"@|\d(?:\D*+\d){5}|[A-Z]{2}\d{2}")
+# Then, what each detector needs more precisely: the "@"; the IBAN's capitals and digits;
+# an NI number's six digits in pairs at most a space apart; or eight digits at most three
+# separators apart, as a run of digit groups holding a phone (a card's thirteen too) is.
+# Ids such as "a3f9c1-k12-345" or UUIDs pass the first and fail this, without the
+# blanking below. Blanking UUIDs and hashes turns characters into "x": it adds no digit,
+# "@", capital or separator, so it never makes a value pass this.
+_DETECTABLE = re.compile(r"@|[A-Z]{2}\d{2}|\d\d ?\d\d ?\d\d|\d(?:[ .()\-]{0,3}+\d){7}")
 
 
 def personal_data_kind(value: str) -> str | None:
     """The kind of personal data ``value`` is or holds ("email", "phone", ...), or None."""
-    if _MAYBE_PERSONAL.search(value) is None:
-        return None  # most identifiers stop here
+    if _MAYBE_PERSONAL.search(value) is None or _DETECTABLE.search(value) is None:
+        return None
     opaque = _OPAQUE.sub(_blanked, value)
-    if opaque is not value and _MAYBE_PERSONAL.search(opaque) is None:
+    if opaque is not value and _DETECTABLE.search(opaque) is None:
         return None  # what made it a candidate was a UUID or a hash
     kinds = _DETECTORS.redact(opaque).kinds
     return kinds[0] if kinds else None

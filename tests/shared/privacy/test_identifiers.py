@@ -122,6 +122,12 @@ _VALUES = st.one_of(
 @example("+44770090")
 @example("GB82WEST12345698765432")
 @example("a@b.uk")
+# A hash blanked into letters before digit pairs: a National Insurance number only then.
+@example("a1 12 34 56 A")
+@example("ab12 34 56 c")
+@example("4111 1111 1111 1111")
+@example("1-2-3-4-5-6-7-8")
+@example("a3f9c1-k12-345")
 @settings(max_examples=3000, deadline=None)
 def test_the_quick_pre_check_turns_away_nothing_the_detectors_find(value: str) -> None:
     """The compiled "could this be personal data" pattern only ever skips the detectors for
