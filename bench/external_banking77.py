@@ -1,0 +1,218 @@
+"""External check of purposes on real customer text: the Banking77 test split.
+
+Banking77 (PolyAI, CC-BY-4.0; Casanueva et al., 2020) holds real online-banking customer
+queries labelled with 77 intents. Its test split, ``banking_data/test.csv`` in the
+``PolyAI-LDN/task-specific-datasets`` repository (3,080 rows, two columns ``text,category``,
+about 40 rows per intent), is not shipped with demandscope and must not be committed: fetch it
+yourself and pass its path.
+
+Run: ``.venv/bin/python -m bench.external_banking77 /path/to/test.csv`` (pinned to one core,
+as ``bench judgement``; about 5 minutes). Prints markdown tables for
+``services/classifier/model/EVALUATION.md``.
+
+What is measured, with the classifier as shipped (``TextModel.train`` with the shipped
+settings and the shipped general corpus, the path ``bench judgement`` takes):
+
+- the organisation's taxonomy is the 77 intent names and nothing else
+  (``Taxonomy.from_labels``: no description, example or keyword of ours), so nothing written
+  for this project teaches a purpose;
+- purposes only: Banking77 has no value/failure labels. Training uses only rows with a demand
+  type (as ``train_model`` does with people's labels), so every row carries the placeholder
+  ``value``; it reaches the value/failure head only, whose figures are not reported;
+- few-shot (10 rows per intent, tested on all the rest; mean of 3 seeds) with and without the
+  sentence embeddings; a learning curve (5, 10, 20 per intent, one fixed 30% test set); and
+  5-fold cross-validation stratified by intent on the 3,080 rows (about 32 training rows per
+  intent: far fewer than Banking77's own 10,003-row training split, which is not used).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+from bench.judgement import VARIANTS, by_purpose
+from services.classifier.config import GENERAL_CORPUS
+from services.classifier.model.evaluate import cross_validate
+from services.classifier.model.examples import Example, slug_label
+from services.classifier.model.text_model import ModelSettings, TextModel
+from services.classifier.taxonomy import Taxonomy
+from services.classifier.training import general_rows
+
+SEEDS = (0, 1, 2)
+CURVE = (5, 10, 20)
+PLACEHOLDER_TYPE = "value"  # training needs a demand type on every row; never reported
+
+
+def read_banking77(path: Path) -> list[Example]:
+    """Rows of ``text,category`` as the organisation's labelled examples (purpose = slug of
+    the category: ``Refund_not_showing_up`` -> ``refund_not_showing_up``)."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [
+        Example(r["text"].strip(), slug_label(r["category"]), PLACEHOLDER_TYPE)
+        for r in rows
+        if (r.get("text") or "").strip() and (r.get("category") or "").strip()
+    ]
+
+
+def purpose_accuracy(
+    train: Sequence[Example],
+    test: Sequence[Example],
+    taxonomy: Taxonomy,
+    settings: ModelSettings,
+    general: Sequence[Example],
+    confusions: Counter[tuple[str, str]] | None = None,
+) -> float:
+    model = TextModel.train(train, taxonomy, settings=settings, general=general)
+    predicted = [p.purpose for p in model.predict_batch([e.text for e in test])]
+    if confusions is not None:
+        confusions.update((e.purpose or "", p) for e, p in zip(test, predicted, strict=True))
+    return sum(p == e.purpose for p, e in zip(predicted, test, strict=True)) / len(test)
+
+
+def split(
+    rows: Sequence[Example], seed: int, *, per_purpose: int | None = None, test_share: float = 0.0
+) -> tuple[list[Example], list[Example], list[list[Example]]]:
+    """``bench judgement``'s splits: per purpose (shuffled with ``seed``), either the first
+    ``per_purpose`` rows to train and the rest to test, or the first ``test_share`` to test
+    and the rest as a pool to train from (returned per purpose)."""
+    train: list[Example] = []
+    test: list[Example] = []
+    pools: list[list[Example]] = []
+    for group in by_purpose(rows, seed).values():
+        if per_purpose is not None:
+            train += group[:per_purpose]
+            test += group[per_purpose:]
+        else:
+            cut = max(1, round(len(group) * test_share))
+            test += group[:cut]
+            pools.append(group[cut:])
+    return train, test, pools
+
+
+def _f(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def run(path: Path) -> str:
+    started = time.perf_counter()
+    load = os.getloadavg()
+    rows = read_banking77(path)
+    counts = Counter(e.purpose or "" for e in rows)
+    taxonomy = Taxonomy.from_labels(counts)  # the intent names, nothing else
+    general = general_rows(GENERAL_CORPUS)
+    out: list[str] = []
+
+    def step(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+    few: dict[str, list[float]] = {}
+    confusions: Counter[tuple[str, str]] = Counter()
+    for name, settings in VARIANTS.items():
+        for seed in SEEDS:
+            step(f"few-shot 10 per intent, {name}, seed {seed}")
+            train, test, _ = split(rows, seed, per_purpose=10)
+            few.setdefault(name, []).append(
+                purpose_accuracy(
+                    train,
+                    test,
+                    taxonomy,
+                    settings,
+                    general,
+                    confusions if name == "with embeddings" else None,
+                )
+            )
+    curve: dict[str, dict[int, float]] = {}
+    for name, settings in VARIANTS.items():
+        _, test, pools = split(rows, 0, test_share=0.3)
+        for k in CURVE:
+            step(f"learning curve {k} per intent, {name}")
+            train = [row for pool in pools for row in pool[:k]]
+            curve.setdefault(name, {})[k] = purpose_accuracy(
+                train, test, taxonomy, settings, general
+            )
+    full: dict[str, tuple[float, float]] = {}
+    for name, settings in VARIANTS.items():
+        step(f"5-fold, {name}")
+        heads = cross_validate(rows, 5, taxonomy=taxonomy, settings=settings, general=general)
+        full[name] = (heads["purpose"].accuracy, heads["purpose"].macro_f1)
+
+    out.append(
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `python -m "
+        f"bench.external_banking77`, one core, load average before the run {load[0]:.1f} / "
+        f"{load[1]:.1f} / {load[2]:.1f}, in {time.perf_counter() - started:.0f} s. Data: "
+        f"{len(rows):,} rows, {len(counts)} intents, {min(counts.values())}-"
+        f"{max(counts.values())} rows each; general corpus {len(general):,} rows (value/failure "
+        "only)."
+    )
+    out.append("")
+    out.append(
+        "| protocol | training rows per intent | test rows | purpose accuracy, with "
+        "embeddings | without embeddings |"
+    )
+    out.append("|---|---|---|---|---|")
+    _, few_test, _ = split(rows, 0, per_purpose=10)
+    out.append(
+        f"| few-shot, mean of {len(SEEDS)} seeds (each: "
+        + ", ".join(_f(v) for v in few["with embeddings"])
+        + f") | 10 | {len(few_test):,} | **{_f(sum(few['with embeddings']) / len(SEEDS))}** | "
+        f"{_f(sum(few['without embeddings']) / len(SEEDS))} |"
+    )
+    _, curve_test, _ = split(rows, 0, test_share=0.3)
+    for k in CURVE:
+        out.append(
+            f"| learning curve (fixed 30% test set, seed 0) | {k} | {len(curve_test):,} | "
+            f"{_f(curve['with embeddings'][k])} | {_f(curve['without embeddings'][k])} |"
+        )
+    per_fold = round(len(rows) * 0.8 / len(counts))
+    out.append(
+        f"| 5-fold cross-validation, stratified by intent (macro-F1 in brackets) | about "
+        f"{per_fold} | {len(rows):,} (each once) | **{_f(full['with embeddings'][0])}** "
+        f"({_f(full['with embeddings'][1])}) | {_f(full['without embeddings'][0])} "
+        f"({_f(full['without embeddings'][1])}) |"
+    )
+    out.append("")
+    errors = sum(n for (t, p), n in confusions.items() if t != p)
+    out.append(
+        f"Most frequent confusions, few-shot with embeddings, {len(SEEDS)} seeds pooled "
+        f"({errors:,} errors in {sum(confusions.values()):,} predictions):"
+    )
+    out.append("")
+    pairs = Counter({pair: n for pair, n in confusions.items() if pair[0] != pair[1]})
+    for (truth, predicted), n in pairs.most_common(12):
+        out.append(f"- {truth} -> {predicted}: {n}")
+    by_intent = Counter[str]()
+    totals = Counter[str]()
+    for (truth, predicted), n in confusions.items():
+        totals[truth] += n
+        if truth != predicted:
+            by_intent[truth] += n
+    worst = sorted(totals, key=lambda t: by_intent[t] / totals[t], reverse=True)[:8]
+    out.append("")
+    out.append(
+        "Lowest per-intent accuracy, same runs: "
+        + "; ".join(f"{t} {1 - by_intent[t] / totals[t]:.2f}" for t in worst)
+        + "."
+    )
+    return "\n".join(out)
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m bench.external_banking77 /path/to/banking77/test.csv")
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+    with threadpool_limits(limits=1):  # BLAS threads started before the pin
+        print(run(Path(sys.argv[1])), flush=True)
+
+
+if __name__ == "__main__":
+    main()
