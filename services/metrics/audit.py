@@ -22,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -76,14 +76,59 @@ def audit_policy(settings: MetricsSettings) -> AuditPolicy:
     )
 
 
+class ReceivedDemand(NamedTuple):
+    """What the upkeep needs of a demand the batch received: the demand as its event says it
+    is to be stored (``audit_sample.Classified``, its week in the stored form) and its words.
+    Plain values, so a rebuild's workers can build them (as_received) and hand them over."""
+
+    classified: audit_sample.Classified
+    text: str
+
+
+def as_received(
+    demands: Sequence[DemandClassified], day: Callable[[date], Any]
+) -> list[ReceivedDemand]:
+    """The batch's demands, in its order, for the upkeep; ``day`` stores the week."""
+    weeks: dict[date, Any] = {}  # a UTC day's ISO week as stored, once per day
+    received = []
+    for event in demands:
+        demand = event.demand
+        occurred = sql.as_utc(demand.occurred_at)
+        week = weeks.get(occurred.date())
+        if week is None:
+            week = weeks[occurred.date()] = day(week_start(occurred))
+        received.append(
+            ReceivedDemand(
+                audit_sample.Classified(
+                    demand.source,
+                    demand.id,
+                    event.purpose,
+                    week,
+                    event.demand_type.value,
+                    event.failure_kind,
+                    event.model_version,
+                    event.needs_review,
+                    event.confidence,
+                    sql.as_utc(demand.received_at),  # a time, not yet in the stored form
+                ),
+                demand.text,
+            )
+        )
+    return received
+
+
 async def stored_already(
     session: AsyncSession, demands: Sequence[DemandClassified]
 ) -> set[DemandKey]:
     """Which of the batch's demands were stored before it: called before the batch stores
     them (after their locks), so that ``draw_audit`` counts only the demands it adds."""
-    if not demands:
+    return await stored_already_by_key(session, [(d.demand.source, d.demand.id) for d in demands])
+
+
+async def stored_already_by_key(session: AsyncSession, keys: Sequence[DemandKey]) -> set[DemandKey]:
+    """stored_already of the demands' keys."""
+    if not keys:
         return set()
-    keys = [(d.demand.source, d.demand.id) for d in demands]
     return await sql.run_sync(session, partial(audit_sample.stored_already, demands=keys))
 
 
@@ -105,12 +150,37 @@ async def draw_audit(
     stratum is counted (as it is anyway when it has no recorded size yet)."""
     if not demands:
         return
+    await _draw(session, partial(as_received, demands), policy, stored_before, now)
+
+
+async def draw_audit_received(
+    session: AsyncSession,
+    received: Sequence[ReceivedDemand],
+    policy: AuditPolicy,
+    *,
+    stored_before: set[DemandKey] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """draw_audit of demands already made ReceivedDemand (as_received, with the database's
+    stored form of a day): a rebuild's load, whose workers decode the events."""
+    if not received:
+        return
+    await _draw(session, lambda _day: received, policy, stored_before, now)
+
+
+async def _draw(
+    session: AsyncSession,
+    received: Callable[[Callable[[date], Any]], Sequence[ReceivedDemand]],
+    policy: AuditPolicy,
+    stored_before: set[DemandKey] | None,
+    now: datetime | None,
+) -> None:
     kept_since = (now or datetime.now(UTC)) - timedelta(days=policy.queues.retention_days)
     await sql.run_sync(
         session,
-        partial(
-            _upkeep,
-            demands=demands,
+        lambda db: _upkeep(
+            db,
+            received=received(db.day),
             stored_before=stored_before,
             policy=policy,
             kept_since=kept_since,
@@ -121,7 +191,7 @@ async def draw_audit(
 def _upkeep(
     db: sql.SyncDb,
     *,
-    demands: Sequence[DemandClassified],
+    received: Sequence[ReceivedDemand],
     stored_before: set[DemandKey] | None,
     policy: AuditPolicy,
     kept_since: datetime,
@@ -130,9 +200,9 @@ def _upkeep(
     statements go to sqlite3 in one hop to aiosqlite's thread."""
     plan = policy.plan
     texts: dict[DemandKey, str] = {}
-    for event in demands:
-        texts.setdefault((event.demand.source, event.demand.id), event.demand.text)
-    stored, new = _as_stored(db, demands, stored_before)
+    for demand in received:
+        texts.setdefault(demand.classified.key, demand.text)
+    stored, new = _as_stored(db, received, stored_before)
     strata = sorted({(row.purpose, row.week_start) for row in stored})
     audit_sample.lock_strata(db, [(p, db.read_day(w)) for p, w in strata])
     kept = audit_sample.strata_as_kept(db, strata)
@@ -175,16 +245,16 @@ def _upkeep(
             )
         if not (in_audit or row.needs_review or row.confidence < review_below):
             continue
-        received = row.received_at
-        if not isinstance(received, datetime):
-            received = db.read_time(received)
-        if received >= kept_since:
+        received_at = row.received_at
+        if not isinstance(received_at, datetime):
+            received_at = db.read_time(received_at)
+        if received_at >= kept_since:
             queued.append(
                 {
                     "source": row.source,
                     "demand_id": row.demand_id,
                     "text": texts[row.key],
-                    "received_at": db.time(received),
+                    "received_at": db.time(received_at),
                 }
             )
     audit_sample.add_audit_items(db, members)
@@ -199,39 +269,17 @@ def _upkeep(
 
 
 def _as_stored(
-    db: sql.SyncDb, demands: Sequence[DemandClassified], stored_before: set[DemandKey] | None
+    db: sql.SyncDb, received: Sequence[ReceivedDemand], stored_before: set[DemandKey] | None
 ) -> tuple[list[audit_sample.Classified], set[DemandKey]]:
     """The batch's demands as stored (first classified), and which of them it added. A
     demand the batch added, once, is stored as its event says: taken from the event, not
     read back; the others (stored before, or twice in the batch) are read."""
     if stored_before is None:
-        return audit_sample.classified(db, {(d.demand.source, d.demand.id) for d in demands}), set()
-    times = Counter((d.demand.source, d.demand.id) for d in demands)
+        return audit_sample.classified(db, {d.classified.key for d in received}), set()
+    times = Counter(d.classified.key for d in received)
     read = {key for key, n in times.items() if n > 1 or key in stored_before}
     stored = audit_sample.classified(db, read)
-    weeks: dict[date, Any] = {}  # a UTC day's ISO week as stored, once per day
-    for event in demands:
-        demand = event.demand
-        if (demand.source, demand.id) in read:
-            continue
-        occurred = sql.as_utc(demand.occurred_at)
-        week = weeks.get(occurred.date())
-        if week is None:
-            week = weeks[occurred.date()] = db.day(week_start(occurred))
-        stored.append(
-            audit_sample.Classified(
-                demand.source,
-                demand.id,
-                event.purpose,
-                week,
-                event.demand_type.value,
-                event.failure_kind,
-                event.model_version,
-                event.needs_review,
-                event.confidence,
-                sql.as_utc(demand.received_at),  # a time, not yet in the stored form
-            )
-        )
+    stored += [d.classified for d in received if d.classified.key not in read]
     return stored, set(times) - stored_before
 
 

@@ -11,9 +11,12 @@ live does), and the customers' derived rows (demand facts, cases, the daily aggr
 computed once at the end, each customer from all its events (ingest.derive_everything),
 rather than once per batch that touched it. They are a function of the set of events
 stored, so this ends where live batch-by-batch application does.
-On a SQLite file, pages of customers are computed in worker processes
-(``rebuild_workers``, rebuild_pool.py: the same recomputation, reading the file) while this
-process writes the page before: the machine's second core.
+On a SQLite file, worker processes (``rebuild_workers``, rebuild_pool.py) take the second
+core: during the load they decode each batch's records and make its rows and the audit's
+inputs (ingest.prepare_load) while this process reads the topics and stores the batches
+before, in order (ingest.store_prepared: what apply_events(derive=False) does with the
+events, through the same functions); then they compute pages of customers (the same
+recomputation, reading the file) while this process writes the page before.
 
 Then it records the special-cause signals on the rebuilt charts as already raised and
 published: the live service raised them (counted, alerted, sent on
@@ -38,8 +41,10 @@ read_to_end.py) reads committed records only and knows where such a topic ends.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -52,14 +57,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.metrics.audit import AuditPolicy
 from services.metrics.db import measures, sql, system_changes, write_path
-from services.metrics.ingest import apply_events, derive_everything
-from services.metrics.rebuild_pool import DerivationPool, database_file, derive_in_pool
+from services.metrics.ingest import PreparedLoad, derive_everything, store_prepared
+from services.metrics.rebuild_pool import (
+    DerivationPool,
+    Prepared,
+    database_file,
+    derive_in_pool,
+    prepare_records,
+)
 from services.metrics.service import ChartSettings, purpose_metrics
 from services.metrics.signals import record_as_raised, signal_rows
 from services.metrics.subscriptions import consumed_topics
 from shared.database.engine import create_engine, session_factory
-from shared.events import Event
-from shared.kafka.codec import DecodeError, decode
 from shared.kafka.read_to_end import read_to_end
 from shared.kafka.settings import KafkaSettings
 from shared.ownership import PurposeOwners
@@ -115,6 +124,7 @@ async def rebuild(
     # as the live service does once it is built (main.build).
     gc.freeze()
     engine = create_engine(database_url)
+    dialect = engine.dialect.name
     _bulk_load_settings(engine)
     sessions = session_factory(engine)
     topics = consumed_topics(kafka)
@@ -151,20 +161,39 @@ async def rebuild(
             ) as reader:
                 if progress is not None:
                     progress(0, reader.total)
-                async for batch in reader:
-                    events: list[Event] = []
-                    for record in batch:
-                        done += 1
-                        try:
-                            events.append(decode(topics[record.topic], record.value))
-                        except DecodeError:
-                            undecodable += 1
-                    if events:
-                        async with sessions.begin() as session:
-                            await apply_events(session, events, audit, derive=False)
-                        applied += len(events)
-                    if progress is not None:
-                        progress(reader.offsets_read, reader.total)
+                # Each batch decoded and made ready to store by a worker once they are up
+                # (here before, or with none), and stored here in the order read, one
+                # transaction each: a few batches ahead, so this process reads and stores
+                # while the workers decode.
+                loading: deque[asyncio.Future[Prepared]] = deque()
+                try:
+                    async for batch in reader:
+                        done += len(batch)
+                        records = [(topics[record.topic], record.value) for record in batch]
+                        if pool is not None and pool.ready:
+                            loading.append(asyncio.wrap_future(pool.prepare(records)))
+                        else:
+                            here = asyncio.get_running_loop().create_future()
+                            here.set_result(prepare_records(records, dialect))
+                            loading.append(here)
+                        ahead = 2 * pool.workers if pool is not None and pool.ready else 0
+                        while len(loading) > ahead:
+                            load, failed = await loading[0]
+                            loading.popleft()
+                            await _store(sessions, load, audit)
+                            applied += load.decoded
+                            undecodable += failed
+                        if progress is not None:
+                            progress(reader.offsets_read, reader.total)
+                    while loading:
+                        load, failed = await loading[0]
+                        loading.popleft()
+                        await _store(sessions, load, audit)
+                        applied += load.decoded
+                        undecodable += failed
+                finally:
+                    for preparing in loading:  # a failure or a cancel: the rest is not wanted
+                        preparing.cancel()
                 if progress is not None:
                     progress(reader.offsets_read, reader.total)
                 offsets = reader.total
@@ -200,6 +229,14 @@ async def rebuild(
         recorded,
         signals_seconds,
     )
+
+
+async def _store(
+    sessions: async_sessionmaker[AsyncSession], load: PreparedLoad, audit: AuditPolicy | None
+) -> None:
+    if load.decoded:
+        async with sessions.begin() as session:
+            await store_prepared(session, load, audit)
 
 
 def _bulk_load_settings(engine: AsyncEngine) -> None:

@@ -1,4 +1,10 @@
-"""A rebuild's derivation over worker processes (SQLite): the second core.
+"""A rebuild's load and derivation over worker processes (SQLite): the second core.
+
+The load: a worker decodes a batch of records and makes it ready to store
+(``prepare_records``: ingest.prepare_load, the rows and the audit's inputs as plain values);
+the rebuild's process stores the batches in the order read (ingest.store_prepared). What it
+stores is what apply_events(derive=False) stores of the same events: the same functions
+build the same values, only in another process (tests/services/metrics/test_rebuild_load.py).
 
 After the bulk load, every customer's derived rows are computed once from its stored events
 (ingest.derive_everything). Customers are independent, so a page of them can be computed in
@@ -45,7 +51,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.db import sql
 from services.metrics.db.sql import Customer, SqliteDb, SyncDb
-from services.metrics.ingest import customer_pages
+from services.metrics.ingest import PreparedLoad, customer_pages, prepare_load
+from shared.events import Event
+from shared.kafka.codec import DecodeError, decode
 
 # A statement the worker did not run, for the rebuild's connection: which SyncDb method,
 # and its arguments (plain tuples, lists and dicts of str, int, float, bool and None).
@@ -77,6 +85,7 @@ class DerivationPool:
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
         self.workers = workers
+        self._started: list[Future[None]] = []
         # spawn: the rebuild's process has threads (aiosqlite's, the event loop's), which a
         # fork would copy mid-state.
         self._executor = ProcessPoolExecutor(
@@ -88,8 +97,8 @@ class DerivationPool:
 
     def __enter__(self) -> DerivationPool:
         try:
-            for _ in range(self.workers):  # one process started per task submitted
-                self._executor.submit(_ready)
+            # One process started per task submitted; each task done once its worker is up.
+            self._started = [self._executor.submit(_ready) for _ in range(self.workers)]
         except BaseException:
             self._executor.shutdown(wait=True, cancel_futures=True)
             raise
@@ -107,6 +116,16 @@ class DerivationPool:
 
     def submit(self, customers: Sequence[Customer]) -> Future[list[Write]]:
         return self._executor.submit(_derive_page, list(customers))
+
+    @property
+    def ready(self) -> bool:
+        """Whether every worker has started (imported what it runs)."""
+        return all(started.done() for started in self._started)
+
+    def prepare(self, records: Sequence[Record]) -> Future[Prepared]:
+        """The load's batch of ``records`` decoded and made ready to store (ingest.
+        prepare_load, SQLite's stored forms) in a worker."""
+        return self._executor.submit(_prepare_batch, list(records))
 
 
 async def derive_in_pool(
@@ -180,6 +199,27 @@ class RecordingDb(SqliteDb):
             self.writes.append(("insert_rows", (table, tuple(columns), list(rows))))
 
 
+# A record of the load: the event its topic carries, and its value.
+Record: TypeAlias = tuple[type[Event], bytes | None]
+# A batch made ready to store, and how many of its records did not decode.
+Prepared: TypeAlias = tuple[PreparedLoad, int]
+
+
+def prepare_records(records: Sequence[Record], dialect: str) -> Prepared:
+    """Records decoded (those that do not, counted and skipped) and made ready to store in
+    ``dialect``'s stored forms: what a worker does with a batch of the load, and the
+    rebuild's own process while its workers start or when it has none."""
+    events: list[Event] = []
+    undecodable = 0
+    for model, value in records:
+        try:
+            events.append(decode(model, value))
+        except DecodeError:
+            undecodable += 1
+    time, day = sql.stored_forms(dialect)
+    return prepare_load(events, time=time, day=day), undecodable
+
+
 # --- in the worker process -------------------------------------------------------------------
 
 _path: str | None = None
@@ -198,6 +238,11 @@ def _start_worker(path: str) -> None:
 
 def _ready() -> None:
     """A task that starts a worker (ProcessPoolExecutor starts one per task submitted)."""
+
+
+def _prepare_batch(records: list[Record]) -> Prepared:
+    # The pool is for SQLite files only (database_file).
+    return prepare_records(records, "sqlite")
 
 
 def _derive_page(customers: list[Customer]) -> list[Write]:

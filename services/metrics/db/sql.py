@@ -200,6 +200,15 @@ class AlchemyDb:
         return value if isinstance(value, date) else date.fromisoformat(value)
 
 
+def stored_forms(dialect: str) -> tuple[Callable[[datetime], Any], Callable[[date], Any]]:
+    """``time`` and ``day`` of the SyncDb of ``dialect``, with no connection: for values
+    made ready to store away from it (a rebuild's workers). SqliteDb's ``time`` formats
+    what it has not read back, and these values are new."""
+    if dialect == "sqlite":
+        return format_time, SqliteDb.day
+    return AlchemyDb.time, AlchemyDb.day
+
+
 def format_time(moment: datetime) -> str:
     """'YYYY-MM-DD HH:MM:SS.ffffff' of the UTC time, as SQLAlchemy writes it on SQLite. By
     the offset and a cut rather than astimezone and replace: a decoded event's zone is

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -192,17 +192,26 @@ def _utc_day(moment: datetime) -> date:
     return (moment - offset if offset else moment).date()
 
 
-def store_received(
-    db: SyncDb,
+class ReceivedRows(NamedTuple):
+    """A batch's received events as the rows store_received inserts (plain values, so a
+    rebuild's workers can build them and hand them over)."""
+
+    demands: list[tuple[Any, ...]]
+    case_events: list[tuple[Any, ...]]
+    labels: list[tuple[Any, ...]]
+
+
+def received_rows(
     *,
     demands: Sequence[DemandClassified],
     case_events: Sequence[CaseEvent],
     labels: Sequence[DemandLabelled],
-) -> None:
-    """Store each received event once, by its key (insert-or-ignore: a redelivered event
-    changes nothing), one executemany per table. Within the batch the last of a key's
-    events is the one offered, as before (a redelivery's copy is the same event)."""
-    time, day = db.time, db.day
+    time: Callable[[datetime], Any],
+    day: Callable[[date], Any],
+) -> ReceivedRows:
+    """Each received event's row once, by its key, its times and week as ``time`` and
+    ``day`` store them. Within the batch the last of a key's events is the one offered, as
+    before (a redelivery's copy is the same event)."""
     weeks: dict[date, Any] = {}  # a week's stored form once per UTC day of the batch
     demand_rows: dict[tuple[str, str], tuple[Any, ...]] = {}
     for event in demands:
@@ -214,9 +223,33 @@ def store_received(
         demand_rows[(values[0], values[1])] = (*values, week)
     case_rows = {(e.source or "", e.id): _case_event_values(e, time) for e in case_events}
     label_rows = {(lb.demand_source or "", lb.id): _label_values(lb, time) for lb in labels}
-    db.insert_rows("demands", DEMAND_COLUMNS, list(demand_rows.values()))
-    db.insert_rows("case_events", CASE_EVENT_COLUMNS, list(case_rows.values()))
-    db.insert_rows("demand_labels", LABEL_COLUMNS, list(label_rows.values()))
+    return ReceivedRows(
+        list(demand_rows.values()), list(case_rows.values()), list(label_rows.values())
+    )
+
+
+def insert_received(db: SyncDb, rows: ReceivedRows) -> None:
+    """Store each received row once, by its key (insert-or-ignore: a redelivered event
+    changes nothing), one executemany per table."""
+    db.insert_rows("demands", DEMAND_COLUMNS, rows.demands)
+    db.insert_rows("case_events", CASE_EVENT_COLUMNS, rows.case_events)
+    db.insert_rows("demand_labels", LABEL_COLUMNS, rows.labels)
+
+
+def store_received(
+    db: SyncDb,
+    *,
+    demands: Sequence[DemandClassified],
+    case_events: Sequence[CaseEvent],
+    labels: Sequence[DemandLabelled],
+) -> None:
+    """Store each received event once, by its key (received_rows, insert_received)."""
+    insert_received(
+        db,
+        received_rows(
+            demands=demands, case_events=case_events, labels=labels, time=db.time, day=db.day
+        ),
+    )
 
 
 async def customers_of_labels(
