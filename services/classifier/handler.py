@@ -34,7 +34,7 @@ from services.classifier.model.text_model import Prediction
 from shared.database.errors import refused_by_the_database
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, DemandReceived
 from shared.kafka.codec import OutboundRecord, encode_all
-from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableError
+from shared.kafka.consumer import BatchHandler, BatchResult, Inbound, Rejection, RetryableError
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +67,49 @@ class ClassifyDemands:
         self._metrics = metrics
         self._last_text_pruning = 0.0
 
-    async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
-        started = time.perf_counter()
-        model = self._model()  # one version for the whole batch
-        ordered = sorted(messages, key=lambda m: m.timestamp_ms)  # stable: keeps partition order
+    async def for_poll(self, messages: Sequence[Inbound[Any]]) -> BatchHandler:
+        """A poll's batches (one per partition number, each its own transaction) share one
+        prediction and one trip to the label store: in the running stack a poll holds a
+        few demands per partition, and each call of the model and each trip has a fixed
+        cost (the model ~0.6 ms a call, the store two hand-offs to its thread). Both are
+        done before any batch is handled and neither depends on a commit: the predictions
+        are the model's alone, and the store's writes are idempotent. What each batch
+        judges, changes in the context and commits is as before. If the trip fails, each
+        batch makes its own (and is retried as before)."""
+        model = self._model()
+        ordered = sorted(messages, key=lambda m: m.timestamp_ms)
         demands = [m for m in ordered if isinstance(m.event, DemandReceived)]
         predictions = _predict(model, demands)
-        classified_at = datetime.now(UTC)
-        labels = [
-            m.event
-            for m in ordered
-            if isinstance(m.event, DemandLabelled) and not self._forwarded(m)
-        ]
-        labelled = await self._keep_for_learning(demands, labels, classified_at)
+        try:
+            labelled = await self._keep_for_learning(
+                demands, self._labels_to_keep(ordered), datetime.now(UTC)
+            )
+        except Exception:
+            return self
+        return _PreparedPoll(
+            self, _Prepared(model, predictions, labelled, frozenset(map(id, messages)))
+        )
+
+    async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
+        return await self._handle(messages, None)
+
+    async def _handle(
+        self, messages: Sequence[Inbound[Any]], prepared: _Prepared | None
+    ) -> BatchResult:
+        started = time.perf_counter()
+        if prepared is not None and not all(id(m) in prepared.messages for m in messages):
+            prepared = None  # not what was prepared: handled on its own
+        ordered = sorted(messages, key=lambda m: m.timestamp_ms)  # stable: keeps partition order
+        demands = [m for m in ordered if isinstance(m.event, DemandReceived)]
+        labels = self._labels_to_keep(ordered)
+        if prepared is None:
+            model = self._model()  # one version for the whole batch
+            predictions = _predict(model, demands)
+            classified_at = datetime.now(UTC)
+            labelled = await self._keep_for_learning(demands, labels, classified_at)
+        else:
+            model, predictions, labelled = prepared.model, prepared.predictions, prepared.labelled
+            classified_at = datetime.now(UTC)
         overlay = self._context.overlay()
         result = BatchResult()
         classified: list[DemandClassified] = []
@@ -195,6 +225,13 @@ class ClassifyDemands:
             overlay.update(customer, partition, state, now)
         return True
 
+    def _labels_to_keep(self, ordered: Sequence[Inbound[Any]]) -> list[DemandLabelled]:
+        return [
+            m.event
+            for m in ordered
+            if isinstance(m.event, DemandLabelled) and not self._forwarded(m)
+        ]
+
     def _forwarded(self, message: Inbound[Any]) -> bool:
         return message.topic == self._topics.forwarded_labels
 
@@ -287,6 +324,27 @@ class ClassifyDemands:
             self._metrics.confidence.observe(c.confidence)
             delay = (now - c.demand.received_at) / timedelta(seconds=1)
             self._metrics.delay_seconds.observe(max(0.0, delay))
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What ``for_poll`` did once for a poll's batches."""
+
+    model: ModelInUse
+    predictions: dict[int, Prediction | Exception]  # by message identity
+    labelled: dict[tuple[str, str], str]
+    messages: frozenset[int]  # the identities of the poll's records
+
+
+class _PreparedPoll:
+    """The handler of one poll's batches, with what ``for_poll`` prepared for them."""
+
+    def __init__(self, handler: ClassifyDemands, prepared: _Prepared) -> None:
+        self._handler = handler
+        self._prepared = prepared
+
+    async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
+        return await self._handler._handle(messages, self._prepared)
 
 
 def _may_see(

@@ -23,7 +23,9 @@ In transactional mode a poll's tasks (one transaction each, on producers of thei
 handled one after the other, and a task's commit (five round trips to the broker) may still
 be in flight while the next task is handled, when the handler says the next task's records
 cannot see what the first one changes (``BatchResult.conflicts_with``): a handler's
-in-memory state still changes only once its own task has committed.
+in-memory state still changes only once its own task has committed. A handler may do once
+per poll, over all of its tasks' records, what does not depend on any commit (a model's
+prediction: ``PollHandler``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -105,6 +107,22 @@ class BatchResult:
 
 class BatchHandler(Protocol):
     async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult: ...
+
+
+@runtime_checkable
+class PollHandler(BatchHandler, Protocol):
+    """A handler that can do once per poll what it would otherwise do per batch.
+
+    In transactional mode a poll holds one batch per task (partition number, or partition),
+    each committed on its own. A handler with a fixed cost per call (a model's prediction,
+    a database trip) pays it once per poll if it does that work in ``for_poll`` over all of
+    the poll's records; the runner then calls the handler it returns with each batch, as
+    before, and each batch is committed and applied exactly as before. Only what is
+    idempotent and independent of the batches' commits may be done there (a retried or
+    re-polled batch is prepared again). Called only for polls of more than one batch.
+    """
+
+    async def for_poll(self, messages: Sequence[Inbound[Any]]) -> BatchHandler: ...
 
 
 class PartitionListener(Protocol):
@@ -431,26 +449,28 @@ class ConsumerRunner:
         for tp, records in batches.items():
             key = tp.partition if self._by_partition_number else tp
             tasks.setdefault(key, {})[tp] = records
+        work: list[tuple[AIOKafkaProducer, _Prepared]] = []
+        for task in tasks.values():
+            first = min(task, key=lambda tp: (tp.topic, tp.partition))
+            producer = self._partition_producers.get(first)
+            if producer is None:
+                raise CommitFailed(f"no transactional producer for {first}")
+            work += [
+                (producer, self._prepare(chunk)) for chunk in _chunks(task, self.options.max_batch)
+            ]
+        handler = await self._handler_for_poll([batch for _, batch in work])
         in_flight: list[_InFlight] = []
         try:
-            for task in tasks.values():
-                first = min(task, key=lambda tp: (tp.topic, tp.partition))
-                producer = self._partition_producers.get(first)
-                if producer is None:
-                    raise CommitFailed(f"no transactional producer for {first}")
-                for chunk in _chunks(task, self.options.max_batch):
-                    batch = self._prepare(chunk)
-                    # A producer has one transaction at a time; and records that may see
-                    # what a batch in flight changes wait for it to commit and apply it.
-                    for earlier in list(in_flight):
-                        if earlier.producer is producer or earlier.result.must_precede(
-                            batch.messages
-                        ):
-                            in_flight.remove(earlier)
-                            await earlier.commit
-                    result = await self._handle_with_retries(batch.messages)
-                    commit = asyncio.create_task(self._finish(consumer, batch, result, producer))
-                    in_flight.append(_InFlight(producer, result, commit))
+            for producer, batch in work:
+                # A producer has one transaction at a time; and records that may see what a
+                # batch in flight changes wait for it to commit and apply it.
+                for earlier in list(in_flight):
+                    if earlier.producer is producer or earlier.result.must_precede(batch.messages):
+                        in_flight.remove(earlier)
+                        await earlier.commit
+                result = await self._handle_with_retries(batch.messages, handler)
+                commit = asyncio.create_task(self._finish(consumer, batch, result, producer))
+                in_flight.append(_InFlight(producer, result, commit))
             while in_flight:
                 await in_flight.pop(0).commit
         except BaseException as error:
@@ -559,13 +579,30 @@ class ConsumerRunner:
             time.perf_counter() - batch.started
         )
 
-    async def _handle_with_retries(self, messages: list[Inbound[Any]]) -> BatchResult:
+    async def _handler_for_poll(self, batches: Sequence[_Prepared]) -> BatchHandler:
+        """The handler for a poll's batches: prepared once for all of them (``PollHandler``)
+        when there are several, else the handler itself. A preparation that fails only costs
+        its saving: each batch is then handled (and its failure retried) on its own."""
+        if not isinstance(self._handler, PollHandler):
+            return self._handler
+        if sum(1 for batch in batches if batch.messages) < 2:
+            return self._handler
+        try:
+            return await self._handler.for_poll([m for b in batches for m in b.messages])
+        except Exception:
+            log.exception("preparing a poll failed; its batches are handled one by one")
+            return self._handler
+
+    async def _handle_with_retries(
+        self, messages: list[Inbound[Any]], handler: BatchHandler | None = None
+    ) -> BatchResult:
         if not messages:
             return BatchResult()
+        handler = handler or self._handler
         delay = 0.2
         while True:
             try:
-                return await self._handler(messages)
+                return await handler(messages)
             except RetryableError as error:
                 if self._stopping.is_set():
                     raise
@@ -577,15 +614,17 @@ class ConsumerRunner:
                 delay = min(delay * 2, 10.0)
             except Exception:
                 log.exception("batch of %d failed; isolating the failing records", len(messages))
-                return await self._handle_one_by_one(messages)
+                return await self._handle_one_by_one(messages, handler)
 
-    async def _handle_one_by_one(self, messages: list[Inbound[Any]]) -> BatchResult:
+    async def _handle_one_by_one(
+        self, messages: list[Inbound[Any]], handler: BatchHandler
+    ) -> BatchResult:
         combined = BatchResult()
         callbacks: list[Callable[[], None]] = []
         for message in messages:
             for attempt in range(1, self.options.max_attempts + 1):
                 try:
-                    result = await self._handler([message])
+                    result = await handler([message])
                 except RetryableError:
                     raise
                 except Exception as error:
@@ -738,6 +777,7 @@ __all__ = [
     "Inbound",
     "KafkaError",
     "PartitionListener",
+    "PollHandler",
     "Rejection",
     "RetryableError",
     "RunnerOptions",
