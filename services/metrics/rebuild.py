@@ -161,23 +161,25 @@ async def rebuild(
             ) as reader:
                 if progress is not None:
                     progress(0, reader.total)
-                # Each batch decoded and made ready to store by a worker once they are up
-                # (here before, or with none), and stored here in the order read, one
-                # transaction each: a few batches ahead, so this process reads and stores
-                # while the workers decode.
+                # Each batch decoded and made ready to store by a worker, or here when none
+                # is free (or up yet, or there are none): this process never waits for a
+                # worker while it has a batch to work on. Stored here in the order read, one
+                # transaction each, as soon as it is ready and those before it are stored.
                 loading: deque[asyncio.Future[Prepared]] = deque()
+                ahead = 2 * pool.workers if pool is not None else 0
                 try:
                     async for batch in reader:
                         done += len(batch)
                         records = [(topics[record.topic], record.value) for record in batch]
-                        if pool is not None and pool.ready:
+                        busy = sum(not preparing.done() for preparing in loading)
+                        if pool is not None and pool.ready and busy < ahead:
                             loading.append(asyncio.wrap_future(pool.prepare(records)))
                         else:
                             here = asyncio.get_running_loop().create_future()
                             here.set_result(prepare_records(records, dialect))
                             loading.append(here)
-                        ahead = 2 * pool.workers if pool is not None and pool.ready else 0
-                        while len(loading) > ahead:
+                        # Bounded: at most twice the workers' share waits to be stored.
+                        while loading and (loading[0].done() or len(loading) > 2 * ahead):
                             load, failed = await loading[0]
                             loading.popleft()
                             await _store(sessions, load, audit)

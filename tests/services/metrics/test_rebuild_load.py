@@ -25,9 +25,12 @@ from services.metrics.audit import AuditPolicy, QueuePolicy
 from services.metrics.db.migrate import upgrade
 from services.metrics.domain.audit import AuditPlan
 from services.metrics.ingest import apply_events, derive_everything, store_prepared
+from services.metrics.rebuild import rebuild
 from services.metrics.rebuild_pool import DerivationPool, Record, prepare_records
 from shared.database.engine import create_engine, session_factory
 from shared.events import CaseEventType, DemandType, Event
+from shared.kafka.settings import KafkaSettings
+from shared.topics import Topic, topic_name
 from tests.support.factories import (
     case_event,
     demand_classified,
@@ -35,6 +38,7 @@ from tests.support.factories import (
     system_changed,
     varied_demands,
 )
+from tests.support.kafka_io import produce_raw, publish_events
 
 pytestmark = pytest.mark.integration
 
@@ -222,3 +226,42 @@ async def test_batches_made_ready_in_worker_processes_store_what_apply_events_st
     _assert_equal_and_full(
         await _tables(here_url), await _tables(pooled_url), (*LOADED, "demand_facts", "cases")
     )
+
+
+async def test_a_rebuild_through_its_workers_equals_one_without(
+    kafka_settings: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rebuild() end to end: batches of 3, handed to the workers as soon as they are
+    submitted (not only once the workers are up), and made here whenever the workers have
+    their share in hand: the same tables as a rebuild with no workers."""
+    from shared.kafka.codec import DecodeError, decode
+
+    events = []
+    for batch in _batches()[:-5]:  # once each: the topics are the log
+        for model, value in batch:
+            with contextlib.suppress(DecodeError):
+                events.append(decode(model, value))
+    await publish_events(kafka_settings, events)
+    await produce_raw(kafka_settings, topic_name(kafka_settings, Topic.DEMAND_CLASSIFIED), BAD)
+    monkeypatch.setattr(DerivationPool, "ready", property(lambda _pool: True))
+    made_in_workers = []
+    prepare = DerivationPool.prepare
+
+    def counted(pool: DerivationPool, records: Sequence[Record]) -> Any:
+        made_in_workers.append(len(records))
+        return prepare(pool, records)
+
+    monkeypatch.setattr(DerivationPool, "prepare", counted)
+    found = {}
+    for workers in (0, 2):
+        url = f"sqlite+aiosqlite:///{tmp_path / f'rebuilt-{workers}.db'}"
+        await asyncio.to_thread(upgrade, url)
+        report = await rebuild(
+            kafka=kafka_settings, database_url=url, batch_size=3, audit=POLICY, workers=workers
+        )
+        assert (report.events_applied, report.undecodable) == (len(events), 1)
+        found[workers] = await _tables(url)
+        # The signals recorded as raised carry the time of the rebuild.
+        found[workers].pop("special_cause_signals")
+    assert 0 < sum(made_in_workers) < len(events)  # some batches made here, some there
+    _assert_equal_and_full(found[0], found[2], (*LOADED, "demand_facts", "cases"))
