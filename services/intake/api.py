@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -145,17 +146,8 @@ async def post_demand_batch(request: Request, components: Components, key: Event
         repeat_status = "rejected" if first["status"] == "rejected" else "duplicate"
         results[index] = _result(index, first["id"], repeat_status, first["errors"])
     final = [result for result in results if result is not None]
-    statuses = [result["status"] for result in final]
-    answer = BatchAnswer.model_validate(
-        {
-            "accepted": statuses.count("accepted"),
-            "duplicates": statuses.count("duplicate"),
-            "rejected": statuses.count("rejected"),
-            "results": final,
-        }
-    )
     # A Response, not the model: it is served as it is by FastAPI and by DirectRoute alike.
-    return Response(answer.model_dump_json(), media_type="application/json")
+    return Response(batch_answer_json(final), media_type="application/json")
 
 
 @router.post(
@@ -315,6 +307,27 @@ def _admit_item(item: Item, admission: Admission, admit: Admit) -> Event:
 
 # An ItemResult's fields, validated with the whole BatchAnswer.
 _Result = dict[str, Any]
+# What pydantic's model_dump_json writes for plain values: no spaces, UTF-8 as it is.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def batch_answer_json(results: list[_Result]) -> bytes:
+    """BatchAnswer's JSON for these results, counted. When none is rejected, every result
+    names a validated event's id (an Identifier: ASCII that JSON writes as it is) and no
+    error: its fields are written as they are, the same bytes as BatchAnswer's
+    model_dump_json, without validating 500 ItemResults first (0.5 µs an item, measured).
+    A rejection's reasons and ids may be anything a sender sent: those go through the model."""
+    statuses = [result["status"] for result in results]
+    rejected = statuses.count("rejected")
+    answer = {
+        "accepted": statuses.count("accepted"),
+        "duplicates": statuses.count("duplicate"),
+        "rejected": rejected,
+        "results": results,
+    }
+    if rejected:
+        return BatchAnswer.model_validate(answer).model_dump_json().encode()
+    return _JSON(answer).encode()
 
 
 def _result(
