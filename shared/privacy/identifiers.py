@@ -39,44 +39,40 @@ _OPAQUE = re.compile(rf"(?<![A-Za-z0-9])(?:{_UUID}|{_HEX_LOWER}|{_HEX_LONG})(?![
 _DETECTORS = Redactor()  # the built-in detectors only, compiled once
 # "Could this be personal data?": what each built-in detector needs to find anything, so a
 # value without any of it is not personal data and the detectors, which cost ten to a
-# hundred times more, are not run (docs/performance.md: 25% of a batch's CPU before). An
-# "@" (e-mail); a country code and two check digits (IBAN: "[A-Z]{2}\d\d"); or digits:
-# a National Insurance number's six in pairs at most a space apart, after one of the
-# letters its pattern takes; or a run of digit groups holding at least eight digits, as the
-# redactor finds phones in (a card's thirteen are such a run), which spans at least eight
-# characters of digits and separators. Both start with a digit and five more digits or
-# separators, the first and cheapest search. Each is its own pattern: a character class
-# first lets the engine skip to where it can match, and an alternation of them with
-# lookbehinds tried every position (2 µs an id against 0.4, measured).
-_IBAN_START = re.compile(r"[A-Z]{2}\d\d")
+# hundred times more, are not run (docs/performance.md: 25% of a batch's CPU before):
+# - an "@" (e-mail);
+# - a country code, two check digits and eleven more capitals or digits at most a space
+#   apart (an IBAN is 15 to 34 of them, grouped as its pattern groups them);
+# - a run of digit groups holding at least eight digits, as the redactor finds phones in
+#   (a card's thirteen are such a run): at least eight characters of digits and
+#   separators from its first digit;
+# - a National Insurance number's six digits in pairs at most a space apart, and its final
+#   letter, A to D.
+# The last two start with a digit and five more digits or separators: the first and
+# cheapest digit search. Each search starts with a character class, so the engine skips to
+# where it can match; lookbehinds or an alternation of all of them made it try every
+# position (2 µs an id against 0.5, measured). Blanking UUIDs and hashes (below) turns
+# their characters into "x", which none of these takes: it never makes a value pass.
+_IBAN_START = re.compile(r"[A-Z]{2}\d\d(?: ?[A-Z0-9]){11}")
 _SIX_CLOSE = re.compile(r"\d[\d .()\-]{5}")
-_RUN_OF_EIGHT = re.compile(r"\d[\d .()\-]{7}")
-_NI_LETTER = "A-Za-z\u017f\u212a"
-_NI_DIGITS = r" ?\d\d ?\d\d ?\d\d"
-# Blanking UUIDs and hashes (below) turns their characters into "x": it adds no digit, "@",
-# capital or separator, so it never makes a value pass these, except by an "x" before an NI
-# number's digits. So on the value as sent, a hexadecimal digit may stand for that letter.
-_NI_AS_SENT = re.compile(rf"[{_NI_LETTER}0-9]{_NI_DIGITS}")
-_NI_BLANKED = re.compile(rf"[{_NI_LETTER}]{_NI_DIGITS}")
+_RUN_OR_NI = re.compile(r"\d(?:[\d .()\-]{7}|\d ?\d\d ?\d\d ?[A-Da-d])")
 
 
 def personal_data_kind(value: str) -> str | None:
     """The kind of personal data ``value`` is or holds ("email", "phone", ...), or None."""
-    if not _could_be_personal(value, _NI_AS_SENT):
+    if not _could_be_personal(value):
         return None  # most identifiers stop here
     opaque = _OPAQUE.sub(_blanked, value)
-    if opaque is not value and not _could_be_personal(opaque, _NI_BLANKED):
+    if opaque is not value and not _could_be_personal(opaque):
         return None  # what made it a candidate was a UUID or a hash
     kinds = _DETECTORS.redact(opaque).kinds
     return kinds[0] if kinds else None
 
 
-def _could_be_personal(value: str, ni_number: re.Pattern[str]) -> bool:
+def _could_be_personal(value: str) -> bool:
     if "@" in value or _IBAN_START.search(value) is not None:
         return True
-    if _SIX_CLOSE.search(value) is None:
-        return False
-    return _RUN_OF_EIGHT.search(value) is not None or ni_number.search(value) is not None
+    return _SIX_CLOSE.search(value) is not None and _RUN_OR_NI.search(value) is not None
 
 
 def _blanked(match: re.Match[str]) -> str:

@@ -131,6 +131,9 @@ _VALUES = st.one_of(
 @example("C-082384-c12")
 @example("b\u212a 12 34 56 A")
 @example("f\u017f123456B")
+@example("ORD123456")
+@example("bench-3f8423-n123456")
+@example("ab 12 34 56 D")
 @settings(max_examples=3000, deadline=None)
 def test_the_quick_pre_check_turns_away_nothing_the_detectors_find(value: str) -> None:
     """The compiled "could this be personal data" pattern only ever skips the detectors for
