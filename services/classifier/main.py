@@ -129,6 +129,7 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
             transactional=True,
             co_partitioned=True,
             group_instance_id=settings.instance_id or None,
+            one_transaction_per_poll=True,
         ),
         metrics=ConsumerMetrics(registry),
         transactional_id_prefix=settings.transactional_id or settings.group_id,

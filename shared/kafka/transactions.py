@@ -16,6 +16,13 @@ any record of it. That bumps the id's epoch, aborts whatever transaction the pre
 holder left open, and makes the previous holder's next send, offset commit or commit fail
 with ``ProducerFenced``. An instance keeps as many producers as it has assigned input
 partitions, and closes them when the partitions are revoked.
+
+An instance that holds every input partition may commit a whole poll in one transaction
+(``RunnerOptions.one_transaction_per_poll``) through one more producer, of the id
+``<prefix>-all-partitions``. Whoever takes over any partition opens that producer too (and
+so fences it and aborts what it left open) before handling anything, so a zombie that held
+every partition is fenced by the first instance to take over any of them, as a partition's
+own producer would have fenced it.
 """
 
 from __future__ import annotations
@@ -38,6 +45,12 @@ _FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
 
 def transactional_id(prefix: str, tp: TopicPartition) -> str:
     return f"{prefix}-{tp.topic}-{tp.partition}"
+
+
+def shared_transactional_id(prefix: str) -> str:
+    """The id of the producer that commits a poll of every partition in one transaction:
+    no ``<topic>-<partition>`` ends in ``all-partitions``, so it never names a partition's."""
+    return f"{prefix}-all-partitions"
 
 
 def is_fenced(error: BaseException) -> bool:
@@ -72,12 +85,31 @@ class PartitionProducers:
         self._client_id = client_id
         self._open_timeout_s = open_timeout_s
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._shared: AIOKafkaProducer | None = None
 
     def __len__(self) -> int:
         return len(self._producers)
 
     def get(self, tp: TopicPartition) -> AIOKafkaProducer | None:
         return self._producers.get(tp)
+
+    @property
+    def shared(self) -> AIOKafkaProducer | None:
+        """The producer of ``shared_transactional_id``, if open."""
+        return self._shared
+
+    async def open_shared(self) -> None:
+        """Start the shared producer afresh: this fences (and aborts what was left open by)
+        whoever held it before. Whoever takes over any partition calls this, so a zombie
+        that committed every partition at once through it is fenced as a partition's own
+        producer would fence it."""
+        await self.close_shared()
+        self._shared = await self._started(shared_transactional_id(self._prefix))
+
+    async def close_shared(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            await _stop(shared)
 
     async def open(self, partitions: Iterable[TopicPartition]) -> None:
         """Start (and so fence any earlier holder of) the producer of each new partition."""
@@ -93,10 +125,11 @@ class PartitionProducers:
         log.info("opened %d transactional producers (%d in all)", len(new), len(self._producers))
 
     async def _start(self, tp: TopicPartition) -> None:
+        self._producers[tp] = await self._started(transactional_id(self._prefix, tp))
+
+    async def _started(self, transactional_id: str) -> AIOKafkaProducer:
         producer = create_producer(
-            self._settings,
-            client_id=self._client_id,
-            transactional_id=transactional_id(self._prefix, tp),
+            self._settings, client_id=self._client_id, transactional_id=transactional_id
         )
         try:
             # start() sends InitProducerId: the fencing of the previous holder happens here.
@@ -105,10 +138,13 @@ class PartitionProducers:
             with contextlib.suppress(Exception):
                 await producer.stop()
             raise
-        self._producers[tp] = producer
+        return producer
 
     async def close(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        """Close the producers of ``partitions`` (all of them by default)."""
+        """Close the producers of ``partitions`` (all of them, and the shared one, by
+        default)."""
+        if partitions is None:
+            await self.close_shared()
         chosen = list(self._producers) if partitions is None else list(partitions)
         closing = [p for tp in chosen if (p := self._producers.pop(tp, None)) is not None]
         if closing:
@@ -120,4 +156,4 @@ async def _stop(producer: AIOKafkaProducer) -> None:
         await asyncio.wait_for(producer.stop(), 10)
 
 
-__all__ = ["PartitionProducers", "is_fenced", "transactional_id"]
+__all__ = ["PartitionProducers", "is_fenced", "shared_transactional_id", "transactional_id"]
