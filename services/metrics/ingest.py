@@ -20,11 +20,10 @@ rest of the batch is applied; the live service dead-letters what is refused.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum
 from functools import cache, partial
-from operator import attrgetter
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -203,20 +202,17 @@ class PreparedLoad:
     changes: list[SystemChanged]
 
     # Handed from a worker process to the rebuild's: the audit's demands as plain tuples,
-    # which pickle at a twentieth of the cost of the slotted dataclass (5.5 -> 0.3 µs each).
+    # which pickle both ways at a tenth of the named tuples' cost (~0.3 against 3 µs each).
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["received"] = [(_classified_values(d.classified), d.text) for d in self.received]
+        state["received"] = [(tuple(d.classified), d.text) for d in self.received]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state["received"] = [
-            ReceivedDemand(Classified(*values), text) for values, text in state["received"]
-        ]
+        made = Classified._make
+        received = state["received"]
+        state["received"] = [ReceivedDemand(made(values), text) for values, text in received]
         self.__dict__.update(state)
-
-
-_classified_values = attrgetter(*(f.name for f in fields(Classified)))
 
 
 def prepare_load(

@@ -120,7 +120,7 @@ class DerivationPool:
     @property
     def ready(self) -> bool:
         """Whether every worker has started (imported what it runs)."""
-        return all(started.done() for started in self._started)
+        return bool(self._started) and all(started.done() for started in self._started)
 
     def prepare(self, records: Sequence[Record]) -> Future[Prepared]:
         """The load's batch of ``records`` decoded and made ready to store (ingest.

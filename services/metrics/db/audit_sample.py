@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import and_, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,8 +50,9 @@ _CLASSIFIED = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Classified:
+class Classified(NamedTuple):
+    # A tuple: a rebuild's workers hand a batch's over as plain tuples (ingest.PreparedLoad),
+    # made one again for a fifth of a slotted dataclass's cost (0.3 against 1.3 µs).
     source: str
     demand_id: str
     purpose: str
