@@ -1,0 +1,79 @@
+"""The lag gauge is exported at most once per ``LAG_EXPORT_INTERVAL_S``, not after every poll:
+each export looks up every assigned partition's position."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from shared.kafka import consumer as consumer_module
+from shared.kafka.consumer import LAG_EXPORT_INTERVAL_S, ConsumerRunner, RunnerOptions
+from shared.kafka.runtime_metrics import ConsumerMetrics
+from shared.kafka.settings import KafkaSettings
+
+
+class Assigned:
+    """What ``_export_lag`` asks of a consumer: two partitions, ten records behind."""
+
+    def __init__(self) -> None:
+        self.partitions = {TopicPartition("t", 0), TopicPartition("t", 1)}
+        self.position_calls = 0
+        self.position_at = 90
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.partitions
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 100
+
+    async def position(self, tp: TopicPartition) -> int:
+        self.position_calls += 1
+        return self.position_at
+
+
+class FakeTime:
+    """The consumer module's ``time``, with a clock the test moves."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self._clock = clock
+
+    def monotonic(self) -> float:
+        return self._clock[0]
+
+    def perf_counter(self) -> float:
+        return self._clock[0]
+
+
+async def test_the_lag_is_exported_at_most_once_an_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(consumer_module, "time", FakeTime(clock))
+    registry = CollectorRegistry()
+    runner = ConsumerRunner(
+        settings=KafkaSettings(),
+        topics={},
+        handler=None,  # type: ignore[arg-type]
+        options=RunnerOptions(group_id="g", client_id="c", source="s"),
+        metrics=ConsumerMetrics(registry),
+        producer=object(),
+    )
+    consumer = Assigned()
+
+    def lag(partition: int) -> float | None:
+        labels = {"group": "g", "topic": "t", "partition": str(partition)}
+        return registry.get_sample_value("demandscope_consumer_lag", labels)
+
+    await runner._export_lag(consumer)
+    assert consumer.position_calls == 2
+    assert lag(0) == 10
+    consumer.position_at = 95
+    clock[0] += LAG_EXPORT_INTERVAL_S / 2
+    await runner._export_lag(consumer)
+    assert consumer.position_calls == 2  # not again within the interval
+    assert lag(1) == 10
+    clock[0] += LAG_EXPORT_INTERVAL_S
+    await runner._export_lag(consumer)
+    assert consumer.position_calls == 4
+    assert lag(0) == lag(1) == 5
