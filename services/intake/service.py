@@ -128,14 +128,16 @@ class IntakeService:
         redactions: dict[str, int] = {}
         for event, outcome in zip(events, outcomes, strict=True):
             if isinstance(event, DemandReceived):
-                key: tuple[Outcome, EventKind, str] = (outcome, "demand", event.channel.value)
+                # The member itself (a str): its .value is a Python property, read per event.
+                key: tuple[Outcome, EventKind, str] = (outcome, "demand", event.channel)
                 if outcome is Outcome.ACCEPTED:
                     for redaction in event.redactions:
                         redactions[redaction] = redactions.get(redaction, 0) + 1
             else:
                 key = (outcome, kind_of(event), NO_CHANNEL)
             tally[key] = tally.get(key, 0) + 1
-        for (outcome, kind, channel), count in tally.items():
+        for (outcome, kind, member), count in tally.items():
+            channel = str(member)  # a channel's value, as a label is written
             if outcome is Outcome.ACCEPTED:
                 self.metrics.child(self.metrics.accepted, kind, channel, source).inc(count)
             elif outcome is Outcome.DUPLICATE:
