@@ -182,6 +182,13 @@ class RunnerOptions:
     # Batches that must see an earlier batch's changes (``must_precede``, or the same
     # task's next batch) still wait for its commit, which then ends the transaction so far.
     one_transaction_per_poll: bool = False
+    # How long the broker may hold a fetch for ``fetch_min_bytes`` to arrive (aiokafka's
+    # defaults: 1 byte, 500 ms, i.e. answered as soon as anything is there). A floor on the
+    # poll cycle: the loop polls as soon as the previous poll has committed, so a cheap poll
+    # means more polls, each with its fixed costs (a transaction, a prediction); holding
+    # the fetch gathers more records per poll at the price of that wait in latency.
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 500
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -358,6 +365,8 @@ class ConsumerRunner:
             auto_offset_reset="earliest" if self.options.from_beginning else "latest",
             isolation_level=self.options.isolation_level,
             max_poll_records=self.options.max_batch,
+            fetch_min_bytes=self.options.fetch_min_bytes,
+            fetch_max_wait_ms=self.options.fetch_max_wait_ms,
             session_timeout_ms=self.options.session_timeout_ms,
             heartbeat_interval_ms=self.options.heartbeat_interval_ms,
             group_instance_id=self.options.group_instance_id,

@@ -1,5 +1,6 @@
-"""The lag gauge is exported at most once per ``LAG_EXPORT_INTERVAL_S``, not after every poll:
-each export looks up every assigned partition's position."""
+"""The runner's cheap per-poll settings: the lag gauge exported at most once per
+``LAG_EXPORT_INTERVAL_S``, not after every poll (each export looks up every assigned
+partition's position); the fetch's wait passed to the consumer."""
 
 from __future__ import annotations
 
@@ -77,3 +78,41 @@ async def test_the_lag_is_exported_at_most_once_an_interval(
     await runner._export_lag(consumer)
     assert consumer.position_calls == 4
     assert lag(0) == lag(1) == 5
+
+
+async def test_the_fetch_waits_as_the_options_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fetch_min_bytes`` and ``fetch_max_wait_ms`` reach the consumer (a floor on the poll
+    cycle, the classifier's)."""
+    made: list[dict[str, object]] = []
+
+    class Refused(Exception):
+        pass
+
+    class Consumer:
+        def __init__(self, *topics: str, **options: object) -> None:
+            made.append(options)
+
+        def subscribe(self, topics: list[str], listener: object) -> None:
+            pass
+
+        async def start(self) -> None:
+            raise Refused
+
+        async def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(consumer_module, "AIOKafkaConsumer", Consumer)
+    runner = ConsumerRunner(
+        settings=KafkaSettings(),
+        topics={},
+        handler=None,  # type: ignore[arg-type]
+        options=RunnerOptions(
+            group_id="g", client_id="c", source="s", fetch_min_bytes=4096, fetch_max_wait_ms=7
+        ),
+        metrics=ConsumerMetrics(CollectorRegistry()),
+        producer=object(),
+    )
+    with pytest.raises(Refused):
+        await runner.run()
+    assert made[0]["fetch_min_bytes"] == 4096
+    assert made[0]["fetch_max_wait_ms"] == 7
