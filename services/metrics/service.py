@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -409,15 +410,15 @@ async def case_timeline(
 ) -> CaseTimeline | None:
     """``source``: that source's cases only; another source's case is unknown (None), the
     same answer as for a case nobody has."""
-    matches = await cases.find_cases(session, case_id, source=source)
-    if not matches:
+    found = await sql.run_sync(session, partial(cases.find, case_id=case_id, source=source))
+    if not found.cases:
         return None
-    if len(matches) > 1:
+    if len(found.cases) > 1:
         raise AmbiguousCase(case_id)
-    case = matches[0]
+    case = found.cases[0]
     entries = [
         TimelineEntry(
-            at=sql.as_utc(d.occurred_at),
+            at=d.occurred_at,
             kind="demand",
             id=d.demand_id,
             channel=d.channel,
@@ -426,17 +427,17 @@ async def case_timeline(
             purpose=d.purpose,
             labelled=d.labelled,
         )
-        for d in await cases.case_demands(session, case)
+        for d in found.demands
     ]
     entries += [
         TimelineEntry(
-            at=sql.as_utc(e.occurred_at),
+            at=e.occurred_at,
             kind="case_event",
             id=e.event_id,
             event_type=e.type,
             purpose=e.purpose,
         )
-        for e in await cases.case_events_of(session, case)
+        for e in found.events
     ]
     entries.sort(key=lambda entry: (entry.at, entry.kind, entry.id))
     return CaseTimeline(
@@ -445,8 +446,8 @@ async def case_timeline(
         customer_ref=case.customer_ref,
         purpose=case.purpose,
         status=case.status,
-        started_at=sql.as_utc(case.started_at),
-        fulfilled_at=sql.as_utc(case.fulfilled_at) if case.fulfilled_at else None,
+        started_at=case.started_at,
+        fulfilled_at=case.fulfilled_at,
         end_to_end_seconds=case.end_to_end_seconds,
         reopened=case.reopened,
         contacts=case.contacts,
