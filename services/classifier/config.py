@@ -51,6 +51,15 @@ class ClassifierSettings(ServiceSettings):
         "into the database at start when the database holds no model version yet.",
     )
     max_batch: int = Field(default=500, ge=1, description="Records per transaction at most.")
+    fetch_wait_ms: int = Field(
+        default=10,
+        ge=0,
+        le=500,
+        description="How long a fetch waits for more demands when fewer than a megabyte are "
+        "waiting (a backlog never waits). Each poll costs ~7 ms of CPU (a transaction, a "
+        "prediction): 10 ms cut CPU a demand by a quarter at 1,000/s for ~9 ms of latency; "
+        "0 answers at once.",
+    )
     review_threshold: float = Field(
         default=0.6,
         ge=0,

@@ -130,13 +130,13 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
             co_partitioned=True,
             group_instance_id=settings.instance_id or None,
             one_transaction_per_poll=True,
-            # A fetch waits up to 10 ms for more records (a megabyte: a backlog never waits).
-            # At 1,000 demands/s a poll is ~40 ms apart instead of ~18, each poll's fixed
-            # cost (~7 ms of CPU: a transaction, a prediction) paid half as often: 483-542 ->
-            # 373 µs of CPU a demand, produce -> visible p50 30-32 -> 39-42 ms (measured in
-            # process, docs/performance.md, the classifier in the whole stack).
-            fetch_min_bytes=1024 * 1024,
-            fetch_max_wait_ms=10,
+            # A fetch waits up to fetch_wait_ms for more records (a megabyte: a backlog never
+            # waits), so each poll's fixed cost (~7 ms of CPU: a transaction, a prediction)
+            # is paid less often: at 1,000 demands/s and 10 ms, 483-542 -> 373 µs of CPU a
+            # demand, produce -> visible p50 30-32 -> 39-42 ms (docs/performance.md, round
+            # eight). With no wait, a fetch answers as soon as one record is there.
+            fetch_min_bytes=1024 * 1024 if settings.fetch_wait_ms else 1,
+            fetch_max_wait_ms=settings.fetch_wait_ms or 500,
         ),
         metrics=ConsumerMetrics(registry),
         transactional_id_prefix=settings.transactional_id or settings.group_id,
