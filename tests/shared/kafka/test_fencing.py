@@ -10,15 +10,9 @@ second time and its stale offsets overwrite B's. With them, B's producers fence 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import signal
-import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -26,71 +20,14 @@ from shared.kafka.admin import ensure_topics
 from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name, topic_specs
+from tests.support.echo_worker import echo_worker
 from tests.support.factories import demand_received
 from tests.support.kafka_io import committed_to_end, publish_events
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[3]
 DEMANDS = 400
-
-
-class Worker:
-    """One echo worker process, and every line it has printed so far."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            self.lines.append(line.decode().rstrip())
-
-    async def lines_from(self, start: int) -> list[str]:
-        return self.lines[start:]
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGCONT)
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), 60)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        await asyncio.wait_for(self._reader, 10)
-
-
-@contextlib.asynccontextmanager
-async def worker(
-    settings: KafkaSettings, group: str, prefix: str, delay_s: float
-) -> AsyncIterator[Worker]:
-    env = {
-        **os.environ,
-        "DEMANDSCOPE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "DEMANDSCOPE_KAFKA_TOPIC_PREFIX": settings.topic_prefix,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.support.echo_worker",
-        group,
-        prefix,
-        str(delay_s),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    started = Worker(process)
-    try:
-        yield started
-    finally:
-        await started.stop()
 
 
 async def test_a_paused_instance_is_fenced_and_nothing_is_published_twice(
@@ -110,7 +47,7 @@ async def test_a_paused_instance_is_fenced_and_nothing_is_published_twice(
     )
 
     # A is slow: it holds each batch 3 s before returning it for commit.
-    async with worker(settings, group, prefix, delay_s=3.0) as a:
+    async with echo_worker(settings, group, prefix, delay_s=3.0) as a:
         holding = await wait_until(
             lambda: a.lines_from(0),
             accept=lambda lines: any(line.startswith("holding") for line in lines),
@@ -119,7 +56,7 @@ async def test_a_paused_instance_is_fenced_and_nothing_is_published_twice(
         )
         a.process.send_signal(signal.SIGSTOP)
         assert not any(line.startswith("committed") for line in holding)
-        async with worker(settings, group, prefix, delay_s=0.0) as b:
+        async with echo_worker(settings, group, prefix, delay_s=0.0) as b:
             # B joins; A, silent past its session timeout, is dropped; B gets every partition.
             await wait_until(
                 lambda: committed_to_end(settings, group, [source]),

@@ -2,7 +2,7 @@
 ``RunnerOptions.one_transaction_per_poll``) must not commit once its partitions have moved:
 whoever takes over any partition opens, and so fences, the shared producer too.
 
-As ``test_fencing.py``, with ``tests/shared/kafka/poll_echo_worker.py``: A alone holds every
+As ``test_fencing.py``, with the echo worker in its ``one-transaction`` mode: A alone holds every
 partition, so it commits through the shared producer; it is stopped (SIGSTOP) holding a batch
 past its session timeout; B and C take over half of the partitions each and process
 everything; A resumes and tries to commit what it held. Had B and C not opened the shared
@@ -11,15 +11,9 @@ producer (they commit through their partitions' own), A's output would land twic
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import signal
-import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -27,43 +21,14 @@ from shared.kafka.admin import ensure_topics
 from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name, topic_specs
-from tests.shared.kafka.test_fencing import Worker
+from tests.support.echo_worker import echo_worker
 from tests.support.factories import demand_received
 from tests.support.kafka_io import committed_to_end, publish_events
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[3]
 DEMANDS = 400
-
-
-@contextlib.asynccontextmanager
-async def worker(
-    settings: KafkaSettings, group: str, prefix: str, delay_s: float
-) -> AsyncIterator[Worker]:
-    env = {
-        **os.environ,
-        "DEMANDSCOPE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "DEMANDSCOPE_KAFKA_TOPIC_PREFIX": settings.topic_prefix,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.shared.kafka.poll_echo_worker",
-        group,
-        prefix,
-        str(delay_s),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    started = Worker(process)
-    try:
-        yield started
-    finally:
-        await started.stop()
 
 
 async def test_a_paused_instance_that_held_every_partition_is_fenced(
@@ -82,7 +47,7 @@ async def test_a_paused_instance_that_held_every_partition_is_fenced(
         settings, [demand_received(id=i, customer_ref=f"C-{n % 40}") for n, i in enumerate(ids)]
     )
 
-    async with worker(settings, group, prefix, delay_s=3.0) as a:
+    async with echo_worker(settings, group, prefix, delay_s=3.0, one_transaction=True) as a:
         # A holds every partition: its polls go out in one transaction, the shared
         # producer's. Stopped while it holds a batch of such a poll (3 s each).
         holding = await wait_until(
@@ -101,8 +66,8 @@ async def test_a_paused_instance_that_held_every_partition_is_fenced(
         # over some of the partitions, so neither commits through the shared producer,
         # and both open it all the same, to fence it.
         async with (
-            worker(settings, group, prefix, delay_s=0.0) as b,
-            worker(settings, group, prefix, delay_s=0.0) as c,
+            echo_worker(settings, group, prefix, delay_s=0.0, one_transaction=True) as b,
+            echo_worker(settings, group, prefix, delay_s=0.0, one_transaction=True) as c,
         ):
             await wait_until(
                 lambda: committed_to_end(settings, group, [source]),
