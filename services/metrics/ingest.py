@@ -7,7 +7,9 @@ whatever their order, duplication or topic interleaving: redelivery changes noth
 case event or label lands where it belongs, and a rebuild ends where the live service is.
 The common live case, a customer's new demands after everything stored for them, is
 stitched on from their stored cases instead of their history (domain/cases.stitch_tail,
-which gives the same rows or declines); anything else is recomputed in full.
+which gives the same rows or declines); so is a customer's one fulfilment or abandonment of
+an open case after everything stored (domain/cases.close_at_tail: the case updated in place);
+anything else is recomputed in full.
 A recorded change to the system (``SystemChanged``) is stored the same way, once by its id.
 The audit sample of the strata the batch's demands fall in is brought up to date in the same
 transaction (services/metrics/audit.py), and is a function of the same set.
@@ -42,8 +44,10 @@ from services.metrics.audit import (
 from services.metrics.db import open_cases, review_entries, sql, system_changes, write_path
 from services.metrics.db.audit_sample import Classified
 from services.metrics.domain.cases import (
+    StoredCase,
     TailStitched,
     apply_labels,
+    close_at_tail,
     stitch_customer,
     stitch_tail,
 )
@@ -72,6 +76,8 @@ class BatchOutcome:
     newly_fulfilled: list[NewlyFulfilled] = field(default_factory=list)
     # Customers stitched on at the tail, not recomputed from their history (for tests).
     stitched_at_tail: int = 0
+    # Customers whose case was closed at the tail by one case event (for tests).
+    closed_at_tail: int = 0
     # Events that cannot be stored, with why; nothing of them was applied.
     refused: list[Refused] = field(default_factory=list)
 
@@ -175,12 +181,17 @@ async def _apply(
         (e.source or "", e.customer_ref) for e in case_events
     }
     moved = {(e.source or "", e.customer_ref) for e in case_events}
+    settled = {(d.demand.source, d.demand.customer_ref) for d in demands}
     if labels:
         labelled = await write_path.customers_of_labels(session, labels)
         customers |= labelled
         moved |= labelled
+        settled |= labelled
     outcome = await recompute_customers(
-        session, sorted(customers), fresh=new_demands(demands, moved)
+        session,
+        sorted(customers),
+        fresh=new_demands(demands, moved),
+        closing=new_case_events(case_events, settled),
     )
     outcome.purposes |= {change.purpose for change in changes}
     return outcome
@@ -269,14 +280,32 @@ def new_demands(
     return fresh
 
 
+def new_case_events(
+    case_events: Sequence[CaseEvent], settled: set[sql.Customer]
+) -> dict[sql.Customer, list[sql.DemandKey]]:
+    """The customers whose case may be closed at the tail, with their case events' keys
+    (source, id) in the batch: those with no demand or label in it (``settled``).
+    close_at_tail takes one event, after everything stored; the others are declined."""
+    closing: dict[sql.Customer, list[sql.DemandKey]] = {}
+    for event in case_events:
+        source = event.source or ""
+        customer = (source, event.customer_ref)
+        if customer not in settled:
+            closing.setdefault(customer, []).append((source, event.id))
+    return closing
+
+
 async def recompute_customers(
     session: AsyncSession,
     customers: Sequence[sql.Customer],
     fresh: Mapping[sql.Customer, Sequence[sql.DemandKey]] | None = None,
+    closing: Mapping[sql.Customer, Sequence[sql.DemandKey]] | None = None,
 ) -> BatchOutcome:
     if not customers:
         return BatchOutcome()
-    return await sql.run_sync(session, lambda db: recompute_on_connection(db, customers, fresh))
+    return await sql.run_sync(
+        session, lambda db: recompute_on_connection(db, customers, fresh, closing)
+    )
 
 
 async def derive_everything(
@@ -321,6 +350,7 @@ def recompute_on_connection(
     db: sql.SyncDb,
     customers: Sequence[sql.Customer],
     fresh: Mapping[sql.Customer, Sequence[sql.DemandKey]] | None = None,
+    closing: Mapping[sql.Customer, Sequence[sql.DemandKey]] | None = None,
 ) -> BatchOutcome:
     """Every touched customer's cases stitched again from everything stored for them: four
     reads for all of them, then only the rows that changed written (write_path). Live
@@ -328,11 +358,17 @@ def recompute_on_connection(
     their own read-only ones, recording the writes.
 
     ``fresh`` (live: new_demands): customers whose batch holds only new demands, with
-    their keys; each is stitched on at the tail when stitch_tail can, else in full."""
+    their keys; each is stitched on at the tail when stitch_tail can, else in full.
+    ``closing`` (live: new_case_events): customers whose batch holds only case events,
+    with their keys; each has its case closed at the tail when close_at_tail can, else
+    is recomputed in full."""
     outcome = BatchOutcome()
-    if fresh:
+    if fresh or closing:
         write_path.lock_customers(db, customers)  # all of them, in one statement
-        customers = _stitch_at_tail(db, customers, fresh, outcome)
+        if fresh:
+            customers = _stitch_at_tail(db, customers, fresh, outcome)
+        if closing:
+            customers = _close_at_tail(db, customers, closing, outcome)
         if not customers:
             return outcome
         write_path.touch_customers(db, customers, lock=False)
@@ -394,3 +430,36 @@ def _stitch_at_tail(
         )
         outcome.stitched_at_tail = len(stitched)
     return [customer for customer in customers if customer not in stitched]
+
+
+def _close_at_tail(
+    db: sql.SyncDb,
+    customers: Sequence[sql.Customer],
+    closing: Mapping[sql.Customer, Sequence[sql.DemandKey]],
+    outcome: BatchOutcome,
+) -> list[sql.Customer]:
+    """The customers of ``closing`` whose case close_at_tail closes, written; returns the
+    others of ``customers``, for the full recomputation."""
+    state = write_path.closing_state(db, closing)
+    closed: dict[sql.Customer, StoredCase] = {}
+    for customer, event in state.events.items():
+        if customer in state.refused:
+            continue
+        case = close_at_tail(state.cases[customer], event)
+        if case is not None:
+            closed[customer] = case
+    if not closed:
+        return list(customers)
+    changed = write_path.close_derived(db, state, closed)
+    open_cases.take_closed(db, (old for old, _new in changed))
+    for _old, new in changed:
+        # The case's purpose: its figures moved (the demands' facts did not).
+        if new["purpose"] is not None:
+            outcome.purposes.add(new["purpose"])
+        seconds = new["end_to_end_seconds"]
+        if new["measured"] and seconds is not None and new["purpose"] is not None:
+            outcome.newly_fulfilled.append(
+                NewlyFulfilled(new["purpose"], new["first_channel"] or "other", seconds)
+            )
+    outcome.closed_at_tail = len(closed)
+    return [customer for customer in customers if customer not in closed]

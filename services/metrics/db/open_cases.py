@@ -70,6 +70,15 @@ def add_opened(db: SyncDb, cases: Iterable[tuple[str, Case]]) -> None:
     _apply(db, deltas)
 
 
+def take_closed(db: SyncDb, rows: Iterable[dict[str, Any]]) -> None:
+    """The counts less the cases closed at the tail, by their rows as stored (by column)."""
+    deltas: Counter[OpenKey] = Counter()
+    for row in rows:
+        if row["status"] == "open" and row["measured"]:
+            deltas[_key(row["source"], row["purpose"], row["first_channel"], row["team"])] -= 1
+    _apply(db, deltas)
+
+
 def _count_open(deltas: Counter[OpenKey], cases: Iterable[tuple[str, Case]]) -> None:
     for case_source, case in cases:
         if case.status == "open" and case.measured:

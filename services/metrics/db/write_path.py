@@ -913,6 +913,133 @@ def extend_derived(db: SyncDb, state: TailState, stitched: Mapping[Customer, Tai
     apply_day_deltas(db, deltas, measured, micros_of)
 
 
+# --- a case closed at the tail (domain/cases.close_at_tail): one case event only --------------
+#
+# A live batch's customers whose part of it is one case event (no demand, no label) read
+# their stored cases whole and their case events, not their demands; when the event closes
+# one open case after everything stored, that case is updated in place and case_days,
+# case_time_days and the open-case counts move by it. Facts and demand_days do not move: a
+# case event changes no demand's case or purpose.
+
+_CLOSE_CASE = (
+    "UPDATE cases SET status = :status, fulfilled_at = :fulfilled_at, "
+    "end_to_end_seconds = :end_to_end_seconds, one_stop = :one_stop, "
+    "last_activity_at = :last_activity_at "
+    "WHERE source = :source AND customer_ref = :customer_ref AND case_id = :case_id"
+)
+
+
+@dataclass
+class ClosingState:
+    """The customers offered for closing at the tail: their stored cases (whole rows, in
+    the database's form, and as stitch_tail's StoredCase), and their batch's one case
+    event as stored (only of the customers not ``refused``)."""
+
+    rows: dict[tuple[str, str, str], tuple[Any, ...]]  # _CASE_COLUMNS
+    cases: dict[Customer, list[StoredCase]]
+    events: dict[Customer, CaseEventFact]
+    # Recomputed whole instead: more than one case event of theirs in the batch, or one
+    # stored under another customer (another copy of its key).
+    refused: set[Customer]
+
+
+def closing_state(db: SyncDb, closing: Mapping[Customer, Sequence[DemandKey]]) -> ClosingState:
+    """The stored cases and case events of ``closing``'s customers (already locked), in two
+    reads; names the customers for the reads after it (touch_customers' table)."""
+    customers = sorted(closing)
+    touch_customers(db, customers, lock=False)
+    read_time = db.read_time
+    at = {c: _CASE_COLUMNS.index(c) for c in ("status", "contacts", "channels")}
+    rows: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+    cases: dict[Customer, list[StoredCase]] = {customer: [] for customer in customers}
+    for row in db.rows(_CASES):
+        rows[(row[0], row[1], row[2])] = tuple(row)
+        cases[(row[0], row[1])].append(
+            StoredCase(
+                case_id=row[2],
+                case_ref=row[3],
+                purpose=row[4],
+                status=row[at["status"]],
+                contacts=row[at["contacts"]],
+                failure_contacts=row[12],
+                channels=tuple(row[at["channels"]].split(",")) if row[at["channels"]] else (),
+                last_activity_at=read_time(row[17]),
+            )
+        )
+    wanted = {key: customer for customer, keys in closing.items() for key in keys}
+    events: dict[Customer, CaseEventFact] = {}
+    found: Counter[Customer] = Counter()
+    for row in db.rows(_CASE_EVENTS):
+        customer = wanted.get((row[0], row[2]))
+        if customer != (row[0], row[1]):
+            continue  # a stored event of theirs, or a key of the batch stored for another
+        found[customer] += 1
+        events[customer] = CaseEventFact(
+            event_id=row[2],
+            case_ref=row[3],
+            customer_ref=row[1],
+            type=row[4],
+            occurred_at=read_time(row[5]),
+            purpose=row[6],
+        )
+    refused = {c for c in customers if len(set(closing[c])) != 1 or found[c] != 1}
+    return ClosingState(rows, cases, events, refused)
+
+
+def close_derived(
+    db: SyncDb, state: ClosingState, closed: Mapping[Customer, StoredCase]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each closed case (close_at_tail's) updated in place, and case_days and
+    case_time_days moved from its row as stored to its row now. Returns the rows (by
+    column), as stored and now, for the open-case counts and the newly fulfilled."""
+    read_time, time = db.read_time, db.time
+    case_deltas: dict[CaseDayKey, list[int]] = {}
+    time_deltas: Counter[CaseTimeKey] = Counter()
+    changed: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    updates: list[dict[str, Any]] = []
+    for (source, customer_ref), case in closed.items():
+        old = dict(
+            zip(_CASE_COLUMNS, state.rows[(source, customer_ref, case.case_id)], strict=True)
+        )
+        for column in ("started_at", "fulfilled_at", "last_activity_at"):
+            if old[column] is not None:
+                old[column] = read_time(old[column])
+        old["measured"], old["one_stop"] = bool(old["measured"]), bool(old["one_stop"])
+        at = case.last_activity_at
+        fulfilled = case.status == "fulfilled"
+        new = old | {
+            "status": case.status,
+            "fulfilled_at": at if fulfilled else None,
+            # As Case.end_to_end_seconds: the case has a demand (close_at_tail's rule).
+            "end_to_end_seconds": max(0.0, (at - old["started_at"]).total_seconds())
+            if fulfilled
+            else None,
+            "one_stop": fulfilled and old["contacts"] == 1 and old["reopened"] == 0,
+            "last_activity_at": at,
+        }
+        count_case(case_deltas, old, -1)
+        count_case_time(time_deltas, old, -1)
+        count_case(case_deltas, new, +1)
+        count_case_time(time_deltas, new, +1)
+        changed.append((old, new))
+        updates.append(
+            {
+                "source": source,
+                "customer_ref": customer_ref,
+                "case_id": case.case_id,
+                "status": new["status"],
+                "fulfilled_at": time(at) if fulfilled else None,
+                "end_to_end_seconds": new["end_to_end_seconds"],
+                "one_stop": new["one_stop"],
+                "last_activity_at": time(at),
+            }
+        )
+    db.executemany(_CLOSE_CASE, updates)
+    apply_case_day_deltas(db, case_deltas)
+    apply_case_time_deltas(db, time_deltas)
+    return changed
+
+
 # --- a rebuild's bulk load: the derived tables' indexes built once, after it ----------------
 
 # The tables a rebuild's load stores into, and the one index of theirs the load itself reads

@@ -20,7 +20,8 @@ customer's clock starts at the customer's first demand.
 ``stitch_tail`` gives the same cases for the common live case without the history: demands
 later than everything stored for the customer, that join an open case or open one (by
 reference, cause or purpose), stitched on from the customer's stored cases; it declines
-(None) whenever that might differ.
+(None) whenever that might differ. ``close_at_tail`` does the same for one case event after
+everything stored that closes an open case with demands (a fulfilment or an abandonment).
 """
 
 from __future__ import annotations
@@ -361,6 +362,10 @@ def stitch_tail(
     by_ref = {case.case_ref: case for case in cases.values() if case.case_ref is not None}
     stored_causes = cause_cases or {}
     stitcher = _Stitcher(customer_ref)  # the cases these demands open, stitched as usual
+    # A case made with the id of an earlier one ("auto-<demand id>" as a reference) replaced
+    # it, and the references that case had taken name the new one in the full stitch, which
+    # the stored rows no longer tell: a reference not stored may be one of them.
+    collided = any(c.case_id == c.case_ref and c.case_id.startswith("auto-") for c in stored)
     extended: dict[str, StoredCase] = {}
     case_of_demand: dict[str, str] = {}
     cause_purpose: dict[str, str] = {}
@@ -377,7 +382,7 @@ def stitch_tail(
         if ref is not None:
             if ref not in stitcher.by_ref:
                 joined = by_ref.get(ref)
-                if joined is None and (ref in cases or ref in stitcher.cases):
+                if joined is None and (ref in cases or ref in stitcher.cases or collided):
                     return None  # the full stitch would make this id's case anew
         elif cause is not None and (cause in case_of_demand or cause in stored_causes):
             joined = cases.get(case_of_demand.get(cause) or stored_causes[cause])
@@ -400,6 +405,21 @@ def stitch_tail(
                 joined = chasing[0]
             elif f"auto-{demand.demand_id}" in cases:
                 return None
+        if (
+            joined is None
+            and ref is None
+            and (cause is None or cause not in stitcher.case_of_demand)
+        ):
+            # The stitcher joins its latest open case of the purpose; a stored one as recent
+            # (joined at the same instant by one of these demands) may be the full stitch's.
+            chosen = stitcher.open_case_for(demand.purpose)
+            if chosen is not None and any(
+                case.status == OPEN
+                and case.purpose == demand.purpose
+                and case.last_activity_at >= (chosen.last_activity_at or chosen.first_seen)
+                for case in cases.values()
+            ):
+                return None
         if joined is None:
             stitcher.add_demand(demand)
             continue
@@ -421,3 +441,38 @@ def stitch_tail(
         case_of_demand=case_of_demand,
         cause_purpose_of_demand=cause_purpose | stitcher.cause_purpose,
     )
+
+
+# --- a case closed at the tail: one fulfilment or abandonment after everything stored --------
+
+# The case events whose effect on an open case with demands is only its status and times.
+_CLOSING = {FULFILLED: FULFILLED, ABANDONED: ABANDONED}
+
+
+def close_at_tail(stored: Sequence[StoredCase], event: CaseEventFact) -> StoredCase | None:
+    """The stored case ``event`` (a customer's only event of the batch) closes, as it is
+    after it (its status and last activity; the caller sets the fulfilled time, the
+    end-to-end time and one-stop as Case derives them), or None when that is not certain
+    and the caller stitches the whole history: an event that is not a fulfilment or an
+    abandonment, or not after everything stored, or whose reference names no stored case,
+    two of them, or one that is not open or has no demand yet.
+
+    Why it is the same: in the full stitch the event comes after every stored event, so
+    the stitcher's cases are the stored ones when it reaches it; ``add_case_event`` finds
+    the case of its reference (by_ref: the one case that took the reference, which is
+    stored with it), touches it at the event's time, and sets its status (fulfilled: and
+    its fulfilled time; abandoned: none). The purpose stays its first demand's; the
+    demands, their cases and the other cases do not move."""
+    status = _CLOSING.get(event.type)
+    if status is None:
+        return None
+    latest = max((case.last_activity_at for case in stored), default=None)
+    if latest is None or event.occurred_at <= latest:
+        return None
+    named = [case for case in stored if case.case_ref == event.case_ref]
+    if len(named) != 1:
+        return None
+    case = named[0]
+    if case.status != OPEN or case.contacts == 0:
+        return None
+    return replace(case, status=status, last_activity_at=event.occurred_at)

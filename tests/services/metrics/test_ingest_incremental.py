@@ -1,9 +1,11 @@
-"""The live write path stitches a customer's new demands on at the tail (stitch_tail) and
-recomputes everything else in full: whatever it took, every derived table equals what a
-rebuild computes from the same set of events, and a full recomputation of the live
-customers afterwards changes nothing. Random scenarios (seeded): few customers, demands with
-late and tied times, references, causes, case events of every type, labels (some without a
-source), redelivered events, in random batches; on SQLite and PostgreSQL.
+"""The live write path stitches a customer's new demands on at the tail (stitch_tail), closes
+a case by one case event at the tail (close_at_tail), and recomputes everything else in
+full: whatever it took, every derived table equals what a rebuild computes from the same
+set of events, and a full recomputation of the live customers afterwards changes nothing.
+Random scenarios (seeded): few customers, demands with late and tied times, references,
+causes, case events of every type (closing ones often, and often in a batch of their own),
+labels (some without a source), redelivered events, in random batches; on SQLite and
+PostgreSQL.
 
 Each scenario is written twice into one database, under two sources ("live" and
 "rebuild"), its ids and references marked the same way, so the two sets of rows compare
@@ -59,13 +61,15 @@ def _scenario(seed: int, mark: str) -> list[Event]:
     customers = [f"{mark}C{n}" for n in range(rng.randint(1, 4))]
     events: list[Event] = []
     demand_ids: list[str] = []
+    referenced: list[tuple[str, str]] = []  # (customer, case reference) of demands so far
     at = T0
     for n in range(rng.randint(10, 40)):
         customer = rng.choice(customers)
+        ref = f"{mark}K{rng.randint(0, 2)}"
         at += timedelta(minutes=rng.choice([0, 1, 2, 30, 60, 60, 300, 300]))
         when = at - timedelta(minutes=rng.randint(1, 400)) if rng.random() < 0.1 else at
         roll = rng.random()
-        if roll < 0.82:
+        if roll < 0.65:
             failure = rng.random() < 0.3
             cause = None
             if failure and demand_ids and rng.random() < 0.3:
@@ -76,12 +80,16 @@ def _scenario(seed: int, mark: str) -> list[Event]:
                 )
             demand_id = f"{mark}d{n}"
             demand_ids.append(demand_id)
+            named = rng.random() < 0.3
+            if named:
+                referenced.append((customer, ref))
             events.append(
                 demand_classified(
                     id=demand_id,
                     source=source,
                     customer_ref=customer,
-                    case_ref=f"{mark}K{rng.randint(0, 2)}" if rng.random() < 0.1 else None,
+                    # Often: the case events below then close a case that has demands.
+                    case_ref=ref if named else None,
                     occurred_at=when,
                     channel=rng.choice([Channel.PHONE, Channel.EMAIL]),
                     team=rng.choice([None, "T1"]),
@@ -92,14 +100,18 @@ def _scenario(seed: int, mark: str) -> list[Event]:
                     attributes={"handling_seconds": "90"} if rng.random() < 0.3 else {},
                 )
             )
-        elif roll < 0.93:
+        elif roll < 0.93:  # mostly closing (close_at_tail's), of every type
+            if referenced and rng.random() < 0.8:  # a case a demand named
+                customer, ref = rng.choice(referenced[-4:])
             events.append(
                 case_event(
                     id=f"{mark}e{n}",
                     source=source,
                     customer_ref=customer,
-                    case_ref=f"{mark}K{rng.randint(0, 2)}",
-                    type=rng.choice(list(CaseEventType)),
+                    case_ref=ref,
+                    type=rng.choice(
+                        [*CaseEventType, *[CaseEventType.FULFILLED] * 4, CaseEventType.ABANDONED]
+                    ),
                     occurred_at=when,
                     purpose=rng.choice([None, "billing", "repair"]),
                 )
@@ -140,9 +152,17 @@ def _live_batches(seed: int, events: Sequence[Event]) -> list[list[Event]]:
     while ordered:
         size = rng.randint(1, 8)
         batch, ordered = ordered[:size], ordered[size:]
+        # Often the case events in a batch of their own, after (the usual order live).
+        closing: list[Event] = (
+            [e for e in batch if isinstance(e, CaseEvent)] if rng.random() < 0.6 else []
+        )
+        if closing:
+            batch = [e for e in batch if not isinstance(e, CaseEvent)] or closing
         if batches and rng.random() < 0.2:
             batch += rng.sample(batches[-1], min(2, len(batches[-1])))  # redelivered
         batches.append(batch)
+        if closing and batch is not closing:
+            batches.append(closing)
         if rng.random() < 0.05:
             batches.append(list(batch))  # the whole batch again
     return batches
@@ -171,9 +191,10 @@ async def _derived(session: AsyncSession, source: str, mark: str) -> dict[str, s
 
 async def _scenarios_live_and_rebuilt(
     sessions: async_sessionmaker[AsyncSession], seeds: range
-) -> tuple[int, int]:
-    """Returns the customers stitched at the tail and the customer recomputations in all."""
-    at_tail = recomputed = 0
+) -> tuple[int, int, int]:
+    """Returns the customers stitched at the tail, those closed there, and the customer
+    recomputations in all."""
+    at_tail = closed = recomputed = 0
     for seed in seeds:
         live, rebuilt = _scenario(seed, "L"), _scenario(seed, "R")
         for batch in _live_batches(seed, live):
@@ -181,6 +202,7 @@ async def _scenarios_live_and_rebuilt(
                 outcome = await apply_events(session, batch)
                 assert not outcome.refused
             at_tail += outcome.stitched_at_tail
+            closed += outcome.closed_at_tail
             recomputed += len(_customers(batch))
         # The rebuild: every event stored, then each customer computed once from them all.
         async with sessions.begin() as session:
@@ -196,7 +218,7 @@ async def _scenarios_live_and_rebuilt(
             await recompute_customers(session, _customers(live))
         async with sessions() as session:
             assert await _derived(session, f"s{seed}L", "L") == live_rows, f"scenario {seed}"
-    return at_tail, recomputed
+    return at_tail, closed, recomputed
 
 
 async def test_live_batches_stitched_at_the_tail_or_in_full_equal_a_rebuild(
@@ -205,14 +227,15 @@ async def test_live_batches_stitched_at_the_tail_or_in_full_equal_a_rebuild(
     await asyncio.to_thread(upgrade, database_url)
     engine = create_engine(database_url)
     try:
-        at_tail, recomputed = await _scenarios_live_and_rebuilt(
+        at_tail, closed, recomputed = await _scenarios_live_and_rebuilt(
             session_factory(engine), range(SCENARIOS)
         )
     finally:
         await engine.dispose()
     # Both ways were taken, each for a good share of the customers (else this tests little).
-    assert at_tail > 100, (at_tail, recomputed)
-    assert recomputed - at_tail > 100, (at_tail, recomputed)
+    assert at_tail > 100, (at_tail, closed, recomputed)
+    assert recomputed - at_tail - closed > 100, (at_tail, closed, recomputed)
+    assert closed > 12, (at_tail, closed, recomputed)  # 17 of the seeds, on either database
 
 
 async def test_a_label_stored_before_its_demand_is_applied_when_the_demand_comes(
@@ -257,5 +280,77 @@ async def test_a_label_stored_before_its_demand_is_applied_when_the_demand_comes
                 text("SELECT purpose, labelled FROM demand_facts WHERE demand_id = 'Ld2'")
             )
             assert [(p, bool(flag)) for p, flag in labelled.all()] == [("repair", True)]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_case_closed_at_the_tail_reports_what_the_full_recomputation_does(
+    database_url: str,
+) -> None:
+    """A fulfilment (and an abandonment) in a batch of its own, after its customer's demands:
+    closed at the tail, with the newly fulfilled case and the purpose the full recomputation
+    of the same events reports. One case was fulfilled and reopened before: not one-stop. One
+    fulfilment comes with a label of the customer's demand: recomputed in full."""
+    await asyncio.to_thread(upgrade, database_url)
+    engine = create_engine(database_url)
+
+    def events(
+        mark: str, customer: str, closing: CaseEventType, reopened: bool, label: bool
+    ) -> tuple[list[Event], list[Event]]:
+        """The events before, each in a batch of its own, and the last batch."""
+        source = f"y{mark}"
+        before: list[Event] = [
+            demand_classified(id=f"{mark}{customer}d{n}", source=source,
+                              customer_ref=f"{customer}", case_ref=f"{customer}K",
+                              occurred_at=T0 + timedelta(hours=n), purpose="repair",
+                              channel=Channel.EMAIL)
+            for n in ((1,) if reopened else (1, 2))
+        ]  # fmt: skip
+        before += [
+            case_event(id=f"{mark}{customer}e{n}", source=source, customer_ref=f"{customer}",
+                       case_ref=f"{customer}K", type=moved, occurred_at=T0 + timedelta(hours=n))
+            for n, moved in ((2, CaseEventType.FULFILLED), (3, CaseEventType.REOPENED))
+            if reopened
+        ]  # fmt: skip
+        last: list[Event] = [
+            case_event(id=f"{mark}{customer}e", source=source, customer_ref=f"{customer}",
+                       case_ref=f"{customer}K", type=closing,
+                       occurred_at=T0 + timedelta(hours=5), purpose="repair"),
+        ]  # fmt: skip
+        if label:
+            last.append(
+                demand_labelled(id=f"{mark}{customer}l", demand_id=f"{mark}{customer}d1",
+                                demand_source=source, purpose="billing",
+                                labelled_at=T0 + timedelta(hours=6))
+            )  # fmt: skip
+        return before, last
+
+    try:
+        sessions = session_factory(engine)
+        for customer, closing, reopened, label in (
+            ("F", CaseEventType.FULFILLED, False, False),
+            ("A", CaseEventType.ABANDONED, False, False),
+            ("R", CaseEventType.FULFILLED, True, False),
+            ("L", CaseEventType.FULFILLED, False, True),
+        ):
+            (tail, tail_last), (full, full_last) = (
+                events(m, customer, closing, reopened, label) for m in ("T", "W")
+            )
+            for batch in zip(tail, full, strict=True):
+                async with sessions.begin() as session:
+                    await apply_events(session, batch)
+            async with sessions.begin() as session:
+                at_tail = await apply_events(session, tail_last)
+                # The same events stored only, then their customer recomputed in full.
+                await apply_events(session, full_last, derive=False)
+                whole = await recompute_customers(session, [("yW", customer)])
+            assert (at_tail.closed_at_tail, whole.closed_at_tail) == (int(not label), 0)
+            assert at_tail.newly_fulfilled == whole.newly_fulfilled
+            assert at_tail.purposes >= {"repair"}
+            assert len(at_tail.newly_fulfilled) == (closing == CaseEventType.FULFILLED)
+            if not label:
+                assert at_tail.purposes == whole.purposes == {"repair"}
+        async with sessions() as session:
+            assert await _derived(session, "yT", "T") == await _derived(session, "yW", "W")
     finally:
         await engine.dispose()

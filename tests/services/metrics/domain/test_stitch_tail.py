@@ -5,18 +5,21 @@ with ties) and random tails, some before or at the last stored event."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.metrics.domain.cases import (
+    FULFILLED,
     OPEN,
     CaseEventFact,
     DemandFact,
     StitchedCustomer,
     StoredCase,
     TailStitched,
+    close_at_tail,
     stitch_customer,
     stitch_tail,
 )
@@ -192,3 +195,89 @@ def test_two_open_cases_equally_recent_are_declined() -> None:
     ]
     stored = _stored(stitch_customer("C", history, events))
     assert stitch_tail("C", stored, [_plain("t0", 9)]) is None
+
+
+# --- close_at_tail: one case event after the stored history ---------------------------------
+
+
+@st.composite
+def _closing(draw: st.DrawFn) -> tuple[list[DemandFact], list[CaseEventFact], CaseEventFact]:
+    """A history and one case event at its tail (some at the same minute or before it),
+    mostly naming one of the history's references, of every type (mostly closing ones)."""
+    demands, events, last = draw(_history())
+    refs = sorted({d.case_ref for d in demands if d.case_ref} | {e.case_ref for e in events})
+    named: str | None = None
+    if refs and draw(st.integers(0, 4)) > 0:
+        named = draw(st.sampled_from(refs))
+    event = CaseEventFact(
+        # Before or after the stored events' ids ("e<n>"): at a tie, the order by id.
+        event_id=draw(st.sampled_from(["a-tail", "z-tail"])),
+        case_ref=named or draw(st.sampled_from(["K1", "K3", "K4", "auto-h0", "auto-h1"])),
+        customer_ref="C",
+        type=draw(st.sampled_from(["fulfilled", "fulfilled", "abandoned", "reopened", "opened"])),
+        occurred_at=_at(last + draw(st.integers(-2, 6))),
+        purpose=draw(st.sampled_from([None, *PURPOSES])),
+    )
+    return demands, events, event
+
+
+def test_closing_at_the_tail_equals_stitching_the_whole_history() -> None:
+    counts = {"fulfilled": 0, "abandoned": 0, "declined": 0}
+
+    @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_closing())
+    def check(scenario: tuple[list[DemandFact], list[CaseEventFact], CaseEventFact]) -> None:
+        history, events, event = scenario
+        before = stitch_customer("C", history, events)
+        found = close_at_tail(_stored(before), event)
+        if found is None:
+            counts["declined"] += 1
+            return
+        counts[found.status] += 1
+        whole = stitch_customer("C", history, [*events, event])
+        stored = {c.case_id: c for c in before.cases}
+        assert {c.case_id: c for c in whole.cases if c.case_id != found.case_id} == {
+            i: c for i, c in stored.items() if i != found.case_id
+        }
+        case = next(c for c in whole.cases if c.case_id == found.case_id)
+        was = stored[found.case_id]
+        assert was.status == OPEN
+        assert was.contacts > 0
+        # What the write path sets (db/write_path.close_derived), and all it may set.
+        fulfilled = found.status == FULFILLED
+        assert (case.status, case.last_activity_at) == (found.status, found.last_activity_at)
+        assert case.fulfilled_at == (event.occurred_at if fulfilled else None)
+        assert case.end_to_end_seconds == (
+            max(0.0, (event.occurred_at - was.started_at).total_seconds()) if fulfilled else None
+        )
+        assert case.one_stop == (fulfilled and was.contacts == 1 and was.reopened == 0)
+        moved = ("status", "fulfilled_at", "last_activity_at")
+        assert replace(case, **{f: getattr(was, f) for f in moved}) == was
+        assert whole.case_of_demand == before.case_of_demand
+        assert whole.cause_purpose_of_demand == before.cause_purpose_of_demand
+
+    check()
+    # Not vacuous: both closings were taken often, and events were declined.
+    assert counts["fulfilled"] > 50, counts
+    assert counts["abandoned"] > 15, counts
+    assert counts["declined"] > 100, counts
+
+
+def test_a_case_event_at_the_time_of_the_last_stored_one_is_declined() -> None:
+    """At a tie the full stitch orders case events by id: this fulfilment ("a-tail") comes
+    before the reopening ("e1") there, and the case ends open, reopened once."""
+    history = [DemandFact("h0", "C", _at(1), "phone", None, "K1", "billing", "value", None)]
+    events = [
+        CaseEventFact("e0", "K1", "C", "fulfilled", _at(2), "billing"),
+        CaseEventFact("e1", "K1", "C", "reopened", _at(5), "billing"),
+    ]
+    stored = _stored(stitch_customer("C", history, events))
+    tied = CaseEventFact("a-tail", "K1", "C", "fulfilled", _at(5), "billing")
+    assert close_at_tail(stored, tied) is None
+    whole = stitch_customer("C", history, [*events, tied])
+    assert [(c.status, c.reopened) for c in whole.cases] == [(OPEN, 1)]
+    later = replace(tied, occurred_at=_at(6))
+    closed = close_at_tail(stored, later)
+    assert closed is not None
+    assert closed.status == FULFILLED
+    assert [c.status for c in stitch_customer("C", history, [*events, later]).cases] == [FULFILLED]
