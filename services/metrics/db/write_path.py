@@ -523,16 +523,7 @@ def stored_state(db: SyncDb, customers: Sequence[Customer]) -> StoredState:
         if row[13] is not None:
             facts[(source, demand_id)] = tuple(row[13:])
     for row in db.rows(_CASE_EVENTS):
-        histories[(row[0], row[1])].case_events.append(
-            CaseEventFact(
-                event_id=row[2],
-                case_ref=row[3],
-                customer_ref=row[1],
-                type=row[4],
-                occurred_at=read_time(row[5]),
-                purpose=row[6],
-            )
-        )
+        histories[(row[0], row[1])].case_events.append(_case_event_of(row, read_time))
     customer_of: dict[DemandKey, Customer] = {}
     for history_customer, history in histories.items():
         for demand in history.demands:
@@ -552,6 +543,18 @@ def stored_state(db: SyncDb, customers: Sequence[Customer]) -> StoredState:
             )
     cases = {(row[0], row[1], row[2]): tuple(row) for row in db.rows(_CASES)}
     return StoredState(histories, received, facts, cases, occurred)
+
+
+def _case_event_of(row: Sequence[Any], read_time: Callable[[Any], datetime]) -> CaseEventFact:
+    """A case event as stitched, from a row of _CASE_EVENTS's columns."""
+    return CaseEventFact(
+        event_id=row[2],
+        case_ref=row[3],
+        customer_ref=row[1],
+        type=row[4],
+        occurred_at=read_time(row[5]),
+        purpose=row[6],
+    )
 
 
 def _demand_of(row: Sequence[Any], read_time: Callable[[Any], datetime]) -> DemandFact:
@@ -974,14 +977,7 @@ def closing_state(db: SyncDb, closing: Mapping[Customer, Sequence[DemandKey]]) -
         if customer != (row[0], row[1]):
             continue  # a stored event of theirs, or a key of the batch stored for another
         found[customer] += 1
-        events[customer] = CaseEventFact(
-            event_id=row[2],
-            case_ref=row[3],
-            customer_ref=row[1],
-            type=row[4],
-            occurred_at=read_time(row[5]),
-            purpose=row[6],
-        )
+        events[customer] = _case_event_of(row, read_time)
     refused = {c for c in customers if len(set(closing[c])) != 1 or found[c] != 1}
     return ClosingState(rows, cases, events, refused)
 
