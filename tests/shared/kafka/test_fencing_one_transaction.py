@@ -12,41 +12,21 @@ producer (they commit through their partitions' own), A's output would land twic
 from __future__ import annotations
 
 import signal
-import uuid
-from collections import Counter
 
 import pytest
 
-from shared.kafka.admin import ensure_topics
-from shared.kafka.read_to_end import read_all
-from shared.kafka.settings import KafkaSettings
-from shared.topics import Topic, topic_name, topic_specs
 from tests.support.echo_worker import echo_worker
-from tests.support.factories import demand_received
-from tests.support.kafka_io import committed_to_end, publish_events
+from tests.support.fencing import assert_fenced_exactly_once, fencing_run, resume_held
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-DEMANDS = 400
 
 
 async def test_a_paused_instance_that_held_every_partition_is_fenced(
     kafka_bootstrap: str,
 ) -> None:
-    settings = KafkaSettings(
-        bootstrap_servers=kafka_bootstrap, topic_prefix=f"g{uuid.uuid4().hex[:10]}.", partitions=4
-    )
-    await ensure_topics(settings, topic_specs(settings))
-    source = topic_name(settings, Topic.DEMAND_RECEIVED)
-    output = topic_name(settings, Topic.DEMAND_CLASSIFIED)
-    group = f"fencing-all-{uuid.uuid4().hex[:10]}"
-    prefix = f"{group}-tx"
-    ids = [f"d{i}" for i in range(DEMANDS)]
-    await publish_events(
-        settings, [demand_received(id=i, customer_ref=f"C-{n % 40}") for n, i in enumerate(ids)]
-    )
-
+    run = await fencing_run(kafka_bootstrap, "fencing-all")
+    settings, group, prefix = run.settings, run.group, run.prefix
     async with echo_worker(settings, group, prefix, delay_s=3.0, one_transaction=True) as a:
         # A holds every partition: its polls go out in one transaction, the shared
         # producer's. Stopped while it holds a batch of such a poll (3 s each).
@@ -69,34 +49,8 @@ async def test_a_paused_instance_that_held_every_partition_is_fenced(
             echo_worker(settings, group, prefix, delay_s=0.0, one_transaction=True) as b,
             echo_worker(settings, group, prefix, delay_s=0.0, one_transaction=True) as c,
         ):
-            await wait_until(
-                lambda: committed_to_end(settings, group, [source]),
-                timeout=120,
-                what="B and C to take over and commit every partition",
-            )
-            resumed_at = len(a.lines)
-            a.process.send_signal(signal.SIGCONT)
-            after = await wait_until(
-                lambda: a.lines_from(resumed_at),
-                accept=lambda lines: any(
-                    line.startswith(("fenced", "committed")) for line in lines
-                ),
-                timeout=60,
-                what="A to try to commit the poll it held",
-                show=lambda lines: repr(lines[-5:]),
-            )
-            await wait_until(
-                lambda: committed_to_end(settings, group, [source]),
-                timeout=120,
-                what="the group at the end of its input again",
-            )
+            after = await resume_held(run, a)
             await b.stop()
             await c.stop()
         await a.stop()
-    published = await read_all(settings, [output], timeout=60)
-    counts = Counter((record.value or b"").decode() for record in published)
-    assert set(counts) == set(ids)  # nothing lost
-    assert [i for i, n in counts.items() if n > 1] == []  # nothing published twice
-    assert not any(line.startswith("committed") for line in after), after
-    assert any(line.startswith("fenced:") for line in after), after
-    assert a.process.returncode == 0
+    await assert_fenced_exactly_once(run, a, after)
