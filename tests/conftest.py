@@ -162,22 +162,13 @@ def fresh_postgres_url(postgres_url: str) -> str:
     import asyncio
     import concurrent.futures
 
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
+    from tests.support.databases import create_databases
 
     name = f"test_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        engine = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
-        async with engine.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        await engine.dispose()
-
     # In a thread of its own: a session fixture (Playwright's sync API) may keep an event
     # loop running in this one, where asyncio.run refuses to start another.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, create()).result()
-    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+        return pool.submit(asyncio.run, create_databases(postgres_url, [name])).result()[name]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

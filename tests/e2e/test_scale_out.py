@@ -27,8 +27,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import func, select
 
 from devstack.process import pick_free_port
 from services.classifier.changelog import parse_state
@@ -48,6 +47,7 @@ from shared.kafka.admin import ensure_topics
 from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name, topic_specs
+from tests.support.databases import create_databases
 from tests.support.factories import DEMO_SOURCE, case_event_body, demand_body, label_body
 from tests.support.kafka_io import committed_to_end
 from tests.support.waiting import wait_until
@@ -139,18 +139,6 @@ async def ready(client: httpx.AsyncClient, instance: Instance) -> bool:
         return False
 
 
-async def _create_databases(postgres_url: str, names: list[str]) -> dict[str, str]:
-    engine = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            for name in names:
-                await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await engine.dispose()
-    base = postgres_url.rsplit("/", 1)[0]
-    return {name: f"{base}/{name}" for name in names}
-
-
 @pytest.fixture
 async def fleet(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Fleet]:
     kafka = KafkaSettings(
@@ -160,7 +148,7 @@ async def fleet(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) -> Asyn
     )
     await ensure_topics(kafka, topic_specs(kafka))
     tag = uuid.uuid4().hex[:10]
-    urls = await _create_databases(
+    urls = await create_databases(
         postgres_url, [f"scale_{part}_{tag}" for part in ("intake", "classifier", "metrics")]
     )
     intake_url, classifier_url, metrics_url = urls.values()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +22,6 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
-    create_async_engine,
 )
 
 from services.metrics import ingest
@@ -52,6 +50,7 @@ from shared.estimates import AuditPair, estimate_share
 from shared.events import Channel, DemandClassified, DemandType, Event, PurposeMetrics
 from shared.kafka.settings import KafkaSettings
 from tests.support.apps import running
+from tests.support.databases import database_beside
 from tests.support.factories import demand_classified, demand_labelled
 from tests.support.kafka_io import latest_purpose_metrics
 from tests.support.waiting import wait_until
@@ -613,20 +612,6 @@ async def _old_draw_audit(
     )
 
 
-async def _another_database(url: str, tmp_path: Path) -> str:
-    """An empty database of the same kind as ``url``'s, beside it."""
-    if url.startswith("sqlite"):
-        return f"sqlite+aiosqlite:///{tmp_path / 'beside.db'}"
-    name = f"test_beside_{uuid.uuid4().hex[:12]}"
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await engine.dispose()
-    return url.rsplit("/", 1)[0] + f"/{name}"
-
-
 _KEPT = {
     "audit_items": "SELECT source, demand_id, purpose, week_start, draw, machine_demand_type, "
     "machine_failure_kind, model_version FROM audit_items",
@@ -709,7 +694,7 @@ async def test_the_kept_upkeep_leaves_what_the_counted_one_did_through_redeliver
         batches.append(rng.choice(batches))
         start = rng.randrange(len(events))
         batches.append(events[start : start + rng.randint(1, 60)])
-    beside = await _another_database(database_url, tmp_path)
+    beside = await database_beside(database_url, tmp_path)
     engines = {"kept": create_engine(database_url), "counted": create_engine(beside)}
     try:
         for url in (database_url, beside):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.audit import AuditPolicy, QueuePolicy
 from services.metrics.db.migrate import upgrade
@@ -31,6 +30,7 @@ from shared.database.engine import create_engine, session_factory
 from shared.events import CaseEventType, DemandType, Event
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
+from tests.support.databases import database_beside
 from tests.support.factories import (
     case_event,
     demand_classified,
@@ -124,20 +124,6 @@ async def _tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
         await engine.dispose()
 
 
-async def _beside(url: str, tmp_path: Path) -> str:
-    """An empty database of the same kind as ``url``'s."""
-    if url.startswith("sqlite"):
-        return f"sqlite+aiosqlite:///{tmp_path / 'beside.db'}"
-    name = f"test_beside_{uuid.uuid4().hex[:12]}"
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await engine.dispose()
-    return url.rsplit("/", 1)[0] + f"/{name}"
-
-
 async def _applied(url: str, batches: Sequence[Sequence[Record]], derive: bool) -> None:
     """The events decoded here and applied as apply_events(derive=False), then derived
     (``derive``)."""
@@ -190,7 +176,7 @@ async def test_batches_made_ready_in_the_rebuilds_process_store_what_apply_event
     database_url: str, tmp_path: Path
 ) -> None:
     batches = _batches()
-    beside = await _beside(database_url, tmp_path)
+    beside = await database_beside(database_url, tmp_path)
     await _applied(beside, batches, derive=False)
     await asyncio.to_thread(upgrade, database_url)
     engine = create_engine(database_url)
