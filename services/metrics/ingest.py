@@ -78,6 +78,8 @@ class BatchOutcome:
     stitched_at_tail: int = 0
     # Customers whose case was closed at the tail by one case event (for tests).
     closed_at_tail: int = 0
+    # Customers recomputed from their whole history (for tests and the bench).
+    recomputed: int = 0
     # Events that cannot be stored, with why; nothing of them was applied.
     refused: list[Refused] = field(default_factory=list)
 
@@ -375,6 +377,7 @@ def recompute_on_connection(
     else:
         write_path.touch_customers(db, customers)
     stored = write_path.stored_state(db, customers)
+    outcome.recomputed = len(customers)
     before = stored.fulfilled_before()
     outcome.purposes |= stored.purposes()
     stitched = {}
