@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import and_, func, literal, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db.measures import (
     Filters,
     as_date,
+    day_conditions,
     filter_days,
     whole_days,
     window_counts,
@@ -25,14 +26,13 @@ from services.metrics.db.sql import (
     SyncDb,
     as_utc,
     chunks,
-    same_demand,
+    run_sync,
 )
 from services.metrics.db.tables import (
     AuditItemRow,
     AuditStratumRow,
     Demand,
     DemandDayRow,
-    LabelRow,
 )
 from services.metrics.domain.audit import MachineCount, StratumKey
 
@@ -275,20 +275,56 @@ async def machine_counts(
         keys = [Demand.purpose, Demand.week_start, Demand.demand_type]
         return statement.group_by(*keys) if by == "all" else statement.group_by(group, *keys)
 
-    found: Counter[tuple[Hashable, StratumKey, str]] = Counter()
-    for from_days, (key, stratum_purpose, when, kind, n) in await window_counts(
-        session,
-        filters,
-        days=lambda whole: _machine_days_statement(whole, by=by, purpose=purpose),
-        rows=rows,
-        counts=1,
-        by_range=purpose is not None,
-        now=now,
-    ):
+    if whole_days(filters):
+        return machine_counts_of(
+            await run_sync(
+                session, lambda db: machine_counts_of_days(db, filters, by=by, purpose=purpose)
+            )
+        )
+    return machine_counts_of(
+        await window_counts(
+            session,
+            filters,
+            days=lambda whole: _machine_days_statement(whole, by=by, purpose=purpose),
+            rows=rows,
+            counts=1,
+            by_range=purpose is not None,
+            now=now,
+        )
+    )
+
+
+def machine_counts_of(found: Sequence[tuple[bool, tuple[Any, ...]]]) -> list[MachineCount]:
+    """machine_counts from its grouped counts (window_counts' form)."""
+    found_counts: Counter[tuple[Hashable, StratumKey, str]] = Counter()
+    for from_days, (key, stratum_purpose, when, kind, n) in found:
         # A day's row is in the stratum of its ISO week; a demand, of its week_start.
         week = _monday(as_date(when)) if from_days else when
-        found[(key, (stratum_purpose, week), kind)] += n
-    return [MachineCount(key, stratum, kind, n) for (key, stratum, kind), n in found.items() if n]
+        found_counts[(key, (stratum_purpose, week), kind)] += n
+    return [
+        MachineCount(key, stratum, kind, n) for (key, stratum, kind), n in found_counts.items() if n
+    ]
+
+
+def machine_counts_of_days(
+    db: SyncDb, filters: Filters, *, by: Grouping, purpose: str | None = None
+) -> list[tuple[bool, tuple[Any, ...]]]:
+    """_machine_days_statement's counts (whole days), on the connection (sql.run_sync):
+    (group, machine purpose, day, machine type, demands)."""
+    params: dict[str, Any] = {}
+    conditions = day_conditions(db, filters, params)
+    if purpose is not None:
+        conditions.append("machine_purpose = :purpose")
+        params["purpose"] = purpose
+    group = {"purpose": "machine_purpose", "channel": "channel", "all": "'all'"}[by]
+    keys = "day, machine_purpose, machine_type"
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    rows = db.rows(
+        f"SELECT {group}, machine_purpose, day, machine_type, sum(demands) FROM demand_days"
+        f"{where} GROUP BY {keys if by == 'all' else f'{group}, {keys}'}",
+        params,
+    )
+    return [(True, (g, p, db.read_day(d), kind, int(n or 0))) for g, p, d, kind, n in rows]
 
 
 def _monday(day: date) -> date:
@@ -372,39 +408,51 @@ async def audited(
     """The completed audit pairs of the demands the filters select: the machine's first
     label and the latest label made for the audit (labels made for any other reason are
     not an audit: they never enter the estimate)."""
-    statement: Any = (
-        select(
-            AuditItemRow.source,
-            AuditItemRow.demand_id,
-            AuditItemRow.purpose,
-            AuditItemRow.week_start,
-            Demand.channel,
-            Demand.occurred_at,
-            AuditItemRow.machine_demand_type,
-            LabelRow.demand_type,
-            LabelRow.labelled_at,
-            LabelRow.label_id,
-        )
-        .join(Demand, same_demand(Demand, AuditItemRow))
-        .join(
-            LabelRow,
-            and_(
-                same_demand(LabelRow, AuditItemRow, source="demand_source"),
-                LabelRow.reason == "audit",
-            ),
-        )
-    )
-    statement = _filter_received(statement, filters)
+    return await run_sync(session, lambda db: audited_of(db, filters, purpose=purpose))
+
+
+_AUDITED = (
+    "SELECT a.source, a.demand_id, a.purpose, a.week_start, d.channel, d.occurred_at, "
+    "a.machine_demand_type, l.demand_type, l.labelled_at, l.label_id FROM audit_items a "
+    "JOIN demands d ON d.source = a.source AND d.demand_id = a.demand_id "
+    "JOIN demand_labels l ON l.demand_source = a.source AND l.demand_id = a.demand_id "
+    "AND l.reason = 'audit'"
+)
+
+
+def audited_of(db: SyncDb, filters: Filters, *, purpose: str | None = None) -> list[AuditedRow]:
+    """audited, on the connection (sql.run_sync): for a caller with other reads to make in
+    the same hop."""
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
+    # _filter_received's filters, on the demands.
+    if filters.source is not None:
+        conditions.append("d.source = :source")
+        params["source"] = filters.source
+    if filters.period is not None:
+        conditions += ["d.occurred_at >= :occurred_from", "d.occurred_at < :occurred_to"]
+        params["occurred_from"] = db.time(as_utc(filters.period.start))
+        params["occurred_to"] = db.time(as_utc(filters.period.end))
+    if filters.channel is not None:
+        conditions.append("d.channel = :channel")
+        params["channel"] = filters.channel
+    if filters.team is not None:
+        conditions.append("d.team = :team")
+        params["team"] = filters.team
     if purpose is not None:
-        statement = statement.where(AuditItemRow.purpose == purpose)
+        conditions.append("a.purpose = :purpose")
+        params["purpose"] = purpose
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     latest: dict[DemandKey, tuple[tuple[datetime, str], AuditedRow]] = {}
-    for row in (await session.execute(statement)).all():
+    for row in db.rows(_AUDITED + where, params):
         source, demand_id, p, w, channel, occurred, machine, person, labelled_at, label_id = row
-        order = (as_utc(labelled_at), label_id)
+        order = (db.read_time(labelled_at), label_id)
         key = (source, demand_id)
         if key not in latest or order > latest[key][0]:
             latest[key] = (
                 order,
-                AuditedRow(demand_id, (p, w), channel, as_utc(occurred), machine, person),
+                AuditedRow(
+                    demand_id, (p, db.read_day(w)), channel, db.read_time(occurred), machine, person
+                ),
             )
     return [row for _, (_, row) in sorted(latest.items(), key=lambda item: item[0])]

@@ -10,12 +10,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, literal, literal_column, select, union_all
+from sqlalchemy import case, func, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db import open_cases
 from services.metrics.db.aggregates import band_floor, time_band
-from services.metrics.db.sql import as_utc
+from services.metrics.db.sql import SyncDb, as_utc, run_sync
 from services.metrics.db.tables import (
     CaseDayRow,
     CaseRow,
@@ -90,6 +90,129 @@ def filter_days(statement: Any, filters: Filters, table: DayTable = DemandDayRow
     if filters.team is not None:
         statement = statement.where(table.team == filters.team)
     return statement
+
+
+# --- whole days in plain SQL, for sql.run_sync ---------------------------------------------
+#
+# The reads of whole days (every period the API and the pages ask for) written once for both
+# databases with ``:name`` parameters, run on the session's connection: nothing for
+# SQLAlchemy to build and compile per call (the first call of a process compiled each
+# statement and configured the mappers, most of its time), and a caller with several of
+# them to make (service.purpose_summaries) makes them all in one hop to SQLite's thread.
+
+
+def _where(conditions: Sequence[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def day_conditions(db: SyncDb, filters: Filters, params: dict[str, Any]) -> list[str]:
+    """filter_days as SQL on a daily table (source, day, channel and team columns)."""
+    conditions = []
+    if filters.source is not None:
+        conditions.append("source = :source")
+        params["source"] = filters.source
+    if filters.period is not None:
+        conditions += ["day >= :day_from", "day < :day_to"]
+        params["day_from"] = db.day(as_utc(filters.period.start).date())
+        params["day_to"] = db.day(as_utc(filters.period.end).date())
+    if filters.channel is not None:
+        conditions.append("channel = :channel")
+        params["channel"] = filters.channel
+    if filters.team is not None:
+        conditions.append("team = :team")
+        params["team"] = filters.team
+    return conditions
+
+
+def _case_conditions(db: SyncDb, filters: Filters, params: dict[str, Any]) -> list[str]:
+    """_filter_cases by fulfilled_at, as SQL on the cases."""
+    conditions = []
+    if filters.source is not None:
+        conditions.append("source = :source")
+        params["source"] = filters.source
+    if filters.period is not None:
+        conditions += ["fulfilled_at >= :fulfilled_from", "fulfilled_at < :fulfilled_to"]
+        params["fulfilled_from"] = db.time(as_utc(filters.period.start))
+        params["fulfilled_to"] = db.time(as_utc(filters.period.end))
+    if filters.channel is not None:
+        conditions.append("first_channel = :channel")
+        params["channel"] = filters.channel
+    if filters.team is not None:
+        conditions.append("team = :team")
+        params["team"] = filters.team
+    return conditions
+
+
+def _grouped(
+    db: SyncDb, statement: str, params: dict[str, Any], counts: int
+) -> list[tuple[bool, tuple[Any, ...]]]:
+    """A grouped count off a daily table, in window_counts' form (the counts integers:
+    PostgreSQL's sum of a bigint is a numeric)."""
+    found = []
+    for row in db.rows(statement, params):
+        keys, numbers = row[: len(row) - counts], row[len(row) - counts :]
+        found.append((True, (*keys, *(int(v or 0) for v in numbers))))
+    return found
+
+
+def demand_counts_of_days(
+    db: SyncDb, filters: Filters, *, by: str = "purpose", purpose: str | None = None
+) -> list[tuple[bool, tuple[Any, ...]]]:
+    """demand_counts' counts of whole days, off demand_days: (key, demand type, demands)."""
+    params: dict[str, Any] = {}
+    conditions = day_conditions(db, filters, params)
+    if purpose is not None:
+        conditions.append("purpose = :purpose")
+        params["purpose"] = purpose
+    column = "purpose" if by == "purpose" else "channel"
+    return _grouped(
+        db,
+        f"SELECT {column}, demand_type, sum(demands) FROM demand_days{_where(conditions)} "
+        f"GROUP BY {column}, demand_type",
+        params,
+        1,
+    )
+
+
+def case_counts_of_days(
+    db: SyncDb, filters: Filters, purpose: str | None = None
+) -> list[tuple[bool, tuple[Any, ...]]]:
+    """fulfilled_case_counts' counts of whole days, off case_days: (purpose, fulfilled,
+    contacts, one-stop)."""
+    params: dict[str, Any] = {}
+    conditions = day_conditions(db, filters, params)
+    if purpose is not None:
+        conditions.append("purpose = :purpose")
+        params["purpose"] = purpose
+    return _grouped(
+        db,
+        "SELECT purpose, sum(fulfilled), sum(contacts), sum(one_stop) "
+        f"FROM case_days{_where(conditions)} GROUP BY purpose",
+        params,
+        3,
+    )
+
+
+def percentiles_of_days(
+    db: SyncDb, filters: Filters, quantiles: Sequence[float], *, purpose: str | None = None
+) -> dict[str, dict[float, float]]:
+    """end_to_end_percentiles of whole days: the bands' counts off case_time_days, then the
+    seeks (_banded_percentiles)."""
+    params: dict[str, Any] = {}
+    conditions = day_conditions(db, filters, params)
+    if purpose is not None:
+        conditions.append("purpose = :purpose")
+        params["purpose"] = purpose
+    bands = bands_of(
+        _grouped(
+            db,
+            f"SELECT purpose, band, sum(cases) FROM case_time_days{_where(conditions)} "
+            "GROUP BY purpose, band",
+            params,
+            1,
+        )
+    )
+    return _banded_percentiles(db, filters, quantiles, bands)
 
 
 def _none_if_empty(value: str | None) -> str | None:
@@ -248,9 +371,19 @@ async def demand_counts(
             statement = statement.where(DemandFactRow.purpose == purpose)
         return statement.group_by(column, DemandFactRow.demand_type)
 
-    found = await window_counts(
-        session, filters, days=days, rows=rows, counts=1, by_range=purpose is not None, now=now
-    )
+    if whole_days(filters):
+        found = await run_sync(
+            session, lambda db: demand_counts_of_days(db, filters, by=by, purpose=purpose)
+        )
+    else:
+        found = await window_counts(
+            session, filters, days=days, rows=rows, counts=1, by_range=purpose is not None, now=now
+        )
+    return demand_counts_of(found)
+
+
+def demand_counts_of(found: Sequence[tuple[bool, tuple[Any, ...]]]) -> list[DemandCounts]:
+    """demand_counts' figures from its grouped counts (window_counts' form)."""
     by_key: dict[str, Counter[str]] = {}
     for _from_days, (key, demand_type, count) in found:
         by_key.setdefault(key, Counter())[demand_type] += count
@@ -310,9 +443,17 @@ async def fulfilled_case_counts(
             statement = statement.where(CaseRow.purpose == purpose)
         return statement.group_by(CaseRow.purpose)
 
-    found = await window_counts(
-        session, filters, days=days, rows=rows, counts=3, by_range=purpose is not None, now=now
-    )
+    if whole_days(filters):
+        found = await run_sync(session, lambda db: case_counts_of_days(db, filters, purpose))
+    else:
+        found = await window_counts(
+            session, filters, days=days, rows=rows, counts=3, by_range=purpose is not None, now=now
+        )
+    return case_counts_of(found)
+
+
+def case_counts_of(found: Sequence[tuple[bool, tuple[Any, ...]]]) -> dict[str, CaseCounts]:
+    """fulfilled_case_counts' figures from its grouped counts (window_counts' form)."""
     # A case without a purpose is kept as '' in case_days and, as from the cases, counted
     # under none.
     sums: dict[Any, list[int]] = {}
@@ -346,9 +487,15 @@ async def end_to_end_percentiles(
         )
         return _filter_cases(statement, filters, by=CaseRow.fulfilled_at)
 
-    if whole_days(filters) or purpose is not None:
+    if whole_days(filters):
+        return await run_sync(
+            session, lambda db: percentiles_of_days(db, filters, quantiles, purpose=purpose)
+        )
+    if purpose is not None:
         bands = await _period_bands(session, filters, purpose, now)
-        return await _banded_percentiles(session, quantiles, fulfilled, bands)
+        return await run_sync(
+            session, lambda db: _banded_percentiles(db, filters, quantiles, bands)
+        )
     counting: Any = select(CaseRow.purpose, func.count()).where(
         CaseRow.end_to_end_seconds.is_not(None)
     )
@@ -401,10 +548,18 @@ async def _period_bands(
         )
         return _filter_cases(statement, some, by=CaseRow.fulfilled_at)
 
+    return bands_of(
+        await window_counts(
+            session, filters, days=days, rows=rows, counts=1, by_range=True, now=now
+        )
+    )
+
+
+def bands_of(found: Sequence[tuple[bool, tuple[Any, ...]]]) -> dict[str, list[tuple[int, int]]]:
+    """Per purpose, the (band, count) of the period's times, from window_counts' form: a
+    daily table's rows carry a band, the cases' rows a time to band."""
     counted: Counter[tuple[str, int]] = Counter()
-    for from_days, (band_purpose, value, n) in await window_counts(
-        session, filters, days=days, rows=rows, counts=1, by_range=True, now=now
-    ):
+    for from_days, (band_purpose, value, n) in found:
         band = int(value) if from_days else time_band(float(value))
         counted[(band_purpose or "", band)] += n
     bands: dict[str, list[tuple[int, int]]] = {}
@@ -414,65 +569,79 @@ async def _period_bands(
     return bands
 
 
-async def _banded_percentiles(
-    session: AsyncSession,
+def _banded_percentiles(
+    db: SyncDb,
+    filters: Filters,
     quantiles: Sequence[float],
-    fulfilled: Callable[[], Any],
     bands: dict[str, list[tuple[int, int]]],
 ) -> dict[str, dict[float, float]]:
-    """end_to_end_percentiles off the period's bands (_period_bands): the bands' counts say
-    which band holds each rank and how many times lie below it; the two times either side
-    of the rank are then read from that band on, off the cases' index (a few seeks, not the
-    whole period). The same times as the full walk, so the same percentiles."""
+    """end_to_end_percentiles off the period's bands (_period_bands, _bands_of_days): the
+    bands' counts say which band holds each rank and how many times lie below it; the two
+    times either side of the rank are then read from that band on, off the cases' index (a
+    few seeks, not the whole period). The same times as the full walk, so the same
+    percentiles."""
     # Every seek (purpose, quantile) in one statement: a UNION ALL of each seek's two
-    # times, tagged with its number (one round trip, not one per seek).
+    # times, tagged with its number (one round trip, not one per seek). The cases' filters
+    # are the same for every seek: bound once.
+    params: dict[str, Any] = {}
+    filtered = _case_conditions(db, filters, params)
     seeks: list[tuple[Any, float, float, int]] = []  # purpose, quantile, rank, below
-    parts: list[Any] = []
+    parts: list[str] = []
 
-    def part(query: Any, ordered: Any, limit: int, offset: int) -> None:
-        seek = query.order_by(ordered).limit(limit).offset(offset).subquery()
-        parts.append(select(literal(len(seeks)), seek.c.end_to_end_seconds))
+    def part(conditions: list[str], order: str, limit: int, offset: int) -> None:
+        parts.append(
+            f"SELECT {len(seeks)}, s.end_to_end_seconds FROM (SELECT end_to_end_seconds "
+            f"FROM cases WHERE {' AND '.join(conditions)} ORDER BY end_to_end_seconds {order} "
+            f"LIMIT {limit} OFFSET {offset}) s"
+        )
 
+    purposes: dict[str, str] = {}  # purpose -> its parameter's name
     for band_purpose, counts in bands.items():
         key: Any = band_purpose or None  # a case without a purpose, as the cases hold it
+        if key is None:
+            of_purpose = "purpose IS NULL"
+        else:
+            name = purposes.setdefault(key, f"p{len(purposes)}")
+            params[name] = key
+            of_purpose = f"purpose = :{name}"
         counts.sort()
         size = sum(n for _band, n in counts)
         for q in quantiles:
             rank = (size - 1) * q / 100
             below = math.floor(rank)
             band, before, in_band = _band_of(counts, below)
-            query = fulfilled().where(
-                CaseRow.purpose == key if key is not None else CaseRow.purpose.is_(None)
-            )
+            conditions = ["end_to_end_seconds IS NOT NULL", *filtered, of_purpose]
             floor = band_floor(band)
             ceiling = None if band == _TOP_BAND else band_floor(band + 1)
             if floor is not None:
-                query = query.where(CaseRow.end_to_end_seconds >= floor)
+                params[f"b{band}"] = floor
+                conditions.append(f"end_to_end_seconds >= :b{band}")
             # The OFFSET walks the band's times of all time, those out of the period too:
             # a rank past the band's middle is read from the band's top down instead (the
             # band's count in the period says where that is), so a seek walks at most half
             # of its band, not all of it.
             offset = below - before
             if ceiling is None or offset < in_band // 2:
-                part(query, CaseRow.end_to_end_seconds, 2, offset)
+                part(conditions, "", 2, offset)
             else:
-                within = query.where(CaseRow.end_to_end_seconds < ceiling)
-                top_down = CaseRow.end_to_end_seconds.desc()
+                params[f"b{band + 1}"] = ceiling
+                within = [*conditions, f"end_to_end_seconds < :b{band + 1}"]
                 if offset + 1 < in_band:  # both times in this band
-                    part(within, top_down, 2, in_band - 2 - offset)
+                    part(within, "DESC", 2, in_band - 2 - offset)
                 else:  # the band's last time, and the first of the bands above it
-                    part(within, top_down, 1, 0)
-                    above_band = fulfilled().where(
-                        CaseRow.purpose == key if key is not None else CaseRow.purpose.is_(None),
-                        CaseRow.end_to_end_seconds >= ceiling,
-                    )
-                    part(above_band, CaseRow.end_to_end_seconds, 1, 0)
+                    part(within, "DESC", 1, 0)
+                    above_band = [
+                        "end_to_end_seconds IS NOT NULL",
+                        *filtered,
+                        of_purpose,
+                        f"end_to_end_seconds >= :b{band + 1}",
+                    ]
+                    part(above_band, "", 1, 0)
             seeks.append((key, q, rank, below))
     times: dict[int, list[float]] = {}
     for start in range(0, len(parts), _SEEKS_PER_STATEMENT):
         chunk = parts[start : start + _SEEKS_PER_STATEMENT]
-        statement: Any = chunk[0] if len(chunk) == 1 else union_all(*chunk)
-        for i, seconds in (await session.execute(statement)).all():
+        for i, seconds in db.rows(" UNION ALL ".join(chunk), params):
             times.setdefault(int(i), []).append(float(seconds))
     found: dict[Any, dict[float, float]] = {key: {} for key, *_ in seeks}
     for i, (key, q, rank, below) in enumerate(seeks):

@@ -11,15 +11,13 @@ request."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics.db import write_path
-from services.metrics.db.sql import Customer, SyncDb
-from services.metrics.db.tables import OpenCaseCountRow
+from services.metrics.db.sql import Customer, SyncDb, run_sync
 from services.metrics.db.write_path import StoredState
 from services.metrics.domain.cases import Case, DemandFact, StitchedCustomer
 
@@ -105,14 +103,36 @@ async def counts(
     purposes: Iterable[str] | None = None,
 ) -> dict[str | None, int]:
     """Open cases per purpose (a case without one under None), for the filters given."""
-    statement: Any = select(OpenCaseCountRow.purpose, func.sum(OpenCaseCountRow.cases))
-    if source is not None:
-        statement = statement.where(OpenCaseCountRow.source == source)
-    if channel is not None:
-        statement = statement.where(OpenCaseCountRow.channel == channel)
-    if team is not None:
-        statement = statement.where(OpenCaseCountRow.team == team)
+    chosen = None if purposes is None else list(purposes)
+    return await run_sync(
+        session,
+        lambda db: counts_of(db, source=source, channel=channel, team=team, purposes=chosen),
+    )
+
+
+def counts_of(
+    db: SyncDb,
+    *,
+    source: str | None,
+    channel: str | None,
+    team: str | None,
+    purposes: Sequence[str] | None = None,
+) -> dict[str | None, int]:
+    """counts, on the connection (sql.run_sync): for a caller with other reads to make in
+    the same hop."""
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
+    for column, value in (("source", source), ("channel", channel), ("team", team)):
+        if value is not None:
+            conditions.append(f"{column} = :{column}")
+            params[column] = value
     if purposes is not None:
-        statement = statement.where(OpenCaseCountRow.purpose.in_(list(purposes)))
-    rows = await session.execute(statement.group_by(OpenCaseCountRow.purpose))
-    return {(p or None): int(n) for p, n in rows.all() if n}
+        names = [f"p{i}" for i in range(len(purposes))]
+        params |= dict(zip(names, purposes, strict=True))
+        # No purpose at all matches nothing (an empty IN is not SQL on every database).
+        conditions.append(f"purpose IN ({', '.join(':' + n for n in names)})" if names else "0 = 1")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    rows = db.rows(
+        f"SELECT purpose, sum(cases) FROM open_case_counts{where} GROUP BY purpose", params
+    )
+    return {(p or None): int(n) for p, n in rows if n}
