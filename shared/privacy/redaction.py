@@ -129,21 +129,29 @@ class Redactor:
         at = text.find("@")
         if at >= 0:
             text = _mask_emails(text, at, kinds)
-        if _DIGIT.search(text) is None:
+        digit = _DIGIT.search(text)
+        if digit is None:
             # Every remaining detector needs a digit: the common case of plain words is cheap.
             return RedactionResult(text, tuple(sorted(kinds)))
-        text = _mask_ibans(text, kinds)
-        long_runs = list(_PHONE_RUN.finditer(text))
+        # No match of theirs starts more than two characters before the first digit (an
+        # IBAN's check digits follow its two letters, a run's first digit its one-character
+        # lead, an NI candidate starts with digits), so they search from there, not from the
+        # start of the text (their lookbehinds still see what precedes). Masking only ever
+        # removes digits, so the first digit never moves closer to the start. On the bench's
+        # text (the digits near its end) 9.8 -> 7.9 µs, measured.
+        start = max(0, digit.start() - 2)
+        text = _mask_ibans(text, kinds, start)
+        long_runs = list(_PHONE_RUN.finditer(text, start))
         found_in = text
-        if long_runs and max(run.end() - run.start() for run in long_runs) >= _CARD_DIGITS[0]:
+        if long_runs and any(run.end() - run.start() >= _CARD_DIGITS[0] for run in long_runs):
             # Only a run of 13 characters or more can hold a card's 13 digits.
-            cards = _CARD_RUN.finditer(text)
+            cards = _CARD_RUN.finditer(text, start)
             text = _mask_in_digit_runs(text, "card", kinds, _is_card, _CARD_DIGITS, cards)
-        if _NI_CANDIDATE.search(text) is not None:
+        if _NI_CANDIDATE.search(text, start) is not None:
             text = _mask(_NI_NUMBER, text, "ni_number", kinds)
         if long_runs:  # masking cards and NI numbers only ever removes digits
             # The runs found above, unless a card or NI number was masked since.
-            phones = long_runs if text == found_in else _PHONE_RUN.finditer(text)
+            phones = long_runs if text == found_in else _PHONE_RUN.finditer(text, start)
             text = _mask_in_digit_runs(text, "phone", kinds, _is_phone, _PHONE_DIGITS, phones)
         return RedactionResult(text, tuple(sorted(kinds)))
 
@@ -166,8 +174,9 @@ def _mask_emails(text: str, at: int, kinds: set[str]) -> str:
     return text[:start] + masked if start else masked
 
 
-def _mask_ibans(text: str, kinds: set[str]) -> str:
-    if _IBAN.search(text) is None:
+def _mask_ibans(text: str, kinds: set[str], start: int = 0) -> str:
+    """IBANs masked; none starts before ``start``."""
+    if _IBAN.search(text, start) is None:
         return text  # the common case, without a substitution's callback set up (0.3 µs)
 
     def replace(match: re.Match[str]) -> str:
