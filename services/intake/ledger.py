@@ -28,8 +28,8 @@ import logging
 import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
@@ -59,13 +59,17 @@ class LedgerUnavailable(RuntimeError):
 _Operation = Literal["claim", "confirm", "release"]
 
 
-@dataclass
 class _Request:
-    operation: _Operation
-    keys: Sequence[EventKey]
-    done: asyncio.Future[list[Claim]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    """An operation for the writer's next burst, and the future its caller awaits."""
+
+    __slots__ = ("done", "keys", "operation")
+
+    def __init__(
+        self, operation: _Operation, keys: Sequence[EventKey], done: asyncio.Future[list[Claim]]
+    ) -> None:
+        self.operation = operation
+        self.keys = keys
+        self.done = done
 
 
 def _log_failure(done: asyncio.Future[list[Claim]]) -> None:
@@ -191,7 +195,13 @@ class IdempotencyLedger:
     def __init__(self, engine: AsyncEngine, *, lease: timedelta) -> None:
         self._engine = engine
         self._lease = lease
-        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
+        # The writer's queue: a deque and a future it waits on when the deque is empty,
+        # not an asyncio.Queue (its put and get cost ~1.5 µs a single request, measured);
+        # None asks the writer to stop. Confirmations without a caller waiting (the 202
+        # path) gather as keys and go as one operation per burst, not a future each.
+        self._queue: deque[_Request | None] = deque()
+        self._confirming: list[EventKey] = []
+        self._wake: asyncio.Future[None] | None = None
         self._store = _store_for(engine)
         self._running = False
 
@@ -206,15 +216,10 @@ class IdempotencyLedger:
         batch: list[_Request] = []
         try:
             while True:
-                first = await self._queue.get()
-                batch = [] if first is None else [first]
-                stopping = first is None
-                while not stopping and not self._queue.empty():
-                    queued = self._queue.get_nowait()
-                    if queued is None:
-                        stopping = True
-                    else:
-                        batch.append(queued)
+                while not self._queue and not self._confirming:
+                    self._wake = asyncio.get_running_loop().create_future()
+                    await self._wake
+                batch, stopping = self._take()
                 if batch:
                     await self._write(batch)
                 batch = []
@@ -222,17 +227,45 @@ class IdempotencyLedger:
                     return
         finally:
             self._running = False
+            self._wake = None
             # What is still queued, or was in hand when an error struck, is refused.
-            while not self._queue.empty():
-                queued = self._queue.get_nowait()
-                if queued is not None:
-                    batch.append(queued)
+            while self._queue or self._confirming:
+                rest, _ = self._take()
+                batch += rest
             _fail(batch, LedgerUnavailable("the ledger writer stopped"))
             await self._disconnect()
 
+    def _take(self) -> tuple[list[_Request], bool]:
+        """The queued operations up to a stop, with the confirmations gathered so far; and
+        whether a stop was asked for."""
+        queue = self._queue
+        batch: list[_Request] = []
+        stopping = False
+        while queue:
+            queued = queue.popleft()
+            if queued is None:
+                stopping = True
+                break
+            batch.append(queued)
+        if self._confirming:
+            keys, self._confirming = self._confirming, []
+            done: asyncio.Future[list[Claim]] = asyncio.get_running_loop().create_future()
+            done.add_done_callback(_log_failure)
+            batch.append(_Request("confirm", keys, done))
+        return batch, stopping
+
+    def _put(self, request: _Request | None) -> None:
+        self._queue.append(request)
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
     def request_stop(self) -> None:
         """Let the operations already queued land (confirmations above all), then stop."""
-        self._queue.put_nowait(None)
+        self._put(None)
 
     async def _write(self, batch: list[_Request]) -> None:
         try:
@@ -276,9 +309,8 @@ class IdempotencyLedger:
         pending claim and is told to retry (409), so it is still not published twice.
         """
         if keys and self._running:
-            request = _Request("confirm", keys)
-            request.done.add_done_callback(_log_failure)
-            self._queue.put_nowait(request)
+            self._confirming += keys
+            self._wake_writer()
 
     async def release(self, keys: Sequence[EventKey]) -> None:
         await self._submit("release", keys)
@@ -294,9 +326,9 @@ class IdempotencyLedger:
             return []
         if not self._running:
             raise LedgerUnavailable("the ledger writer is not running")
-        request = _Request(operation, keys)
-        await self._queue.put(request)
-        return await request.done
+        done: asyncio.Future[list[Claim]] = asyncio.get_running_loop().create_future()
+        self._put(_Request(operation, keys, done))
+        return await done
 
     async def _run(self, batch: list[_Request]) -> list[list[Claim]]:
         now = datetime.now(UTC)

@@ -120,6 +120,21 @@ class IntakeService:
         return topic
 
     def _count(self, events: Sequence[Event], outcomes: list[Outcome], source: str) -> None:
+        if len(events) == 1 and type(event := events[0]) is DemandReceived:
+            # A single demand (the single route): its counters straight away, not tallied.
+            (outcome,) = outcomes
+            metrics = self.metrics
+            if outcome is Outcome.ACCEPTED:
+                channel = str(event.channel)
+                metrics.child(metrics.accepted, "demand", channel, source).inc()
+                for redaction in event.redactions:
+                    metrics.child(metrics.redactions, redaction).inc()
+            elif outcome is Outcome.DUPLICATE:
+                channel = str(event.channel)
+                metrics.child(metrics.duplicates, "demand", channel, source).inc()
+            else:
+                metrics.child(metrics.rejected, "demand", source, "in_flight").inc()
+            return
         # Tallied first, then one labelled increment per (outcome, kind, channel): a batch of
         # 500 looked its counters' labels up 500 times. Plain dicts, not Counters: a
         # Counter's missing key goes through Python, and a single event made two of them
