@@ -9,6 +9,7 @@ import logging
 import random
 import weakref
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -74,6 +75,122 @@ def partition_for(key: bytes | None, all_partitions: list[int], available: list[
     return all_partitions[_key_hash(key) % len(all_partitions)]
 
 
+class _Gathered:
+    """Single records of concurrent callers to one partition, sent as one batch a round.
+
+    The first record starts a drain task; until it runs, and while its batch waits for the
+    partition (aiokafka keeps one pending batch a partition), later records gather behind
+    it and leave as the next batch: one batch and one future for them all, not a send()
+    coroutine and a future each. Each caller is answered when its record's batch is."""
+
+    def __init__(self, producer: AIOKafkaProducer, where: tuple[str, int]) -> None:
+        self.producer = producer
+        self.where = where
+        self.records: list[OutboundRecord] = []
+        self.answers: list[asyncio.Future[None]] = []
+        self.draining: asyncio.Task[None] | None = None
+
+    def add(self, record: OutboundRecord) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[None] = loop.create_future()
+        self.records.append(record)
+        self.answers.append(answer)
+        if self.draining is None:
+            self.draining = loop.create_task(self._drain())
+        return answer
+
+    async def _drain(self) -> None:
+        gate = _gate(self.producer, self.where)
+        try:
+            while self.records:
+                records, self.records = self.records, []
+                answers, self.answers = self.answers, []
+                try:
+                    async with gate:
+                        futures = await _put(self.producer, self.where, records, batched=True)
+                except Exception as error:  # refused (a Kafka error, a timeout): theirs too
+                    _answer_all(answers, error)
+                    continue
+                except BaseException:
+                    _answer_all(answers, _stopped())
+                    raise
+                for future in futures[:-1]:
+                    future.add_done_callback(partial(_answer_if_failed, answers))
+                futures[-1].add_done_callback(partial(_answer_after, futures, answers))
+        finally:
+            self.draining = None
+            if self.records:  # cancelled with records gathered: refused, not left waiting
+                _answer_all(self.answers, _stopped())
+                self.records, self.answers = [], []
+
+
+def _answer_all(answers: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for answer in answers:
+        if not answer.done():
+            if error is None:
+                answer.set_result(None)
+            else:
+                answer.set_exception(error)
+
+
+def _answer_if_failed(answers: list[asyncio.Future[None]], future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        _answer_all(answers, future.exception())
+
+
+def _answer_after(
+    futures: list[asyncio.Future[Any]],
+    answers: list[asyncio.Future[None]],
+    last: asyncio.Future[Any],
+) -> None:
+    for future in futures:
+        if not future.done():  # an earlier batch of the call still in flight: answer with it
+            future.add_done_callback(partial(_answer_after, futures, answers))
+            return
+        error = _stopped() if future.cancelled() else future.exception()
+        if error is not None:
+            _answer_all(answers, error)
+            return
+    _answer_all(answers, None)
+
+
+def _stopped() -> KafkaError:
+    """What a gathered record's caller is told if its batch never left (the loop stopped)."""
+    return KafkaError("the producer stopped before the batch was sent")
+
+_gathered: weakref.WeakKeyDictionary[AIOKafkaProducer, dict[tuple[str, int], _Gathered]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _gate(producer: AIOKafkaProducer, where: tuple[str, int]) -> asyncio.Lock:
+    gates = _gates.get(producer)
+    if gates is None:
+        gates = _gates[producer] = {}
+    gate = gates.get(where)
+    if gate is None:
+        gate = gates[where] = asyncio.Lock()
+    return gate
+
+
+async def send_gathered(producer: AIOKafkaProducer, records: Iterable[OutboundRecord]) -> None:
+    """send_all for a producer outside transactions, its small calls' records gathered with
+    other callers' into one batch a partition (``_Gathered``)."""
+    records = list(records)
+    if len(records) != 1:
+        await send_all(producer, records)
+        return
+    (record,) = records
+    where = (record.topic, partition_for(record.key, *await _partitions(producer, record.topic)))
+    gathered = _gathered.get(producer)
+    if gathered is None:
+        gathered = _gathered[producer] = {}
+    group = gathered.get(where)
+    if group is None:
+        group = gathered[where] = _Gathered(producer, where)
+    await group.add(record)
+
+
 async def send_all(producer: AIOKafkaProducer, records: Iterable[OutboundRecord]) -> None:
     """Send records and wait until the broker has acknowledged every one.
 
@@ -97,14 +214,9 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[OutboundRecord]
             groups[where] = [record]
         else:
             group.append(record)
-    gates = _gates.get(producer)
-    if gates is None:
-        gates = _gates[producer] = {}
     futures: list[asyncio.Future[Any]] = []
     for where, group in groups.items():
-        gate = gates.get(where)
-        if gate is None:
-            gate = gates[where] = asyncio.Lock()
+        gate = _gate(producer, where)
         if len(group) < BATCH_FROM and not gate.locked():
             futures += await _put(producer, where, group)  # no batch waiting: no queue
             continue
@@ -146,10 +258,14 @@ async def _partitions(producer: AIOKafkaProducer, topic: str) -> tuple[list[int]
 
 
 async def _put(
-    producer: AIOKafkaProducer, where: tuple[str, int], group: list[OutboundRecord]
+    producer: AIOKafkaProducer,
+    where: tuple[str, int],
+    group: list[OutboundRecord],
+    *,
+    batched: bool = False,
 ) -> list[asyncio.Future[Any]]:
     topic, partition = where
-    if len(group) < BATCH_FROM:
+    if len(group) < BATCH_FROM and not batched:
         return [
             await producer.send(
                 topic, value=r.value, key=r.key, partition=partition, headers=r.headers
@@ -252,7 +368,7 @@ class ManagedProducer:
             # A timeout scope, not wait_for: on Python 3.11 wait_for wraps every send in a task
             # of its own (10% of an intake request's CPU, profiled).
             async with asyncio.timeout(self._settings.delivery_timeout_s):
-                await send_all(producer, records)
+                await send_gathered(producer, records)
         except TimeoutError as error:
             self._timeouts_in_a_row += 1
             if self._timeouts_in_a_row >= self._max_timeouts:
