@@ -34,6 +34,7 @@ from services.metrics.db.sql import (
     as_utc,
     chunks,
     demand_sources,
+    stored_forms,
 )
 from services.metrics.db.tables import Demand
 from services.metrics.domain.audit import StratumKey, week_start
@@ -126,7 +127,8 @@ def _demand_values(event: DemandClassified, time: Callable[[datetime], Any]) -> 
     """A demand's values in DEMAND_COLUMNS' order but the week (added by the caller), its
     times as ``time`` writes them: a tuple straight from the event, no dict per row (the
     live path's per-row Python was most of store_received's cost, more than sqlite3's
-    inserts)."""
+    inserts). An enum's value is read off the member (``_value_``), not through Enum's
+    ``value`` property (0.15 against 0.04 µs, four times a demand)."""
     demand = event.demand
     source = demand.source
     cause = event.caused_by
@@ -140,15 +142,15 @@ def _demand_values(event: DemandClassified, time: Callable[[datetime], Any]) -> 
         demand.id,
         demand.customer_ref,
         demand.case_ref,
-        demand.channel.value,
+        demand.channel._value_,
         demand.team,
         time(demand.occurred_at),
         time(demand.received_at),
         event.purpose,
-        event.demand_type.value,
+        event.demand_type._value_,
         event.failure_kind,
         event.confidence,
-        event.method.value,
+        event.method._value_,
         event.model_version,
         cause.kind if cause else None,
         cause.ref if cause else None,
@@ -166,7 +168,7 @@ def _case_event_values(event: CaseEvent, time: Callable[[datetime], Any]) -> tup
         event.id,
         event.case_ref,
         event.customer_ref,
-        event.type.value,
+        event.type._value_,
         time(event.occurred_at),
         event.purpose,
     )
@@ -178,7 +180,7 @@ def _label_values(label: DemandLabelled, time: Callable[[datetime], Any]) -> tup
         label.demand_source or "",  # an old label names no source (customer_histories)
         label.id,
         label.demand_id,
-        label.demand_type.value,
+        label.demand_type._value_,
         label.failure_kind,
         label.purpose,
         label.labelled_by,
@@ -244,11 +246,13 @@ def store_received(
     labels: Sequence[DemandLabelled],
 ) -> None:
     """Store each received event once, by its key (received_rows, insert_received)."""
+    # The times as stored_forms makes them: new values, so SqliteDb.time's look-up of the
+    # texts it has read back (none yet, on this run_sync's SqliteDb) is not paid three
+    # times a demand.
+    time, day = stored_forms(db.dialect)
     insert_received(
         db,
-        received_rows(
-            demands=demands, case_events=case_events, labels=labels, time=db.time, day=db.day
-        ),
+        received_rows(demands=demands, case_events=case_events, labels=labels, time=time, day=day),
     )
 
 
@@ -703,6 +707,32 @@ def _case_values(
     return row, tuple(values)
 
 
+def _case_stored(case: Case, source: str, time: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """_case_values' stored values alone, in _CASE_COLUMNS' order, built straight from the
+    case (no row by column first): a case a tail stitch opens is only inserted."""
+    fulfilled_at = case.fulfilled_at
+    return (
+        source,
+        case.customer_ref,
+        case.case_id,
+        case.case_ref,
+        case.purpose,
+        case.status,
+        case.measured,
+        time(case.started_at),
+        None if fulfilled_at is None else time(fulfilled_at),
+        case.end_to_end_seconds,
+        case.reopened,
+        case.contacts,
+        case.failure_contacts,
+        ",".join(case.channels),
+        case.first_channel,
+        case.team,
+        case.one_stop,
+        time(case.last_activity_at),
+    )
+
+
 def _same(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
     """A stored fact as the recomputed ones are built: booleans as booleans."""
     if row is None:
@@ -909,7 +939,7 @@ def extend_derived(db: SyncDb, state: TailState, stitched: Mapping[Customer, Tai
             }
             for case in result.extended
         ]
-        opened += [_case_values(case, source, time)[1] for case in result.opened]
+        opened += [_case_stored(case, source, time) for case in result.opened]
     db.insert_rows("demand_facts", _FACT_COLUMNS, facts)
     db.executemany(_EXTEND_CASE, extended)
     db.insert_rows("cases", _CASE_COLUMNS, opened)
@@ -1018,16 +1048,17 @@ def close_derived(
         count_case(case_deltas, new, +1)
         count_case_time(time_deltas, new, +1)
         changed.append((old, new))
+        stored_at = time(at)
         updates.append(
             {
                 "source": source,
                 "customer_ref": customer_ref,
                 "case_id": case.case_id,
                 "status": new["status"],
-                "fulfilled_at": time(at) if fulfilled else None,
+                "fulfilled_at": stored_at if fulfilled else None,
                 "end_to_end_seconds": new["end_to_end_seconds"],
                 "one_stop": new["one_stop"],
-                "last_activity_at": time(at),
+                "last_activity_at": stored_at,
             }
         )
     db.executemany(_CLOSE_CASE, updates)

@@ -115,7 +115,7 @@ class Case:
         return self.status == FULFILLED and self.contacts == 1 and self.reopened == 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StitchedCustomer:
     cases: tuple[Case, ...]
     case_of_demand: dict[str, str]
@@ -166,9 +166,18 @@ class _Building:
             self.last_activity_at = moment
 
     def freeze(self) -> Case:
-        started = self.demands[0].occurred_at if self.demands else self.first_seen
-        channels = tuple(sorted({d.channel for d in self.demands}))
+        # One pass over the demands for their ids, channels and failures (a case a tail
+        # stitch opens is frozen once, for one or two demands: the generators' set-up was
+        # most of it).
+        ids: list[str] = []
+        channels: set[str] = set()
+        failures = 0
+        for demand in self.demands:
+            ids.append(demand.demand_id)
+            channels.add(demand.channel)
+            failures += demand.demand_type == "failure"
         first = self.demands[0] if self.demands else None
+        started = first.occurred_at if first is not None else self.first_seen
         return Case(
             case_id=self.case_id,
             customer_ref=self.customer_ref,
@@ -178,9 +187,9 @@ class _Building:
             started_at=started,
             fulfilled_at=self.fulfilled_at,
             reopened=self.reopened,
-            demand_ids=tuple(d.demand_id for d in self.demands),
-            failure_contacts=sum(d.demand_type == "failure" for d in self.demands),
-            channels=channels,
+            demand_ids=tuple(ids),
+            failure_contacts=failures,
+            channels=tuple(sorted(channels)),
             first_channel=first.channel if first is not None else None,
             team=first.team if first is not None else None,
             last_activity_at=self.last_activity_at or started,
@@ -323,7 +332,23 @@ class StoredCase:
     last_activity_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+def _copied(case: StoredCase, status: str, last_activity_at: datetime) -> StoredCase:
+    """A copy of ``case`` with this status and last activity: built field by field, not
+    by dataclasses.replace (1.5 against 0.2 µs), for every stored case a tail stitch or
+    close looks at."""
+    return StoredCase(
+        case.case_id,
+        case.case_ref,
+        case.purpose,
+        status,
+        case.contacts,
+        case.failure_contacts,
+        case.channels,
+        last_activity_at,
+    )
+
+
+@dataclass(slots=True)
 class TailStitched:
     # The stored cases the demands joined, as they are now (only their counts, channels and
     # last activity move: the first demand, the status and the clock stay).
@@ -358,7 +383,8 @@ def stitch_tail(
     ``auto-<id>``. A demand joining an open case with demands moves only its counts,
     channels and last activity."""
     latest = max((case.last_activity_at for case in stored), default=None)
-    cases = {case.case_id: replace(case) for case in stored}  # copies: ``stored`` stays
+    # Copies: ``stored`` stays.
+    cases = {case.case_id: _copied(case, case.status, case.last_activity_at) for case in stored}
     by_ref = {case.case_ref: case for case in cases.values() if case.case_ref is not None}
     stored_causes = cause_cases or {}
     stitcher = _Stitcher(customer_ref)  # the cases these demands open, stitched as usual
@@ -475,4 +501,4 @@ def close_at_tail(stored: Sequence[StoredCase], event: CaseEventFact) -> StoredC
     case = named[0]
     if case.status != OPEN or case.contacts == 0:
         return None
-    return replace(case, status=status, last_activity_at=event.occurred_at)
+    return _copied(case, status, event.occurred_at)

@@ -259,7 +259,7 @@ def test_closing_at_the_tail_equals_stitching_the_whole_history() -> None:
     check()
     # Not vacuous: both closings were taken often, and events were declined.
     assert counts["fulfilled"] > 50, counts
-    assert counts["abandoned"] > 15, counts
+    assert counts["abandoned"] > 5, counts  # 15 to 40 of 800 (15 was seen: > 15 was flaky)
     assert counts["declined"] > 100, counts
 
 
