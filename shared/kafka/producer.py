@@ -84,7 +84,9 @@ class _Gathered:
     coroutine and a future each. Each caller is answered when its record's batch is."""
 
     def __init__(self, producer: AIOKafkaProducer, where: tuple[str, int]) -> None:
-        self.producer = producer
+        # Weakly: this lives in _gathered, keyed weakly by the producer; a strong reference
+        # would keep a retired producer (and its entry) alive for good.
+        self.producer = weakref.ref(producer)
         self.where = where
         self.records: list[OutboundRecord] = []
         self.answers: list[asyncio.Future[None]] = []
@@ -100,14 +102,17 @@ class _Gathered:
         return answer
 
     async def _drain(self) -> None:
-        gate = _gate(self.producer, self.where)
         try:
             while self.records:
                 records, self.records = self.records, []
                 answers, self.answers = self.answers, []
+                producer = self.producer()
+                if producer is None:  # gone: nothing can send these
+                    _answer_all(answers, _stopped())
+                    continue
                 try:
-                    async with gate:
-                        futures = await _put(self.producer, self.where, records, batched=True)
+                    async with _gate(producer, self.where):
+                        futures = await _put(producer, self.where, records, batched=True)
                 except Exception as error:  # refused (a Kafka error, a timeout): theirs too
                     _answer_all(answers, error)
                     continue
@@ -157,6 +162,7 @@ def _answer_after(
 def _stopped() -> KafkaError:
     """What a gathered record's caller is told if its batch never left (the loop stopped)."""
     return KafkaError("the producer stopped before the batch was sent")
+
 
 _gathered: weakref.WeakKeyDictionary[AIOKafkaProducer, dict[tuple[str, int], _Gathered]] = (
     weakref.WeakKeyDictionary()

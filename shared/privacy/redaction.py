@@ -138,7 +138,7 @@ class Redactor:
         # lead, an NI candidate starts with digits), so they search from there, not from the
         # start of the text (their lookbehinds still see what precedes). Masking only ever
         # removes digits, so the first digit never moves closer to the start. On the bench's
-        # text (the digits near its end) 9.8 -> 7.9 µs, measured.
+        # text (the digits near its end) 9.8 -> 8.4 µs, measured.
         start = max(0, digit.start() - 2)
         text = _mask_ibans(text, kinds, start)
         long_runs = list(_PHONE_RUN.finditer(text, start))

@@ -5,6 +5,8 @@ records; a refused batch is every one of its callers' BrokerUnavailable."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,7 +16,12 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from shared.kafka.codec import OutboundRecord
-from shared.kafka.producer import BrokerUnavailable, ManagedProducer
+from shared.kafka.producer import (
+    BrokerUnavailable,
+    ManagedProducer,
+    create_producer,
+    send_gathered,
+)
 from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
 from tests.support.waiting import wait_until
@@ -145,3 +152,22 @@ async def test_single_records_of_one_key_land_in_the_order_they_were_sent(
     got = await read_all(settings, [topic], timeout=DEADLINE)
     sent = [f"{round_}-{n}" for round_ in range(5) for n in range(60)]
     assert [(r.value or b"").decode() for r in sorted(got, key=lambda r: r.offset)] == sent
+
+
+async def test_a_stopped_producer_is_not_kept_alive_by_its_gathering(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    # ManagedProducer retires broken producers for good; their gatherings must let them go.
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    topic = await topic_factory("gone", 1)
+    producer = create_producer(settings, client_id="gone")
+    await producer.start()
+    try:
+        await asyncio.wait_for(send_gathered(producer, [_record(topic, b"k", "v")]), DEADLINE)
+    finally:
+        await producer.stop()
+    gone = weakref.ref(producer)
+    del producer
+    await asyncio.sleep(0)  # the drain task's last step
+    gc.collect()
+    assert gone() is None
