@@ -22,7 +22,7 @@ from services.metrics.domain.causes import cause_label
 from services.metrics.ingest import BatchOutcome, apply_events
 from services.metrics.metrics import MetricsServiceMetrics
 from shared.database.errors import refused_by_the_database
-from shared.events import DemandClassified, DemandType
+from shared.events import Channel, DemandClassified, DemandType
 from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableError
 
 
@@ -64,21 +64,22 @@ class ApplyMetricsBatch:
 
     def _committed(self, events: Sequence[Any], outcome: BatchOutcome) -> None:
         # Counted per label set, then one inc each: a batch's thousand demands fall in a few
-        # label sets, and each labels() lookup takes the counter's lock.
-        consumed: Counter[tuple[str, str, str, str]] = Counter()
-        failures: Counter[tuple[str, str, str]] = Counter()
+        # label sets, and each labels() lookup takes the counter's lock. Keyed by the enum
+        # members (hashed as they are), their values taken once a set, not per demand.
+        consumed: Counter[tuple[str, DemandType, Channel, str | None]] = Counter()
+        failures: Counter[tuple[str, str | None, str]] = Counter()
         for event in events:
             if isinstance(event, DemandClassified):
-                kind = event.failure_kind or "none"
-                consumed[
-                    (event.purpose, event.demand_type.value, event.demand.channel.value, kind)
-                ] += 1
-                if event.demand_type is DemandType.FAILURE:
-                    failures[(event.purpose, kind, cause_label(event.caused_by))] += 1
-        for demand_labels, n in consumed.items():
-            self._metrics.demands_consumed.labels(*demand_labels).inc(n)
-        for failure_labels, n in failures.items():
-            self._metrics.failure_demands.labels(*failure_labels).inc(n)
+                purpose, demand_type, kind = event.purpose, event.demand_type, event.failure_kind
+                consumed[(purpose, demand_type, event.demand.channel, kind)] += 1
+                if demand_type is DemandType.FAILURE:
+                    failures[(purpose, kind, cause_label(event.caused_by))] += 1
+        for (purpose, demand_type, channel, kind), n in consumed.items():
+            self._metrics.demands_consumed.labels(
+                purpose, demand_type.value, channel.value, kind or "none"
+            ).inc(n)
+        for (purpose, kind, cause), n in failures.items():
+            self._metrics.failure_demands.labels(purpose, kind or "none", cause).inc(n)
         for case in outcome.newly_fulfilled:
             self._metrics.end_to_end.labels(case.purpose, case.channel).observe(
                 case.end_to_end_seconds
