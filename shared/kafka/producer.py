@@ -23,6 +23,11 @@ from shared.kafka.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 
+# How long a partition's first record waits for others before its batch leaves: aiokafka's
+# linger for send(), and the gathering's (below) for single records.
+LINGER_MS = 2
+
+
 def create_producer(
     settings: KafkaSettings, *, client_id: str, transactional_id: str | None = None
 ) -> AIOKafkaProducer:
@@ -33,7 +38,7 @@ def create_producer(
         acks="all",
         enable_idempotence=True,
         transactional_id=transactional_id,
-        linger_ms=2,
+        linger_ms=LINGER_MS,
         max_batch_size=256 * 1024,
         compression_type=None,
     )
@@ -104,6 +109,10 @@ class _Gathered:
     async def _drain(self) -> None:
         try:
             while self.records:
+                # The producer's linger, as send() lingers: over HTTP single requests come
+                # spread out, and without it each round left as a produce request of its
+                # own (the broker's CPU a request 65 -> 85 µs in bench intake, measured).
+                await asyncio.sleep(LINGER_MS / 1000)
                 records, self.records = self.records, []
                 answers, self.answers = self.answers, []
                 producer = self.producer()
