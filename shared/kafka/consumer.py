@@ -51,7 +51,7 @@ from shared.kafka.codec import DecodeError, Headers, OutboundRecord, decode
 from shared.kafka.producer import send_all
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.settings import KafkaSettings
-from shared.kafka.transactions import PartitionProducers, is_fenced
+from shared.kafka.transactions import PartitionProducers, is_fenced, stable_committed
 from shared.topics import dlq_name
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,10 @@ class ConsumerRunner:
             if assigned:
                 # Positions fetched before the fence may predate a zombie's last commit,
                 # which landed before it: read them again (what comes later is refused).
-                await consumer.seek_to_committed(*assigned)
+                # Only once no transaction's offsets are pending: a commit answered just
+                # before a broker crash may have its markers written only after the broker
+                # is back, and until then the plain read gives the offsets from before it.
+                await self._seek_to_stable_committed(consumer, assigned)
             self._by_partition_number = self._co_partitioned_alike(consumer)
         self._held |= assigned
         self._holds_everything = (
@@ -315,6 +318,17 @@ class ConsumerRunner:
         )
         if self.partition_listener is not None:
             await self.partition_listener.on_assigned(set(assigned))
+
+    async def _seek_to_stable_committed(
+        self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """Seek each partition to its committed offset once that is stable (none: left to
+        the reset policy, as ``seek_to_committed`` does)."""
+        committed = await stable_committed(consumer, self.options.group_id, partitions)
+        for tp, offset in committed.items():
+            if offset is not None:
+                consumer.seek(tp, offset)
+        return committed
 
     def _co_partitioned_alike(self, consumer: AIOKafkaConsumer) -> bool:
         """Whether partition p of every input topic is one task (one transaction).
@@ -439,12 +453,17 @@ class ConsumerRunner:
         uncommitted is in hand between batches; a partition never committed goes back to the
         first record polled), so no record is skipped or read twice."""
         owned = consumer.assignment()
-        for tp, records in batches.items():
-            if tp not in owned or not records:
-                continue
-            committed = await consumer.committed(tp)
+        polled = {tp: records for tp, records in batches.items() if tp in owned and records}
+        if not polled:
+            return
+        if self._partition_producers is not None:
+            committed = await stable_committed(consumer, self.options.group_id, polled)
+        else:
+            committed = {tp: await consumer.committed(tp) for tp in polled}
+        for tp, records in polled.items():
+            offset = committed.get(tp)
             # Never committed: these records came from the reset position, so start there.
-            consumer.seek(tp, committed if committed is not None else records[0].offset)
+            consumer.seek(tp, offset if offset is not None else records[0].offset)
 
     async def _release(self) -> None:
         """A run that ends gives up what it holds: the next one sets it all up afresh (a

@@ -31,9 +31,28 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
+from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import InvalidProducerEpoch, ProducerFenced, TransactionCoordinatorFenced
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.client import ConnectionGroup
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    ProducerFenced,
+    TransactionCoordinatorFenced,
+)
+from aiokafka.errors import for_code as kafka_error_for_code
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import (
+    Boolean,
+    CompactArray,
+    CompactString,
+    Int16,
+    Int32,
+    Int64,
+    Schema,
+    TaggedFields,
+)
 
 from shared.kafka.producer import create_producer
 from shared.kafka.settings import KafkaSettings
@@ -151,9 +170,149 @@ class PartitionProducers:
             await asyncio.gather(*(_stop(p) for p in closing))
 
 
+# OffsetFetch v7 (KIP-447's require_stable), which aiokafka 0.14 does not have (its newest is
+# v3). Without it the group coordinator answers with the offsets committed so far and
+# ignores a transaction's offsets that are still pending: a commit whose markers are not yet
+# written, as after a broker crash right after EndTxn was answered. Read then, a partition's
+# committed offset is the one from before that commit, and its records are handled (and
+# published) a second time. With it, such a partition is answered UNSTABLE_OFFSET_COMMIT
+# until the transaction has completed.
+_UNSTABLE_OFFSET_COMMIT = 88
+
+
+class _OffsetFetchResponseV7(Response):  # type: ignore[misc]
+    API_KEY = 9
+    API_VERSION = 7
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "topics",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                (
+                    "partitions",
+                    CompactArray(
+                        ("partition_index", Int32),
+                        ("committed_offset", Int64),
+                        ("committed_leader_epoch", Int32),
+                        ("metadata", CompactString("utf-8")),
+                        ("error_code", Int16),
+                        ("tags", TaggedFields),
+                    ),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("error_code", Int16),
+        ("tags", TaggedFields),
+    )
+
+
+class _OffsetFetchRequestV7(RequestStruct):  # type: ignore[misc]
+    FLEXIBLE_VERSION = True
+    API_KEY = 9
+    API_VERSION = 7
+    RESPONSE_TYPE = _OffsetFetchResponseV7
+    SCHEMA = Schema(
+        ("group_id", CompactString("utf-8")),
+        (
+            "topics",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                ("partition_indexes", CompactArray(Int32)),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("require_stable", Boolean),
+        ("tags", TaggedFields),
+    )
+
+
+class _StableOffsetFetch(Request[_OffsetFetchRequestV7]):  # type: ignore[misc]
+    API_KEY = 9
+
+    def __init__(self, group_id: str, partitions: list[TopicPartition]) -> None:
+        self._group_id = group_id
+        self._partitions = partitions
+
+    def build(self, request_struct_class: type[_OffsetFetchRequestV7]) -> _OffsetFetchRequestV7:
+        by_topic: dict[str, list[int]] = {}
+        for tp in sorted(self._partitions):
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        topics: list[tuple[str, list[int], dict[int, bytes]]] = [
+            (topic, partitions, {}) for topic, partitions in by_topic.items()
+        ]
+        return request_struct_class(self._group_id, topics, True, {})
+
+
+async def stable_committed(
+    consumer: AIOKafkaConsumer,
+    group_id: str,
+    partitions: Iterable[TopicPartition],
+    *,
+    timeout_s: float = 60.0,
+    backoff_s: float = 0.1,
+) -> dict[TopicPartition, int | None]:
+    """The group's committed offset of each partition (None: never committed), read only once
+    no transaction's offsets for it are pending (OffsetFetch with ``require_stable``).
+
+    Raises ``TimeoutError`` if they are not stable within ``timeout_s``, and the coordinator's
+    error if it refuses otherwise.
+    """
+    wanted = sorted(set(partitions))
+    if not wanted:
+        return {}
+    # The raw request goes through the consumer's own client, to its group coordinator.
+    client: Any = consumer._client
+    coordinator: Any = consumer._coordinator
+    async with asyncio.timeout(timeout_s):
+        while True:
+            await coordinator.ensure_coordinator_known()
+            node = coordinator.coordinator_id
+            try:
+                response = await client.send(
+                    node, _StableOffsetFetch(group_id, wanted), group=ConnectionGroup.COORDINATION
+                )
+            except KafkaError as error:
+                if not error.retriable:
+                    raise
+                coordinator.coordinator_dead()
+                await asyncio.sleep(backoff_s)
+                continue
+            group_error = kafka_error_for_code(response.error_code)
+            if response.error_code != 0:
+                if not group_error.retriable:
+                    raise group_error()
+                if response.error_code in (15, 16):  # not available / not the coordinator
+                    coordinator.coordinator_dead()
+                await asyncio.sleep(backoff_s)
+                continue
+            offsets: dict[TopicPartition, int | None] = {}
+            unstable: list[TopicPartition] = []
+            for topic, answers, _ in response.topics:
+                for partition, offset, _epoch, _meta, error_code, _ in answers:
+                    tp = TopicPartition(topic, partition)
+                    if error_code == _UNSTABLE_OFFSET_COMMIT:
+                        unstable.append(tp)
+                    elif error_code != 0:
+                        raise kafka_error_for_code(error_code)()
+                    else:
+                        offsets[tp] = offset if offset >= 0 else None
+            if not unstable:
+                return {tp: offsets.get(tp) for tp in wanted}
+            log.info("committed offsets of %s pending a transaction; reading again", unstable)
+            await asyncio.sleep(backoff_s)
+
+
 async def _stop(producer: AIOKafkaProducer) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.stop(), 10)
 
 
-__all__ = ["PartitionProducers", "is_fenced", "shared_transactional_id", "transactional_id"]
+__all__ = [
+    "PartitionProducers",
+    "is_fenced",
+    "shared_transactional_id",
+    "stable_committed",
+    "transactional_id",
+]
