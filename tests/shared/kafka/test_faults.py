@@ -26,7 +26,7 @@ from devstack.kafka import start as start_broker
 from devstack.kafka import stop as stop_broker
 from shared.events import DemandReceived
 from shared.kafka.admin import ensure_topics
-from shared.kafka.codec import OutboundRecord, encode
+from shared.kafka.codec import OutboundRecord, decode, encode
 from shared.kafka.consumer import (
     DLQ_MAX_VALUE_BYTES,
     BatchResult,
@@ -255,8 +255,23 @@ async def test_a_transactional_consumer_and_a_producer_recover_from_a_broker_res
         f"producers replaced {producer.replacements}"
     )
     # Exactly once: no accepted record lost, none published twice by the consumer.
-    assert accepted <= set(values)
-    assert len(values) == len(set(values))
+    assert accepted <= set(values), f"accepted, never published: {sorted(accepted - set(values))}"
+    twice = {v for v in values if values.count(v) > 1}
+    where: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
+    if twice:  # where each was read from and written to, for the next failure's diagnosis
+        read_back = await read_all(settings, [source], timeout=60)
+        where = {
+            v: (
+                [(r.partition, r.offset) for r in read_back if decode_id(r.value) == v],
+                [(r.partition, r.offset) for r in published if r.value.decode() == v],
+            )
+            for v in sorted(twice)
+        }
+    assert not twice, f"published twice (source, output (partition, offset)s): {where}"
+
+
+def decode_id(value: bytes | None) -> str:
+    return decode(DemandReceived, value or b"").id
 
 
 async def _seen(handler: Echo) -> list[str]:
