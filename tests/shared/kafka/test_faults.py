@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -223,7 +224,12 @@ async def test_a_transactional_consumer_and_a_producer_recover_from_a_broker_res
         await wait_until(producer.is_ready, what="producer connected", timeout=60)
         traffic = asyncio.create_task(load())
         await wait_until(lambda: _count(outcomes), accept=lambda n: n >= 50, timeout=60)
+        # How long the stop took: devstack SIGKILLs a broker still up after 30 s, and a
+        # killed single broker may lose what it acknowledged last (a transaction whose
+        # EndTxn was answered, seen in /tmp/perf_flaky.md's probes): diagnosis, not asserted.
+        stopping = time.monotonic()
         await asyncio.to_thread(stop_broker, private_kafka)
+        stop_s = time.monotonic() - stopping
         await wait_until(lambda: _failed(outcomes), accept=lambda n: n >= 10, what="sends refused")
         await asyncio.to_thread(start_broker, private_kafka, 120)
         accepted_before = sum(outcomes.values())
@@ -241,7 +247,7 @@ async def test_a_transactional_consumer_and_a_producer_recover_from_a_broker_res
             lambda: _seen_set(handler),
             accept=lambda seen: accepted <= seen,
             timeout=120,
-            what="every accepted record consumed",
+            what=f"every accepted record consumed (broker stopped in {stop_s:.1f} s)",
         )
         await wait_until(lambda: _ready(consumer), what="consumer ready", timeout=60)
         assert sup.is_live()
@@ -252,10 +258,13 @@ async def test_a_transactional_consumer_and_a_producer_recover_from_a_broker_res
     print(  # the figures of the proof, shown with pytest -s
         f"sent {len(outcomes)}, accepted {len(accepted)}, refused {refused}, "
         f"published by the consumer {len(values)} ({len(set(values))} distinct), "
-        f"producers replaced {producer.replacements}"
+        f"producers replaced {producer.replacements}, broker stopped in {stop_s:.1f} s"
     )
     # Exactly once: no accepted record lost, none published twice by the consumer.
-    assert accepted <= set(values), f"accepted, never published: {sorted(accepted - set(values))}"
+    assert accepted <= set(values), (
+        f"accepted, never published: {sorted(accepted - set(values))} "
+        f"(broker stopped in {stop_s:.1f} s)"
+    )
     twice = {v for v in values if values.count(v) > 1}
     where: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
     if twice:  # where each was read from and written to, for the next failure's diagnosis
@@ -267,7 +276,10 @@ async def test_a_transactional_consumer_and_a_producer_recover_from_a_broker_res
             )
             for v in sorted(twice)
         }
-    assert not twice, f"published twice (source, output (partition, offset)s): {where}"
+    assert not twice, (
+        f"published twice (source, output (partition, offset)s): {where} "
+        f"(broker stopped in {stop_s:.1f} s)"
+    )
 
 
 def decode_id(value: bytes | None) -> str:
