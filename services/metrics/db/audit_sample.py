@@ -16,6 +16,7 @@ from services.metrics.db.measures import (
     Filters,
     as_date,
     day_conditions,
+    filter_conditions,
     filter_days,
     whole_days,
     window_counts,
@@ -423,22 +424,9 @@ _AUDITED = (
 def audited_of(db: SyncDb, filters: Filters, *, purpose: str | None = None) -> list[AuditedRow]:
     """audited, on the connection (sql.run_sync): for a caller with other reads to make in
     the same hop."""
-    conditions: list[str] = []
     params: dict[str, Any] = {}
     # _filter_received's filters, on the demands.
-    if filters.source is not None:
-        conditions.append("d.source = :source")
-        params["source"] = filters.source
-    if filters.period is not None:
-        conditions += ["d.occurred_at >= :occurred_from", "d.occurred_at < :occurred_to"]
-        params["occurred_from"] = db.time(as_utc(filters.period.start))
-        params["occurred_to"] = db.time(as_utc(filters.period.end))
-    if filters.channel is not None:
-        conditions.append("d.channel = :channel")
-        params["channel"] = filters.channel
-    if filters.team is not None:
-        conditions.append("d.team = :team")
-        params["team"] = filters.team
+    conditions = filter_conditions(filters, params, period=("occurred_at", db.time), table="d.")
     if purpose is not None:
         conditions.append("a.purpose = :purpose")
         params["purpose"] = purpose

@@ -105,42 +105,45 @@ def _where(conditions: Sequence[str]) -> str:
     return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
-def day_conditions(db: SyncDb, filters: Filters, params: dict[str, Any]) -> list[str]:
-    """filter_days as SQL on a daily table (source, day, channel and team columns)."""
+def filter_conditions(
+    filters: Filters,
+    params: dict[str, Any],
+    *,
+    period: tuple[str, Callable[[datetime], Any]],
+    channel: str = "channel",
+    table: str = "",
+) -> list[str]:
+    """The filters as SQL conditions on one table's source, channel and team columns and the
+    ``period`` column (its name, and how a bound is written for it), the values in ``params``
+    (``:<column>_from`` and ``:<column>_to`` for the period). ``table``: an alias, for a join."""
     conditions = []
     if filters.source is not None:
-        conditions.append("source = :source")
+        conditions.append(f"{table}source = :source")
         params["source"] = filters.source
     if filters.period is not None:
-        conditions += ["day >= :day_from", "day < :day_to"]
-        params["day_from"] = db.day(as_utc(filters.period.start).date())
-        params["day_to"] = db.day(as_utc(filters.period.end).date())
+        column, bound = period
+        conditions += [f"{table}{column} >= :{column}_from", f"{table}{column} < :{column}_to"]
+        params[f"{column}_from"] = bound(as_utc(filters.period.start))
+        params[f"{column}_to"] = bound(as_utc(filters.period.end))
     if filters.channel is not None:
-        conditions.append("channel = :channel")
+        conditions.append(f"{table}{channel} = :channel")
         params["channel"] = filters.channel
     if filters.team is not None:
-        conditions.append("team = :team")
+        conditions.append(f"{table}team = :team")
         params["team"] = filters.team
     return conditions
+
+
+def day_conditions(db: SyncDb, filters: Filters, params: dict[str, Any]) -> list[str]:
+    """filter_days as SQL on a daily table (source, day, channel and team columns)."""
+    return filter_conditions(filters, params, period=("day", lambda at: db.day(at.date())))
 
 
 def _case_conditions(db: SyncDb, filters: Filters, params: dict[str, Any]) -> list[str]:
     """_filter_cases by fulfilled_at, as SQL on the cases."""
-    conditions = []
-    if filters.source is not None:
-        conditions.append("source = :source")
-        params["source"] = filters.source
-    if filters.period is not None:
-        conditions += ["fulfilled_at >= :fulfilled_from", "fulfilled_at < :fulfilled_to"]
-        params["fulfilled_from"] = db.time(as_utc(filters.period.start))
-        params["fulfilled_to"] = db.time(as_utc(filters.period.end))
-    if filters.channel is not None:
-        conditions.append("first_channel = :channel")
-        params["channel"] = filters.channel
-    if filters.team is not None:
-        conditions.append("team = :team")
-        params["team"] = filters.team
-    return conditions
+    return filter_conditions(
+        filters, params, period=("fulfilled_at", db.time), channel="first_channel"
+    )
 
 
 def _grouped(
