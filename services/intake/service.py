@@ -123,17 +123,10 @@ class IntakeService:
         if len(events) == 1 and type(event := events[0]) is DemandReceived:
             # A single demand (the single route): its counters straight away, not tallied.
             (outcome,) = outcomes
-            metrics = self.metrics
+            self._increment(outcome, "demand", str(event.channel), source, 1)
             if outcome is Outcome.ACCEPTED:
-                channel = str(event.channel)
-                metrics.child(metrics.accepted, "demand", channel, source).inc()
                 for redaction in event.redactions:
-                    metrics.child(metrics.redactions, redaction).inc()
-            elif outcome is Outcome.DUPLICATE:
-                channel = str(event.channel)
-                metrics.child(metrics.duplicates, "demand", channel, source).inc()
-            else:
-                metrics.child(metrics.rejected, "demand", source, "in_flight").inc()
+                    self.metrics.child(self.metrics.redactions, redaction).inc()
             return
         # Tallied first, then one labelled increment per (outcome, kind, channel): a batch of
         # 500 looked its counters' labels up 500 times. Plain dicts, not Counters: a
@@ -152,15 +145,22 @@ class IntakeService:
                 key = (outcome, kind_of(event), NO_CHANNEL)
             tally[key] = tally.get(key, 0) + 1
         for (outcome, kind, member), count in tally.items():
-            channel = str(member)  # a channel's value, as a label is written
-            if outcome is Outcome.ACCEPTED:
-                self.metrics.child(self.metrics.accepted, kind, channel, source).inc(count)
-            elif outcome is Outcome.DUPLICATE:
-                self.metrics.child(self.metrics.duplicates, kind, channel, source).inc(count)
-            else:
-                self.metrics.child(self.metrics.rejected, kind, source, "in_flight").inc(count)
+            # str(): a channel's value, as a label is written
+            self._increment(outcome, kind, str(member), source, count)
         for redaction, count in redactions.items():
             self.metrics.child(self.metrics.redactions, redaction).inc(count)
+
+    def _increment(
+        self, outcome: Outcome, kind: EventKind, channel: str, source: str, count: int
+    ) -> None:
+        """The counter of ``outcome``, by ``count``."""
+        metrics = self.metrics
+        if outcome is Outcome.ACCEPTED:
+            metrics.child(metrics.accepted, kind, channel, source).inc(count)
+        elif outcome is Outcome.DUPLICATE:
+            metrics.child(metrics.duplicates, kind, channel, source).inc(count)
+        else:
+            metrics.child(metrics.rejected, kind, source, "in_flight").inc(count)
 
 
 _OUTCOME_OF_CLAIM = {
