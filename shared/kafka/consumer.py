@@ -321,14 +321,13 @@ class ConsumerRunner:
 
     async def _seek_to_stable_committed(
         self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]
-    ) -> dict[TopicPartition, int | None]:
+    ) -> None:
         """Seek each partition to its committed offset once that is stable (none: left to
         the reset policy, as ``seek_to_committed`` does)."""
         committed = await stable_committed(consumer, self.options.group_id, partitions)
         for tp, offset in committed.items():
             if offset is not None:
                 consumer.seek(tp, offset)
-        return committed
 
     def _co_partitioned_alike(self, consumer: AIOKafkaConsumer) -> bool:
         """Whether partition p of every input topic is one task (one transaction).

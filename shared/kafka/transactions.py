@@ -36,8 +36,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.client import ConnectionGroup
 from aiokafka.errors import (
+    CoordinatorNotAvailableError,
     InvalidProducerEpoch,
     KafkaError,
+    NotCoordinatorError,
     ProducerFenced,
     TransactionCoordinatorFenced,
 )
@@ -279,11 +281,11 @@ async def stable_committed(
                 coordinator.coordinator_dead()
                 await asyncio.sleep(backoff_s)
                 continue
-            group_error = kafka_error_for_code(response.error_code)
             if response.error_code != 0:
+                group_error = kafka_error_for_code(response.error_code)
                 if not group_error.retriable:
                     raise group_error()
-                if response.error_code in (15, 16):  # not available / not the coordinator
+                if group_error in (CoordinatorNotAvailableError, NotCoordinatorError):
                     coordinator.coordinator_dead()
                 await asyncio.sleep(backoff_s)
                 continue
