@@ -10,6 +10,8 @@ concern: each layer of receive/send closures costs every request a few microseco
   hold a connection (and a file descriptor) as long as it likes. uvicorn bounds idle
   keep-alive and the number of connections (``shared.service.serve``) but has no body read
   timeout. Header read timeouts belong to the reverse proxy in front (docs/operations.md).
+  A chunk the server already holds (most bodies arrive whole with the headers) is handed
+  over without a timer: only a receive that has to wait is put under the deadline.
 - given ``observe``, it reports each request's status and duration (intake's latency
   histogram), so timing needs no wrapper of its own.
 """
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Generator
+from typing import Any, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -72,16 +76,26 @@ class BodyLimit:
                 return await receive()
             if too_large_declared:
                 raise BodyTooLarge(limit)
+            # receive()'s first step, taken here: a chunk the server holds already comes back
+            # at once (uvicorn's wait on its message event returns without suspending), and
+            # asyncio.timeout's timer (4.7 µs a call under uvloop, measured) is only set up
+            # for a receive that has to wait for the client.
+            steps = receive().__await__()
             try:
-                async with asyncio.timeout(timeout_s):  # no task per chunk, unlike wait_for
-                    message = await receive()
-            except TimeoutError:
-                raise ProblemError(
-                    408,
-                    "Request timeout",
-                    detail=f"the request body stalled for more than {timeout_s:g}s",
-                    headers={"Connection": "close"},
-                ) from None
+                waiting_on = steps.send(None)
+            except StopIteration as done:
+                message = cast(Message, done.value)
+            else:
+                try:
+                    async with asyncio.timeout(timeout_s):  # no task per chunk, unlike wait_for
+                        message = await _rest(steps, waiting_on)
+                except TimeoutError:
+                    raise ProblemError(
+                        408,
+                        "Request timeout",
+                        detail=f"the request body stalled for more than {timeout_s:g}s",
+                        headers={"Connection": "close"},
+                    ) from None
             if message["type"] != "http.request":
                 body_done = True
                 return message
@@ -111,3 +125,30 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
         if name == b"content-length":
             return int(value) if value.isdigit() else None
     return None
+
+
+# An awaitable's steps, as ``await`` takes them: what its ``__await__`` gives.
+_Steps = Generator[Any, None, Message]
+
+
+@types.coroutine
+def _rest(steps: _Steps, waiting_on: Any) -> _Steps:
+    """Awaits what is left of ``steps``, whose first step was taken and yielded
+    ``waiting_on``: what ``await`` would have done from there (``yield from``), with every
+    value, exception (a cancellation by the deadline) and close passed on to it."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except GeneratorExit:
+            steps.close()
+            raise
+        except BaseException as error:
+            try:
+                waiting_on = steps.throw(error)
+            except StopIteration as done:
+                return cast(Message, done.value)
+        else:
+            try:
+                waiting_on = steps.send(sent)
+            except StopIteration as done:
+                return cast(Message, done.value)
