@@ -1,7 +1,18 @@
+import random
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from shared.events import DemandLabelled, DemandReceived
-from shared.kafka.codec import DecodeError, decode, encode, encode_all, header
+from shared.events import DemandLabelled, DemandReceived, Event
+from shared.kafka.codec import (
+    DecodeError,
+    OutboundRecord,
+    _time_text,
+    decode,
+    encode,
+    encode_all,
+    header,
+)
 from tests.support.factories import demand_labelled, demand_received
 
 DEMAND = demand_received(id="d-1", customer_ref="C-1")
@@ -47,3 +58,85 @@ def test_a_batch_shares_the_attributes_and_keeps_each_events_own() -> None:
 def test_decode_errors_name_the_problem(value: bytes | None, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason.replace("(", r"\(").replace(")", r"\)")):
         decode(DemandReceived, value)
+
+
+def _reference_encode(event: Event, topic: str, source: str) -> OutboundRecord:
+    """The record as the codec wrote it before the shared attributes were kept."""
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event.event_id().encode()),
+        ("ce_type", event.CE_TYPE.encode()),
+        ("ce_source", source.encode()),
+        ("ce_time", datetime.now(UTC).isoformat().encode()),
+        ("content-type", b"application/json"),
+    ]
+    return OutboundRecord(
+        topic=topic,
+        key=event.partition_key().encode(),
+        value=event.model_dump_json().encode(),
+        headers=headers,
+    )
+
+
+@pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.parametrize("source", ["intake", "demandscope-classifier"])
+def test_records_are_the_reference_encoders_apart_from_the_time(count: int, source: str) -> None:
+    events: list[Event] = [DEMAND, demand_labelled(id="l-1"), demand_received(id="d-2")][:count]
+    pairs = [(event, f"topic-{n}") for n, event in enumerate(events)]
+    before = datetime.now(UTC)
+    records = encode_all(pairs, source=source)
+    after = datetime.now(UTC)
+    for record, (event, topic) in zip(records, pairs, strict=True):
+        reference = _reference_encode(event, topic, source)
+        assert (record.topic, record.key, record.value) == (
+            reference.topic,
+            reference.key,
+            reference.value,
+        )
+        names = [name for name, _ in record.headers]
+        assert names == [name for name, _ in reference.headers]
+        assert [v for n, v in record.headers if n != "ce_time"] == [
+            v for n, v in reference.headers if n != "ce_time"
+        ]
+        written = dict(record.headers)["ce_time"].decode()
+        moment = datetime.fromisoformat(written)
+        assert moment.isoformat() == written  # isoformat's own text of that instant
+        # The clock is read to the microsecond, datetime.now rounds: within one of both.
+        assert before - timedelta(microseconds=1) <= moment <= after + timedelta(microseconds=1)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "micros",
+    [
+        0,
+        1,
+        999_999,
+        1_000_000,
+        1_764_244_209_000_000,  # a whole second: isoformat leaves the fraction out
+        1_764_244_209_000_001,
+        1_764_244_209_123_456,
+        1_764_244_209_999_999,
+        1_764_244_210_000_000,
+        1_764_244_209_500_000,  # the same second again, after another one
+        4_102_444_799_999_999,
+    ],
+)
+def test_the_time_is_written_as_isoformat_writes_it(micros: int) -> None:
+    expected = (EPOCH + timedelta(microseconds=micros)).isoformat().encode()
+    assert _time_text(micros) == expected
+    assert _time_text(micros) == expected  # from the second's kept text
+
+
+def test_the_time_of_random_instants_is_isoformats() -> None:
+    generator = random.Random(14)
+    second = 1_764_244_209
+    for _ in range(2000):
+        # Runs within one second and jumps between seconds, as a clock's reads come.
+        if generator.random() < 0.2:
+            second += generator.choice([1, -1, 86_399, 3_600 * 24 * 365])
+        micros = second * 1_000_000 + generator.choice([0, generator.randrange(1_000_000)])
+        expected = (EPOCH + timedelta(microseconds=micros)).isoformat().encode()
+        assert _time_text(micros) == expected
