@@ -132,9 +132,10 @@ class DemandFactRow(Base):
     labelled: Mapped[bool] = mapped_column(Boolean)
 
     __table_args__ = (
+        # A purpose's demands over a period that is not whole days (whole days are read
+        # from demand_days). No (purpose, type) index: every fact stored paid for it, and
+        # the counts it covered are the daily table's now (migration 0021).
         Index("ix_demand_facts_purpose_occurred", "purpose", "occurred_at"),
-        # Covers the unfiltered purpose summary: counts by purpose and type from the index.
-        Index("ix_demand_facts_purpose_type", "purpose", "demand_type"),
         Index("ix_demand_facts_customer", "source", "customer_ref"),
     )
 
@@ -164,8 +165,10 @@ class CaseRow(Base):
     last_activity_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        # Covers the summary's case counts (fulfilled, contacts, one-stop, open) on its own.
-        Index("ix_cases_purpose_status", "purpose", "status", "measured", "contacts", "one_stop"),
+        # A purpose's cases fulfilled over a period that is not whole days (whole days are
+        # case_days'), and the charts' series in time order. Each index here is written by
+        # every case a batch opens and moved by those it closes: the (purpose, status, ...)
+        # index the summary's counts of every case once read went (migration 0021).
         Index("ix_cases_purpose_fulfilled", "purpose", "fulfilled_at"),
         # Open cases' ages: the k-th youngest read off the index, the filters (source,
         # first channel, team) checked off it too (migration 0018).
