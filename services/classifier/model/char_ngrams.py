@@ -15,6 +15,8 @@ import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from services.classifier.model.word_store import Rows, WordStore
+
 
 class CachedCharNgrams:
     def __init__(self, vectorizer: TfidfVectorizer, max_words: int = 200_000) -> None:
@@ -27,13 +29,16 @@ class CachedCharNgrams:
         self._sublinear = bool(vectorizer.sublinear_tf)
         self._l2 = vectorizer.norm == "l2"
         self._dtype = vectorizer.dtype
-        self._words: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._max_words = max_words
+        self._store = WordStore(
+            lambda words: [self._word_vector(w) for w in words],
+            np.int32,
+            values=True,
+            max_words=max_words,
+        )
+        self._by_word: tuple[int, sparse.csr_matrix] | None = None
 
     def _word_vector(self, word: str) -> tuple[np.ndarray, np.ndarray]:
-        cached = self._words.get(word)
-        if cached is not None:
-            return cached
+        """One word's n-gram columns and counts."""
         padded = f" {word} "
         counts: dict[int, int] = {}
         vocabulary = self._vocabulary
@@ -44,14 +49,10 @@ class CachedCharNgrams:
                     counts[index] = counts.get(index, 0) + 1
             if len(padded) <= n:  # as scikit-learn: a word no longer than n counts once, whole
                 break
-        vector = (
+        return (
             np.fromiter(counts.keys(), dtype=np.int32, count=len(counts)),
             np.fromiter(counts.values(), dtype=np.float64, count=len(counts)),
         )
-        if len(self._words) >= self._max_words:
-            self._words.clear()  # bounded memory; the common words come straight back
-        self._words[word] = vector
-        return vector
 
     def counts(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """n-gram counts: (texts x words in the batch) @ (words x n-grams), summed in C."""
@@ -61,33 +62,17 @@ class CachedCharNgrams:
 
     def counts_of_words(self, split: Sequence[Sequence[str]]) -> sparse.csr_matrix:
         """``counts`` of texts already lowercased (if the vectorizer lowercases) and split on
-        whitespace. Each batch word is mapped to its column with ``map`` (no bytecode per
-        word); only the batch's new words are analysed."""
+        whitespace: (texts x words) @ (words x n-grams), the words' rows kept in a
+        ``WordStore`` (each word analysed once, found by ``map``)."""
         flat = list(chain.from_iterable(split))
-        distinct = dict.fromkeys(flat)
-        for column, word in enumerate(distinct):
-            distinct[word] = column
+        rows = self._store.lookup(flat)
+        indptr = np.zeros(len(split) + 1, dtype=np.int32)
+        np.cumsum(np.fromiter(map(len, split), np.int32, count=len(split)), out=indptr[1:])
+        words = len(rows.indptr) - 1
         by_text = sparse.csr_matrix(
-            (
-                np.ones(len(flat)),
-                np.fromiter(map(distinct.__getitem__, flat), dtype=np.int32, count=len(flat)),
-                np.concatenate(
-                    [[0], np.cumsum(np.fromiter(map(len, split), np.int64, count=len(split)))]
-                ),
-            ),
-            shape=(len(split), len(distinct)),
+            (np.ones(len(flat)), rows.words, indptr), shape=(len(split), words)
         )
-        cached = self._words.get
-        vectors = [cached(word) or self._word_vector(word) for word in distinct]
-        lengths = np.fromiter((len(v[0]) for v in vectors), dtype=np.int64, count=len(vectors))
-        by_word = sparse.csr_matrix(
-            (
-                np.concatenate([v[1] for v in vectors]) if vectors else np.zeros(0),
-                np.concatenate([v[0] for v in vectors]) if vectors else np.zeros(0, np.int32),
-                np.concatenate([[0], np.cumsum(lengths)]),
-            ),
-            shape=(len(distinct), len(self._idf)),
-        )
+        by_word = self._word_rows(rows)
         result: sparse.csr_matrix = by_text @ by_word
         # The product has no repeated column in a row, but each row's columns in the order
         # first met: sorted below. scipy sorts each row with std::sort; once the values
@@ -99,6 +84,17 @@ class CachedCharNgrams:
             result = result.tocsc().tocsr()
         result.sum_duplicates()
         return result
+
+    def _word_rows(self, rows: Rows) -> sparse.csr_matrix:
+        """The store as a (words x n-grams) matrix of counts, made again only once it grew."""
+        kept = self._by_word
+        if kept is None or kept[0] != rows.version:
+            matrix = sparse.csr_matrix(
+                (rows.values, rows.columns, rows.indptr),
+                shape=(len(rows.indptr) - 1, len(self._idf)),
+            )
+            kept = self._by_word = (rows.version, matrix)
+        return kept[1]
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         return self.weighted(self.counts(texts))

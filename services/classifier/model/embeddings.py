@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
 
+from services.classifier.model.word_store import WordStore, gather
+
 CONFIG = "l2_supercat"
 DIMENSIONS = 256
 TOKENIZER_FILE = "l2_supercat_tokenizer_config.json"
@@ -74,8 +76,7 @@ class SentenceEmbedder:
         tokenizer.no_padding()  # ragged ids: no padded 3-D array
         tokenizer.no_truncation()
         self._tokenizer = tokenizer
-        self._ids: dict[str, np.ndarray] = {}
-        self._max_words = max_words
+        self._store = WordStore(self._encode, np.int64, values=False, max_words=max_words)
 
     @classmethod
     def load(cls, cache_dir: Path | None = None) -> SentenceEmbedder:
@@ -101,34 +102,37 @@ class SentenceEmbedder:
                 raise EmbeddingsUnavailable(str(error)) from error
         return cls(inference.embedding, inference.tokenizer)
 
-    def _word_ids(self, words: Sequence[str]) -> list[np.ndarray]:
+    def _encode(self, words: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Token ids of each word, tokenized alone: the tokenizer marks every word's start
-        (``▁``), so a text's tokens are its words' tokens; cached, since customers reuse
-        words, and bounded."""
-        missing = [w for w in dict.fromkeys(words) if w not in self._ids]
-        if missing:
-            if len(self._ids) + len(missing) > self._max_words:
-                self._ids.clear()  # bounded memory; the common words come straight back
-            encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
-            for word, encoding in zip(
-                missing, encode(missing, add_special_tokens=False), strict=True
-            ):
-                self._ids[word] = np.asarray(encoding.ids, dtype=np.int64)
-        return list(map(self._ids.__getitem__, words))
+        (``▁``), so a text's tokens are its words' tokens (kept per word in a ``WordStore``,
+        since customers reuse words)."""
+        encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+        return [
+            (np.asarray(encoding.ids, dtype=np.int64), None)
+            for encoding in encode(list(words), add_special_tokens=False)
+        ]
+
+    def _word_ids(self, words: Sequence[str]) -> list[np.ndarray]:
+        """Each word's token ids."""
+        rows = self._store.lookup(words)
+        indptr, columns = rows.indptr, rows.columns
+        return [columns[indptr[row] : indptr[row + 1]] for row in rows.words.tolist()]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text; a text with no token is a row of zeros."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         split = [text.split() for text in texts]
-        ids = self._word_ids(list(chain.from_iterable(split)))
-        # Token rows per text from the words' token counts, without bytecode per word.
+        flat = list(chain.from_iterable(split))
+        rows = self._store.lookup(flat)
+        # Each word's tokens in order, read from the store by numpy: no Python per word.
+        columns, lengths = gather(rows.indptr, rows.columns, rows.words)
+        # Token rows per text from the words' token counts.
         words_at = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(np.fromiter(map(len, split), np.int64, count=len(split)), out=words_at[1:])
-        tokens_at = np.zeros(len(ids) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, ids), np.int64, count=len(ids)), out=tokens_at[1:])
+        tokens_at = np.zeros(len(flat) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=tokens_at[1:])
         indptr = tokens_at[words_at]
-        columns = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
         np.clip(columns, 0, self._table.shape[0] - 1, out=columns)
         # (texts x vocabulary) token counts @ (vocabulary x 256): the sum of each text's
         # token vectors, in C, without a (tokens x 256) intermediate. Unit length makes the
