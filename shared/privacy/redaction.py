@@ -57,9 +57,16 @@ _NI_NUMBER = re.compile(
 )
 # What every National Insurance number holds: its digits, after its second letter (any
 # that _NI_NUMBER's class takes when case is ignored: ASCII, the long s and the Kelvin
-# sign) and an optional space. Digits first, so the search skips the words between them.
+# sign) and an optional space. Digits first, so the search skips the words between them;
+# then a one-character look back (a letter or a space), which the two after it imply: a
+# digit within a number (after another digit, most of them) fails there at once, before
+# its pair and the two lookbehinds are tried (on the bench's text from its first digit,
+# 0.76-0.82 -> 0.62 µs, measured).
 _NI_LETTER = "[A-Za-z\u017f\u212a]"
-_NI_CANDIDATE = re.compile(rf"\d\d(?:(?<={_NI_LETTER}\d\d)|(?<={_NI_LETTER} \d\d)) ?\d\d ?\d\d")
+_NI_CANDIDATE = re.compile(
+    rf"\d(?<=[A-Za-z\u017f\u212a ]\d)\d(?:(?<={_NI_LETTER}\d\d)|(?<={_NI_LETTER} \d\d))"
+    r" ?\d\d ?\d\d"
+)
 # A run of digit groups joined by short separators, optionally led by "+" or "(" (one not
 # preceded by a digit). Cards and phones are both found inside such runs, on group
 # boundaries.
