@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from services.intake.cloudevents import EventKind
 from services.intake.components import IntakeComponents
@@ -262,10 +263,27 @@ async def _read(request: Request, metrics: IntakeMetrics, kind: str, source: str
     # A client that disconnects mid-body raises ClientDisconnect, answered (to nobody) and
     # logged at INFO by the skeleton: routine, not an error.
     try:
-        return await request.body()
+        return await _body(request)
     except BodyTooLarge:
         metrics.rejected.labels(kind, source, "too_large").inc()
         raise
+
+
+async def _body(request: Request) -> bytes:
+    """What ``request.body()`` reads, read from ``request.receive`` in a plain loop: the
+    body() of Starlette reads it through an async generator, which asyncio registers in a
+    WeakSet of the loop's and takes out again (with aclosing's wrapper: ~3 µs a single
+    request on the loop, profiled). Read once: intake reads each body once."""
+    receive = request.receive
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
 
 
 def _decoded(decode: Callable[[], T], components: IntakeComponents, source: str) -> T:
