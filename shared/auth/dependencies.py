@@ -93,14 +93,23 @@ class _ScopedKey(SecurityBase):
 
 def _presented_key(request: Request) -> str:
     """The key from ``Authorization: Bearer <key>``, else from ``X-API-Key`` (as
-    HTTPBearer and APIKeyHeader read them: another scheme in Authorization counts as none)."""
-    headers = request.headers
-    authorization = headers.get("authorization")
+    HTTPBearer and APIKeyHeader read them: another scheme in Authorization counts as none).
+
+    Read off the ASGI headers in one pass, the first of each name as ``request.headers``
+    gives it (its ``get`` lower-cases and encodes the name and walks the list, per name)."""
+    authorization: bytes | None = None
+    api_key: bytes | None = None
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value
+        elif name == b"x-api-key" and api_key is None:
+            api_key = value
     if authorization:
-        scheme, _, credentials = authorization.partition(" ")
+        scheme, _, credentials = authorization.decode("latin-1").partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             return credentials.strip()
-    return (headers.get("x-api-key") or "").strip()
+    return api_key.decode("latin-1").strip() if api_key else ""
 
 
 def require_scope(scope: Scope) -> Callable[..., Awaitable[ApiKeyRecord]]:

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from shared.auth import repository
-from shared.auth.dependencies import require_scope
+from shared.auth.dependencies import _presented_key, require_scope
 from shared.auth.keys import ApiKeyRecord, Scope, generate_key, hash_secret
 from shared.auth.migrate import upgrade
 from shared.auth.store import ApiKeyStore
@@ -119,3 +119,34 @@ async def test_require_scope_answers_401_403_as_problems(sqlite_url: str) -> Non
         assert forbidden.status_code == 403
         assert forbidden.json()["title"] == "Forbidden"
     await store.close()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"authorization", b"Bearer abc")],
+        [(b"authorization", b"bearer  abc  ")],
+        [(b"authorization", b"BEARER abc"), (b"authorization", b"Bearer other")],
+        [(b"authorization", b"Basic abc"), (b"x-api-key", b" key ")],
+        [(b"authorization", b"Bearer "), (b"x-api-key", b"key")],
+        [(b"authorization", b""), (b"x-api-key", b"key")],
+        [(b"x-api-key", b"first"), (b"x-api-key", b"second")],
+        [(b"x-api-key", b"  ")],
+        [(b"x-api-key", "caf\u00e9".encode("latin-1")), (b"host", b"t")],
+        [(b"authorization", b"Bearer"), (b"x-api-key", b"key")],
+    ],
+)
+def test_the_presented_key_is_what_the_headers_say(headers: list[tuple[bytes, bytes]]) -> None:
+    # As read through Starlette's Headers (the first of each name; another scheme in
+    # Authorization counts as none).
+    request = Request({"type": "http", "headers": headers})
+    expected = ""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            expected = credentials.strip()
+    if not expected:
+        expected = (request.headers.get("x-api-key") or "").strip()
+    assert _presented_key(request) == expected
