@@ -317,7 +317,8 @@ class TextModel:
         lowered = [t.lower() for t in texts]
         words = self._cached("_fast_words", lambda: _word_block(self._words))
         chars = self._cached("_fast_chars", lambda: CachedCharNgrams(self._chars))
-        text = _side_by_side(words(lowered), chars.transform_words([d.split() for d in lowered]))
+        split = [d.split() for d in lowered]
+        text = _side_by_side(words(lowered, split), chars.transform_words(split))
         meaning = self._embedder().embed(texts) if self._uses_embeddings else None
         blocks = _Blocks(texts=texts, text=text, meaning=meaning)
         stacked = self._cached("_stacked_heads", lambda: _StackedHeads.of(self))
@@ -608,13 +609,19 @@ def _sparse_rows(rows: np.ndarray) -> sparse.csr_matrix:
     )
 
 
-def _word_block(vectorizer: TfidfVectorizer) -> Callable[[Sequence[str]], sparse.csr_matrix]:
-    """The word TF-IDF block of lowercased texts: ``WordNgrams`` when it reproduces the
-    vectorizer, else the vectorizer itself (lowercasing again changes nothing)."""
+def _word_block(
+    vectorizer: TfidfVectorizer,
+) -> Callable[[Sequence[str], Sequence[Sequence[str]]], sparse.csr_matrix]:
+    """The word TF-IDF block of lowercased texts (and the same texts split on whitespace):
+    ``WordNgrams`` when it reproduces the vectorizer, from the split words when its tokens
+    allow (``WordNgrams.splits``), else the vectorizer itself (lowercasing again changes
+    nothing)."""
     if supports_words(vectorizer):
         fast = WordNgrams(vectorizer)
-        return lambda lowered: fast.transform(lowered, lowered=True)
-    return lambda lowered: vectorizer.transform(lowered)
+        if fast.splits:
+            return lambda _lowered, split: fast.transform_words(split)
+        return lambda lowered, _split: fast.transform(lowered, lowered=True)
+    return lambda lowered, _split: vectorizer.transform(lowered)
 
 
 class _StackedHeads:

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import sparse  # type: ignore[import-untyped]
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES
@@ -28,21 +29,45 @@ def _texts() -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("ngram_range", [(1, 2), (1, 1)])
-def test_the_same_matrix_as_scikit_learn_bit_for_bit(ngram_range: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("ngram_range", "token_pattern", "max_df", "splits"),
+    [
+        ((1, 2), r"(?u)\b\w[\w']*\b", 1.0, True),
+        ((1, 1), r"(?u)\b\w[\w']*\b", 1.0, True),
+        ((1, 2), r"(?u)\b\w\w+\b", 1.0, True),
+        # common unigrams dropped while their bigrams stay: bigrams looked up as strings
+        ((1, 2), r"(?u)\b\w[\w']*\b", 0.05, False),
+        ((1, 2), r"(?u)\b\w+(?: \w+)?\b", 1.0, False),  # tokens spanning two words
+    ],
+)
+def test_the_same_matrix_as_scikit_learn_bit_for_bit(
+    ngram_range: tuple[int, int], token_pattern: str, max_df: float, splits: bool
+) -> None:
     texts = _texts()
     vectorizer = TfidfVectorizer(
         analyzer="word",
         ngram_range=ngram_range,
         sublinear_tf=True,
-        token_pattern=r"(?u)\b\w[\w']*\b",
+        token_pattern=token_pattern,
+        max_df=max_df,
         dtype=np.float32,
     ).fit(texts[:500])
-    unseen = texts[500:] + ODD
+    unseen = texts[500:] + ODD + ["the bill the bill", "x\x00y bill", "a b\u00a0c d"]
     fast = WordNgrams(vectorizer)
+    assert fast.splits is splits
 
     expected = vectorizer.transform(unseen)
-    for got in (fast.transform(unseen), fast.transform([t.lower() for t in unseen], lowered=True)):
+    lowered = [t.lower() for t in unseen]
+    got_all = [fast.transform(unseen), fast.transform(lowered, lowered=True)]
+    if splits:  # twice: the words analysed, then from the store
+        got_all += [fast.transform_words([t.split() for t in lowered]) for _ in range(2)]
+        for size in (1, 7):
+            pieces = [
+                fast.transform_words([t.split() for t in lowered[at : at + size]])
+                for at in range(0, len(lowered), size)
+            ]
+            got_all.append(sparse.vstack(pieces, format="csr"))
+    for got in got_all:
         assert got.dtype == expected.dtype
         assert got.shape == expected.shape
         assert np.array_equal(got.indptr, expected.indptr)
