@@ -21,6 +21,7 @@ from services.intake.decoding import (
     UnsupportedMediaType,
     batch_items,
     single_item,
+    single_mode_of,
 )
 from services.intake.ledger import LedgerUnavailable
 from services.intake.metrics import IntakeMetrics
@@ -207,7 +208,7 @@ async def _single(
 ) -> JSONResponse:
     service, settings, metrics = components.service, components.settings, components.metrics
     body = await _read(request, metrics, kind, key.source)
-    item = _decoded(lambda: single_item(request.headers, body, kind), components, key.source)
+    item = _decoded(lambda: _single_item(request, body, kind), components, key.source)
     metrics.child(metrics.received, kind, key.source).inc()
     try:
         event = admit(item.payload, _admission(key, settings, components.redactor))
@@ -284,6 +285,15 @@ async def _body(request: Request) -> bytes:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         elif message["type"] == "http.disconnect":
             raise ClientDisconnect()
+
+
+def _single_item(request: Request, body: bytes, kind: EventKind) -> Item:
+    # The mode off the ASGI headers; Starlette's Headers only for a binary CloudEvent's.
+    mode = single_mode_of(request.scope["headers"])
+    return single_item(request.headers if mode == "binary" else _NO_HEADERS, body, kind, mode)
+
+
+_NO_HEADERS: dict[str, str] = {}
 
 
 def _decoded(decode: Callable[[], T], components: IntakeComponents, source: str) -> T:

@@ -7,7 +7,7 @@ Four forms reach the same admission: plain JSON, and CloudEvents in structured
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -71,11 +71,31 @@ def media_type(content_type: str | None) -> str:
 
 
 def single_mode(headers: Mapping[str, str]) -> Mode:
-    kind = media_type(headers.get("content-type"))
+    return _single_mode(headers.get("content-type"), "ce-specversion" in headers)
+
+
+def single_mode_of(raw_headers: Iterable[tuple[bytes, bytes]]) -> Mode:
+    """``single_mode`` of a request's ASGI headers (names in lower case), read in one pass:
+    the first Content-Type, as ``request.headers`` gives it, and whether a ce-specversion
+    is there. Starlette's Headers lower-case and encode each name asked for and walk the
+    list for it (~1 µs a single request for the two, measured)."""
+    content_type: bytes | None = None
+    binary = False
+    for name, value in raw_headers:
+        if name == b"content-type":
+            if content_type is None:
+                content_type = value
+        elif name == b"ce-specversion":
+            binary = True
+    return _single_mode(None if content_type is None else content_type.decode("latin-1"), binary)
+
+
+def _single_mode(content_type: str | None, binary: bool) -> Mode:
+    kind = media_type(content_type)
     if kind == CE_STRUCTURED:
         return "structured"
     if kind == JSON:
-        return "binary" if "ce-specversion" in headers else "json"
+        return "binary" if binary else "json"
     raise UnsupportedMediaType(kind, (JSON, CE_STRUCTURED, f"{JSON} with ce-* headers"))
 
 
@@ -88,9 +108,15 @@ def batch_mode(headers: Mapping[str, str]) -> Mode:
     raise UnsupportedMediaType(kind, (JSON, CE_BATCH))
 
 
-def single_item(headers: Mapping[str, str], body: bytes, expected: EventKind) -> Item:
-    """The one event of a single-event request; raises MalformedBody or UnsupportedMediaType."""
-    mode = single_mode(headers)
+def single_item(
+    headers: Mapping[str, str], body: bytes, expected: EventKind, mode: Mode | None = None
+) -> Item:
+    """The one event of a single-event request; raises MalformedBody or UnsupportedMediaType.
+
+    ``mode``, when the caller has it (``single_mode_of``): the headers are then read only in
+    binary mode, for the event's ``ce-*`` attributes."""
+    if mode is None:
+        mode = single_mode(headers)
     if mode == "json":
         # No id to answer back here (a single event's answer names the admitted event's):
         # checking it for personal data is admission's job, done once there.
