@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import compress, count, repeat
+from functools import partial
+from itertools import chain, repeat
 from operator import contains
 
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
+
+from services.classifier.model.word_store import WordStore, gather
 
 # Each cue group is a list of phrases matched as whole words in lowercased text, with
 # apostrophes optional ("didn't" also matches "didnt").
@@ -250,7 +253,6 @@ def compile_cues(phrases: Iterable[str]) -> re.Pattern[str]:
 
 
 _RUN = re.compile(r"[\w']+")
-_RUN_SPLIT = re.compile(r"([\w']+)")
 _BETWEEN = "\x00"
 """Between two texts in a batch's one search for runs (``CueCounter._count_keyed``)."""
 
@@ -272,6 +274,23 @@ def first_word_keys(phrases: Iterable[str]) -> frozenset[str] | None:
             return None
         keys.add(key)
     return frozenset(keys) if keys else None  # no phrase: the empty pattern matches anywhere
+
+
+def _starts(
+    by_key: Mapping[str, tuple[int, ...]], words: Sequence[str]
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Each lowercased word's runs that can start a keyed group: the group's column and the
+    run's offset in the word, in order."""
+    found: list[tuple[np.ndarray, np.ndarray | None]] = []
+    for word in words:
+        columns: list[int] = []
+        offsets: list[float] = []
+        for run in _RUN.finditer(_straight(word)):
+            for column in by_key.get(run.group().replace("'", ""), ()):
+                columns.append(column)
+                offsets.append(run.start())
+        found.append((np.array(columns, dtype=np.int64), np.array(offsets, dtype=np.float64)))
+    return found
 
 
 class CueCounter:
@@ -315,20 +334,21 @@ class CueCounter:
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         return sparse.csr_matrix(self.rows(texts))
 
-    def rows(self, texts: Sequence[str]) -> np.ndarray:
-        """``transform`` as a dense float32 array (texts x ``feature_names``)."""
+    def rows(
+        self, texts: Sequence[str], split: Sequence[Sequence[str]] | None = None
+    ) -> np.ndarray:
+        """``transform`` as a dense float32 array (texts x ``feature_names``). ``split``: the
+        texts lowercased (``str.lower``) and split on whitespace, when the caller has them."""
         failure_groups = [i for i, n in enumerate(self.group_names) if n != "request"]
         groups = len(self.group_names)
         keys: list[frozenset[str] | None] = self.__dict__.get("_keys") or [None] * groups
-        lowered = [text.lower() for text in texts]
-        # Lowercased text by text, as before (a text's own context); the apostrophes made
-        # one by three ``replace`` of the joined batch (``translate`` per text cost more).
-        joined = _straight(_BETWEEN.join(lowered))
+        if split is None:
+            split = [text.lower().split() for text in texts]
         hits = np.zeros((len(texts), groups), dtype=np.int64)
-        self._count_keyed(joined, [len(text) for text in lowered], keys, hits)
+        self._count_keyed(split, keys, hits)
         everywhere = [c for c, needed in enumerate(keys) if needed is None]
         if everywhere:  # searched in each text
-            straight = [_straight(text) for text in lowered]
+            straight = [_straight(text.lower()) for text in texts]
             for column in everywhere:
                 findall = self._patterns[column].findall
                 hits[:, column] = [len(findall(text)) for text in straight]
@@ -344,75 +364,84 @@ class CueCounter:
 
     def _count_keyed(
         self,
-        joined: str,
-        lengths: Sequence[int],
+        split: Sequence[Sequence[str]],
         keys: Sequence[frozenset[str] | None],
         hits: np.ndarray,
     ) -> None:
-        """Each keyed group's matches in each text (``hits``, texts x groups, added to), for
-        a whole batch at once. ``joined``: the batch's texts, lowercased, apostrophes
-        straightened, joined by ``_BETWEEN``; ``lengths``: each text's length in it.
+        r"""Each keyed group's matches in each text (``hits``, texts x groups, added to), for
+        a whole batch at once, from its texts lowercased and split on whitespace.
 
         Where a keyed group's match can start is a run whose key is one of its phrases'
         (``first_word_keys``), and its pattern is tried there only, in order, resuming after
-        each match (what ``findall`` finds, since it finds nothing in between). The runs of
-        every text come from one search of ``joined`` and are looked up by ``map``: no
-        bytecode per word, only per run that can start a cue. A match never spans
-        ``_BETWEEN`` (no phrase contains it, and it is neither whitespace nor a word
-        character or apostrophe, so the look-arounds see it as they see a text's end), so
-        each text's matches are what a search of that text alone finds."""
-        by_key = self._by_key(keys)
-        if not by_key or not lengths:
+        each match (what ``findall`` finds, since it finds nothing in between). Runs never
+        hold whitespace, so a text's runs are its words' runs: each word's runs that can
+        start a group (group, offset) are kept in a ``WordStore``, and a batch's words are
+        looked up by ``map``, with no bytecode per word. The patterns are tried on the texts
+        with each whitespace run made one space (a phrase's words are joined by ``\s+``,
+        which then matches as before; the look-arounds see a space as they see any
+        whitespace or the text's ends), joined by ``_BETWEEN``: no match spans it (no
+        phrase contains it, and it is neither whitespace nor a word character or
+        apostrophe, so the look-arounds see it as they see a text's end)."""
+        kept = self._by_key(keys)
+        if kept is None or not split:
             return
-        # The texts' runs at odd places, the text between them at even ones (one C call).
-        pieces = _RUN_SPLIT.split(joined)
-        runs = pieces[1::2]
-        starting = list(map(by_key.get, runs))
-        if "'" in joined:  # a run's key is the run without its apostrophes
-            for index in compress(count(), map(contains, runs, repeat("'"))):
-                starting[index] = by_key.get(runs[index].replace("'", ""))
-        candidates = list(compress(count(), starting))
-        if not candidates:
+        store = kept[2]
+        flat = list(chain.from_iterable(split))
+        rows = store.lookup(flat)
+        columns, found = gather(rows.indptr, rows.columns, rows.words)
+        if not len(columns):
             return
-        # A run starts where the pieces before it end.
-        ends = np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)))
-        at: dict[int, list[int]] = {}
-        for index, position in zip(
-            candidates, ends[np.asarray(candidates) * 2].tolist(), strict=True
+        offsets = gather(rows.indptr, rows.values, rows.words)[0].astype(np.int64)
+        # Where each word starts in the joined texts: each word and the one character after
+        # it (a space, or ``_BETWEEN`` after a text's last word; an empty text is just that).
+        counts = np.fromiter(map(len, split), np.int64, len(split))
+        words_at = np.zeros(len(split) + 1, dtype=np.int64)
+        np.cumsum(counts, out=words_at[1:])
+        before = np.zeros(len(flat) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, flat), np.int64, len(flat)) + 1, out=before[1:])
+        lengths = before[words_at[1:]] - before[words_at[:-1]] - (counts > 0)
+        starts = np.zeros(len(split), dtype=np.int64)
+        np.cumsum(lengths[:-1] + 1, out=starts[1:])
+        owner = np.repeat(np.arange(len(split), dtype=np.int64), counts)
+        word_at = starts[owner] + before[:-1] - before[words_at[:-1]][owner]
+        positions = word_at[np.repeat(np.arange(len(flat)), found)] + offsets
+        order = np.argsort(columns, kind="stable")  # by group, each in text order
+        columns, positions = columns[order], positions[order]
+        cut = np.flatnonzero(np.diff(columns)) + 1
+        joined = _straight(_BETWEEN.join(map(" ".join, split)))
+        for column, at in zip(
+            columns[np.concatenate([[0], cut])].tolist(), np.split(positions, cut), strict=True
         ):
-            for column in starting[index] or ():
-                at.setdefault(column, []).append(position)
-        # Where each text starts in ``joined``, to give each match its text.
-        starts = np.zeros(len(lengths), dtype=np.int64)
-        np.cumsum(np.asarray(lengths[:-1], dtype=np.int64) + 1, out=starts[1:])
-        for column, positions in at.items():
-            match, found, end = self._patterns[column].match, [], 0
-            for position in positions:
+            match, matched_at, end = self._patterns[column].match, [], 0
+            for position in at.tolist():
                 if position >= end:
                     matched = match(joined, position)
                     if matched is not None:
-                        found.append(position)
+                        matched_at.append(position)
                         end = matched.end()
-            if found:
-                owners = np.searchsorted(starts, found, side="right") - 1
-                hits[:, column] += np.bincount(owners, minlength=len(lengths))
+            if matched_at:
+                texts = np.searchsorted(starts, matched_at, side="right") - 1
+                hits[:, column] += np.bincount(texts, minlength=len(split))
 
-    def _by_key(self, keys: Sequence[frozenset[str] | None]) -> dict[str, tuple[int, ...]]:
-        """The keyed groups (their columns) each run key can start, for ``keys``; kept
-        while ``keys`` is the same list (not pickled: see ``__getstate__``)."""
+    def _by_key(
+        self, keys: Sequence[frozenset[str] | None]
+    ) -> tuple[object, dict[str, tuple[int, ...]], WordStore] | None:
+        """For ``keys``: the keyed groups (their columns) each run key can start, and the
+        store of each word's runs that can start one; kept while ``keys`` is the same list
+        (not pickled: see ``__getstate__``). None: no keyed group."""
         kept = self.__dict__.get("_by_key_of")
         if kept is not None and kept[0] is keys:
-            by_key: dict[str, tuple[int, ...]] = kept[1]
-            return by_key
+            return kept[1]  # type: ignore[no-any-return]
         lists: dict[str, list[int]] = {}
         for column, needed in enumerate(keys):
             for key in needed or ():
                 lists.setdefault(key, []).append(column)
         by_key = {key: tuple(columns) for key, columns in lists.items()}
-        if any(_BETWEEN in p.pattern for p in self._patterns):
-            by_key = {}  # never with real phrases; every group then searched text by text
-        self.__dict__["_by_key_of"] = (keys, by_key)
-        return by_key
+        made = None
+        if by_key and not any(_BETWEEN in p.pattern for p in self._patterns):
+            made = (keys, by_key, WordStore(partial(_starts, by_key), np.int64, values=True))
+        self.__dict__["_by_key_of"] = (keys, made)
+        return made
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)

@@ -327,7 +327,7 @@ class TextModel:
         # (``transform`` then ``* cue_weight`` built three sparse matrices for it).
         judgement_parts: list[sparse.csr_matrix | np.ndarray] = [
             text,
-            _sparse_rows(self._cues.rows(texts) * self.settings.cue_weight),
+            _sparse_rows(self._cues.rows(texts, split) * self.settings.cue_weight),
         ]
         if meaning is not None and self.settings.embedding_weight > 0:
             judgement_parts.append(meaning * np.float32(self.settings.embedding_weight))

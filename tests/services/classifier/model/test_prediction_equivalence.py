@@ -218,9 +218,10 @@ def test_keys_are_adopted_whatever_the_order_of_equal_length_phrases() -> None:
 
 
 def test_a_batch_counts_each_texts_cues_as_that_text_alone(texts: list[str]) -> None:
-    """The batch's cue search runs over the texts joined: no cue may span two texts ("still"
-    ending one and "not been" starting the next), take a match away from the next text, or
-    land in the wrong row; the keyless counter searches each text on its own."""
+    """The batch's cue search runs over the texts joined, each whitespace run made one space:
+    no cue may span two texts ("still" ending one and "not been" starting the next), take a
+    match away from the next text, or land in the wrong row, and any whitespace between a
+    phrase's words still joins them; the keyless counter searches each text on its own."""
     counter = CueCounter({"fees": ["£5 fee"]})  # one group searched everywhere, too
     plain = _keyless(counter)
     sample = [
@@ -234,9 +235,13 @@ def test_a_batch_counts_each_texts_cues_as_that_text_alone(texts: list[str]) -> 
         "no one",
         "called",
         "£5 fee twice, never again",
+        "  still \t\n not   been\u00a0done ",
+        "still\u2028not, yet\x1fagain",
+        "DIDN\u2019T   Come",
         *texts[:300],
     ]
     batch = counter.rows(sample)
+    assert np.array_equal(batch, counter.rows(sample, [t.lower().split() for t in sample]))
     assert batch[:, : len(counter.group_names)].any()
     alone = np.vstack([counter.rows([text]) for text in sample])
     assert np.array_equal(batch, alone)
