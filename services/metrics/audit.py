@@ -1,7 +1,7 @@
 """The audit sample kept as demands arrive, the two queues people work from, and the purge
 of the words those queues show.
 
-- **Audit** (``draw_audit``, from the write path): for every stratum a batch touched, its
+- **Audit** (``upkeep``, from the write path): for every stratum a batch touched, its
   recorded size (``audit_strata``) moves by the demands the batch newly stored (counted
   only for a stratum without one: the cost of a batch does not grow with the database), its
   inclusion probability is set (domain/audit.py), the items whose draw is no longer below it
@@ -91,25 +91,32 @@ def as_received(
     """The batch's demands, in its order, for the upkeep; ``day`` stores the week."""
     weeks: dict[date, Any] = {}  # a UTC day's ISO week as stored, once per day
     received = []
+    classified, received_demand = audit_sample.Classified, ReceivedDemand
     for event in demands:
         demand = event.demand
-        occurred = sql.as_utc(demand.occurred_at)
-        week = weeks.get(occurred.date())
+        occurred = demand.occurred_at
+        # The UTC day by the offset, not by a datetime made in UTC (astimezone: twice a
+        # demand, 0.6 µs each, for pydantic's zones).
+        offset = occurred.utcoffset()
+        utc_day = (occurred - offset).date() if offset else occurred.date()
+        week = weeks.get(utc_day)
         if week is None:
-            week = weeks[occurred.date()] = day(week_start(occurred))
+            week = weeks[utc_day] = day(week_start(sql.as_utc(occurred)))
         received.append(
-            ReceivedDemand(
-                audit_sample.Classified(
+            received_demand(
+                classified(
                     demand.source,
                     demand.id,
                     event.purpose,
                     week,
-                    event.demand_type.value,
+                    event.demand_type._value_,
                     event.failure_kind,
                     event.model_version,
                     event.needs_review,
                     event.confidence,
-                    sql.as_utc(demand.received_at),  # a time, not yet in the stored form
+                    # An aware time, not yet in the stored form (db.time stores it in UTC;
+                    # the upkeep compares it with another aware time).
+                    demand.received_at,
                 ),
                 demand.text,
             )
@@ -117,40 +124,39 @@ def as_received(
     return received
 
 
-async def stored_already(
-    session: AsyncSession, demands: Sequence[DemandClassified]
-) -> set[DemandKey]:
-    """Which of the batch's demands were stored before it: called before the batch stores
-    them (after their locks), so that ``draw_audit`` counts only the demands it adds."""
-    return await stored_already_by_key(session, [(d.demand.source, d.demand.id) for d in demands])
-
-
 async def stored_already_by_key(session: AsyncSession, keys: Sequence[DemandKey]) -> set[DemandKey]:
-    """stored_already of the demands' keys."""
+    """Which of these demands were stored before the batch: called before the batch stores
+    them (after their locks), so that the upkeep counts only the demands it adds."""
     if not keys:
         return set()
     return await sql.run_sync(session, partial(audit_sample.stored_already, demands=keys))
 
 
-async def draw_audit(
-    session: AsyncSession,
+def upkeep(
+    db: sql.SyncDb,
     demands: Sequence[DemandClassified],
     policy: AuditPolicy,
     *,
-    stored_before: set[DemandKey] | None = None,
+    stored_before: set[DemandKey] | None,
     now: datetime | None = None,
 ) -> None:
     """Bring the sample of every stratum the batch touched up to date, and keep the words
     of the batch's demands that are in a queue. Runs after the demands are stored, in the
-    batch's transaction; redelivery changes nothing (the sample is a function of the set
-    of demands stored).
+    batch's transaction, on its connection (ingest runs it in the batch's one hop to the
+    database's thread); redelivery changes nothing (the sample is a function of the set of
+    demands stored).
 
-    ``stored_before`` (``stored_already`` before the batch stored its demands): a stratum's
-    size moves by the demands the batch added, not counted again. None: every touched
-    stratum is counted (as it is anyway when it has no recorded size yet)."""
-    if not demands:
-        return
-    await _draw(session, partial(as_received, demands), policy, stored_before, now)
+    ``stored_before`` (audit_sample.stored_already before the batch stored its demands): a
+    stratum's size moves by the demands the batch added, not counted again. None: every
+    touched stratum is counted (as it is anyway when it has no recorded size yet)."""
+    if demands:
+        _upkeep(
+            db,
+            received=as_received(demands, db.day),
+            stored_before=stored_before,
+            policy=policy,
+            kept_since=_kept_since(policy, now),
+        )
 
 
 async def draw_audit_received(
@@ -161,11 +167,16 @@ async def draw_audit_received(
     stored_before: set[DemandKey] | None = None,
     now: datetime | None = None,
 ) -> None:
-    """draw_audit of demands already made ReceivedDemand (as_received, with the database's
-    stored form of a day): a rebuild's load, whose workers decode the events."""
+    """upkeep of demands already made ReceivedDemand (as_received, with the database's
+    stored form of a day), through the session: a rebuild's load, whose workers decode the
+    events."""
     if not received:
         return
     await _draw(session, lambda _day: received, policy, stored_before, now)
+
+
+def _kept_since(policy: AuditPolicy, now: datetime | None) -> datetime:
+    return (now or datetime.now(UTC)) - timedelta(days=policy.queues.retention_days)
 
 
 async def _draw(
@@ -175,7 +186,7 @@ async def _draw(
     stored_before: set[DemandKey] | None,
     now: datetime | None,
 ) -> None:
-    kept_since = (now or datetime.now(UTC)) - timedelta(days=policy.queues.retention_days)
+    kept_since = _kept_since(policy, now)
     await sql.run_sync(
         session,
         lambda db: _upkeep(
@@ -196,7 +207,7 @@ def _upkeep(
     policy: AuditPolicy,
     kept_since: datetime,
 ) -> None:
-    """draw_audit's work as one synchronous function (sql.run_sync): on SQLite all its
+    """The upkeep's work as one synchronous function (sql.run_sync): on SQLite all its
     statements go to sqlite3 in one hop to aiosqlite's thread."""
     plan = policy.plan
     texts: dict[DemandKey, str] = {}

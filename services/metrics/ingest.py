@@ -36,12 +36,18 @@ from services.metrics.audit import (
     AuditPolicy,
     ReceivedDemand,
     as_received,
-    draw_audit,
     draw_audit_received,
-    stored_already,
     stored_already_by_key,
+    upkeep,
 )
-from services.metrics.db import open_cases, review_entries, sql, system_changes, write_path
+from services.metrics.db import (
+    audit_sample,
+    open_cases,
+    review_entries,
+    sql,
+    system_changes,
+    write_path,
+)
 from services.metrics.db.audit_sample import Classified
 from services.metrics.domain.cases import (
     StoredCase,
@@ -166,37 +172,71 @@ async def _apply(
         {(d.demand.source, d.demand.id) for d in demands}
         | {(label.demand_source or "", label.demand_id) for label in labels},
     )
-    known = await stored_already(session, demands)  # the audit counts the new ones only
-    await sql.run_sync(
-        session,
-        partial(write_path.store_received, demands=demands, case_events=case_events, labels=labels),
-    )
-    # A change moves no customer's figures, only its purpose's baselines (read at query
-    # time from the changes stored): the purpose is marked changed so it is republished.
-    await system_changes.add_changes(session, changes)
-    await draw_audit(session, demands, audit, stored_before=known)
-    await review_entries.take_labelled(session, labels)  # a labelled demand waits no more
-    if not derive:
-        return BatchOutcome()
     # A customer is a source's own reference: (source, customer_ref).
     customers = {(d.demand.source, d.demand.customer_ref) for d in demands} | {
         (e.source or "", e.customer_ref) for e in case_events
     }
     moved = {(e.source or "", e.customer_ref) for e in case_events}
     settled = {(d.demand.source, d.demand.customer_ref) for d in demands}
+    # The batch's own work in one hop to the database's thread (aiosqlite's, on SQLite): the
+    # demands stored before it, its events stored, the audit's upkeep and, unless labels
+    # must first find their customers, the touched customers recomputed. Four hops a batch
+    # were four wake-ups of the loop and of that thread, each waiting for a core under load.
+    together = derive and not labels
+    outcome = await sql.run_sync(
+        session,
+        partial(
+            _received_on_connection,
+            demands=demands,
+            case_events=case_events,
+            labels=labels,
+            audit=audit,
+            customers=sorted(customers) if together else (),
+            fresh=new_demands(demands, moved) if together else None,
+            closing=new_case_events(case_events, settled) if together else None,
+        ),
+    )
+    # A change moves no customer's figures, only its purpose's baselines (read at query
+    # time from the changes stored): the purpose is marked changed so it is republished.
+    await system_changes.add_changes(session, changes)
+    await review_entries.take_labelled(session, labels)  # a labelled demand waits no more
+    if not derive:
+        return BatchOutcome()
     if labels:
         labelled = await write_path.customers_of_labels(session, labels)
         customers |= labelled
         moved |= labelled
         settled |= labelled
-    outcome = await recompute_customers(
-        session,
-        sorted(customers),
-        fresh=new_demands(demands, moved),
-        closing=new_case_events(case_events, settled),
-    )
+        outcome = await recompute_customers(
+            session,
+            sorted(customers),
+            fresh=new_demands(demands, moved),
+            closing=new_case_events(case_events, settled),
+        )
     outcome.purposes |= {change.purpose for change in changes}
     return outcome
+
+
+def _received_on_connection(
+    db: sql.SyncDb,
+    *,
+    demands: Sequence[DemandClassified],
+    case_events: Sequence[CaseEvent],
+    labels: Sequence[DemandLabelled],
+    audit: AuditPolicy,
+    customers: Sequence[sql.Customer],
+    fresh: Mapping[sql.Customer, Sequence[sql.DemandKey]] | None,
+    closing: Mapping[sql.Customer, Sequence[sql.DemandKey]] | None,
+) -> BatchOutcome:
+    """The events stored, the audit brought up to date (counting only the demands this
+    batch adds), then ``customers`` recomputed (none: left to the caller)."""
+    keys = [(d.demand.source, d.demand.id) for d in demands]
+    known = audit_sample.stored_already(db, keys) if keys else set()
+    write_path.store_received(db, demands=demands, case_events=case_events, labels=labels)
+    upkeep(db, demands, audit, stored_before=known)
+    if not customers:
+        return BatchOutcome()
+    return recompute_on_connection(db, customers, fresh, closing)
 
 
 @dataclass

@@ -63,7 +63,7 @@ class Classified(NamedTuple):
     model_version: str
     needs_review: bool
     confidence: float
-    received_at: Any  # as stored, or a UTC datetime
+    received_at: Any  # as stored, or an aware datetime (as_received)
 
     @property
     def key(self) -> DemandKey:

@@ -6,7 +6,7 @@ candidate test (needs_review, or confidence below the setting), which the reader
 What moves an entry, and where:
 
 - a demand arrives, joins or leaves the audit sample, or has its words kept: ``refresh_in``
-  of those demands, from services/metrics/audit.draw_audit;
+  of those demands, from services/metrics/audit.upkeep;
 - a label arrives: ``take_labelled``, from services/metrics/ingest._apply;
 - its words are purged: ``drop_without_text``, from db/queues.purge_queue_texts.
 
