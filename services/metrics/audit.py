@@ -210,14 +210,13 @@ def _upkeep(
     """The upkeep's work as one synchronous function (sql.run_sync): on SQLite all its
     statements go to sqlite3 in one hop to aiosqlite's thread."""
     plan = policy.plan
-    texts: dict[DemandKey, str] = {}
-    for demand in received:
-        texts.setdefault(demand.classified.key, demand.text)
-    stored, new = _as_stored(db, received, stored_before)
+    stored, is_new = _as_stored(db, received, stored_before)
     strata = sorted({(row.purpose, row.week_start) for row in stored})
     audit_sample.lock_strata(db, [(p, db.read_day(w)) for p, w in strata])
     kept = audit_sample.strata_as_kept(db, strata)
-    added = Counter((row.purpose, row.week_start) for row in stored if row.key in new)
+    added = Counter(
+        (row.purpose, row.week_start) for row, new in zip(stored, is_new, strict=True) if new
+    )
     now_kept: dict[tuple[str, Any], audit_sample.StratumState] = {}
     left_audit: list[DemandKey] = []
     for stratum in strata:
@@ -264,34 +263,48 @@ def _upkeep(
                 {
                     "source": row.source,
                     "demand_id": row.demand_id,
-                    "text": texts[row.key],
+                    "text": None,  # below: few demands are queued, so their words only
                     "received_at": db.time(received_at),
                 }
             )
+    if queued:
+        texts: dict[DemandKey, str] = {}
+        for demand in received:  # a demand twice in the batch: its first words
+            texts.setdefault(demand.classified.key, demand.text)
+        for item in queued:
+            item["text"] = texts[(item["source"], item["demand_id"])]
     audit_sample.add_audit_items(db, members)
     audit_sample.add_queue_texts(db, queued)
     # The batch's demands may now wait for review (or be audit items instead), and those
     # that left the sample may wait again. A demand new in this batch has an entry only if
     # its words were kept just now (an entry needs them, and nothing else keeps them), so
     # the others need no refresh.
-    refreshed = [row.key for row in stored if row.key not in new]
+    refreshed = [row.key for row, new in zip(stored, is_new, strict=True) if not new]
     refreshed += [(row["source"], row["demand_id"]) for row in queued]
     review_entries.refresh_in(db, refreshed + left_audit)
 
 
 def _as_stored(
     db: sql.SyncDb, received: Sequence[ReceivedDemand], stored_before: set[DemandKey] | None
-) -> tuple[list[audit_sample.Classified], set[DemandKey]]:
-    """The batch's demands as stored (first classified), and which of them it added. A
-    demand the batch added, once, is stored as its event says: taken from the event, not
+) -> tuple[list[audit_sample.Classified], list[bool]]:
+    """The batch's demands as stored (first classified), and whether the batch added each.
+    A demand the batch added, once, is stored as its event says: taken from the event, not
     read back; the others (stored before, or twice in the batch) are read."""
     if stored_before is None:
-        return audit_sample.classified(db, {d.classified.key for d in received}), set()
-    times = Counter(d.classified.key for d in received)
+        stored = audit_sample.classified(db, {d.classified.key for d in received})
+        return stored, [False] * len(stored)
+    keys = [d.classified.key for d in received]  # each key made once
+    unique = set(keys)
+    if len(unique) == len(keys) and unique.isdisjoint(stored_before):
+        # The common batch: every demand new, once: nothing to read back.
+        return [d.classified for d in received], [True] * len(keys)
+    times = Counter(keys)
     read = {key for key, n in times.items() if n > 1 or key in stored_before}
     stored = audit_sample.classified(db, read)
-    stored += [d.classified for d in received if d.classified.key not in read]
-    return stored, set(times) - stored_before
+    is_new = [row.key not in stored_before for row in stored]
+    stored += [d.classified for d, key in zip(received, keys, strict=True) if key not in read]
+    is_new += [True] * (len(stored) - len(is_new))
+    return stored, is_new
 
 
 async def audit_queue(
