@@ -25,6 +25,7 @@ from services.metrics.subscriptions import consumed_topics
 from shared.auth.account_store import AccountStore
 from shared.auth.sessions import PeopleGate
 from shared.auth.store import ApiKeyStore
+from shared.database.checkpoint import BACKSTOP_PAGES, WalCheckpointer, sqlite_file
 from shared.database.engine import create_engine, session_factory
 from shared.kafka.consumer import RunnerOptions
 from shared.kafka.producer import ManagedProducer
@@ -45,7 +46,12 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
     registry = CollectorRegistry()
     metrics = MetricsServiceMetrics(registry)
     owners = load_purpose_owners(settings.taxonomy)  # who owns each purpose: its signals' team
-    engine = create_engine(settings.database_url)
+    # A SQLite file's log is checkpointed in the background, off the commits' path
+    # (shared/database/checkpoint.py); the engine's own checkpoint is only the backstop.
+    wal_file = sqlite_file(settings.database_url)
+    engine = create_engine(
+        settings.database_url, wal_autocheckpoint=BACKSTOP_PAGES if wal_file else None
+    )
     stack.push_async_callback(engine.dispose)
     sessions = session_factory(engine)
     key_store = ApiKeyStore(settings.auth.database_url, cache_ttl_s=settings.auth.cache_ttl_s)
@@ -132,6 +138,11 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
             publisher.background_task(),
             signal_outbox.background_task(),
             purge.background_task(),
+            *(
+                [BackgroundTask("wal-checkpoint", WalCheckpointer(wal_file).run)]
+                if wal_file
+                else []
+            ),
         ],
     )
 

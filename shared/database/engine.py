@@ -22,7 +22,11 @@ from sqlalchemy.pool import QueuePool
 SQLITE_POOL_SIZE = 15
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, wal_autocheckpoint: int | None = None) -> AsyncEngine:
+    """``wal_autocheckpoint``: on a SQLite file, the WAL's size in pages at which a commit
+    checkpoints it (SQLite's default: 1,000). A service that checkpoints in the background
+    (checkpoint.WalCheckpointer) raises it, so that its commits do not copy the WAL into the
+    database and fsync both on the way; the default stays as the backstop."""
     parsed = make_url(url)
     options: dict[str, Any] = {
         # A server's connection can die with a restart or a proxy's idle timeout: checked
@@ -49,6 +53,8 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=10000")
+            if wal_autocheckpoint is not None:
+                cursor.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
             cursor.close()
 
     return engine
