@@ -37,7 +37,7 @@ class CachedCharNgrams:
         )
         self._by_word: tuple[int, sparse.csr_matrix] | None = None
 
-    def _word_vector(self, word: str) -> tuple[np.ndarray, np.ndarray]:
+    def _word_vector(self, word: str) -> tuple[list[int], list[float]]:
         """One word's n-gram columns and counts."""
         padded = f" {word} "
         counts: dict[int, int] = {}
@@ -49,10 +49,7 @@ class CachedCharNgrams:
                     counts[index] = counts.get(index, 0) + 1
             if len(padded) <= n:  # as scikit-learn: a word no longer than n counts once, whole
                 break
-        return (
-            np.fromiter(counts.keys(), dtype=np.int32, count=len(counts)),
-            np.fromiter(counts.values(), dtype=np.float64, count=len(counts)),
-        )
+        return list(counts), [float(n) for n in counts.values()]
 
     def counts(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """n-gram counts: (texts x words in the batch) @ (words x n-grams), summed in C."""

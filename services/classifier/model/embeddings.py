@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
 
-from services.classifier.model.word_store import WordStore, gather
+from services.classifier.model.word_store import Analysis, WordStore, gather
 
 CONFIG = "l2_supercat"
 DIMENSIONS = 256
@@ -102,15 +102,12 @@ class SentenceEmbedder:
                 raise EmbeddingsUnavailable(str(error)) from error
         return cls(inference.embedding, inference.tokenizer)
 
-    def _encode(self, words: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def _encode(self, words: Sequence[str]) -> list[Analysis]:
         """Token ids of each word, tokenized alone: the tokenizer marks every word's start
         (``▁``), so a text's tokens are its words' tokens (kept per word in a ``WordStore``,
         since customers reuse words)."""
         encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
-        return [
-            (np.asarray(encoding.ids, dtype=np.int64), None)
-            for encoding in encode(list(words), add_special_tokens=False)
-        ]
+        return [(encoding.ids, None) for encoding in encode(list(words), add_special_tokens=False)]
 
     def _word_ids(self, words: Sequence[str]) -> list[np.ndarray]:
         """Each word's token ids."""

@@ -18,7 +18,7 @@ from operator import contains
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
 
-from services.classifier.model.word_store import WordStore, gather
+from services.classifier.model.word_store import Analysis, WordStore, gather
 
 # Each cue group is a list of phrases matched as whole words in lowercased text, with
 # apostrophes optional ("didn't" also matches "didnt").
@@ -276,12 +276,10 @@ def first_word_keys(phrases: Iterable[str]) -> frozenset[str] | None:
     return frozenset(keys) if keys else None  # no phrase: the empty pattern matches anywhere
 
 
-def _starts(
-    by_key: Mapping[str, tuple[int, ...]], words: Sequence[str]
-) -> list[tuple[np.ndarray, np.ndarray | None]]:
+def _starts(by_key: Mapping[str, tuple[int, ...]], words: Sequence[str]) -> list[Analysis]:
     """Each lowercased word's runs that can start a keyed group: the group's column and the
     run's offset in the word, in order."""
-    found: list[tuple[np.ndarray, np.ndarray | None]] = []
+    found: list[Analysis] = []
     for word in words:
         columns: list[int] = []
         offsets: list[float] = []
@@ -289,7 +287,7 @@ def _starts(
             for column in by_key.get(run.group().replace("'", ""), ()):
                 columns.append(column)
                 offsets.append(run.start())
-        found.append((np.array(columns, dtype=np.int64), np.array(offsets, dtype=np.float64)))
+        found.append((columns, offsets))
     return found
 
 

@@ -19,7 +19,7 @@ from scipy import sparse  # type: ignore[import-untyped]
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l2
 
-from services.classifier.model.word_store import WordStore, gather
+from services.classifier.model.word_store import Analysis, WordStore, gather
 
 # Between two texts' tokens: never a vocabulary entry (the token pattern cannot match it), so
 # the bigrams that straddle two texts are looked up and not found.
@@ -108,12 +108,9 @@ class WordNgrams:
         """Whether ``counts_of_words`` reads texts already split on whitespace."""
         return self._store is not None
 
-    def _token_columns(self, words: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def _token_columns(self, words: Sequence[str]) -> list[Analysis]:
         get = self._vocabulary.get
-        return [
-            (np.fromiter(map(get, self._findall(word), repeat(-1)), dtype=np.int64), None)
-            for word in words
-        ]
+        return [(list(map(get, self._findall(word), repeat(-1))), None) for word in words]
 
     def counts_of_words(self, split: Sequence[Sequence[str]]) -> sparse.csr_matrix:
         """``counts`` of texts lowercased (``str.lower``) and split on whitespace, when

@@ -7,19 +7,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.classifier.model.word_store import WordStore, gather
+from services.classifier.model.word_store import Analysis, WordStore, gather
 
 
-def _row(word: str) -> tuple[np.ndarray, np.ndarray]:
-    columns = np.array([ord(c) for c in word], dtype=np.int32)
-    return columns, columns.astype(np.float64) / 2
+def _row(word: str) -> tuple[list[int], list[float]]:
+    columns = [ord(c) for c in word]
+    return columns, [c / 2 for c in columns]
 
 
 class _Analyser:
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def __call__(self, words: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def __call__(self, words: Sequence[str]) -> list[Analysis]:
         self.seen.extend(words)
         return [_row(word) for word in words]
 
@@ -30,8 +30,8 @@ def _check(store: WordStore, words: list[str]) -> None:
     values, _ = gather(rows.indptr, rows.values, rows.words)
     assert lengths.tolist() == [len(word) for word in words]
     expected = [_row(word) for word in words]
-    assert columns.tolist() == [c for e in expected for c in e[0].tolist()]
-    assert values.tolist() == [v for e in expected for v in e[1].tolist()]
+    assert columns.tolist() == [c for e in expected for c in e[0]]
+    assert values.tolist() == [v for e in expected for v in e[1]]
 
 
 def test_each_word_is_analysed_once_and_read_back_as_analysed() -> None:
