@@ -25,11 +25,12 @@ order: the live service and a rebuild draw the same one.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from shared.estimates import AuditPair, ShareEstimate, Stratum, stratified_estimate
 
@@ -61,30 +62,19 @@ class AuditPlan:
 
 def draw(key: str, demand_id: str) -> float:
     """The demand's uniform number in [0, 1): 53 bits of HMAC-SHA256(key, id)."""
-    inner, outer = _keyed(key)
-    mac = inner.copy()
+    mac = _keyed(key).copy()
     mac.update(demand_id.encode())
-    closing = outer.copy()
-    closing.update(mac.digest())
-    return (int.from_bytes(closing.digest()[:8], "big") >> 11) / _TWO_TO_53
+    return (int.from_bytes(mac.digest()[:8], "big") >> 11) / _TWO_TO_53
 
 
 _TWO_TO_53 = float(1 << 53)
-_BLOCK = 64  # SHA-256's block, in bytes
 
 
 @lru_cache(maxsize=8)
-def _keyed(key: str) -> tuple[Any, Any]:
-    """HMAC-SHA256's inner and outer hashes with the key absorbed (RFC 2104), made once per
-    key and copied per demand: two hash copies cost less than ``hmac``'s copy of its object
-    (0.9 against 1.5 µs a draw, every demand stored)."""
-    secret = key.encode()
-    if len(secret) > _BLOCK:
-        secret = hashlib.sha256(secret).digest()
-    secret = secret.ljust(_BLOCK, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in secret))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in secret))
-    return inner, outer
+def _keyed(key: str) -> hmac.HMAC:
+    """The key's HMAC state, made once per key and copied per demand (``hmac``'s own way to
+    reuse a key, a third cheaper per demand than ``hmac.new`` each time)."""
+    return hmac.new(key.encode(), digestmod=hashlib.sha256)
 
 
 def inclusion_probability(population: int, plan: AuditPlan) -> float:
