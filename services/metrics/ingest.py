@@ -14,6 +14,13 @@ A recorded change to the system (``SystemChanged``) is stored the same way, once
 The audit sample of the strata the batch's demands fall in is brought up to date in the same
 transaction (services/metrics/audit.py), and is a function of the same set.
 
+LOCK ORDER (PostgreSQL; SQLite has one writer at a time). Every batch, live with or without
+labels and a rebuild's load alike, takes its locks in one order, so two batches on two
+instances cannot deadlock: the demands' advisory locks (write_path.lock_demands), then the
+recorded changes' insert (a unique event id, which waits on another transaction's
+uncommitted insert of the same change), then the received events' inserts, then the
+audit's strata (write_path.lock_strata), then the customers (write_path.lock_customers).
+
 Total over every event that decodes: one that cannot be stored (a date with no UTC
 equivalent, such as year 1 at +14:00) is refused with the field and the reason, and the
 rest of the batch is applied; the live service dead-letters what is refused.
@@ -172,6 +179,10 @@ async def _apply(
         {(d.demand.source, d.demand.id) for d in demands}
         | {(label.demand_source or "", label.demand_id) for label in labels},
     )
+    # A change moves no customer's figures, only its purpose's baselines (read at query
+    # time from the changes stored): the purpose is marked changed so it is republished.
+    # Stored right after the demands' locks, on every path (see LOCK ORDER above).
+    await system_changes.add_changes(session, changes)
     # A customer is a source's own reference: (source, customer_ref).
     customers = {(d.demand.source, d.demand.customer_ref) for d in demands} | {
         (e.source or "", e.customer_ref) for e in case_events
@@ -196,9 +207,6 @@ async def _apply(
             closing=new_case_events(case_events, settled) if together else None,
         ),
     )
-    # A change moves no customer's figures, only its purpose's baselines (read at query
-    # time from the changes stored): the purpose is marked changed so it is republished.
-    await system_changes.add_changes(session, changes)
     await review_entries.take_labelled(session, labels)  # a labelled demand waits no more
     if not derive:
         return BatchOutcome()
@@ -299,9 +307,9 @@ async def store_prepared(
         session,
         set(load.demand_keys) | {(label.demand_source or "", label.demand_id) for label in labels},
     )
+    await system_changes.add_changes(session, load.changes)
     known = await stored_already_by_key(session, load.demand_keys)
     await sql.run_sync(session, partial(write_path.insert_received, rows=load.rows))
-    await system_changes.add_changes(session, load.changes)
     await draw_audit_received(session, load.received, audit or AuditPolicy(), stored_before=known)
     await review_entries.take_labelled(session, labels)
 
