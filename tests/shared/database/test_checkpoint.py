@@ -1,9 +1,14 @@
 """A SQLite file's log checkpointed in the background: the engine's commits leave it to the
 checkpointer (the backstop raised), and a round of the checkpointer lets the writer start
-the log again from the top. Sizes of the log file, never times."""
+the log again from the top. Sizes of the log file, never times. A failing round is counted
+and the task carries on; a round never creates the database; a URI-style URL gets no
+checkpointer."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,8 +17,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.database.checkpoint import BACKSTOP_PAGES, WalCheckpointer, sqlite_file
+from shared.database.checkpoint import (
+    BACKSTOP_PAGES,
+    FORCED_ROUND_S,
+    WalCheckpointer,
+    sqlite_file,
+)
 from shared.database.engine import create_engine
+from tests.support.waiting import wait_until
 
 PAGE = 4096
 ROWS_PER_COMMIT = 100  # a row of 3,000 bytes: about a page each
@@ -88,7 +99,76 @@ async def test_without_a_round_the_log_only_grows(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["sqlite+aiosqlite:///:memory:", "postgresql+asyncpg://u:p@127.0.0.1:5432/demandscope"],
+    [
+        "sqlite+aiosqlite:///:memory:",
+        "postgresql+asyncpg://u:p@127.0.0.1:5432/demandscope",
+        # URI-style: the path is not the file's, so neither the checkpointer nor the
+        # raised backstop (main.py raises it only where a checkpointer runs).
+        "sqlite+aiosqlite:///file:metrics.db?uri=true",
+        "sqlite+aiosqlite:///file:/var/lib/metrics.db?mode=rwc&uri=true",
+    ],
 )
 def test_no_file_no_checkpointer(url: str) -> None:
     assert sqlite_file(url) is None
+
+
+async def test_a_round_is_forced_when_the_last_is_old_though_the_log_looks_unchanged(
+    tmp_path: Path,
+) -> None:
+    # A coarse-mtime filesystem can hide a write: after FORCED_ROUND_S a round runs anyway.
+    path = tmp_path / "db.sqlite"
+    now = [0.0]
+    checkpointer = WalCheckpointer(path, clock=lambda: now[0])
+    async with _engine(f"sqlite+aiosqlite:///{path}", BACKSTOP_PAGES) as engine:
+        await _write(engine, 1)
+        assert await checkpointer.checkpoint_once()
+        assert not await checkpointer.checkpoint_once()
+        now[0] += FORCED_ROUND_S
+        assert await checkpointer.checkpoint_once()
+        assert not await checkpointer.checkpoint_once()
+
+
+def _files(path: Path, *, database: bytes | None) -> None:
+    """An empty log at ``path``, and the database's bytes (None: no database)."""
+    Path(f"{path}-wal").write_bytes(b"")
+    if database is not None:
+        path.write_bytes(database)
+
+
+async def test_a_round_never_creates_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "gone.sqlite"  # moved away, its log left behind
+    _files(path, database=None)
+    with pytest.raises(sqlite3.OperationalError):
+        await WalCheckpointer(path).checkpoint_once()
+    assert not path.exists()
+
+
+async def test_failing_rounds_are_counted_logged_once_a_while_and_the_task_carries_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "db.sqlite"
+    _files(path, database=b"not a database " * 500)
+    counted: list[None] = []
+    checkpointer = WalCheckpointer(
+        path, interval_s=0.01, on_failure=lambda: counted.append(None), clock=lambda: 0.0
+    )
+    caplog.set_level(logging.WARNING, logger="shared.database.checkpoint")
+    task = asyncio.create_task(checkpointer.run())
+    try:
+
+        async def probe() -> int:
+            return checkpointer.failures
+
+        await wait_until(
+            probe,
+            accept=lambda failures: failures >= 3 or task.done(),
+            what="three failed rounds, or the task to stop",
+        )
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(counted) == checkpointer.failures >= 3
+    warnings = [r for r in caplog.records if r.name == "shared.database.checkpoint"]
+    assert len(warnings) == 1  # the clock stood still: no second warning within the minute
+    assert "file is not a database" in warnings[0].getMessage()
