@@ -139,7 +139,14 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
             signal_outbox.background_task(),
             purge.background_task(),
             *(
-                [BackgroundTask("wal-checkpoint", WalCheckpointer(wal_file).run)]
+                [
+                    BackgroundTask(
+                        "wal-checkpoint",
+                        WalCheckpointer(
+                            wal_file, on_failure=metrics.wal_checkpoint_failures.inc
+                        ).run,
+                    )
+                ]
                 if wal_file
                 else []
             ),

@@ -96,6 +96,13 @@ class MetricsServiceMetrics:
             "again; subscribers deduplicate on signal_id).",
             registry=registry,
         )
+        self.wal_checkpoint_failures = Counter(
+            "demandscope_metrics_wal_checkpoint_failures_total",
+            "Background checkpoints of the SQLite log that failed (shared/database/"
+            "checkpoint.py): each is tried again next round, the engine's autocheckpoint "
+            "covering meanwhile; a count that keeps rising wants a look at the disk.",
+            registry=registry,
+        )
         self._estimated: set[tuple[str, str, str]] = set()
 
     def record_purpose(self, figures: PurposeMetrics, *, owner: str) -> None:
