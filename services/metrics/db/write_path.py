@@ -446,8 +446,9 @@ def lock_customers(db: SyncDb, customers: Sequence[Customer]) -> None:
     topics are not co-partitioned): without the lock, each could recompute from a history
     lacking the other's uncommitted rows, and the last commit would win. PostgreSQL: one
     transaction-scoped advisory lock per customer, taken in hash order so two batches
-    cannot deadlock, after the demands' and the strata's. SQLite needs none: the batch's
-    first INSERT already holds the single writer lock, and the history is read after it.
+    cannot deadlock, after the demands', the recorded changes' and the strata's (ingest.py's
+    LOCK ORDER). SQLite needs none: the batch's first INSERT already holds the single writer
+    lock, and the history is read after it.
     """
     if db.dialect == "postgresql":
         db.execute(_LOCKS, {"keys": [f"{source}|{customer}" for source, customer in customers]})
