@@ -72,7 +72,10 @@ def personal_data_kind(value: str) -> str | None:
 def _could_be_personal(value: str) -> bool:
     if "@" in value or _IBAN_START.search(value) is not None:
         return True
-    return _SIX_CLOSE.search(value) is not None and _RUN_OR_NI.search(value) is not None
+    six = _SIX_CLOSE.search(value)
+    # Every match of _RUN_OR_NI starts with six digits or separators, a match of
+    # _SIX_CLOSE: none starts before the first of those (3f9a2b-k12-345: 0.76 -> 0.62 µs).
+    return six is not None and _RUN_OR_NI.search(value, six.start()) is not None
 
 
 def _blanked(match: re.Match[str]) -> str:
