@@ -417,7 +417,7 @@ async def test_every_dashboard_panel_shows_data_from_the_running_stack(
     traced = {s["metric"]["cause"] for s in causes["data"]["result"]} - {"untraced"}
     assert traced, f"no failure demand traced to a case or a demand: {figures(causes)}"
     evaluated = {rule["name"]: rule for group in rules for rule in group["rules"]}
-    assert len(evaluated) == 21  # 12 recording rules, 9 alerts: all loaded
+    assert len(evaluated) == 22  # 12 recording rules, 10 alerts: all loaded
     failing = {
         name: rule.get("lastError") for name, rule in evaluated.items() if rule["health"] == "err"
     }

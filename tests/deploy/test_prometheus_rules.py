@@ -16,6 +16,7 @@ EVERY_ALERT = {
     "DemandscopeDeadLetters",
     "DemandscopeIntakeRefusingEvents",
     "DemandscopeIntakeServerErrors",
+    "DemandscopeMetricsCheckpointFailing",
     "DemandscopeServiceDown",
     "DemandscopeBrokerDown",
     "DemandscopeBrokerPartitionsUnavailable",
