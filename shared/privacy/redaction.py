@@ -264,7 +264,8 @@ def _accepted_spans(
     groups = parts[1::2]
     lengths = tuple(map(len, groups))
     digit_string = "".join(groups)
-    if fewest <= len(digit_string) <= most:
+    whole_tried = fewest <= len(digit_string) <= most
+    if whole_tried:
         # The whole run is the first window tried, and most often the one accepted (a
         # phone number on its own): taken without the bookkeeping below, and built from
         # the split at hand (what _window(parts, 0, len(groups) - 1) builds; its lead
@@ -286,7 +287,9 @@ def _accepted_spans(
     first = 0
     while first < len(groups):
         accepted = False
-        for last in range(len(groups) - 1, first - 1, -1):
+        # The whole run's window was refused above: not built and tried again.
+        longest = len(groups) - 2 if first == 0 and whole_tried else len(groups) - 1
+        for last in range(longest, first - 1, -1):
             count = before[last + 1] - before[first]
             if count < fewest:
                 break  # the shorter windows from here hold fewer digits still
