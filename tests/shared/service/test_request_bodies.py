@@ -57,13 +57,9 @@ async def running() -> AsyncIterator[FastAPI]:
 Receive = Callable[[], Awaitable[Message]]
 
 
-async def call(app: FastAPI, receive: Receive) -> tuple[int, dict[str, str], Any]:
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {
+def raw_post_scope() -> dict[str, Any]:
+    """An ASGI scope of a JSON POST to /v1/raw."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -78,6 +74,15 @@ async def call(app: FastAPI, receive: Receive) -> tuple[int, dict[str, str], Any
         "server": ("127.0.0.1", 80),
         "state": {},
     }
+
+
+async def call(app: FastAPI, receive: Receive) -> tuple[int, dict[str, str], Any]:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = raw_post_scope()
     with contextlib.suppress(RuntimeError):  # Starlette re-raises after answering a 500
         await asyncio.wait_for(app(scope, receive, send), 10)
     start = next(m for m in sent if m["type"] == "http.response.start")
@@ -189,21 +194,7 @@ async def test_a_disconnect_while_waiting_is_passed_on() -> None:
         async def send(message: Message) -> None:
             sent.append(message)
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/raw",
-            "raw_path": b"/v1/raw",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
-            "client": ("127.0.0.1", 1234),
-            "server": ("127.0.0.1", 80),
-            "state": {},
-        }
+        scope = raw_post_scope()
         await asyncio.wait_for(app(scope, receive, send), 10)
     # Starlette's request.body() turns the disconnect into ClientDisconnect: no 408.
     statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
