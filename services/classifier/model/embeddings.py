@@ -20,14 +20,13 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Sequence
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
 
-from services.classifier.model.word_store import Analysis, WordStore, gather
+from services.classifier.model.word_store import Analysis, WordStore, gather_texts
 
 CONFIG = "l2_supercat"
 DIMENSIONS = 256
@@ -120,16 +119,8 @@ class SentenceEmbedder:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         split = [text.split() for text in texts]
-        flat = list(chain.from_iterable(split))
-        rows = self._store.lookup(flat)
         # Each word's tokens in order, read from the store by numpy: no Python per word.
-        columns, lengths = gather(rows.indptr, rows.columns, rows.words)
-        # Token rows per text from the words' token counts.
-        words_at = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, split), np.int64, count=len(split)), out=words_at[1:])
-        tokens_at = np.zeros(len(flat) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=tokens_at[1:])
-        indptr = tokens_at[words_at]
+        columns, indptr = gather_texts(self._store, split)
         np.clip(columns, 0, self._table.shape[0] - 1, out=columns)
         # (texts x vocabulary) token counts @ (vocabulary x 256): the sum of each text's
         # token vectors, in C, without a (tokens x 256) intermediate. Unit length makes the

@@ -19,7 +19,7 @@ from scipy import sparse  # type: ignore[import-untyped]
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l2
 
-from services.classifier.model.word_store import Analysis, WordStore, gather
+from services.classifier.model.word_store import Analysis, WordStore, gather_texts
 
 # Between two texts' tokens: never a vocabulary entry (the token pattern cannot match it), so
 # the bigrams that straddle two texts are looked up and not found.
@@ -118,14 +118,8 @@ class WordNgrams:
         no search of each text and no look-up per token."""
         if self._store is None:
             raise ValueError("this vectorizer's tokens are not read per whitespace-split word")
-        flat = list(chain.from_iterable(split))
-        rows = self._store.lookup(flat)
-        unigrams, lengths = gather(rows.indptr, rows.columns, rows.words)
-        words_at = np.zeros(len(split) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, split), np.int64, count=len(split)), out=words_at[1:])
-        tokens_at = np.zeros(len(flat) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=tokens_at[1:])
-        per_text = np.diff(tokens_at[words_at])
+        unigrams, indptr = gather_texts(self._store, split)
+        per_text = np.diff(indptr)
         owner = np.repeat(np.arange(len(split), dtype=np.int64), per_text)
         return self._matrix(unigrams, owner, len(split))
 

@@ -130,3 +130,16 @@ def gather(indptr: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[np.n
     ends = np.cumsum(lengths)
     positions = np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - lengths), lengths)
     return flat[positions], lengths
+
+
+def gather_texts(store: WordStore, split: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's words' stored columns, in order (``split``: each text's words), and the
+    CSR row pointer of the texts over them: the words looked up once, read by numpy."""
+    flat = list(chain.from_iterable(split))
+    rows = store.lookup(flat)
+    columns, lengths = gather(rows.indptr, rows.columns, rows.words)
+    words_at = np.zeros(len(split) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, split), np.int64, count=len(split)), out=words_at[1:])
+    columns_at = np.zeros(len(flat) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=columns_at[1:])
+    return columns, columns_at[words_at]
