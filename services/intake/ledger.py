@@ -113,8 +113,9 @@ class _SqliteStore:
     answering through ``call_soon_threadsafe``: a ThreadPoolExecutor's locks, futures and
     their chaining into asyncio cost more than the hop itself (profiled)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, wal_autocheckpoint: int | None) -> None:
         self._path = path
+        self._wal_autocheckpoint = wal_autocheckpoint
         self._jobs: queue.SimpleQueue[_Job | None] | None = None
         self._connection: sqlite3.Connection | None = None
 
@@ -123,7 +124,9 @@ class _SqliteStore:
 
     def _apply(self, burst: Burst) -> BurstResult:
         if self._connection is None:
-            self._connection = repository.connect_sqlite(self._path)
+            self._connection = repository.connect_sqlite(
+                self._path, wal_autocheckpoint=self._wal_autocheckpoint
+            )
         return repository.apply_burst_sqlite(self._connection, burst)
 
     async def close(self) -> None:
@@ -177,10 +180,10 @@ def _settle(done: asyncio.Future[Any], result: Any, error: BaseException | None)
         done.set_result(result)
 
 
-def _store_for(engine: AsyncEngine) -> _Store:
+def _store_for(engine: AsyncEngine, wal_autocheckpoint: int | None) -> _Store:
     database = engine.url.database
     if engine.dialect.name == "sqlite" and database and database != ":memory:":
-        return _SqliteStore(database)
+        return _SqliteStore(database, wal_autocheckpoint=wal_autocheckpoint)
     return _EngineStore(engine)
 
 
@@ -190,9 +193,14 @@ class IdempotencyLedger:
     ``run()`` is the writer: a background task of the service (``BackgroundTask(
     "ledger-writer", ledger.run, stop=ledger.request_stop)``). While it is not running,
     every operation raises LedgerUnavailable, so intake answers 503 rather than hang.
+
+    ``wal_autocheckpoint``: on a SQLite file, the writer connection's (see
+    ``repository.connect_sqlite``); pass the engine's, raised when a WalCheckpointer runs.
     """
 
-    def __init__(self, engine: AsyncEngine, *, lease: timedelta) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, lease: timedelta, wal_autocheckpoint: int | None = None
+    ) -> None:
         self._engine = engine
         self._lease = lease
         # The writer's queue: a deque and a future it waits on when the deque is empty,
@@ -202,7 +210,7 @@ class IdempotencyLedger:
         self._queue: deque[_Request | None] = deque()
         self._confirming: list[EventKey] = []
         self._wake: asyncio.Future[None] | None = None
-        self._store = _store_for(engine)
+        self._store = _store_for(engine, wal_autocheckpoint)
         self._running = False
 
     async def run(self) -> None:

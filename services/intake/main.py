@@ -19,6 +19,7 @@ from services.intake.openapi_docs import install_openapi
 from services.intake.request_timing import observe_request
 from services.intake.service import IntakeService
 from shared.auth.store import ApiKeyStore
+from shared.database.checkpoint import BACKSTOP_PAGES, WalCheckpointer, sqlite_file
 from shared.database.engine import create_engine
 from shared.kafka.producer import ManagedProducer
 from shared.privacy.redaction import Redactor
@@ -37,19 +38,25 @@ async def build(settings: IntakeSettings, stack: AsyncExitStack) -> IntakeCompon
     """Opens the ledger's and the keys' databases and the producer; closes them on ``stack``.
 
     Background tasks: the producer's upkeep (connect, replace when broken), the ledger
-    writer (group commits; on stop it lets queued confirmations land) and the purge of
-    expired ids.
+    writer (group commits; on stop it lets queued confirmations land), the purge of
+    expired ids and, on a SQLite file, the ledger log's checkpoint.
     """
     collect_young_less_often(stack)
     registry = CollectorRegistry()
     metrics = IntakeMetrics(registry)
-    engine = create_engine(settings.database_url)
+    # A SQLite ledger's log is checkpointed in the background, off the writer's commits
+    # (shared/database/checkpoint.py); the connections' own checkpoint is only the backstop.
+    wal_file = sqlite_file(settings.database_url)
+    backstop = BACKSTOP_PAGES if wal_file else None
+    engine = create_engine(settings.database_url, wal_autocheckpoint=backstop)
     stack.push_async_callback(engine.dispose)
     key_store = ApiKeyStore(settings.auth.database_url, cache_ttl_s=settings.auth.cache_ttl_s)
     stack.push_async_callback(key_store.close)
     producer = ManagedProducer(settings.kafka, client_id="demandscope-intake")
     stack.push_async_callback(producer.close)
-    ledger = IdempotencyLedger(engine, lease=timedelta(seconds=settings.claim_lease_s))
+    ledger = IdempotencyLedger(
+        engine, lease=timedelta(seconds=settings.claim_lease_s), wal_autocheckpoint=backstop
+    )
     purge = partial(
         ledger.purge_periodically,
         retention=timedelta(days=settings.idempotency_retention_days),
@@ -62,6 +69,18 @@ async def build(settings: IntakeSettings, stack: AsyncExitStack) -> IntakeCompon
             BackgroundTask("producer", producer.maintain),
             BackgroundTask("ledger-writer", ledger.run, stop=ledger.request_stop),
             BackgroundTask("ledger-purge", purge),
+            *(
+                [
+                    BackgroundTask(
+                        "wal-checkpoint",
+                        WalCheckpointer(
+                            wal_file, on_failure=metrics.wal_checkpoint_failures.inc
+                        ).run,
+                    )
+                ]
+                if wal_file
+                else []
+            ),
         ],
         settings=settings,
         service=IntakeService(

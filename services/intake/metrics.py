@@ -70,6 +70,14 @@ class IntakeMetrics:
             "Requests answered 503 because the broker could not acknowledge.",
             registry=registry,
         )
+        self.wal_checkpoint_failures = Counter(
+            "demandscope_intake_wal_checkpoint_failures_total",
+            "Background checkpoints of the SQLite ledger's log that failed (shared/database/"
+            "checkpoint.py): each is tried again next round, the connections' raised "
+            "autocheckpoint covering meanwhile; a count that keeps rising wants a look at "
+            "the disk.",
+            registry=registry,
+        )
         self.ack_seconds = Histogram(
             "demandscope_intake_broker_ack_seconds",
             "Time from send to the broker's acks=all acknowledgement, per request.",

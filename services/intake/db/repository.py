@@ -96,13 +96,17 @@ def stored_datetime(moment: datetime) -> str:
     return str(_STORED(moment))
 
 
-def connect_sqlite(path: str) -> sqlite3.Connection:
+def connect_sqlite(path: str, *, wal_autocheckpoint: int | None = None) -> sqlite3.Connection:
     """The writer's connection: autocommit mode (transactions are explicit), the same
-    pragmas as ``shared.database.engine``, usable only from the thread that opened it."""
+    pragmas as ``shared.database.engine``, usable only from the thread that opened it.
+    ``wal_autocheckpoint`` as in ``create_engine``: raised when a WalCheckpointer runs, so
+    that no commit copies the log into the database and fsyncs on the way."""
     connection = sqlite3.connect(path, isolation_level=None, timeout=10.0)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA busy_timeout=10000")
+    if wal_autocheckpoint is not None:
+        connection.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
     return connection
 
 

@@ -1,5 +1,6 @@
 """Intake on the service skeleton: building the app opens nothing, running it changes nothing
-process-wide, and a background task that dies is logged, shown by /readyz and restarted."""
+process-wide, a background task that dies is logged, shown by /readyz and restarted, and a
+SQLite ledger's log is checkpointed by a task of its own rather than by the commits."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import gc
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -15,10 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import make_url
 
+from services.intake import main
 from services.intake.config import IntakeSettings
 from services.intake.db import repository
 from services.intake.main import create_app
+from shared.database.checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from shared.service.collector import YOUNG_COLLECTION_AFTER
 from tests.support.apps import running
 from tests.support.factories import demand_body
@@ -112,6 +117,59 @@ async def test_a_ledger_writer_that_dies_is_logged_not_ready_and_restarted(
     assert retried.status_code == 202, retried.text
     metrics = (await intake.get("/metrics")).text
     assert 'demandscope_background_task_failures_total{task="ledger-writer"} 1.0' in metrics
+
+
+@pytest.mark.integration
+async def test_a_sqlite_ledger_is_checkpointed_in_the_background_not_by_its_commits(
+    intake_settings: IntakeSettings, demo_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the ledger writer's connection (on its own thread) says when it is opened.
+    autocheckpoints: list[int] = []
+    real_connect = repository.connect_sqlite
+
+    def connect_and_look(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = real_connect(*args, **kwargs)
+        autocheckpoints.append(connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        return connection
+
+    # The rounds of the service's checkpointer, and the file each was for.
+    rounds: list[tuple[Path, bool]] = []
+
+    class Watched(WalCheckpointer):
+        def __init__(self, path: Path, **kwargs: Any) -> None:
+            super().__init__(path, **kwargs)
+            self.watched_path = path
+
+        async def checkpoint_once(self) -> bool:
+            ran = await super().checkpoint_once()
+            rounds.append((self.watched_path, ran))
+            return ran
+
+    monkeypatch.setattr(repository, "connect_sqlite", connect_and_look)
+    monkeypatch.setattr(main, "WalCheckpointer", Watched)
+    ledger_file = Path(str(make_url(intake_settings.database_url).database))
+    app = create_app(intake_settings)
+    async with running(app) as client:
+        client.headers["Authorization"] = f"Bearer {demo_key}"
+        await wait_until(lambda: _status(client, "/readyz"), accept=lambda s: s == 200)
+        tasks = (await client.get("/readyz")).json()["tasks"]
+        assert tasks["wal-checkpoint"] == "running"
+        accepted = await client.post("/v1/demands", json=demand_body())
+        assert accepted.status_code == 202, accepted.text
+
+        # Both ways into the ledger leave the log to the task, with the backstop raised.
+        assert autocheckpoints == [BACKSTOP_PAGES]
+        async with app.state.components.ledger_engine.connect() as connection:
+            engine_pages = await connection.exec_driver_sql("PRAGMA wal_autocheckpoint")
+            assert engine_pages.scalar_one() == BACKSTOP_PAGES
+
+        async def ran_on_the_ledger() -> list[tuple[Path, bool]]:
+            return [(path, ran) for path, ran in rounds if ran]
+
+        [(path, _), *_] = await wait_until(ran_on_the_ledger, what="a checkpoint round")
+        assert path == ledger_file
+        metrics = (await client.get("/metrics")).text
+        assert "demandscope_intake_wal_checkpoint_failures_total 0.0" in metrics
 
 
 async def _status(client: httpx.AsyncClient, path: str) -> int:
