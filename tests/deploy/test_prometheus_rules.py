@@ -16,7 +16,7 @@ EVERY_ALERT = {
     "DemandscopeDeadLetters",
     "DemandscopeIntakeRefusingEvents",
     "DemandscopeIntakeServerErrors",
-    "DemandscopeMetricsCheckpointFailing",
+    "DemandscopeCheckpointFailing",
     "DemandscopeServiceDown",
     "DemandscopeBrokerDown",
     "DemandscopeBrokerPartitionsUnavailable",
