@@ -14,7 +14,9 @@ Guarantees, in the order they matter:
 - a record too large to handle (or to copy to the dead-letter topic whole) is dead-lettered
   with its value cut to ``DLQ_MAX_VALUE_BYTES`` and its size and digest in headers, so a
   dead letter always fits in a request and never stalls the partition;
-- a commit that fails ends the run (``CommitFailed``): the supervisor starts afresh with
+- a commit that fails, or does not finish within ``commit_timeout_s`` (a producer whose
+  sender died in a broker restart answers nothing), ends the run (``CommitFailed``): the
+  supervisor starts afresh with
   new producers and the committed positions, which is the only way out of a transactional
   producer's fatal state, and the only thing a fenced instance may do;
 - ``stop()`` (SIGTERM) finishes the batch in hand, commits it and leaves the group cleanly.
@@ -159,6 +161,12 @@ class RunnerOptions:
     poll_timeout_ms: int = 500
     max_attempts: int = 3  # per record, for unexpected errors, before it is dead-lettered
     transactional: bool = False
+    # A commit (in transactional mode the whole transaction) that has not finished by then is
+    # abandoned as failed (``CommitFailed``; the batch is read again by the next run). aiokafka
+    # can leave it waiting for ever: its producer's sender task dies on some connection errors
+    # during a broker restart, and nothing it waits for is then answered. 60 s is the broker's
+    # own limit on a transaction (aiokafka's ``transaction_timeout_ms``).
+    commit_timeout_s: float = 60.0
     from_beginning: bool = True
     isolation_level: str = "read_committed"
     # Larger values are dead-lettered unread: their output could not be published anyway.
@@ -651,7 +659,7 @@ class ConsumerRunner:
             records += [self._dead_letter(rej.message, rej.reason) for rej in result.rejected]
             offsets |= batch.offsets
         try:
-            await self._commit(consumer, records, offsets, producer)
+            await self._commit_within_deadline(consumer, records, offsets, producer)
         except (KafkaError, AssertionError) as error:
             # aiokafka signals a transaction manager in a fatal state with AssertionError.
             self.metrics.retries.labels(self.options.group_id).inc()
@@ -770,6 +778,41 @@ class ConsumerRunner:
             combined.after_commit = run_callbacks
         return combined
 
+    async def _commit_within_deadline(
+        self,
+        consumer: AIOKafkaConsumer,
+        records: list[OutboundRecord],
+        offsets: Mapping[TopicPartition, int],
+        producer: AIOKafkaProducer,
+    ) -> None:
+        """``_commit`` in a task of its own, abandoned after ``commit_timeout_s``.
+
+        Not ``asyncio.timeout``: a transaction cancelled inside aiokafka's context manager
+        awaits ``abort_transaction``, which waits for an answer a dead sender never gives,
+        so the block would not end. The abandoned task is cancelled (twice, to get it out of
+        that abort too) and not awaited beyond a moment; the next run's producers fence its
+        producer and the broker aborts its transaction."""
+        commit = asyncio.create_task(self._commit(consumer, records, offsets, producer))
+        try:
+            done, _ = await asyncio.wait({commit}, timeout=self.options.commit_timeout_s)
+        except asyncio.CancelledError:
+            commit.cancel()  # a cancelled run cancels its commit, as before
+            raise
+        if commit in done:
+            commit.result()
+            return
+        for _ in range(2):
+            commit.cancel()
+            await asyncio.wait({commit}, timeout=1.0)
+            if commit.done():
+                break
+        commit.add_done_callback(_retrieve)
+        self.metrics.retries.labels(self.options.group_id).inc()
+        raise CommitFailed(
+            f"commit did not finish within {self.options.commit_timeout_s:g} s (the broker or "
+            "the producer's connection to it was lost); the batch will be read again"
+        )
+
     async def _commit(
         self,
         consumer: AIOKafkaConsumer,
@@ -811,6 +854,13 @@ class ConsumerRunner:
             reason=reason,
             group_id=self.options.group_id,
         )
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Read an abandoned commit's outcome, so that asyncio does not report it as never
+    retrieved: the run that abandoned it has already failed for it."""
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass(frozen=True)

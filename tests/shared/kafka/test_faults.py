@@ -88,7 +88,13 @@ async def supervised_consumer(
         topics={topic_name(settings, Topic.DEMAND_RECEIVED): DemandReceived},
         handler=handler,
         options=RunnerOptions(
-            group_id=group, client_id="faults", source="test", transactional=transactional
+            group_id=group,
+            client_id="faults",
+            source="test",
+            transactional=transactional,
+            # A commit that a broker restart left waiting is given up well within the test's
+            # deadlines (60 s in production).
+            commit_timeout_s=15.0,
         ),
         metrics=ConsumerMetrics(CollectorRegistry()),
         transactional_id_prefix=f"{group}-tx" if transactional else None,
