@@ -27,7 +27,7 @@ from services.intake.service import IntakeService
 from shared.auth.keys import Scope
 from shared.auth.settings import AuthSettings
 from shared.auth.store import ApiKeyStore
-from shared.database.checkpoint import BACKSTOP_PAGES, WalCheckpointer, sqlite_file
+from shared.database.checkpoint import background_checkpoint
 from shared.database.engine import create_engine
 from shared.kafka.producer import ManagedProducer
 from shared.privacy import Redactor, personal_data_kind, refusal_reason
@@ -108,8 +108,8 @@ async def _import(
 ) -> ImportSummary:
     """The producer's upkeep and the ledger writer run supervised for the import's length
     (and, on a SQLite file, the ledger log's checkpoint, as in the service)."""
-    wal_file = sqlite_file(settings.database_url)
-    backstop = BACKSTOP_PAGES if wal_file else None
+    checkpoint = background_checkpoint(settings.database_url)
+    backstop = checkpoint.wal_autocheckpoint
     engine = create_engine(settings.database_url, wal_autocheckpoint=backstop)
     producer = ManagedProducer(settings.kafka, client_id="demandscope-import")
     ledger = IdempotencyLedger(
@@ -118,8 +118,8 @@ async def _import(
     supervisor = Supervisor(service="import", shutdown_timeout_s=settings.shutdown_timeout_s)
     supervisor.add(BackgroundTask("producer", producer.maintain))
     supervisor.add(BackgroundTask("ledger-writer", ledger.run, stop=ledger.request_stop))
-    if wal_file:
-        supervisor.add(BackgroundTask("wal-checkpoint", WalCheckpointer(wal_file).run))
+    for background in checkpoint.tasks:
+        supervisor.add(background)
     try:
         async with supervisor:
             await _wait_for_broker(producer, settings.kafka.bootstrap_servers)

@@ -19,7 +19,7 @@ from services.intake.openapi_docs import install_openapi
 from services.intake.request_timing import observe_request
 from services.intake.service import IntakeService
 from shared.auth.store import ApiKeyStore
-from shared.database.checkpoint import BACKSTOP_PAGES, WalCheckpointer, sqlite_file
+from shared.database.checkpoint import background_checkpoint
 from shared.database.engine import create_engine
 from shared.kafka.producer import ManagedProducer
 from shared.privacy.redaction import Redactor
@@ -46,8 +46,10 @@ async def build(settings: IntakeSettings, stack: AsyncExitStack) -> IntakeCompon
     metrics = IntakeMetrics(registry)
     # A SQLite ledger's log is checkpointed in the background, off the writer's commits
     # (shared/database/checkpoint.py); the connections' own checkpoint is only the backstop.
-    wal_file = sqlite_file(settings.database_url)
-    backstop = BACKSTOP_PAGES if wal_file else None
+    checkpoint = background_checkpoint(
+        settings.database_url, on_failure=metrics.wal_checkpoint_failures.inc
+    )
+    backstop = checkpoint.wal_autocheckpoint
     engine = create_engine(settings.database_url, wal_autocheckpoint=backstop)
     stack.push_async_callback(engine.dispose)
     key_store = ApiKeyStore(settings.auth.database_url, cache_ttl_s=settings.auth.cache_ttl_s)
@@ -69,18 +71,7 @@ async def build(settings: IntakeSettings, stack: AsyncExitStack) -> IntakeCompon
             BackgroundTask("producer", producer.maintain),
             BackgroundTask("ledger-writer", ledger.run, stop=ledger.request_stop),
             BackgroundTask("ledger-purge", purge),
-            *(
-                [
-                    BackgroundTask(
-                        "wal-checkpoint",
-                        WalCheckpointer(
-                            wal_file, on_failure=metrics.wal_checkpoint_failures.inc
-                        ).run,
-                    )
-                ]
-                if wal_file
-                else []
-            ),
+            *checkpoint.tasks,
         ],
         settings=settings,
         service=IntakeService(

@@ -25,7 +25,7 @@ from services.metrics.subscriptions import consumed_topics
 from shared.auth.account_store import AccountStore
 from shared.auth.sessions import PeopleGate
 from shared.auth.store import ApiKeyStore
-from shared.database.checkpoint import BACKSTOP_PAGES, WalCheckpointer, sqlite_file
+from shared.database.checkpoint import background_checkpoint
 from shared.database.engine import create_engine, session_factory
 from shared.kafka.consumer import RunnerOptions
 from shared.kafka.producer import ManagedProducer
@@ -48,10 +48,10 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
     owners = load_purpose_owners(settings.taxonomy)  # who owns each purpose: its signals' team
     # A SQLite file's log is checkpointed in the background, off the commits' path
     # (shared/database/checkpoint.py); the engine's own checkpoint is only the backstop.
-    wal_file = sqlite_file(settings.database_url)
-    engine = create_engine(
-        settings.database_url, wal_autocheckpoint=BACKSTOP_PAGES if wal_file else None
+    checkpoint = background_checkpoint(
+        settings.database_url, on_failure=metrics.wal_checkpoint_failures.inc
     )
+    engine = create_engine(settings.database_url, wal_autocheckpoint=checkpoint.wal_autocheckpoint)
     stack.push_async_callback(engine.dispose)
     sessions = session_factory(engine)
     key_store = ApiKeyStore(settings.auth.database_url, cache_ttl_s=settings.auth.cache_ttl_s)
@@ -138,18 +138,7 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
             publisher.background_task(),
             signal_outbox.background_task(),
             purge.background_task(),
-            *(
-                [
-                    BackgroundTask(
-                        "wal-checkpoint",
-                        WalCheckpointer(
-                            wal_file, on_failure=metrics.wal_checkpoint_failures.inc
-                        ).run,
-                    )
-                ]
-                if wal_file
-                else []
-            ),
+            *checkpoint.tasks,
         ],
     )
 

@@ -23,10 +23,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 from sqlalchemy import make_url
+
+from shared.service.supervisor import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +134,24 @@ class WalCheckpointer:
         finally:
             connection.close()
         log.debug("checkpointed %s: %s of %s frames (busy %s)", self._path, copied, frames, busy)
+
+
+@dataclass(frozen=True)
+class BackgroundCheckpoint:
+    """What a service needs to checkpoint its database's log in the background: the
+    autocheckpoint its connections take (``BACKSTOP_PAGES``, or None: SQLite's default),
+    and its tasks (none unless the database is a SQLite file)."""
+
+    wal_autocheckpoint: int | None = None
+    tasks: list[BackgroundTask] = field(default_factory=list)
+
+
+def background_checkpoint(
+    database_url: str, *, on_failure: Callable[[], None] | None = None
+) -> BackgroundCheckpoint:
+    """The background checkpoint of ``database_url``'s SQLite file, if it is one."""
+    path = sqlite_file(database_url)
+    if path is None:
+        return BackgroundCheckpoint()
+    task = BackgroundTask("wal-checkpoint", WalCheckpointer(path, on_failure=on_failure).run)
+    return BackgroundCheckpoint(BACKSTOP_PAGES, [task])

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
-from services.intake import main
 from services.intake.config import IntakeSettings
 from services.intake.db import repository
 from services.intake.main import create_app
+from shared.database import checkpoint
 from shared.database.checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from shared.service.collector import YOUNG_COLLECTION_AFTER
 from tests.support.apps import running
@@ -146,7 +146,7 @@ async def test_a_sqlite_ledger_is_checkpointed_in_the_background_not_by_its_comm
             return ran
 
     monkeypatch.setattr(repository, "connect_sqlite", connect_and_look)
-    monkeypatch.setattr(main, "WalCheckpointer", Watched)
+    monkeypatch.setattr(checkpoint, "WalCheckpointer", Watched)
     ledger_file = Path(str(make_url(intake_settings.database_url).database))
     app = create_app(intake_settings)
     async with running(app) as client:

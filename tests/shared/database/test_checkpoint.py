@@ -21,6 +21,7 @@ from shared.database.checkpoint import (
     BACKSTOP_PAGES,
     FORCED_ROUND_S,
     WalCheckpointer,
+    background_checkpoint,
     sqlite_file,
 )
 from shared.database.engine import create_engine
@@ -110,6 +111,15 @@ async def test_without_a_round_the_log_only_grows(tmp_path: Path) -> None:
 )
 def test_no_file_no_checkpointer(url: str) -> None:
     assert sqlite_file(url) is None
+    checkpoint = background_checkpoint(url)
+    assert (checkpoint.wal_autocheckpoint, checkpoint.tasks) == (None, [])
+
+
+def test_a_file_gets_the_raised_backstop_and_one_task(tmp_path: Path) -> None:
+    checkpoint = background_checkpoint(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    assert checkpoint.wal_autocheckpoint == BACKSTOP_PAGES
+    assert [task.name for task in checkpoint.tasks] == ["wal-checkpoint"]
+    assert not (tmp_path / "db.sqlite").exists()  # nothing is opened until the task runs
 
 
 async def test_a_round_is_forced_when_the_last_is_old_though_the_log_looks_unchanged(
