@@ -37,7 +37,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
@@ -659,7 +659,7 @@ class ConsumerRunner:
             records += [self._dead_letter(rej.message, rej.reason) for rej in result.rejected]
             offsets |= batch.offsets
         try:
-            await self._commit_within_deadline(consumer, records, offsets, producer)
+            await self._within_deadline(self._commit(consumer, records, offsets, producer))
         except (KafkaError, AssertionError) as error:
             # aiokafka signals a transaction manager in a fatal state with AssertionError.
             self.metrics.retries.labels(self.options.group_id).inc()
@@ -778,21 +778,15 @@ class ConsumerRunner:
             combined.after_commit = run_callbacks
         return combined
 
-    async def _commit_within_deadline(
-        self,
-        consumer: AIOKafkaConsumer,
-        records: list[OutboundRecord],
-        offsets: Mapping[TopicPartition, int],
-        producer: AIOKafkaProducer,
-    ) -> None:
-        """``_commit`` in a task of its own, abandoned after ``commit_timeout_s``.
+    async def _within_deadline(self, commit_coroutine: Coroutine[Any, Any, None]) -> None:
+        """A commit in a task of its own, abandoned after ``commit_timeout_s``.
 
         Not ``asyncio.timeout``: a transaction cancelled inside aiokafka's context manager
         awaits ``abort_transaction``, which waits for an answer a dead sender never gives,
         so the block would not end. The abandoned task is cancelled (twice, to get it out of
         that abort too) and not awaited beyond a moment; the next run's producers fence its
         producer and the broker aborts its transaction."""
-        commit = asyncio.create_task(self._commit(consumer, records, offsets, producer))
+        commit = asyncio.create_task(commit_coroutine)
         try:
             done, _ = await asyncio.wait({commit}, timeout=self.options.commit_timeout_s)
         except asyncio.CancelledError:
