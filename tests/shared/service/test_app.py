@@ -22,7 +22,7 @@ from shared.service.components import ServiceComponents, components_dependency
 from shared.service.problems import ProblemError
 from shared.service.settings import ServiceSettings
 from shared.service.supervisor import BackgroundTask, Policy
-from tests.support.apps import running
+from tests.support.apps import json_request_scope, running
 from tests.support.waiting import wait_until
 
 
@@ -178,21 +178,7 @@ async def _call(app: Any, method: str, path: str, messages: list[Message]) -> tu
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    scope = json_request_scope(method, path)
     # Starlette re-raises an unexpected error after answering, for the server to log.
     with contextlib.suppress(RuntimeError):
         await asyncio.wait_for(app(scope, receive, send), 10)

@@ -20,6 +20,7 @@ from shared.auth.store import ApiKeyStore
 from shared.service.app import service_app
 from shared.service.components import ServiceComponents
 from shared.service.settings import ServiceSettings
+from tests.support.apps import json_request_scope
 
 TIMEOUT_S = 0.3
 router = APIRouter()
@@ -57,32 +58,13 @@ async def running() -> AsyncIterator[FastAPI]:
 Receive = Callable[[], Awaitable[Message]]
 
 
-def raw_post_scope() -> dict[str, Any]:
-    """An ASGI scope of a JSON POST to /v1/raw."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/raw",
-        "raw_path": b"/v1/raw",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
-
-
 async def call(app: FastAPI, receive: Receive) -> tuple[int, dict[str, str], Any]:
     sent: list[Message] = []
 
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = raw_post_scope()
+    scope = json_request_scope("POST", "/v1/raw")
     with contextlib.suppress(RuntimeError):  # Starlette re-raises after answering a 500
         await asyncio.wait_for(app(scope, receive, send), 10)
     start = next(m for m in sent if m["type"] == "http.response.start")
@@ -194,7 +176,7 @@ async def test_a_disconnect_while_waiting_is_passed_on() -> None:
         async def send(message: Message) -> None:
             sent.append(message)
 
-        scope = raw_post_scope()
+        scope = json_request_scope("POST", "/v1/raw")
         await asyncio.wait_for(app(scope, receive, send), 10)
     # Starlette's request.body() turns the disconnect into ClientDisconnect: no 408.
     statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
