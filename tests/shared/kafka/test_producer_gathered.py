@@ -171,3 +171,65 @@ async def test_a_stopped_producer_is_not_kept_alive_by_its_gathering(
     await asyncio.sleep(0)  # the drain task's last step
     gc.collect()
     assert gone() is None
+
+
+async def test_a_gathered_round_never_acknowledged_is_each_callers_timeout(
+    kafka_bootstrap: str, topic_factory: TopicFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deadline is the gathering round's (one timer for its callers), not a scope each:
+    # without it nobody answers these callers at all.
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, delivery_timeout_s=0.5)
+    topic = await topic_factory("unanswered", 1)
+    managed, upkeep = await _connected(settings)
+    assert managed.producer is not None
+    loop = asyncio.get_running_loop()
+    unanswered: list[asyncio.Future[Any]] = []
+
+    async def never_acknowledged(*args: Any, **kwargs: Any) -> Any:
+        unanswered.append(loop.create_future())
+        return unanswered[-1]
+
+    monkeypatch.setattr(managed.producer, "send_batch", never_acknowledged)
+    try:
+        first = [managed.send_and_wait([_record(topic, b"k", str(n))]) for n in range(20)]
+        outcomes = await asyncio.wait_for(asyncio.gather(*first, return_exceptions=True), DEADLINE)
+        # Timeouts in a row retire the producer, as any caller's timeouts did.
+        retired = managed.replacements >= 1 or not await managed.is_ready()
+    finally:
+        await _closed(managed, upkeep)
+    assert unanswered  # the round's batch was handed over, and never acknowledged
+    assert all(isinstance(outcome, BrokerUnavailable) for outcome in outcomes), outcomes
+    assert all("in time" in str(outcome) for outcome in outcomes)
+    assert retired
+
+
+async def test_an_acknowledged_round_leaves_no_deadline_behind(
+    kafka_bootstrap: str, topic_factory: TopicFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    topic = await topic_factory("answered", 3)
+    managed, upkeep = await _connected(settings)
+    loop = asyncio.get_running_loop()
+    deadlines: list[asyncio.TimerHandle] = []
+    call_later = loop.call_later
+
+    def recorded(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        handle = call_later(delay, callback, *args)
+        if getattr(callback, "__name__", "") == "_time_out":
+            deadlines.append(handle)
+        return handle
+
+    monkeypatch.setattr(loop, "call_later", recorded)
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(managed.send_and_wait([_record(topic, b"k%d" % n, str(n))]) for n in range(40))
+            ),
+            DEADLINE,
+        )
+    finally:
+        monkeypatch.undo()
+        await _closed(managed, upkeep)
+    assert deadlines  # one a round, far fewer than the callers
+    assert len(deadlines) < 40
+    assert all(handle.cancelled() for handle in deadlines)
