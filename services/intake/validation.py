@@ -27,6 +27,7 @@ from shared.privacy import Redactor, personal_data_kind, refusal_reason
 from shared.service.problems import FieldProblem, field_problems
 
 M = TypeVar("M", bound=BaseModel)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 E = TypeVar("E", bound=Event)
 
 # Fields that name something: a mask would make them useless (and categories cannot hold
@@ -64,13 +65,25 @@ class Admission:
     # The key may label every source's demands (``sources:all``), not only its own.
     organisation_wide: bool = False
     # Worked out once per request, not per event: the latest date accepted and the
-    # ``received_at`` stamped on demands.
+    # ``received_at`` stamped on demands; the range's bounds as times since the epoch.
     latest: datetime = field(init=False, repr=False, compare=False)
     received_at: datetime = field(init=False, repr=False, compare=False)
+    earliest_since: timedelta = field(init=False, repr=False, compare=False)
+    latest_since: timedelta = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.latest = self.now + self.max_future_skew
         self.received_at = self.now.astimezone(UTC)
+        self.earliest_since = self.earliest - EPOCH
+        self.latest_since = self.latest - EPOCH
+
+    def in_range(self, moment: datetime) -> bool:
+        """``earliest <= moment <= latest`` for an aware ``moment``, compared as times since
+        the epoch: an aware datetime's comparison and subtraction both take its UTC offset
+        off first, exactly, so the answer is the same. Each comparison with a datetime
+        pydantic parsed asks its tzinfo (pydantic's TzInfo, through a Python call) for the
+        offset again; one subtraction asks once (measured: 0.75 -> 0.48 µs)."""
+        return self.earliest_since <= moment - EPOCH <= self.latest_since
 
 
 def admit_demand(payload: Any, admission: Admission) -> DemandReceived:
@@ -124,7 +137,7 @@ def _plain_demand(payload: dict[str, Any], admission: Admission) -> DemandReceiv
         event = DemandReceived.model_validate(fields)
     except ValidationError:
         return None
-    if not admission.earliest <= event.occurred_at <= admission.latest:
+    if not admission.in_range(event.occurred_at):
         return None
     return event
 

@@ -148,3 +148,61 @@ def test_an_admission_works_out_its_latest_date_and_receipt_time_once() -> None:
         redactor=admission.redactor,
         earliest=EARLIEST_EVENT_TIME,
     )
+
+
+# Whole minutes: what an ISO 8601 offset (and pydantic parsing one) can say.
+OFFSETS = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
+MOMENTS = st.builds(
+    lambda naive, zone: naive.replace(tzinfo=zone), st.datetimes(), st.one_of(OFFSETS, st.just(UTC))
+)
+
+
+@given(moment=MOMENTS, earliest=MOMENTS, now=MOMENTS, skew=st.integers(0, 10**6))
+@settings(max_examples=2000, deadline=None)
+@example(  # the bounds themselves, one microsecond either side, other offsets
+    moment=datetime(2000, 1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+    earliest=EARLIEST_EVENT_TIME,
+    now=NOW,
+    skew=300,
+)
+@example(
+    moment=datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    earliest=EARLIEST_EVENT_TIME,
+    now=NOW,
+    skew=300,
+)
+@example(moment=NOW + timedelta(seconds=300), earliest=EARLIEST_EVENT_TIME, now=NOW, skew=300)
+@example(
+    moment=NOW + timedelta(seconds=300, microseconds=1),
+    earliest=EARLIEST_EVENT_TIME,
+    now=NOW,
+    skew=300,
+)
+def test_the_date_range_as_times_since_the_epoch_is_the_datetimes_comparison(
+    moment: datetime, earliest: datetime, now: datetime, skew: int
+) -> None:
+    try:
+        admission = Admission(
+            key_source="demo",
+            now=now,
+            max_future_skew=timedelta(seconds=skew),
+            redactor=Redactor(),
+            earliest=earliest,
+        )
+    except OverflowError:  # now + skew past year 9999: no admission to compare with
+        return
+    expected = admission.earliest <= moment <= admission.latest
+    assert admission.in_range(moment) is expected
+    # as pydantic parses it (its own tzinfo), which is what the quick path compares
+    parsed = DemandReceived.model_validate(
+        {
+            "id": "d-1",
+            "occurred_at": moment.isoformat(),
+            "received_at": NOW,
+            "channel": "phone",
+            "source": "demo",
+            "customer_ref": "C-1",
+            "text": "where is my engineer",
+        }
+    ).occurred_at
+    assert admission.in_range(parsed) is (admission.earliest <= parsed <= admission.latest)
