@@ -19,6 +19,10 @@ Guarantees, in the order they matter:
   supervisor starts afresh with
   new producers and the committed positions, which is the only way out of a transactional
   producer's fatal state, and the only thing a fenced instance may do;
+- a transaction the broker completed without writing its markers (a broker whose partitions
+  have no leader, in its shutdown, answers EndTxn and skips them) is ended as aborted by the
+  next producer of its id before that producer's first transaction, so its records are never
+  committed with that one's (``transactions.py``, ``LeftOpen``);
 - ``stop()`` (SIGTERM) finishes the batch in hand, commits it and leaves the group cleanly.
 
 In transactional mode a poll's tasks (one transaction each, on producers of their own) are
@@ -33,7 +37,6 @@ prediction: ``PollHandler``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -53,7 +56,13 @@ from shared.kafka.codec import DecodeError, Headers, OutboundRecord, decode
 from shared.kafka.producer import send_all
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.settings import KafkaSettings
-from shared.kafka.transactions import PartitionProducers, is_fenced, stable_committed
+from shared.kafka.transactions import (
+    LeftOpen,
+    OffsetsPending,
+    PartitionProducers,
+    is_fenced,
+    stable_committed,
+)
 from shared.topics import dlq_name
 
 log = logging.getLogger(__name__)
@@ -68,6 +77,10 @@ DLQ_MAX_HEADER_BYTES = 64 * 1024
 # (a position look-up per assigned partition, ~200 µs a loop at 24 partitions, and the loop
 # comes round 30-50 times a second at 1,000 demands/s).
 LAG_EXPORT_INTERVAL_S = 1.0
+# After the fence, a transaction's offsets are written within milliseconds: offsets of an
+# assigned partition still pending this long were left open by a transaction the broker
+# completed without its markers (transactions.py), and are ended as aborted.
+LEFT_OPEN_AFTER_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -197,6 +210,11 @@ class RunnerOptions:
     # the fetch gathers more records per poll at the price of that wait in latency.
     fetch_min_bytes: int = 1
     fetch_max_wait_ms: int = 500
+    # Transactional: the topics the handler's output goes to (dead letters aside). A
+    # transaction that the broker completed without its markers is ended (as aborted) over
+    # every partition of these and of any topic this process has written to; with none of
+    # either known, offsets it left pending are waited for, never ended (transactions.py).
+    output_topics: tuple[str, ...] = ()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -245,6 +263,7 @@ class ConsumerRunner:
         producer: AIOKafkaProducer | None = None,
         transactional_id_prefix: str | None = None,
         partition_listener: PartitionListener | None = None,
+        left_open: LeftOpen | None = None,
     ) -> None:
         if options.transactional and not transactional_id_prefix:
             raise ValueError("a transactional consumer needs a transactional_id_prefix")
@@ -254,9 +273,18 @@ class ConsumerRunner:
         self._topics = dict(topics)
         self._handler = handler
         self._producer = producer
+        # Kept by the caller across runs (ConsumerService): what a failed run's transactions
+        # may have left open is ended by the next run's producers.
+        self._left_open = (
+            left_open if left_open is not None else LeftOpen(written=set(options.output_topics))
+        )
         self._partition_producers = (
             PartitionProducers(
-                settings, prefix=transactional_id_prefix, client_id=options.client_id
+                settings,
+                prefix=transactional_id_prefix,
+                client_id=options.client_id,
+                group_id=options.group_id,
+                left_open=self._left_open,
             )
             if options.transactional and transactional_id_prefix
             else None
@@ -331,8 +359,33 @@ class ConsumerRunner:
         self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]
     ) -> None:
         """Seek each partition to its committed offset once that is stable (none: left to
-        the reset policy, as ``seek_to_committed`` does)."""
-        committed = await stable_committed(consumer, self.options.group_id, partitions)
+        the reset policy, as ``seek_to_committed`` does).
+
+        Called after the fence, so offsets still pending were left by a transaction the
+        broker completed without its markers: it is ended, as aborted, over its offsets and
+        every topic this consumer writes to (``transactions.py``), and its records are
+        handled again from the offsets before it. Not when no output topic is known: its
+        records would then be committed by our next transaction, and handled twice."""
+        group = self.options.group_id
+        try:
+            committed = await stable_committed(
+                consumer, group, partitions, timeout_s=LEFT_OPEN_AFTER_S
+            )
+        except OffsetsPending as pending:
+            producers = self._partition_producers
+            if producers is None or not pending.partitions or not self._left_open.written:
+                committed = await stable_committed(consumer, group, partitions)
+            else:
+                log.warning(
+                    "offsets of %s still pending after the fence: a transaction completed "
+                    "without its markers; ending it as aborted over %s",
+                    pending.partitions,
+                    sorted(self._left_open.written),
+                )
+                await producers.abort_left_open(
+                    {tp: await consumer.committed(tp) for tp in pending.partitions}
+                )
+                committed = await stable_committed(consumer, group, partitions)
         for tp, offset in committed.items():
             if offset is not None:
                 consumer.seek(tp, offset)
@@ -434,8 +487,7 @@ class ConsumerRunner:
                 await self._export_lag(consumer)
         finally:
             self._consumer = None
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            await _stop_consumer(consumer)
             await self._release()
 
     def _poll_size(self, consumer: AIOKafkaConsumer) -> int:
@@ -816,9 +868,20 @@ class ConsumerRunner:
     ) -> None:
         commit = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
         if self.options.transactional:
+            written = {record.topic for record in records}
+            self._left_open.written |= written
             async with producer.transaction():
-                await send_all(producer, records)
-                await producer.send_offsets_to_transaction(commit, self.options.group_id)
+                try:
+                    await send_all(producer, records)
+                    await producer.send_offsets_to_transaction(commit, self.options.group_id)
+                except BaseException:
+                    # Never committed: the context aborts it next (or the producer is lost
+                    # and the broker does). Its markers may still go unwritten, and its
+                    # records would then be committed by this id's next transaction: the
+                    # next producer of the id ends it first (transactions.py).
+                    transactional_id = producer._txn_manager.transactional_id
+                    self._left_open.note_failed(transactional_id, written, commit)
+                    raise
         else:
             # A plain commit carries the group generation: a member that missed a
             # rebalance is refused by the coordinator (CommitFailedError).
@@ -848,6 +911,25 @@ class ConsumerRunner:
             reason=reason,
             group_id=self.options.group_id,
         )
+
+
+async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop the consumer, whatever it raises but our own cancellation.
+
+    aiokafka's ``Fetcher.close()`` cancels its fetch tasks and awaits them without catching
+    their ``CancelledError`` (one sleeping in its retry back-off, after a broker restart):
+    let out of ``run()``, that stray cancellation ended the run as if the service were
+    stopping, and the supervisor never started the consumer again (test_faults' broker
+    restart: no consumer, no error logged). Only a cancellation of this task goes on."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("stopping the consumer raised a cancellation of aiokafka's own; ignored")
+    except Exception:
+        log.debug("stopping the consumer failed", exc_info=True)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

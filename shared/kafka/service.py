@@ -17,6 +17,7 @@ from shared.kafka.consumer import (
 from shared.kafka.producer import create_producer
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.settings import KafkaSettings
+from shared.kafka.transactions import LeftOpen
 from shared.service.supervisor import BackgroundTask
 
 
@@ -55,6 +56,9 @@ class ConsumerService:
         self._stalled_after_s = stalled_after_s
         self._runner: ConsumerRunner | None = None
         self._stopping = False
+        # Across attempts: what a failed attempt's transactions may have left open on the
+        # broker is ended by the next attempt's producers (transactions.py).
+        self._left_open = LeftOpen(written=set(options.output_topics))
 
     @property
     def runner(self) -> ConsumerRunner | None:
@@ -84,6 +88,7 @@ class ConsumerService:
                 options=self._options,
                 metrics=self._metrics,
                 partition_listener=self._partition_listener,
+                left_open=self._left_open,
             )
             self._runner = runner
             if not self._stopping:

@@ -23,6 +23,21 @@ An instance that holds every input partition may commit a whole poll in one tran
 so fences it and aborts what it left open) before handling anything, so a zombie that held
 every partition is fenced by the first instance to take over any of them, as a partition's
 own producer would have fenced it.
+
+What fencing cannot mend: a transaction whose markers the broker never wrote. A broker whose
+partitions have no leader (a single broker in its controlled shutdown, or any partition whose
+only in-sync replica is restarting) answers ``EndTxn`` and then completes the transaction
+without writing its commit or abort markers to those partitions: Kafka's
+``TransactionMarkerChannelManager`` takes a partition without a leader for a deleted one
+("Couldn't find leader endpoint ... likely deleted already and hence can be skipped"), and
+``InitProducerId`` later finds nothing to abort. The transaction's records then stay open on
+those partitions, and so do its offsets in the group's ``__consumer_offsets`` partition, until
+the same producer id writes its next marker there, whose outcome they take. Our next
+transaction of that id commits, so what was aborted (or what is then read and handled again)
+lands twice, and offsets still pending keep the stable read below waiting for good. So
+whoever opens a producer of an id that may have left such a transaction ends it first, as
+aborted, over every partition it may have written to and the group's offsets
+(``abort_left_open``): the records are handled again, once, from the offsets before it.
 """
 
 from __future__ import annotations
@@ -30,7 +45,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -55,6 +71,7 @@ from aiokafka.protocol.types import (
     Schema,
     TaggedFields,
 )
+from aiokafka.structs import OffsetAndMetadata
 
 from shared.kafka.producer import create_producer
 from shared.kafka.settings import KafkaSettings
@@ -90,6 +107,71 @@ def is_fenced(error: BaseException) -> bool:
     return False
 
 
+@dataclass
+class Failed:
+    """A transaction that failed before its commit was asked for: the topics it wrote to and
+    the offsets it carried."""
+
+    topics: set[str] = field(default_factory=set)
+    offsets: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
+
+
+@dataclass
+class LeftOpen:
+    """What the transactions of one consumer may have left open on the broker, kept across
+    its runs (``ConsumerService`` hands the same one to each of its runners).
+
+    ``written``: the topics its transactions write to (those it names, and every one a
+    transaction of this process has written to): where a transaction whose markers were
+    never written may have records. ``failed``: by transactional id, a transaction that
+    failed before its commit was asked for, whose outcome is therefore an abort, and whose
+    markers may be missing all the same: the next producer of that id ends it, over the
+    topics it wrote to and its offsets (``abort_left_open``), before anything else.
+    """
+
+    written: set[str] = field(default_factory=set)
+    failed: dict[str, Failed] = field(default_factory=dict)
+
+    def note_failed(
+        self,
+        transactional_id: str,
+        topics: Iterable[str],
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+    ) -> None:
+        failed = self.failed.setdefault(transactional_id, Failed())
+        failed.topics.update(topics)
+        failed.offsets.update(offsets)
+        self.written.update(topics)
+
+
+async def abort_left_open(
+    producer: AIOKafkaProducer,
+    *,
+    topics: Iterable[str],
+    group_id: str,
+    offsets: Mapping[TopicPartition, OffsetAndMetadata],
+) -> None:
+    """End, as aborted, what earlier producers of ``producer``'s transactional id left open
+    (module docstring): one transaction of this producer (started, so the id's current
+    epoch) over every partition of ``topics`` and, through ``offsets``, the group's offsets
+    partition, aborted. A marker ends its producer id's open transaction on a partition
+    whatever epoch began it; where nothing is open it is only a marker. ``offsets`` are
+    never committed: any offsets of the group's partitions will do.
+    """
+    # aiokafka adds a partition to the transaction when send() first writes to it; here the
+    # partition is added without a record (AddPartitionsToTxn), which is all a marker needs.
+    manager: Any = producer._txn_manager
+    await producer.begin_transaction()
+    try:
+        for topic in sorted(set(topics)):
+            for partition in sorted(await producer.partitions_for(topic)):
+                manager.maybe_add_partition_to_txn(TopicPartition(topic, partition))
+        if offsets:
+            await producer.send_offsets_to_transaction(dict(offsets), group_id)
+    finally:
+        await producer.abort_transaction()
+
+
 class PartitionProducers:
     """The transactional producers of the partitions this instance is assigned."""
 
@@ -99,11 +181,15 @@ class PartitionProducers:
         *,
         prefix: str,
         client_id: str,
+        group_id: str = "",
+        left_open: LeftOpen | None = None,
         open_timeout_s: float = 60.0,
     ) -> None:
         self._settings = settings
         self._prefix = prefix
         self._client_id = client_id
+        self._group_id = group_id
+        self.left_open = left_open if left_open is not None else LeftOpen()
         self._open_timeout_s = open_timeout_s
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._shared: AIOKafkaProducer | None = None
@@ -155,11 +241,42 @@ class PartitionProducers:
         try:
             # start() sends InitProducerId: the fencing of the previous holder happens here.
             await asyncio.wait_for(producer.start(), self._open_timeout_s)
+            failed = self.left_open.failed.get(transactional_id)
+            if failed is not None:
+                # A transaction of this id failed before its commit: it was aborted, but
+                # the broker may have left its markers unwritten (module docstring).
+                async with asyncio.timeout(self._open_timeout_s):
+                    await abort_left_open(
+                        producer,
+                        topics=failed.topics,
+                        group_id=self._group_id,
+                        offsets=failed.offsets,
+                    )
+                self.left_open.failed.pop(transactional_id, None)
+                log.info("ended what %s may have left open, as aborted", transactional_id)
         except BaseException:
             with contextlib.suppress(Exception):
                 await producer.stop()
             raise
         return producer
+
+    async def abort_left_open(self, partitions: Mapping[TopicPartition, int | None]) -> None:
+        """End, as aborted, what earlier producers left open on these partitions' offsets
+        (which stay pending after the fence) and on every topic of ``left_open.written``,
+        through each partition's producer and the shared one. ``partitions`` give offsets
+        to send (never committed); None is sent as 0."""
+        offsets = {tp: OffsetAndMetadata(offset or 0, "") for tp, offset in partitions.items()}
+        producers = {id(p): p for tp in offsets if (p := self._producers.get(tp)) is not None}
+        if self._shared is not None:
+            producers[id(self._shared)] = self._shared
+        async with asyncio.timeout(self._open_timeout_s):
+            for producer in producers.values():
+                await abort_left_open(
+                    producer,
+                    topics=self.left_open.written,
+                    group_id=self._group_id,
+                    offsets=offsets,
+                )
 
     async def close(self, partitions: Iterable[TopicPartition] | None = None) -> None:
         """Close the producers of ``partitions`` (all of them, and the shared one, by
@@ -258,8 +375,8 @@ async def stable_committed(
     """The group's committed offset of each partition (None: never committed), read only once
     no transaction's offsets for it are pending (OffsetFetch with ``require_stable``).
 
-    Raises ``TimeoutError`` if they are not stable within ``timeout_s``, and the coordinator's
-    error if it refuses otherwise.
+    Raises ``OffsetsPending`` (a ``TimeoutError``) if they are not stable within
+    ``timeout_s``, and the coordinator's error if it refuses otherwise.
     """
     wanted = sorted(set(partitions))
     if not wanted:
@@ -267,52 +384,94 @@ async def stable_committed(
     # The raw request goes through the consumer's own client, to its group coordinator.
     client: Any = consumer._client
     coordinator: Any = consumer._coordinator
-    async with asyncio.timeout(timeout_s):
-        while True:
-            await coordinator.ensure_coordinator_known()
-            node = coordinator.coordinator_id
-            try:
-                response = await client.send(
-                    node, _StableOffsetFetch(group_id, wanted), group=ConnectionGroup.COORDINATION
-                )
-            except KafkaError as error:
-                if not error.retriable:
-                    raise
-                coordinator.coordinator_dead()
-                await asyncio.sleep(backoff_s)
-                continue
-            if response.error_code != 0:
-                group_error = kafka_error_for_code(response.error_code)
-                if not group_error.retriable:
-                    raise group_error()
-                if group_error in (CoordinatorNotAvailableError, NotCoordinatorError):
-                    coordinator.coordinator_dead()
-                await asyncio.sleep(backoff_s)
-                continue
-            offsets: dict[TopicPartition, int | None] = {}
-            unstable: list[TopicPartition] = []
-            for topic, answers, _ in response.topics:
-                for partition, offset, _epoch, _meta, error_code, _ in answers:
-                    tp = TopicPartition(topic, partition)
-                    if error_code == _UNSTABLE_OFFSET_COMMIT:
-                        unstable.append(tp)
-                    elif error_code != 0:
-                        raise kafka_error_for_code(error_code)()
-                    else:
-                        offsets[tp] = offset if offset >= 0 else None
-            if not unstable:
-                return {tp: offsets.get(tp) for tp in wanted}
-            log.info("committed offsets of %s pending a transaction; reading again", unstable)
+    unstable: list[TopicPartition] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_stable(client, coordinator, group_id, wanted, unstable, backoff_s)
+    except TimeoutError as error:
+        raise OffsetsPending(unstable) from error
+
+
+class OffsetsPending(TimeoutError):
+    """Committed offsets still pending a transaction when the stable read gave up (none: the
+    coordinator never answered)."""
+
+    def __init__(self, partitions: Iterable[TopicPartition]) -> None:
+        self.partitions = sorted(partitions)
+        super().__init__(f"committed offsets pending a transaction: {self.partitions}")
+
+
+async def _read_stable(
+    client: Any,
+    coordinator: Any,
+    group_id: str,
+    wanted: list[TopicPartition],
+    unstable: list[TopicPartition],
+    backoff_s: float,
+) -> dict[TopicPartition, int | None]:
+    """``stable_committed``'s loop, without its deadline; ``unstable`` holds the partitions
+    the last answer said were pending."""
+    logged = False
+    while True:
+        await coordinator.ensure_coordinator_known()
+        node = coordinator.coordinator_id
+        try:
+            response = await client.send(
+                node, _StableOffsetFetch(group_id, wanted), group=ConnectionGroup.COORDINATION
+            )
+        except KafkaError as error:
+            if not error.retriable:
+                raise
+            coordinator.coordinator_dead()
             await asyncio.sleep(backoff_s)
+            continue
+        if response.error_code != 0:
+            group_error = kafka_error_for_code(response.error_code)
+            if not group_error.retriable:
+                raise group_error()
+            if group_error in (CoordinatorNotAvailableError, NotCoordinatorError):
+                coordinator.coordinator_dead()
+            await asyncio.sleep(backoff_s)
+            continue
+        offsets: dict[TopicPartition, int | None] = {}
+        unstable.clear()
+        for topic, answers, _ in response.topics:
+            for partition, offset, _epoch, _meta, error_code, _ in answers:
+                tp = TopicPartition(topic, partition)
+                if error_code == _UNSTABLE_OFFSET_COMMIT:
+                    unstable.append(tp)
+                elif error_code != 0:
+                    raise kafka_error_for_code(error_code)()
+                else:
+                    offsets[tp] = offset if offset >= 0 else None
+        if not unstable:
+            return {tp: offsets.get(tp) for tp in wanted}
+        if not logged:  # once a read, not every 100 ms
+            log.info("committed offsets of %s pending a transaction; reading again", unstable)
+            logged = True
+        await asyncio.sleep(backoff_s)
 
 
 async def _stop(producer: AIOKafkaProducer) -> None:
-    with contextlib.suppress(Exception):
+    """Stop a producer, whatever it raises but a cancellation of this task (aiokafka can let
+    out a ``CancelledError`` of a task of its own it has cancelled, as the consumer's
+    ``_stop_consumer`` says)."""
+    try:
         await asyncio.wait_for(producer.stop(), 10)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception:
+        log.debug("stopping a transactional producer failed", exc_info=True)
 
 
 __all__ = [
+    "Failed",
+    "LeftOpen",
+    "OffsetsPending",
     "PartitionProducers",
+    "abort_left_open",
     "is_fenced",
     "shared_transactional_id",
     "stable_committed",

@@ -1,0 +1,105 @@
+"""A run that ends never ends as if cancelled because aiokafka's consumer let out a
+cancellation of its own while stopping.
+
+aiokafka's ``Fetcher.close()`` cancels its fetch tasks and awaits them without catching
+their ``CancelledError``. In test_faults' broker restart a fetch task was sleeping in its
+retry back-off when a commit failed: the stray cancellation left ``run()`` in place of the
+``CommitFailed``, the supervisor took it for the service stopping, and the consumer was
+never started again (nothing logged, every later record left unread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from prometheus_client import CollectorRegistry
+
+from shared.kafka import consumer as consumer_module
+from shared.kafka.consumer import ConsumerRunner, RunnerOptions
+from shared.kafka.runtime_metrics import ConsumerMetrics
+from shared.kafka.settings import KafkaSettings
+
+
+class StrayCancellingConsumer:
+    """Polls as told; ``stop()`` raises CancelledError, as aiokafka's fetcher lets one out."""
+
+    def __init__(self, **_: Any) -> None:
+        self.poll: asyncio.Future[dict[Any, Any]] = asyncio.get_running_loop().create_future()
+        self.stopped = False
+        made.append(self)
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def getmany(self, **_: Any) -> dict[Any, Any]:
+        return await self.poll
+
+    def assignment(self) -> set[Any]:
+        return set()
+
+    async def stop(self) -> None:
+        self.stopped = True
+        raise asyncio.CancelledError()
+
+
+made: list[StrayCancellingConsumer] = []
+
+
+def runner(monkeypatch: pytest.MonkeyPatch) -> ConsumerRunner:
+    made.clear()
+    monkeypatch.setattr(consumer_module, "AIOKafkaConsumer", StrayCancellingConsumer)
+    return ConsumerRunner(
+        settings=KafkaSettings(),
+        topics={},
+        handler=None,  # type: ignore[arg-type]
+        options=RunnerOptions(group_id="g", client_id="c", source="s"),
+        metrics=ConsumerMetrics(CollectorRegistry()),
+        producer=object(),
+    )
+
+
+async def _started(run: asyncio.Task[None]) -> StrayCancellingConsumer:
+    for _ in range(100):
+        if made:
+            return made[0]
+        await asyncio.sleep(0.01)
+    run.cancel()
+    raise AssertionError("the runner never made its consumer")
+
+
+async def test_a_failed_run_ends_with_its_error_not_with_aiokafkas_cancellation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made_runner = runner(monkeypatch)
+    run = asyncio.create_task(made_runner.run())
+    consumer = await _started(run)
+    consumer.poll.set_exception(KafkaConnectionError("broker gone"))
+    with pytest.raises(KafkaConnectionError, match="broker gone"):
+        await asyncio.wait_for(run, 10)
+    assert consumer.stopped
+
+
+async def test_a_stopped_run_returns_and_a_cancelled_run_is_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made_runner = runner(monkeypatch)
+    run = asyncio.create_task(made_runner.run())
+    consumer = await _started(run)
+    made_runner.stop()
+    consumer.poll.set_result({})
+    await asyncio.wait_for(run, 10)  # returns: no stray CancelledError
+    assert consumer.stopped
+
+    made_runner = runner(monkeypatch)
+    run = asyncio.create_task(made_runner.run())
+    consumer = await _started(run)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert consumer.stopped

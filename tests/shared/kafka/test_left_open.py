@@ -1,0 +1,231 @@
+"""A transaction the broker completed without writing its markers is ended, as aborted, by
+the next producer of its transactional id: its records are never committed with ours.
+
+Found in test_faults' broker restart: a single broker in its controlled shutdown (its
+partitions without a leader) answered EndTxn, then completed the transaction without its
+markers ("Couldn't find leader endpoint for partitions Set(demand.classified-1,
+__consumer_offsets-1) ... likely deleted already and hence can be skipped"), so its output
+records and its offsets stayed open. The same producer id's next marker decides them: our
+next transaction's commit committed them together with the records read and handled again
+(published twice), and offsets left pending kept the restarted consumer's stable read
+waiting for good (/tmp/perf_faults.md).
+
+The restart cannot be timed to hit that window, so these tests leave a transaction open the
+way the broker did, deterministically: on a broker of their own that, as brokers did before
+KIP-890, takes a transactional record (or offsets) for a partition never added to the
+transaction, aiokafka is made to skip AddPartitionsToTxn (and AddOffsetsToTxn): the
+transaction then ends without a marker there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, LeaderNotAvailableError
+from aiokafka.producer.transaction_manager import TransactionManager
+from prometheus_client import CollectorRegistry
+
+from devstack.kafka import LocalKafkaConfig
+from devstack.kafka import start as start_broker
+from devstack.kafka import stop as stop_broker
+from shared.events import DemandReceived
+from shared.kafka import consumer as consumer_module
+from shared.kafka.admin import ensure_topics
+from shared.kafka.codec import OutboundRecord, encode
+from shared.kafka.consumer import BatchResult, Inbound, RunnerOptions
+from shared.kafka.read_to_end import read_all
+from shared.kafka.runtime_metrics import ConsumerMetrics
+from shared.kafka.service import ConsumerService
+from shared.kafka.settings import KafkaSettings
+from shared.service.supervisor import Supervisor
+from shared.topics import Topic, topic_name, topic_specs
+from tests.support.factories import demand_received
+from tests.support.kafka_io import produce_raw
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def unverified_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker of this module's own, without KIP-890's check that a transactional write's
+    partition was added to its transaction."""
+    cfg = LocalKafkaConfig.on_free_ports(
+        root=ROOT, run_dir=tmp_path_factory.mktemp("kafka-unverified"), heap="384m"
+    )
+    cfg.extra_properties = {"transaction.partition.verification.enable": "false"}
+    start_broker(cfg, timeout=120)
+    try:
+        yield cfg.bootstrap
+    finally:
+        stop_broker(cfg)
+
+
+@pytest.fixture
+async def settings(unverified_kafka: str) -> KafkaSettings:
+    made = KafkaSettings(
+        bootstrap_servers=unverified_kafka,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
+        partitions=1,
+    )
+    await ensure_topics(made, topic_specs(made))
+    return made
+
+
+class Echo:
+    """Publishes each demand's id."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.seen: list[str] = []
+
+    async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
+        self.seen += [m.event.id for m in messages]
+        return BatchResult(
+            outbound=[
+                OutboundRecord(topic=self.output, key=m.key, value=m.event.id.encode(), headers=[])
+                for m in messages
+            ]
+        )
+
+
+class LeaveOpen:
+    """While ``on``: the output topic's partitions (and, with ``offsets``, the group's offsets
+    partition) are never added to a transaction, so it ends without markers there."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, output: str, *, offsets: bool) -> None:
+        self.on = True
+        real_add = TransactionManager.maybe_add_partition_to_txn
+        real_group = TransactionManager.consumer_group_to_add
+
+        def add(manager: TransactionManager, tp: Any) -> None:
+            if not (self.on and tp.topic == output):
+                real_add(manager, tp)
+
+        def group_to_add(manager: TransactionManager) -> str | None:
+            group: str | None = real_group(manager)
+            if self.on and offsets and group is not None:
+                manager.consumer_group_added(group)  # as if AddOffsetsToTxn had been answered
+                return None
+            return group
+
+        monkeypatch.setattr(TransactionManager, "maybe_add_partition_to_txn", add)
+        monkeypatch.setattr(TransactionManager, "consumer_group_to_add", group_to_add)
+
+
+async def _service(settings: KafkaSettings, handler: Echo) -> ConsumerService:
+    group = f"left-open-{uuid.uuid4().hex[:10]}"
+    return ConsumerService(
+        settings=settings,
+        topics={topic_name(settings, Topic.DEMAND_RECEIVED): DemandReceived},
+        handler=handler,
+        options=RunnerOptions(
+            group_id=group, client_id="left-open", source="test", transactional=True
+        ),
+        metrics=ConsumerMetrics(CollectorRegistry()),
+        transactional_id_prefix=f"{group}-tx",
+    )
+
+
+async def _produce(settings: KafkaSettings, ids: list[str]) -> None:
+    source = topic_name(settings, Topic.DEMAND_RECEIVED)
+    for demand_id in ids:
+        record = encode(demand_received(id=demand_id), topic=source, source="test")
+        await produce_raw(settings, source, record.value, key=record.key)
+
+
+async def _published(settings: KafkaSettings, output: str, count: int) -> list[str]:
+    async def read() -> list[str]:
+        return [r.value.decode() for r in await read_all(settings, [output], timeout=30)]
+
+    return await wait_until(read, accept=lambda values: len(values) >= count, timeout=60)
+
+
+async def test_an_aborted_transaction_left_without_markers_is_not_committed_with_the_next(
+    settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker restart's CommitFailed(LeaderNotAvailableError): a transaction whose records
+    were written fails before its commit; its abort leaves them without a marker; the
+    restarted consumer handles them again and commits. Before: each of them published twice
+    (the next commit's marker took the open records too)."""
+    output = topic_name(settings, Topic.DEMAND_CLASSIFIED)
+    handler = Echo(output)
+    leave = LeaveOpen(monkeypatch, output, offsets=False)
+    real_send_offsets = AIOKafkaProducer.send_offsets_to_transaction
+
+    async def fail_once(producer: AIOKafkaProducer, *args: Any) -> None:
+        if leave.on:
+            leave.on = False
+            raise LeaderNotAvailableError()  # what an expired batch raised in test_faults
+        await real_send_offsets(producer, *args)
+
+    monkeypatch.setattr(AIOKafkaProducer, "send_offsets_to_transaction", fail_once)
+    ids = [f"d{i}" for i in range(10)]
+    await _produce(settings, ids)
+    supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=1.0)
+    supervisor.add((await _service(settings, handler)).background_task())
+    async with supervisor:
+        await wait_until(lambda: _off(leave), what="the first transaction failed")
+        await wait_until(lambda: _seen(handler), accept=lambda seen: set(ids) <= seen)
+        published = await _published(settings, output, len(ids))
+    assert sorted(published) == sorted(ids)
+
+
+async def test_offsets_left_pending_without_markers_are_ended_and_read_again_once(
+    settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the broker left a commit answered in its shutdown: records and offsets both open.
+    The consumer starts afresh (here: its next transaction fails to begin). Before: its
+    stable read waited for the offsets for good, and nothing more was handled."""
+    monkeypatch.setattr(consumer_module, "LEFT_OPEN_AFTER_S", 1.0, raising=False)
+    output = topic_name(settings, Topic.DEMAND_CLASSIFIED)
+    handler = Echo(output)
+    leave = LeaveOpen(monkeypatch, output, offsets=True)
+    real_commit = AIOKafkaProducer.commit_transaction
+    real_begin = AIOKafkaProducer.begin_transaction
+    broken = {"begin": False}
+
+    async def commit_then_break(producer: AIOKafkaProducer) -> None:
+        if leave.on:
+            # Nothing of it reached the coordinator, which has nothing to end: aiokafka
+            # completes it without EndTxn, as the broker's answer left it.
+            producer._txn_manager._txn_consumer_group = None
+        await real_commit(producer)
+        if leave.on:
+            leave.on = False
+            broken["begin"] = True  # the next transaction of this run fails: a restart
+
+    async def begin(producer: AIOKafkaProducer) -> None:
+        if broken["begin"]:
+            broken["begin"] = False
+            raise KafkaError("broker restarting (simulated)")
+        await real_begin(producer)
+
+    monkeypatch.setattr(AIOKafkaProducer, "commit_transaction", commit_then_break)
+    monkeypatch.setattr(AIOKafkaProducer, "begin_transaction", begin)
+    first = [f"a{i}" for i in range(5)]
+    await _produce(settings, first)
+    supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=1.0)
+    supervisor.add((await _service(settings, handler)).background_task())
+    async with supervisor:
+        await wait_until(lambda: _off(leave), what="the first transaction left open")
+        then = [f"b{i}" for i in range(5)]
+        await _produce(settings, then)
+        await wait_until(lambda: _seen(handler), accept=lambda seen: set(then) <= seen, timeout=90)
+        published = await _published(settings, output, len(first) + len(then))
+    assert sorted(published) == sorted(first + then)
+
+
+async def _seen(handler: Echo) -> set[str]:
+    return set(handler.seen)
+
+
+async def _off(leave: LeaveOpen) -> bool:
+    return not leave.on
