@@ -126,25 +126,27 @@ async def post_demand_batch(request: Request, components: Components, key: Event
     metrics.child(metrics.received, "demand", key.source).inc(len(items))
     for index, item in enumerate(items):
         try:
-            event = _admit_item(item, admission, admit_demand)
+            if item.problems:  # its envelope was refused
+                raise InvalidEvent(item.problems)
+            event = admit_demand(item.payload, admission)
         except InvalidEvent as error:
             reason = "source_mismatch" if error.source_mismatch else "invalid"
             metrics.rejected.labels("demand", key.source, reason).inc()
             problems = masked_problems(error.problems, components.redactor)
             results[index] = _rejected(index, item.answer_id(), problems)
             continue
-        earlier = first_position.get(event.event_id())
-        if earlier is not None:
+        earlier = first_position.setdefault(event.event_id(), index)
+        if earlier != index:
             repeats.append((index, earlier))  # the same id twice in one batch
             continue
-        first_position[event.event_id()] = index
         events.append(event)
         positions.append(index)
     outcomes = await _ingest(service, events, key, settings)
     if len(events) == len(items) and Outcome.IN_FLIGHT not in outcomes:
         # Every item admitted, each id once, none in flight (the common batch): written
-        # straight, the same bytes as below (test_batch_answer).
-        answer = admitted_answer_json([event.event_id() for event in events], outcomes)
+        # straight, the same bytes as below (test_batch_answer). The ids in first_position
+        # are the events', in their order.
+        answer = admitted_answer_json(list(first_position), outcomes)
         return Response(answer, media_type="application/json")
     for index, event, outcome in zip(positions, events, outcomes, strict=True):
         results[index] = _item_result(index, event.event_id(), outcome)
@@ -354,12 +356,6 @@ def _admission(key: ApiKeyRecord, settings: IntakeSettings, redactor: Redactor) 
 @functools.lru_cache(maxsize=8)
 def _seconds(seconds: int) -> timedelta:
     return timedelta(seconds=seconds)  # a setting's; made once, not per request
-
-
-def _admit_item(item: Item, admission: Admission, admit: Admit) -> Event:
-    if item.problems:
-        raise InvalidEvent(item.problems)
-    return admit(item.payload, admission)
 
 
 # An ItemResult's fields, validated with the whole BatchAnswer.

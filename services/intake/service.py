@@ -105,7 +105,7 @@ class IntakeService:
         return outcome
 
     async def _publish_claimed(self, claimed: list[tuple[EventKey, Event]]) -> None:
-        topics: dict[EventKind, str] = {}  # named once per request, not per record
+        topics: dict[type[Event], str] = {}  # named once per request, not per record
         records = encode_all(
             ((event, self._topic(event, topics)) for _, event in claimed),
             source=self.source_name,
@@ -132,11 +132,11 @@ class IntakeService:
         # late retry publishes a repeat that consumers drop by id.
         self.ledger.confirm_soon(keys)
 
-    def _topic(self, event: Event, topics: dict[EventKind, str]) -> str:
-        kind = kind_of(event)
-        topic = topics.get(kind)
+    def _topic(self, event: Event, topics: dict[type[Event], str]) -> str:
+        # By the event's class: a dict lookup an event, not kind_of's isinstance checks.
+        topic = topics.get(type(event))
         if topic is None:
-            topic = topics[kind] = topic_name(self.kafka, TOPIC_OF_KIND[kind])
+            topic = topics[type(event)] = topic_name(self.kafka, TOPIC_OF_KIND[kind_of(event)])
         return topic
 
     def _count(self, events: Sequence[Event], outcomes: list[Outcome], source: str) -> None:

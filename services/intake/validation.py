@@ -70,6 +70,8 @@ class Admission:
     received_at: datetime = field(init=False, repr=False, compare=False)
     earliest_since: timedelta = field(init=False, repr=False, compare=False)
     latest_since: timedelta = field(init=False, repr=False, compare=False)
+    # Whether the key's source is personal data, once asked (key_source_refused).
+    _key_source_refused: bool | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.latest = self.now + self.max_future_skew
@@ -84,6 +86,15 @@ class Admission:
         pydantic parsed asks its tzinfo (pydantic's TzInfo, through a Python call) for the
         offset again; one subtraction asks once (measured: 0.75 -> 0.48 µs)."""
         return self.earliest_since <= moment - EPOCH <= self.latest_since
+
+    def key_source_refused(self) -> bool:
+        """Whether an event's ``source`` that is the key's own would be refused as personal
+        data (``identifier_problems``): asked once a request, not for each event of a
+        batch, whose items name the key's source (two searches an event, measured)."""
+        refused = self._key_source_refused
+        if refused is None:
+            refused = self._key_source_refused = personal_data_kind(self.key_source) is not None
+        return refused
 
 
 def admit_demand(payload: Any, admission: Admission) -> DemandReceived:
@@ -123,7 +134,9 @@ def _plain_demand(payload: dict[str, Any], admission: Admission) -> DemandReceiv
         or payload.get("reason_code") is not None
         or payload.get("team") is not None
         or payload.get("attributes")
-        or identifier_problems(payload, DEMAND_IDENTIFIERS)
+        # DEMAND_IDENTIFIERS' problems: the source, when sent, is the key's (above)
+        or (source is not None and admission.key_source_refused())
+        or identifier_problems(payload, _PLAIN_IDENTIFIERS)
     ):
         return None
     masked = admission.redactor.redact(text)
@@ -184,6 +197,10 @@ def checked_demand(payload: Any, admission: Admission) -> DemandReceived:
         redactions=masking.kinds(),
         received_at=admission.received_at,
     )
+
+
+# DEMAND_IDENTIFIERS but the source, which _plain_demand asks its Admission about.
+_PLAIN_IDENTIFIERS = tuple(name for name in DEMAND_IDENTIFIERS if name != "source")
 
 
 # A demand's fields that admission replaces: masked free text, and the key's source.

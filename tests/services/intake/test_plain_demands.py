@@ -206,3 +206,30 @@ def test_the_date_range_as_times_since_the_epoch_is_the_datetimes_comparison(
         }
     ).occurred_at
     assert admission.in_range(parsed) is (admission.earliest <= parsed <= admission.latest)
+
+
+@pytest.mark.parametrize(
+    "key_source", ["demo", "genesys-eu", "07700900123", "jo@example.com", "GB82WEST12345698765432"]
+)
+def test_the_keys_source_is_judged_as_an_events_source_once_a_request(key_source: str) -> None:
+    # The quick path asks the admission whether the key's source is personal data, once;
+    # the answer must be the checked path's for a demand naming it, every time asked.
+    admission = Admission(
+        key_source=key_source,
+        now=NOW,
+        max_future_skew=timedelta(seconds=300),
+        redactor=Redactor(),
+        earliest=EARLIEST_EVENT_TIME,
+    )
+
+    def judged(admit: Any, payload: dict[str, Any]) -> DemandReceived | tuple[Any, ...]:
+        try:
+            return admit(payload, admission)  # type: ignore[no-any-return]
+        except InvalidEvent as error:
+            return ("refused", error.problems, error.source_mismatch)
+
+    for payload in (GOOD | {"source": key_source}, GOOD | {"source": None}) * 2:
+        assert judged(admit_demand, payload) == judged(checked_demand, payload)
+    refused = judged(admit_demand, GOOD | {"source": key_source})
+    assert isinstance(refused, DemandReceived) is (key_source in ("demo", "genesys-eu"))
+    assert admission.key_source_refused() is not isinstance(refused, DemandReceived)
