@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.audit import AuditPolicy
 from services.metrics.domain.causes import cause_label
-from services.metrics.ingest import BatchOutcome, apply_events
+from services.metrics.ingest import BatchOutcome, apply_events, by_kind
 from services.metrics.metrics import MetricsServiceMetrics
 from shared.database.errors import refused_by_the_database
-from shared.events import Channel, DemandClassified, DemandType
+from shared.events import Channel, DemandType
 from shared.kafka.consumer import BatchResult, Inbound, Rejection, RetryableError
 
 
@@ -41,9 +41,10 @@ class ApplyMetricsBatch:
         self._audit = audit or AuditPolicy()
 
     async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
+        events = [m.event for m in messages]
         try:
             async with self._sessions.begin() as session:
-                outcome = await apply_events(session, [m.event for m in messages], self._audit)
+                outcome = await apply_events(session, events, self._audit)
         except DBAPIError as error:
             if refused_by_the_database(error):
                 raise  # the records' fault: the runner isolates and dead-letters them
@@ -51,6 +52,8 @@ class ApplyMetricsBatch:
             raise RetryableError(f"database unavailable: {error}") from error
         except OSError as error:
             raise RetryableError(f"database unavailable: {error}") from error
+        if not outcome.refused:  # the common batch: every event applied
+            return BatchResult(after_commit=lambda: self._committed(events, outcome))
         refused = {id(r.event): r.reason for r in outcome.refused}
         applied = [m.event for m in messages if id(m.event) not in refused]
         return BatchResult(
@@ -68,12 +71,11 @@ class ApplyMetricsBatch:
         # members (hashed as they are), their values taken once a set, not per demand.
         consumed: Counter[tuple[str, DemandType, Channel, str | None]] = Counter()
         failures: Counter[tuple[str, str | None, str]] = Counter()
-        for event in events:
-            if isinstance(event, DemandClassified):
-                purpose, demand_type, kind = event.purpose, event.demand_type, event.failure_kind
-                consumed[(purpose, demand_type, event.demand.channel, kind)] += 1
-                if demand_type is DemandType.FAILURE:
-                    failures[(purpose, kind, cause_label(event.caused_by))] += 1
+        for event in by_kind(events)[0]:  # the demands, sorted by their class (ingest)
+            purpose, demand_type, kind = event.purpose, event.demand_type, event.failure_kind
+            consumed[(purpose, demand_type, event.demand.channel, kind)] += 1
+            if demand_type is DemandType.FAILURE:
+                failures[(purpose, kind, cause_label(event.caused_by))] += 1
         for (purpose, demand_type, channel, kind), n in consumed.items():
             self._metrics.demands_consumed.labels(
                 purpose, demand_type.value, channel.value, kind or "none"

@@ -133,6 +133,8 @@ def _unstorable(model: BaseModel, prefix: str) -> str | None:
     fields = model.__dict__
     for name in _checked_fields(type(model)):
         value = fields.get(name)
+        if value is None:
+            continue  # most optional fields (a demand's cause): no isinstance of BaseModel
         if isinstance(value, datetime):
             if 1 < value.year < 9999 and value.utcoffset() is not None:
                 continue  # an offset is under a day: only the first and last years overflow
@@ -168,27 +170,27 @@ async def apply_events(
 async def _apply(
     session: AsyncSession, events: Sequence[Event], audit: AuditPolicy, derive: bool
 ) -> BatchOutcome:
-    demands = [e for e in events if isinstance(e, DemandClassified)]
-    case_events = [e for e in events if isinstance(e, CaseEvent)]
-    labels = [e for e in events if isinstance(e, DemandLabelled)]
-    changes = [e for e in events if isinstance(e, SystemChanged)]
+    demands, case_events, labels, changes = by_kind(events)
+    # The demands' keys (in the batch's order) and customers, in one pass over them. A
+    # customer is a source's own reference: (source, customer_ref).
+    keys: list[sql.DemandKey] = []
+    settled: set[sql.Customer] = set()
+    for event in demands:
+        demand = event.demand
+        keys.append((demand.source, demand.id))
+        settled.add((demand.source, demand.customer_ref))
+    moved = {(e.source or "", e.customer_ref) for e in case_events}
+    customers = settled | moved
     # A label arriving at one instance while another's insert of its demand is uncommitted
     # must not be lost: the two serialise on the demand (write_path.lock_demands).
     await write_path.lock_demands(
         session,
-        {(d.demand.source, d.demand.id) for d in demands}
-        | {(label.demand_source or "", label.demand_id) for label in labels},
+        set(keys) | {(label.demand_source or "", label.demand_id) for label in labels},
     )
     # A change moves no customer's figures, only its purpose's baselines (read at query
     # time from the changes stored): the purpose is marked changed so it is republished.
     # Stored right after the demands' locks, on every path (see LOCK ORDER above).
     await system_changes.add_changes(session, changes)
-    # A customer is a source's own reference: (source, customer_ref).
-    customers = {(d.demand.source, d.demand.customer_ref) for d in demands} | {
-        (e.source or "", e.customer_ref) for e in case_events
-    }
-    moved = {(e.source or "", e.customer_ref) for e in case_events}
-    settled = {(d.demand.source, d.demand.customer_ref) for d in demands}
     # The batch's own work in one hop to the database's thread (aiosqlite's, on SQLite): the
     # demands stored before it, its events stored, the audit's upkeep and, unless labels
     # must first find their customers, the touched customers recomputed. Four hops a batch
@@ -199,6 +201,7 @@ async def _apply(
         partial(
             _received_on_connection,
             demands=demands,
+            keys=keys,
             case_events=case_events,
             labels=labels,
             audit=audit,
@@ -225,10 +228,43 @@ async def _apply(
     return outcome
 
 
+_KINDS: tuple[type[Event], ...] = (DemandClassified, CaseEvent, DemandLabelled, SystemChanged)
+
+
+def by_kind(
+    events: Sequence[Event],
+) -> tuple[list[DemandClassified], list[CaseEvent], list[DemandLabelled], list[SystemChanged]]:
+    """The batch's demands, case events, labels and recorded changes, each in the batch's
+    order, in one pass: by the event's own class, a dict look-up, where four passes of
+    isinstance checks asked the models' metaclass (an ABC's check, ~0.16 µs) three times an
+    event for the classes it is not. An instance of a subclass is sorted by isinstance, as
+    before; an event of none of them is left out, as before."""
+    demands: list[DemandClassified] = []
+    case_events: list[CaseEvent] = []
+    labels: list[DemandLabelled] = []
+    changes: list[SystemChanged] = []
+    lists: dict[type[Event], list[Any]] = {
+        DemandClassified: demands,
+        CaseEvent: case_events,
+        DemandLabelled: labels,
+        SystemChanged: changes,
+    }
+    for event in events:
+        kind = lists.get(type(event))
+        if kind is not None:
+            kind.append(event)
+            continue
+        for cls in _KINDS:
+            if isinstance(event, cls):
+                lists[cls].append(event)
+    return demands, case_events, labels, changes
+
+
 def _received_on_connection(
     db: sql.SyncDb,
     *,
     demands: Sequence[DemandClassified],
+    keys: Sequence[sql.DemandKey],
     case_events: Sequence[CaseEvent],
     labels: Sequence[DemandLabelled],
     audit: AuditPolicy,
@@ -237,8 +273,8 @@ def _received_on_connection(
     closing: Mapping[sql.Customer, Sequence[sql.DemandKey]] | None,
 ) -> BatchOutcome:
     """The events stored, the audit brought up to date (counting only the demands this
-    batch adds), then ``customers`` recomputed (none: left to the caller)."""
-    keys = [(d.demand.source, d.demand.id) for d in demands]
+    batch adds), then ``customers`` recomputed (none: left to the caller). ``keys``: the
+    demands' (source, id), in their order."""
     known = audit_sample.stored_already(db, keys) if keys else set()
     write_path.store_received(db, demands=demands, case_events=case_events, labels=labels)
     upkeep(db, demands, audit, stored_before=known)
