@@ -55,6 +55,8 @@ CHOICES = os.environ.get("DEMANDSCOPE_BENCH_JUDGEMENT_CHOICES") == "1"
 COUNCIL_TAXONOMY = SHIPPED_DATA / "taxonomies" / "council_housing_repairs.yaml"
 COUNCIL_EXAMPLES = SHIPPED_DATA / "taxonomies" / "council_housing_repairs_examples.csv"
 AUDITS = (100, 200)
+RARE_SHARES = (0.25, 0.10)
+RARE_OWN_ROWS = 60
 DRAWS = 50 if QUICK else 250  # audit draws per sector and audit size
 POPULATION = 5_000
 SEEDS = (0,) if QUICK else (0, 1, 2)
@@ -296,6 +298,83 @@ def learning_curve(
     return curve
 
 
+# -- organisations where failure is rare ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RareResult:
+    group: str  # "corpus sectors" or the data set's name
+    aimed_share: float
+    true_share: float  # of the test rows
+    majority: float
+    balanced: float  # accuracy with the class-balanced prior (1/2)
+    own_prior: float  # accuracy with the organisation's labelled share as the prior (shipped)
+
+
+def thinned(rows: Sequence[Example], share: float, rng: random.Random) -> list[Example]:
+    """Every value row and as many failure rows, drawn at random, as make ``share`` failure:
+    the same organisation's words with failure rarer than our corpus has it."""
+    values = [e for e in rows if e.demand_type != "failure"]
+    failures = [e for e in rows if e.demand_type == "failure"]
+    wanted = min(len(failures), round(share / (1 - share) * len(values)))
+    return values + rng.sample(failures, wanted)
+
+
+def _rare_result(
+    group: str,
+    share: float,
+    own: Sequence[Example],
+    test: Sequence[Example],
+    taxonomy: Taxonomy,
+    general: Sequence[Example],
+) -> RareResult:
+    model = TextModel.train(own, taxonomy, settings=VARIANTS[DEFAULT], general=general)
+    texts = [e.text for e in test]
+    truth = _binary(e.demand_type for e in test)
+    accuracy = []
+    for prior in (model.failure_prior, None):  # shipped, then the balanced fit's 1/2
+        model.set_failure_prior(prior)
+        machine = _binary(p.demand_type for p in model.predict_batch(texts))
+        accuracy.append(sum(t == m for t, m in zip(truth, machine, strict=True)) / len(test))
+    true_share = sum(truth) / len(truth)
+    return RareResult(
+        group, share, true_share, max(true_share, 1 - true_share), accuracy[1], accuracy[0]
+    )
+
+
+def rare_failure(data: Data, tick: Callable[[str], None]) -> list[RareResult]:
+    """Organisations whose failure share is RARE_SHARES: each corpus sector (its first
+    RARE_OWN_ROWS rows, shuffled, as its labels; the corpus without it) and each data set (10
+    labelled rows per purpose), thinned to that share; tested on the rest."""
+    results = []
+    for share in RARE_SHARES:
+        for seed in SEEDS[:2]:
+            for sector in data.sectors:
+                tick(f"rare failure {share}: {sector}")
+                rng = random.Random(seed)
+                pool = thinned([e for e in data.corpus if e.sector == sector], share, rng)
+                rng.shuffle(pool)
+                general = [e for e in data.corpus if e.sector != sector]
+                own, rest = pool[:RARE_OWN_ROWS], pool[RARE_OWN_ROWS:]
+                results.append(
+                    _rare_result("corpus sectors", share, own, rest, data.seed.taxonomy, general)
+                )
+        for dataset in (d for d in (data.seed, data.council) if d is not None):
+            for seed in SEEDS:
+                tick(f"rare failure {share}: {dataset.name}")
+                train: list[Example] = []
+                test: list[Example] = []
+                pool = thinned(dataset.rows, share, random.Random(seed))
+                for rows in by_purpose(pool, seed).values():
+                    train += rows[:10]
+                    test += rows[10:]
+                general = data.corpus_for(dataset, same_kind=False)
+                results.append(
+                    _rare_result(dataset.name, share, train, test, dataset.taxonomy, general)
+                )
+    return results
+
+
 # -- report ---------------------------------------------------------------------------------
 
 
@@ -357,6 +436,39 @@ def choices_row(data: Data, settings: ModelSettings) -> str:
     return header + "\n|" + "---|" * len(cells) + "\n| " + " | ".join(cells) + " |"
 
 
+def rare_table(rare: Sequence[RareResult]) -> list[str]:
+    lines = ["### Organisations where failure is rare: the value/failure prior", ""]
+    say = lines.append
+    say(
+        "Each corpus sector (its first "
+        f"{RARE_OWN_ROWS} rows, shuffled, as the organisation's labels; the corpus without "
+        "it; seeds 0-1) and each data set (10 labelled rows per purpose; the corpus without "
+        f"its kind of sector; {len(SEEDS)} seeds), thinned to a failure share by dropping "
+        "failure rows at random; tested on the rest. Accuracy of value/failure with the "
+        "class-balanced prior (1/2) and with the organisation's own labelled share as the "
+        "prior (shipped: `own_prior_min_rows`)."
+    )
+    say("")
+    say(
+        "| organisations | failure share | runs | true share of the test rows | always-majority "
+        "| balanced prior | **own share as prior** "
+        "| runs at least always-majority (balanced / own) |"
+    )
+    say("|---|---|---|---|---|---|---|---|")
+    groups: dict[tuple[str, float], list[RareResult]] = defaultdict(list)
+    for result in rare:
+        groups[(result.group, result.aimed_share)].append(result)
+    for (kind, share), runs in groups.items():
+        say(
+            f"| {kind} | {share:.2f} | {len(runs)} | {_f(_mean(r.true_share for r in runs))} | "
+            f"{_f(_mean(r.majority for r in runs))} | {_f(_mean(r.balanced for r in runs))} | "
+            f"**{_f(_mean(r.own_prior for r in runs))}** | "
+            f"{sum(r.balanced >= r.majority for r in runs)} / "
+            f"{sum(r.own_prior >= r.majority for r in runs)} of {len(runs)} |"
+        )
+    return [*lines, ""]
+
+
 def run() -> None:
     started = time.perf_counter()
     load = os.getloadavg()
@@ -368,6 +480,7 @@ def run() -> None:
         + len(datasets) * len(VARIANTS) * len(SEEDS) * 2
         + len(datasets) * len(CURVE)
         + len(datasets) * 2 * 5
+        + len(RARE_SHARES) * (len(SEEDS[:2]) * len(sectors) + len(datasets) * len(SEEDS))
         + 2
     )
     rng = np.random.default_rng(0)
@@ -429,6 +542,7 @@ def run() -> None:
                     general=data.corpus_for(d, same_kind=same_kind),
                     on_fold=fold,
                 )
+        rare = rare_failure(data, tick)
         tick("throughput")
         throughput = {}
         for name, settings in VARIANTS.items():
@@ -572,6 +686,8 @@ def run() -> None:
             f"{_f(heads['demand_type'].accuracy)} | {_f(kind.accuracy) if kind else '-'} |"
         )
     say()
+    for line in rare_table(rare):
+        say(line)
     say("### Throughput (one batch of 1,000 texts, one core, median of 3)")
     say()
     for name, value in throughput.items():

@@ -156,6 +156,7 @@ def train_model(
         "label_weight": sources.label_weight,
         "general_rows": len(rows.general),
         "label_counts": model.label_counts,
+        "failure_prior": model.failure_prior,
         "purposes": list(model.purposes),
         "taxonomy_hash": taxonomy.content_hash() if taxonomy else None,
         "taxonomy_given": taxonomy is not None,

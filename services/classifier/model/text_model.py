@@ -67,6 +67,12 @@ class ModelSettings:
     own_weight: float = 3.0
     # The taxonomy's purpose keywords are short phrasings of the purpose: training rows too.
     purpose_keywords: bool = True
+    # The value/failure head is fitted class-balanced, a 50/50 prior: right for a new
+    # organisation whose failure share nobody knows. Once it has this many labelled rows of its
+    # own, their failure share (Laplace-smoothed) becomes the prior, because accuracy is
+    # highest at the organisation's real share and a balanced head over-calls failure where
+    # failure is rare (EVALUATION.md, "Organisations where failure is rare"). 0 = never.
+    own_prior_min_rows: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,10 @@ class Explanation:
     """Per head ("purpose", "demand_type", "failure_kind"): the features that pushed its label."""
 
 
+def _log_odds(probability: float) -> float:
+    return float(np.log(probability / (1.0 - probability)))
+
+
 class _Head:
     """One label: a logistic regression, or a constant when training saw a single class."""
 
@@ -116,6 +126,14 @@ class _Head:
             )
             self.classes = self._model.classes_
         return self
+
+    def shift_log_odds(self, label: str, delta: float) -> None:
+        """Add ``delta`` to a binary head's log-odds of ``label`` for every row (a change of
+        prior: the fitted weights stay)."""
+        if self._model is None or len(self.classes) != 2 or label not in self.classes:
+            return
+        # Binary weights point at classes[1]; the intercept is that class's log-odds.
+        self._model.intercept_ += delta if label == self.classes[1] else -delta
 
     def probabilities(self, features: sparse.csr_matrix) -> np.ndarray:
         if self._model is None:
@@ -186,6 +204,7 @@ class TextModel:
         self._demand_type = _Head(self.settings.demand_type_c)
         self._failure_kind: _Head | None = None
         self.label_counts: dict[str, dict[str, int]] = {}
+        self.failure_prior: float | None = None
         self.taxonomy = taxonomy
 
     # -- training ---------------------------------------------------------------------------
@@ -256,6 +275,9 @@ class TextModel:
         row_features = model._judgement_features(model._blocks(judged_texts))
         weights = [weight] * len(own) + [1.0] * len(wide)
         model._demand_type.fit(row_features, [e.demand_type or "" for e in judged], weights)
+        if own and len(own) >= model.settings.own_prior_min_rows > 0:
+            failures = sum(e.demand_type == "failure" for e in own)
+            model.set_failure_prior((failures + 1) / (len(own) + 2))
 
         report("failure kind", 0.8)
         failure_rows = [
@@ -276,6 +298,16 @@ class TextModel:
         }
         report("done", 1.0)
         return model
+
+    def set_failure_prior(self, prior: float | None) -> None:
+        """Judge value/failure as if failure made up ``prior`` of the demands (None: 1/2, the
+        class-balanced fit's own assumption). Only the intercept moves."""
+        if prior is not None and not 0.0 < prior < 1.0:
+            raise ValueError(f"a failure prior is a share strictly between 0 and 1, not {prior}")
+        before = 0.5 if self.failure_prior is None else self.failure_prior
+        after = 0.5 if prior is None else prior
+        self._demand_type.shift_log_odds("failure", _log_odds(after) - _log_odds(before))
+        self.failure_prior = prior
 
     # -- features ---------------------------------------------------------------------------
 

@@ -143,3 +143,58 @@ def test_the_heads_score_on_one_blas_thread_and_the_count_is_restored(
     assert seen[0]
     assert all(count == 1 for count in seen[0])
     assert all(count == 2 for count in after)
+
+
+def _failure_log_odds(model: TextModel, texts: list[str]) -> np.ndarray:
+    predictions = model.predict_batch(texts)
+    failure = np.array(
+        [
+            p.demand_type_probability
+            if p.demand_type == "failure"
+            else 1 - p.demand_type_probability
+            for p in predictions
+        ]
+    )
+    result: np.ndarray = np.log(failure / (1 - failure))
+    return result
+
+
+def test_the_organisations_own_failure_share_becomes_the_value_failure_prior(
+    examples: list[Example],
+) -> None:
+    values = [e for e in examples if e.demand_type == "value"]
+    failures = [e for e in examples if e.demand_type == "failure"]
+    rare = values + failures[:2]  # an organisation where failure is rare
+    texts = [e.text for e in examples]
+
+    balanced = TextModel.train(rare, settings=text_model.ModelSettings(own_prior_min_rows=0))
+    own_prior = TextModel.train(
+        rare, settings=text_model.ModelSettings(own_prior_min_rows=len(rare))
+    )
+
+    assert balanced.failure_prior is None
+    assert own_prior.failure_prior == pytest.approx(3 / (len(rare) + 2))
+    assert own_prior.failure_prior is not None
+    shift = _failure_log_odds(own_prior, texts) - _failure_log_odds(balanced, texts)
+    odds = np.log(own_prior.failure_prior / (1 - own_prior.failure_prior))
+    assert odds < -1  # rarer failure: every text a little less likely to be judged failure
+    np.testing.assert_allclose(shift, odds, atol=1e-6)
+    own_prior.set_failure_prior(None)  # back to the balanced fit's 1/2
+    np.testing.assert_allclose(
+        _failure_log_odds(own_prior, texts), _failure_log_odds(balanced, texts), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        own_prior.set_failure_prior(1.0)
+
+
+def test_too_few_own_rows_or_none_keep_the_balanced_prior(examples: list[Example]) -> None:
+    few = TextModel.train(
+        examples, settings=text_model.ModelSettings(own_prior_min_rows=len(examples) + 1)
+    )
+    taxonomy = Taxonomy(
+        purposes=(PurposeDefinition(slug="pets", examples=("my dog needs a vet", "cat food")),)
+    )
+    cold = TextModel.train([], taxonomy, general=examples)  # a cold start: no rows of its own
+
+    assert few.failure_prior is None
+    assert cold.failure_prior is None
