@@ -160,16 +160,18 @@ async def abort_left_open(
     """
     # aiokafka adds a partition to the transaction when send() first writes to it; here the
     # partition is added without a record (AddPartitionsToTxn), which is all a marker needs.
+    # Should anything here fail (or the caller's deadline cancel it), the transaction is left
+    # as it is, not aborted on the way out: an abort waits for a sender that may be dead (the
+    # commit deadline's reason, consumer.py). The caller stops the producer, and the id's
+    # next InitProducerId (or the transaction's timeout) aborts it.
     manager: Any = producer._txn_manager
     await producer.begin_transaction()
-    try:
-        for topic in sorted(set(topics)):
-            for partition in sorted(await producer.partitions_for(topic)):
-                manager.maybe_add_partition_to_txn(TopicPartition(topic, partition))
-        if offsets:
-            await producer.send_offsets_to_transaction(dict(offsets), group_id)
-    finally:
-        await producer.abort_transaction()
+    for topic in sorted(set(topics)):
+        for partition in sorted(await producer.partitions_for(topic)):
+            manager.maybe_add_partition_to_txn(TopicPartition(topic, partition))
+    if offsets:
+        await producer.send_offsets_to_transaction(dict(offsets), group_id)
+    await producer.abort_transaction()
 
 
 class PartitionProducers:
