@@ -148,8 +148,8 @@ async def post_demand_batch(request: Request, components: Components, key: Event
         # are the events', in their order.
         answer = admitted_answer_json(list(first_position), outcomes)
         return Response(answer, media_type="application/json")
-    for index, event, outcome in zip(positions, events, outcomes, strict=True):
-        results[index] = _item_result(index, event.event_id(), outcome)
+    for index, admitted, outcome in zip(positions, events, outcomes, strict=True):
+        results[index] = _item_result(index, admitted.event_id(), outcome)
     for index, earlier in repeats:
         first = results[earlier]
         assert first is not None
