@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
+from pydantic_core import TzInfo
 from sqlalchemy import Connection, String, TextClause, and_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -238,7 +239,19 @@ def format_time(moment: datetime) -> str:
     the offset and a cut rather than astimezone and replace: a decoded event's zone is
     pydantic's TzInfo, not datetime.UTC, and each of those made a new datetime (a third
     slower)."""
-    offset = moment.utcoffset()
+    # A fixed zone's offset is the same for every time: kept with the zone last seen, and
+    # taken for the same zone object (pydantic-core shares one TzInfo per offset across a
+    # decode, so every time of a batch has the same), not asked again (~2k instructions
+    # into pydantic-core a call). Any other zone is asked every time. One tuple, read and
+    # replaced whole: two threads calling it see a zone with its own offset.
+    zone = moment.tzinfo
+    last = _last_zone
+    if zone is last[0]:
+        offset = last[1]
+    else:
+        offset = moment.utcoffset()
+        if type(zone) in _FIXED_ZONES:
+            _remember_zone(zone, offset)
     if offset:
         moment = moment - offset
     # The date's and the time's text, which carry no zone: the datetime's own isoformat
@@ -252,6 +265,17 @@ def format_time(moment: datetime) -> str:
             _DAY_TEXTS.clear()
         text = _DAY_TEXTS[day] = day.isoformat()
     return f"{text} {moment.time().isoformat('microseconds')}"
+
+
+# format_time's last fixed zone and its offset ((None, None): a time without a zone, whose
+# utcoffset is None). Zones whose offset is fixed: pydantic's and datetime's own.
+_FIXED_ZONES: tuple[type[tzinfo], ...] = (TzInfo, timezone)
+_last_zone: tuple[tzinfo | None, timedelta | None] = (None, None)
+
+
+def _remember_zone(zone: tzinfo | None, offset: timedelta | None) -> None:
+    global _last_zone
+    _last_zone = (zone, offset)
 
 
 # format_time's date texts, by day (at most _DAYS_KEPT: then cleared and refilled).

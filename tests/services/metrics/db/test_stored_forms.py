@@ -81,3 +81,20 @@ def _cases(draw: st.DrawFn) -> Case:
 @given(_cases())
 def test_an_opened_cases_stored_values_are_its_row_by_column(case: Case) -> None:
     assert _case_stored(case, "src", format_time) == _case_values(case, "src", format_time)[1]
+
+
+@given(st.lists(st.tuples(_TIMES, st.sampled_from(["aware", "decoded", "naive"])), min_size=2))
+def test_times_of_mixed_zones_in_a_row_are_each_written_in_their_own(
+    times: list[tuple[datetime, str]],
+) -> None:
+    # format_time keeps the last fixed zone's offset: a time of another zone, or of none,
+    # after it is written with its own.
+    assert _WRITE is not None
+    for moment, form in times:
+        if form == "naive":
+            naive = moment.replace(tzinfo=None)
+            assert format_time(naive) == _WRITE(naive)
+            continue
+        if form == "decoded":
+            moment = _Decoded.model_validate_json(_Decoded(at=moment).model_dump_json()).at
+        assert format_time(moment) == _sqlalchemy(moment)
