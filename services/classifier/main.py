@@ -95,12 +95,13 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
         changelog_topic=topic_name(settings.kafka, Topic.CLASSIFIER_CONTEXT),
         keyed_topics={demands, cases, forwarded},
     )
+    topics = Topics(
+        classified=topic_name(settings.kafka, Topic.DEMAND_CLASSIFIED),
+        context=topic_name(settings.kafka, Topic.CLASSIFIER_CONTEXT),
+        forwarded_labels=forwarded,
+    )
     handler = ClassifyDemands(
-        topics=Topics(
-            classified=topic_name(settings.kafka, Topic.DEMAND_CLASSIFIED),
-            context=topic_name(settings.kafka, Topic.CLASSIFIER_CONTEXT),
-            forwarded_labels=forwarded,
-        ),
+        topics=topics,
         source=settings.source_name,
         model=lambda: keeper.current,
         context=context,
@@ -121,23 +122,7 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
             forwarded: DemandLabelled,
         },
         handler=handler,
-        options=RunnerOptions(
-            group_id=settings.group_id,
-            client_id="demandscope-classifier",
-            source=settings.source_name,
-            max_batch=settings.max_batch,
-            transactional=True,
-            co_partitioned=True,
-            group_instance_id=settings.instance_id or None,
-            one_transaction_per_poll=True,
-            # A fetch waits up to fetch_wait_ms for more records (a megabyte: a backlog never
-            # waits), so each poll's fixed cost (~7 ms of CPU: a transaction, a prediction)
-            # is paid less often: at 1,000 demands/s and 10 ms, 483-542 -> 373 µs of CPU a
-            # demand, produce -> visible p50 30-32 -> 39-42 ms (docs/performance.md, round
-            # eight). With no wait, a fetch answers as soon as one record is there.
-            fetch_min_bytes=1024 * 1024 if settings.fetch_wait_ms else 1,
-            fetch_max_wait_ms=settings.fetch_wait_ms or 500,
-        ),
+        options=runner_options(settings, topics),
         metrics=ConsumerMetrics(registry),
         transactional_id_prefix=settings.transactional_id or settings.group_id,
         partition_listener=restorer,
@@ -169,4 +154,30 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
         "`demand.classified` and the customers' context in one Kafka transaction. Every route "
         "but /healthz, /readyz and /metrics needs an API key.",
         routers=[api.router],
+    )
+
+
+def runner_options(settings: ClassifierSettings, topics: Topics) -> RunnerOptions:
+    """The consumer's loop: transactional, one transaction a poll, and every topic the
+    handler writes to, so that a transaction the broker left without markers can be ended
+    over them (shared/kafka/transactions.py)."""
+    return RunnerOptions(
+        group_id=settings.group_id,
+        client_id="demandscope-classifier",
+        source=settings.source_name,
+        max_batch=settings.max_batch,
+        transactional=True,
+        co_partitioned=True,
+        group_instance_id=settings.instance_id or None,
+        one_transaction_per_poll=True,
+        # A fetch waits up to fetch_wait_ms for more records (a megabyte: a backlog never
+        # waits), so each poll's fixed cost (~7 ms of CPU: a transaction, a prediction)
+        # is paid less often: at 1,000 demands/s and 10 ms, 483-542 -> 373 µs of CPU a
+        # demand, produce -> visible p50 30-32 -> 39-42 ms (docs/performance.md, round
+        # eight). With no wait, a fetch answers as soon as one record is there.
+        fetch_min_bytes=1024 * 1024 if settings.fetch_wait_ms else 1,
+        fetch_max_wait_ms=settings.fetch_wait_ms or 500,
+        output_topics=tuple(
+            t for t in (topics.classified, topics.context, topics.forwarded_labels) if t
+        ),
     )
