@@ -86,14 +86,7 @@ class _Gathered:
     The first record starts a drain task; until it runs, and while its batch waits for the
     partition (aiokafka keeps one pending batch a partition), later records gather behind
     it and leave as the next batch: one batch and one future for them all, not a send()
-    coroutine and a future each. Each caller is answered when its record's batch is.
-
-    A round's deadline (``add``'s ``timeout``) is one timer for all its callers, started
-    with its first record: a caller not answered by then is answered TimeoutError, so none
-    waits longer than its timeout from when it added its record, and a caller that came
-    later in the round is timed out no later than that either. One timer a round instead
-    of an ``asyncio.timeout`` scope per caller (~4% of an intake single request, profiled).
-    The round's batch itself carries on (as it did when a caller's scope cancelled it)."""
+    coroutine and a future each. Each caller is answered when its record's batch is."""
 
     def __init__(self, producer: AIOKafkaProducer, where: tuple[str, int]) -> None:
         # Weakly: this lives in _gathered, keyed weakly by the producer; a strong reference
@@ -102,16 +95,11 @@ class _Gathered:
         self.where = where
         self.records: list[OutboundRecord] = []
         self.answers: list[asyncio.Future[None]] = []
-        self.timer: asyncio.TimerHandle | None = None  # the gathering round's deadline
         self.draining: asyncio.Task[None] | None = None
 
-    def add(self, record: OutboundRecord, timeout: float | None = None) -> asyncio.Future[None]:
+    def add(self, record: OutboundRecord) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[None] = loop.create_future()
-        if not self.answers and timeout is not None:
-            # The round's first record: its deadline is the round's (the answers list is
-            # this round's until the drain takes it, and stays so in the timer).
-            self.timer = loop.call_later(timeout, _time_out, self.answers, timeout)
         self.records.append(record)
         self.answers.append(answer)
         if self.draining is None:
@@ -127,38 +115,30 @@ class _Gathered:
                 await asyncio.sleep(LINGER_MS / 1000)
                 records, self.records = self.records, []
                 answers, self.answers = self.answers, []
-                timer, self.timer = self.timer, None
                 producer = self.producer()
                 if producer is None:  # gone: nothing can send these
-                    _answer_all(answers, _stopped(), timer)
+                    _answer_all(answers, _stopped())
                     continue
                 try:
                     async with _gate(producer, self.where):
                         futures = await _put(producer, self.where, records, batched=True)
                 except Exception as error:  # refused (a Kafka error, a timeout): theirs too
-                    _answer_all(answers, error, timer)
+                    _answer_all(answers, error)
                     continue
                 except BaseException:
-                    _answer_all(answers, _stopped(), timer)
+                    _answer_all(answers, _stopped())
                     raise
                 for future in futures[:-1]:
-                    future.add_done_callback(partial(_answer_if_failed, answers, timer))
-                futures[-1].add_done_callback(partial(_answer_after, futures, answers, timer))
+                    future.add_done_callback(partial(_answer_if_failed, answers))
+                futures[-1].add_done_callback(partial(_answer_after, futures, answers))
         finally:
             self.draining = None
             if self.records:  # cancelled with records gathered: refused, not left waiting
-                _answer_all(self.answers, _stopped(), self.timer)
-                self.records, self.answers, self.timer = [], [], None
+                _answer_all(self.answers, _stopped())
+                self.records, self.answers = [], []
 
 
-def _answer_all(
-    answers: list[asyncio.Future[None]],
-    error: BaseException | None,
-    timer: asyncio.TimerHandle | None = None,
-) -> None:
-    """Answers every caller not answered yet; the round's deadline is then over."""
-    if timer is not None:
-        timer.cancel()
+def _answer_all(answers: list[asyncio.Future[None]], error: BaseException | None) -> None:
     for answer in answers:
         if not answer.done():
             if error is None:
@@ -167,37 +147,25 @@ def _answer_all(
                 answer.set_exception(error)
 
 
-def _time_out(answers: list[asyncio.Future[None]], timeout: float) -> None:
-    """The round's deadline: what ``asyncio.timeout`` raised in each of its callers."""
-    for answer in answers:
-        if not answer.done():
-            answer.set_exception(TimeoutError(f"no acknowledgement within {timeout}s"))
-
-
-def _answer_if_failed(
-    answers: list[asyncio.Future[None]],
-    timer: asyncio.TimerHandle | None,
-    future: asyncio.Future[Any],
-) -> None:
+def _answer_if_failed(answers: list[asyncio.Future[None]], future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
-        _answer_all(answers, future.exception(), timer)
+        _answer_all(answers, future.exception())
 
 
 def _answer_after(
     futures: list[asyncio.Future[Any]],
     answers: list[asyncio.Future[None]],
-    timer: asyncio.TimerHandle | None,
     last: asyncio.Future[Any],
 ) -> None:
     for future in futures:
         if not future.done():  # an earlier batch of the call still in flight: answer with it
-            future.add_done_callback(partial(_answer_after, futures, answers, timer))
+            future.add_done_callback(partial(_answer_after, futures, answers))
             return
         error = _stopped() if future.cancelled() else future.exception()
         if error is not None:
-            _answer_all(answers, error, timer)
+            _answer_all(answers, error)
             return
-    _answer_all(answers, None, timer)
+    _answer_all(answers, None)
 
 
 def _stopped() -> KafkaError:
@@ -220,22 +188,12 @@ def _gate(producer: AIOKafkaProducer, where: tuple[str, int]) -> asyncio.Lock:
     return gate
 
 
-async def send_gathered(
-    producer: AIOKafkaProducer, records: Iterable[OutboundRecord], *, timeout: float | None = None
-) -> None:
+async def send_gathered(producer: AIOKafkaProducer, records: Iterable[OutboundRecord]) -> None:
     """send_all for a producer outside transactions, its small calls' records gathered with
-    other callers' into one batch a partition (``_Gathered``).
-
-    ``timeout``: TimeoutError if the broker has not acknowledged every record within that
-    many seconds (as ``asyncio.timeout`` around the call raises it). A single record's is
-    its gathering round's deadline, one timer for the round's callers (``_Gathered``)."""
+    other callers' into one batch a partition (``_Gathered``)."""
     records = list(records)
     if len(records) != 1:
-        if timeout is None:
-            await send_all(producer, records)
-        else:
-            async with asyncio.timeout(timeout):
-                await send_all(producer, records)
+        await send_all(producer, records)
         return
     (record,) = records
     where = (record.topic, partition_for(record.key, *await _partitions(producer, record.topic)))
@@ -245,7 +203,7 @@ async def send_gathered(
     group = gathered.get(where)
     if group is None:
         group = gathered[where] = _Gathered(producer, where)
-    await group.add(record, timeout)
+    await group.add(record)
 
 
 async def send_all(producer: AIOKafkaProducer, records: Iterable[OutboundRecord]) -> None:
@@ -422,10 +380,10 @@ class ManagedProducer:
         if producer is None or self._broken.is_set():
             raise BrokerUnavailable("not connected to the Kafka broker")
         try:
-            # Bounded by send_gathered: one deadline a gathering round for single records,
-            # a timeout scope around larger calls (not wait_for: on Python 3.11 it wraps
-            # every send in a task of its own, 10% of an intake request's CPU, profiled).
-            await send_gathered(producer, records, timeout=self._settings.delivery_timeout_s)
+            # A timeout scope, not wait_for: on Python 3.11 wait_for wraps every send in a task
+            # of its own (10% of an intake request's CPU, profiled).
+            async with asyncio.timeout(self._settings.delivery_timeout_s):
+                await send_gathered(producer, records)
         except TimeoutError as error:
             self._timeouts_in_a_row += 1
             if self._timeouts_in_a_row >= self._max_timeouts:
