@@ -29,6 +29,10 @@ class StrayCancellingConsumer:
     def __init__(self, **_: Any) -> None:
         self.poll: asyncio.Future[dict[Any, Any]] = asyncio.get_running_loop().create_future()
         self.stopped = False
+        # Set: stop() waits on ``release`` (after setting ``stopping``) instead of raising.
+        self.hold: bool = False
+        self.stopping = asyncio.Event()
+        self.release = asyncio.Event()
         made.append(self)
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
@@ -45,6 +49,10 @@ class StrayCancellingConsumer:
 
     async def stop(self) -> None:
         self.stopped = True
+        if self.hold:
+            self.stopping.set()
+            await self.release.wait()
+            return
         raise asyncio.CancelledError()
 
 
@@ -85,9 +93,7 @@ async def test_a_failed_run_ends_with_its_error_not_with_aiokafkas_cancellation(
     assert consumer.stopped
 
 
-async def test_a_stopped_run_returns_and_a_cancelled_run_is_cancelled(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_stopped_run_returns(monkeypatch: pytest.MonkeyPatch) -> None:
     made_runner = runner(monkeypatch)
     run = asyncio.create_task(made_runner.run())
     consumer = await _started(run)
@@ -96,10 +102,20 @@ async def test_a_stopped_run_returns_and_a_cancelled_run_is_cancelled(
     await asyncio.wait_for(run, 10)  # returns: no stray CancelledError
     assert consumer.stopped
 
+
+async def test_a_run_cancelled_while_stopping_its_consumer_is_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run ends normally (stop()), and is cancelled while inside the consumer's stop():
+    that cancellation is the task's own and goes on, not taken for aiokafka's stray one."""
     made_runner = runner(monkeypatch)
     run = asyncio.create_task(made_runner.run())
     consumer = await _started(run)
+    consumer.hold = True
+    made_runner.stop()
+    consumer.poll.set_result({})
+    await asyncio.wait_for(consumer.stopping.wait(), 10)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await run
-    assert consumer.stopped
+        await asyncio.wait_for(run, 10)
+    assert run.cancelled()
