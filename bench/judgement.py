@@ -329,10 +329,12 @@ def _rare_result(
     general: Sequence[Example],
 ) -> RareResult:
     model = TextModel.train(own, taxonomy, settings=VARIANTS[DEFAULT], general=general)
+    if model.failure_prior is None:  # the "own share" column would silently be "balanced"
+        raise RuntimeError(f"{len(own)} own rows: fewer than own_prior_min_rows")
     texts = [e.text for e in test]
     truth = _binary(e.demand_type for e in test)
     accuracy = []
-    for prior in (model.failure_prior, None):  # shipped, then the balanced fit's 1/2
+    for prior in (model.failure_prior, None):  # shipped, then the fit's own (about 1/2)
         model.set_failure_prior(prior)
         machine = _binary(p.demand_type for p in model.predict_batch(texts))
         accuracy.append(sum(t == m for t, m in zip(truth, machine, strict=True)) / len(test))
@@ -442,10 +444,12 @@ def rare_table(rare: Sequence[RareResult]) -> list[str]:
     say(
         "Each corpus sector (its first "
         f"{RARE_OWN_ROWS} rows, shuffled, as the organisation's labels; the corpus without "
-        "it; seeds 0-1) and each data set (10 labelled rows per purpose; the corpus without "
+        f"it; seeds {', '.join(map(str, SEEDS[:2]))}) and each data set (10 labelled rows "
+        "per purpose; the corpus without "
         f"its kind of sector; {len(SEEDS)} seeds), thinned to a failure share by dropping "
         "failure rows at random; tested on the rest. Accuracy of value/failure with the "
-        "class-balanced prior (1/2) and with the organisation's own labelled share as the "
+        "fit's own prior (class-balanced: about 1/2) and with the organisation's own labelled "
+        "share as the "
         "prior (shipped: `own_prior_min_rows`)."
     )
     say("")

@@ -320,7 +320,7 @@ def train(
             "skipped_rows": loaded.skipped_empty_text + unused,
             "general_rows": len(rows.general),
             "label_counts": model.label_counts,
-        "failure_prior": model.failure_prior,
+            "failure_prior": model.failure_prior,
             "purposes": list(model.purposes),
             "taxonomy_hash": chosen.content_hash() if known else None,
             "taxonomy_given": known is not None,

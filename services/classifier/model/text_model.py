@@ -107,10 +107,15 @@ def _log_odds(probability: float) -> float:
 class _Head:
     """One label: a logistic regression, or a constant when training saw a single class."""
 
+    # Each class's share of the weight the fit saw (class weights x row weights): the prior
+    # its probabilities assume. Empty on heads pickled before it was kept.
+    fitted_share: dict[str, float] = {}
+
     def __init__(self, c: float) -> None:
         self._c = c
         self._model: LogisticRegression | None = None
         self.classes: np.ndarray = np.array([])
+        self.fitted_share = {}
 
     def fit(
         self,
@@ -125,6 +130,15 @@ class _Head:
                 features, labels, sample_weight=None if weights is None else np.asarray(weights)
             )
             self.classes = self._model.classes_
+            # "balanced" weighs each class by rows / (classes x its rows), counting rows
+            # without their weights; the row weights then multiply in.
+            counts = Counter(labels)
+            mass: dict[str, float] = dict.fromkeys(counts, 0.0)
+            for row, label in enumerate(labels):
+                mass[label] += 1.0 if weights is None else weights[row]
+            scaled = {label: mass[label] / counts[label] for label in counts}
+            total = sum(scaled.values())
+            self.fitted_share = {label: value / total for label, value in scaled.items()}
         return self
 
     def shift_log_odds(self, label: str, delta: float) -> None:
@@ -178,6 +192,9 @@ class _Head:
 
 
 class TextModel:
+    # The value/failure prior set after fitting; None on models pickled before it was kept.
+    failure_prior: float | None = None
+
     def __init__(
         self, settings: ModelSettings | None = None, taxonomy: Taxonomy | None = None
     ) -> None:
@@ -300,12 +317,14 @@ class TextModel:
         return model
 
     def set_failure_prior(self, prior: float | None) -> None:
-        """Judge value/failure as if failure made up ``prior`` of the demands (None: 1/2, the
-        class-balanced fit's own assumption). Only the intercept moves."""
+        """Judge value/failure as if failure made up ``prior`` of the demands (None: the
+        prior the fit itself assumed, about 1/2 when class-balanced). Only the intercept
+        moves."""
         if prior is not None and not 0.0 < prior < 1.0:
             raise ValueError(f"a failure prior is a share strictly between 0 and 1, not {prior}")
-        before = 0.5 if self.failure_prior is None else self.failure_prior
-        after = 0.5 if prior is None else prior
+        fitted = self._demand_type.fitted_share.get("failure", 0.5)
+        before = fitted if self.failure_prior is None else self.failure_prior
+        after = fitted if prior is None else prior
         self._demand_type.shift_log_odds("failure", _log_odds(after) - _log_odds(before))
         self.failure_prior = prior
 

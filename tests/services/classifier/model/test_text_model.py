@@ -198,3 +198,26 @@ def test_too_few_own_rows_or_none_keep_the_balanced_prior(examples: list[Example
 
     assert few.failure_prior is None
     assert cold.failure_prior is None
+
+
+def test_the_prior_moves_from_the_one_the_weighted_fit_assumed(examples: list[Example]) -> None:
+    # "balanced" class weights count rows, not their weights: with own rows counting 3
+    # corpus rows and a different failure share, the fit's own prior is not 1/2.
+    failures = [e for e in examples if e.demand_type == "failure"]
+    values = [e for e in examples if e.demand_type == "value"]
+    own = values[:9] + failures[:1]
+    general = values[9:] + failures[1:]
+    settings = text_model.ModelSettings(own_prior_min_rows=0)
+
+    model = TextModel.train(own, settings=settings, general=general)
+
+    # class weight x row weight per class, each class's mass over its row count
+    failure = (3 * 1 + len(failures) - 1) / len(failures)
+    value = (3 * 9 + len(values) - 9) / len(values)
+    fitted = failure / (failure + value)
+    texts = [e.text for e in examples]
+    before = _failure_log_odds(model, texts)
+    model.set_failure_prior(0.2)
+    shift = _failure_log_odds(model, texts) - before
+    np.testing.assert_allclose(shift, np.log(0.2 / 0.8) - np.log(fitted / (1 - fitted)), atol=1e-6)
+    assert abs(fitted - 0.5) > 0.01  # the test means something
