@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -11,9 +12,11 @@ import httpx
 import pytest
 
 from services.intake.config import IntakeSettings
+from services.intake.ledger import Claim, IdempotencyLedger
 from services.intake.main import create_app
 from shared.auth.keys import Scope
 from shared.auth.store import ApiKeyStore
+from shared.database.engine import create_engine
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
 from tests.support.apps import running
@@ -113,6 +116,35 @@ async def test_a_batch_answers_each_item_and_one_bad_item_does_not_sink_it(
         'source="demo"} 3.0',
     ):
         assert counted in exposition
+
+
+async def test_a_batch_item_another_request_is_publishing_is_rejected_for_a_retry(
+    intake: httpx.AsyncClient, intake_settings: IntakeSettings
+) -> None:
+    # Another instance has claimed f-1 and not yet confirmed it: answering it "duplicate"
+    # (the all-admitted batch's short way) would tell the sender it is stored when it may not be.
+    engine = create_engine(intake_settings.database_url)
+    other = IdempotencyLedger(engine, lease=timedelta(seconds=60))
+    writer = asyncio.create_task(other.run())
+    await asyncio.sleep(0)  # the writer starts
+    try:
+        assert await other.claim([("demand", "demo", "f-1")]) == [Claim.CLAIMED]
+
+        response = await intake.post(
+            "/v1/demands:batch", json=[demand_body(id="f-0"), demand_body(id="f-1")]
+        )
+    finally:
+        other.request_stop()
+        await writer
+        await engine.dispose()
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert [item["status"] for item in result["results"]] == ["accepted", "rejected"]
+    assert result["results"][1]["errors"] == [
+        {"field": "id", "reason": "being published by another request; retry"}
+    ]
+    assert (result["accepted"], result["duplicates"], result["rejected"]) == (1, 0, 1)
 
 
 async def test_a_batch_over_the_item_limit_is_refused_whole(
