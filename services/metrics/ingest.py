@@ -30,14 +30,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone, tzinfo
+from datetime import date, datetime
 from enum import Enum
 from functools import cache, partial
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
-from pydantic_core import TzInfo
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.audit import (
@@ -57,6 +56,7 @@ from services.metrics.db import (
     write_path,
 )
 from services.metrics.db.audit_sample import Classified
+from services.metrics.db.sql import FIXED_ZONES
 from services.metrics.domain.cases import (
     StoredCase,
     TailStitched,
@@ -128,10 +128,6 @@ def _checked_fields(model: type[BaseModel]) -> tuple[str, ...]:
     return tuple(n for n, f in model.model_fields.items() if not _plain(f.annotation))
 
 
-# Zones whose utcoffset is a fixed timedelta, never None: pydantic's and datetime's own.
-_FIXED_ZONES: tuple[type[tzinfo], ...] = (TzInfo, timezone)
-
-
 def _unstorable(model: BaseModel, prefix: str) -> str | None:
     # The instance's dict holds its fields (pydantic v2): cheaper than the class's
     # model_fields (a deprecated-property lookup) and a getattr per field.
@@ -146,7 +142,7 @@ def _unstorable(model: BaseModel, prefix: str) -> str | None:
             # class, not asked (utcoffset calls into pydantic-core, ~2k instructions, three
             # times a demand); any other zone is asked, as before.
             if 1 < value.year < 9999 and (
-                type(value.tzinfo) in _FIXED_ZONES or value.utcoffset() is not None
+                type(value.tzinfo) in FIXED_ZONES or value.utcoffset() is not None
             ):
                 continue
             try:
@@ -248,12 +244,9 @@ def by_kind(
     case_events: list[CaseEvent] = []
     labels: list[DemandLabelled] = []
     changes: list[SystemChanged] = []
-    lists: dict[type[Event], list[Any]] = {
-        DemandClassified: demands,
-        CaseEvent: case_events,
-        DemandLabelled: labels,
-        SystemChanged: changes,
-    }
+    lists: dict[type[Event], list[Any]] = dict(
+        zip(_KINDS, (demands, case_events, labels, changes), strict=True)
+    )
     for event in events:
         kind = lists.get(type(event))
         if kind is not None:

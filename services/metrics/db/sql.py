@@ -121,7 +121,8 @@ def bind_plainly() -> None:
     of the live path's instructions. Registered adapters find them in the first look-up and
     give what was bound before: NULL for None, 0 or 1 for a bool (``int``). Idempotent;
     sqlite3's adapters are the process's, so every sqlite3 connection binds them the same
-    way, and as before."""
+    way, and as before. It replaces any adapter for None or bool registered before it
+    (nothing in this project or its dependencies registers one)."""
     adapters = sqlite3.adapters
     protocol = sqlite3.PrepareProtocol
     if adapters.get((type(None), protocol)) is not _null:
@@ -240,17 +241,18 @@ def format_time(moment: datetime) -> str:
     pydantic's TzInfo, not datetime.UTC, and each of those made a new datetime (a third
     slower)."""
     # A fixed zone's offset is the same for every time: kept with the zone last seen, and
-    # taken for the same zone object (pydantic-core shares one TzInfo per offset across a
-    # decode, so every time of a batch has the same), not asked again (~2k instructions
-    # into pydantic-core a call). Any other zone is asked every time. One tuple, read and
-    # replaced whole: two threads calling it see a zone with its own offset.
+    # taken for the same zone object, not asked again (~2k instructions into pydantic-core a
+    # call). It hits for UTC senders: pydantic-core decodes "Z" and "+00:00" to one shared
+    # TzInfo (other offsets get an object each). A zone whose offset changes with the date
+    # (ZoneInfo) is asked every time. One tuple, read and replaced whole: two threads calling
+    # it see a zone with its own offset.
     zone = moment.tzinfo
     last = _last_zone
     if zone is last[0]:
         offset = last[1]
     else:
         offset = moment.utcoffset()
-        if type(zone) in _FIXED_ZONES:
+        if type(zone) in FIXED_ZONES:
             _remember_zone(zone, offset)
     if offset:
         moment = moment - offset
@@ -269,7 +271,7 @@ def format_time(moment: datetime) -> str:
 
 # format_time's last fixed zone and its offset ((None, None): a time without a zone, whose
 # utcoffset is None). Zones whose offset is fixed: pydantic's and datetime's own.
-_FIXED_ZONES: tuple[type[tzinfo], ...] = (TzInfo, timezone)
+FIXED_ZONES: tuple[type[tzinfo], ...] = (TzInfo, timezone)
 _last_zone: tuple[tzinfo | None, timedelta | None] = (None, None)
 
 

@@ -77,9 +77,7 @@ def test_demand_keys_are_the_keys_customers_and_new_demands_in_one_pass() -> Non
 def _stored(connection: sqlite3.Connection, values: tuple[Any, ...]) -> list[Any]:
     connection.execute("DELETE FROM t")
     SqliteDb(connection).insert_rows("t", ("a", "b", "c", "d"), [values])
-    return connection.execute(
-        "SELECT typeof(a), a, typeof(b), b, typeof(c), c, d FROM t"
-    ).fetchall()
+    return connection.execute(_READ.format("t")).fetchall()
 
 
 def test_none_and_bools_are_bound_through_adapters_as_they_were_without() -> None:

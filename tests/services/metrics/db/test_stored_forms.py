@@ -5,6 +5,7 @@ built straight from the case (_case_stored) as _case_values builds them by colum
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -98,3 +99,17 @@ def test_times_of_mixed_zones_in_a_row_are_each_written_in_their_own(
         if form == "decoded":
             moment = _Decoded.model_validate_json(_Decoded(at=moment).model_dump_json()).at
         assert format_time(moment) == _sqlalchemy(moment)
+
+
+def test_a_zone_whose_offset_changes_with_the_date_is_asked_every_time() -> None:
+    # format_time keeps the offset of the last fixed zone (pydantic's TzInfo, datetime's
+    # timezone); one zone object whose offset moves with summer time must never be kept.
+    london = ZoneInfo("Europe/London")
+    for moment in (
+        datetime(2026, 1, 15, 12, tzinfo=london),  # GMT
+        datetime(2026, 7, 15, 12, tzinfo=london),  # BST, the same zone object
+        datetime(2026, 7, 15, 12, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 1, 15, 12, tzinfo=london),
+    ):
+        assert format_time(moment) == _sqlalchemy(moment)
+    assert format_time(datetime(2026, 7, 15, 12, tzinfo=london)) == "2026-07-15 11:00:00.000000"
