@@ -37,6 +37,7 @@ prediction: ``PollHandler``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -928,8 +929,38 @@ async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
         if task is not None and task.cancelling():
             raise
         log.warning("stopping the consumer raised a cancellation of aiokafka's own; ignored")
+        await _finish_closing(consumer)
     except Exception:
         log.debug("stopping the consumer failed", exc_info=True)
+
+
+async def _finish_closing(consumer: AIOKafkaConsumer) -> None:
+    """Finish what aiokafka's ``stop()`` left undone when a stray cancellation came out of it.
+
+    ``stop()`` sets ``_closed`` first, so calling it again does nothing; the cancellation
+    came out of ``Fetcher.close()`` (which awaits each fetch task it cancels, one at a time,
+    and stops at the first that raises) before ``await self._client.close()``: the client's
+    connections and its metadata-sync task, which runs for ever, were left behind, one more
+    set on every broker restart the consumer recovered from. So: cancel the fetcher's tasks
+    still running, wait a while for them (their errors are theirs; the fetch routine
+    itself can swallow a cancellation while it awaits a fetch task), and close the client."""
+    fetcher: Any = getattr(consumer, "_fetcher", None)
+    if fetcher is not None:
+        tasks = [t for t in (fetcher._fetch_task, *fetcher._pending_tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            done, left = await asyncio.wait(tasks, timeout=5)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: not reported as never retrieved
+            if left:
+                log.warning("%d fetch tasks still running after the consumer stopped", len(left))
+    client: Any = getattr(consumer, "_client", None)
+    if client is not None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                await client.close()
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

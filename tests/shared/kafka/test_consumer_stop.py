@@ -14,6 +14,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
@@ -119,3 +120,35 @@ async def test_a_run_cancelled_while_stopping_its_consumer_is_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(run, 10)
     assert run.cancelled()
+
+
+@pytest.mark.integration
+async def test_a_stray_cancellation_while_stopping_still_closes_the_consumers_client(
+    kafka_bootstrap: str, topic_factory: Any
+) -> None:
+    """aiokafka's stop() marks the consumer closed, then a fetch task's CancelledError comes
+    out of Fetcher.close() before the client is closed: its connections and its metadata
+    task were left running for good (stop() again does nothing), one set a recovered
+    broker restart. ``_stop_consumer`` finishes the close."""
+    topic = await topic_factory(prefix="stop", partitions=1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None)
+    await consumer.start()
+    consumer.assign([TopicPartition(topic, 0)])
+    await consumer.getmany(timeout_ms=200)  # the fetch routine is fetching
+    client: Any = consumer._client
+    fetcher: Any = consumer._fetcher
+    sync_task = client._sync_task
+    assert sync_task is not None
+    assert not sync_task.done()
+    # Fetch tasks in flight, as the fetcher's routine leaves them when it is cancelled; the
+    # first one Fetcher.close() cancels and awaits lets its CancelledError out. Added with
+    # no await before stop(): the routine, without an assignment, would clear them itself.
+    in_flight = [asyncio.create_task(asyncio.sleep(3600)) for _ in range(2)]
+    fetcher._pending_tasks.update(in_flight)
+    async with asyncio.timeout(20):
+        await consumer_module._stop_consumer(consumer)
+
+    assert all(task.done() for task in in_flight)
+    assert fetcher._fetch_task.done()
+    assert sync_task.done()
+    assert client._sync_task is None
