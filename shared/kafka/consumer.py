@@ -383,9 +383,10 @@ class ConsumerRunner:
                     pending.partitions,
                     sorted(self._left_open.written),
                 )
-                await producers.abort_left_open(
-                    {tp: await consumer.committed(tp) for tp in pending.partitions}
-                )
+                # Any offsets of the group's partitions will do (never committed): none is
+                # fetched here, where a retriable error would be retried for good inside
+                # the rebalance listener, the processing lock held.
+                await producers.abort_left_open(dict.fromkeys(pending.partitions))
                 committed = await stable_committed(consumer, group, partitions)
         for tp, offset in committed.items():
             if offset is not None:

@@ -19,13 +19,14 @@ transaction then ends without a marker there.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError, LeaderNotAvailableError
 from aiokafka.producer.transaction_manager import TransactionManager
 from prometheus_client import CollectorRegistry
@@ -208,8 +209,15 @@ async def test_offsets_left_pending_without_markers_are_ended_and_read_again_onc
             raise KafkaError("broker restarting (simulated)")
         await real_begin(producer)
 
+    async def committed_never_answered(consumer: AIOKafkaConsumer, tp: Any) -> int | None:
+        # A retriable error aiokafka retries for good: the offsets ended are never committed,
+        # so none is read (the rebalance listener waited here, the processing lock held).
+        await asyncio.Event().wait()
+        return None
+
     monkeypatch.setattr(AIOKafkaProducer, "commit_transaction", commit_then_break)
     monkeypatch.setattr(AIOKafkaProducer, "begin_transaction", begin)
+    monkeypatch.setattr(AIOKafkaConsumer, "committed", committed_never_answered)
     first = [f"a{i}" for i in range(5)]
     await _produce(settings, first)
     supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=1.0)
