@@ -279,6 +279,10 @@ class ConsumerRunner:
         self._left_open = (
             left_open if left_open is not None else LeftOpen(written=set(options.output_topics))
         )
+        if options.transactional:
+            # Records set aside go to these in the same transaction: after a restart (a new
+            # process) nothing of this one's commits says so, and output_topics leaves them out.
+            self._left_open.dead_letters.update(dlq_name(topic) for topic in topics)
         self._partition_producers = (
             PartitionProducers(
                 settings,

@@ -131,6 +131,10 @@ class LeftOpen:
 
     written: set[str] = field(default_factory=set)
     failed: dict[str, Failed] = field(default_factory=dict)
+    # The dead-letter topics of the topics consumed: written to by any transaction that sets
+    # a record aside, so ended too, but only those that exist (a topic never created has
+    # nothing open, and asking for its partitions would wait out the request timeout).
+    dead_letters: set[str] = field(default_factory=set)
 
     def note_failed(
         self,
@@ -150,13 +154,15 @@ async def abort_left_open(
     topics: Iterable[str],
     group_id: str,
     offsets: Mapping[TopicPartition, OffsetAndMetadata],
+    if_there: Iterable[str] = (),
 ) -> None:
     """End, as aborted, what earlier producers of ``producer``'s transactional id left open
     (module docstring): one transaction of this producer (started, so the id's current
     epoch) over every partition of ``topics`` and, through ``offsets``, the group's offsets
     partition, aborted. A marker ends its producer id's open transaction on a partition
     whatever epoch began it; where nothing is open it is only a marker. ``offsets`` are
-    never committed: any offsets of the group's partitions will do.
+    never committed: any offsets of the group's partitions will do. ``if_there``: more
+    topics, ended only if the cluster has them (dead-letter topics).
     """
     # aiokafka adds a partition to the transaction when send() first writes to it; here the
     # partition is added without a record (AddPartitionsToTxn), which is all a marker needs.
@@ -165,8 +171,13 @@ async def abort_left_open(
     # commit deadline's reason, consumer.py). The caller stops the producer, and the id's
     # next InitProducerId (or the transaction's timeout) aborts it.
     manager: Any = producer._txn_manager
+    ending = set(topics)
+    maybe = set(if_there) - ending
+    if maybe:
+        cluster = await producer.client.fetch_all_metadata()
+        ending |= maybe & set(cluster.topics())
     await producer.begin_transaction()
-    for topic in sorted(set(topics)):
+    for topic in sorted(ending):
         for partition in sorted(await producer.partitions_for(topic)):
             manager.maybe_add_partition_to_txn(TopicPartition(topic, partition))
     if offsets:
@@ -253,6 +264,7 @@ class PartitionProducers:
                         topics=failed.topics,
                         group_id=self._group_id,
                         offsets=failed.offsets,
+                        if_there=self.left_open.dead_letters,
                     )
                 self.left_open.failed.pop(transactional_id, None)
                 log.info("ended what %s may have left open, as aborted", transactional_id)
@@ -278,6 +290,7 @@ class PartitionProducers:
                     topics=self.left_open.written,
                     group_id=self._group_id,
                     offsets=offsets,
+                    if_there=self.left_open.dead_letters,
                 )
 
     async def close(self, partitions: Iterable[TopicPartition] | None = None) -> None:

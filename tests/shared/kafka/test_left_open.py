@@ -38,13 +38,13 @@ from shared.events import DemandReceived
 from shared.kafka import consumer as consumer_module
 from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import OutboundRecord, encode
-from shared.kafka.consumer import BatchResult, Inbound, RunnerOptions
+from shared.kafka.consumer import BatchResult, Inbound, Rejection, RunnerOptions
 from shared.kafka.read_to_end import read_all
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.service import ConsumerService
 from shared.kafka.settings import KafkaSettings
 from shared.service.supervisor import Supervisor
-from shared.topics import Topic, topic_name, topic_specs
+from shared.topics import Topic, dlq_name, topic_name, topic_specs
 from tests.support.factories import demand_received
 from tests.support.kafka_io import produce_raw
 from tests.support.waiting import wait_until
@@ -121,14 +121,32 @@ class LeaveOpen:
         monkeypatch.setattr(TransactionManager, "consumer_group_to_add", group_to_add)
 
 
-async def _service(settings: KafkaSettings, handler: Echo) -> ConsumerService:
-    group = f"left-open-{uuid.uuid4().hex[:10]}"
+class Reject(Echo):
+    """Sets each demand aside (a dead letter)."""
+
+    async def __call__(self, messages: Sequence[Inbound[Any]]) -> BatchResult:
+        self.seen += [m.event.id for m in messages]
+        return BatchResult(rejected=[Rejection(message=m, reason="no") for m in messages])
+
+
+async def _service(
+    settings: KafkaSettings,
+    handler: Echo,
+    *,
+    group: str | None = None,
+    output_topics: tuple[str, ...] = (),
+) -> ConsumerService:
+    group = group or f"left-open-{uuid.uuid4().hex[:10]}"
     return ConsumerService(
         settings=settings,
         topics={topic_name(settings, Topic.DEMAND_RECEIVED): DemandReceived},
         handler=handler,
         options=RunnerOptions(
-            group_id=group, client_id="left-open", source="test", transactional=True
+            group_id=group,
+            client_id="left-open",
+            source="test",
+            transactional=True,
+            output_topics=output_topics,
         ),
         metrics=ConsumerMetrics(CollectorRegistry()),
         transactional_id_prefix=f"{group}-tx",
@@ -237,3 +255,50 @@ async def _seen(handler: Echo) -> set[str]:
 
 async def _off(leave: LeaveOpen) -> bool:
     return not leave.on
+
+
+async def test_dead_letters_left_open_are_ended_by_a_fresh_process(
+    settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit of dead letters left without markers (records and offsets), then a fresh
+    process (a new ConsumerService: nothing known of the last one's commits) that names its
+    output topic but, as every service does, not its dead-letter topic. Before: the abort
+    after the fence left the dead letters open, and the next commit's marker committed them
+    with their second copies (each dead letter twice)."""
+    monkeypatch.setattr(consumer_module, "LEFT_OPEN_AFTER_S", 1.0)
+    source = topic_name(settings, Topic.DEMAND_RECEIVED)
+    output = topic_name(settings, Topic.DEMAND_CLASSIFIED)
+    dead = dlq_name(source)
+    handler = Reject(output)
+    leave = LeaveOpen(monkeypatch, dead, offsets=True)
+    real_commit = AIOKafkaProducer.commit_transaction
+
+    async def commit_left_open(producer: AIOKafkaProducer) -> None:
+        if leave.on:
+            producer._txn_manager._txn_consumer_group = None  # as in the test above
+        await real_commit(producer)
+        leave.on = False
+
+    monkeypatch.setattr(AIOKafkaProducer, "commit_transaction", commit_left_open)
+    group = f"left-open-{uuid.uuid4().hex[:10]}"
+    first = [f"a{i}" for i in range(5)]
+    await _produce(settings, first)
+    supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=1.0)
+    supervisor.add((await _service(settings, handler, group=group)).background_task())
+    async with supervisor:
+        await wait_until(lambda: _off(leave), what="the first transaction left open")
+    handler = Reject(output)
+    then = [f"b{i}" for i in range(5)]
+    await _produce(settings, then)
+    fresh = await _service(settings, handler, group=group, output_topics=(output,))
+    supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=1.0)
+    supervisor.add(fresh.background_task())
+    async with supervisor:
+        await wait_until(lambda: _seen(handler), accept=lambda seen: set(then) <= seen, timeout=90)
+
+    async def dead_letters() -> list[str]:
+        records = await read_all(settings, [dead], timeout=30)
+        return [dict(r.headers)["dlq_original_offset"].decode() for r in records]
+
+    offsets = await wait_until(dead_letters, accept=lambda got: len(got) >= len(first + then))
+    assert sorted(offsets, key=int) == [str(i) for i in range(len(first + then))]
