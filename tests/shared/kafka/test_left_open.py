@@ -203,7 +203,7 @@ async def test_offsets_left_pending_without_markers_are_ended_and_read_again_onc
     """As the broker left a commit answered in its shutdown: records and offsets both open.
     The consumer starts afresh (here: its next transaction fails to begin). Before: its
     stable read waited for the offsets for good, and nothing more was handled."""
-    monkeypatch.setattr(consumer_module, "LEFT_OPEN_AFTER_S", 1.0, raising=False)
+    monkeypatch.setattr(consumer_module, "LEFT_OPEN_AFTER_S", 1.0)
     output = topic_name(settings, Topic.DEMAND_CLASSIFIED)
     handler = Echo(output)
     leave = LeaveOpen(monkeypatch, output, offsets=True)
