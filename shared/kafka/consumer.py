@@ -62,6 +62,7 @@ from shared.kafka.transactions import (
     OffsetsPending,
     PartitionProducers,
     is_fenced,
+    raise_if_cancelling,
     stable_committed,
 )
 from shared.topics import dlq_name
@@ -493,8 +494,11 @@ class ConsumerRunner:
                 await self._export_lag(consumer)
         finally:
             self._consumer = None
-            await _stop_consumer(consumer)
-            await self._release()
+            try:
+                await _stop_consumer(consumer)
+            finally:
+                # Also when the stop lets our own cancellation out.
+                await self._release()
 
     def _poll_size(self, consumer: AIOKafkaConsumer) -> int:
         """Records to poll at most. Transactional, each task (partition, or partition number)
@@ -930,10 +934,7 @@ async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
     try:
         await consumer.stop()
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-        log.warning("stopping the consumer raised a cancellation of aiokafka's own; ignored")
+        raise_if_cancelling("the consumer")
         await _finish_closing(consumer)
     except Exception:
         log.debug("stopping the consumer failed", exc_info=True)

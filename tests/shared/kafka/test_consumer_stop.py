@@ -11,6 +11,7 @@ never started again (nothing logged, every later record left unread).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
 from shared.kafka import consumer as consumer_module
+from shared.kafka import transactions
 from shared.kafka.consumer import ConsumerRunner, RunnerOptions
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.settings import KafkaSettings
@@ -112,6 +114,12 @@ async def test_a_run_cancelled_while_stopping_its_consumer_is_cancelled(
     made_runner = runner(monkeypatch)
     run = asyncio.create_task(made_runner.run())
     consumer = await _started(run)
+    released: list[bool] = []
+
+    async def release() -> None:
+        released.append(True)
+
+    made_runner._release = release  # type: ignore[method-assign]
     consumer.hold = True
     made_runner.stop()
     consumer.poll.set_result({})
@@ -120,6 +128,20 @@ async def test_a_run_cancelled_while_stopping_its_consumer_is_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(run, 10)
     assert run.cancelled()
+    assert released  # what the run held is given up all the same
+
+
+class StrayCancellingProducer:
+    async def stop(self) -> None:
+        raise asyncio.CancelledError()
+
+
+async def test_a_transactional_producers_stray_cancellation_is_logged_and_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="shared.kafka.transactions"):
+        await transactions._stop(StrayCancellingProducer())
+    assert "cancellation of aiokafka's own" in caplog.text
 
 
 @pytest.mark.integration
