@@ -257,20 +257,32 @@ class PartitionProducers:
         try:
             # start() sends InitProducerId: the fencing of the previous holder happens here.
             await asyncio.wait_for(producer.start(), self._open_timeout_s)
+            # Any earlier producer of this id may have left a transaction without markers
+            # (module docstring): one whose failure this process noted (aborted, offsets
+            # known), or one of another instance, or of this one before a restart, which
+            # nothing here knows of (a failed transaction that wrote records but no offsets,
+            # then the partition moved: our first commit would commit its records). So
+            # every open ends, as aborted, what may be open on every topic known to be
+            # written to: one more transaction per producer opened.
             failed = self.left_open.failed.get(transactional_id)
+            topics = set(self.left_open.written)
             if failed is not None:
-                # A transaction of this id failed before its commit: it was aborted, but
-                # the broker may have left its markers unwritten (module docstring).
+                topics |= failed.topics
+            if topics or failed is not None or self.left_open.dead_letters:
                 async with asyncio.timeout(self._open_timeout_s):
                     await abort_left_open(
                         producer,
-                        topics=failed.topics,
+                        topics=topics,
                         group_id=self._group_id,
-                        offsets=failed.offsets,
+                        offsets=failed.offsets if failed is not None else {},
                         if_there=self.left_open.dead_letters,
                     )
                 self.left_open.failed.pop(transactional_id, None)
-                log.info("ended what %s may have left open, as aborted", transactional_id)
+                log.log(
+                    logging.INFO if failed is not None else logging.DEBUG,
+                    "ended what %s may have left open, as aborted",
+                    transactional_id,
+                )
         except BaseException:
             await _stop(producer)
             raise

@@ -302,3 +302,40 @@ async def test_dead_letters_left_open_are_ended_by_a_fresh_process(
 
     offsets = await wait_until(dead_letters, accept=lambda got: len(got) >= len(first + then))
     assert sorted(offsets, key=int) == [str(i) for i in range(len(first + then))]
+
+
+async def test_a_failed_transaction_is_ended_by_the_next_owner_of_its_partition(
+    settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction that wrote records (no offsets yet) fails and is left without markers;
+    its instance stops before opening the id again, and the partition goes to another one,
+    which knows nothing of the failure (LeftOpen is in memory). Before: the new owner's
+    first commit committed the open records with its own (each published twice)."""
+    output = topic_name(settings, Topic.DEMAND_CLASSIFIED)
+    handler = Echo(output)
+    leave = LeaveOpen(monkeypatch, output, offsets=False)
+    real_send_offsets = AIOKafkaProducer.send_offsets_to_transaction
+
+    async def fail_once(producer: AIOKafkaProducer, *args: Any) -> None:
+        if leave.on:
+            leave.on = False
+            raise LeaderNotAvailableError()
+        await real_send_offsets(producer, *args)
+
+    monkeypatch.setattr(AIOKafkaProducer, "send_offsets_to_transaction", fail_once)
+    group = f"left-open-{uuid.uuid4().hex[:10]}"
+    ids = [f"d{i}" for i in range(10)]
+    await _produce(settings, ids)
+    # The failed instance does not start again before it is stopped.
+    supervisor = Supervisor(service="test", initial_backoff_s=60.0, max_backoff_s=60.0)
+    supervisor.add((await _service(settings, handler, group=group)).background_task())
+    async with supervisor:
+        await wait_until(lambda: _off(leave), what="the first transaction failed")
+    handler = Echo(output)
+    other = await _service(settings, handler, group=group, output_topics=(output,))
+    supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=1.0)
+    supervisor.add(other.background_task())
+    async with supervisor:
+        await wait_until(lambda: _seen(handler), accept=lambda seen: set(ids) <= seen)
+        published = await _published(settings, output, len(ids))
+    assert sorted(published) == sorted(ids)
