@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,18 @@ async def _published(settings: KafkaSettings, output: str, count: int) -> list[s
     return await wait_until(read, accept=lambda values: len(values) >= count, timeout=60)
 
 
+@asynccontextmanager
+async def _supervised(service: ConsumerService, *, backoff_s: float = 0.2) -> AsyncIterator[None]:
+    """The service's consumer run by a supervisor (restarted after a failed run) while the
+    block lasts."""
+    supervisor = Supervisor(
+        service="test", initial_backoff_s=backoff_s, max_backoff_s=max(1.0, backoff_s)
+    )
+    supervisor.add(service.background_task())
+    async with supervisor:
+        yield
+
+
 async def test_an_aborted_transaction_left_without_markers_is_not_committed_with_the_next(
     settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,9 +201,7 @@ async def test_an_aborted_transaction_left_without_markers_is_not_committed_with
     monkeypatch.setattr(AIOKafkaProducer, "send_offsets_to_transaction", fail_once)
     ids = [f"d{i}" for i in range(10)]
     await _produce(settings, ids)
-    supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=1.0)
-    supervisor.add((await _service(settings, handler)).background_task())
-    async with supervisor:
+    async with _supervised(await _service(settings, handler)):
         await wait_until(lambda: _off(leave), what="the first transaction failed")
         await wait_until(lambda: _seen(handler), accept=lambda seen: set(ids) <= seen)
         published = await _published(settings, output, len(ids))
@@ -238,9 +249,7 @@ async def test_offsets_left_pending_without_markers_are_ended_and_read_again_onc
     monkeypatch.setattr(AIOKafkaConsumer, "committed", committed_never_answered)
     first = [f"a{i}" for i in range(5)]
     await _produce(settings, first)
-    supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=1.0)
-    supervisor.add((await _service(settings, handler)).background_task())
-    async with supervisor:
+    async with _supervised(await _service(settings, handler)):
         await wait_until(lambda: _off(leave), what="the first transaction left open")
         then = [f"b{i}" for i in range(5)]
         await _produce(settings, then)
@@ -283,17 +292,13 @@ async def test_dead_letters_left_open_are_ended_by_a_fresh_process(
     group = f"left-open-{uuid.uuid4().hex[:10]}"
     first = [f"a{i}" for i in range(5)]
     await _produce(settings, first)
-    supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=1.0)
-    supervisor.add((await _service(settings, handler, group=group)).background_task())
-    async with supervisor:
+    async with _supervised(await _service(settings, handler, group=group)):
         await wait_until(lambda: _off(leave), what="the first transaction left open")
     handler = Reject(output)
     then = [f"b{i}" for i in range(5)]
     await _produce(settings, then)
     fresh = await _service(settings, handler, group=group, output_topics=(output,))
-    supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=1.0)
-    supervisor.add(fresh.background_task())
-    async with supervisor:
+    async with _supervised(fresh):
         await wait_until(lambda: _seen(handler), accept=lambda seen: set(then) <= seen, timeout=90)
 
     async def dead_letters() -> list[str]:
@@ -327,15 +332,11 @@ async def test_a_failed_transaction_is_ended_by_the_next_owner_of_its_partition(
     ids = [f"d{i}" for i in range(10)]
     await _produce(settings, ids)
     # The failed instance does not start again before it is stopped.
-    supervisor = Supervisor(service="test", initial_backoff_s=60.0, max_backoff_s=60.0)
-    supervisor.add((await _service(settings, handler, group=group)).background_task())
-    async with supervisor:
+    async with _supervised(await _service(settings, handler, group=group), backoff_s=60.0):
         await wait_until(lambda: _off(leave), what="the first transaction failed")
     handler = Echo(output)
     other = await _service(settings, handler, group=group, output_topics=(output,))
-    supervisor = Supervisor(service="test", initial_backoff_s=0.2, max_backoff_s=1.0)
-    supervisor.add(other.background_task())
-    async with supervisor:
+    async with _supervised(other):
         await wait_until(lambda: _seen(handler), accept=lambda seen: set(ids) <= seen)
         published = await _published(settings, output, len(ids))
     assert sorted(published) == sorted(ids)
