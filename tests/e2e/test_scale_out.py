@@ -396,6 +396,13 @@ async def test_two_instances_of_each_part_killed_and_replaced_mid_stream_count_e
         DemandClassified.model_validate_json(r.value or b"").demand.id
         for r in await read_all(kafka, [classified_topic], timeout=120)
     )
+    # The signals sent, read before the database's: the metrics services are still running
+    # and may raise (and send) another signal meanwhile; a signal is stored before it is
+    # sent, so everything sent by now is stored by the time the database is read.
+    published = Counter(
+        SpecialCauseSignalled.model_validate_json(r.value or b"").signal_id
+        for r in await read_all(kafka, [topic_name(kafka, Topic.CAPABILITY_SIGNALS)], timeout=60)
+    )
     engine = create_engine(fleet.env["DEMANDSCOPE_METRICS_DATABASE_URL"])
     classifier_engine = create_engine(fleet.env["DEMANDSCOPE_CLASSIFIER_DATABASE_URL"])
     try:
@@ -419,10 +426,6 @@ async def test_two_instances_of_each_part_killed_and_replaced_mid_stream_count_e
     finally:
         await engine.dispose()
         await classifier_engine.dispose()
-    published = Counter(
-        SpecialCauseSignalled.model_validate_json(r.value or b"").signal_id
-        for r in await read_all(kafka, [topic_name(kafka, Topic.CAPABILITY_SIGNALS)], timeout=60)
-    )
     took = time.monotonic() - began
     print(  # the note's figures (pytest -s)
         f"\nscale-out: posted {DEMANDS} demands, accepted {len(accepted)}, "
