@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
-from scipy.special import expit  # type: ignore[import-untyped]
+from scipy.special import expit, logit  # type: ignore[import-untyped]
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.extmath import softmax
@@ -67,7 +67,7 @@ class ModelSettings:
     own_weight: float = 3.0
     # The taxonomy's purpose keywords are short phrasings of the purpose: training rows too.
     purpose_keywords: bool = True
-    # The value/failure head is fitted class-balanced, a 50/50 prior: right for a new
+    # The value/failure head is fitted class-balanced, about a 50/50 prior: right for a new
     # organisation whose failure share nobody knows. Once it has this many labelled rows of its
     # own, their failure share (Laplace-smoothed) becomes the prior, because accuracy is
     # highest at the organisation's real share and a balanced head over-calls failure where
@@ -98,10 +98,6 @@ class Explanation:
     prediction: Prediction
     drivers: dict[str, tuple[Driver, ...]] = field(default_factory=dict)
     """Per head ("purpose", "demand_type", "failure_kind"): the features that pushed its label."""
-
-
-def _log_odds(probability: float) -> float:
-    return float(np.log(probability / (1.0 - probability)))
 
 
 class _Head:
@@ -325,7 +321,7 @@ class TextModel:
         fitted = self._demand_type.fitted_share.get("failure", 0.5)
         before = fitted if self.failure_prior is None else self.failure_prior
         after = fitted if prior is None else prior
-        self._demand_type.shift_log_odds("failure", _log_odds(after) - _log_odds(before))
+        self._demand_type.shift_log_odds("failure", float(logit(after) - logit(before)))
         self.failure_prior = prior
 
     # -- features ---------------------------------------------------------------------------
