@@ -958,8 +958,7 @@ async def _finish_closing(consumer: AIOKafkaConsumer) -> None:
         if tasks:
             done, left = await asyncio.wait(tasks, timeout=5)
             for task in done:
-                if not task.cancelled():
-                    task.exception()  # retrieved: not reported as never retrieved
+                _retrieve(task)
             if left:
                 log.warning("%d fetch tasks still running after the consumer stopped", len(left))
     client: Any = getattr(consumer, "_client", None)
@@ -969,9 +968,10 @@ async def _finish_closing(consumer: AIOKafkaConsumer) -> None:
                 await client.close()
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """Read an abandoned commit's outcome, so that asyncio does not report it as never
-    retrieved: the run that abandoned it has already failed for it."""
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Read a finished task's outcome that nobody awaits (an abandoned commit, whose run has
+    already failed for it; an aiokafka fetch task), so that asyncio does not report it as
+    never retrieved."""
     if not task.cancelled():
         task.exception()
 
