@@ -187,17 +187,9 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
     """Settings whose topics (every demandscope topic, 2 partitions) belong to this test alone."""
-    from shared.kafka.admin import ensure_topics
-    from shared.kafka.settings import KafkaSettings
-    from shared.topics import topic_specs
+    from tests.support.kafka_io import with_own_topics
 
-    settings = KafkaSettings(
-        bootstrap_servers=kafka_bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
-        partitions=2,
-    )
-    await ensure_topics(settings, topic_specs(settings))
-    return settings
+    return await with_own_topics(kafka_bootstrap, partitions=2)
 
 
 @pytest.fixture

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.events import Event, PurposeMetrics
+from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import decode, encode
 from shared.kafka.producer import create_producer, send_all
 from shared.kafka.read_to_end import Record, partition_counts, read_all
 from shared.kafka.settings import KafkaSettings
-from shared.topics import TOPIC_OF_EVENT, Topic, topic_name
+from shared.topics import TOPIC_OF_EVENT, Topic, topic_name, topic_specs
 from tests.support.waiting import wait_until
+
+
+async def with_own_topics(bootstrap: str, *, partitions: int) -> KafkaSettings:
+    """Settings whose topics (every demandscope topic, created) belong to one test alone."""
+    settings = KafkaSettings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
+        partitions=partitions,
+    )
+    await ensure_topics(settings, topic_specs(settings))
+    return settings
 
 
 async def produce_raw(

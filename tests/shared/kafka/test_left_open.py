@@ -37,7 +37,6 @@ from devstack.kafka import start as start_broker
 from devstack.kafka import stop as stop_broker
 from shared.events import DemandReceived
 from shared.kafka import consumer as consumer_module
-from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import OutboundRecord, encode
 from shared.kafka.consumer import BatchResult, Inbound, Rejection, RunnerOptions
 from shared.kafka.read_to_end import read_all
@@ -45,9 +44,9 @@ from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.service import ConsumerService
 from shared.kafka.settings import KafkaSettings
 from shared.service.supervisor import Supervisor
-from shared.topics import Topic, dlq_name, topic_name, topic_specs
+from shared.topics import Topic, dlq_name, topic_name
 from tests.support.factories import demand_received
-from tests.support.kafka_io import produce_raw
+from tests.support.kafka_io import produce_raw, with_own_topics
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -72,13 +71,7 @@ def unverified_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 async def settings(unverified_kafka: str) -> KafkaSettings:
-    made = KafkaSettings(
-        bootstrap_servers=unverified_kafka,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
-        partitions=1,
-    )
-    await ensure_topics(made, topic_specs(made))
-    return made
+    return await with_own_topics(unverified_kafka, partitions=1)
 
 
 class Echo:
