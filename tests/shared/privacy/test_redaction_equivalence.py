@@ -221,3 +221,70 @@ def test_runs_of_enough_digits_are_the_digit_runs_holding_them() -> None:
 def _old(text: str) -> redaction.RedactionResult:
     result = OLD.redact(text)
     return redaction.RedactionResult(result.text, result.kinds)
+
+
+_ASCII_CHARACTERS = st.sampled_from(list("0123456789 .()-+@ABCGNSWZabksx\n"))
+
+
+@given(st.lists(st.one_of(_ASCII_CHARACTERS, st.sampled_from(PIECES)), max_size=30).map("".join))
+@settings(max_examples=1500, deadline=None)
+def test_the_ascii_twins_find_what_the_patterns_find_in_ascii_text(text: str) -> None:
+    """An ASCII text is searched with the patterns' re.ASCII twins: every search, match
+    and split must be the same as the pattern's own (a non-ASCII piece is left out)."""
+    if not text.isascii():
+        return
+    for written, twin in zip(redaction._UNICODE_PATTERNS, redaction._ASCII_PATTERNS, strict=True):
+        assert [m.span() for m in twin.finditer(text)] == [m.span() for m in written.finditer(text)]
+        assert twin.split(text) == written.split(text)
+        for start in range(len(text)):
+            found, expected = twin.search(text, start), written.search(text, start)
+            assert (found and found.span()) == (expected and expected.span())
+
+
+_PHONE_RUN_PIECES = ["0", "00", "07700", "900123", "+", "44", "1", "415", "555", "2671", "9"]
+_PHONE_RUN_GLUE = [" ", "-", "  ", ".", "(", ")", ") ", " - ", ""]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_PHONE_RUN_PIECES), st.sampled_from(_PHONE_RUN_GLUE)),
+        min_size=1,
+        max_size=8,
+    ).map(lambda pairs: "".join(piece + glue for piece, glue in pairs))
+)
+@settings(max_examples=3000, deadline=None)
+def test_a_run_taken_whole_as_a_phone_is_what_its_windows_give(text: str) -> None:
+    """_is_whole_phone says "the whole run" only where _accepted_spans says so."""
+    for match in redaction._PHONE_RUN.finditer(text):
+        run = match.group()
+        if redaction._is_whole_phone(run):
+            spans = redaction._accepted_spans(run, redaction._is_phone, redaction._PHONE_DIGITS)
+            assert spans == [(0, len(run))], run
+
+
+def _demand_like_texts(count: int, seed: int) -> list[str]:
+    """Longer texts, as demands are written: sentences with numbers, addresses and ids in
+    them, in ASCII mostly, some with accented letters or non-ASCII digits."""
+    chooser = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        parts = []
+        for _ in range(chooser.randint(1, 12)):
+            roll = chooser.random()
+            if roll < 0.45:
+                parts.append(chooser.choice(WORDS))
+            elif roll < 0.9:
+                parts.append(chooser.choice(PIECES))
+            else:
+                parts.append(chooser.choice(["é", "\u0663", "\u212a", "ß", "£", "€", "\u0660"]))
+            parts.append(chooser.choice(GLUE))
+        texts.append("".join(parts))
+    return texts
+
+
+def test_demand_like_texts_are_redacted_as_before() -> None:
+    texts = _demand_like_texts(20_000, seed=27)
+    differing = [text for text in texts if NEW.redact(text) != _old(text)]
+    assert differing == []
+    assert sum(text.isascii() for text in texts) > 5_000
+    assert sum(not text.isascii() for text in texts) > 5_000
