@@ -140,13 +140,21 @@ def train_model(
         from services.classifier.model.evaluate import evaluate
 
         test = rows.own[::5]
-        train = [e for i, e in enumerate(rows.own) if i % 5] + weighted_labels
+        seed_train = [e for i, e in enumerate(rows.own) if i % 5]
         candidate = TextModel.train(
-            train, taxonomy, settings=sources.settings, general=rows.general
+            seed_train + weighted_labels,
+            taxonomy,
+            settings=sources.settings,
+            general=rows.general,
+            prior_rows=[*seed_train, *labelled],
         )
         held_out = {"holdout": 0.2, "rows": len(test), **evaluate(candidate, test).as_dict()}
     model = TextModel.train(
-        rows.own + weighted_labels, taxonomy, settings=sources.settings, general=rows.general
+        rows.own + weighted_labels,
+        taxonomy,
+        settings=sources.settings,
+        general=rows.general,
+        prior_rows=[*rows.own, *labelled],  # each row once, not a label per label_weight
     )
     metadata: dict[str, Any] = {
         "reason": reason,
@@ -157,6 +165,8 @@ def train_model(
         "general_rows": len(rows.general),
         "label_counts": model.label_counts,
         "failure_prior": model.failure_prior,
+        "failure_prior_source": model.failure_prior_source,
+        "failure_prior_rows": model.failure_prior_rows,
         "purposes": list(model.purposes),
         "taxonomy_hash": taxonomy.content_hash() if taxonomy else None,
         "taxonomy_given": taxonomy is not None,

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import MINYEAR, UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, and_, delete, func, select
+from sqlalchemy import Table, and_, case, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.classifier.db.tables import DemandTextRow, LabelRow
-from services.classifier.model.examples import Example
+from services.classifier.model.examples import AUDIT, Example
 from shared.database.sqlite_thread import on_sqlite_thread
 from shared.events import DemandLabelled
 from shared.events.classification import DemandType
@@ -161,9 +161,12 @@ class LabelRepository:
     async def training_examples(self) -> list[Example]:
         """The latest label of each demand whose text is known, as a training example.
 
-        A label saying ``unknown`` has no demand type, so training leaves it out.
+        A label saying ``unknown`` has no demand type, so training leaves it out. The
+        example's reason is "audit" when any label of the demand was an audit label (the
+        demand was drawn into the random sample, whatever came after), else the latest's.
         """
         labels = _LABELS.c
+        demand = (labels.demand_source, labels.demand_id)
         ranked = select(
             labels.seq,
             labels.demand_source,
@@ -173,11 +176,12 @@ class LabelRepository:
             labels.demand_type,
             labels.failure_kind,
             labels.labelled_at,
+            labels.reason,
+            func.max(case((labels.reason == AUDIT, 1), else_=0))
+            .over(partition_by=demand)
+            .label("audited"),
             func.row_number()
-            .over(
-                partition_by=(labels.demand_source, labels.demand_id),
-                order_by=(labels.labelled_at.desc(), labels.seq.desc()),
-            )
+            .over(partition_by=demand, order_by=(labels.labelled_at.desc(), labels.seq.desc()))
             .label("rank"),
         ).subquery()
         # An old label (no source) finds the text of the one demand of its id, if only one.
@@ -194,6 +198,8 @@ class LabelRepository:
                 ranked.c.purpose,
                 ranked.c.demand_type,
                 ranked.c.failure_kind,
+                ranked.c.reason,
+                ranked.c.audited,
             )
             .select_from(
                 ranked.outerjoin(
@@ -218,8 +224,9 @@ class LabelRepository:
                 purpose=purpose,
                 demand_type=None if demand_type == DemandType.UNKNOWN.value else demand_type,
                 failure_kind=failure_kind if demand_type == DemandType.FAILURE.value else None,
+                reason=AUDIT if audited else reason,
             )
-            for text, purpose, demand_type, failure_kind in rows
+            for text, purpose, demand_type, failure_kind, reason, audited in rows
             if text
         ]
 
@@ -283,6 +290,7 @@ def _label_rows(labels: Sequence[DemandLabelled]) -> list[dict[str, Any]]:
                 "labelled_at": _utc(label.labelled_at),
                 "labelled_by": _storable(label.labelled_by),
                 "text": None if label.text is None else _storable(label.text),
+                "reason": label.reason,
             },
         )
     return list(rows.values())
@@ -333,9 +341,9 @@ _SQLITE_TEXTS = (
 )
 _SQLITE_LABELS = (
     "INSERT INTO classifier_labels (demand_source, label_id, demand_id, demand_type,"
-    " failure_kind, purpose, labelled_at, labelled_by, text) VALUES (:demand_source,"
+    " failure_kind, purpose, labelled_at, labelled_by, text, reason) VALUES (:demand_source,"
     " :label_id, :demand_id, :demand_type, :failure_kind, :purpose, :labelled_at,"
-    " :labelled_by, :text) ON CONFLICT (demand_source, label_id) DO NOTHING"
+    " :labelled_by, :text, :reason) ON CONFLICT (demand_source, label_id) DO NOTHING"
 )
 _SQLITE_FORGET = "DELETE FROM classifier_demand_texts WHERE seen_at < :horizon"
 

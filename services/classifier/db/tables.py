@@ -32,6 +32,9 @@ class LabelRow(ClassifierBase):
     labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     labelled_by: Mapped[str] = mapped_column(String(200))
     text: Mapped[str | None] = mapped_column(Text)
+    # DemandLabelled.reason ("review", "audit", "correction"): audit labels are a random
+    # sample, the unbiased source of the failure prior. NULL: stored before it was kept.
+    reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("demand_source", "label_id"),

@@ -18,6 +18,9 @@ from shared.events.classification import DemandType
 
 _LABELLED_TYPES = {DemandType.VALUE.value, DemandType.FAILURE.value}
 
+AUDIT = "audit"
+"""``DemandLabelled.reason`` of a label from the random blind audit: a random sample."""
+
 
 @dataclass(frozen=True, slots=True)
 class Example:
@@ -28,6 +31,11 @@ class Example:
     channel: str | None = None
     sector: str | None = None
     """Only in the general corpus: the kind of organisation the row was written for."""
+    reason: str | None = None
+    """Only on people's labels (``DemandLabelled.reason``): "audit" when the demand was drawn
+    into the random blind audit (even if a later label corrected it: the demand is still part
+    of the random sample), else the latest label's reason; None for file rows and for labels
+    stored before the reason was kept."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from services.classifier.model.char_ngrams import CachedCharNgrams
 from services.classifier.model.embeddings import SentenceEmbedder, shared_embedder
-from services.classifier.model.examples import Example
+from services.classifier.model.examples import AUDIT, Example
 from services.classifier.model.lexicon import CueCounter
 from services.classifier.model.word_ngrams import WordNgrams
 from services.classifier.model.word_ngrams import supports as supports_words
@@ -71,8 +71,36 @@ class ModelSettings:
     # organisation whose failure share nobody knows. Once it has this many labelled rows of its
     # own, their failure share (Laplace-smoothed) becomes the prior, because accuracy is
     # highest at the organisation's real share and a balanced head over-calls failure where
-    # failure is rare (EVALUATION.md, "Organisations where failure is rare"). 0 = never.
+    # failure is rare (EVALUATION.md, "Organisations where failure is rare"). The rows of its
+    # random audit first, when it has this many of them; else all its labelled rows
+    # (``failure_prior_of``). 0 = never.
     own_prior_min_rows: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePrior:
+    share: float
+    source: str
+    """"audit" (the random audit's rows) or "labels" (every labelled row of its own)."""
+    rows: int
+
+
+def failure_prior_of(rows: Sequence[Example], min_rows: int) -> FailurePrior | None:
+    """The organisation's failure share as the value/failure prior, Laplace-smoothed
+    (``(failures + 1) / (rows + 2)``), from the first source with at least ``min_rows`` rows
+    (0: never): its audit labels, a random sample and so an unbiased share; else all its
+    labelled rows, whose share leans the way they were chosen (few-shot rows drawn per
+    purpose, review-queue labels of low-confidence demands, corrections). ``rows`` each
+    once: a label counted several times for its weight would count several times here."""
+    if min_rows <= 0:
+        return None
+    judged = [e for e in rows if e.demand_type]
+    audit = [e for e in judged if e.reason == AUDIT]
+    for source, sample in (("audit", audit), ("labels", judged)):
+        if len(sample) >= min_rows:
+            failures = sum(e.demand_type == "failure" for e in sample)
+            return FailurePrior((failures + 1) / (len(sample) + 2), source, len(sample))
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +216,11 @@ class _Head:
 
 
 class TextModel:
-    # The value/failure prior set after fitting; None on models pickled before it was kept.
+    # The value/failure prior set after fitting, and where it came from ("audit", "labels";
+    # how many rows); None on models pickled before each was kept.
     failure_prior: float | None = None
+    failure_prior_source: str | None = None
+    failure_prior_rows: int | None = None
 
     def __init__(
         self, settings: ModelSettings | None = None, taxonomy: Taxonomy | None = None
@@ -218,6 +249,8 @@ class TextModel:
         self._failure_kind: _Head | None = None
         self.label_counts: dict[str, dict[str, int]] = {}
         self.failure_prior: float | None = None
+        self.failure_prior_source: str | None = None
+        self.failure_prior_rows: int | None = None
         self.taxonomy = taxonomy
 
     # -- training ---------------------------------------------------------------------------
@@ -231,6 +264,7 @@ class TextModel:
         settings: ModelSettings | None = None,
         *,
         general: Sequence[Example] = (),
+        prior_rows: Sequence[Example] | None = None,
     ) -> TextModel:
         """Fit every head.
 
@@ -239,6 +273,8 @@ class TextModel:
         (the others still teach value/failure). ``general`` rows (the multi-sector corpus)
         teach value/failure and failure kind only. With a taxonomy and no examples at all the
         purposes come from the taxonomy's own descriptions and examples (a cold start).
+        ``prior_rows``: the organisation's rows, each once, that may set the failure prior
+        (``failure_prior_of``); default ``examples``.
         """
         report = progress or (lambda _step, _fraction: None)
         model = cls(settings, taxonomy)
@@ -288,9 +324,11 @@ class TextModel:
         row_features = model._judgement_features(model._blocks(judged_texts))
         weights = [weight] * len(own) + [1.0] * len(wide)
         model._demand_type.fit(row_features, [e.demand_type or "" for e in judged], weights)
-        if own and len(own) >= model.settings.own_prior_min_rows > 0:
-            failures = sum(e.demand_type == "failure" for e in own)
-            model.set_failure_prior((failures + 1) / (len(own) + 2))
+        prior = failure_prior_of(
+            own if prior_rows is None else prior_rows, model.settings.own_prior_min_rows
+        )
+        if prior is not None:
+            model.set_failure_prior(prior.share, source=prior.source, rows=prior.rows)
 
         report("failure kind", 0.8)
         failure_rows = [
@@ -312,10 +350,12 @@ class TextModel:
         report("done", 1.0)
         return model
 
-    def set_failure_prior(self, prior: float | None) -> None:
+    def set_failure_prior(
+        self, prior: float | None, *, source: str | None = None, rows: int | None = None
+    ) -> None:
         """Judge value/failure as if failure made up ``prior`` of the demands (None: the
         prior the fit itself assumed, about 1/2 when class-balanced). Only the intercept
-        moves."""
+        moves. ``source`` and ``rows``: where the share came from, kept beside it."""
         if prior is not None and not 0.0 < prior < 1.0:
             raise ValueError(f"a failure prior is a share strictly between 0 and 1, not {prior}")
         fitted = self._demand_type.fitted_share.get("failure", 0.5)
@@ -323,6 +363,8 @@ class TextModel:
         after = fitted if prior is None else prior
         self._demand_type.shift_log_odds("failure", float(logit(after) - logit(before)))
         self.failure_prior = prior
+        self.failure_prior_source = None if prior is None else source
+        self.failure_prior_rows = None if prior is None else rows
 
     # -- features ---------------------------------------------------------------------------
 

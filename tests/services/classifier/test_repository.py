@@ -145,6 +145,45 @@ async def test_an_unknown_label_teaches_the_purpose_only(labels: LabelRepository
     )
 
 
+async def test_each_labels_reason_is_kept_and_an_audited_demand_stays_in_the_audit(
+    labels: LabelRepository,
+) -> None:
+    await labels.add_labels(
+        [
+            label(id="L1", demand_id="D1", purpose="a", text="t1", reason="audit"),
+            label(id="L2", demand_id="D2", purpose="b", text="t2", reason="review"),
+            # Drawn into the random audit, then corrected: still one of the random sample's
+            # demands, with the corrected answer.
+            label(id="L3", demand_id="D3", purpose="c", text="t3", reason="audit"),
+            label(
+                id="L4",
+                demand_id="D3",
+                purpose="c",
+                text="t3",
+                reason="correction",
+                demand_type=DemandType.FAILURE,
+                failure_kind="repeat",
+                labelled_at=T0 + timedelta(hours=1),
+            ),
+            label(id="L5", demand_id="D4", purpose="d", text="t4"),  # no reason: a correction
+        ]
+    )
+    # The consumer's batch path (sqlite3 itself on SQLite) keeps it too.
+    await labels.keep_batch(
+        (), [label(id="L6", demand_id="D5", purpose="e", text="t5", reason="audit")], look_up=()
+    )
+
+    examples = await labels.training_examples()
+
+    assert sorted((e.text, e.demand_type, e.reason) for e in examples) == [
+        ("t1", "value", "audit"),
+        ("t2", "value", "review"),
+        ("t3", "failure", "audit"),
+        ("t4", "value", "correction"),
+        ("t5", "value", "audit"),
+    ]
+
+
 async def test_labels_survive_reopening_and_old_texts_are_forgotten(migrated: str) -> None:
     engine = create_engine(migrated)
     store = LabelRepository(engine)

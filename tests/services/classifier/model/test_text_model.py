@@ -1,3 +1,4 @@
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -185,6 +186,42 @@ def test_the_organisations_own_failure_share_becomes_the_value_failure_prior(
     )
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         own_prior.set_failure_prior(1.0)
+
+
+def test_the_audit_labels_share_is_the_prior_before_every_labelled_rows(
+    examples: list[Example],
+) -> None:
+    values = [e for e in examples if e.demand_type == "value"]
+    failures = [e for e in examples if e.demand_type == "failure"]
+    # A random audit where failure is rare, and review labels that are nearly all failure.
+    audit = [replace(e, reason="audit") for e in values[:9] + failures[:1]]
+    review = [replace(e, reason="review") for e in failures[1:]]
+    rows = [*audit, *review]
+
+    from_audit = text_model.failure_prior_of(rows, len(audit))
+    from_labels = text_model.failure_prior_of(rows, len(audit) + 1)
+    model = TextModel.train(rows, settings=text_model.ModelSettings(own_prior_min_rows=10))
+
+    assert from_audit == text_model.FailurePrior(2 / 12, "audit", 10)
+    assert from_labels == text_model.FailurePrior(
+        (len(failures) + 1) / (len(rows) + 2), "labels", len(rows)
+    )
+    assert text_model.failure_prior_of(rows, 0) is None
+    assert model.failure_prior == pytest.approx(2 / 12)
+    assert (model.failure_prior_source, model.failure_prior_rows) == ("audit", 10)
+    model.set_failure_prior(None)
+    assert (model.failure_prior_source, model.failure_prior_rows) == (None, None)
+
+
+def test_the_prior_counts_the_rows_it_is_given_once(examples: list[Example]) -> None:
+    # Training weighs a label by counting it several times; the share counts it once.
+    settings = text_model.ModelSettings(own_prior_min_rows=len(examples) + 1)
+
+    weighted = TextModel.train(examples * 5, settings=settings)
+    once = TextModel.train(examples * 5, settings=settings, prior_rows=examples)
+
+    assert weighted.failure_prior_rows == 5 * len(examples)
+    assert once.failure_prior is None  # fewer rows than the setting asks for
 
 
 def test_too_few_own_rows_or_none_keep_the_balanced_prior(examples: list[Example]) -> None:
