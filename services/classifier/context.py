@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import TypeAdapter
@@ -26,6 +26,13 @@ from shared.events import CaseEvent
 from shared.events.case import CaseEventType
 
 CaseStatus = Literal["open", "fulfilled", "abandoned"]
+
+# The tzinfo pydantic gives every UTC time it decodes ("Z" or "+00:00": one shared TzInfo(0)),
+# so every time in the events and the context. An aware comparison or subtraction across two
+# tzinfo objects calls utcoffset() on both (~0.6 µs against ~0.01 µs for one object), and
+# pruning compares each entry's times with the horizon on every change: the horizon and the
+# handler's clock are kept in this tzinfo (the same instants; pydantic writes either as "Z").
+EVENT_UTC = TypeAdapter(datetime).validate_json('"2000-01-01T00:00:00Z"').tzinfo or UTC
 
 
 def _same_source(entry: str | None, wanted: str | None) -> bool:
@@ -85,20 +92,19 @@ class CustomerState:
         put a changed copy in its slot), so only the lists are copied, not every entry."""
         return CustomerState(cases=list(self.cases), demands=list(self.demands))
 
+    # Plain loops, not next() over a generator: each demand recorded looks its id up (a
+    # redelivery) and its case, so these run for every demand.
     def case(self, ref: str, source: str | None = None) -> CaseEntry | None:
-        return next(
-            (c for c in self.cases if c.ref == ref and _same_source(c.source, source)), None
-        )
+        for case in self.cases:
+            if case.ref == ref and _same_source(case.source, source):
+                return case
+        return None
 
     def demand(self, demand_id: str, source: str | None = None) -> DemandEntry | None:
-        return next(
-            (
-                d
-                for d in self.demands
-                if d.demand_id == demand_id and _same_source(d.source, source)
-            ),
-            None,
-        )
+        for demand in self.demands:
+            if demand.demand_id == demand_id and _same_source(demand.source, source):
+                return demand
+        return None
 
     def demands_on(self, case: CaseEntry) -> list[DemandEntry]:
         return [
@@ -219,7 +225,7 @@ def apply_label(
 
 def prune(state: CustomerState, *, now: datetime, window: timedelta, max_demands: int) -> None:
     """Forget what is older than the window, and keep at most ``max_demands`` per customer."""
-    horizon = now - window
+    horizon = (now - window).astimezone(EVENT_UTC)  # itself when ``now`` is in EVENT_UTC
     # A batch prunes every customer it touches, and mostly nothing has left the window: the
     # lists are rebuilt only when an entry goes (1.9 -> 0.4 µs for 10 entries, none gone).
     # A demand goes when it and its fulfilment (the later of the two counts) are both older.
@@ -256,7 +262,7 @@ def prune_tail(
     """``prune`` for a state that ``prune`` already kept at this ``now`` up to the given
     lengths: what changes an entry (a label, a case event, a fulfilment) only makes it newer,
     so only the entries appended since need the window's test; the cap applies to all."""
-    horizon = now - window
+    horizon = (now - window).astimezone(EVENT_UTC)
     if len(state.demands) > demands_from:
         kept = state.demands[:demands_from]
         kept += [
@@ -284,12 +290,28 @@ def state_json(state: CustomerState) -> bytes:
     return b"".join(
         (
             b'{"v":%d,"cases":[' % state.v,
-            b",".join([_entry_json(case, _CASE_JSON) for case in state.cases]),
+            _entries_json(state.cases, _CASE_JSON),
             b'],"demands":[',
-            b",".join([_entry_json(demand, _DEMAND_JSON) for demand in state.demands]),
+            _entries_json(state.demands, _DEMAND_JSON),
             b"]}",
         )
     )
+
+
+def _entries_json(entries: Sequence[_KeepsItsJson], adapter: TypeAdapter[Any]) -> bytes:
+    # Every entry but those new since the last write was written before, and a new one is
+    # mostly the last (a demand appended): the kept JSON read by one comprehension each
+    # time, not a call per entry (state of 10: 2.3 -> 0.5 µs written, 5.3 -> 3.6 one new).
+    try:
+        return b",".join([entry._json for entry in entries])
+    except AttributeError:
+        pass
+    try:
+        parts = [entry._json for entry in entries[:-1]]
+    except AttributeError:  # one changed further up (a label, a fulfilment)
+        parts = [_entry_json(entry, adapter) for entry in entries[:-1]]
+    parts.append(_entry_json(entries[-1], adapter))
+    return b",".join(parts)
 
 
 def _entry_json(entry: _KeepsItsJson, adapter: TypeAdapter[Any]) -> bytes:
@@ -337,16 +359,24 @@ class ContextStore:
 
     def put(self, customer_ref: str, partition: int, state: CustomerState) -> None:
         old = self._states.get(customer_ref)
+        added: Sequence[DemandEntry] = state.demands
         if old is not None:
-            for demand in old.demands:
-                self._customer_of_demand.pop((demand.source or "", demand.demand_id), None)
+            kept = len(old.demands)
+            if not is_empty(state) and state.demands[:kept] == old.demands:
+                # The usual change: demands appended, none gone (the list comparison is
+                # by identity first, and equal entries have equal keys): only the new
+                # ones are indexed, not every demand popped and indexed again.
+                added = state.demands[kept:]
+            else:
+                for demand in old.demands:
+                    self._customer_of_demand.pop((demand.source or "", demand.demand_id), None)
         if is_empty(state):
             self._states.pop(customer_ref, None)
             self._partition_of.pop(customer_ref, None)
             return
         self._states[customer_ref] = state
         self._partition_of[customer_ref] = partition
-        for demand in state.demands:
+        for demand in added:
             self._customer_of_demand[(demand.source or "", demand.demand_id)] = customer_ref
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
@@ -414,3 +444,8 @@ class ContextOverlay:
     def commit(self) -> None:
         for customer, (partition, state) in self._changed.items():
             self._store.put(customer, partition, state)
+
+
+def event_utc_now() -> datetime:
+    """Now, in the events' own UTC tzinfo (``EVENT_UTC``)."""
+    return datetime.now(EVENT_UTC)

@@ -12,9 +12,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import Counter as CounterChild
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -24,6 +25,7 @@ from services.classifier.context import (
     ContextStore,
     apply_case_event,
     apply_label,
+    event_utc_now,
     record_demand,
 )
 from services.classifier.db.repository import LabelRepository, SeenText
@@ -66,6 +68,8 @@ class ClassifyDemands:
         self._thresholds = thresholds
         self._metrics = metrics
         self._last_text_pruning = 0.0
+        # The metrics' labelled children, by their labels (see ``_count``).
+        self._children: dict[object, CounterChild] = {}
 
     async def for_poll(self, messages: Sequence[Inbound[Any]]) -> BatchHandler:
         """A poll's batches (one per partition number, each its own transaction) share one
@@ -105,11 +109,11 @@ class ClassifyDemands:
         if prepared is None:
             model = self._model()  # one version for the whole batch
             predictions = _predict(model, demands)
-            classified_at = datetime.now(UTC)
+            classified_at = event_utc_now()
             labelled = await self._keep_for_learning(demands, labels, classified_at)
         else:
             model, predictions, labelled = prepared.model, prepared.predictions, prepared.labelled
-            classified_at = datetime.now(UTC)
+            classified_at = event_utc_now()
         overlay = self._context.overlay()
         result = BatchResult()
         classified: list[DemandClassified] = []
@@ -153,7 +157,8 @@ class ClassifyDemands:
         def after_commit() -> None:
             overlay.commit()
             self._count(classified, classified_at)
-            self._metrics.labels_received.inc(len(labels))
+            if labels:
+                self._metrics.labels_received.inc(len(labels))
             self._metrics.customers_in_context.set(len(self._context))
 
         result.after_commit = after_commit
@@ -313,17 +318,31 @@ class ClassifyDemands:
         return labelled
 
     def _count(self, classified: list[DemandClassified], now: datetime) -> None:
-        # Prometheus label look-ups cost more than the counting: aggregate the batch first.
-        by_labels = Counter((c.demand_type.value, c.purpose, c.method.value) for c in classified)
+        # Prometheus label look-ups cost more than the counting: aggregate the batch first,
+        # and keep each labelled child (``labels`` takes a lock and builds a key per call;
+        # the labels are bounded: demand type, purpose, method).
+        children = self._children
+        by_labels = Counter((c.demand_type, c.purpose, c.method) for c in classified)
         for labels, count in by_labels.items():
-            self._metrics.classified.labels(*labels).inc(count)
+            child = children.get(labels)
+            if child is None:
+                demand_type, purpose, method = labels
+                child = self._metrics.classified.labels(demand_type.value, purpose, method.value)
+                children[labels] = child
+            child.inc(count)
         review = sum(c.needs_review for c in classified)
-        self._metrics.review.labels("true").inc(review)
-        self._metrics.review.labels("false").inc(len(classified) - review)
+        for needs_review, count in ((True, review), (False, len(classified) - review)):
+            child = children.get(needs_review)
+            if child is None:
+                child = children[needs_review] = self._metrics.review.labels(
+                    "true" if needs_review else "false"
+                )
+            if count:
+                child.inc(count)
+        confidence, delay = self._metrics.confidence, self._metrics.delay_seconds
         for c in classified:
-            self._metrics.confidence.observe(c.confidence)
-            delay = (now - c.demand.received_at) / timedelta(seconds=1)
-            self._metrics.delay_seconds.observe(max(0.0, delay))
+            confidence.observe(c.confidence)
+            delay.observe(max(0.0, (now - c.demand.received_at).total_seconds()))
 
 
 @dataclass(frozen=True, slots=True)

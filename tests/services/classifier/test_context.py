@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from services.classifier.context import (
+    EVENT_UTC,
     STATE_JSON,
     CaseEntry,
     ContextStore,
@@ -12,12 +13,15 @@ from services.classifier.context import (
     DemandEntry,
     apply_case_event,
     apply_label,
+    event_utc_now,
     prune,
     record_demand,
     state_json,
 )
+from shared.events import DemandReceived
 from shared.events.case import CaseEventType
-from tests.support.factories import case_event
+from shared.kafka.codec import decode, encode
+from tests.support.factories import case_event, demand_received
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
@@ -373,3 +377,80 @@ def test_pruning_keeps_what_the_plain_filter_keeps() -> None:
 
         assert state.demands == demands
         assert state.cases == cases
+
+
+def test_the_demand_index_is_the_stored_states_through_every_kind_of_change() -> None:
+    # put indexes only the demands appended when none went (the usual batch), else it
+    # indexes the state afresh: held to the states themselves after every commit, through
+    # new demands, labels, fulfilments, the window, the cap, emptied states and dropped
+    # partitions, over every demand ever seen (a stale entry and a missing one both fail).
+    rng = random.Random(11)
+    store = ContextStore(window=timedelta(days=3), max_demands=4)
+    customers = [f"C{i}" for i in range(6)]
+    seen: set[tuple[str, str]] = set()
+    now = T0
+    for step in range(400):
+        now += timedelta(hours=rng.choice([0, 1, 6, 30]))
+        overlay = store.overlay()
+        for customer in rng.sample(customers, rng.randrange(1, 4)):
+            partition = int(customer[1:]) % 3
+            state = overlay.state(customer, partition)
+            move = rng.random()
+            known = [d for d in state.demands if d.source is not None]
+            if move < 0.15 and known:
+                demand = rng.choice(known)
+                apply_label(
+                    state, demand_id=demand.demand_id, purpose=f"p{step}", source=demand.source
+                )
+            elif move < 0.25 and known:
+                apply_case_event(
+                    state,
+                    case_event(
+                        case_ref=f"K{customer}",
+                        customer_ref=customer,
+                        type=CaseEventType.FULFILLED,
+                        occurred_at=now,
+                        source=rng.choice(known).source,
+                    ),
+                )
+            else:
+                for n in range(rng.randrange(1, 3)):
+                    source = rng.choice(["crm", "web"])
+                    record_demand(
+                        state,
+                        demand_id=f"D{step}-{n}-{customer}",
+                        purpose="x",
+                        occurred_at=now - timedelta(hours=rng.choice([0, 0, 50, 80])),
+                        case_ref=f"K{customer}" if rng.random() < 0.5 else None,
+                        source=source,
+                    )
+                    seen.add((source, f"D{step}-{n}-{customer}"))
+            overlay.update(customer, partition, state, now)
+        overlay.commit()
+        if step % 97 == 96:
+            store.drop_partitions({rng.randrange(3)})
+
+        for source, demand_id in seen:
+            holders = [
+                c
+                for c in customers
+                if (s := store.get(c)) is not None and s.demand(demand_id, source) is not None
+            ]
+            assert store.customer_of_demand(demand_id, source) == (holders[0] if holders else None)
+
+
+def test_the_handlers_clock_and_the_decoded_events_share_one_utc_tzinfo() -> None:
+    # Pruning compares every entry's times with a horizon from the handler's clock: across
+    # two tzinfo objects each comparison calls utcoffset() on both (~60 times slower).
+    event = decode(DemandReceived, encode(demand_received(), topic="t", source="test").value)
+
+    assert event.occurred_at.tzinfo is EVENT_UTC
+    assert event_utc_now().tzinfo is EVENT_UTC
+    horizon_of = partial(prune, window=timedelta(days=1), max_demands=5)
+    state = CustomerState(
+        demands=[DemandEntry(demand_id="D1", purpose="x", occurred_at=event.occurred_at)]
+    )
+    horizon_of(state, now=event.occurred_at.astimezone(UTC) + timedelta(days=1))
+    assert [d.demand_id for d in state.demands] == ["D1"]  # at the horizon: kept
+    horizon_of(state, now=event.occurred_at + timedelta(days=1, microseconds=1))
+    assert state.demands == []

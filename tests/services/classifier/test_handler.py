@@ -4,6 +4,7 @@ migrated) is retried, never dead-lettered; values the database refuses are a rec
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from services.classifier.live_model import in_use
 from services.classifier.metrics import ClassifierMetrics
 from services.classifier.training import TrainedModel
 from shared.database.engine import create_engine
+from shared.events import DemandClassified
+from shared.kafka.codec import decode
 from shared.kafka.consumer import Inbound, RetryableError
 from tests.support.factories import case_event, demand_labelled, demand_received
 
@@ -94,3 +97,66 @@ async def test_a_batch_holds_back_only_later_records_that_may_see_what_it_change
     assert waits([_inbound(demand_labelled(), topic="forwarded", key=b"A")])
     assert not waits([_inbound(demand_labelled(), topic="forwarded", key=b"B")])
     assert not changed_nothing.must_precede([_inbound(demand_labelled(), topic="labels")])
+
+
+async def test_the_metrics_count_every_batchs_classifications_by_their_labels(
+    seed_model: TrainedModel, sqlite_url: str
+) -> None:
+    # The handler keeps each labelled child it counted with: batches after the first must
+    # still count under their own labels, and a count of 0 leaves its series as it was.
+    await asyncio.to_thread(upgrade, sqlite_url)
+    engine = create_engine(sqlite_url)
+    registry = CollectorRegistry()
+    handler = ClassifyDemands(
+        topics=TOPICS,
+        source="test",
+        model=lambda: in_use("seed", seed_model.model),
+        context=ContextStore(window=timedelta(days=30)),
+        labels=LabelRepository(engine),
+        thresholds=Thresholds(),
+        metrics=ClassifierMetrics(registry),
+    )
+    texts = [
+        "my bill is wrong again",
+        "I want to pay by direct debit",
+        "where is my engineer",
+        "I am moving home next week",
+        "asdf qwerty",
+    ]
+    by_labels: Counter[tuple[str, str, str]] = Counter()
+    review: Counter[str] = Counter()
+    try:
+        for first in range(len(texts)):
+            result = await handler([_inbound(demand_received(text=t)) for t in texts[first:]])
+            assert result.after_commit is not None
+            result.after_commit()
+            for record in result.outbound:
+                if record.topic == TOPICS.classified:
+                    c = decode(DemandClassified, record.value)
+                    by_labels[c.demand_type.value, c.purpose, c.method.value] += 1
+                    review[str(c.needs_review).lower()] += 1
+
+            for (demand_type, purpose, method), count in by_labels.items():
+                labels = {"demand_type": demand_type, "purpose": purpose, "method": method}
+                assert (
+                    registry.get_sample_value(
+                        "demandscope_classifier_classifications_total", labels
+                    )
+                    == count
+                )
+            for needs_review in ("true", "false"):
+                assert (
+                    registry.get_sample_value(
+                        "demandscope_classifier_review_total", {"needs_review": needs_review}
+                    )
+                    == review[needs_review]
+                )
+            total = sum(by_labels.values())
+            for histogram in ("confidence", "delay_seconds"):
+                name = f"demandscope_classifier_{histogram}_count"
+                assert registry.get_sample_value(name) == total
+    finally:
+        await engine.dispose()
+    assert len(by_labels) > 1
+    assert review["true"]
+    assert review["false"]
