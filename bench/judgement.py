@@ -1,8 +1,9 @@
 """Judgement that travels: value/failure and purposes for organisations the model has not
 seen, from few labels, and how honest the failure-share interval is.
 
-Run: `.venv/bin/python -m bench judgement` (pinned to one core, about 5 minutes; prints
-markdown tables for `services/classifier/model/EVALUATION.md`). On our own data only:
+Run: `.venv/bin/python -m bench judgement` (pinned to one core, about 6 minutes idle, 10 at
+load 4.5; prints markdown tables for `services/classifier/model/EVALUATION.md`). On our own
+data only:
 
 - **leave-one-sector-out**: for each sector of the general corpus, the shipped recipe (seed
   set + shipped taxonomy + the corpus *without that sector*; without the seed set too when
