@@ -321,6 +321,8 @@ def train(
             "general_rows": len(rows.general),
             "label_counts": model.label_counts,
             "failure_prior": model.failure_prior,
+            "failure_prior_source": model.failure_prior_source,
+            "failure_prior_rows": model.failure_prior_rows,
             "purposes": list(model.purposes),
             "taxonomy_hash": chosen.content_hash() if known else None,
             "taxonomy_given": known is not None,

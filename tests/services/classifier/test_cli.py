@@ -148,6 +148,11 @@ def test_train_without_examples_trains_the_default_model(labels_url: str) -> Non
     assert set(model.purposes) == set(taxonomy.purpose_slugs)
     assert metadata["taxonomy_hash"] == taxonomy.content_hash()
     assert metadata["examples"] > 700  # the seed set
+    # No audit labels in an examples file: its rows, each once, set the failure prior.
+    assert (metadata["failure_prior_source"], metadata["failure_prior_rows"]) == (
+        "labels",
+        metadata["examples"],
+    )
     assert metadata["general_rows"] >= 2_000  # the general corpus
 
 
