@@ -32,8 +32,8 @@ class LabelRow(ClassifierBase):
     labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     labelled_by: Mapped[str] = mapped_column(String(200))
     text: Mapped[str | None] = mapped_column(Text)
-    # DemandLabelled.reason ("review", "audit", "correction"): audit labels are a random
-    # sample, the unbiased source of the failure prior. NULL: stored before it was kept.
+    # DemandLabelled.reason ("review", "audit", "correction"): which labels came from the
+    # blind audit cannot be told afterwards, so it is kept. NULL: stored before it was kept.
     reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     __table_args__ = (

@@ -19,7 +19,8 @@ from shared.events.classification import DemandType
 _LABELLED_TYPES = {DemandType.VALUE.value, DemandType.FAILURE.value}
 
 AUDIT = "audit"
-"""``DemandLabelled.reason`` of a label from the random blind audit: a random sample."""
+"""``DemandLabelled.reason`` of a label from the blind audit: random, but drawn per (purpose,
+week) with unequal chances, so the audit labels' raw share is not the organisation's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +34,9 @@ class Example:
     """Only in the general corpus: the kind of organisation the row was written for."""
     reason: str | None = None
     """Only on people's labels (``DemandLabelled.reason``): "audit" when the demand was drawn
-    into the random blind audit (even if a later label corrected it: the demand is still part
-    of the random sample), else the latest label's reason; None for file rows and for labels
-    stored before the reason was kept."""
+    into the blind audit (even if a later label corrected it: the demand is still part of the
+    sample), else the latest label's reason; None for file rows and for labels stored before
+    the reason was kept. Kept for training to tell the audit apart; no rule reads it yet."""
 
 
 @dataclass(frozen=True, slots=True)

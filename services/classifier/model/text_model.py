@@ -29,7 +29,7 @@ from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from services.classifier.model.char_ngrams import CachedCharNgrams
 from services.classifier.model.embeddings import SentenceEmbedder, shared_embedder
-from services.classifier.model.examples import AUDIT, Example
+from services.classifier.model.examples import Example
 from services.classifier.model.lexicon import CueCounter
 from services.classifier.model.word_ngrams import WordNgrams
 from services.classifier.model.word_ngrams import supports as supports_words
@@ -71,9 +71,8 @@ class ModelSettings:
     # organisation whose failure share nobody knows. Once it has this many labelled rows of its
     # own, their failure share (Laplace-smoothed) becomes the prior, because accuracy is
     # highest at the organisation's real share and a balanced head over-calls failure where
-    # failure is rare (EVALUATION.md, "Organisations where failure is rare"). The rows of its
-    # random audit first, when it has this many of them; else all its labelled rows
-    # (``failure_prior_of``). 0 = never.
+    # failure is rare (EVALUATION.md, "Organisations where failure is rare"). Every labelled
+    # row of its own counts, each once (``failure_prior_of``). 0 = never.
     own_prior_min_rows: int = 30
 
 
@@ -81,26 +80,28 @@ class ModelSettings:
 class FailurePrior:
     share: float
     source: str
-    """"audit" (the random audit's rows) or "labels" (every labelled row of its own)."""
+    """Where the share came from, kept in the model's metadata: "labels" (every labelled row
+    of the organisation's own)."""
     rows: int
 
 
 def failure_prior_of(rows: Sequence[Example], min_rows: int) -> FailurePrior | None:
     """The organisation's failure share as the value/failure prior, Laplace-smoothed
-    (``(failures + 1) / (rows + 2)``), from the first source with at least ``min_rows`` rows
-    (0: never): its audit labels, a random sample and so an unbiased share; else all its
-    labelled rows, whose share leans the way they were chosen (few-shot rows drawn per
-    purpose, review-queue labels of low-confidence demands, corrections). ``rows`` each
-    once: a label counted several times for its weight would count several times here."""
+    (``(failures + 1) / (rows + 2)``), once at least ``min_rows`` of ``rows`` (0: never) say
+    value or failure; ``rows`` each once: a label counted several times for its weight would
+    count several times here.
+
+    The audit labels are not taken alone: the metrics service draws its audit per (purpose,
+    week) with unequal chances (every demand of a small stratum, 2% of a large one) and
+    corrects for that in its stratified estimate; their raw share here would lean to the
+    small purposes (docs/services/classifier.md, "The value/failure prior")."""
     if min_rows <= 0:
         return None
     judged = [e for e in rows if e.demand_type]
-    audit = [e for e in judged if e.reason == AUDIT]
-    for source, sample in (("audit", audit), ("labels", judged)):
-        if len(sample) >= min_rows:
-            failures = sum(e.demand_type == "failure" for e in sample)
-            return FailurePrior((failures + 1) / (len(sample) + 2), source, len(sample))
-    return None
+    if len(judged) < min_rows:
+        return None
+    failures = sum(e.demand_type == "failure" for e in judged)
+    return FailurePrior((failures + 1) / (len(judged) + 2), "labels", len(judged))
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,7 @@ class _Head:
 
 
 class TextModel:
-    # The value/failure prior set after fitting, and where it came from ("audit", "labels";
+    # The value/failure prior set after fitting, and where it came from ("labels";
     # how many rows); None on models pickled before each was kept.
     failure_prior: float | None = None
     failure_prior_source: str | None = None

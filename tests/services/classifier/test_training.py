@@ -1,5 +1,5 @@
-"""Training's value/failure prior: from the random audit's labels when there are enough of
-them, else from every labelled row, each once; the model's metadata says which."""
+"""Training's value/failure prior: every labelled row, each once (the audit's labels among
+them, not alone); the model's metadata says so."""
 
 from __future__ import annotations
 
@@ -32,28 +32,11 @@ def _sources(examples_csv: Path, general_corpus_csv: Path) -> TrainingSources:
     )
 
 
-def test_the_audit_labels_set_the_prior_and_the_metadata_says_so(
+def test_every_labelled_row_counts_once_in_the_prior_audit_or_not(
     examples_csv: Path, general_corpus_csv: Path
 ) -> None:
-    # Review labels lean to failure (low-confidence demands); the audit is a random sample.
-    labels = [*_labels("review", failures=30, rows=30), *_labels("audit", failures=3, rows=30)]
-
-    trained = train_model(
-        _sources(examples_csv, general_corpus_csv),
-        reason="test",
-        labels=labels,
-        with_evaluation=False,
-    )
-
-    assert trained.metadata["failure_prior"] == (3 + 1) / (30 + 2)
-    assert trained.metadata["failure_prior_source"] == "audit"
-    assert trained.metadata["failure_prior_rows"] == 30
-
-
-def test_without_enough_audit_labels_every_labelled_row_counts_once(
-    examples_csv: Path, general_corpus_csv: Path
-) -> None:
-    labels = [*_labels("review", failures=30, rows=30), *_labels("audit", failures=3, rows=29)]
+    # Review labels lean to failure (low-confidence demands), the audit's to value.
+    labels = [*_labels("review", failures=30, rows=30), *_labels("audit", failures=3, rows=59)]
 
     trained = train_model(
         _sources(examples_csv, general_corpus_csv),
@@ -63,6 +46,6 @@ def test_without_enough_audit_labels_every_labelled_row_counts_once(
     )
 
     # Seed rows (15 of 30 failure) and each label once, not once per label_weight.
-    assert trained.metadata["failure_prior"] == (15 + 30 + 3 + 1) / (30 + 59 + 2)
+    assert trained.metadata["failure_prior"] == (15 + 30 + 3 + 1) / (30 + 89 + 2)
     assert trained.metadata["failure_prior_source"] == "labels"
-    assert trained.metadata["failure_prior_rows"] == 30 + 59
+    assert trained.metadata["failure_prior_rows"] == 30 + 89

@@ -188,27 +188,22 @@ def test_the_organisations_own_failure_share_becomes_the_value_failure_prior(
         own_prior.set_failure_prior(1.0)
 
 
-def test_the_audit_labels_share_is_the_prior_before_every_labelled_rows(
-    examples: list[Example],
-) -> None:
+def test_audit_labels_count_in_the_prior_as_every_other_row(examples: list[Example]) -> None:
+    # The audit is drawn with unequal chances per purpose: its raw share is not taken alone.
     values = [e for e in examples if e.demand_type == "value"]
     failures = [e for e in examples if e.demand_type == "failure"]
-    # A random audit where failure is rare, and review labels that are nearly all failure.
     audit = [replace(e, reason="audit") for e in values[:9] + failures[:1]]
     review = [replace(e, reason="review") for e in failures[1:]]
     rows = [*audit, *review]
 
-    from_audit = text_model.failure_prior_of(rows, len(audit))
-    from_labels = text_model.failure_prior_of(rows, len(audit) + 1)
     model = TextModel.train(rows, settings=text_model.ModelSettings(own_prior_min_rows=10))
 
-    assert from_audit == text_model.FailurePrior(2 / 12, "audit", 10)
-    assert from_labels == text_model.FailurePrior(
-        (len(failures) + 1) / (len(rows) + 2), "labels", len(rows)
-    )
+    expected = text_model.FailurePrior((len(failures) + 1) / (len(rows) + 2), "labels", len(rows))
+    assert text_model.failure_prior_of(rows, len(audit)) == expected
+    assert text_model.failure_prior_of(rows, len(rows) + 1) is None
     assert text_model.failure_prior_of(rows, 0) is None
-    assert model.failure_prior == pytest.approx(2 / 12)
-    assert (model.failure_prior_source, model.failure_prior_rows) == ("audit", 10)
+    assert model.failure_prior == pytest.approx(expected.share)
+    assert (model.failure_prior_source, model.failure_prior_rows) == ("labels", len(rows))
     model.set_failure_prior(None)
     assert (model.failure_prior_source, model.failure_prior_rows) == (None, None)
 

@@ -5,9 +5,9 @@ Revises: classifier_0004_text_customer
 Create Date: 2026-11-27
 
 Why a person labelled a demand (``DemandLabelled.reason``: review, audit or correction).
-Training takes the value/failure prior from the audit labels, a random sample, when there
-are enough (docs/services/classifier.md). Rows written before this have no reason (NULL),
-which training reads as not an audit.
+Which labels came from the blind audit cannot be told afterwards, so it is kept
+(docs/services/classifier.md, "The value/failure prior"). Rows written before this have no
+reason (NULL), read as not an audit.
 """
 
 from collections.abc import Sequence
