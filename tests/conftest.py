@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 from devstack import kafka as local_kafka  # noqa: E402
 from devstack import leftovers  # noqa: E402
 from devstack import postgres as local_postgres  # noqa: E402
-from tests.support.removal import remove_in_background  # noqa: E402
+from tests.support.removal import remove_in_background, resume_removals  # noqa: E402
 
 if TYPE_CHECKING:
     from shared.kafka.settings import KafkaSettings
@@ -59,6 +59,7 @@ def kafka_config() -> Iterator[local_kafka.LocalKafkaConfig]:
     """The running test broker's config (started on free ports, clean data, stopped at the end)."""
     for line in leftovers.reap_leftovers(ROOT / ".run"):  # what killed sessions left behind
         warnings.warn(line, stacklevel=1)
+    resume_removals(ROOT / ".run")
     cfg = local_kafka.LocalKafkaConfig.on_free_ports(
         root=ROOT, run_dir=leftovers.claim(ROOT / ".run" / f"test-kafka{_worker_suffix()}")
     )

@@ -20,12 +20,32 @@ def remove_in_background(path: Path) -> None:
     """
     if not path.exists():
         return
-    aside_dir = path.parent / _ASIDE
-    aside = aside_dir / f"{path.name}-{uuid.uuid4().hex[:8]}"
+    aside = path.parent / _ASIDE / f"{path.name}-{uuid.uuid4().hex[:8]}"
     try:
-        aside_dir.mkdir(exist_ok=True)
+        aside.parent.mkdir(exist_ok=True)
         path.rename(aside)
-        # posix_spawn leaves no Popen object behind to warn that its child still runs.
-        os.posix_spawnp("rm", ["rm", "-rf", "--", str(aside)], dict(os.environ), setsid=True)
     except OSError:
         shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        _spawn_rm(aside)
+    except OSError:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def resume_removals(run_root: Path) -> None:
+    """Start again every removal a stopped machine or a killed ``rm`` left unfinished (two
+    ``rm`` at one directory only make each other's work shorter)."""
+    aside = run_root / _ASIDE
+    if aside.is_dir():
+        for leftover in aside.iterdir():
+            _spawn_rm(leftover)
+
+
+def _spawn_rm(path: Path) -> None:
+    # posix_spawn leaves no Popen object behind to warn that its child still runs; the
+    # descriptors go to /dev/null so that no pipe reading this session waits for the rm.
+    quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+    os.posix_spawnp(
+        "rm", ["rm", "-rf", "--", str(path)], dict(os.environ), file_actions=quiet, setsid=True
+    )
