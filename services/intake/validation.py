@@ -147,7 +147,9 @@ def _plain_demand(payload: dict[str, Any], admission: Admission) -> DemandReceiv
         "received_at": admission.received_at,
     }
     try:
-        event = DemandReceived.model_validate(fields)
+        # The model's validator itself: model_validate only passes its options on to it
+        # (0.3 µs an event in that Python call, callgrind).
+        event: DemandReceived = _VALIDATE_DEMAND(fields)
     except ValidationError:
         return None
     if not admission.in_range(event.occurred_at):
@@ -198,6 +200,8 @@ def checked_demand(payload: Any, admission: Admission) -> DemandReceived:
         received_at=admission.received_at,
     )
 
+
+_VALIDATE_DEMAND = DemandReceived.__pydantic_validator__.validate_python
 
 # DEMAND_IDENTIFIERS but the source, which _plain_demand asks its Admission about.
 _PLAIN_IDENTIFIERS = tuple(name for name in DEMAND_IDENTIFIERS if name != "source")
