@@ -202,8 +202,15 @@ class Redactor:
 
 
 def _sorted(kinds: set[str]) -> tuple[str, ...]:
-    # None or one kind, most texts: no sort to set up.
-    return tuple(kinds) if len(kinds) < 2 else tuple(sorted(kinds))
+    # None or one kind, most texts: no sort to set up; two (a phone and an e-mail, say)
+    # ordered by one comparison.
+    count = len(kinds)
+    if count < 2:
+        return tuple(kinds)
+    if count == 2:
+        first, second = kinds
+        return (first, second) if first < second else (second, first)
+    return tuple(sorted(kinds))
 
 
 def _mask(pattern: re.Pattern[str], text: str, kind: str, kinds: set[str]) -> str:
