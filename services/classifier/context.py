@@ -228,9 +228,18 @@ def apply_label(
     return True
 
 
+def _horizon(now: datetime, window: timedelta) -> datetime:
+    # In the events' own tzinfo (itself when ``now`` is already), where comparing is cheap.
+    # A naive ``now`` would be taken for local time by astimezone: refused, as comparing it
+    # with the events' aware times was.
+    if now.tzinfo is None:
+        raise ValueError("the context's clock must be timezone-aware")
+    return (now - window).astimezone(EVENT_UTC)
+
+
 def prune(state: CustomerState, *, now: datetime, window: timedelta, max_demands: int) -> None:
     """Forget what is older than the window, and keep at most ``max_demands`` per customer."""
-    horizon = (now - window).astimezone(EVENT_UTC)  # itself when ``now`` is in EVENT_UTC
+    horizon = _horizon(now, window)
     # A batch prunes every customer it touches, and mostly nothing has left the window: the
     # lists are rebuilt only when an entry goes (1.9 -> 0.4 µs for 10 entries, none gone).
     # A demand goes when it and its fulfilment (the later of the two counts) are both older.
@@ -267,7 +276,7 @@ def prune_tail(
     """``prune`` for a state that ``prune`` already kept at this ``now`` up to the given
     lengths: what changes an entry (a label, a case event, a fulfilment) only makes it newer,
     so only the entries appended since need the window's test; the cap applies to all."""
-    horizon = (now - window).astimezone(EVENT_UTC)
+    horizon = _horizon(now, window)
     if len(state.demands) > demands_from:
         kept = state.demands[:demands_from]
         kept += [

@@ -4,6 +4,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+import pytest
+
 from services.classifier.context import (
     EVENT_UTC,
     STATE_JSON,
@@ -15,6 +17,7 @@ from services.classifier.context import (
     apply_label,
     event_utc_now,
     prune,
+    prune_tail,
     record_demand,
     state_json,
 )
@@ -132,6 +135,17 @@ def test_pruning_forgets_what_is_older_than_the_window_and_caps_the_rest() -> No
     prune(state, now=T0 + timedelta(days=9), window=timedelta(days=5), max_demands=3)
 
     assert [d.demand_id for d in state.demands] == ["D7", "D8", "D9"]
+
+
+def test_pruning_refuses_a_clock_without_a_timezone() -> None:
+    # astimezone would take a naive clock for local time and prune by the wrong hours.
+    state = CustomerState()
+    record_demand(state, demand_id="D", purpose="moving home", occurred_at=T0, case_ref=None)
+    naive = (T0 + timedelta(days=9)).replace(tzinfo=None)
+
+    for pruning in (prune, partial(prune_tail, demands_from=0, cases_from=0)):
+        with pytest.raises(ValueError, match="timezone-aware"):
+            pruning(state, now=naive, window=timedelta(days=5), max_demands=3)
 
 
 def test_an_overlay_prunes_as_a_full_prune_after_every_update_would() -> None:
