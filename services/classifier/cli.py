@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY, ClassifierSettings
 from services.classifier.db.model_versions import LeaseLost, ModelVersions, UnknownVersion
 from services.classifier.db.repository import LabelRepository
+from services.classifier.failure_share import read_estimated_prior
 from services.classifier.model import store
 from services.classifier.model.examples import Example, ExamplesFile, read_examples_csv
 from services.classifier.model.text_model import FORMAT, ModelSettings, TextModel
@@ -585,28 +586,54 @@ def retrain(
     label_weight: Annotated[
         int, typer.Option(min=1, help="Each person's label counts as this many seed rows.")
     ] = 5,
+    prior_from_metrics: Annotated[
+        bool,
+        typer.Option(
+            "--prior-from-metrics/--prior-from-labels",
+            help="Take the value/failure prior from the metrics service's audited failure "
+            "share (purpose.metrics, on the classifier's Kafka settings, read for at most "
+            "DEMANDSCOPE_CLASSIFIER_FAILURE_ESTIMATE_TIMEOUT_S) when its validated estimates "
+            "cover 90% of the volume; otherwise, or with --prior-from-labels, from the labels.",
+        ),
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Train on the seed examples plus people's labels (kept in the classifier database) and
     make it current for the fleet: every running classifier switches to it within its watch
     interval. Fails while a retraining runs anywhere in the fleet."""
     url = _url(database_url)
+    settings = ClassifierSettings()
     sources = TrainingSources(
         seed_examples=seed_examples,
         taxonomy=taxonomy,
         general_corpus=None if _no_corpus(general_corpus) else general_corpus,
         label_weight=label_weight,
     )
-    ttl = timedelta(seconds=ClassifierSettings().training_lease_s)
+    ttl = timedelta(seconds=settings.training_lease_s)
 
     async def work(versions: ModelVersions) -> tuple[str, int]:
         labels = LabelRepository(versions.engine)
         async with training_lease(versions, holder_name("cli"), ttl) as held:
             count = await labels.count()
             examples = await labels.training_examples()
+            estimated = None
+            if prior_from_metrics:
+                with errors.status("reading the metrics service's failure share"):
+                    estimated = await read_estimated_prior(
+                        settings.kafka, timeout_s=settings.failure_estimate_timeout_s
+                    )
+                errors.print(
+                    f"failure prior: {'from' if estimated.prior else 'not from'} the "
+                    f"metrics service's estimate ({estimated.reason})"
+                )
             with errors.status("training on seed examples and labels"):
                 trained = await asyncio.to_thread(
-                    train_model, sources, reason="command", labels=examples, label_rows=count
+                    train_model,
+                    sources,
+                    reason="command",
+                    labels=examples,
+                    label_rows=count,
+                    estimated=estimated,
                 )
             version = await publish(
                 versions, held, trained.model, trained.metadata, reason="command"

@@ -120,6 +120,14 @@ class ClassifierSettings(ServiceSettings):
         "third of this while it trains; a crashed trainer's lease expires after this long. "
         "Keep it well above the clock skew between machines.",
     )
+    failure_estimate_timeout_s: float = Field(
+        default=5,
+        ge=0,
+        description="Before each training, read the metrics service's audited failure share "
+        "(purpose.metrics) for at most this long: validated estimates covering 90% of the "
+        "volume set the value/failure prior; otherwise, or if the topic is missing, empty or "
+        "unreachable, the labels' share does. 0: never read, the labels' share.",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
 

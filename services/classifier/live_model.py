@@ -23,7 +23,7 @@ import gc
 import logging
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError
 
 from services.classifier.db.model_versions import LeaseLost, ModelVersions, UnknownVersion
 from services.classifier.db.repository import LabelRepository
+from services.classifier.failure_share import EstimatedPrior
 from services.classifier.model import store
 from services.classifier.model.text_model import TextModel
 from services.classifier.rules import RuleSet
@@ -98,7 +99,11 @@ class ModelKeeper:
         lease_ttl_s: float = 60,
         import_dir: Path | None = None,
         on_poll: Callable[[str | None], None] | None = None,
+        failure_estimate: Callable[[], Awaitable[EstimatedPrior]] | None = None,
     ) -> None:
+        """``failure_estimate``: reads the metrics service's audited failure share before each
+        training (``failure_share.read_estimated_prior``, bounded, never raising); None:
+        the prior comes from the labels."""
         self._versions = versions
         self._sources = sources
         self._labels = labels
@@ -107,6 +112,7 @@ class ModelKeeper:
         self._retrain_interval_s = retrain_interval_s
         self._on_swap = on_swap
         self._on_poll = on_poll
+        self._failure_estimate = failure_estimate
         self._lease_ttl = timedelta(seconds=lease_ttl_s)
         self._import_dir = import_dir
         self._current: ModelInUse | None = None
@@ -160,6 +166,7 @@ class ModelKeeper:
                         return
                     labels_at = await self._labels.count()
                     labels = await self._labels.training_examples()
+                    estimated = await self._estimated_prior()
                     trained = await asyncio.to_thread(
                         train_model,
                         self._sources,
@@ -167,6 +174,7 @@ class ModelKeeper:
                         labels=labels,
                         with_evaluation=False,
                         label_rows=labels_at,
+                        estimated=estimated,
                     )
                     version = await publish(
                         self._versions, held, trained.model, trained.metadata, reason=reason
@@ -228,8 +236,14 @@ class ModelKeeper:
             count = await self._labels.count()
             labels = await self._labels.training_examples()
             started = time.perf_counter()
+            estimated = await self._estimated_prior()
             trained = await asyncio.to_thread(
-                train_model, self._sources, reason=reason, labels=labels, label_rows=count
+                train_model,
+                self._sources,
+                reason=reason,
+                labels=labels,
+                label_rows=count,
+                estimated=estimated,
             )
             version = await publish(
                 self._versions, held, trained.model, trained.metadata, reason=reason
@@ -243,6 +257,9 @@ class ModelKeeper:
             version,
         )
         return version
+
+    async def _estimated_prior(self) -> EstimatedPrior | None:
+        return None if self._failure_estimate is None else await self._failure_estimate()
 
     def _swap(self, model: ModelInUse, labels_at: int | None) -> None:
         self._current = model

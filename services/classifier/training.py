@@ -28,6 +28,7 @@ from typing import Any
 import sklearn
 
 from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY
+from services.classifier.failure_share import EstimatedPrior
 from services.classifier.model.embeddings import CONFIG, DIMENSIONS
 from services.classifier.model.examples import Example, read_examples_csv
 from services.classifier.model.text_model import FORMAT, ModelSettings, TextModel
@@ -111,10 +112,15 @@ def train_model(
     labels: Sequence[Example] = (),
     with_evaluation: bool = True,
     label_rows: int | None = None,
+    estimated: EstimatedPrior | None = None,
 ) -> TrainedModel:
     """Train on the sources + ``labels`` (people's, as training examples). ``label_rows``
     (the label store's size when the labels were read) tells the schedule later whether new
-    labels arrived since."""
+    labels arrived since.
+
+    The value/failure prior, the first that applies: the metrics service's audited estimate
+    (``estimated``, read by the caller: ``failure_share.read_estimated_prior``), the share
+    of the organisation's labelled rows (``failure_prior_of``), the balanced fit's own."""
     started = time.perf_counter()
     taxonomy = sources.load_taxonomy()
     rows = split_sources(
@@ -148,6 +154,7 @@ def train_model(
             general=rows.general,
             prior_rows=[*seed_train, *labelled],
         )
+        _use_estimate(candidate, estimated)
         held_out = {"holdout": 0.2, "rows": len(test), **evaluate(candidate, test).as_dict()}
     model = TextModel.train(
         rows.own + weighted_labels,
@@ -156,6 +163,7 @@ def train_model(
         general=rows.general,
         prior_rows=[*rows.own, *labelled],  # each row once, not a label per label_weight
     )
+    _use_estimate(model, estimated)
     metadata: dict[str, Any] = {
         "reason": reason,
         "examples": len(rows.own) + len(labelled),
@@ -167,6 +175,12 @@ def train_model(
         "failure_prior": model.failure_prior,
         "failure_prior_source": model.failure_prior_source,
         "failure_prior_rows": model.failure_prior_rows,
+        "failure_prior_window_end": (
+            estimated.window_end.isoformat()
+            if estimated is not None and estimated.window_end is not None
+            else None
+        ),
+        "failure_prior_estimate": estimated.reason if estimated is not None else None,
         "purposes": list(model.purposes),
         "taxonomy_hash": taxonomy.content_hash() if taxonomy else None,
         "taxonomy_given": taxonomy is not None,
@@ -181,3 +195,11 @@ def train_model(
         "label_rows": label_rows,
     }
     return TrainedModel(model=model, metadata=metadata, labels=len(labelled))
+
+
+def _use_estimate(model: TextModel, estimated: EstimatedPrior | None) -> None:
+    """The audited estimate, when there is one, replaces the labels' prior (only the
+    intercept moves, from wherever the fit left it)."""
+    if estimated is not None and estimated.prior is not None:
+        prior = estimated.prior
+        model.set_failure_prior(prior.share, source=prior.source, rows=prior.rows)

@@ -80,9 +80,11 @@ class ModelSettings:
 class FailurePrior:
     share: float
     source: str
-    """Where the share came from, kept in the model's metadata: "labels" (every labelled row
-    of the organisation's own)."""
+    """Where the share came from, kept in the model's metadata: "estimate" (the metrics
+    service's audited estimate, ``services/classifier/failure_share.py``) or "labels" (every
+    labelled row of the organisation's own)."""
     rows: int
+    """The rows behind it: labelled rows, or the audited demands behind the estimate."""
 
 
 def failure_prior_of(rows: Sequence[Example], min_rows: int) -> FailurePrior | None:
