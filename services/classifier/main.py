@@ -3,6 +3,7 @@ nothing (no file, directory or database), so importing or building the app is fr
 
 from __future__ import annotations
 
+import functools
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from services.classifier.config import ClassifierSettings
 from services.classifier.context import ContextStore
 from services.classifier.db.model_versions import ModelVersions
 from services.classifier.db.repository import LabelRepository
+from services.classifier.failure_share import read_estimated_prior
 from services.classifier.handler import ClassifyDemands, Topics
 from services.classifier.judgement import Thresholds
 from services.classifier.live_model import ModelInUse, ModelKeeper
@@ -75,6 +77,11 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
         on_poll=polled,
         lease_ttl_s=settings.training_lease_s,
         import_dir=settings.model_dir,
+        failure_estimate=functools.partial(
+            read_estimated_prior,
+            settings.kafka,
+            timeout_s=settings.failure_estimate_timeout_s,
+        ),
     )
     try:
         # The fleet's current version, or trained from the seed data on a fresh database.

@@ -33,7 +33,7 @@ from shared.service.collector import YOUNG_COLLECTION_AFTER
 from shared.topics import Topic, topic_name
 from tests.services.classifier.conftest import ApiKeys, store_version
 from tests.support.apps import running
-from tests.support.factories import demand_received
+from tests.support.factories import demand_received, purpose_metrics
 from tests.support.kafka_io import publish_events, read_records
 from tests.support.waiting import wait_until
 
@@ -142,11 +142,23 @@ async def test_every_route_but_the_probes_needs_a_key(
 
 async def test_reading_the_model_needs_read_and_retraining_needs_model_write(
     classifier_settings: Callable[..., ClassifierSettings],
+    kafka_settings: KafkaSettings,
     api_keys: ApiKeys,
     examples_csv: Path,
 ) -> None:
     header = api_keys.header
-    async with running(create_app(classifier_settings(seed_examples=examples_csv))) as client:
+    # The metrics service's audited estimate, which the service reads before it trains.
+    estimate = {
+        "failure_share_estimate": 0.2,
+        "failure_share_audited": 60,
+        "failure_share_status": "validated",
+    }
+    await publish_events(
+        kafka_settings,
+        [purpose_metrics(volume=100, failure_count=20, value_count=80, **estimate)],
+    )
+    app = create_app(classifier_settings(seed_examples=examples_csv))
+    async with running(app) as client:
         live = await client.get("/v1/model", headers=header(api_keys.reader))
         assert live.status_code == 200, live.text
         # A sending system's key cannot read, nor can a reader retrain.
@@ -165,6 +177,8 @@ async def test_reading_the_model_needs_read_and_retraining_needs_model_write(
         now = await client.get("/v1/model", headers=header(api_keys.operator))
         assert now.json()["model_version"] == new_version
         assert now.json()["fleet_version"] == new_version
+        model = app.state.components.model.current.model
+        assert (model.failure_prior_source, model.failure_prior) == ("estimate", 0.2)
 
 
 async def test_a_retrain_anywhere_in_the_fleet_answers_409_elsewhere_and_reaches_all(
