@@ -18,7 +18,8 @@ from shared.events import (
 from shared.kafka.settings import KafkaSettings
 
 DLQ_SUFFIX = ".dlq"
-_DAY_MS = 24 * 60 * 60 * 1000
+_HOUR_MS = 60 * 60 * 1000
+_DAY_MS = 24 * _HOUR_MS
 
 
 class Topic(StrEnum):
@@ -114,7 +115,15 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
     # events that all count; compaction would keep one per key (docs/operations.md).
     for topic in HISTORY_TOPICS:
         add(topic, history)
-    add(Topic.PURPOSE_METRICS, compacted)
+    # The publisher rewrites every changed purpose every few seconds, and the active segment
+    # is never compacted (it rolls at 1 GB or 7 days by default): without these, a reader
+    # (the classifier's prior, failure_share.py) reads hundreds of thousands of old figures.
+    # Rolled hourly and compacted within the hour, it holds about an hour's rewrites.
+    # Applied when the topic is created; an existing topic keeps its config.
+    add(
+        Topic.PURPOSE_METRICS,
+        {**compacted, "segment.ms": str(_HOUR_MS), "max.compaction.lag.ms": str(_HOUR_MS)},
+    )
     # Few (one record per signal, ever) and each team's record of what its charts said.
     add(Topic.CAPABILITY_SIGNALS, history)
     add(Topic.CLASSIFIER_CONTEXT, compacted)

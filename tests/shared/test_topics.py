@@ -32,3 +32,11 @@ def test_every_topic_is_created_with_the_min_insync_replicas_of_the_settings() -
 def test_more_in_sync_replicas_than_replicas_is_refused() -> None:
     with pytest.raises(ValidationError, match="min_insync_replicas must not exceed"):
         KafkaSettings(replication_factor=2, min_insync_replicas=3)
+
+
+def test_purpose_metrics_rolls_and_compacts_within_the_hour() -> None:
+    # The active segment is never compacted: without a roll, every rewrite stays readable.
+    specs = {s.name: s for s in topic_specs(KafkaSettings())}
+    config = specs["purpose.metrics"].config
+    assert config["segment.ms"] == config["max.compaction.lag.ms"] == str(60 * 60 * 1000)
+    assert "segment.ms" not in specs["classifier.context"].config
