@@ -593,9 +593,11 @@ def retrain(
             help="Take the value/failure prior from the metrics service's audited failure "
             "share (purpose.metrics, on the classifier's Kafka settings, read for at most "
             "DEMANDSCOPE_CLASSIFIER_FAILURE_ESTIMATE_TIMEOUT_S) when its validated estimates "
-            "cover 90% of the volume; otherwise, or with --prior-from-labels, from the labels.",
+            "cover 90% of the value/failure demands, as the service does before it trains "
+            "(the default, so a retrain here does not switch the fleet's prior source); "
+            "otherwise, or with --prior-from-labels, from the labels.",
         ),
-    ] = False,
+    ] = True,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Train on the seed examples plus people's labels (kept in the classifier database) and

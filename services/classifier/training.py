@@ -180,6 +180,11 @@ def train_model(
             if estimated is not None and estimated.window_end is not None
             else None
         ),
+        "failure_prior_oldest_window_end": (
+            estimated.oldest_window_end.isoformat()
+            if estimated is not None and estimated.oldest_window_end is not None
+            else None
+        ),
         "failure_prior_estimate": estimated.reason if estimated is not None else None,
         "purposes": list(model.purposes),
         "taxonomy_hash": taxonomy.content_hash() if taxonomy else None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
+from services.classifier import failure_share
 from services.classifier.cli import app
 from services.classifier.db.migrate import upgrade
 from services.classifier.db.model_versions import ModelVersions
@@ -22,12 +25,14 @@ from services.classifier.db.repository import LabelRepository
 from services.classifier.failure_share import (
     estimated_prior,
     latest_by_purpose,
+    latest_values,
     read_estimated_prior,
 )
 from services.classifier.live_model import ModelKeeper
 from services.classifier.training import TrainingSources
 from shared.database.engine import create_engine
 from shared.events.purpose_metrics import PurposeMetrics
+from shared.kafka.codec import decode, encode
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name
 from tests.support.kafka_io import produce_raw, publish_events, with_own_topics
@@ -42,21 +47,25 @@ def metrics(
     estimate: float | None = None,
     audited: int = 40,
     window_end: datetime = WINDOW_END,
+    unknown: int = 0,
+    computed_at: datetime | None = None,
 ) -> PurposeMetrics:
     """A PurposeMetrics record (local builder: only the fields the prior reads matter);
-    with ``estimate``, validated."""
-    failures = round(volume * (estimate if estimate is not None else 0.5))
+    with ``estimate``, validated. ``volume`` includes the ``unknown`` demands."""
+    labelled = volume - unknown
+    failures = round(labelled * (estimate if estimate is not None else 0.5))
     return PurposeMetrics(
         purpose=purpose,
         window_start=window_end - timedelta(days=28),
         window_end=window_end,
         volume=volume,
-        value_count=volume - failures,
+        value_count=labelled - failures,
         failure_count=failures,
+        unknown_count=unknown,
         failure_share_estimate=estimate,
         failure_share_audited=audited if estimate is not None else 0,
         failure_share_status="validated" if estimate is not None else "not yet validated",
-        computed_at=window_end,
+        computed_at=computed_at or window_end,
     )
 
 
@@ -105,9 +114,7 @@ def test_nothing_to_weigh_gives_no_prior() -> None:
 
 
 @pytest.mark.parametrize(("estimate", "share"), [(0.0, 1 / 50), (1.0, 49 / 50)])
-def test_the_share_is_clamped_as_laplace_smoothing_of_the_audit(
-    estimate: float, share: float
-) -> None:
+def test_the_share_is_bounded_by_the_audited_demands(estimate: float, share: float) -> None:
     found = estimated_prior([metrics("billing", volume=500, estimate=estimate, audited=48)])
     assert found.prior is not None
     assert found.prior.share == pytest.approx(share)
@@ -124,7 +131,52 @@ def test_the_latest_record_of_a_purpose_wins() -> None:
     assert found.prior is not None
     assert found.prior.share == pytest.approx(0.4)
     assert found.window_end == WINDOW_END
-    assert estimated_prior(validated_later[::-1]).prior is None  # no longer validated
+    # The later computed_at, not the order read.
+    assert estimated_prior(validated_later[::-1]).prior == found.prior
+
+
+def test_the_greatest_computed_at_wins_whatever_the_order_read() -> None:
+    later = WINDOW_END + timedelta(hours=1)
+    newer = metrics("billing", volume=100, estimate=0.3, window_end=later)
+    older = metrics("billing", volume=100, estimate=0.7)
+    for order in ([newer, older], [older, newer]):
+        assert latest_by_purpose(order)["billing"] is newer
+        found = estimated_prior(order)
+        assert found.prior is not None
+        assert found.prior.share == pytest.approx(0.3)
+
+
+def test_windows_ended_more_than_a_window_before_the_newest_are_left_out() -> None:
+    found = estimated_prior(
+        [
+            metrics("billing", volume=900, estimate=0.2),
+            # Within a window (28 days) of the newest: counts.
+            metrics("moving", volume=100, estimate=0.6, window_end=WINDOW_END - timedelta(days=20)),
+            # A seasonal purpose last seen two months ago: another period, left out.
+            metrics(
+                "heating", volume=5000, estimate=0.9, window_end=WINDOW_END - timedelta(days=60)
+            ),
+        ]
+    )
+    assert found.prior is not None
+    assert found.prior.share == pytest.approx(0.9 * 0.2 + 0.1 * 0.6)
+    assert found.prior.rows == 80
+    assert (found.oldest_window_end, found.window_end) == (
+        WINDOW_END - timedelta(days=20),
+        WINDOW_END,
+    )
+    assert "2 of 2 purposes" in found.reason
+
+
+def test_purposes_are_weighted_by_their_value_and_failure_demands_not_unknown() -> None:
+    # billing: 1000 demands, 900 of them 'unknown'; the estimate is of the other 100.
+    billing = metrics("billing", volume=1000, unknown=900, estimate=0.2)
+    moving = metrics("moving", volume=100, estimate=0.6)
+    found = estimated_prior([billing, moving])
+    assert found.prior is not None
+    assert found.prior.share == pytest.approx(0.5 * 0.2 + 0.5 * 0.6)  # not 0.24 by volume
+    # The coverage is on the same base: billing validated alone holds half, not 91%.
+    assert estimated_prior([billing, metrics("moving", volume=100)]).prior is None
 
 
 # -- the bounded read -----------------------------------------------------------------------
@@ -161,6 +213,67 @@ async def test_an_empty_missing_or_unreadable_topic_gives_no_prior(
     unreadable = await read_estimated_prior(kafka_settings, timeout_s=10)
     assert unreadable.prior is None
     assert "could not read" in unreadable.reason
+
+
+async def test_the_greatest_computed_at_wins_on_the_topic(kafka_settings: KafkaSettings) -> None:
+    # A rebuild may write an older figure after a newer one: the same key, read later.
+    newer = metrics("billing", volume=100, estimate=0.3, computed_at=WINDOW_END)
+    older = metrics(
+        "billing", volume=100, estimate=0.7, computed_at=WINDOW_END - timedelta(minutes=5)
+    )
+    await publish_events(kafka_settings, [newer, older])
+    found = await read_estimated_prior(kafka_settings, timeout_s=10)
+    assert found.prior is not None
+    assert found.prior.share == pytest.approx(0.3)
+
+
+async def test_a_long_topic_keeps_only_the_latest_value_of_each_key(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """20,000 rewrites of 5 purposes (the active segment is never compacted): only the last
+    value of each key is kept and decoded. The rewrites before it are not even readable
+    figures, so decoding any of them would give no prior; a tombstone drops its purpose."""
+    topic = topic_name(kafka_settings, Topic.PURPOSE_METRICS)
+    purposes = ["billing", "moving", "meters", "tariffs", "closing"]
+    shares = [0.1, 0.2, 0.3, 0.4, 0.9]
+    producer = AIOKafkaProducer(**kafka_settings.client_options(), linger_ms=20)
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(topic, value=b"%d" % i, key=purposes[i % 5].encode())
+            for i in range(20_000)
+        ]
+        for purpose, share in zip(purposes, shares, strict=True):
+            record = encode(metrics(purpose, volume=100, estimate=share), topic=topic, source="t")
+            sent.append(
+                await producer.send(topic, record.value, record.key, headers=record.headers)
+            )
+        sent.append(await producer.send(topic, value=None, key=b"closing"))  # deleted
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+    values = await latest_values(kafka_settings, topic, timeout_s=60)
+    assert sorted(decode(PurposeMetrics, v).purpose for v in values) == sorted(purposes[:4])
+    found = await read_estimated_prior(kafka_settings, timeout_s=60)
+    assert found.prior is not None
+    assert found.prior.share == pytest.approx(0.25)  # the four left, equal weights
+    assert found.prior.rows == 160
+
+
+async def test_a_read_past_its_deadline_is_a_warning(
+    kafka_settings: KafkaSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    await publish_events(kafka_settings, [metrics("billing", volume=100, estimate=0.3)])
+    with caplog.at_level(logging.INFO, logger=failure_share.__name__):
+        found = await read_estimated_prior(kafka_settings, timeout_s=0.001)
+    assert found.prior is None
+    assert "could not read" in found.reason
+    warned = [
+        r for r in caplog.records if r.name == failure_share.__name__ and r.levelno >= logging.INFO
+    ]
+    assert [r.levelno for r in warned] == [logging.WARNING]
+    assert "not used" in warned[0].getMessage()
 
 
 async def test_a_broker_out_of_reach_gives_no_prior() -> None:
@@ -234,6 +347,7 @@ async def test_training_takes_the_published_estimate(
     assert first["failure_prior"] == pytest.approx(expected)
     assert first["failure_prior_rows"] == 100
     assert first["failure_prior_window_end"] == WINDOW_END.isoformat()
+    assert first["failure_prior_oldest_window_end"] == WINDOW_END.isoformat()
 
     await live.retrain("test")
     again = await prior_metadata(live)
@@ -248,7 +362,7 @@ async def test_training_falls_back_to_the_labels_without_an_estimate(
     found = await prior_metadata(live)
     assert (found["failure_prior_source"], found["failure_prior_rows"]) == ("labels", 30)
     assert found["failure_prior"] == pytest.approx(16 / 32)
-    assert "no purpose has demands" in found["failure_prior_estimate"]
+    assert "no purpose has value or failure demands" in found["failure_prior_estimate"]
 
     await publish_events(  # too little of the volume validated: still the labels
         kafka_settings,
@@ -266,7 +380,7 @@ async def test_training_goes_on_with_the_broker_out_of_reach(keeper: Keeper) -> 
     assert "could not read" in found["failure_prior_estimate"]
 
 
-def test_the_retrain_command_takes_the_estimate_when_asked(
+def test_the_retrain_command_takes_the_estimate_like_the_service(
     examples_csv: Path,
     general_corpus_csv: Path,
     labels_url: str,
@@ -286,8 +400,10 @@ def test_the_retrain_command_takes_the_estimate_when_asked(
         metadata = asyncio.run(_current_metadata(labels_url))
         return metadata["failure_prior_source"], metadata["failure_prior"]
 
+    # The default, as the service does: a retrain here keeps the fleet's prior source.
+    assert prior_source() == ("estimate", pytest.approx(0.2))
+    assert prior_source("--prior-from-labels")[0] != "estimate"
     assert prior_source("--prior-from-metrics") == ("estimate", pytest.approx(0.2))
-    assert prior_source()[0] != "estimate"  # the default: the labels' rule
 
 
 async def _current_metadata(database_url: str) -> dict[str, Any]:
