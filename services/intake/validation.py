@@ -201,6 +201,8 @@ def checked_demand(payload: Any, admission: Admission) -> DemandReceived:
     )
 
 
+# What model_validate calls, without its option handling; bound at import, so a later
+# DemandReceived.model_rebuild(force=True) would not reach it (nothing rebuilds it).
 _VALIDATE_DEMAND = DemandReceived.__pydantic_validator__.validate_python
 
 # DEMAND_IDENTIFIERS but the source, which _plain_demand asks its Admission about.

@@ -26,6 +26,8 @@ PERSONAL = [
     ("jo@example.com/4471", "email"),
     ("AB123456C", "ni_number"),
     ("GB82WEST12345698765432", "iban"),
+    # Digits of other scripts: the pre-check must search these with its Unicode patterns.
+    ("+\u0664\u0664\u0667\u0667\u0660\u0660\u0669\u0660\u0660\u0661\u0662\u0663", "phone"),
 ]
 
 OPAQUE = [
