@@ -12,7 +12,7 @@ share to small purposes; this one does not, but it is not free of bias either:
 
 - **The prior moves its own target.** Which demands the machine calls value or failure
   depends on the prior: a demand whose value/failure probability is below the unknown
-  threshold (judgement.py, 0.55) is 'unknown', outside the estimate. A low prior pushes
+  threshold (judgement.py; 0.55 by default) is 'unknown', outside the estimate. A low prior pushes
   borderline failures into that band (or to value), so the next estimate can come out lower,
   and the prior after it lower again: self-reinforcing, bounded by how many demands sit
   near the threshold, and corrected only as far as the audit sees the demands that remain.
