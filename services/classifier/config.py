@@ -125,7 +125,8 @@ class ClassifierSettings(ServiceSettings):
         ge=0,
         description="Before each training, read the metrics service's audited failure share "
         "(purpose.metrics) for at most this long: validated estimates covering 90% of the "
-        "volume set the value/failure prior; otherwise, or if the topic is missing, empty or "
+        "value and failure demands set the value/failure prior; otherwise, or if the topic "
+        "is missing, empty or "
         "unreachable, the labels' share does. 0: never read, the labels' share.",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
