@@ -31,8 +31,11 @@ from tests.support.factories import case_event, demand_labelled, demand_received
 TOPICS = Topics(classified="classified", context="context", forwarded_labels="forwarded")
 
 
-def classify_demands(engine: AsyncEngine, seed_model: TrainedModel) -> ClassifyDemands:
-    """The handler as the service wires it, on the seed model and the given label store."""
+def classify_demands(
+    engine: AsyncEngine, seed_model: TrainedModel, registry: CollectorRegistry | None = None
+) -> ClassifyDemands:
+    """The handler as the service wires it, on the seed model and the given label store
+    (its metrics in ``registry``, a new one by default)."""
     return ClassifyDemands(
         topics=TOPICS,
         source="test",
@@ -40,7 +43,7 @@ def classify_demands(engine: AsyncEngine, seed_model: TrainedModel) -> ClassifyD
         context=ContextStore(window=timedelta(days=30)),
         labels=LabelRepository(engine),
         thresholds=Thresholds(),
-        metrics=ClassifierMetrics(CollectorRegistry()),
+        metrics=ClassifierMetrics(registry or CollectorRegistry()),
     )
 
 
@@ -107,15 +110,7 @@ async def test_the_metrics_count_every_batchs_classifications_by_their_labels(
     await asyncio.to_thread(upgrade, sqlite_url)
     engine = create_engine(sqlite_url)
     registry = CollectorRegistry()
-    handler = ClassifyDemands(
-        topics=TOPICS,
-        source="test",
-        model=lambda: in_use("seed", seed_model.model),
-        context=ContextStore(window=timedelta(days=30)),
-        labels=LabelRepository(engine),
-        thresholds=Thresholds(),
-        metrics=ClassifierMetrics(registry),
-    )
+    handler = classify_demands(engine, seed_model, registry)
     texts = [
         "my bill is wrong again",
         "I want to pay by direct debit",
