@@ -34,12 +34,11 @@ The rule ("good enough"), plain on purpose, nothing fitted to any data set:
   for an interval), and they must cover at least ``MIN_VALIDATED_VOLUME`` (90%) of the
   value and failure demands. The purposes left out are assumed to fail as often as the rest;
   whatever their true share, that moves the overall figure by at most the share they hold
-  (10 points, in practice far less), while the labels' share can be tens of points off
+  (at most 10 points), while the labels' share can be tens of points off
   (0.57 raw against 0.22 true in the example of docs/services/classifier.md). Below that
   coverage the estimate says too little of the whole, and the labels' rule applies;
 - the share is clamped to ``[1/(n+2), (n+1)/(n+2)]`` for the n audited demands: a bound, not
-  smoothing (the share inside it is not moved). An estimate from n audited demands claims no
-  more certainty than n labels could, and stays strictly inside (0, 1).
+  smoothing (the share inside it is not moved), which only keeps it strictly inside (0, 1).
 
 Reading never blocks or breaks training: a missing or empty topic, a broker away, a record
 that cannot be read or the deadline passing give no prior (with the reason, logged at
