@@ -115,6 +115,21 @@ class LeaveOpen:
         monkeypatch.setattr(TransactionManager, "consumer_group_to_add", group_to_add)
 
 
+def fail_first_offsets(monkeypatch: pytest.MonkeyPatch, leave: LeaveOpen) -> None:
+    """The transaction open while ``leave`` is on fails at its offsets, as a broker restart's
+    expired batch made it fail in test_faults (LeaderNotAvailableError), and ``leave`` goes
+    off: its records were written, its abort leaves them without markers."""
+    real_send_offsets = AIOKafkaProducer.send_offsets_to_transaction
+
+    async def fail_once(producer: AIOKafkaProducer, *args: Any) -> None:
+        if leave.on:
+            leave.on = False
+            raise LeaderNotAvailableError()
+        await real_send_offsets(producer, *args)
+
+    monkeypatch.setattr(AIOKafkaProducer, "send_offsets_to_transaction", fail_once)
+
+
 class Reject(Echo):
     """Sets each demand aside (a dead letter)."""
 
@@ -183,15 +198,7 @@ async def test_an_aborted_transaction_left_without_markers_is_not_committed_with
     output = topic_name(settings, Topic.DEMAND_CLASSIFIED)
     handler = Echo(output)
     leave = LeaveOpen(monkeypatch, output, offsets=False)
-    real_send_offsets = AIOKafkaProducer.send_offsets_to_transaction
-
-    async def fail_once(producer: AIOKafkaProducer, *args: Any) -> None:
-        if leave.on:
-            leave.on = False
-            raise LeaderNotAvailableError()  # what an expired batch raised in test_faults
-        await real_send_offsets(producer, *args)
-
-    monkeypatch.setattr(AIOKafkaProducer, "send_offsets_to_transaction", fail_once)
+    fail_first_offsets(monkeypatch, leave)
     ids = [f"d{i}" for i in range(10)]
     await _produce(settings, ids)
     async with _supervised(await _service(settings, handler)):
@@ -312,15 +319,7 @@ async def test_a_failed_transaction_is_ended_by_the_next_owner_of_its_partition(
     output = topic_name(settings, Topic.DEMAND_CLASSIFIED)
     handler = Echo(output)
     leave = LeaveOpen(monkeypatch, output, offsets=False)
-    real_send_offsets = AIOKafkaProducer.send_offsets_to_transaction
-
-    async def fail_once(producer: AIOKafkaProducer, *args: Any) -> None:
-        if leave.on:
-            leave.on = False
-            raise LeaderNotAvailableError()
-        await real_send_offsets(producer, *args)
-
-    monkeypatch.setattr(AIOKafkaProducer, "send_offsets_to_transaction", fail_once)
+    fail_first_offsets(monkeypatch, leave)
     group = f"left-open-{uuid.uuid4().hex[:10]}"
     ids = [f"d{i}" for i in range(10)]
     await _produce(settings, ids)
