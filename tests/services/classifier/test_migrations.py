@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import insert
 
 from services.classifier.db import model_tables  # noqa: F401  (its tables join the metadata)
@@ -18,23 +16,13 @@ from services.classifier.db.repository import LabelRepository
 from services.classifier.db.tables import ClassifierBase, LabelRow
 from shared.database.engine import create_engine
 from shared.database.migrations import alembic_config
+from tests.support.migrations import schema_differences
 
 BEFORE_REASON = "classifier_0004_text_customer"
 
 
 async def _differences(database_url: str) -> list[Any]:
-    """What autogenerate finds different from the declared tables."""
-    engine = create_engine(database_url)
-
-    def read(connection: Any) -> list[Any]:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        return list(compare_metadata(context, ClassifierBase.metadata))
-
-    try:
-        async with engine.connect() as connection:
-            return await connection.run_sync(read)
-    finally:
-        await engine.dispose()
+    return await schema_differences(database_url, ClassifierBase.metadata, VERSION_TABLE)
 
 
 async def test_a_label_stored_before_reasons_were_kept_reads_back_with_none(
