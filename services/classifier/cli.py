@@ -32,6 +32,7 @@ from services.classifier.rules import RuleSet
 from services.classifier.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 from services.classifier.training import (
     TrainingSources,
+    failure_prior_metadata,
     general_rows,
     split_sources,
     train_model,
@@ -321,9 +322,7 @@ def train(
             "skipped_rows": loaded.skipped_empty_text + unused,
             "general_rows": len(rows.general),
             "label_counts": model.label_counts,
-            "failure_prior": model.failure_prior,
-            "failure_prior_source": model.failure_prior_source,
-            "failure_prior_rows": model.failure_prior_rows,
+            **failure_prior_metadata(model),
             "purposes": list(model.purposes),
             "taxonomy_hash": chosen.content_hash() if known else None,
             "taxonomy_given": known is not None,

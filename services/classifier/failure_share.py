@@ -207,14 +207,13 @@ async def read_estimated_prior(
         # A record that cannot be read leaves its purpose's figures unknown, and a part of
         # the volume unknown: no prior from an incomplete set.
         metrics = [decode(PurposeMetrics, value) for value in values]
-    except ReadToEndTimeout as error:
-        result = EstimatedPrior(None, f"could not read {topic} in {timeout_s}s: {error}")
-        log.warning("failure prior: the metrics service's estimate not used (%s)", result.reason)
-        return result
     except Exception as error:  # whatever it is, training goes on with the labels
-        result = EstimatedPrior(None, f"could not read {topic}: {error!r}")
-        log.warning("failure prior: the metrics service's estimate not used (%s)", result.reason)
-        return result
+        if isinstance(error, ReadToEndTimeout):
+            reason = f"could not read {topic} in {timeout_s}s: {error}"
+        else:
+            reason = f"could not read {topic}: {error!r}"
+        log.warning("failure prior: the metrics service's estimate not used (%s)", reason)
+        return EstimatedPrior(None, reason)
     result = estimated_prior(metrics, min_validated_volume=min_validated_volume)
     if result.prior is None:
         log.info("failure prior: not from the metrics service's estimate (%s)", result.reason)

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -172,20 +173,7 @@ def train_model(
         "label_weight": sources.label_weight,
         "general_rows": len(rows.general),
         "label_counts": model.label_counts,
-        "failure_prior": model.failure_prior,
-        "failure_prior_source": model.failure_prior_source,
-        "failure_prior_rows": model.failure_prior_rows,
-        "failure_prior_window_end": (
-            estimated.window_end.isoformat()
-            if estimated is not None and estimated.window_end is not None
-            else None
-        ),
-        "failure_prior_oldest_window_end": (
-            estimated.oldest_window_end.isoformat()
-            if estimated is not None and estimated.oldest_window_end is not None
-            else None
-        ),
-        "failure_prior_estimate": estimated.reason if estimated is not None else None,
+        **failure_prior_metadata(model, estimated),
         "purposes": list(model.purposes),
         "taxonomy_hash": taxonomy.content_hash() if taxonomy else None,
         "taxonomy_given": taxonomy is not None,
@@ -208,3 +196,24 @@ def _use_estimate(model: TextModel, estimated: EstimatedPrior | None) -> None:
     if estimated is not None and estimated.prior is not None:
         prior = estimated.prior
         model.set_failure_prior(prior.share, source=prior.source, rows=prior.rows)
+
+
+def failure_prior_metadata(
+    model: TextModel, estimated: EstimatedPrior | None = None
+) -> dict[str, Any]:
+    """What set ``model``'s value/failure prior, for its metadata; ``estimated``: the
+    metrics service's estimate as read before training (None: not read)."""
+
+    def moment(at: datetime | None) -> str | None:
+        return at.isoformat() if at is not None else None
+
+    return {
+        "failure_prior": model.failure_prior,
+        "failure_prior_source": model.failure_prior_source,
+        "failure_prior_rows": model.failure_prior_rows,
+        "failure_prior_window_end": moment(estimated.window_end if estimated else None),
+        "failure_prior_oldest_window_end": moment(
+            estimated.oldest_window_end if estimated else None
+        ),
+        "failure_prior_estimate": estimated.reason if estimated is not None else None,
+    }
