@@ -71,8 +71,8 @@ def personal_data_kind(value: str) -> str | None:
 
 # Their ASCII twins, for the values that are ASCII (most ids): the same matches there, each
 # \d a table look-up rather than a Unicode database call (redaction.ascii_twin).
-_ASCII_CHECKS = tuple(map(ascii_twin, (_IBAN_START, _SIX_CLOSE, _RUN_OR_NI)))
 _UNICODE_CHECKS = (_IBAN_START, _SIX_CLOSE, _RUN_OR_NI)
+_ASCII_CHECKS = tuple(map(ascii_twin, _UNICODE_CHECKS))
 
 
 def _could_be_personal(value: str) -> bool:
