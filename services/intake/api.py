@@ -123,7 +123,7 @@ async def post_demand_batch(request: Request, components: Components, key: Event
     positions: list[int] = []
     first_position: dict[str, int] = {}
     repeats: list[tuple[int, int]] = []
-    metrics.child(metrics.received, "demand", key.source).inc(len(items))
+    metrics.received.labels("demand", key.source).inc(len(items))
     for index, item in enumerate(items):
         try:
             if item.problems:  # its envelope was refused
@@ -216,7 +216,7 @@ async def _single(
     service, settings, metrics = components.service, components.settings, components.metrics
     body = await _read(request, metrics, kind, key.source)
     item = _decoded(lambda: _single_item(request, body, kind), components, key.source)
-    metrics.child(metrics.received, kind, key.source).inc()
+    metrics.received.labels(kind, key.source).inc()
     try:
         event = admit(item.payload, _admission(key, settings, components.redactor))
     except InvalidEvent as error:

@@ -20,4 +20,4 @@ def observe_request(scope: Scope, status: int, seconds: float) -> None:
     if isinstance(components, IntakeComponents):
         template = getattr(scope.get("route"), "path", _UNMATCHED)
         metrics = components.metrics
-        metrics.child(metrics.request_seconds, template, str(status)).observe(seconds)
+        metrics.request_seconds.labels(template, str(status)).observe(seconds)
