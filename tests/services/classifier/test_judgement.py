@@ -1,3 +1,4 @@
+import random
 from datetime import UTC, datetime, timedelta
 
 from services.classifier.judgement import (
@@ -216,3 +217,53 @@ def test_an_unsure_demand_type_is_unknown() -> None:
     assert judgement.demand_type is DemandType.UNKNOWN
     assert judgement.failure_kind is None
     assert judgement.needs_review
+
+
+def test_the_first_words_check_never_changes_what_a_rule_set_matches() -> None:
+    # The check before the patterns (any phrase's first word anywhere in the text) may only
+    # skip texts no pattern matches: held to every pattern searched, on phrases whose first
+    # words carry regex metacharacters and texts where they sit mid-text, inside other
+    # words, in capitals or after a curly apostrophe.
+    rules = RuleSet(
+        [
+            Rule(when_any=("c++ help", "a.b plan", "1+1 deal"), purpose="odd words"),
+            Rule(when_any=("(urgent) gas", "gas leak"), purpose="gas"),
+            Rule(when_any=("can't pay", "bailiff"), demand_type=DemandType.FAILURE),
+        ]
+    )
+    words = [
+        "c++",
+        "help",
+        "a.b",
+        "axb",
+        "plan",
+        "(urgent)",
+        "urgent",
+        "gas",
+        "leak",
+        "gasleak",
+        "1+1",
+        "deal",
+        "can't",
+        "can\u2019t",
+        "pay",
+        "bailiff",
+        "BAILIFF",
+        "x",
+        "the",
+    ]
+    rng = random.Random(7)
+
+    def every_pattern(text: str) -> str | None:
+        lowered = text.lower().replace("\u2019", "'")
+        for compiled in rules._rules:
+            for phrase, pattern in compiled.patterns:
+                if pattern.search(lowered):
+                    return phrase
+        return None
+
+    texts = ["1+1 deal", "the 1+1 deal", "axb plan", "(urgent) gas", "x c++ help"]
+    texts += [" ".join(rng.choices(words, k=rng.randint(1, 6))) for _ in range(3_000)]
+    found = [(match.phrase if (match := rules.match(t)) else None) for t in texts]
+    assert found == [every_pattern(t) for t in texts]
+    assert sum(phrase is not None for phrase in found) > 1_000  # most texts do match
