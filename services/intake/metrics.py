@@ -8,25 +8,19 @@ route template and the status code. Never an event id, a customer or a case.
 
 from __future__ import annotations
 
-import os
+import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import INF, floatToGoString
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-# prometheus_client writes each series' _created sample unless this is set (its own rule).
-_USE_CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in (
-    "true",
-    "1",
-    "t",
-)
 
 NO_CHANNEL = "none"
 UNKNOWN_SOURCE = "unknown"  # before the key is known (a 401)
@@ -83,10 +77,16 @@ class _LoopMetric(Collector, Generic[C]):
 
     prometheus_client's Counter and Histogram take a lock and go through three or four
     Python calls a sample (validation, the observable check, the value's lock): six of
-    them cost a single request ~6% of its instructions (callgrind). Intake counts on its
-    event loop's thread only, so a series here is a number it adds to, and the registry
-    reads the numbers when it is scraped: always current, nothing deferred. The
-    exposition is prometheus_client's own, sample for sample (test_loop_metrics).
+    them cost a single request ~4% of its instructions in process (callgrind), ~1-2 µs of
+    the ~165-185 µs of CPU a request takes end to end. Intake counts on its event loop's
+    thread only, so a series here is a number it adds to, and the registry reads the
+    numbers when it is scraped: always current, nothing deferred. The exposition is
+    prometheus_client's own, sample for sample (test_loop_metrics); multiprocess mode and
+    exemplars are not supported.
+
+    Only the thread that made the metric may add to it (an increment elsewhere could be
+    lost against the loop's). Making a new series checks that and raises; a series
+    already made is not checked (that is the hot path).
     """
 
     kind = ""
@@ -98,14 +98,29 @@ class _LoopMetric(Collector, Generic[C]):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._children: dict[tuple[str, ...], C] = {}
+        self._thread = threading.get_ident()
         registry.register(self)
 
     def labels(self, *values: str) -> C:
         """The series of these label values (made on first use), as ``labels()`` gives."""
         child = self._children.get(values)
         if child is None:
-            if len(values) != len(self.labelnames):
-                raise ValueError(f"{self.name}: expected {len(self.labelnames)} label values")
+            child = self._new_series(values)
+        return child
+
+    def _new_series(self, values: tuple[str, ...]) -> C:
+        # Off the hot path: each value as its text, as prometheus_client's labels() keeps
+        # it (a value kept as passed, an int say, would fail every later scrape).
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected {len(self.labelnames)} label values")
+        values = tuple(str(value) for value in values)
+        child = self._children.get(values)
+        if child is None:
+            if threading.get_ident() != self._thread:
+                raise RuntimeError(
+                    f"{self.name}: a loop metric is written only on the thread that made it "
+                    "(intake's event loop), never from a def endpoint or a to_thread callback"
+                )
             child = self._children[values] = self._new_child()
         return child
 
@@ -117,11 +132,19 @@ class _LoopMetric(Collector, Generic[C]):
 
     def collect(self) -> Iterator[Metric]:
         family = Metric(self.name, self.documentation, self.kind)
+        # prometheus_client's own switch, read at each scrape as its metrics do: set from
+        # PROMETHEUS_DISABLE_CREATED_SERIES at its import, then by disable_created_metrics()
+        # and enable_created_metrics() (a library without it: the samples, as before it had
+        # the switch; test_loop_metrics would say so).
+        created = bool(getattr(prometheus_metrics, "_use_created", True))
         for values, child in list(self._children.items()):
-            self._add_samples(family, dict(zip(self.labelnames, values, strict=True)), child)
+            labels = dict(zip(self.labelnames, values, strict=True))
+            self._add_samples(family, labels, child, created=created)
         yield family
 
-    def _add_samples(self, family: Metric, labels: dict[str, str], child: C) -> None:
+    def _add_samples(
+        self, family: Metric, labels: dict[str, str], child: C, *, created: bool
+    ) -> None:
         raise NotImplementedError
 
 
@@ -139,9 +162,11 @@ class LoopCounter(_LoopMetric[CountChild]):
     def _new_child(self) -> CountChild:
         return CountChild()
 
-    def _add_samples(self, family: Metric, labels: dict[str, str], child: CountChild) -> None:
+    def _add_samples(
+        self, family: Metric, labels: dict[str, str], child: CountChild, *, created: bool
+    ) -> None:
         family.add_sample(f"{self.name}_total", labels, child.value)
-        if _USE_CREATED:
+        if created:
             family.add_sample(f"{self.name}_created", labels, child.created)
 
 
@@ -160,10 +185,15 @@ class LoopHistogram(_LoopMetric[ObserveChild]):
         *,
         buckets: Sequence[float],
     ) -> None:
+        # prometheus_client's rules: sorted, +Inf added, then at least two bounds.
         bounds = [float(bound) for bound in buckets]
-        if bounds != sorted(bounds) or len(bounds) < 1:
-            raise ValueError("buckets must be sorted")
-        self.bounds = bounds if bounds[-1] == INF else [*bounds, INF]
+        if bounds != sorted(bounds):
+            raise ValueError("Buckets not in sorted order")
+        if bounds and bounds[-1] != INF:
+            bounds.append(INF)
+        if len(bounds) < 2:
+            raise ValueError("Must have at least two buckets")
+        self.bounds = bounds
         # Each bound's "le" text, as prometheus_client writes it.
         self._le = [str(floatToGoString(bound)) for bound in self.bounds]  # type: ignore[no-untyped-call]
         super().__init__(name, documentation, labelnames, registry)
@@ -177,7 +207,9 @@ class LoopHistogram(_LoopMetric[ObserveChild]):
     def _new_child(self) -> ObserveChild:
         return ObserveChild(self.bounds)
 
-    def _add_samples(self, family: Metric, labels: dict[str, str], child: ObserveChild) -> None:
+    def _add_samples(
+        self, family: Metric, labels: dict[str, str], child: ObserveChild, *, created: bool
+    ) -> None:
         total = 0.0
         for le, count in zip(self._le, child.counts, strict=True):
             total += count
@@ -185,11 +217,16 @@ class LoopHistogram(_LoopMetric[ObserveChild]):
         family.add_sample(f"{self.name}_count", labels, total)
         if self.bounds[0] >= 0:
             family.add_sample(f"{self.name}_sum", labels, child.sum)
-        if _USE_CREATED:
+        if created:
             family.add_sample(f"{self.name}_created", labels, child.created)
 
 
 class IntakeMetrics:
+    """Intake's instruments. The hot ones are ``LoopCounter``/``LoopHistogram`` (call
+    ``.labels(...)`` as on prometheus_client's): written only on the event loop's thread,
+    the one that built them, so a ``def`` endpoint or a ``to_thread`` callback must not
+    touch them (a new series made off that thread raises RuntimeError)."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.received = LoopCounter(
             "demandscope_intake_events_received_total",
@@ -248,9 +285,3 @@ class IntakeMetrics:
             registry,
             buckets=_LATENCY_BUCKETS,
         )
-
-    def child(self, metric: _LoopMetric[C], *values: str) -> C:
-        """``metric.labels(*values)``: each series is kept by its metric, looked up in one
-        dict (prometheus_client's labels() checked and joined its values under a lock every
-        call, ~1 µs, five times a single request, measured)."""
-        return metric.labels(*values)
