@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -557,39 +558,82 @@ def stored_state(db: SyncDb, customers: Sequence[Customer]) -> StoredState:
     return StoredState(histories, received, facts, cases, occurred)
 
 
-# The row readers below and tail_state's and closing_state's StoredCase build their
+# The row readers below (_case_event_of, _demand_of, _read_stored_cases) build their
 # dataclasses by position, in the fields' order: a class called with keywords goes through
 # type_call, which makes a dict of them a call and matches it back to the parameters (~0.65
-# against ~0.35 µs for a DemandFact), several times an event on the live path. Field order:
-# DemandFact (demand_id, customer_ref, occurred_at, channel, team, case_ref, purpose,
-# demand_type, failure_kind, caused_by_kind, caused_by_ref), CaseEventFact (event_id,
-# case_ref, customer_ref, type, occurred_at, purpose), StoredCase (case_id, case_ref,
-# purpose, status, contacts, failure_contacts, channels, last_activity_at); test_row_readers
-# compares them with the keyword forms.
+# against ~0.35 µs for a DemandFact), several times an event on the live path. Each argument
+# names its field in a comment; test_row_readers holds each reader equal to the keyword form
+# and pins the field order of every class built by position (test_positional_field_order).
 
 
 def _case_event_of(row: Sequence[Any], read_time: Callable[[Any], datetime]) -> CaseEventFact:
     """A case event as stitched, from a row of _CASE_EVENTS's columns."""
     # By position (see above).
-    return CaseEventFact(row[2], row[3], row[1], row[4], read_time(row[5]), row[6])
+    return CaseEventFact(
+        row[2],  # event_id
+        row[3],  # case_ref
+        row[1],  # customer_ref
+        row[4],  # type
+        read_time(row[5]),  # occurred_at
+        row[6],  # purpose
+    )
 
 
 def _demand_of(row: Sequence[Any], read_time: Callable[[Any], datetime]) -> DemandFact:
     """A demand as stitched, from a row that starts with _DEMAND_READ's columns."""
     # By position (see above _case_event_of); labelled left False.
     return DemandFact(
-        row[2],
-        row[1],
-        read_time(row[3]),
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-        row[9],
-        row[10],
-        row[11],
+        row[2],  # demand_id
+        row[1],  # customer_ref
+        read_time(row[3]),  # occurred_at
+        row[4],  # channel
+        row[5],  # team
+        row[6],  # case_ref
+        row[7],  # purpose
+        row[8],  # demand_type
+        row[9],  # failure_kind
+        row[10],  # caused_by_kind
+        row[11],  # caused_by_ref
     )
+
+
+def _stored_case_at(columns: Sequence[str]) -> tuple[int, ...]:
+    """Where each of StoredCase's fields is, in field order, in a row of ``columns``."""
+    return tuple(columns.index(f.name) for f in dataclass_fields(StoredCase))
+
+
+def _read_stored_cases(
+    rows: Iterable[Sequence[Any]],
+    at: tuple[int, ...],
+    read_time: Callable[[Any], datetime],
+    cases: dict[Customer, list[StoredCase]],
+    whole: dict[tuple[str, str, str], tuple[Any, ...]] | None = None,
+) -> None:
+    """Each stored case of ``rows`` (source and customer_ref first, the rest where ``at``
+    places them: _stored_case_at) added to its customer's in ``cases``, as stitch_tail
+    takes it, and its whole row to ``whole`` by key if given: tail_state's and
+    closing_state's reads. The loop is here, not a call a row, to keep the row's cost."""
+    case_id, case_ref, purpose, status, contacts, failures, channels, last = at
+    for row in rows:
+        if whole is not None:
+            whole[(row[0], row[1], row[2])] = tuple(row)
+        # By position (see above _case_event_of).
+        cases[(row[0], row[1])].append(
+            StoredCase(
+                row[case_id],  # case_id
+                row[case_ref],  # case_ref
+                row[purpose],  # purpose
+                row[status],  # status
+                row[contacts],  # contacts
+                row[failures],  # failure_contacts
+                tuple(row[channels].split(",")) if row[channels] else (),  # channels
+                read_time(row[last]),  # last_activity_at
+            )
+        )
+
+
+# Where _read_stored_cases finds StoredCase's fields in a row of _CASES (closing_state's read).
+_CASES_STORED_AT = _stored_case_at(_CASE_COLUMNS)
 
 
 def replace_derived(
@@ -828,11 +872,24 @@ _FRESH_POSTGRESQL = (
     "CREATE TEMP TABLE IF NOT EXISTS fresh_demands (source text NOT NULL, "
     "demand_id text NOT NULL, PRIMARY KEY (source, demand_id)) ON COMMIT DELETE ROWS"
 )
+_TAIL_CASE_COLUMNS = (
+    "source",
+    "customer_ref",
+    "case_id",
+    "case_ref",
+    "purpose",
+    "status",
+    "contacts",
+    "failure_contacts",
+    "channels",
+    "last_activity_at",
+)
 _TAIL_CASES = (
-    "SELECT c.source, c.customer_ref, c.case_id, c.case_ref, c.purpose, c.status, "
-    "c.contacts, c.failure_contacts, c.channels, c.last_activity_at "
+    f"SELECT {', '.join(f'c.{c}' for c in _TAIL_CASE_COLUMNS)} "
     f"{_FROM_TOUCHED.format('c', 'cases')} WHERE {_OF_TOUCHED.format('c')}"
 )
+# Where _read_stored_cases finds StoredCase's fields in a row of _TAIL_CASES.
+_TAIL_STORED_AT = _stored_case_at(_TAIL_CASE_COLUMNS)
 # The batch's demands as stored, each with whether a label names it (by its source, or an
 # old label by its id alone: either may apply; a label can come before its demand), and the
 # case of its cause if that is a stored demand of the customer's. One
@@ -882,20 +939,7 @@ def tail_state(db: SyncDb, fresh: Mapping[Customer, Sequence[DemandKey]]) -> Tai
     db.insert_rows("fresh_demands", ("source", "demand_id"), sorted(owner))
     read_time = db.read_time
     cases: dict[Customer, list[StoredCase]] = {customer: [] for customer in customers}
-    for row in db.rows(_TAIL_CASES):
-        cases[(row[0], row[1])].append(
-            # By position (see above _case_event_of).
-            StoredCase(
-                row[2],
-                row[3],
-                row[4],
-                row[5],
-                row[6],
-                row[7],
-                tuple(row[8].split(",")) if row[8] else (),
-                read_time(row[9]),
-            )
-        )
+    _read_stored_cases(db.rows(_TAIL_CASES), _TAIL_STORED_AT, read_time, cases)
     demands: dict[Customer, list[DemandFact]] = {customer: [] for customer in customers}
     cause_cases: dict[Customer, dict[str, str]] = {}
     received: dict[DemandKey, Received] = {}
@@ -997,24 +1041,9 @@ def closing_state(db: SyncDb, closing: Mapping[Customer, Sequence[DemandKey]]) -
     customers = sorted(closing)
     touch_customers(db, customers, lock=False)
     read_time = db.read_time
-    at = {c: _CASE_COLUMNS.index(c) for c in ("status", "contacts", "channels")}
     rows: dict[tuple[str, str, str], tuple[Any, ...]] = {}
     cases: dict[Customer, list[StoredCase]] = {customer: [] for customer in customers}
-    for row in db.rows(_CASES):
-        rows[(row[0], row[1], row[2])] = tuple(row)
-        cases[(row[0], row[1])].append(
-            # By position (see above _case_event_of).
-            StoredCase(
-                row[2],
-                row[3],
-                row[4],
-                row[at["status"]],
-                row[at["contacts"]],
-                row[12],
-                tuple(row[at["channels"]].split(",")) if row[at["channels"]] else (),
-                read_time(row[17]),
-            )
-        )
+    _read_stored_cases(db.rows(_CASES), _CASES_STORED_AT, read_time, cases, rows)
     wanted = {key: customer for customer, keys in closing.items() for key in keys}
     events: dict[Customer, CaseEventFact] = {}
     found: Counter[Customer] = Counter()
