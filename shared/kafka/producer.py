@@ -463,7 +463,21 @@ class _Deadlines:
     answer, so deadlines come in the order answers are watched, and a FIFO holds them.
     The timer is set again when it fires, never early (a deadline not yet reached sets it
     again); answered entries leave the front as new ones are watched. An answer a caller
-    stopped waiting for (cancelled) is done, and left as it is."""
+    stopped waiting for (cancelled) is done, and left as it is.
+
+    The rule that keeps it correct: every unanswered entry always has a timer due at or
+    before its own deadline. While any entry is queued a timer is set, due at or before
+    the front's deadline (watch() may pop done entries from the front, leaving it earlier),
+    and deadlines never decrease along the queue (one loop's monotonic clock, and
+    timeout_s not changed after the first watch), so it is due no later than any of them.
+    _expire pops only done or expired entries and sets the timer for the first entry it
+    stops at. A done entry (answered or cancelled) only needs passing over, wherever it
+    is: its caller was answered or stopped waiting, so nothing may be set on it.
+
+    The one difference from the asyncio.timeout scope it replaces: an expired answer gets
+    TimeoutError set on it instead of being cancelled by the scope. The caller sees a
+    TimeoutError (so BrokerUnavailable) either way, and either way the record may still be
+    sent: the gathered batch is not withdrawn, only its answer is no longer awaited."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
@@ -473,7 +487,11 @@ class _Deadlines:
 
     def watch(self, answer: asyncio.Future[None]) -> None:
         loop = answer.get_loop()
-        if loop is not self._loop:  # another loop (a test's): nothing of the last one holds
+        # One loop at a time (assumed, not checked): the producer (aiokafka's) is bound to
+        # the loop it started on, so answers from a new loop mean the old one is done with
+        # it (in tests, one loop after another). Its entries are dropped, not failed:
+        # nothing on a stopped loop resumes to read them, and its timer would never fire.
+        if loop is not self._loop:
             if self._timer is not None:
                 self._timer.cancel()
             self._watched.clear()
