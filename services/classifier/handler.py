@@ -350,7 +350,8 @@ class ClassifyDemands:
 # What DemandClassified(...) validates, called directly: the same validation and the same
 # event (fields set, bytes), without BaseModel.__init__'s wrapper around it (3.6-4.1 ->
 # 2.3 µs a demand, measured). Bound at import, so a later DemandClassified.model_rebuild
-# would not reach it (nothing rebuilds it).
+# would not reach it (nothing rebuilds it; test_handler checks, and holds it to the
+# constructor).
 _VALIDATE_CLASSIFIED = DemandClassified.__pydantic_validator__.validate_python
 
 

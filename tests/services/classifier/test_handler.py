@@ -5,25 +5,26 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.classifier.context import ContextStore
 from services.classifier.db.migrate import upgrade
 from services.classifier.db.repository import LabelRepository
-from services.classifier.handler import ClassifyDemands, Topics
+from services.classifier.handler import _VALIDATE_CLASSIFIED, ClassifyDemands, Topics
 from services.classifier.judgement import Thresholds
 from services.classifier.live_model import in_use
 from services.classifier.metrics import ClassifierMetrics
 from services.classifier.training import TrainedModel
 from shared.database.engine import create_engine
-from shared.events import DemandClassified
+from shared.events import CausedBy, ClassificationMethod, DemandClassified, DemandType
 from shared.kafka.codec import decode
 from shared.kafka.consumer import Inbound, RetryableError
 from tests.support.factories import case_event, demand_labelled, demand_received
@@ -157,3 +158,77 @@ async def test_the_metrics_count_every_batchs_classifications_by_their_labels(
     assert len(by_labels) > 1
     assert review["true"]
     assert review["false"]
+
+
+def _classified_fields(**changes: Any) -> dict[str, Any]:
+    """The keywords the handler passes its validator, every field given (as it does)."""
+    fields: dict[str, Any] = {
+        "demand": demand_received(id="d-1", customer_ref="C-1"),
+        "demand_type": DemandType.FAILURE,
+        "failure_kind": "progress_chasing",
+        "purpose": "billing",
+        "confidence": 0.75,
+        "method": ClassificationMethod.MODEL,
+        "model_version": "seed",
+        "needs_review": False,
+        "caused_by": CausedBy(kind="demand", ref="d-0", source="web"),
+        "classified_at": datetime(2026, 11, 27, 12, 0, tzinfo=UTC),
+    }
+    return fields | changes
+
+
+def test_the_handlers_validator_makes_what_the_constructor_makes() -> None:
+    # The handler builds DemandClassified through its validator (_VALIDATE_CLASSIFIED), not
+    # DemandClassified(...): the same event, fields set and bytes, and the same errors.
+    # (bound methods are equal when bound to the same object)
+    assert DemandClassified.__pydantic_validator__.validate_python == _VALIDATE_CLASSIFIED, (
+        "DemandClassified was rebuilt (model_rebuild) after the handler bound its validator "
+        "at import: _VALIDATE_CLASSIFIED is the old one; build the event with "
+        "DemandClassified(...) there, or bind the validator after the rebuild"
+    )
+    for fields in (
+        _classified_fields(),
+        _classified_fields(failure_kind=None, caused_by=None, demand_type=DemandType.VALUE),
+        _classified_fields(confidence=1, method="rule", demand_type="unknown"),  # coerced
+    ):
+        made = DemandClassified(**fields)
+        validated = _VALIDATE_CLASSIFIED(dict(fields))
+        assert type(validated) is DemandClassified
+        assert validated == made
+        assert validated.model_fields_set == made.model_fields_set
+        assert validated.model_dump_json() == made.model_dump_json()
+        assert DemandClassified.__pydantic_serializer__.to_json(
+            validated
+        ) == DemandClassified.__pydantic_serializer__.to_json(made)
+    for bad in (
+        _classified_fields(confidence=1.5),
+        _classified_fields(confidence="high"),
+        _classified_fields(purpose="Not A Slug!"),
+        _classified_fields(unexpected=1),
+        {k: v for k, v in _classified_fields().items() if k != "classified_at"},
+    ):
+        with pytest.raises(ValidationError) as by_constructor:
+            DemandClassified(**bad)
+        with pytest.raises(ValidationError) as by_validator:
+            _VALIDATE_CLASSIFIED(dict(bad))
+        assert by_validator.value.errors() == by_constructor.value.errors()
+        assert str(by_validator.value) == str(by_constructor.value)
+
+
+def test_the_validator_calls_a_custom_init_as_the_constructor_does() -> None:
+    # Why the shortcut is safe even for a model with its own __init__: pydantic's validator
+    # calls it (once), as the constructor does. A pydantic that stopped would fail here.
+    calls: list[list[str]] = []
+
+    class WithInit(DemandClassified):
+        def __init__(self, **data: Any) -> None:
+            calls.append(sorted(data))
+            super().__init__(**data)
+
+    fields = _classified_fields()
+    made = WithInit(**fields)
+    validated = WithInit.__pydantic_validator__.validate_python(dict(fields))
+    assert calls == [sorted(fields)] * 2
+    assert type(validated) is WithInit
+    assert validated == made
+    assert validated.model_fields_set == made.model_fields_set
