@@ -143,13 +143,10 @@ class IntakeService:
         if len(events) == 1 and type(event := events[0]) is DemandReceived:
             # A single demand (the single route): its counters straight away, not tallied.
             (outcome,) = outcomes
+            self._increment(outcome, "demand", str(event.channel), source, 1)
             if outcome is Outcome.ACCEPTED:
-                metrics = self.metrics
-                metrics.accepted.labels("demand", str(event.channel), source).inc()
                 for redaction in event.redactions:
-                    metrics.redactions.labels(redaction).inc()
-            else:
-                self._increment(outcome, "demand", str(event.channel), source, 1)
+                    self.metrics.redactions.labels(redaction).inc()
             return
         # Tallied first, then one labelled increment per (outcome, kind, channel): a batch of
         # 500 looked its counters' labels up 500 times. Plain dicts, not Counters: a
