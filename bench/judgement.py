@@ -13,6 +13,9 @@ data only:
 - **few-shot**: 10 labelled rows per purpose of the seed set and of the council examples;
 - **the value/failure prior**: organisations where failure is rare (thinned), and the
   production case of few-shot labels plus a random audit of 100, each prior source compared;
+- **cold start where failure is rare**: no labels of the organisation (each sector's
+  leave-one-sector-out model; each data set's taxonomy alone), its rows thinned to a failure
+  share of 0.07, 0.10 and 0.25 and at its natural share, against always-majority;
 - **learning curve**: 0, 5, 10, 20, 40 labels per purpose (0: the taxonomy's examples only);
 - **full training set**: 5-fold cross-validation of the seed set and the council set;
 - **throughput**: one batch of 1,000 texts on one core.
@@ -160,8 +163,15 @@ def _binary(labels: Iterable[str | None]) -> list[int]:
 
 
 def leave_one_sector_out(
-    data: Data, settings: ModelSettings, tick: Callable[[str], None]
+    data: Data,
+    settings: ModelSettings,
+    tick: Callable[[str], None],
+    *,
+    on_model: Callable[[str, TextModel, list[Example]], None] | None = None,
 ) -> list[SectorResult]:
+    """Each corpus sector judged by the shipped recipe trained without it; ``on_model``
+    (sector, model, the sector's rows) sees each fit too, so that other measurements of
+    the same cold start need no fit of their own."""
     results = []
     for sector in data.sectors:
         tick(f"leave out {sector}")
@@ -170,6 +180,8 @@ def leave_one_sector_out(
         own = [] if energy else data.seed.rows
         model = TextModel.train(own, data.seed.taxonomy, settings=settings, general=general)
         test = [e for e in data.corpus if e.sector == sector]
+        if on_model is not None:
+            on_model(sector, model, test)
         truth = _binary(e.demand_type for e in test)
         machine = _binary(p.demand_type for p in model.predict_batch([e.text for e in test]))
         share = sum(truth) / len(truth)
@@ -319,8 +331,13 @@ class RareResult:
 def thinned(rows: Sequence[Example], share: float, rng: random.Random) -> list[Example]:
     """Every value row and as many failure rows, drawn at random, as make ``share`` failure:
     the same organisation's words with failure rarer than our corpus has it."""
-    values = [e for e in rows if e.demand_type != "failure"]
-    failures = [e for e in rows if e.demand_type == "failure"]
+    return [rows[i] for i in thinned_positions([e.demand_type for e in rows], share, rng)]
+
+
+def thinned_positions(labels: Sequence[str | None], share: float, rng: random.Random) -> list[int]:
+    """``thinned``'s rows as positions in ``labels`` (the same draws from ``rng``)."""
+    values = [i for i, label in enumerate(labels) if label != "failure"]
+    failures = [i for i, label in enumerate(labels) if label == "failure"]
     wanted = min(len(failures), round(share / (1 - share) * len(values)))
     return values + rng.sample(failures, wanted)
 
@@ -458,6 +475,138 @@ def audited_failure(data: Data, tick: Callable[[str], None]) -> list[AuditedResu
                 tick(f"few-shot + audit {share or 'own'}: {dataset.name}")
                 results.append(audited_few_shot(dataset, share, seed, general))
     return results
+
+
+# -- cold start where failure is rare ------------------------------------------------------
+
+COLD_SHARES: tuple[float | None, ...] = (0.07, 0.10, 0.25, None)  # None: the natural share
+
+
+@dataclass(frozen=True, slots=True)
+class ColdRun:
+    """One organisation at cold start (no label of its own), thinned to one failure share."""
+
+    group: str  # "corpus sectors" or the data set's name
+    organisation: str  # the sector, or the data set's name
+    aimed_share: float | None  # None: its natural share
+    seed: int | None  # the thinning's seed; None at the natural share (nothing drawn)
+    rows: int
+    true_share: float
+    predicted_share: float
+    accuracy: float
+
+    @property
+    def majority(self) -> float:
+        return max(self.true_share, 1 - self.true_share)
+
+    @property
+    def margin(self) -> float:
+        return self.accuracy - self.majority
+
+
+def cold_runs(
+    group: str,
+    organisation: str,
+    rows: Sequence[Example],
+    failure: np.ndarray,
+    adjust: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[ColdRun]:
+    """``rows`` judged by their P(failure) ``failure`` (from a model that saw none of them)
+    at each of COLD_SHARES: SEEDS thinnings each (``thinned``), the natural share once. The
+    model is the same at every share, so one prediction serves them all. ``adjust``, when
+    given, maps one thinned set's probabilities to new ones (a prior estimated on those
+    very rows, as the service could on its recent demands)."""
+    labels = [e.demand_type for e in rows]
+    runs = []
+    for share in COLD_SHARES:
+        for seed in (None,) if share is None else SEEDS:
+            positions = (
+                list(range(len(rows)))
+                if share is None or seed is None
+                else thinned_positions(labels, share, random.Random(seed))
+            )
+            truth = np.array([labels[i] == "failure" for i in positions])
+            probabilities = failure[positions] if adjust is None else adjust(failure[positions])
+            # predict_batch's argmax: "failure" sorts before "value", so a tie is failure
+            machine = probabilities >= 0.5
+            runs.append(
+                ColdRun(
+                    group,
+                    organisation,
+                    share,
+                    seed,
+                    len(positions),
+                    float(truth.mean()),
+                    float(machine.mean()),
+                    float((truth == machine).mean()),
+                )
+            )
+    return runs
+
+
+def cold_sector_runs(sector: str, model: TextModel, rows: Sequence[Example]) -> list[ColdRun]:
+    """A corpus sector at cold start, judged by its leave-one-sector-out model."""
+    return cold_runs(
+        "corpus sectors", sector, rows, model.failure_probabilities([e.text for e in rows])
+    )
+
+
+def cold_dataset_model(data: Data, dataset: Dataset) -> TextModel:
+    """A data set's organisation at cold start: its taxonomy only (no labelled row), the
+    corpus without its kind of sector."""
+    return TextModel.train(
+        [],
+        dataset.taxonomy,
+        settings=VARIANTS[DEFAULT],
+        general=data.corpus_for(dataset, same_kind=False),
+    )
+
+
+def cold_table(runs: Sequence[ColdRun]) -> list[str]:
+    lines = ["### Cold start where failure is rare: no labels of the organisation", ""]
+    say = lines.append
+    say(
+        "No labelled row of the organisation. Corpus sectors: each sector's "
+        "leave-one-sector-out model (above: the seed set as labelled rows, so its share, "
+        "about 0.54, is the prior; the energy sector's model has no own rows and the "
+        "balanced fit's 1/2); data sets: their taxonomy only, the corpus without their "
+        "kind of sector (the balanced fit's 1/2). Each tested on its rows thinned to a "
+        f"failure share by dropping failure rows at random ({len(SEEDS)} seeds; the "
+        "natural share once). Margin: accuracy minus always-majority, in points."
+    )
+    say("")
+    say(
+        "| organisations | failure share | runs | true share | always-majority "
+        "| **accuracy** | runs at least always-majority | worst margin | predicted share |"
+    )
+    say("|---|---|---|---|---|---|---|---|---|")
+    groups: dict[tuple[str, float | None], list[ColdRun]] = defaultdict(list)
+    for run in runs:
+        groups[(run.group, run.aimed_share)].append(run)
+    for (group, share), its in groups.items():
+        say(
+            f"| {group} | {'natural' if share is None else f'{share:.2f}'} | {len(its)} | "
+            f"{_f(_mean(r.true_share for r in its))} | {_f(_mean(r.majority for r in its))} | "
+            f"**{_f(_mean(r.accuracy for r in its))}** | "
+            f"{sum(r.margin >= 0 for r in its)} of {len(its)} | "
+            f"{100 * min(r.margin for r in its):+.1f} | "
+            f"{_f(_mean(r.predicted_share for r in its))} |"
+        )
+    below = [r for r in runs if r.margin < 0]
+    say("")
+    if not below:
+        say("Every run at least always-majority.")
+    else:
+        say("Runs below always-majority (accuracy / always-majority, predicted / true share):")
+        say("")
+        for r in below:
+            say(
+                f"- {r.organisation}, {'natural' if r.aimed_share is None else r.aimed_share}"
+                f"{'' if r.seed is None else f' (seed {r.seed})'}, {r.rows} rows: "
+                f"{_f(r.accuracy)} / {_f(r.majority)} ({100 * r.margin:+.1f} points), "
+                f"{_f(r.predicted_share)} / {_f(r.true_share)}"
+            )
+    return [*lines, ""]
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -611,6 +760,7 @@ def run() -> None:
         + len(datasets) * 2 * 5
         + len(RARE_SHARES) * (len(SEEDS[:2]) * len(sectors) + len(datasets) * len(SEEDS))
         + len(AUDITED_SHARES) * len(datasets) * len(SEEDS)
+        + len(datasets)
         + 2
     )
     rng = np.random.default_rng(0)
@@ -632,7 +782,17 @@ def run() -> None:
         def tick(step: str) -> None:
             bar.update(task, advance=1, description=step)
 
-        loso = {name: leave_one_sector_out(data, s, tick) for name, s in VARIANTS.items()}
+        cold: list[ColdRun] = []
+
+        def cold_sector(sector: str, model: TextModel, rows: list[Example]) -> None:
+            cold.extend(cold_sector_runs(sector, model, rows))
+
+        loso = {
+            name: leave_one_sector_out(
+                data, s, tick, on_model=cold_sector if name == DEFAULT else None
+            )
+            for name, s in VARIANTS.items()
+        }
 
         def few(dataset: Dataset, general: Sequence[Example], name: str) -> Scores:
             runs = []
@@ -672,6 +832,12 @@ def run() -> None:
                     general=data.corpus_for(d, same_kind=same_kind),
                     on_fold=fold,
                 )
+        for d in datasets:
+            tick(f"cold start: {d.name}")
+            model = cold_dataset_model(data, d)
+            cold += cold_runs(
+                d.name, d.name, d.rows, model.failure_probabilities([e.text for e in d.rows])
+            )
         rare = rare_failure(data, tick)
         audited = audited_failure(data, tick)
         tick("throughput")
@@ -820,6 +986,8 @@ def run() -> None:
     for line in rare_table(rare):
         say(line)
     for line in audited_table(audited):
+        say(line)
+    for line in cold_table(cold):
         say(line)
     say("### Throughput (one batch of 1,000 texts, one core, median of 3)")
     say()
