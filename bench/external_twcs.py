@@ -12,14 +12,18 @@ the support accounts of large, mostly US and UK, companies (2017). It is not shi
 not be committed: pass your copy's path. The file needs the TWCS columns
 (``,tweet_id,author_id,inbound,created_at,text,response_tweet_id,in_response_to_tweet_id``);
 the full ``twcs.csv`` works, and so does any prefix of it. The measurement of 2026-11-27 used
-the first 1,987 rows (index 0-1986, tweet ids up to 2,715) of the 882,543-character slice
+the first 1,987 rows (index 0-1986, about the first 335,900 of its 882,543 characters) of the slice
 ``twcs.csv`` of the ``monalisapatra26/data_visualization`` repository (commit
-``b79b6dcf2a30f84bdfdf66ff9f69f03540bfd6d6``), whose own opening rows are the Kaggle file's.
-That slice could only be read 16,000 characters at a time by hand, so the file measured is a
-transcription of those rows reduced to what this script reads: each first contact's row
-(index and ``created_at`` left empty) and, per first contact, the author of the support
-account's reply (a row with only ``author_id``, ``inbound`` False and
-``in_response_to_tweet_id``). Its SHA-256 is printed with the figures.
+``b79b6dcf2a30f84bdfdf66ff9f69f03540bfd6d6``), which starts, as the Kaggle file does, at
+tweet id 1. That slice could only be read 16,000 characters at a time, by hand, so the full
+slice was not reassembled (its SHA-256 is unknown) and the file measured is a transcription
+of those rows reduced to what this script reads: each first contact's row (index and
+``created_at`` left empty) and, per first contact answered by a support account, a row with
+only that reply's ``author_id``, ``inbound`` False and ``in_response_to_tweet_id``
+(84,620 characters, SHA-256
+``676b2d9dde4792171eb8012e5c554013ce0da0d7ba89cfd912c6eb2e2a7d7811``; the script prints the
+hash of the file it is given). On the full file the same 507 items come first, with the
+same numbers.
 
 **Items.** A customer's first contact: a row with ``inbound`` True and no
 ``in_response_to_tweet_id`` (the opening tweet of a conversation), numbered 1..N in file
@@ -28,12 +32,13 @@ outbound row answering it), else the first non-numeric @mention (matched without
 the support accounts in the file), else ``unknown``. Text as in the data (HTML entities
 such as ``&amp;`` left as they are).
 
-**Labels** (ours, no text: keyed by item, or by tweet id in ``bench/data/twcs_labels.csv``):
-two annotation passes, A and B, each blind to the other and to the model, with one written
-rubric (Vanguard definitions as ``data/general_corpus.csv`` uses them; a first fault report
-not caused by the organisation is value, a fault after the organisation's own update or
-repair, a persistent outage, chasing, a repeat, something done wrong, a complaint about the
-service are failure). Each item is ``value``, ``failure`` or ``none`` (not a demand on the
+**Labels** (ours, no text; both passes of 2026-11-27 are in ``bench/data/twcs_labels.csv``,
+keyed by tweet id): two annotation passes, A and B (two helpers of one working session, meant
+to be blind to each other and to the model; not independent people), with one written rubric
+(the Vanguard definitions as ``data/general_corpus.csv`` uses them; a first fault report not
+caused by the organisation is value; a fault after the organisation's own update or repair,
+a persistent outage, chasing, a repeat, something done wrong, a complaint about the service
+are failure). Each item is ``value``, ``failure`` or ``none`` (not a demand on the
 organisation: praise, jokes, chatter, marketing), with ``sure`` yes/no.
 
 **Measured** with the shipped classifier's value/failure head (purposes do not matter here),
