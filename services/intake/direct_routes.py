@@ -15,6 +15,14 @@ in the scope) and the error handlers (a ``ProblemError`` from a dependency or th
 is answered by the app's handler, exactly as on FastAPI's path). A route that needs more
 than the request (path, query, header or body parameters, a dependency of a dependency, one
 with ``yield``) is refused when the app is built, never served half-resolved.
+
+The direct routes are also found before the router: ``_DirectDispatch`` sits right inside
+Starlette's ``ExceptionMiddleware`` (so the same handlers answer the same errors) and ahead
+of FastAPI's ``AsyncExitStackMiddleware`` (an exit stack a request, for closing uploaded
+files, which a direct route never opens) and the router (its scope checks and its walk of
+the routes). It sets the scope as the router would (``router``, ``route`` and the route's
+child scope) and calls the same ``DirectRoute.handle``; any other request goes on to the
+router, where the direct routes stay first, as before.
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.routing import APIRoute
 from starlette._utils import get_route_path
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Match, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Endpoint = Callable[..., Awaitable[Any]]
 
@@ -80,7 +90,72 @@ def serve_directly(app: FastAPI, endpoints: Iterable[Endpoint]) -> list[DirectRo
         raise ValueError("each endpoint served directly must be the endpoint of one route")
     direct = [DirectRoute(route) for route in routes]
     app.router.routes[:0] = direct
+    _dispatch_ahead_of_the_router(app, direct)
     return direct
+
+
+class _DirectDispatch:
+    """Serves the direct routes ahead of ``app`` (FastAPI's AsyncExitStackMiddleware and the
+    router): a request they match is handled as the router would handle it, the scope set
+    alike; any other goes on to ``app``. ``routes``: the direct routes, by path."""
+
+    def __init__(self, app: ASGIApp, router: Router, routes: dict[str, list[DirectRoute]]):
+        self.app = app
+        self.router = router
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.routes.get(get_route_path(scope), ()):
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    # What Router.app does with the first route that matches in full (its
+                    # scope["route"] = route is replaced at once: the child scope names the
+                    # documented route).
+                    if "router" not in scope:
+                        scope["router"] = self.router
+                    scope.update(child_scope)
+                    await route.handle(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _dispatch_ahead_of_the_router(app: FastAPI, direct: list[DirectRoute]) -> None:
+    """Puts a ``_DirectDispatch`` between the ExceptionMiddleware and what it wraps (FastAPI's
+    AsyncExitStackMiddleware around the router) when the app builds its middleware stack.
+    The stack is checked now: an app built otherwise is refused, not served differently."""
+    routes: dict[str, list[DirectRoute]] = {}
+    for route in direct:
+        routes.setdefault(route.path, []).append(route)
+    build = app.build_middleware_stack
+
+    def build_with_dispatch() -> ASGIApp:
+        stack = build()
+        handling = _exception_middleware(stack, app.router)
+        handling.app = _DirectDispatch(handling.app, app.router, routes)
+        return stack
+
+    _exception_middleware(build(), app.router)  # the stack's shape, checked once here
+    # The app's own method, wrapped for this app only (Starlette calls it once, lazily).
+    app.build_middleware_stack = build_with_dispatch  # type: ignore[method-assign]
+
+
+def _exception_middleware(stack: ASGIApp, router: Router) -> ExceptionMiddleware:
+    """The ExceptionMiddleware of a built stack, which must wrap AsyncExitStackMiddleware
+    around ``router`` (with no middleware of its own): what the dispatch skips for a direct
+    route, and nothing else."""
+    layer: Any = stack
+    while layer is not None and not isinstance(layer, ExceptionMiddleware):
+        layer = getattr(layer, "app", None)
+    inner = getattr(layer, "app", None)
+    if (
+        not isinstance(layer, ExceptionMiddleware)
+        or not isinstance(inner, AsyncExitStackMiddleware)
+        or inner.app is not router
+        or router.middleware_stack != router.app
+    ):
+        raise ValueError("the direct routes need FastAPI's middleware stack as it was built")
+    return layer
 
 
 def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:

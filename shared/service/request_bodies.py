@@ -50,14 +50,14 @@ class BodyLimit:
         timeout_s: float,
         observe: RequestObserver | None = None,
     ) -> None:
-        self._app = app
+        self.app = app  # named as Starlette's middleware name the app they wrap
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
         self._observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self._app(scope, receive, send)
+            await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         limit, timeout_s = self._max_bytes, self._timeout_s
@@ -114,7 +114,7 @@ class BodyLimit:
             await send(message)
 
         try:
-            await self._app(scope, bounded_receive, noting_send)
+            await self.app(scope, bounded_receive, noting_send)
         finally:
             if self._observe is not None:
                 self._observe(scope, status, time.perf_counter() - started)

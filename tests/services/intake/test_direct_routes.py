@@ -11,12 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.responses import JSONResponse
-from starlette.types import Receive, Scope, Send
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.intake.api import post_demand, post_demand_batch
 from services.intake.config import IntakeSettings
-from services.intake.direct_routes import DirectRoute, api_routes, serve_directly
+from services.intake.direct_routes import DirectRoute, _DirectDispatch, api_routes, serve_directly
 from services.intake.main import create_app
 from shared.auth.dependencies import scope_required_by
 from shared.auth.keys import Scope as KeyScope
@@ -73,6 +75,79 @@ def test_a_route_that_needs_more_than_the_request_is_not_served_directly() -> No
         serve_directly(app, [needs_nothing_else])
     [route] = serve_directly(app, [plain])
     assert route.dependencies == (("dependency", needs_nothing_else, "request"),)
+
+
+# --- dispatched ahead of the router ----------------------------------------------------------
+
+
+def _dispatch_of(stack: ASGIApp) -> _DirectDispatch:
+    layer: Any = stack
+    while not isinstance(layer, _DirectDispatch):
+        layer = layer.app
+    return layer
+
+
+def test_the_direct_routes_are_dispatched_inside_the_exception_middleware() -> None:
+    stack = create_app().build_middleware_stack()
+    layer: Any = stack
+    while not isinstance(layer, ExceptionMiddleware):
+        layer = layer.app
+    # Inside the error handlers, ahead of FastAPI's exit stack and the router.
+    assert isinstance(layer.app, _DirectDispatch)
+    assert isinstance(layer.app.app, AsyncExitStackMiddleware)
+    assert set(layer.app.routes) == {"/v1/demands", "/v1/demands:batch"}
+
+
+async def test_a_dispatched_request_is_handled_as_the_router_would() -> None:
+    """The scope the endpoint sees is the router's (route, router, the route's child scope),
+    without the exit stack the dispatch skips; the app's exception handlers answer its
+    errors; what the direct routes do not match goes on to the router."""
+    app = FastAPI()
+    seen: list[Scope] = []
+
+    @app.post("/plain")
+    async def plain(request: Request) -> JSONResponse:
+        seen.append(dict(request.scope))
+        return JSONResponse({"ok": True}, status_code=202)
+
+    @app.post("/fails")
+    async def fails(request: Request) -> JSONResponse:
+        raise KeyError("handled")
+
+    async def on_key_error(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"handled": str(error)}, status_code=418)
+
+    app.add_exception_handler(KeyError, on_key_error)
+    plain_route, _ = serve_directly(app, [plain, fails])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answered = await client.post("/plain")
+        assert (answered.status_code, answered.json()) == (202, {"ok": True})
+        failed = await client.post("/fails")
+        assert (failed.status_code, failed.json()) == (418, {"handled": "'handled'"})
+        assert (await client.get("/plain")).status_code == 405  # the router's answer
+        assert (await client.post("/elsewhere")).status_code == 404
+    [scope] = seen
+    assert scope["route"] is plain_route.route  # the documented route, as the router sets it
+    assert scope["router"] is app.router
+    assert scope["endpoint"] is plain
+    assert scope["path_params"] == {}
+    assert "fastapi_middleware_astack" not in scope  # FastAPI's exit stack was skipped
+
+
+def test_a_stack_built_otherwise_is_refused() -> None:
+    app = FastAPI()
+
+    @app.post("/plain")
+    async def plain(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    async def elsewhere(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("never called")
+
+    app.router.middleware_stack = elsewhere  # a router with middleware of its own
+    with pytest.raises(ValueError, match="middleware stack"):
+        serve_directly(app, [plain])
 
 
 # --- the same answers either way --------------------------------------------------------------
@@ -179,25 +254,35 @@ async def _compare(
     cases: dict[str, list[Send_]],
     served: Callable[[], int],
 ) -> None:
-    """Each case through the direct routes, then through FastAPI's alone: the same answer."""
+    """Each case through the direct routes (dispatched ahead of the router, then found by
+    the router), then through FastAPI's alone: the same answer."""
     routes = app.router.routes
     direct = [route for route in routes if isinstance(route, DirectRoute)]
     assert len(direct) == 2
     fastapi_only = [route for route in routes if not isinstance(route, DirectRoute)]
-
+    assert app.middleware_stack is not None  # built by the readiness requests
+    dispatch = _dispatch_of(app.middleware_stack)
+    dispatched = dispatch.routes
+    ways: tuple[tuple[str, list[Any], dict[str, list[DirectRoute]]], ...] = (
+        ("dispatched", routes, dispatched),
+        ("routed", routes, {}),
+        ("fastapi", fastapi_only, {}),
+    )
     for name, requests in cases.items():
         answers = []
-        for way, served_routes in (("direct", routes), ("fastapi", fastapi_only)):
+        for way, served_routes, dispatching in ways:
             tag = f"{way}-{name.replace(' ', '-')}"
             app.router.routes = served_routes
+            dispatch.routes = dispatching
             before = served()
             for send in requests:
                 response = await send(intake, tag)
-            assert (served() > before) == (way == "direct"), name
+            assert (served() > before) == (way != "fastapi"), name
             answers.append(_answer(response, tag))
         app.router.routes = routes
-        direct_answer, fastapi_answer = answers
-        assert direct_answer == fastapi_answer, name
+        dispatch.routes = dispatched
+        dispatched_answer, routed_answer, fastapi_answer = answers
+        assert dispatched_answer == routed_answer == fastapi_answer, name
 
 
 async def _status(client: httpx.AsyncClient, path: str) -> int:
