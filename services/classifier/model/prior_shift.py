@@ -1,0 +1,124 @@
+"""The value/failure prior of an organisation that nobody has labelled yet, from its
+unlabelled demands (issue 11; EVALUATION.md, "Cold start where failure is rare").
+
+Without labels the value/failure head judges as if failure were about half of all demands
+(the class-balanced fit, or the shipped seed set's share). Where failure is rare (the issue's
+real examples: 7-8%), its false failures then cost more than it gains, and accuracy falls
+below always answering "value". The demands themselves say how rare failure is, through the
+model's own calls, once those calls are corrected for the model's known error rates:
+
+**Black-box shift estimation** (Lipton, Wang and Smola, "Detecting and correcting for label
+shift with black box predictors", ICML 2018), for two classes. Under label shift (failure
+more or less common, the words of each class as before), the share of demands the model
+calls failure is ``r = tpr q + fpr (1 - q)``, with ``q`` the true failure share and ``tpr``,
+``fpr`` the chances that the model calls a failure, and a value demand, failure. Those two
+are measured by cross-validation on the training rows (``confusion_rates``), so
+``q = (r - fpr) / (tpr - fpr)``. Closed form: no iteration, nothing to converge.
+
+Not the EM of Saerens, Latinne and Decaestecker (2002), which re-weights the model's
+probabilities until their mean agrees with the prior: it needs those probabilities to be
+calibrated on the new organisation's words, and a model trained on other sectors is not
+(measured: it cost 0.4 points at natural shares, 2.8 in one sector). BBSE needs only the
+calls, and that the error rates travel.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from services.classifier.model.examples import Example
+from services.classifier.model.text_model import ModelSettings, TextModel
+from services.classifier.taxonomy import Taxonomy
+
+
+class FailureScorer(Protocol):
+    def failure_probabilities(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConfusionRates:
+    """How often the model's value/failure calls are failure, per true class, on rows it
+    was not trained on."""
+
+    true_positive: float
+    """P(called failure | failure)."""
+    false_positive: float
+    """P(called failure | value)."""
+    failures: int
+    values: int
+    """The held-out rows behind each rate."""
+
+
+def confusion_rates(
+    examples: Sequence[Example],
+    taxonomy: Taxonomy | None,
+    *,
+    general: Sequence[Example] = (),
+    settings: ModelSettings | None = None,
+    prior: float | None = None,
+    folds: int = 3,
+    seed: int = 0,
+) -> ConfusionRates | None:
+    """The recipe's value/failure error rates by ``folds``-fold cross-validation over its
+    training rows (``examples`` and ``general``, as ``TextModel.train`` takes them; folds
+    drawn at random with ``seed``). Each fold's model judges with ``prior`` (None: its own
+    fit's), which must be the prior of the model whose calls ``estimate_failure_prior``
+    counts: the rates belong to that decision rule. ``folds`` fits, each on
+    ``(folds - 1) / folds`` of the rows. None when the rows lack a class."""
+    own = [e for e in examples if e.text.strip() and e.demand_type]
+    wide = [e for e in general if e.text.strip() and e.demand_type]
+    tagged = [(0, i) for i in range(len(own))] + [(1, i) for i in range(len(wide))]
+    if folds < 2 or len(tagged) < folds:
+        return None
+    random.Random(seed).shuffle(tagged)
+    truth: list[bool] = []
+    called: list[bool] = []
+    for fold in range(folds):
+        held = set(tagged[fold::folds])
+        model = TextModel.train(
+            [e for i, e in enumerate(own) if (0, i) not in held],
+            taxonomy,
+            settings=settings,
+            general=[e for i, e in enumerate(wide) if (1, i) not in held],
+        )
+        model.set_failure_prior(prior)
+        rows = [own[i] if source == 0 else wide[i] for source, i in sorted(held)]
+        probabilities = model.failure_probabilities([e.text for e in rows])
+        truth += [e.demand_type == "failure" for e in rows]
+        called += (probabilities >= 0.5).tolist()
+    is_failure = np.array(truth)
+    calls = np.array(called)
+    failures, values = int(is_failure.sum()), int((~is_failure).sum())
+    if failures == 0 or values == 0:
+        return None
+    return ConfusionRates(
+        float(calls[is_failure].mean()), float(calls[~is_failure].mean()), failures, values
+    )
+
+
+def estimate_failure_prior(
+    model: FailureScorer,
+    texts: Sequence[str],
+    rates: ConfusionRates,
+    *,
+    min_texts: int = 30,
+) -> float | None:
+    """The failure share of ``texts`` (an organisation's unlabelled demands) by black-box
+    shift estimation: the share the model calls failure (P(failure) at least 1/2, as
+    ``predict_batch`` calls it), corrected by ``rates`` (``confusion_rates``, measured with
+    the same prior as ``model`` judges with), bounded to ``[1/(n+2), (n+1)/(n+2)]`` of the n
+    texts (a share of 0 or 1 is not a prior). For ``model.set_failure_prior``.
+
+    None with fewer than ``min_texts`` texts, or when the model's calls do not tell failure
+    from value (``tpr <= fpr``: the correction would divide by nothing or flip the sign)."""
+    n = len(texts)
+    if n < max(min_texts, 1) or rates.true_positive <= rates.false_positive:
+        return None
+    called = float((np.asarray(model.failure_probabilities(texts)) >= 0.5).mean())
+    share = (called - rates.false_positive) / (rates.true_positive - rates.false_positive)
+    return min(max(share, 1 / (n + 2)), (n + 1) / (n + 2))
