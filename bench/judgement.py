@@ -1,8 +1,8 @@
 """Judgement that travels: value/failure and purposes for organisations the model has not
 seen, from few labels, and how honest the failure-share interval is.
 
-Run: `.venv/bin/python -m bench judgement` (pinned to one core, about 6 minutes idle, 10 at
-load 4.5; prints markdown tables for `services/classifier/model/EVALUATION.md`). On our own
+Run: `.venv/bin/python -m bench judgement` (pinned to one core, about 6-7 minutes idle, 12
+at load 4.5; prints markdown tables for `services/classifier/model/EVALUATION.md`). On our own
 data only:
 
 - **leave-one-sector-out**: for each sector of the general corpus, the shipped recipe (seed
@@ -15,7 +15,8 @@ data only:
   production case of few-shot labels plus a random audit of 100, each prior source compared;
 - **cold start where failure is rare**: no labels of the organisation (each sector's
   leave-one-sector-out model; each data set's taxonomy alone), its rows thinned to a failure
-  share of 0.07, 0.10 and 0.25 and at its natural share, against always-majority;
+  share of 0.07, 0.10 and 0.25 and at its natural share, against always-majority; and with
+  a prior estimated from those unlabelled rows (EM, BBSE; a fixed 0.3 for comparison);
 - **learning curve**: 0, 5, 10, 20, 40 labels per purpose (0: the taxonomy's examples only);
 - **full training set**: 5-fold cross-validation of the seed set and the council set;
 - **throughput**: one batch of 1,000 texts on one core.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from bench import judgement
 from bench.judgement import COLD_SHARES, SEEDS, ColdRun, cold_runs, cold_table, thinned
@@ -83,3 +84,39 @@ def test_the_table_counts_runs_at_least_majority_and_lists_the_others() -> None:
     assert "| corpus sectors | natural | 1 |" in text
     assert "- banking, 0.07 (seed 0), 100 rows: 0.900 / 0.930 (-3.0 points)" in text
     assert "water, 0.07" not in text.split("Runs below")[1]
+
+
+def test_em_finds_the_prior_of_calibrated_probabilities_after_a_shift() -> None:
+    # Scores whose probabilities are calibrated at prior 1/2; the rows drawn at 10% failure.
+    rng = np.random.default_rng(0)
+    failures, values = rng.normal(1.0, 1.0, 1_000), rng.normal(-1.0, 1.0, 9_000)
+    scores = np.concatenate([failures, values])
+    probabilities = 1 / (1 + np.exp(-2 * scores))  # the log-likelihood ratio of N(±1, 1)
+
+    assert judgement.em_prior(probabilities, 0.5) == pytest.approx(0.1, abs=0.01)
+    assert float((probabilities >= 0.5).mean()) > 0.2  # the calls alone: about 0.23
+
+
+def test_the_candidates_table_has_a_column_per_prior_and_the_natural_shares() -> None:
+    def run(name_shift: float, share: float | None, sector: str) -> ColdRun:
+        return ColdRun(
+            "corpus sectors",
+            sector,
+            share,
+            None if share is None else 0,
+            100,
+            0.07 if share else 0.5,
+            0.07,
+            0.95 + name_shift,
+        )
+
+    candidates = {
+        name: [run(i / 100, s, sector) for s in (0.07, None) for sector in ("water", "banking")]
+        for i, name in enumerate(judgement.CANDIDATES)
+    }
+
+    text = "\n".join(judgement.candidates_table(candidates))
+
+    assert "| corpus sectors | 0.07 | 2 | 0.070 | 0.930 | 0.950 · 2/2 · 0.070 | 0.960 · 2/2" in text
+    assert "| water | 0.500 | 0.950 | 0.960 | 0.970 | 0.980 |" in text
+    assert "| **worst** | | 0.9500 | 0.9600 | 0.9700 | 0.9800 |" in text
