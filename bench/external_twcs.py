@@ -78,7 +78,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,9 +88,10 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from bench.judgement import COUNCIL_TAXONOMY, POPULATION, simulate_audits
 from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY
-from services.classifier.model.examples import read_examples_csv
+from services.classifier.model.examples import Example, read_examples_csv
+from services.classifier.model.prior_shift import confusion_rates, estimate_failure_prior
 from services.classifier.model.text_model import ModelSettings, TextModel
-from services.classifier.taxonomy import load_taxonomy
+from services.classifier.taxonomy import Taxonomy, load_taxonomy
 from services.classifier.training import general_rows, split_sources
 
 DEMANDS = ("value", "failure")
@@ -246,27 +247,75 @@ def figures(truth: Sequence[int], machine: Sequence[int]) -> Figures:
     )
 
 
-def default_model() -> TextModel:
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """What a model is trained on: its own rows, its taxonomy and the general corpus."""
+
+    own: list[Example]
+    taxonomy: Taxonomy
+    general: list[Example]
+
+    def train(self) -> TextModel:
+        return TextModel.train(
+            self.own, self.taxonomy, settings=ModelSettings(), general=self.general
+        )
+
+
+def default_recipe() -> Recipe:
     """The model ``demandscope classifier train`` builds without ``--examples``."""
     taxonomy = load_taxonomy(TAXONOMY)
     labelled = [e for e in read_examples_csv(SEED_EXAMPLES).examples if e.purpose and e.demand_type]
     rows = split_sources(taxonomy, labelled, general_rows(GENERAL_CORPUS))
-    return TextModel.train(rows.own, taxonomy, settings=ModelSettings(), general=rows.general)
+    return Recipe(list(rows.own), taxonomy, list(rows.general))
+
+
+def cold_recipe() -> Recipe:
+    """A cold start: the council taxonomy alone (no labelled row) and the general corpus."""
+    return Recipe([], load_taxonomy(COUNCIL_TAXONOMY), general_rows(GENERAL_CORPUS))
+
+
+def default_model() -> TextModel:
+    return default_recipe().train()
 
 
 def cold_model() -> TextModel:
-    """A cold start: the council taxonomy alone (no labelled row) and the general corpus."""
-    return TextModel.train(
-        [],
-        load_taxonomy(COUNCIL_TAXONOMY),
-        settings=ModelSettings(),
-        general=general_rows(GENERAL_CORPUS),
-    )
+    return cold_recipe().train()
 
 
-MODELS = {
-    "(a) default (seed set + shipped taxonomy + corpus)": default_model,
-    "(b) cold start (council taxonomy + corpus)": cold_model,
+def with_demands_prior(recipe: Callable[[], Recipe]) -> Callable[[Sequence[str]], TextModel]:
+    """The recipe's model with its failure prior estimated from the demands it judges
+    (``prior_shift``: black-box shift estimation, the error rates by 3-fold cross-validation
+    on its training rows at its own prior), as a service that has seen those demands, and no
+    label of the organisation, would judge them. Added before the fresh test set was first
+    run (EVALUATION.md); the texts are every first contact judged, demands or not."""
+
+    def build(texts: Sequence[str]) -> TextModel:
+        chosen = recipe()
+        model = chosen.train()
+        rates = confusion_rates(
+            chosen.own,
+            chosen.taxonomy,
+            general=chosen.general,
+            settings=ModelSettings(),
+            prior=model.failure_prior,
+        )
+        share = None if rates is None else estimate_failure_prior(model, texts, rates)
+        if share is not None:
+            model.set_failure_prior(share, source="demands", rows=len(texts))
+        return model
+
+    return build
+
+
+def _fixed(build: Callable[[], TextModel]) -> Callable[[Sequence[str]], TextModel]:
+    return lambda _texts: build()
+
+
+MODELS: dict[str, Callable[[Sequence[str]], TextModel]] = {
+    "(a) default (seed set + shipped taxonomy + corpus)": _fixed(default_model),
+    "(b) cold start (council taxonomy + corpus)": _fixed(cold_model),
+    "(a') default, prior from the demands (BBSE)": with_demands_prior(default_recipe),
+    "(b') cold start, prior from the demands (BBSE)": with_demands_prior(cold_recipe),
 }
 
 
@@ -305,10 +354,12 @@ def run(slice_path: Path, label_paths: Sequence[Path]) -> str:
 
     machine: dict[str, dict[int, int]] = {}
     seconds: dict[str, float] = {}
+    priors: dict[str, tuple[float | None, str | None]] = {}
     for name, build in MODELS.items():
         fit_started = time.perf_counter()
-        model = build()
+        model = build(texts)
         seconds[name] = time.perf_counter() - fit_started
+        priors[name] = (model.failure_prior, model.failure_prior_source)
         predicted = model.predict_batch(texts)
         machine[name] = {
             i.item: int(p.demand_type == "failure")
@@ -323,6 +374,15 @@ def run(slice_path: Path, label_paths: Sequence[Path]) -> str:
         + f"). Data file: {len(raw.decode('utf-8')):,} characters, SHA-256 "
         f"`{hashlib.sha256(raw).hexdigest()}`; {len(items)} first contacts, {len(labelled)} "
         f"labelled by A" + ("" if b is None else f", {len(b)} by B") + "."
+    )
+    out.append("")
+    out.append(
+        "Each model's value/failure prior: "
+        + "; ".join(
+            f"{name}: " + ("the balanced fit's" if prior is None else f"{prior:.3f} ({source})")
+            for name, (prior, source) in priors.items()
+        )
+        + "."
     )
     out.append("")
     out.append("**Annotation.**")
