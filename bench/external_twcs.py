@@ -25,6 +25,17 @@ only that reply's ``author_id``, ``inbound`` False and ``in_response_to_tweet_id
 hash of the file it is given). On the full file the same 507 items come first, with the
 same numbers.
 
+**Development and test sets.** Those 507 items (labels ``bench/data/twcs_labels.csv``) were
+measured once as a held-out check and then became the **development set**: changes to the
+model were tried on them (EVALUATION.md, "Choices measured, fourth round"). The **test set**
+is the rest of the same slice, rows 1,987-4,999 (from character 334,000 to the end, no tweet
+in common with the development set), reduced and transcribed the same way (136,359
+characters, SHA-256 ``2f67e85880e833b68b9730070cf28de5fb87bbd8cdcba08a0f4d91223710e602``):
+778 first contacts, labels ``bench/data/twcs_test_labels.csv``, both passes written before
+any model saw the texts. It was run once, with the model and every setting fixed, the two
+BBSE rows included (added before that run). Judge a change on the development set; run
+the test set once, after the change is final, and report what it prints.
+
 **Items.** A customer's first contact: a row with ``inbound`` True and no
 ``in_response_to_tweet_id`` (the opening tweet of a conversation), numbered 1..N in file
 order (``first_contacts``). Its company: the author of the support account's reply (an
@@ -65,7 +76,8 @@ one core:
 
 Run: ``.venv/bin/python -m bench.external_twcs SLICE.csv LABELS_A.csv [LABELS_B.csv]``
 (label files ``item,label,sure``) or ``... SLICE.csv bench/data/twcs_labels.csv`` (columns
-``tweet_id,label_a,sure_a,label_b,sure_b``); about a minute.
+``tweet_id,label_a,sure_a,label_b,sure_b``; the test set: ``... REST.csv
+bench/data/twcs_test_labels.csv``); about 30 seconds.
 """
 
 from __future__ import annotations
