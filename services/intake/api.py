@@ -233,7 +233,12 @@ async def _single(
             ) from error
         metrics.rejected.labels(kind, key.source, "invalid").inc()
         raise ProblemError(422, "Invalid event", problems=problems) from error
-    (outcome,) = await _ingest(service, [event], key, settings)
+    # _ingest's steps, inline: one coroutine frame less that each resumption of the
+    # request's task passes through (the claim's and the broker's answers).
+    try:
+        (outcome,) = await service.ingest([event], key_source=key.source)
+    except (BrokerUnavailable, LedgerUnavailable) as error:
+        raise _unavailable(error, service, 1, key, settings) from error
     if outcome is Outcome.IN_FLIGHT:
         raise ProblemError(
             409,
@@ -320,26 +325,37 @@ def _decoded(decode: Callable[[], T], components: IntakeComponents, source: str)
 async def _ingest(
     service: IntakeService, events: list[Event], key: ApiKeyRecord, settings: IntakeSettings
 ) -> list[Outcome]:
-    retry = {"Retry-After": str(settings.retry_after_s)}
     try:
         return await service.ingest(events, key_source=key.source)
-    except BrokerUnavailable as error:
+    except (BrokerUnavailable, LedgerUnavailable) as error:
+        raise _unavailable(error, service, len(events), key, settings) from error
+
+
+def _unavailable(
+    error: BrokerUnavailable | LedgerUnavailable,
+    service: IntakeService,
+    count: int,
+    key: ApiKeyRecord,
+    settings: IntakeSettings,
+) -> ProblemError:
+    """The 503 of an ingest of ``count`` events that ``error`` stopped, counted."""
+    retry = {"Retry-After": str(settings.retry_after_s)}
+    if isinstance(error, BrokerUnavailable):
         service.metrics.broker_unavailable.inc()
-        service.metrics.rejected.labels("any", key.source, "broker_unavailable").inc(len(events))
-        raise ProblemError(
+        service.metrics.rejected.labels("any", key.source, "broker_unavailable").inc(count)
+        return ProblemError(
             503,
             "Broker unavailable",
             detail=f"Nothing was accepted: {error}. Retry later.",
             headers=retry,
-        ) from error
-    except LedgerUnavailable as error:
-        service.metrics.rejected.labels("any", key.source, "ledger_unavailable").inc(len(events))
-        raise ProblemError(
-            503,
-            "Idempotency ledger unavailable",
-            detail="Nothing was accepted: intake cannot check for duplicates. Retry later.",
-            headers=retry,
-        ) from error
+        )
+    service.metrics.rejected.labels("any", key.source, "ledger_unavailable").inc(count)
+    return ProblemError(
+        503,
+        "Idempotency ledger unavailable",
+        detail="Nothing was accepted: intake cannot check for duplicates. Retry later.",
+        headers=retry,
+    )
 
 
 def _admission(key: ApiKeyRecord, settings: IntakeSettings, redactor: Redactor) -> Admission:

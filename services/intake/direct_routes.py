@@ -115,7 +115,18 @@ class _DirectDispatch:
                     if "router" not in scope:
                         scope["router"] = self.router
                     scope.update(child_scope)
-                    await route.handle(scope, receive, send)
+                    # route.handle(scope, receive, send), inline: one coroutine frame less
+                    # that each resumption of the request's task passes through.
+                    request = Request(scope, receive, send)
+                    arguments: dict[str, Any] = {route.request_param: request}
+                    for name, dependency, takes in route.dependencies:
+                        arguments[name] = await dependency(**{takes: request})
+                    response = await route.endpoint(**arguments)
+                    if not isinstance(response, Response):
+                        raise TypeError(
+                            f"{route.path}: a directly served endpoint must return a Response"
+                        )
+                    await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 

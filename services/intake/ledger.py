@@ -29,7 +29,7 @@ import queue
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
@@ -302,9 +302,13 @@ class IdempotencyLedger:
                 log.info("forgot %d event ids older than %s", forgotten, retention)
             await asyncio.sleep(interval_s)
 
-    async def claim(self, keys: Sequence[EventKey]) -> list[Claim]:
-        """One outcome per key, in order; a key repeated within ``keys`` is in flight."""
-        return await self._submit("claim", keys)
+    def claim(self, keys: Sequence[EventKey]) -> Awaitable[list[Claim]]:
+        """One outcome per key, in order; a key repeated within ``keys`` is in flight.
+
+        Not a coroutine: the answer's future itself, awaited by the caller (every request
+        awaits its claim, and each coroutine between it and its future is a frame every
+        resumption of its task passes through). LedgerUnavailable is raised by the call."""
+        return self._submit("claim", keys)
 
     async def confirm(self, keys: Sequence[EventKey]) -> None:
         await self._submit("confirm", keys)
@@ -329,14 +333,16 @@ class IdempotencyLedger:
                 connection, published_before=datetime.now(UTC) - retention
             )
 
-    async def _submit(self, operation: _Operation, keys: Sequence[EventKey]) -> list[Claim]:
+    def _submit(self, operation: _Operation, keys: Sequence[EventKey]) -> Awaitable[list[Claim]]:
+        """The future of ``operation`` on ``keys``, queued for the writer's next burst."""
+        done: asyncio.Future[list[Claim]] = asyncio.get_running_loop().create_future()
         if not keys:
-            return []
+            done.set_result([])
+            return done
         if not self._running:
             raise LedgerUnavailable("the ledger writer is not running")
-        done: asyncio.Future[list[Claim]] = asyncio.get_running_loop().create_future()
         self._put(_Request(operation, keys, done))
-        return await done
+        return done
 
     async def _run(self, batch: list[_Request]) -> list[list[Claim]]:
         now = datetime.now(UTC)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -68,15 +68,18 @@ class IntakeService:
     source_name: str
     metrics: IntakeMetrics
 
-    async def ingest(self, events: Sequence[Event], *, key_source: str) -> list[Outcome]:
+    def ingest(self, events: Sequence[Event], *, key_source: str) -> Awaitable[list[Outcome]]:
         """One outcome per event, in order.
 
         Raises BrokerUnavailable or LedgerUnavailable when nothing could be promised: the
         caller answers 503 and the sender retries the whole request.
+
+        Not a coroutine: the coroutine of one of the two ways, awaited by the caller (one
+        frame less that each resumption of a request's task passes through).
         """
         if len(events) == 1:
-            return [await self._ingest_one(events[0], key_source)]
-        return await self._ingest_all(events, key_source)
+            return self._ingest_one(events[0], key_source)
+        return self._ingest_all(events, key_source)
 
     async def _ingest_all(self, events: Sequence[Event], key_source: str) -> list[Outcome]:
         keys: list[EventKey] = [key_of(event) for event in events]
@@ -92,7 +95,7 @@ class IntakeService:
         self._count(events, outcomes, key_source)
         return outcomes
 
-    async def _ingest_one(self, event: Event, key_source: str) -> Outcome:
+    async def _ingest_one(self, event: Event, key_source: str) -> list[Outcome]:
         """``_ingest_all`` of one event (a single request): the same steps, in the same
         order, without the lists and pairings a batch needs (10.3 -> 9.2 µs, measured)."""
         key = key_of(event)
@@ -100,9 +103,9 @@ class IntakeService:
         if claim is Claim.CLAIMED:
             records = encode_all(((event, self._topic(event, {})),), source=self.source_name)
             await self._publish([key], records)
-        outcome = _OUTCOME_OF_CLAIM[claim]
-        self._count((event,), [outcome], key_source)
-        return outcome
+        outcomes = [_OUTCOME_OF_CLAIM[claim]]
+        self._count((event,), outcomes, key_source)
+        return outcomes
 
     async def _publish_claimed(self, claimed: list[tuple[EventKey, Event]]) -> None:
         topics: dict[type[Event], str] = {}  # named once per request, not per record

@@ -123,3 +123,17 @@ async def test_a_stop_lets_queued_confirmations_land_and_then_refuses_work(
     again.request_stop()
     await asyncio.wait_for(restarted, 10)
     await engine.dispose()
+
+
+async def test_a_claim_of_no_keys_is_answered_without_a_writer(database_url: str) -> None:
+    """claim() hands back its answer's future (not a coroutine): no keys, no burst, an
+    empty answer, as before, whether or not a writer runs; a claim of keys without one is
+    refused by the call itself."""
+    engine = create_engine(database_url)
+    ledger = IdempotencyLedger(engine, lease=timedelta(seconds=60))
+    assert await ledger.claim([]) == []
+    await ledger.release([])
+    await ledger.confirm([])
+    with pytest.raises(LedgerUnavailable):
+        ledger.claim([("demand", "demo", "n")])
+    await engine.dispose()
