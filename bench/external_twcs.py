@@ -78,6 +78,40 @@ Run: ``.venv/bin/python -m bench.external_twcs SLICE.csv LABELS_A.csv [LABELS_B.
 (label files ``item,label,sure``) or ``... SLICE.csv bench/data/twcs_labels.csv`` (columns
 ``tweet_id,label_a,sure_a,label_b,sure_b``; the test set: ``... REST.csv
 bench/data/twcs_test_labels.csv``); about 30 seconds.
+
+**Learning curve** (``--curve DEV_SLICE DEV_LABELS`` after the test set's arguments; prints
+only this table). How fast the organisation's **own** labels close the gap the shipped model
+leaves on real text. Written, with the protocol below, before its first run; a measurement of
+the fixed recipe, not a choice: **nothing in the model may change because of it** (run once,
+reported as printed).
+
+- The organisation's labels: ``k`` items drawn at random (``random.Random(seed).sample`` of
+  the gold items in item order, seeds ``CURVE_SEEDS`` = 0, 1, 2) from the **development**
+  gold set (value/failure as both passes agree: 384 items of ``twcs_labels.csv``), ``k`` in
+  ``CURVE_SIZES`` = 0, 25, 50, 100, 200 and all of them (every seed draws the same set at 0
+  and at all, so those are fitted once). No tweet of the development set is in the test set
+  (checked: the run stops if one is).
+- How they are trained: exactly as the product trains people's labels,
+  ``services.classifier.training.train_model(sources, labels=...)`` (the held-out figures
+  off: they are metadata, not the model). A person's label always names a purpose
+  (``DemandLabelled.purpose`` is required; the review desk asks for one, from the list or
+  typed), and ``train_model`` keeps every label with a purpose and a demand type. Tweets have
+  no purpose in any taxonomy of ours, so each label is a ``value``/``failure`` label with the
+  typed purpose ``LABEL_PURPOSE``, which neither taxonomy defines: its purpose teaches nothing
+  (``TextModel.train`` learns purposes only from the taxonomy's), its value/failure counts
+  ``label_weight`` (5) x ``own_weight`` (3) = 15 corpus rows, like any label's, and it is
+  one of the rows whose share becomes the failure prior once there are ``own_prior_min_rows``
+  (30) of the organisation's rows (Laplace-smoothed). In recipe (a) those rows are the
+  shipped seed set's and the labels together (``prior_rows`` of ``train_model`` as committed
+  when the curve was written): the labels' own share counts only in proportion to their
+  number. No failure kind (the tweets' labels have none); reason ``audit`` (no rule reads it).
+- Recipes: (a) the default model + those labels (``TrainingSources()``); (b) the cold start
+  + those labels (``TrainingSources(seed_examples=None, taxonomy=COUNCIL_TAXONOMY)``). At
+  ``k`` = 0 they are this script's models (a) and (b).
+- Scored on the **test** gold set (both files given before ``--curve``): value/failure
+  accuracy, always-majority, margin, predicted failure share, and each model's prior; mean
+  and range (min-max) over the seeds. The first line says which commit was measured and
+  whether ``services/classifier`` differed from it (measure a clean checkout).
 """
 
 from __future__ import annotations
@@ -87,6 +121,7 @@ import hashlib
 import os
 import random
 import re
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -100,11 +135,16 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from bench.judgement import COUNCIL_TAXONOMY, POPULATION, simulate_audits
 from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY
-from services.classifier.model.examples import Example, read_examples_csv
+from services.classifier.model.examples import AUDIT, Example, read_examples_csv
 from services.classifier.model.prior_shift import confusion_rates, estimate_failure_prior
 from services.classifier.model.text_model import ModelSettings, TextModel
 from services.classifier.taxonomy import Taxonomy, load_taxonomy
-from services.classifier.training import general_rows, split_sources
+from services.classifier.training import (
+    TrainingSources,
+    general_rows,
+    split_sources,
+    train_model,
+)
 
 DEMANDS = ("value", "failure")
 LABELS = (*DEMANDS, "none")
@@ -113,6 +153,10 @@ DRAWS = 500
 MIN_COMPANY = 40
 EXAMPLES = 10
 SEED = 0
+CURVE_SIZES: tuple[int | None, ...] = (0, 25, 50, 100, 200, None)  # None: every gold item
+CURVE_SEEDS = (0, 1, 2)
+LABEL_PURPOSE = "twcs-unsorted"
+"""The purpose typed on every curve label: defined by no taxonomy of ours (checked)."""
 _MENTION = re.compile(r"@(\w+)")
 
 
@@ -548,15 +592,182 @@ def run(slice_path: Path, label_paths: Sequence[Path]) -> str:
     return "\n".join(out)
 
 
+def draw(items: Iterable[int], k: int | None, seed: int) -> list[int]:
+    """The organisation's labelled items: ``k`` of ``items`` at random (``seed``), in the
+    order drawn; every item, in order, when ``k`` is None or not smaller than their number."""
+    ordered = sorted(items)
+    if k is None or k >= len(ordered):
+        return ordered
+    return random.Random(seed).sample(ordered, k)
+
+
+def as_labels(
+    drawn: Sequence[int], truth: Mapping[int, str], texts: Mapping[int, str]
+) -> list[Example]:
+    """People's labels of the drawn items as ``train_model`` receives them: value/failure with
+    a typed purpose no taxonomy defines (``LABEL_PURPOSE``), no failure kind."""
+    return [Example(texts[i], LABEL_PURPOSE, truth[i], reason=AUDIT) for i in drawn]
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    mean: float
+    low: float
+    high: float
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """Mean and range of one figure over the seeds."""
+    return Spread(sum(values) / len(values), min(values), max(values))
+
+
+def _spread(value: Spread, scale: float = 1.0, form: str = ".3f") -> str:
+    mean = format(value.mean * scale, form)
+    if value.low == value.high:
+        return mean
+    return f"{mean} ({format(value.low * scale, form)} to {format(value.high * scale, form)})"
+
+
+def curve_sources() -> dict[str, TrainingSources]:
+    """The two recipes the organisation's labels are added to (``train_model``'s sources)."""
+    return {
+        "(a) default + own labels": TrainingSources(),
+        "(b) cold start + own labels": TrainingSources(
+            seed_examples=None, taxonomy=COUNCIL_TAXONOMY
+        ),
+    }
+
+
+def _gold_of(slice_path: Path, label_paths: Sequence[Path]) -> tuple[list[Item], dict[int, str]]:
+    items = first_contacts(read_rows(slice_path))
+    a, b = read_labels(label_paths[0], items)
+    if len(label_paths) > 1:
+        b, _ = read_labels(label_paths[1], items)
+    return items, gold(
+        {i: label for i, (label, _) in a.items()},
+        None if b is None else {i: label for i, (label, _) in b.items()},
+    )
+
+
+def _code_state() -> str:
+    """The commit measured, and whether the classifier's files differ from it."""
+    where = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else "?"
+
+    changed = git("status", "--porcelain", "--", "../services/classifier")
+    return f"commit {git('rev-parse', '--short', 'HEAD')}, services/classifier " + (
+        "as committed" if not changed else f"CHANGED ({len(changed.splitlines())} files)"
+    )
+
+
+def curve(
+    test_slice: Path, test_labels: Sequence[Path], dev_slice: Path, dev_labels: Sequence[Path]
+) -> str:
+    """The learning curve of the docstring, as a Markdown table with its header line."""
+    started, cpu = time.perf_counter(), time.process_time()
+    load = os.getloadavg()
+    test_items, test_gold = _gold_of(test_slice, test_labels)
+    dev_items, dev_gold = _gold_of(dev_slice, dev_labels)
+    shared = {i.tweet_id for i in test_items} & {i.tweet_id for i in dev_items}
+    if shared:
+        raise SystemExit(f"{len(shared)} tweets are in both sets: not a test set")
+    dev_texts = {i.item: i.text for i in dev_items}
+    test_texts = {i.item: i.text for i in test_items}
+    order = sorted(test_gold)
+    texts = [test_texts[i] for i in order]
+    truth = [int(test_gold[i] == "failure") for i in order]
+    fits = 0
+    lines = [
+        "| recipe | own labels | fits | failure prior (source) | predicted failure share | "
+        "value/failure accuracy | always-majority | margin (points) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, sources in curve_sources().items():
+        taxonomy = sources.load_taxonomy()
+        if taxonomy is not None and LABEL_PURPOSE in taxonomy.purpose_slugs:
+            raise SystemExit(f"{LABEL_PURPOSE} is a purpose of {sources.taxonomy}")
+        for k in CURVE_SIZES:
+            many = k is not None and 0 < k < len(dev_gold)
+            results: list[Figures] = []
+            priors: list[tuple[float | None, str | None]] = []
+            for seed in CURVE_SEEDS if many else CURVE_SEEDS[:1]:
+                labels = as_labels(draw(dev_gold, k, seed), dev_gold, dev_texts)
+                model = train_model(
+                    sources,
+                    reason="bench external_twcs --curve",
+                    labels=labels,
+                    with_evaluation=False,
+                ).model
+                fits += 1
+                predicted = model.predict_batch(texts)
+                results.append(figures(truth, [int(p.demand_type == "failure") for p in predicted]))
+                priors.append((model.failure_prior, model.failure_prior_source))
+            shares = [p for p, _ in priors if p is not None]
+            kinds = sorted({source or "balanced fit" for _, source in priors})
+            prior = (
+                "the balanced fit's"
+                if not shares
+                else _spread(spread(shares)) + f" ({', '.join(kinds)})"
+            )
+            margin = spread([f.margin for f in results])
+            lines.append(
+                f"| {name} | {len(dev_gold) if k is None else k} | {len(results)} | {prior} | "
+                f"{_spread(spread([f.predicted_share for f in results]))} | "
+                f"**{_spread(spread([f.accuracy for f in results]))}** | "
+                f"{_f(results[0].majority)} | {_spread(margin, 100, '+.1f')} |"
+            )
+    dev_failure = sum(v == "failure" for v in dev_gold.values()) / len(dev_gold)
+    test_failure = sum(truth) / len(truth)
+    head = (
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `python -m bench.external_twcs "
+        f"... --curve ...` ({_code_state()}), one core, load average before the run "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}, {fits} fits in "
+        f"{time.perf_counter() - started:.0f} s ({time.process_time() - cpu:.0f} s CPU). "
+        f"Organisation's labels drawn from the development gold set ({len(dev_gold)} items, "
+        f"failure share {_f(dev_failure)}; data SHA-256 "
+        f"`{hashlib.sha256(dev_slice.read_bytes()).hexdigest()[:16]}…`), seeds "
+        f"{', '.join(map(str, CURVE_SEEDS))}; scored on the test gold set ({len(truth)} items, "
+        f"failure share {_f(test_failure)}; data SHA-256 "
+        f"`{hashlib.sha256(test_slice.read_bytes()).hexdigest()[:16]}…`). Figures: mean over "
+        "the seeds (range in brackets); one fit where every seed draws the same labels."
+    )
+    return "\n".join([head, "", *lines])
+
+
+USAGE = (
+    "usage: python -m bench.external_twcs SLICE.csv LABELS_A.csv [LABELS_B.csv] "
+    "[--curve DEV_SLICE.csv DEV_LABELS.csv [DEV_LABELS_B.csv]]"
+)
+
+
 def main() -> None:
-    if len(sys.argv) not in (3, 4):
-        raise SystemExit(
-            "usage: python -m bench.external_twcs SLICE.csv LABELS_A.csv [LABELS_B.csv]"
-        )
+    args = sys.argv[1:]
+    curve_args: list[str] | None = None
+    if "--curve" in args:
+        at = args.index("--curve")
+        args, curve_args = args[:at], args[at + 1 :]
+        if len(curve_args) not in (2, 3):
+            raise SystemExit(USAGE)
+    if len(args) not in (2, 3):
+        raise SystemExit(USAGE)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     with threadpool_limits(limits=1):  # BLAS threads started before the pin
-        print(run(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]), flush=True)
+        if curve_args is None:
+            print(run(Path(args[0]), [Path(p) for p in args[1:]]), flush=True)
+        else:
+            print(
+                curve(
+                    Path(args[0]),
+                    [Path(p) for p in args[1:]],
+                    Path(curve_args[0]),
+                    [Path(p) for p in curve_args[1:]],
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

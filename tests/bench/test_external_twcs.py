@@ -9,14 +9,21 @@ from pathlib import Path
 import pytest
 
 from bench.external_twcs import (
+    LABEL_PURPOSE,
     Item,
+    Spread,
     agreement,
+    as_labels,
     cohen_kappa,
+    curve_sources,
+    draw,
     figures,
     first_contacts,
     gold,
     read_labels,
+    spread,
 )
+from services.classifier.model.examples import AUDIT, Example
 
 COLUMNS = (
     "tweet_id",
@@ -115,3 +122,40 @@ def test_labels_by_item_or_both_annotators_by_tweet(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="complaint"):
         read_labels(bad, items)
+
+
+def test_draw_takes_k_distinct_items_by_seed_and_every_item_at_all() -> None:
+    items = [9, 3, 7, 1, 5, 2, 8]
+
+    drawn = draw(items, 3, seed=0)
+
+    assert len(drawn) == len(set(drawn)) == 3
+    assert set(drawn) <= set(items)
+    assert draw(items, 3, seed=0) == drawn  # the seed fixes the draw
+    assert draw(list(reversed(items)), 3, seed=0) == drawn  # not the order given
+    assert {tuple(draw(items, 3, seed)) for seed in (0, 1, 2)} != {tuple(drawn)}
+    assert draw(items, 0, seed=1) == []
+    assert draw(items, None, seed=1) == draw(items, 7, seed=2) == sorted(items)
+
+
+def test_labels_carry_a_purpose_no_taxonomy_of_ours_defines() -> None:
+    labels = as_labels([2, 1], {1: "value", 2: "failure"}, {1: "hello", 2: "still broken"})
+
+    assert labels == [
+        Example("still broken", LABEL_PURPOSE, "failure", reason=AUDIT),
+        Example("hello", LABEL_PURPOSE, "value", reason=AUDIT),
+    ]
+    # train_model keeps a label only with a purpose; outside the taxonomy it teaches
+    # value/failure alone
+    for sources in curve_sources().values():
+        taxonomy = sources.load_taxonomy()
+        assert taxonomy is not None
+        assert LABEL_PURPOSE not in taxonomy.purpose_slugs
+
+
+def test_spread_is_mean_and_range_over_seeds() -> None:
+    result = spread([0.7, 0.76, 0.73])
+
+    assert result.mean == pytest.approx(0.73)
+    assert (result.low, result.high) == (0.7, 0.76)
+    assert spread([0.5]) == Spread(0.5, 0.5, 0.5)
