@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,15 +28,29 @@ from services.classifier.db.repository import LabelRepository
 from services.classifier.failure_share import read_estimated_prior
 from services.classifier.model import store
 from services.classifier.model.examples import Example, ExamplesFile, read_examples_csv
-from services.classifier.model.text_model import FORMAT, ModelSettings, TextModel
+from services.classifier.model.prior_shift import (
+    DEMANDS,
+    StoredRates,
+    apply_demand_prior,
+)
+from services.classifier.model.text_model import (
+    FORMAT,
+    ModelSettings,
+    TextModel,
+    failure_prior_of,
+)
 from services.classifier.rules import RuleSet
 from services.classifier.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 from services.classifier.training import (
     TrainingSources,
     failure_prior_metadata,
     general_rows,
+    is_shipped,
+    measure_rates,
+    read_recent_demands,
     split_sources,
     train_model,
+    use_shipped_share,
 )
 from services.classifier.versions import (
     RetrainInProgress,
@@ -287,6 +302,9 @@ def train(
     train_rows, test_rows = _split(rows.own, holdout) if rows.own else ([], [])
     settings = ModelSettings()
     figures: dict[str, Any] = {}
+    # The shipped seed set is not the organisation's: its share is the prior only until the
+    # organisation's demands say better (rule 3, docs/services/classifier.md).
+    shipped = is_shipped(examples)
 
     def fit() -> tuple[TextModel, dict[str, Any]]:
         from services.classifier.model.evaluate import evaluate
@@ -306,12 +324,26 @@ def train(
                 held_out: Evaluation | None = None
                 if test_rows:
                     candidate = TextModel.train(
-                        train_rows, known, advance(0), settings, general=rows.general
+                        train_rows,
+                        known,
+                        advance(0),
+                        settings,
+                        general=rows.general,
+                        prior_rows=[] if shipped else None,
                     )
+                    use_shipped_share(candidate, train_rows, shipped)
                     held_out = evaluate(candidate, test_rows)
                 model = TextModel.train(  # the saved model sees every row
-                    rows.own, known, advance(steps - 1), settings, general=rows.general
+                    rows.own,
+                    known,
+                    advance(steps - 1),
+                    settings,
+                    general=rows.general,
+                    prior_rows=[] if shipped else None,
                 )
+                use_shipped_share(model, rows.own, shipped)
+                bar.update(task, description="error rates for the demands' prior")
+                rates = measure_rates(model, rows.own, known, rows.general, settings)
         except ValueError as exc:
             raise _fail(str(exc)) from exc
         seconds = time.perf_counter() - started
@@ -323,6 +355,7 @@ def train(
             "general_rows": len(rows.general),
             "label_counts": model.label_counts,
             **failure_prior_metadata(model),
+            "failure_prior_rates": rates.as_dict() if rates is not None else None,
             "purposes": list(model.purposes),
             "taxonomy_hash": chosen.content_hash() if known else None,
             "taxonomy_given": known is not None,
@@ -366,6 +399,20 @@ def evaluate_command(
         ),
     ] = 0,
     seed: Annotated[int, typer.Option(help="Random seed of the audit draw.")] = 0,
+    prior_from_texts: Annotated[
+        bool,
+        typer.Option(
+            "--prior-from-texts/--no-prior-from-texts",
+            help="Treat the file's texts as the organisation's demands and set the "
+            "value/failure prior as the service would after seeing them, unless the model's "
+            "prior is the metrics service's audited estimate or the organisation's own "
+            "labels: with --audit of at least own_prior_min_rows rows, the audit labels' "
+            "share; else the failure share of the newest "
+            "DEMANDSCOPE_CLASSIFIER_FAILURE_PRIOR_DEMANDS_READ texts by black-box shift "
+            "estimation (at least DEMANDSCOPE_CLASSIFIER_FAILURE_PRIOR_MIN_DEMANDS, with "
+            "the error rates the version keeps). Reported as demand_type.prior.",
+        ),
+    ] = True,
 ) -> None:
     """Score the current model (or --version) on labelled examples it has not been trained
     on."""
@@ -380,9 +427,19 @@ def evaluate_command(
         loaded = read_examples_csv(examples)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    version, model = _on_database(_url(database_url), lambda v: _load(v, version))
+    version, model, metadata = _on_database(
+        _url(database_url), lambda v: _load_with_metadata(v, version)
+    )
     if not loaded.examples:
         raise _fail(f"{examples}: no rows with text")
+    prior = _prior_of_file(
+        model,
+        metadata,
+        loaded.examples,
+        audit=audit,
+        seed=seed,
+        from_texts=prior_from_texts,
+    )
     predictions = model.predict_batch([e.text for e in loaded.examples])
     result = Evaluation(
         heads=score_predictions(loaded.examples, predictions),
@@ -401,6 +458,8 @@ def evaluate_command(
         }
         if share is not None:
             document["demand_type"]["failure_share"] = share.as_dict()
+        if "demand_type" in document:
+            document["demand_type"]["prior"] = prior
         document |= {
             "throughput_per_s": result.throughput_per_s,
             "model_version": version,
@@ -424,10 +483,73 @@ def evaluate_command(
         elif share.estimate is not None:
             line += f" ({share.estimate.status}: {share.estimate.audited} audited)"
         console.print(line)
+    if prior["share"] is not None:
+        behind = f" from {prior['texts']} texts" if prior["texts"] else ""
+        console.print(f"failure prior: {prior['share']:.3f} ({prior['source']}{behind})")
     console.print(
         f"{len(loaded.examples)} rows, {loaded.skipped_empty_text} skipped (empty text); "
         f"throughput {result.throughput_per_s or 0:,.0f} demands/s"
     )
+
+
+async def _load_with_metadata(
+    versions: ModelVersions, version: str | None
+) -> tuple[str, TextModel, dict[str, Any]]:
+    chosen = version or await versions.current()
+    if chosen is None:
+        raise store.ModelStoreError(
+            "no model in the classifier database: run `demandscope classifier train` first"
+        )
+    model, metadata = await load_version(versions, chosen)
+    return chosen, model, metadata
+
+
+def _prior_of_file(
+    model: TextModel,
+    metadata: dict[str, Any],
+    examples: list[Example],
+    *,
+    audit: int,
+    seed: int,
+    from_texts: bool,
+) -> dict[str, Any]:
+    """Set ``model``'s value/failure prior as the service would after seeing the file's
+    texts as demands (``from_texts``), and say where it came from: the model's own when it
+    is the audited estimate or the organisation's labels; the audit rows' share when there
+    are own_prior_min_rows of them (people's labels, drawn as ``failure_share`` draws
+    them); else the demands' estimate from the newest texts. JSON's demand_type.prior."""
+
+    def kept() -> dict[str, Any]:
+        return {
+            "source": model.failure_prior_source
+            or ("fit" if model.failure_prior is None else None),
+            "share": model.failure_prior,
+            "texts": None,
+            "rows": model.failure_prior_rows,
+        }
+
+    if not from_texts or model.failure_prior_source in ("estimate", "labels"):
+        return kept()
+    judged = [e for e in examples if e.demand_type in ("value", "failure")]
+    if audit > 0 and judged:
+        drawn = random.Random(seed).sample(range(len(judged)), min(audit, len(judged)))
+        labels = failure_prior_of([judged[i] for i in drawn], model.settings.own_prior_min_rows)
+        if labels is not None:
+            model.set_failure_prior(labels.share, source=labels.source, rows=labels.rows)
+            return kept()
+    settings = ClassifierSettings()
+    wanted = settings.demand_prior()
+    stored = StoredRates.from_dict(metadata.get("failure_prior_rates"))
+    # The newest demands: a file's last rows.
+    texts = [e.text for e in examples][-wanted.read :][::-1]
+    if stored is None or wanted.min_texts <= 0 or len(texts) < wanted.min_texts:
+        return kept()
+    before = (model.failure_prior, model.failure_prior_source, model.failure_prior_rows)
+    share = apply_demand_prior(model, texts, stored, min_texts=wanted.min_texts)
+    if share is None:
+        model.set_failure_prior(before[0], source=before[1], rows=before[2])
+        return kept()
+    return {"source": DEMANDS, "share": share, "texts": len(texts), "rows": None}
 
 
 @app.command()
@@ -627,6 +749,7 @@ def retrain(
                     f"failure prior: {'from' if estimated.prior else 'not from'} the "
                     f"metrics service's estimate ({estimated.reason})"
                 )
+            demands = await read_recent_demands(labels, settings.demand_prior())
             with errors.status("training on seed examples and labels"):
                 trained = await asyncio.to_thread(
                     train_model,
@@ -635,10 +758,11 @@ def retrain(
                     labels=examples,
                     label_rows=count,
                     estimated=estimated,
+                    demands=demands.texts,
+                    demand_prior=settings.demand_prior(),
                 )
-            version = await publish(
-                versions, held, trained.model, trained.metadata, reason="command"
-            )
+            metadata = {**trained.metadata, **demands.metadata(trained.model)}
+            version = await publish(versions, held, trained.model, metadata, reason="command")
         return version, trained.labels
 
     version, labelled = _on_database(url, work)

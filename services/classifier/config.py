@@ -4,6 +4,7 @@ every service has come from ``ServiceSettings``)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -11,6 +12,9 @@ from pydantic_settings import SettingsConfigDict
 from shared.auth.settings import AuthSettings
 from shared.kafka.settings import KafkaSettings
 from shared.service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from services.classifier.model.prior_shift import DemandPrior
 
 SHIPPED_DATA = Path(__file__).parent / "data"
 SEED_EXAMPLES = SHIPPED_DATA / "seed_examples.csv"
@@ -129,8 +133,39 @@ class ClassifierSettings(ServiceSettings):
         "is missing, empty or "
         "unreachable, the labels' share does. 0: never read, the labels' share.",
     )
+    failure_prior_min_demands: int = Field(
+        default=200,
+        ge=0,
+        description="While the value/failure prior comes from neither the metrics service's "
+        "audited estimate nor the organisation's own labels (own_prior_min_rows of them), "
+        "estimate it from its recent unlabelled demands (black-box shift estimation, "
+        "prior_shift.py) once this many were seen, then each time the demands seen have "
+        "doubled (0: never).",
+    )
+    failure_prior_demands_read: int = Field(
+        default=5000,
+        ge=1,
+        description="The newest demands' texts one estimate of the failure prior reads.",
+    )
+    failure_prior_every_max: int = Field(
+        default=20000,
+        ge=1,
+        description="Re-estimate the failure prior from the demands at least every this many "
+        "new demands, however many were seen before.",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    def demand_prior(self) -> DemandPrior:
+        """The failure prior's estimate from the demands, as the settings say."""
+        # Here, not at the top: the model's modules import this one's paths.
+        from services.classifier.model.prior_shift import DemandPrior
+
+        return DemandPrior(
+            min_texts=self.failure_prior_min_demands,
+            read=self.failure_prior_demands_read,
+            every_max=self.failure_prior_every_max,
+        )
 
     @field_validator("seed_examples", "taxonomy", "general_corpus", mode="before")
     @classmethod

@@ -25,8 +25,9 @@ import pickle
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -34,10 +35,23 @@ from services.classifier.db.model_versions import LeaseLost, ModelVersions, Unkn
 from services.classifier.db.repository import LabelRepository
 from services.classifier.failure_share import EstimatedPrior
 from services.classifier.model import store
+from services.classifier.model.prior_shift import (
+    DEMANDS,
+    REPLACEABLE,
+    DemandPrior,
+    StoredRates,
+    apply_demand_prior,
+)
 from services.classifier.model.text_model import TextModel
 from services.classifier.rules import RuleSet
 from services.classifier.taxonomy import TaxonomyError
-from services.classifier.training import TrainingSources, train_model
+from services.classifier.training import (
+    RecentDemands,
+    TrainingSources,
+    failure_prior_metadata,
+    read_recent_demands,
+    train_model,
+)
 from services.classifier.versions import (
     TRAINING_LEASE,
     RetrainInProgress,
@@ -100,10 +114,12 @@ class ModelKeeper:
         import_dir: Path | None = None,
         on_poll: Callable[[str | None], None] | None = None,
         failure_estimate: Callable[[], Awaitable[EstimatedPrior]] | None = None,
+        demand_prior: DemandPrior | None = None,
     ) -> None:
         """``failure_estimate``: reads the metrics service's audited failure share before each
         training (``failure_share.read_estimated_prior``, bounded, never raising); None:
-        the prior comes from the labels."""
+        the prior comes from the labels. ``demand_prior``: when the prior is estimated from
+        the organisation's recent demands (``estimate_prior_if_due``)."""
         self._versions = versions
         self._sources = sources
         self._labels = labels
@@ -118,6 +134,8 @@ class ModelKeeper:
         self._current: ModelInUse | None = None
         self._retrain_lock = asyncio.Lock()
         self._labels_at_current: int | None = None
+        self._metadata_current: dict[str, Any] = {}
+        self._demand_prior = demand_prior or DemandPrior()
 
     @property
     def current(self) -> ModelInUse:
@@ -167,6 +185,7 @@ class ModelKeeper:
                     labels_at = await self._labels.count()
                     labels = await self._labels.training_examples()
                     estimated = await self._estimated_prior()
+                    demands = await self._recent_demands()
                     trained = await asyncio.to_thread(
                         train_model,
                         self._sources,
@@ -175,16 +194,19 @@ class ModelKeeper:
                         with_evaluation=False,
                         label_rows=labels_at,
                         estimated=estimated,
+                        demands=demands.texts,
+                        demand_prior=self._demand_prior,
                     )
+                    metadata = {**trained.metadata, **demands.metadata(trained.model)}
                     version = await publish(
-                        self._versions, held, trained.model, trained.metadata, reason=reason
+                        self._versions, held, trained.model, metadata, reason=reason
                     )
             except (RetrainInProgress, LeaseLost) as busy:
                 log.info("%s; waiting for its version", busy)
                 await self._wait_for_training()
                 continue
             log.info("trained model version %s (%s)", version, reason)
-            self._swap(in_use(version, trained.model), labels_at)
+            self._swap(in_use(version, trained.model), labels_at, metadata)
             return
 
     async def _use_current(self, *, quiet: bool = False) -> str | None:
@@ -212,7 +234,7 @@ class ModelKeeper:
                     wanted,
                 )
             return "taxonomy changed"
-        self._swap(in_use(version, model), _label_rows(metadata))
+        self._swap(in_use(version, model), _label_rows(metadata), metadata)
         return None
 
     async def _wait_for_training(self) -> None:
@@ -237,6 +259,7 @@ class ModelKeeper:
             labels = await self._labels.training_examples()
             started = time.perf_counter()
             estimated = await self._estimated_prior()
+            demands = await self._recent_demands()
             trained = await asyncio.to_thread(
                 train_model,
                 self._sources,
@@ -244,11 +267,12 @@ class ModelKeeper:
                 labels=labels,
                 label_rows=count,
                 estimated=estimated,
+                demands=demands.texts,
+                demand_prior=self._demand_prior,
             )
-            version = await publish(
-                self._versions, held, trained.model, trained.metadata, reason=reason
-            )
-        self._swap(in_use(version, trained.model), count)
+            metadata = {**trained.metadata, **demands.metadata(trained.model)}
+            version = await publish(self._versions, held, trained.model, metadata, reason=reason)
+        self._swap(in_use(version, trained.model), count, metadata)
         log.info(
             "retrained (%s) with %d labels in %.1fs: version %s is current for the fleet",
             reason,
@@ -261,9 +285,76 @@ class ModelKeeper:
     async def _estimated_prior(self) -> EstimatedPrior | None:
         return None if self._failure_estimate is None else await self._failure_estimate()
 
-    def _swap(self, model: ModelInUse, labels_at: int | None) -> None:
+    async def _recent_demands(self) -> RecentDemands:
+        return await read_recent_demands(self._labels, self._demand_prior)
+
+    async def _prior_due(self, metadata: dict[str, Any]) -> StoredRates | None:
+        """The current version's stored rates when its prior may come from the demands and
+        enough new ones were seen since its estimate (``DemandPrior.due``); else None."""
+        source = metadata.get("failure_prior_source")
+        stored = StoredRates.from_dict(metadata.get("failure_prior_rates"))
+        if stored is None or source not in REPLACEABLE or self._demand_prior.min_texts <= 0:
+            return None
+        last = metadata.get("failure_prior_demands_seen")
+        since = _moment(metadata.get("failure_prior_demands_until"))
+        seen = await self._labels.count_texts(since=since)
+        estimated = source == DEMANDS and isinstance(last, int)
+        return stored if self._demand_prior.due(seen, last if estimated else None) else None
+
+    async def estimate_prior_if_due(self) -> str | None:
+        """Re-estimate the value/failure prior from the organisation's newest demands when
+        the current version's prior may come from them (not an audited estimate, not its own
+        labels) and enough new demands were seen: the first estimate at
+        ``DemandPrior.min_texts``, then each time the demands seen have doubled (at least
+        every ``every_max``). The same fit, set back to the prior its stored error rates were
+        measured at, then to the estimate, published as a new version through the lease
+        (cheaper than a retraining: one prediction of the texts). Returns the version."""
+        if await self._prior_due(self._metadata_current) is None:
+            return None
+        if self._retrain_lock.locked():
+            raise RetrainInProgress("a retraining is already running on this instance")
+        async with (
+            self._retrain_lock,
+            training_lease(self._versions, self._holder, self._lease_ttl) as held,
+        ):
+            await self.refresh()  # another instance may have published meanwhile
+            based_on = self.current.version
+            stored = await self._prior_due(self._metadata_current)
+            if stored is None:
+                return None
+            model, metadata = await load_version(self._versions, based_on)  # a copy to change
+            demands = await self._recent_demands()
+            share = await asyncio.to_thread(
+                apply_demand_prior,
+                model,
+                demands.texts,
+                stored,
+                min_texts=self._demand_prior.min_texts,
+            )
+            if share is None:
+                log.info("no failure prior from %d demands; keeping the prior", len(demands.texts))
+                return None
+            described = {k: v for k, v in metadata.items() if k not in ("version", "created_at")}
+            described |= {
+                "reason": "demands",
+                "based_on_version": based_on,
+                **failure_prior_metadata(model),
+                **demands.metadata(model),
+            }
+            version = await publish(self._versions, held, model, described, reason="demands")
+        self._swap(in_use(version, model), _label_rows(described), described)
+        log.info(
+            "failure prior %.3f from %d demands: version %s is current for the fleet",
+            share,
+            len(demands.texts),
+            version,
+        )
+        return version
+
+    def _swap(self, model: ModelInUse, labels_at: int | None, metadata: dict[str, Any]) -> None:
         self._current = model
         self._labels_at_current = labels_at
+        self._metadata_current = metadata
         # The model and the libraries are some 200,000 long-lived objects that every full
         # collection walked again while batches allocate (the collector took 90 µs of CPU
         # per demand, 26 frozen): frozen, collections walk only what came after.
@@ -304,7 +395,7 @@ class ModelKeeper:
                     self._sources.taxonomy,
                     wanted,
                 )
-        self._swap(in_use(version, model), _label_rows(metadata))
+        self._swap(in_use(version, model), _label_rows(metadata), metadata)
         if self._on_poll is not None:
             self._on_poll(version)
         log.info("now classifying with model version %s", version)
@@ -323,17 +414,27 @@ class ModelKeeper:
 
     async def retrain_if_new_labels(self) -> str | None:
         """One round of the schedule: retrain when labels arrived since the fleet's current
-        version was trained, and return the new version. Every instance checks; the first to
-        take the lease trains, the others then serve its version, which knows those labels,
-        and do nothing."""
+        version was trained, else re-estimate the failure prior from the demands when due
+        (``estimate_prior_if_due``), and return the new version. Every instance checks; the
+        first to take the lease trains, the others then serve its version, which knows those
+        labels and demands, and do nothing."""
         await self.refresh()
         known = self._labels_at_current
         if known is None:  # a version that does not say: count from now on
             self._labels_at_current = await self._labels.count()
-            return None
+            return await self.estimate_prior_if_due()
         if await self._labels.count() <= known:
-            return None
+            return await self.estimate_prior_if_due()
         return await self.retrain("schedule")
+
+
+def _moment(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _label_rows(metadata: dict[str, object]) -> int | None:

@@ -29,10 +29,25 @@ from typing import Any
 import sklearn
 
 from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY
+from services.classifier.db.repository import LabelRepository
 from services.classifier.failure_share import EstimatedPrior
 from services.classifier.model.embeddings import CONFIG, DIMENSIONS
 from services.classifier.model.examples import Example, read_examples_csv
-from services.classifier.model.text_model import FORMAT, ModelSettings, TextModel
+from services.classifier.model.prior_shift import (
+    DEMANDS,
+    REPLACEABLE,
+    SHIPPED_EXAMPLES,
+    DemandPrior,
+    StoredRates,
+    apply_demand_prior,
+    confusion_rates,
+)
+from services.classifier.model.text_model import (
+    FORMAT,
+    ModelSettings,
+    TextModel,
+    failure_prior_of,
+)
 from services.classifier.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -91,6 +106,60 @@ def general_rows(path: Path | None) -> list[Example]:
     ]
 
 
+def is_shipped(path: Path | None) -> bool:
+    """Whether ``path`` is the shipped energy seed set (whose failure share says nothing
+    about an organisation that kept the shipped model)."""
+    if path is None:
+        return False
+    try:
+        return path.resolve() == SEED_EXAMPLES.resolve()
+    except OSError:
+        return False
+
+
+def prior_rows_of(
+    own: Sequence[Example], labelled: Sequence[Example], shipped: bool
+) -> list[Example]:
+    """The rows, each once, whose share may be the prior as the organisation's own labels:
+    people's labels, and its own examples file (not the shipped seed set)."""
+    return [*labelled] if shipped else [*own, *labelled]
+
+
+def use_shipped_share(model: TextModel, own: Sequence[Example], shipped: bool) -> None:
+    """With the shipped seed set and too few labels of its own, the seed set's share stays
+    the prior (as before), marked ``SHIPPED_EXAMPLES`` so that the demands' estimate may
+    replace it."""
+    if not shipped or model.failure_prior is not None:
+        return
+    prior = failure_prior_of(own, model.settings.own_prior_min_rows)
+    if prior is not None:
+        model.set_failure_prior(prior.share, source=SHIPPED_EXAMPLES, rows=prior.rows)
+
+
+def measure_rates(
+    model: TextModel,
+    own: Sequence[Example],
+    taxonomy: Taxonomy | None,
+    general: Sequence[Example],
+    settings: ModelSettings,
+) -> StoredRates | None:
+    """The recipe's value/failure error rates at ``model``'s fitted prior (3 fits on 2/3 of
+    the rows: ``prior_shift.confusion_rates``), kept with the version so the demands'
+    estimate can be made, now or later, without training again. None when the prior comes
+    from an audited estimate or the organisation's own labels (the demands never replace
+    those)."""
+    if model.failure_prior_source not in REPLACEABLE:
+        return None
+    rates = confusion_rates(
+        own, taxonomy, general=general, settings=settings, prior=model.failure_prior
+    )
+    if rates is None:
+        return None
+    return StoredRates(
+        rates, model.failure_prior, model.failure_prior_source, model.failure_prior_rows
+    )
+
+
 def split_sources(
     taxonomy: Taxonomy | None, seed: Sequence[Example], general: Sequence[Example]
 ) -> TrainingSet:
@@ -114,14 +183,24 @@ def train_model(
     with_evaluation: bool = True,
     label_rows: int | None = None,
     estimated: EstimatedPrior | None = None,
+    demands: Sequence[str] = (),
+    demand_prior: DemandPrior | None = None,
+    with_rates: bool = True,
 ) -> TrainedModel:
     """Train on the sources + ``labels`` (people's, as training examples). ``label_rows``
     (the label store's size when the labels were read) tells the schedule later whether new
     labels arrived since.
 
     The value/failure prior, the first that applies: the metrics service's audited estimate
-    (``estimated``, read by the caller: ``failure_share.read_estimated_prior``), the share
-    of the organisation's labelled rows (``failure_prior_of``), the balanced fit's own."""
+    (``estimated``, read by the caller: ``failure_share.read_estimated_prior``); the share
+    of the organisation's own labelled rows, people's labels and its own examples file, once
+    there are ``own_prior_min_rows`` (``failure_prior_of``; the shipped seed set is not the
+    organisation's); the failure share of its recent ``demands`` (their texts, newest first,
+    at least ``demand_prior.min_texts``) by black-box shift estimation (``prior_shift``);
+    the shipped seed set's share (source "shipped examples"); the balanced fit's own.
+
+    ``with_rates``: measure the error rates the demands' estimate needs (3 more fits) when
+    the prior is not from rule 1 or 2, and keep them in the metadata for later estimates."""
     started = time.perf_counter()
     taxonomy = sources.load_taxonomy()
     rows = split_sources(
@@ -139,6 +218,7 @@ def train_model(
         raise ValueError("nothing to learn purposes from: give a taxonomy or labelled examples")
     labelled = [e for e in labels if e.purpose and e.demand_type]
     weighted_labels = labelled * max(1, sources.label_weight)
+    shipped = is_shipped(sources.seed_examples)
     held_out: dict[str, Any] | None = None
     if with_evaluation and len(rows.own) >= 5:
         # Held-out figures of this recipe: the labels are always trained on, seed rows split.
@@ -153,8 +233,9 @@ def train_model(
             taxonomy,
             settings=sources.settings,
             general=rows.general,
-            prior_rows=[*seed_train, *labelled],
+            prior_rows=prior_rows_of(seed_train, labelled, shipped),
         )
+        use_shipped_share(candidate, seed_train, shipped)
         _use_estimate(candidate, estimated)
         held_out = {"holdout": 0.2, "rows": len(test), **evaluate(candidate, test).as_dict()}
     model = TextModel.train(
@@ -162,9 +243,19 @@ def train_model(
         taxonomy,
         settings=sources.settings,
         general=rows.general,
-        prior_rows=[*rows.own, *labelled],  # each row once, not a label per label_weight
+        # each row once, not a label per label_weight
+        prior_rows=prior_rows_of(rows.own, labelled, shipped),
     )
+    use_shipped_share(model, rows.own, shipped)
     _use_estimate(model, estimated)
+    stored = (
+        measure_rates(model, rows.own + weighted_labels, taxonomy, rows.general, sources.settings)
+        if with_rates
+        else None
+    )
+    wanted = demand_prior or DemandPrior()
+    if stored is not None and wanted.min_texts > 0:
+        apply_demand_prior(model, demands[: wanted.read], stored, min_texts=wanted.min_texts)
     metadata: dict[str, Any] = {
         "reason": reason,
         "examples": len(rows.own) + len(labelled),
@@ -174,6 +265,7 @@ def train_model(
         "general_rows": len(rows.general),
         "label_counts": model.label_counts,
         **failure_prior_metadata(model, estimated),
+        "failure_prior_rates": stored.as_dict() if stored is not None else None,
         "purposes": list(model.purposes),
         "taxonomy_hash": taxonomy.content_hash() if taxonomy else None,
         "taxonomy_given": taxonomy is not None,
@@ -188,6 +280,36 @@ def train_model(
         "label_rows": label_rows,
     }
     return TrainedModel(model=model, metadata=metadata, labels=len(labelled))
+
+
+@dataclass(frozen=True, slots=True)
+class RecentDemands:
+    texts: list[str]
+    """Newest first."""
+    kept: int
+    """The demand texts kept when they were read."""
+    newest: datetime | None
+
+    def metadata(self, model: TextModel) -> dict[str, Any]:
+        """Where the next estimate counts new demands from, if ``model``'s prior is theirs."""
+        used = model.failure_prior_source == DEMANDS
+        return {
+            "failure_prior_demands_seen": self.kept if used else None,
+            "failure_prior_demands_until": (
+                self.newest.isoformat() if used and self.newest is not None else None
+            ),
+        }
+
+
+async def read_recent_demands(labels: LabelRepository, wanted: DemandPrior) -> RecentDemands:
+    """The organisation's newest demands' texts for the prior's estimate (at most
+    ``wanted.read``), and how many were kept when they were read (the schedule's next
+    estimate counts from there). None read when the estimate is off."""
+    if wanted.min_texts <= 0:
+        return RecentDemands([], 0, None)
+    kept = await labels.count_texts()
+    recent = await labels.recent_texts(wanted.read)
+    return RecentDemands([t.text for t in recent], kept, recent[0].seen_at if recent else None)
 
 
 def _use_estimate(model: TextModel, estimated: EstimatedPrior | None) -> None:

@@ -116,6 +116,35 @@ class LabelRepository:
         async with self._engine.begin() as connection:
             return await _delete_texts_before(connection, horizon)
 
+    async def recent_texts(self, limit: int) -> list[SeenText]:
+        """The newest ``limit`` demand texts kept (seen within the context window), newest
+        first: the organisation's recent demands, for the value/failure prior's estimate
+        (``prior_shift``). Ties in time in (source, demand id) order, descending."""
+        if limit <= 0:
+            return []
+        texts = _TEXTS.c
+        query = (
+            select(texts.source, texts.demand_id, texts.text, texts.seen_at, texts.customer_ref)
+            .order_by(texts.seen_at.desc(), texts.source.desc(), texts.demand_id.desc())
+            .limit(limit)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            SeenText(source, demand_id, text, _as_utc(seen_at), customer_ref)
+            for source, demand_id, text, seen_at, customer_ref in rows
+        ]
+
+    async def count_texts(self, since: datetime | None = None) -> int:
+        """How many demand texts are kept (seen within the context window), only those seen
+        after ``since`` when given."""
+        query = select(func.count()).select_from(_TEXTS)
+        if since is not None:
+            query = query.where(_TEXTS.c.seen_at > _utc(since))
+        async with self._engine.connect() as connection:
+            counted = await connection.scalar(query)
+        return int(counted or 0)
+
     async def customers_of(
         self, demands: Sequence[tuple[str | None, str]]
     ) -> dict[tuple[str | None, str], str]:
@@ -412,6 +441,11 @@ def _storable(text: str) -> str:
     """Free text as every database takes it: PostgreSQL refuses NUL characters in text, and
     an event may carry them (they mean nothing to a model)."""
     return text.replace("\x00", "")
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """A time read back: SQLite returns it without an offset, and every stored time is UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _utc(moment: datetime) -> datetime:

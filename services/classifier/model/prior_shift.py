@@ -122,3 +122,109 @@ def estimate_failure_prior(
     called = float((np.asarray(model.failure_probabilities(texts)) >= 0.5).mean())
     share = (called - rates.false_positive) / (rates.true_positive - rates.false_positive)
     return min(max(share, 1 / (n + 2)), (n + 1) / (n + 2))
+
+
+# --- The prior's sources, and what a model version keeps to estimate it later ----------------
+
+SHIPPED_EXAMPLES = "shipped examples"
+"""The prior is the shipped energy seed set's labelled share: says nothing about the
+organisation that kept the shipped model, so the demands' estimate replaces it."""
+DEMANDS = "demands"
+"""The prior was estimated from the organisation's recent unlabelled demands (this module)."""
+REPLACEABLE = frozenset({None, SHIPPED_EXAMPLES, DEMANDS})
+"""Prior sources the demands' estimate may replace: the balanced fit's own (None), the shipped
+examples', and an earlier estimate of its own. Never the metrics service's audited estimate
+("estimate") nor the organisation's own labels ("labels")."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemandPrior:
+    """When the value/failure prior is estimated from the organisation's demands."""
+
+    min_texts: int = 200
+    """The first estimate once this many demands were seen; 0: never estimate."""
+    read: int = 5_000
+    """The newest demands' texts read for one estimate, at most."""
+    every_max: int = 20_000
+    """Then again each time the demands seen have doubled, and at least every this many."""
+
+    def due(self, seen_since: int, seen_at_last: int | None) -> bool:
+        """Whether enough new demands were seen since the last estimate (``seen_at_last``:
+        the demands kept when it was made; None: no estimate yet) to estimate again."""
+        if self.min_texts <= 0:
+            return False
+        if seen_at_last is None:
+            return seen_since >= self.min_texts
+        return seen_since >= min(max(seen_at_last, self.min_texts), max(self.every_max, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRates:
+    """``ConfusionRates`` as a version keeps them, with the prior they were measured at: the
+    model is set back to that prior before each estimate, so one estimate never feeds the
+    next (the calls and the rates always belong to the same decision rule)."""
+
+    rates: ConfusionRates
+    prior: float | None
+    """The fitted prior (None: the balanced fit's own) the rates were measured with."""
+    source: str | None = None
+    rows: int | None = None
+    """Where that fitted prior came from, restored with it."""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "true_positive": self.rates.true_positive,
+            "false_positive": self.rates.false_positive,
+            "failures": self.rates.failures,
+            "values": self.rates.values,
+            "prior": self.prior,
+            "prior_source": self.source,
+            "prior_rows": self.rows,
+        }
+
+    @classmethod
+    def from_dict(cls, stored: object) -> StoredRates | None:
+        """The rates a version's metadata kept (None: none, or not readable)."""
+        if not isinstance(stored, dict):
+            return None
+        try:
+            rates = ConfusionRates(
+                float(stored["true_positive"]),
+                float(stored["false_positive"]),
+                int(stored["failures"]),
+                int(stored["values"]),
+            )
+            prior = stored.get("prior")
+            rows = stored.get("prior_rows")
+            source = stored.get("prior_source")
+            return cls(
+                rates,
+                None if prior is None else float(prior),
+                source if isinstance(source, str) else None,
+                rows if isinstance(rows, int) else None,
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+class PriorModel(FailureScorer, Protocol):
+    failure_prior: float | None
+    failure_prior_source: str | None
+
+    def set_failure_prior(
+        self, prior: float | None, *, source: str | None = None, rows: int | None = None
+    ) -> None: ...
+
+
+def apply_demand_prior(
+    model: PriorModel, texts: Sequence[str], stored: StoredRates, *, min_texts: int
+) -> float | None:
+    """Set ``model`` back to the prior its rates were measured at, estimate the failure share
+    of ``texts`` from its calls there (``estimate_failure_prior``), and judge with it (source
+    ``DEMANDS``, rows: the texts). Returns the share; None (the model left at the rates'
+    prior) with fewer than ``min_texts`` texts or calls that do not tell the classes apart."""
+    model.set_failure_prior(stored.prior, source=stored.source, rows=stored.rows)
+    share = estimate_failure_prior(model, texts, stored.rates, min_texts=max(min_texts, 1))
+    if share is not None:
+        model.set_failure_prior(share, source=DEMANDS, rows=len(texts))
+    return share

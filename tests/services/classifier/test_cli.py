@@ -148,11 +148,15 @@ def test_train_without_examples_trains_the_default_model(labels_url: str) -> Non
     assert set(model.purposes) == set(taxonomy.purpose_slugs)
     assert metadata["taxonomy_hash"] == taxonomy.content_hash()
     assert metadata["examples"] > 700  # the seed set
-    # No audit labels in an examples file: its rows, each once, set the failure prior.
+    # The shipped seed set's rows, each once, set the failure prior, marked as shipped: the
+    # organisation's demands replace it (rule 3), so the version keeps the error rates.
     assert (metadata["failure_prior_source"], metadata["failure_prior_rows"]) == (
-        "labels",
+        "shipped examples",
         metadata["examples"],
     )
+    rates = metadata["failure_prior_rates"]
+    assert rates["prior"] == metadata["failure_prior"]
+    assert rates["true_positive"] > rates["false_positive"]
     assert metadata["general_rows"] >= 2_000  # the general corpus
 
 

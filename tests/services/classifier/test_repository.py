@@ -422,3 +422,45 @@ async def test_a_consumer_batch_that_fails_part_way_keeps_nothing(
     assert await labels.keep_batch(**batch) == {}  # type: ignore[arg-type]
     assert await labels.customers_of([("test", "D1")]) == {("test", "D1"): "C1"}
     assert await labels.labelled_purposes([("test", "D1")]) == {("test", "D1"): "moving home"}
+
+
+async def test_the_newest_texts_are_read_newest_first_and_bounded(
+    labels: LabelRepository,
+) -> None:
+    # Written out of order, over two batches; two share a moment (then by source, id).
+    await labels.remember_texts(
+        [SeenText("web", f"D{i}", f"text {i}", T0 + timedelta(minutes=i)) for i in (3, 0, 5)]
+    )
+    await labels.remember_texts(
+        [
+            SeenText("web", "D4", "text 4", T0 + timedelta(minutes=4)),
+            SeenText("phone", "D9", "text 9", T0 + timedelta(minutes=5)),
+            SeenText("web", "D1", "text 1", T0 + timedelta(minutes=1)),
+        ]
+    )
+
+    newest = await labels.recent_texts(4)
+
+    assert [(t.source, t.demand_id) for t in newest] == [
+        ("web", "D5"),
+        ("phone", "D9"),
+        ("web", "D4"),
+        ("web", "D3"),
+    ]
+    assert newest[0].text == "text 5"
+    assert newest[0].seen_at == T0 + timedelta(minutes=5)
+    assert len(await labels.recent_texts(100)) == 6
+    assert await labels.recent_texts(0) == []
+
+
+async def test_texts_are_counted_all_or_since_a_moment(labels: LabelRepository) -> None:
+    assert await labels.count_texts() == 0
+    await labels.remember_texts(
+        [SeenText("web", f"D{i}", "t", T0 + timedelta(minutes=i)) for i in range(5)]
+    )
+
+    assert await labels.count_texts() == 5
+    assert await labels.count_texts(since=T0 + timedelta(minutes=2)) == 2  # strictly after
+    # An offset is a moment like any other.
+    other = timezone(timedelta(hours=2))
+    assert await labels.count_texts(since=(T0 + timedelta(minutes=1)).astimezone(other)) == 3
