@@ -760,6 +760,7 @@ def retrain(
                     estimated=estimated,
                     demands=demands.texts,
                     demand_prior=settings.demand_prior(),
+                    with_rates=True,
                 )
             metadata = {**trained.metadata, **demands.metadata(trained.model)}
             version = await publish(versions, held, trained.model, metadata, reason="command")

@@ -196,6 +196,7 @@ class ModelKeeper:
                         estimated=estimated,
                         demands=demands.texts,
                         demand_prior=self._demand_prior,
+                        with_rates=True,
                     )
                     metadata = {**trained.metadata, **demands.metadata(trained.model)}
                     version = await publish(
@@ -269,6 +270,7 @@ class ModelKeeper:
                 estimated=estimated,
                 demands=demands.texts,
                 demand_prior=self._demand_prior,
+                with_rates=True,
             )
             metadata = {**trained.metadata, **demands.metadata(trained.model)}
             version = await publish(self._versions, held, trained.model, metadata, reason=reason)

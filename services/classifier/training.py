@@ -185,7 +185,7 @@ def train_model(
     estimated: EstimatedPrior | None = None,
     demands: Sequence[str] = (),
     demand_prior: DemandPrior | None = None,
-    with_rates: bool = True,
+    with_rates: bool = False,
 ) -> TrainedModel:
     """Train on the sources + ``labels`` (people's, as training examples). ``label_rows``
     (the label store's size when the labels were read) tells the schedule later whether new
@@ -200,7 +200,8 @@ def train_model(
     the shipped seed set's share (source "shipped examples"); the balanced fit's own.
 
     ``with_rates``: measure the error rates the demands' estimate needs (3 more fits) when
-    the prior is not from rule 1 or 2, and keep them in the metadata for later estimates."""
+    the prior is not from rule 1 or 2, and keep them in the metadata for later estimates
+    (the service and `retrain` do; without them ``demands`` are not used)."""
     started = time.perf_counter()
     taxonomy = sources.load_taxonomy()
     rows = split_sources(

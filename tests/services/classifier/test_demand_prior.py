@@ -75,7 +75,12 @@ def test_the_shipped_seed_sets_share_stays_until_there_are_enough_demands(
     shipped: TrainingSources,
 ) -> None:
     trained = train_model(
-        shipped, reason="test", with_evaluation=False, demands=value_demands(19), demand_prior=FEW
+        shipped,
+        reason="test",
+        with_evaluation=False,
+        demands=value_demands(19),
+        demand_prior=FEW,
+        with_rates=True,
     )
 
     metadata = trained.metadata
@@ -92,7 +97,12 @@ def test_the_demands_replace_the_shipped_seed_sets_share(shipped: TrainingSource
     demands = value_demands(40)
 
     trained = train_model(
-        shipped, reason="test", with_evaluation=False, demands=demands, demand_prior=FEW
+        shipped,
+        reason="test",
+        with_evaluation=False,
+        demands=demands,
+        demand_prior=FEW,
+        with_rates=True,
     )
 
     metadata = trained.metadata
@@ -113,6 +123,7 @@ def test_peoples_labels_win_over_the_demands_and_the_shipped_rows_do_not_count(
         with_evaluation=False,
         demands=value_demands(40),
         demand_prior=FEW,
+        with_rates=True,
     )
 
     metadata = trained.metadata
@@ -133,7 +144,12 @@ def test_the_organisations_own_examples_file_wins_over_the_demands(
     )
 
     trained = train_model(
-        own, reason="test", with_evaluation=False, demands=value_demands(40), demand_prior=FEW
+        own,
+        reason="test",
+        with_evaluation=False,
+        demands=value_demands(40),
+        demand_prior=FEW,
+        with_rates=True,
     )
 
     assert trained.metadata["failure_prior_source"] == "labels"
@@ -151,6 +167,7 @@ def test_an_audited_estimate_wins_over_everything(shipped: TrainingSources) -> N
         estimated=estimated,
         demands=value_demands(40),
         demand_prior=FEW,
+        with_rates=True,
     )
 
     metadata = trained.metadata
