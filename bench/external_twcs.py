@@ -112,6 +112,10 @@ reported as printed).
   accuracy, always-majority, margin, predicted failure share, and each model's prior; mean
   and range (min-max) over the seeds. The first line says which commit was measured and
   whether ``services/classifier`` differed from it (measure a clean checkout).
+
+Run once, 2026-11-27 23:14 UTC, at 0701514 in a clean worktree (28 fits, 95 s CPU): test
+accuracy at 0 / 25 / 100 / 384 labels, (a) 0.717 / 0.742 / 0.767 / 0.767, (b) 0.699 / 0.749
+/ 0.770 / 0.781, always-majority 0.708 (the table: EVALUATION.md).
 """
 
 from __future__ import annotations
