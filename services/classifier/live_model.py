@@ -290,6 +290,13 @@ class ModelKeeper:
     async def _recent_demands(self) -> RecentDemands:
         return await read_recent_demands(self._labels, self._demand_prior)
 
+    async def _needs_rates(self, metadata: dict[str, Any]) -> bool:
+        if "failure_prior_rates" in metadata or self._demand_prior.min_texts <= 0:
+            return False
+        if metadata.get("failure_prior_source") not in REPLACEABLE:
+            return False
+        return await self._labels.count_texts() >= self._demand_prior.min_texts
+
     async def _prior_due(self, metadata: dict[str, Any]) -> StoredRates | None:
         """The current version's stored rates when its prior may come from the demands and
         enough new ones were seen since its estimate (``DemandPrior.due``); else None."""
@@ -310,7 +317,13 @@ class ModelKeeper:
         ``DemandPrior.min_texts``, then each time the demands seen have doubled (at least
         every ``every_max``). The same fit, set back to the prior its stored error rates were
         measured at, then to the estimate, published as a new version through the lease
-        (cheaper than a retraining: one prediction of the texts). Returns the version."""
+        (cheaper than a retraining: one prediction of the texts). Returns the version.
+
+        A version trained before versions kept error rates (no ``failure_prior_rates`` key:
+        the shipped model an organisation kept from an earlier release) is retrained once,
+        with them, when the minimum of demands was seen."""
+        if await self._needs_rates(self._metadata_current):
+            return await self.retrain("demands: error rates")
         if await self._prior_due(self._metadata_current) is None:
             return None
         if self._retrain_lock.locked():

@@ -390,3 +390,28 @@ def test_evaluate_takes_the_prior_from_the_files_texts_and_says_so(
     assert audited["prior"] == {"source": "labels", "share": 4 / 32, "texts": None, "rows": 30}
     assert audited["failure_share"]["audited"] == 30
     assert evaluate("--audit", "29")["demand_type"]["prior"]["source"] == "demands"
+
+
+async def test_a_version_from_before_the_rates_is_retrained_once_with_them(
+    fleet: Callable[[str], ModelKeeper], sqlite_url: str, shipped: TrainingSources
+) -> None:
+    from tests.services.classifier.conftest import store_version
+
+    old = train_model(shipped, reason="test", with_evaluation=False)  # no rates measured
+    metadata = {k: v for k, v in old.metadata.items() if k != "failure_prior_rates"}
+    first = await store_version(sqlite_url, old.model, {**metadata, "label_rows": 0})
+    a = fleet("a")
+    await a.load()
+    assert a.current.version == first
+    labels = LabelRepository(a.versions.engine)
+    await seen(labels, 0, 19)
+    assert await a.retrain_if_new_labels() is None
+
+    await seen(labels, 19, 1)
+    retrained = await a.retrain_if_new_labels()
+
+    assert retrained is not None
+    stored = (await a.versions.get(retrained)).metadata
+    assert stored["failure_prior_rates"] is not None
+    assert (stored["failure_prior_source"], stored["failure_prior_rows"]) == (DEMANDS, 20)
+    assert await a.retrain_if_new_labels() is None  # not again until the demands doubled
