@@ -1,9 +1,10 @@
 """Domain-independent cues of failure demand (and of plain requests), as model features.
 
 A model trained on one organisation's examples learns its purposes' words ("bill", "engineer").
-The way people chase, repeat themselves or say something went wrong is the same in a bank, a
-telco or a council, so these cue counts carry the value/failure signal to domains the training
-data never saw. An organisation's taxonomy can add phrases to each failure kind.
+The way people chase, repeat themselves, say something went wrong or pass their verdict on
+the service is the same in a bank, a telco or a council, so these cue counts carry the
+value/failure signal to domains the training data never saw. An organisation's taxonomy can
+add phrases to each failure kind.
 """
 
 from __future__ import annotations
@@ -225,6 +226,110 @@ CUE_GROUPS: dict[str, tuple[str, ...]] = {
         "upgrade",
         "quote",
     ),
+    # The customer's verdict that the service failed them, in several registers (formal,
+    # spoken, online): on real customer text (TWCS first contacts) the failure the model
+    # missed was mostly in such a verdict, not in chasing or repeat phrases. Written from
+    # that definition before any development tweet was read; phrases already in "complaint"
+    # are not repeated. Left out because a sector of the corpus uses them for plain value
+    # demand: rubbish / garbage / trash (waste collection), robbed / thieves / scam (fraud
+    # reports), poor (a first "poor signal" report), waste, hate, crazy, insane. No emoji: a
+    # phrase that does not start with a word character makes its group searched in every
+    # text (``first_word_keys``). Last, so the columns of the groups before it keep their
+    # places.
+    "verdict": (
+        # the verdict
+        "worst",
+        "worse",
+        "pathetic",
+        "disgrace",
+        "shameful",
+        "shame on you",
+        "outrageous",
+        "scandalous",
+        "absurd",
+        "laughable",
+        "farce",
+        "shambles",
+        "shambolic",
+        "horrible",
+        "horrendous",
+        "dreadful",
+        "abysmal",
+        "atrocious",
+        "diabolical",
+        "lousy",
+        "shoddy",
+        "crap",
+        "crappy",
+        "shit",
+        "shite",
+        "shitty",
+        "hopeless",
+        "nightmare",
+        "incompetent",
+        "incompetence",
+        "unprofessional",
+        "clueless",
+        "inexcusable",
+        "unbelievable",
+        "embarrassing",
+        "embarrassment",
+        "disappointing",
+        "not good enough",
+        "not acceptable",
+        "rip off",
+        "rip-off",
+        "ripoff",
+        "daylight robbery",
+        "sucks",
+        "suck",
+        "sucked",
+        "epic fail",
+        "what a fail",
+        "waste of time",
+        "waste of money",
+        # the customer's state, because of the service
+        "fuming",
+        "livid",
+        "raging",
+        "pissed",
+        "annoyed",
+        "not happy",
+        "unhappy",
+        "not impressed",
+        "sick and tired",
+        "had enough",
+        "enough is enough",
+        "last straw",
+        "let down",
+        "let me down",
+        "let us down",
+        "fobbed off",
+        "never again",
+        "lost a customer",
+        "wtf",
+        "ffs",
+        "smh",
+        "ugh",
+        "seriously",
+        # sarcasm that carries a verdict
+        "thanks for nothing",
+        "so much for",
+        "gotta love",
+        "got to love",
+        "yeah right",
+        # the demand that they put it right
+        "fix it",
+        "fix this",
+        "fix your",
+        "sort it out",
+        "sort this out",
+        "sort yourselves out",
+        "get it together",
+        "get your act together",
+        "do your job",
+        "do better",
+    ),
 }
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
@@ -303,11 +408,13 @@ class CueCounter:
         self._keys = [first_word_keys(groups[name]) for name in self.group_names]
 
     def adopt_keys(self, other: CueCounter) -> bool:
-        """Take ``other``'s search keys if it has the same phrases in each group (a counter
-        unpickled from a model saved before the keys existed has none: it searches every
-        group, correctly but slower). The patterns' alternatives are compared as sets: their
-        order among phrases of one length follows the set order of the process that built
-        them."""
+        """Take ``other``'s search keys if it has each of this counter's groups, by name,
+        with the same phrases (a counter unpickled from a model saved before the keys
+        existed has none: it searches every group, correctly but slower). ``other`` may have
+        more groups: the lexicon has grown since (``verdict``), and an old model keeps its
+        own groups, so its feature columns stay as it was trained. The patterns'
+        alternatives are compared as sets: their order among phrases of one length follows
+        the set order of the process that built them."""
 
         def alternatives(pattern: re.Pattern[str]) -> list[str] | None:
             text = pattern.pattern
@@ -315,14 +422,17 @@ class CueCounter:
                 return None
             return sorted(text[len(_OPEN) : -len(_CLOSE)].split("|"))
 
-        ours = [alternatives(p) for p in self._patterns]
-        if (
-            other.group_names != self.group_names
-            or None in ours
-            or ours != [alternatives(p) for p in other._patterns]
-        ):
-            return False
-        self._keys = list(other._keys)
+        theirs = {
+            name: (alternatives(pattern), key)
+            for name, pattern, key in zip(
+                other.group_names, other._patterns, other._keys, strict=True
+            )
+        }
+        for name, pattern in zip(self.group_names, self._patterns, strict=True):
+            mine = alternatives(pattern)
+            if mine is None or name not in theirs or theirs[name][0] != mine:
+                return False
+        self._keys = [theirs[name][1] for name in self.group_names]
         return True
 
     @property
