@@ -16,13 +16,18 @@ is answered by the app's handler, exactly as on FastAPI's path). A route that ne
 than the request (path, query, header or body parameters, a dependency of a dependency, one
 with ``yield``) is refused when the app is built, never served half-resolved.
 
-The direct routes are also found before the router: ``_DirectDispatch`` sits right inside
-Starlette's ``ExceptionMiddleware`` (so the same handlers answer the same errors) and ahead
-of FastAPI's ``AsyncExitStackMiddleware`` (an exit stack a request, for closing uploaded
-files, which a direct route never opens) and the router (its scope checks and its walk of
-the routes). It sets the scope as the router would (``router``, ``route`` and the route's
-child scope) and calls the same ``DirectRoute.handle``; any other request goes on to the
-router, where the direct routes stay first, as before.
+The direct routes are also found before the router, and before Starlette's
+``ExceptionMiddleware``: ``_DirectDispatch`` sits right outside it and serves a request
+they match itself, so that request skips FastAPI's ``AsyncExitStackMiddleware`` (an exit
+stack a request, for closing uploaded files, which a direct route never opens), the router
+(its scope checks and its walk of the routes) and the ExceptionMiddleware's own wrapping (a
+second Request, two closures and a wrapper around every message sent). What that wrapping
+does is done here with the same handlers, in the same steps (Starlette's
+``wrap_app_handling_exceptions``): an error a handler is registered for is answered by it,
+any other goes on up to ``ServerErrorMiddleware``, and one raised once the response has
+started is a RuntimeError. The scope is set as the ExceptionMiddleware and the router set
+it (the handlers, ``router``, the route's child scope). Any other request goes on to the
+ExceptionMiddleware and the router, where the direct routes stay first, as before.
 """
 
 from __future__ import annotations
@@ -35,7 +40,14 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.routing import APIRoute
-from starlette._utils import get_route_path
+from starlette._exception_handler import (
+    ExceptionHandlers,
+    StatusHandlers,
+    _lookup_exception_handler,
+)
+from starlette._utils import get_route_path, is_async_callable
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -95,44 +107,81 @@ def serve_directly(app: FastAPI, endpoints: Iterable[Endpoint]) -> list[DirectRo
 
 
 class _DirectDispatch:
-    """Serves the direct routes ahead of ``app`` (FastAPI's AsyncExitStackMiddleware and the
-    router): a request they match is handled as the router would handle it, the scope set
-    alike; any other goes on to ``app``. ``routes``: the direct routes, by path."""
+    """Serves the direct routes ahead of ``app`` (the app's ExceptionMiddleware, around
+    FastAPI's AsyncExitStackMiddleware and the router): a request they match is handled as
+    those would handle it, its errors by ``handlers`` (the ExceptionMiddleware's: by class,
+    and HTTPException's by status); any other goes on to ``app``. ``routes``: the direct
+    routes, by path."""
 
-    def __init__(self, app: ASGIApp, router: Router, routes: dict[str, list[DirectRoute]]):
+    def __init__(
+        self,
+        app: ASGIApp,
+        router: Router,
+        routes: dict[str, list[DirectRoute]],
+        handlers: tuple[ExceptionHandlers, StatusHandlers],
+    ) -> None:
         self.app = app
         self.router = router
         self.routes = routes
+        self.handlers = handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             for route in self.routes.get(get_route_path(scope), ()):
                 match, child_scope = route.matches(scope)
                 if match is Match.FULL:
-                    # What Router.app does with the first route that matches in full (its
-                    # scope["route"] = route is replaced at once: the child scope names the
-                    # documented route).
-                    if "router" not in scope:
-                        scope["router"] = self.router
-                    scope.update(child_scope)
-                    # route.handle(scope, receive, send), inline: one coroutine frame less
-                    # that each resumption of the request's task passes through.
-                    request = Request(scope, receive, send)
-                    arguments: dict[str, Any] = {route.request_param: request}
-                    for name, dependency, takes in route.dependencies:
-                        arguments[name] = await dependency(**{takes: request})
-                    response = await route.endpoint(**arguments)
-                    if not isinstance(response, Response):
-                        raise TypeError(
-                            f"{route.path}: a directly served endpoint must return a Response"
-                        )
-                    await response(scope, receive, send)
+                    await self._serve(route, child_scope, scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
+    async def _serve(
+        self, route: DirectRoute, child_scope: Scope, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        # What the ExceptionMiddleware and Router.app put in the scope (the router's
+        # scope["route"] = route is replaced at once: the child scope names the documented
+        # route).
+        scope["starlette.exception_handlers"] = self.handlers
+        if "router" not in scope:
+            scope["router"] = self.router
+        scope.update(child_scope)
+        request = Request(scope, receive, send)
+        started = False
+        try:
+            # DirectRoute.handle's steps.
+            arguments: dict[str, Any] = {route.request_param: request}
+            for name, dependency, takes in route.dependencies:
+                arguments[name] = await dependency(**{takes: request})
+            response = await route.endpoint(**arguments)
+            if not isinstance(response, Response):
+                raise TypeError(f"{route.path}: a directly served endpoint must return a Response")
+            # Starlette's wrapper notes the start message as it is sent; a Response sends it
+            # first, so from here on the response has started, as its wrapper would say.
+            started = True
+            await response(scope, receive, send)
+        except Exception as exc:
+            # wrap_app_handling_exceptions' steps, with the same handlers.
+            exception_handlers, status_handlers = self.handlers
+            handler = None
+            if isinstance(exc, HTTPException):
+                handler = status_handlers.get(exc.status_code)
+            if handler is None:
+                handler = _lookup_exception_handler(exception_handlers, exc)
+            if handler is None:
+                raise exc
+            if started:
+                message = "Caught handled exception, but response already started."
+                raise RuntimeError(message) from exc
+            if is_async_callable(handler):
+                answer = await handler(request, exc)  # type: ignore[arg-type]
+            else:
+                answer = await run_in_threadpool(handler, request, exc)
+            if answer is not None:
+                await answer(scope, receive, send)
+            exc.__traceback__ = None  # as Starlette: a reused exception's traceback grows
+
 
 def _dispatch_ahead_of_the_router(app: FastAPI, direct: list[DirectRoute]) -> None:
-    """Puts a ``_DirectDispatch`` between the ExceptionMiddleware and what it wraps (FastAPI's
+    """Puts a ``_DirectDispatch`` around the app's ExceptionMiddleware (which wraps FastAPI's
     AsyncExitStackMiddleware around the router) when the app builds its middleware stack.
     The stack is checked now: an app built otherwise is refused, not served differently."""
     routes: dict[str, list[DirectRoute]] = {}
@@ -142,8 +191,9 @@ def _dispatch_ahead_of_the_router(app: FastAPI, direct: list[DirectRoute]) -> No
 
     def build_with_dispatch() -> ASGIApp:
         stack = build()
-        handling = _exception_middleware(stack, app.router)
-        handling.app = _DirectDispatch(handling.app, app.router, routes)
+        outer, handling = _exception_middleware(stack, app.router)
+        handlers = (handling._exception_handlers, handling._status_handlers)
+        outer.app = _DirectDispatch(handling, app.router, routes, handlers)
         return stack
 
     _exception_middleware(build(), app.router)  # the stack's shape, checked once here
@@ -151,22 +201,27 @@ def _dispatch_ahead_of_the_router(app: FastAPI, direct: list[DirectRoute]) -> No
     app.build_middleware_stack = build_with_dispatch  # type: ignore[method-assign]
 
 
-def _exception_middleware(stack: ASGIApp, router: Router) -> ExceptionMiddleware:
-    """The ExceptionMiddleware of a built stack, which must wrap AsyncExitStackMiddleware
-    around ``router`` (with no middleware of its own): what the dispatch skips for a direct
-    route, and nothing else."""
+def _exception_middleware(stack: ASGIApp, router: Router) -> tuple[Any, ExceptionMiddleware]:
+    """The ExceptionMiddleware of a built stack and the layer around it (an ASGI middleware
+    naming it ``app``). It must wrap AsyncExitStackMiddleware around ``router`` (with no
+    middleware of its own), and keep its handlers where Starlette keeps them: what the
+    dispatch stands in for, and nothing else."""
+    outer: Any = None
     layer: Any = stack
     while layer is not None and not isinstance(layer, ExceptionMiddleware):
-        layer = getattr(layer, "app", None)
+        outer, layer = layer, getattr(layer, "app", None)
     inner = getattr(layer, "app", None)
     if (
-        not isinstance(layer, ExceptionMiddleware)
+        outer is None
+        or not isinstance(layer, ExceptionMiddleware)
+        or not isinstance(getattr(layer, "_exception_handlers", None), dict)
+        or not isinstance(getattr(layer, "_status_handlers", None), dict)
         or not isinstance(inner, AsyncExitStackMiddleware)
         or inner.app is not router
         or router.middleware_stack != router.app
     ):
         raise ValueError("the direct routes need FastAPI's middleware stack as it was built")
-    return layer
+    return outer, layer
 
 
 def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:

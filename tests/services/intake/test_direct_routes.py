@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.responses import JSONResponse
 from starlette.middleware.exceptions import ExceptionMiddleware
@@ -88,52 +88,123 @@ def _dispatch_of(stack: ASGIApp) -> _DirectDispatch:
     return layer
 
 
-def test_the_direct_routes_are_dispatched_inside_the_exception_middleware() -> None:
+def test_the_direct_routes_are_dispatched_around_the_exception_middleware() -> None:
     stack = create_app().build_middleware_stack()
     layer: Any = stack
-    while not isinstance(layer, ExceptionMiddleware):
+    while not isinstance(layer, _DirectDispatch):
         layer = layer.app
-    # Inside the error handlers, ahead of FastAPI's exit stack and the router.
-    assert isinstance(layer.app, _DirectDispatch)
-    assert isinstance(layer.app.app, AsyncExitStackMiddleware)
-    assert set(layer.app.routes) == {"/v1/demands", "/v1/demands:batch"}
+    # Around the error handlers (whose handlers it uses), FastAPI's exit stack and the router.
+    handling = layer.app
+    assert isinstance(handling, ExceptionMiddleware)
+    assert isinstance(handling.app, AsyncExitStackMiddleware)
+    assert layer.handlers[0] is handling._exception_handlers
+    assert layer.handlers[1] is handling._status_handlers
+    assert set(layer.routes) == {"/v1/demands", "/v1/demands:batch"}
 
 
-async def test_a_dispatched_request_is_handled_as_the_router_would() -> None:
-    """The scope the endpoint sees is the router's (route, router, the route's child scope),
-    without the exit stack the dispatch skips; the app's exception handlers answer its
-    errors; what the direct routes do not match goes on to the router."""
+_REUSED = KeyError("handled")
+
+
+class _StartsThenFails(JSONResponse):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise KeyError("after the start")
+
+
+def _app_with_handlers(seen: list[Scope]) -> tuple[FastAPI, list[DirectRoute]]:
+    """An app whose directly served endpoints raise what each kind of handler answers."""
     app = FastAPI()
-    seen: list[Scope] = []
 
     @app.post("/plain")
     async def plain(request: Request) -> JSONResponse:
         seen.append(dict(request.scope))
         return JSONResponse({"ok": True}, status_code=202)
 
-    @app.post("/fails")
-    async def fails(request: Request) -> JSONResponse:
-        raise KeyError("handled")
+    @app.post("/by-class")
+    async def by_class(request: Request) -> JSONResponse:
+        raise _REUSED  # one instance, raised again and again
+
+    @app.post("/by-plain-def")
+    async def by_plain_def(request: Request) -> JSONResponse:
+        raise ValueError("in the thread pool")
+
+    @app.post("/by-status")
+    async def by_status(request: Request) -> JSONResponse:
+        raise HTTPException(409, "taken")
+
+    @app.post("/unhandled")
+    async def unhandled(request: Request) -> JSONResponse:
+        raise LookupError("nobody handles this")
+
+    @app.post("/after-start")
+    async def after_start(request: Request) -> JSONResponse:
+        return _StartsThenFails({})
 
     async def on_key_error(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"handled": str(error)}, status_code=418)
+        return JSONResponse({"handled": str(error), "path": request.url.path}, status_code=418)
+
+    def on_value_error(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"handled": str(error)}, status_code=400)
+
+    async def on_409(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"status": 409}, status_code=409, headers={"X-By": "status"})
 
     app.add_exception_handler(KeyError, on_key_error)
-    plain_route, _ = serve_directly(app, [plain, fails])
+    app.add_exception_handler(ValueError, on_value_error)
+    app.add_exception_handler(409, on_409)
+    direct = serve_directly(app, [plain, by_class, by_plain_def, by_status, unhandled, after_start])
+    return app, direct
+
+
+async def _outcome(client: httpx.AsyncClient, method: str, path: str) -> tuple[Any, ...]:
+    try:
+        answer = await client.request(method, path)
+    except Exception as error:  # what reaches the server (ServerErrorMiddleware: a 500)
+        return type(error).__name__, str(error)
+    return answer.status_code, answer.headers.get("x-by"), answer.text
+
+
+async def test_a_dispatched_request_is_handled_as_the_router_would() -> None:
+    """Each outcome (an answer, each kind of exception handler, an error nobody handles, a
+    handled error once the response started, another method or path) is the same through
+    the dispatch as through the ExceptionMiddleware and the router; the scope the endpoint
+    sees is the router's, without the exit stack the dispatch skips."""
+    seen: list[Scope] = []
+    app, direct = _app_with_handlers(seen)
     transport = httpx.ASGITransport(app=app)
+    requests = [("POST", path) for path in ("/plain", "/by-class", "/by-plain-def")]
+    requests += [("POST", path) for path in ("/by-status", "/unhandled", "/after-start")]
+    requests += [("GET", "/plain"), ("POST", "/elsewhere")]
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        answered = await client.post("/plain")
-        assert (answered.status_code, answered.json()) == (202, {"ok": True})
-        failed = await client.post("/fails")
-        assert (failed.status_code, failed.json()) == (418, {"handled": "'handled'"})
-        assert (await client.get("/plain")).status_code == 405  # the router's answer
-        assert (await client.post("/elsewhere")).status_code == 404
-    [scope] = seen
-    assert scope["route"] is plain_route.route  # the documented route, as the router sets it
-    assert scope["router"] is app.router
-    assert scope["endpoint"] is plain
-    assert scope["path_params"] == {}
-    assert "fastapi_middleware_astack" not in scope  # FastAPI's exit stack was skipped
+        dispatched = [await _outcome(client, method, path) for method, path in requests]
+        assert _REUSED.__traceback__ is None  # cleared once handled, as Starlette clears it
+        assert app.middleware_stack is not None
+        dispatch = _dispatch_of(app.middleware_stack)
+        dispatch.routes = {}
+        routed = [await _outcome(client, method, path) for method, path in requests]
+    assert dispatched == routed
+    assert dispatched[:6] == [
+        (202, None, '{"ok":true}'),
+        (418, None, '{"handled":"\'handled\'","path":"/by-class"}'),
+        (400, None, '{"handled":"in the thread pool"}'),
+        (409, "status", '{"status":409}'),
+        ("LookupError", "nobody handles this"),
+        ("RuntimeError", "Caught handled exception, but response already started."),
+    ]
+    assert [outcome[0] for outcome in dispatched[6:]] == [405, 404]  # the router's answers
+    dispatched_scope, routed_scope = seen
+    assert dispatched_scope["route"] is direct[0].route  # the documented route
+    assert dispatched_scope["router"] is app.router
+    assert dispatched_scope["endpoint"] is direct[0].endpoint
+    assert dispatched_scope["path_params"] == {}
+    assert "fastapi_middleware_astack" not in dispatched_scope  # the exit stack was skipped
+    assert "fastapi_middleware_astack" in routed_scope
+    assert (
+        dispatched_scope["starlette.exception_handlers"]
+        == routed_scope["starlette.exception_handlers"]
+    )
+    for name in ("route", "router", "endpoint", "path_params", "app", "path", "type"):
+        assert dispatched_scope[name] == routed_scope[name], name
 
 
 def test_a_stack_built_otherwise_is_refused() -> None:
