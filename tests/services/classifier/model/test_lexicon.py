@@ -21,12 +21,12 @@ VERDICTS = [
     "what a shambles",
     "absolute rip-off, and a ripoff last year too",
     "your app sucks",
-    "fix it!!!",
+    "fix your app!!!",
     "please just fix this",
     "get your act together",
     "fuming. never again",
     "thanks for nothing",
-    "so much for next day delivery",
+    "gotta love next day delivery that takes a week",
     "sort it out",
 ]
 LOOK_ALIKES = [
@@ -41,6 +41,11 @@ LOOK_ALIKES = [
     "when is the rubbish collection",
     "i think i got a scam text",
     "poor signal in the kitchen",
+    # Dropped: they match at least as many value rows of our data as failure rows.
+    "stone chip in my windscreen, can you fix it",
+    "can you do better on the price",
+    "who do i talk to if i'm unhappy with the repair",
+    "thank you so much for your help",
 ]
 
 
@@ -105,7 +110,7 @@ def test_a_model_saved_before_the_verdict_group_predicts_as_before(
 
 
 def test_a_model_saved_before_search_keys_and_the_verdict_group_adopts_keys(
-    old_model: tuple[bytes, list[Prediction]],
+    old_model: tuple[bytes, list[Prediction]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The lexicon has grown since: its counter has every group of the old one, with the
     same phrases, and more; the old counter takes the keys of its own groups."""
@@ -118,3 +123,18 @@ def test_a_model_saved_before_search_keys_and_the_verdict_group_adopts_keys(
     assert old._cues._keys == keys
     assert (old._cues.rows(TEXTS) == plain).all()
     assert not old._cues.adopt_keys(CueCounter({"repeat": ["umpteenth"]}))  # other phrases
+
+    # A taxonomy's own group comes after the lexicon's: in the grown counter, after
+    # ``verdict``; its keys are taken by name, not by position.
+    before = {name: group for name, group in CUE_GROUPS.items() if name != "verdict"}
+    with monkeypatch.context() as patch:
+        patch.setattr(lexicon, "CUE_GROUPS", before)
+        own = CueCounter({"other": ["nobody cares"]})
+    own_keys = list(own._keys)
+    texts = [*TEXTS, "nobody cares, worst council"]
+    keyed = own.rows(texts)
+    del own.__dict__["_keys"]
+
+    assert own.adopt_keys(CueCounter({"other": ["nobody cares"]}))
+    assert own._keys == own_keys
+    assert (own.rows(texts) == keyed).all()
