@@ -65,29 +65,36 @@ def confusion_rates(
     seed: int = 0,
 ) -> ConfusionRates | None:
     """The recipe's value/failure error rates by ``folds``-fold cross-validation over its
-    training rows (``examples`` and ``general``, as ``TextModel.train`` takes them; folds
-    drawn at random with ``seed``). Each fold's model judges with ``prior`` (None: its own
-    fit's), which must be the prior of the model whose calls ``estimate_failure_prior``
-    counts: the rates belong to that decision rule. ``folds`` fits, each on
-    ``(folds - 1) / folds`` of the rows. None when the rows lack a class."""
+    training rows (``examples`` and ``general``, as ``TextModel.train`` takes them). Folds
+    are drawn over the rows' distinct texts (shuffled with ``seed``): a row is held out when
+    its text is in the fold, so the copies of a repeated row (people's labels, weighted by
+    repetition) are never trained on while one of them is judged; each held text is judged
+    once, by its first row, and outside its fold every copy keeps its training weight. Each
+    fold's model judges with ``prior`` (None: its own fit's), which must be the prior of the
+    model whose calls ``estimate_failure_prior`` counts: the rates belong to that decision
+    rule. ``folds`` fits, each on about ``(folds - 1) / folds`` of the texts. None when the
+    held-out rows lack a class."""
     own = [e for e in examples if e.text.strip() and e.demand_type]
     wide = [e for e in general if e.text.strip() and e.demand_type]
-    tagged = [(0, i) for i in range(len(own))] + [(1, i) for i in range(len(wide))]
-    if folds < 2 or len(tagged) < folds:
+    first: dict[str, Example] = {}
+    for e in [*own, *wide]:
+        first.setdefault(e.text, e)
+    texts = list(first)
+    if folds < 2 or len(texts) < folds:
         return None
-    random.Random(seed).shuffle(tagged)
+    random.Random(seed).shuffle(texts)
     truth: list[bool] = []
     called: list[bool] = []
     for fold in range(folds):
-        held = set(tagged[fold::folds])
+        held = set(texts[fold::folds])
         model = TextModel.train(
-            [e for i, e in enumerate(own) if (0, i) not in held],
+            [e for e in own if e.text not in held],
             taxonomy,
             settings=settings,
-            general=[e for i, e in enumerate(wide) if (1, i) not in held],
+            general=[e for e in wide if e.text not in held],
         )
         model.set_failure_prior(prior)
-        rows = [own[i] if source == 0 else wide[i] for source, i in sorted(held)]
+        rows = [first[text] for text in texts[fold::folds]]
         probabilities = model.failure_probabilities([e.text for e in rows])
         truth += [e.demand_type == "failure" for e in rows]
         called += (probabilities >= 0.5).tolist()
@@ -99,6 +106,12 @@ def confusion_rates(
     return ConfusionRates(
         float(calls[is_failure].mean()), float(calls[~is_failure].mean()), failures, values
     )
+
+
+MIN_SEPARATION = 0.2
+"""The least ``tpr - fpr`` the correction divides by: below it the calls barely tell failure
+from value, and the estimate would mostly be noise divided by a small number (tpr 0.16,
+fpr 0.15: a swing of one call in a hundred moves it by a whole 1.0)."""
 
 
 def estimate_failure_prior(
@@ -114,10 +127,11 @@ def estimate_failure_prior(
     the same prior as ``model`` judges with), bounded to ``[1/(n+2), (n+1)/(n+2)]`` of the n
     texts (a share of 0 or 1 is not a prior). For ``model.set_failure_prior``.
 
-    None with fewer than ``min_texts`` texts, or when the model's calls do not tell failure
-    from value (``tpr <= fpr``: the correction would divide by nothing or flip the sign)."""
+    None with fewer than ``min_texts`` texts, or when the model's calls barely tell failure
+    from value (``tpr - fpr`` below ``MIN_SEPARATION``: the correction would divide by
+    almost nothing, or flip the sign)."""
     n = len(texts)
-    if n < max(min_texts, 1) or rates.true_positive <= rates.false_positive:
+    if n < max(min_texts, 1) or rates.true_positive - rates.false_positive < MIN_SEPARATION:
         return None
     called = float((np.asarray(model.failure_probabilities(texts)) >= 0.5).mean())
     share = (called - rates.false_positive) / (rates.true_positive - rates.false_positive)
