@@ -136,6 +136,8 @@ class ModelKeeper:
         self._labels_at_current: int | None = None
         self._metadata_current: dict[str, Any] = {}
         self._demand_prior = demand_prior or DemandPrior()
+        self._no_estimate: tuple[str, int] | None = None
+        """The version whose estimate could not be made, and the demands kept then."""
 
     @property
     def current(self) -> ModelInUse:
@@ -151,6 +153,11 @@ class ModelKeeper:
     @property
     def versions(self) -> ModelVersions:
         return self._versions
+
+    @property
+    def demand_prior(self) -> DemandPrior:
+        """When this keeper estimates the prior from the demands."""
+        return self._demand_prior
 
     @property
     def retraining(self) -> bool:
@@ -196,7 +203,7 @@ class ModelKeeper:
                         estimated=estimated,
                         demands=demands.texts,
                         demand_prior=self._demand_prior,
-                        with_rates=True,
+                        with_rates=self._wants_rates(demands),
                     )
                     metadata = {**trained.metadata, **demands.metadata(trained.model)}
                     version = await publish(
@@ -270,7 +277,7 @@ class ModelKeeper:
                 estimated=estimated,
                 demands=demands.texts,
                 demand_prior=self._demand_prior,
-                with_rates=True,
+                with_rates=self._wants_rates(demands),
             )
             metadata = {**trained.metadata, **demands.metadata(trained.model)}
             version = await publish(self._versions, held, trained.model, metadata, reason=reason)
@@ -289,6 +296,15 @@ class ModelKeeper:
 
     async def _recent_demands(self) -> RecentDemands:
         return await read_recent_demands(self._labels, self._demand_prior)
+
+    def _wants_rates(self, demands: RecentDemands) -> bool:
+        """Whether a training measures the error rates (3 more fits, about 3x its CPU): only
+        once the demands' minimum was seen, when an estimate can use them. Before (the first
+        training on a fresh database, retrainings of a young organisation) the version goes
+        without them and ``estimate_prior_if_due`` retrains once with them at the minimum.
+        ``train_model`` skips them anyway when the prior is an audited estimate or labels."""
+        wanted = self._demand_prior
+        return wanted.min_texts > 0 and demands.kept >= wanted.min_texts
 
     async def _needs_rates(self, metadata: dict[str, Any]) -> bool:
         if "failure_prior_rates" in metadata or self._demand_prior.min_texts <= 0:
@@ -319,11 +335,17 @@ class ModelKeeper:
         measured at, then to the estimate, published as a new version through the lease
         (cheaper than a retraining: one prediction of the texts). Returns the version.
 
-        A version trained before versions kept error rates (no ``failure_prior_rates`` key:
-        the shipped model an organisation kept from an earlier release) is retrained once,
-        with them, when the minimum of demands was seen."""
+        A version without error rates (no ``failure_prior_rates`` key: trained before the
+        minimum of demands was seen, or by an earlier release) is retrained once, with them,
+        when the minimum was seen.
+
+        An estimate that cannot be made (calls that barely separate the classes) is tried
+        again on that version only once the demands seen have doubled since (as after an
+        estimate), not every round."""
         if await self._needs_rates(self._metadata_current):
             return await self.retrain("demands: error rates")
+        if await self._backing_off():
+            return None
         if await self._prior_due(self._metadata_current) is None:
             return None
         if self._retrain_lock.locked():
@@ -347,7 +369,12 @@ class ModelKeeper:
                 min_texts=self._demand_prior.min_texts,
             )
             if share is None:
-                log.info("no failure prior from %d demands; keeping the prior", len(demands.texts))
+                self._no_estimate = (based_on, demands.kept)
+                log.info(
+                    "no failure prior from %d demands; keeping the prior, trying again when "
+                    "the demands seen have doubled",
+                    len(demands.texts),
+                )
                 return None
             described = {k: v for k, v in metadata.items() if k not in ("version", "created_at")}
             described |= {
@@ -365,6 +392,17 @@ class ModelKeeper:
             version,
         )
         return version
+
+    async def _backing_off(self) -> bool:
+        """Whether the current version's last estimate could not be made and too few demands
+        were seen since (``DemandPrior.due`` from the demands kept then)."""
+        if self._no_estimate is None:
+            return False
+        version, kept = self._no_estimate
+        if version != self.current.version:
+            self._no_estimate = None
+            return False
+        return not self._demand_prior.due(await self._labels.count_texts() - kept, kept)
 
     def _swap(self, model: ModelInUse, labels_at: int | None, metadata: dict[str, Any]) -> None:
         self._current = model

@@ -201,7 +201,10 @@ def train_model(
 
     ``with_rates``: measure the error rates the demands' estimate needs (3 more fits) when
     the prior is not from rule 1 or 2, and keep them in the metadata for later estimates
-    (the service and `retrain` do; without them ``demands`` are not used)."""
+    (key ``failure_prior_rates``, None when rule 1 or 2 applies or a class is missing; the
+    CLI's train and retrain ask, the service once it has seen the demands' minimum).
+    Without them ``demands`` are not used and the key is left out: the service's schedule
+    then retrains once with them when the minimum is reached."""
     started = time.perf_counter()
     taxonomy = sources.load_taxonomy()
     rows = split_sources(
@@ -266,7 +269,11 @@ def train_model(
         "general_rows": len(rows.general),
         "label_counts": model.label_counts,
         **failure_prior_metadata(model, estimated),
-        "failure_prior_rates": stored.as_dict() if stored is not None else None,
+        **(
+            {"failure_prior_rates": stored.as_dict() if stored is not None else None}
+            if with_rates
+            else {}
+        ),
         "purposes": list(model.purposes),
         "taxonomy_hash": taxonomy.content_hash() if taxonomy else None,
         "taxonomy_given": taxonomy is not None,

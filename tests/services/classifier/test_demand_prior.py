@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import services.classifier.live_model as live_model
 import services.classifier.training as training
 from services.classifier.db.migrate import upgrade
 from services.classifier.db.model_versions import ModelVersions
@@ -265,19 +266,22 @@ async def test_the_service_publishes_a_demands_prior_at_the_minimum_and_again_wh
     first = a.current.version
     assert b.current.version == first
     assert a.current.model.failure_prior_source == SHIPPED_EXAMPLES
+    # No error rates measured (3 fits) before the demands' minimum: nothing could use them.
+    assert "failure_prior_rates" not in (await a.versions.get(first)).metadata
     labels = LabelRepository(a.versions.engine)
 
     await seen(labels, 0, 19)
     assert await a.retrain_if_new_labels() is None  # below the minimum
 
     await seen(labels, 19, 1)
-    estimated = await a.retrain_if_new_labels()
+    estimated = await a.retrain_if_new_labels()  # retrained once, with the rates
     assert estimated is not None
     stored = await a.versions.get(estimated)
+    assert stored.metadata["reason"] == "demands: error rates"
+    assert stored.metadata["failure_prior_rates"]["prior"] == pytest.approx(16 / 32)
     assert stored.metadata["failure_prior_source"] == DEMANDS
     assert stored.metadata["failure_prior_rows"] == 20
     assert stored.metadata["failure_prior_demands_seen"] == 20
-    assert stored.metadata["based_on_version"] == first
     assert a.current.model.failure_prior == stored.metadata["failure_prior"] < 0.5
     # The other instance serves it and estimates nothing more: one version for the fleet.
     assert await b.retrain_if_new_labels() is None
@@ -291,10 +295,59 @@ async def test_the_service_publishes_a_demands_prior_at_the_minimum_and_again_wh
     assert again is not None
     metadata = (await b.versions.get(again)).metadata
     assert (metadata["failure_prior_rows"], metadata["failure_prior_demands_seen"]) == (40, 40)
+    assert metadata["based_on_version"] == estimated  # the same fit, not a retraining
     # Estimated from the same fit at the rates' prior, not from the first estimate.
     assert metadata["failure_prior_rates"] == stored.metadata["failure_prior_rates"]
     assert await a.retrain_if_new_labels() is None
     assert [v.version for v in await a.versions.list()] == [first, estimated, again]
+
+
+async def test_an_estimate_that_cannot_be_made_is_tried_again_when_the_demands_doubled(
+    fleet: Callable[[str], ModelKeeper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = fleet("a")
+    await a.load()
+    labels = LabelRepository(a.versions.engine)
+    await seen(labels, 0, 20)
+    with_rates = await a.retrain_if_new_labels()
+    assert with_rates is not None
+    tried: list[int] = []
+
+    def no_estimate(
+        model: object, texts: Sequence[str], stored: StoredRates, *, min_texts: int
+    ) -> None:
+        tried.append(len(texts))  # as calls that barely separate the classes
+
+    monkeypatch.setattr(live_model, "apply_demand_prior", no_estimate)
+    await seen(labels, 20, 20)
+    assert await a.retrain_if_new_labels() is None  # 40 seen: due, tried, none
+    assert tried == [40]
+    await seen(labels, 40, 1)
+    assert await a.retrain_if_new_labels() is None  # not again every round
+    await seen(labels, 41, 38)
+    assert await a.retrain_if_new_labels() is None  # 79: not yet doubled since 40
+    assert tried == [40]
+    await seen(labels, 79, 1)
+    assert await a.retrain_if_new_labels() is None
+    assert tried == [40, 80]
+    assert a.current.version == with_rates
+
+
+def test_the_rates_are_measured_at_the_models_prior(
+    shipped: TrainingSources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[float | None] = []
+
+    def rates(*args: object, prior: float | None = None, **kwargs: object) -> ConfusionRates:
+        asked.append(prior)
+        return ConfusionRates(0.9, 0.1, 10, 10)
+
+    monkeypatch.setattr(training, "confusion_rates", rates)
+
+    trained = train_model(shipped, reason="test", with_evaluation=False, with_rates=True)
+
+    assert asked == [trained.model.failure_prior]
+    assert asked[0] == pytest.approx(16 / 32)  # the shipped share, not the balanced fit's
 
 
 # -- `demandscope classifier evaluate` --------------------------------------------------------
