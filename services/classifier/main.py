@@ -4,6 +4,7 @@ nothing (no file, directory or database), so importing or building the app is fr
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
@@ -61,28 +62,7 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
         served = keeper.current.version
         metrics.model_behind.set(int(fleet_version is not None and fleet_version != served))
 
-    keeper = ModelKeeper(
-        versions=ModelVersions(engine),
-        sources=TrainingSources(
-            seed_examples=settings.seed_examples,
-            taxonomy=settings.taxonomy,
-            general_corpus=settings.general_corpus,
-            label_weight=settings.label_weight,
-        ),
-        labels=labels,
-        holder=holder_name(),  # the pod (host) name, the process and a nonce
-        watch_interval_s=settings.model_watch_interval_s,
-        retrain_interval_s=settings.retrain_interval_s,
-        on_swap=swapped,
-        on_poll=polled,
-        lease_ttl_s=settings.training_lease_s,
-        import_dir=settings.model_dir,
-        failure_estimate=functools.partial(
-            read_estimated_prior,
-            settings.kafka,
-            timeout_s=settings.failure_estimate_timeout_s,
-        ),
-    )
+    keeper = make_keeper(settings, ModelVersions(engine), labels, swapped, polled)
     try:
         # The fleet's current version, or trained from the seed data on a fresh database.
         await keeper.load()
@@ -147,6 +127,39 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
         model=keeper,
         context=context,
         labels=labels,
+    )
+
+
+def make_keeper(
+    settings: ClassifierSettings,
+    versions: ModelVersions,
+    labels: LabelRepository,
+    on_swap: Callable[[ModelInUse], None],
+    on_poll: Callable[[str | None], None],
+) -> ModelKeeper:
+    """The model keeper as the settings say (opens nothing: ``load`` does)."""
+    return ModelKeeper(
+        versions=versions,
+        sources=TrainingSources(
+            seed_examples=settings.seed_examples,
+            taxonomy=settings.taxonomy,
+            general_corpus=settings.general_corpus,
+            label_weight=settings.label_weight,
+        ),
+        labels=labels,
+        holder=holder_name(),  # the pod (host) name, the process and a nonce
+        watch_interval_s=settings.model_watch_interval_s,
+        retrain_interval_s=settings.retrain_interval_s,
+        on_swap=on_swap,
+        on_poll=on_poll,
+        lease_ttl_s=settings.training_lease_s,
+        import_dir=settings.model_dir,
+        failure_estimate=functools.partial(
+            read_estimated_prior,
+            settings.kafka,
+            timeout_s=settings.failure_estimate_timeout_s,
+        ),
+        demand_prior=settings.demand_prior(),
     )
 
 
