@@ -28,33 +28,76 @@ any other goes on up to ``ServerErrorMiddleware``, and one raised once the respo
 started is a RuntimeError. The scope is set as the ExceptionMiddleware and the router set
 it (the handlers, ``router``, the route's child scope). Any other request goes on to the
 ExceptionMiddleware and the router, where the direct routes stay first, as before.
+
+FastAPI and Starlette are not pinned, and some of what the dispatch stands in for is private
+to them. A release that moves a name, keeps the handlers otherwise or builds the stack
+otherwise does not stop intake: the stack is left as built, one warning says why, and the
+direct routes are served through the router (where they are first), as before the dispatch.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.routing import APIRoute
-from starlette._exception_handler import (
-    ExceptionHandlers,
-    StatusHandlers,
-    _lookup_exception_handler,
-)
-from starlette._utils import get_route_path, is_async_callable
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Endpoint = Callable[..., Awaitable[Any]]
+ExceptionHandlers = dict[Any, Callable[..., Any]]
+StatusHandlers = dict[int, Callable[..., Any]]
+_Lookup = Callable[[ExceptionHandlers, Exception], Callable[..., Any] | None]
+
+log = logging.getLogger(__name__)
+
+# FastAPI and Starlette are not pinned, and what the dispatch stands in for is theirs, some of
+# it private: each name is imported where it is today, and one a release moves or drops makes
+# the direct routes served through the router (one warning), never stops intake starting.
+_missing: list[str] = []
+_lookup_exception_handler: _Lookup | None = None
+is_async_callable: Callable[[Any], bool] | None = None
+AsyncExitStackMiddleware: type[Any] | None = None
+try:
+    from starlette._exception_handler import _lookup_exception_handler as _lookup
+
+    _lookup_exception_handler = _lookup
+except ImportError:  # each missing one is named when the stack is built
+    pass
+try:
+    from starlette._utils import is_async_callable as _is_async_callable
+
+    is_async_callable = _is_async_callable
+except ImportError:
+    pass
+try:
+    from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware as _ExitStack
+
+    AsyncExitStackMiddleware = _ExitStack
+except ImportError:
+    pass
+try:
+    from starlette._utils import get_route_path
+except ImportError:  # the router's own matching is then unknown: this is Starlette's today
+    _missing.append("starlette._utils.get_route_path")
+
+    def get_route_path(scope: Scope) -> str:
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path", "")
+        if not root_path or not path.startswith(root_path):
+            return path
+        if path == root_path:
+            return ""
+        return path[len(root_path) :] if path[len(root_path)] == "/" else path
 
 
 class DirectRoute(BaseRoute):
@@ -119,11 +162,15 @@ class _DirectDispatch:
         router: Router,
         routes: dict[str, list[DirectRoute]],
         handlers: tuple[ExceptionHandlers, StatusHandlers],
+        lookup: _Lookup,
+        is_async: Callable[[Any], bool],
     ) -> None:
         self.app = app
         self.router = router
         self.routes = routes
         self.handlers = handlers
+        self.lookup = lookup  # Starlette's own: a handler by the exception's class
+        self.is_async = is_async
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -154,10 +201,17 @@ class _DirectDispatch:
             response = await route.endpoint(**arguments)
             if not isinstance(response, Response):
                 raise TypeError(f"{route.path}: a directly served endpoint must return a Response")
-            # Starlette's wrapper notes the start message as it is sent; a Response sends it
-            # first, so from here on the response has started, as its wrapper would say.
-            started = True
-            await response(scope, receive, send)
+            if type(response).__call__ is Response.__call__:
+                # Starlette's wrapper notes the start message as it is sent; Response's own
+                # __call__ sends it first, so from here on the response has started.
+                started = True
+                await response(scope, receive, send)
+            else:  # one of its own (FileResponse checks its file first): noted as it is sent
+                noting = _NotingSend(send)
+                try:
+                    await response(scope, receive, noting)
+                finally:
+                    started = noting.started
         except Exception as exc:
             # wrap_app_handling_exceptions' steps, with the same handlers.
             exception_handlers, status_handlers = self.handlers
@@ -165,14 +219,14 @@ class _DirectDispatch:
             if isinstance(exc, HTTPException):
                 handler = status_handlers.get(exc.status_code)
             if handler is None:
-                handler = _lookup_exception_handler(exception_handlers, exc)
+                handler = self.lookup(exception_handlers, exc)
             if handler is None:
                 raise exc
             if started:
                 message = "Caught handled exception, but response already started."
                 raise RuntimeError(message) from exc
-            if is_async_callable(handler):
-                answer = await handler(request, exc)  # type: ignore[arg-type]
+            if self.is_async(handler):
+                answer = await handler(request, exc)
             else:
                 answer = await run_in_threadpool(handler, request, exc)
             if answer is not None:
@@ -180,10 +234,25 @@ class _DirectDispatch:
             exc.__traceback__ = None  # as Starlette: a reused exception's traceback grows
 
 
+class _NotingSend:
+    """``send``, noting the start message as Starlette's wrapper notes it (before sending)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 def _dispatch_ahead_of_the_router(app: FastAPI, direct: list[DirectRoute]) -> None:
     """Puts a ``_DirectDispatch`` around the app's ExceptionMiddleware (which wraps FastAPI's
-    AsyncExitStackMiddleware around the router) when the app builds its middleware stack.
-    The stack is checked now: an app built otherwise is refused, not served differently."""
+    AsyncExitStackMiddleware around the router) when the app builds its middleware stack
+    (once, lazily, at its first call: the lifespan's). A stack or a framework not of the
+    shape the dispatch stands in for is left as built, with one warning: the direct routes
+    are then served through the router, where they are first."""
     routes: dict[str, list[DirectRoute]] = {}
     for route in direct:
         routes.setdefault(route.path, []).append(route)
@@ -191,36 +260,50 @@ def _dispatch_ahead_of_the_router(app: FastAPI, direct: list[DirectRoute]) -> No
 
     def build_with_dispatch() -> ASGIApp:
         stack = build()
-        outer, handling = _exception_middleware(stack, app.router)
+        lookup, is_async = _lookup_exception_handler, is_async_callable
+        found = _exception_middleware(stack, app.router)
+        if isinstance(found, str) or lookup is None or is_async is None:
+            reason = found if isinstance(found, str) else "Starlette's helpers not found"
+            log.warning("direct routes served through the router: %s", reason)
+            return stack
+        outer, handling = found
         handlers = (handling._exception_handlers, handling._status_handlers)
-        outer.app = _DirectDispatch(handling, app.router, routes, handlers)
+        outer.app = _DirectDispatch(handling, app.router, routes, handlers, lookup, is_async)
         return stack
 
-    _exception_middleware(build(), app.router)  # the stack's shape, checked once here
-    # The app's own method, wrapped for this app only (Starlette calls it once, lazily).
+    # The app's own method, wrapped for this app only.
     app.build_middleware_stack = build_with_dispatch  # type: ignore[method-assign]
 
 
-def _exception_middleware(stack: ASGIApp, router: Router) -> tuple[Any, ExceptionMiddleware]:
+def _exception_middleware(stack: ASGIApp, router: Router) -> tuple[Any, ExceptionMiddleware] | str:
     """The ExceptionMiddleware of a built stack and the layer around it (an ASGI middleware
-    naming it ``app``). It must wrap AsyncExitStackMiddleware around ``router`` (with no
-    middleware of its own), and keep its handlers where Starlette keeps them: what the
-    dispatch stands in for, and nothing else."""
+    naming it ``app``), or why not. It must wrap AsyncExitStackMiddleware around ``router``
+    (with no middleware of its own), and keep its handlers where Starlette keeps them: what
+    the dispatch stands in for, and nothing else."""
+    optional = {
+        "starlette._exception_handler._lookup_exception_handler": _lookup_exception_handler,
+        "starlette._utils.is_async_callable": is_async_callable,
+        "fastapi.middleware.asyncexitstack.AsyncExitStackMiddleware": AsyncExitStackMiddleware,
+    }
+    missing = _missing + [name for name, value in optional.items() if value is None]
+    if missing:
+        return f"{', '.join(missing)} not found"
     outer: Any = None
     layer: Any = stack
     while layer is not None and not isinstance(layer, ExceptionMiddleware):
         outer, layer = layer, getattr(layer, "app", None)
+    if outer is None or layer is None:
+        return "no middleware around an ExceptionMiddleware"
+    for name in ("_exception_handlers", "_status_handlers"):
+        if type(getattr(layer, name, None)) is not dict:
+            return f"the ExceptionMiddleware's {name} is not a dict"
     inner = getattr(layer, "app", None)
-    if (
-        outer is None
-        or not isinstance(layer, ExceptionMiddleware)
-        or not isinstance(getattr(layer, "_exception_handlers", None), dict)
-        or not isinstance(getattr(layer, "_status_handlers", None), dict)
-        or not isinstance(inner, AsyncExitStackMiddleware)
-        or inner.app is not router
-        or router.middleware_stack != router.app
-    ):
-        raise ValueError("the direct routes need FastAPI's middleware stack as it was built")
+    if AsyncExitStackMiddleware is None or not isinstance(inner, AsyncExitStackMiddleware):
+        return "the ExceptionMiddleware does not wrap FastAPI's AsyncExitStackMiddleware"
+    if getattr(inner, "app", None) is not router:
+        return "the AsyncExitStackMiddleware does not wrap the router"
+    if getattr(router, "middleware_stack", None) != getattr(router, "app", None):
+        return "the router has middleware of its own"
     return outer, layer
 
 

@@ -307,7 +307,9 @@ class IdempotencyLedger:
 
         Not a coroutine: the answer's future itself, awaited by the caller (every request
         awaits its claim, and each coroutine between it and its future is a frame every
-        resumption of its task passes through). LedgerUnavailable is raised by the call."""
+        resumption of its task passes through). LedgerUnavailable is raised by the call.
+        The claim is made by the call, awaited or not: await the result at once (a claim
+        never awaited still holds its keys, in flight, until the lease ends)."""
         return self._submit("claim", keys)
 
     async def confirm(self, keys: Sequence[EventKey]) -> None:

@@ -137,3 +137,13 @@ async def test_a_claim_of_no_keys_is_answered_without_a_writer(database_url: str
     with pytest.raises(LedgerUnavailable):
         ledger.claim([("demand", "demo", "n")])
     await engine.dispose()
+
+
+async def test_a_claim_is_made_by_the_call_awaited_or_not(
+    ledger_factory: list[IdempotencyLedger],
+) -> None:
+    """claim() submits its keys when called (why its callers await it at once): a claim
+    whose answer nobody awaits still holds its key, and the next claim finds it in flight."""
+    one, _ = ledger_factory
+    one.claim([("demand", "demo", "unawaited")])  # its answer, dropped
+    assert await one.claim([("demand", "demo", "unawaited")]) == [Claim.IN_FLIGHT]

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.intake.config import IntakeSettings
 from services.intake.ledger import LedgerUnavailable
 from services.intake.service import IntakeService
 from shared.kafka.producer import BrokerUnavailable
@@ -28,6 +29,12 @@ LEDGER = (
     "Nothing was accepted: intake cannot check for duplicates. Retry later.",
     "ledger_unavailable",
 )
+
+
+@pytest.fixture
+def intake_settings(intake_settings: IntakeSettings) -> IntakeSettings:
+    """Not the default Retry-After: the answers must carry the setting's."""
+    return intake_settings.model_copy(update={"retry_after_s": 7})
 
 
 def _value(exposition: str, prefix: str) -> float:
@@ -67,7 +74,7 @@ async def test_a_refused_ingest_is_answered_503_with_its_reason_and_counted(
 
     for answer in (single, batch):
         assert answer.status_code == 503, answer.text
-        assert answer.headers["retry-after"] == "5"
+        assert answer.headers["retry-after"] == "7"
         assert answer.json()["title"] == title
         assert answer.json()["detail"] == detail
     assert _value(after, rejected) - _value(before, rejected) == 3  # 1 + 2 events
