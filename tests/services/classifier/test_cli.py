@@ -40,6 +40,17 @@ def current(database_url: str) -> tuple[str, TextModel, dict[str, Any]]:
     return asyncio.run(read())
 
 
+def evaluate_json(database_url: str, examples: Path, *extra: str) -> dict[str, Any]:
+    """`demandscope classifier evaluate --json` on ``examples``: its JSON document."""
+    result = runner.invoke(
+        app,
+        ["evaluate", "--database-url", database_url, "--examples", str(examples), "--json", *extra],
+    )
+    assert result.exit_code == 0, result.output
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
 def test_train_then_evaluate_json(examples_csv: Path, labels_url: str) -> None:
     output = train(examples_csv, labels_url)
 
@@ -203,21 +214,7 @@ def test_evaluate_json_reports_the_failure_share_and_an_audited_estimate(
     train(examples_csv, labels_url, "--holdout", "0", "--general-corpus", str(general_corpus_csv))
 
     def evaluate(*extra: str) -> dict[str, Any]:
-        result = runner.invoke(
-            app,
-            [
-                "evaluate",
-                "--database-url",
-                labels_url,
-                "--examples",
-                str(examples_csv),
-                "--json",
-                *list(extra),
-            ],
-        )
-        assert result.exit_code == 0, result.output
-        document: dict[str, Any] = json.loads(result.stdout)
-        return document
+        return evaluate_json(labels_url, examples_csv, *extra)
 
     plain = evaluate()
     audited = evaluate("--audit", "20", "--seed", "3")

@@ -360,7 +360,6 @@ def test_evaluate_takes_the_prior_from_the_files_texts_and_says_so(
     labels_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import json
     from typing import Any
 
     from typer.testing import CliRunner
@@ -394,21 +393,9 @@ def test_evaluate_takes_the_prior_from_the_files_texts_and_says_so(
     )
 
     def evaluate(*extra: str) -> dict[str, Any]:
-        result = runner.invoke(
-            app,
-            [
-                "evaluate",
-                "--database-url",
-                labels_url,
-                "--examples",
-                str(demands),
-                "--json",
-                *list(extra),
-            ],
-        )
-        assert result.exit_code == 0, result.output
-        document: dict[str, Any] = json.loads(result.stdout)
-        return document
+        from tests.services.classifier.test_cli import evaluate_json
+
+        return evaluate_json(labels_url, demands, *extra)
 
     estimated = evaluate()["demand_type"]
     assert estimated["prior"]["source"] == "demands"
