@@ -312,10 +312,14 @@ class RecentDemands:
 async def read_recent_demands(labels: LabelRepository, wanted: DemandPrior) -> RecentDemands:
     """The organisation's newest demands' texts for the prior's estimate (at most
     ``wanted.read``), and how many were kept when they were read (the schedule's next
-    estimate counts from there). None read when the estimate is off."""
+    estimate counts from there). None read when the estimate is off, nor while fewer than
+    its minimum were kept: no estimate can use them then (a fresh start's training reads
+    only the count)."""
     if wanted.min_texts <= 0:
         return RecentDemands([], 0, None)
     kept = await labels.count_texts()
+    if kept < wanted.min_texts:
+        return RecentDemands([], kept, None)
     recent = await labels.recent_texts(wanted.read)
     return RecentDemands([t.text for t in recent], kept, recent[0].seen_at if recent else None)
 

@@ -455,3 +455,29 @@ async def test_a_version_from_before_the_rates_is_retrained_once_with_them(
     assert stored["failure_prior_rates"] is not None
     assert (stored["failure_prior_source"], stored["failure_prior_rows"]) == (DEMANDS, 20)
     assert await a.retrain_if_new_labels() is None  # not again until the demands doubled
+
+
+class _CountingTexts:
+    """A label store's two text reads, counting the texts it hands out."""
+
+    def __init__(self, kept: int) -> None:
+        self.kept = kept
+        self.read = 0
+
+    async def count_texts(self, since: datetime | None = None) -> int:
+        return self.kept
+
+    async def recent_texts(self, limit: int) -> list[SeenText]:
+        now = datetime.now(UTC)
+        texts = [SeenText("s", f"d{i}", f"text {i}", now) for i in range(min(limit, self.kept))]
+        self.read += len(texts)
+        return texts
+
+
+def test_no_texts_are_read_while_fewer_than_the_minimum_were_kept() -> None:
+    wanted = DemandPrior(min_texts=20, read=50)
+    young, grown = _CountingTexts(19), _CountingTexts(20)
+    before = asyncio.run(training.read_recent_demands(young, wanted))  # type: ignore[arg-type]
+    after = asyncio.run(training.read_recent_demands(grown, wanted))  # type: ignore[arg-type]
+    assert (before.texts, before.kept, young.read) == ([], 19, 0)
+    assert (len(after.texts), after.kept, grown.read) == (20, 20, 20)
