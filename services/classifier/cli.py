@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -166,12 +165,7 @@ def _on_database(database_url: str, work: Callable[[ModelVersions], Awaitable[T]
 
 
 async def _load(versions: ModelVersions, version: str | None) -> tuple[str, TextModel]:
-    chosen = version or await versions.current()
-    if chosen is None:
-        raise store.ModelStoreError(
-            "no model in the classifier database: run `demandscope classifier train` first"
-        )
-    model, _ = await load_version(versions, chosen)
+    chosen, model, _ = await _load_with_metadata(versions, version)
     return chosen, model
 
 
@@ -532,7 +526,9 @@ def _prior_of_file(
         return kept()
     judged = [e for e in examples if e.demand_type in ("value", "failure")]
     if audit > 0 and judged:
-        drawn = random.Random(seed).sample(range(len(judged)), min(audit, len(judged)))
+        from services.classifier.model.evaluate import audit_draw  # as evaluate_command's
+
+        drawn = audit_draw(len(judged), audit, seed)
         labels = failure_prior_of([judged[i] for i in drawn], model.settings.own_prior_min_rows)
         if labels is not None:
             model.set_failure_prior(labels.share, source=labels.source, rows=labels.rows)

@@ -133,6 +133,13 @@ class FailureShare:
         return result
 
 
+def audit_draw(rows: int, audit: int, seed: int) -> list[int]:
+    """The positions of the ``audit`` rows (of ``rows`` labelled value or failure, in file
+    order) drawn at random with ``seed`` as the audit sample: ``failure_share``'s, and the
+    rows whose labels `evaluate --audit` also takes as the organisation's prior."""
+    return random.Random(seed).sample(range(rows), min(audit, rows))
+
+
 def failure_share(
     truth: Sequence[str],
     predicted: Sequence[str],
@@ -153,7 +160,7 @@ def failure_share(
     machine_failures = sum(m for _, m in pairs)
     estimate = None
     if audit > 0:
-        drawn = random.Random(seed).sample(range(len(pairs)), min(audit, len(pairs)))
+        drawn = audit_draw(len(pairs), audit, seed)
         estimate = estimate_share(
             len(pairs),
             machine_failures,
