@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.classifier.db.tables import DemandTextRow, LabelRow
 from services.classifier.model.examples import AUDIT, Example
 from shared.database.sqlite_thread import on_sqlite_thread
+from shared.database.times import as_utc
 from shared.events import DemandLabelled
 from shared.events.classification import DemandType
 
@@ -131,7 +132,7 @@ class LabelRepository:
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
         return [
-            SeenText(source, demand_id, text, _as_utc(seen_at), customer_ref)
+            SeenText(source, demand_id, text, as_utc(seen_at), customer_ref)
             for source, demand_id, text, seen_at, customer_ref in rows
         ]
 
@@ -441,11 +442,6 @@ def _storable(text: str) -> str:
     """Free text as every database takes it: PostgreSQL refuses NUL characters in text, and
     an event may carry them (they mean nothing to a model)."""
     return text.replace("\x00", "")
-
-
-def _as_utc(moment: datetime) -> datetime:
-    """A time read back: SQLite returns it without an offset, and every stored time is UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _utc(moment: datetime) -> datetime:

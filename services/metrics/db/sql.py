@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.database.sqlite_thread import on_sqlite_thread
+from shared.database.times import as_utc as as_utc  # metrics reads it from here too
 
 # SQLite caps the bound parameters of one statement; stay well below it.
 _CHUNK = 400
@@ -23,14 +24,6 @@ _CHUNK = 400
 # A customer is the source's own reference: (source, customer_ref). A demand is (source, id).
 Customer = tuple[str, str]
 DemandKey = tuple[str, str]
-
-
-def as_utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything is stored in UTC, so say so."""
-    zone = moment.tzinfo
-    if zone is UTC:
-        return moment
-    return moment.replace(tzinfo=UTC) if zone is None else moment.astimezone(UTC)
 
 
 def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
