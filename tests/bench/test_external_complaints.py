@@ -28,13 +28,17 @@ from bench.external_complaints import (
 )
 from services.classifier.model.examples import Example
 
-# ids 1-12 by their hash mod 4 (sha256("1") ends in ...4b: 0x4b % 4 = 3): 11, 12 -> 0 (labels
-# pool), 3, 4 -> 2 (dev-eval), 2, 5, 7, 10 -> 1 and 1, 6, 8, 9 -> 3 (test half)
-BUCKETS = {1: 3, 2: 1, 3: 2, 4: 2, 5: 1, 6: 3, 7: 1, 8: 3, 9: 3, 10: 1, 11: 0, 12: 0}
+# ids by their hash mod 4 (sha256("1") ends in ...4b: 0x4b % 4 = 3): 0 = labels pool, 2 =
+# dev-eval (development half); 1 and 3 = test half
+BUCKETS = {
+    **{1: 3, 2: 1, 3: 2, 4: 2, 5: 1, 6: 3, 7: 1, 8: 3, 9: 3, 10: 1, 11: 0, 12: 0},
+    **{13: 0, 14: 1, 18: 2},
+}
 
 
 def synthetic() -> str:
-    """Twelve tweets, ids 1-12; a complaint says "broken" (the fake model's cue)."""
+    """Twelve tweets to companies, ids 1-12 (a complaint says "broken": the fake model's
+    cue), then three random Twitter negatives, one in each part of the split."""
     lines = []
     for i in range(1, 13):
         complaint = i % 3 != 0
@@ -42,6 +46,11 @@ def synthetic() -> str:
         if complaint:
             text = f'"{text}"'  # a comma inside: quoted
         lines.append(f"{i},{text},{int(complaint)},{ec.DOMAINS[i % 3]}")
+    lines += [
+        "13,5 people followed me,0,random_tweet",
+        "14,@friend he is smh,0,random_reply",
+        "18,@friend so broken lol,0,random_reply",  # a random negative the fake calls failure
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -91,19 +100,22 @@ def test_load_stops_on_a_malformed_file_and_checks_a_good_one(tmp_path: Path) ->
     good = tmp_path / "good.csv"
     good.write_text(synthetic(), encoding="utf-8")
     bad = tmp_path / "bad.csv"
-    bad.write_text(synthetic() + "13,cut off\n", encoding="utf-8")
+    bad.write_text(synthetic() + "19,cut off\n", encoding="utf-8")
 
     data = load(good)
     checks = data.checks()
 
-    assert checks["tweets"] == 12
+    assert checks["tweets"] == 15
+    assert (checks["company_tweets"], checks["random_tweets"]) == (12, 3)
     assert checks["complaints"] == 8
     assert checks["matches_paper"] is False
     assert checks["domains"]["food"] == {"tweets": 4, "complaints": 0}
     assert checks["domains"]["apparel"] == {"tweets": 4, "complaints": 4}
-    assert checks["split"] == {"dev": 4, "test": 8, "pool": 2, "dev_eval": 2}
+    assert checks["domains"]["random_reply"] == {"tweets": 2, "complaints": 0}
+    assert checks["split"] == {"dev": 6, "test": 9, "pool": 3, "dev_eval": 3}
+    assert checks["company_split"] == {"dev": 4, "test": 8, "pool": 2, "dev_eval": 2}
     assert len(checks["sha256"]) == 64
-    with pytest.raises(SystemExit, match="line 13"):
+    with pytest.raises(SystemExit, match="line 16"):
         load(bad)
 
 
@@ -115,10 +127,10 @@ def test_split_is_the_fixed_hash_rule_stable_and_disjoint() -> None:
 
     ids = {name: [int(t.tweet_id) for t in getattr(parts, name)] for name in parts.__slots__}
     assert ids == {
-        "dev": [3, 4, 11, 12],  # file order kept
-        "test": [1, 2, 5, 6, 7, 8, 9, 10],
-        "pool": [11, 12],
-        "dev_eval": [3, 4],
+        "dev": [3, 4, 11, 12, 13, 18],  # file order kept
+        "test": [1, 2, 5, 6, 7, 8, 9, 10, 14],
+        "pool": [11, 12, 13],
+        "dev_eval": [3, 4, 18],
     }
     # the same ids in another order fall the same way
     again = split(list(reversed(tweets)))
@@ -182,6 +194,14 @@ def test_measure_judges_the_development_half_only_and_prints_strict_json(
     monkeypatch.setattr(ec, "MODELS", {"a": fake, "b": fake})
     monkeypatch.setattr(ec, "DRAWS", 5)
     monkeypatch.setattr(os, "sched_setaffinity", lambda *_: None, raising=False)
+    audited: list[int] = []
+    real_audits = ec.audits
+
+    def counted(truth: Sequence[int], machine: Sequence[int]) -> list[ec.Audit]:
+        audited.append(len(truth))
+        return real_audits(truth, machine)
+
+    monkeypatch.setattr(ec, "audits", counted)
 
     ec.main([str(path), "--json"])
 
@@ -189,11 +209,20 @@ def test_measure_judges_the_development_half_only_and_prints_strict_json(
     dev_texts = {t.text for t in load(path).parts.dev}
     assert set(judged) == dev_texts
     assert result["scored_on"] == "dev"
-    overall = result["models"]["a"]["overall"]
+    overall = result["models"]["a"]["overall"]  # the company tweets only
     assert (overall["n"], overall["accuracy"], overall["auc"]) == (4, 1.0, 1.0)
+    # with the random negatives 13 (called value) and 18 (called failure): 5 of 6; the
+    # failures (0.9) beat three of the four value items and tie one: AUC 3.5 / 4
+    with_random = result["models"]["a"]["with_random"]
+    assert (with_random["n"], with_random["accuracy"]) == (6, pytest.approx(5 / 6))
+    assert with_random["auc"] == pytest.approx(0.875)
+    domains = result["models"]["b"]["domains"]
+    assert set(domains) == {"food", "apparel", "software", "random_tweet", "random_reply"}
+    assert domains["random_reply"]["accuracy"] == 0.0
     # a domain with one class has no AUC: null in the JSON
-    assert all(d["auc"] is None for d in result["models"]["b"]["domains"].values())
+    assert all(d["auc"] is None for d in domains.values())
     assert [a["audit"] for a in result["models"]["a"]["audits"]] == list(ec.AUDITS)
+    assert audited == [4, 4]  # company tweets only, each model
 
     judged.clear()
     ec.main([str(path), "--final"])
@@ -222,8 +251,8 @@ def test_curve_learns_from_the_pool_and_scores_dev_eval(
 
     result = ec.curve(data, final=False)
 
-    assert set(judged) == {t.text for t in data.parts.dev_eval}
-    pool = {t.text for t in data.parts.pool}
+    assert set(judged) == {t.text for t in data.parts.dev_eval if t.company}  # not id 18
+    pool = {t.text for t in data.parts.pool if t.company}  # not id 13
     assert {e.text for labels in taught for e in labels} == pool
     # k = 0 and all of the pool (2) per recipe; 25, 100 and 200 exceed the pool
     assert [(r["recipe"], r["k"], len(r["seeds"])) for r in result["rows"]] == [
@@ -238,6 +267,7 @@ def test_curve_learns_from_the_pool_and_scores_dev_eval(
     judged.clear()
     taught.clear()
     final = ec.curve(data, final=True)
-    assert set(judged) == {t.text for t in data.parts.test}
-    assert {e.text for labels in taught for e in labels} == {t.text for t in data.parts.dev}
+    assert set(judged) == {t.text for t in data.parts.test if t.company}
+    dev = {t.text for t in data.parts.dev if t.company}
+    assert {e.text for labels in taught for e in labels} == dev
     assert final["labels_from"] == "dev"
