@@ -1,0 +1,384 @@
+"""Live ingestion's decoding on the second core: a backlog's records decoded, and made ready
+to apply, in a worker process while this one writes the batch before.
+
+Why a process: a batch's database work releases the GIL only in short pieces (sqlite3's
+steps, ~3 µs each), so a thread decoding beside it made it wait for the GIL at every piece
+and bought nothing (docs/performance.md, round thirteen). What depends only on a batch's
+records (decoding, why_unstorable, the rows to insert, the audit's inputs: ingest.
+prepare_live) is about a quarter of a live event's CPU, and needs nothing of the database.
+
+How: when a poll brings more than one batch (a backlog), the runner (``OffloadingRunner``)
+splits it into batches of ``max_batch`` and sends every batch's raw values to the worker at
+once; it then applies them in order, each in its own transaction with its offsets committed
+after it, exactly as before, while the worker prepares the next. A poll of one batch or
+less (a consumer near the head, where a batch's latency counts) is decoded here, as before.
+What crosses: the values' bytes in, plain tuples out (ingest.PreparedLive).
+
+Exactly-once is the runner's, unchanged: the batches' rows and offsets commit in order, one
+transaction each; what the worker returns is a pure function of the records. An undecodable
+record is dead-lettered with its reason, an unstorable one is refused with it (the worker
+says which and why; the runner and the handler route them as before). A rebalance waits for
+the poll in hand, as it waited for the batch in hand; a stop ends it after the batch in hand
+(the rest, uncommitted, is read again). A worker that dies (or answers nonsense) is logged
+once and left: its batches and all later ones are decoded here.
+
+The worker is ``python -m services.metrics.live_decode``, a child on pipes (stdin: requests,
+stdout: answers), started with the service and stopped with it. Not multiprocessing's pool:
+a pool's worker keeps its own copy of the queue's write end, so it does not see its parent
+die (SIGKILL) and would outlive it; this one reads end-of-file on stdin and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+import time
+import weakref
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from services.metrics.handler import DemandCounts, PreparedMessages, Undecoded, demand_counts
+from services.metrics.ingest import PreparedLive, by_kind, prepare_live
+from shared.events import Event
+from shared.kafka.codec import DecodeError, decode
+from shared.kafka.consumer import (
+    ConsumerRunner,
+    Inbound,
+    _chunks,
+    _Prepared,
+    dead_letter_record,
+)
+
+log = logging.getLogger(__name__)
+
+# Batches of a poll: a backlog is polled as this many batches, so that the worker prepares
+# the next ones while this process writes one. The first batch's decoding is not overlapped.
+BATCHES_A_POLL = 4
+# The code this service runs, wherever the worker's working directory puts it first.
+_ROOT = str(Path(__file__).resolve().parents[2])
+_FRAME = struct.Struct("!I")  # each message: its length, then its pickle
+# The answers are read as they come (the reader task), not only when awaited: a batch's
+# answer never waits in the pipe for the batch before it to be written.
+_READ_LIMIT = 64 * 1024 * 1024
+
+
+@dataclass
+class Decoded:
+    """The worker's answer for one batch's values."""
+
+    undecodable: list[tuple[int, str]]  # (position among the values, why)
+    # None: the batch holds labels or recorded changes, applied here from its records.
+    prepared: PreparedLive | None
+    decoded: list[int]  # positions of the values decoded, in order (prepared.refused's index)
+    counts: DemandCounts | None  # the applied demands' counts (handler.demand_counts)
+    # The worker's CPU time in decode_values so far, and the values it took (the bench).
+    cpu_s: float = 0.0
+    values: int = 0
+
+
+def decode_values(
+    topics: Mapping[str, type[Event]], dialect: str, batch: tuple[list[str], list[bytes]]
+) -> Decoded:
+    """What the runner's _prepare and apply_events compute from the records alone."""
+    names, values = batch
+    events: list[Event] = []
+    decoded: list[int] = []
+    undecodable: list[tuple[int, str]] = []
+    for i, (topic, value) in enumerate(zip(names, values, strict=True)):
+        try:
+            events.append(decode(topics[topic], value))
+        except DecodeError as error:
+            undecodable.append((i, f"undecodable: {error}"))
+            continue
+        decoded.append(i)
+    prepared = prepare_live(events, dialect)
+    counts = None
+    if prepared is not None:
+        refused = {i for i, _ in prepared.refused}
+        applied = [e for i, e in enumerate(events) if i not in refused] if refused else events
+        counts = demand_counts(by_kind(applied)[0])
+    return Decoded(undecodable, prepared, decoded, counts)
+
+
+def _read_frame(stream: IO[bytes]) -> bytes | None:
+    head = stream.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        return None  # end of file: the service has gone
+    (size,) = _FRAME.unpack(head)
+    body = stream.read(size)
+    return body if len(body) == size else None
+
+
+def _serve() -> None:
+    """The worker: the topics and the dialect first, then a batch's values at a time."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the service stops it
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed goes to stderr, never into the answers
+    requests = sys.stdin.buffer
+    first = _read_frame(requests)
+    if first is None:
+        return
+    topics, dialect = pickle.loads(first)
+    gc.freeze()  # the imports: out of the collector's generations, as the service does
+    cpu_s, values = 0.0, 0
+    while (frame := _read_frame(requests)) is not None:
+        started = time.process_time()
+        batch = pickle.loads(frame)
+        decoded = decode_values(topics, dialect, batch)
+        values += len(batch[1])
+        # This answer's pickling is counted in the next answer's figure.
+        decoded.cpu_s, decoded.values = cpu_s + time.process_time() - started, values
+        answer = pickle.dumps(decoded, protocol=5)
+        cpu_s += time.process_time() - started
+        answers.write(_FRAME.pack(len(answer)))
+        answers.write(answer)
+        answers.flush()
+
+
+class WorkerGone(Exception):
+    """The worker died or answered nonsense: its batches are decoded in the service."""
+
+
+class DecodeWorker:
+    """The worker process of one service: started with it (``start``), stopped with it
+    (``close``). Requests are answered in order; nothing is sent before ``start``."""
+
+    def __init__(self, topics: Mapping[str, type[Event]], dialect: str) -> None:
+        self._topics = dict(topics)
+        self._dialect = dialect
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: deque[asyncio.Future[Decoded]] = deque()
+        self._gone = False
+        # What the worker last said of its CPU time decoding, and the values decoded.
+        self.cpu_s = 0.0
+        self.values = 0
+        _WORKERS.add(self)
+
+    @property
+    def usable(self) -> bool:
+        return self._process is not None and not self._gone
+
+    async def start(self) -> None:
+        path = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.metrics.live_decode",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=_READ_LIMIT,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        self._send((self._topics, self._dialect))
+        self._reader = asyncio.create_task(self._read(), name="live-decode-reader")
+
+    def submit(self, names: list[str], values: list[bytes]) -> asyncio.Future[Decoded]:
+        """The values' Decoded, once the worker has answered the requests before."""
+        answer: asyncio.Future[Decoded] = asyncio.get_running_loop().create_future()
+        if not self.usable:
+            answer.set_exception(WorkerGone("the decoding worker is not running"))
+            return answer
+        self._waiting.append(answer)
+        self._send((names, values))
+        return answer
+
+    def _send(self, message: Any) -> None:
+        assert self._process is not None
+        assert self._process.stdin is not None
+        body = pickle.dumps(message, protocol=5)
+        # Buffered by the transport, never awaited (drain): the answers are read meanwhile.
+        self._process.stdin.write(_FRAME.pack(len(body)) + body)
+
+    async def _read(self) -> None:
+        assert self._process is not None
+        assert self._process.stdout is not None
+        stdout = self._process.stdout
+        try:
+            while True:
+                (size,) = _FRAME.unpack(await stdout.readexactly(_FRAME.size))
+                decoded = pickle.loads(await stdout.readexactly(size))
+                if not isinstance(decoded, Decoded) or not self._waiting:
+                    raise WorkerGone(f"unexpected answer: {type(decoded).__name__}")
+                self.cpu_s, self.values = decoded.cpu_s, decoded.values
+                waiting = self._waiting.popleft()
+                if not waiting.done():  # a batch dropped (a stop): its answer is not wanted
+                    waiting.set_result(decoded)
+        except asyncio.CancelledError:
+            self._fail(WorkerGone("the decoding worker was stopped"))
+            raise
+        except Exception as error:
+            if not self._gone:
+                log.error(
+                    "the decoding worker is gone (%r): live records are decoded in the "
+                    "service from now on",
+                    error,
+                )
+            self._fail(error if isinstance(error, WorkerGone) else WorkerGone(repr(error)))
+
+    def _fail(self, error: WorkerGone) -> None:
+        self._gone = True
+        while self._waiting:
+            waiting = self._waiting.popleft()
+            if not waiting.done():
+                waiting.set_exception(error)
+
+    async def close(self) -> None:
+        """End the worker: end of file on its stdin, then a kill if it lingers."""
+        process, self._process = self._process, None
+        self._gone = True
+        _WORKERS.discard(self)
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 5.0)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._fail(WorkerGone("the decoding worker was stopped"))
+
+
+_WORKERS: weakref.WeakSet[DecodeWorker] = weakref.WeakSet()
+
+
+def workers_cpu() -> tuple[float, int]:
+    """The CPU seconds the live workers of this process spent decoding, and the values they
+    decoded (the bench's CPU per event of the worker)."""
+    workers = list(_WORKERS)
+    return sum(w.cpu_s for w in workers), sum(w.values for w in workers)
+
+
+class OffloadingRunner(ConsumerRunner):
+    """The consumer runner with a backlog's decoding in ``worker`` (plain mode only: the
+    metrics service commits its offsets after its own database transaction)."""
+
+    def __init__(self, *, worker: DecodeWorker, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.options.transactional:
+            raise ValueError("the decoding worker serves a plain (not transactional) consumer")
+        self._worker = worker
+
+    def _poll_size(self, consumer: AIOKafkaConsumer) -> int:
+        batches = BATCHES_A_POLL if self._worker.usable else 1
+        return self.options.max_batch * batches
+
+    async def _process_task(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: Mapping[TopicPartition, Sequence[Any]],
+        producer: AIOKafkaProducer,
+    ) -> None:
+        chunks = _chunks(batches, self.options.max_batch)
+        if len(chunks) < 2 or not self._worker.usable:
+            for chunk in chunks:  # as ConsumerRunner does: decoded here
+                if self._stopping.is_set() and chunk is not chunks[0]:
+                    return  # read again by the next run: nothing of it is committed
+                await super()._process_task(consumer, chunk, producer)
+            return
+        # Every batch's values sent now: the worker prepares batch i+1 while i is applied.
+        sent = [self._send(chunk) for chunk in chunks]
+        for i, (chunk, request) in enumerate(zip(chunks, sent, strict=True)):
+            if i and self._stopping.is_set():
+                return  # as above; the worker's answers for them are dropped
+            batch = await self._prepared(chunk, *request)
+            result = await self._handle_with_retries(batch.messages)
+            await self._finish(consumer, batch, result, producer)
+
+    def _send(
+        self, chunk: Mapping[TopicPartition, Sequence[Any]]
+    ) -> tuple[list[Any], list[tuple[Any, str]], asyncio.Future[Decoded]]:
+        """The chunk's records sent to the worker (those too large set aside, as _prepare
+        does), the records set aside, and the worker's answer to come."""
+        limit = self.options.max_record_bytes
+        kept: list[Any] = []
+        dead: list[tuple[Any, str]] = []
+        for records in chunk.values():
+            for record in records:
+                size = len(record.value or b"")
+                if size > limit:
+                    dead.append((record, f"too large: {size} bytes (limit {limit})"))
+                else:
+                    kept.append(record)
+        answer = self._worker.submit([r.topic for r in kept], [r.value for r in kept])
+        return kept, dead, answer
+
+    async def _prepared(
+        self,
+        chunk: Mapping[TopicPartition, Sequence[Any]],
+        kept: list[Any],
+        dead: list[tuple[Any, str]],
+        answer: asyncio.Future[Decoded],
+    ) -> _Prepared:
+        """The chunk as _prepare makes it, from the worker's answer (or made here, as
+        _prepare makes it, if the worker is gone or the batch is not for it)."""
+        started = time.perf_counter()
+        try:
+            decoded = await answer
+        except WorkerGone:
+            return self._prepare(chunk)
+        if decoded.prepared is None or decoded.counts is None:
+            return self._prepare(chunk)  # labels or recorded changes: applied from events
+        topics = self._topics
+        undecoded: Any = Undecoded  # an Inbound's event, not an Event: the handler knows it
+        for i, why in decoded.undecodable:
+            dead.append((kept[i], why))
+        messages = [
+            Inbound(
+                record.topic,
+                record.partition,
+                record.offset,
+                record.key,
+                undecoded(topics[record.topic], record.value),
+                list(record.headers or ()),
+                record.timestamp,
+            )
+            for record in (kept[i] for i in decoded.decoded)
+        ]
+        refused = [(messages[i], why) for i, why in decoded.prepared.refused]
+        offsets = {tp: records[-1].offset + 1 for tp, records in chunk.items()}
+        prepared = PreparedMessages(messages, decoded.prepared, refused, decoded.counts)
+        return _Prepared(chunk, prepared, dead, offsets, started)
+
+    def _dead_letter(self, message: Inbound[Any], reason: str) -> Any:
+        event = message.event
+        if not isinstance(event, Undecoded):
+            return super()._dead_letter(message, reason)
+        # The record's own value, as for a record that does not decode.
+        return dead_letter_record(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=event.value,
+            headers=message.headers,
+            reason=reason,
+            group_id=self.options.group_id,
+        )
+
+
+if __name__ == "__main__":
+    # Through the module's own name: what it pickles (Decoded) is then what the service
+    # unpickles, not this __main__'s copy.
+    from services.metrics.live_decode import _serve as serve
+
+    serve()

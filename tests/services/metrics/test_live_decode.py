@@ -1,0 +1,413 @@
+"""Live ingestion's decoding in a worker process (services/metrics/live_decode.py).
+
+- What the worker makes of a batch (ingest.prepare_live), applied by ingest.apply_prepared,
+  leaves every table, and every outcome, as apply_events of the same events: redelivered
+  and conflicting copies, tail stitches and closes, full recomputations, refused events.
+- decode_values sets aside what the runner's _prepare and apply_events set aside, with the
+  same reasons; a batch with labels or recorded changes is left to apply_events.
+- The worker process answers what decode_values answers; a worker that dies fails its
+  batches (the runner decodes them itself) and is not used again; it ends with its service,
+  whether stopped or killed.
+- Through Kafka: a backlog decoded by the worker dead-letters the undecodable and the
+  unstorable records with their reasons and applies the rest exactly once; with the worker
+  killed, the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.metrics import live_decode
+from services.metrics.audit import AuditPolicy, QueuePolicy
+from services.metrics.config import MetricsSettings
+from services.metrics.db.migrate import upgrade
+from services.metrics.domain.audit import AuditPlan
+from services.metrics.handler import demand_counts
+from services.metrics.ingest import (
+    BatchOutcome,
+    apply_events,
+    apply_prepared,
+    by_kind,
+    prepare_live,
+)
+from services.metrics.live_decode import DecodeWorker, WorkerGone, decode_values
+from services.metrics.main import create_app
+from services.metrics.subscriptions import consumed_topics
+from shared.database.engine import create_engine, session_factory
+from shared.events import CaseEvent, CaseEventType, DemandClassified, Event
+from shared.kafka.codec import DecodeError, decode
+from shared.kafka.settings import KafkaSettings
+from shared.topics import TOPIC_OF_EVENT, Topic, dlq_name, topic_name
+from tests.support.apps import running
+from tests.support.databases import database_beside
+from tests.support.factories import (
+    case_event,
+    demand_classified,
+    demand_labelled,
+    system_changed,
+    varied_demands,
+)
+from tests.support.kafka_io import produce_raw, read_records
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+T0 = datetime(2026, 3, 2, 22, 30, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+YEAR_ZERO = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))  # no UTC equivalent
+POLICY = AuditPolicy(
+    plan=AuditPlan(rate=0.5, min_per_week=0), queues=QueuePolicy(retention_days=100_000)
+)
+BAD = b"{not json"
+
+
+def _events() -> list[Event]:
+    """Demands of 9 customers (cases, repeats, causes), low-confidence ones with words,
+    fulfilments of their cases later, and a demand and a case event that cannot be stored."""
+    events: list[Event] = [*varied_demands(40, customers=9, start=T0, case_refs=True)]
+    events += [
+        demand_classified(id=f"low-{n}", customer_ref=f"C-{n}", occurred_at=T0 + (41 + n) * HOUR,
+                          confidence=0.3, needs_review=n % 2 == 0, text=f"words {n}")
+        for n in range(12)
+    ]  # fmt: skip
+    events += [
+        case_event(id=f"e-{n}", customer_ref=f"C-{n}", case_ref=f"K-{n}",
+                   type=CaseEventType.FULFILLED, occurred_at=T0 + (60 + n) * HOUR)
+        for n in range(9)
+    ]  # fmt: skip
+    events += [
+        demand_classified(id="far", customer_ref="C-far", occurred_at=YEAR_ZERO),
+        case_event(id="e-far", customer_ref="C-1", occurred_at=YEAR_ZERO),
+    ]
+    return events
+
+
+def _id(event: Event) -> str:
+    if isinstance(event, DemandClassified):
+        return event.demand.id
+    assert isinstance(event, CaseEvent)
+    return event.id
+
+
+def _batches() -> list[list[Event]]:
+    """The events in their order in batches of 1-12 (so a customer's demands, then its case
+    event, come in later batches: stitched and closed at the tail; some together: in full),
+    a demand again with other words, then four batches again (redelivery)."""
+    rng = random.Random(11)
+    events = _events()
+    events.insert(7, demand_classified(id="d-3", customer_ref="C-3", occurred_at=T0 + 3 * HOUR,
+                                       text="other words", purpose="billing"))  # fmt: skip
+    batches: list[list[Event]] = []
+    while events:
+        size = rng.randint(1, 12)
+        batches.append(events[:size])
+        events = events[size:]
+    return [*batches, *(rng.choice(batches) for _ in range(4))]
+
+
+async def _tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    from sqlalchemy import inspect, text
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+            found = {}
+            for name in names:
+                rows = (await connection.execute(text(f'SELECT * FROM "{name}"'))).all()
+                found[name] = sorted((tuple(row) for row in rows), key=repr)
+            return found
+    finally:
+        await engine.dispose()
+
+
+def _outcome(outcome: BatchOutcome) -> tuple[Any, ...]:
+    return (
+        sorted(outcome.purposes),
+        outcome.newly_fulfilled,
+        outcome.stitched_at_tail,
+        outcome.closed_at_tail,
+        outcome.recomputed,
+    )
+
+
+async def _apply_each(url: str, batches: Sequence[Sequence[Event]], prepared: bool) -> list[Any]:
+    await asyncio.to_thread(upgrade, url)
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    outcomes: list[Any] = []
+    try:
+        for batch in batches:
+            async with sessions.begin() as session:
+                if prepared:
+                    ready = prepare_live(batch, engine.dialect.name)
+                    assert ready is not None
+                    outcome = await apply_prepared(session, ready, POLICY)
+                    refused = [(_id(batch[i]), why) for i, why in ready.refused]
+                else:
+                    outcome = await apply_events(session, batch, POLICY)
+                    refused = [(_id(r.event), r.reason) for r in outcome.refused]
+            outcomes.append((_outcome(outcome), refused))
+    finally:
+        await engine.dispose()
+    return outcomes
+
+
+async def test_prepared_batches_leave_every_table_and_outcome_as_apply_events(
+    database_url: str, tmp_path: Path
+) -> None:
+    batches = _batches()
+    beside = await database_beside(database_url, tmp_path)
+    expected = await _apply_each(beside, batches, prepared=False)
+    found = await _apply_each(database_url, batches, prepared=True)
+
+    assert found == expected
+    # Every path of the write path was taken, and something was refused.
+    assert sum(o[2] for o, _ in expected) > 0  # stitched at the tail
+    assert sum(o[3] for o, _ in expected) > 0  # closed at the tail
+    assert sum(o[4] for o, _ in expected) > 0  # recomputed in full
+    assert {i for _, refused in expected for i, _ in refused} == {"far", "e-far"}
+    tables, stored = await _tables(beside), await _tables(database_url)
+    for table in ("demands", "case_events", "demand_facts", "cases", "audit_items", "queue_texts"):
+        assert tables[table], table  # a comparison of empty tables would prove nothing
+    assert stored == tables
+
+
+def _values(events: Sequence[Event], kafka: KafkaSettings) -> tuple[list[str], list[bytes]]:
+    names = [topic_name(kafka, TOPIC_OF_EVENT[type(e)]) for e in events]
+    return names, [e.model_dump_json().encode() for e in events]
+
+
+def test_decode_values_sets_aside_what_the_runner_and_apply_events_set_aside() -> None:
+    kafka = KafkaSettings(topic_prefix="t.")
+    topics = consumed_topics(kafka)
+    demands_topic = topic_name(kafka, Topic.DEMAND_CLASSIFIED)
+    events = _events()
+    names, values = _values(events, kafka)
+    names[3:3], values[3:3] = [demands_topic], [BAD]  # the 4th value does not decode
+    with pytest.raises(DecodeError) as bad:
+        decode(topics[demands_topic], BAD)
+
+    answer = decode_values(topics, "sqlite", (names, values))
+
+    assert answer.undecodable == [(3, f"undecodable: {bad.value}")]
+    assert answer.decoded == [i for i in range(len(values)) if i != 3]
+    assert answer.prepared is not None
+    assert answer.prepared == prepare_live(events, "sqlite")
+    refused = {_id(events[i]): why for i, why in answer.prepared.refused}
+    assert refused == {
+        "far": "demand.occurred_at: 0001-01-01T00:00:00+14:00 is outside the dates that can "
+        "be stored (years 1 to 9999 in UTC)",
+        "e-far": "occurred_at: 0001-01-01T00:00:00+14:00 is outside the dates that can be "
+        "stored (years 1 to 9999 in UTC)",
+    }
+    applied = [e for e in events if _id(e) not in refused]
+    assert answer.counts == demand_counts(by_kind(applied)[0])
+    assert answer.counts is not None
+    assert answer.counts.consumed
+    assert answer.counts.failures
+
+    # Labels and recorded changes need the database first: left to apply_events.
+    for other in (demand_labelled(demand_id="d-1"), system_changed(purpose="billing")):
+        names, values = _values([*events[:5], other], kafka)
+        left = decode_values(topics, "sqlite", (names, values))
+        assert (left.prepared, left.counts) == (None, None)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+async def test_the_worker_answers_what_decode_values_answers_and_ends_when_closed() -> None:
+    kafka = KafkaSettings(topic_prefix="t.")
+    topics = consumed_topics(kafka)
+    events = _events()
+    worker = DecodeWorker(topics, "sqlite")
+    await worker.start()
+    try:
+        assert worker._process is not None
+        pid = worker._process.pid
+        batches = [_values(events[:30], kafka), _values(events[30:], kafka)]
+        answers = await asyncio.gather(*(worker.submit(*b) for b in batches))
+        for batch, answer in zip(batches, answers, strict=True):
+            here = decode_values(topics, "sqlite", batch)
+            answer.cpu_s, answer.values = here.cpu_s, here.values
+            assert answer == here
+        assert worker.values == len(events)
+    finally:
+        await worker.close()
+    assert not _alive(pid)
+    assert not worker.usable
+
+
+async def test_a_worker_that_dies_fails_its_batches_and_is_not_used_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kafka = KafkaSettings(topic_prefix="t.")
+    worker = DecodeWorker(consumed_topics(kafka), "sqlite")
+    await worker.start()
+    try:
+        assert worker._process is not None
+        pid = worker._process.pid
+        await worker.submit(*_values(_events()[:5], kafka))  # up
+        os.kill(pid, signal.SIGKILL)
+        with caplog.at_level(logging.ERROR, logger="services.metrics.live_decode"):
+            with pytest.raises(WorkerGone):
+                await worker.submit(*_values(_events()[:5], kafka))
+            assert not worker.usable
+            with pytest.raises(WorkerGone):
+                await worker.submit(*_values(_events()[:5], kafka))
+    finally:
+        await worker.close()
+    assert len([r for r in caplog.records if "worker is gone" in r.getMessage()]) == 1
+
+
+SERVICE = """
+import asyncio, sys
+from services.metrics.live_decode import DecodeWorker
+from services.metrics.subscriptions import consumed_topics
+from shared.kafka.settings import KafkaSettings
+
+async def main():
+    await DecodeWorker(consumed_topics(KafkaSettings()), "sqlite").start()
+    print("up", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_the_worker_ends_when_its_service_is_killed() -> None:
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVICE, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert service.stdout is not None
+        assert await service.stdout.readline() == b"up\n"
+        (worker,) = _children(service.pid)
+        assert _alive(worker)
+        service.kill()  # SIGKILL: nothing of the service runs
+        await service.wait()
+        await wait_until(lambda: _gone(worker), timeout=30, what="the worker gone")
+    finally:
+        if service.returncode is None:
+            service.kill()
+            await service.wait()
+
+
+async def _gone(pid: int) -> bool:
+    return not _alive(pid)
+
+
+async def _backlog_through_the_service(
+    kafka_settings: KafkaSettings,
+    database_url: str,
+    group: str,
+    auth: Any,
+    publish: Any,
+    all_consumed: Any,
+    kill_worker: bool,
+) -> tuple[dict[str, int], list[Any], int]:
+    """A backlog of 5-record batches with a record that does not decode and one that
+    cannot be stored, through the service: the volumes per purpose, the dead letters, the
+    records the worker decoded."""
+    await asyncio.to_thread(upgrade, database_url)
+    settings = MetricsSettings(
+        kafka=kafka_settings, database_url=database_url, group_id=group, auth=auth.settings,
+        publish_debounce_s=0.2, max_batch=5,
+    )  # fmt: skip
+    demands_topic = topic_name(kafka_settings, Topic.DEMAND_CLASSIFIED)
+    events = _events()
+    await publish(events[:20])
+    await produce_raw(kafka_settings, demands_topic, BAD)
+    await publish(events[20:])
+    async with running(create_app(settings)) as client:
+        if kill_worker:
+            (worker,) = list(live_decode._WORKERS)
+            assert worker._process is not None
+            worker._process.kill()
+        await wait_until(lambda: all_consumed(group), timeout=60, what="all consumed")
+        decoded = live_decode.workers_cpu()[1]
+        purposes = await client.get("/v1/purposes", headers=auth.read_headers)
+    letters = await read_records(kafka_settings, dlq_name(demands_topic), count=2)
+    letters += await read_records(
+        kafka_settings, dlq_name(topic_name(kafka_settings, Topic.CASE_EVENTS)), count=1
+    )
+    return {p["purpose"]: p["volume"] for p in purposes.json()}, letters, decoded
+
+
+def _expected_volumes() -> dict[str, int]:
+    volumes: dict[str, int] = {}
+    for event in _events():
+        if isinstance(event, DemandClassified) and _id(event) != "far":
+            volumes[event.purpose] = volumes.get(event.purpose, 0) + 1
+    return volumes
+
+
+def _reasons(letters: Sequence[Any]) -> list[str]:
+    return sorted(dict(letter.headers)["dlq_reason"].decode() for letter in letters)
+
+
+async def test_a_backlog_decoded_by_the_worker_is_applied_once_and_its_bad_records_dead_lettered(
+    kafka_settings: KafkaSettings,
+    sqlite_url: str,
+    unique_group: str,
+    auth: Any,
+    publish: Any,
+    all_consumed: Any,
+) -> None:
+    volumes, letters, decoded = await _backlog_through_the_service(
+        kafka_settings, sqlite_url, unique_group, auth, publish, all_consumed, kill_worker=False
+    )
+    assert decoded > 0  # the worker took the backlog
+    assert volumes == _expected_volumes()
+    reasons = _reasons(letters)
+    assert len(reasons) == 3
+    assert reasons[0].startswith("cannot be stored: demand.occurred_at: 0001-01-01T00:00:00")
+    assert reasons[1].startswith("cannot be stored: occurred_at: 0001-01-01T00:00:00")
+    assert reasons[2].startswith("undecodable: ")
+    # The refused demand's dead letter is the record as it was sent.
+    far = next(e for e in _events() if _id(e) == "far")
+    (letter,) = [r for r in letters if b"demand.occurred_at" in dict(r.headers)["dlq_reason"]]
+    assert decode(type(far), letter.value) == far
+
+
+async def test_a_backlog_is_applied_once_when_the_worker_is_killed(
+    kafka_settings: KafkaSettings,
+    sqlite_url: str,
+    unique_group: str,
+    auth: Any,
+    publish: Any,
+    all_consumed: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="services.metrics.live_decode"):
+        volumes, letters, _ = await _backlog_through_the_service(
+            kafka_settings, sqlite_url, unique_group, auth, publish, all_consumed, True
+        )
+    assert volumes == _expected_volumes()
+    assert len(_reasons(letters)) == 3
+    assert len([r for r in caplog.records if "worker is gone" in r.getMessage()]) == 1
