@@ -513,8 +513,9 @@ def curve(data: Data, final: bool) -> dict[str, Any]:
 # -- printing ---------------------------------------------------------------------------------
 
 
-def _f(value: float) -> str:
-    return "n/a" if value != value else f"{value:.3f}"  # nan != nan
+def _f(value: float | None) -> str:
+    """A fraction to 3 places; "n/a" for nan, or None (nan read back from the JSON)."""
+    return "n/a" if value is None or value != value else f"{value:.3f}"  # nan != nan
 
 
 def _spread(value: Mapping[str, Any]) -> str:

@@ -223,6 +223,8 @@ def test_measure_judges_the_development_half_only_and_prints_strict_json(
     assert all(d["auc"] is None for d in domains.values())
     assert [a["audit"] for a in result["models"]["a"]["audits"]] == list(ec.AUDITS)
     assert audited == [4, 4]  # company tweets only, each model
+    # the tables can be printed again from the JSON (nan read back as null: "n/a")
+    assert "| fake | random_reply | 1 | 0.000 | 1.000 | **0.000** |" in ec.render_measure(result)
 
     judged.clear()
     ec.main([str(path), "--final"])
