@@ -104,7 +104,11 @@ def decode_values(
             undecodable.append((i, f"undecodable: {error}"))
             continue
         decoded.append(i)
-    prepared = prepare_live(events, dialect)
+    try:
+        prepared = prepare_live(events, dialect)
+    except Exception:  # a defect: apply_events meets it in the service, which isolates it
+        log.exception("preparing a batch failed; it is decoded and applied in the service")
+        prepared = None
     counts = None
     if prepared is not None:
         refused = {i for i, _ in prepared.refused}
@@ -191,6 +195,7 @@ class DecodeWorker:
         answer: asyncio.Future[Decoded] = asyncio.get_running_loop().create_future()
         if not self.usable:
             answer.set_exception(WorkerGone("the decoding worker is not running"))
+            answer.exception()  # retrieved: see _fail
             return answer
         self._waiting.append(answer)
         self._send((names, values))
@@ -235,6 +240,9 @@ class DecodeWorker:
             waiting = self._waiting.popleft()
             if not waiting.done():
                 waiting.set_exception(error)
+                # Retrieved here: a batch dropped (a run that ended) never awaits it, and
+                # asyncio would report it; one awaited still raises it.
+                waiting.exception()
 
     async def close(self) -> None:
         """End the worker: end of file on its stdin, then a kill if it lingers."""
