@@ -613,6 +613,31 @@ def as_labels(
     return [Example(texts[i], LABEL_PURPOSE, truth[i], reason=AUDIT) for i in drawn]
 
 
+def check_label_purpose(sources: TrainingSources) -> None:
+    """Stops if ``LABEL_PURPOSE`` is a purpose of the recipe's taxonomy: the labels would then
+    teach that purpose too, not value/failure alone."""
+    taxonomy = sources.load_taxonomy()
+    if taxonomy is not None and LABEL_PURPOSE in taxonomy.purpose_slugs:
+        raise SystemExit(f"{LABEL_PURPOSE} is a purpose of {sources.taxonomy}")
+
+
+def fit_with_labels(
+    sources: TrainingSources,
+    truth: Mapping[int, str],
+    texts: Mapping[int, str],
+    k: int | None,
+    seed: int,
+    reason: str,
+) -> TextModel:
+    """The recipe trained with ``k`` of the organisation's labels (``draw``: ``truth``'s items,
+    ``seed``), through ``train_model`` as people's labels are (``as_labels``), after checking
+    the labels' purpose (every fit: a curve's first fit stops before training). The learning
+    curves' one fit (this script's and ``external_complaints``')."""
+    check_label_purpose(sources)
+    labels = as_labels(draw(truth, k, seed), truth, texts)
+    return train_model(sources, reason=reason, labels=labels, with_evaluation=False).model
+
+
 @dataclass(frozen=True, slots=True)
 class Spread:
     mean: float
@@ -690,21 +715,14 @@ def curve(
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, sources in curve_sources().items():
-        taxonomy = sources.load_taxonomy()
-        if taxonomy is not None and LABEL_PURPOSE in taxonomy.purpose_slugs:
-            raise SystemExit(f"{LABEL_PURPOSE} is a purpose of {sources.taxonomy}")
         for k in CURVE_SIZES:
             many = k is not None and 0 < k < len(dev_gold)
             results: list[Figures] = []
             priors: list[tuple[float | None, str | None]] = []
             for seed in CURVE_SEEDS if many else CURVE_SEEDS[:1]:
-                labels = as_labels(draw(dev_gold, k, seed), dev_gold, dev_texts)
-                model = train_model(
-                    sources,
-                    reason="bench external_twcs --curve",
-                    labels=labels,
-                    with_evaluation=False,
-                ).model
+                model = fit_with_labels(
+                    sources, dev_gold, dev_texts, k, seed, reason="bench external_twcs --curve"
+                )
                 fits += 1
                 predicted = model.predict_batch(texts)
                 results.append(figures(truth, [int(p.demand_type == "failure") for p in predicted]))

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+import bench.external_twcs as twcs
 from bench.external_twcs import (
     LABEL_PURPOSE,
     Item,
@@ -19,6 +22,7 @@ from bench.external_twcs import (
     draw,
     figures,
     first_contacts,
+    fit_with_labels,
     gold,
     read_labels,
     spread,
@@ -159,3 +163,40 @@ def test_spread_is_mean_and_range_over_seeds() -> None:
     assert result.mean == pytest.approx(0.73)
     assert (result.low, result.high) == (0.7, 0.76)
     assert spread([0.5]) == Spread(0.5, 0.5, 0.5)
+
+
+def test_fit_with_labels_trains_the_drawn_labels_after_checking_their_purpose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[object, dict[str, Any]]] = []
+    model = object()
+
+    def fake_train(sources: object, **kwargs: Any) -> Any:
+        calls.append((sources, kwargs))
+        return SimpleNamespace(model=model)
+
+    monkeypatch.setattr(twcs, "train_model", fake_train)
+    sources = next(iter(curve_sources().values()))
+    truth = {1: "value", 2: "failure", 3: "failure"}
+    texts = {1: "hello", 2: "still broken", 3: "broken again"}
+
+    fitted = fit_with_labels(sources, truth, texts, 2, seed=1, reason="test")
+
+    assert fitted is model
+    assert calls == [
+        (
+            sources,
+            {
+                "reason": "test",
+                "labels": as_labels(draw(truth, 2, 1), truth, texts),
+                "with_evaluation": False,
+            },
+        )
+    ]
+    # a purpose the recipe's taxonomy defines: stops before training
+    taxonomy = sources.load_taxonomy()
+    assert taxonomy is not None
+    monkeypatch.setattr(twcs, "LABEL_PURPOSE", sorted(taxonomy.purpose_slugs)[0])
+    with pytest.raises(SystemExit, match="is a purpose of"):
+        fit_with_labels(sources, truth, texts, 2, seed=1, reason="test")
+    assert len(calls) == 1
