@@ -26,10 +26,11 @@ the nine ``DOMAINS`` (1,232 complaints). The other 1,475 (domain ``random_tweet`
 that the paper added as negatives: they are addressed to no organisation (follower counts,
 news, replies between friends) and no organisation would receive them as demands, so counting
 them as value would inflate every figure with easy items. **The figures, the audits and the
-curve are on the company tweets**; the random ones are reported apart (the share the model
-calls value, and a row over all 3,449). Decided when the file was first read, before any
-model saw it (the brief that fixed the protocol assumed every record had one of the nine
-domains).
+curve are on the company tweets**; of the random ones only their count and the share the
+model calls failure are reported, apart (no figure mixes them in). Decided when the file was
+first read, before any model saw it (the brief that fixed the protocol assumed every record
+had one of the nine domains; the lead's addendum then excluded the random tweets from every
+measurement).
 
 **Demand type.** Complaint = failure, not complaint = value. "Not complaint" includes tweets
 that are no demand at all (praise, chatter, marketing): they count as value here, as a
@@ -56,10 +57,11 @@ council taxonomy alone + the general corpus), built by ``external_twcs``'s own f
    with ``external_twcs.draw`` (seeds ``CURVE_SEEDS``; at 0 and at all every seed draws the
    same, fitted once) from the labels pool, trained through
    ``services.classifier.training.train_model(sources, labels=...)`` exactly as
-   ``external_twcs``'s curve trains them (``as_labels``: value/failure with a typed purpose
-   no taxonomy defines, so each label teaches value/failure only; ``curve_sources``: the
-   default recipe and the cold start), scored on dev-eval. With ``--final``: labels drawn
-   from the whole development half, scored on the test half.
+   ``external_twcs``'s curve trains them (its ``fit_with_labels``: ``as_labels``,
+   value/failure with a typed purpose no taxonomy defines, checked, so each label teaches
+   value/failure only; ``curve_sources``: the default recipe and the cold start), scored on
+   dev-eval. With ``--final``: labels drawn from the whole development half, scored on the
+   test half. ``AUDITS``, ``DRAWS``, ``SEED``, ``CURVE_SEEDS`` are ``external_twcs``'s.
 
 Run: ``.venv/bin/python -m bench.external_complaints complaints-data.csv [--curve] [--json]``
 (``--json``: one JSON object on stdout, for comparing changes; progress on stderr); about
@@ -87,24 +89,29 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from math import nan
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from bench.external_twcs import (
+    AUDITS,
+    CURVE_SEEDS,
+    DRAWS,
+    SEED,
     _code_state,
-    as_labels,
     cold_model,
     curve_sources,
     default_model,
-    draw,
     figures,
+    fit_with_labels,
+    spread,
 )
 from bench.judgement import POPULATION, simulate_audits
 from services.classifier.model.text_model import TextModel
-from services.classifier.training import train_model
 
 DOMAINS = (
     "food",
@@ -118,20 +125,17 @@ DOMAINS = (
     "other",
 )
 RANDOM = ("random_tweet", "random_reply")
-"""The paper's random Twitter negatives: reported apart, never a label or a scored demand."""
+"""The paper's random Twitter negatives: only counted (and the share called failure), never a
+label, a scored demand or part of a figure."""
 PAPER_TWEETS = 3_449
 PAPER_COMPLAINTS = 1_232
-AUDITS = (100, 200)
-DRAWS = 500
-SEED = 0
 CURVE_SIZES: tuple[int | None, ...] = (0, 25, 100, 200, None)  # None: the whole pool
-CURVE_SEEDS = (0, 1, 2)
 MODELS: dict[str, tuple[str, Callable[[], TextModel]]] = {
     "a": ("(a) default (seed set + shipped taxonomy + corpus)", default_model),
     "b": ("(b) cold start (council taxonomy + corpus)", cold_model),
 }
 """Short keys (used in the JSON) -> the name printed and how the model is built."""
-JSON_VERSION = 1
+JSON_VERSION = 2  # 2: no "with_random" row or random_* domains; "random" apart
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -212,30 +216,16 @@ def split(tweets: Sequence[Tweet]) -> Split:
 
 
 def roc_auc(truth: Sequence[int], scores: Sequence[float]) -> float:
-    """P(a random failure scores above a random value item), ties counted half (the
-    Mann-Whitney U over average ranks); nan when one class is missing."""
-    y = np.asarray(truth, dtype=np.int64)
-    s = np.asarray(scores, dtype=np.float64)
-    positives = int(y.sum())
-    negatives = len(y) - positives
-    if positives == 0 or negatives == 0:
+    """P(a random failure scores above a random value item), ties counted half; nan when one
+    class is missing (a domain may hold one class; sklearn warns there, older versions raise)."""
+    if len(set(truth)) < 2:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_scores = s[order]
-    start = 0
-    while start < len(s):  # average rank over each run of equal scores
-        end = start
-        while end + 1 < len(s) and sorted_scores[end + 1] == sorted_scores[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    u = float(ranks[y == 1].sum()) - positives * (positives + 1) / 2
-    return u / (positives * negatives)
+    return float(roc_auc_score(truth, scores))
 
 
 def balanced_accuracy(truth: Sequence[int], machine: Sequence[int]) -> float:
-    """Mean of the recall of failure and of value (over the classes present)."""
+    """Mean of the recall of failure and of value (over the classes present). Not sklearn's
+    ``balanced_accuracy_score``: that warns on every domain holding one class."""
     recalls = []
     for cls in (0, 1):
         answers = [m for t, m in zip(truth, machine, strict=True) if t == cls]
@@ -394,9 +384,16 @@ def _context(started: float, cpu: float, load_before: tuple[float, float, float]
     }
 
 
+def _called_failure(chosen: Iterable[int], machine: Sequence[int]) -> dict[str, Any]:
+    """How many random negatives, and the share of them the model calls failure (nan: none)."""
+    at = list(chosen)
+    return {"n": len(at), "called_failure": sum(machine[i] for i in at) / len(at) if at else nan}
+
+
 def measure(data: Data, final: bool) -> dict[str, Any]:
     """Parts 1 and 2 of the docstring on the development half (``final``: the test half):
-    the company tweets; the random negatives of the same half judged apart."""
+    the company tweets; of the random negatives of the same half, judged in the same batch,
+    only their count and the share called failure."""
     started, cpu, load_before = time.perf_counter(), time.process_time(), os.getloadavg()
     scored = data.parts.test if final else data.parts.dev  # company tweets first, then random
     scored = [t for t in scored if t.company] + [t for t in scored if not t.company]
@@ -405,7 +402,12 @@ def measure(data: Data, final: bool) -> dict[str, Any]:
     truth = [t.complaint for t in scored]
     domains = {
         d: [i for i, t in enumerate(scored) if t.domain == d]
-        for d in (*DOMAINS, *RANDOM)
+        for d in DOMAINS
+        if any(t.domain == d for t in scored)
+    }
+    kinds = {
+        d: [i for i, t in enumerate(scored) if t.domain == d]
+        for d in RANDOM
         if any(t.domain == d for t in scored)
     }
     models: dict[str, Any] = {}
@@ -425,8 +427,11 @@ def measure(data: Data, final: bool) -> dict[str, Any]:
             "failure_prior": model.failure_prior,
             "failure_prior_source": model.failure_prior_source,
             "overall": _scores_of(range(companies), *judged),  # company tweets: the check
-            "with_random": _scores_of(range(len(scored)), *judged),
             "domains": {d: _scores_of(chosen, *judged) for d, chosen in domains.items()},
+            "random": {
+                "all": _called_failure(range(companies, len(scored)), machine),
+                **{d: _called_failure(chosen, machine) for d, chosen in kinds.items()},
+            },
             "audits": [asdict(a) for a in audits(truth[:companies], machine[:companies])],
         }
     return {
@@ -440,17 +445,9 @@ def measure(data: Data, final: bool) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Spread:
-    mean: float
-    low: float
-    high: float
-    values: list[float]
-
-
-def spread(values: Sequence[float]) -> Spread:
-    """Mean and range of one figure over the seeds (nan-free values assumed)."""
-    return Spread(sum(values) / len(values), min(values), max(values), list(values))
+def _over_seeds(values: Sequence[float]) -> dict[str, Any]:
+    """``external_twcs.spread`` (mean and range over the seeds) and the values, for the JSON."""
+    return {**asdict(spread(values)), "values": list(values)}
 
 
 def curve(data: Data, final: bool) -> dict[str, Any]:
@@ -476,13 +473,9 @@ def curve(data: Data, final: bool) -> dict[str, Any]:
             priors: list[tuple[float | None, str | None]] = []
             for seed in CURVE_SEEDS if several else CURVE_SEEDS[:1]:
                 _progress(f"curve {key}: k={'all' if k is None else k}, seed {seed}")
-                labels = as_labels(draw(truth_of, k, seed), truth_of, text_of)
-                model = train_model(
-                    sources,
-                    reason="bench external_complaints --curve",
-                    labels=labels,
-                    with_evaluation=False,
-                ).model
+                model = fit_with_labels(
+                    sources, truth_of, text_of, k, seed, reason="bench external_complaints --curve"
+                )
                 fits += 1
                 machine, probability = judge(model, texts)
                 results.append(scores(truth, machine, probability))
@@ -493,10 +486,10 @@ def curve(data: Data, final: bool) -> dict[str, Any]:
                     "name": recipe,
                     "k": len(pool) if k is None else k,
                     "seeds": list(CURVE_SEEDS if several else CURVE_SEEDS[:1]),
-                    "accuracy": asdict(spread([r.accuracy for r in results])),
-                    "auc": asdict(spread([r.auc for r in results])),
-                    "balanced_accuracy": asdict(spread([r.balanced_accuracy for r in results])),
-                    "predicted_share": asdict(spread([r.predicted_share for r in results])),
+                    "accuracy": _over_seeds([r.accuracy for r in results]),
+                    "auc": _over_seeds([r.auc for r in results]),
+                    "balanced_accuracy": _over_seeds([r.balanced_accuracy for r in results]),
+                    "predicted_share": _over_seeds([r.predicted_share for r in results]),
                     "majority": results[0].majority,
                     "true_share": results[0].true_share,
                     "failure_prior": [p for p, _ in priors],
@@ -528,6 +521,7 @@ def _f(value: float | None) -> str:
 
 
 def _spread(value: Mapping[str, Any]) -> str:
+    """As ``external_twcs._spread``, for a figure read back from the JSON (nan is None there)."""
     mean = _f(value["mean"])
     if value["low"] == value["high"]:
         return mean
@@ -552,7 +546,7 @@ def _head(result: Mapping[str, Any]) -> list[str]:
         f"`{data['sha256']}`; {data['tweets']:,} tweets, {data['complaints']:,} complaints "
         f"({differs}); every record 4 fields, label 0/1, a known domain, ids unique. Tweets to "
         f"companies (nine domains): {data['company_tweets']:,}; random Twitter negatives "
-        f"(reported apart): {data['random_tweets']:,}, {data['random_complaints']} of them "
+        f"(in no figure): {data['random_tweets']:,}, {data['random_complaints']} of them "
         f"complaints. Split by sha256(tweet id), company tweets (all records in brackets): "
         f"development half {companies['dev']:,} ({all_rows['dev']:,}), of it labels pool "
         f"{companies['pool']:,} ({all_rows['pool']:,}) and dev-eval {companies['dev_eval']:,} "
@@ -581,9 +575,7 @@ def render_measure(result: Mapping[str, Any]) -> str:
     out = _head(result)
     out.append(
         f"Value/failure on the {half}'s company tweets (complaint = failure, not complaint = "
-        "value, non-demands to a company included); the random Twitter negatives of the same "
-        "half apart (per domain: `random_tweet`, `random_reply`, where accuracy is the share "
-        "called value; and the row with them). Models' priors: "
+        "value, non-demands to a company included). Models' priors: "
         + "; ".join(
             f"{m['name']}: "
             + (
@@ -603,7 +595,6 @@ def render_measure(result: Mapping[str, Any]) -> str:
     out += [header, "|---|---|---|---|---|---|---|---|---|---|"]
     for m in result["models"].values():
         out.append(_score_row(m["name"], "to companies", m["overall"]))
-        out.append(_score_row(m["name"], "with the random negatives", m["with_random"]))
     out.append("")
     out.append("Per domain:")
     out.append("")
@@ -611,6 +602,19 @@ def render_measure(result: Mapping[str, Any]) -> str:
     for m in result["models"].values():
         for domain, s in m["domains"].items():
             out.append(_score_row(m["name"], domain, s))
+    out.append("")
+    out.append(
+        "The random Twitter negatives of the same half (addressed to no company, all not "
+        "complaints; in no figure above), the share each model calls failure: "
+        + "; ".join(
+            f"{m['name']}: "
+            + ", ".join(
+                f"{kind} {r['n']} ({_f(r['called_failure'])})" for kind, r in m["random"].items()
+            )
+            for m in result["models"].values()
+        )
+        + "."
+    )
     out.append("")
     out.append(
         f"Estimated failure share with a random audit (`estimate_share`, {DRAWS} draws each, "
