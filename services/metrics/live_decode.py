@@ -54,13 +54,7 @@ from services.metrics.handler import DemandCounts, PreparedMessages, Undecoded, 
 from services.metrics.ingest import PreparedLive, by_kind, prepare_live
 from shared.events import Event
 from shared.kafka.codec import DecodeError, decode
-from shared.kafka.consumer import (
-    ConsumerRunner,
-    Inbound,
-    _chunks,
-    _Prepared,
-    dead_letter_record,
-)
+from shared.kafka.consumer import ConsumerRunner, Inbound, _Prepared, dead_letter_record
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +260,31 @@ class DecodeWorker:
         self._fail(WorkerGone("the decoding worker was stopped"))
 
 
+def batches_of(
+    poll: Mapping[TopicPartition, Sequence[Any]], size: int
+) -> list[dict[TopicPartition, Sequence[Any]]]:
+    """The poll's records in batches of ``size`` (the last one less), each partition's
+    records in order, taken partition after partition as aiokafka's poll takes them: a
+    backlog of 8,000 records is 8 transactions, where an even share of each partition per
+    batch (consumer._chunks, for transactional tasks) made 9-10 of them at 3 partitions."""
+    batches: list[dict[TopicPartition, Sequence[Any]]] = []
+    batch: dict[TopicPartition, Sequence[Any]] = {}
+    room = size
+    for tp, records in poll.items():
+        start = 0
+        while start < len(records):
+            taken = records[start : start + room]
+            batch[tp] = taken
+            start += len(taken)
+            room -= len(taken)
+            if not room:
+                batches.append(batch)
+                batch, room = {}, size
+    if batch:
+        batches.append(batch)
+    return batches
+
+
 _WORKERS: weakref.WeakSet[DecodeWorker] = weakref.WeakSet()
 
 
@@ -296,7 +315,7 @@ class OffloadingRunner(ConsumerRunner):
         batches: Mapping[TopicPartition, Sequence[Any]],
         producer: AIOKafkaProducer,
     ) -> None:
-        chunks = _chunks(batches, self.options.max_batch)
+        chunks = batches_of(batches, self.options.max_batch)
         if len(chunks) < 2 or not self._worker.usable:
             for chunk in chunks:  # as ConsumerRunner does: decoded here
                 if self._stopping.is_set() and chunk is not chunks[0]:

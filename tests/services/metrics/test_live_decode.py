@@ -41,7 +41,7 @@ from services.metrics.ingest import (
     by_kind,
     prepare_live,
 )
-from services.metrics.live_decode import DecodeWorker, WorkerGone, decode_values
+from services.metrics.live_decode import DecodeWorker, WorkerGone, batches_of, decode_values
 from services.metrics.main import create_app
 from services.metrics.subscriptions import consumed_topics
 from shared.database.engine import create_engine, session_factory
@@ -411,3 +411,23 @@ async def test_a_backlog_is_applied_once_when_the_worker_is_killed(
     assert volumes == _expected_volumes()
     assert len(_reasons(letters)) == 3
     assert len([r for r in caplog.records if "worker is gone" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize("size", [1, 3, 5, 7, 20])
+def test_a_poll_is_cut_in_full_batches_each_partitions_records_in_order(size: int) -> None:
+    from aiokafka.structs import TopicPartition
+
+    poll = {
+        TopicPartition("a", 0): [("a", 0, n) for n in range(7)],
+        TopicPartition("a", 1): [("a", 1, n) for n in range(3)],
+        TopicPartition("b", 0): [("b", 0, n) for n in range(5)],
+    }
+    batches = batches_of(poll, size)
+
+    assert all(all(records) for b in batches for records in b.values())  # no empty slice
+    sizes = [sum(len(records) for records in b.values()) for b in batches]
+    assert all(n == size for n in sizes[:-1])
+    assert 0 < sizes[-1] <= size
+    assert sum(sizes) == 15
+    for tp, records in poll.items():
+        assert [r for b in batches for r in b.get(tp, [])] == records
