@@ -144,7 +144,6 @@ def test_split_is_the_fixed_hash_rule_stable_and_disjoint() -> None:
     assert sorted(t.tweet_id for t in again.dev) == sorted(t.tweet_id for t in parts.dev)
 
 
-@pytest.mark.filterwarnings("error")  # one class: nan, without sklearn's warning
 def test_roc_auc_of_a_hand_computed_case_with_a_tie() -> None:
     # failures score 0.9, 0.4, 0.2; values 0.8, 0.4. Of the 6 (failure, value) pairs, 0.9 beats
     # both (2), 0.4 ties one (0.5) and loses one, 0.2 loses both: 2.5 / 6
