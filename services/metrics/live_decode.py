@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 BATCHES_A_POLL = 4
 # The code this service runs, wherever the worker's working directory puts it first.
 _ROOT = str(Path(__file__).resolve().parents[2])
+_READY = "ready"  # the worker's first answer, once it has imported what it runs
 _FRAME = struct.Struct("!I")  # each message: its length, then its pickle
 # The answers are read as they come (the reader task), not only when awaited: a batch's
 # answer never waits in the pipe for the batch before it to be written.
@@ -131,6 +132,9 @@ def _serve() -> None:
         return
     topics, dialect = pickle.loads(first)
     gc.freeze()  # the imports: out of the collector's generations, as the service does
+    ready = pickle.dumps(_READY, protocol=5)
+    answers.write(_FRAME.pack(len(ready)) + ready)
+    answers.flush()
     cpu_s, values = 0.0, 0
     while (frame := _read_frame(requests)) is not None:
         started = time.process_time()
@@ -161,6 +165,8 @@ class DecodeWorker:
         self._reader: asyncio.Task[None] | None = None
         self._waiting: deque[asyncio.Future[Decoded]] = deque()
         self._gone = False
+        self._ready = False  # the worker has imported what it runs, and said so
+        self._settled = asyncio.Event()  # ready, or gone
         # What the worker last said of its CPU time decoding, and the values decoded.
         self.cpu_s = 0.0
         self.values = 0
@@ -168,7 +174,9 @@ class DecodeWorker:
 
     @property
     def usable(self) -> bool:
-        return self._process is not None and not self._gone
+        """Up and answering: until the worker has started (its imports take ~0.6 s of CPU),
+        a service that starts with a backlog decodes it here rather than wait."""
+        return self._ready and self._process is not None and not self._gone
 
     async def start(self) -> None:
         path = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
@@ -207,6 +215,11 @@ class DecodeWorker:
         assert self._process.stdout is not None
         stdout = self._process.stdout
         try:
+            (size,) = _FRAME.unpack(await stdout.readexactly(_FRAME.size))
+            if pickle.loads(await stdout.readexactly(size)) != _READY:
+                raise WorkerGone("the decoding worker did not start")
+            self._ready = True
+            self._settled.set()
             while True:
                 (size,) = _FRAME.unpack(await stdout.readexactly(_FRAME.size))
                 decoded = pickle.loads(await stdout.readexactly(size))
@@ -228,8 +241,14 @@ class DecodeWorker:
                 )
             self._fail(error if isinstance(error, WorkerGone) else WorkerGone(repr(error)))
 
+    async def started(self) -> bool:
+        """Wait until the worker is up (True) or gone (False)."""
+        await self._settled.wait()
+        return self.usable
+
     def _fail(self, error: WorkerGone) -> None:
         self._gone = True
+        self._settled.set()
         while self._waiting:
             waiting = self._waiting.popleft()
             if not waiting.done():
