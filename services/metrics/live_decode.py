@@ -12,6 +12,8 @@ splits it into batches of ``max_batch`` and sends every batch's raw values to th
 once; it then applies them in order, each in its own transaction with its offsets committed
 after it, exactly as before, while the worker prepares the next. A poll of one batch or
 less (a consumer near the head, where a batch's latency counts) is decoded here, as before.
+A backlog polled while the worker is still starting (a service restarted behind one) waits
+for it, up to ``START_WAIT_S``.
 What crosses: the values' bytes in, plain tuples out (ingest.PreparedLive).
 
 Exactly-once is the runner's, unchanged: the batches' rows and offsets commit in order, one
@@ -64,6 +66,9 @@ BATCHES_A_POLL = 4
 # The code this service runs, wherever the worker's working directory puts it first.
 _ROOT = str(Path(__file__).resolve().parents[2])
 _READY = "ready"  # the worker's first answer, once it has imported what it runs
+# A backlog polled while the worker is still starting waits for it at most this long (then
+# it is decoded here).
+START_WAIT_S = 5.0
 _FRAME = struct.Struct("!I")  # each message: its length, then its pickle
 # The answers are read as they come (the reader task), not only when awaited: a batch's
 # answer never waits in the pipe for the batch before it to be written.
@@ -174,9 +179,12 @@ class DecodeWorker:
 
     @property
     def usable(self) -> bool:
-        """Up and answering: until the worker has started (its imports take ~0.6 s of CPU),
-        a service that starts with a backlog decodes it here rather than wait."""
+        """Up and answering (it has said so, after its imports: ~0.6 s of CPU)."""
         return self._ready and self._process is not None and not self._gone
+
+    @property
+    def starting(self) -> bool:
+        return not self._ready and self._process is not None and not self._gone
 
     async def start(self) -> None:
         path = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
@@ -325,7 +333,8 @@ class OffloadingRunner(ConsumerRunner):
         self._worker = worker
 
     def _poll_size(self, consumer: AIOKafkaConsumer) -> int:
-        batches = BATCHES_A_POLL if self._worker.usable else 1
+        worker = self._worker
+        batches = BATCHES_A_POLL if worker.usable or worker.starting else 1
         return self.options.max_batch * batches
 
     async def _process_task(
@@ -335,6 +344,10 @@ class OffloadingRunner(ConsumerRunner):
         producer: AIOKafkaProducer,
     ) -> None:
         chunks = batches_of(batches, self.options.max_batch)
+        if len(chunks) > 1 and self._worker.starting:
+            # A backlog at the service's start: the worker is worth its start-up, once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._worker.started(), START_WAIT_S)
         if len(chunks) < 2 or not self._worker.usable:
             for chunk in chunks:  # as ConsumerRunner does: decoded here
                 if self._stopping.is_set() and chunk is not chunks[0]:
