@@ -53,7 +53,8 @@ Choices, and why:
   its values). If a thin purpose differs, its estimate is biased and the interval does
   not show it: a purpose with 15% of demand, 6 audited, and another relation than the
   audited ones covered 49% in simulation. The pooled fit also weights each purpose by its
-  audited pairs, not its demand. Where that matters, audit the purpose to
+  audited pairs, not its demand (weighting it by demand was tried and not kept:
+  docs/services/metrics.md). Where that matters, audit the purpose to
   ``MIN_STRATUM_AUDIT``.
 - **No zero-width intervals**: when every audited item agrees with the machine the sample
   variance of the residuals is 0, which would claim certainty from, say, 5 agreements.
@@ -178,9 +179,9 @@ def _fit(pairs: Sequence[AuditPair]) -> _Fit:
     # fixed at 1, today's "add two", one disagreement each way. With lambda estimated, one
     # pair of each kind (person/machine 1/0, 0/1, 1/1, 0/0), whose residuals are 1, -lam,
     # 1 - lam and 0: near lambda = 1 the same add-two, near lambda = 0 (the audit's own
-    # share) Agresti-Coull's two failures and two values, which keeps a rare share's
-    # skewed interval honest. One degree of freedom for the mean and, when lambda was
-    # estimated, one for the slope (Cochran's n - 2).
+    # share) two failures and two values in the spirit of Agresti-Coull (the variance only),
+    # which keeps a rare share's skewed interval honest. One degree of freedom for the mean
+    # and, when lambda was estimated, one for the slope (Cochran's n - 2).
     pseudo = [1.0, -lam, 1.0 - lam, 0.0] if tuned else [1.0, -1.0]
     padded = [*residuals, *pseudo]
     padded_mean = sum(padded) / len(padded)
