@@ -242,6 +242,29 @@ def test_power_tuned_coverage_on_synthetic_populations(
         assert coverage <= 0.975
 
 
+def _stratified_coverage(
+    strata: list[tuple[list[int], list[int], int]], *, seed: int, draws: int = 2000
+) -> float:
+    """Share of ``draws`` random audits (``n`` pairs from each stratum's (truth, machine, n))
+    whose stratified interval covers the population's true share; a fixed seed, so the
+    figure is deterministic."""
+    actual = sum(sum(t) for t, _, _ in strata) / sum(len(t) for t, _, _ in strata)
+    rng = random.Random(seed)
+    hits = 0
+    for _ in range(draws):
+        audited = []
+        for truth, machine, n_audit in strata:
+            ids = rng.sample(range(len(truth)), n_audit)
+            audited.append(
+                Stratum(len(truth), sum(machine), [AuditPair(machine[i], truth[i]) for i in ids])
+            )
+        result = stratified_estimate(audited)
+        assert result.ci_low is not None
+        assert result.ci_high is not None
+        hits += result.ci_low <= actual <= result.ci_high
+    return hits / draws
+
+
 def test_borrowing_strata_keep_their_coverage() -> None:
     # Half the demand is in thin strata (6 audited each) that borrow the pooled fit, which
     # holds the rich stratum's 50 pairs too: the borrowed prediction's error is correlated
@@ -253,22 +276,7 @@ def test_borrowing_strata_keep_their_coverage() -> None:
         (*_population(share, 0.8, size, seed=k), k_audit)
         for k, (size, share, k_audit) in enumerate(design)
     ]
-    actual = sum(sum(t) for t, _, _ in strata) / sum(len(t) for t, _, _ in strata)
-    rng = random.Random(5)
-    hits = 0
-    draws = 2000
-    for _ in range(draws):
-        audited = []
-        for truth, machine, k_audit in strata:
-            ids = rng.sample(range(len(truth)), k_audit)
-            audited.append(
-                Stratum(len(truth), sum(machine), [AuditPair(machine[i], truth[i]) for i in ids])
-            )
-        result = stratified_estimate(audited)
-        assert result.ci_low is not None
-        assert result.ci_high is not None
-        hits += result.ci_low <= actual <= result.ci_high
-    assert 0.925 <= hits / draws <= 0.975
+    assert 0.925 <= _stratified_coverage(strata, seed=5) <= 0.975
 
 
 def test_a_thin_stratum_borrows_the_pooled_lambda() -> None:
@@ -397,22 +405,7 @@ def test_borrowing_far_from_the_pooled_machine_share_keeps_its_coverage(
         (*_two_rates_population(share, if_failure, if_value, size, seed=31 * k + 7), n_audit)
         for k, (size, share, n_audit) in enumerate(design)
     ]
-    actual = sum(sum(t) for t, _, _ in strata) / sum(len(t) for t, _, _ in strata)
-    rng = random.Random(11)
-    hits = 0
-    draws = 2000
-    for _ in range(draws):
-        audited = []
-        for truth, machine, n_audit in strata:
-            ids = rng.sample(range(len(truth)), n_audit)
-            audited.append(
-                Stratum(len(truth), sum(machine), [AuditPair(machine[i], truth[i]) for i in ids])
-            )
-        result = stratified_estimate(audited)
-        assert result.ci_low is not None
-        assert result.ci_high is not None
-        hits += result.ci_low <= actual <= result.ci_high
-    assert 0.915 <= hits / draws <= 0.975
+    assert 0.915 <= _stratified_coverage(strata, seed=11) <= 0.975
 
 
 def test_an_audit_of_every_demand_leaves_only_the_padding() -> None:
