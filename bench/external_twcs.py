@@ -687,6 +687,8 @@ def _code_state() -> str:
         return done.stdout.strip() if done.returncode == 0 else "?"
 
     changed = git("status", "--porcelain", "--", "../services/classifier")
+    if changed == "?":  # not a git checkout (or no git): nothing to compare with
+        return "commit unknown, services/classifier not checked (not a git checkout)"
     return f"commit {git('rev-parse', '--short', 'HEAD')}, services/classifier " + (
         "as committed" if not changed else f"CHANGED ({len(changed.splitlines())} files)"
     )
