@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import bench.external_banking77 as banking77
+from bench.judgement import VARIANTS
 from services.classifier.model.examples import Example
 
 INTENTS = {
@@ -41,8 +42,11 @@ def test_official_prints_full_training_and_curve_rows_and_counts_shared_texts(
     # One test text is also a training text: counted, kept.
     test = write(
         tmp_path / "test.csv",
-        [("where is my new card", "Card_arrival"), ("rate for dollars", "Exchange_rate")]
-        + [("top up failed again", "Top_up_failed")],
+        [
+            ("where is my new card", "Card_arrival"),
+            ("rate for dollars", "Exchange_rate"),
+            ("top up failed again", "Top_up_failed"),
+        ],
     )
 
     table = banking77.official(
@@ -50,7 +54,7 @@ def test_official_prints_full_training_and_curve_rows_and_counts_shared_texts(
         test,
         curve=(2,),
         seeds=(0, 1),
-        variants={"without embeddings": banking77.VARIANTS["without embeddings"]},
+        variants={"without embeddings": VARIANTS["without embeddings"]},
         general=GENERAL,
     )
 
@@ -80,11 +84,18 @@ def test_main_without_train_keeps_the_test_split_alone_and_refuses_bad_arguments
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen: list[tuple[str, tuple[Path, ...]]] = []
-    monkeypatch.setattr(banking77, "run", lambda path: seen.append(("run", (path,))) or "")
-    monkeypatch.setattr(
-        banking77, "official", lambda tr, te: seen.append(("official", (tr, te))) or ""
-    )
-    monkeypatch.setattr(banking77.os, "sched_setaffinity", lambda *_: None, raising=False)
+
+    def run(path: Path) -> str:
+        seen.append(("run", (path,)))
+        return ""
+
+    def official(train: Path, test: Path) -> str:
+        seen.append(("official", (train, test)))
+        return ""
+
+    monkeypatch.setattr(banking77, "run", run)
+    monkeypatch.setattr(banking77, "official", official)
+    monkeypatch.setattr("os.sched_setaffinity", lambda *_: None, raising=False)
 
     banking77.main(["test.csv"])
     banking77.main(["--train", "train.csv", "test.csv"])
