@@ -286,6 +286,7 @@ def official(
     """The official protocol (module docstring) as markdown."""
     started = time.perf_counter()
     load = os.getloadavg()
+    code = _code_state()  # at the start: the code that was imported
     variants = VARIANTS if variants is None else variants
     train_rows, test_rows = read_banking77(train_path), read_banking77(test_path)
     counts = Counter(e.purpose or "" for e in train_rows)
@@ -316,7 +317,7 @@ def official(
     names = list(variants)
     out = [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `python -m "
-        f"bench.external_banking77 --train`, {_code_state()}, one core, load average before "
+        f"bench.external_banking77 --train`, {code}, one core, load average before "
         f"the run {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}, in "
         f"{time.perf_counter() - started:.0f} s. Training split {len(train_rows):,} rows, "
         f"{len(counts)} intents, {min(counts.values())}-{max(counts.values())} rows each; "
