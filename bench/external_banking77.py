@@ -61,18 +61,40 @@ SEEDS = (0, 1, 2)
 CURVE = (5, 10, 20)
 OFFICIAL_CURVE = (10, 20, 50)  # rows per intent drawn from the training split; then all
 PLACEHOLDER_TYPE = "value"  # training needs a demand type on every row; never reported
+COLUMNS = ("text", "category")  # Banking77's header, exactly (case included)
 
 
 def read_banking77(path: Path) -> list[Example]:
     """Rows of ``text,category`` as the organisation's labelled examples (purpose = slug of
-    the category: ``Refund_not_showing_up`` -> ``refund_not_showing_up``)."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return [
+    the category: ``Refund_not_showing_up`` -> ``refund_not_showing_up``).
+
+    A file that cannot be read, lacks those columns or has no labelled row stops the run
+    here (``SystemExit`` naming the file), before any training: otherwise rows are dropped
+    silently and the failure surfaces late, e.g. a division by zero after the full fit."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            found = list(reader.fieldnames or [])
+    except OSError as e:
+        raise SystemExit(f"{path}: cannot read: {e.strerror or e}") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise SystemExit(f"{path}: cannot read as a UTF-8 CSV file: {e}") from None
+    if not set(COLUMNS) <= set(found):
+        raise SystemExit(
+            f"{path}: needs the columns {','.join(COLUMNS)}; found "
+            + (",".join(found) if found else "no header (empty file)")
+        )
+    examples = [
         Example(r["text"].strip(), slug_label(r["category"]), PLACEHOLDER_TYPE)
         for r in rows
         if (r.get("text") or "").strip() and (r.get("category") or "").strip()
     ]
+    if not examples:
+        raise SystemExit(
+            f"{path}: no labelled rows left ({len(rows)} rows, none with both text and category)"
+        )
+    return examples
 
 
 def purpose_accuracy(

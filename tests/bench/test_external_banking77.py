@@ -10,6 +10,7 @@ import pytest
 import bench.external_banking77 as banking77
 from bench.judgement import VARIANTS
 from services.classifier.model.examples import Example
+from services.classifier.model.text_model import TextModel
 
 INTENTS = {
     "Card_arrival": ["where is my new card", "my card has not arrived yet", "card still not here"],
@@ -108,3 +109,68 @@ def test_main_without_train_keeps_the_test_split_alone_and_refuses_bad_arguments
         ("run", (Path("test.csv"),)),
         ("official", (Path("train.csv"), Path("test.csv"))),
     ]
+
+
+def _good_pair(tmp_path: Path) -> tuple[Path, Path]:
+    train = write(tmp_path / "train.csv", [(t, c) for c, texts in INTENTS.items() for t in texts])
+    test = write(tmp_path / "test.csv", [("rate for dollars", "Exchange_rate")])
+    return train, test
+
+
+BAD_INPUTS: dict[str, tuple[str | None, str]] = {
+    # name: (file content, or None for no file; what the message must say)
+    "missing": (None, "cannot read: No such file or directory"),
+    "other columns": ("query,label\nwhere is my card,Card_arrival\n", "found query,label"),
+    "capitalised header": ("Text,Category\nwhere is my card,Card_arrival\n", "found Text,Category"),
+    "tab-separated": ("text\tcategory\nwhere is my card\tCard_arrival\n", "found text\tcategory"),
+    "empty": ("", "found no header (empty file)"),
+    "no labelled row": (
+        "text,category\nwhere is my card,\n,Card_arrival\n",
+        "no labelled rows left",
+    ),
+}
+
+
+@pytest.mark.parametrize("which", ["train", "test"])
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_official_refuses_a_bad_file_before_any_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str, case: str
+) -> None:
+    train, test = _good_pair(tmp_path)
+    bad = train if which == "train" else test
+    content, says = BAD_INPUTS[case]
+    if content is None:
+        bad.unlink()
+    else:
+        bad.write_text(content, encoding="utf-8")
+
+    def no_training(*_: object, **__: object) -> None:
+        raise AssertionError("trained before the inputs were checked")
+
+    monkeypatch.setattr(TextModel, "train", no_training)
+    with pytest.raises(SystemExit) as refused:
+        banking77.official(train, test, curve=(1,), seeds=(0,), general=GENERAL)
+
+    message = str(refused.value.code)
+    print(message)
+    assert message.startswith(f"{bad}: ")
+    assert says in message
+    if case in ("other columns", "capitalised header", "tab-separated", "empty"):
+        assert "needs the columns text,category" in message
+
+
+def test_run_without_train_refuses_a_bad_test_file_before_any_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "test.csv"
+    bad.write_text("query,label\nwhere is my card,Card_arrival\n", encoding="utf-8")
+    monkeypatch.setattr(banking77, "general_rows", lambda *_: GENERAL)
+
+    def no_training(*_: object, **__: object) -> None:
+        raise AssertionError("trained before the input was checked")
+
+    monkeypatch.setattr(TextModel, "train", no_training)
+    with pytest.raises(SystemExit, match=r"needs the columns text,category; found query,label"):
+        banking77.run(bad)
+    with pytest.raises(SystemExit, match=r"cannot read: No such file or directory"):
+        banking77.run(tmp_path / "absent.csv")
