@@ -243,18 +243,24 @@ def run(path: Path) -> str:
     return "\n".join(out)
 
 
-def _code_state() -> str:
-    """The commit measured, and whether the classifier's files differ from it."""
-    where = Path(__file__).resolve().parent
+def _code_state(where: Path | None = None) -> str:
+    """The commit measured, and whether the code the run imports differs from it: the
+    classifier's files and ``bench/`` (this script, ``judgement``'s variants). Notes (``*.md``,
+    e.g. EVALUATION.md under services/classifier) do not count. ``where``: the ``bench``
+    directory of the checkout (this file's by default)."""
+    where = Path(__file__).resolve().parent if where is None else where
 
-    def git(*args: str) -> str:
+    def git(*args: str) -> str | None:
         done = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else "?"
+        return done.stdout.strip() if done.returncode == 0 else None
 
-    changed = git("status", "--porcelain", "--", "../services/classifier")
-    if changed == "?":  # not a git checkout (or no git): nothing to compare with
-        return "commit unknown, services/classifier not checked (not a git checkout)"
-    return f"commit {git('rev-parse', '--short', 'HEAD')}, services/classifier " + (
+    head = git("rev-parse", "--short", "HEAD")
+    changed = git(
+        "status", "--porcelain", "--", "../services/classifier", ".", ":(top,exclude)*.md"
+    )
+    if head is None or changed is None:  # not a git checkout, no commit, or no git
+        return "commit unknown, code not checked (not a git checkout)"
+    return f"commit {head}, services/classifier and bench " + (
         "as committed" if not changed else f"CHANGED ({len(changed.splitlines())} files)"
     )
 
