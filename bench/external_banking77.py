@@ -41,7 +41,6 @@ import csv
 import hashlib
 import os
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -53,6 +52,7 @@ from pathlib import Path
 from sklearn.metrics import f1_score
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+from bench.code_state import code_state
 from bench.judgement import DEFAULT, VARIANTS, by_purpose
 from services.classifier.config import GENERAL_CORPUS
 from services.classifier.model.evaluate import cross_validate
@@ -243,28 +243,6 @@ def run(path: Path) -> str:
     return "\n".join(out)
 
 
-def _code_state(where: Path | None = None) -> str:
-    """The commit measured, and whether the code the run imports differs from it: the
-    classifier's files and ``bench/`` (this script, ``judgement``'s variants). Notes (``*.md``,
-    e.g. EVALUATION.md under services/classifier) do not count. ``where``: the ``bench``
-    directory of the checkout (this file's by default)."""
-    where = Path(__file__).resolve().parent if where is None else where
-
-    def git(*args: str) -> str | None:
-        done = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    head = git("rev-parse", "--short", "HEAD")
-    changed = git(
-        "status", "--porcelain", "--", "../services/classifier", ".", ":(top,exclude)*.md"
-    )
-    if head is None or changed is None:  # not a git checkout, no commit, or no git
-        return "commit unknown, code not checked (not a git checkout)"
-    return f"commit {head}, services/classifier and bench " + (
-        "as committed" if not changed else f"CHANGED ({len(changed.splitlines())} files)"
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Fit:
     accuracy: float
@@ -336,7 +314,7 @@ def official(
     """The official protocol (module docstring) as markdown."""
     started = time.perf_counter()
     load = os.getloadavg()
-    code = _code_state()  # at the start: the code that was imported
+    code = code_state()  # at the start: the code that was imported
     variants = VARIANTS if variants is None else variants
     train_rows, test_rows = read_banking77(train_path), read_banking77(test_path)
     counts = Counter(e.purpose or "" for e in train_rows)

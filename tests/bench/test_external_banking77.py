@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -86,7 +85,7 @@ def test_official_trains_only_on_the_training_split_and_reports_every_fit(
 
     monkeypatch.setattr(TextModel, "train", spy_train)
     monkeypatch.setattr(banking77, "fit_and_score", spy_fit)
-    monkeypatch.setattr(banking77, "_code_state", code_state)
+    monkeypatch.setattr(banking77, "code_state", code_state)
     monkeypatch.setattr(banking77, "_cores", lambda: "3 cores (not pinned to one)")
 
     table = banking77.official(
@@ -280,47 +279,3 @@ def test_run_without_train_refuses_a_bad_test_file_before_any_training(
         banking77.run(bad)
     with pytest.raises(SystemExit, match=r"cannot read: No such file or directory"):
         banking77.run(tmp_path / "absent.csv")
-
-
-def test_code_state_counts_code_changes_in_the_classifier_and_bench_but_not_notes(
-    tmp_path: Path,
-) -> None:
-    bench = tmp_path / "bench"
-    assert banking77._code_state(bench.parent) == (
-        "commit unknown, code not checked (not a git checkout)"
-    )
-
-    def git(*args: str) -> None:
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-            cwd=tmp_path,
-            check=True,
-            capture_output=True,
-        )
-
-    files = {
-        "bench/external_banking77.py": "x = 1\n",
-        "services/classifier/model.py": "y = 1\n",
-        "services/classifier/EVALUATION.md": "notes\n",
-        "services/other.py": "z = 1\n",
-    }
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    git("init", "-q")
-    assert banking77._code_state(bench) == "commit unknown, code not checked (not a git checkout)"
-    git("add", ".")
-    git("commit", "-q", "-m", "start")
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True
-    ).stdout.strip()
-    committed = f"commit {head}, services/classifier and bench as committed"
-
-    (tmp_path / "services/classifier/EVALUATION.md").write_text("more notes\n")
-    (tmp_path / "services/other.py").write_text("z = 2\n")
-    assert banking77._code_state(bench) == committed  # notes and other services do not count
-    (tmp_path / "bench/external_banking77.py").write_text("x = 2\n")
-    (tmp_path / "services/classifier/model.py").write_text("y = 2\n")
-    assert banking77._code_state(bench) == (
-        f"commit {head}, services/classifier and bench CHANGED (2 files)"
-    )

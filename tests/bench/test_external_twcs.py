@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -201,16 +200,3 @@ def test_fit_with_labels_trains_the_drawn_labels_after_checking_their_purpose(
     with pytest.raises(SystemExit, match="is a purpose of"):
         fit_with_labels(sources, truth, texts, 2, seed=1, reason="test")
     assert len(calls) == 1
-
-
-def test_the_code_state_outside_a_git_checkout_is_unknown_not_changed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # git's refusal ("not a git repository") is not a changed file.
-    def refused(args: list[str], **_: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.CompletedProcess(args, 128, "", "fatal: not a git repository")
-
-    monkeypatch.setattr(subprocess, "run", refused)
-    assert twcs._code_state() == (
-        "commit unknown, services/classifier not checked (not a git checkout)"
-    )
