@@ -7,9 +7,11 @@
   producer sending the same events with the same producer settings (the Kafka limit).
   Target: at least 0.5.
 
-Both servers run as separate processes under the same uvicorn settings (one worker, uvloop,
-httptools, no access log). The load comes from a minimal keep-alive HTTP/1.1 client on raw
-asyncio streams: httpx would itself be the bottleneck against the bare endpoint.
+Each side runs ``ROUNDS`` times (3), alternated with its baseline, and the rows pool the
+rounds; each round's ratio is printed too. Both servers run as separate processes under the
+same uvicorn settings (one worker, uvloop, httptools, no access log). The load comes from a
+minimal keep-alive HTTP/1.1 client on raw asyncio streams: httpx would itself be the
+bottleneck against the bare endpoint.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ SINGLE_CONCURRENCY = 128
 BATCH_SIZE = 500
 BATCH_REQUESTS = int(os.environ.get("DEMANDSCOPE_BENCH_INTAKE_BATCHES", "40"))
 BATCH_CONCURRENCY = 4
+# Each side runs this many times, alternated with its baseline (bare, intake, bare, intake,
+# ...), and the rows pool the rounds: one run of 4,000 requests lasts under a second, so a
+# single pair let the machine's drift decide the verdict (intake single 0.51-0.60 across
+# quiet runs of the same code).
+ROUNDS = max(1, int(os.environ.get("DEMANDSCOPE_BENCH_INTAKE_ROUNDS", "3")))
 WARMUP = 300
 TEXT = "Where is my engineer? I was told Tuesday. Call me on 07700 900123 or jo@example.com"
 
@@ -237,6 +244,19 @@ async def raw_producer_rate(kafka: Any, encoded: list[list[Any]]) -> Run:
     return Run(sum(len(b) for b in encoded[1:]), seconds, latencies)
 
 
+def pooled(runs: list[Run]) -> Run:
+    """The rounds of one side as one run: every request or event over the time they took
+    together (not a mean of rates), latencies together, CPU per item over all of them."""
+    count = sum(run.count for run in runs)
+    who = set.intersection(*(set(run.cpu_us) for run in runs))
+    return Run(
+        count,
+        sum(run.seconds for run in runs),
+        [latency for run in runs for latency in run.latencies],
+        {w: sum(run.cpu_us[w] * run.count for run in runs) / count for w in sorted(who)},
+    )
+
+
 async def _as_events(requests: Any) -> Run:
     run: Run = await requests
     return replace(run, count=run.count * BATCH_SIZE)
@@ -289,53 +309,85 @@ async def measure(
         for port in (bare_port, intake_port):
             await load(port, singles(f"w{port}", WARMUP), SINGLE_CONCURRENCY, 202)
         broker = int((await asyncio.to_thread(broker_pid_file.read_text)).strip())
-        bare = await with_cpu(
-            {"server": servers[0].pid, "broker": broker},
-            load(bare_port, singles("b", SINGLE_REQUESTS), SINGLE_CONCURRENCY, 202),
-        )
-        single = await with_cpu(
-            {"server": servers[1].pid, "broker": broker},
-            load(intake_port, singles("s", SINGLE_REQUESTS), SINGLE_CONCURRENCY, 202),
-        )
+        bares: list[Run] = []
+        singles_run: list[Run] = []
+        for r in range(ROUNDS):
+            bares.append(
+                await with_cpu(
+                    {"server": servers[0].pid, "broker": broker},
+                    load(bare_port, singles(f"b{r}", SINGLE_REQUESTS), SINGLE_CONCURRENCY, 202),
+                )
+            )
+            singles_run.append(
+                await with_cpu(
+                    {"server": servers[1].pid, "broker": broker},
+                    load(intake_port, singles(f"s{r}", SINGLE_REQUESTS), SINGLE_CONCURRENCY, 202),
+                )
+            )
 
-        batches = [
-            [demand(f"{run_id}-k{b}-{n}") for n in range(BATCH_SIZE)]
-            for b in range(BATCH_REQUESTS + 1)
-        ]
-        records = encoded_events(kafka, batches)
-        # The records were made outside the timing; so is the collection of what making them
-        # left: otherwise whether a full collection of this process's heap lands in the raw
-        # phase turns on how many tracked objects the encoding happened to leave (a codec
-        # making fewer per record tipped one in: 11.7 -> 13.6 µs an event for the same send,
-        # none with this collect, measured in process).
-        gc.collect()
-        raw = await with_cpu(
-            {"producer": os.getpid(), "broker": broker}, raw_producer_rate(kafka, records)
-        )
-        batch_requests = [
-            http_request("/v1/demands:batch", json.dumps(batch).encode(), headers)
-            for batch in batches
-        ]
-        await load(intake_port, batch_requests[:1], 1, 200)  # warm-up
-        batched = await with_cpu(
-            {"server": servers[1].pid, "broker": broker},
-            _as_events(load(intake_port, batch_requests[1:], BATCH_CONCURRENCY, 200)),
-        )
+        raws: list[Run] = []
+        batched_runs: list[Run] = []
+        for r in range(ROUNDS):
+            batches = [
+                [demand(f"{run_id}-k{r}-{b}-{n}") for n in range(BATCH_SIZE)]
+                for b in range(BATCH_REQUESTS + 1)
+            ]
+            records = encoded_events(kafka, batches)
+            batch_requests = [
+                http_request("/v1/demands:batch", json.dumps(batch).encode(), headers)
+                for batch in batches
+            ]
+            # The records were made outside the timing; so is the collection of what making
+            # them left: otherwise whether a full collection of this process's heap lands in
+            # the raw phase turns on how many tracked objects the encoding happened to leave
+            # (a codec making fewer per record tipped one in: 11.7 -> 13.6 µs an event for
+            # the same send, none with this collect, measured in process).
+            gc.collect()
+            raws.append(
+                await with_cpu(
+                    {"producer": os.getpid(), "broker": broker}, raw_producer_rate(kafka, records)
+                )
+            )
+            await load(intake_port, batch_requests[:1], 1, 200)  # warm-up
+            batched_runs.append(
+                await with_cpu(
+                    {"server": servers[1].pid, "broker": broker},
+                    _as_events(load(intake_port, batch_requests[1:], BATCH_CONCURRENCY, 200)),
+                )
+            )
     finally:
         for server in servers:
             server.terminate()
         for server in servers:
             server.wait(timeout=30)
 
-    print(f"single events ({SINGLE_REQUESTS} requests, {SINGLE_CONCURRENCY} connections):")
+    bare, single = pooled(bares), pooled(singles_run)
+    raw, batched = pooled(raws), pooled(batched_runs)
+    print(
+        f"single events ({SINGLE_REQUESTS} requests, {SINGLE_CONCURRENCY} connections, "
+        f"{ROUNDS} rounds alternated with the baseline, pooled):"
+    )
     report("bare FastAPI, parse JSON only", "req", bare)
     report("intake POST /v1/demands", "req", single)
-    print(f"batches ({BATCH_REQUESTS} x {BATCH_SIZE} events, {BATCH_CONCURRENCY} in flight):")
+    print("  rounds (intake / bare): " + rounds_line(singles_run, bares))
+    print(
+        f"batches ({BATCH_REQUESTS} x {BATCH_SIZE} events, {BATCH_CONCURRENCY} in flight, "
+        f"{ROUNDS} rounds alternated with the baseline, pooled):"
+    )
     report("raw aiokafka producer (acks=all)", "ev", raw)
     report("intake POST /v1/demands:batch", "ev", batched)
+    print("  rounds (intake / raw): " + rounds_line(batched_runs, raws))
     print("(latencies are per request, measured by the client)")
     ledger = "SQLite" if database_url is None else "PostgreSQL"
     record_rows(single, bare, batched, raw, ledger=ledger)
+
+
+def rounds_line(ours: list[Run], baseline: list[Run]) -> str:
+    """Each round's ratio, so that the spread behind the pooled figure is printed too."""
+    return ", ".join(
+        f"{mine.rate:,.0f} / {base.rate:,.0f} = {mine.rate / base.rate:.2f}"
+        for mine, base in zip(ours, baseline, strict=True)
+    )
 
 
 def _cpu(run: Run, who: str, unit: str) -> str:
@@ -353,8 +405,9 @@ def record_rows(single: Run, bare: Run, batched: Run, raw: Run, *, ledger: str) 
             ratio=results.ratio(single.rate, bare.rate),
             target="≥ 0.6",
             met=single.rate >= 0.6 * bare.rate,
-            note=f"{SINGLE_REQUESTS:,} requests over {SINGLE_CONCURRENCY} connections, "
-            f"ledger on {ledger}{'; REDUCED SIZE' if SINGLE_REQUESTS < 4000 else ''}",
+            note=f"{ROUNDS} x {SINGLE_REQUESTS:,} requests over {SINGLE_CONCURRENCY} "
+            f"connections, alternated with the baseline and pooled, ledger on {ledger}"
+            f"{'; REDUCED SIZE' if SINGLE_REQUESTS < 4000 or ROUNDS < 3 else ''}",
         )
     )
     results.record(
@@ -366,8 +419,9 @@ def record_rows(single: Run, bare: Run, batched: Run, raw: Run, *, ledger: str) 
             ratio=results.ratio(batched.rate, raw.rate),
             target="≥ 0.5",
             met=batched.rate >= 0.5 * raw.rate,
-            note=f"{BATCH_REQUESTS} batches, {BATCH_CONCURRENCY} in flight"
-            f"{'; REDUCED SIZE' if BATCH_REQUESTS < 40 else ''}",
+            note=f"{ROUNDS} x {BATCH_REQUESTS} batches, {BATCH_CONCURRENCY} in flight, "
+            "alternated with the baseline and pooled"
+            f"{'; REDUCED SIZE' if BATCH_REQUESTS < 40 or ROUNDS < 3 else ''}",
         )
     )
 

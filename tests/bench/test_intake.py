@@ -1,0 +1,30 @@
+"""bench/intake.py: the rounds of one side pooled into the row's figure."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.intake import Run, pooled, rounds_line
+
+
+def test_pooled_rounds_are_every_item_over_the_time_they_took_together() -> None:
+    fast = Run(4_000, 0.5, [0.01, 0.02], {"server": 100.0, "broker": 50.0})
+    slow = Run(4_000, 2.0, [0.03], {"server": 160.0})
+    both = pooled([fast, slow])
+    assert both.count == 8_000
+    assert both.rate == pytest.approx(8_000 / 2.5)  # 3,200/s, not the mean of 8,000 and 2,000
+    assert both.latencies == [0.01, 0.02, 0.03]
+    # CPU per item over all items; a process measured in only some rounds is left out
+    assert both.cpu_us == {"server": pytest.approx(130.0)}
+
+
+def test_pooled_weighs_each_rounds_cpu_by_its_items() -> None:
+    few = Run(1_000, 1.0, [], {"server": 400.0})
+    many = Run(3_000, 1.0, [], {"server": 100.0})
+    assert pooled([few, many]).cpu_us["server"] == pytest.approx((400_000 + 300_000) / 4_000)
+
+
+def test_each_rounds_ratio_is_printed_in_order() -> None:
+    ours = [Run(600, 1.0, []), Run(500, 1.0, [])]
+    base = [Run(1_000, 1.0, []), Run(1_000, 1.0, [])]
+    assert rounds_line(ours, base) == "600 / 1,000 = 0.60, 500 / 1,000 = 0.50"
