@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+import bench.intake as intake
 from bench.intake import Run, pooled, rounds_line
 
 
@@ -28,3 +31,29 @@ def test_each_rounds_ratio_is_printed_in_order() -> None:
     ours = [Run(600, 1.0, []), Run(500, 1.0, [])]
     base = [Run(1_000, 1.0, []), Run(1_000, 1.0, [])]
     assert rounds_line(ours, base) == "600 / 1,000 = 0.60, 500 / 1,000 = 0.50"
+
+
+def test_a_batch_answer_counts_only_when_every_event_was_accepted() -> None:
+    size = intake.BATCH_SIZE
+    intake.all_accepted(json.dumps({"accepted": size, "duplicates": 0, "rejected": 0}).encode())
+    # ids sent before are answered 200 too, with nothing published: not events to count
+    duplicates = {"accepted": 0, "duplicates": size, "rejected": 0}
+    with pytest.raises(RuntimeError, match=f"accepted 0 of {size} \\(duplicates {size}"):
+        intake.all_accepted(json.dumps(duplicates).encode())
+    with pytest.raises(RuntimeError, match="rejected 1"):
+        intake.all_accepted(
+            json.dumps({"accepted": size - 1, "duplicates": 0, "rejected": 1}).encode()
+        )
+
+
+def test_the_rows_note_gives_the_lowest_and_highest_rounds_ratio() -> None:
+    ours = [Run(600, 1.0, []), Run(500, 1.0, []), Run(700, 1.0, [])]
+    base = [Run(1_000, 1.0, [])] * 3
+    assert intake.spread(ours, base) == "rounds 0.50-0.70"
+
+
+def test_a_malformed_number_of_rounds_is_refused_by_name() -> None:
+    assert intake._rounds("2") == 2
+    assert intake._rounds("0") == 1
+    with pytest.raises(SystemExit, match="DEMANDSCOPE_BENCH_INTAKE_ROUNDS"):
+        intake._rounds("three")
