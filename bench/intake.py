@@ -138,6 +138,21 @@ async def load(
     return Run(len(requests), time.perf_counter() - started, latencies)
 
 
+async def settle(pids: list[int], quiet_s: float = 0.1, deadline_s: float = 2.0) -> None:
+    """Wait until none of ``pids`` used CPU for ``quiet_s`` (or ``deadline_s`` passed): what
+    one side leaves running after its round (the ledger's last confirmations, a WAL
+    checkpoint, closing connections) must not cost the next timed window. /proc counts in
+    clock ticks (10 ms), so "no tick over 0.1 s" is what idle can mean here."""
+    end = time.perf_counter() + deadline_s
+    last = [cpu_seconds(pid) for pid in pids]
+    while time.perf_counter() < end:
+        await asyncio.sleep(quiet_s)
+        now = [cpu_seconds(pid) for pid in pids]
+        if now == last:
+            return
+        last = now
+
+
 def cpu_per_item(
     processes: dict[str, int], before: dict[str, float | None], count: int
 ) -> dict[str, float]:
@@ -363,6 +378,7 @@ async def measure(
             # over the run, or what one side leaves running, lands on both alike.
             for side in ("bare", "intake") if r % 2 == 0 else ("intake", "bare"):
                 requests = singles(f"{side[0]}{r}", SINGLE_REQUESTS)
+                await settle([server.pid for server in servers])
                 singles_by[side].append(
                     await with_cpu(
                         {"server": processes[side], "broker": broker},
@@ -388,6 +404,7 @@ async def measure(
             # the same send, none with this collect, measured in process).
             gc.collect()
             for side in ("raw", "intake") if r % 2 == 0 else ("intake", "raw"):
+                await settle([server.pid for server in servers])
                 if side == "raw":
                     run = await raw_producer_rate(
                         kafka, records, {"producer": os.getpid(), "broker": broker}

@@ -57,3 +57,18 @@ def test_a_malformed_number_of_rounds_is_refused_by_name() -> None:
     assert intake._rounds("0") == 1
     with pytest.raises(SystemExit, match="DEMANDSCOPE_BENCH_INTAKE_ROUNDS"):
         intake._rounds("three")
+
+
+async def test_settle_waits_until_the_servers_stop_using_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    readings = iter([1.0, 1.2, 1.3, 1.3, 1.3])  # busy, busy, then idle
+    monkeypatch.setattr(intake, "cpu_seconds", lambda _pid: next(readings))
+    await intake.settle([1], quiet_s=0.001, deadline_s=5.0)
+    assert next(readings) == 1.3  # stopped at the first unchanged pair, one reading left
+
+
+async def test_settle_gives_up_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(intake, "cpu_seconds", lambda _pid: float(next(ticks)))
+    await intake.settle([1], quiet_s=0.001, deadline_s=0.02)  # never idle: returns anyway
