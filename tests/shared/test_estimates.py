@@ -16,6 +16,23 @@ from shared.estimates import (
     stratified_estimate,
 )
 
+# The audit of 40 worked by hand in test_worked_by_hand_with_lambda_estimated, as (person,
+# machine): 8 x (1, 1), 4 x (0, 1), 6 x (1, 0), 22 x (0, 0); its lambda is 3.8 / 8.4.
+WORKED_AUDIT = (
+    [AuditPair(1, 1)] * 8 + [AuditPair(1, 0)] * 4 + [AuditPair(0, 1)] * 6 + [AuditPair(0, 0)] * 22
+)
+WORKED_LAMBDA = 3.8 / 8.4
+
+
+def _least_squares(pairs: list[AuditPair]) -> tuple[float, float, float, float]:
+    """lambda, mean(machine), mean(person) and sum (m - mean m)^2 of ``pairs``, by hand."""
+    m = [p.machine for p in pairs]
+    y = [p.person for p in pairs]
+    m_mean, y_mean = sum(m) / len(pairs), sum(y) / len(pairs)
+    ss = sum((b - m_mean) ** 2 for b in m)
+    lam = sum((a - y_mean) * (b - m_mean) for a, b in zip(y, m, strict=True)) / ss
+    return lam, m_mean, y_mean, ss
+
 
 def test_no_audit_is_not_yet_validated_and_shows_the_prediction_only() -> None:
     result = estimate_share(1000, 300, [])
@@ -30,16 +47,10 @@ def test_no_audit_is_not_yet_validated_and_shows_the_prediction_only() -> None:
 def test_worked_by_hand_with_lambda_estimated() -> None:
     # 1,000 demands, the machine says 250 are failure. Audit of 40 (person, machine):
     # 8 x (1, 1), 4 x (0, 1), 6 x (1, 0), 22 x (0, 0).
-    audit = (
-        [AuditPair(1, 1)] * 8
-        + [AuditPair(1, 0)] * 4
-        + [AuditPair(0, 1)] * 6
-        + [AuditPair(0, 0)] * 22
-    )
-    result = estimate_share(1000, 250, audit)
+    result = estimate_share(1000, 250, WORKED_AUDIT)
     # mean(machine) = 12/40 = 0.3, mean(person) = 14/40 = 0.35;
     # sum (m - 0.3)^2 = 40 * 0.3 * 0.7 = 8.4; sum (y - 0.35)(m - 0.3) = 8 - 40 * 0.35 * 0.3 = 3.8
-    lam = 3.8 / 8.4
+    lam = 3.8 / 8.4  # WORKED_LAMBDA
     assert result.machine_weight == pytest.approx(lam)
     # lam * 0.25 + mean(person - lam * machine) = lam * 0.25 + 0.35 - lam * 0.3
     assert result.estimate == pytest.approx(0.35 - 0.05 * lam)
@@ -281,21 +292,11 @@ def test_borrowing_strata_keep_their_coverage() -> None:
 
 def test_a_thin_stratum_borrows_the_pooled_lambda() -> None:
     # The rich stratum's 40 pairs (lambda estimated) and the thin stratum's 4 pool to 44.
-    rich_audit = (
-        [AuditPair(1, 1)] * 8
-        + [AuditPair(1, 0)] * 4
-        + [AuditPair(0, 1)] * 6
-        + [AuditPair(0, 0)] * 22
-    )
+    rich_audit = WORKED_AUDIT
     thin_audit = [AuditPair(1, 1), AuditPair(0, 0), AuditPair(0, 1), AuditPair(0, 0)]
     pooled = rich_audit + thin_audit
-    m = [p.machine for p in pooled]
-    y = [p.person for p in pooled]
-    m_mean, y_mean = sum(m) / 44, sum(y) / 44
-    lam_pooled = sum((a - y_mean) * (b - m_mean) for a, b in zip(y, m, strict=True)) / sum(
-        (b - m_mean) ** 2 for b in m
-    )
-    lam_rich = 3.8 / 8.4  # as worked by hand above
+    lam_pooled, m_mean, y_mean, _ = _least_squares(pooled)
+    lam_rich = WORKED_LAMBDA
     result = stratified_estimate([Stratum(800, 200, rich_audit), Stratum(200, 100, thin_audit)])
     rich = lam_rich * 0.25 + 0.35 - lam_rich * 0.3
     thin = lam_pooled * 0.5 + y_mean - lam_pooled * m_mean
@@ -313,20 +314,13 @@ def test_a_thin_stratum_far_from_the_pooled_machine_share_worked_by_hand() -> No
     # stratum of 600 whose machine says failure for 90% of them: the borrowed prediction is
     # made far from the pooled audit's machine share (15/44 = 0.34), where lambda's error
     # and each pair's lever count.
-    rich_audit = (
-        [AuditPair(1, 1)] * 8
-        + [AuditPair(1, 0)] * 4
-        + [AuditPair(0, 1)] * 6
-        + [AuditPair(0, 0)] * 22
-    )
+    rich_audit = WORKED_AUDIT
     thin_audit = [AuditPair(1, 1), AuditPair(1, 1), AuditPair(1, 0), AuditPair(0, 0)]
     pooled = rich_audit + thin_audit
     m = [p.machine for p in pooled]
     y = [p.person for p in pooled]
     n = 44
-    m_mean, y_mean = sum(m) / n, sum(y) / n  # 15/44, 16/44
-    ss = sum((b - m_mean) ** 2 for b in m)
-    lam = sum((a - y_mean) * (b - m_mean) for a, b in zip(y, m, strict=True)) / ss
+    lam, m_mean, y_mean, ss = _least_squares(pooled)  # means 15/44, 16/44
     assert 0 < lam < 1
     e = [a - lam * b - (y_mean - lam * m_mean) for a, b in zip(y, m, strict=True)]
     padded = [a - lam * b for a, b in zip(y, m, strict=True)] + [1, -lam, 1 - lam, 0]
@@ -338,7 +332,7 @@ def test_a_thin_stratum_far_from_the_pooled_machine_share_worked_by_hand() -> No
     # Robust (sandwich) variance of the prediction, scaled to the padded residual variance.
     var_borrowed = var_pad * sum(p * p for p in psi) / (n * sum(r * r for r in e))
     # The rich stratum's own fit, as worked by hand above.
-    lam_rich = 3.8 / 8.4
+    lam_rich = WORKED_LAMBDA
     rich_padded = [1 - lam_rich] * 9 + [-lam_rich] * 5 + [1.0] * 7 + [0.0] * 23
     rich_mean = sum(rich_padded) / 44
     var_rich = sum((r - rich_mean) ** 2 for r in rich_padded) / 42 / 40 * (1 - 40 / 400)
