@@ -12,9 +12,14 @@ import pytest
 
 from services.classifier.db.migrate import upgrade
 from services.classifier.db.repository import LabelRepository, SeenText
+from services.classifier.training import TrainedModel
 from shared.database.engine import create_engine
+from shared.events import DemandClassified
 from shared.events.classification import DemandType
-from tests.support.factories import demand_labelled
+from shared.kafka.codec import decode
+from tests.support.factories import demand_labelled, demand_received
+
+from .test_context_across_instances import committed, inbound, instance, on, owner_state
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 label = partial(demand_labelled, labelled_at=T0)
@@ -68,3 +73,30 @@ async def test_the_context_keeps_its_purpose_after_a_not_a_demand_label(
         texts=[SeenText("test", "D1", "lol", T0, "C1")], labels=[], look_up=[("test", "D1")]
     )
     assert found == {}
+
+
+async def test_a_not_a_demand_label_leaves_the_customers_context_and_is_not_forwarded(
+    labels_url: str, seed_model: TrainedModel
+) -> None:
+    engine = create_engine(labels_url)
+    try:
+        store = LabelRepository(engine)
+        owner, reader = instance(store, seed_model), instance(store, seed_model)
+        demand = demand_received()
+        first = await committed(owner, [inbound("demands", 0, demand.customer_ref, demand)])
+        [record] = on(first, "classified")
+        purpose = decode(DemandClassified, record.value).purpose
+        other = "moving-home" if purpose != "moving-home" else "billing"
+        label = chatter(id="L1", demand_id=demand.id, purpose=other)
+
+        here = await committed(owner, [inbound("labels", 0, label.demand_id, label)])
+        assert not on(here, "context")  # nothing changed in the context
+        elsewhere = await committed(reader, [inbound("labels", 0, label.demand_id, label)])
+        assert not on(elsewhere, "forwarded")  # no purpose to bring to the owner
+        assert owner_state(owner, demand.customer_ref).demand(demand.id, "test").purpose == (
+            purpose
+        )
+        assert await store.count() == 1  # kept (once), teaching nothing
+        assert await store.training_examples() == []
+    finally:
+        await engine.dispose()
