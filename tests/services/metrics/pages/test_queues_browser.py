@@ -201,3 +201,11 @@ async def test_not_a_demand_with_the_n_key_in_both_queues(
         return bool(now == before + 1)
 
     assert await _eventually(counted), "the figures did not count the audit's answer"
+
+    # Where the failure share is shown: the share among demands, and how many were not.
+    overall = _api(live_site, "/v1/demand/overall")
+    assert overall["failure_share_status"] == "validated"  # the demo's audit is answered
+    await page.goto(f"{live_site.url}/pages/overview")
+    line = await page.locator("#not-a-demand").inner_text()
+    assert "were not a demand" in line
+    assert f"{overall['not_a_demand_audited']} of the audited said so" in " ".join(line.split())
