@@ -91,7 +91,11 @@ answer, d = 1 everywhere, ``Z(R) = F̂ - R`` and the root is F̂: today's estima
 as computed today (bit for bit). With one, the status needs ``MIN_AUDIT`` audited demands.
 The share of contacts that are not demands is estimated alongside, as a share like any
 other with a machine label of 0 for every contact (so the audit's own, stratified share,
-padded by the "add two" rule).
+padded by the "add two" rule). Measured: on real tweets (TWCS, 22-23% not demands, a
+quarter to a third of them called failure by the model) audits of 200 covered the share
+among demands 94-96% (the old estimator, chatter called value, 0-1%), intervals 0.4-0.9
+points wider than the old ones (``bench.not_a_demand``); simulated designs with strata and
+a thin one, 93-96% (tests/shared/test_estimates_not_a_demand.py).
 """
 
 from __future__ import annotations
