@@ -554,7 +554,12 @@ class ConsumerRunner:
         ):
             return
         self._lag_exported_at = now
-        for tp in consumer.assignment():
+        for tp in list(consumer.assignment()):
+            # A rebalance changes the assignment between its two listeners, without the
+            # processing lock: a partition revoked while an earlier one's position was
+            # awaited is skipped (aiokafka asserts on it, which ended the run).
+            if tp not in consumer.assignment():
+                continue
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue

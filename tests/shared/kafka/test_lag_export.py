@@ -80,6 +80,46 @@ async def test_the_lag_is_exported_at_most_once_an_interval(
     assert lag(0) == lag(1) == 5
 
 
+class Revoking(Assigned):
+    """A rebalance takes the other partition away while the first one's position is
+    awaited; aiokafka asserts that a partition's highwater is asked of an assigned one."""
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.partitions)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        assert tp in self.partitions, "Partition is not assigned"
+        return 100
+
+    async def position(self, tp: TopicPartition) -> int:
+        self.partitions = {tp}
+        return await super().position(tp)
+
+
+async def test_a_partition_revoked_while_the_lag_is_exported_is_skipped() -> None:
+    registry = CollectorRegistry()
+    runner = ConsumerRunner(
+        settings=KafkaSettings(),
+        topics={},
+        handler=None,  # type: ignore[arg-type]
+        options=RunnerOptions(group_id="g", client_id="c", source="s"),
+        metrics=ConsumerMetrics(registry),
+        producer=object(),
+    )
+    consumer = Revoking()
+
+    await runner._export_lag(consumer)
+
+    lags = {
+        partition: registry.get_sample_value(
+            "demandscope_consumer_lag", {"group": "g", "topic": "t", "partition": partition}
+        )
+        for partition in ("0", "1")
+    }
+    kept = consumer.partitions.pop().partition
+    assert lags == {str(kept): 10, str(1 - kept): None}
+
+
 async def test_the_fetch_waits_as_the_options_say(monkeypatch: pytest.MonkeyPatch) -> None:
     """``fetch_min_bytes`` and ``fetch_max_wait_ms`` reach the consumer (a floor on the poll
     cycle, the classifier's)."""
