@@ -48,7 +48,7 @@ _DETECTORS = Redactor()  # the built-in detectors only, compiled once
 #   the one before it, as the redactor's runs are (``_runs_of_at_least``). Eight
 #   characters of digits and separators were not enough to tell: an id of short groups
 #   ("3f9a2b-k0-12-345", six digits) passed and went through the whole redactor (a
-#   batched event of the bench's: 289k -> ~255k instructions, callgrind);
+#   batched event of the bench's: 289k -> 264k instructions, callgrind);
 # - a National Insurance number's six digits in pairs at most a space apart, and its final
 #   letter, A to D.
 # The last two start with a digit and five more digits or separators: the first and

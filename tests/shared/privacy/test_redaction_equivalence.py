@@ -166,6 +166,10 @@ WRITTEN = (
         "1    (07700 900123",
         "call 07700 900123AB123456C",
         "CUST-0770090012345 rang from 07700 900123",
+        # A run of eight or more digits and an NI number after it: the NI search is skipped
+        # only when every digit is in one such run (e7aa2df; review of round seventeen).
+        "AB 12 34 56 78 C x AB 12 34 56 C",
+        "4111 1111 1111 1111 ab 123456 c",
     ]
 )
 
