@@ -360,11 +360,13 @@ class OffloadingRunner(ConsumerRunner):
         # backlog the fetch was a round trip, ~35 ms, between every two polls.)
         consumer.resume(*consumer.assignment())
         # Every batch's values sent now: the worker prepares batch i+1 while i is applied.
-        sent = [self._send(chunk) for chunk in chunks]
-        for i, (chunk, request) in enumerate(zip(chunks, sent, strict=True)):
+        # The first batch decoded here while the worker prepares the others: nothing waits
+        # for the worker's first answer.
+        sent = [self._send(chunk) for chunk in chunks[1:]]
+        for i, chunk in enumerate(chunks):
             if i and self._stopping.is_set():
                 return  # as above; the worker's answers for them are dropped
-            batch = await self._prepared(chunk, *request)
+            batch = await self._prepared(chunk, *sent[i - 1]) if i else self._prepare(chunk)
             result = await self._handle_with_retries(batch.messages)
             await self._finish(consumer, batch, result, producer)
 
