@@ -20,12 +20,17 @@ Exactly-once is the runner's, unchanged: the batches' rows and offsets commit in
 transaction each; what the worker returns is a pure function of the records. An undecodable
 record is dead-lettered with its reason, an unstorable one is refused with it (the worker
 says which and why; the runner and the handler route them as before). A rebalance waits for
-the poll in hand, as it waited for the batch in hand; a stop ends it after the batch in hand
-(the rest, uncommitted, is read again). A worker that dies (or answers nonsense) is logged
-once and left: its batches and all later ones are decoded here.
+the batch in hand, not for the poll (the rest, uncommitted, is read again), as a stop does.
+A worker that dies, does not answer in time (ANSWER_TIMEOUT_S), is not up by its start-up's
+deadline, or answers other than its request (each request is numbered, and its answer must
+cover its values exactly) is killed, logged once and left: its batches and all later ones
+are decoded here. A batch the worker fails on is answered "not prepared" (decoded here).
 
-The worker is ``python -m services.metrics.live_decode``, a child on pipes (stdin: requests,
-stdout: answers), started with the service and stopped with it. Not multiprocessing's pool:
+The worker is ``python -P -c`` importing this module from the service's own sys.path (not
+its working directory's code), a child on pipes (stdin: requests, stdout: answers), started
+with the service and stopped with it (it ignores SIGINT and SIGTERM: a signal to the whole
+process group does not end it before its service; it ends on end of file). Not
+multiprocessing's pool:
 a pool's worker keeps its own copy of the queue's write end, so it does not see its parent
 die (SIGKILL) and would outlive it; this one reads end-of-file on stdin and exits.
 """
@@ -46,11 +51,11 @@ import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
+from prometheus_client import Counter
 
 from services.metrics.handler import DemandCounts, PreparedMessages, Undecoded, demand_counts
 from services.metrics.ingest import PreparedLive, by_kind, prepare_live
@@ -63,12 +68,19 @@ log = logging.getLogger(__name__)
 # Batches of a poll: a backlog is polled as this many batches, so that the worker prepares
 # the next ones while this process writes one. The first batch's decoding is not overlapped.
 BATCHES_A_POLL = 4
-# The code this service runs, wherever the worker's working directory puts it first.
-_ROOT = str(Path(__file__).resolve().parents[2])
-_READY = "ready"  # the worker's first answer, once it has imported what it runs
-# A backlog polled while the worker is still starting waits for it at most this long (then
-# it is decoded here).
+_READY = "ready"  # the worker's first answer (with its module's path), after its imports
+# The worker must be up this long after start() (its imports: ~0.6 s of CPU), or it is
+# killed and its batches are decoded here; a backlog polled meanwhile waits for it.
 START_WAIT_S = 5.0
+# A batch's answer awaited this long at most (a worker stopped, starved or stuck never
+# answers and stays alive): then the worker is killed and the batch decoded here. A batch
+# takes the worker ~15-20 ms; the lock it is awaited under also holds up a rebalance.
+ANSWER_TIMEOUT_S = 5.0
+# The worker's code: the service's own, found on the service's sys.path, never what its
+# working directory holds (-P, and sys.path replaced before any import of the project).
+_SERVE = (
+    "import sys; sys.path[:] = {path!r}; from services.metrics.live_decode import _serve; _serve()"
+)
 _FRAME = struct.Struct("!I")  # each message: its length, then its pickle
 # The answers are read as they come (the reader task), not only when awaited: a batch's
 # answer never waits in the pipe for the batch before it to be written.
@@ -79,6 +91,7 @@ _READ_LIMIT = 64 * 1024 * 1024
 class Decoded:
     """The worker's answer for one batch's values."""
 
+    seq: int  # the request's number, echoed: an answer is matched to its own request
     undecodable: list[tuple[int, str]]  # (position among the values, why)
     # None: the batch holds labels or recorded changes, applied here from its records.
     prepared: PreparedLive | None
@@ -90,7 +103,10 @@ class Decoded:
 
 
 def decode_values(
-    topics: Mapping[str, type[Event]], dialect: str, batch: tuple[list[str], list[bytes]]
+    topics: Mapping[str, type[Event]],
+    dialect: str,
+    batch: tuple[list[str], list[bytes]],
+    seq: int = 0,
 ) -> Decoded:
     """What the runner's _prepare and apply_events compute from the records alone."""
     names, values = batch
@@ -114,7 +130,7 @@ def decode_values(
         refused = {i for i, _ in prepared.refused}
         applied = [e for i, e in enumerate(events) if i not in refused] if refused else events
         counts = demand_counts(by_kind(applied)[0])
-    return Decoded(undecodable, prepared, decoded, counts)
+    return Decoded(seq, undecodable, prepared, decoded, counts)
 
 
 def _read_frame(stream: IO[bytes]) -> bytes | None:
@@ -128,7 +144,10 @@ def _read_frame(stream: IO[bytes]) -> bytes | None:
 
 def _serve() -> None:
     """The worker: the topics and the dialect first, then a batch's values at a time."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the service stops it
+    # Ctrl-C, or a SIGTERM to the whole group (systemd's control-group kill), reaches it
+    # too: the service stops it (end of file on its stdin), after its last batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the answers
     requests = sys.stdin.buffer
@@ -137,15 +156,19 @@ def _serve() -> None:
         return
     topics, dialect = pickle.loads(first)
     gc.freeze()  # the imports: out of the collector's generations, as the service does
-    ready = pickle.dumps(_READY, protocol=5)
+    ready = pickle.dumps((_READY, __file__), protocol=5)
     answers.write(_FRAME.pack(len(ready)) + ready)
     answers.flush()
     cpu_s, values = 0.0, 0
     while (frame := _read_frame(requests)) is not None:
         started = time.process_time()
-        batch = pickle.loads(frame)
-        decoded = decode_values(topics, dialect, batch)
-        values += len(batch[1])
+        seq, names, batch_values = pickle.loads(frame)
+        try:
+            decoded = decode_values(topics, dialect, (names, batch_values), seq)
+        except Exception:  # a defect (or a topic it does not know): the service decodes it
+            log.exception("decoding a batch failed; it is decoded in the service")
+            decoded = Decoded(seq, [], None, [], None)
+        values += len(batch_values)
         # This answer's pickling is counted in the next answer's figure.
         decoded.cpu_s, decoded.values = cpu_s + time.process_time() - started, values
         answer = pickle.dumps(decoded, protocol=5)
@@ -161,17 +184,33 @@ class WorkerGone(Exception):
 
 class DecodeWorker:
     """The worker process of one service: started with it (``start``), stopped with it
-    (``close``). Requests are answered in order; nothing is sent before ``start``."""
+    (``close``). Requests are numbered and answered in order; nothing is sent before
+    ``start``. Anything unexpected (no answer in time, an answer that is not its request's,
+    positions that do not cover the batch) ends the worker: logged once, and its batches and
+    all later ones are decoded in the service."""
 
-    def __init__(self, topics: Mapping[str, type[Event]], dialect: str) -> None:
+    def __init__(
+        self,
+        topics: Mapping[str, type[Event]],
+        dialect: str,
+        *,
+        answer_timeout_s: float = ANSWER_TIMEOUT_S,
+        start_wait_s: float = START_WAIT_S,
+    ) -> None:
         self._topics = dict(topics)
         self._dialect = dialect
+        self._answer_timeout_s = answer_timeout_s
+        self._start_wait_s = start_wait_s
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._waiting: deque[asyncio.Future[Decoded]] = deque()
+        self._overdue: asyncio.TimerHandle | None = None
+        # (request number, values sent, its answer to come), in the order sent.
+        self._waiting: deque[tuple[int, int, asyncio.Future[Decoded]]] = deque()
+        self._seq = 0
         self._gone = False
         self._ready = False  # the worker has imported what it runs, and said so
         self._settled = asyncio.Event()  # ready, or gone
+        self.module_file: str | None = None  # the worker's live_decode, as it said
         # What the worker last said of its CPU time decoding, and the values decoded.
         self.cpu_s = 0.0
         self.values = 0
@@ -186,19 +225,31 @@ class DecodeWorker:
     def starting(self) -> bool:
         return not self._ready and self._process is not None and not self._gone
 
+    def _command(self) -> list[str]:
+        # The service's sys.path, absolute ('' is the service's working directory), so the
+        # worker runs the service's code wherever it starts; -P: its own working directory
+        # is not put first. No PYTHONPATH prepended (it would come before the stdlib).
+        path = [p or os.getcwd() for p in sys.path]
+        return [sys.executable, "-P", "-c", _SERVE.format(path=path)]
+
     async def start(self) -> None:
-        path = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.metrics.live_decode",
+            *self._command(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=_READ_LIMIT,
-            env={**os.environ, "PYTHONPATH": path},
         )
-        self._send((self._topics, self._dialect))
+        self._write((self._topics, self._dialect))
         self._reader = asyncio.create_task(self._read(), name="live-decode-reader")
+        # The start-up's deadline, once: a worker stuck in its imports is ended, not waited
+        # for again at every backlog poll.
+        self._overdue = asyncio.get_running_loop().call_later(
+            self._start_wait_s, self._start_overdue
+        )
+
+    def _start_overdue(self) -> None:
+        if self.starting:
+            self._give_up(WorkerGone(f"the decoding worker not up in {self._start_wait_s} s"))
 
     def submit(self, names: list[str], values: list[bytes]) -> asyncio.Future[Decoded]:
         """The values' Decoded, once the worker has answered the requests before."""
@@ -207,11 +258,27 @@ class DecodeWorker:
             answer.set_exception(WorkerGone("the decoding worker is not running"))
             answer.exception()  # retrieved: see _fail
             return answer
-        self._waiting.append(answer)
-        self._send((names, values))
+        self._seq += 1
+        try:
+            self._write((self._seq, names, values))
+        except Exception as error:  # the pipe is closed: the worker has gone
+            self._give_up(WorkerGone(repr(error)))
+            answer.set_exception(WorkerGone("the decoding worker is not running"))
+            answer.exception()
+            return answer
+        self._waiting.append((self._seq, len(values), answer))  # only once it is sent
         return answer
 
-    def _send(self, message: Any) -> None:
+    async def answer(self, answer: asyncio.Future[Decoded]) -> Decoded:
+        """``answer``'s Decoded, awaited at most ``answer_timeout_s``: a worker that does not
+        answer by then is killed (WorkerGone)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), self._answer_timeout_s)
+        except TimeoutError:
+            self._give_up(WorkerGone(f"no answer in {self._answer_timeout_s} s"))
+            raise WorkerGone("no answer") from None
+
+    def _write(self, message: Any) -> None:
         assert self._process is not None
         assert self._process.stdin is not None
         body = pickle.dumps(message, protocol=5)
@@ -224,41 +291,56 @@ class DecodeWorker:
         stdout = self._process.stdout
         try:
             (size,) = _FRAME.unpack(await stdout.readexactly(_FRAME.size))
-            if pickle.loads(await stdout.readexactly(size)) != _READY:
+            said = pickle.loads(await stdout.readexactly(size))
+            if not (isinstance(said, tuple) and len(said) == 2 and said[0] == _READY):
                 raise WorkerGone("the decoding worker did not start")
+            self.module_file = str(said[1])
+            if self.module_file != __file__:  # the same sys.path: the same file name
+                raise WorkerGone(f"the decoding worker runs other code: {self.module_file}")
             self._ready = True
             self._settled.set()
             while True:
                 (size,) = _FRAME.unpack(await stdout.readexactly(_FRAME.size))
                 decoded = pickle.loads(await stdout.readexactly(size))
-                if not isinstance(decoded, Decoded) or not self._waiting:
-                    raise WorkerGone(f"unexpected answer: {type(decoded).__name__}")
+                if not self._waiting:
+                    raise WorkerGone("an answer to no request")
+                seq, sent, waiting = self._waiting.popleft()
+                _check(decoded, seq, sent)
                 self.cpu_s, self.values = decoded.cpu_s, decoded.values
-                waiting = self._waiting.popleft()
                 if not waiting.done():  # a batch dropped (a stop): its answer is not wanted
                     waiting.set_result(decoded)
         except asyncio.CancelledError:
             self._fail(WorkerGone("the decoding worker was stopped"))
             raise
         except Exception as error:
-            if not self._gone:
-                log.error(
-                    "the decoding worker is gone (%r): live records are decoded in the "
-                    "service from now on",
-                    error,
-                )
-            self._fail(error if isinstance(error, WorkerGone) else WorkerGone(repr(error)))
+            self._give_up(error if isinstance(error, WorkerGone) else WorkerGone(repr(error)))
 
     async def started(self) -> bool:
-        """Wait until the worker is up (True) or gone (False)."""
+        """Wait until the worker is up (True) or gone (False): the start-up's deadline at
+        most."""
         await self._settled.wait()
         return self.usable
+
+    def _give_up(self, error: WorkerGone) -> None:
+        """The worker is not used again: logged once, killed, its requests failed."""
+        if not self._gone:
+            log.error(
+                "the decoding worker is gone (%r): live records are decoded in the service "
+                "from now on",
+                error,
+            )
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+        self._fail(error)
 
     def _fail(self, error: WorkerGone) -> None:
         self._gone = True
         self._settled.set()
+        if self._overdue is not None:
+            self._overdue.cancel()
         while self._waiting:
-            waiting = self._waiting.popleft()
+            _, _, waiting = self._waiting.popleft()
             if not waiting.done():
                 waiting.set_exception(error)
                 # Retrieved here: a batch dropped (a run that ended) never awaits it, and
@@ -285,6 +367,23 @@ class DecodeWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         self._fail(WorkerGone("the decoding worker was stopped"))
+
+
+def _check(decoded: Any, seq: int, sent: int) -> None:
+    """WorkerGone unless ``decoded`` is the answer to request ``seq`` of ``sent`` values: its
+    number, every position once (decoded or not), and as many events prepared as decoded."""
+    if not isinstance(decoded, Decoded):
+        raise WorkerGone(f"unexpected answer: {type(decoded).__name__}")
+    if decoded.seq != seq:
+        raise WorkerGone(f"the answer to request {decoded.seq} came for request {seq}")
+    prepared = decoded.prepared
+    if prepared is None:
+        return  # not prepared: the runner decodes the batch itself, from its records
+    positions = sorted([*decoded.decoded, *(i for i, _ in decoded.undecodable)])
+    if positions != list(range(sent)):
+        raise WorkerGone(f"the answer to request {seq} does not cover its {sent} values")
+    if prepared.decoded != len(decoded.decoded):
+        raise WorkerGone(f"the answer to request {seq} prepared other events than it decoded")
 
 
 def batches_of(
@@ -315,6 +414,21 @@ def batches_of(
 _WORKERS: weakref.WeakSet[DecodeWorker] = weakref.WeakSet()
 
 
+class _WatchedLock(asyncio.Lock):
+    """An asyncio.Lock that counts the tasks waiting for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    async def acquire(self) -> Literal[True]:
+        self.waiting += 1
+        try:
+            return await super().acquire()
+        finally:
+            self.waiting -= 1
+
+
 def workers_cpu() -> tuple[float, int]:
     """The CPU seconds the live workers of this process spent decoding, and the values they
     decoded (the bench's CPU per event of the worker)."""
@@ -326,11 +440,42 @@ class OffloadingRunner(ConsumerRunner):
     """The consumer runner with a backlog's decoding in ``worker`` (plain mode only: the
     metrics service commits its offsets after its own database transaction)."""
 
-    def __init__(self, *, worker: DecodeWorker, **kwargs: Any) -> None:
+    def __init__(
+        self, *, worker: DecodeWorker, batches: Counter | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if self.options.transactional:
             raise ValueError("the decoding worker serves a plain (not transactional) consumer")
         self._worker = worker
+        self._batches = batches  # sent to the worker, by who prepared them (prepared_by)
+        # Tells when a rebalance's listener waits for the poll in hand: the poll then ends
+        # after the batch in hand, as for a stop, not after up to BATCHES_A_POLL of them.
+        self.processing = _WatchedLock()
+
+    @property
+    def revoke_pending(self) -> bool:
+        """A rebalance waits for the poll in hand (the runner's only other lock holders)."""
+        lock = self.processing
+        return isinstance(lock, _WatchedLock) and lock.waiting > 0
+
+    def _ends_poll(self, consumer: AIOKafkaConsumer, rest: Sequence[Any]) -> bool:
+        """Whether the poll ends before the batches ``rest`` (a stop, or a rebalance that
+        waits): they are uncommitted, and read again (a rebalance resets the positions to
+        the committed offsets; so does this, for the partitions it leaves)."""
+        if self._stopping.is_set():
+            return True
+        if not self.revoke_pending:
+            return False
+        owned = consumer.assignment()
+        first: dict[TopicPartition, int] = {}
+        for chunk in rest:
+            for tp, records in chunk.items():
+                if records and tp not in first:
+                    first[tp] = records[0].offset
+        for tp, offset in first.items():
+            if tp in owned:
+                consumer.seek(tp, offset)
+        return True
 
     def _poll_size(self, consumer: AIOKafkaConsumer) -> int:
         worker = self._worker
@@ -345,13 +490,13 @@ class OffloadingRunner(ConsumerRunner):
     ) -> None:
         chunks = batches_of(batches, self.options.max_batch)
         if len(chunks) > 1 and self._worker.starting:
-            # A backlog at the service's start: the worker is worth its start-up, once.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._worker.started(), START_WAIT_S)
+            # A backlog at the service's start: the worker is worth its start-up. Bounded
+            # by the start-up's deadline, fixed once in DecodeWorker.start.
+            await self._worker.started()
         if len(chunks) < 2 or not self._worker.usable:
-            for chunk in chunks:  # as ConsumerRunner does: decoded here
-                if self._stopping.is_set() and chunk is not chunks[0]:
-                    return  # read again by the next run: nothing of it is committed
+            for i, chunk in enumerate(chunks):  # as ConsumerRunner does: decoded here
+                if i and self._ends_poll(consumer, chunks[i:]):
+                    return  # read again: nothing of it is committed
                 await super()._process_task(consumer, chunk, producer)
             return
         # A backlog: the next records are fetched while these are applied. (The runner
@@ -364,7 +509,7 @@ class OffloadingRunner(ConsumerRunner):
         # for the worker's first answer.
         sent = [self._send(chunk) for chunk in chunks[1:]]
         for i, chunk in enumerate(chunks):
-            if i and self._stopping.is_set():
+            if i and self._ends_poll(consumer, chunks[i:]):
                 return  # as above; the worker's answers for them are dropped
             batch = await self._prepared(chunk, *sent[i - 1]) if i else self._prepare(chunk)
             result = await self._handle_with_retries(batch.messages)
@@ -399,11 +544,15 @@ class OffloadingRunner(ConsumerRunner):
         _prepare makes it, if the worker is gone or the batch is not for it)."""
         started = time.perf_counter()
         try:
-            decoded = await answer
+            decoded = await self._worker.answer(answer)
         except WorkerGone:
+            decoded = None
+        if decoded is None or decoded.prepared is None or decoded.counts is None:
+            # The worker gone, or the batch not for it (labels or recorded changes, or a
+            # failure in the worker): decoded and applied here from its records.
+            self._count("service")
             return self._prepare(chunk)
-        if decoded.prepared is None or decoded.counts is None:
-            return self._prepare(chunk)  # labels or recorded changes: applied from events
+        self._count("worker")
         topics = self._topics
         undecoded: Any = Undecoded  # an Inbound's event, not an Event: the handler knows it
         for i, why in decoded.undecodable:
@@ -424,6 +573,10 @@ class OffloadingRunner(ConsumerRunner):
         offsets = {tp: records[-1].offset + 1 for tp, records in chunk.items()}
         prepared = PreparedMessages(messages, decoded.prepared, refused, decoded.counts)
         return _Prepared(chunk, prepared, dead, offsets, started)
+
+    def _count(self, prepared_by: str) -> None:
+        if self._batches is not None:
+            self._batches.labels(prepared_by=prepared_by).inc()
 
     def _dead_letter(self, message: Inbound[Any], reason: str) -> Any:
         event = message.event

@@ -101,7 +101,9 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
         worker = DecodeWorker(topics, "sqlite")
         await worker.start()
         stack.push_async_callback(worker.close)
-        runner_factory = partial(OffloadingRunner, worker=worker)
+        runner_factory = partial(
+            OffloadingRunner, worker=worker, batches=metrics.decode_worker_batches
+        )
     consumer = ConsumerService(
         settings=settings.kafka,
         topics=topics,

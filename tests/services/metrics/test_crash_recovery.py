@@ -18,7 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from devstack.process import pick_free_port
@@ -113,6 +115,19 @@ def _decoding_workers(pid: int) -> list[int]:
     return found
 
 
+async def _prepared_by_the_worker(port: str) -> float:
+    """The batches the service's decoding worker prepared, from its /metrics."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        exposition = (await client.get("/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "demandscope_metrics_decode_worker_batches_total"
+        and sample.labels["prepared_by"] == "worker"
+    )
+
+
 async def _ended(pids: list[int]) -> bool:
     return not any(_running(pid) for pid in pids)
 
@@ -163,10 +178,14 @@ async def test_counts_are_exact_after_a_kill_mid_stream(
             lambda: all_consumed(unique_group), timeout=120, interval=0.5, what="catch-up"
         )
         workers = _decoding_workers(second.pid)
+        by_worker = await _prepared_by_the_worker(service_env["DEMANDSCOPE_METRICS_PORT"])
     finally:
         second.terminate()
         second.wait(timeout=30)
     assert len(workers) == 1
+    # The catch-up went through the worker (at least one of its batches), not all of it
+    # decoded in the service.
+    assert by_worker > 0
     await wait_until(lambda: _ended(workers), timeout=30, what="the stopped one's worker gone")
 
     async with sessions() as session:

@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.metrics import live_decode
 from services.metrics.audit import AuditPolicy, QueuePolicy
@@ -253,8 +257,8 @@ async def test_the_worker_answers_what_decode_values_answers_and_ends_when_close
         pid = worker._process.pid
         batches = [_values(events[:30], kafka), _values(events[30:], kafka)]
         answers = await asyncio.gather(*(worker.submit(*b) for b in batches))
-        for batch, answer in zip(batches, answers, strict=True):
-            here = decode_values(topics, "sqlite", batch)
+        for seq, (batch, answer) in enumerate(zip(batches, answers, strict=True), 1):
+            here = decode_values(topics, "sqlite", batch, seq)
             answer.cpu_s, answer.values = here.cpu_s, here.values
             assert answer == here
         assert worker.values == len(events)
@@ -285,6 +289,188 @@ async def test_a_worker_that_dies_fails_its_batches_and_is_not_used_again(
     finally:
         await worker.close()
     assert len([r for r in caplog.records if "worker is gone" in r.getMessage()]) == 1
+
+
+def _gone_logged(caplog: pytest.LogCaptureFixture) -> int:
+    return len([r for r in caplog.records if "worker is gone" in r.getMessage()])
+
+
+async def _up(worker: DecodeWorker) -> int:
+    await worker.start()
+    assert await asyncio.wait_for(worker.started(), 60)
+    assert worker._process is not None
+    return worker._process.pid
+
+
+async def test_a_worker_that_does_not_answer_in_time_is_killed_and_not_used_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kafka = KafkaSettings(topic_prefix="t.")
+    batch = _values(_events()[:5], kafka)
+    worker = DecodeWorker(consumed_topics(kafka), "sqlite", answer_timeout_s=1.0)
+    try:
+        pid = await _up(worker)
+        assert (await worker.answer(worker.submit(*batch))).prepared is not None
+        os.kill(pid, signal.SIGSTOP)  # alive, but never answers
+        with caplog.at_level(logging.ERROR, logger="services.metrics.live_decode"):
+            with pytest.raises(WorkerGone):
+                # Bounded here too: without the worker's own deadline this would wait for ever.
+                await asyncio.wait_for(worker.answer(worker.submit(*batch)), 30)
+            assert not worker.usable
+            await wait_until(lambda: _gone(pid), timeout=30, what="the stopped worker killed")
+            with pytest.raises(WorkerGone):
+                await worker.answer(worker.submit(*batch))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        await worker.close()
+    assert _gone_logged(caplog) == 1
+
+
+async def test_an_answer_is_its_own_requests_after_dropped_ones() -> None:
+    """T2: a run that ends mid-poll drops the answers to come; the next run's batch, on the
+    same worker, gets its own answer."""
+    kafka = KafkaSettings(topic_prefix="t.")
+    topics = consumed_topics(kafka)
+    events = _events()
+    batches = [_values(events[n : n + 7], kafka) for n in (0, 7, 14, 21)]
+    worker = DecodeWorker(topics, "sqlite")
+    try:
+        await _up(worker)
+        first, *dropped = [worker.submit(*b) for b in batches[:3]]
+        for answer in dropped:
+            answer.cancel()
+        assert (await worker.answer(first)).decoded == list(range(7))
+        fourth = await worker.answer(worker.submit(*batches[3]))
+        expected = decode_values(topics, "sqlite", batches[3], 4)
+        fourth.cpu_s, fourth.values = expected.cpu_s, expected.values
+        assert fourth == expected
+        assert worker.usable
+    finally:
+        await worker.close()
+
+
+async def test_an_answer_out_of_step_with_its_request_ends_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Answers are matched to requests by number, not by position: one lost from the book
+    (as if an answer had gone missing) would have the next batch take the one before's
+    rows; the worker is given up instead, and the batch decoded in the service."""
+    kafka = KafkaSettings(topic_prefix="t.")
+    events = _events()
+    worker = DecodeWorker(consumed_topics(kafka), "sqlite")
+    try:
+        pid = await _up(worker)
+        worker.submit(*_values(events[:5], kafka))
+        worker._waiting.popleft()  # the first request's answer now has no request of its own
+        second = worker.submit(*_values(events[5:10], kafka))
+        with (
+            caplog.at_level(logging.ERROR, logger="services.metrics.live_decode"),
+            pytest.raises(WorkerGone),
+        ):
+            await worker.answer(second)
+        assert not worker.usable
+        await wait_until(lambda: _gone(pid), timeout=30, what="the worker killed")
+    finally:
+        await worker.close()
+    assert _gone_logged(caplog) == 1
+
+
+def test_an_answer_must_cover_its_batch_exactly() -> None:
+    kafka = KafkaSettings(topic_prefix="t.")
+    topics = consumed_topics(kafka)
+    names, values = _values(_events()[:6], kafka)
+    names[2:2], values[2:2] = [topic_name(kafka, Topic.DEMAND_CLASSIFIED)], [BAD]
+    good = decode_values(topics, "sqlite", (names, values), 3)
+    assert good.prepared is not None
+    live_decode._check(good, 3, 7)
+    for seq, sent in ((4, 7), (3, 6), (3, 8)):
+        with pytest.raises(WorkerGone):
+            live_decode._check(good, seq, sent)
+    for bad in (
+        dataclasses.replace(good, decoded=good.decoded[:-1]),
+        dataclasses.replace(good, decoded=[*good.decoded, 2]),
+        dataclasses.replace(good, undecodable=[]),
+        dataclasses.replace(good, prepared=dataclasses.replace(good.prepared, decoded=5)),
+    ):
+        with pytest.raises(WorkerGone):
+            live_decode._check(bad, 3, 7)
+    with pytest.raises(WorkerGone):
+        live_decode._check("nonsense", 3, 7)
+
+
+async def test_the_worker_runs_the_services_code_whatever_its_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another checkout's code where the service is started: the worker must not run it.
+    shadow = tmp_path / "services" / "metrics"
+    shadow.mkdir(parents=True)
+    for package in (tmp_path / "services", shadow):
+        (package / "__init__.py").write_text("")
+    (shadow / "live_decode.py").write_text("raise SystemExit('the other checkout')\n")
+    monkeypatch.chdir(tmp_path)
+    kafka = KafkaSettings(topic_prefix="t.")
+    worker = DecodeWorker(consumed_topics(kafka), "sqlite")
+    try:
+        await worker.start()
+        assert await asyncio.wait_for(worker.started(), 60)
+        assert worker.module_file == live_decode.__file__
+        assert (await worker.answer(worker.submit(*_values(_events()[:5], kafka)))).prepared
+    finally:
+        await worker.close()
+
+
+class _NeverUp(DecodeWorker):
+    def _command(self) -> list[str]:
+        return [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+async def test_a_worker_not_up_by_its_deadline_is_killed_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker = _NeverUp(consumed_topics(KafkaSettings()), "sqlite", start_wait_s=0.5)
+    try:
+        with caplog.at_level(logging.ERROR, logger="services.metrics.live_decode"):
+            await worker.start()
+            assert worker.starting
+            assert worker._process is not None
+            pid = worker._process.pid
+            assert not await asyncio.wait_for(worker.started(), 30)
+            assert not worker.starting
+            assert not worker.usable
+            await wait_until(lambda: _gone(pid), timeout=30, what="the stuck worker killed")
+    finally:
+        await worker.close()
+    assert _gone_logged(caplog) == 1
+
+
+async def test_a_batch_the_worker_cannot_decode_is_answered_not_prepared() -> None:
+    kafka = KafkaSettings(topic_prefix="t.")
+    worker = DecodeWorker(consumed_topics(kafka), "sqlite")
+    try:
+        await _up(worker)
+        # A topic it was not told of: a KeyError in the worker, not a DecodeError.
+        odd = await worker.answer(worker.submit(["t.no-such-topic"], [b"{}"]))
+        assert (odd.prepared, odd.counts) == (None, None)
+        assert worker.usable
+        after = await worker.answer(worker.submit(*_values(_events()[:5], kafka)))
+        assert after.prepared is not None
+    finally:
+        await worker.close()
+
+
+async def test_the_worker_ignores_sigterm_and_ends_with_its_input() -> None:
+    kafka = KafkaSettings(topic_prefix="t.")
+    worker = DecodeWorker(consumed_topics(kafka), "sqlite")
+    try:
+        pid = await _up(worker)
+        os.kill(pid, signal.SIGTERM)  # as a stop of the whole process group sends it
+        answer = await worker.answer(worker.submit(*_values(_events()[:5], kafka)))
+        assert answer.prepared is not None
+        assert worker.usable
+    finally:
+        await worker.close()
+    assert not _alive(pid)
 
 
 SERVICE = """
@@ -332,10 +518,13 @@ async def _backlog_through_the_service(
     publish: Any,
     all_consumed: Any,
     kill_worker: bool,
-) -> tuple[dict[str, int], list[Any], int]:
+    kill_on_answer: int | None = None,
+) -> tuple[dict[str, int], list[Any], int, dict[str, float]]:
     """A backlog of 5-record batches with a record that does not decode and one that
     cannot be stored, through the service: the volumes per purpose, the dead letters, the
-    records the worker decoded."""
+    records the worker decoded, and the batches sent to the worker by who prepared them
+    (/metrics). ``kill_worker``: the worker killed once up, before any batch;
+    ``kill_on_answer``: killed when the runner awaits its n-th answer."""
     await asyncio.to_thread(upgrade, database_url)
     settings = MetricsSettings(
         kafka=kafka_settings, database_url=database_url, group_id=group, auth=auth.settings,
@@ -357,18 +546,46 @@ async def _backlog_through_the_service(
             assert worker._process is not None
             worker._process.kill()
 
+    answer = DecodeWorker.answer
+    answers = 0
+
+    async def answer_killing(worker: DecodeWorker, future: Any) -> Any:
+        # The worker killed while a poll's batches are in hand: this batch, and any of the
+        # poll not answered yet, are decoded in the service.
+        nonlocal answers
+        answers += 1
+        if answers == kill_on_answer:
+            assert worker._process is not None
+            worker._process.kill()
+            await worker._process.wait()
+            await wait_until(lambda: _settled(worker), timeout=30, what="the worker gone")
+            raise WorkerGone("killed by the test")
+        return await answer(worker, future)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DecodeWorker, "start", started)
+        patch.setattr(DecodeWorker, "answer", answer_killing)
         app = create_app(settings)
         async with running(app) as client:
             await wait_until(lambda: all_consumed(group), timeout=60, what="all consumed")
             decoded = live_decode.workers_cpu()[1]
             purposes = await client.get("/v1/purposes", headers=auth.read_headers)
+            exposition = (await client.get("/metrics")).text
+    batches = {
+        sample.labels["prepared_by"]: sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "demandscope_metrics_decode_worker_batches_total"
+    }
     letters = await read_records(kafka_settings, dlq_name(demands_topic), count=2)
     letters += await read_records(
         kafka_settings, dlq_name(topic_name(kafka_settings, Topic.CASE_EVENTS)), count=1
     )
-    return {p["purpose"]: p["volume"] for p in purposes.json()}, letters, decoded
+    return {p["purpose"]: p["volume"] for p in purposes.json()}, letters, decoded, batches
+
+
+async def _settled(worker: DecodeWorker) -> bool:
+    return not worker.usable
 
 
 def _expected_volumes() -> dict[str, int]:
@@ -391,10 +608,11 @@ async def test_a_backlog_decoded_by_the_worker_is_applied_once_and_its_bad_recor
     publish: Any,
     all_consumed: Any,
 ) -> None:
-    volumes, letters, decoded = await _backlog_through_the_service(
+    volumes, letters, decoded, batches = await _backlog_through_the_service(
         kafka_settings, sqlite_url, unique_group, auth, publish, all_consumed, kill_worker=False
     )
     assert decoded > 0  # the worker took the backlog
+    assert batches.get("worker", 0) > 0
     assert volumes == _expected_volumes()
     reasons = _reasons(letters)
     assert len(reasons) == 3
@@ -417,12 +635,99 @@ async def test_a_backlog_is_applied_once_when_the_worker_is_killed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="services.metrics.live_decode"):
-        volumes, letters, _ = await _backlog_through_the_service(
+        volumes, letters, _, _ = await _backlog_through_the_service(
             kafka_settings, sqlite_url, unique_group, auth, publish, all_consumed, True
         )
     assert volumes == _expected_volumes()
     assert len(_reasons(letters)) == 3
     assert len([r for r in caplog.records if "worker is gone" in r.getMessage()]) == 1
+
+
+async def test_a_backlog_is_applied_once_when_the_worker_dies_in_the_middle_of_a_poll(
+    kafka_settings: KafkaSettings,
+    sqlite_url: str,
+    unique_group: str,
+    auth: Any,
+    publish: Any,
+    all_consumed: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """T1: the worker killed at the runner's second answer of a poll of several batches:
+    the batches it prepared are applied, the others decoded in the service, all once."""
+    with caplog.at_level(logging.ERROR, logger="services.metrics.live_decode"):
+        volumes, letters, _, batches = await _backlog_through_the_service(
+            kafka_settings, sqlite_url, unique_group, auth, publish, all_consumed, False, 2
+        )
+    assert batches.get("worker", 0) >= 1
+    assert batches.get("service", 0) >= 1
+    assert volumes == _expected_volumes()
+    reasons = _reasons(letters)
+    assert len(reasons) == 3
+    assert reasons[2].startswith("undecodable: ")
+    assert _gone_logged(caplog) == 1
+
+
+class _Consumer:
+    """What _ends_poll uses of an AIOKafkaConsumer."""
+
+    def __init__(self, owned: set[Any]) -> None:
+        self.owned = owned
+        self.sought: dict[Any, int] = {}
+
+    def assignment(self) -> set[Any]:
+        return self.owned
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.sought[tp] = offset
+
+
+async def test_a_poll_ends_after_the_batch_in_hand_when_a_rebalance_waits() -> None:
+    """Finding 3: a rebalance's listener waits for the processing lock; the poll's other
+    batches are then left (uncommitted, read again from the first record not applied), not
+    applied first, so the listener waits for one batch, as without the worker."""
+    from aiokafka.structs import TopicPartition
+
+    from shared.kafka.consumer import RunnerOptions
+    from shared.kafka.runtime_metrics import ConsumerMetrics
+
+    kafka = KafkaSettings(topic_prefix="t.")
+    runner = live_decode.OffloadingRunner(
+        worker=DecodeWorker(consumed_topics(kafka), "sqlite"),
+        settings=kafka,
+        topics=consumed_topics(kafka),
+        handler=object(),
+        options=RunnerOptions(group_id="g", client_id="c", source="s", max_batch=2),
+        metrics=ConsumerMetrics(CollectorRegistry()),
+        producer=object(),
+    )
+    a0, a1, gone = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
+    record = type("Record", (), {})
+
+    def records(offsets: range) -> list[Any]:
+        made = []
+        for offset in offsets:
+            r = record()
+            r.offset = offset
+            made.append(r)
+        return made
+
+    rest = [{a0: records(range(7, 9))}, {a0: records(range(9, 10)), a1: records(range(3, 4))}]
+    rest.append({a1: records(range(4, 6)), gone: records(range(0, 2))})
+    consumer = _Consumer({a0, a1})
+    async with runner.processing:
+        assert not runner._ends_poll(consumer, rest)
+        rebalance = asyncio.create_task(runner.processing.acquire())
+        await wait_until(lambda: _waits(runner), timeout=30, what="the listener waiting")
+        assert runner.revoke_pending
+        assert runner._ends_poll(consumer, rest)
+    await rebalance
+    runner.processing.release()
+    assert consumer.sought == {a0: 7, a1: 3}  # the partition no longer ours: left alone
+    assert not runner.revoke_pending
+
+
+async def _waits(runner: Any) -> bool:
+    return bool(runner.processing.waiting)
 
 
 @pytest.mark.parametrize("size", [1, 3, 5, 7, 20])
