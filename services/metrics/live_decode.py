@@ -448,6 +448,8 @@ class OffloadingRunner(ConsumerRunner):
             raise ValueError("the decoding worker serves a plain (not transactional) consumer")
         self._worker = worker
         self._batches = batches  # sent to the worker, by who prepared them (prepared_by)
+        # The batch being applied: a refused record's dead letter is its value as sent.
+        self._in_hand: Mapping[TopicPartition, Sequence[Any]] = {}
         # Tells when a rebalance's listener waits for the poll in hand: the poll then ends
         # after the batch in hand, as for a stop, not after up to BATCHES_A_POLL of them.
         self.processing = _WatchedLock()
@@ -553,10 +555,17 @@ class OffloadingRunner(ConsumerRunner):
             self._count("service")
             return self._prepare(chunk)
         self._count("worker")
+        self._in_hand = chunk
         topics = self._topics
         undecoded: Any = Undecoded  # an Inbound's event, not an Event: the handler knows it
-        for i, why in decoded.undecodable:
-            dead.append((kept[i], why))
+        if decoded.undecodable:
+            dead += [(kept[i], why) for i, why in decoded.undecodable]
+            # In the records' order, as _prepare sets them aside (the too large ones were
+            # set aside before the others were sent).
+            order = {tp: n for n, tp in enumerate(chunk)}
+            dead.sort(
+                key=lambda d: (order[TopicPartition(d[0].topic, d[0].partition)], d[0].offset)
+            )
         messages = [
             Inbound(
                 record.topic,
@@ -578,17 +587,34 @@ class OffloadingRunner(ConsumerRunner):
         if self._batches is not None:
             self._batches.labels(prepared_by=prepared_by).inc()
 
-    def _dead_letter(self, message: Inbound[Any], reason: str) -> Any:
+    def _prepare(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> _Prepared:
+        self._in_hand = batches
+        return super()._prepare(batches)
+
+    def _raw_value(self, message: Inbound[Any]) -> bytes | None:
+        """The value ``message``'s record came with (the batch in hand's), if found."""
         event = message.event
-        if not isinstance(event, Undecoded):
+        if isinstance(event, Undecoded):
+            return event.value
+        tp = TopicPartition(message.topic, message.partition)
+        for record in self._in_hand.get(tp, ()):
+            if record.offset == message.offset:
+                value: bytes | None = record.value
+                return value
+        return None
+
+    def _dead_letter(self, message: Inbound[Any], reason: str) -> Any:
+        # The record's own value, as for a record that does not decode, whichever path
+        # decoded it (in the worker, or here): one dead letter for one record.
+        value = self._raw_value(message)
+        if value is None:
             return super()._dead_letter(message, reason)
-        # The record's own value, as for a record that does not decode.
         return dead_letter_record(
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
             key=message.key,
-            value=event.value,
+            value=value,
             headers=message.headers,
             reason=reason,
             group_id=self.options.group_id,

@@ -748,3 +748,62 @@ def test_a_poll_is_cut_in_full_batches_each_partitions_records_in_order(size: in
     assert sum(sizes) == 15
     for tp, records in poll.items():
         assert [r for b in batches for r in b.get(tp, [])] == records
+
+
+class _Record:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
+        self.topic, self.partition, self.offset, self.value = topic, partition, offset, value
+        self.key: bytes | None = None
+        self.headers: list[Any] = []
+        self.timestamp = 0
+
+
+async def test_dead_letters_are_the_records_values_in_their_order_on_both_paths() -> None:
+    """Finding 6: a refused record's dead letter is its value as sent, whether the worker
+    or the service decoded it; the worker path sets records aside in the records' order
+    (a record that does not decode before a later one too large), as _prepare does."""
+    from aiokafka.structs import TopicPartition
+
+    from shared.kafka.consumer import RunnerOptions
+    from shared.kafka.runtime_metrics import ConsumerMetrics
+
+    kafka = KafkaSettings(topic_prefix="t.")
+    topics = consumed_topics(kafka)
+    demands = topic_name(kafka, Topic.DEMAND_CLASSIFIED)
+    worker = DecodeWorker(topics, "sqlite")
+    runner = live_decode.OffloadingRunner(
+        worker=worker,
+        settings=kafka,
+        topics=topics,
+        handler=object(),
+        options=RunnerOptions(
+            group_id="g", client_id="c", source="s", max_batch=10, max_record_bytes=2000
+        ),
+        metrics=ConsumerMetrics(CollectorRegistry()),
+        producer=object(),
+    )
+    far = next(e for e in _events() if _id(e) == "far")
+    raw = b" " + far.model_dump_json().encode()  # as sent: not as this service would write it
+    assert raw != far.model_dump_json().encode()
+    tp = TopicPartition(demands, 0)
+    records = [
+        _Record(demands, 0, 10, BAD),
+        _Record(demands, 0, 11, b" " * 3000),  # too large
+        _Record(demands, 0, 12, raw),
+    ]
+    chunk = {tp: records}
+    try:
+        await _up(worker)
+        here = runner._prepare(chunk)
+        kept, dead, answer = runner._send(chunk)
+        there = await runner._prepared(chunk, kept, dead, answer)
+    finally:
+        await worker.close()
+    for batch in (here, there):
+        assert [(r.offset, why.split(":")[0]) for r, why in batch.dead] == [
+            (10, "undecodable"),
+            (11, "too large"),
+        ]
+        (message,) = batch.messages
+        letter = runner._dead_letter(message, "cannot be stored: ...")
+        assert letter.value == raw
