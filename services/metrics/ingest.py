@@ -165,7 +165,17 @@ async def apply_events(
     derive: bool = True,
 ) -> BatchOutcome:
     """``derive=False`` (a rebuild's bulk load) stores the events and leaves the customers'
-    derived rows to ``derive_everything`` at the end: each customer computed once."""
+    derived rows to ``derive_everything`` at the end: each customer computed once.
+
+    A batch of demands and case events is applied by prepare_live and apply_prepared, the
+    steps the live decoder's worker process splits between it and the service
+    (live_decode.py): one implementation, wherever its first half runs."""
+    if derive:
+        prepared = prepare_live(events, session.get_bind().dialect.name)
+        if prepared is not None:
+            outcome = await apply_prepared(session, prepared, audit)
+            outcome.refused = [Refused(events[i], why) for i, why in prepared.refused]
+            return outcome
     refused = [Refused(e, why) for e in events if (why := why_unstorable(e)) is not None]
     if refused:
         dropped = {id(r.event) for r in refused}

@@ -32,7 +32,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.metrics import live_decode
+from services.metrics import ingest, live_decode
 from services.metrics.audit import AuditPolicy, QueuePolicy
 from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
@@ -44,6 +44,7 @@ from services.metrics.ingest import (
     apply_prepared,
     by_kind,
     prepare_live,
+    why_unstorable,
 )
 from services.metrics.live_decode import DecodeWorker, WorkerGone, batches_of, decode_values
 from services.metrics.main import create_app
@@ -161,8 +162,11 @@ async def _apply_each(url: str, batches: Sequence[Sequence[Event]], prepared: bo
                     outcome = await apply_prepared(session, ready, POLICY)
                     refused = [(_id(batch[i]), why) for i, why in ready.refused]
                 else:
-                    outcome = await apply_events(session, batch, POLICY)
-                    refused = [(_id(r.event), r.reason) for r in outcome.refused]
+                    # The events' own implementation, which a batch with labels or recorded
+                    # changes still takes (apply_events takes prepare_live's otherwise).
+                    refused = [(_id(e), why) for e in batch if (why := why_unstorable(e))]
+                    storable = [e for e in batch if why_unstorable(e) is None]
+                    outcome = await ingest._apply(session, storable, POLICY, True)
             outcomes.append((_outcome(outcome), refused))
     finally:
         await engine.dispose()
@@ -187,6 +191,32 @@ async def test_prepared_batches_leave_every_table_and_outcome_as_apply_events(
     for table in ("demands", "case_events", "demand_facts", "cases", "audit_items", "queue_texts"):
         assert tables[table], table  # a comparison of empty tables would prove nothing
     assert stored == tables
+
+
+async def test_apply_events_of_demands_and_case_events_is_prepare_live_then_apply_prepared(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 9: one implementation: apply_events of a batch without labels or recorded
+    changes applies what prepare_live makes of it, as the worker's path does."""
+    await asyncio.to_thread(upgrade, sqlite_url)
+    applied: list[Any] = []
+
+    async def spy(session: Any, prepared: Any, audit: Any = None) -> BatchOutcome:
+        applied.append(prepared)
+        return await apply_prepared(session, prepared, audit)
+
+    monkeypatch.setattr(ingest, "apply_prepared", spy)
+    engine = create_engine(sqlite_url)
+    try:
+        batch = _batches()[0]
+        async with session_factory(engine).begin() as session:
+            outcome = await apply_events(session, batch, POLICY)
+            assert applied == [prepare_live(batch, "sqlite")]
+            assert [r.event for r in outcome.refused] == [batch[i] for i, _ in applied[0].refused]
+            await apply_events(session, [*batch[:3], demand_labelled(demand_id="d-1")], POLICY)
+        assert len(applied) == 1  # a label: the events' own implementation
+    finally:
+        await engine.dispose()
 
 
 def _values(events: Sequence[Event], kafka: KafkaSettings) -> tuple[list[str], list[bytes]]:
