@@ -96,12 +96,12 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+from bench.code_state import code_state
 from bench.external_twcs import (
     AUDITS,
     CURVE_SEEDS,
     DRAWS,
     SEED,
-    _code_state,
     cold_model,
     curve_sources,
     default_model,
@@ -395,7 +395,7 @@ def load(path: Path) -> Data:
 def _context(started: float, cpu: float, load_before: tuple[float, float, float]) -> dict[str, Any]:
     return {
         "measured_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "code": _code_state(),
+        "code": code_state(),
         "load_before": [round(x, 2) for x in load_before],
         "seconds": round(time.perf_counter() - started, 1),
         "cpu_seconds": round(time.process_time() - cpu, 1),

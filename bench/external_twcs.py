@@ -125,7 +125,6 @@ import hashlib
 import os
 import random
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -137,6 +136,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+from bench.code_state import code_state
 from bench.judgement import COUNCIL_TAXONOMY, POPULATION, simulate_audits
 from services.classifier.config import GENERAL_CORPUS, SEED_EXAMPLES, TAXONOMY
 from services.classifier.model.examples import AUDIT, Example, read_examples_csv
@@ -678,20 +678,6 @@ def _gold_of(slice_path: Path, label_paths: Sequence[Path]) -> tuple[list[Item],
     )
 
 
-def _code_state() -> str:
-    """The commit measured, and whether the classifier's files differ from it."""
-    where = Path(__file__).resolve().parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else "?"
-
-    changed = git("status", "--porcelain", "--", "../services/classifier")
-    return f"commit {git('rev-parse', '--short', 'HEAD')}, services/classifier " + (
-        "as committed" if not changed else f"CHANGED ({len(changed.splitlines())} files)"
-    )
-
-
 def curve(
     test_slice: Path, test_labels: Sequence[Path], dev_slice: Path, dev_labels: Sequence[Path]
 ) -> str:
@@ -745,7 +731,7 @@ def curve(
     test_failure = sum(truth) / len(truth)
     head = (
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `python -m bench.external_twcs "
-        f"... --curve ...` ({_code_state()}), one core, load average before the run "
+        f"... --curve ...` ({code_state()}), one core, load average before the run "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}, {fits} fits in "
         f"{time.perf_counter() - started:.0f} s ({time.process_time() - cpu:.0f} s CPU). "
         f"Organisation's labels drawn from the development gold set ({len(dev_gold)} items, "

@@ -7,9 +7,11 @@
   producer sending the same events with the same producer settings (the Kafka limit).
   Target: at least 0.5.
 
-Both servers run as separate processes under the same uvicorn settings (one worker, uvloop,
-httptools, no access log). The load comes from a minimal keep-alive HTTP/1.1 client on raw
-asyncio streams: httpx would itself be the bottleneck against the bare endpoint.
+Each side runs ``ROUNDS`` times (3), alternated with its baseline, and the rows pool the
+rounds; each round's ratio is printed too. Both servers run as separate processes under the
+same uvicorn settings (one worker, uvloop, httptools, no access log). The load comes from a
+minimal keep-alive HTTP/1.1 client on raw asyncio streams: httpx would itself be the
+bottleneck against the bare endpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +46,22 @@ SINGLE_CONCURRENCY = 128
 BATCH_SIZE = 500
 BATCH_REQUESTS = int(os.environ.get("DEMANDSCOPE_BENCH_INTAKE_BATCHES", "40"))
 BATCH_CONCURRENCY = 4
+# Each side runs this many times, alternated with its baseline (bare, intake, bare, intake,
+# ...), and the rows pool the rounds: one run of 4,000 requests lasts under a second, so a
+# single pair let the machine's drift decide the verdict (intake single 0.51-0.60 across
+# quiet runs of the same code).
+
+
+def _rounds(value: str) -> int:
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise SystemExit(
+            f"DEMANDSCOPE_BENCH_INTAKE_ROUNDS must be a whole number, not {value!r}"
+        ) from None
+
+
+ROUNDS = _rounds(os.environ.get("DEMANDSCOPE_BENCH_INTAKE_ROUNDS", "3"))
 WARMUP = 300
 TEXT = "Where is my engineer? I was told Tuesday. Call me on 07700 900123 or jo@example.com"
 
@@ -80,8 +99,15 @@ def http_request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def load(port: int, requests: list[bytes], concurrency: int, expect: int) -> Run:
-    """Sends every request over ``concurrency`` keep-alive connections; times each one."""
+async def load(
+    port: int,
+    requests: list[bytes],
+    concurrency: int,
+    expect: int,
+    check: Callable[[bytes], None] | None = None,
+) -> Run:
+    """Sends every request over ``concurrency`` keep-alive connections; times each one.
+    ``check``: called with each answer's body (raises if the answer is not what was meant)."""
     queue = list(reversed(requests))
     latencies: list[float] = []
 
@@ -102,6 +128,8 @@ async def load(port: int, requests: list[bytes], concurrency: int, expect: int) 
                 if status != expect:
                     raise RuntimeError(f"expected {expect}, got {status}: {body[:300]!r}")
                 latencies.append(time.perf_counter() - started)
+                if check is not None:
+                    check(body)
         finally:
             writer.close()
 
@@ -110,16 +138,38 @@ async def load(port: int, requests: list[bytes], concurrency: int, expect: int) 
     return Run(len(requests), time.perf_counter() - started, latencies)
 
 
-async def with_cpu(processes: dict[str, int], measuring: Any) -> Run:
-    """Runs ``measuring`` and adds each process's CPU per counted request or event."""
-    before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-    run: Run = await measuring
+async def settle(pids: list[int], quiet_s: float = 0.1, deadline_s: float = 2.0) -> None:
+    """Wait until none of ``pids`` used CPU for ``quiet_s`` (or ``deadline_s`` passed): what
+    one side leaves running after its round (the ledger's last confirmations, a WAL
+    checkpoint, closing connections) must not cost the next timed window. /proc counts in
+    clock ticks (10 ms), so "no tick over 0.1 s" is what idle can mean here."""
+    end = time.perf_counter() + deadline_s
+    last = [cpu_seconds(pid) for pid in pids]
+    while time.perf_counter() < end:
+        await asyncio.sleep(quiet_s)
+        now = [cpu_seconds(pid) for pid in pids]
+        if now == last:
+            return
+        last = now
+
+
+def cpu_per_item(
+    processes: dict[str, int], before: dict[str, float | None], count: int
+) -> dict[str, float]:
+    """Each process's CPU since ``before``, in µs per counted request or event."""
     used: dict[str, float] = {}
     for name, pid in processes.items():
         start, end = before[name], cpu_seconds(pid)
         if start is not None and end is not None:
-            used[name] = (end - start) / run.count * 1e6
-    return replace(run, cpu_us=used)
+            used[name] = (end - start) / count * 1e6
+    return used
+
+
+async def with_cpu(processes: dict[str, int], measuring: Any) -> Run:
+    """Runs ``measuring`` and adds each process's CPU per counted request or event."""
+    before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    run: Run = await measuring
+    return replace(run, cpu_us=cpu_per_item(processes, before, run.count))
 
 
 def start_server(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -211,8 +261,12 @@ async def raw_send(producer: Any, records: list[Any]) -> None:
     await asyncio.gather(*futures)
 
 
-async def raw_producer_rate(kafka: Any, encoded: list[list[Any]]) -> Run:
-    """The Kafka limit: the same records sent by a bare producer with intake's settings."""
+async def raw_producer_rate(
+    kafka: Any, encoded: list[list[Any]], processes: dict[str, int] | None = None
+) -> Run:
+    """The Kafka limit: the same records sent by a bare producer with intake's settings.
+    ``processes``: whose CPU to count, over the timed sends only (the producer's start, its
+    warm-up and its stop are outside, as intake's warm-up is outside its window)."""
     from shared.kafka.producer import create_producer
 
     producer = create_producer(kafka, client_id="bench-raw")
@@ -229,12 +283,39 @@ async def raw_producer_rate(kafka: Any, encoded: list[list[Any]]) -> Run:
                 await raw_send(producer, batch)
                 latencies.append(time.perf_counter() - started)
 
+        count = sum(len(b) for b in encoded[1:])
+        before = {name: cpu_seconds(pid) for name, pid in (processes or {}).items()}
         started = time.perf_counter()
         await asyncio.gather(*(sender() for _ in range(BATCH_CONCURRENCY)))
         seconds = time.perf_counter() - started
+        used = cpu_per_item(processes or {}, before, count)
     finally:
         await producer.stop()
-    return Run(sum(len(b) for b in encoded[1:]), seconds, latencies)
+    return Run(count, seconds, latencies, used)
+
+
+def all_accepted(body: bytes) -> None:
+    """A batch answer counts as BATCH_SIZE events only if every one was accepted: a batch of
+    duplicates (ids sent before) is also answered 200, with nothing published."""
+    answer = json.loads(body)
+    if answer.get("accepted") != BATCH_SIZE:
+        raise RuntimeError(
+            f"a batch answer accepted {answer.get('accepted')} of {BATCH_SIZE} "
+            f"(duplicates {answer.get('duplicates')}, rejected {answer.get('rejected')})"
+        )
+
+
+def pooled(runs: list[Run]) -> Run:
+    """The rounds of one side as one run: every request or event over the time they took
+    together (not a mean of rates), latencies together, CPU per item over all of them."""
+    count = sum(run.count for run in runs)
+    who = set.intersection(*(set(run.cpu_us) for run in runs))
+    return Run(
+        count,
+        sum(run.seconds for run in runs),
+        [latency for run in runs for latency in run.latencies],
+        {w: sum(run.cpu_us[w] * run.count for run in runs) / count for w in sorted(who)},
+    )
 
 
 async def _as_events(requests: Any) -> Run:
@@ -289,53 +370,103 @@ async def measure(
         for port in (bare_port, intake_port):
             await load(port, singles(f"w{port}", WARMUP), SINGLE_CONCURRENCY, 202)
         broker = int((await asyncio.to_thread(broker_pid_file.read_text)).strip())
-        bare = await with_cpu(
-            {"server": servers[0].pid, "broker": broker},
-            load(bare_port, singles("b", SINGLE_REQUESTS), SINGLE_CONCURRENCY, 202),
-        )
-        single = await with_cpu(
-            {"server": servers[1].pid, "broker": broker},
-            load(intake_port, singles("s", SINGLE_REQUESTS), SINGLE_CONCURRENCY, 202),
-        )
+        processes = {"bare": servers[0].pid, "intake": servers[1].pid}
+        ports = {"bare": bare_port, "intake": intake_port}
+        singles_by: dict[str, list[Run]] = {"bare": [], "intake": []}
+        for r in range(ROUNDS):
+            # The order flips each round (bare first, then intake first, ...): what drifts
+            # over the run, or what one side leaves running, lands on both alike.
+            for side in ("bare", "intake") if r % 2 == 0 else ("intake", "bare"):
+                requests = singles(f"{side[0]}{r}", SINGLE_REQUESTS)
+                await settle([server.pid for server in servers])
+                singles_by[side].append(
+                    await with_cpu(
+                        {"server": processes[side], "broker": broker},
+                        load(ports[side], requests, SINGLE_CONCURRENCY, 202),
+                    )
+                )
 
-        batches = [
-            [demand(f"{run_id}-k{b}-{n}") for n in range(BATCH_SIZE)]
-            for b in range(BATCH_REQUESTS + 1)
-        ]
-        records = encoded_events(kafka, batches)
-        # The records were made outside the timing; so is the collection of what making them
-        # left: otherwise whether a full collection of this process's heap lands in the raw
-        # phase turns on how many tracked objects the encoding happened to leave (a codec
-        # making fewer per record tipped one in: 11.7 -> 13.6 µs an event for the same send,
-        # none with this collect, measured in process).
-        gc.collect()
-        raw = await with_cpu(
-            {"producer": os.getpid(), "broker": broker}, raw_producer_rate(kafka, records)
-        )
-        batch_requests = [
-            http_request("/v1/demands:batch", json.dumps(batch).encode(), headers)
-            for batch in batches
-        ]
-        await load(intake_port, batch_requests[:1], 1, 200)  # warm-up
-        batched = await with_cpu(
-            {"server": servers[1].pid, "broker": broker},
-            _as_events(load(intake_port, batch_requests[1:], BATCH_CONCURRENCY, 200)),
-        )
+        batches_by: dict[str, list[Run]] = {"raw": [], "intake": []}
+        for r in range(ROUNDS):
+            batches = [
+                [demand(f"{run_id}-k{r}-{b}-{n}") for n in range(BATCH_SIZE)]
+                for b in range(BATCH_REQUESTS + 1)
+            ]
+            records = encoded_events(kafka, batches)
+            batch_requests = [
+                http_request("/v1/demands:batch", json.dumps(batch).encode(), headers)
+                for batch in batches
+            ]
+            # The records were made outside the timing; so is the collection of what making
+            # them left: otherwise whether a full collection of this process's heap lands in
+            # the raw phase turns on how many tracked objects the encoding happened to leave
+            # (a codec making fewer per record tipped one in: 11.7 -> 13.6 µs an event for
+            # the same send, none with this collect, measured in process).
+            gc.collect()
+            for side in ("raw", "intake") if r % 2 == 0 else ("intake", "raw"):
+                await settle([server.pid for server in servers])
+                if side == "raw":
+                    run = await raw_producer_rate(
+                        kafka, records, {"producer": os.getpid(), "broker": broker}
+                    )
+                else:
+                    await load(intake_port, batch_requests[:1], 1, 200, all_accepted)  # warm-up
+                    timed = load(
+                        intake_port, batch_requests[1:], BATCH_CONCURRENCY, 200, all_accepted
+                    )
+                    run = await with_cpu(
+                        {"server": servers[1].pid, "broker": broker}, _as_events(timed)
+                    )
+                batches_by[side].append(run)
     finally:
         for server in servers:
             server.terminate()
         for server in servers:
             server.wait(timeout=30)
 
-    print(f"single events ({SINGLE_REQUESTS} requests, {SINGLE_CONCURRENCY} connections):")
+    bares, singles_run = singles_by["bare"], singles_by["intake"]
+    raws, batched_runs = batches_by["raw"], batches_by["intake"]
+    bare, single = pooled(bares), pooled(singles_run)
+    raw, batched = pooled(raws), pooled(batched_runs)
+    print(
+        f"single events ({ROUNDS} rounds of {SINGLE_REQUESTS} requests, {SINGLE_CONCURRENCY} "
+        "connections, alternated with the baseline in flipping order, pooled):"
+    )
     report("bare FastAPI, parse JSON only", "req", bare)
     report("intake POST /v1/demands", "req", single)
-    print(f"batches ({BATCH_REQUESTS} x {BATCH_SIZE} events, {BATCH_CONCURRENCY} in flight):")
+    print("  rounds (intake / bare): " + rounds_line(singles_run, bares))
+    print(
+        f"batches ({ROUNDS} rounds of {BATCH_REQUESTS} x {BATCH_SIZE} events, "
+        f"{BATCH_CONCURRENCY} in flight, alternated with the baseline in flipping order, "
+        "pooled):"
+    )
     report("raw aiokafka producer (acks=all)", "ev", raw)
     report("intake POST /v1/demands:batch", "ev", batched)
+    print("  rounds (intake / raw): " + rounds_line(batched_runs, raws))
     print("(latencies are per request, measured by the client)")
     ledger = "SQLite" if database_url is None else "PostgreSQL"
-    record_rows(single, bare, batched, raw, ledger=ledger)
+    record_rows(
+        single,
+        bare,
+        batched,
+        raw,
+        ledger=ledger,
+        spreads=(spread(singles_run, bares), spread(batched_runs, raws)),
+    )
+
+
+def rounds_line(ours: list[Run], baseline: list[Run]) -> str:
+    """Each round's ratio, so that the spread behind the pooled figure is printed too."""
+    return ", ".join(
+        f"{mine.rate:,.0f} / {base.rate:,.0f} = {mine.rate / base.rate:.2f}"
+        for mine, base in zip(ours, baseline, strict=True)
+    )
+
+
+def spread(ours: list[Run], baseline: list[Run]) -> str:
+    """The lowest and highest of the rounds' ratios, for the row's note."""
+    ratios = [mine.rate / base.rate for mine, base in zip(ours, baseline, strict=True)]
+    return f"rounds {min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def _cpu(run: Run, who: str, unit: str) -> str:
@@ -343,7 +474,15 @@ def _cpu(run: Run, who: str, unit: str) -> str:
     return "" if us is None else f", {us:,.0f} µs CPU/{unit}"
 
 
-def record_rows(single: Run, bare: Run, batched: Run, raw: Run, *, ledger: str) -> None:
+def record_rows(
+    single: Run,
+    bare: Run,
+    batched: Run,
+    raw: Run,
+    *,
+    ledger: str,
+    spreads: tuple[str, str] = ("", ""),
+) -> None:
     results.record(
         results.Row(
             part="intake, single events",
@@ -353,8 +492,10 @@ def record_rows(single: Run, bare: Run, batched: Run, raw: Run, *, ledger: str) 
             ratio=results.ratio(single.rate, bare.rate),
             target="≥ 0.6",
             met=single.rate >= 0.6 * bare.rate,
-            note=f"{SINGLE_REQUESTS:,} requests over {SINGLE_CONCURRENCY} connections, "
-            f"ledger on {ledger}{'; REDUCED SIZE' if SINGLE_REQUESTS < 4000 else ''}",
+            note=f"{ROUNDS} x {SINGLE_REQUESTS:,} requests over {SINGLE_CONCURRENCY} "
+            f"connections, alternated with the baseline and pooled ({spreads[0]}), ledger on "
+            f"{ledger}"
+            f"{'; REDUCED SIZE' if SINGLE_REQUESTS < 4000 or ROUNDS < 3 else ''}",
         )
     )
     results.record(
@@ -366,8 +507,9 @@ def record_rows(single: Run, bare: Run, batched: Run, raw: Run, *, ledger: str) 
             ratio=results.ratio(batched.rate, raw.rate),
             target="≥ 0.5",
             met=batched.rate >= 0.5 * raw.rate,
-            note=f"{BATCH_REQUESTS} batches, {BATCH_CONCURRENCY} in flight"
-            f"{'; REDUCED SIZE' if BATCH_REQUESTS < 40 else ''}",
+            note=f"{ROUNDS} x {BATCH_REQUESTS} batches, {BATCH_CONCURRENCY} in flight, "
+            f"alternated with the baseline and pooled ({spreads[1]})"
+            f"{'; REDUCED SIZE' if BATCH_REQUESTS < 40 or ROUNDS < 3 else ''}",
         )
     )
 

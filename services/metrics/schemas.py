@@ -34,7 +34,7 @@ ShareEstimateValue = Annotated[
     float | None,
     Field(
         description="The failure share estimated from the machine's first labels, corrected "
-        "by the blind audit (prediction-powered difference estimator, stratified by purpose "
+        "by the blind audit (power-tuned prediction-powered estimate, stratified by purpose "
         "and week); null while not yet validated."
     ),
 ]

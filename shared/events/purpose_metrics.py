@@ -69,7 +69,7 @@ class PurposeMetrics(Event):
         ge=0.0,
         le=1.0,
         description="The failure share estimated from the machine's first labels corrected "
-        "by the blind audit (prediction-powered difference estimator); null until validated.",
+        "by the blind audit (power-tuned prediction-powered estimate); null until validated.",
     )
     failure_share_ci_low: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Lower bound of its 95% interval."

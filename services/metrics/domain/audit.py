@@ -11,7 +11,7 @@ and the strata the failure-share estimate is computed over.
   the expected sample is ``rate · N`` kept between the floor and the ceiling (all of them
   when ``N`` is below the floor). Every demand of a stratum has the same, known ``p``, so
   the audit is a simple random sample of its stratum (given its size), and of any part of it
-  (a channel, a team, a day): the difference estimator stays unbiased.
+  (a channel, a team, a day): the estimate (shared/estimates.py) stays unbiased (to O(1/n)).
 - **Why not a count cap.** Taking "the first 300" would sample by time of week; ranking by
   ``u`` to hit exact counts would move demands in and out of the sample all week. ``p(N)``
   never grows as ``N`` grows, so membership only ever shrinks: a demand drawn out is never
