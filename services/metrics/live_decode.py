@@ -436,6 +436,32 @@ def workers_cpu() -> tuple[float, int]:
     return sum(w.cpu_s for w in workers), sum(w.values for w in workers)
 
 
+_Sent = tuple[list[Any], list[tuple[Any, str]], asyncio.Future[Decoded]]
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """A poll taken ahead: by which consumer, in which generation, and its batches' values
+    with the worker (the kept records, those set aside, the answer to come, a batch each)."""
+
+    consumer: AIOKafkaConsumer
+    generation: int
+    poll: Mapping[TopicPartition, Sequence[Any]]
+    cut: list[tuple[tuple[TopicPartition, int, int], ...]]
+    sent: list[_Sent]
+
+
+def _cut(
+    chunks: Sequence[Mapping[TopicPartition, Sequence[Any]]],
+) -> list[tuple[tuple[TopicPartition, int, int], ...]]:
+    """The batches' records, a partition's first and last offsets a batch: a poll handed
+    to _process_task is the one taken ahead only if it is cut the same."""
+    return [
+        tuple((tp, records[0].offset, records[-1].offset) for tp, records in chunk.items())
+        for chunk in chunks
+    ]
+
+
 class OffloadingRunner(ConsumerRunner):
     """The consumer runner with a backlog's decoding in ``worker`` (plain mode only: the
     metrics service commits its offsets after its own database transaction)."""
@@ -453,6 +479,12 @@ class OffloadingRunner(ConsumerRunner):
         # Tells when a rebalance's listener waits for the poll in hand: the poll then ends
         # after the batch in hand, as for a stop, not after up to BATCHES_A_POLL of them.
         self.processing = _WatchedLock()
+        # The next poll, taken while a backlog poll's last batch is applied and sent to the
+        # worker (_take_ahead); handed to the run loop by _poll, then applied by
+        # _process_task from the worker's answers.
+        self._ahead: _Ahead | None = None
+        self._current: _Ahead | None = None
+        self.polls_ahead = 0  # polls taken ahead (tests, the bench)
 
     @property
     def revoke_pending(self) -> bool:
@@ -484,6 +516,20 @@ class OffloadingRunner(ConsumerRunner):
         batches = BATCHES_A_POLL if worker.usable or worker.starting else 1
         return self.options.max_batch * batches
 
+    async def _poll(
+        self, consumer: AIOKafkaConsumer
+    ) -> tuple[Mapping[TopicPartition, Sequence[Any]], int]:
+        """The poll taken ahead, if any, with the generation it was taken in: a rebalance
+        since then makes the run loop drop it and seek its partitions back to their
+        committed offsets (``_refetch``), as for any poll that a rebalance overtook."""
+        ahead, self._ahead = self._ahead, None
+        self._current = None
+        if ahead is not None and ahead.consumer is consumer:
+            self._current = ahead
+            return ahead.poll, ahead.generation
+        # None, or one of a run that ended (its consumer closed): never handled.
+        return await super()._poll(consumer)
+
     async def _process_task(
         self,
         consumer: AIOKafkaConsumer,
@@ -491,35 +537,75 @@ class OffloadingRunner(ConsumerRunner):
         producer: AIOKafkaProducer,
     ) -> None:
         chunks = batches_of(batches, self.options.max_batch)
-        if len(chunks) > 1 and self._worker.starting:
+        ahead, self._current = self._current, None
+        # The poll taken ahead: its batches are with the worker already, the first too.
+        sent: list[_Sent | None] | None = (
+            list(ahead.sent) if ahead is not None and ahead.cut == _cut(chunks) else None
+        )
+        if sent is None and len(chunks) > 1 and self._worker.starting:
             # A backlog at the service's start: the worker is worth its start-up. Bounded
             # by the start-up's deadline, fixed once in DecodeWorker.start.
             await self._worker.started()
-        if len(chunks) < 2 or not self._worker.usable:
+        if sent is None and (len(chunks) < 2 or not self._worker.usable):
             for i, chunk in enumerate(chunks):  # as ConsumerRunner does: decoded here
                 if i and self._ends_poll(consumer, chunks[i:]):
                     return  # read again: nothing of it is committed
                 await super()._process_task(consumer, chunk, producer)
             return
-        # A backlog: the next records are fetched while these are applied. (The runner
-        # pauses fetching while a poll is handled, for the latency of a consumer near the
-        # head: there the next fetch should read all that arrived meanwhile. Behind a
-        # backlog the fetch was a round trip, ~35 ms, between every two polls.)
-        consumer.resume(*consumer.assignment())
-        # Every batch's values sent now: the worker prepares batch i+1 while i is applied.
-        # The first batch decoded here while the worker prepares the others: nothing waits
-        # for the worker's first answer.
-        sent = [self._send(chunk) for chunk in chunks[1:]]
+        if len(chunks) > 1:
+            # A backlog: the next records are fetched while these are applied. (The runner
+            # pauses fetching while a poll is handled, for the latency of a consumer near
+            # the head: there the next fetch should read all that arrived meanwhile. Behind
+            # a backlog the fetch was a round trip, ~35 ms, between every two polls.) A
+            # poll taken ahead of one batch or less (the head reached) keeps the pause.
+            consumer.resume(*consumer.assignment())
+        if sent is None:
+            # Every batch's values sent now: the worker prepares batch i+1 while i is
+            # applied. The first batch decoded here while the worker prepares the others:
+            # nothing waits for the worker's first answer.
+            sent = [None, *(self._send(chunk) for chunk in chunks[1:])]
+        last = len(chunks) - 1
         for i, chunk in enumerate(chunks):
             if i and self._ends_poll(consumer, chunks[i:]):
                 return  # as above; the worker's answers for them are dropped
-            batch = await self._prepared(chunk, *sent[i - 1]) if i else self._prepare(chunk)
+            if i == last and last:
+                # While this poll's last batch is written, the worker prepares the next
+                # poll's, its first batch too: nothing waits for the worker across polls.
+                await self._take_ahead(consumer)
+            in_worker = sent[i]
+            batch = (
+                self._prepare(chunk)
+                if in_worker is None
+                else await self._prepared(chunk, *in_worker)
+            )
             result = await self._handle_with_retries(batch.messages)
             await self._finish(consumer, batch, result, producer)
 
-    def _send(
-        self, chunk: Mapping[TopicPartition, Sequence[Any]]
-    ) -> tuple[list[Any], list[tuple[Any, str]], asyncio.Future[Decoded]]:
+    async def _take_ahead(self, consumer: AIOKafkaConsumer) -> None:
+        """The next poll taken now (what aiokafka has fetched, no wait) and every batch of
+        it sent to the worker; ``_poll`` hands it to the run loop after this poll. Nothing
+        of it is committed until it is applied, so a stop, a failed run or a rebalance
+        before then drops it, and its records are read again from the committed offsets."""
+        # (A stop or a rebalance waiting for the lock ended the poll before its last
+        # batch: _ends_poll, just before this.) A worker gone since the poll began: its
+        # batches are decoded here anyway, a poll at a time.
+        if not self._worker.usable:
+            return
+        # A rebalance begun whose listener does not wait for the lock yet: aiokafka's
+        # getmany would wait for the new assignment, whose listener waits for this lock.
+        subscription = getattr(consumer, "_subscription", None)
+        if subscription is None or subscription.reassignment_in_progress:
+            return
+        polled = await consumer.getmany(timeout_ms=0, max_records=self._poll_size(consumer))
+        poll = {tp: records for tp, records in polled.items() if records}
+        if not poll:
+            return
+        chunks = batches_of(poll, self.options.max_batch)
+        sent = [self._send(chunk) for chunk in chunks]
+        self._ahead = _Ahead(consumer, self.generation, poll, _cut(chunks), sent)
+        self.polls_ahead += 1
+
+    def _send(self, chunk: Mapping[TopicPartition, Sequence[Any]]) -> _Sent:
         """The chunk's records sent to the worker (those too large set aside, as _prepare
         does), the records set aside, and the worker's answer to come."""
         limit = self.options.max_record_bytes

@@ -37,7 +37,7 @@ from services.metrics.audit import AuditPolicy, QueuePolicy
 from services.metrics.config import MetricsSettings
 from services.metrics.db.migrate import upgrade
 from services.metrics.domain.audit import AuditPlan
-from services.metrics.handler import demand_counts
+from services.metrics.handler import Undecoded, demand_counts
 from services.metrics.ingest import (
     BatchOutcome,
     apply_events,
@@ -549,12 +549,15 @@ async def _backlog_through_the_service(
     all_consumed: Any,
     kill_worker: bool,
     kill_on_answer: int | None = None,
+    stop_ahead: bool = False,
 ) -> tuple[dict[str, int], list[Any], int, dict[str, float]]:
     """A backlog of 5-record batches with a record that does not decode and one that
     cannot be stored, through the service: the volumes per purpose, the dead letters, the
     records the worker decoded, and the batches sent to the worker by who prepared them
     (/metrics). ``kill_worker``: the worker killed once up, before any batch;
-    ``kill_on_answer``: killed when the runner awaits its n-th answer."""
+    ``kill_on_answer``: killed when the runner awaits its n-th answer; ``stop_ahead``: the
+    run stopped (and restarted by its supervisor) once a poll was taken ahead. The polls
+    taken ahead are in the batches' counts, as "ahead"."""
     await asyncio.to_thread(upgrade, database_url)
     settings = MetricsSettings(
         kafka=kafka_settings, database_url=database_url, group_id=group, auth=auth.settings,
@@ -592,9 +595,21 @@ async def _backlog_through_the_service(
             raise WorkerGone("killed by the test")
         return await answer(worker, future)
 
+    take = live_decode.OffloadingRunner._take_ahead
+    ahead = 0
+
+    async def take_ahead(runner: live_decode.OffloadingRunner, consumer: Any) -> None:
+        nonlocal ahead
+        await take(runner, consumer)
+        if runner._ahead is not None:
+            ahead += 1
+            if stop_ahead and ahead == 1:
+                runner.stop()  # as a shutdown does: the poll in hand ends after its batch
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DecodeWorker, "start", started)
         patch.setattr(DecodeWorker, "answer", answer_killing)
+        patch.setattr(live_decode.OffloadingRunner, "_take_ahead", take_ahead)
         app = create_app(settings)
         async with running(app) as client:
             await wait_until(lambda: all_consumed(group), timeout=60, what="all consumed")
@@ -607,6 +622,7 @@ async def _backlog_through_the_service(
         for sample in family.samples
         if sample.name == "demandscope_metrics_decode_worker_batches_total"
     }
+    batches["ahead"] = ahead
     letters = await read_records(kafka_settings, dlq_name(demands_topic), count=2)
     letters += await read_records(
         kafka_settings, dlq_name(topic_name(kafka_settings, Topic.CASE_EVENTS)), count=1
@@ -643,6 +659,7 @@ async def test_a_backlog_decoded_by_the_worker_is_applied_once_and_its_bad_recor
     )
     assert decoded > 0  # the worker took the backlog
     assert batches.get("worker", 0) > 0
+    assert batches["ahead"] > 0  # a poll taken ahead, while the one before was applied
     assert volumes == _expected_volumes()
     reasons = _reasons(letters)
     assert len(reasons) == 3
@@ -837,3 +854,280 @@ async def test_dead_letters_are_the_records_values_in_their_order_on_both_paths(
         (message,) = batch.messages
         letter = runner._dead_letter(message, "cannot be stored: ...")
         assert letter.value == raw
+
+
+# The prefetch across polls: the next poll taken, and sent to the worker, while a backlog
+# poll's last batch is applied (OffloadingRunner._take_ahead, handed on by _poll).
+
+
+class _Fetching:
+    """What OffloadingRunner uses of an AIOKafkaConsumer: the polls aiokafka has fetched
+    (each getmany takes the next), the committed offsets, and a log of the calls."""
+
+    def __init__(self, owned: set[Any], polls: Sequence[dict[Any, list[Any]]]) -> None:
+        self.owned = owned
+        self.polls = list(polls)
+        self.committed_at: dict[Any, int] = {}
+        self.sought: dict[Any, int] = {}
+        self.log: list[str] = []
+        self._subscription = type("Subscription", (), {"reassignment_in_progress": False})()
+
+    def assignment(self) -> set[Any]:
+        return self.owned
+
+    def resume(self, *partitions: Any) -> None:
+        self.log.append("resume")
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.sought[tp] = offset
+
+    async def committed(self, tp: Any) -> int | None:
+        return self.committed_at.get(tp)
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        self.log.append(f"getmany {timeout_ms}")
+        return self.polls.pop(0) if self.polls else {}
+
+
+def _prefetching(kafka: KafkaSettings, consumer: _Fetching) -> tuple[Any, DecodeWorker]:
+    """An OffloadingRunner of batches of 10 whose batches are applied into consumer.log
+    (their offsets) instead of a database, and that logs who decoded each batch."""
+    from shared.kafka.consumer import RunnerOptions
+    from shared.kafka.runtime_metrics import ConsumerMetrics
+
+    worker = DecodeWorker(consumed_topics(kafka), "sqlite")
+    runner: Any = live_decode.OffloadingRunner(
+        worker=worker,
+        settings=kafka,
+        topics=consumed_topics(kafka),
+        handler=object(),
+        options=RunnerOptions(group_id="g", client_id="c", source="s", max_batch=10),
+        metrics=ConsumerMetrics(CollectorRegistry()),
+        producer=object(),
+    )
+    prepare, count = runner._prepare, runner._count
+
+    def prepared_here(chunk: Any) -> Any:
+        consumer.log.append("here")
+        return prepare(chunk)
+
+    def counted(prepared_by: str) -> None:
+        consumer.log.append(f"by {prepared_by}")
+        count(prepared_by)
+
+    async def handle(messages: Sequence[Any], handler: Any = None) -> Any:
+        events = [m.event for m in messages]
+        assert all(isinstance(e, (DemandClassified, Undecoded)) for e in events)
+        consumer.log.append(f"apply {messages[0].offset}-{messages[-1].offset}")
+        return None
+
+    async def finish(*args: Any) -> None:
+        return None
+
+    runner._prepare, runner._count = prepared_here, counted
+    runner._handle_with_retries, runner._finish = handle, finish
+    return runner, worker
+
+
+def _demand_records(kafka: KafkaSettings, offsets: range) -> list[Any]:
+    demands = topic_name(kafka, Topic.DEMAND_CLASSIFIED)
+    events = varied_demands(offsets.stop, customers=9, start=T0, case_refs=True)
+    return [_Record(demands, 0, n, events[n].model_dump_json().encode()) for n in offsets]
+
+
+async def test_the_next_poll_is_taken_and_sent_to_the_worker_while_the_last_batch_is_applied() -> (
+    None
+):
+    """A backlog poll's last batch: the next poll is taken (getmany without a wait) before
+    it is applied; the run loop gets that poll from _poll, in its generation, and every batch
+    of it, the first too, comes from the worker. A poll of one batch takes nothing ahead."""
+    from aiokafka.structs import TopicPartition
+
+    kafka = KafkaSettings(topic_prefix="t.")
+    tp = TopicPartition(topic_name(kafka, Topic.DEMAND_CLASSIFIED), 0)
+    poll1 = {tp: _demand_records(kafka, range(0, 20))}
+    poll2 = {tp: _demand_records(kafka, range(20, 40))}
+    poll3 = {tp: _demand_records(kafka, range(40, 45))}
+    consumer = _Fetching({tp}, [poll2, poll3])
+    runner, worker = _prefetching(kafka, consumer)
+    try:
+        await _up(worker)
+        await runner._process_task(consumer, poll1, object())
+        assert consumer.log == [
+            "resume",
+            *("here", "apply 0-9"),
+            "getmany 0",  # the next poll taken before the last batch is applied
+            *("by worker", "apply 10-19"),
+        ]
+        consumer.log.clear()
+        polled, generation = await runner._poll(consumer)
+        assert (polled, generation) == (poll2, runner.generation)
+        await runner._process_task(consumer, polled, object())
+        assert consumer.log == [
+            "resume",
+            *("by worker", "apply 20-29"),  # its first batch from the worker too
+            "getmany 0",
+            *("by worker", "apply 30-39"),
+        ]
+        consumer.log.clear()
+        # Taken ahead, one batch (the head reached): no resume (the pause kept for a
+        # consumer near the head), nothing taken ahead of it.
+        polled, _ = await runner._poll(consumer)
+        assert polled == poll3
+        await runner._process_task(consumer, polled, object())
+        assert consumer.log == ["by worker", "apply 40-44"]
+        consumer.log.clear()
+        assert runner.polls_ahead == 2
+        # The next poll is the run loop's own (waits for records), decoded here.
+        consumer.polls = [{tp: _demand_records(kafka, range(45, 50))}]
+        polled, _ = await runner._poll(consumer)
+        await runner._process_task(consumer, polled, object())
+        assert consumer.log == [f"getmany {runner.options.poll_timeout_ms}", "here", "apply 45-49"]
+    finally:
+        await worker.close()
+
+
+@pytest.mark.parametrize("why", ["a rebalance begun", "the worker gone"])
+async def test_nothing_is_taken_ahead_during_a_rebalance_or_without_the_worker(why: str) -> None:
+    """A rebalance begun (its listener not waiting for the lock yet): aiokafka's getmany
+    would wait for the new assignment, whose listener waits for the lock the poll holds.
+    The worker gone during the poll: the next poll is the run loop's, decoded here."""
+    from aiokafka.structs import TopicPartition
+
+    kafka = KafkaSettings(topic_prefix="t.")
+    tp = TopicPartition(topic_name(kafka, Topic.DEMAND_CLASSIFIED), 0)
+    consumer = _Fetching({tp}, [{tp: _demand_records(kafka, range(20, 40))}])
+    runner, worker = _prefetching(kafka, consumer)
+    handle = runner._handle_with_retries
+
+    async def first_then_change(messages: Sequence[Any], handler: Any = None) -> Any:
+        if messages[0].offset == 0:
+            if why == "a rebalance begun":
+                consumer._subscription.reassignment_in_progress = True
+            else:
+                assert worker._process is not None
+                worker._process.kill()
+                await wait_until(lambda: _settled(worker), timeout=30, what="the worker gone")
+        return await handle(messages, handler)
+
+    runner._handle_with_retries = first_then_change
+    try:
+        await _up(worker)
+        await runner._process_task(consumer, {tp: _demand_records(kafka, range(0, 20))}, object())
+    finally:
+        await worker.close()
+    assert not any(call.startswith("getmany") for call in consumer.log)
+    assert runner._ahead is None
+    assert runner.polls_ahead == 0
+
+
+async def test_a_poll_taken_ahead_is_dropped_by_a_rebalance_and_read_again() -> None:
+    """A rebalance after the poll was taken ahead (its listener bumps the generation): _poll
+    hands the poll on in the generation it was taken in, so the run loop does not apply it
+    but seeks its partitions back to their committed offsets (_refetch). A poll taken ahead
+    by another run's consumer (a run that ended) is never handed on."""
+    from aiokafka.structs import TopicPartition
+
+    kafka = KafkaSettings(topic_prefix="t.")
+    tp = TopicPartition(topic_name(kafka, Topic.DEMAND_CLASSIFIED), 0)
+    poll2 = {tp: _demand_records(kafka, range(20, 40))}
+    consumer = _Fetching({tp}, [poll2])
+    consumer.committed_at[tp] = 20
+    runner, worker = _prefetching(kafka, consumer)
+    try:
+        await _up(worker)
+        await runner._process_task(consumer, {tp: _demand_records(kafka, range(0, 20))}, object())
+        assert runner.polls_ahead == 1
+        runner.generation += 1  # what the rebalance's listener does, the lock held
+        polled, generation = await runner._poll(consumer)
+        assert polled == poll2
+        assert generation != runner.generation  # so run() calls _refetch, not _process
+        await runner._refetch(consumer, polled)
+        assert consumer.sought == {tp: 20}
+
+        await runner._process_task(consumer, {tp: _demand_records(kafka, range(0, 20))}, object())
+        assert runner._ahead is None  # nothing left to take
+        consumer.polls = [poll2]
+        await runner._process_task(consumer, {tp: _demand_records(kafka, range(0, 20))}, object())
+        assert runner._ahead is not None
+        other = _Fetching({tp}, [])
+        polled, _ = await runner._poll(other)  # another run's consumer
+        assert polled == {}
+        assert other.log == [f"getmany {runner.options.poll_timeout_ms}"]
+    finally:
+        await worker.close()
+
+
+async def _answered(worker: DecodeWorker) -> bool:
+    return not worker._waiting
+
+
+async def test_a_poll_taken_ahead_is_decoded_here_when_the_worker_dies() -> None:
+    """The worker killed once the next poll was sent to it, before it answered: that
+    poll's batches are decoded in the service, as _prepare decodes them, in order."""
+    from aiokafka.structs import TopicPartition
+
+    kafka = KafkaSettings(topic_prefix="t.")
+    tp = TopicPartition(topic_name(kafka, Topic.DEMAND_CLASSIFIED), 0)
+    poll2 = {tp: _demand_records(kafka, range(20, 40))}
+    consumer = _Fetching({tp}, [poll2])
+    runner, worker = _prefetching(kafka, consumer)
+    applied: list[Any] = []
+    handle, take = runner._handle_with_retries, runner._take_ahead
+
+    async def keep(messages: Sequence[Any], handler: Any = None) -> Any:
+        applied.extend(messages)
+        return await handle(messages, handler)
+
+    async def take_then_kill(polled_by: Any) -> None:
+        # Stopped before the next poll reaches it (the poll's own batches answered), so it
+        # answers none of it; then killed. (Once: the next poll's take finds it gone.)
+        if worker.usable:
+            await wait_until(lambda: _answered(worker), timeout=30, what="the poll answered")
+            os.kill(pid, signal.SIGSTOP)
+            await take(polled_by)
+            os.kill(pid, signal.SIGKILL)
+        else:
+            await take(polled_by)
+
+    runner._handle_with_retries, runner._take_ahead = keep, take_then_kill
+    try:
+        pid = await _up(worker)
+        await runner._process_task(consumer, {tp: _demand_records(kafka, range(0, 20))}, object())
+        assert consumer.log[-3:] == ["getmany 0", "by worker", "apply 10-19"]
+        consumer.log.clear()
+        applied.clear()
+        polled, _ = await runner._poll(consumer)
+        await runner._process_task(consumer, polled, object())
+    finally:
+        await worker.close()
+    assert consumer.log == [
+        "resume",
+        *("by service", "here", "apply 20-29"),
+        *("by service", "here", "apply 30-39"),
+    ]
+    records = poll2[tp]
+    assert [(m.offset, m.event) for m in applied] == [
+        (r.offset, decode(DemandClassified, r.value)) for r in records
+    ]
+
+
+async def test_a_run_stopped_with_a_poll_taken_ahead_leaves_it_to_be_read_again(
+    kafka_settings: KafkaSettings,
+    sqlite_url: str,
+    unique_group: str,
+    auth: Any,
+    publish: Any,
+    all_consumed: Any,
+) -> None:
+    """The run stopped while a poll taken ahead is with the worker: nothing of that poll is
+    committed; the run its supervisor starts again reads it from the committed offsets.
+    Every record applied once, each dead letter written once."""
+    volumes, letters, _, batches = await _backlog_through_the_service(
+        kafka_settings, sqlite_url, unique_group, auth, publish, all_consumed, False,
+        stop_ahead=True,
+    )  # fmt: skip
+    assert batches["ahead"] >= 1
+    assert volumes == _expected_volumes()
+    assert len(letters) == 3  # read once all was consumed: none twice
+    assert len(_reasons(letters)) == 3
