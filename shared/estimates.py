@@ -71,6 +71,27 @@ Choices, and why:
   with the label of the model version that classified the demand *before* that person's
   label existed. Callers pair each audited demand with its first machine label (never a
   re-classification by a model retrained on that very label).
+
+**Not every contact is a demand.** A person may answer "not a demand" (praise, jokes,
+chatter, marketing: the contact asked nothing of the organisation). The machine calls every
+contact a demand, so the share it is built for, failure among *demands*, is a ratio,
+``R = F / D``: F the share of contacts that are failure demands, D the share that are
+demands. Once the audit holds a "not a demand" answer, ``R`` is estimated by the
+*prediction-powered ratio*: the root of the estimating equation ``Z(R) = 0``, where ``Z(R)``
+is the estimate above (stratified, lambda tuned, thin strata borrowing) of the mean of
+``f - R · d`` (f = 1 for a person's failure demand, d = 1 for a demand, a pseudo-pair a
+demand), with the machine's failure label as auxiliary. Its variance is by linearisation
+(the delta method): ``var(Z(R̂)) / D̂²``, D̂ the audit's (stratified) share of demands, the
+regression estimator of D with a constant machine label. This is Cochran's combined ratio
+estimator (ch. 6) with each half by the regression estimator; the estimating-equation form
+(rather than ``F̂ / D̂`` with F's own lambda) tunes lambda for ``f - R·d``, the variable
+whose error the ratio's is, and gives the variance of the linearised variable at once,
+thin strata, covariances and padding included, from the code above. With no "not a demand"
+answer, d = 1 everywhere, ``Z(R) = F̂ - R`` and the root is F̂: today's estimate, returned
+as computed today (bit for bit). With one, the status needs ``MIN_AUDIT`` audited demands.
+The share of contacts that are not demands is estimated alongside, as a share like any
+other with a machine label of 0 for every contact (so the audit's own, stratified share,
+padded by the "add two" rule).
 """
 
 from __future__ import annotations
@@ -91,10 +112,16 @@ Status = Literal["validated", "not yet validated"]
 
 @dataclass(frozen=True, slots=True)
 class AuditPair:
-    """One audited demand: the machine's label and the person's (1 = failure, 0 = value)."""
+    """One audited demand: the machine's label and the person's (1 = failure, 0 = value).
+    ``demand`` False: the person said "not a demand" (then ``person`` must be 0)."""
 
     machine: int
     person: int
+    demand: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.demand and self.person:
+            raise ValueError("a 'not a demand' pair has person 0: it is no failure demand")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +136,9 @@ class Stratum:
 
 @dataclass(frozen=True, slots=True)
 class ShareEstimate:
-    population: int  # demands the share is about
+    population: int  # contacts the share is about (the machine calls every one a demand)
     predicted: float | None  # the machine's share alone
-    estimate: float | None  # corrected by the audit; None until validated
+    estimate: float | None  # corrected by the audit, among demands; None until validated
     ci_low: float | None
     ci_high: float | None
     audited: int
@@ -120,12 +147,25 @@ class ShareEstimate:
     # The weight of the machine's share (lambda) where one fit made the estimate: one
     # stratum's own, or the pooled one all strata borrow; None for several fits or none.
     machine_weight: float | None = None
+    # Audited contacts a person called "not a demand", and the estimated share of contacts
+    # that are not demands with its interval (None until validated, as the estimate).
+    not_a_demand_audited: int = 0
+    not_a_demand_share: float | None = None
+    not_a_demand_ci_low: float | None = None
+    not_a_demand_ci_high: float | None = None
 
     @property
     def half_width(self) -> float | None:
         if self.ci_low is None or self.ci_high is None:
             return None
         return (self.ci_high - self.ci_low) / 2
+
+    @property
+    def not_a_demand_count(self) -> int | None:
+        """The estimated number of the contacts that are not demands."""
+        if self.not_a_demand_share is None:
+            return None
+        return round(self.not_a_demand_share * self.population)
 
 
 def _z(confidence: float) -> float:
@@ -134,9 +174,9 @@ def _z(confidence: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class _Fit:
-    """An audit's regression of the person's label on the machine's: the weight ``lam`` of
-    the machine's share, the correction ``mean(person - lam * machine)``, and what the
-    variance needs."""
+    """An audit's regression of the person's value on the machine's label: the weight
+    ``lam`` of the machine's share, the correction ``mean(person - lam * machine)``, and
+    what the variance needs."""
 
     lam: float
     tuned: bool  # lam estimated from the audit (else fixed at 1)
@@ -159,11 +199,15 @@ class _Fit:
         return (machine_share - self.machine_mean) ** 2 / self.machine_ss
 
 
-def _fit(pairs: Sequence[AuditPair]) -> _Fit:
-    n = len(pairs)
-    m_mean = sum(p.machine for p in pairs) / n
-    y_mean = sum(p.person for p in pairs) / n
-    m_ss = sum((p.machine - m_mean) ** 2 for p in pairs)
+def _fit(
+    machines: Sequence[int], persons: Sequence[float], high: float = 1.0, low: float = 0.0
+) -> _Fit:
+    """The fit of ``persons`` (0/1 labels, or the ratio's f - R·d) on ``machines``; a
+    pseudo-pair's person value is ``high`` for a failure and ``low`` for a value."""
+    n = len(machines)
+    m_mean = sum(machines) / n
+    y_mean = sum(persons) / n
+    m_ss = sum((m - m_mean) ** 2 for m in machines)
     # lambda = cov(person, machine) / var(machine), clipped to [0, 1] (PPI++). Fixed at 1
     # (the difference estimator) when the machine is constant in the audit (no slope to
     # estimate) or the audit is small (lambda's own error, left out of the variance, is
@@ -171,9 +215,9 @@ def _fit(pairs: Sequence[AuditPair]) -> _Fit:
     tuned = n >= MIN_TUNED_AUDIT and m_ss > 0
     lam = 1.0
     if tuned:
-        cov = sum((p.person - y_mean) * (p.machine - m_mean) for p in pairs)
+        cov = sum((y - y_mean) * (m - m_mean) for y, m in zip(persons, machines, strict=True))
         lam = min(1.0, max(0.0, cov / m_ss))
-    residuals = [p.person - lam * p.machine for p in pairs]
+    residuals = [y - lam * m for y, m in zip(persons, machines, strict=True)]
     correction = sum(residuals) / n
     # No zero width: pseudo-pairs enter the variance, never lambda or the mean. With lambda
     # fixed at 1, today's "add two", one disagreement each way. With lambda estimated, one
@@ -182,7 +226,7 @@ def _fit(pairs: Sequence[AuditPair]) -> _Fit:
     # share) two failures and two values in the spirit of Agresti-Coull (the variance only),
     # which keeps a rare share's skewed interval honest. One degree of freedom for the mean
     # and, when lambda was estimated, one for the slope (Cochran's n - 2).
-    pseudo = [1.0, -lam, 1.0 - lam, 0.0] if tuned else [1.0, -1.0]
+    pseudo = [high, low - lam, high - lam, low] if tuned else [high, low - 1.0]
     padded = [*residuals, *pseudo]
     padded_mean = sum(padded) / len(padded)
     freedom = len(padded) - 1 - (1 if tuned else 0)
@@ -199,36 +243,24 @@ def _fit(pairs: Sequence[AuditPair]) -> _Fit:
     )
 
 
-def estimate_share(
-    population: int,
-    machine_failures: int,
-    audit: Sequence[AuditPair],
-    *,
-    confidence: float = CONFIDENCE,
-) -> ShareEstimate:
-    """The failure share of one group of demands, from all machine labels and an audit."""
-    return stratified_estimate(
-        [Stratum(population, machine_failures, audit)], confidence=confidence
-    )
+@dataclass(frozen=True, slots=True)
+class _Cell:
+    """A stratum as the estimate sees it: size, the machine's failures, and its audit as
+    the machine's labels and the person's values."""
+
+    population: int
+    machine_failures: int
+    machines: tuple[int, ...]
+    persons: tuple[float, ...]
 
 
-def stratified_estimate(
-    strata: Iterable[Stratum], *, confidence: float = CONFIDENCE
-) -> ShareEstimate:
-    """The failure share over several strata (purposes), each corrected by its own audit
-    where it has enough, else by the pooled audit."""
-    strata = [s for s in strata if s.population > 0]
-    population = sum(s.population for s in strata)
-    if population == 0:
-        return ShareEstimate(0, None, None, None, None, 0, "not yet validated", confidence)
-    predicted = sum(s.machine_failures for s in strata) / population
-    pooled_pairs = [pair for s in strata for pair in s.audit]
-    audited = len(pooled_pairs)
-    if audited < MIN_AUDIT:
-        return ShareEstimate(
-            population, predicted, None, None, None, audited, "not yet validated", confidence
-        )
-    borrowing = [s for s in strata if len(s.audit) < MIN_STRATUM_AUDIT]
+def _combined(
+    cells: Sequence[_Cell], population: int, high: float = 1.0, low: float = 0.0
+) -> tuple[float, float, list[_Fit]]:
+    """The stratified estimate of the persons' mean, its variance, and the fits made."""
+    pooled_machines = [m for c in cells for m in c.machines]
+    pooled_persons = [y for c in cells for y in c.persons]
+    borrowing = [c for c in cells if len(c.machines) < MIN_STRATUM_AUDIT]
     estimate = 0.0
     variance = 0.0
     # (where its pairs start in the pooled audit, its weight, its finite-population
@@ -236,25 +268,25 @@ def stratified_estimate(
     own: list[tuple[int, float, float, _Fit]] = []
     fits: list[_Fit] = []
     start = 0
-    for stratum in strata:
-        if len(stratum.audit) >= MIN_STRATUM_AUDIT:
-            weight = stratum.population / population
-            fit = _fit(stratum.audit)
-            finite = max(0.0, 1 - fit.n / stratum.population)
+    for cell in cells:
+        if len(cell.machines) >= MIN_STRATUM_AUDIT:
+            weight = cell.population / population
+            fit = _fit(cell.machines, cell.persons, high, low)
+            finite = max(0.0, 1 - fit.n / cell.population)
             own.append((start, weight, finite, fit))
             fits.append(fit)
-            estimate += weight * fit.at(stratum.machine_failures / stratum.population)
+            estimate += weight * fit.at(cell.machine_failures / cell.population)
             variance += weight**2 * fit.residual_variance / fit.n * finite
-        start += len(stratum.audit)
+        start += len(cell.machines)
     if borrowing:
         # The borrowing strata share one pooled fit, so together they are one prediction at
         # their combined machine share: its variance holds their covariance terms, and, with
         # lambda estimated, lambda's error, which does not cancel at a machine share other
         # than the pooled audit's (the regression's prediction variance).
-        pooled = _fit(pooled_pairs)
+        pooled = _fit(pooled_machines, pooled_persons, high, low)
         fits.append(pooled)
-        weight = sum(s.population for s in borrowing) / population
-        share = sum(s.machine_failures for s in borrowing) / (weight * population)
+        weight = sum(c.population for c in borrowing) / population
+        share = sum(c.machine_failures for c in borrowing) / (weight * population)
         estimate += weight * pooled.at(share)
         # Each pooled pair's influence on that prediction: its residual, levered by how far
         # its machine label sits from the pooled audit's mean when the prediction is made at
@@ -263,8 +295,8 @@ def stratified_estimate(
             (share - pooled.machine_mean) * pooled.n / pooled.machine_ss if pooled.tuned else 0.0
         )
         influence = [
-            r * (1 + lever * (pair.machine - pooled.machine_mean))
-            for r, pair in zip(pooled.residuals, pooled_pairs, strict=True)
+            r * (1 + lever * (m - pooled.machine_mean))
+            for r, m in zip(pooled.residuals, pooled_machines, strict=True)
         ]
         # The prediction's variance in the robust (sandwich) form, sum(psi^2) / n^2: with
         # 0/1 labels the residuals' spread differs between the machine's two labels, so the
@@ -287,15 +319,130 @@ def stratified_estimate(
                 e * (psi - mine_mean) for e, psi in zip(fit.residuals, mine, strict=True)
             ) / (fit.n - 1)
             variance += 2 * own_weight * weight * finite * covariance / pooled.n
+    return estimate, variance, fits
+
+
+def estimate_share(
+    population: int,
+    machine_failures: int,
+    audit: Sequence[AuditPair],
+    *,
+    confidence: float = CONFIDENCE,
+) -> ShareEstimate:
+    """The failure share of one group of demands, from all machine labels and an audit."""
+    return stratified_estimate(
+        [Stratum(population, machine_failures, audit)], confidence=confidence
+    )
+
+
+def _interval(estimate: float, variance: float, confidence: float) -> tuple[float, float, float]:
     half = _z(confidence) * math.sqrt(max(variance, 0.0))
+    return min(1.0, max(0.0, estimate)), max(0.0, estimate - half), min(1.0, estimate + half)
+
+
+# The ratio's root: Newton steps with the slope -D̂ (exact while no lambda is clipped or
+# moves); Z is piecewise linear in R, so a few steps reach it.
+_ROOT_STEPS = 50
+_ROOT_TOLERANCE = 1e-12
+
+
+def stratified_estimate(
+    strata: Iterable[Stratum], *, confidence: float = CONFIDENCE
+) -> ShareEstimate:
+    """The failure share among demands over several strata (purposes), each corrected by
+    its own audit where it has enough, else by the pooled audit; and the share of contacts
+    that are not demands."""
+    strata = [s for s in strata if s.population > 0]
+    population = sum(s.population for s in strata)
+    if population == 0:
+        return ShareEstimate(0, None, None, None, None, 0, "not yet validated", confidence)
+    predicted = sum(s.machine_failures for s in strata) / population
+    audited = sum(len(s.audit) for s in strata)
+    not_demands = sum(1 for s in strata for pair in s.audit if not pair.demand)
+    if audited - not_demands < MIN_AUDIT:
+        return ShareEstimate(
+            population,
+            predicted,
+            None,
+            None,
+            None,
+            audited,
+            "not yet validated",
+            confidence,
+            not_a_demand_audited=not_demands,
+        )
+    machines = [tuple(p.machine for p in s.audit) for s in strata]
+    failures = [
+        _Cell(s.population, s.machine_failures, m, tuple(float(p.person) for p in s.audit))
+        for s, m in zip(strata, machines, strict=True)
+    ]
+    if not not_demands:
+        # Every audited contact a demand: the root is F̂ itself, computed as it always was.
+        estimate, variance, fits = _combined(failures, population)
+    else:
+        # D̂: the machine calls every contact a demand (a constant label, so lambda is 1
+        # and this is the audit's own stratified share of demands).
+        demand, _, _ = _combined(
+            [
+                _Cell(c.population, c.population, tuple(1 for _ in c.machines), d)
+                for c, d in zip(
+                    failures,
+                    (tuple(float(p.demand) for p in s.audit) for s in strata),
+                    strict=True,
+                )
+            ],
+            population,
+        )
+        ratio, _, _ = _combined(failures, population)
+        ratio /= demand
+        for _ in range(_ROOT_STEPS):
+            z_estimate, variance, fits = _combined(
+                [
+                    _Cell(
+                        c.population,
+                        c.machine_failures,
+                        c.machines,
+                        tuple(p.person - ratio * p.demand for p in s.audit),
+                    )
+                    for c, s in zip(failures, strata, strict=True)
+                ],
+                population,
+                high=1.0 - ratio,
+                low=-ratio,
+            )
+            step = z_estimate / demand
+            ratio += step
+            if abs(step) < _ROOT_TOLERANCE:
+                break
+        estimate = ratio
+        variance /= demand**2
+    value, low, high = _interval(estimate, variance, confidence)
+    # The share of contacts that are not demands: the machine says 0 for every one.
+    not_share, not_variance, _ = _combined(
+        [
+            _Cell(
+                s.population,
+                0,
+                tuple(0 for _ in s.audit),
+                tuple(float(not p.demand) for p in s.audit),
+            )
+            for s in strata
+        ],
+        population,
+    )
+    not_value, not_low, not_high = _interval(not_share, not_variance, confidence)
     return ShareEstimate(
         population=population,
         predicted=predicted,
-        estimate=min(1.0, max(0.0, estimate)),
-        ci_low=max(0.0, estimate - half),
-        ci_high=min(1.0, estimate + half),
+        estimate=value,
+        ci_low=low,
+        ci_high=high,
         audited=audited,
         status="validated",
         confidence=confidence,
         machine_weight=fits[0].lam if len(fits) == 1 else None,
+        not_a_demand_audited=not_demands,
+        not_a_demand_share=not_value,
+        not_a_demand_ci_low=not_low,
+        not_a_demand_ci_high=not_high,
     )

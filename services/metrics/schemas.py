@@ -29,19 +29,32 @@ MACHINE_SHARE = (
     "exists. The machine's prediction, not an estimate: see failure_share_estimate."
 )
 # Every failure share carries its estimate from the blind audit (docs/services/metrics.md,
-# "Estimates and the audit"): the same five fields on every row, in the JSON and the CSV.
+# "Estimates and the audit"): the same fields on every row, in the JSON and the CSV.
 ShareEstimateValue = Annotated[
     float | None,
     Field(
-        description="The failure share estimated from the machine's first labels, corrected "
-        "by the blind audit (power-tuned prediction-powered estimate, stratified by purpose "
-        "and week); null while not yet validated."
+        description="The failure share among demands estimated from the machine's first "
+        "labels, corrected by the blind audit (power-tuned prediction-powered estimate, "
+        "stratified by purpose and week; a ratio, failure over demand, once an auditor "
+        "answered 'not a demand'); null while not yet validated."
     ),
 ]
 ShareBound = Annotated[
     float | None, Field(description="A bound of the estimate's 95% interval; null until validated.")
 ]
-AuditedCount = Annotated[int, Field(description="Audited demands behind the estimate.")]
+AuditedCount = Annotated[
+    int, Field(description="Audited contacts behind the estimate ('not a demand' answers too).")
+]
+NotADemandShare = Annotated[
+    float | None,
+    Field(
+        description="The estimated share of contacts that were not demands (an auditor's "
+        "'not a demand': praise, jokes, chatter, marketing); null while not yet validated."
+    ),
+]
+NotADemandAudited = Annotated[
+    int, Field(description="Audited contacts an auditor called 'not a demand'.")
+]
 EstimateStatus = Annotated[
     Literal["validated", "not yet validated"],
     Field(
@@ -92,6 +105,10 @@ class PurposeSummary(BaseModel):
     failure_share_ci_high: ShareBound = None
     failure_share_audited: AuditedCount = 0
     failure_share_status: EstimateStatus = "not yet validated"
+    not_a_demand_share: NotADemandShare = None
+    not_a_demand_ci_low: ShareBound = None
+    not_a_demand_ci_high: ShareBound = None
+    not_a_demand_audited: NotADemandAudited = 0
     cases_fulfilled: int = Field(0, description="Cases whose purpose was met in the period.")
     open_cases: int = Field(0, description="Cases open now (the period does not apply).")
     end_to_end: Percentiles = Field(
@@ -257,6 +274,10 @@ class OverTimeRow(BaseModel):
     failure_share_ci_high: ShareBound = None
     failure_share_audited: AuditedCount = 0
     failure_share_status: EstimateStatus = "not yet validated"
+    not_a_demand_share: NotADemandShare = None
+    not_a_demand_ci_low: ShareBound = None
+    not_a_demand_ci_high: ShareBound = None
+    not_a_demand_audited: NotADemandAudited = 0
 
 
 class OverallRow(BaseModel):
@@ -272,6 +293,10 @@ class OverallRow(BaseModel):
     failure_share_ci_high: ShareBound = None
     failure_share_audited: AuditedCount = 0
     failure_share_status: EstimateStatus = "not yet validated"
+    not_a_demand_share: NotADemandShare = None
+    not_a_demand_ci_low: ShareBound = None
+    not_a_demand_ci_high: ShareBound = None
+    not_a_demand_audited: NotADemandAudited = 0
 
 
 class ChannelRow(BaseModel):
@@ -286,6 +311,10 @@ class ChannelRow(BaseModel):
     failure_share_ci_high: ShareBound = None
     failure_share_audited: AuditedCount = 0
     failure_share_status: EstimateStatus = "not yet validated"
+    not_a_demand_share: NotADemandShare = None
+    not_a_demand_ci_low: ShareBound = None
+    not_a_demand_ci_high: ShareBound = None
+    not_a_demand_audited: NotADemandAudited = 0
 
 
 class ParetoRow(BaseModel):
@@ -300,6 +329,10 @@ class ParetoRow(BaseModel):
     failure_share_ci_high: ShareBound = None
     failure_share_audited: AuditedCount = 0
     failure_share_status: EstimateStatus = "not yet validated"
+    not_a_demand_share: NotADemandShare = None
+    not_a_demand_ci_low: ShareBound = None
+    not_a_demand_ci_high: ShareBound = None
+    not_a_demand_audited: NotADemandAudited = 0
 
 
 class TimelineEntry(BaseModel):

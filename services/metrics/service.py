@@ -72,13 +72,18 @@ PERCENTILES = (50.0, 85.0, 95.0)
 
 
 def estimate_fields(estimate: ShareEstimate) -> dict[str, Any]:
-    """The five fields every failure share carries (schemas.py), from one estimate."""
+    """The fields every failure share carries (schemas.py), from one estimate: the share
+    among demands, and the share of contacts that are not demands."""
     return {
         "failure_share_estimate": estimate.estimate,
         "failure_share_ci_low": estimate.ci_low,
         "failure_share_ci_high": estimate.ci_high,
         "failure_share_audited": estimate.audited,
         "failure_share_status": estimate.status,
+        "not_a_demand_share": estimate.not_a_demand_share,
+        "not_a_demand_ci_low": estimate.not_a_demand_ci_low,
+        "not_a_demand_ci_high": estimate.not_a_demand_ci_high,
+        "not_a_demand_audited": estimate.not_a_demand_audited,
     }
 
 
@@ -108,6 +113,7 @@ def _estimates(
             row.stratum,
             row.machine,
             row.person,
+            row.not_a_demand,
         )
         for row in pairs
     ]
@@ -377,7 +383,11 @@ async def over_time(
         [MachineCount(start, stratum, kind, n) for (start, stratum, kind), n in machine.items()],
         [
             AuditedDemand(
-                period_start(row.occurred_at, granularity), row.stratum, row.machine, row.person
+                period_start(row.occurred_at, granularity),
+                row.stratum,
+                row.machine,
+                row.person,
+                row.not_a_demand,
             )
             for row in await audit_sample.audited(session, filters)
         ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from shared.events.base import Event, Identifier, ShortText, Slug
 from shared.events.classification import DemandType
@@ -27,6 +27,15 @@ class DemandLabelled(Event):
     a reader applies such a label only when exactly one demand (of any source) has that id,
     and to none when several sources used it (docs/architecture.md, "Sources and the
     organisation"). The label's own identity is (demand_source, id).
+
+    ``not_a_demand`` was added within version 1 the same way: True when the person says the
+    contact asked nothing of the organisation (praise, jokes, chatter, marketing), so it is
+    neither value nor failure. Such a label must say ``demand_type`` "unknown" and no
+    ``failure_kind`` (refused otherwise: "not a demand" with a type would be two answers);
+    its ``purpose`` is the one the contact was filed under, taught to no model. A reader
+    built before it refuses labels that carry it (as above: readers before writers); were
+    one to read it with the field dropped, it would see an "unknown" label, which no
+    figure counts as value or failure and no model learns a type from.
     """
 
     CE_TYPE: ClassVar[str] = "org.demandscope.demand.labelled.v1"
@@ -50,10 +59,29 @@ class DemandLabelled(Event):
         "labels that enter the failure-share estimate), 'review' (a low-confidence demand "
         "from the review queue) or 'correction' (anything else; the default).",
     )
+    not_a_demand: bool = Field(
+        default=False,
+        description="The person's answer 'not a demand': the contact asked nothing of the "
+        "organisation (praise, jokes, chatter, marketing). Then demand_type is 'unknown' "
+        "and failure_kind absent; the failure share is estimated among demands only.",
+    )
     note: str | None = Field(default=None, max_length=2_000)
     text: DemandText | None = Field(
         default=None, description="The demand's redacted text, when the reviewer had it."
     )
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> DemandLabelled:
+        # "Not a demand" is an answer of its own: a type or a failure kind beside it would
+        # be a second, contradicting one.
+        if self.not_a_demand and self.demand_type is not DemandType.UNKNOWN:
+            raise ValueError(
+                "a 'not a demand' label must have demand_type 'unknown', "
+                f"not {self.demand_type.value!r}"
+            )
+        if self.not_a_demand and self.failure_kind is not None:
+            raise ValueError("a 'not a demand' label must have no failure_kind")
+        return self
 
     def event_id(self) -> str:
         return self.id

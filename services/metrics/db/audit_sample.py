@@ -401,6 +401,9 @@ class AuditedRow:
     occurred_at: datetime
     machine: str
     person: str
+    # The person said "not a demand" (person is then 'unknown'): shared/estimates.py
+    # estimates the failure share among demands.
+    not_a_demand: bool = False
 
 
 async def audited(
@@ -414,7 +417,8 @@ async def audited(
 
 _AUDITED = (
     "SELECT a.source, a.demand_id, a.purpose, a.week_start, d.channel, d.occurred_at, "
-    "a.machine_demand_type, l.demand_type, l.labelled_at, l.label_id FROM audit_items a "
+    "a.machine_demand_type, l.demand_type, l.labelled_at, l.label_id, l.not_a_demand "
+    "FROM audit_items a "
     "JOIN demands d ON d.source = a.source AND d.demand_id = a.demand_id "
     "JOIN demand_labels l ON l.demand_source = a.source AND l.demand_id = a.demand_id "
     "AND l.reason = 'audit'"
@@ -433,14 +437,22 @@ def audited_of(db: SyncDb, filters: Filters, *, purpose: str | None = None) -> l
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     latest: dict[DemandKey, tuple[tuple[datetime, str], AuditedRow]] = {}
     for row in db.rows(_AUDITED + where, params):
-        source, demand_id, p, w, channel, occurred, machine, person, labelled_at, label_id = row
+        (source, demand_id, p, w, channel, occurred, machine, person, labelled_at, label_id) = row[
+            :10
+        ]
         order = (db.read_time(labelled_at), label_id)
         key = (source, demand_id)
         if key not in latest or order > latest[key][0]:
             latest[key] = (
                 order,
                 AuditedRow(
-                    demand_id, (p, db.read_day(w)), channel, db.read_time(occurred), machine, person
+                    demand_id,
+                    (p, db.read_day(w)),
+                    channel,
+                    db.read_time(occurred),
+                    machine,
+                    person,
+                    bool(row[10]),
                 ),
             )
     return [row for _, (_, row) in sorted(latest.items(), key=lambda item: item[0])]

@@ -106,6 +106,8 @@ class LabelRow(Base):
     labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # review, audit or correction: only audit labels enter the failure-share estimate.
     reason: Mapped[str] = mapped_column(String(16), server_default=text("'correction'"))
+    # The person's "not a demand" (demand_type is then 'unknown'): the audit pair needs it.
+    not_a_demand: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     __table_args__ = (Index("ix_demand_labels_demand", "demand_id", "demand_source"),)
 

@@ -121,6 +121,7 @@ LABEL_COLUMNS = (
     "labelled_by",
     "labelled_at",
     "reason",
+    "not_a_demand",
 )
 
 
@@ -191,6 +192,7 @@ def _label_values(label: DemandLabelled, time: Callable[[datetime], Any]) -> tup
         label.labelled_by,
         time(label.labelled_at),
         label.reason,
+        label.not_a_demand,
     )
 
 

@@ -115,6 +115,7 @@ class AuditedDemand:
     stratum: StratumKey
     machine: str
     person: str
+    not_a_demand: bool = False  # the person's answer: then person is 'unknown'
 
 
 def _failure(demand_type: str) -> int:
@@ -130,6 +131,8 @@ def estimates_by_group(
     The share is of the demands the machine called value or failure (as the machine's own
     ``failure_share``): its 'unknown' demands are outside it, in the population and in the
     audit. An auditor's 'unknown' counts as not failure, so no audited demand is dropped.
+    An auditor's "not a demand" makes the share one among demands (the ratio of
+    shared/estimates.py), with the share of contacts that are not demands beside it.
     """
     population: dict[Hashable, dict[StratumKey, list[int]]] = {}
     for row in counts:
@@ -143,7 +146,11 @@ def estimates_by_group(
         if pair.machine not in ("value", "failure"):
             continue
         pairs.setdefault(pair.group, {}).setdefault(pair.stratum, []).append(
-            AuditPair(machine=_failure(pair.machine), person=_failure(pair.person))
+            AuditPair(
+                machine=_failure(pair.machine),
+                person=0 if pair.not_a_demand else _failure(pair.person),
+                demand=not pair.not_a_demand,
+            )
         )
     return {
         group: stratified_estimate(

@@ -204,7 +204,8 @@ async def test_tables_export_as_csv(client: httpx.AsyncClient, auth: Any) -> Non
     assert float(row["end_to_end.p50_seconds"]) == 2 * 86_400
     assert by_accept.text.splitlines()[0] == (
         "channel,volume,value,failure,unknown,failure_share,failure_share_estimate,"
-        "failure_share_ci_low,failure_share_ci_high,failure_share_audited,failure_share_status"
+        "failure_share_ci_low,failure_share_ci_high,failure_share_audited,failure_share_status,"
+        "not_a_demand_share,not_a_demand_ci_low,not_a_demand_ci_high,not_a_demand_audited"
     )
     (channel,) = list(csv.DictReader(io.StringIO(by_accept.text)))
     assert channel["failure_share_status"] == "not yet validated"  # no audit: no interval

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import exists, func, not_, or_, select
+from sqlalchemy import exists, func, insert, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.metrics.audit import AuditPolicy, QueuePolicy, QueueTextPurge
@@ -238,8 +238,9 @@ async def test_migration_0015_fills_the_queue_from_the_rows_stored(database_url:
                     session.add(
                         QueueTextRow(source=source, demand_id=f"d{i}", text="w", received_at=at)
                     )
-            session.add(
-                LabelRow(
+            # Core, of the columns 0014 has: the ORM would also read back later columns.
+            await session.execute(
+                insert(LabelRow).values(
                     demand_source="demo", label_id="l1", demand_id="d0", demand_type="value",
                     purpose="billing", labelled_by="s", labelled_at=at, reason="review",
                 )
