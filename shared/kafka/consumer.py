@@ -563,7 +563,13 @@ class ConsumerRunner:
             return
         self._lag_exported_at = now
         for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
+            try:
+                highwater = consumer.highwater(tp)
+            except AssertionError:
+                # Revoked while an earlier partition's position was awaited: a rebalance
+                # changes the assignment without the processing lock (between its two
+                # listeners). It used to end the run.
+                continue
             if highwater is None:
                 continue
             try:

@@ -550,14 +550,17 @@ async def _backlog_through_the_service(
     kill_worker: bool,
     kill_on_answer: int | None = None,
     stop_ahead: bool = False,
+    rebalance_ahead: bool = False,
 ) -> tuple[dict[str, int], list[Any], int, dict[str, float]]:
     """A backlog of 5-record batches with a record that does not decode and one that
     cannot be stored, through the service: the volumes per purpose, the dead letters, the
     records the worker decoded, and the batches sent to the worker by who prepared them
     (/metrics). ``kill_worker``: the worker killed once up, before any batch;
     ``kill_on_answer``: killed when the runner awaits its n-th answer; ``stop_ahead``: the
-    run stopped (and restarted by its supervisor) once a poll was taken ahead. The polls
-    taken ahead are in the batches' counts, as "ahead"."""
+    run stopped (and restarted by its supervisor) once a poll was taken ahead;
+    ``rebalance_ahead``: then, another consumer joins the group (and leaves it once given
+    partitions), the poll's last batch applied once its rebalance waits. The polls taken
+    ahead are in the batches' counts as "ahead", the polls read again as "refetched"."""
     await asyncio.to_thread(upgrade, database_url)
     settings = MetricsSettings(
         kafka=kafka_settings, database_url=database_url, group_id=group, auth=auth.settings,
@@ -597,6 +600,7 @@ async def _backlog_through_the_service(
 
     take = live_decode.OffloadingRunner._take_ahead
     ahead = 0
+    joining: list[asyncio.Task[None]] = []
 
     async def take_ahead(runner: live_decode.OffloadingRunner, consumer: Any) -> None:
         nonlocal ahead
@@ -605,11 +609,23 @@ async def _backlog_through_the_service(
             ahead += 1
             if stop_ahead and ahead == 1:
                 runner.stop()  # as a shutdown does: the poll in hand ends after its batch
+            if rebalance_ahead and ahead == 1:
+                joining.append(asyncio.create_task(_join_and_leave(kafka_settings, group)))
+                await wait_until(lambda: _revoke_waits(runner), timeout=60, what="a rebalance")
+
+    refetch = live_decode.OffloadingRunner._refetch
+    refetched = 0
+
+    async def counted_refetch(runner: Any, consumer: Any, batches: Any) -> None:
+        nonlocal refetched
+        refetched += bool(batches)
+        await refetch(runner, consumer, batches)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DecodeWorker, "start", started)
         patch.setattr(DecodeWorker, "answer", answer_killing)
         patch.setattr(live_decode.OffloadingRunner, "_take_ahead", take_ahead)
+        patch.setattr(live_decode.OffloadingRunner, "_refetch", counted_refetch)
         app = create_app(settings)
         async with running(app) as client:
             await wait_until(lambda: all_consumed(group), timeout=60, what="all consumed")
@@ -622,7 +638,9 @@ async def _backlog_through_the_service(
         for sample in family.samples
         if sample.name == "demandscope_metrics_decode_worker_batches_total"
     }
-    batches["ahead"] = ahead
+    batches["ahead"], batches["refetched"] = ahead, refetched
+    for task in joining:
+        await task
     letters = await read_records(kafka_settings, dlq_name(demands_topic), count=2)
     letters += await read_records(
         kafka_settings, dlq_name(topic_name(kafka_settings, Topic.CASE_EVENTS)), count=1
@@ -1131,3 +1149,53 @@ async def test_a_run_stopped_with_a_poll_taken_ahead_leaves_it_to_be_read_again(
     assert volumes == _expected_volumes()
     assert len(letters) == 3  # read once all was consumed: none twice
     assert len(_reasons(letters)) == 3
+
+
+async def _revoke_waits(runner: live_decode.OffloadingRunner) -> bool:
+    return runner.revoke_pending
+
+
+async def _join_and_leave(kafka: KafkaSettings, group: str) -> None:
+    """Another member of ``group``: joins (a rebalance), takes nothing, commits nothing,
+    and leaves once given partitions (another rebalance)."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    joiner = AIOKafkaConsumer(
+        *consumed_topics(kafka),
+        **kafka.client_options(),
+        group_id=group,
+        enable_auto_commit=False,
+        partition_assignment_strategy=(RoundRobinPartitionAssignor,),
+    )
+    await joiner.start()
+    try:
+
+        async def assigned() -> bool:
+            return bool(joiner.assignment())
+
+        await wait_until(assigned, timeout=60, what="the joiner given partitions")
+    finally:
+        await joiner.stop()
+
+
+async def test_a_poll_taken_ahead_when_a_rebalance_begins_is_read_again_from_the_committed(
+    kafka_settings: KafkaSettings,
+    sqlite_url: str,
+    unique_group: str,
+    auth: Any,
+    publish: Any,
+    all_consumed: Any,
+) -> None:
+    """A consumer joins the group while a poll taken ahead is with the worker: the poll in
+    hand ends after its batch, the rebalance runs, and the poll taken ahead is not applied
+    but read again from the committed offsets (_refetch). Every record applied once, each
+    dead letter written once."""
+    volumes, letters, _, batches = await _backlog_through_the_service(
+        kafka_settings, sqlite_url, unique_group, auth, publish, all_consumed, False,
+        rebalance_ahead=True,
+    )  # fmt: skip
+    assert batches["ahead"] >= 1
+    assert batches["refetched"] >= 1  # the poll taken ahead, dropped
+    assert volumes == _expected_volumes()
+    assert len(letters) == 3

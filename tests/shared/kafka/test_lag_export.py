@@ -80,6 +80,48 @@ async def test_the_lag_is_exported_at_most_once_an_interval(
     assert lag(0) == lag(1) == 5
 
 
+class Revoking(Assigned):
+    """A rebalance takes partition 1 away while partition 0's position is awaited (aiokafka
+    asserts a partition's highwater is asked of an assigned one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partitions = {TopicPartition("t", 0)}
+        self.taken = [TopicPartition("t", 0), TopicPartition("t", 1)]
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.taken)  # iterated by the runner: the list as it was
+
+    def highwater(self, tp: TopicPartition) -> int:
+        assert tp in self.partitions, "Partition is not assigned"
+        return 100
+
+    async def position(self, tp: TopicPartition) -> int:
+        self.partitions.discard(TopicPartition("t", 1))
+        return await super().position(tp)
+
+
+async def test_a_partition_revoked_while_the_lag_is_exported_is_skipped() -> None:
+    registry = CollectorRegistry()
+    runner = ConsumerRunner(
+        settings=KafkaSettings(),
+        topics={},
+        handler=None,  # type: ignore[arg-type]
+        options=RunnerOptions(group_id="g", client_id="c", source="s"),
+        metrics=ConsumerMetrics(registry),
+        producer=object(),
+    )
+    consumer = Revoking()
+
+    await runner._export_lag(consumer)
+
+    labels = {"group": "g", "topic": "t"}
+    assert registry.get_sample_value("demandscope_consumer_lag", {**labels, "partition": "0"}) == 10
+    assert (
+        registry.get_sample_value("demandscope_consumer_lag", {**labels, "partition": "1"}) is None
+    )
+
+
 async def test_the_fetch_waits_as_the_options_say(monkeypatch: pytest.MonkeyPatch) -> None:
     """``fetch_min_bytes`` and ``fetch_max_wait_ms`` reach the consumer (a floor on the poll
     cycle, the classifier's)."""
