@@ -13,7 +13,11 @@ once; it then applies them in order, each in its own transaction with its offset
 after it, exactly as before, while the worker prepares the next. A poll of one batch or
 less (a consumer near the head, where a batch's latency counts) is decoded here, as before.
 A backlog polled while the worker is still starting (a service restarted behind one) waits
-for it, up to ``START_WAIT_S``.
+for it, up to ``START_WAIT_S``. While a backlog poll's last batch is written, the next poll
+is taken (what aiokafka has fetched, no wait) and all its batches, the first too, sent to
+the worker (``_take_ahead``); the run loop gets it from ``_poll`` with the generation it was
+taken in, so a rebalance since drops it and its partitions go back to the committed
+offsets (``ConsumerRunner._refetch``), and a stop or a failed run drops it uncommitted.
 What crosses: the values' bytes in, plain tuples out (ingest.PreparedLive).
 
 Exactly-once is the runner's, unchanged: the batches' rows and offsets commit in order, one
