@@ -221,6 +221,10 @@ class ClassifyDemands:
         self, label: DemandLabelled, overlay: ContextOverlay, now: datetime
     ) -> bool:
         """Apply the label to a context this instance holds; False if it holds none."""
+        if label.not_a_demand:
+            # Its purpose is only the one the contact was filed under, not a person's word
+            # on it: the context keeps what it had (nothing to apply or forward).
+            return True
         customer = overlay.customer_of_demand(label.demand_id, label.demand_source)
         partition = overlay.partition_of(customer) if customer else None
         if customer is None or partition is None:
@@ -248,7 +252,7 @@ class ClassifyDemands:
         # Keyed by customer, so this partition is the customer's and this instance owns it.
         label: DemandLabelled = message.event
         customer = message.key.decode() if message.key else None
-        if customer is None:
+        if customer is None or label.not_a_demand:  # no purpose to apply (_relabel_context)
             return
         state = overlay.state(customer, message.partition)
         if apply_label(

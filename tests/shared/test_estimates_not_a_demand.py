@@ -173,3 +173,29 @@ def test_the_ratio_covers_the_share_among_demands(
         chatter=chatter, failure=failure, n_audit=n_audit, strata=strata, people_may_say_so=False
     )
     assert old < 0.8
+
+
+def test_the_not_a_demand_interval_without_any_is_the_padding_of_the_general_path() -> None:
+    # No one said "not a demand": the closed form must give the interval the general path
+    # (a share with the machine at 0 and every person at 0) gives.
+    rng = random.Random(5)
+    for _ in range(200):
+        strata = [
+            Stratum(
+                rng.randint(50, 2000),
+                rng.randint(0, 50),
+                [
+                    AuditPair(rng.randint(0, 1), rng.randint(0, 1))
+                    for _ in range(rng.choice([3, 9, 10, 40]))
+                ],
+            )
+            for _ in range(rng.randint(1, 4))
+        ]
+        if sum(len(s.audit) for s in strata) < MIN_AUDIT:
+            continue
+        result = stratified_estimate(strata)
+        general = stratified_estimate(
+            Stratum(s.population, 0, [AuditPair(0, 0) for _ in s.audit]) for s in strata
+        )
+        assert result.not_a_demand_share == 0.0
+        assert result.not_a_demand_ci_high == pytest.approx(general.ci_high, rel=1e-12)

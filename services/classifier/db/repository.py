@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import MINYEAR, UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, and_, case, delete, func, select
+from sqlalchemy import Table, and_, case, delete, false, func, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -188,12 +188,20 @@ class LabelRepository:
             counted = await connection.scalar(select(func.count()).select_from(_LABELS))
         return int(counted or 0)
 
+    async def not_a_demand_count(self) -> int:
+        """How many labelled demands training leaves out as "not a demand"."""
+        async with self._engine.connect() as connection:
+            return await _not_a_demand_count(connection)
+
     async def training_examples(self) -> list[Example]:
         """The latest label of each demand whose text is known, as a training example.
 
         A label saying ``unknown`` has no demand type, so training leaves it out. The
         example's reason is "audit" when any label of the demand was an audit label (the
         demand was drawn into the random sample, whatever came after), else the latest's.
+        A demand whose latest label says "not a demand" is no example at all: it teaches
+        neither a type nor a purpose (the purpose it carries is only the one it was filed
+        under); ``not_a_demand_count`` counts them.
         """
         labels = _LABELS.c
         demand = (labels.demand_source, labels.demand_id)
@@ -207,6 +215,7 @@ class LabelRepository:
             labels.failure_kind,
             labels.labelled_at,
             labels.reason,
+            labels.not_a_demand,
             func.max(case((labels.reason == AUDIT, 1), else_=0))
             .over(partition_by=demand)
             .label("audited"),
@@ -243,7 +252,7 @@ class LabelRepository:
                     and_(ranked.c.demand_source == "", sole.c.demand_id == ranked.c.demand_id),
                 )
             )
-            .where(ranked.c.rank == 1)
+            .where(ranked.c.rank == 1, ranked.c.not_a_demand == false())
             .order_by(ranked.c.labelled_at, ranked.c.seq)
         )
         async with self._engine.connect() as connection:
@@ -261,6 +270,24 @@ class LabelRepository:
         ]
 
 
+async def _not_a_demand_count(connection: AsyncConnection) -> int:
+    """Demands whose latest label says "not a demand" (left out of training)."""
+    labels = _LABELS.c
+    demand = (labels.demand_source, labels.demand_id)
+    ranked = select(
+        labels.not_a_demand,
+        func.row_number()
+        .over(partition_by=demand, order_by=(labels.labelled_at.desc(), labels.seq.desc()))
+        .label("rank"),
+    ).subquery()
+    counted = await connection.scalar(
+        select(func.count())
+        .select_from(ranked)
+        .where(ranked.c.rank == 1, ranked.c.not_a_demand == true())
+    )
+    return int(counted or 0)
+
+
 async def _labelled_purposes(
     connection: AsyncConnection, demands: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], str]:
@@ -270,7 +297,7 @@ async def _labelled_purposes(
     rows = (
         await connection.execute(
             select(_LABELS.c.demand_source, _LABELS.c.demand_id, _LABELS.c.purpose)
-            .where(_LABELS.c.demand_id.in_(ids))
+            .where(_LABELS.c.demand_id.in_(ids), _LABELS.c.not_a_demand == false())
             .order_by(_LABELS.c.labelled_at, _LABELS.c.seq)  # the latest last
         )
     ).all()
@@ -321,6 +348,7 @@ def _label_rows(labels: Sequence[DemandLabelled]) -> list[dict[str, Any]]:
                 "labelled_by": _storable(label.labelled_by),
                 "text": None if label.text is None else _storable(label.text),
                 "reason": label.reason,
+                "not_a_demand": label.not_a_demand,
             },
         )
     return list(rows.values())
@@ -363,7 +391,8 @@ async def _delete_texts_before(connection: AsyncConnection, horizon: datetime) -
 # whatever the batch's size, so sqlite3's statement cache prepares it once.
 _SQLITE_LABELLED = (
     "SELECT demand_source, demand_id, purpose FROM classifier_labels"
-    " WHERE demand_id IN (SELECT value FROM json_each(:ids)) ORDER BY labelled_at, seq"
+    " WHERE demand_id IN (SELECT value FROM json_each(:ids)) AND NOT not_a_demand"
+    " ORDER BY labelled_at, seq"
 )
 _SQLITE_TEXTS = (
     "INSERT INTO classifier_demand_texts (source, demand_id, text, seen_at, customer_ref)"
@@ -371,9 +400,10 @@ _SQLITE_TEXTS = (
 )
 _SQLITE_LABELS = (
     "INSERT INTO classifier_labels (demand_source, label_id, demand_id, demand_type,"
-    " failure_kind, purpose, labelled_at, labelled_by, text, reason) VALUES (:demand_source,"
-    " :label_id, :demand_id, :demand_type, :failure_kind, :purpose, :labelled_at,"
-    " :labelled_by, :text, :reason) ON CONFLICT (demand_source, label_id) DO NOTHING"
+    " failure_kind, purpose, labelled_at, labelled_by, text, reason, not_a_demand) VALUES"
+    " (:demand_source, :label_id, :demand_id, :demand_type, :failure_kind, :purpose,"
+    " :labelled_at, :labelled_by, :text, :reason, :not_a_demand)"
+    " ON CONFLICT (demand_source, label_id) DO NOTHING"
 )
 _SQLITE_FORGET = "DELETE FROM classifier_demand_texts WHERE seen_at < :horizon"
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.database.naming import named_metadata
@@ -35,6 +45,8 @@ class LabelRow(ClassifierBase):
     # DemandLabelled.reason ("review", "audit", "correction"): which labels came from the
     # blind audit cannot be told afterwards, so it is kept. NULL: stored before it was kept.
     reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # DemandLabelled.not_a_demand: such a label teaches neither a type nor a purpose.
+    not_a_demand: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     __table_args__ = (
         UniqueConstraint("demand_source", "label_id"),

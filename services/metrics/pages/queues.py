@@ -73,6 +73,19 @@ async def publish(components: Components, *labels: DemandLabelled) -> None:
 
 
 def _label(who: str, item: Item, answer: Answer, reason: Queue, id_: str) -> DemandLabelled:
+    if answer.demand_type == NOT_A_DEMAND:
+        return DemandLabelled(
+            id=id_,
+            demand_id=item.demand_id,
+            demand_source=item.source,
+            demand_type="unknown",
+            not_a_demand=True,
+            purpose=answer.purpose,
+            labelled_by=who,
+            labelled_at=datetime.now(UTC),
+            reason=reason,
+            text=item.text or None,
+        )
     return DemandLabelled(
         id=id_,
         demand_id=item.demand_id,
@@ -93,14 +106,19 @@ def _back(queue: Queue, purpose: str | None = None, **extra: str) -> str:
     return f"{PREFIX}/{queue}" + (f"?{urlencode(params)}" if params else "")
 
 
+NOT_A_DEMAND = "none"  # the form's answer "not a demand" (N)
+
 MISSING = {
-    "type": "Choose value (V) or failure (F) first.",
+    "type": "Choose value (V), failure (F) or not a demand (N) first.",
     "purpose": "Choose a purpose first (1-9, or P and type).",
 }
 
 
 def _parse_answer(demand_type: str, purpose: str, failure_kind: str | None) -> Answer | str:
-    """The answer, or what is missing from it (the page says so and keeps the item)."""
+    """The answer, or what is missing from it (the page says so and keeps the item). "Not
+    a demand" needs no purpose: the label keeps the one the contact was filed under."""
+    if demand_type == NOT_A_DEMAND:
+        return Answer(NOT_A_DEMAND, purpose, None)
     if demand_type not in {"value", "failure"}:
         return "type"
     if not purpose:
@@ -248,6 +266,8 @@ async def _decide(
     known = components.desk.find(me, queue, id_)
     earlier = components.desk.find(me, queue, edits) if edits else None
     item = await _item_for(components, queue, me, demand_id, earlier, source)
+    if answer.demand_type == NOT_A_DEMAND and not answer.purpose:
+        answer = Answer(NOT_A_DEMAND, await _filed_under(components, queue, item), None)
     label = _label(me, item, answer, queue, id_)
     if known is not None:
         await publish(components, label)  # a double submit publishes the same id again
@@ -287,6 +307,19 @@ async def _publish_and_record(
         raise published
     if isinstance(saved, BaseException):
         raise saved
+
+
+async def _filed_under(components: Components, queue: Queue, item: Item) -> str:
+    """The purpose a "not a demand" label keeps: the one the contact counts under (the
+    review item's; an audit item's machine purpose, never shown before the answer), so
+    the figures' volumes per purpose do not move."""
+    if queue == "review" and item.purpose:
+        return item.purpose
+    async with components.sessions() as session:
+        machine = await queues.audit_machine_label(session, item.source, item.demand_id)
+    if machine is None:
+        raise ProblemError(404, "Not in the queue", detail=f"No demand {item.demand_id!r}.")
+    return machine[0]
 
 
 def _machine_answer(item: Item) -> Answer | None:

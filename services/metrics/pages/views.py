@@ -125,6 +125,11 @@ class Totals:
     ci_high: float | None = None
     audited: int = 0
     status: str = "not yet validated"
+    # Audited contacts a person called "not a demand", and the estimated share of them.
+    not_a_demand_audited: int = 0
+    not_a_demand_share: float | None = None
+    not_a_demand_ci_low: float | None = None
+    not_a_demand_ci_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,10 @@ async def totals(session: AsyncSession, filters: Filters) -> Totals:
         ci_high=row.failure_share_ci_high,
         audited=row.failure_share_audited,
         status=row.failure_share_status,
+        not_a_demand_audited=row.not_a_demand_audited,
+        not_a_demand_share=row.not_a_demand_share,
+        not_a_demand_ci_low=row.not_a_demand_ci_low,
+        not_a_demand_ci_high=row.not_a_demand_ci_high,
     )
 
 

@@ -63,6 +63,19 @@ async def test_the_reason_column_goes_down_and_up_again(database_url: str) -> No
     config = alembic_config(MIGRATIONS, database_url)
 
     await asyncio.to_thread(command.downgrade, config, BEFORE_REASON)
-    assert [d[0] for d in await _differences(database_url)] == ["add_column"]
+    # reason, and not_a_demand (added after it)
+    assert [d[0] for d in await _differences(database_url)] == ["add_column", "add_column"]
+    await asyncio.to_thread(upgrade, database_url)
+    assert await _differences(database_url) == []
+
+
+async def test_the_not_a_demand_column_goes_down_and_up_again(database_url: str) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    config = alembic_config(MIGRATIONS, database_url)
+
+    await asyncio.to_thread(command.downgrade, config, "classifier_0005_label_reason")
+    assert [(d[0], d[3].name) for d in await _differences(database_url)] == [
+        ("add_column", "not_a_demand")
+    ]
     await asyncio.to_thread(upgrade, database_url)
     assert await _differences(database_url) == []

@@ -1,5 +1,5 @@
 // demandscope queues: answer the review and audit queues with the keyboard alone.
-// V/F value or failure, 1-9 a purpose (P focuses the list for type-ahead), K the next
+// V/F value or failure, N not a demand, 1-9 a purpose (P focuses the list for type-ahead), K the next
 // failure kind, Enter confirm and next, Backspace undo the last decision, S skip.
 // Progressive enhancement: without this script the same forms work with the mouse or Tab.
 (function () {
@@ -49,10 +49,10 @@
     if (typing || tag === "SELECT") return;
     var key = event.key.toLowerCase();
     var handled = true;
-    if (key === "v" || key === "f") {
+    if (key === "v" || key === "f" || key === "n") {
       var radio = form.querySelector("input[data-key=" + key + "]");
       if (radio) radio.checked = true;
-      if (key === "v") form.querySelector("[data-kinds]").value = "";
+      if (key !== "f") form.querySelector("[data-kinds]").value = "";
     } else if (/^[1-9]$/.test(key)) {
       choose(form.querySelector("[data-purposes]"), Number(key) - 1);
     } else if (key === "p") {

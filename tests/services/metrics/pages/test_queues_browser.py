@@ -156,3 +156,56 @@ async def test_the_queues_pass_axe(live_site: LiveSite, context: Any) -> None:
         await page.goto(f"{live_site.url}/pages/{name}")
         failures[name] = await _axe(page)
     assert failures == {"review": [], "audit": []}
+
+
+async def test_not_a_demand_with_the_n_key_in_both_queues(
+    live_site: LiveSite, context: Any
+) -> None:
+    """N answers "not a demand": the label says so (type unknown, no kind), keeps the
+    purpose the contact was filed under (the audit's blind form needs none), and the
+    figures count the audited answer."""
+    before = _api(live_site, "/v1/demand/overall")["not_a_demand_audited"]
+    page = await _signed_in(context, live_site, "rey")
+
+    await page.goto(f"{live_site.url}/pages/review")
+    reviewed, _ = await _current(page)
+    filed = await page.locator("#q-purpose").input_value()  # the machine's, pre-filled
+    await page.keyboard.press("n")
+    await page.keyboard.press("Enter")
+    await page.wait_for_function(NEXT_ITEM, arg=reviewed)
+    assert "not a demand" in await page.locator("#recent tbody tr").first.inner_text()
+
+    await page.goto(f"{live_site.url}/pages/audit")
+    audited, _ = await _current(page)
+    await page.keyboard.press("n")
+    await page.keyboard.press("Enter")
+    await page.wait_for_function(NEXT_ITEM, arg=audited)
+    assert "not a demand" in await page.locator("#reveal").inner_text()
+
+    async def answered() -> list[DemandLabelled]:
+        # The reviewed demand may be the one the first test undid: labelled before.
+        ours = (reviewed, audited)
+        mine = [x for x in await _labels(live_site) if x.demand_id in ours and x.not_a_demand]
+        return mine if len(mine) == 2 else []
+
+    labels = {x.demand_id: x for x in await _eventually(answered)}
+    assert [
+        (x.not_a_demand, x.demand_type, x.failure_kind, x.reason)
+        for x in (labels[reviewed], labels[audited])
+    ] == [(True, "unknown", None, "review"), (True, "unknown", None, "audit")]
+    assert labels[reviewed].purpose == filed
+    assert labels[audited].purpose  # the machine's first purpose, never shown before
+
+    async def counted() -> bool:
+        now = _api(live_site, "/v1/demand/overall")["not_a_demand_audited"]
+        return bool(now == before + 1)
+
+    assert await _eventually(counted), "the figures did not count the audit's answer"
+
+    # Where the failure share is shown: the share among demands, and how many were not.
+    overall = _api(live_site, "/v1/demand/overall")
+    assert overall["failure_share_status"] == "validated"  # the demo's audit is answered
+    await page.goto(f"{live_site.url}/pages/overview")
+    line = await page.locator("#not-a-demand").inner_text()
+    assert "were not a demand" in line
+    assert f"{overall['not_a_demand_audited']} of the audited said so" in " ".join(line.split())

@@ -199,7 +199,7 @@ async def test_an_answer_without_a_type_keeps_the_item_and_says_why(
     assert answer.status_code == 303
     again = (await client.get(answer.headers["location"])).text
     assert 'id="missing"' in again
-    assert "Choose value (V) or failure (F) first." in again
+    assert "Choose value (V), failure (F) or not a demand (N) first." in again
     assert _current(again) == _current(page)
     assert 'id="recent"' in again
     assert "None yet." in again  # nothing decided
