@@ -91,7 +91,16 @@ answer, d = 1 everywhere, ``Z(R) = F̂ - R`` and the root is F̂: today's estima
 as computed today (bit for bit). With one, the status needs ``MIN_AUDIT`` audited demands.
 The share of contacts that are not demands is estimated alongside, as a share like any
 other with a machine label of 0 for every contact (so the audit's own, stratified share,
-padded by the "add two" rule). Measured: on real tweets (TWCS, 22-23% not demands, a
+padded by the "add two" rule). **Its assumption**: the machine's label says nothing of it,
+so a thin stratum has nothing to correct by and is taken to carry the pooled audit's share
+of non-demands (as it is taken to carry the pooled failure residual, above). Where a thin
+stratum's chatter differs, the share is off by the stratum's weight times the difference,
+which the interval does not cover: strata of 2,000/1,200/300 contacts with chatter
+0.2/0.2/0.6, audits of 110/70/6, 400 draws: bias -3.3 points, coverage 79% (96% with the
+thin one at 0.2); the ratio among demands kept 96% (its residual f - R·d has mean 0 in a
+stratum with the pooled share among demands, whatever its chatter). Test:
+test_a_thin_stratum_with_other_chatter_biases_the_not_a_demand_share.
+Measured: on real tweets (TWCS, 22-23% not demands, a
 quarter to a third of them called failure by the model) audits of 200 covered the share
 among demands 94-96% (the old estimator, chatter called value, 0-1%), intervals 0.4-0.9
 points wider than the old ones (``bench.not_a_demand``); simulated designs with strata and

@@ -19,8 +19,11 @@ share to small purposes; this one does not, but it is not free of bias either:
 - **Strata and counts differ in purpose.** The estimate's strata are by the machine's first
   purpose, while a record's value/failure counts (the weights below) are by the demand's
   current purpose (services/metrics/service.py, ``purpose_metrics``): a demand whose purpose
-  was corrected counts for one purpose's weight and another's estimate. The weights are
-  close, not exact.
+  was corrected counts for one purpose's weight and another's estimate. The weights also
+  count the chatter the machine called value or failure (only a contact a person answered
+  "not a demand" leaves them, as 'unknown'), while the estimate is among demands: a
+  purpose with much chatter weighs more than its demands. The weights are close, not
+  exact.
 
 The rule ("good enough"), plain on purpose, nothing fitted to any data set:
 
@@ -39,6 +42,9 @@ The rule ("good enough"), plain on purpose, nothing fitted to any data set:
   coverage the estimate says too little of the whole, and the labels' rule applies;
 - the share is clamped to ``[1/(n+2), (n+1)/(n+2)]`` for the n audited demands: a bound, not
   smoothing (the share inside it is not moved), which only keeps it strictly inside (0, 1).
+  ``failure_share_audited`` counts those: the audited contacts less the ones a person
+  answered "not a demand" (outside a share among demands; the metrics service subtracts
+  them, services/metrics/service.py ``purpose_metrics``).
 
 Reading never blocks or breaks training: a missing or empty topic, a broker away, a record
 that cannot be read or the deadline passing give no prior (with the reason, logged at

@@ -116,6 +116,12 @@ class LabelSubmission(BaseModel):
         "blind; only these enter the failure share's estimate), 'review' for one of its "
         "review queue, 'correction' otherwise (the default).",
     )
+    not_a_demand: bool = Field(
+        default=False,
+        description="True when the contact asked nothing of the organisation (praise, jokes, "
+        "chatter, marketing): then demand_type must be 'unknown' and failure_kind absent. "
+        "The failure share is estimated among demands (docs/services/metrics.md).",
+    )
     note: str | None = Field(default=None, max_length=2_000)
     text: DemandText | None = Field(default=None, description="The demand's text, if at hand.")
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.intake.schemas import CaseEventSubmission, DemandSubmission, LabelSubmission
 from shared.events import CaseEvent, DemandLabelled, DemandReceived, Event
+from shared.events.classification import DemandType
 from shared.events.demand import MAX_TEXT_LENGTH
 from shared.privacy import Redactor, personal_data_kind, refusal_reason
 from shared.service.problems import FieldProblem, field_problems
@@ -244,6 +245,15 @@ def admit_label(payload: Any, demand_id: str, admission: Admission) -> DemandLab
         problems += _source_problems(demand_source, admission, field="demand_source")
     if submission.text is not None and not submission.text.strip():
         problems.append(FieldProblem(field="text", reason="is blank"))
+    if submission.not_a_demand:
+        # "Not a demand" is an answer of its own; named here, on the field that contradicts
+        # it, rather than as the event model's error about the whole request.
+        if submission.demand_type is not DemandType.UNKNOWN:
+            reason = "must be 'unknown' when not_a_demand is true (not a demand has no type)"
+            problems.append(FieldProblem(field="demand_type", reason=reason))
+        if submission.failure_kind is not None:
+            reason = "must be absent when not_a_demand is true (not a demand has no type)"
+            problems.append(FieldProblem(field="failure_kind", reason=reason))
     _raise_if_any(problems, admission, None if admission.organisation_wide else demand_source)
     if not admission.organisation_wide:
         demand_source = admission.key_source

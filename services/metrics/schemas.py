@@ -105,10 +105,6 @@ class PurposeSummary(BaseModel):
     failure_share_ci_high: ShareBound = None
     failure_share_audited: AuditedCount = 0
     failure_share_status: EstimateStatus = "not yet validated"
-    not_a_demand_share: NotADemandShare = None
-    not_a_demand_ci_low: ShareBound = None
-    not_a_demand_ci_high: ShareBound = None
-    not_a_demand_audited: NotADemandAudited = 0
     cases_fulfilled: int = Field(0, description="Cases whose purpose was met in the period.")
     open_cases: int = Field(0, description="Cases open now (the period does not apply).")
     end_to_end: Percentiles = Field(
@@ -122,6 +118,11 @@ class PurposeSummary(BaseModel):
     one_stop_share: float | None = Field(
         None, description="Share of fulfilled cases met at the first contact, never reopened."
     )
+    # Added last (issue 11): a consumer reading the CSV by position keeps its columns.
+    not_a_demand_share: NotADemandShare = None
+    not_a_demand_ci_low: ShareBound = None
+    not_a_demand_ci_high: ShareBound = None
+    not_a_demand_audited: NotADemandAudited = 0
 
 
 class CountByKey(BaseModel):

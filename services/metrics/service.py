@@ -555,7 +555,9 @@ async def purpose_metrics(
         failure_share_estimate=summary.failure_share_estimate,
         failure_share_ci_low=summary.failure_share_ci_low,
         failure_share_ci_high=summary.failure_share_ci_high,
-        failure_share_audited=summary.failure_share_audited,
+        # Audited demands, as the field has always counted (the prior's clamp and weight
+        # need the sample behind a share among demands): the API row counts contacts.
+        failure_share_audited=summary.failure_share_audited - summary.not_a_demand_audited,
         failure_share_status=summary.failure_share_status,
         failure_by_kind=dict(by_kind),
         end_to_end=EndToEndPercentiles(**summary.end_to_end.model_dump()),

@@ -68,8 +68,10 @@ class PurposeMetrics(Event):
         default=None,
         ge=0.0,
         le=1.0,
-        description="The failure share estimated from the machine's first labels corrected "
-        "by the blind audit (power-tuned prediction-powered estimate); null until validated.",
+        description="The failure share among demands (a contact a person answered 'not a "
+        "demand' is outside it), estimated from the machine's first labels corrected by the "
+        "blind audit (power-tuned prediction-powered estimate; with such answers in the "
+        "audit, the prediction-powered ratio failure / demand); null until validated.",
     )
     failure_share_ci_low: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Lower bound of its 95% interval."
@@ -78,7 +80,10 @@ class PurposeMetrics(Event):
         default=None, ge=0.0, le=1.0, description="Upper bound of its 95% interval."
     )
     failure_share_audited: int = Field(
-        default=0, ge=0, description="Audited demands behind the estimate."
+        default=0,
+        ge=0,
+        description="Audited demands behind the estimate: the audited contacts less those a "
+        "person answered 'not a demand' (the metrics API's row counts every audited contact).",
     )
     failure_share_status: EstimateStatus = Field(
         default="not yet validated",

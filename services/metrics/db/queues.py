@@ -14,6 +14,7 @@ from services.metrics.db.sql import as_utc, demand_sources, same_demand
 from services.metrics.db.tables import (
     AuditItemRow,
     Demand,
+    DemandFactRow,
     LabelRow,
     QueueTextRow,
 )
@@ -222,6 +223,20 @@ async def audit_machine_label(
         )
     ).first()
     return None if row is None else (row[0], row[1], row[2])
+
+
+async def counted_purpose(session: AsyncSession, source: str, demand_id: str) -> str | None:
+    """The purpose a demand counts under now: its fact's (the latest label applied, else the
+    machine's); the demand's own before its fact is derived. None: no such demand."""
+    row = (
+        await session.execute(
+            select(func.coalesce(DemandFactRow.purpose, Demand.purpose))
+            .select_from(Demand)
+            .outerjoin(DemandFactRow, same_demand(DemandFactRow, Demand))
+            .where(Demand.source == source, Demand.demand_id == demand_id)
+        )
+    ).first()
+    return None if row is None else str(row[0])
 
 
 async def purge_queue_texts(

@@ -116,9 +116,10 @@ MISSING = {
 
 def _parse_answer(demand_type: str, purpose: str, failure_kind: str | None) -> Answer | str:
     """The answer, or what is missing from it (the page says so and keeps the item). "Not
-    a demand" needs no purpose: the label keeps the one the contact was filed under."""
+    a demand" takes no purpose, not even one chosen before N: the label keeps the one the
+    contact counts under when answered (_filed_under), so no volume moves."""
     if demand_type == NOT_A_DEMAND:
-        return Answer(NOT_A_DEMAND, purpose, None)
+        return Answer(NOT_A_DEMAND, "", None)
     if demand_type not in {"value", "failure"}:
         return "type"
     if not purpose:
@@ -266,8 +267,8 @@ async def _decide(
     known = components.desk.find(me, queue, id_)
     earlier = components.desk.find(me, queue, edits) if edits else None
     item = await _item_for(components, queue, me, demand_id, earlier, source)
-    if answer.demand_type == NOT_A_DEMAND and not answer.purpose:
-        answer = Answer(NOT_A_DEMAND, await _filed_under(components, queue, item), None)
+    if answer.demand_type == NOT_A_DEMAND:
+        answer = Answer(NOT_A_DEMAND, await _filed_under(components, item), None)
     label = _label(me, item, answer, queue, id_)
     if known is not None:
         await publish(components, label)  # a double submit publishes the same id again
@@ -309,17 +310,17 @@ async def _publish_and_record(
         raise saved
 
 
-async def _filed_under(components: Components, queue: Queue, item: Item) -> str:
-    """The purpose a "not a demand" label keeps: the one the contact counts under (the
-    review item's; an audit item's machine purpose, never shown before the answer), so
-    the figures' volumes per purpose do not move."""
-    if queue == "review" and item.purpose:
-        return item.purpose
+async def _filed_under(components: Components, item: Item) -> str:
+    """The purpose a "not a demand" label keeps: the one the contact counts under at the
+    time of the answer (the latest label's, else the machine's), so the figures' volumes
+    and cases per purpose do not move. Not the review item's as shown, nor an audit item's
+    first machine purpose: a person may have moved the demand since (the label applies the
+    purpose it carries, write_path's _LABELS)."""
     async with components.sessions() as session:
-        machine = await queues.audit_machine_label(session, item.source, item.demand_id)
-    if machine is None:
+        counted = await queues.counted_purpose(session, item.source, item.demand_id)
+    if counted is None:
         raise ProblemError(404, "Not in the queue", detail=f"No demand {item.demand_id!r}.")
-    return machine[0]
+    return counted
 
 
 def _machine_answer(item: Item) -> Answer | None:

@@ -145,6 +145,7 @@ async def test_reading_the_model_needs_read_and_retraining_needs_model_write(
     kafka_settings: KafkaSettings,
     api_keys: ApiKeys,
     examples_csv: Path,
+    general_corpus_csv: Path,
 ) -> None:
     header = api_keys.header
     # The metrics service's audited estimate, which the service reads before it trains.
@@ -157,7 +158,11 @@ async def test_reading_the_model_needs_read_and_retraining_needs_model_write(
         kafka_settings,
         [purpose_metrics(volume=100, failure_count=20, value_count=80, **estimate)],
     )
-    app = create_app(classifier_settings(seed_examples=examples_csv))
+    # A small general corpus: the shipped one (2,000+ rows) is most of a retraining's ~10 s
+    # of CPU, and what this checks (the scopes, the estimate's prior) does not need it.
+    app = create_app(
+        classifier_settings(seed_examples=examples_csv, general_corpus=general_corpus_csv)
+    )
     async with running(app) as client:
         live = await client.get("/v1/model", headers=header(api_keys.reader))
         assert live.status_code == 200, live.text
@@ -185,6 +190,7 @@ async def test_a_retrain_anywhere_in_the_fleet_answers_409_elsewhere_and_reaches
     classifier_settings: Callable[..., ClassifierSettings],
     api_keys: ApiKeys,
     examples_csv: Path,
+    general_corpus_csv: Path,
     unique_group: str,
     database_url: str,
     seed_model: TrainedModel,
@@ -203,10 +209,12 @@ async def test_a_retrain_anywhere_in_the_fleet_answers_409_elsewhere_and_reaches
 
     monkeypatch.setattr(live_model, "train_model", held_training)
     operator = api_keys.header(api_keys.operator)
-    a = create_app(classifier_settings(seed_examples=examples_csv, database_url=database_url))
+    # A small general corpus: the retraining's content is not what is checked (see above).
+    small = {"seed_examples": examples_csv, "general_corpus": general_corpus_csv}
+    a = create_app(classifier_settings(**small, database_url=database_url))
     b = create_app(
         classifier_settings(
-            seed_examples=examples_csv,
+            **small,
             database_url=database_url,
             group_id=f"{unique_group}-b",
             transactional_id=f"{unique_group}-b-tx",

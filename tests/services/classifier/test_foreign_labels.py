@@ -50,14 +50,29 @@ def test_a_label_with_no_usable_character_keeps_a_stable_slug() -> None:
     assert first.startswith("label-")
 
 
-def test_train_and_evaluate_on_foreign_labels(tmp_path: Path, labels_url: str) -> None:
+def test_train_and_evaluate_on_foreign_labels(
+    tmp_path: Path, labels_url: str, general_corpus_csv: Path
+) -> None:
     path = tmp_path / "banking.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["Text", "Purpose", "Demand_Type", "extra"])
         writer.writerows([(*row, "ignored") for row in ROWS])
+    # A small general corpus (the shipped one is most of a training's CPU): the labels'
+    # slugs are what is checked.
     trained = runner.invoke(
-        app, ["train", "--examples", str(path), "--database-url", labels_url, "--holdout", "0"]
+        app,
+        [
+            "train",
+            "--examples",
+            str(path),
+            "--general-corpus",
+            str(general_corpus_csv),
+            "--database-url",
+            labels_url,
+            "--holdout",
+            "0",
+        ],
     )
     assert trained.exit_code == 0, trained.output
     evaluated = runner.invoke(

@@ -284,7 +284,11 @@ async def test_the_schedule_retrains_once_for_the_fleet_when_labels_arrived(
 
 
 async def test_retrain_command_trains_on_seed_and_labels_for_the_fleet(
-    fleet: Fleet, migrated: str, examples_csv: Path, seed_model: TrainedModel
+    fleet: Fleet,
+    migrated: str,
+    examples_csv: Path,
+    general_corpus_csv: Path,
+    seed_model: TrainedModel,
 ) -> None:
     await store_version(migrated, seed_model.model, seed_model.metadata)
     a = await start(fleet("a"))
@@ -293,7 +297,15 @@ async def test_retrain_command_trains_on_seed_and_labels_for_the_fleet(
     result = await asyncio.to_thread(
         CliRunner().invoke,
         app,
-        ["retrain", "--seed-examples", str(examples_csv), "--database-url", migrated],
+        [
+            "retrain",
+            "--seed-examples",
+            str(examples_csv),
+            "--general-corpus",  # small, as small_sources: the shipped one is most of the CPU
+            str(general_corpus_csv),
+            "--database-url",
+            migrated,
+        ],
     )
 
     assert result.exit_code == 0, result.output

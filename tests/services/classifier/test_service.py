@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -158,10 +159,13 @@ async def test_a_label_changes_the_next_models_answer(
     kafka_settings: KafkaSettings,
     classifier_settings: Callable[..., ClassifierSettings],
     api_keys: ApiKeys,
+    general_corpus_csv: Path,
 ) -> None:
     text = "zorblax quantum frobnicator"
     outputs = Outputs(kafka_settings)
-    async with classifier(classifier_settings()) as client:
+    # The retraining on a small general corpus: the shipped one is most of its CPU, and the
+    # label's effect on the next model is what is checked.
+    async with classifier(classifier_settings(general_corpus=general_corpus_csv)) as client:
         await publish(
             kafka_settings,
             Topic.DEMAND_RECEIVED,

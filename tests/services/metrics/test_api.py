@@ -202,6 +202,14 @@ async def test_tables_export_as_csv(client: httpx.AsyncClient, auth: Any) -> Non
     assert row["volume"] == "24"
     assert row["failure"] == "6"
     assert float(row["end_to_end.p50_seconds"]) == 2 * 86_400
+    # The columns before issue 11 where they were (a reader by position), the new ones last.
+    assert by_query.text.splitlines()[0] == (
+        "purpose,volume,value,failure,unknown,failure_share,failure_share_estimate,"
+        "failure_share_ci_low,failure_share_ci_high,failure_share_audited,failure_share_status,"
+        "cases_fulfilled,open_cases,end_to_end.p50_seconds,end_to_end.p85_seconds,"
+        "end_to_end.p95_seconds,contacts_per_case,one_stop_share,"
+        "not_a_demand_share,not_a_demand_ci_low,not_a_demand_ci_high,not_a_demand_audited"
+    )
     assert by_accept.text.splitlines()[0] == (
         "channel,volume,value,failure,unknown,failure_share,failure_share_estimate,"
         "failure_share_ci_low,failure_share_ci_high,failure_share_audited,failure_share_status,"

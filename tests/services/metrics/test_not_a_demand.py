@@ -15,7 +15,7 @@ from services.metrics.db.measures import Filters
 from services.metrics.db.migrate import upgrade
 from services.metrics.domain.audit import AuditPlan, week_start
 from services.metrics.ingest import apply_events
-from services.metrics.service import purpose_summaries
+from services.metrics.service import ChartSettings, purpose_metrics, purpose_summaries
 from shared.database.engine import create_engine, session_factory
 from shared.estimates import AuditPair, estimate_share
 from shared.events import DemandType, Event
@@ -87,6 +87,9 @@ async def test_not_a_demand_makes_the_share_one_among_demands(
         async with sessions() as session:
             pairs = await audit_sample.audited(session, Filters())
             (summary,) = await purpose_summaries(session, Filters())
+            event = await purpose_metrics(
+                session, "billing", settings=ChartSettings(), window_days=28, now=NOW
+            )
     finally:
         await engine.dispose()
     said = chatter_answer == "not a demand"
@@ -113,3 +116,7 @@ async def test_not_a_demand_makes_the_share_one_among_demands(
     # The share among the 24 demands (8 failure) against among the 30 contacts.
     assert expected.estimate == pytest.approx(8 / 24 if said else 8 / 30)
     assert summary.volume == 30  # every contact still counts in the volumes
+    # purpose.metrics: the same estimate, behind it the audited demands (the classifier's
+    # prior clamps by them), not the audited contacts.
+    assert event.failure_share_estimate == pytest.approx(expected.estimate)
+    assert event.failure_share_audited == (24 if said else 30)

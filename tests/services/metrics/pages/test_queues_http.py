@@ -252,3 +252,103 @@ async def test_a_person_sees_every_sources_demands_and_labels_the_one_shown(
     # demo's demand of that id is next, still waiting for its own label.
     after = (await client.get("/pages/review")).text
     assert (_current(after), _field(after, "demand_source")) == (shared_id, "demo")
+
+
+async def _counted(site: Site, source: str, demand_id: str) -> str:
+    """The purpose the demand counts under now (its fact's, as the figures read it)."""
+    from services.metrics.db.tables import DemandFactRow
+    from shared.database.engine import create_engine, session_factory
+
+    engine = create_engine(site.settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            fact = await session.get(DemandFactRow, (source, demand_id))
+    finally:
+        await engine.dispose()
+    assert fact is not None
+    return fact.purpose
+
+
+def _other_than(purpose: str) -> str:
+    return "billing" if purpose != "billing" else "report a repair"
+
+
+async def _not_a_demand(
+    client: httpx.AsyncClient, site: Site, queue: str, token: str, purpose: str
+) -> tuple[str, DemandLabelled]:
+    """Answer the queue's first item 'not a demand' with ``purpose`` chosen before N (as the
+    form still sends the select); the label published."""
+    page = (await client.get(f"/pages/{queue}")).text
+    demand_id = _current(page)
+    form = {"csrf_token": token, "demand_id": demand_id, "decision": _field(page, "decision"),
+            "demand_source": _field(page, "demand_source"), "demand_type": "none",
+            "purpose": purpose}  # fmt: skip
+    assert (await client.post(f"/pages/{queue}/decide", data=form)).status_code == 303
+    (label,) = [x for x in await _labels(site) if x.demand_id == demand_id]
+    assert (label.not_a_demand, label.reason) == (True, queue)
+    return demand_id, label
+
+
+async def test_not_a_demand_in_review_keeps_the_counted_purpose_not_the_one_chosen(
+    client: httpx.AsyncClient, site: Site
+) -> None:
+    """Issue 11 (review M1): a reviewer who moved the select and then pressed N does not
+    move the contact's volume: the label carries the purpose it counts under."""
+    await _ready(client)
+    token = await sign_in(client, "rey")
+    page = (await client.get("/pages/review")).text
+    counted = await _counted(site, _field(page, "demand_source"), _current(page))
+
+    _id, label = await _not_a_demand(client, site, "review", token, _other_than(counted))
+
+    assert label.purpose == counted
+
+
+async def test_not_a_demand_in_the_audit_keeps_the_counted_purpose_not_the_one_chosen(
+    client: httpx.AsyncClient, site: Site
+) -> None:
+    await _ready(client)
+    token = await sign_in(client, "ada")
+    page = (await client.get("/pages/audit")).text
+    counted = await _counted(site, _field(page, "demand_source"), _current(page))
+
+    _id, label = await _not_a_demand(client, site, "audit", token, _other_than(counted))
+
+    assert label.purpose == counted
+
+
+async def test_not_a_demand_in_the_audit_keeps_a_persons_earlier_move(
+    client: httpx.AsyncClient, site: Site
+) -> None:
+    """A correction moved the audit item to another purpose before the auditor answered:
+    the audit's 'not a demand' keeps it there, not at the machine's first purpose."""
+    from datetime import UTC, datetime
+
+    from services.metrics.db.queues import audit_machine_label
+    from services.metrics.ingest import apply_events
+    from shared.database.engine import create_engine, session_factory
+    from tests.support.factories import demand_labelled
+
+    await _ready(client)
+    token = await sign_in(client, "ada")
+    page = (await client.get("/pages/audit")).text
+    source, demand_id = _field(page, "demand_source"), _current(page)
+    engine = create_engine(site.settings.database_url)
+    try:
+        async with session_factory(engine).begin() as session:
+            machine = await audit_machine_label(session, source, demand_id)
+            assert machine is not None
+            moved = _other_than(machine[0])
+            correction = demand_labelled(
+                demand_id=demand_id, demand_source=source, purpose=moved,
+                reason="correction", labelled_at=datetime.now(UTC),
+            )  # fmt: skip
+            await apply_events(session, [correction])
+    finally:
+        await engine.dispose()
+    assert await _counted(site, source, demand_id) == moved  # the correction applied
+
+    _id, label = await _not_a_demand(client, site, "audit", token, purpose="")
+
+    assert label.demand_id == demand_id
+    assert label.purpose == moved
