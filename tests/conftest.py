@@ -9,6 +9,9 @@
   or fail when ``CI=true``.
 * ``sqlite_url`` / ``database_url`` (parametrized over sqlite + postgresql).
 * ``topic_factory`` / ``unique_group`` - per-test isolation on the shared broker.
+* ``seed_model`` - the shipped recipe's model (seed set, taxonomy, general corpus), trained
+  once a session: the classifier's tests and the end-to-end tests store it as the current
+  version instead of each service training it again at start (~12 s of CPU each).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from devstack import postgres as local_postgres  # noqa: E402
 from tests.support.removal import remove_in_background, resume_removals  # noqa: E402
 
 if TYPE_CHECKING:
+    from services.classifier.training import TrainedModel
     from shared.kafka.settings import KafkaSettings
 
 TopicFactory = Callable[..., Awaitable[str]]
@@ -194,6 +198,14 @@ async def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
     from tests.support.kafka_io import with_own_topics
 
     return await with_own_topics(kafka_bootstrap, partitions=2)
+
+
+@pytest.fixture(scope="session")
+def seed_model() -> TrainedModel:
+    """A model trained once per session on the shipped seed data (a few seconds)."""
+    from services.classifier.training import TrainingSources, train_model
+
+    return train_model(TrainingSources(), reason="test", with_evaluation=False)
 
 
 @pytest.fixture

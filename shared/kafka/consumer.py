@@ -562,14 +562,13 @@ class ConsumerRunner:
         ):
             return
         self._lag_exported_at = now
-        for tp in consumer.assignment():
-            try:
-                highwater = consumer.highwater(tp)
-            except AssertionError:
-                # Revoked while an earlier partition's position was awaited: a rebalance
-                # changes the assignment without the processing lock (between its two
-                # listeners). It used to end the run.
+        for tp in list(consumer.assignment()):
+            # A rebalance changes the assignment between its two listeners, without the
+            # processing lock: a partition revoked while an earlier one's position was
+            # awaited is skipped (aiokafka asserts on it, which ended the run).
+            if tp not in consumer.assignment():
                 continue
+            highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
             try:

@@ -32,6 +32,7 @@ from devstack.process import pick_free_ports
 from services.classifier.config import ClassifierSettings
 from services.classifier.db.migrate import upgrade as upgrade_classifier
 from services.classifier.main import create_app as create_classifier
+from services.classifier.training import TrainedModel
 from services.intake.config import IntakeSettings
 from services.intake.db.migrate import upgrade as upgrade_intake
 from services.intake.main import create_app as create_intake
@@ -51,6 +52,7 @@ from tests.deploy.panel_queries import (
     panel_queries,
     query_variables,
 )
+from tests.services.classifier.conftest import store_version
 from tests.support.factories import case_event_body, demand_body, label_body
 from tests.support.kafka_io import produce_raw
 from tests.support.waiting import wait_until
@@ -272,6 +274,7 @@ async def test_every_dashboard_panel_shows_data_from_the_running_stack(
     broker_with_jmx_exporter: local_kafka.LocalKafkaConfig,
     prometheus_binary: Path,
     tmp_path: Path,
+    seed_model: TrainedModel,
 ) -> None:
     broker = broker_with_jmx_exporter
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, partitions=2)
@@ -284,6 +287,8 @@ async def test_every_dashboard_panel_shows_data_from_the_running_stack(
     await asyncio.to_thread(upgrade_metrics, metrics_db)
     classifier_db = f"sqlite+aiosqlite:///{tmp_path / 'classifier.db'}"
     await asyncio.to_thread(upgrade_classifier, classifier_db)
+    # The session's seed model as the current version: the classifier does not train at start.
+    await store_version(classifier_db, seed_model.model, seed_model.metadata)
     store = ApiKeyStore(auth.database_url)
     api_key, _record = await store.create(
         SOURCE, {Scope.DEMANDS_WRITE, Scope.LABELS_WRITE, Scope.READ}

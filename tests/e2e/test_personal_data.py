@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from services.classifier.config import ClassifierSettings
 from services.classifier.db.migrate import upgrade as upgrade_classifier
 from services.classifier.main import create_app as create_classifier
+from services.classifier.training import TrainedModel
 from services.cli.main import app as cli
 from services.intake.config import IntakeSettings
 from services.intake.db.migrate import upgrade as upgrade_intake
@@ -46,6 +47,7 @@ from shared.database.engine import create_engine
 from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name, topic_specs
+from tests.services.classifier.conftest import store_version
 from tests.support.apps import running
 from tests.support.factories import case_event_body, cloudevent_body, demand_body, label_body
 from tests.support.kafka_io import committed_to_end
@@ -127,6 +129,7 @@ async def test_personal_data_planted_everywhere_is_found_nowhere(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    seed_model: TrainedModel,
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every log line of every part, DEBUG included
     plants = Plants()
@@ -146,6 +149,9 @@ async def test_personal_data_planted_everywhere_is_found_nowhere(
     urls = {name: f"sqlite+aiosqlite:///{tmp_path / f'{name}.db'}" for name in DATABASES}
     for name, upgrade in DATABASES.items():
         await asyncio.to_thread(upgrade, urls[name])
+    # The session's seed model (trained on shipped data alone) as the current version: the
+    # classifier does not train at start.
+    await store_version(urls["classifier"], seed_model.model, seed_model.metadata)
     store = ApiKeyStore(urls["auth"])
     scopes = [Scope.DEMANDS_WRITE, Scope.LABELS_WRITE, Scope.READ]
     api_key, _ = await store.create("demo", scopes)

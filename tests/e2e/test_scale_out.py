@@ -33,6 +33,7 @@ from devstack.process import pick_free_port
 from services.classifier.changelog import parse_state
 from services.classifier.db.migrate import upgrade as upgrade_classifier
 from services.classifier.db.tables import LabelRow as ClassifierLabelRow
+from services.classifier.training import TrainedModel
 from services.intake.db.migrate import upgrade as upgrade_intake
 from services.metrics.db import signals as signals_db
 from services.metrics.db.migrate import upgrade as upgrade_metrics
@@ -47,6 +48,7 @@ from shared.kafka.admin import ensure_topics
 from shared.kafka.read_to_end import read_all
 from shared.kafka.settings import KafkaSettings
 from shared.topics import Topic, topic_name, topic_specs
+from tests.services.classifier.conftest import store_version
 from tests.support.databases import create_databases
 from tests.support.factories import DEMO_SOURCE, case_event_body, demand_body, label_body
 from tests.support.kafka_io import committed_to_end
@@ -140,7 +142,9 @@ async def ready(client: httpx.AsyncClient, instance: Instance) -> bool:
 
 
 @pytest.fixture
-async def fleet(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) -> AsyncIterator[Fleet]:
+async def fleet(
+    kafka_bootstrap: str, postgres_url: str, tmp_path: Path, seed_model: TrainedModel
+) -> AsyncIterator[Fleet]:
     kafka = KafkaSettings(
         bootstrap_servers=kafka_bootstrap,
         topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
@@ -160,6 +164,9 @@ async def fleet(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) -> Asyn
         (upgrade_metrics, metrics_url),
     ):
         await asyncio.to_thread(upgrade, url)
+    # The session's seed model as the fleet's current version: no classifier trains at start
+    # (the first one to start did, ~12 s of CPU beside five other starting services).
+    await store_version(classifier_url, seed_model.model, seed_model.metadata)
     store = ApiKeyStore(auth_url)
     key, _ = await store.create(DEMO_SOURCE, [Scope.DEMANDS_WRITE, Scope.LABELS_WRITE, Scope.READ])
     await store.close()
@@ -174,7 +181,7 @@ async def fleet(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) -> Asyn
         "DEMANDSCOPE_INTAKE_LOG_LEVEL": "WARNING",
         "DEMANDSCOPE_CLASSIFIER_DATABASE_URL": classifier_url,
         "DEMANDSCOPE_CLASSIFIER_GROUP_ID": f"classifier-{tag}",
-        "DEMANDSCOPE_CLASSIFIER_MODEL_DIR": str(tmp_path / "no-models"),  # trained once
+        "DEMANDSCOPE_CLASSIFIER_MODEL_DIR": str(tmp_path / "no-models"),  # the stored one
         "DEMANDSCOPE_CLASSIFIER_RETRAIN_INTERVAL_S": "0",
         "DEMANDSCOPE_CLASSIFIER_MAX_BATCH": "100",
         "DEMANDSCOPE_CLASSIFIER_HOST": "127.0.0.1",

@@ -16,6 +16,7 @@ import pytest
 from services.classifier.config import ClassifierSettings
 from services.classifier.db.migrate import upgrade as upgrade_classifier
 from services.classifier.main import create_app as create_classifier
+from services.classifier.training import TrainedModel
 from services.intake.config import IntakeSettings
 from services.intake.db.migrate import upgrade as upgrade_intake
 from services.intake.main import create_app as create_intake
@@ -27,6 +28,7 @@ from shared.auth.migrate import upgrade as upgrade_auth
 from shared.auth.settings import AuthSettings
 from shared.auth.store import ApiKeyStore
 from shared.kafka.settings import KafkaSettings
+from tests.services.classifier.conftest import store_version
 from tests.support.apps import running
 from tests.support.factories import demand_body, label_body
 from tests.support.waiting import wait_until
@@ -38,7 +40,11 @@ MACHINE = [Scope.DEMANDS_WRITE, Scope.LABELS_WRITE, Scope.READ]
 
 
 async def test_two_sources_one_id_both_counted_and_neither_reaches_the_other(
-    kafka_settings: KafkaSettings, database_url: str, unique_group: str, tmp_path: Path
+    kafka_settings: KafkaSettings,
+    database_url: str,
+    unique_group: str,
+    tmp_path: Path,
+    seed_model: TrainedModel,
 ) -> None:
     await asyncio.to_thread(upgrade, database_url)
     auth_url = f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}"
@@ -47,6 +53,9 @@ async def test_two_sources_one_id_both_counted_and_neither_reaches_the_other(
     await asyncio.to_thread(upgrade_auth, auth_url)
     await asyncio.to_thread(upgrade_intake, ledger_url)
     await asyncio.to_thread(upgrade_classifier, labels_url)
+    # The session's seed model as the current version: the classifier does not train at start
+    # (test_pipeline does, a fresh machine's start).
+    await store_version(labels_url, seed_model.model, seed_model.metadata)
     store = ApiKeyStore(auth_url)
     demo, _ = await store.create("demo", MACHINE)
     genesys, _ = await store.create("genesys", MACHINE)

@@ -133,14 +133,6 @@ def examples_csv(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def seed_model() -> TrainedModel:
-    """A model trained once per session on the shipped seed data (a few seconds)."""
-    from services.classifier.training import TrainingSources, train_model
-
-    return train_model(TrainingSources(), reason="test", with_evaluation=False)
-
-
 async def store_version(
     database_url: str,
     model: TextModel,

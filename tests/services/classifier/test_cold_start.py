@@ -89,11 +89,15 @@ def keeper(sources: TrainingSources, labels: LabelRepository) -> ModelKeeper:
 
 
 def test_replacing_only_the_taxonomy_answers_only_its_purposes(
-    tmp_path: Path, council_taxonomy: Path
+    tmp_path: Path, council_taxonomy: Path, general_corpus_csv: Path
 ) -> None:
-    """The shipped energy seed examples stay configured: their 16 purposes must not leak."""
+    """The shipped energy seed examples stay configured: their 16 purposes must not leak. (A
+    small general corpus, whose sector purposes must not leak either: the shipped one is most
+    of the fit's CPU.)"""
     trained = train_model(
-        TrainingSources(taxonomy=council_taxonomy), reason="test", with_evaluation=False
+        TrainingSources(taxonomy=council_taxonomy, general_corpus=general_corpus_csv),
+        reason="test",
+        with_evaluation=False,
     )
 
     council = set(load_taxonomy(council_taxonomy).purpose_slugs)
@@ -108,11 +112,12 @@ def test_replacing_only_the_taxonomy_answers_only_its_purposes(
 
 
 async def test_a_header_only_examples_file_still_starts(
-    tmp_path: Path, labels: LabelRepository
+    tmp_path: Path, labels: LabelRepository, general_corpus_csv: Path
 ) -> None:
     empty = tmp_path / "examples.csv"
     empty.write_text("text,purpose,demand_type,failure_kind,channel\n", encoding="utf-8")
-    live = keeper(TrainingSources(seed_examples=empty), labels)
+    # A small general corpus: the purposes come from the taxonomy alone.
+    live = keeper(TrainingSources(seed_examples=empty, general_corpus=general_corpus_csv), labels)
 
     await live.load()
 
@@ -126,12 +131,14 @@ async def test_a_changed_taxonomy_is_noticed_and_a_model_of_it_is_trained(
     council_taxonomy: Path,
     labels: LabelRepository,
     caplog: pytest.LogCaptureFixture,
+    general_corpus_csv: Path,
 ) -> None:
     """The database's current model knows the shipped (energy) taxonomy; the organisation
-    now configures its own."""
+    now configures its own (and a small general corpus, most of a fit's CPU otherwise)."""
     old = await ModelVersions(labels.engine).current()
     assert old is not None
-    live = keeper(TrainingSources(taxonomy=council_taxonomy), labels)
+    sources = TrainingSources(taxonomy=council_taxonomy, general_corpus=general_corpus_csv)
+    live = keeper(sources, labels)
 
     with caplog.at_level(logging.WARNING, logger="services.classifier.live_model"):
         await live.load()
@@ -143,7 +150,7 @@ async def test_a_changed_taxonomy_is_noticed_and_a_model_of_it_is_trained(
     assert any("taxonomy changed" in r.getMessage() for r in caplog.records)
 
     # The same taxonomy again: the model just trained is loaded, not trained once more.
-    again = keeper(TrainingSources(taxonomy=council_taxonomy), labels)
+    again = keeper(sources, labels)
     await again.load()
     assert again.current.version == live.current.version
 
@@ -153,11 +160,19 @@ async def test_a_start_with_the_council_taxonomy_alone_classifies_with_council_p
     tmp_path: Path,
     kafka_settings: KafkaSettings,
     classifier_settings: Callable[..., ClassifierSettings],
+    general_corpus_csv: Path,
 ) -> None:
-    """The shipped second taxonomy, no seed examples, a fresh machine, the real broker."""
+    """The shipped second taxonomy, no seed examples, a fresh machine, the real broker. The
+    general corpus is a small one: it teaches value/failure only, never purposes, and the
+    shipped one is most of the bootstrap's CPU."""
     fresh = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"  # no model version yet
     await asyncio.to_thread(upgrade, fresh)
-    settings = classifier_settings(taxonomy=COUNCIL, seed_examples=None, database_url=fresh)
+    settings = classifier_settings(
+        taxonomy=COUNCIL,
+        seed_examples=None,
+        general_corpus=general_corpus_csv,
+        database_url=fresh,
+    )
     texts = [
         "my kitchen tap has been dripping for a week",
         "the boiler is broken and we have no heating",

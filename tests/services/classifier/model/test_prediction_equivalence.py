@@ -28,7 +28,7 @@ from services.classifier.model.examples import read_examples_csv
 from services.classifier.model.lexicon import CueCounter, compile_cues
 from services.classifier.model.text_model import TextModel, _Blocks
 from services.classifier.taxonomy import load_taxonomy
-from services.classifier.training import general_rows, read_rows, split_sources
+from services.classifier.training import TrainedModel, general_rows, read_rows, split_sources
 
 COUNCIL_TAXONOMY = SHIPPED_DATA / "taxonomies" / "council_housing_repairs.yaml"
 COUNCIL_EXAMPLES = SHIPPED_DATA / "taxonomies" / "council_housing_repairs_examples.csv"
@@ -65,6 +65,10 @@ def texts() -> list[str]:
 @pytest.fixture(scope="module", params=["seed", "council"])
 def model(request: pytest.FixtureRequest) -> TextModel:
     """The shipped recipe (as ``training.train_model`` trains it) with either taxonomy."""
+    if request.param == "seed":
+        # The session's seed model is this recipe already: not trained a second time.
+        seed_model: TrainedModel = request.getfixturevalue("seed_model")
+        return seed_model.model
     taxonomy = load_taxonomy(TAXONOMY if request.param == "seed" else COUNCIL_TAXONOMY)
     seed = read_rows(SEED_EXAMPLES if request.param == "seed" else COUNCIL_EXAMPLES)
     rows = split_sources(taxonomy, seed, general_rows(GENERAL_CORPUS))

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from scipy import sparse  # type: ignore[import-untyped]
 
-from services.classifier.config import SEED_EXAMPLES, TAXONOMY
+from services.classifier.config import SEED_EXAMPLES
 from services.classifier.model.char_ngrams import CachedCharNgrams
 from services.classifier.model.examples import read_examples_csv
 from services.classifier.model.text_model import Prediction, TextModel, _side_by_side, _sparse_rows
-from services.classifier.taxonomy import load_taxonomy
+from services.classifier.training import TrainedModel
 
 ODD = ["", "   ", "!!!", "a", "didnt come, no-one came?!", "top-up failed: £20.00 (again)"]
 
@@ -29,8 +29,10 @@ def texts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def model() -> TextModel:
-    return TextModel.train(read_examples_csv(SEED_EXAMPLES).examples, load_taxonomy(TAXONOMY))
+def model(seed_model: TrainedModel) -> TextModel:
+    # The session's seed model (any trained model holds the property; training one more of
+    # its own cost this module ~7 s of a suite run).
+    return seed_model.model
 
 
 def _labels(predictions: list[Prediction]) -> list[tuple[object, ...]]:
