@@ -49,7 +49,8 @@ from services.metrics.db.aggregates import time_band
 from services.metrics.db.measures import Filters
 from services.metrics.db.migrate import upgrade
 from services.metrics.db.write_path import case_event_row, demand_row
-from services.metrics.ingest import BatchOutcome, apply_events
+from services.metrics.ingest import BatchOutcome, PreparedLive, apply_events, apply_prepared
+from services.metrics.live_decode import workers_cpu
 from services.metrics.rebuild import RebuildReport, rebuild
 from services.metrics.service import purpose_summaries
 from shared.auth.migrate import upgrade as upgrade_auth
@@ -218,11 +219,22 @@ class WritePaths:
     stitched_at_tail: int = 0
     closed_at_tail: int = 0
     recomputed: int = 0  # customers recomputed from their whole history
+    # The service's decoding worker process (live_decode.py): its CPU decoding, the values.
+    worker_cpu_s: float = 0.0
+    worker_values: int = 0
 
     def __str__(self) -> str:
+        worker = (
+            f"; decoding worker process: {self.worker_values:,} records at "
+            f"{self.worker_cpu_s / self.worker_values * 1e6:,.1f} µs CPU each, not in the "
+            "bench's process CPU"
+            if self.worker_values
+            else ""
+        )
         return (
             f"{self.stitched_at_tail:,} customers stitched at the tail, {self.closed_at_tail:,} "
             f"closed at the tail, {self.recomputed:,} recomputed in full ({self.batches} batches)"
+            f"{worker}"
         )
 
 
@@ -248,19 +260,31 @@ def counting(paths: WritePaths, applied: Applied) -> Iterator[None]:
 
     async def counted(session: Any, events: Sequence[Event], *args: Any) -> BatchOutcome:
         outcome = await apply_events(session, events, *args)
+        count(len(events), outcome)
+        return outcome
+
+    async def counted_prepared(session: Any, prepared: PreparedLive, *args: Any) -> BatchOutcome:
+        # A batch decoded by the service's worker process (services/metrics/live_decode.py).
+        outcome = await apply_prepared(session, prepared, *args)
+        count(prepared.decoded, outcome)
+        return outcome
+
+    def count(events: int, outcome: BatchOutcome) -> None:
         if not applied.events:
-            applied.first, applied.started = len(events), time.perf_counter()
+            applied.first, applied.started = events, time.perf_counter()
             applied.cpu = time.process_time()
-        applied.events += len(events)
+        applied.events += events
         if applied.events >= applied.total:
             applied.all_in.set()
         paths.batches += 1
         paths.stitched_at_tail += outcome.stitched_at_tail
         paths.closed_at_tail += outcome.closed_at_tail
         paths.recomputed += outcome.recomputed
-        return outcome
 
-    with patch.object(handler, "apply_events", counted):
+    with (
+        patch.object(handler, "apply_events", counted),
+        patch.object(handler, "apply_prepared", counted_prepared),
+    ):
         yield
 
 
@@ -376,6 +400,9 @@ async def live_phase(
                 await asyncio.sleep(0.005)
             seconds = time.perf_counter() - applied.started
             cpu_seconds = time.process_time() - applied.cpu
+            worker_cpu, worker_values = workers_cpu()
+            paths.worker_cpu_s += worker_cpu
+            paths.worker_values += worker_values
     # The events applied after the first batch (that batch excluded); on a timeout, those
     # applied by then.
     return Timed(applied.events - applied.first, seconds, cpu_seconds), done

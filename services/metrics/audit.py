@@ -162,6 +162,26 @@ def upkeep(
         )
 
 
+def upkeep_received(
+    db: sql.SyncDb,
+    received: Sequence[ReceivedDemand],
+    policy: AuditPolicy,
+    *,
+    stored_before: set[DemandKey] | None,
+    now: datetime | None = None,
+) -> None:
+    """upkeep of demands already made ReceivedDemand (as_received, with ``db.day``): a live
+    batch prepared in the decoder's worker process (ingest.prepare_live)."""
+    if received:
+        _upkeep(
+            db,
+            received=received,
+            stored_before=stored_before,
+            policy=policy,
+            kept_since=_kept_since(policy, now),
+        )
+
+
 async def draw_audit_received(
     session: AsyncSession,
     received: Sequence[ReceivedDemand],

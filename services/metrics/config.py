@@ -39,6 +39,14 @@ class MetricsSettings(ServiceSettings):
         "Unset: `demandscope metrics serve` uses <host name>:<port>; empty: none.",
     )
     max_batch: int = Field(default=1000, ge=1, description="Records per database transaction.")
+    decode_worker: bool = Field(
+        default=True,
+        description="On a SQLite database: decode a backlog's records, and make them ready "
+        "to store, in a worker process (the second core) while the service writes the batch "
+        "before (polls of more than one batch only; a consumer near the head decodes in "
+        "process). Not used on PostgreSQL (not measured there). false: all in the service's "
+        "process.",
+    )
     rebuild_workers: int = Field(
         default=2,
         ge=0,

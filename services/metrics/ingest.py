@@ -46,6 +46,7 @@ from services.metrics.audit import (
     draw_audit_received,
     stored_already_by_key,
     upkeep,
+    upkeep_received,
 )
 from services.metrics.db import (
     audit_sample,
@@ -164,7 +165,17 @@ async def apply_events(
     derive: bool = True,
 ) -> BatchOutcome:
     """``derive=False`` (a rebuild's bulk load) stores the events and leaves the customers'
-    derived rows to ``derive_everything`` at the end: each customer computed once."""
+    derived rows to ``derive_everything`` at the end: each customer computed once.
+
+    A batch of demands and case events is applied by prepare_live and apply_prepared, the
+    steps the live decoder's worker process splits between it and the service
+    (live_decode.py): one implementation, wherever its first half runs."""
+    if derive:
+        prepared = prepare_live(events, session.get_bind().dialect.name)
+        if prepared is not None:
+            outcome = await apply_prepared(session, prepared, audit)
+            outcome.refused = [Refused(events[i], why) for i, why in prepared.refused]
+            return outcome
     refused = [Refused(e, why) for e in events if (why := why_unstorable(e)) is not None]
     if refused:
         dropped = {id(r.event) for r in refused}
@@ -346,6 +357,88 @@ async def store_prepared(
     await sql.run_sync(session, partial(write_path.insert_received, rows=load.rows))
     await draw_audit_received(session, load.received, audit or AuditPolicy(), stored_before=known)
     await review_entries.take_labelled(session, labels)
+
+
+@dataclass
+class PreparedLive:
+    """A live batch of demands and case events made ready to apply: every value apply_events
+    computes from the events alone (nothing of the database), built by the same functions,
+    plain values (built in the live decoder's worker process, live_decode.py).
+    apply_prepared does with it what apply_events does with the events."""
+
+    decoded: int  # the events it was made from, refused ones included
+    refused: list[tuple[int, str]]  # (position among the events, why it cannot be stored)
+    rows: write_path.ReceivedRows
+    keys: list[sql.DemandKey]  # the storable demands' keys, in the batch's order
+    customers: list[sql.Customer]  # every customer the batch touches, sorted
+    fresh: dict[sql.Customer, list[sql.DemandKey]]  # new_demands
+    closing: dict[sql.Customer, list[sql.DemandKey]]  # new_case_events
+    received: list[ReceivedDemand]
+
+    # As PreparedLoad: the audit's demands cross the process boundary as plain tuples.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["received"] = [(tuple(d.classified), d.text) for d in self.received]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        made = Classified._make
+        received = state["received"]
+        state["received"] = [ReceivedDemand(made(values), text) for values, text in received]
+        self.__dict__.update(state)
+
+
+def prepare_live(events: Sequence[Event], dialect: str) -> PreparedLive | None:
+    """``events`` made ready for apply_prepared on a database of ``dialect``: apply_events'
+    steps that depend on the events only, in its order. None when the batch holds labels or
+    recorded changes (rare; they need the database first): applied by apply_events."""
+    refused = [(i, why) for i, e in enumerate(events) if (why := why_unstorable(e)) is not None]
+    if refused:
+        dropped = {i for i, _ in refused}
+        events = [e for i, e in enumerate(events) if i not in dropped]
+    demands, case_events, labels, changes = by_kind(events)
+    if labels or changes:
+        return None
+    moved = {(e.source or "", e.customer_ref) for e in case_events}
+    keys, settled, fresh = demand_keys(demands, moved)
+    # store_received's and upkeep's forms of a time and a day (SqliteDb's or AlchemyDb's).
+    time, day = sql.stored_forms(dialect)
+    return PreparedLive(
+        decoded=len(events) + len(refused),
+        refused=refused,
+        rows=write_path.received_rows(
+            demands=demands, case_events=case_events, labels=(), time=time, day=day
+        ),
+        keys=keys,
+        customers=sorted(settled | moved),
+        fresh=fresh,
+        closing=new_case_events(case_events, settled),
+        received=as_received(demands, day),
+    )
+
+
+async def apply_prepared(
+    session: AsyncSession, prepared: PreparedLive, audit: AuditPolicy | None = None
+) -> BatchOutcome:
+    """apply_events of a batch of demands and case events, from prepare_live's values: the
+    same steps in the same order (no labels, no recorded changes: their steps do nothing)."""
+    await write_path.lock_demands(session, set(prepared.keys))
+    return await sql.run_sync(
+        session, partial(_prepared_on_connection, prepared=prepared, audit=audit or AuditPolicy())
+    )
+
+
+def _prepared_on_connection(
+    db: sql.SyncDb, *, prepared: PreparedLive, audit: AuditPolicy
+) -> BatchOutcome:
+    """_received_on_connection of prepared values."""
+    keys = prepared.keys
+    known = audit_sample.stored_already(db, keys) if keys else set()
+    write_path.insert_received(db, prepared.rows)
+    upkeep_received(db, prepared.received, audit, stored_before=known)
+    if not prepared.customers:
+        return BatchOutcome()
+    return recompute_on_connection(db, prepared.customers, prepared.fresh, prepared.closing)
 
 
 def demand_keys(

@@ -4,10 +4,13 @@ only describes the app (it opens nothing, so importing or building it touches no
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from functools import partial
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import make_url
 
 from services.metrics import pages
 from services.metrics.api import router
@@ -17,6 +20,7 @@ from services.metrics.components import MetricsComponents
 from services.metrics.config import MetricsSettings
 from services.metrics.figures_api import router as figures_router
 from services.metrics.handler import ApplyMetricsBatch
+from services.metrics.live_decode import DecodeWorker, OffloadingRunner
 from services.metrics.metrics import MetricsServiceMetrics
 from services.metrics.publisher import PurposeMetricsPublisher
 from services.metrics.service import ChartSettings
@@ -27,7 +31,7 @@ from shared.auth.sessions import PeopleGate
 from shared.auth.store import ApiKeyStore
 from shared.database.checkpoint import background_checkpoint
 from shared.database.engine import create_engine, session_factory
-from shared.kafka.consumer import RunnerOptions
+from shared.kafka.consumer import ConsumerRunner, RunnerOptions
 from shared.kafka.producer import ManagedProducer
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.service import ConsumerService
@@ -89,9 +93,21 @@ async def build(settings: MetricsSettings, stack: AsyncExitStack) -> MetricsComp
         interval_s=settings.queue_purge_interval_s,
         metrics=metrics,
     )
+    topics = consumed_topics(settings.kafka)
+    runner_factory: Callable[..., ConsumerRunner] = ConsumerRunner
+    if settings.decode_worker and make_url(settings.database_url).get_backend_name() == "sqlite":
+        # Started now (its imports take ~1 s of the second core), stopped with the service;
+        # until it is up, batches are decoded here (live_decode.py).
+        worker = DecodeWorker(topics, "sqlite")
+        await worker.start()
+        stack.push_async_callback(worker.close)
+        runner_factory = partial(
+            OffloadingRunner, worker=worker, batches=metrics.decode_worker_batches
+        )
     consumer = ConsumerService(
         settings=settings.kafka,
-        topics=consumed_topics(settings.kafka),
+        topics=topics,
+        runner_factory=runner_factory,
         handler=ApplyMetricsBatch(
             sessions=sessions, metrics=metrics, on_changed=publisher.mark_changed, audit=audit
         ),

@@ -85,6 +85,13 @@ class MetricsServiceMetrics:
             ["purpose", "owner", "measure", "rule"],
             registry=registry,
         )
+        self.decode_worker_batches = Counter(
+            "demandscope_metrics_decode_worker_batches_total",
+            "A backlog's batches sent to the decoding worker, by who prepared them: worker, "
+            "or service (the worker gone, or a batch with labels or recorded changes).",
+            ["prepared_by"],
+            registry=registry,
+        )
         self.published = Counter(
             "demandscope_metrics_purpose_metrics_published_total",
             "PurposeMetrics events published to purpose.metrics.",

@@ -463,10 +463,7 @@ class ConsumerRunner:
             self._consumer = consumer
             self.started.set()
             while not self._stopping.is_set():
-                batches = await consumer.getmany(
-                    timeout_ms=self.options.poll_timeout_ms, max_records=self._poll_size(consumer)
-                )
-                polled_in = self.generation
+                batches, polled_in = await self._poll(consumer)
                 self.last_poll_monotonic = time.monotonic()
                 if self.listener_failed is not None:
                     raise CommitFailed("setting up assigned partitions failed") from (
@@ -499,6 +496,17 @@ class ConsumerRunner:
             finally:
                 # Also when the stop lets our own cancellation out.
                 await self._release()
+
+    async def _poll(
+        self, consumer: AIOKafkaConsumer
+    ) -> tuple[Mapping[TopicPartition, Sequence[Any]], int]:
+        """The next poll's records and the generation they were polled in (a rebalance
+        since then: ``run`` reads them again from the committed offsets, ``_refetch``). A
+        subclass may hand back a poll it took ahead (the metrics runner's prefetch)."""
+        batches = await consumer.getmany(
+            timeout_ms=self.options.poll_timeout_ms, max_records=self._poll_size(consumer)
+        )
+        return batches, self.generation
 
     def _poll_size(self, consumer: AIOKafkaConsumer) -> int:
         """Records to poll at most. Transactional, each task (partition, or partition number)

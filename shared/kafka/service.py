@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from shared.events import Event
 from shared.kafka.consumer import (
@@ -45,6 +45,7 @@ class ConsumerService:
         transactional_id_prefix: str | None = None,
         partition_listener: PartitionListener | None = None,
         stalled_after_s: float = 30.0,
+        runner_factory: Callable[..., ConsumerRunner] = ConsumerRunner,
     ) -> None:
         self._settings = settings
         self._topics = topics
@@ -54,6 +55,8 @@ class ConsumerService:
         self._transactional_id_prefix = transactional_id_prefix
         self._partition_listener = partition_listener
         self._stalled_after_s = stalled_after_s
+        # Called with ConsumerRunner's keywords for each attempt (a service's own subclass).
+        self._runner_factory: Callable[..., ConsumerRunner] = runner_factory
         self._runner: ConsumerRunner | None = None
         self._stopping = False
         # Across attempts: what a failed attempt's transactions may have left open on the
@@ -79,7 +82,7 @@ class ConsumerService:
         try:
             if producer is not None:
                 await producer.start()
-            runner = ConsumerRunner(
+            runner = self._runner_factory(
                 settings=self._settings,
                 topics=self._topics,
                 handler=self._handler,

@@ -9,6 +9,7 @@ nothing and the missing ones must be applied: the figures equal the events, exac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -17,7 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from devstack.process import pick_free_port
@@ -100,6 +103,44 @@ def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def _decoding_workers(pid: int) -> list[int]:
+    """The service's decoding worker processes (services/metrics/live_decode.py)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"services.metrics.live_decode" in command:
+                    found.append(int(child))
+    return found
+
+
+async def _prepared_by_the_worker(port: str) -> float:
+    """The batches the service's decoding worker prepared, from its /metrics."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        exposition = (await client.get("/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "demandscope_metrics_decode_worker_batches_total"
+        and sample.labels["prepared_by"] == "worker"
+    )
+
+
+async def _ended(pids: list[int]) -> bool:
+    return not any(_running(pid) for pid in pids)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (not gone, nor a zombie not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 async def test_counts_are_exact_after_a_kill_mid_stream(
     service_env: dict[str, str], publish: Any, all_consumed: Any, unique_group: str
 ) -> None:
@@ -122,19 +163,30 @@ async def test_counts_are_exact_after_a_kill_mid_stream(
         at_kill = await wait_until(
             stored, accept=lambda n: n > 0, timeout=60, interval=0.02, what="first batches"
         )
+        workers = _decoding_workers(first.pid)
     finally:
         first.kill()  # SIGKILL: no shutdown, no final commit
         first.wait(timeout=30)
     assert at_kill < demand_total, "the kill must land mid-stream"
+    # The decoding worker (live_decode.py) sees its pipe close and ends with the service.
+    assert len(workers) == 1
+    await wait_until(lambda: _ended(workers), timeout=30, what="the killed one's worker gone")
 
     second = _start(service_env)
     try:
         await wait_until(
             lambda: all_consumed(unique_group), timeout=120, interval=0.5, what="catch-up"
         )
+        workers = _decoding_workers(second.pid)
+        by_worker = await _prepared_by_the_worker(service_env["DEMANDSCOPE_METRICS_PORT"])
     finally:
         second.terminate()
         second.wait(timeout=30)
+    assert len(workers) == 1
+    # The catch-up went through the worker (at least one of its batches), not all of it
+    # decoded in the service.
+    assert by_worker > 0
+    await wait_until(lambda: _ended(workers), timeout=30, what="the stopped one's worker gone")
 
     async with sessions() as session:
         facts = (
