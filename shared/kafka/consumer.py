@@ -537,7 +537,14 @@ class ConsumerRunner:
             committed = await stable_committed(consumer, self.options.group_id, polled)
         else:
             committed = {tp: await consumer.committed(tp) for tp in polled}
+        # A poll taken ahead (the metrics runner) reaches here while its rebalance still
+        # runs: aiokafka installs the new assignment before the assigned listener waits for
+        # our lock, so a partition may have gone while the offsets were awaited (a seek on
+        # it raises IllegalStateError, which ended the run). Its new owner reads it.
+        owned = consumer.assignment()
         for tp, records in polled.items():
+            if tp not in owned:
+                continue
             offset = committed.get(tp)
             # Never committed: these records came from the reset position, so start there.
             consumer.seek(tp, offset if offset is not None else records[0].offset)

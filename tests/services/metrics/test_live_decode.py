@@ -560,7 +560,8 @@ async def _backlog_through_the_service(
     run stopped (and restarted by its supervisor) once a poll was taken ahead;
     ``rebalance_ahead``: then, another consumer joins the group (and leaves it once given
     partitions), the poll's last batch applied once its rebalance waits. The polls taken
-    ahead are in the batches' counts as "ahead", the polls read again as "refetched"."""
+    ahead are in the batches' counts as "ahead", the polls read again as "refetched", the
+    supervisor's restarts as "restarts"."""
     await asyncio.to_thread(upgrade, database_url)
     settings = MetricsSettings(
         kafka=kafka_settings, database_url=database_url, group_id=group, auth=auth.settings,
@@ -639,6 +640,13 @@ async def _backlog_through_the_service(
         if sample.name == "demandscope_metrics_decode_worker_batches_total"
     }
     batches["ahead"], batches["refetched"] = ahead, refetched
+    # Runs of the background tasks that ended (died, or stopped by the test) and were restarted.
+    batches["restarts"] = sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "demandscope_background_task_failures_total"
+    )
     for task in joining:
         await task
     letters = await read_records(kafka_settings, dlq_name(demands_topic), count=2)
@@ -1197,5 +1205,8 @@ async def test_a_poll_taken_ahead_when_a_rebalance_begins_is_read_again_from_the
     )  # fmt: skip
     assert batches["ahead"] >= 1
     assert batches["refetched"] >= 1  # the poll taken ahead, dropped
+    # The consumer never died: _refetch runs while the rebalance still installs its
+    # assignment, and a seek on a partition gone meanwhile raised IllegalStateError.
+    assert batches["restarts"] == 0
     assert volumes == _expected_volumes()
     assert len(letters) == 3
