@@ -597,8 +597,10 @@ class OffloadingRunner(ConsumerRunner):
             return
         # A rebalance begun whose listener does not wait for the lock yet: aiokafka's
         # getmany would wait for the new assignment, whose listener waits for this lock.
+        # Private names (aiokafka 0.14): either missing, an unknown aiokafka, means nothing
+        # is taken ahead (not an AttributeError under the lock, which ended every run).
         subscription = getattr(consumer, "_subscription", None)
-        if subscription is None or subscription.reassignment_in_progress:
+        if getattr(subscription, "reassignment_in_progress", True):
             return
         polled = await consumer.getmany(timeout_ms=0, max_records=self._poll_size(consumer))
         poll = {tp: records for tp, records in polled.items() if records}

@@ -1013,11 +1013,14 @@ async def test_the_next_poll_is_taken_and_sent_to_the_worker_while_the_last_batc
         await worker.close()
 
 
-@pytest.mark.parametrize("why", ["a rebalance begun", "the worker gone"])
+@pytest.mark.parametrize(
+    "why", ["a rebalance begun", "the worker gone", "aiokafka's flag renamed", "no subscription"]
+)
 async def test_nothing_is_taken_ahead_during_a_rebalance_or_without_the_worker(why: str) -> None:
     """A rebalance begun (its listener not waiting for the lock yet): aiokafka's getmany
     would wait for the new assignment, whose listener waits for the lock the poll holds.
-    The worker gone during the poll: the next poll is the run loop's, decoded here."""
+    The worker gone during the poll: the next poll is the run loop's, decoded here. An
+    aiokafka whose private names differ: nothing taken ahead, and the poll applied whole."""
     from aiokafka.structs import TopicPartition
 
     kafka = KafkaSettings(topic_prefix="t.")
@@ -1030,6 +1033,10 @@ async def test_nothing_is_taken_ahead_during_a_rebalance_or_without_the_worker(w
         if messages[0].offset == 0:
             if why == "a rebalance begun":
                 consumer._subscription.reassignment_in_progress = True
+            elif why == "aiokafka's flag renamed":
+                consumer._subscription = object()
+            elif why == "no subscription":
+                del consumer._subscription
             else:
                 assert worker._process is not None
                 worker._process.kill()
@@ -1045,6 +1052,7 @@ async def test_nothing_is_taken_ahead_during_a_rebalance_or_without_the_worker(w
     assert not any(call.startswith("getmany") for call in consumer.log)
     assert runner._ahead is None
     assert runner.polls_ahead == 0
+    assert consumer.log[-1] == "apply 10-19"  # the poll's last batch applied
 
 
 async def test_a_poll_taken_ahead_is_dropped_by_a_rebalance_and_read_again() -> None:
