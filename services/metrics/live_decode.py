@@ -611,6 +611,15 @@ class OffloadingRunner(ConsumerRunner):
         self._ahead = _Ahead(consumer, self.generation, poll, _cut(chunks), sent)
         self.polls_ahead += 1
 
+    def _first_unapplied(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+        # The lag gauge counts a poll held ahead (up to BATCHES_A_POLL batches unapplied):
+        # otherwise it read 0 at a backlog's end with a poll still to apply.
+        ahead = self._ahead
+        if ahead is None or ahead.consumer is not consumer:
+            return None
+        records = ahead.poll.get(tp)
+        return records[0].offset if records else None
+
     def _send(self, chunk: Mapping[TopicPartition, Sequence[Any]]) -> _Sent:
         """The chunk's records sent to the worker (those too large set aside, as _prepare
         does), the records set aside, and the worker's answer to come."""

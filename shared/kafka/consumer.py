@@ -582,7 +582,15 @@ class ConsumerRunner:
                 position = await asyncio.wait_for(consumer.position(tp), 1.0)
             except (TimeoutError, KafkaError, AssertionError):
                 continue  # not fetched yet after an assignment: the next poll will tell
+            held = self._first_unapplied(consumer, tp)
+            if held is not None:
+                position = min(position, held)
             self.metrics.lag.labels(*self.lag_labels(tp)).set(max(0, highwater - position))
+
+    def _first_unapplied(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+        """The first offset of records polled but held, not applied (a subclass's poll taken
+        ahead: its getmany moved the position past them), so the lag counts them."""
+        return None
 
     async def _process(
         self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, Sequence[Any]]

@@ -895,6 +895,8 @@ class _Fetching:
         self.polls = list(polls)
         self.committed_at: dict[Any, int] = {}
         self.sought: dict[Any, int] = {}
+        self.highwater_at: dict[Any, int] = {}
+        self.position_at: dict[Any, int] = {}
         self.log: list[str] = []
         self._subscription = type("Subscription", (), {"reassignment_in_progress": False})()
 
@@ -909,6 +911,12 @@ class _Fetching:
 
     async def committed(self, tp: Any) -> int | None:
         return self.committed_at.get(tp)
+
+    def highwater(self, tp: Any) -> int | None:
+        return self.highwater_at.get(tp)
+
+    async def position(self, tp: Any) -> int:
+        return self.position_at[tp]
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
         self.log.append(f"getmany {timeout_ms}")
@@ -1009,6 +1017,47 @@ async def test_the_next_poll_is_taken_and_sent_to_the_worker_while_the_last_batc
         polled, _ = await runner._poll(consumer)
         await runner._process_task(consumer, polled, object())
         assert consumer.log == [f"getmany {runner.options.poll_timeout_ms}", "here", "apply 45-49"]
+    finally:
+        await worker.close()
+
+
+async def test_the_lag_counts_a_poll_taken_ahead() -> None:
+    """The take-ahead's getmany moves the position past the poll it holds: the lag gauge
+    counts that poll's records as not applied yet (from its first offset), not only those
+    past the position; once it is applied, the position alone."""
+    from aiokafka.structs import TopicPartition
+
+    kafka = KafkaSettings(topic_prefix="t.")
+    tp = TopicPartition(topic_name(kafka, Topic.DEMAND_CLASSIFIED), 0)
+    consumer = _Fetching({tp}, [{tp: _demand_records(kafka, range(20, 40))}])
+    consumer.highwater_at[tp] = 45
+    consumer.position_at[tp] = 40  # past the poll taken ahead, as aiokafka's getmany leaves it
+    runner, worker = _prefetching(kafka, consumer)
+
+    def lag() -> float:
+        value: float = runner.metrics.lag.labels(*runner.lag_labels(tp))._value.get()
+        return value
+
+    try:
+        await _up(worker)
+        await runner._process_task(consumer, {tp: _demand_records(kafka, range(0, 20))}, object())
+        assert runner._ahead is not None
+        await runner._export_lag(consumer)
+        assert lag() == 25  # 20-44: the poll held ahead and the 5 past it
+        polled, _ = await runner._poll(consumer)
+        await runner._process_task(consumer, polled, object())
+        assert runner._ahead is None
+        runner._lag_exported_at = None  # the next export now, not an interval later
+        await runner._export_lag(consumer)
+        assert lag() == 5
+        # Held by another run's consumer (a run that ended): not this consumer's lag.
+        consumer.polls = [{tp: _demand_records(kafka, range(20, 40))}]
+        await runner._process_task(consumer, {tp: _demand_records(kafka, range(0, 20))}, object())
+        other = _Fetching({tp}, [])
+        other.highwater_at[tp], other.position_at[tp] = 45, 40
+        runner._lag_exported_at = None
+        await runner._export_lag(other)
+        assert lag() == 5
     finally:
         await worker.close()
 
