@@ -1141,6 +1141,49 @@ async def test_a_poll_taken_ahead_is_dropped_by_a_rebalance_and_read_again() -> 
         await worker.close()
 
 
+async def test_a_poll_taken_ahead_that_is_handed_in_part_is_prepared_afresh() -> None:
+    """The poll taken ahead is recognised by its cut (ahead.cut == _cut(chunks)): handed
+    a part of it (a partition dropped, as _process drops one no longer owned), its batches
+    are not the worker's answers to the poll's batches but prepared afresh, so no batch is
+    applied with another's decoded events."""
+    from aiokafka.structs import TopicPartition
+
+    kafka = KafkaSettings(topic_prefix="t.")
+    demands = topic_name(kafka, Topic.DEMAND_CLASSIFIED)
+    tp0, tp1 = TopicPartition(demands, 0), TopicPartition(demands, 1)
+    kept = [_Record(demands, 1, r.offset, r.value) for r in _demand_records(kafka, range(0, 20))]
+    # The dropped partition's records come first in the poll, so its batch is the first
+    # answer the worker has for it.
+    poll2 = {tp0: _demand_records(kafka, range(20, 30)), tp1: kept}
+    consumer = _Fetching({tp0, tp1}, [poll2])
+    runner, worker = _prefetching(kafka, consumer)
+    applied: list[Any] = []
+    handle = runner._handle_with_retries
+
+    async def keep(messages: Sequence[Any], handler: Any = None) -> Any:
+        applied.extend(messages)
+        return await handle(messages, handler)
+
+    runner._handle_with_retries = keep
+    try:
+        await _up(worker)
+        await runner._process_task(consumer, {tp0: _demand_records(kafka, range(0, 20))}, object())
+        assert runner._ahead is not None
+        polled, generation = await runner._poll(consumer)
+        assert (polled, generation) == (poll2, runner.generation)
+        consumer.log.clear()
+        applied.clear()
+        consumer.polls = []
+        await runner._process_task(consumer, {tp1: polled[tp1]}, object())
+    finally:
+        await worker.close()
+    assert consumer.log[:3] == ["resume", "here", "apply 0-9"]  # sent afresh, first here
+    assert [
+        (m.partition, m.offset, m.event.decoded() if isinstance(m.event, Undecoded) else m.event)
+        for m in applied
+    ] == [(1, r.offset, decode(DemandClassified, r.value)) for r in kept]
+
+
 async def _answered(worker: DecodeWorker) -> bool:
     return not worker._waiting
 
