@@ -292,8 +292,27 @@ def _received_on_connection(
     return recompute_on_connection(db, customers, fresh, closing)
 
 
+class _ReceivedAsTuples:
+    """Handed between processes (a worker to the service or the rebuild): the audit's
+    demands (``received``) as plain tuples, which pickle both ways at a tenth of the named
+    tuples' cost (~0.3 against 3 µs each)."""
+
+    received: list[ReceivedDemand]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["received"] = [(tuple(d.classified), d.text) for d in self.received]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        made = Classified._make
+        received = state["received"]
+        state["received"] = [ReceivedDemand(made(values), text) for values, text in received]
+        self.__dict__.update(state)
+
+
 @dataclass
-class PreparedLoad:
+class PreparedLoad(_ReceivedAsTuples):
     """A batch of a rebuild's load made ready to store: its events' rows and what the audit
     needs of its demands, plain values (built in a worker process, rebuild_pool.py, or in
     this one), with the labels and recorded changes as events (rare, and stored through
@@ -306,19 +325,6 @@ class PreparedLoad:
     received: list[ReceivedDemand]
     labels: list[DemandLabelled]
     changes: list[SystemChanged]
-
-    # Handed from a worker process to the rebuild's: the audit's demands as plain tuples,
-    # which pickle both ways at a tenth of the named tuples' cost (~0.3 against 3 µs each).
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["received"] = [(tuple(d.classified), d.text) for d in self.received]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        made = Classified._make
-        received = state["received"]
-        state["received"] = [ReceivedDemand(made(values), text) for values, text in received]
-        self.__dict__.update(state)
 
 
 def prepare_load(
@@ -360,7 +366,7 @@ async def store_prepared(
 
 
 @dataclass
-class PreparedLive:
+class PreparedLive(_ReceivedAsTuples):
     """A live batch of demands and case events made ready to apply: every value apply_events
     computes from the events alone (nothing of the database), built by the same functions,
     plain values (built in the live decoder's worker process, live_decode.py).
@@ -374,18 +380,6 @@ class PreparedLive:
     fresh: dict[sql.Customer, list[sql.DemandKey]]  # new_demands
     closing: dict[sql.Customer, list[sql.DemandKey]]  # new_case_events
     received: list[ReceivedDemand]
-
-    # As PreparedLoad: the audit's demands cross the process boundary as plain tuples.
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["received"] = [(tuple(d.classified), d.text) for d in self.received]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        made = Classified._make
-        received = state["received"]
-        state["received"] = [ReceivedDemand(made(values), text) for values, text in received]
-        self.__dict__.update(state)
 
 
 def prepare_live(events: Sequence[Event], dialect: str) -> PreparedLive | None:

@@ -33,6 +33,18 @@ class Assigned:
         return self.position_at
 
 
+def lag_runner(registry: CollectorRegistry) -> ConsumerRunner:
+    """A runner with no handler: only its lag export is called."""
+    return ConsumerRunner(
+        settings=KafkaSettings(),
+        topics={},
+        handler=None,  # type: ignore[arg-type]
+        options=RunnerOptions(group_id="g", client_id="c", source="s"),
+        metrics=ConsumerMetrics(registry),
+        producer=object(),
+    )
+
+
 class FakeTime:
     """The consumer module's ``time``, with a clock the test moves."""
 
@@ -52,14 +64,7 @@ async def test_the_lag_is_exported_at_most_once_an_interval(
     clock = [1000.0]
     monkeypatch.setattr(consumer_module, "time", FakeTime(clock))
     registry = CollectorRegistry()
-    runner = ConsumerRunner(
-        settings=KafkaSettings(),
-        topics={},
-        handler=None,  # type: ignore[arg-type]
-        options=RunnerOptions(group_id="g", client_id="c", source="s"),
-        metrics=ConsumerMetrics(registry),
-        producer=object(),
-    )
+    runner = lag_runner(registry)
     consumer = Assigned()
 
     def lag(partition: int) -> float | None:
@@ -98,14 +103,7 @@ class Revoking(Assigned):
 
 async def test_a_partition_revoked_while_the_lag_is_exported_is_skipped() -> None:
     registry = CollectorRegistry()
-    runner = ConsumerRunner(
-        settings=KafkaSettings(),
-        topics={},
-        handler=None,  # type: ignore[arg-type]
-        options=RunnerOptions(group_id="g", client_id="c", source="s"),
-        metrics=ConsumerMetrics(registry),
-        producer=object(),
-    )
+    runner = lag_runner(registry)
     consumer = Revoking()
 
     await runner._export_lag(consumer)
