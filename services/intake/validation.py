@@ -22,8 +22,8 @@ from pydantic import BaseModel, ValidationError
 
 from services.intake.schemas import CaseEventSubmission, DemandSubmission, LabelSubmission
 from shared.events import CaseEvent, DemandLabelled, DemandReceived, Event
-from shared.events.classification import DemandType
 from shared.events.demand import MAX_TEXT_LENGTH
+from shared.events.labels import not_a_demand_conflicts
 from shared.privacy import Redactor, personal_data_kind, refusal_reason
 from shared.service.problems import FieldProblem, field_problems
 
@@ -210,6 +210,11 @@ _VALIDATE_DEMAND = DemandReceived.__pydantic_validator__.validate_python
 _PLAIN_IDENTIFIERS = tuple(name for name in DEMAND_IDENTIFIERS if name != "source")
 
 
+_NOT_A_DEMAND_REASONS = {
+    "demand_type": "must be 'unknown' when not_a_demand is true (not a demand has no type)",
+    "failure_kind": "must be absent when not_a_demand is true (not a demand has no type)",
+}
+
 # A demand's fields that admission replaces: masked free text, and the key's source.
 _MASKED = frozenset({"text", "source", "reason_code", "team", "attributes"})
 
@@ -245,15 +250,14 @@ def admit_label(payload: Any, demand_id: str, admission: Admission) -> DemandLab
         problems += _source_problems(demand_source, admission, field="demand_source")
     if submission.text is not None and not submission.text.strip():
         problems.append(FieldProblem(field="text", reason="is blank"))
-    if submission.not_a_demand:
-        # "Not a demand" is an answer of its own; named here, on the field that contradicts
-        # it, rather than as the event model's error about the whole request.
-        if submission.demand_type is not DemandType.UNKNOWN:
-            reason = "must be 'unknown' when not_a_demand is true (not a demand has no type)"
-            problems.append(FieldProblem(field="demand_type", reason=reason))
-        if submission.failure_kind is not None:
-            reason = "must be absent when not_a_demand is true (not a demand has no type)"
-            problems.append(FieldProblem(field="failure_kind", reason=reason))
+    # Named on the field that contradicts "not a demand", rather than as the event model's
+    # error about the whole request.
+    problems += [
+        FieldProblem(field=name, reason=_NOT_A_DEMAND_REASONS[name])
+        for name in not_a_demand_conflicts(
+            submission.not_a_demand, submission.demand_type, submission.failure_kind
+        )
+    ]
     _raise_if_any(problems, admission, None if admission.organisation_wide else demand_source)
     if not admission.organisation_wide:
         demand_source = admission.key_source

@@ -15,6 +15,22 @@ from shared.events.demand import DemandText
 LabelReason = Literal["review", "audit", "correction"]
 
 
+def not_a_demand_conflicts(
+    not_a_demand: bool, demand_type: DemandType, failure_kind: str | None
+) -> list[str]:
+    """The fields that contradict a "not a demand" answer: it is an answer of its own, so a
+    type or a failure kind beside it would be a second, contradicting one. The one rule,
+    for the event's validator and for intake's per-field errors."""
+    if not not_a_demand:
+        return []
+    conflicting = []
+    if demand_type is not DemandType.UNKNOWN:
+        conflicting.append("demand_type")
+    if failure_kind is not None:
+        conflicting.append("failure_kind")
+    return conflicting
+
+
 class DemandLabelled(Event):
     """Frontline staff's word on a demand. The latest label for a demand wins.
 
@@ -72,14 +88,13 @@ class DemandLabelled(Event):
 
     @model_validator(mode="after")
     def _one_answer(self) -> DemandLabelled:
-        # "Not a demand" is an answer of its own: a type or a failure kind beside it would
-        # be a second, contradicting one.
-        if self.not_a_demand and self.demand_type is not DemandType.UNKNOWN:
+        conflicting = not_a_demand_conflicts(self.not_a_demand, self.demand_type, self.failure_kind)
+        if "demand_type" in conflicting:
             raise ValueError(
                 "a 'not a demand' label must have demand_type 'unknown', "
                 f"not {self.demand_type.value!r}"
             )
-        if self.not_a_demand and self.failure_kind is not None:
+        if "failure_kind" in conflicting:
             raise ValueError("a 'not a demand' label must have no failure_kind")
         return self
 

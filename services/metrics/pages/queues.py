@@ -73,25 +73,15 @@ async def publish(components: Components, *labels: DemandLabelled) -> None:
 
 
 def _label(who: str, item: Item, answer: Answer, reason: Queue, id_: str) -> DemandLabelled:
-    if answer.demand_type == NOT_A_DEMAND:
-        return DemandLabelled(
-            id=id_,
-            demand_id=item.demand_id,
-            demand_source=item.source,
-            demand_type="unknown",
-            not_a_demand=True,
-            purpose=answer.purpose,
-            labelled_by=who,
-            labelled_at=datetime.now(UTC),
-            reason=reason,
-            text=item.text or None,
-        )
+    not_a_demand = answer.demand_type == NOT_A_DEMAND
     return DemandLabelled(
         id=id_,
         demand_id=item.demand_id,
         # People act for the organisation: a label from the pages names the demand's source.
         demand_source=item.source,
-        demand_type=answer.demand_type,
+        # "Not a demand" has no type: the event refuses one beside it.
+        demand_type="unknown" if not_a_demand else answer.demand_type,
+        not_a_demand=not_a_demand,
         failure_kind=answer.failure_kind if answer.demand_type == "failure" else None,
         purpose=answer.purpose,
         labelled_by=who,
