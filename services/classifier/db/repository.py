@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Table, and_, case, delete, false, func, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import Label
 
 from services.classifier.db.tables import DemandTextRow, LabelRow
 from services.classifier.model.examples import AUDIT, Example
@@ -219,9 +220,7 @@ class LabelRepository:
             func.max(case((labels.reason == AUDIT, 1), else_=0))
             .over(partition_by=demand)
             .label("audited"),
-            func.row_number()
-            .over(partition_by=demand, order_by=(labels.labelled_at.desc(), labels.seq.desc()))
-            .label("rank"),
+            _latest_first(),
         ).subquery()
         # An old label (no source) finds the text of the one demand of its id, if only one.
         sole = (
@@ -270,15 +269,25 @@ class LabelRepository:
         ]
 
 
+def _latest_first() -> Label[int]:
+    """Each label's rank among its demand's labels, 1 for the latest (the one that wins)."""
+    labels = _LABELS.c
+    return (
+        func.row_number()
+        .over(
+            partition_by=(labels.demand_source, labels.demand_id),
+            order_by=(labels.labelled_at.desc(), labels.seq.desc()),
+        )
+        .label("rank")
+    )
+
+
 async def _not_a_demand_count(connection: AsyncConnection) -> int:
     """Demands whose latest label says "not a demand" (left out of training)."""
     labels = _LABELS.c
-    demand = (labels.demand_source, labels.demand_id)
     ranked = select(
         labels.not_a_demand,
-        func.row_number()
-        .over(partition_by=demand, order_by=(labels.labelled_at.desc(), labels.seq.desc()))
-        .label("rank"),
+        _latest_first(),
     ).subquery()
     counted = await connection.scalar(
         select(func.count())
