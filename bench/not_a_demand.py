@@ -23,6 +23,15 @@ and, as a second view, A's labels on every item A labelled. Audits are drawn wit
 replacement from the set itself (the target: its own share among demands) and from
 populations of ``POPULATION`` resampled from it (``bench judgement``'s convention).
 
+**What a machine answer would buy** (``half_width_bounds``). The classifier cannot say "not a
+demand"; should it learn to? The interval's width is the spread of the audit's residuals
+z = f - R·d left after the machine's labels explain what they can. The script prints the
+approximate half-width at an audit of 200 (1.96 · sd(residual of z on the machine's labels,
+least squares) / √200 / the share of demands) for the machine as it is, for a machine that also
+says demand or not *perfectly* (an upper bound for learning the class), and for machines whose
+value/failure answer is right on a given share of demands (chatter called failure 30% of the
+time, as model (a) does), averaged over ``BOUND_DRAWS`` seeded draws.
+
 Run: ``.venv/bin/python -m bench.not_a_demand SLICE.csv bench/data/twcs_labels.csv`` (the
 development slice of EVALUATION.md's TWCS section). One core; a minute or two.
 """
@@ -53,6 +62,11 @@ USAGE = "usage: python -m bench.not_a_demand SLICE.csv LABELS.csv [LABELS_B.csv]
 
 # A row of a population: (machine failure, person failure, person demand).
 Row = tuple[int, int, int]
+
+BOUND_AUDIT = 200
+BOUND_DRAWS = 50
+BOUND_ACCURACIES = (0.80, 0.85, 0.90, 0.95)
+CHATTER_CALLED_FAILURE = 0.3
 
 
 @dataclass
@@ -118,6 +132,47 @@ def simulate(
             new.not_a_demand_ci_high,
         )
     return outcome
+
+
+def approximate_half_width(
+    person_failure: np.ndarray, person_demand: np.ndarray, regressors: Sequence[np.ndarray]
+) -> float:
+    """Half-width (a share) at an audit of ``BOUND_AUDIT`` of the failure share among demands
+    when the audit's z = f - R·d is corrected by a least-squares fit on ``regressors`` (the
+    machine's labels over the same items), R being the true share."""
+    ratio = person_failure.sum() / person_demand.sum()
+    z = person_failure - ratio * person_demand
+    design = np.column_stack([np.ones(len(z)), *regressors])
+    beta, *_ = np.linalg.lstsq(design, z, rcond=None)
+    residual = z - design @ beta
+    spread = float(residual.std(ddof=design.shape[1]))
+    return float(1.96 * spread / np.sqrt(BOUND_AUDIT) / float(person_demand.mean()))
+
+
+def half_width_bounds(rows: Sequence[Row], rng: np.random.Generator) -> list[tuple[str, float]]:
+    """(machine, approximate half-width) for the machine as it is, one that also says
+    "not a demand" without error, and simulated machines of given value/failure accuracy."""
+    base = np.asarray(rows, dtype=np.int64)
+    machine, failure, demand = base[:, 0], base[:, 1], base[:, 2]
+    out = [
+        (
+            "as it is (calls every contact a demand)",
+            approximate_half_width(failure, demand, [machine]),
+        ),
+        (
+            "as it is, and says 'not a demand' without error",
+            approximate_half_width(failure, demand, [machine * demand, demand]),
+        ),
+    ]
+    chatter = demand == 0
+    for accuracy in BOUND_ACCURACIES:
+        widths = []
+        for _ in range(BOUND_DRAWS):
+            simulated = np.where(rng.random(len(base)) < accuracy, failure, 1 - failure)
+            simulated[chatter] = rng.random(int(chatter.sum())) < CHATTER_CALLED_FAILURE
+            widths.append(approximate_half_width(failure, demand, [simulated]))
+        out.append((f"value/failure right on {accuracy:.0%} of demands", float(np.mean(widths))))
+    return out
 
 
 def run(slice_path: Path, label_paths: Sequence[Path]) -> str:
@@ -186,6 +241,18 @@ def run(slice_path: Path, label_paths: Sequence[Path]) -> str:
                     ("new: share of contacts not a demand", result.chatter),
                 ):
                     out.append(f"| {name} | {where} | {audit} | {label} | {coverage.cells()} |")
+    out += [
+        "",
+        f"What a machine answer would buy: approximate half-width (points) at an audit of "
+        f"{BOUND_AUDIT} (see the module's docstring; simulated machines: mean of "
+        f"{BOUND_DRAWS} draws, seed {SEED}).",
+        "",
+        "| view | machine | half-width |",
+        "|---|---|---|",
+    ]
+    for name, rows in populations.items():
+        for machine_name, width in half_width_bounds(rows, np.random.default_rng(SEED)):
+            out.append(f"| {name} | {machine_name} | {width * 100:.2f} |")
     out.append("")
     out.append(
         f"Took {time.perf_counter() - started:.0f} s wall, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.not_a_demand import Row, simulate
+from bench.not_a_demand import Row, approximate_half_width, half_width_bounds, simulate
 
 
 def test_the_ratio_covers_and_the_old_estimator_misses() -> None:
@@ -25,3 +25,27 @@ def test_the_ratio_covers_and_the_old_estimator_misses() -> None:
     assert 0.9 <= outcome.new.hits / n <= 0.99
     assert 0.9 <= outcome.chatter.hits / n <= 0.995
     assert outcome.old.hits / n < 0.3  # 0.4 among contacts against 0.6 among demands
+
+
+def test_the_bounds_order_machines_by_what_they_explain() -> None:
+    rows: list[Row] = (
+        [(1, 0, 0)] * 30
+        + [(0, 0, 0)] * 70
+        + [(1, 1, 1)] * 90
+        + [(0, 1, 1)] * 30
+        + [(1, 0, 1)] * 20
+        + [(0, 0, 1)] * 60
+    )
+    bounds = dict(half_width_bounds(rows, np.random.default_rng(0)))
+    today = bounds["as it is (calls every contact a demand)"]
+    told = bounds["as it is, and says 'not a demand' without error"]
+    assert 0 < told <= today
+    widths = [bounds[f"value/failure right on {a:.0%} of demands"] for a in (0.8, 0.85, 0.9, 0.95)]
+    assert widths == sorted(widths, reverse=True)  # more accurate, narrower
+
+
+def test_a_machine_that_is_always_right_leaves_no_width() -> None:
+    failure = np.array([1, 0, 1, 0, 0, 1, 0, 0])
+    demand = np.array([1, 1, 1, 0, 0, 1, 1, 0])
+    assert approximate_half_width(failure, demand, [failure, demand]) < 1e-9
+    assert approximate_half_width(failure, demand, [np.zeros(8)]) > 0.05
