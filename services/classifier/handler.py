@@ -3,7 +3,9 @@ classifications and the touched customers' context out, in one transaction.
 
 The text model predicts the whole batch at once; then, in arrival order, each demand is
 judged against its customer's context, which the batch's own demands and case events keep
-up to date. Context changes reach memory only after the transaction commits.
+up to date (the logic: service.py). Here: routing the records, the label store's trip,
+encoding, forwarding labels, what waits for the commit, counting. Context changes reach
+memory only after the transaction commits.
 """
 
 from __future__ import annotations
@@ -20,19 +22,19 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.classifier.changelog import state_record
-from services.classifier.context import (
-    ContextOverlay,
-    ContextStore,
-    apply_case_event,
-    apply_label,
-    event_utc_now,
-    record_demand,
-)
+from services.classifier.context import ContextStore, event_utc_now
 from services.classifier.db.repository import LabelRepository, SeenText
-from services.classifier.judgement import Judgement, Thresholds, judge
+from services.classifier.judgement import Thresholds
 from services.classifier.live_model import ModelInUse
 from services.classifier.metrics import ClassifierMetrics
 from services.classifier.model.text_model import Prediction
+from services.classifier.service import (
+    apply_case,
+    classify,
+    predict,
+    relabel_context,
+    relabel_forwarded,
+)
 from shared.database.errors import refused_by_the_database
 from shared.events import CaseEvent, DemandClassified, DemandLabelled, DemandReceived
 from shared.kafka.codec import OutboundRecord, encode_all
@@ -126,16 +128,26 @@ class ClassifyDemands:
                     if isinstance(prediction, Exception):
                         raise prediction
                     classified.append(
-                        self._classify(message, prediction, model, overlay, classified_at, labelled)
+                        classify(
+                            event,
+                            message.partition,
+                            prediction,
+                            model,
+                            overlay,
+                            classified_at=classified_at,
+                            labelled=labelled,
+                            thresholds=self._thresholds,
+                        )
                     )
                 elif isinstance(event, CaseEvent):
-                    state = overlay.state(event.customer_ref, message.partition)
-                    apply_case_event(state, event)
-                    overlay.update(event.customer_ref, message.partition, state, classified_at)
+                    apply_case(event, message.partition, overlay, classified_at)
                 elif isinstance(event, DemandLabelled) and self._forwarded(message):
                     # Already kept and counted where it was read: only the context learns.
-                    self._relabel_forwarded(message, overlay, classified_at)
-                elif isinstance(event, DemandLabelled) and not self._relabel_context(
+                    # Keyed by customer, so this partition is the customer's and this
+                    # instance owns it.
+                    customer = message.key.decode() if message.key else None
+                    relabel_forwarded(event, customer, message.partition, overlay, classified_at)
+                elif isinstance(event, DemandLabelled) and not relabel_context(
                     event, overlay, classified_at
                 ):
                     elsewhere.append(event)
@@ -143,7 +155,7 @@ class ClassifyDemands:
                 result.rejected.append(Rejection(message, f"{type(error).__name__}: {error}"))
         # A label read before its demand in this batch: the demand is in context now.
         elsewhere = [
-            label for label in elsewhere if not self._relabel_context(label, overlay, classified_at)
+            label for label in elsewhere if not relabel_context(label, overlay, classified_at)
         ]
         topic = self._topics.classified
         result.outbound = encode_all(((c, topic) for c in classified), source=self._source)
@@ -168,74 +180,6 @@ class ClassifyDemands:
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
 
-    def _classify(
-        self,
-        message: Inbound[Any],
-        prediction: Prediction,
-        model: ModelInUse,
-        overlay: ContextOverlay,
-        classified_at: datetime,
-        labelled: dict[tuple[str, str], str],
-    ) -> DemandClassified:
-        demand: DemandReceived = message.event
-        state = overlay.state(demand.customer_ref, message.partition)
-        judgement: Judgement = judge(
-            demand.text,
-            prediction,
-            state.as_context(demand.source),  # a demand is judged within its own source
-            rules=model.rules,
-            now=demand.occurred_at,
-            thresholds=self._thresholds,
-        )
-        classified: DemandClassified = _VALIDATE_CLASSIFIED(
-            {
-                "demand": demand,
-                "demand_type": judgement.demand_type,
-                "failure_kind": judgement.failure_kind,
-                "purpose": judgement.purpose,
-                "confidence": judgement.confidence,
-                "method": judgement.method,
-                "model_version": model.version,
-                "needs_review": judgement.needs_review,
-                "caused_by": (
-                    judgement.caused_by.model_copy(update={"source": demand.source})
-                    if judgement.caused_by is not None
-                    else None
-                ),
-                "classified_at": classified_at,
-            }
-        )
-        record_demand(
-            state,
-            demand_id=demand.id,
-            # A person's label read before the demand (on any instance) wins in the context.
-            purpose=labelled.get((demand.source, demand.id), judgement.purpose),
-            occurred_at=demand.occurred_at,
-            case_ref=demand.case_ref,
-            source=demand.source,
-        )
-        overlay.update(demand.customer_ref, message.partition, state, classified_at)
-        return classified
-
-    def _relabel_context(
-        self, label: DemandLabelled, overlay: ContextOverlay, now: datetime
-    ) -> bool:
-        """Apply the label to a context this instance holds; False if it holds none."""
-        if label.not_a_demand:
-            # Its purpose is only the one the contact was filed under, not a person's word
-            # on it: the context keeps what it had (nothing to apply or forward).
-            return True
-        customer = overlay.customer_of_demand(label.demand_id, label.demand_source)
-        partition = overlay.partition_of(customer) if customer else None
-        if customer is None or partition is None:
-            return False  # the customer lives on another instance, or has left the window
-        state = overlay.state(customer, partition)
-        if apply_label(
-            state, demand_id=label.demand_id, purpose=label.purpose, source=label.demand_source
-        ):
-            overlay.update(customer, partition, state, now)
-        return True
-
     def _labels_to_keep(self, ordered: Sequence[Inbound[Any]]) -> list[DemandLabelled]:
         return [
             m.event
@@ -245,20 +189,6 @@ class ClassifyDemands:
 
     def _forwarded(self, message: Inbound[Any]) -> bool:
         return message.topic == self._topics.forwarded_labels
-
-    def _relabel_forwarded(
-        self, message: Inbound[Any], overlay: ContextOverlay, now: datetime
-    ) -> None:
-        # Keyed by customer, so this partition is the customer's and this instance owns it.
-        label: DemandLabelled = message.event
-        customer = message.key.decode() if message.key else None
-        if customer is None or label.not_a_demand:  # no purpose to apply (_relabel_context)
-            return
-        state = overlay.state(customer, message.partition)
-        if apply_label(
-            state, demand_id=label.demand_id, purpose=label.purpose, source=label.demand_source
-        ):
-            overlay.update(customer, message.partition, state, now)
 
     async def _forward(self, labels: list[DemandLabelled]) -> list[OutboundRecord]:
         """The labels whose customer another instance holds, keyed by that customer, in
@@ -351,14 +281,6 @@ class ClassifyDemands:
             delay.observe(max(0.0, (now - c.demand.received_at).total_seconds()))
 
 
-# What DemandClassified(...) validates, called directly: the same validation and the same
-# event (fields set, bytes), without BaseModel.__init__'s wrapper around it (3.6-4.1 ->
-# 2.3 µs a demand, measured). Bound at import, so a later DemandClassified.model_rebuild
-# would not reach it (nothing rebuilds it; test_handler checks, and holds it to the
-# constructor).
-_VALIDATE_CLASSIFIED = DemandClassified.__pydantic_validator__.validate_python
-
-
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """What ``for_poll`` did once for a poll's batches."""
@@ -404,17 +326,7 @@ def _may_see(
 
 
 def _predict(model: ModelInUse, demands: list[Inbound[Any]]) -> dict[int, Prediction | Exception]:
-    """Predictions by message identity. If the batch fails, each demand is predicted alone
-    so that only the failing ones are rejected, within this one handler call: the runner's
-    one-by-one fallback would judge each demand against context without its batch-mates'."""
-    try:
-        batch = model.model.predict_batch([m.event.text for m in demands])
-        return {id(m): p for m, p in zip(demands, batch, strict=True)}
-    except Exception:
-        alone: dict[int, Prediction | Exception] = {}
-        for message in demands:
-            try:
-                alone[id(message)] = model.model.predict(message.event.text)
-            except Exception as error:
-                alone[id(message)] = error
-        return alone
+    """The demands' predictions (service.predict: one failing text fails alone), by message
+    identity."""
+    predictions = predict(model, [m.event.text for m in demands])
+    return {id(m): p for m, p in zip(demands, predictions, strict=True)}

@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.classifier.context import ContextStore
 from services.classifier.db.migrate import upgrade
 from services.classifier.db.repository import LabelRepository
-from services.classifier.handler import _VALIDATE_CLASSIFIED, ClassifyDemands, Topics
+from services.classifier.handler import ClassifyDemands, Topics
 from services.classifier.judgement import Thresholds
 from services.classifier.live_model import in_use
 from services.classifier.metrics import ClassifierMetrics
+from services.classifier.service import _VALIDATE_CLASSIFIED
 from services.classifier.training import TrainedModel
 from shared.database.engine import create_engine
 from shared.events import CausedBy, ClassificationMethod, DemandClassified, DemandType
@@ -178,11 +179,11 @@ def _classified_fields(**changes: Any) -> dict[str, Any]:
 
 
 def test_the_handlers_validator_makes_what_the_constructor_makes() -> None:
-    # The handler builds DemandClassified through its validator (_VALIDATE_CLASSIFIED), not
+    # The service builds DemandClassified through its validator (_VALIDATE_CLASSIFIED), not
     # DemandClassified(...): the same event, fields set and bytes, and the same errors.
     # (bound methods are equal when bound to the same object)
     assert DemandClassified.__pydantic_validator__.validate_python == _VALIDATE_CLASSIFIED, (
-        "DemandClassified was rebuilt (model_rebuild) after the handler bound its validator "
+        "DemandClassified was rebuilt (model_rebuild) after service.py bound its validator "
         "at import: _VALIDATE_CLASSIFIED is the old one; build the event with "
         "DemandClassified(...) there, or bind the validator after the rebuild"
     )
