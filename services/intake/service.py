@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from services.intake.cloudevents import EventKind
 from services.intake.db.repository import EventKey
-from services.intake.ledger import Claim, IdempotencyLedger, LedgerUnavailable
+from services.intake.ledger import Claim, IdempotencyLedger, LedgerUnavailable, new_token
 from services.intake.metrics import NO_CHANNEL, IntakeMetrics
 from shared.events import CaseEvent, DemandLabelled, DemandReceived, Event
 from shared.kafka.codec import OutboundRecord, encode_all
@@ -83,14 +83,15 @@ class IntakeService:
 
     async def _ingest_all(self, events: Sequence[Event], key_source: str) -> list[Outcome]:
         keys: list[EventKey] = [key_of(event) for event in events]
-        claims = await self.ledger.claim(keys)
+        token = new_token()  # the request's: its claims are confirmed by it, in one row
+        claims = await self.ledger.claim(keys, token)
         claimed = [
             (key, event)
             for key, event, claim in zip(keys, events, claims, strict=True)
             if claim is Claim.CLAIMED
         ]
         if claimed:
-            await self._publish_claimed(claimed)
+            await self._publish_claimed(claimed, token)
         outcomes = [_OUTCOME_OF_CLAIM[claim] for claim in claims]
         self._count(events, outcomes, key_source)
         return outcomes
@@ -99,23 +100,26 @@ class IntakeService:
         """``_ingest_all`` of one event (a single request): the same steps, in the same
         order, without the lists and pairings a batch needs (10.3 -> 9.2 µs, measured)."""
         key = key_of(event)
-        (claim,) = await self.ledger.claim((key,))
+        token = new_token()
+        (claim,) = await self.ledger.claim((key,), token)
         if claim is Claim.CLAIMED:
             records = encode_all(((event, self._topic(event, {})),), source=self.source_name)
-            await self._publish([key], records)
+            await self._publish([key], records, token)
         outcomes = [_OUTCOME_OF_CLAIM[claim]]
         self._count((event,), outcomes, key_source)
         return outcomes
 
-    async def _publish_claimed(self, claimed: list[tuple[EventKey, Event]]) -> None:
+    async def _publish_claimed(self, claimed: list[tuple[EventKey, Event]], token: bytes) -> None:
         topics: dict[type[Event], str] = {}  # named once per request, not per record
         records = encode_all(
             ((event, self._topic(event, topics)) for _, event in claimed),
             source=self.source_name,
         )
-        await self._publish([key for key, _ in claimed], records)
+        await self._publish([key for key, _ in claimed], records, token)
 
-    async def _publish(self, keys: list[EventKey], records: list[OutboundRecord]) -> None:
+    async def _publish(
+        self, keys: list[EventKey], records: list[OutboundRecord], token: bytes
+    ) -> None:
         """Send the claimed keys' records and wait for acks=all; confirm, or release."""
         started = time.perf_counter()
         try:
@@ -133,7 +137,8 @@ class IntakeService:
         # Published and acknowledged: the 202 stands whatever happens to the confirmation.
         # Should it fail (or intake die first), the claim expires after the lease and a
         # late retry publishes a repeat that consumers drop by id.
-        self.ledger.confirm_soon(keys)
+        # The keys are every one this request claimed, with ``token``: one row confirms them.
+        self.ledger.confirm_soon(keys, token)
 
     def _topic(self, event: Event, topics: dict[type[Event], str]) -> str:
         # By the event's class: a dict lookup an event, not kind_of's isinstance checks.

@@ -24,14 +24,17 @@ from tests.support.factories import case_event, demand_labelled, demand_received
 class Ledger:
     def __init__(self, claim: Claim) -> None:
         self.answer = claim
-        self.calls: list[tuple[str, list[EventKey]]] = []
+        self.calls: list[tuple[str, list[EventKey]] | tuple[str, list[EventKey], bool]] = []
+        self.token: bytes | None = None
 
-    async def claim(self, keys: Sequence[EventKey]) -> list[Claim]:
+    async def claim(self, keys: Sequence[EventKey], token: bytes | None = None) -> list[Claim]:
         self.calls.append(("claim", list(keys)))
+        self.token = token
         return [self.answer] * len(keys)
 
-    def confirm_soon(self, keys: Sequence[EventKey]) -> None:
-        self.calls.append(("confirm", list(keys)))
+    def confirm_soon(self, keys: Sequence[EventKey], token: bytes | None = None) -> None:
+        # Confirmed by the claim's own token (a random one: compared, not recorded).
+        self.calls.append(("confirm", list(keys), token is not None and token == self.token))
 
     async def release(self, keys: Sequence[EventKey]) -> None:
         self.calls.append(("release", list(keys)))
@@ -121,6 +124,7 @@ async def test_one_event_takes_the_steps_of_many(claim: Claim, refuse: bool, kin
     if claim is Claim.CLAIMED:
         assert len(sent) == 1
         assert calls[1][0] == ("release" if refuse else "confirm")
+        assert refuse or calls[1][2] is True  # by the claim's token
         assert answer == (repr(BrokerUnavailable("refused")) if refuse else [Outcome.ACCEPTED])
     else:
         assert (sent, len(calls)) == ([], 1)
