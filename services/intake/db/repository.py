@@ -7,7 +7,11 @@ A row is published when its state says so (``mark_published``, a confirmation by
 when the token it was claimed with is in ``intake_confirmed_claims`` (``confirm_tokens``, a
 request's confirmation: one appended row, where an UPDATE of each of its keys cost about a
 tenth of a batched event, docs/performance.md). Every query that asks whether a row is
-published asks both. It runs one of two ways with the same outcome:
+published asks both. On PostgreSQL (read committed) a take-over no longer waits on the
+row for a confirmation of the claim it replaces, which is another table's insert: one
+confirmed as the lease runs out can be taken over and published a second time, a copy
+consumers drop by id, as in the crash windows (docs/services/intake.md); never a
+duplicate answer for an id not acknowledged. It runs one of two ways with the same outcome:
 
 - ``apply_burst``: SQLAlchemy on an async connection (PostgreSQL: asyncpg has no thread
   between the loop and the socket, so a statement is one round trip);

@@ -10,6 +10,11 @@ claimed with it. Before, each key's row was updated (a seek and a rewrite of the
 a tenth of a batched event's instructions. Rows written before carry no token and keep
 their state. Going down, rows published by a token are marked published first, so no
 acknowledged id is forgotten.
+
+Instances of the code before this revision, left running on the same database, read only
+the state: a row published by a token is pending to them (a repeat is answered 409, and
+after the lease taken over and published again, a copy consumers drop by id). Upgrade
+every instance together.
 """
 
 from collections.abc import Sequence
