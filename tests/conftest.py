@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from shared.kafka.settings import KafkaSettings
 
 TopicFactory = Callable[..., Awaitable[str]]
+TEST_MIN_SESSION_TIMEOUT_MS = 1_000  # the session broker's group.min.session.timeout.ms
 
 
 def _in_ci() -> bool:
@@ -67,6 +68,11 @@ def kafka_config() -> Iterator[local_kafka.LocalKafkaConfig]:
     cfg = local_kafka.LocalKafkaConfig.on_free_ports(
         root=ROOT, run_dir=leftovers.claim(ROOT / ".run" / f"test-kafka{_worker_suffix()}")
     )
+    # The test broker alone accepts session timeouts down to TEST_MIN_SESSION_TIMEOUT_MS (the
+    # broker's default floor is 6 s): a test that pauses a consumer until the group drops it
+    # (tests/support/echo_worker.py) waits one session timeout by design. The services'
+    # own 10 s is above either floor, so nothing else changes.
+    cfg.extra_properties["group.min.session.timeout.ms"] = str(TEST_MIN_SESSION_TIMEOUT_MS)
     try:
         local_kafka.wipe(cfg)
         local_kafka.start(cfg, timeout=120)
