@@ -14,6 +14,7 @@ from services.classifier.config import TAXONOMY, ClassifierSettings
 from services.classifier.db.migrate import upgrade as upgrade_classifier
 from services.classifier.main import create_app as create_classifier
 from services.classifier.taxonomy import load_taxonomy
+from services.classifier.training import TrainedModel
 from services.intake.config import IntakeSettings
 from services.intake.db.migrate import upgrade as upgrade_intake
 from services.intake.main import create_app as create_intake
@@ -25,6 +26,7 @@ from shared.auth.migrate import upgrade as upgrade_auth
 from shared.auth.settings import AuthSettings
 from shared.auth.store import ApiKeyStore
 from shared.kafka.settings import KafkaSettings
+from tests.services.classifier.conftest import store_version
 from tests.support.apps import running
 from tests.support.factories import demand_body
 from tests.support.waiting import wait_until
@@ -41,7 +43,11 @@ DEMANDS = [
 
 
 async def test_demands_posted_over_http_are_classified_and_counted(
-    kafka_settings: KafkaSettings, database_url: str, unique_group: str, tmp_path: Path
+    kafka_settings: KafkaSettings,
+    database_url: str,
+    unique_group: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     await asyncio.to_thread(upgrade, database_url)
     auth_url = f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}"
@@ -50,6 +56,13 @@ async def test_demands_posted_over_http_are_classified_and_counted(
     await asyncio.to_thread(upgrade_intake, ledger_url)
     labels_url = f"sqlite+aiosqlite:///{tmp_path / 'classifier.db'}"
     await asyncio.to_thread(upgrade_classifier, labels_url)
+    if not database_url.startswith("sqlite"):
+        # The parameter is the metrics database's; the classifier's start is the same in
+        # both (a SQLite label store, no model): the SQLite run trains at start, a fresh
+        # machine end to end, and this one serves the session's seed model, the same recipe
+        # stored as the current version (~12 s of CPU less; it is trained once a session).
+        seed_model: TrainedModel = request.getfixturevalue("seed_model")
+        await store_version(labels_url, seed_model.model, seed_model.metadata)
     store = ApiKeyStore(auth_url)
     api_key, _ = await store.create("demo", [Scope.DEMANDS_WRITE, Scope.READ])
     await store.close()
@@ -66,7 +79,7 @@ async def test_demands_posted_over_http_are_classified_and_counted(
                         kafka=kafka_settings,
                         group_id=f"{unique_group}-classifier",
                         transactional_id=f"{unique_group}-tx",
-                        model_dir=tmp_path / "models",  # trained from the seed data at start
+                        model_dir=tmp_path / "models",  # none: trained at start, or stored
                         database_url=labels_url,
                         auth=AuthSettings(database_url=auth_url),
                     )
