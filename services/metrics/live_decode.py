@@ -65,7 +65,14 @@ from services.metrics.handler import DemandCounts, PreparedMessages, Undecoded, 
 from services.metrics.ingest import PreparedLive, by_kind, prepare_live
 from shared.events import Event
 from shared.kafka.codec import DecodeError, decode
-from shared.kafka.consumer import ConsumerRunner, Inbound, _Prepared, dead_letter_record
+from shared.kafka.consumer import (
+    BatchHandler,
+    BatchResult,
+    ConsumerRunner,
+    Inbound,
+    _Prepared,
+    dead_letter_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -667,8 +674,11 @@ class OffloadingRunner(ConsumerRunner):
             dead.sort(
                 key=lambda d: (order[TopicPartition(d[0].topic, d[0].partition)], d[0].offset)
             )
-        messages = [
-            Inbound(
+        records = [kept[i] for i in decoded.decoded]
+
+        def message(at: int) -> Inbound[Any]:
+            record = records[at]
+            return Inbound(
                 record.topic,
                 record.partition,
                 record.offset,
@@ -677,12 +687,22 @@ class OffloadingRunner(ConsumerRunner):
                 list(record.headers or ()),
                 record.timestamp,
             )
-            for record in (kept[i] for i in decoded.decoded)
-        ]
-        refused = [(messages[i], why) for i, why in decoded.prepared.refused]
-        offsets = {tp: records[-1].offset + 1 for tp, records in chunk.items()}
-        prepared = PreparedMessages(messages, decoded.prepared, refused, decoded.counts)
-        return _Prepared(chunk, prepared, dead, offsets, started)
+
+        offsets = {tp: part[-1].offset + 1 for tp, part in chunk.items()}
+        prepared = PreparedMessages(
+            len(records), message, decoded.prepared, decoded.prepared.refused, decoded.counts
+        )
+        # A sequence whose messages are made only if read, not a list: only this runner's
+        # _process_task hands it on (to _handle_with_retries, which gives it to the handler
+        # or, after a failure, to _handle_one_by_one, below).
+        messages: Any = prepared
+        return _Prepared(chunk, messages, dead, offsets, started)
+
+    async def _handle_one_by_one(
+        self, messages: list[Inbound[Any]], handler: BatchHandler
+    ) -> BatchResult:
+        # A prepared batch isolated after a failure: its messages made now, as a list.
+        return await super()._handle_one_by_one(list(messages), handler)
 
     def _count(self, prepared_by: str) -> None:
         if self._batches is not None:

@@ -882,6 +882,67 @@ async def test_dead_letters_are_the_records_values_in_their_order_on_both_paths(
         assert letter.value == raw
 
 
+async def test_a_prepared_batchs_messages_are_made_only_when_it_is_isolated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch the worker prepared goes to the handler without a message made for each of
+    its records (PreparedMessages makes them on demand); one whose handling fails is
+    isolated one by one, each record with its own message, its event the record's value."""
+    from aiokafka.structs import TopicPartition
+
+    from services.metrics.handler import PreparedMessages
+    from shared.kafka.consumer import BatchResult, Inbound, RunnerOptions
+    from shared.kafka.runtime_metrics import ConsumerMetrics
+
+    made: list[int] = []
+
+    def counted(*fields: Any) -> Any:
+        made.append(fields[2])
+        return Inbound(*fields)
+
+    monkeypatch.setattr(live_decode, "Inbound", counted)
+    kafka = KafkaSettings(topic_prefix="t.")
+    topics = consumed_topics(kafka)
+    demands = topic_name(kafka, Topic.DEMAND_CLASSIFIED)
+    worker = DecodeWorker(topics, "sqlite")
+    runner = live_decode.OffloadingRunner(
+        worker=worker,
+        settings=kafka,
+        topics=topics,
+        handler=object(),
+        options=RunnerOptions(group_id="g", client_id="c", source="s", max_batch=10),
+        metrics=ConsumerMetrics(CollectorRegistry()),
+        producer=object(),
+    )
+    events = varied_demands(3, customers=2, start=T0)
+    records = [
+        _Record(demands, 0, 20 + n, e.model_dump_json().encode()) for n, e in enumerate(events)
+    ]
+    chunk = {TopicPartition(demands, 0): records}
+    try:
+        await _up(worker)
+        kept, dead, answer = runner._send(chunk)
+        batch = await runner._prepared(chunk, kept, dead, answer)
+    finally:
+        await worker.close()
+    assert isinstance(batch.messages, PreparedMessages)
+    assert len(batch.messages) == 3
+    assert made == []
+    handled: list[tuple[int, Event]] = []
+
+    async def handler(messages: Sequence[Any]) -> BatchResult:
+        if isinstance(messages, PreparedMessages):
+            raise RuntimeError("a defect met by the whole batch")
+        (message,) = messages
+        assert isinstance(message.event, Undecoded)
+        handled.append((message.offset, message.event.decoded()))
+        return BatchResult()
+
+    await runner._handle_with_retries(batch.messages, handler)
+    assert made == [20, 21, 22]
+    assert handled == list(zip([20, 21, 22], events, strict=True))
+
+
 # The prefetch across polls: the next poll taken, and sent to the worker, while a backlog
 # poll's last batch is applied (OffloadingRunner._take_ahead, handed on by _poll).
 
