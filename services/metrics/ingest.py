@@ -432,7 +432,10 @@ def _prepared_on_connection(
     upkeep_received(db, prepared.received, audit, stored_before=known)
     if not prepared.customers:
         return BatchOutcome()
-    return recompute_on_connection(db, prepared.customers, prepared.fresh, prepared.closing)
+    inserted = write_path.Inserted(prepared.rows.demands, known)
+    return recompute_on_connection(
+        db, prepared.customers, prepared.fresh, prepared.closing, inserted
+    )
 
 
 def demand_keys(
@@ -543,6 +546,7 @@ def recompute_on_connection(
     customers: Sequence[sql.Customer],
     fresh: Mapping[sql.Customer, Sequence[sql.DemandKey]] | None = None,
     closing: Mapping[sql.Customer, Sequence[sql.DemandKey]] | None = None,
+    inserted: write_path.Inserted | None = None,
 ) -> BatchOutcome:
     """Every touched customer's cases stitched again from everything stored for them: four
     reads for all of them, then only the rows that changed written (write_path). Live
@@ -553,12 +557,13 @@ def recompute_on_connection(
     their keys; each is stitched on at the tail when stitch_tail can, else in full.
     ``closing`` (live: new_case_events): customers whose batch holds only case events,
     with their keys; each has its case closed at the tail when close_at_tail can, else
-    is recomputed in full."""
+    is recomputed in full. ``inserted`` (live: the batch's demand rows as stored, and the
+    keys stored before it) spares the tail reading back what the batch has just stored."""
     outcome = BatchOutcome()
     if fresh or closing:
         write_path.lock_customers(db, customers)  # all of them, in one statement
         if fresh:
-            customers = _stitch_at_tail(db, customers, fresh, outcome)
+            customers = _stitch_at_tail(db, customers, fresh, outcome, inserted)
         if closing:
             customers = _close_at_tail(db, customers, closing, outcome)
         if not customers:
@@ -597,10 +602,11 @@ def _stitch_at_tail(
     customers: Sequence[sql.Customer],
     fresh: Mapping[sql.Customer, Sequence[sql.DemandKey]],
     outcome: BatchOutcome,
+    inserted: write_path.Inserted | None,
 ) -> list[sql.Customer]:
     """The customers of ``fresh`` that stitch_tail takes, written; returns the others of
     ``customers``, for the full recomputation."""
-    state = write_path.tail_state(db, fresh)
+    state = write_path.tail_state(db, fresh, inserted)
     stitched: dict[sql.Customer, TailStitched] = {}
     for customer, demands in state.demands.items():
         if customer in state.refused:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from datetime import date, datetime, timedelta
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import select, text, tuple_
@@ -929,16 +930,76 @@ class TailState:
     refused: set[Customer]
 
 
-def tail_state(db: SyncDb, fresh: Mapping[Customer, Sequence[DemandKey]]) -> TailState:
+class Inserted(NamedTuple):
+    """What a batch's insert_received was given of its demands: their rows (DEMAND_COLUMNS,
+    one a key: received_rows) and the keys stored before it (audit_sample.stored_already,
+    asked before the insert). A key not stored before is stored as its row of the batch
+    (insert-or-ignore), so tail_state takes it from there instead of reading it back."""
+
+    rows: Sequence[tuple[Any, ...]]
+    before: set[DemandKey]
+
+
+# The labels of these demand ids (off ix_demand_labels_demand): a demand is labelled by one
+# of its source, or an old one by its id alone (source ''), as _FRESH_DEMANDS' EXISTS asks.
+_LABELLED_IDS = "SELECT demand_id, demand_source FROM demand_labels WHERE demand_id IN "
+# A row of DEMAND_COLUMNS' _DEMAND_READ columns, in their order.
+_AS_READ = itemgetter(
+    *(DEMAND_COLUMNS.index(c.removeprefix("d.")) for c in _DEMAND_READ.split(", "))
+)
+
+
+def _fresh_from_batch(
+    db: SyncDb, keys: Sequence[DemandKey], rows: Mapping[DemandKey, tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """_FRESH_DEMANDS' rows for ``keys`` (sorted), none of them stored before this batch:
+    each its batch row's _DEMAND_READ columns, then whether a label names it, then its
+    cause's case (the fact of the demand its cause names, if that is the customer's).
+    Small reads by id instead of every demand read back."""
+    labels: set[tuple[str, str]] = set()  # (demand id, the label's source)
+    for part in chunks(sorted({demand_id for _, demand_id in keys})):
+        labels.update(db.rows(_LABELLED_IDS + _marks(part), _params(part)))
+    read: list[tuple[Any, ...]] = [_AS_READ(rows[key]) for key in keys]
+    causes = sorted({(r[0], r[11]) for r in read if r[11] is not None})
+    cases: dict[DemandKey, tuple[str, str]] = {}
+    for source in sorted({source for source, _ in causes}):
+        for part in chunks([demand_id for s, demand_id in causes if s == source]):
+            params = {"source": source, **_params(part)}
+            for demand_id, customer_ref, case_id in db.rows(_CAUSE_FACTS + _marks(part), params):
+                cases[(source, demand_id)] = (customer_ref, case_id)
+    made = []
+    for r in read:
+        labelled = (r[2], r[0]) in labels or (r[2], "") in labels
+        cause = cases.get((r[0], r[11])) if r[11] is not None else None
+        made.append((*r, labelled, cause[1] if cause and cause[0] == r[1] else None))
+    return made
+
+
+def _marks(ids: Sequence[str]) -> str:
+    """``(:i0, :i1, ...)``, an IN list of as many as ``ids`` (their values: _params)."""
+    return "(" + ", ".join(f":i{n}" for n in range(len(ids))) + ")"
+
+
+def _params(ids: Sequence[str]) -> dict[str, str]:
+    return {f"i{n}": demand_id for n, demand_id in enumerate(ids)}
+
+
+_CAUSE_FACTS = (
+    "SELECT demand_id, customer_ref, case_id FROM demand_facts "
+    "WHERE source = :source AND demand_id IN "
+)
+
+
+def tail_state(
+    db: SyncDb, fresh: Mapping[Customer, Sequence[DemandKey]], inserted: Inserted | None = None
+) -> TailState:
     """The stored cases of ``fresh``'s customers (already locked: lock_customers) and
     their demands of the batch by key, in two reads; names the customers for the reads
-    after it (touch_customers' table)."""
+    after it (touch_customers' table). With ``inserted`` (the live path's), when none of
+    the demands was stored before the batch, they are taken from its rows (as stored)."""
     customers = sorted(fresh)
     touch_customers(db, customers, lock=False)
-    db.execute(_FRESH_POSTGRESQL if db.dialect == "postgresql" else _FRESH_SQLITE)
-    db.execute("DELETE FROM fresh_demands")
     owner = {key: customer for customer, keys in fresh.items() for key in keys}
-    db.insert_rows("fresh_demands", ("source", "demand_id"), sorted(owner))
     read_time = db.read_time
     cases: dict[Customer, list[StoredCase]] = {customer: [] for customer in customers}
     _read_stored_cases(db.rows(_TAIL_CASES), _TAIL_STORED_AT, read_time, cases)
@@ -947,7 +1008,16 @@ def tail_state(db: SyncDb, fresh: Mapping[Customer, Sequence[DemandKey]]) -> Tai
     received: dict[DemandKey, Received] = {}
     occurred: dict[DemandKey, Any] = {}
     refused: set[Customer] = set()
-    for row in db.rows(_FRESH_DEMANDS):
+    keys = sorted(owner)
+    if inserted is not None and not (inserted.before and inserted.before & owner.keys()):
+        batch = {(row[0], row[1]): row for row in inserted.rows}
+        rows = _fresh_from_batch(db, keys, batch)
+    else:
+        db.execute(_FRESH_POSTGRESQL if db.dialect == "postgresql" else _FRESH_SQLITE)
+        db.execute("DELETE FROM fresh_demands")
+        db.insert_rows("fresh_demands", ("source", "demand_id"), keys)
+        rows = db.rows(_FRESH_DEMANDS)
+    for row in rows:
         key = (row[0], row[2])
         customer = owner[key]
         if (row[0], row[1]) != customer or row[13]:
