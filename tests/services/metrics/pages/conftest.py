@@ -116,6 +116,10 @@ def _site(
         auth=AuthSettings(database_url=f"sqlite+aiosqlite:///{target / 'auth.db'}"),
         people=PeopleSettings(**people),
         pages=PagesSettings(assets_dir=ASSETS),
+        # The pages read a seeded database and publish single labels (polls of one batch,
+        # decoded in the service anyway): no decoding worker, whose start and stop (its
+        # imports) cost ~1 s of every app the pages' tests start.
+        decode_worker=False,
     )
     return Site(settings, read_key)
 
