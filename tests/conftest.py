@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import sys
@@ -23,7 +24,7 @@ import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -55,16 +56,57 @@ def _worker_suffix() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Started early: while the whole suite is collected
+# ---------------------------------------------------------------------------------------------
+
+# The broker and the cluster a plain ``pytest`` (the testpaths: the whole suite) is sure to
+# ask for, started in threads at session start so that their start-up (a JVM, an initdb:
+# several seconds, mostly on the other core) overlaps the collection (~10 s of imports)
+# instead of holding up the first test that asks. A run of chosen paths starts them when
+# (and if) a test asks, as before. The fixtures take them from here.
+_EARLY: dict[str, concurrent.futures.Future[Any]] = {}
+
+
+def _clear_leftovers() -> None:
+    for line in leftovers.reap_leftovers(ROOT / ".run"):  # what killed sessions left behind
+        warnings.warn(line, stacklevel=1)
+    resume_removals(ROOT / ".run")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if config.args_source is not pytest.Config.ArgsSource.TESTPATHS:
+        return
+    if config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    _clear_leftovers()
+    pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="session-start")
+    _EARLY["kafka"] = pool.submit(_start_kafka)
+    _EARLY["postgres"] = pool.submit(_start_postgres)
+    pool.shutdown(wait=False)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Started early, never asked for (every test needing them deselected): stopped here.
+    for name, early in list(_EARLY.items()):
+        del _EARLY[name]
+        try:
+            started = early.result()
+        except Exception:  # it did not start: nothing is left running
+            continue
+        if name == "kafka":
+            _stop_kafka(started)
+        else:
+            _stop_postgres(started[0])
+
+
+# ---------------------------------------------------------------------------------------------
 # Kafka
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def kafka_config() -> Iterator[local_kafka.LocalKafkaConfig]:
-    """The running test broker's config (started on free ports, clean data, stopped at the end)."""
-    for line in leftovers.reap_leftovers(ROOT / ".run"):  # what killed sessions left behind
-        warnings.warn(line, stacklevel=1)
-    resume_removals(ROOT / ".run")
+def _start_kafka() -> local_kafka.LocalKafkaConfig:
+    """The session's broker, started on free ports with clean data (LocalKafkaError if not)."""
     cfg = local_kafka.LocalKafkaConfig.on_free_ports(
         root=ROOT, run_dir=leftovers.claim(ROOT / ".run" / f"test-kafka{_worker_suffix()}")
     )
@@ -73,22 +115,38 @@ def kafka_config() -> Iterator[local_kafka.LocalKafkaConfig]:
     # (tests/support/echo_worker.py) waits one session timeout by design. The services'
     # own 10 s is above either floor, so nothing else changes.
     cfg.extra_properties["group.min.session.timeout.ms"] = str(TEST_MIN_SESSION_TIMEOUT_MS)
+    local_kafka.wipe(cfg)
+    local_kafka.start(cfg, timeout=120)
+    return cfg
+
+
+def _stop_kafka(cfg: local_kafka.LocalKafkaConfig) -> None:
     try:
-        local_kafka.wipe(cfg)
-        local_kafka.start(cfg, timeout=120)
+        # Killed, not shut down: its data is deleted next, and a controlled shutdown of
+        # the thousands of partitions a session leaves takes the whole 30 s allowed.
+        local_kafka.stop(cfg, timeout=0)
+    except local_kafka.LocalKafkaError as error:  # pragma: no cover - best effort
+        warnings.warn(f"could not stop the test Kafka broker: {error}", stacklevel=1)
+    else:
+        remove_in_background(cfg.run_path)
+
+
+@pytest.fixture(scope="session")
+def kafka_config() -> Iterator[local_kafka.LocalKafkaConfig]:
+    """The running test broker's config (started on free ports, clean data, stopped at the end)."""
+    early = _EARLY.pop("kafka", None)
+    try:
+        if early is not None:
+            cfg = early.result()
+        else:
+            _clear_leftovers()
+            cfg = _start_kafka()
     except local_kafka.LocalKafkaError as error:
         pytest.fail(f"could not start the local Kafka broker: {error}", pytrace=False)
     try:
         yield cfg
     finally:
-        try:
-            # Killed, not shut down: its data is deleted next, and a controlled shutdown of
-            # the thousands of partitions a session leaves takes the whole 30 s allowed.
-            local_kafka.stop(cfg, timeout=0)
-        except local_kafka.LocalKafkaError as error:  # pragma: no cover - best effort
-            warnings.warn(f"could not stop the test Kafka broker: {error}", stacklevel=1)
-        else:
-            remove_in_background(cfg.run_path)
+        _stop_kafka(cfg)
 
 
 @pytest.fixture(scope="session")
@@ -139,16 +197,30 @@ def topic_factory(kafka_bootstrap: str) -> TopicFactory:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """SQLAlchemy URL (postgresql+asyncpg) of a throwaway PostgreSQL database for the session."""
+def _start_postgres() -> tuple[local_postgres.LocalPostgresConfig, str]:
+    """The session's cluster and its URL (LocalPostgresError if it cannot start)."""
     cfg = local_postgres.LocalPostgresConfig(
         root=ROOT, run_dir=leftovers.claim(ROOT / ".run" / f"test-postgres{_worker_suffix()}")
     )
     try:
-        url = local_postgres.start(cfg)
-    except local_postgres.LocalPostgresError as error:
+        return cfg, local_postgres.start(cfg)
+    except local_postgres.LocalPostgresError:
         shutil.rmtree(cfg.run_path, ignore_errors=True)
+        raise
+
+
+def _stop_postgres(cfg: local_postgres.LocalPostgresConfig) -> None:
+    local_postgres.stop(cfg)
+    shutil.rmtree(cfg.run_path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL (postgresql+asyncpg) of a throwaway PostgreSQL database for the session."""
+    early = _EARLY.pop("postgres", None)
+    try:
+        cfg, url = early.result() if early is not None else _start_postgres()
+    except local_postgres.LocalPostgresError as error:
         message = (
             "\n" + "!" * 78 + "\n"
             f"!!! PostgreSQL is NOT available, PostgreSQL tests are SKIPPED: {error}\n" + "!" * 78
@@ -160,8 +232,7 @@ def postgres_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        local_postgres.stop(cfg)
-        shutil.rmtree(cfg.run_path, ignore_errors=True)
+        _stop_postgres(cfg)
 
 
 @pytest.fixture
