@@ -427,8 +427,12 @@ def _prepared_on_connection(
 ) -> BatchOutcome:
     """_received_on_connection of prepared values."""
     keys = prepared.keys
-    known = audit_sample.stored_already(db, keys) if keys else set()
-    write_path.insert_received(db, prepared.rows)
+    if isinstance(db, sql.SqliteDb):
+        # The keys stored before, asked only if the insert left a demand out.
+        known = write_path.insert_new_received(db, prepared.rows, keys)
+    else:
+        known = audit_sample.stored_already(db, keys) if keys else set()
+        write_path.insert_received(db, prepared.rows)
     upkeep_received(db, prepared.received, audit, stored_before=known)
     if not prepared.customers:
         return BatchOutcome()

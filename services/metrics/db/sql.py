@@ -157,6 +157,11 @@ class SqliteDb:
         if rows:
             self._connection.executemany(_positional_insert(table, tuple(columns)), rows)
 
+    def changes(self) -> int:
+        """The rows inserted, updated or deleted on this connection since it was opened
+        (sqlite3's total_changes): an insert-or-ignore's rows ignored are not counted."""
+        return self._connection.total_changes
+
     def time(self, moment: datetime) -> str:
         text = self._texts.get(moment)
         return format_time(moment) if text is None else text

@@ -127,3 +127,44 @@ async def test_the_tail_taken_from_the_batch_equals_the_tail_read_back(
         assert taken == read
     finally:
         await engine.dispose()
+
+
+async def test_the_keys_stored_before_are_found_after_the_insert(sqlite_url: str) -> None:
+    """insert_new_received (SQLite's live path) stores what insert_received stores and
+    answers which demands were stored before the batch as audit_sample.stored_already
+    answers before the insert: none for new demands (without asking), and for a batch with
+    redelivered demands, another copy of a stored key and a key twice, those stored before."""
+    await asyncio.to_thread(upgrade, sqlite_url)
+    engine = create_engine(sqlite_url)
+    sessions = session_factory(engine)
+    try:
+        async with sessions.begin() as session:
+            await apply_events(session, HISTORY)
+        for batch in (NEW, [*AGAIN, HISTORY[0], _demand("b-new", "C1", 9), AGAIN[1]]):
+            prepared = prepare_live(batch, "sqlite")
+            assert prepared is not None
+
+            def work(db: sql.SyncDb, prepared: Any = prepared) -> tuple[set[Any], set[Any]]:
+                assert isinstance(db, sql.SqliteDb)
+                asked = audit_sample.stored_already(db, prepared.keys)
+                return asked, write_path.insert_new_received(db, prepared.rows, prepared.keys)
+
+            async with sessions.begin() as session:
+                asked, answered = await sql.run_sync(session, work)
+            assert answered == asked
+            stored = await _demand_rows(sessions)
+            assert {(r[0], r[1]) for r in stored} >= set(prepared.keys)
+        assert asked == {("s", "k1"), ("s", "h1")}
+        # The first copy stays (insert-or-ignore).
+        assert ("s", "k1", "C7", "billing") in {(r[0], r[1], r[2], r[8]) for r in stored}
+    finally:
+        await engine.dispose()
+
+
+async def _demand_rows(sessions: Any) -> list[Any]:
+    def read(db: sql.SyncDb) -> list[Any]:
+        columns = ", ".join(write_path.DEMAND_COLUMNS)
+        return db.rows(f"SELECT {columns} FROM demands")
+
+    async with sessions() as session:
+        return await sql.run_sync(session, read)
