@@ -113,7 +113,10 @@ async def _import(
     engine = create_engine(settings.database_url, wal_autocheckpoint=backstop)
     producer = ManagedProducer(settings.kafka, client_id="demandscope-import")
     ledger = IdempotencyLedger(
-        engine, lease=timedelta(seconds=settings.claim_lease_s), wal_autocheckpoint=backstop
+        engine,
+        lease=timedelta(seconds=settings.claim_lease_s),
+        wal_autocheckpoint=backstop,
+        confirm_by_token=settings.ledger_confirm_by_token,
     )
     supervisor = Supervisor(service="import", shutdown_timeout_s=settings.shutdown_timeout_s)
     supervisor.add(BackgroundTask("producer", producer.maintain))

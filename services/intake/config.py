@@ -46,6 +46,14 @@ class IntakeSettings(ServiceSettings):
         gt=0,
         description="After this, an id claimed by an instance that never confirmed is retaken.",
     )
+    ledger_confirm_by_token: bool = Field(
+        default=True,
+        description=(
+            "Confirm accepted ids by their request's claim token (one row a request); false "
+            "confirms each id's row, which intake before ledger revision intake_0004 reads: "
+            "set false while such instances share the ledger (upgrades, rollbacks)."
+        ),
+    )
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get a 413."
     )

@@ -9,13 +9,19 @@ Each event goes through two steps around the broker:
 2. after the broker's acknowledgement, ``confirm``: mark *published*. If the broker
    refused, ``release``: delete the pending row so a retry can publish.
 
-A claim carries its request's token (``new_token``), written on each row it claims or takes
-over. The request path confirms by that token (``confirm_soon(keys, token)``): one row
-appended to ``intake_confirmed_claims`` publishes every row still claimed with it, in the
-same transaction, where an UPDATE per key cost about a tenth of a batched event. A row
-taken over gets the taker's token, so a late confirmation of the crashed claimer's token
-does not publish it while the taker has not been acknowledged. ``confirm(keys)`` marks the
-rows themselves, as before.
+A claim carries its request's token (``new_token``), written on each row it inserts. The
+request path confirms by that token (``confirm_soon(keys, token)``): one row appended to
+``intake_confirmed_claims`` publishes every row claimed with it, where an UPDATE per key
+cost about a tenth of a batched event. A row taken over keeps the first claimer's token:
+the broker acknowledged that claimer's records if its confirmation comes, late or not, so
+it still publishes the row. The ledger remembers which keys each request took over and
+confirms those by key with its token (rare: only after a lease ran out).
+``confirm(keys)`` marks the rows themselves, as before.
+
+``confirm_by_token=False`` (the setting ``ledger_confirm_by_token``) confirms by key only,
+while still writing and reading tokens: instances of the code before intake_0004 read only
+the state, so a rolling upgrade from it, or a rollback to it, runs with this off
+(docs/operations.md).
 
 So a duplicate answer is only ever given for an id the broker acknowledged (never a 202
 that can be lost), and two requests with one id never both publish while both instances
@@ -113,6 +119,7 @@ def _log_failure(done: asyncio.Future[list[Claim]]) -> None:
 
 
 _DATABASE_FAULTS = (SQLAlchemyError, sqlite3.Error, OSError)
+_MAX_TAKEN_OVER = 10_000  # requests with taken-over keys awaiting their confirmation
 
 
 class _Store(Protocol):
@@ -234,10 +241,19 @@ class IdempotencyLedger:
     """
 
     def __init__(
-        self, engine: AsyncEngine, *, lease: timedelta, wal_autocheckpoint: int | None = None
+        self,
+        engine: AsyncEngine,
+        *,
+        lease: timedelta,
+        wal_autocheckpoint: int | None = None,
+        confirm_by_token: bool = True,
     ) -> None:
         self._engine = engine
         self._lease = lease
+        self._confirm_by_token = confirm_by_token
+        # The keys each request (by its token) took over: their rows keep another claim's
+        # token, so its confirmation marks them by key. Emptied by its confirm or release.
+        self._taken_over: dict[bytes, list[EventKey]] = {}
         # The writer's queue: a deque and a future it waits on when the deque is empty,
         # not an asyncio.Queue (its put and get cost ~1.5 µs a single request, measured);
         # None asks the writer to stop. Confirmations without a caller waiting (the 202
@@ -371,13 +387,19 @@ class IdempotencyLedger:
         it, each key's row is marked.
         """
         if keys and self._running:
-            if token is None:
+            if token is None or not self._confirm_by_token:
                 self._confirming += keys
             else:
                 self._confirming_tokens.append(token)
+                if self._taken_over and (taken_over := self._taken_over.pop(token, None)):
+                    self._confirming += taken_over
             self._wake_writer()
 
-    async def release(self, keys: Sequence[EventKey]) -> None:
+    async def release(self, keys: Sequence[EventKey], token: bytes | None = None) -> None:
+        """Deletes the keys' unpublished rows; ``token``: their claim's, whose take-overs
+        are then forgotten."""
+        if token is not None and self._taken_over:
+            self._taken_over.pop(token, None)
         await self._submit("release", keys)
 
     async def purge(self, *, retention: timedelta) -> int:
@@ -435,7 +457,24 @@ class IdempotencyLedger:
                 else:
                     outcomes.append(Claim.IN_FLIGHT)
             results.append(outcomes)
+        if written.taken_over and self._confirm_by_token:
+            self._remember_taken_over(batch, written.taken_over)
         return results
+
+    def _remember_taken_over(self, batch: list[_Request], taken_over: set[EventKey]) -> None:
+        """Each key taken over, under the token of the request it went to (the first
+        asker, as above), for that request's confirmation to mark by key."""
+        for request in batch:
+            if request.operation != "claim":
+                continue
+            for key in request.keys:
+                if key in taken_over:
+                    taken_over.discard(key)
+                    self._taken_over.setdefault(request.tokens[0], []).append(key)
+        # A claim whose caller never confirmed nor released (cancelled in between) would
+        # stay here: keep the newest only. A key dropped waits for the lease, as a crash.
+        while len(self._taken_over) > _MAX_TAKEN_OVER:
+            del self._taken_over[next(iter(self._taken_over))]
 
 
 def _fail(batch: list[_Request], error: LedgerUnavailable) -> None:

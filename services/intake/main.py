@@ -57,7 +57,10 @@ async def build(settings: IntakeSettings, stack: AsyncExitStack) -> IntakeCompon
     producer = ManagedProducer(settings.kafka, client_id="demandscope-intake")
     stack.push_async_callback(producer.close)
     ledger = IdempotencyLedger(
-        engine, lease=timedelta(seconds=settings.claim_lease_s), wal_autocheckpoint=backstop
+        engine,
+        lease=timedelta(seconds=settings.claim_lease_s),
+        wal_autocheckpoint=backstop,
+        confirm_by_token=settings.ledger_confirm_by_token,
     )
     purge = partial(
         ledger.purge_periodically,

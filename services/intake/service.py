@@ -129,7 +129,7 @@ class IntakeService:
             # A record the broker took after all is then published twice, and consumers
             # drop the repeat by id.
             try:
-                await self.ledger.release(keys)
+                await self.ledger.release(keys, token)
             except LedgerUnavailable as error:
                 log.warning("could not release claims, retries wait for the lease: %s", error)
             raise

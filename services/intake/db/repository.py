@@ -7,11 +7,14 @@ A row is published when its state says so (``mark_published``, a confirmation by
 when the token it was claimed with is in ``intake_confirmed_claims`` (``confirm_tokens``, a
 request's confirmation: one appended row, where an UPDATE of each of its keys cost about a
 tenth of a batched event, docs/performance.md). Every query that asks whether a row is
-published asks both. On PostgreSQL (read committed) a take-over no longer waits on the
-row for a confirmation of the claim it replaces, which is another table's insert: one
-confirmed as the lease runs out can be taken over and published a second time, a copy
-consumers drop by id, as in the crash windows (docs/services/intake.md); never a
-duplicate answer for an id not acknowledged. It runs one of two ways with the same outcome:
+published asks both. A take-over keeps the row's token (it moves ``claimed_at`` only) and
+is reported in ``BurstResult.taken_over``: the taker confirms those keys by key, and a
+late confirmation of the first claimer's token still publishes the row, whichever lands
+first. On PostgreSQL (read committed) a take-over does not wait for a token confirmation
+being written at the same moment (another table's insert): the row is taken over and
+published a second time, a copy consumers drop by id, and the confirmation publishes it
+when it commits; the taker's release then keeps it (docs/services/intake.md, the crash
+windows). It runs one of two ways with the same outcome:
 
 - ``apply_burst``: SQLAlchemy on an async connection (PostgreSQL: asyncpg has no thread
   between the loop and the socket, so a statement is one round trip);
@@ -59,6 +62,9 @@ class Burst:
 class BurstResult:
     taken: set[EventKey] = field(default_factory=set)  # claimed by this burst
     known: dict[EventKey, str] = field(default_factory=dict)  # the others' states
+    # Those of ``taken`` that were another claim's, taken over after its lease: their rows
+    # keep the first claimer's token, so the taker confirms them by key.
+    taken_over: set[EventKey] = field(default_factory=set)
 
 
 async def apply_burst(connection: AsyncConnection, burst: Burst) -> BurstResult:
@@ -81,9 +87,10 @@ async def apply_burst(connection: AsyncConnection, burst: Burst) -> BurstResult:
         result.taken = set(inserted)
         for key in existing:
             if result.known.get(key) != PUBLISHED and await take_over_stale(
-                connection, key, tokens[key], stale_before=burst.stale_before, at=burst.at
+                connection, key, stale_before=burst.stale_before, at=burst.at
             ):
                 result.taken.add(key)
+                result.taken_over.add(key)
     return result
 
 
@@ -108,9 +115,9 @@ _STATE = (
     f"SELECT CASE WHEN {_TOKEN_CONFIRMED} THEN '{PUBLISHED}' ELSE state END "
     f"FROM {_TABLE} WHERE {_KEY}"
 )
+# The row keeps its token: a late confirmation of the first claimer still publishes it.
 _TAKE_OVER = (
-    f"UPDATE {_TABLE} SET claimed_at = ?, claim_token = ? "
-    f"WHERE {_KEY} AND {_UNPUBLISHED} AND claimed_at < ?"
+    f"UPDATE {_TABLE} SET claimed_at = ? WHERE {_KEY} AND {_UNPUBLISHED} AND claimed_at < ?"
 )
 # Dates stored exactly as SQLAlchemy's DateTime stores them on SQLite (text that sorts as
 # time), so the purge and migrations, which go through SQLAlchemy, compare them alike.
@@ -163,8 +170,9 @@ def apply_burst_sqlite(connection: sqlite3.Connection, burst: Burst) -> BurstRes
             row = execute(_STATE, key).fetchone()
             state = row[0] if row is not None else PENDING
             result.known[key] = state
-            if state != PUBLISHED and execute(_TAKE_OVER, (at, token, *key, stale_before)).rowcount:
+            if state != PUBLISHED and execute(_TAKE_OVER, (at, *key, stale_before)).rowcount:
                 result.taken.add(key)
+                result.taken_over.add(key)
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
@@ -222,13 +230,13 @@ async def states(connection: AsyncConnection, keys: Sequence[EventKey]) -> dict[
 async def take_over_stale(
     connection: AsyncConnection,
     key: EventKey,
-    token: bytes,
     *,
     stale_before: datetime,
     at: datetime,
 ) -> bool:
-    """Re-claims, with ``token``, a pending row whose claimer has not finished in time (it
-    crashed): a late confirmation of the crashed claimer's token no longer publishes it."""
+    """Re-claims a pending row whose claimer has not finished in time (it crashed). The row
+    keeps the claimer's token: its late confirmation (the broker acknowledged) still
+    publishes it; the taker confirms the key by key (``mark_published``)."""
     result = await connection.execute(
         update(AcceptedEvent)
         .where(
@@ -238,7 +246,7 @@ async def take_over_stale(
             _unpublished(),
             AcceptedEvent.claimed_at < stale_before,
         )
-        .values(claimed_at=at, claim_token=token)
+        .values(claimed_at=at)
     )
     return bool(getattr(result, "rowcount", 0))
 

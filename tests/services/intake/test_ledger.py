@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.intake.db import repository
 from services.intake.db.migrate import upgrade
+from services.intake.db.tables import PENDING, PUBLISHED, AcceptedEvent
 from services.intake.ledger import Claim, IdempotencyLedger, LedgerUnavailable, new_token
 from shared.database.engine import create_engine
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -177,12 +184,12 @@ async def test_a_token_confirms_every_key_its_request_claimed_and_no_other(
     assert await one.claim([c]) == [Claim.IN_FLIGHT]
 
 
-async def test_a_claim_taken_over_is_published_by_the_takers_token_only(
+async def test_a_late_confirmation_of_the_first_claimer_publishes_a_row_taken_over(
     ledger_factory: list[IdempotencyLedger],
 ) -> None:
-    """Window 1: the claimer dies (or stalls) after its ack, before its confirmation lands.
-    The taker claims with its own token; the first claimer's late confirmation does not
-    publish the row while the taker has not been acknowledged, the taker's does."""
+    """Window 1: the claimer stalls after its ack, its claim is taken over, then its
+    confirmation lands. The broker acknowledged its records: the row is published (a
+    take-over keeps the row's token), and the taker's confirmation publishes it too."""
     crashed, survivor = ledger_factory  # the survivor's lease is 0 s: every claim is stale
     key = ("demand", "demo", "late")
     late, taker = new_token(), new_token()
@@ -190,11 +197,43 @@ async def test_a_claim_taken_over_is_published_by_the_takers_token_only(
     assert await survivor.claim([key], taker) == [Claim.CLAIMED]
     crashed.confirm_soon([key], late)
     await landed(crashed)
-    assert await crashed.claim([key]) == [Claim.IN_FLIGHT]  # the taker's, still pending
+    assert await crashed.claim([key]) == [Claim.DUPLICATE]
     survivor.confirm_soon([key], taker)
     await landed(survivor)
     assert await crashed.claim([key]) == [Claim.DUPLICATE]
     assert await survivor.claim([key]) == [Claim.DUPLICATE]  # not taken over again
+
+
+async def test_the_takers_confirmation_publishes_the_keys_it_took_over(
+    ledger_factory: list[IdempotencyLedger],
+) -> None:
+    """The first claimer never confirms (it died): the row keeps its token, so the taker's
+    confirmation marks the key it took over by key, beside its own new key's token."""
+    crashed, survivor = ledger_factory
+    taken, fresh = ("demand", "demo", "taken"), ("demand", "demo", "fresh")
+    assert await crashed.claim([taken]) == [Claim.CLAIMED]
+    taker = new_token()
+    assert await survivor.claim([taken, fresh], taker) == [Claim.CLAIMED, Claim.CLAIMED]
+    survivor.confirm_soon([taken, fresh], taker)
+    await landed(survivor)
+    # The crashed claimer's lease is 60 s: a pending row would be in flight to it.
+    assert await crashed.claim([taken, fresh]) == [Claim.DUPLICATE, Claim.DUPLICATE]
+
+
+async def test_an_acknowledged_id_survives_the_takers_release(
+    ledger_factory: list[IdempotencyLedger],
+) -> None:
+    """The claimer's late confirmation lands after a take-over, then the taker's broker
+    refuses and it releases: the id the claimer was answered 202 for stays a duplicate."""
+    claimer, taker = ledger_factory
+    key, first, second = ("demand", "demo", "kept-late"), new_token(), new_token()
+    assert await claimer.claim([key], first) == [Claim.CLAIMED]
+    assert await taker.claim([key], second) == [Claim.CLAIMED]  # taken over
+    claimer.confirm_soon([key], first)
+    await landed(claimer)
+    await taker.release([key], second)
+    assert await claimer.claim([key]) == [Claim.DUPLICATE]
+    assert await taker.claim([key]) == [Claim.DUPLICATE]
 
 
 async def test_a_row_published_by_a_token_is_neither_released_nor_taken_over(
@@ -283,3 +322,145 @@ def test_no_two_tokens_are_alike_nor_a_forked_childs() -> None:
     assert len(tokens | {mine}) == 1001
     assert len(childs) == len(mine) == 16
     assert childs[:8] != mine[:8]  # another process half, though its count is the same
+
+
+# --- the repository's guards, one statement at a time ------------------------------------------
+
+
+async def test_a_take_over_leaves_a_row_published_by_its_token(database_url: str) -> None:
+    """The take-over's own "not published by a token" guard (the bursts read the state
+    first, so only a confirmation committed between that read and the UPDATE reaches it)."""
+    await asyncio.to_thread(upgrade, database_url)
+    engine = create_engine(database_url)
+    key, token, now = ("demand", "demo", "guarded"), new_token(), datetime.now(UTC)
+    async with engine.begin() as connection:
+        await repository.insert_claims(connection, {key: token}, now - timedelta(hours=1))
+        await repository.confirm_tokens(connection, [token], now)
+    later = now + timedelta(hours=1)  # every claim is stale
+    async with engine.begin() as connection:
+        assert not await repository.take_over_stale(connection, key, stale_before=later, at=now)
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database:
+        plain = sqlite3.connect(database)
+        try:
+            stored = repository.stored_datetime
+            taken = plain.execute(repository._TAKE_OVER, (stored(now), *key, stored(later)))
+            assert taken.rowcount == 0
+            plain.commit()
+        finally:
+            plain.close()
+    async with engine.connect() as connection:
+        assert await repository.states(connection, [key]) == {key: PUBLISHED}
+    await engine.dispose()
+
+
+async def test_a_take_over_racing_a_token_confirmation_on_postgresql(
+    fresh_postgres_url: str,
+) -> None:
+    """Read committed: the take-over does not see a token confirmation written but not yet
+    committed (another table's insert) and takes the row over; once both commit the row is
+    published by the claimer's token, and the taker's release (its broker refused) keeps it."""
+    url = fresh_postgres_url
+    await asyncio.to_thread(upgrade, url)
+    engine = create_engine(url)
+    key, token, now = ("demand", "demo", "race"), new_token(), datetime.now(UTC)
+    async with engine.begin() as connection:
+        await repository.insert_claims(connection, {key: token}, now - timedelta(seconds=31))
+    confirmer, taker = await engine.connect(), await engine.connect()
+    try:
+        await confirmer.begin()
+        await repository.confirm_tokens(confirmer, [token], now)
+        await taker.begin()
+        stale_before = now - timedelta(seconds=30)
+        assert await repository.take_over_stale(taker, key, stale_before=stale_before, at=now)
+        await confirmer.commit()
+        await taker.commit()
+    finally:
+        await confirmer.close()
+        await taker.close()
+    async with engine.begin() as connection:
+        assert await repository.states(connection, [key]) == {key: PUBLISHED}
+        await repository.delete_pending(connection, [key])
+    async with engine.connect() as connection:
+        assert await repository.states(connection, [key]) == {key: PUBLISHED}
+    await engine.dispose()
+
+
+async def _state(engine: AsyncEngine, key: tuple[str, str, str]) -> str | None:
+    """What the ledger says of ``key`` now (a token confirmation read as published)."""
+    async with engine.connect() as connection:
+        return (await repository.states(connection, [key])).get(key)
+
+
+async def test_a_token_confirmation_lands_with_no_other_operation(
+    ledger_factory: list[IdempotencyLedger], database_url: str
+) -> None:
+    """An idle instance's 202: nothing else wakes its writer, the confirmation must."""
+    one, _ = ledger_factory
+    key, token = ("demand", "demo", "idle"), new_token()
+    assert await one.claim([key], token) == [Claim.CLAIMED]
+    one.confirm_soon([key], token)
+    engine = create_engine(database_url)
+    try:
+        await wait_until(
+            lambda: _state(engine, key),
+            accept=lambda state: state == PUBLISHED,
+            timeout=10,
+            what="the token confirmation to land",
+        )
+    finally:
+        await engine.dispose()
+
+
+# --- confirmation by token off: what the code before intake_0004 reads -----------------------
+
+
+@contextlib.asynccontextmanager
+async def running(
+    engine: AsyncEngine, *, confirm_by_token: bool
+) -> AsyncIterator[IdempotencyLedger]:
+    ledger = IdempotencyLedger(
+        engine, lease=timedelta(seconds=60), confirm_by_token=confirm_by_token
+    )
+    writer = asyncio.create_task(ledger.run())
+    await asyncio.sleep(0)
+    try:
+        yield ledger
+    finally:
+        ledger.request_stop()
+        await asyncio.wait_for(writer, 10)
+
+
+async def test_with_confirmation_by_token_off_an_older_reader_sees_the_id_published(
+    database_url: str,
+) -> None:
+    """A rolling upgrade from before intake_0004: the new code confirms by key (the state
+    column, all the older code reads), and still reads a token-published row as published."""
+    await asyncio.to_thread(upgrade, database_url)
+    engine = create_engine(database_url)
+    by_key, by_token = ("demand", "demo", "by-key"), ("demand", "demo", "by-token")
+    async with running(engine, confirm_by_token=False) as expanding:
+        token = new_token()
+        assert await expanding.claim([by_key], token) == [Claim.CLAIMED]
+        expanding.confirm_soon([by_key], token)  # the request path passes its token
+        await landed(expanding)
+        async with engine.connect() as connection:  # the older code's read: state only
+            rows = await connection.execute(
+                select(AcceptedEvent.event_id, AcceptedEvent.state).where(
+                    AcceptedEvent.event_id.in_(["by-key"])
+                )
+            )
+            assert rows.all() == [("by-key", PUBLISHED)]
+        async with running(engine, confirm_by_token=True) as contracted:
+            token = new_token()
+            assert await contracted.claim([by_token], token) == [Claim.CLAIMED]
+            contracted.confirm_soon([by_token], token)
+            await landed(contracted)
+        assert await _state(engine, by_token) == PUBLISHED
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                select(AcceptedEvent.state).where(AcceptedEvent.event_id == "by-token")
+            )
+            assert rows.scalar_one() == PENDING  # what the older code would read
+        assert await expanding.claim([by_key, by_token]) == [Claim.DUPLICATE, Claim.DUPLICATE]
+    await engine.dispose()

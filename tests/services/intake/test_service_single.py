@@ -36,7 +36,7 @@ class Ledger:
         # Confirmed by the claim's own token (a random one: compared, not recorded).
         self.calls.append(("confirm", list(keys), token is not None and token == self.token))
 
-    async def release(self, keys: Sequence[EventKey]) -> None:
+    async def release(self, keys: Sequence[EventKey], token: bytes | None = None) -> None:
         self.calls.append(("release", list(keys)))
 
 
