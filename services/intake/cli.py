@@ -60,11 +60,22 @@ def serve() -> None:
 
 
 @app.command("migrate")
-def migrate() -> None:
+def migrate(
+    downgrade_to: str | None = typer.Option(
+        None,
+        "--downgrade-to",
+        help="Take intake's ledger down to this revision (a code rollback, e.g. intake_0003) "
+        "instead of upgrading; see docs/operations.md first.",
+    ),
+) -> None:
     """Create or upgrade intake's idempotency ledger and the shared API-key database."""
-    from services.intake.db.migrate import upgrade_all
+    from services.intake.db.migrate import downgrade, upgrade_all
 
     settings = IntakeSettings()
+    if downgrade_to is not None:
+        downgrade(settings.database_url, downgrade_to)
+        typer.echo(f"intake ledger at {settings.database_url} down to {downgrade_to}")
+        return
     upgrade_all(settings.database_url, settings.auth.database_url)
     typer.echo(f"intake ledger at {settings.database_url} and keys at {settings.auth.database_url}")
 

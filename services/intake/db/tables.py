@@ -12,8 +12,8 @@ from shared.database.naming import named_metadata
 PENDING = "pending"  # claimed by an intake instance, not yet acknowledged by the broker
 PUBLISHED = "published"  # acknowledged: a repeat is a duplicate
 
-# A claim's token: 16 random bytes per request (os.urandom), so no two requests of any
-# instance share one within the retention window.
+# A claim's token (ledger.new_token): 8 random bytes per process, drawn again in a forked
+# child, and an 8-byte count per request, so no two requests of any instance share one.
 TOKEN_BYTES = 16
 
 

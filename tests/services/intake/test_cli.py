@@ -144,3 +144,45 @@ def test_import_masks_free_text_and_files_refused_identifiers_without_their_valu
 
 
 REFUSED = "looks like {}; send an opaque reference, not personal data"
+
+
+def test_migrate_down_keeps_the_ids_a_token_published(cli_env: Path) -> None:
+    """A code rollback's step (docs/operations.md): the ledger down to intake_0003 folds
+    token confirmations into the state column, all the older code reads."""
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from services.intake.ledger import Claim, IdempotencyLedger, new_token
+    from shared.database.engine import create_engine
+
+    assert runner.invoke(app, ["intake", "migrate"]).exit_code == 0
+    url = f"sqlite+aiosqlite:///{cli_env / 'i.db'}"
+
+    async def accept() -> None:
+        engine = create_engine(url)
+        ledger = IdempotencyLedger(engine, lease=timedelta(seconds=60))
+        writer = asyncio.create_task(ledger.run())
+        await asyncio.sleep(0)
+        key, token = ("demand", "demo", "rolled-back"), new_token()
+        assert await ledger.claim([key], token) == [Claim.CLAIMED]
+        ledger.confirm_soon([key], token)
+        ledger.request_stop()
+        await asyncio.wait_for(writer, 10)
+        await engine.dispose()
+
+    async def state() -> str:
+        engine = create_engine(url)
+        async with engine.connect() as connection:
+            found = await connection.execute(
+                text("SELECT state FROM intake_accepted_events WHERE event_id = 'rolled-back'")
+            )
+            value = str(found.scalar_one())
+        await engine.dispose()
+        return value
+
+    asyncio.run(accept())
+    assert asyncio.run(state()) == "pending"  # published by its token only
+    down = runner.invoke(app, ["intake", "migrate", "--downgrade-to", "intake_0003"])
+    assert down.exit_code == 0, down.output
+    assert asyncio.run(state()) == "published"

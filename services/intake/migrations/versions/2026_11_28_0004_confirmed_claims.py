@@ -12,9 +12,12 @@ their state. Going down, rows published by a token are marked published first, s
 acknowledged id is forgotten.
 
 Instances of the code before this revision, left running on the same database, read only
-the state: a row published by a token is pending to them (a repeat is answered 409, and
-after the lease taken over and published again, a copy consumers drop by id). Upgrade
-every instance together.
+the state: a row published by a token is pending to them (a repeat is answered 409, after
+the lease taken over, published again and answered 202, and their release can delete it).
+So a rolling upgrade from before this revision runs with DEMANDSCOPE_INTAKE_LEDGER_CONFIRM_BY_TOKEN
+=false (confirm by key, read both) until no older instance is left, and a rollback turns it
+off, waits a lease, then downgrades (``demandscope intake migrate --downgrade-to
+intake_0003``) before the older code starts: docs/operations.md.
 """
 
 from collections.abc import Sequence
