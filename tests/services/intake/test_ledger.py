@@ -464,3 +464,20 @@ async def test_with_confirmation_by_token_off_an_older_reader_sees_the_id_publis
             assert rows.scalar_one() == PENDING  # what the older code would read
         assert await expanding.claim([by_key, by_token]) == [Claim.DUPLICATE, Claim.DUPLICATE]
     await engine.dispose()
+
+
+async def test_purge_keeps_a_row_claimed_before_the_cutoff_and_confirmed_after_it(
+    database_url: str,
+) -> None:
+    """A token-published row goes with its confirmation's age, not its claim's."""
+    await asyncio.to_thread(upgrade, database_url)
+    engine = create_engine(database_url)
+    key, token, now = ("demand", "demo", "edge"), new_token(), datetime.now(UTC)
+    async with engine.begin() as connection:
+        await repository.insert_claims(connection, {key: token}, now - timedelta(days=2))
+        await repository.confirm_tokens(connection, [token], now)
+    async with engine.begin() as connection:
+        cutoff = now - timedelta(days=1)
+        assert await repository.delete_expired(connection, published_before=cutoff) == 0
+    assert await _state(engine, key) == PUBLISHED
+    await engine.dispose()
