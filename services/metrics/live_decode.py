@@ -251,7 +251,7 @@ class DecodeWorker:
             limit=_READ_LIMIT,
         )
         self._write((self._topics, self._dialect))
-        self._reader = asyncio.create_task(self._read(), name="live-decode-reader")
+        self._reader = asyncio.create_task(self._read(self._process), name="live-decode-reader")
         # The start-up's deadline, once: a worker stuck in its imports is ended, not waited
         # for again at every backlog poll.
         self._overdue = asyncio.get_running_loop().call_later(
@@ -296,10 +296,11 @@ class DecodeWorker:
         # Buffered by the transport, never awaited (drain): the answers are read meanwhile.
         self._process.stdin.write(_FRAME.pack(len(body)) + body)
 
-    async def _read(self) -> None:
-        assert self._process is not None
-        assert self._process.stdout is not None
-        stdout = self._process.stdout
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        # The process is passed, not read from self: a close right after the start (before
+        # this task first runs) has already let go of it.
+        assert process.stdout is not None
+        stdout = process.stdout
         try:
             (size,) = _FRAME.unpack(await stdout.readexactly(_FRAME.size))
             said = pickle.loads(await stdout.readexactly(size))
@@ -359,12 +360,19 @@ class DecodeWorker:
                 waiting.exception()
 
     async def close(self) -> None:
-        """End the worker: end of file on its stdin, then a kill if it lingers."""
+        """End the worker: end of file on its stdin, then a kill if it lingers. A worker
+        still starting is killed at once: it reads its input only after its imports (most
+        of a second of CPU), has been sent nothing, and a service stopping soon after its
+        start (a restart, a test's app) would otherwise wait for them."""
         process, self._process = self._process, None
+        starting = not self._ready
         self._gone = True
         _WORKERS.discard(self)
         if process is None:
             return
+        if starting and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
         if process.stdin is not None:
             process.stdin.close()
         try:

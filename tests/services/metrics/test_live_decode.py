@@ -1371,3 +1371,26 @@ async def test_a_poll_taken_ahead_when_a_rebalance_begins_is_read_again_from_the
     assert batches["restarts"] == 0
     assert volumes == _expected_volumes()
     assert len(letters) == 3
+
+
+async def test_a_worker_closed_while_it_starts_is_killed_not_waited_for() -> None:
+    # Its imports take most of a second; a worker that has said it is ready ends on end of
+    # file with status 0 (the test above), one still starting is killed (-SIGKILL).
+    worker = DecodeWorker(consumed_topics(KafkaSettings()), "sqlite")
+    await worker.start()
+    assert worker.starting
+    assert worker._process is not None
+    process = worker._process
+    await worker.close()
+    assert process.returncode == -signal.SIGKILL
+    assert not worker.usable
+
+
+async def test_a_ready_worker_closed_ends_on_its_input() -> None:
+    worker = DecodeWorker(consumed_topics(KafkaSettings()), "sqlite")
+    await worker.start()
+    assert await worker.started()
+    assert worker._process is not None
+    process = worker._process
+    await worker.close()
+    assert process.returncode == 0
