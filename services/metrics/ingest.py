@@ -428,15 +428,20 @@ def _prepared_on_connection(
     """_received_on_connection of prepared values."""
     keys = prepared.keys
     if isinstance(db, sql.SqliteDb):
-        # The keys stored before, asked only if the insert left a demand out.
-        known = write_path.insert_new_received(db, prepared.rows, keys)
+        # The keys stored before, asked only if the insert left a demand out. Only a
+        # complete insert (counted inside the write transaction) says each key is stored
+        # as its batch row: the rowid read ran before the transaction, so another replica
+        # on the file may have stored one of the keys since (review D1).
+        known, exact = write_path.insert_new_received(db, prepared.rows, keys)
     else:
+        # lock_demands holds the keys, so ``known`` is exact.
         known = audit_sample.stored_already(db, keys) if keys else set()
         write_path.insert_received(db, prepared.rows)
+        exact = True
     upkeep_received(db, prepared.received, audit, stored_before=known)
     if not prepared.customers:
         return BatchOutcome()
-    inserted = write_path.Inserted(prepared.rows.demands, known)
+    inserted = write_path.Inserted(prepared.rows.demands, known) if exact else None
     return recompute_on_connection(
         db, prepared.customers, prepared.fresh, prepared.closing, inserted
     )

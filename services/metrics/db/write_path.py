@@ -249,7 +249,7 @@ def insert_received(db: SyncDb, rows: ReceivedRows) -> None:
 
 def insert_new_received(
     db: SqliteDb, rows: ReceivedRows, keys: Sequence[DemandKey]
-) -> set[DemandKey]:
+) -> tuple[set[DemandKey], bool]:
     """insert_received on SQLite, returning which of ``keys`` (the batch's demands') were
     stored before it: what audit_sample.stored_already answers when asked before the
     insert. Asked after it, and only when the insert did not add every demand row (its
@@ -257,7 +257,13 @@ def insert_new_received(
     the live path's instructions. A demand stored before keeps its rowid, and each row the
     insert adds gets a larger one than any before it (SQLite's rule for a rowid table
     without AUTOINCREMENT: the largest one + 1), so those stored before are the batch's
-    keys at or under the largest rowid before it."""
+    keys at or under the largest rowid before it.
+
+    Also whether the insert added every demand row. Only that is exact with two replicas
+    on one file: pysqlite opens the transaction at the INSERT, so the max(rowid) read runs
+    before it, and another replica may commit a key of the batch in between (its row then
+    above ``last``, ours ignored). A complete insert means every key is stored as its
+    batch row; an incomplete one must be read back (Inserted's caller)."""
     last = db.rows("SELECT max(rowid) FROM demands")[0][0] or 0
     before = db.changes()
     db.insert_rows("demands", DEMAND_COLUMNS, rows.demands)
@@ -265,7 +271,7 @@ def insert_new_received(
     db.insert_rows("case_events", CASE_EVENT_COLUMNS, rows.case_events)
     db.insert_rows("demand_labels", LABEL_COLUMNS, rows.labels)
     if added == len(rows.demands):
-        return set()
+        return set(), True
     known: set[DemandKey] = set()
     for source in sorted({source for source, _ in keys}):
         ids = sorted({demand_id for s, demand_id in keys if s == source})
@@ -273,7 +279,7 @@ def insert_new_received(
             params = {"source": source, "last": last, **_params(part)}
             found = db.rows(_STORED_BEFORE + _marks(part), params)
             known.update((source, demand_id) for (demand_id,) in found)
-    return known
+    return known, False
 
 
 _STORED_BEFORE = (

@@ -1,7 +1,8 @@
 """Two metrics replicas on one database (issue 13): a label that one replica stores while the
 other's insert of its demand is not yet committed is applied all the same (PostgreSQL; SQLite
-has one writer at a time, so the two cannot overlap there), and both replicas' scrapes show
-the same per-purpose gauges."""
+has one writer at a time, so the two writes cannot overlap there, though a batch's first read
+runs before its write transaction opens and another replica may commit in between: see
+test_ingest_stored_before), and both replicas' scrapes show the same per-purpose gauges."""
 
 from __future__ import annotations
 

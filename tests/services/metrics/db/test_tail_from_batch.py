@@ -19,7 +19,7 @@ from services.metrics.db.migrate import upgrade
 from services.metrics.ingest import apply_events, prepare_live
 from shared.database.engine import create_engine, session_factory
 from shared.events import CausedBy, DemandType, Event
-from tests.support.factories import demand_classified, demand_labelled
+from tests.support.factories import case_event, demand_classified, demand_labelled
 
 pytestmark = pytest.mark.integration
 
@@ -133,25 +133,35 @@ async def test_the_keys_stored_before_are_found_after_the_insert(sqlite_url: str
     """insert_new_received (SQLite's live path) stores what insert_received stores and
     answers which demands were stored before the batch as audit_sample.stored_already
     answers before the insert: none for new demands (without asking), and for a batch with
-    redelivered demands, another copy of a stored key and a key twice, those stored before."""
+    redelivered demands (one with a new case event), another copy of a stored key and a key
+    twice, those stored before; and whether the insert added every demand row."""
     await asyncio.to_thread(upgrade, sqlite_url)
     engine = create_engine(sqlite_url)
     sessions = session_factory(engine)
     try:
         async with sessions.begin() as session:
             await apply_events(session, HISTORY)
-        for batch in (NEW, [*AGAIN, HISTORY[0], _demand("b-new", "C1", 9), AGAIN[1]]):
+        batches: list[list[Event]] = [
+            NEW,
+            # A redelivered demand and a new case event: the demands' own count is 0 of 1
+            # (not the case event's 1, which would answer "none stored before").
+            [HISTORY[1], case_event(id="e1", source="s", customer_ref="C2", occurred_at=T0)],
+            [*AGAIN, HISTORY[0], _demand("b-new", "C1", 9), AGAIN[1]],
+        ]
+        for batch in batches:
             prepared = prepare_live(batch, "sqlite")
             assert prepared is not None
 
-            def work(db: sql.SyncDb, prepared: Any = prepared) -> tuple[set[Any], set[Any]]:
+            def work(db: sql.SyncDb, prepared: Any = prepared) -> tuple[set[Any], Any]:
                 assert isinstance(db, sql.SqliteDb)
                 asked = audit_sample.stored_already(db, prepared.keys)
                 return asked, write_path.insert_new_received(db, prepared.rows, prepared.keys)
 
             async with sessions.begin() as session:
-                asked, answered = await sql.run_sync(session, work)
+                asked, (answered, complete) = await sql.run_sync(session, work)
             assert answered == asked
+            # One writer: the insert added every demand row exactly when none was stored.
+            assert complete == (not asked)
             stored = await _demand_rows(sessions)
             assert {(r[0], r[1]) for r in stored} >= set(prepared.keys)
         assert asked == {("s", "k1"), ("s", "h1")}
