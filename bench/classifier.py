@@ -236,6 +236,13 @@ async def classifier(
 
         timed = await timed_until_done(kafka, group, assigned, asyncio.sleep(0))
         if worker is not None:
+            registry = app.state.components.registry
+            name = "demandscope_classifier_model_worker_polls_total"
+            print(
+                "    polls predicted by the worker / asked of it but predicted here: "
+                f"{registry.get_sample_value(name, {'predicted_by': 'worker'}) or 0:.0f} / "
+                f"{registry.get_sample_value(name, {'predicted_by': 'service'}) or 0:.0f}"
+            )
             timed = Timed(timed.seconds, timed.cpu_seconds, worker.cpu_s, worker.texts)
         return timed
 
