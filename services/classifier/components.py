@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from services.classifier.context import ContextStore
 from services.classifier.db.repository import LabelRepository
 from services.classifier.live_model import ModelKeeper
+from services.classifier.model_worker import ModelWorker
 from shared.kafka.service import ConsumerService
 from shared.service.components import ServiceComponents
 from shared.service.readiness import ReadinessCheck, reachable
@@ -19,6 +20,7 @@ class ClassifierComponents(ServiceComponents):
     model: ModelKeeper
     context: ContextStore
     labels: LabelRepository
+    model_worker: ModelWorker | None = None  # predicting a backlog's next poll, if on
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         return {

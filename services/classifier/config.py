@@ -55,6 +55,13 @@ class ClassifierSettings(ServiceSettings):
         "into the database at start when the database holds no model version yet.",
     )
     max_batch: int = Field(default=500, ge=1, description="Records per transaction at most.")
+    model_worker: bool = Field(
+        default=True,
+        description="Predict a backlog's next poll in a worker process (the second core) while "
+        "this one judges and commits the poll before; the service never waits for it to "
+        "start, and predicts here whenever it cannot (not up yet, gone, another model version). "
+        "Off: every prediction in the service's process.",
+    )
     fetch_wait_ms: int = Field(
         default=10,
         ge=0,

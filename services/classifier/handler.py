@@ -28,6 +28,7 @@ from services.classifier.judgement import Thresholds
 from services.classifier.live_model import ModelInUse
 from services.classifier.metrics import ClassifierMetrics
 from services.classifier.model.text_model import Prediction
+from services.classifier.model_worker import PollPredictions
 from services.classifier.service import (
     apply_case,
     classify,
@@ -61,6 +62,7 @@ class ClassifyDemands:
         labels: LabelRepository,
         thresholds: Thresholds,
         metrics: ClassifierMetrics,
+        predictions: PollPredictions | None = None,
     ) -> None:
         self._topics = topics
         self._source = source
@@ -69,6 +71,8 @@ class ClassifyDemands:
         self._labels = labels
         self._thresholds = thresholds
         self._metrics = metrics
+        # The model worker's predictions for the poll in hand (a backlog's, asked ahead).
+        self._predictions = predictions
         self._last_text_pruning = 0.0
         # The metrics' labelled children, by their labels (see ``_count``).
         self._children: dict[object, CounterChild] = {}
@@ -85,7 +89,7 @@ class ClassifyDemands:
         model = self._model()
         ordered = sorted(messages, key=lambda m: m.timestamp_ms)
         demands = [m for m in ordered if isinstance(m.event, DemandReceived)]
-        predictions = _predict(model, demands)
+        predictions = await self._predict(model, demands)
         try:
             labelled = await self._keep_for_learning(
                 demands, self._labels_to_keep(ordered), datetime.now(UTC)
@@ -110,7 +114,7 @@ class ClassifyDemands:
         labels = self._labels_to_keep(ordered)
         if prepared is None:
             model = self._model()  # one version for the whole batch
-            predictions = _predict(model, demands)
+            predictions = await self._predict(model, demands)
             classified_at = event_utc_now()
             labelled = await self._keep_for_learning(demands, labels, classified_at)
         else:
@@ -179,6 +183,27 @@ class ClassifyDemands:
         result.conflicts_with = lambda later: _may_see(later, changed, forwarded)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
+
+    async def _predict(
+        self, model: ModelInUse, demands: list[Inbound[Any]]
+    ) -> dict[int, Prediction | Exception]:
+        """The demands' predictions with ``model``: the worker's, when it was asked for this
+        poll's with that version (model_worker.py), each one it did not predict made here;
+        otherwise all made here."""
+        if self._predictions is not None and demands:
+            answered = await self._predictions.answered(model, demands)
+            if answered is not None:
+                predicted: dict[int, Prediction | Exception] = {}
+                missing: list[Inbound[Any]] = []
+                for message, prediction in zip(demands, answered, strict=True):
+                    if prediction is None:
+                        missing.append(message)
+                    else:
+                        predicted[id(message)] = prediction
+                if missing:
+                    predicted.update(_predict(model, missing))
+                return predicted
+        return _predict(model, demands)
 
     def _labels_to_keep(self, ordered: Sequence[Inbound[Any]]) -> list[DemandLabelled]:
         return [

@@ -24,12 +24,13 @@ from services.classifier.handler import ClassifyDemands, Topics
 from services.classifier.judgement import Thresholds
 from services.classifier.live_model import ModelInUse, ModelKeeper
 from services.classifier.metrics import ClassifierMetrics
+from services.classifier.model_worker import ModelWorker, PollPredictions, PredictingRunner
 from services.classifier.training import TrainingSources
 from services.classifier.versions import holder_name
 from shared.auth.store import ApiKeyStore
 from shared.database.engine import create_engine
 from shared.events import CaseEvent, DemandLabelled, DemandReceived
-from shared.kafka.consumer import RunnerOptions
+from shared.kafka.consumer import ConsumerRunner, RunnerOptions
 from shared.kafka.runtime_metrics import ConsumerMetrics
 from shared.kafka.service import ConsumerService
 from shared.service.app import service_app
@@ -54,9 +55,19 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
         max_demands=settings.max_demands_per_customer,
     )
 
+    worker: ModelWorker | None = None
+    if settings.model_worker:
+        # Started first, so that its imports run beside the model's load; never waited for
+        # (restart to ready): until it holds the model in use, predictions are made here.
+        worker = ModelWorker(polls=metrics.model_worker_polls)
+        await worker.start()
+        stack.push_async_callback(worker.close)
+
     def swapped(model: ModelInUse) -> None:
         metrics.model.info({"version": model.version})
         metrics.model_swaps.inc()
+        if worker is not None:
+            worker.use(model)  # the worker predicts with the version in use, once it has it
 
     def polled(fleet_version: str | None) -> None:
         served = keeper.current.version
@@ -87,6 +98,7 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
         context=topic_name(settings.kafka, Topic.CLASSIFIER_CONTEXT),
         forwarded_labels=forwarded,
     )
+    predictions = PollPredictions(worker, demands) if worker is not None else None
     handler = ClassifyDemands(
         topics=topics,
         source=settings.source_name,
@@ -99,6 +111,7 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
             repeat_window=timedelta(days=settings.repeat_window_days),
         ),
         metrics=metrics,
+        predictions=predictions,
     )
     consumer = ConsumerService(
         settings=settings.kafka,
@@ -113,6 +126,13 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
         metrics=ConsumerMetrics(registry),
         transactional_id_prefix=settings.transactional_id or settings.group_id,
         partition_listener=restorer,
+        runner_factory=(
+            functools.partial(
+                PredictingRunner, predictions=predictions, model=lambda: keeper.current
+            )
+            if predictions is not None
+            else ConsumerRunner
+        ),
     )
     background = [consumer.background_task()]
     if settings.model_watch_interval_s > 0:
@@ -127,6 +147,7 @@ async def build(settings: ClassifierSettings, stack: AsyncExitStack) -> Classifi
         model=keeper,
         context=context,
         labels=labels,
+        model_worker=worker,
     )
 
 

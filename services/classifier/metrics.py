@@ -66,3 +66,11 @@ class ClassifierMetrics:
             "Customers whose recent context this instance holds.",
             registry=registry,
         )
+        # predicted_by="service": a poll asked of the model worker but predicted here (the
+        # worker gone or late, or another model version in use by then).
+        self.model_worker_polls = Counter(
+            "demandscope_classifier_model_worker_polls_total",
+            "Polls whose predictions were asked of the model worker, by who predicted them.",
+            ["predicted_by"],
+            registry=registry,
+        )
