@@ -250,12 +250,19 @@ class ModelWorker:
         return [sys.executable, "-P", "-c", _SERVE.format(path=path)]
 
     async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            *self._command(),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=_READ_LIMIT,
-        )
+        """Start the worker without waiting for it; one that cannot even be started (no
+        interpreter, no memory, no process slots) is logged and left: the service predicts
+        every poll itself, as after the worker's death."""
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                *self._command(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=_READ_LIMIT,
+            )
+        except OSError as error:
+            self._give_up(WorkerGone(f"the model worker could not be started: {error!r}"))
+            return
         self._reader = asyncio.create_task(self._read(), name="model-worker-reader")
         self._overdue = asyncio.get_running_loop().call_later(
             self._start_wait_s, self._start_overdue

@@ -244,12 +244,19 @@ class DecodeWorker:
         return [sys.executable, "-P", "-c", _SERVE.format(path=path)]
 
     async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            *self._command(),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=_READ_LIMIT,
-        )
+        """Start the worker without waiting for it; one that cannot even be started (no
+        interpreter, no memory, no process slots) is logged and left: the service decodes
+        every batch itself, as after the worker's death."""
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                *self._command(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=_READ_LIMIT,
+            )
+        except OSError as error:
+            self._give_up(WorkerGone(f"the decoding worker could not be started: {error!r}"))
+            return
         self._write((self._topics, self._dialect))
         self._reader = asyncio.create_task(self._read(self._process), name="live-decode-reader")
         # The start-up's deadline, once: a worker stuck in its imports is ended, not waited

@@ -212,3 +212,28 @@ async def test_a_worker_killed_mid_stream_leaves_every_demand_classified_exactly
     )
     assert set(counts) == set(ids)  # no loss
     assert max(counts.values()) == 1  # no duplicate
+
+
+class _NoInterpreter(ModelWorker):
+    def _command(self) -> list[str]:
+        return ["/nonexistent/python-for-the-model-worker"]
+
+
+async def test_a_worker_that_cannot_be_started_leaves_the_predictions_to_the_service(
+    seed_model: TrainedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = _NoInterpreter()
+    await worker.start()  # no exception: the service starts and predicts itself
+    try:
+        model = in_use("v1", seed_model.model)
+        worker.use(model)
+        assert not worker.usable
+        assert PollPredictions(worker, "demands").ask("v1", _records(list(TEXTS))) is None
+    finally:
+        await worker.close()
+    assert sum("could not be started" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_worker_is_off_unless_asked_for() -> None:
+    # It costs a core and a copy of the model (~300 MB): a deployment opts in.
+    assert ClassifierSettings().model_worker is False

@@ -1394,3 +1394,22 @@ async def test_a_ready_worker_closed_ends_on_its_input() -> None:
     process = worker._process
     await worker.close()
     assert process.returncode == 0
+
+
+class _NoInterpreter(DecodeWorker):
+    def _command(self) -> list[str]:
+        return ["/nonexistent/python-for-the-decoding-worker"]
+
+
+async def test_a_worker_that_cannot_be_started_leaves_the_decoding_to_the_service(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker = _NoInterpreter(consumed_topics(KafkaSettings()), "sqlite")
+    with caplog.at_level(logging.ERROR, logger="services.metrics.live_decode"):
+        await worker.start()  # no exception: the service starts and decodes itself
+    try:
+        assert not await asyncio.wait_for(worker.started(), 5)
+        assert not worker.usable
+    finally:
+        await worker.close()
+    assert sum("could not be started" in r.getMessage() for r in caplog.records) == 1
