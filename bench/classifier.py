@@ -306,12 +306,14 @@ def main() -> None:
     results.record(
         results.Row(
             part="classifier through Kafka",
-            figure=f"{with_worker:,.0f} demands/s with the model worker on the second core; "
-            f"{ours:,.0f} demands/s on one core",
+            # The row's ratio is the default's (the worker is opt-in); the worker's is beside it.
+            figure=f"{ours:,.0f} demands/s on one core (the default); {with_worker:,.0f} "
+            f"demands/s with the opt-in model worker on the second core "
+            f"({with_worker / raw:.2f} of the passthrough)",
             baseline=f"raw aiokafka consume→produce, read_committed, transactions: {raw:,.0f}/s",
-            ratio=results.ratio(with_worker, raw),
+            ratio=results.ratio(ours, raw),
             target="≥ 0.5, and ≥ 3,000/s on one core",
-            met=with_worker >= 0.5 * raw and ours >= 3000,
+            met=ours >= 0.5 * raw and ours >= 3000,
             note=f"{DEMANDS:,} demands, batches of {BATCH}; training on {TRAINING_ROWS:,} "
             f"examples took {seconds:.1f}s; CPU {ours_run.cpu_per_demand_us():.0f} µs/demand "
             f"on one core, {worker_run.cpu_per_demand_us():.0f} with the worker (+ its "
