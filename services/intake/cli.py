@@ -11,6 +11,7 @@ import os
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from prometheus_client import CollectorRegistry
@@ -61,12 +62,16 @@ def serve() -> None:
 
 @app.command("migrate")
 def migrate(
-    downgrade_to: str | None = typer.Option(
-        None,
-        "--downgrade-to",
-        help="Take intake's ledger down to this revision (a code rollback, e.g. intake_0003) "
-        "instead of upgrading; see docs/operations.md first.",
-    ),
+    # Annotated, with a plain default: `demandscope migrate` and `make run` call this
+    # function directly, where a typer.Option(...) default would be an OptionInfo.
+    downgrade_to: Annotated[
+        str | None,
+        typer.Option(
+            "--downgrade-to",
+            help="Take intake's ledger down to this revision (a code rollback, e.g. "
+            "intake_0003) instead of upgrading; see docs/operations.md first.",
+        ),
+    ] = None,
 ) -> None:
     """Create or upgrade intake's idempotency ledger and the shared API-key database."""
     from services.intake.db.migrate import downgrade, upgrade_all
