@@ -40,15 +40,11 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import pickle
-import signal
-import struct
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -59,6 +55,7 @@ from services.classifier.model.text_model import Prediction, TextModel
 from shared.events import DemandReceived
 from shared.kafka.codec import decode
 from shared.kafka.consumer import ConsumerRunner, Inbound
+from shared.service import pipe_worker
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +72,6 @@ ANSWER_TIMEOUT_S = 5.0
 # Models the worker keeps (the one in use and the one before: a request sent just before a
 # swap is still answered with the version it named).
 _KEPT_MODELS = 2
-_SERVE = (
-    "import sys; sys.path[:] = {path!r}; "
-    "from services.classifier.model_worker import _serve; _serve()"
-)
-_FRAME = struct.Struct("!I")  # each message: its length, then its pickle
-_READ_LIMIT = 64 * 1024 * 1024
 
 # A prediction as it crosses the pipe: Prediction's fields in order (a plain tuple pickles
 # and unpickles faster than the frozen dataclass).
@@ -137,36 +128,20 @@ def predict_values(model: TextModel, values: Sequence[bytes]) -> list[_Fields | 
     return answers
 
 
-def _read_frame(stream: IO[bytes]) -> bytes | None:
-    head = stream.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        return None  # end of file: the service has gone
-    (size,) = _FRAME.unpack(head)
-    body = stream.read(size)
-    return body if len(body) == size else None
-
-
 def _serve() -> None:
     """The worker: models (``("model", version, pickled)``) and requests (``(seq, version,
     values)``), in the order sent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything printed goes to stderr, never into the answers
+    requests, answers = pipe_worker.worker_pipes()
 
     def say(message: object) -> None:
-        body = pickle.dumps(message, protocol=5)
-        answers.write(_FRAME.pack(len(body)))
-        answers.write(body)
-        answers.flush()
+        pipe_worker.write_frame(answers, pickle.dumps(message, protocol=5))
 
-    requests = sys.stdin.buffer
     gc.freeze()  # the imports: out of the collector's generations, as the service does
     gc.set_threshold(50_000, 10, 10)  # the service's young collections (shared.service)
     say((_READY, __file__))
     models: dict[str, TextModel] = {}
     cpu_s, texts = 0.0, 0
-    while (frame := _read_frame(requests)) is not None:
+    while (frame := pipe_worker.read_frame(requests)) is not None:
         started = time.process_time()
         message = pickle.loads(frame)
         if message[0] == "model":
@@ -244,22 +219,15 @@ class ModelWorker:
         return self.usable and self.holds == version and self._sent_model == version
 
     def _command(self) -> list[str]:
-        # The service's sys.path, absolute, so the worker runs the service's code wherever
-        # it starts; -P: its own working directory is not put first.
-        path = [p or os.getcwd() for p in sys.path]
-        return [sys.executable, "-P", "-c", _SERVE.format(path=path)]
+        # The service's own code, never what the worker's working directory holds.
+        return pipe_worker.command(__name__)
 
     async def start(self) -> None:
         """Start the worker without waiting for it; one that cannot even be started (no
         interpreter, no memory, no process slots) is logged and left: the service predicts
         every poll itself, as after the worker's death."""
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                *self._command(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=_READ_LIMIT,
-            )
+            self._process = await pipe_worker.spawn(self._command())
         except OSError as error:
             self._give_up(WorkerGone(f"the model worker could not be started: {error!r}"))
             return
@@ -316,18 +284,14 @@ class ModelWorker:
 
     def _write(self, message: Any) -> None:
         assert self._process is not None
-        assert self._process.stdin is not None
-        body = pickle.dumps(message, protocol=5)
-        # Buffered by the transport, never awaited (drain): the answers are read meanwhile.
-        self._process.stdin.write(_FRAME.pack(len(body)) + body)
+        pipe_worker.send(self._process, message)
 
     async def _read(self) -> None:
         assert self._process is not None
         assert self._process.stdout is not None
         stdout = self._process.stdout
         try:
-            (size,) = _FRAME.unpack(await stdout.readexactly(_FRAME.size))
-            said = pickle.loads(await stdout.readexactly(size))
+            said = await pipe_worker.receive(stdout)
             if not (isinstance(said, tuple) and len(said) == 2 and said[0] == _READY):
                 raise WorkerGone("the model worker did not start")
             self.module_file = str(said[1])
@@ -337,8 +301,7 @@ class ModelWorker:
             if self._overdue is not None:
                 self._overdue.cancel()
             while True:
-                (size,) = _FRAME.unpack(await stdout.readexactly(_FRAME.size))
-                said = pickle.loads(await stdout.readexactly(size))
+                said = await pipe_worker.receive(stdout)
                 if isinstance(said, tuple) and len(said) == 2 and said[0] == _HOLDS:
                     self.holds = str(said[1])
                     continue
@@ -383,14 +346,7 @@ class ModelWorker:
         self._gone = True
         if process is None:
             return
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 5.0)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        await pipe_worker.end(process)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -45,17 +45,13 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import pickle
-import signal
-import struct
-import sys
 import time
 import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
@@ -73,6 +69,7 @@ from shared.kafka.consumer import (
     _Prepared,
     dead_letter_record,
 )
+from shared.service import pipe_worker
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +84,6 @@ START_WAIT_S = 5.0
 # answers and stays alive): then the worker is killed and the batch decoded here. A batch
 # takes the worker ~15-20 ms; the lock it is awaited under also holds up a rebalance.
 ANSWER_TIMEOUT_S = 5.0
-# The worker's code: the service's own, found on the service's sys.path, never what its
-# working directory holds (-P, and sys.path replaced before any import of the project).
-_SERVE = (
-    "import sys; sys.path[:] = {path!r}; from services.metrics.live_decode import _serve; _serve()"
-)
-_FRAME = struct.Struct("!I")  # each message: its length, then its pickle
-# The answers are read as they come (the reader task), not only when awaited: a batch's
-# answer never waits in the pipe for the batch before it to be written.
-_READ_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass
@@ -144,34 +132,17 @@ def decode_values(
     return Decoded(seq, undecodable, prepared, decoded, counts)
 
 
-def _read_frame(stream: IO[bytes]) -> bytes | None:
-    head = stream.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        return None  # end of file: the service has gone
-    (size,) = _FRAME.unpack(head)
-    body = stream.read(size)
-    return body if len(body) == size else None
-
-
 def _serve() -> None:
     """The worker: the topics and the dialect first, then a batch's values at a time."""
-    # Ctrl-C, or a SIGTERM to the whole group (systemd's control-group kill), reaches it
-    # too: the service stops it (end of file on its stdin), after its last batch.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything printed goes to stderr, never into the answers
-    requests = sys.stdin.buffer
-    first = _read_frame(requests)
+    requests, answers = pipe_worker.worker_pipes()
+    first = pipe_worker.read_frame(requests)
     if first is None:
         return
     topics, dialect = pickle.loads(first)
     gc.freeze()  # the imports: out of the collector's generations, as the service does
-    ready = pickle.dumps((_READY, __file__), protocol=5)
-    answers.write(_FRAME.pack(len(ready)) + ready)
-    answers.flush()
+    pipe_worker.write_frame(answers, pickle.dumps((_READY, __file__), protocol=5))
     cpu_s, values = 0.0, 0
-    while (frame := _read_frame(requests)) is not None:
+    while (frame := pipe_worker.read_frame(requests)) is not None:
         started = time.process_time()
         seq, names, batch_values = pickle.loads(frame)
         try:
@@ -184,9 +155,7 @@ def _serve() -> None:
         decoded.cpu_s, decoded.values = cpu_s + time.process_time() - started, values
         answer = pickle.dumps(decoded, protocol=5)
         cpu_s += time.process_time() - started
-        answers.write(_FRAME.pack(len(answer)))
-        answers.write(answer)
-        answers.flush()
+        pipe_worker.write_frame(answers, answer)
 
 
 class WorkerGone(Exception):
@@ -237,23 +206,15 @@ class DecodeWorker:
         return not self._ready and self._process is not None and not self._gone
 
     def _command(self) -> list[str]:
-        # The service's sys.path, absolute ('' is the service's working directory), so the
-        # worker runs the service's code wherever it starts; -P: its own working directory
-        # is not put first. No PYTHONPATH prepended (it would come before the stdlib).
-        path = [p or os.getcwd() for p in sys.path]
-        return [sys.executable, "-P", "-c", _SERVE.format(path=path)]
+        # The service's own code, never what the worker's working directory holds.
+        return pipe_worker.command(__name__)
 
     async def start(self) -> None:
         """Start the worker without waiting for it; one that cannot even be started (no
         interpreter, no memory, no process slots) is logged and left: the service decodes
         every batch itself, as after the worker's death."""
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                *self._command(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=_READ_LIMIT,
-            )
+            self._process = await pipe_worker.spawn(self._command())
         except OSError as error:
             self._give_up(WorkerGone(f"the decoding worker could not be started: {error!r}"))
             return
@@ -298,10 +259,7 @@ class DecodeWorker:
 
     def _write(self, message: Any) -> None:
         assert self._process is not None
-        assert self._process.stdin is not None
-        body = pickle.dumps(message, protocol=5)
-        # Buffered by the transport, never awaited (drain): the answers are read meanwhile.
-        self._process.stdin.write(_FRAME.pack(len(body)) + body)
+        pipe_worker.send(self._process, message)
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         # The process is passed, not read from self: a close right after the start (before
@@ -309,8 +267,7 @@ class DecodeWorker:
         assert process.stdout is not None
         stdout = process.stdout
         try:
-            (size,) = _FRAME.unpack(await stdout.readexactly(_FRAME.size))
-            said = pickle.loads(await stdout.readexactly(size))
+            said = await pipe_worker.receive(stdout)
             if not (isinstance(said, tuple) and len(said) == 2 and said[0] == _READY):
                 raise WorkerGone("the decoding worker did not start")
             self.module_file = str(said[1])
@@ -319,8 +276,7 @@ class DecodeWorker:
             self._ready = True
             self._settled.set()
             while True:
-                (size,) = _FRAME.unpack(await stdout.readexactly(_FRAME.size))
-                decoded = pickle.loads(await stdout.readexactly(size))
+                decoded = await pipe_worker.receive(stdout)
                 if not self._waiting:
                     raise WorkerGone("an answer to no request")
                 seq, sent, waiting = self._waiting.popleft()
@@ -377,17 +333,7 @@ class DecodeWorker:
         _WORKERS.discard(self)
         if process is None:
             return
-        if starting and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 5.0)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        await pipe_worker.end(process, kill=starting)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
